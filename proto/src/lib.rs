@@ -1,0 +1,44 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod directory;
+mod error_code;
+pub mod frame;
+pub mod ids;
+pub mod padding;
+
+/// Generated types for `spec/refuge.proto` (the wire protocol).
+#[allow(clippy::all, missing_docs)]
+pub mod wire {
+    include!(concat!(env!("OUT_DIR"), "/refuge.v1.rs"));
+}
+
+/// Generated types for `spec/directory.proto` (the authority-signed staff directory).
+#[allow(clippy::all, missing_docs)]
+pub mod directory_pb {
+    include!(concat!(env!("OUT_DIR"), "/refuge.directory.v1.rs"));
+}
+
+/// Generated types for `spec/content.proto` (end-to-end content inside libsignal messages).
+#[allow(clippy::all, missing_docs)]
+pub mod content {
+    include!(concat!(env!("OUT_DIR"), "/refuge.content.v1.rs"));
+}
+
+pub use error_code::Fault;
+pub use wire::ErrorCode;
+
+/// The protocol version this crate speaks. A relay answers a Hello with another version with
+/// `UNSUPPORTED_VERSION`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest sealed message the relay stores. The largest padding bucket plus libsignal and
+/// sealed-sender overhead (a PQXDH prekey message carries a 1568-byte ML-KEM ciphertext) fits.
+pub const MAX_SEALED_LEN: usize = 80 * 1024;
+
+/// Largest number of messages one FetchMessages answer carries.
+pub const MAX_FETCH: u32 = 64;
+
+/// Most one-time prekeys of each kind that a device may hold on the relay.
+pub const MAX_ONE_TIME_PREKEYS: usize = 200;
