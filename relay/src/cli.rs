@@ -1,0 +1,194 @@
+//! Command-line interface.
+
+use crate::config::Limits;
+use crate::server::ServeOptions;
+use crate::store::sqlite::StoreLimits;
+use clap::{Args, Parser, Subcommand};
+use ed25519_dalek::VerifyingKey;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "refuge-relay",
+    version,
+    about = "Refuge relay: stores end-to-end encrypted messages for staff and users, serves QUIC \
+             and loopback TCP (for a Tor onion service)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve until SIGINT or SIGTERM. Prints "listening quic …", "listening tcp …" and "ready"
+    /// on standard output once accepting.
+    Serve(ServeArgs),
+    /// Print the SHA-256 pin of the QUIC certificate's public key (making the key if there is
+    /// none yet).
+    SpkiPin(DataDirArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DataDirArgs {
+    /// Where the database and TLS key live [default: $REFUGE_RELAY_DATA_DIR, else
+    /// $XDG_DATA_HOME/refuge-relay, else ~/.local/share/refuge-relay]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+
+    /// UDP address for QUIC (port 0 picks a free port)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7443")]
+    pub quic_listen: SocketAddr,
+
+    /// TCP address for plaintext frames from a local Tor onion service (port 0 picks one)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7444")]
+    pub tcp_listen: SocketAddr,
+
+    /// Allow --tcp-listen on a non-loopback address (its frames are not encrypted)
+    #[arg(long)]
+    pub allow_non_loopback_tcp: bool,
+
+    /// Authority-signed staff directory to serve (refused if older than the stored one)
+    #[arg(long, value_name = "FILE", requires = "authority_keys")]
+    pub directory: Option<PathBuf>,
+
+    /// Trusted authority Ed25519 public key, 64 hex digits (repeatable)
+    #[arg(
+        long = "authority-key",
+        value_name = "HEX",
+        num_args = 1..,
+        action = clap::ArgAction::Append,
+        value_parser = parse_authority_key
+    )]
+    pub authority_keys: Vec<VerifyingKey>,
+
+    /// Most concurrent sessions (TCP connections plus QUIC streams)
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_sessions: u32,
+
+    /// Close a session after this many seconds without a request
+    #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout: u64,
+
+    /// Delete undelivered messages after this many days (0: keep until acknowledged)
+    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    pub retention_days: u32,
+
+    /// Most undelivered messages one mailbox may hold
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_messages_per_mailbox: u64,
+}
+
+fn parse_authority_key(s: &str) -> Result<VerifyingKey, String> {
+    let bytes = hex::decode(s.trim())
+        .map_err(|_| "an authority key is 64 hex digits (32 bytes)".to_string())?;
+    let raw: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| "an authority key is 64 hex digits (32 bytes)".to_string())?;
+    VerifyingKey::from_bytes(&raw).map_err(|_| "not a valid Ed25519 public key".to_string())
+}
+
+impl ServeArgs {
+    pub fn into_options(self) -> ServeOptions {
+        let max_sessions = self.max_sessions as usize;
+        ServeOptions {
+            data_dir: self.data.data_dir,
+            quic_listen: self.quic_listen,
+            tcp_listen: self.tcp_listen,
+            allow_non_loopback_tcp: self.allow_non_loopback_tcp,
+            directory: self.directory,
+            authority_keys: self.authority_keys,
+            retention: (self.retention_days > 0)
+                .then(|| Duration::from_secs(u64::from(self.retention_days) * 86_400)),
+            limits: Limits {
+                max_sessions,
+                max_quic_connections: max_sessions,
+                idle_timeout: Duration::from_secs(self.idle_timeout),
+                ..Limits::default()
+            },
+            store: StoreLimits {
+                max_messages_per_mailbox: self.max_messages_per_mailbox,
+                ..StoreLimits::default()
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_needs_no_arguments() {
+        let cli = Cli::try_parse_from(["refuge-relay", "serve"]).expect("parses");
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.quic_listen.to_string(), "127.0.0.1:7443");
+        assert_eq!(args.tcp_listen.to_string(), "127.0.0.1:7444");
+    }
+
+    #[test]
+    fn directory_requires_an_authority_key() {
+        assert!(Cli::try_parse_from(["refuge-relay", "serve", "--directory", "d"]).is_err());
+        let key = hex::encode(
+            ed25519_dalek::SigningKey::from_bytes(&[1; 32])
+                .verifying_key()
+                .as_bytes(),
+        );
+        let cli = Cli::try_parse_from([
+            "refuge-relay",
+            "serve",
+            "--directory",
+            "d",
+            "--authority-key",
+            &key,
+            "--authority-key",
+            &key,
+        ])
+        .expect("parses");
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.authority_keys.len(), 2);
+        let cli = Cli::try_parse_from([
+            "refuge-relay",
+            "serve",
+            "--authority-key",
+            &key,
+            &key,
+            "--directory",
+            "d",
+        ])
+        .expect("parses");
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.authority_keys.len(), 2);
+        assert!(Cli::try_parse_from(["refuge-relay", "serve", "--authority-key", "zz"]).is_err());
+    }
+
+    #[test]
+    fn spki_pin_takes_a_data_dir() {
+        let cli =
+            Cli::try_parse_from(["refuge-relay", "spki-pin", "--data-dir", "/x"]).expect("parses");
+        assert!(matches!(
+            cli.command,
+            Command::SpkiPin(DataDirArgs { data_dir: Some(_) })
+        ));
+    }
+}

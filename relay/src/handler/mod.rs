@@ -1,0 +1,265 @@
+//! The request handler: one decoded `ClientFrame` in, one `ServerFrame` out.
+//!
+//! Sans-I/O: no sockets and no clock. The transport hands in the frame body, the session state,
+//! the current time and a random source; the handler talks only to the [`Store`] and the
+//! in-memory [`Roster`]. The same code serves TCP, QUIC streams and the in-memory tests.
+
+mod mailbox;
+mod prekeys;
+
+pub use mailbox::{FETCH_BYTE_BUDGET, MAX_ACK_IDS};
+pub use prekeys::{
+    EC_PUBLIC_KEY_LEN, MAX_BUNDLE_DEVICES, MAX_KYBER_PUBLIC_KEY_LEN, PREKEY_SIGNATURE_LEN,
+};
+
+#[cfg(test)]
+mod tests;
+
+use crate::reject::Reject;
+use crate::roster::Roster;
+use crate::session::{AlreadyGreeted, OpenSession, Session};
+use crate::store::{MailboxKind, Store};
+use refuge_proto::wire::client_frame::Request;
+use refuge_proto::wire::server_frame::Response;
+use refuge_proto::wire::{self, ClientFrame, ServerFrame};
+use refuge_proto::{ErrorCode, MAX_SEALED_LEN, PROTOCOL_VERSION, frame};
+
+/// What the relay calls itself in `HelloOk`.
+pub const SOFTWARE: &str = concat!("refuge-relay/", env!("CARGO_PKG_VERSION"));
+
+/// Unix time in seconds, as read by the caller.
+pub type UnixSeconds = u64;
+
+/// The relay's request handler, shared by every session.
+#[derive(Debug)]
+pub struct Relay<S> {
+    store: S,
+    roster: Roster,
+}
+
+impl<S: Store> Relay<S> {
+    pub fn new(store: S, roster: Roster) -> Self {
+        Self { store, roster }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn roster(&self) -> &Roster {
+        &self.roster
+    }
+
+    /// Handles one frame body as read from the wire.
+    pub async fn handle_body<R: rand::CryptoRng + Send>(
+        &self,
+        session: &mut Session,
+        body: &[u8],
+        now: UnixSeconds,
+        rng: &mut R,
+    ) -> ServerFrame {
+        match frame::decode_body::<ClientFrame>(body) {
+            Ok(request) => self.handle(session, request, now, rng).await,
+            Err(e) => error_frame(
+                0,
+                &Reject::malformed(format!(
+                    "the frame could not be read as a ClientFrame ({e}); send exactly one \
+                     canonically encoded ClientFrame per frame"
+                )),
+            ),
+        }
+    }
+
+    /// Handles one decoded request.
+    pub async fn handle<R: rand::CryptoRng + Send>(
+        &self,
+        session: &mut Session,
+        request: ClientFrame,
+        now: UnixSeconds,
+        rng: &mut R,
+    ) -> ServerFrame {
+        let id = request.request_id;
+        match self.dispatch(session, request.request, now, rng).await {
+            Ok(response) => ServerFrame {
+                request_id: id,
+                response: Some(response),
+            },
+            Err(reject) => error_frame(id, &reject),
+        }
+    }
+
+    async fn dispatch<R: rand::CryptoRng + Send>(
+        &self,
+        session: &mut Session,
+        request: Option<Request>,
+        now: UnixSeconds,
+        rng: &mut R,
+    ) -> Result<Response, Reject> {
+        let Some(request) = request else {
+            return Err(Reject::malformed(
+                "the frame carries no request; set exactly one of the request fields",
+            ));
+        };
+        tracing::trace!(request = request_name(&request), "request");
+        if let Request::Hello(hello) = &request {
+            return hello_ok(session, hello);
+        }
+        let Some(open) = session.open() else {
+            return Err(Reject::new(
+                ErrorCode::ProtocolViolation,
+                format!(
+                    "the first request of a session must be Hello; send Hello with \
+                     protocol_version {PROTOCOL_VERSION} before {}",
+                    request_name(&request)
+                ),
+            ));
+        };
+        match request {
+            Request::Hello(_) => unreachable_hello(),
+            Request::GetChallenge(_) => Ok(Response::Challenge(wire::Challenge {
+                nonce: open.issue_challenge(rng).0.to_vec(),
+            })),
+            Request::Authenticate(a) => self.authenticate(open, a).await,
+            Request::CreateMailbox(c) => self.create_mailbox(c).await,
+            Request::Deposit(d) => self.deposit(d, now).await,
+            Request::FetchMessages(f) => self.fetch_messages(open, f).await,
+            Request::AckMessages(a) => self.ack_messages(open, a).await,
+            Request::UploadPrekeys(u) => self.upload_prekeys(open, u).await,
+            Request::GetPrekeyCount(g) => self.prekey_count(open, g).await,
+            Request::FetchPostBundles(f) => self.post_bundles(f).await,
+        }
+    }
+
+    async fn authenticate(
+        &self,
+        open: &mut OpenSession,
+        a: wire::Authenticate,
+    ) -> Result<Response, Reject> {
+        // The nonce is consumed by its first use, whatever else is wrong with the request.
+        let ticket = refuge_proto::ids::Nonce::from_slice(&a.nonce)
+            .map(|nonce| open.redeem_challenge(&nonce));
+        let mailbox = mailbox::mailbox_field(&a.mailbox_id)?;
+        let signature = refuge_proto::ids::signature_from_slice(&a.signature)
+            .map_err(|e| Reject::field("signature", e))?;
+        let ticket = ticket
+            .map_err(|e| Reject::field("nonce", e))?
+            .ok_or_else(|| {
+                Reject::new(
+                    ErrorCode::ChallengeInvalid,
+                    "that nonce was not issued on this session or was already used; ask for a \
+                 fresh challenge (GetChallenge) on this session and sign it",
+                )
+            })?;
+        let Some(key) = self.store.mailbox_key(mailbox).await? else {
+            return Err(Reject::new(
+                ErrorCode::UnknownMailbox,
+                "there is no mailbox with this id on this relay; create it first \
+                 (CreateMailbox) or check the id",
+            ));
+        };
+        let answer = OpenSession::verify_answer(ticket, mailbox, &key.auth_key, &signature)
+            .map_err(|_| {
+                Reject::new(
+                    ErrorCode::AuthFailed,
+                    "the signature does not verify with this mailbox's key; sign the \
+                     authenticate transcript of this mailbox id and nonce with the mailbox's key",
+                )
+            })?;
+        if let MailboxKind::Staff { enrolled } = key.kind {
+            if !enrolled || self.roster.device(&mailbox).is_none() {
+                return Err(Reject::not_enrolled());
+            }
+        }
+        open.admit(answer).map_err(|_| {
+            Reject::invalid(format!(
+                "this session already holds the most mailboxes it may ({}); open another session",
+                crate::session::MAX_MAILBOXES_PER_SESSION
+            ))
+        })?;
+        Ok(Response::Authenticated(wire::Authenticated {}))
+    }
+}
+
+fn hello_ok(session: &mut Session, hello: &wire::Hello) -> Result<Response, Reject> {
+    if hello.protocol_version != PROTOCOL_VERSION {
+        return Err(Reject::new(
+            ErrorCode::UnsupportedVersion,
+            format!(
+                "this relay speaks protocol version {PROTOCOL_VERSION}, not {}; use a client \
+                 release that speaks version {PROTOCOL_VERSION}",
+                hello.protocol_version
+            ),
+        ));
+    }
+    session.greet().map_err(|AlreadyGreeted| {
+        Reject::new(
+            ErrorCode::ProtocolViolation,
+            "Hello was already received on this session; send it only once, first",
+        )
+    })?;
+    Ok(Response::HelloOk(wire::HelloOk {
+        protocol_version: PROTOCOL_VERSION,
+        software: SOFTWARE.into(),
+        max_message_len: MAX_SEALED_LEN as u32,
+    }))
+}
+
+fn unreachable_hello() -> Result<Response, Reject> {
+    // dispatch() answers Hello before it looks at the session phase.
+    Err(Reject::new(
+        ErrorCode::Internal,
+        "internal error: Hello dispatched twice",
+    ))
+}
+
+/// An `Error` frame.
+pub fn error_frame(request_id: u64, reject: &Reject) -> ServerFrame {
+    ServerFrame {
+        request_id,
+        response: Some(Response::Error(reject.to_wire())),
+    }
+}
+
+/// The answer to a frame whose length prefix is above `MAX_FRAME_LEN`; the session ends after it.
+pub fn frame_too_large(len: usize) -> ServerFrame {
+    error_frame(
+        0,
+        &Reject::new(
+            ErrorCode::FrameTooLarge,
+            format!(
+                "a frame of {len} bytes is larger than the limit of {} bytes; the session is \
+                 closed. Split large content into several messages",
+                frame::MAX_FRAME_LEN
+            ),
+        ),
+    )
+}
+
+/// The answer to a new session when the relay is at its session limit.
+pub fn too_busy(max_sessions: usize) -> ServerFrame {
+    error_frame(
+        0,
+        &Reject::new(
+            ErrorCode::Unavailable,
+            format!(
+                "the relay is serving the most sessions it allows ({max_sessions}); the session \
+                 is closed; retry in a moment"
+            ),
+        ),
+    )
+}
+
+fn request_name(request: &Request) -> &'static str {
+    match request {
+        Request::Hello(_) => "Hello",
+        Request::GetChallenge(_) => "GetChallenge",
+        Request::Authenticate(_) => "Authenticate",
+        Request::CreateMailbox(_) => "CreateMailbox",
+        Request::Deposit(_) => "Deposit",
+        Request::FetchMessages(_) => "FetchMessages",
+        Request::AckMessages(_) => "AckMessages",
+        Request::UploadPrekeys(_) => "UploadPrekeys",
+        Request::GetPrekeyCount(_) => "GetPrekeyCount",
+        Request::FetchPostBundles(_) => "FetchPostBundles",
+    }
+}

@@ -1,0 +1,19 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod handler;
+pub mod identity;
+pub mod quic;
+pub mod reject;
+pub mod roster;
+pub mod server;
+pub mod session;
+pub mod shutdown;
+pub mod store;
+pub mod stream;
+pub mod tcp;
+
+#[cfg(test)]
+mod fixtures;

@@ -1,0 +1,137 @@
+//! Refusals: a wire [`ErrorCode`] and a sentence that says what was wrong and what to do.
+
+use crate::store::StoreError;
+use refuge_proto::ErrorCode;
+use refuge_proto::ids::LengthError;
+use refuge_proto::wire;
+
+/// A request the relay will not carry out. Becomes an `Error` frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Reject {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A field of the wrong size.
+    pub fn field(field: &str, e: LengthError) -> Self {
+        Self::new(
+            ErrorCode::MalformedRequest,
+            format!("field {field} is malformed: {e}; send the value in its fixed-size wire form"),
+        )
+    }
+
+    pub fn malformed(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::MalformedRequest, message)
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidArgument, message)
+    }
+
+    pub fn not_authenticated() -> Self {
+        Self::new(
+            ErrorCode::NotAuthenticated,
+            "this session has not authenticated for that mailbox; ask for a challenge \
+             (GetChallenge), answer it with the mailbox's key (Authenticate), then retry",
+        )
+    }
+
+    pub fn not_enrolled() -> Self {
+        Self::new(
+            ErrorCode::NotEnrolled,
+            "that mailbox is not an enrolled staff device in the relay's directory; a revoked \
+             device must be enrolled again by the authority",
+        )
+    }
+
+    pub fn to_wire(&self) -> wire::Error {
+        wire::Error {
+            code: self.code as i32,
+            message: self.message.clone(),
+        }
+    }
+}
+
+impl From<StoreError> for Reject {
+    fn from(e: StoreError) -> Self {
+        use ErrorCode as C;
+        match e {
+            StoreError::UnknownMailbox => Reject::new(
+                C::UnknownMailbox,
+                "there is no mailbox with this id on this relay; check the address you were \
+                 given (a user mailbox must be created with CreateMailbox first)",
+            ),
+            StoreError::MailboxExists => Reject::new(
+                C::MailboxExists,
+                "a mailbox with this id already exists with other keys; choose a new random \
+                 mailbox id",
+            ),
+            StoreError::DepositTokenMissing => Reject::new(
+                C::DepositNotAuthorized,
+                "this mailbox accepts deposits only with its deposit token; send the token its \
+                 owner gave you",
+            ),
+            StoreError::DepositTokenWrong => Reject::new(
+                C::DepositNotAuthorized,
+                "the deposit token does not open this mailbox; use the token its owner gave you \
+                 (the owner may have replaced the mailbox)",
+            ),
+            StoreError::DepositTokenUnexpected => Reject::invalid(
+                "deposits to a staff device mailbox carry no deposit token; send deposit_token \
+                 empty",
+            ),
+            StoreError::MailboxFull { max } => Reject::new(
+                C::Unavailable,
+                format!(
+                    "the mailbox already holds {max} undelivered messages, the most the relay \
+                     keeps; nothing was stored; retry later, after its owner has fetched them"
+                ),
+            ),
+            StoreError::MissingInitialPrekeys => Reject::invalid(
+                "the first prekey upload of a device must include signed_prekey and \
+                 kyber_last_resort; nothing was stored",
+            ),
+            StoreError::TooManyPrekeys { kind, max } => Reject::invalid(format!(
+                "storing these would give the device more than {max} {kind}; nothing was \
+                 stored; upload fewer (GetPrekeyCount says how many are held)"
+            )),
+            StoreError::NoDevices => Reject::new(
+                C::NoDevices,
+                "no device of this post has uploaded prekeys yet; try again later",
+            ),
+            StoreError::PrekeysExhausted { label } => Reject::new(
+                C::PrekeysExhausted,
+                format!(
+                    "device {label} has no one-time prekeys left; nothing was handed out; retry \
+                     later, after the device has uploaded more"
+                ),
+            ),
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "storage failure answered as UNAVAILABLE");
+                Reject::new(
+                    C::Unavailable,
+                    "the relay's storage failed and nothing was changed; retry later",
+                )
+            }
+            e @ (StoreError::Corrupt(_)
+            | StoreError::DirectoryRollback { .. }
+            | StoreError::DirectoryConflict { .. }
+            | StoreError::DirectoryVersionTooLarge(_)) => {
+                tracing::error!(error = %e, "internal storage error");
+                Reject::new(
+                    C::Internal,
+                    "the relay hit an internal error and changed nothing; retry later, and tell \
+                     the relay operator if it persists",
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Startup, the announce lines on standard output, and graceful shutdown.
+//!
+//! Order: data directory → database (migrated) → staff directory (verified, rollback refused) →
+//! TLS identity → listeners bound → signal handlers → `listening …` / `ready` on stdout →
+//! serve. On SIGINT or SIGTERM: stop accepting, let every running request finish (its commit
+//! included), stop the writer after it has committed everything queued, close QUIC, exit 0.
+
+use crate::config::{self, ConfigError, Limits};
+use crate::handler::Relay;
+use crate::identity::{self, IdentityError};
+use crate::quic::{self, QuicError};
+use crate::roster::{self, RosterError};
+use crate::shutdown;
+use crate::store::sqlite::{DATABASE_FILE, OpenError, SqliteStore, StoreLimits};
+use crate::store::{Store, to_hour};
+use crate::stream::SessionSlots;
+use crate::tcp::{self, TcpError};
+use ed25519_dalek::VerifyingKey;
+use quinn::VarInt;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// `None`: resolved from the environment.
+    pub data_dir: Option<PathBuf>,
+    pub quic_listen: SocketAddr,
+    pub tcp_listen: SocketAddr,
+    pub allow_non_loopback_tcp: bool,
+    pub directory: Option<PathBuf>,
+    pub authority_keys: Vec<VerifyingKey>,
+    /// Undelivered messages older than this are deleted; `None` keeps them.
+    pub retention: Option<Duration>,
+    pub limits: Limits,
+    pub store: StoreLimits,
+}
+
+/// Why the relay could not start (or stopped abnormally).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] OpenError),
+    #[error(transparent)]
+    Roster(#[from] RosterError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Quic(#[from] QuicError),
+    #[error(transparent)]
+    Tcp(#[from] TcpError),
+    #[error("cannot install the signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error("cannot write to standard output: {0}")]
+    Stdout(std::io::Error),
+}
+
+impl ServeError {
+    /// What the operator can do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            ServeError::Config(e) => e.hint(),
+            ServeError::Store(e) => e.hint(),
+            ServeError::Roster(e) => e.hint(),
+            ServeError::Identity(e) => e.hint(),
+            ServeError::Quic(QuicError::Bind { .. }) => {
+                "choose a free port with --quic-listen (port 0 picks one), or stop what uses it"
+            }
+            ServeError::Quic(_) => "this is a bug; please report it",
+            ServeError::Tcp(e) => e.hint(),
+            ServeError::Signals(_) => "run the relay as a normal process",
+            ServeError::Stdout(_) => "keep standard output open; it carries the ready lines",
+        }
+    }
+}
+
+fn announce(line: &str) -> Result<(), ServeError> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").map_err(ServeError::Stdout)?;
+    out.flush().map_err(ServeError::Stdout)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `refuge-relay spki-pin`: the pin of the QUIC identity (made if absent).
+pub fn spki_pin(data_dir: Option<PathBuf>) -> Result<String, ServeError> {
+    let dir = config::resolve_data_dir(data_dir.as_deref())?;
+    config::prepare_data_dir(&dir)?;
+    let (identity, created) = identity::load_or_create(&dir)?;
+    if created {
+        tracing::info!(data_dir = %dir.display(), "made a new QUIC identity");
+    }
+    Ok(identity.pin())
+}
+
+/// `refuge-relay serve`: runs until SIGINT or SIGTERM.
+pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
+    let data_dir = config::resolve_data_dir(options.data_dir.as_deref())?;
+    config::prepare_data_dir(&data_dir)?;
+    let store = SqliteStore::open(&data_dir.join(DATABASE_FILE), options.store.clone())?;
+    match start_and_run(&options, &data_dir, &store).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            store.shutdown().await;
+            Err(e)
+        }
+    }
+}
+
+async fn start_and_run(
+    options: &ServeOptions,
+    data_dir: &std::path::Path,
+    store: &SqliteStore,
+) -> Result<(), ServeError> {
+    let limits = &options.limits;
+    let roster = roster::load(store, options.directory.as_deref(), &options.authority_keys).await?;
+    let (identity, created) = identity::load_or_create(data_dir)?;
+    if created {
+        tracing::info!("made a new QUIC identity; hand its pin to the client policy authors");
+    }
+    let quic_config = quic::server_config(&identity, limits.idle_timeout)?;
+    let tcp_listener = tcp::bind(options.tcp_listen, options.allow_non_loopback_tcp).await?;
+    let endpoint = quic::bind(options.quic_listen, quic_config)?;
+    let quic_addr = endpoint.local_addr().map_err(|source| QuicError::Bind {
+        addr: options.quic_listen,
+        source,
+    })?;
+    let tcp_addr = tcp_listener.local_addr().map_err(|source| TcpError::Bind {
+        addr: options.tcp_listen,
+        source,
+    })?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
+
+    let relay = Arc::new(Relay::new(store.clone(), roster));
+    let sessions = SessionSlots::new(limits.max_sessions);
+    let connections = SessionSlots::new(limits.max_quic_connections);
+    let (trigger, shutdown) = shutdown::channel();
+
+    let quic_task = tokio::spawn(quic::serve(
+        endpoint.clone(),
+        Arc::clone(&relay),
+        sessions.clone(),
+        connections,
+        limits.idle_timeout,
+        shutdown.clone(),
+    ));
+    let tcp_task = tokio::spawn(tcp::serve(
+        tcp_listener,
+        Arc::clone(&relay),
+        sessions.clone(),
+        limits.idle_timeout,
+        shutdown.clone(),
+    ));
+    let retention_task = options
+        .retention
+        .map(|keep| tokio::spawn(expire_loop(store.clone(), keep, shutdown.clone())));
+
+    announce(&format!(
+        "listening quic {quic_addr} spki-sha256={}",
+        identity.pin()
+    ))?;
+    announce(&format!("listening tcp {tcp_addr}"))?;
+    announce("ready")?;
+    tracing::info!(
+        %quic_addr,
+        %tcp_addr,
+        directory_version = ?relay.roster().version(),
+        staff_devices = relay.roster().device_count(),
+        "refuge-relay ready"
+    );
+
+    tokio::select! {
+        _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    trigger.trigger();
+    let _ = quic_task.await;
+    let _ = tcp_task.await;
+    if let Some(task) = retention_task {
+        let _ = task.await;
+    }
+    if !sessions.drained(limits.shutdown_grace).await {
+        tracing::warn!("some sessions did not finish within the grace period");
+    }
+    // Everything queued is committed and answered before the writer stops.
+    store.shutdown().await;
+    endpoint.close(VarInt::from_u32(0), b"relay shutting down");
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Deletes undelivered messages older than `keep`, hourly.
+async fn expire_loop<S: Store>(store: S, keep: Duration, mut shutdown: shutdown::Shutdown) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.wait() => break,
+            _ = tick.tick() => {}
+        }
+        let cutoff = to_hour(unix_now()).saturating_sub(keep.as_secs());
+        match store.expire_messages(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                deleted = n,
+                "deleted undelivered messages past the retention period"
+            ),
+            Err(e) => tracing::warn!(error = %e, "expiring old messages failed; will retry"),
+        }
+    }
+}

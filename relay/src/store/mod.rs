@@ -1,0 +1,284 @@
+//! What the relay keeps, behind a narrow interface.
+//!
+//! [`Store`] is the only way the request handler touches storage, so the schema can change and
+//! another backend can be added without touching the protocol code. [`sqlite::SqliteStore`] is
+//! the backend used today: one SQLite file, a single writer thread doing group commit, and
+//! separate read connections.
+//!
+//! Every method either does all of what it says or nothing: a refused request (wrong token,
+//! exhausted prekeys, a full disk) leaves the stored state exactly as it was.
+
+pub mod sqlite;
+
+use crate::session::MailboxGrant;
+use ed25519_dalek::VerifyingKey;
+use refuge_proto::directory::VerifiedDirectory;
+use refuge_proto::ids::{DepositToken, MailboxId};
+use std::future::Future;
+
+/// Storage for mailboxes, messages, staff prekeys and the staff directory.
+///
+/// Reads that need a session's proof of mailbox ownership take a [`MailboxGrant`], which only a
+/// verified challenge answer produces: a backend cannot be asked for a mailbox's messages by code
+/// that skipped authentication.
+pub trait Store: Send + Sync + 'static {
+    /// The key that authenticates a mailbox's reader, and what kind of mailbox it is.
+    fn mailbox_key(
+        &self,
+        mailbox: MailboxId,
+    ) -> impl Future<Output = Result<Option<MailboxKey>, StoreError>> + Send;
+
+    /// Creates a user mailbox; creating it again with the same keys succeeds.
+    fn create_mailbox(
+        &self,
+        new: NewMailbox,
+    ) -> impl Future<Output = Result<Created, StoreError>> + Send;
+
+    /// Stores one sealed message. Returns only once the message is durably committed.
+    fn deposit(&self, deposit: NewDeposit) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The oldest messages of a mailbox: at most `limit` of them and at most `max_bytes` of
+    /// sealed content (but always at least one message if any is stored).
+    fn fetch_messages(
+        &self,
+        grant: &MailboxGrant,
+        limit: u32,
+        max_bytes: usize,
+    ) -> impl Future<Output = Result<MessagePage, StoreError>> + Send;
+
+    /// Deletes the given messages of a mailbox; unknown ids are ignored. Returns how many were
+    /// deleted.
+    fn ack_messages(
+        &self,
+        grant: &MailboxGrant,
+        message_ids: Vec<u64>,
+    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
+
+    /// Adds or replaces a staff device's prekeys. The caller has checked that the mailbox is an
+    /// enrolled device and that `identity_key` is the enrolled one.
+    fn upload_prekeys(
+        &self,
+        grant: &MailboxGrant,
+        upload: PrekeyUpload,
+    ) -> impl Future<Output = Result<PrekeyCount, StoreError>> + Send;
+
+    /// How many one-time prekeys of each kind a mailbox holds.
+    fn prekey_count(
+        &self,
+        grant: &MailboxGrant,
+    ) -> impl Future<Output = Result<PrekeyCount, StoreError>> + Send;
+
+    /// Hands out one prekey bundle per device that has uploaded keys, consuming one-time
+    /// prekeys, all in one transaction: if any such device has no one-time prekey left, nothing
+    /// is consumed.
+    fn take_post_bundles(
+        &self,
+        devices: Vec<BundleRequest>,
+    ) -> impl Future<Output = Result<Vec<TakenBundle>, StoreError>> + Send;
+
+    /// Makes a verified directory the current one: refuses a lower version than the stored one,
+    /// creates or re-enables a mailbox for every enrolled device and disables the mailboxes of
+    /// devices no longer listed (keeping their messages).
+    fn install_directory(
+        &self,
+        directory: VerifiedDirectory,
+    ) -> impl Future<Output = Result<DirectoryChange, StoreError>> + Send;
+
+    /// The stored directory file, exactly as signed, if one was ever installed. It must be
+    /// verified again before use.
+    fn stored_directory(
+        &self,
+    ) -> impl Future<Output = Result<Option<StoredDirectory>, StoreError>> + Send;
+
+    /// Deletes undelivered messages received before `before_hour` (unix seconds). Returns how
+    /// many were deleted.
+    fn expire_messages(
+        &self,
+        before_hour: u64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// Why a store operation did not happen. In every case nothing was changed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("no mailbox with this id")]
+    UnknownMailbox,
+    #[error("a mailbox with this id already exists with other keys")]
+    MailboxExists,
+    #[error("the deposit token is missing")]
+    DepositTokenMissing,
+    #[error("the deposit token does not open this mailbox")]
+    DepositTokenWrong,
+    #[error("deposits to a staff device mailbox carry no deposit token")]
+    DepositTokenUnexpected,
+    #[error("the mailbox already holds {max} undelivered messages")]
+    MailboxFull { max: u64 },
+    #[error(
+        "the first prekey upload of a device must include a signed prekey and a Kyber last-resort prekey"
+    )]
+    MissingInitialPrekeys,
+    #[error("{kind} would exceed {max}")]
+    TooManyPrekeys { kind: &'static str, max: usize },
+    #[error("no device of the post has uploaded prekeys")]
+    NoDevices,
+    #[error("device {label} has no one-time prekeys left")]
+    PrekeysExhausted { label: String },
+    #[error(
+        "directory version {offered} is older than the stored version {stored}: refusing to roll back"
+    )]
+    DirectoryRollback { offered: u64, stored: u64 },
+    #[error("directory version {version} differs from the stored directory with the same version")]
+    DirectoryConflict { version: u64 },
+    #[error("directory version {0} is too large to store")]
+    DirectoryVersionTooLarge(u64),
+    /// The storage engine failed (busy, disk full, I/O error, corruption) or is shutting down.
+    #[error("storage failed: {0}")]
+    Unavailable(String),
+    /// Stored data is not what this code wrote: a bug or tampering.
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+/// The kind of a mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailboxKind {
+    /// Created by a user; deposits need the deposit token.
+    User,
+    /// A staff device's mailbox from the directory; anyone may deposit. `enrolled` is false once
+    /// the device has left the directory.
+    Staff { enrolled: bool },
+}
+
+/// How a mailbox's reader authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailboxKey {
+    pub auth_key: VerifyingKey,
+    pub kind: MailboxKind,
+}
+
+/// A user mailbox to create.
+#[derive(Debug, Clone)]
+pub struct NewMailbox {
+    pub mailbox: MailboxId,
+    pub auth_key: VerifyingKey,
+    pub deposit_token_hash: [u8; 32],
+}
+
+/// Whether `create_mailbox` made a new mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    New,
+    AlreadyExisted,
+}
+
+/// A sealed message to store.
+#[derive(Debug, Clone)]
+pub struct NewDeposit {
+    pub mailbox: MailboxId,
+    pub token: Option<DepositToken>,
+    pub sealed: Vec<u8>,
+    /// Unix seconds rounded down to the hour; the store never keeps finer time.
+    pub received_hour: u64,
+}
+
+/// One stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub id: u64,
+    pub sealed: Vec<u8>,
+    pub received_hour: u64,
+}
+
+/// The answer to a fetch.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MessagePage {
+    pub messages: Vec<StoredMessage>,
+    /// More messages remain after these.
+    pub more: bool,
+}
+
+/// A prekey signed by the device's identity key (EC signed prekey, Kyber prekey).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedKey {
+    pub id: u32,
+    pub public_key: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+/// An EC one-time prekey.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneTimeKey {
+    pub id: u32,
+    pub public_key: Vec<u8>,
+}
+
+/// What a staff device uploads.
+#[derive(Debug, Clone, Default)]
+pub struct PrekeyUpload {
+    pub identity_key: Vec<u8>,
+    pub registration_id: u32,
+    pub signed_prekey: Option<SignedKey>,
+    pub kyber_last_resort: Option<SignedKey>,
+    pub one_time: Vec<OneTimeKey>,
+    pub kyber_one_time: Vec<SignedKey>,
+}
+
+/// How many one-time prekeys a device holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PrekeyCount {
+    pub one_time: u32,
+    pub kyber_one_time: u32,
+}
+
+/// A device of a post, as the verified directory lists it.
+#[derive(Debug, Clone)]
+pub struct BundleRequest {
+    pub label: String,
+    pub mailbox: MailboxId,
+    pub identity_key: Vec<u8>,
+}
+
+/// The keys handed out for one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenBundle {
+    pub label: String,
+    pub mailbox: MailboxId,
+    pub registration_id: u32,
+    pub identity_key: Vec<u8>,
+    pub signed_prekey: SignedKey,
+    pub one_time_prekey: OneTimeKey,
+    /// A one-time Kyber prekey if one was left, else the last-resort one.
+    pub kyber_prekey: SignedKey,
+}
+
+/// What installing a directory changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryChange {
+    pub version: u64,
+    pub previous_version: Option<u64>,
+    /// Enrolled devices (each has an open staff mailbox).
+    pub enrolled: usize,
+    /// Staff mailboxes disabled by this install because their device left the directory.
+    pub disabled: usize,
+}
+
+/// The directory file as stored, still to be verified.
+#[derive(Debug, Clone)]
+pub struct StoredDirectory {
+    pub version: u64,
+    pub signed: Vec<u8>,
+    /// The authority key that signed it, as recorded when it was installed.
+    pub authority_key: [u8; 32],
+}
+
+/// Rounds unix seconds down to the hour: the only time the relay stores.
+pub fn to_hour(unix_seconds: u64) -> u64 {
+    unix_seconds - unix_seconds % 3600
+}

@@ -1,0 +1,274 @@
+//! The SQLite backend: one file, WAL, `synchronous=FULL`, `secure_delete=ON`, STRICT tables.
+//!
+//! Writes go to the single writer thread (module `writer`), which batches them into group commits.
+//! Reads run on a small pool of read-only connections in tokio's blocking pool, each inside one
+//! read transaction (a consistent snapshot), so they never wait behind a commit.
+
+mod ops;
+pub mod schema;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use super::{
+    BundleRequest, Created, DirectoryChange, MailboxKey, MessagePage, NewDeposit, NewMailbox,
+    PrekeyCount, PrekeyUpload, Store, StoreError, StoredDirectory, TakenBundle,
+};
+use crate::session::MailboxGrant;
+use refuge_proto::directory::VerifiedDirectory;
+use refuge_proto::ids::MailboxId;
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::{Semaphore, mpsc};
+
+pub use schema::OpenError;
+
+/// The database file's name inside the data directory.
+pub const DATABASE_FILE: &str = "relay.sqlite3";
+
+/// Sizes of the store's queues and quotas.
+#[derive(Debug, Clone)]
+pub struct StoreLimits {
+    /// Undelivered messages one mailbox may hold; deposits beyond are refused.
+    pub max_messages_per_mailbox: u64,
+    /// Read connections (concurrent reads).
+    pub read_connections: usize,
+    /// Write jobs that may wait for the writer; further writers wait for room.
+    pub write_queue: usize,
+    /// Most write jobs committed in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        Self {
+            max_messages_per_mailbox: 10_000,
+            read_connections: 4,
+            write_queue: 1024,
+            max_batch: 256,
+        }
+    }
+}
+
+/// The SQLite store. Cloning is cheap and shares the same connections and writer.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    limits: StoreLimits,
+    writer: Mutex<Option<mpsc::Sender<writer::BoxedJob>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+    read_permits: Semaphore,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave their contents half-updated (push/pop/take).
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database at `path` and starts the writer.
+    pub fn open(path: &Path, limits: StoreLimits) -> Result<Self, OpenError> {
+        let write_conn = schema::open_writer(path)?;
+        let readers = (0..limits.read_connections.max(1))
+            .map(|_| schema::open_reader(path))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (tx, thread) = writer::spawn(write_conn, limits.write_queue, limits.max_batch)
+            .map_err(OpenError::Writer)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                read_permits: Semaphore::new(readers.len()),
+                readers: Mutex::new(readers),
+                writer: Mutex::new(Some(tx)),
+                writer_thread: Mutex::new(Some(thread)),
+                limits,
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Stops taking writes, lets the writer commit and answer everything already queued, and
+    /// waits for it to finish. Later writes fail with `Unavailable`.
+    pub async fn shutdown(&self) {
+        drop(lock(&self.inner.writer).take());
+        let thread = lock(&self.inner.writer_thread).take();
+        if let Some(thread) = thread {
+            let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                tracing::error!("the storage writer thread ended abnormally");
+            }
+        }
+    }
+
+    /// Runs `f` on the writer thread inside the next group commit; returns once committed.
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let sender = lock(&self.inner.writer).clone();
+        let Some(sender) = sender else {
+            return Err(StoreError::Unavailable("the relay is shutting down".into()));
+        };
+        let (job, reply) = writer::job(f);
+        sender
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Unavailable("the storage writer has stopped".into()))?;
+        drop(sender);
+        reply.await.map_err(|_| {
+            StoreError::Unavailable("the storage writer stopped before answering".into())
+        })?
+    }
+
+    /// Runs `f` on a read connection, inside one read transaction.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let _permit = self
+            .inner
+            .read_permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let checkout = Checkout::take(&inner)?;
+            let conn = checkout.conn();
+            conn.execute_batch("BEGIN")?;
+            let result = f(conn);
+            if let Err(e) = conn.execute_batch("COMMIT") {
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                return Err(e.into());
+            }
+            result
+        })
+        .await
+        .map_err(|_| StoreError::Unavailable("internal error in a storage read".into()))?
+    }
+}
+
+/// A read connection taken from the pool, put back when dropped (even on panic).
+struct Checkout<'a> {
+    inner: &'a Inner,
+    conn: Option<Connection>,
+}
+
+impl<'a> Checkout<'a> {
+    fn take(inner: &'a Inner) -> Result<Self, StoreError> {
+        let conn = match lock(&inner.readers).pop() {
+            Some(conn) => conn,
+            // Only if a connection was lost to a panic: open a replacement.
+            None => schema::open_reader(&inner.path)
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+        };
+        Ok(Self {
+            inner,
+            conn: Some(conn),
+        })
+    }
+
+    fn conn(&self) -> &Connection {
+        self.conn
+            .as_ref()
+            .expect("the connection is only taken out on drop")
+    }
+}
+
+impl Drop for Checkout<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            lock(&self.inner.readers).push(conn);
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    async fn mailbox_key(&self, mailbox: MailboxId) -> Result<Option<MailboxKey>, StoreError> {
+        self.read(move |c| ops::mailbox_key(c, &mailbox)).await
+    }
+
+    async fn create_mailbox(&self, new: NewMailbox) -> Result<Created, StoreError> {
+        self.write(move |c| ops::create_mailbox(c, &new)).await
+    }
+
+    async fn deposit(&self, deposit: NewDeposit) -> Result<(), StoreError> {
+        let max = self.inner.limits.max_messages_per_mailbox;
+        self.write(move |c| ops::deposit(c, &deposit, max)).await
+    }
+
+    async fn fetch_messages(
+        &self,
+        grant: &MailboxGrant,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<MessagePage, StoreError> {
+        let mailbox = grant.mailbox();
+        self.read(move |c| ops::fetch_messages(c, &mailbox, limit, max_bytes))
+            .await
+    }
+
+    async fn ack_messages(&self, grant: &MailboxGrant, ids: Vec<u64>) -> Result<u32, StoreError> {
+        let mailbox = grant.mailbox();
+        self.write(move |c| ops::ack_messages(c, &mailbox, &ids))
+            .await
+    }
+
+    async fn upload_prekeys(
+        &self,
+        grant: &MailboxGrant,
+        upload: PrekeyUpload,
+    ) -> Result<PrekeyCount, StoreError> {
+        let mailbox = grant.mailbox();
+        self.write(move |c| ops::upload_prekeys(c, &mailbox, &upload))
+            .await
+    }
+
+    async fn prekey_count(&self, grant: &MailboxGrant) -> Result<PrekeyCount, StoreError> {
+        let mailbox = grant.mailbox();
+        self.read(move |c| ops::prekey_count(c, &mailbox)).await
+    }
+
+    async fn take_post_bundles(
+        &self,
+        devices: Vec<BundleRequest>,
+    ) -> Result<Vec<TakenBundle>, StoreError> {
+        self.write(move |c| ops::take_post_bundles(c, &devices))
+            .await
+    }
+
+    async fn install_directory(
+        &self,
+        directory: VerifiedDirectory,
+    ) -> Result<DirectoryChange, StoreError> {
+        self.write(move |c| ops::install_directory(c, &directory))
+            .await
+    }
+
+    async fn stored_directory(&self) -> Result<Option<StoredDirectory>, StoreError> {
+        self.read(ops::stored_directory).await
+    }
+
+    async fn expire_messages(&self, before_hour: u64) -> Result<u64, StoreError> {
+        self.write(move |c| ops::expire_messages(c, before_hour))
+            .await
+    }
+}

@@ -1,0 +1,118 @@
+//! Messages: deposit (with token check and quota), fetch, acknowledge, expire.
+
+use super::{count, to_i64, to_u64};
+use crate::store::{MessagePage, NewDeposit, StoreError, StoredMessage};
+use refuge_proto::ids::MailboxId;
+use rusqlite::{Connection, OptionalExtension, params};
+use subtle::ConstantTimeEq;
+
+pub(in crate::store::sqlite) fn deposit(
+    conn: &Connection,
+    deposit: &NewDeposit,
+    max_messages: u64,
+) -> Result<(), StoreError> {
+    let row = conn
+        .prepare_cached("SELECT kind, deposit_token_hash, enabled FROM mailboxes WHERE id = ?1")?
+        .query_row([&deposit.mailbox.0[..]], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<Vec<u8>>>(1)?,
+                r.get::<_, bool>(2)?,
+            ))
+        })
+        .optional()?;
+    let Some((kind, stored_hash, enabled)) = row else {
+        return Err(StoreError::UnknownMailbox);
+    };
+    match (kind.as_str(), &deposit.token, stored_hash) {
+        ("staff", _, _) if !enabled => return Err(StoreError::UnknownMailbox),
+        ("staff", None, _) => {}
+        ("staff", Some(_), _) => return Err(StoreError::DepositTokenUnexpected),
+        ("user", None, _) => return Err(StoreError::DepositTokenMissing),
+        ("user", Some(token), Some(stored)) => {
+            let offered = token.hash();
+            if !bool::from(offered[..].ct_eq(&stored[..])) {
+                return Err(StoreError::DepositTokenWrong);
+            }
+        }
+        (kind, _, _) => {
+            return Err(StoreError::Corrupt(format!(
+                "mailbox of kind {kind:?} has no token hash"
+            )));
+        }
+    }
+    let held = count(
+        conn,
+        "SELECT count(*) FROM messages WHERE mailbox_id = ?1",
+        &deposit.mailbox,
+    )?;
+    if held >= max_messages {
+        return Err(StoreError::MailboxFull { max: max_messages });
+    }
+    conn.prepare_cached(
+        "INSERT INTO messages (mailbox_id, received_hour, sealed) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![
+        &deposit.mailbox.0[..],
+        to_i64(deposit.received_hour, "hour")?,
+        &deposit.sealed[..]
+    ])?;
+    Ok(())
+}
+
+pub(in crate::store::sqlite) fn fetch_messages(
+    conn: &Connection,
+    mailbox: &MailboxId,
+    limit: u32,
+    max_bytes: usize,
+) -> Result<MessagePage, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, received_hour, length(sealed), sealed FROM messages
+         WHERE mailbox_id = ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let mut rows = stmt.query(params![&mailbox.0[..], i64::from(limit) + 1])?;
+    let mut page = MessagePage::default();
+    let mut bytes = 0usize;
+    while let Some(row) = rows.next()? {
+        let len = usize::try_from(row.get::<_, i64>(2)?).unwrap_or(usize::MAX);
+        let over_budget = bytes.saturating_add(len) > max_bytes;
+        if page.messages.len() >= limit as usize || (over_budget && !page.messages.is_empty()) {
+            page.more = true;
+            break;
+        }
+        bytes = bytes.saturating_add(len);
+        page.messages.push(StoredMessage {
+            id: to_u64(row.get(0)?, "message id")?,
+            received_hour: to_u64(row.get(1)?, "hour")?,
+            sealed: row.get(3)?,
+        });
+    }
+    Ok(page)
+}
+
+pub(in crate::store::sqlite) fn ack_messages(
+    conn: &Connection,
+    mailbox: &MailboxId,
+    ids: &[u64],
+) -> Result<u32, StoreError> {
+    let mut stmt = conn.prepare_cached("DELETE FROM messages WHERE mailbox_id = ?1 AND id = ?2")?;
+    let mut deleted = 0u32;
+    for id in ids {
+        // Ids above i64::MAX were never issued: unknown, so ignored.
+        if let Ok(id) = i64::try_from(*id) {
+            let n = stmt.execute(params![&mailbox.0[..], id])?;
+            deleted = deleted.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+        }
+    }
+    Ok(deleted)
+}
+
+pub(in crate::store::sqlite) fn expire_messages(
+    conn: &Connection,
+    before_hour: u64,
+) -> Result<u64, StoreError> {
+    let n = conn
+        .prepare_cached("DELETE FROM messages WHERE received_hour < ?1")?
+        .execute([to_i64(before_hour, "hour")?])?;
+    Ok(n as u64)
+}

@@ -1,0 +1,35 @@
+//! The SQL behind each store operation. Every function takes a connection and runs inside the
+//! transaction (writes) or snapshot (reads) its caller set up; none commits.
+
+mod directory;
+mod mailboxes;
+mod messages;
+mod prekeys;
+
+pub(super) use directory::{install_directory, stored_directory};
+pub(super) use mailboxes::{create_mailbox, mailbox_key};
+pub(super) use messages::{ack_messages, deposit, expire_messages, fetch_messages};
+pub(super) use prekeys::{prekey_count, take_post_bundles, upload_prekeys};
+
+use crate::store::StoreError;
+use refuge_proto::ids::MailboxId;
+use rusqlite::Connection;
+
+pub(super) fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} does not fit")))
+}
+
+pub(super) fn to_u64(value: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("stored {what} is negative")))
+}
+
+pub(super) fn to_u32(value: i64, what: &str) -> Result<u32, StoreError> {
+    u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("stored {what} is out of range")))
+}
+
+pub(super) fn count(conn: &Connection, sql: &str, mailbox: &MailboxId) -> Result<u64, StoreError> {
+    let n: i64 = conn
+        .prepare_cached(sql)?
+        .query_row([&mailbox.0[..]], |r| r.get(0))?;
+    to_u64(n, "count")
+}

@@ -1,0 +1,230 @@
+//! Opening the database: connection pragmas, the file's identity, and migrations keyed by
+//! `PRAGMA user_version`.
+
+use rusqlite::{Connection, OpenFlags};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Marks the file as a Refuge relay database ("RFRL").
+pub(crate) const APPLICATION_ID: i32 = 0x5246_524c;
+
+/// How long a connection waits on a lock held by another before giving up with SQLITE_BUSY.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Schema migrations, in order. Entry `i` takes the database from version `i` to `i + 1`.
+/// Never edit a released entry: add a new one.
+pub(crate) const MIGRATIONS: &[&str] = &[V1];
+
+/// The schema version this code writes.
+pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+const V1: &str = r#"
+CREATE TABLE mailboxes (
+    id                  BLOB PRIMARY KEY CHECK (length(id) = 16),
+    kind                TEXT NOT NULL CHECK (kind IN ('user', 'staff')),
+    auth_key            BLOB NOT NULL CHECK (length(auth_key) = 32),
+    -- SHA-256 of the deposit token; user mailboxes only.
+    deposit_token_hash  BLOB CHECK (deposit_token_hash IS NULL OR length(deposit_token_hash) = 32),
+    -- 0 once a staff device has left the directory.
+    enabled             INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+    CHECK ((kind = 'user') = (deposit_token_hash IS NOT NULL))
+) STRICT, WITHOUT ROWID;
+
+-- AUTOINCREMENT: a message id is never reused, so a late acknowledgement cannot delete a newer
+-- message.
+CREATE TABLE messages (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    mailbox_id     BLOB NOT NULL REFERENCES mailboxes (id),
+    -- Unix seconds rounded down to the hour; no finer time is ever stored.
+    received_hour  INTEGER NOT NULL CHECK (received_hour >= 0 AND received_hour % 3600 = 0),
+    sealed         BLOB NOT NULL CHECK (length(sealed) > 0)
+) STRICT;
+CREATE INDEX messages_by_mailbox ON messages (mailbox_id, id);
+CREATE INDEX messages_by_hour ON messages (received_hour);
+
+CREATE TABLE device_keys (
+    mailbox_id                   BLOB PRIMARY KEY REFERENCES mailboxes (id),
+    identity_key                 BLOB NOT NULL,
+    registration_id              INTEGER NOT NULL,
+    signed_prekey_id             INTEGER NOT NULL,
+    signed_prekey                BLOB NOT NULL,
+    signed_prekey_signature      BLOB NOT NULL,
+    kyber_last_resort_id         INTEGER NOT NULL,
+    kyber_last_resort            BLOB NOT NULL,
+    kyber_last_resort_signature  BLOB NOT NULL
+) STRICT;
+
+CREATE TABLE one_time_prekeys (
+    mailbox_id  BLOB NOT NULL REFERENCES device_keys (mailbox_id) ON DELETE CASCADE,
+    key_id      INTEGER NOT NULL,
+    public_key  BLOB NOT NULL,
+    PRIMARY KEY (mailbox_id, key_id)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE kyber_prekeys (
+    mailbox_id  BLOB NOT NULL REFERENCES device_keys (mailbox_id) ON DELETE CASCADE,
+    key_id      INTEGER NOT NULL,
+    public_key  BLOB NOT NULL,
+    signature   BLOB NOT NULL,
+    PRIMARY KEY (mailbox_id, key_id)
+) STRICT;
+
+-- The newest authority-signed directory, exactly as signed.
+CREATE TABLE directory (
+    singleton      INTEGER PRIMARY KEY CHECK (singleton = 1),
+    version        INTEGER NOT NULL CHECK (version >= 0),
+    authority_key  BLOB NOT NULL CHECK (length(authority_key) = 32),
+    signed         BLOB NOT NULL
+) STRICT;
+"#;
+
+/// Why the database could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    #[error("cannot open the database {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "the database {path} has schema version {found}, but this refuge-relay understands up to \
+         version {supported}: it was written by a newer relay"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("{path} is not a refuge-relay database (application id {found:#x})")]
+    Foreign { path: PathBuf, found: i32 },
+    #[error("the database {path} could not be switched to WAL mode (it reports {mode:?})")]
+    NoWal { path: PathBuf, mode: String },
+    #[error("cannot start the storage writer thread: {0}")]
+    Writer(std::io::Error),
+}
+
+impl OpenError {
+    /// What the operator can do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            OpenError::Sqlite { .. } => {
+                "check that the data directory is writable and the file is not damaged; restore \
+                 it from a backup if it is"
+            }
+            OpenError::TooNew { .. } => {
+                "run the newer refuge-relay that wrote it, or restore a backup made by this version"
+            }
+            OpenError::Foreign { .. } => {
+                "point --data-dir at a directory used only by refuge-relay"
+            }
+            OpenError::NoWal { .. } => {
+                "keep the data directory on a local file system that supports shared memory (not \
+                 a network share)"
+            }
+            OpenError::Writer(_) => "check the process and memory limits of the relay's user",
+        }
+    }
+}
+
+fn sqlite_err(path: &Path) -> impl Fn(rusqlite::Error) -> OpenError + '_ {
+    move |source| OpenError::Sqlite {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Settings every connection gets. `synchronous` and `secure_delete` are per connection, so they
+/// are set on each one, not only on the writer.
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "secure_delete", "ON")?;
+    Ok(())
+}
+
+/// Opens (creating if needed) the database for writing, brings its schema up to date and
+/// returns the writer connection.
+pub(crate) fn open_writer(path: &Path) -> Result<Connection, OpenError> {
+    let err = sqlite_err(path);
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(&err)?;
+    configure(&conn).map_err(&err)?;
+
+    let app_id: i32 = conn
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .map_err(&err)?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(&err)?;
+    if app_id != APPLICATION_ID
+        && (app_id != 0 || version != 0 || has_tables(&conn).map_err(&err)?)
+    {
+        return Err(OpenError::Foreign {
+            path: path.to_owned(),
+            found: app_id,
+        });
+    }
+    if version > SCHEMA_VERSION {
+        return Err(OpenError::TooNew {
+            path: path.to_owned(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .map_err(&err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(OpenError::NoWal {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+
+    migrate(&conn, version).map_err(&err)?;
+    Ok(conn)
+}
+
+/// Opens a read-only connection to a database that `open_writer` has already prepared.
+pub(crate) fn open_reader(path: &Path) -> Result<Connection, OpenError> {
+    let err = sqlite_err(path);
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(&err)?;
+    configure(&conn).map_err(&err)?;
+    conn.pragma_update(None, "query_only", "ON").map_err(&err)?;
+    Ok(conn)
+}
+
+fn has_tables(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|n| n > 0)
+}
+
+/// Applies every migration after `from`, each in its own transaction together with the new
+/// `user_version`, so a crash leaves the database at one version or the next.
+fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+        let to = index as i64 + 1;
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let step = conn
+            .execute_batch(sql)
+            .and_then(|()| conn.pragma_update(None, "application_id", APPLICATION_ID))
+            .and_then(|()| conn.pragma_update(None, "user_version", to))
+            .and_then(|()| conn.execute_batch("COMMIT"));
+        if let Err(e) = step {
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            return Err(e);
+        }
+        tracing::info!(version = to, "database schema migrated");
+    }
+    Ok(())
+}

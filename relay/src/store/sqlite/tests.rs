@@ -1,0 +1,842 @@
+//! The SQLite store against real database files in a temporary directory.
+
+use super::schema::{self, OpenError, SCHEMA_VERSION};
+use super::*;
+use crate::fixtures::{self, Staff, rows, snapshot, staff, temp_store, verified};
+use crate::session::MailboxGrant;
+use crate::store::{MailboxKind, OneTimeKey, SignedKey, StoredMessage, to_hour};
+use ed25519_dalek::SigningKey;
+use refuge_proto::MAX_ONE_TIME_PREKEYS;
+use refuge_proto::ids::DepositToken;
+
+/// A whole hour in unix seconds.
+const HOUR: u64 = 472_223 * 3600;
+
+fn user_mailbox(n: u8) -> (NewMailbox, DepositToken) {
+    let token = DepositToken([n ^ 0x55; 32]);
+    let new = NewMailbox {
+        mailbox: MailboxId([n; 16]),
+        auth_key: SigningKey::from_bytes(&[n ^ 0x33; 32]).verifying_key(),
+        deposit_token_hash: token.hash(),
+    };
+    (new, token)
+}
+
+fn deposit(
+    mailbox: MailboxId,
+    token: Option<&DepositToken>,
+    sealed: &[u8],
+    now: u64,
+) -> NewDeposit {
+    NewDeposit {
+        mailbox,
+        token: token.cloned(),
+        sealed: sealed.to_vec(),
+        received_hour: to_hour(now),
+    }
+}
+
+fn signed(id: u32, fill: u8, len: usize) -> SignedKey {
+    SignedKey {
+        id,
+        public_key: vec![fill; len],
+        signature: vec![fill; 64],
+    }
+}
+
+fn upload(
+    device: &Staff,
+    first: bool,
+    ec: std::ops::Range<u32>,
+    kyber: std::ops::Range<u32>,
+) -> PrekeyUpload {
+    PrekeyUpload {
+        identity_key: device.identity_key.clone(),
+        registration_id: 42,
+        signed_prekey: first.then(|| signed(1, 0x11, 33)),
+        kyber_last_resort: first.then(|| signed(1000, 0x22, 1569)),
+        one_time: ec
+            .map(|id| OneTimeKey {
+                id,
+                public_key: vec![id as u8; 33],
+            })
+            .collect(),
+        kyber_one_time: kyber.map(|id| signed(id, id as u8, 1569)).collect(),
+    }
+}
+
+fn bundle_requests(devices: &[&Staff]) -> Vec<BundleRequest> {
+    devices
+        .iter()
+        .map(|d| BundleRequest {
+            label: d.label.clone(),
+            mailbox: d.mailbox,
+            identity_key: d.identity_key.clone(),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn pragmas_are_in_force_on_writer_and_readers() {
+    let (_dir, store) = temp_store(StoreLimits::default());
+    type Pragmas = (String, i64, i64, i64, i64, i32);
+    let read_pragmas = |c: &Connection| -> Result<Pragmas, StoreError> {
+        let get_s = |p: &str| c.pragma_query_value(None, p, |r| r.get::<_, String>(0));
+        let get_i = |p: &str| c.pragma_query_value(None, p, |r| r.get::<_, i64>(0));
+        Ok((
+            get_s("journal_mode")?,
+            get_i("synchronous")?,
+            get_i("secure_delete")?,
+            get_i("foreign_keys")?,
+            get_i("user_version")?,
+            c.pragma_query_value(None, "application_id", |r| r.get(0))?,
+        ))
+    };
+    let expected = (
+        "wal".to_string(),
+        2,
+        1,
+        1,
+        SCHEMA_VERSION,
+        schema::APPLICATION_ID,
+    );
+    assert_eq!(store.write(read_pragmas).await.unwrap(), expected);
+    assert_eq!(store.read(read_pragmas).await.unwrap(), expected);
+    let strict: i64 = store
+        .read(|c| {
+            Ok(c.query_row(
+                "SELECT count(*) FROM pragma_table_list WHERE schema = 'main' AND name NOT LIKE 'sqlite_%' AND strict = 0",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(strict, 0, "every table is STRICT");
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn deposit_fetch_ack_round_trip() {
+    let (_dir, store) = temp_store(StoreLimits::default());
+    let (new, token) = user_mailbox(1);
+    let mailbox = new.mailbox;
+    assert_eq!(store.create_mailbox(new).await.unwrap(), Created::New);
+    for (i, now) in [HOUR + 59, HOUR + 3599, HOUR + 3600].iter().enumerate() {
+        store
+            .deposit(deposit(mailbox, Some(&token), &[i as u8 + 1; 10], *now))
+            .await
+            .unwrap();
+    }
+    let grant = MailboxGrant::dangerously_assume(mailbox);
+    let page = store.fetch_messages(&grant, 2, usize::MAX).await.unwrap();
+    assert!(page.more);
+    assert_eq!(page.messages.len(), 2);
+    assert_eq!(page.messages[0].sealed, vec![1; 10], "oldest first");
+    assert_eq!(
+        page.messages[0].received_hour, HOUR,
+        "only the hour is kept"
+    );
+    assert_eq!(page.messages[1].received_hour, HOUR);
+    let ids: Vec<u64> = page.messages.iter().map(|m| m.id).collect();
+
+    // Another mailbox's grant cannot delete these.
+    let other = MailboxGrant::dangerously_assume(MailboxId([2; 16]));
+    assert_eq!(store.ack_messages(&other, ids.clone()).await.unwrap(), 0);
+
+    let mut ack = ids.clone();
+    ack.push(9_999);
+    ack.push(u64::MAX);
+    assert_eq!(store.ack_messages(&grant, ack).await.unwrap(), 2);
+    assert_eq!(
+        store.ack_messages(&grant, ids).await.unwrap(),
+        0,
+        "acks can be retried"
+    );
+    let page = store.fetch_messages(&grant, 64, usize::MAX).await.unwrap();
+    assert_eq!(
+        page.messages,
+        vec![StoredMessage {
+            id: page.messages[0].id,
+            sealed: vec![3; 10],
+            received_hour: HOUR + 3600
+        }]
+    );
+    assert!(!page.more);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn message_ids_are_never_reused() {
+    let (_dir, store) = temp_store(StoreLimits::default());
+    let (new, token) = user_mailbox(1);
+    let mailbox = new.mailbox;
+    store.create_mailbox(new).await.unwrap();
+    let grant = MailboxGrant::dangerously_assume(mailbox);
+    store
+        .deposit(deposit(mailbox, Some(&token), b"a", HOUR))
+        .await
+        .unwrap();
+    let first = store
+        .fetch_messages(&grant, 1, usize::MAX)
+        .await
+        .unwrap()
+        .messages[0]
+        .id;
+    store.ack_messages(&grant, vec![first]).await.unwrap();
+    store
+        .deposit(deposit(mailbox, Some(&token), b"b", HOUR))
+        .await
+        .unwrap();
+    let second = store
+        .fetch_messages(&grant, 1, usize::MAX)
+        .await
+        .unwrap()
+        .messages[0]
+        .id;
+    assert!(second > first);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn refused_deposits_store_nothing() {
+    let (dir, store) = temp_store(StoreLimits {
+        max_messages_per_mailbox: 2,
+        ..StoreLimits::default()
+    });
+    let db = dir.path().join(DATABASE_FILE);
+    let (new, token) = user_mailbox(1);
+    let mailbox = new.mailbox;
+    store.create_mailbox(new).await.unwrap();
+    let alice = staff(7, "emb-xx", "desk");
+    store
+        .install_directory(verified(1, &[&alice]))
+        .await
+        .unwrap();
+    let before = snapshot(&db);
+
+    let wrong = DepositToken([0; 32]);
+    assert!(matches!(
+        store
+            .deposit(deposit(mailbox, Some(&wrong), b"x", HOUR))
+            .await,
+        Err(StoreError::DepositTokenWrong)
+    ));
+    assert!(matches!(
+        store.deposit(deposit(mailbox, None, b"x", HOUR)).await,
+        Err(StoreError::DepositTokenMissing)
+    ));
+    assert!(matches!(
+        store
+            .deposit(deposit(MailboxId([9; 16]), Some(&token), b"x", HOUR))
+            .await,
+        Err(StoreError::UnknownMailbox)
+    ));
+    assert!(matches!(
+        store
+            .deposit(deposit(alice.mailbox, Some(&token), b"x", HOUR))
+            .await,
+        Err(StoreError::DepositTokenUnexpected)
+    ));
+    assert_eq!(snapshot(&db), before);
+
+    // Staff mailboxes take deposits without a token.
+    store
+        .deposit(deposit(alice.mailbox, None, b"x", HOUR))
+        .await
+        .unwrap();
+    // The quota.
+    store
+        .deposit(deposit(mailbox, Some(&token), b"1", HOUR))
+        .await
+        .unwrap();
+    store
+        .deposit(deposit(mailbox, Some(&token), b"2", HOUR))
+        .await
+        .unwrap();
+    let before = snapshot(&db);
+    assert!(matches!(
+        store
+            .deposit(deposit(mailbox, Some(&token), b"3", HOUR))
+            .await,
+        Err(StoreError::MailboxFull { max: 2 })
+    ));
+    assert_eq!(snapshot(&db), before);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_fetch_fits_in_one_frame() {
+    let (_dir, store) = temp_store(StoreLimits::default());
+    let (new, token) = user_mailbox(1);
+    let mailbox = new.mailbox;
+    store.create_mailbox(new).await.unwrap();
+    let big = vec![0xab; refuge_proto::MAX_SEALED_LEN];
+    for _ in 0..4 {
+        store
+            .deposit(deposit(mailbox, Some(&token), &big, HOUR))
+            .await
+            .unwrap();
+    }
+    let grant = MailboxGrant::dangerously_assume(mailbox);
+    let budget = crate::handler::FETCH_BYTE_BUDGET;
+    let page = store.fetch_messages(&grant, 64, budget).await.unwrap();
+    assert_eq!(page.messages.len(), budget / big.len());
+    assert!(page.more);
+    // A budget smaller than one message still returns one.
+    let page = store.fetch_messages(&grant, 64, 10).await.unwrap();
+    assert_eq!(page.messages.len(), 1);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn concurrent_deposits_all_commit_exactly_once() {
+    let (_dir, store) = temp_store(StoreLimits::default());
+    let (new, token) = user_mailbox(1);
+    let mailbox = new.mailbox;
+    store.create_mailbox(new).await.unwrap();
+    let tasks: Vec<_> = (0..200u32)
+        .map(|i| {
+            let store = store.clone();
+            let token = token.clone();
+            tokio::spawn(async move {
+                store
+                    .deposit(deposit(mailbox, Some(&token), &i.to_be_bytes(), HOUR))
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let grant = MailboxGrant::dangerously_assume(mailbox);
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        let page = store.fetch_messages(&grant, 64, usize::MAX).await.unwrap();
+        let ids: Vec<u64> = page.messages.iter().map(|m| m.id).collect();
+        for m in page.messages {
+            assert!(seen.insert(u32::from_be_bytes(m.sealed.try_into().unwrap())));
+        }
+        store.ack_messages(&grant, ids).await.unwrap();
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 200);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn create_mailbox_is_idempotent_and_refuses_other_keys() {
+    let (_dir, store) = temp_store(StoreLimits::default());
+    let (new, _) = user_mailbox(1);
+    assert_eq!(
+        store.create_mailbox(new.clone()).await.unwrap(),
+        Created::New
+    );
+    assert_eq!(
+        store.create_mailbox(new.clone()).await.unwrap(),
+        Created::AlreadyExisted
+    );
+    let mut other_hash = new.clone();
+    other_hash.deposit_token_hash = [0; 32];
+    assert!(matches!(
+        store.create_mailbox(other_hash).await,
+        Err(StoreError::MailboxExists)
+    ));
+    let mut other_key = new.clone();
+    other_key.auth_key = SigningKey::from_bytes(&[0x99; 32]).verifying_key();
+    assert!(matches!(
+        store.create_mailbox(other_key).await,
+        Err(StoreError::MailboxExists)
+    ));
+    assert_eq!(
+        store.mailbox_key(new.mailbox).await.unwrap(),
+        Some(MailboxKey {
+            auth_key: new.auth_key,
+            kind: MailboxKind::User
+        })
+    );
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_time_prekeys_are_handed_out_once_and_exhaustion_rolls_back() {
+    let (dir, store) = temp_store(StoreLimits::default());
+    let db = dir.path().join(DATABASE_FILE);
+    let a = staff(1, "emb-xx", "hr-1");
+    let b = staff(2, "emb-xx", "hr-2");
+    let c = staff(3, "emb-xx", "hr-3"); // never uploads
+    store
+        .install_directory(verified(1, &[&a, &b, &c]))
+        .await
+        .unwrap();
+    let ga = MailboxGrant::dangerously_assume(a.mailbox);
+    let gb = MailboxGrant::dangerously_assume(b.mailbox);
+    assert!(matches!(
+        store
+            .take_post_bundles(bundle_requests(&[&a, &b, &c]))
+            .await,
+        Err(StoreError::NoDevices)
+    ));
+    store
+        .upload_prekeys(&ga, upload(&a, true, 10..12, 20..21))
+        .await
+        .unwrap();
+    let count = store
+        .upload_prekeys(&gb, upload(&b, true, 5..6, 0..0))
+        .await
+        .unwrap();
+    assert_eq!(
+        count,
+        PrekeyCount {
+            one_time: 1,
+            kyber_one_time: 0
+        }
+    );
+
+    let bundles = store
+        .take_post_bundles(bundle_requests(&[&a, &b, &c]))
+        .await
+        .unwrap();
+    assert_eq!(bundles.len(), 2, "only devices that uploaded");
+    assert_eq!(bundles[0].label, "emb-xx/hr-1");
+    assert_eq!(bundles[0].one_time_prekey.id, 10, "lowest id first");
+    assert_eq!(
+        bundles[0].kyber_prekey.id, 20,
+        "a one-time Kyber key while any is left"
+    );
+    assert_eq!(bundles[0].registration_id, 42);
+    assert_eq!(bundles[1].one_time_prekey.id, 5);
+    assert_eq!(
+        bundles[1].kyber_prekey.id, 1000,
+        "else the last-resort Kyber key"
+    );
+
+    // b has no one-time prekey left: nothing of a's is consumed either.
+    let before = snapshot(&db);
+    match store
+        .take_post_bundles(bundle_requests(&[&a, &b, &c]))
+        .await
+    {
+        Err(StoreError::PrekeysExhausted { label }) => assert_eq!(label, "emb-xx/hr-2"),
+        other => panic!("expected exhaustion, got {other:?}"),
+    }
+    assert_eq!(snapshot(&db), before);
+    assert_eq!(
+        store.prekey_count(&ga).await.unwrap(),
+        PrekeyCount {
+            one_time: 1,
+            kyber_one_time: 0
+        }
+    );
+    // The last-resort Kyber key is never deleted.
+    store
+        .upload_prekeys(&gb, upload(&b, false, 6..7, 0..0))
+        .await
+        .unwrap();
+    let again = store
+        .take_post_bundles(bundle_requests(&[&a, &b]))
+        .await
+        .unwrap();
+    assert_eq!(again[0].one_time_prekey.id, 11);
+    assert_eq!(again[0].kyber_prekey.id, 1000);
+    assert_eq!(again[1].kyber_prekey.id, 1000);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn concurrent_takes_never_share_a_one_time_prekey() {
+    let (_dir, store) = temp_store(StoreLimits::default());
+    let a = staff(1, "emb-xx", "hr-1");
+    store.install_directory(verified(1, &[&a])).await.unwrap();
+    let ga = MailboxGrant::dangerously_assume(a.mailbox);
+    store
+        .upload_prekeys(&ga, upload(&a, true, 0..50, 0..0))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..60)
+        .map(|_| {
+            let store = store.clone();
+            let req = bundle_requests(&[&a]);
+            tokio::spawn(async move { store.take_post_bundles(req).await })
+        })
+        .collect();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut exhausted = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(b) => assert!(ids.insert(b[0].one_time_prekey.id), "handed out twice"),
+            Err(StoreError::PrekeysExhausted { .. }) => exhausted += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(ids.len(), 50);
+    assert_eq!(exhausted, 10);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn prekey_upload_rules() {
+    let (dir, store) = temp_store(StoreLimits::default());
+    let db = dir.path().join(DATABASE_FILE);
+    let a = staff(1, "emb-xx", "hr-1");
+    store.install_directory(verified(1, &[&a])).await.unwrap();
+    let ga = MailboxGrant::dangerously_assume(a.mailbox);
+    let before = snapshot(&db);
+    assert!(matches!(
+        store
+            .upload_prekeys(&ga, upload(&a, false, 0..5, 0..0))
+            .await,
+        Err(StoreError::MissingInitialPrekeys)
+    ));
+    assert_eq!(snapshot(&db), before);
+
+    let max = MAX_ONE_TIME_PREKEYS as u32;
+    store
+        .upload_prekeys(&ga, upload(&a, true, 0..max, 0..max))
+        .await
+        .unwrap();
+    let before = snapshot(&db);
+    assert!(matches!(
+        store
+            .upload_prekeys(&ga, upload(&a, false, max..max + 1, 0..0))
+            .await,
+        Err(StoreError::TooManyPrekeys { .. })
+    ));
+    assert!(matches!(
+        store
+            .upload_prekeys(&ga, upload(&a, false, 0..0, max..max + 1))
+            .await,
+        Err(StoreError::TooManyPrekeys { .. })
+    ));
+    assert_eq!(snapshot(&db), before);
+
+    // Re-uploading held ids replaces them without growing the count.
+    let mut replace = upload(&a, false, 0..1, 0..0);
+    replace.one_time[0].public_key = vec![0xee; 33];
+    let count = store.upload_prekeys(&ga, replace).await.unwrap();
+    assert_eq!(count.one_time, max);
+    let taken = store
+        .take_post_bundles(bundle_requests(&[&a]))
+        .await
+        .unwrap();
+    assert_eq!(
+        taken[0].one_time_prekey,
+        OneTimeKey {
+            id: 0,
+            public_key: vec![0xee; 33]
+        }
+    );
+    // A later upload replaces the signed prekey when present.
+    let mut newer = upload(&a, true, 0..0, 0..0);
+    newer.signed_prekey = Some(signed(2, 0x44, 33));
+    store.upload_prekeys(&ga, newer).await.unwrap();
+    let taken = store
+        .take_post_bundles(bundle_requests(&[&a]))
+        .await
+        .unwrap();
+    assert_eq!(taken[0].signed_prekey.id, 2);
+    assert_eq!(rows(&snapshot(&db), "device_keys"), 1);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn directory_rollback_and_same_version_edits_are_refused() {
+    let (dir, store) = temp_store(StoreLimits::default());
+    let db = dir.path().join(DATABASE_FILE);
+    let a = staff(1, "emb-xx", "hr-1");
+    let b = staff(2, "emb-xx", "hr-2");
+    assert!(store.stored_directory().await.unwrap().is_none());
+    let change = store.install_directory(verified(2, &[&a])).await.unwrap();
+    assert_eq!(change.previous_version, None);
+    let before = snapshot(&db);
+    match store.install_directory(verified(1, &[&a, &b])).await {
+        Err(
+            e @ StoreError::DirectoryRollback {
+                offered: 1,
+                stored: 2,
+            },
+        ) => assert_eq!(
+            e.to_string(),
+            "directory version 1 is older than the stored version 2: refusing to roll back"
+        ),
+        other => panic!("expected a refused rollback, got {other:?}"),
+    }
+    assert!(matches!(
+        store.install_directory(verified(2, &[&a, &b])).await,
+        Err(StoreError::DirectoryConflict { version: 2 })
+    ));
+    assert_eq!(snapshot(&db), before);
+    // The same file again is fine.
+    let change = store.install_directory(verified(2, &[&a])).await.unwrap();
+    assert_eq!((change.version, change.previous_version), (2, Some(2)));
+    assert_eq!(snapshot(&db), before);
+    let stored = store.stored_directory().await.unwrap().unwrap();
+    assert_eq!(stored.version, 2);
+    assert_eq!(
+        stored.authority_key,
+        *fixtures::authority().verifying_key().as_bytes()
+    );
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn devices_leaving_the_directory_are_disabled_but_keep_their_messages() {
+    let (_dir, store) = temp_store(StoreLimits::default());
+    let a = staff(1, "emb-xx", "hr-1");
+    let b = staff(2, "emb-xx", "hr-2");
+    store
+        .install_directory(verified(1, &[&a, &b]))
+        .await
+        .unwrap();
+    let gb = MailboxGrant::dangerously_assume(b.mailbox);
+    store
+        .upload_prekeys(&gb, upload(&b, true, 0..3, 0..0))
+        .await
+        .unwrap();
+    store
+        .deposit(deposit(b.mailbox, None, b"for b", HOUR))
+        .await
+        .unwrap();
+
+    let change = store.install_directory(verified(2, &[&a])).await.unwrap();
+    assert_eq!((change.enrolled, change.disabled), (1, 1));
+    let key = store.mailbox_key(b.mailbox).await.unwrap().unwrap();
+    assert_eq!(key.kind, MailboxKind::Staff { enrolled: false });
+    assert!(matches!(
+        store.deposit(deposit(b.mailbox, None, b"late", HOUR)).await,
+        Err(StoreError::UnknownMailbox)
+    ));
+    assert_eq!(
+        store.prekey_count(&gb).await.unwrap(),
+        PrekeyCount::default(),
+        "its prekeys are gone"
+    );
+    let kept = store.fetch_messages(&gb, 64, usize::MAX).await.unwrap();
+    assert_eq!(
+        kept.messages.len(),
+        1,
+        "messages are not silently destroyed"
+    );
+
+    // Enrolled again (with a new identity key): open again, old prekeys not served.
+    let mut b2 = b.clone();
+    b2.identity_key[1] ^= 1;
+    store
+        .install_directory(verified(3, &[&a, &b2]))
+        .await
+        .unwrap();
+    let key = store.mailbox_key(b.mailbox).await.unwrap().unwrap();
+    assert_eq!(key.kind, MailboxKind::Staff { enrolled: true });
+    store
+        .deposit(deposit(b.mailbox, None, b"again", HOUR))
+        .await
+        .unwrap();
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_changed_identity_key_drops_the_old_prekeys() {
+    let (_dir, store) = temp_store(StoreLimits::default());
+    let a = staff(1, "emb-xx", "hr-1");
+    store.install_directory(verified(1, &[&a])).await.unwrap();
+    let ga = MailboxGrant::dangerously_assume(a.mailbox);
+    store
+        .upload_prekeys(&ga, upload(&a, true, 0..3, 0..0))
+        .await
+        .unwrap();
+    let mut rotated = a.clone();
+    rotated.identity_key[1] ^= 1;
+    store
+        .install_directory(verified(2, &[&rotated]))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.prekey_count(&ga).await.unwrap(),
+        PrekeyCount::default()
+    );
+    assert!(matches!(
+        store.take_post_bundles(bundle_requests(&[&rotated])).await,
+        Err(StoreError::NoDevices)
+    ));
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn reopening_keeps_everything_and_the_file_is_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(DATABASE_FILE);
+    let (new, token) = user_mailbox(1);
+    let mailbox = new.mailbox;
+    {
+        let store = SqliteStore::open(&db, StoreLimits::default()).unwrap();
+        store.create_mailbox(new).await.unwrap();
+        store
+            .deposit(deposit(mailbox, Some(&token), b"kept", HOUR))
+            .await
+            .unwrap();
+        store
+            .install_directory(verified(5, &[&staff(9, "emb-xx", "d")]))
+            .await
+            .unwrap();
+        store.shutdown().await;
+        assert!(
+            matches!(
+                store
+                    .deposit(deposit(mailbox, Some(&token), b"late", HOUR))
+                    .await,
+                Err(StoreError::Unavailable(_))
+            ),
+            "no writes after shutdown"
+        );
+    }
+    let before = snapshot(&db);
+    let store = SqliteStore::open(&db, StoreLimits::default()).unwrap();
+    assert_eq!(snapshot(&db), before, "opening changes nothing");
+    let grant = MailboxGrant::dangerously_assume(mailbox);
+    let page = store.fetch_messages(&grant, 64, usize::MAX).await.unwrap();
+    assert_eq!(page.messages.len(), 1);
+    assert_eq!(page.messages[0].sealed, b"kept");
+    assert_eq!(store.stored_directory().await.unwrap().unwrap().version, 5);
+    let check: String = store
+        .read(|c| Ok(c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?))
+        .await
+        .unwrap();
+    assert_eq!(check, "ok");
+    store.shutdown().await;
+}
+
+#[test]
+fn a_database_from_a_newer_relay_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(DATABASE_FILE);
+    drop(schema::open_writer(&db).unwrap());
+    let conn = Connection::open(&db).unwrap();
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
+    drop(conn);
+    match SqliteStore::open(&db, StoreLimits::default()) {
+        Err(e @ OpenError::TooNew { .. }) => {
+            assert!(e.to_string().contains("newer relay"), "{e}");
+            assert!(!e.hint().is_empty());
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a newer schema was opened"),
+    }
+}
+
+#[test]
+fn a_foreign_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("other.sqlite3");
+    let conn = Connection::open(&db).unwrap();
+    conn.execute_batch("CREATE TABLE notes (body TEXT)")
+        .unwrap();
+    drop(conn);
+    assert!(matches!(
+        SqliteStore::open(&db, StoreLimits::default()),
+        Err(OpenError::Foreign { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_the_write_and_changes_nothing() {
+    let (dir, store) = temp_store(StoreLimits::default());
+    let db = dir.path().join(DATABASE_FILE);
+    let (new, token) = user_mailbox(1);
+    let mailbox = new.mailbox;
+    store.create_mailbox(new).await.unwrap();
+    store
+        .deposit(deposit(mailbox, Some(&token), b"before", HOUR))
+        .await
+        .unwrap();
+    let before = snapshot(&db);
+    // Fault injection: cap the file at its current size, as a full disk would.
+    store
+        .write(|c| {
+            let pages: i64 = c.pragma_query_value(None, "page_count", |r| r.get(0))?;
+            c.pragma_update(None, "max_page_count", pages)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let big = vec![0x5a; refuge_proto::MAX_SEALED_LEN];
+    let result = store
+        .deposit(deposit(mailbox, Some(&token), &big, HOUR))
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{result:?}"
+    );
+    assert_eq!(snapshot(&db), before);
+    // Space again: the store carries on.
+    store
+        .write(|c| Ok(c.pragma_update(None, "max_page_count", 1_073_741_823)?))
+        .await
+        .unwrap();
+    store
+        .deposit(deposit(mailbox, Some(&token), &big, HOUR))
+        .await
+        .unwrap();
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_refused_job_does_not_undo_its_batch_neighbours() {
+    let (dir, store) = temp_store(StoreLimits::default());
+    let db = dir.path().join(DATABASE_FILE);
+    let (new, token) = user_mailbox(1);
+    let mailbox = new.mailbox;
+    store.create_mailbox(new).await.unwrap();
+    // Many deposits in flight together, every other one with a wrong token: they share
+    // transactions, and only the refused ones are rolled back.
+    let tasks: Vec<_> = (0..100u32)
+        .map(|i| {
+            let store = store.clone();
+            let token = if i % 2 == 0 {
+                token.clone()
+            } else {
+                DepositToken([0; 32])
+            };
+            tokio::spawn(async move {
+                store
+                    .deposit(deposit(mailbox, Some(&token), &i.to_be_bytes(), HOUR))
+                    .await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(StoreError::DepositTokenWrong) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(ok, 50);
+    assert_eq!(rows(&snapshot(&db), "messages"), 50);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn expiry_deletes_only_old_messages() {
+    let (_dir, store) = temp_store(StoreLimits::default());
+    let (new, token) = user_mailbox(1);
+    let mailbox = new.mailbox;
+    store.create_mailbox(new).await.unwrap();
+    store
+        .deposit(deposit(mailbox, Some(&token), b"old", HOUR))
+        .await
+        .unwrap();
+    store
+        .deposit(deposit(mailbox, Some(&token), b"new", HOUR + 7200))
+        .await
+        .unwrap();
+    assert_eq!(store.expire_messages(HOUR + 3600).await.unwrap(), 1);
+    let grant = MailboxGrant::dangerously_assume(mailbox);
+    let page = store.fetch_messages(&grant, 64, usize::MAX).await.unwrap();
+    assert_eq!(page.messages.len(), 1);
+    assert_eq!(page.messages[0].sealed, b"new");
+    store.shutdown().await;
+}

@@ -1,0 +1,171 @@
+//! The single writer: one thread owns the write connection and does group commit.
+//!
+//! Requests queue write jobs on a bounded channel. The thread takes the first job, drains up to a
+//! batch's worth more that are already waiting, runs them all in one `BEGIN IMMEDIATE`
+//! transaction (each job inside its own SAVEPOINT, so a refused job is rolled back alone), commits
+//! once, and only then answers every job. A job's success therefore always means "committed with
+//! `synchronous=FULL`"; if the commit fails, every job of the batch is told the storage failed.
+//!
+//! Because this thread is the only writer, read-modify-write jobs (taking a one-time prekey,
+//! checking a mailbox's quota) never race each other.
+
+use super::super::StoreError;
+use rusqlite::Connection;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use tokio::sync::{mpsc, oneshot};
+
+/// A queued write.
+pub(crate) type BoxedJob = Box<dyn Job>;
+
+/// One unit of work for the writer, with its reply channel.
+pub(crate) trait Job: Send {
+    /// Runs the job inside its savepoint.
+    fn apply(&mut self, conn: &Connection) -> Applied;
+    /// Answers the requester once the batch's fate is known (`Err` = the batch did not commit).
+    fn finish(self: Box<Self>, batch: &Result<(), String>);
+}
+
+/// What happened when a job ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Applied {
+    /// Its changes stay in the transaction.
+    Done,
+    /// Refused for a reason of its own (wrong token, exhausted keys): roll back to its savepoint.
+    Refused,
+    /// SQLite failed: roll back to its savepoint; if SQLite already rolled the whole transaction
+    /// back, the batch fails.
+    Failed,
+}
+
+/// Builds a job from a closure and the channel its result goes to.
+pub(crate) fn job<T, F>(f: F) -> (BoxedJob, oneshot::Receiver<Result<T, StoreError>>)
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    let (reply, rx) = oneshot::channel();
+    (
+        Box::new(TypedJob {
+            f: Some(f),
+            result: None,
+            reply,
+        }),
+        rx,
+    )
+}
+
+struct TypedJob<T, F> {
+    f: Option<F>,
+    result: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Job for TypedJob<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
+{
+    fn apply(&mut self, conn: &Connection) -> Applied {
+        let Some(f) = self.f.take() else {
+            return Applied::Refused;
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or_else(|_| {
+            tracing::error!("a storage operation panicked; it was rolled back");
+            Err(StoreError::Unavailable(
+                "internal error in a storage operation".into(),
+            ))
+        });
+        let applied = match &result {
+            Ok(_) => Applied::Done,
+            Err(StoreError::Unavailable(_)) => Applied::Failed,
+            Err(_) => Applied::Refused,
+        };
+        self.result = Some(result);
+        applied
+    }
+
+    fn finish(self: Box<Self>, batch: &Result<(), String>) {
+        let result = match (self.result, batch) {
+            (Some(Ok(_)), Err(e)) => Err(StoreError::Unavailable(e.clone())),
+            (Some(result), _) => result,
+            (None, Err(e)) => Err(StoreError::Unavailable(e.clone())),
+            (None, Ok(())) => Err(StoreError::Unavailable("the operation was not run".into())),
+        };
+        // The requester may have gone away (session closed); the outcome stands either way.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// Starts the writer thread. It runs until every sender is dropped, then finishes the jobs
+/// already queued and returns.
+pub(crate) fn spawn(
+    conn: Connection,
+    queue_depth: usize,
+    max_batch: usize,
+) -> std::io::Result<(mpsc::Sender<BoxedJob>, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel(queue_depth.max(1));
+    let handle = std::thread::Builder::new()
+        .name("refuge-relay-writer".into())
+        .spawn(move || run(conn, rx, max_batch.max(1)))?;
+    Ok((tx, handle))
+}
+
+fn run(conn: Connection, mut rx: mpsc::Receiver<BoxedJob>, max_batch: usize) {
+    let mut batch: Vec<BoxedJob> = Vec::with_capacity(max_batch);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcome = run_batch(&conn, &mut batch);
+        if let Err(e) = &outcome {
+            tracing::warn!(jobs = batch.len(), error = %e, "write transaction failed; nothing was changed");
+        } else {
+            tracing::trace!(jobs = batch.len(), "write transaction committed");
+        }
+        for job in batch.drain(..) {
+            job.finish(&outcome);
+        }
+    }
+    // Keep the query planner's statistics fresh for the next start.
+    if let Err(e) = conn.execute_batch("PRAGMA optimize") {
+        tracing::debug!(error = %e, "PRAGMA optimize failed");
+    }
+    if let Err((_, e)) = conn.close() {
+        tracing::warn!(error = %e, "closing the write connection failed");
+    }
+    tracing::debug!("writer stopped");
+}
+
+fn run_batch(conn: &Connection, batch: &mut [BoxedJob]) -> Result<(), String> {
+    let fail = |conn: &Connection, e: rusqlite::Error| {
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        e.to_string()
+    };
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| fail(conn, e))?;
+    for job in batch.iter_mut() {
+        conn.execute_batch("SAVEPOINT job")
+            .map_err(|e| fail(conn, e))?;
+        match job.apply(conn) {
+            Applied::Done => conn
+                .execute_batch("RELEASE job")
+                .map_err(|e| fail(conn, e))?,
+            Applied::Refused | Applied::Failed => {
+                if conn.is_autocommit() {
+                    // SQLite rolled the whole transaction back (SQLITE_FULL, IOERR, NOMEM…):
+                    // the jobs before this one are gone too.
+                    return Err("the storage engine aborted the transaction".into());
+                }
+                conn.execute_batch("ROLLBACK TO job; RELEASE job")
+                    .map_err(|e| fail(conn, e))?;
+            }
+        }
+    }
+    conn.execute_batch("COMMIT").map_err(|e| fail(conn, e))
+}

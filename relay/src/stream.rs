@@ -1,0 +1,256 @@
+//! One session over a reliable ordered byte stream (a TCP connection or a QUIC bidirectional
+//! stream): read a frame, hand it to the [`Relay`], write the answer, repeat.
+//!
+//! This is the only place that turns bytes into frames for the relay, so the transports stay
+//! thin: they accept connections and streams and call [`serve_session`].
+
+use crate::handler::{self, Relay};
+use crate::session::Session;
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use refuge_proto::frame::{self, PREFIX_LEN};
+use refuge_proto::wire::ServerFrame;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::timeout;
+
+/// Frame buffer a session keeps between requests; larger ones are freed after use.
+const RETAINED_BUFFER: usize = 16 * 1024;
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The client closed the stream between frames.
+    Closed,
+    /// The client closed the stream inside a frame.
+    Truncated,
+    /// Nothing arrived (or could be sent) within the idle timeout.
+    IdleTimeout,
+    /// A length prefix above the limit; answered with FRAME_TOO_LARGE.
+    FrameTooLarge,
+    /// The relay is shutting down.
+    Shutdown,
+}
+
+/// The bound on concurrent sessions, over all transports.
+#[derive(Debug, Clone)]
+pub struct SessionSlots {
+    slots: Arc<Semaphore>,
+    max: usize,
+}
+
+impl SessionSlots {
+    pub fn new(max: usize) -> Self {
+        let max = max.clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            slots: Arc::new(Semaphore::new(max)),
+            max,
+        }
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// A slot for a new session, or `None` at the limit. The slot frees when dropped.
+    pub fn try_enter(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.slots).try_acquire_owned().ok()
+    }
+
+    /// Waits until every session has ended, at most `within`. True if they all did.
+    pub async fn drained(&self, within: Duration) -> bool {
+        let all = u32::try_from(self.max).unwrap_or(u32::MAX);
+        timeout(within, self.slots.acquire_many(all))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+async fn write_frame<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    reply: &ServerFrame,
+    within: Duration,
+) -> io::Result<bool> {
+    let bytes = match frame::encode(reply) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::error!(error = %e, "an answer did not fit in a frame");
+            let reject = crate::reject::Reject::new(
+                refuge_proto::ErrorCode::Internal,
+                "the answer did not fit in one frame; ask for less (a lower limit) and tell the \
+                 relay operator",
+            );
+            frame::encode(&handler::error_frame(reply.request_id, &reject))
+                .map_err(|e| io::Error::other(e.to_string()))?
+        }
+    };
+    let sent = timeout(within, async {
+        writer.write_all(&bytes).await?;
+        writer.flush().await
+    })
+    .await;
+    match sent {
+        Ok(result) => result.map(|()| true),
+        Err(_) => Ok(false),
+    }
+}
+
+/// Answers a stream that arrives when the relay is at its session limit, then closes it.
+pub async fn refuse_busy<W: AsyncWrite + Unpin>(mut writer: W, max_sessions: usize) {
+    let within = Duration::from_secs(5);
+    let _ = write_frame(&mut writer, &handler::too_busy(max_sessions), within).await;
+    let _ = timeout(within, writer.shutdown()).await;
+}
+
+/// Serves one session until the client leaves, it idles for `idle`, a frame is too large, or
+/// shutdown is triggered. A request being handled when shutdown fires is finished and answered.
+pub async fn serve_session<S, R, W>(
+    relay: &Relay<S>,
+    mut reader: R,
+    writer: &mut W,
+    idle: Duration,
+    mut shutdown: Shutdown,
+) -> io::Result<SessionEnd>
+where
+    S: Store,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut session = Session::new();
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    let mut body = Vec::new();
+    loop {
+        let mut prefix = [0u8; PREFIX_LEN];
+        let read = tokio::select! {
+            biased;
+            () = shutdown.wait() => return Ok(SessionEnd::Shutdown),
+            read = timeout(idle, reader.read_exact(&mut prefix)) => read,
+        };
+        match read {
+            Err(_) => return Ok(SessionEnd::IdleTimeout),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Ok(SessionEnd::Closed);
+            }
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(_)) => {}
+        }
+        let len = match frame::body_len(prefix) {
+            Ok(len) => len,
+            Err(_) => {
+                let declared = u32::from_be_bytes(prefix) as usize;
+                write_frame(writer, &handler::frame_too_large(declared), idle).await?;
+                let _ = timeout(idle, writer.shutdown()).await;
+                return Ok(SessionEnd::FrameTooLarge);
+            }
+        };
+        body.clear();
+        body.resize(len, 0);
+        let read = tokio::select! {
+            biased;
+            () = shutdown.wait() => return Ok(SessionEnd::Shutdown),
+            read = timeout(idle, reader.read_exact(&mut body)) => read,
+        };
+        match read {
+            Err(_) => return Ok(SessionEnd::IdleTimeout),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Ok(SessionEnd::Truncated);
+            }
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(_)) => {}
+        }
+        // From here on the request runs to completion and is answered, shutdown or not.
+        let reply = relay
+            .handle_body(&mut session, &body, unix_now(), &mut rng)
+            .await;
+        // Do not keep a large frame's buffer for the rest of an idle session.
+        body.clear();
+        body.shrink_to(RETAINED_BUFFER);
+        if !write_frame(writer, &reply, idle).await? {
+            return Ok(SessionEnd::IdleTimeout);
+        }
+    }
+}
+
+/// Logs how a session ended (never who it was).
+pub(crate) fn log_end(transport: &'static str, end: &std::io::Result<SessionEnd>) {
+    match end {
+        Ok(SessionEnd::FrameTooLarge) => {
+            tracing::info!(
+                transport,
+                "session closed: a frame was larger than the limit"
+            )
+        }
+        Ok(end) => tracing::debug!(transport, ?end, "session ended"),
+        Err(e) => tracing::debug!(transport, error = %e, "session ended with an I/O error"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::roster::Roster;
+    use crate::store::sqlite::StoreLimits;
+    use refuge_proto::ErrorCode;
+    use refuge_proto::wire::server_frame::Response;
+
+    #[test]
+    fn session_slots_are_bounded_and_freed() {
+        let slots = SessionSlots::new(2);
+        let a = slots.try_enter().expect("room");
+        let _b = slots.try_enter().expect("room");
+        assert!(slots.try_enter().is_none(), "at the limit");
+        drop(a);
+        assert!(
+            slots.try_enter().is_some(),
+            "a finished session frees its slot"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_busy_relay_says_so_and_closes() {
+        let (mut client, server) = tokio::io::duplex(4096);
+        refuse_busy(server, 7).await;
+        let mut bytes = Vec::new();
+        client
+            .read_to_end(&mut bytes)
+            .await
+            .expect("reads to the close");
+        let reply: ServerFrame = frame::decode_exact(&bytes).expect("one frame");
+        match reply.response {
+            Some(Response::Error(e)) => {
+                assert_eq!(e.code(), ErrorCode::Unavailable);
+                assert!(e.message.contains("(7)"), "{}", e.message);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_session_is_closed() {
+        let (_dir, store) = crate::fixtures::temp_store(StoreLimits::default());
+        let relay = Relay::new(store, Roster::empty());
+        let (_client, server) = tokio::io::duplex(4096);
+        let (read, mut write) = tokio::io::split(server);
+        let (_trigger, shutdown) = crate::shutdown::channel();
+        let end = serve_session(
+            &relay,
+            read,
+            &mut write,
+            Duration::from_millis(50),
+            shutdown,
+        )
+        .await;
+        assert_eq!(end.expect("no I/O error"), SessionEnd::IdleTimeout);
+    }
+}

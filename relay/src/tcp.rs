@@ -1,0 +1,96 @@
+//! The plaintext TCP listener: what a local Tor onion service forwards to. Each connection is
+//! one session. It carries unencrypted frames, so it binds only to loopback unless the operator
+//! says otherwise.
+
+use crate::handler::Relay;
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+use crate::stream::{SessionSlots, log_end, refuse_busy, serve_session};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+
+/// Why the TCP listener could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TcpError {
+    #[error("refusing to listen for plaintext TCP on {0}, which is not a loopback address")]
+    NotLoopback(SocketAddr),
+    #[error("cannot listen for TCP on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl TcpError {
+    pub fn hint(&self) -> &'static str {
+        match self {
+            TcpError::NotLoopback(_) => {
+                "the TCP listener carries unencrypted frames for a local Tor onion service; bind \
+                 it to 127.0.0.1 (or ::1), or pass --allow-non-loopback-tcp if only a trusted \
+                 network lies in between"
+            }
+            TcpError::Bind { .. } => {
+                "choose a free port with --tcp-listen (port 0 picks one), or stop what uses it"
+            }
+        }
+    }
+}
+
+/// Binds the listener, refusing a non-loopback address unless `allow_non_loopback`.
+pub async fn bind(addr: SocketAddr, allow_non_loopback: bool) -> Result<TcpListener, TcpError> {
+    if !addr.ip().is_loopback() && !allow_non_loopback {
+        return Err(TcpError::NotLoopback(addr));
+    }
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| TcpError::Bind { addr, source })
+}
+
+/// Accepts connections until shutdown. Sessions already running finish on their own.
+pub async fn serve<S: Store>(
+    listener: TcpListener,
+    relay: Arc<Relay<S>>,
+    sessions: SessionSlots,
+    idle: Duration,
+    mut shutdown: Shutdown,
+) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = shutdown.wait() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accepting a TCP connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let relay = Arc::clone(&relay);
+        let sessions = sessions.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let Some(slot) = sessions.try_enter() else {
+                tracing::warn!(
+                    max = sessions.max(),
+                    "refusing a session: at the session limit"
+                );
+                refuse_busy(stream, sessions.max()).await;
+                return;
+            };
+            let (reader, mut writer) = stream.into_split();
+            let end = serve_session(&relay, reader, &mut writer, idle, shutdown).await;
+            log_end("tcp", &end);
+            let _ = writer.shutdown().await;
+            drop(slot);
+        });
+    }
+}

@@ -1,0 +1,595 @@
+//! The real `refuge-relay` binary, a real SQLite file, loopback TCP and QUIC on port 0, and a
+//! minimal raw-frame client. Lives in `tests/` because only integration tests are given the
+//! binary's path.
+
+use ed25519_dalek::SigningKey;
+use refuge_proto::directory::{self};
+use refuge_proto::directory_pb::{Directory, Post, StaffDevice};
+use refuge_proto::ids::{DepositToken, MailboxId, Nonce};
+use refuge_proto::wire::client_frame::Request;
+use refuge_proto::wire::server_frame::Response;
+use refuge_proto::wire::{self, ClientFrame, ServerFrame};
+use refuge_proto::{ErrorCode, PROTOCOL_VERSION, auth, frame};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use sha2::{Digest, Sha256};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+const BIN: &str = env!("CARGO_BIN_EXE_refuge-relay");
+
+// ------------------------------------------------------------------ the relay process
+
+struct Running {
+    child: Child,
+    quic: SocketAddr,
+    tcp: SocketAddr,
+    pin: String,
+}
+
+impl Running {
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        for _ in 0..200 {
+            if let Some(status) = self.child.try_wait().expect("waits") {
+                assert!(status.success(), "graceful shutdown exits 0, got {status}");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("the relay did not stop within 10 s of SIGTERM");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn relay_command(data: &Path, log: &Path, extra: &[&str]) -> Command {
+    relay_command_on(data, log, "127.0.0.1:0", extra)
+}
+
+fn relay_command_on(data: &Path, log: &Path, tcp_listen: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--data-dir"])
+        .arg(data)
+        .args(["--quic-listen", "127.0.0.1:0", "--tcp-listen", tcp_listen])
+        .args(extra)
+        .env("RUST_LOG", "refuge_relay=trace,info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).expect("log file"));
+    cmd
+}
+
+fn start(data: &Path, log: &Path, extra: &[&str]) -> Running {
+    let mut child = relay_command(data, log, extra)
+        .spawn()
+        .expect("the relay starts");
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.expect("utf-8 line")).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || {
+        rx.recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no line from the relay; its log:\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                )
+            })
+    };
+    let quic_line = next();
+    let rest = quic_line
+        .strip_prefix("listening quic ")
+        .expect("first line announces QUIC");
+    let (addr, pin) = rest
+        .split_once(" spki-sha256=")
+        .expect("pin on the QUIC line");
+    let quic: SocketAddr = addr.parse().expect("an address");
+    assert_eq!(pin.len(), 64);
+    assert!(
+        pin.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "lowercase hex"
+    );
+    let tcp_line = next();
+    let tcp: SocketAddr = tcp_line
+        .strip_prefix("listening tcp ")
+        .expect("second line")
+        .parse()
+        .expect("address");
+    assert_eq!(next(), "ready");
+    assert!(quic.ip().is_loopback() && quic.port() != 0);
+    assert!(tcp.ip().is_loopback() && tcp.port() != 0);
+    Running {
+        child,
+        quic,
+        tcp,
+        pin: pin.to_string(),
+    }
+}
+
+// ------------------------------------------------------------------ a raw-frame client
+
+struct Conn<R, W> {
+    r: R,
+    w: W,
+    next_id: u64,
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
+    fn new(r: R, w: W) -> Self {
+        Self { r, w, next_id: 0 }
+    }
+
+    async fn call(&mut self, request: Request) -> Response {
+        self.next_id += 1;
+        let f = ClientFrame {
+            request_id: self.next_id,
+            request: Some(request),
+        };
+        self.w
+            .write_all(&frame::encode(&f).expect("fits"))
+            .await
+            .expect("sends");
+        self.w.flush().await.expect("flushes");
+        let mut prefix = [0u8; 4];
+        self.r.read_exact(&mut prefix).await.expect("an answer");
+        let mut body = vec![0; frame::body_len(prefix).expect("bounded")];
+        self.r.read_exact(&mut body).await.expect("a whole answer");
+        let reply: ServerFrame = frame::decode_body(&body).expect("canonical");
+        assert_eq!(reply.request_id, self.next_id);
+        reply.response.expect("an answer")
+    }
+
+    async fn ok(&mut self, request: Request) -> Response {
+        match self.call(request).await {
+            Response::Error(e) => panic!("refused: {:?} {}", e.code(), e.message),
+            r => r,
+        }
+    }
+
+    async fn code(&mut self, request: Request) -> ErrorCode {
+        match self.call(request).await {
+            Response::Error(e) => e.code(),
+            r => panic!("expected a refusal, got {r:?}"),
+        }
+    }
+
+    async fn hello(&mut self) {
+        let r = self
+            .ok(Request::Hello(wire::Hello {
+                protocol_version: PROTOCOL_VERSION,
+                software: "e2e".into(),
+            }))
+            .await;
+        assert!(matches!(r, Response::HelloOk(_)));
+    }
+
+    async fn login(&mut self, key: &SigningKey, mailbox: MailboxId) {
+        let Response::Challenge(c) = self.ok(Request::GetChallenge(wire::GetChallenge {})).await
+        else {
+            panic!("no challenge")
+        };
+        let nonce = Nonce::from_slice(&c.nonce).expect("32 bytes");
+        let sig = auth::sign(key, &auth::authenticate_transcript(&mailbox, &nonce));
+        let r = self
+            .ok(Request::Authenticate(wire::Authenticate {
+                mailbox_id: mailbox.0.to_vec(),
+                nonce: nonce.0.to_vec(),
+                signature: sig.to_bytes().to_vec(),
+            }))
+            .await;
+        assert!(matches!(r, Response::Authenticated(_)));
+    }
+
+    async fn fetch(&mut self, mailbox: MailboxId) -> Vec<wire::StoredMessage> {
+        match self
+            .ok(Request::FetchMessages(wire::FetchMessages {
+                mailbox_id: mailbox.0.to_vec(),
+                limit: 0,
+            }))
+            .await
+        {
+            Response::Messages(m) => m.messages,
+            r => panic!("{r:?}"),
+        }
+    }
+}
+
+fn deposit(mailbox: MailboxId, token: &[u8], sealed: &[u8]) -> Request {
+    Request::Deposit(wire::Deposit {
+        mailbox_id: mailbox.0.to_vec(),
+        deposit_token: token.to_vec(),
+        sealed: sealed.to_vec(),
+    })
+}
+
+/// Accepts exactly the certificate whose SPKI hashes to the pin, and records what was served.
+#[derive(Debug)]
+struct PinVerifier {
+    pin: [u8; 32],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+fn spki_sha256(cert: &CertificateDer<'_>) -> [u8; 32] {
+    let parsed = webpki::EndEntityCert::try_from(cert).expect("a certificate");
+    Sha256::digest(parsed.subject_public_key_info().as_ref()).into()
+}
+
+impl ServerCertVerifier for PinVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if spki_sha256(end_entity) == self.pin {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "certificate does not match the pin".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not used".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+async fn quic_connect(addr: SocketAddr, pin: &str) -> Result<quinn::Connection, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = PinVerifier {
+        pin: hex::decode(pin).expect("hex").try_into().expect("32 bytes"),
+        provider: Arc::clone(&provider),
+    };
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"refuge/1".to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("QUIC-capable");
+    let mut endpoint =
+        quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("client endpoint");
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let connecting = endpoint
+        .connect(addr, "refuge-relay")
+        .map_err(|e| e.to_string())?;
+    connecting.await.map_err(|e| e.to_string())
+}
+
+// ------------------------------------------------------------------ fixtures
+
+fn authority() -> SigningKey {
+    SigningKey::from_bytes(&[0xa1; 32])
+}
+
+fn staff_device(n: u8) -> (SigningKey, StaffDevice) {
+    let key = SigningKey::from_bytes(&[n; 32]);
+    let mut identity_key = vec![0x05];
+    identity_key.extend_from_slice(&[n; 32]);
+    let device = StaffDevice {
+        label: format!("emb-xx/desk-{n}"),
+        identity_key,
+        auth_key: key.verifying_key().as_bytes().to_vec(),
+        mailbox_id: vec![n; 16],
+    };
+    (key, device)
+}
+
+fn directory_file(version: u64, devices: Vec<StaffDevice>) -> Vec<u8> {
+    let d = Directory {
+        version,
+        issued_at: 1_700_000_000,
+        posts: vec![Post {
+            id: "emb-xx".into(),
+            name: "Embassy".into(),
+            devices,
+        }],
+    };
+    directory::sign(&d, &authority()).expect("consistent")
+}
+
+// ------------------------------------------------------------------ the tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_and_quic_sessions_against_the_real_binary() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let log = tmp.path().join("relay.log");
+    let dir_file = tmp.path().join("directory.bin");
+    let (staff_key, device) = staff_device(3);
+    let staff_mailbox = MailboxId::from_slice(&device.mailbox_id).expect("16 bytes");
+    std::fs::write(&dir_file, directory_file(2, vec![device])).expect("writes");
+    let authority_hex = hex::encode(authority().verifying_key().as_bytes());
+    let dir_args = [
+        "--directory",
+        dir_file.to_str().expect("utf-8"),
+        "--authority-key",
+        &authority_hex,
+    ];
+
+    let relay = start(&data, &log, &dir_args);
+    let pin_file = std::fs::read_to_string(data.join("quic-spki-pin")).expect("pin file");
+    assert_eq!(pin_file.trim(), relay.pin);
+
+    // A user creates a mailbox and a sender deposits into it and into a staff mailbox, over TCP.
+    let user_key = SigningKey::from_bytes(&[0x42; 32]);
+    let user_mailbox = MailboxId([0x24; 16]);
+    let token = DepositToken([0x99; 32]);
+    let stream = tokio::net::TcpStream::connect(relay.tcp)
+        .await
+        .expect("TCP connects");
+    let (r, w) = stream.into_split();
+    let mut tcp = Conn::new(r, w);
+    tcp.hello().await;
+    let hash = token.hash();
+    let sig = auth::sign(
+        &user_key,
+        &auth::create_mailbox_transcript(&user_mailbox, &user_key.verifying_key(), &hash),
+    );
+    let created = tcp
+        .ok(Request::CreateMailbox(wire::CreateMailbox {
+            mailbox_id: user_mailbox.0.to_vec(),
+            auth_key: user_key.verifying_key().as_bytes().to_vec(),
+            deposit_token_hash: hash.to_vec(),
+            signature: sig.to_bytes().to_vec(),
+        }))
+        .await;
+    assert!(matches!(created, Response::MailboxCreated(_)));
+    assert!(matches!(
+        tcp.ok(deposit(user_mailbox, &token.0, b"sealed for the user"))
+            .await,
+        Response::DepositAccepted(_)
+    ));
+    assert!(matches!(
+        tcp.ok(deposit(staff_mailbox, &[], b"sealed for staff"))
+            .await,
+        Response::DepositAccepted(_)
+    ));
+    assert_eq!(
+        tcp.code(deposit(user_mailbox, &[0; 32], b"x")).await,
+        ErrorCode::DepositNotAuthorized
+    );
+
+    // The user reads over QUIC; the served certificate is the pinned one.
+    let conn = quic_connect(relay.quic, &relay.pin)
+        .await
+        .expect("QUIC connects with the pin");
+    let served = conn
+        .peer_identity()
+        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .expect("the server's certificate chain");
+    assert_eq!(
+        hex::encode(spki_sha256(&served[0])),
+        relay.pin,
+        "pin printed = SPKI of the served cert"
+    );
+    assert_eq!(
+        conn.handshake_data()
+            .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+            .and_then(|h| h.protocol),
+        Some(b"refuge/1".to_vec())
+    );
+    let (send, recv) = conn.open_bi().await.expect("a stream");
+    let mut quic = Conn::new(recv, send);
+    quic.hello().await;
+    quic.login(&user_key, user_mailbox).await;
+    let messages = quic.fetch(user_mailbox).await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].sealed, b"sealed for the user");
+    assert_eq!(messages[0].received_hour % 3600, 0);
+    // Each stream is its own session.
+    let (send2, recv2) = conn.open_bi().await.expect("another stream");
+    let mut other = Conn::new(recv2, send2);
+    other.hello().await;
+    assert_eq!(
+        other
+            .code(Request::FetchMessages(wire::FetchMessages {
+                mailbox_id: user_mailbox.0.to_vec(),
+                limit: 0
+            }))
+            .await,
+        ErrorCode::NotAuthenticated
+    );
+    let r = quic
+        .ok(Request::AckMessages(wire::AckMessages {
+            mailbox_id: user_mailbox.0.to_vec(),
+            message_ids: vec![messages[0].message_id],
+        }))
+        .await;
+    assert!(matches!(r, Response::Acked(wire::Acked { deleted: 1 })));
+    assert!(quic.fetch(user_mailbox).await.is_empty());
+
+    // A client pinning another key is refused during the handshake.
+    let wrong_pin = hex::encode([0u8; 32]);
+    assert!(quic_connect(relay.quic, &wrong_pin).await.is_err());
+
+    drop(tcp);
+    conn.close(0u32.into(), b"done");
+    relay.stop();
+
+    // Restart without --directory: same pin, the stored directory, the staff message kept.
+    let relay = start(&data, &log, &[]);
+    assert_eq!(relay.pin, pin_file.trim(), "the pin survives a restart");
+    let stream = tokio::net::TcpStream::connect(relay.tcp)
+        .await
+        .expect("TCP connects");
+    let (r, w) = stream.into_split();
+    let mut tcp = Conn::new(r, w);
+    tcp.hello().await;
+    tcp.login(&staff_key, staff_mailbox).await;
+    let messages = tcp.fetch(staff_mailbox).await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].sealed, b"sealed for staff");
+    drop(tcp);
+    relay.stop();
+
+    // Logs never carry mailbox ids, keys or tokens.
+    let logged = std::fs::read_to_string(&log).expect("log");
+    assert!(logged.contains("refuge-relay ready"), "{logged}");
+    for secret in [
+        hex::encode(user_mailbox.0),
+        hex::encode(staff_mailbox.0),
+        hex::encode(token.0),
+        hex::encode(user_key.verifying_key().as_bytes()),
+        hex::encode(b"sealed for"),
+    ] {
+        assert!(!logged.contains(&secret), "the log leaks {secret}");
+    }
+    assert!(
+        !logged.contains("sealed for"),
+        "the log leaks message bytes"
+    );
+}
+
+#[test]
+fn unsafe_or_stale_configurations_are_refused_at_startup() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let log = tmp.path().join("relay.log");
+
+    // Plaintext TCP on a non-loopback address.
+    let out = relay_command_on(&data, &log, "0.0.0.0:0", &[])
+        .stderr(Stdio::piped())
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("error: refusing to listen for plaintext TCP"),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: ") && err.contains("--allow-non-loopback-tcp"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "nothing announced");
+
+    // A directory signed by an untrusted key.
+    let (_, device) = staff_device(3);
+    let v2 = tmp.path().join("v2.bin");
+    std::fs::write(&v2, directory_file(2, vec![device.clone()])).expect("writes");
+    let stranger = hex::encode(
+        SigningKey::from_bytes(&[0x55; 32])
+            .verifying_key()
+            .as_bytes(),
+    );
+    let out = relay_command(
+        &data,
+        &log,
+        &[
+            "--directory",
+            v2.to_str().expect("utf-8"),
+            "--authority-key",
+            &stranger,
+        ],
+    )
+    .stderr(Stdio::piped())
+    .output()
+    .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a trusted authority key"));
+
+    // A directory older than the stored one.
+    let authority_hex = hex::encode(authority().verifying_key().as_bytes());
+    let relay = start(
+        &data,
+        &log,
+        &[
+            "--directory",
+            v2.to_str().expect("utf-8"),
+            "--authority-key",
+            &authority_hex,
+        ],
+    );
+    relay.stop();
+    let v1 = tmp.path().join("v1.bin");
+    std::fs::write(&v1, directory_file(1, vec![device])).expect("writes");
+    let out = relay_command(
+        &data,
+        &log,
+        &[
+            "--directory",
+            v1.to_str().expect("utf-8"),
+            "--authority-key",
+            &authority_hex,
+        ],
+    )
+    .stderr(Stdio::piped())
+    .output()
+    .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "directory version 1 is older than the stored version 2: refusing to roll back"
+        ),
+        "{err}"
+    );
+
+    // spki-pin prints the same pin the server uses.
+    let out = Command::new(BIN)
+        .args(["spki-pin", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let pin = String::from_utf8(out.stdout).expect("utf-8");
+    assert_eq!(
+        pin,
+        std::fs::read_to_string(data.join("quic-spki-pin")).expect("pin file")
+    );
+}
