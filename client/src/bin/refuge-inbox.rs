@@ -1,0 +1,221 @@
+//! `refuge-inbox`: a staff device's secure inbox.
+
+use clap::{Parser, Subcommand};
+use refuge_client::cli::{self, say};
+use refuge_client::config::{DirectorySource, resolve_relay};
+use refuge_client::directory;
+use refuge_client::error::{ClientError, Result};
+use refuge_client::staff::{Staff, encode_request};
+use refuge_client::store::Store;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+/// The secure inbox of a diplomatic post's staff device.
+#[derive(Parser)]
+#[command(name = "refuge-inbox", version)]
+struct Args {
+    /// Where this program keeps its state [default: $REFUGE_INBOX_DATA_DIR, else
+    /// $XDG_DATA_HOME/refuge-inbox, else ~/.local/share/refuge-inbox]
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Relay to use for this command (quic://HOST:PORT or tcp://127.0.0.1:PORT)
+    #[arg(long, global = true, value_name = "URL")]
+    relay: Option<String>,
+    /// The relay's certificate pin (spki-sha256, 64 hex characters), for quic://
+    #[arg(long, global = true, value_name = "HEX")]
+    pin: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create this device's keys and write the enrolment request for the authority
+    Init {
+        /// Post id, e.g. emb-xx
+        #[arg(long)]
+        post: String,
+        /// Role label, POST/DESK, e.g. emb-xx/hr-desk-2
+        #[arg(long)]
+        label: String,
+        /// Where to write the enrolment request
+        #[arg(long, value_name = "FILE")]
+        request_out: PathBuf,
+    },
+    /// Check the enrolment in the signed directory and upload prekeys to the relay
+    Register {
+        /// The authority-signed staff directory file
+        #[arg(long, value_name = "FILE")]
+        directory: PathBuf,
+        /// The authority's public key (64 hex characters); may be repeated
+        #[arg(long = "authority-key", value_name = "HEX", required = true)]
+        authority_keys: Vec<String>,
+    },
+    /// Read new messages into cases
+    Read {
+        /// Delete messages that cannot be opened (forged or corrupt) instead of keeping them
+        #[arg(long)]
+        discard_unopened: bool,
+    },
+    /// Reply to a case
+    Reply {
+        /// Case id (8 hex characters), as listed by `cases`
+        #[arg(long = "case")]
+        case_id: String,
+        /// The text, or `-` to read it from standard input
+        #[arg(long, allow_hyphen_values = true)]
+        message: String,
+    },
+    /// List cases
+    Cases,
+}
+
+fn main() -> ExitCode {
+    cli::init_tracing();
+    let args: Args = cli::parse_args();
+    cli::run(run(args))
+}
+
+async fn run(args: Args) -> Result<()> {
+    let dir = cli::data_dir(args.data_dir, "REFUGE_INBOX_DATA_DIR", "refuge-inbox")?;
+    let endpoint_args = (args.relay, args.pin);
+    let now = SystemTime::now();
+    match args.command {
+        Command::Init {
+            post,
+            label,
+            request_out,
+        } => {
+            if request_out.exists() {
+                return Err(ClientError::WouldOverwrite(request_out));
+            }
+            let store = Store::open(&dir)?;
+            let (staff, request) = Staff::init(&store, &post, &label)?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&request_out)
+                .map_err(|source| ClientError::Io {
+                    action: "create",
+                    path: request_out.clone(),
+                    source,
+                })?;
+            file.write_all(&encode_request(&request))
+                .and_then(|_| file.sync_all())
+                .map_err(|source| ClientError::Io {
+                    action: "write",
+                    path: request_out.clone(),
+                    source,
+                })?;
+            say(&format!(
+                "enrolment request written to {} for {}",
+                request_out.display(),
+                staff.label()
+            ))
+        }
+        Command::Register {
+            directory: path,
+            authority_keys,
+        } => {
+            let store = Store::open(&dir)?;
+            let staff = Staff::load(&store)?;
+            let source = DirectorySource::from_args(&path, &authority_keys)?;
+            let verified = directory::load_configured(&store, &source)?;
+            let endpoint = resolve_relay(
+                &store,
+                endpoint_args.0.as_deref(),
+                endpoint_args.1.as_deref(),
+            )?;
+            staff.check_enrolled(&verified)?;
+            let mut session = cli::connect(&endpoint).await?;
+            let count = staff.register(&mut session, now).await?;
+            session.close().await;
+            // Remembered only once they have worked.
+            store.save_directory_source(&source)?;
+            store.save_relay(&endpoint)?;
+            say(&format!(
+                "registered {}: {} one-time prekeys on the relay",
+                staff.label(),
+                count.one_time
+            ))
+        }
+        Command::Read { discard_unopened } => {
+            let store = Store::open(&dir)?;
+            let staff = Staff::load(&store)?;
+            let verified = load_directory(&store)?;
+            warn_if_not_enrolled(&staff, &verified);
+            let endpoint = resolve_relay(
+                &store,
+                endpoint_args.0.as_deref(),
+                endpoint_args.1.as_deref(),
+            )?;
+            let mut session = cli::connect(&endpoint).await?;
+            let mut show = |m: &refuge_client::delivery::ReceivedMessage| {
+                let case = m.sender.case_id().unwrap_or_default();
+                say(&format!("case {case} {}", m.text.one_line().as_str()))
+            };
+            let report = staff
+                .read(&mut session, &verified, discard_unopened, now, &mut show)
+                .await?;
+            session.close().await;
+            say(&format!("{} new messages", report.shown))?;
+            for e in &report.failures {
+                cli::warn(&format!("a message could not be opened: {e}"));
+            }
+            if report.discarded > 0 {
+                cli::warn(&format!(
+                    "{} unopenable messages were deleted from the relay",
+                    report.discarded
+                ));
+            } else if !report.failures.is_empty() {
+                return Err(ClientError::UnopenedMessages {
+                    failed: report.failures.len(),
+                    total: report.failures.len() + report.shown,
+                });
+            }
+            Ok(())
+        }
+        Command::Reply { case_id, message } => {
+            let text = cli::message_text(&message)?;
+            let store = Store::open(&dir)?;
+            let staff = Staff::load(&store)?;
+            let verified = load_directory(&store)?;
+            let endpoint = resolve_relay(
+                &store,
+                endpoint_args.0.as_deref(),
+                endpoint_args.1.as_deref(),
+            )?;
+            let mut session = cli::connect(&endpoint).await?;
+            staff
+                .reply(&mut session, &verified, &case_id, &text, now)
+                .await?;
+            session.close().await;
+            say(&format!("replied to case {case_id}"))
+        }
+        Command::Cases => {
+            let store = Store::open(&dir)?;
+            let staff = Staff::load(&store)?;
+            for c in staff.cases()? {
+                say(&format!("case {} {} messages", c.case_id, c.messages))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn load_directory(store: &Store) -> Result<refuge_proto::directory::VerifiedDirectory> {
+    let source = store.directory_source()?.ok_or(ClientError::MissingConfig(
+        "staff directory (refuge-inbox register --directory)",
+    ))?;
+    directory::load_configured(store, &source)
+}
+
+fn warn_if_not_enrolled(staff: &Staff<'_>, dir: &refuge_proto::directory::VerifiedDirectory) {
+    if let Err(e) = staff.check_enrolled(dir) {
+        cli::warn(&format!("{e}; users cannot reach this device"));
+    }
+}

@@ -1,0 +1,171 @@
+//! `refuge`: the at-risk user's client.
+
+use clap::{Parser, Subcommand};
+use refuge_client::cli::{self, say};
+use refuge_client::config::{DirectorySource, resolve_relay};
+use refuge_client::directory;
+use refuge_client::error::{ClientError, Result};
+use refuge_client::peer::Peer;
+use refuge_client::store::Store;
+use refuge_client::user::User;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+/// Reach the staff of a diplomatic post, end to end encrypted, without an account.
+#[derive(Parser)]
+#[command(name = "refuge", version)]
+struct Args {
+    /// Where this program keeps its state [default: $REFUGE_DATA_DIR, else $XDG_DATA_HOME/refuge,
+    /// else ~/.local/share/refuge]
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Relay to use for this command (quic://HOST:PORT or tcp://127.0.0.1:PORT)
+    #[arg(long, global = true, value_name = "URL")]
+    relay: Option<String>,
+    /// The relay's certificate pin (spki-sha256, 64 hex characters), for quic://
+    #[arg(long, global = true, value_name = "HEX")]
+    pin: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create an identity and a mailbox on the relay, and remember the relay and directory
+    Init {
+        /// The authority-signed staff directory file
+        #[arg(long, value_name = "FILE")]
+        directory: PathBuf,
+        /// The authority's public key (64 hex characters); may be repeated
+        #[arg(long = "authority-key", value_name = "HEX", required = true)]
+        authority_keys: Vec<String>,
+    },
+    /// List the posts in the verified directory
+    Posts,
+    /// Write to every staff device of a post
+    Contact {
+        /// Post id, as listed by `refuge posts`
+        #[arg(long)]
+        post: String,
+        /// The text, or `-` to read it from standard input
+        #[arg(long, allow_hyphen_values = true)]
+        message: String,
+    },
+    /// Read replies
+    Read {
+        /// Delete messages that cannot be opened (forged or corrupt) instead of keeping them
+        #[arg(long)]
+        discard_unopened: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    cli::init_tracing();
+    let args: Args = cli::parse_args();
+    cli::run(run(args))
+}
+
+async fn run(args: Args) -> Result<()> {
+    let dir = cli::data_dir(args.data_dir, "REFUGE_DATA_DIR", "refuge")?;
+    let store = Store::open(&dir)?;
+    let endpoint = || resolve_relay(&store, args.relay.as_deref(), args.pin.as_deref());
+    let now = SystemTime::now();
+    match args.command {
+        Command::Init {
+            directory: path,
+            authority_keys,
+        } => {
+            let source = DirectorySource::from_args(&path, &authority_keys)?;
+            directory::load_configured(&store, &source)?;
+            let endpoint = endpoint()?;
+            let user = User::init(&store)?;
+            let mut session = cli::connect(&endpoint).await?;
+            user.create_mailbox(&mut session).await?;
+            session.close().await;
+            // Remembered only once they have worked.
+            store.save_directory_source(&source)?;
+            store.save_relay(&endpoint)?;
+            say("ready: mailbox created on the relay")
+        }
+        Command::Posts => {
+            User::load(&store)?;
+            let dir = load_directory(&store)?;
+            for post in dir.posts() {
+                say(&format!(
+                    "post {} {} ({} staff devices)",
+                    post.id,
+                    post.name,
+                    post.devices.len()
+                ))?;
+            }
+            Ok(())
+        }
+        Command::Contact { post, message } => {
+            let text = cli::message_text(&message)?;
+            let user = User::load(&store)?;
+            let dir = load_directory(&store)?;
+            refuge_client::user::check_contact(&dir, &post, &text)?;
+            let endpoint = endpoint()?;
+            let mut session = cli::connect(&endpoint).await?;
+            let report = user.contact(&mut session, &dir, &post, &text, now).await?;
+            session.close().await;
+            for label in &report.skipped {
+                cli::warn(&format!(
+                    "{label} has not registered with the relay yet and did not get this message"
+                ));
+            }
+            say(&format!(
+                "sent to {} staff devices of {post}: {}",
+                report.sent.len(),
+                report.sent.join(", ")
+            ))
+        }
+        Command::Read { discard_unopened } => {
+            let user = User::load(&store)?;
+            let dir = load_directory(&store)?;
+            let endpoint = endpoint()?;
+            let mut session = cli::connect(&endpoint).await?;
+            let mut show = |m: &refuge_client::delivery::ReceivedMessage| {
+                let from = match &m.sender {
+                    Peer::Staff { label } => label.clone(),
+                    other => other.name(),
+                };
+                say(&format!("from {from} {}", m.text.one_line().as_str()))
+            };
+            let report = user
+                .read(&mut session, &dir, discard_unopened, now, &mut show)
+                .await?;
+            session.close().await;
+            say(&format!("{} new messages", report.shown))?;
+            finish_read(&report)
+        }
+    }
+}
+
+fn load_directory(store: &Store) -> Result<refuge_proto::directory::VerifiedDirectory> {
+    let source = store.directory_source()?.ok_or(ClientError::MissingConfig(
+        "staff directory (refuge init --directory)",
+    ))?;
+    directory::load_configured(store, &source)
+}
+
+fn finish_read(report: &refuge_client::delivery::ReceiveReport) -> Result<()> {
+    for e in &report.failures {
+        cli::warn(&format!("a message could not be opened: {e}"));
+    }
+    if report.discarded > 0 {
+        cli::warn(&format!(
+            "{} unopenable messages were deleted from the relay",
+            report.discarded
+        ));
+        return Ok(());
+    }
+    if !report.failures.is_empty() {
+        return Err(ClientError::UnopenedMessages {
+            failed: report.failures.len(),
+            total: report.failures.len() + report.shown,
+        });
+    }
+    Ok(())
+}

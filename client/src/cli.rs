@@ -1,0 +1,180 @@
+//! What the three command-line programs share: logging setup, the data directory, reading the
+//! message text, connecting, and turning an error into `error: …` / `hint: …` and exit status 1.
+
+use crate::error::{ClientError, Result};
+use crate::secret::SecretText;
+use crate::transport::{ConnectOptions, RelayEndpoint, Session};
+use std::future::Future;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Logs go to stderr at level `warn` unless `RUST_LOG` says otherwise. libsignal's own log
+/// lines name peers' addresses, so they are off unless `RUST_LOG` asks for them by name.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_string());
+    let mut filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("warn"));
+    if !spec.contains("libsignal") {
+        for quiet in [
+            "libsignal_protocol_syft=off",
+            "libsignal_core_syft=off",
+            "spqr_syft=off",
+        ] {
+            if let Ok(d) = quiet.parse() {
+                filter = filter.add_directive(d);
+            }
+        }
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Parses the command line. `--help` and `--version` print and exit 0; a usage error prints
+/// clap's `error: …` with a `hint:` and exits 1, like every other failure.
+pub fn parse_args<T: clap::Parser>() -> T {
+    match T::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                std::process::exit(0);
+            }
+            let rendered = e.render().to_string();
+            let mut err = std::io::stderr().lock();
+            let kept: Vec<&str> = rendered
+                .lines()
+                .filter(|l| !l.starts_with("For more information"))
+                .collect();
+            let _ = writeln!(err, "{}", kept.join("\n").trim_end());
+            let name = T::command().get_name().to_string();
+            let _ = writeln!(
+                err,
+                "hint: run `{name} --help` to see the commands and their options"
+            );
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Runs a command on a single-threaded runtime (libsignal's futures are not `Send`) and maps
+/// its outcome to an exit status.
+pub fn run<F: Future<Output = Result<()>>>(command: F) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints an error and its hint to stderr.
+pub fn report(e: &ClientError) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "error: {e}");
+    let _ = writeln!(err, "hint: {}", e.hint());
+}
+
+/// Prints a warning to stderr.
+pub fn warn(message: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "warning: {message}");
+}
+
+/// Prints one line of results to stdout.
+pub fn say(line: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|_| out.flush())
+        .map_err(|source| ClientError::Io {
+            action: "write",
+            path: PathBuf::from("<stdout>"),
+            source,
+        })
+}
+
+/// The data directory: `--data-dir`, else `$<env_var>`, else `$XDG_DATA_HOME/<app>`, else
+/// `~/.local/share/<app>`.
+pub fn data_dir(arg: Option<PathBuf>, env_var: &str, app: &str) -> Result<PathBuf> {
+    if let Some(dir) = arg {
+        return Ok(dir);
+    }
+    let non_empty = |v: &str| {
+        std::env::var_os(v)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(dir) = non_empty(env_var) {
+        return Ok(dir);
+    }
+    if let Some(xdg) = non_empty("XDG_DATA_HOME") {
+        return Ok(xdg.join(app));
+    }
+    if let Some(home) = non_empty("HOME") {
+        return Ok(home.join(".local/share").join(app));
+    }
+    Err(ClientError::InvalidArgument(format!(
+        "no data directory: pass --data-dir or set {env_var}"
+    )))
+}
+
+/// The message text: the argument itself, or standard input when it is `-` (one trailing line
+/// break removed).
+pub fn message_text(arg: &str) -> Result<SecretText> {
+    if arg != "-" {
+        return Ok(SecretText::new(arg.to_string()));
+    }
+    let limit = crate::envelope::MAX_TEXT_LEN as u64 + 2;
+    let mut buf = zeroize::Zeroizing::new(Vec::new());
+    std::io::stdin()
+        .lock()
+        .take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(|source| ClientError::Io {
+            action: "read",
+            path: PathBuf::from("<stdin>"),
+            source,
+        })?;
+    if buf.len() as u64 > limit {
+        return Err(ClientError::MessageTooLong {
+            len: buf.len(),
+            max: crate::envelope::MAX_TEXT_LEN,
+        });
+    }
+    let mut text = String::from_utf8(std::mem::take(&mut *buf))
+        .map_err(|_| ClientError::InvalidArgument("the message on stdin is not UTF-8".into()))?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(SecretText::new(text))
+}
+
+/// Opens a session with the relay.
+pub async fn connect(endpoint: &RelayEndpoint) -> Result<Session> {
+    Session::connect(endpoint, &ConnectOptions::default()).await
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

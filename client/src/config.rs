@@ -1,0 +1,154 @@
+//! What a client remembers between commands: the relay endpoint and pin, and where the staff
+//! directory file is and which authority keys verify it. Stored in the state database.
+
+use crate::directory::parse_authority_key;
+use crate::error::{ClientError, Result};
+use crate::store::Store;
+use crate::transport::RelayEndpoint;
+use ed25519_dalek::VerifyingKey;
+use std::path::{Path, PathBuf};
+
+const RELAY_URL: &str = "relay_url";
+const RELAY_PIN: &str = "relay_pin";
+const DIRECTORY_PATH: &str = "directory_path";
+const AUTHORITY_KEYS: &str = "authority_keys";
+
+/// Where the directory file is and the authority keys that must have signed it.
+#[derive(Clone, Debug)]
+pub struct DirectorySource {
+    pub path: PathBuf,
+    pub authority_keys: Vec<VerifyingKey>,
+}
+
+impl DirectorySource {
+    /// From command-line values: the path is made absolute so later commands find it from any
+    /// working directory.
+    pub fn from_args(path: &Path, authority_keys_hex: &[String]) -> Result<DirectorySource> {
+        if authority_keys_hex.is_empty() {
+            return Err(ClientError::InvalidArgument(
+                "at least one --authority-key is needed".into(),
+            ));
+        }
+        let authority_keys = authority_keys_hex
+            .iter()
+            .map(|k| parse_authority_key(k))
+            .collect::<Result<Vec<_>>>()?;
+        let path = std::path::absolute(path).map_err(|source| ClientError::Io {
+            action: "resolve",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(DirectorySource {
+            path,
+            authority_keys,
+        })
+    }
+}
+
+impl Store {
+    pub fn save_relay(&self, endpoint: &RelayEndpoint) -> Result<()> {
+        self.set_setting(RELAY_URL, &endpoint.url())?;
+        self.set_setting(
+            RELAY_PIN,
+            &endpoint.pin().map(|p| p.to_hex()).unwrap_or_default(),
+        )
+    }
+
+    pub fn relay(&self) -> Result<Option<RelayEndpoint>> {
+        let Some(url) = self.setting(RELAY_URL)? else {
+            return Ok(None);
+        };
+        let pin = self.setting(RELAY_PIN)?.filter(|p| !p.is_empty());
+        RelayEndpoint::parse(&url, pin.as_deref()).map(Some)
+    }
+
+    pub fn save_directory_source(&self, source: &DirectorySource) -> Result<()> {
+        let path = source.path.to_str().ok_or_else(|| {
+            ClientError::InvalidArgument("the directory path is not UTF-8".into())
+        })?;
+        self.set_setting(DIRECTORY_PATH, path)?;
+        let keys: Vec<String> = source
+            .authority_keys
+            .iter()
+            .map(|k| hex::encode(k.as_bytes()))
+            .collect();
+        self.set_setting(AUTHORITY_KEYS, &keys.join(","))
+    }
+
+    pub fn directory_source(&self) -> Result<Option<DirectorySource>> {
+        let (Some(path), Some(keys)) =
+            (self.setting(DIRECTORY_PATH)?, self.setting(AUTHORITY_KEYS)?)
+        else {
+            return Ok(None);
+        };
+        let authority_keys = keys
+            .split(',')
+            .filter(|k| !k.is_empty())
+            .map(parse_authority_key)
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| ClientError::Corrupt(format!("stored authority keys: {e}")))?;
+        Ok(Some(DirectorySource {
+            path: PathBuf::from(path),
+            authority_keys,
+        }))
+    }
+}
+
+/// The endpoint for one command: `--relay` (with `--pin`) if given, else the stored endpoint,
+/// with `--pin` alone replacing only the stored pin.
+pub fn resolve_relay(store: &Store, url: Option<&str>, pin: Option<&str>) -> Result<RelayEndpoint> {
+    match (url, pin) {
+        (Some(url), pin) => RelayEndpoint::parse(url, pin),
+        (None, Some(pin)) => {
+            let stored = store
+                .relay()?
+                .ok_or(ClientError::MissingConfig("relay (--relay)"))?;
+            RelayEndpoint::parse(&stored.url(), Some(pin))
+        }
+        (None, None) => store
+            .relay()?
+            .ok_or(ClientError::MissingConfig("relay (--relay)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_and_directory_settings_round_trip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::open(tmp.path()).unwrap();
+        assert!(matches!(
+            resolve_relay(&s, None, None),
+            Err(ClientError::MissingConfig(_))
+        ));
+        let pin = "ab".repeat(32);
+        let e = RelayEndpoint::parse("quic://127.0.0.1:7443", Some(&pin)).unwrap();
+        s.save_relay(&e).unwrap();
+        assert_eq!(resolve_relay(&s, None, None).unwrap(), e);
+        let other = "cd".repeat(32);
+        assert_eq!(
+            resolve_relay(&s, None, Some(&other))
+                .unwrap()
+                .pin()
+                .unwrap()
+                .to_hex(),
+            other
+        );
+        let tcp = resolve_relay(&s, Some("tcp://127.0.0.1:9"), None).unwrap();
+        assert_eq!(tcp.url(), "tcp://127.0.0.1:9");
+
+        let key = hex::encode(
+            ed25519_dalek::SigningKey::from_bytes(&[1; 32])
+                .verifying_key()
+                .as_bytes(),
+        );
+        let src = DirectorySource::from_args(Path::new("d.bin"), &[key]).unwrap();
+        assert!(src.path.is_absolute());
+        s.save_directory_source(&src).unwrap();
+        let back = s.directory_source().unwrap().unwrap();
+        assert_eq!(back.path, src.path);
+        assert_eq!(back.authority_keys, src.authority_keys);
+    }
+}

@@ -1,0 +1,296 @@
+//! Sealing and opening messages: padded [`Content`] inside a libsignal message inside a
+//! sealed-sender (v1) envelope, so that the relay sees neither the text nor who wrote it.
+//!
+//! # Sealed sender without a server trust root
+//!
+//! In Signal, a sender certificate is issued by the server and validated against a trust root
+//! baked into the app; it binds a phone-number account to an identity key. Refuge has no
+//! accounts and must not trust the relay, so there is nothing for a server to vouch for and no
+//! server to trust. Each party therefore issues its own certificate:
+//!
+//! - a `ServerCertificate` for a certificate key (a separate key pair, generated once and kept
+//!   in the store) signed by the party's own identity private key, and
+//! - a `SenderCertificate` for the party's identity key, signed by that certificate key, with
+//!   `sender_uuid` = its Refuge address (`user:<hash>` or `staff:<label>`), device 1 and a long
+//!   expiry.
+//!
+//! On receipt, after [`sealed_sender_decrypt_to_usmc`] (which already proves that the sender
+//! holds the private key of the identity key in the certificate: the v1 envelope's inner layer
+//! is keyed by an agreement with that key, and libsignal checks the certificate's key equals
+//! it), we validate the certificate chain with the sender's *own* identity key as trust root.
+//! That check alone proves only self-consistency: anyone can issue a certificate for their own
+//! key with any name in it. What makes the name meaningful is that we never believe it:
+//!
+//! - for a user, we derive the address from the certificate's key ourselves and refuse a
+//!   certificate whose name differs (a user address cannot be claimed with another key);
+//! - for staff, the label must be in the verified, authority-signed directory with exactly this
+//!   identity key, else the message is refused as a possible impersonation.
+//!
+//! Only then is the inner message decrypted (`message_decrypt_prekey` for a first contact,
+//! `message_decrypt_signal` afterwards), under that address, so the session and the identity
+//! store's trust rules (see [`crate::store`]) apply to the same identity the envelope proved.
+//!
+//! Plaintexts are padded to size buckets ([`refuge_proto::padding`]) before encryption, so the
+//! relay learns only the bucket.
+
+use crate::directory::StaffPins;
+use crate::error::{ClientError, Result};
+use crate::peer::{Peer, device_id};
+use crate::secret::os_rng;
+use crate::store::{LocalIdentity, SignalStores};
+use libsignal_protocol::{
+    CiphertextMessageType, IdentityKey, PreKeySignalMessage, SenderCertificate, ServerCertificate,
+    SignalMessage, SignalProtocolError, Timestamp, message_decrypt_prekey, message_decrypt_signal,
+    sealed_sender_decrypt_to_usmc, sealed_sender_encrypt,
+};
+use prost::Message;
+use refuge_proto::content::Content;
+use refuge_proto::padding::{self, PaddingError};
+use std::time::{Duration, SystemTime};
+use zeroize::Zeroizing;
+
+/// Key id of the self-issued server certificate (any value but libsignal's revoked test id).
+const CERTIFICATE_KEY_ID: u32 = 1;
+
+/// How long a self-issued sender certificate is valid. It is re-issued on every run; the long
+/// expiry only avoids refusing messages that wait on the relay.
+const CERTIFICATE_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// Largest text a message may carry: what fits the largest padding bucket with room for the
+/// content framing and the reply address.
+pub const MAX_TEXT_LEN: usize = padding::MAX_PLAINTEXT - 1024;
+
+fn timestamp(t: SystemTime) -> Timestamp {
+    let ms = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    Timestamp::from_epoch_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+}
+
+/// Issues our sender certificate (see the module documentation).
+pub fn issue_sender_certificate(
+    identity: &LocalIdentity,
+    me: &Peer,
+    now: SystemTime,
+) -> Result<SenderCertificate> {
+    let pair = identity.key_pair()?;
+    let cert_key = identity.certificate_key_pair()?;
+    let mut rng = os_rng();
+    let server = ServerCertificate::new(
+        CERTIFICATE_KEY_ID,
+        cert_key.public_key,
+        pair.private_key(),
+        &mut rng,
+    )?;
+    Ok(SenderCertificate::new(
+        me.name(),
+        None,
+        *pair.public_key(),
+        device_id(),
+        timestamp(now + CERTIFICATE_LIFETIME),
+        server,
+        &cert_key.private_key,
+        &mut rng,
+    )?)
+}
+
+/// Pads, encrypts and seals `content` for `to`, with whom a session must exist.
+pub async fn seal(
+    stores: &mut SignalStores<'_>,
+    to: &Peer,
+    certificate: &SenderCertificate,
+    mut content: Content,
+    now: SystemTime,
+) -> Result<Vec<u8>> {
+    let plain = Zeroizing::new(content.encode_to_vec());
+    wipe(&mut content);
+    let padded = Zeroizing::new(padding::pad(&plain).map_err(|e| match e {
+        PaddingError::TooLarge { len, max } => ClientError::MessageTooLong { len, max },
+        other => ClientError::InvalidArgument(other.to_string()),
+    })?);
+    let mut rng = os_rng();
+    Ok(sealed_sender_encrypt(
+        &to.address(),
+        certificate,
+        &padded,
+        &mut stores.sessions,
+        &mut stores.identity,
+        now,
+        &mut rng,
+    )
+    .await?)
+}
+
+/// Overwrites the secrets in a [`Content`] (text, deposit token) before it is dropped; the
+/// generated protobuf types do not zeroize themselves.
+pub fn wipe(content: &mut Content) {
+    use refuge_proto::content::content::Body;
+    use zeroize::Zeroize;
+    match content.body.as_mut() {
+        Some(Body::FirstContact(f)) => {
+            f.text.zeroize();
+            if let Some(r) = f.reply_to.as_mut() {
+                r.deposit_token.zeroize();
+                r.mailbox_id.zeroize();
+            }
+        }
+        Some(Body::Text(t)) => t.text.zeroize(),
+        None => {}
+    }
+}
+
+/// A message that was opened and whose sender was authenticated. Its content is wiped when
+/// it is dropped; take the text out with `std::mem::take` into a [`crate::secret::SecretText`].
+pub struct Opened {
+    pub sender: Peer,
+    pub content: Content,
+    /// Whether it started a session (a PreKey message).
+    pub started_session: bool,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened")
+            .field("sender", &self.sender)
+            .field("started_session", &self.started_session)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        wipe(&mut self.content);
+    }
+}
+
+/// Opens a sealed message addressed to `me`, authenticating its sender (see the module
+/// documentation). Nothing is changed in the store unless everything succeeds, provided the
+/// caller runs this inside a transaction and rolls it back on error.
+pub async fn open(
+    stores: &mut SignalStores<'_>,
+    pins: &StaffPins,
+    me: &Peer,
+    sealed: &[u8],
+    now: SystemTime,
+) -> Result<Opened> {
+    let usmc = sealed_sender_decrypt_to_usmc(sealed, &stores.identity)
+        .await
+        .map_err(|e| ClientError::Undecryptable(format!("sealed envelope: {e}")))?;
+    let cert = usmc.sender()?;
+    let key = cert.key()?;
+    if !cert.validate(&key, timestamp(now))? {
+        return Err(ClientError::PossibleImpersonation(
+            "the sender certificate is not signed by the sender's own identity key, or has expired"
+                .into(),
+        ));
+    }
+    if cert.sender_device_id()? != device_id() {
+        return Err(ClientError::PossibleImpersonation(
+            "unexpected sender device".into(),
+        ));
+    }
+    let identity = IdentityKey::new(key);
+    let sender = Peer::parse(cert.sender_uuid()?).ok_or_else(|| {
+        ClientError::PossibleImpersonation("the sender address is not a refuge address".into())
+    })?;
+    match &sender {
+        Peer::User { .. } => {
+            if Peer::user_for(&identity) != sender {
+                return Err(ClientError::PossibleImpersonation(
+                    "the sender's user address does not belong to its key".into(),
+                ));
+            }
+        }
+        Peer::Staff { label } => match pins.get(label) {
+            Some(pinned) if pinned == &identity => {}
+            Some(_) => {
+                return Err(ClientError::PossibleImpersonation(format!(
+                    "the message claims to come from staff {label} but carries another key than \
+                     the one the authority enrolled"
+                )));
+            }
+            None => {
+                return Err(ClientError::PossibleImpersonation(format!(
+                    "the message claims to come from staff {label}, which is not in the verified \
+                     directory"
+                )));
+            }
+        },
+    }
+    if &sender == me {
+        return Err(ClientError::PossibleImpersonation(
+            "the message claims to come from us".into(),
+        ));
+    }
+
+    let address = sender.address();
+    let mut rng = os_rng();
+    let (padded, started_session) = match usmc.msg_type()? {
+        CiphertextMessageType::PreKey => {
+            let msg = PreKeySignalMessage::try_from(usmc.contents()?)
+                .map_err(|e| ClientError::Undecryptable(e.to_string()))?;
+            if msg.identity_key() != &identity {
+                return Err(ClientError::PossibleImpersonation(
+                    "the inner message's identity differs from the envelope's".into(),
+                ));
+            }
+            let plain = message_decrypt_prekey(
+                &msg,
+                &address,
+                &mut stores.sessions,
+                &mut stores.identity,
+                &mut stores.prekeys,
+                &stores.signed_prekeys,
+                &mut stores.kyber_prekeys,
+                &mut rng,
+            )
+            .await
+            .map_err(decrypt_error)?;
+            (Zeroizing::new(plain), true)
+        }
+        CiphertextMessageType::Whisper => {
+            let msg = SignalMessage::try_from(usmc.contents()?)
+                .map_err(|e| ClientError::Undecryptable(e.to_string()))?;
+            let plain = message_decrypt_signal(
+                &msg,
+                &address,
+                &mut stores.sessions,
+                &mut stores.identity,
+                &mut rng,
+            )
+            .await
+            .map_err(decrypt_error)?;
+            (Zeroizing::new(plain), false)
+        }
+        other => {
+            return Err(ClientError::Undecryptable(format!(
+                "unexpected message type {other:?}"
+            )));
+        }
+    };
+    let plain =
+        padding::unpad(&padded).map_err(|e| ClientError::Undecryptable(format!("padding: {e}")))?;
+    let content = refuge_proto::frame::decode_body::<Content>(plain)
+        .map_err(|e| ClientError::Undecryptable(format!("content: {e}")))?;
+    if content.body.is_none() {
+        return Err(ClientError::Undecryptable("empty content".into()));
+    }
+    Ok(Opened {
+        sender,
+        content,
+        started_session,
+    })
+}
+
+fn decrypt_error(e: SignalProtocolError) -> ClientError {
+    match e {
+        SignalProtocolError::UntrustedIdentity(_) => ClientError::PossibleImpersonation(
+            "the sender's identity key is not the one known for its address".into(),
+        ),
+        SignalProtocolError::DuplicatedMessage(..) => {
+            ClientError::Undecryptable("the message was already received (replay)".into())
+        }
+        other => ClientError::Undecryptable(other.to_string()),
+    }
+}

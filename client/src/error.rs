@@ -1,0 +1,351 @@
+//! One error type for the whole crate. Each variant says who is at fault ([`Blame`]) and what the
+//! person in front of the program can do about it ([`ClientError::hint`]); the command-line
+//! programs print both (`error: …` / `hint: …`).
+//!
+//! Messages never contain private keys, deposit tokens, mailbox ids or message text.
+
+use refuge_proto::directory::DirectoryError;
+use refuge_proto::{ErrorCode, Fault};
+use std::path::PathBuf;
+
+/// Who caused an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Blame {
+    /// The command or its arguments are wrong; the person running it can fix them.
+    Usage,
+    /// Local state (data directory, files, keys) is missing, unreadable or corrupt.
+    Local,
+    /// The relay could not be reached, or did not answer in time.
+    Network,
+    /// The relay failed (its storage, an internal error); retrying later can help.
+    Relay,
+    /// The request was valid but the state of things refuses it (no such post or mailbox,
+    /// key pool exhausted): the user, a staff device or the authority must act.
+    State,
+    /// The client and the relay disagree on the protocol: a bug in one of them.
+    Bug,
+    /// The relay broke the protocol: a bug in it, or a relay that is not what it claims to be.
+    RelayMisbehaved,
+    /// A key or identity did not match what the authority signed: someone may be impersonating
+    /// a party. Never retry blindly.
+    Attack,
+    /// The authority must act (enrol a device, publish a directory).
+    Authority,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    // ------------------------------------------------------------------ usage
+    #[error("invalid relay address {url:?}: {reason}")]
+    InvalidEndpoint { url: String, reason: String },
+
+    #[error("refusing plain tcp to {host}: it is not a loopback address")]
+    PlaintextToRemote { host: String },
+
+    #[error("invalid certificate pin: {0}")]
+    InvalidPin(String),
+
+    #[error("{0}")]
+    InvalidArgument(String),
+
+    #[error("no post {post:?} in the staff directory")]
+    UnknownPost { post: String },
+
+    #[error("no case {case:?}")]
+    UnknownCase { case: String },
+
+    #[error("case {case} has no reply address yet")]
+    NoReplyAddress { case: String },
+
+    #[error("message of {len} bytes is too long (at most {max} bytes)")]
+    MessageTooLong { len: usize, max: usize },
+
+    // ------------------------------------------------------------------ local state
+    #[error("{what} is not set up in {}", dir.display())]
+    NotInitialized {
+        what: &'static str,
+        dir: PathBuf,
+        command: &'static str,
+    },
+
+    #[error("{what} already exists in {}", dir.display())]
+    AlreadyInitialized { what: &'static str, dir: PathBuf },
+
+    #[error("no {0} configured")]
+    MissingConfig(&'static str),
+
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("{} already exists; refusing to overwrite it", .0.display())]
+    WouldOverwrite(PathBuf),
+
+    #[error("local store failed: {0}")]
+    Store(String),
+
+    #[error("local state is corrupt: {0}")]
+    Corrupt(String),
+
+    #[error("staff directory: {0}")]
+    Directory(#[from] DirectoryError),
+
+    #[error(
+        "staff directory version {got} is older than version {seen} already seen (rollback refused)"
+    )]
+    DirectoryRollback { seen: u64, got: u64 },
+
+    // ------------------------------------------------------------------ network
+    #[error("cannot reach the relay at {endpoint}: {reason}")]
+    Connect { endpoint: String, reason: String },
+
+    #[error("the relay did not answer {what} within {secs} s")]
+    Timeout { what: &'static str, secs: u64 },
+
+    #[error("connection to the relay failed: {0}")]
+    ConnectionLost(String),
+
+    // ------------------------------------------------------------------ relay
+    #[error("the relay refused the request ({code:?}): {message}")]
+    Relay { code: ErrorCode, message: String },
+
+    #[error("the relay broke the protocol: {0}")]
+    RelayProtocol(String),
+
+    // ------------------------------------------------------------------ attacks
+    #[error(
+        "the relay's certificate does not match the pin (expected spki-sha256 {expected}, got {got}): \
+         this may be an impersonation of the relay"
+    )]
+    PinMismatch { expected: String, got: String },
+
+    #[error("impersonation attempt: {0}; nothing was sent")]
+    ImpersonationAttempt(String),
+
+    #[error("message refused, possible impersonation: {0}")]
+    PossibleImpersonation(String),
+
+    // ------------------------------------------------------------------ end-to-end
+    #[error("message could not be decrypted: {0}")]
+    Undecryptable(String),
+
+    #[error("end-to-end encryption failed: {0}")]
+    Signal(String),
+
+    #[error("{failed} of {total} messages could not be opened and were left on the relay")]
+    UnopenedMessages { failed: usize, total: usize },
+
+    // ------------------------------------------------------------------ authority
+    #[error("this device ({label}) is not enrolled in the staff directory: {reason}")]
+    NotEnrolled { label: String, reason: &'static str },
+
+    #[error("{0}")]
+    EnrolmentConflict(String),
+
+    #[error("post {post:?} has no enrolled staff device")]
+    PostHasNoDevices { post: String },
+}
+
+impl ClientError {
+    /// Who is at fault.
+    pub fn blame(&self) -> Blame {
+        use ClientError::*;
+        match self {
+            InvalidEndpoint { .. }
+            | PlaintextToRemote { .. }
+            | InvalidPin(_)
+            | InvalidArgument(_)
+            | UnknownPost { .. }
+            | UnknownCase { .. }
+            | NoReplyAddress { .. }
+            | MessageTooLong { .. }
+            | WouldOverwrite(_) => Blame::Usage,
+            NotInitialized { .. }
+            | AlreadyInitialized { .. }
+            | MissingConfig(_)
+            | Io { .. }
+            | Store(_)
+            | Corrupt(_)
+            | Directory(_)
+            | DirectoryRollback { .. } => Blame::Local,
+            Connect { .. } | Timeout { .. } | ConnectionLost(_) => Blame::Network,
+            Relay { code, .. } => match code.fault() {
+                Fault::Relay => Blame::Relay,
+                Fault::Client => Blame::Bug,
+                Fault::State => Blame::State,
+            },
+            RelayProtocol(_) => Blame::RelayMisbehaved,
+            PinMismatch { .. } | ImpersonationAttempt(_) | PossibleImpersonation(_) => {
+                Blame::Attack
+            }
+            Undecryptable(_) | Signal(_) | UnopenedMessages { .. } => Blame::Attack,
+            NotEnrolled { .. } | EnrolmentConflict(_) | PostHasNoDevices { .. } => Blame::Authority,
+        }
+    }
+
+    /// Whether the same operation may succeed if tried again later unchanged.
+    pub fn retryable(&self) -> bool {
+        match self {
+            ClientError::Relay { code, .. } => code.retryable(),
+            ClientError::Connect { .. }
+            | ClientError::Timeout { .. }
+            | ClientError::ConnectionLost(_) => true,
+            _ => false,
+        }
+    }
+
+    /// The wire error code, if the relay answered with one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Relay { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// What to do about it, in lower case, for the `hint:` line.
+    pub fn hint(&self) -> String {
+        use ClientError::*;
+        match self {
+            InvalidEndpoint { .. } => {
+                "use quic://HOST:PORT (with --pin) or tcp://127.0.0.1:PORT for a local onion-service port".into()
+            }
+            PlaintextToRemote { .. } => "tcp carries no encryption of its own and reveals where you connect; use quic:// with --pin, or tcp:// only to the loopback port of a tor onion service".into(),
+            InvalidPin(_) => "the pin is the 64 hex characters the relay operator publishes (spki-sha256)".into(),
+            InvalidArgument(_) => "check the command's arguments (--help shows them)".into(),
+            UnknownPost { .. } => "run `refuge posts` to list the posts in the signed directory".into(),
+            UnknownCase { .. } => "run `refuge-inbox cases` to list the cases".into(),
+            NoReplyAddress { .. } => {
+                "the user's first message, which carries its reply address, has not arrived; run `refuge-inbox read` and try again".into()
+            }
+            MessageTooLong { .. } => "shorten the message or send it in several parts".into(),
+            NotInitialized { command, .. } => format!("run `{command}` first"),
+            AlreadyInitialized { .. } => {
+                "use another --data-dir, or keep using the existing identity".into()
+            }
+            MissingConfig(what) => format!("pass {what} on the command line, or run init/register again"),
+            Io { .. } => "check that the path exists and that you may read and write it".into(),
+            WouldOverwrite(_) => "choose another file name, or move the existing file away first".into(),
+            Store(_) | Corrupt(_) => {
+                "the data directory may be damaged or used by another program at the same time; try again, and restore it from a backup if this persists".into()
+            }
+            Directory(DirectoryError::UntrustedAuthority(_)) => {
+                "check --authority-key: it must be the key that the authority published, and the directory file must come from that authority".into()
+            }
+            Directory(DirectoryError::BadSignature) => {
+                "the directory file was altered or damaged; get a fresh copy from the authority".into()
+            }
+            Directory(_) => "get a valid directory file from the authority".into(),
+            DirectoryRollback { .. } => {
+                "someone may be replaying an old directory to hide a revocation; get the current file from the authority".into()
+            }
+            Connect { .. } => "check the relay address and your network (or tor), then try again".into(),
+            Timeout { .. } | ConnectionLost(_) => "try again later".into(),
+            Relay { code, .. } => relay_hint(*code).into(),
+            RelayProtocol(_) => {
+                "the relay may be buggy or not a refuge relay; try again later and tell its operator".into()
+            }
+            PinMismatch { .. } => {
+                "do not continue: check the pin with the relay operator through another channel; if it is right, someone is intercepting your connection".into()
+            }
+            ImpersonationAttempt(_) => {
+                "the relay handed out keys that the authority did not sign: it may be compromised; do not retry and report this to the post through another channel".into()
+            }
+            PossibleImpersonation(_) => {
+                "someone sent a message claiming to be staff with a key the authority did not sign; do not trust it and report it".into()
+            }
+            Undecryptable(_) | Signal(_) => {
+                "the message may be corrupt, forged or meant for another device; it was left on the relay".into()
+            }
+            UnopenedMessages { .. } => {
+                "they may be forged or corrupt; run `read --discard-unopened` to delete them from the relay".into()
+            }
+            NotEnrolled { .. } => "not enrolled yet: send the request file to the authority, then run register again with the new directory file".into(),
+            EnrolmentConflict(_) => "revoke the existing entry first, or use another label".into(),
+            PostHasNoDevices { .. } => {
+                "the authority has not enrolled any staff device for this post yet; try another post or later".into()
+            }
+        }
+    }
+}
+
+fn relay_hint(code: ErrorCode) -> &'static str {
+    use ErrorCode::*;
+    match code {
+        UnsupportedVersion => "update this program to a version the relay speaks",
+        NoDevices => "no staff device of this post has registered with the relay yet; try later",
+        PrekeysExhausted => "the post's devices have run out of one-time keys; try again later",
+        UnknownPost => "the relay does not know this post: its directory may be older than yours",
+        UnknownMailbox => "the mailbox does not exist on the relay: run init again",
+        NotEnrolled => {
+            "this device is not in the relay's directory: the relay needs the new directory file"
+        }
+        AuthFailed => "the relay does not accept this device's key for the mailbox",
+        DepositNotAuthorized => {
+            "the reply address is no longer valid; wait for the user to write again"
+        }
+        MessageTooLarge => "shorten the message",
+        Unavailable | Internal => "the relay has a problem; try again later",
+        _ => "this is a bug in this program or the relay; please report it",
+    }
+}
+
+impl From<rusqlite::Error> for ClientError {
+    fn from(e: rusqlite::Error) -> Self {
+        ClientError::Store(e.to_string())
+    }
+}
+
+impl From<libsignal_protocol::SignalProtocolError> for ClientError {
+    fn from(e: libsignal_protocol::SignalProtocolError) -> Self {
+        ClientError::Signal(e.to_string())
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_codes_keep_their_retry_semantics() {
+        let e = ClientError::Relay {
+            code: ErrorCode::Unavailable,
+            message: "x".into(),
+        };
+        assert!(e.retryable());
+        assert_eq!(e.blame(), Blame::Relay);
+        assert_eq!(e.code(), Some(ErrorCode::Unavailable));
+        let e = ClientError::Relay {
+            code: ErrorCode::MalformedRequest,
+            message: "x".into(),
+        };
+        assert!(!e.retryable());
+    }
+
+    #[test]
+    fn hints_are_lower_case() {
+        let samples = [
+            ClientError::UnknownPost { post: "x".into() },
+            ClientError::PinMismatch {
+                expected: "a".into(),
+                got: "b".into(),
+            },
+            ClientError::NotEnrolled {
+                label: "p/d".into(),
+                reason: "x",
+            },
+            ClientError::ImpersonationAttempt("x".into()),
+        ];
+        for e in samples {
+            let h = e.hint();
+            assert!(h.chars().next().is_some_and(|c| !c.is_uppercase()), "{h}");
+            let m = e.to_string();
+            assert!(m.chars().next().is_some_and(|c| !c.is_uppercase()), "{m}");
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! An in-memory stand-in for the relay, for the fast tests: it keeps mailboxes, prekeys and
+//! messages the way the wire protocol describes, checks signatures and deposit tokens, and can
+//! be told to misbehave (tamper with bundles, drop acknowledgements).
+
+use crate::error::{ClientError, Result};
+use crate::relay::Relay;
+use ed25519_dalek::VerifyingKey;
+use rand::RngCore;
+use refuge_proto::auth;
+use refuge_proto::directory::VerifiedDirectory;
+use refuge_proto::ids::{MailboxId, Nonce, auth_key_from_slice, signature_from_slice};
+use refuge_proto::wire::{
+    Acked, Authenticated, Challenge, DepositAccepted, DeviceBundle, ErrorCode, HelloOk,
+    KyberPrekey, MailboxCreated, Messages, OneTimePrekey, PostBundles, PrekeyCount,
+    PrekeysUploaded, SignedPrekey, StoredMessage, client_frame::Request, server_frame::Response,
+};
+use sha2::{Digest, Sha256};
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::rc::Rc;
+
+struct Mailbox {
+    auth_key: VerifyingKey,
+    /// None for staff device mailboxes (anyone may deposit).
+    token_hash: Option<[u8; 32]>,
+    messages: Vec<StoredMessage>,
+}
+
+#[derive(Default)]
+struct Device {
+    identity_key: Vec<u8>,
+    registration_id: u32,
+    signed: Option<SignedPrekey>,
+    last_resort: Option<KyberPrekey>,
+    one_time: VecDeque<OneTimePrekey>,
+    kyber_one_time: VecDeque<KyberPrekey>,
+}
+
+type Tamper = Box<dyn Fn(&mut Vec<DeviceBundle>)>;
+
+#[derive(Default)]
+struct State {
+    directory: Option<VerifiedDirectory>,
+    mailboxes: HashMap<MailboxId, Mailbox>,
+    devices: HashMap<MailboxId, Device>,
+    next_message_id: u64,
+    deposits: usize,
+    bundle_fetches: usize,
+    tamper: Option<Tamper>,
+    fail_acks: bool,
+}
+
+/// The shared state of the fake relay; each [`FakeRelay::connect`] is one session.
+#[derive(Clone, Default)]
+pub struct FakeRelay {
+    state: Rc<RefCell<State>>,
+}
+
+pub struct FakeSession {
+    state: Rc<RefCell<State>>,
+    nonces: HashSet<[u8; 32]>,
+    authenticated: HashSet<MailboxId>,
+}
+
+fn refuse(code: ErrorCode, message: &str) -> ClientError {
+    ClientError::Relay {
+        code,
+        message: message.to_string(),
+    }
+}
+
+impl FakeRelay {
+    pub fn new(directory: &VerifiedDirectory) -> FakeRelay {
+        let relay = FakeRelay::default();
+        relay.set_directory(directory);
+        relay
+    }
+
+    /// Installs a directory: every enrolled device's mailbox exists.
+    pub fn set_directory(&self, directory: &VerifiedDirectory) {
+        let mut s = self.state.borrow_mut();
+        for post in directory.posts() {
+            for dev in &post.devices {
+                let id = MailboxId::from_slice(&dev.mailbox_id).expect("checked by verify");
+                let key = auth_key_from_slice(&dev.auth_key).expect("checked by verify");
+                s.mailboxes.entry(id).or_insert(Mailbox {
+                    auth_key: key,
+                    token_hash: None,
+                    messages: Vec::new(),
+                });
+            }
+        }
+        s.directory = Some(directory.clone());
+    }
+
+    pub fn connect(&self) -> FakeSession {
+        FakeSession {
+            state: self.state.clone(),
+            nonces: HashSet::new(),
+            authenticated: HashSet::new(),
+        }
+    }
+
+    pub fn deposits(&self) -> usize {
+        self.state.borrow().deposits
+    }
+
+    pub fn bundle_fetches(&self) -> usize {
+        self.state.borrow().bundle_fetches
+    }
+
+    pub fn stored(&self, mailbox: &MailboxId) -> usize {
+        self.state
+            .borrow()
+            .mailboxes
+            .get(mailbox)
+            .map_or(0, |m| m.messages.len())
+    }
+
+    pub fn set_tamper(&self, f: impl Fn(&mut Vec<DeviceBundle>) + 'static) {
+        self.state.borrow_mut().tamper = Some(Box::new(f));
+    }
+
+    pub fn set_fail_acks(&self, fail: bool) {
+        self.state.borrow_mut().fail_acks = fail;
+    }
+}
+
+impl FakeSession {
+    fn need_auth(&self, mailbox: &[u8]) -> Result<MailboxId> {
+        let id = MailboxId::from_slice(mailbox)
+            .map_err(|e| refuse(ErrorCode::MalformedRequest, &e.to_string()))?;
+        if !self.authenticated.contains(&id) {
+            return Err(refuse(ErrorCode::NotAuthenticated, "not authenticated"));
+        }
+        Ok(id)
+    }
+
+    fn handle(&mut self, request: Request) -> Result<Response> {
+        let mut s = self.state.borrow_mut();
+        match request {
+            Request::Hello(_) => Ok(Response::HelloOk(HelloOk {
+                protocol_version: refuge_proto::PROTOCOL_VERSION,
+                software: "fake".into(),
+                max_message_len: refuge_proto::MAX_SEALED_LEN as u32,
+            })),
+            Request::GetChallenge(_) => {
+                let mut n = [0u8; 32];
+                rand::rng().fill_bytes(&mut n);
+                self.nonces.insert(n);
+                Ok(Response::Challenge(Challenge { nonce: n.to_vec() }))
+            }
+            Request::Authenticate(a) => {
+                let nonce = Nonce::from_slice(&a.nonce)
+                    .map_err(|_| refuse(ErrorCode::MalformedRequest, "nonce"))?;
+                if !self.nonces.remove(&nonce.0) {
+                    return Err(refuse(ErrorCode::ChallengeInvalid, "unknown nonce"));
+                }
+                let id = MailboxId::from_slice(&a.mailbox_id)
+                    .map_err(|_| refuse(ErrorCode::MalformedRequest, "id"))?;
+                let mailbox = s
+                    .mailboxes
+                    .get(&id)
+                    .ok_or_else(|| refuse(ErrorCode::UnknownMailbox, "no mailbox"))?;
+                let sig = signature_from_slice(&a.signature)
+                    .map_err(|_| refuse(ErrorCode::MalformedRequest, "sig"))?;
+                if !auth::verify(
+                    &mailbox.auth_key,
+                    &auth::authenticate_transcript(&id, &nonce),
+                    &sig,
+                ) {
+                    return Err(refuse(ErrorCode::AuthFailed, "bad signature"));
+                }
+                self.authenticated.insert(id);
+                Ok(Response::Authenticated(Authenticated {}))
+            }
+            Request::CreateMailbox(c) => {
+                let id = MailboxId::from_slice(&c.mailbox_id)
+                    .map_err(|_| refuse(ErrorCode::MalformedRequest, "id"))?;
+                let key = auth_key_from_slice(&c.auth_key)
+                    .map_err(|_| refuse(ErrorCode::MalformedRequest, "key"))?;
+                let hash: [u8; 32] = c
+                    .deposit_token_hash
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| refuse(ErrorCode::MalformedRequest, "hash"))?;
+                let sig = signature_from_slice(&c.signature)
+                    .map_err(|_| refuse(ErrorCode::MalformedRequest, "sig"))?;
+                if !auth::verify(
+                    &key,
+                    &auth::create_mailbox_transcript(&id, &key, &hash),
+                    &sig,
+                ) {
+                    return Err(refuse(ErrorCode::AuthFailed, "bad signature"));
+                }
+                match s.mailboxes.get(&id) {
+                    Some(m) if m.auth_key == key && m.token_hash == Some(hash) => {}
+                    Some(_) => return Err(refuse(ErrorCode::MailboxExists, "exists")),
+                    None => {
+                        s.mailboxes.insert(
+                            id,
+                            Mailbox {
+                                auth_key: key,
+                                token_hash: Some(hash),
+                                messages: Vec::new(),
+                            },
+                        );
+                    }
+                }
+                Ok(Response::MailboxCreated(MailboxCreated {}))
+            }
+            Request::Deposit(d) => {
+                let id = MailboxId::from_slice(&d.mailbox_id)
+                    .map_err(|_| refuse(ErrorCode::MalformedRequest, "id"))?;
+                if d.sealed.len() > refuge_proto::MAX_SEALED_LEN {
+                    return Err(refuge_too_large());
+                }
+                s.next_message_id += 1;
+                let message_id = s.next_message_id;
+                let mailbox = s
+                    .mailboxes
+                    .get_mut(&id)
+                    .ok_or_else(|| refuse(ErrorCode::UnknownMailbox, "no mailbox"))?;
+                if let Some(hash) = mailbox.token_hash {
+                    let got: [u8; 32] = Sha256::digest(&d.deposit_token).into();
+                    if got != hash {
+                        return Err(refuse(ErrorCode::DepositNotAuthorized, "bad token"));
+                    }
+                }
+                mailbox.messages.push(StoredMessage {
+                    message_id,
+                    sealed: d.sealed,
+                    received_hour: 3600 * 480_000,
+                });
+                s.deposits += 1;
+                Ok(Response::DepositAccepted(DepositAccepted {}))
+            }
+            Request::FetchMessages(f) => {
+                let id = self.need_auth(&f.mailbox_id)?;
+                let mailbox = s
+                    .mailboxes
+                    .get(&id)
+                    .ok_or_else(|| refuse(ErrorCode::UnknownMailbox, "no mailbox"))?;
+                let limit = f.limit.min(refuge_proto::MAX_FETCH) as usize;
+                let messages: Vec<_> = mailbox.messages.iter().take(limit).cloned().collect();
+                let more = mailbox.messages.len() > messages.len();
+                Ok(Response::Messages(Messages { messages, more }))
+            }
+            Request::AckMessages(a) => {
+                let id = self.need_auth(&a.mailbox_id)?;
+                if s.fail_acks {
+                    return Err(refuse(ErrorCode::Unavailable, "storage down"));
+                }
+                let mailbox = s
+                    .mailboxes
+                    .get_mut(&id)
+                    .ok_or_else(|| refuse(ErrorCode::UnknownMailbox, "no mailbox"))?;
+                let before = mailbox.messages.len();
+                mailbox
+                    .messages
+                    .retain(|m| !a.message_ids.contains(&m.message_id));
+                Ok(Response::Acked(Acked {
+                    deleted: (before - mailbox.messages.len()) as u32,
+                }))
+            }
+            Request::UploadPrekeys(u) => {
+                let id = self.need_auth(&u.mailbox_id)?;
+                let dir = s.directory.as_ref().expect("a directory");
+                let (_, dev) = dir
+                    .device_by_mailbox(&id)
+                    .ok_or_else(|| refuse(ErrorCode::NotEnrolled, "not enrolled"))?;
+                if dev.identity_key != u.identity_key {
+                    return Err(refuse(
+                        ErrorCode::InvalidArgument,
+                        "identity key not the enrolled one",
+                    ));
+                }
+                let device = s.devices.entry(id).or_default();
+                if device.signed.is_none()
+                    && (u.signed_prekey.is_none() || u.kyber_last_resort.is_none())
+                {
+                    return Err(refuse(
+                        ErrorCode::InvalidArgument,
+                        "first upload needs signed and last resort",
+                    ));
+                }
+                device.identity_key = u.identity_key;
+                device.registration_id = u.registration_id;
+                if u.signed_prekey.is_some() {
+                    device.signed = u.signed_prekey;
+                }
+                if u.kyber_last_resort.is_some() {
+                    device.last_resort = u.kyber_last_resort;
+                }
+                device.one_time.extend(u.one_time_prekeys);
+                device.kyber_one_time.extend(u.kyber_one_time_prekeys);
+                if device.one_time.len() > refuge_proto::MAX_ONE_TIME_PREKEYS
+                    || device.kyber_one_time.len() > refuge_proto::MAX_ONE_TIME_PREKEYS
+                {
+                    return Err(refuse(ErrorCode::InvalidArgument, "too many prekeys"));
+                }
+                Ok(Response::PrekeysUploaded(PrekeysUploaded {
+                    count: Some(count(device)),
+                }))
+            }
+            Request::GetPrekeyCount(g) => {
+                let id = self.need_auth(&g.mailbox_id)?;
+                let c = s.devices.get(&id).map(count).unwrap_or_default();
+                Ok(Response::PrekeyCount(c))
+            }
+            Request::FetchPostBundles(f) => {
+                s.bundle_fetches += 1;
+                let dir = s.directory.clone().expect("a directory");
+                let post = dir
+                    .post(&f.post_id)
+                    .ok_or_else(|| refuse(ErrorCode::UnknownPost, "no post"))?;
+                let registered: Vec<_> = post
+                    .devices
+                    .iter()
+                    .filter_map(|d| {
+                        let id = MailboxId::from_slice(&d.mailbox_id).ok()?;
+                        s.devices
+                            .get(&id)
+                            .filter(|dev| dev.signed.is_some())
+                            .map(|_| (id, d.label.clone()))
+                    })
+                    .collect();
+                if registered.is_empty() {
+                    return Err(refuse(ErrorCode::NoDevices, "no devices"));
+                }
+                if registered
+                    .iter()
+                    .any(|(id, _)| s.devices[id].one_time.is_empty())
+                {
+                    return Err(refuse(ErrorCode::PrekeysExhausted, "exhausted"));
+                }
+                let mut bundles = Vec::new();
+                for (id, label) in registered {
+                    let dev = s.devices.get_mut(&id).expect("registered");
+                    let kyber = dev
+                        .kyber_one_time
+                        .pop_front()
+                        .or_else(|| dev.last_resort.clone());
+                    bundles.push(DeviceBundle {
+                        mailbox_id: id.0.to_vec(),
+                        label,
+                        registration_id: dev.registration_id,
+                        identity_key: dev.identity_key.clone(),
+                        signed_prekey: dev.signed.clone(),
+                        one_time_prekey: dev.one_time.pop_front(),
+                        kyber_prekey: kyber,
+                    });
+                }
+                if let Some(t) = &s.tamper {
+                    t(&mut bundles);
+                }
+                Ok(Response::PostBundles(PostBundles { bundles }))
+            }
+        }
+    }
+}
+
+fn refuge_too_large() -> ClientError {
+    refuse(ErrorCode::MessageTooLarge, "too large")
+}
+
+fn count(d: &Device) -> PrekeyCount {
+    PrekeyCount {
+        one_time: d.one_time.len() as u32,
+        kyber_one_time: d.kyber_one_time.len() as u32,
+    }
+}
+
+#[async_trait::async_trait(?Send)]
+impl Relay for FakeSession {
+    async fn request(&mut self, request: Request) -> Result<Response> {
+        self.handle(request)
+    }
+
+    fn max_message_len(&self) -> usize {
+        refuge_proto::MAX_SEALED_LEN
+    }
+}

@@ -1,0 +1,549 @@
+//! End-to-end flows through the real code paths (authority tools, staff and user clients, the
+//! SQLite stores, libsignal, sealed sender) against the in-memory relay. Stores are reopened
+//! for every step, so state must survive on disk.
+
+use crate::authority;
+use crate::delivery::ReceiveReport;
+use crate::directory::{StaffPins, load_file};
+use crate::envelope;
+use crate::error::ClientError;
+use crate::fake_relay::FakeRelay;
+use crate::peer::Peer;
+use crate::relay;
+use crate::secret::{SecretText, os_rng};
+use crate::staff::{Staff, encode_request};
+use crate::store::{DB_FILE, Store};
+use crate::user::{ContactReport, User};
+use ed25519_dalek::VerifyingKey;
+use libsignal_protocol::{
+    ContentHint, IdentityKeyPair, UnidentifiedSenderMessageContent, message_encrypt,
+    sealed_sender_encrypt_from_usmc,
+};
+use prost::Message;
+use refuge_proto::content::{Content, Text, content::Body};
+use refuge_proto::directory::VerifiedDirectory;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+const POST: &str = "emb-xx";
+const DESK1: &str = "emb-xx/desk-1";
+const DESK2: &str = "emb-xx/desk-2";
+
+struct World {
+    tmp: tempfile::TempDir,
+    relay: FakeRelay,
+    directory_path: PathBuf,
+    authority: VerifyingKey,
+}
+
+impl World {
+    async fn new() -> World {
+        let tmp = tempfile::tempdir().unwrap();
+        let key_path = tmp.path().join("authority.key");
+        let authority = authority::keygen(&key_path).unwrap();
+        let key = authority::read_key(&key_path).unwrap();
+        let directory_path = tmp.path().join("directory.bin");
+        for label in [DESK1, DESK2] {
+            let store = Store::open(&staff_dir(&tmp, label)).unwrap();
+            let (_, request) = Staff::init(&store, POST, label).unwrap();
+            let req_path = tmp.path().join(format!("{}.req", label.replace('/', "_")));
+            std::fs::write(&req_path, encode_request(&request)).unwrap();
+            authority::enrol(&key, &directory_path, &req_path, Some("Embassy X"), 1).unwrap();
+        }
+        let directory = load_file(&directory_path, &[authority]).unwrap();
+        let w = World {
+            relay: FakeRelay::new(&directory),
+            tmp,
+            directory_path,
+            authority,
+        };
+        for label in [DESK1, DESK2] {
+            let store = w.staff_store(label);
+            let staff = Staff::load(&store).unwrap();
+            staff.check_enrolled(&directory).unwrap();
+            let count = staff
+                .register(&mut w.relay.connect(), SystemTime::now())
+                .await
+                .unwrap();
+            assert_eq!((count.one_time, count.kyber_one_time), (100, 100));
+        }
+        let store = w.user_store();
+        let user = User::init(&store).unwrap();
+        user.create_mailbox(&mut w.relay.connect()).await.unwrap();
+        // Creating it again with the same keys is fine.
+        user.create_mailbox(&mut w.relay.connect()).await.unwrap();
+        w
+    }
+
+    fn directory(&self) -> VerifiedDirectory {
+        load_file(&self.directory_path, &[self.authority]).unwrap()
+    }
+
+    fn staff_store(&self, label: &str) -> Store {
+        Store::open(&staff_dir(&self.tmp, label)).unwrap()
+    }
+
+    fn user_store(&self) -> Store {
+        Store::open(&self.tmp.path().join("user")).unwrap()
+    }
+
+    async fn contact(&self, text: &str) -> Result<ContactReport, ClientError> {
+        let store = self.user_store();
+        let user = User::load(&store).unwrap();
+        let text = SecretText::new(text.into());
+        user.contact(
+            &mut self.relay.connect(),
+            &self.directory(),
+            POST,
+            &text,
+            SystemTime::now(),
+        )
+        .await
+    }
+
+    /// (case id, text) of each new message.
+    async fn staff_read(&self, label: &str) -> (Vec<(String, String)>, ReceiveReport) {
+        let store = self.staff_store(label);
+        let staff = Staff::load(&store).unwrap();
+        let mut seen = Vec::new();
+        let report = staff
+            .read(
+                &mut self.relay.connect(),
+                &self.directory(),
+                false,
+                SystemTime::now(),
+                &mut |m| {
+                    seen.push((m.sender.case_id().unwrap(), m.text.expose().to_string()));
+                    Ok(())
+                },
+            )
+            .await
+            .unwrap();
+        (seen, report)
+    }
+
+    async fn reply(&self, label: &str, case: &str, text: &str) {
+        let store = self.staff_store(label);
+        let staff = Staff::load(&store).unwrap();
+        staff
+            .reply(
+                &mut self.relay.connect(),
+                &self.directory(),
+                case,
+                &SecretText::new(text.into()),
+                SystemTime::now(),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// (label, text) of each new message.
+    async fn user_read(
+        &self,
+        discard: bool,
+    ) -> Result<(Vec<(String, String)>, ReceiveReport), ClientError> {
+        let store = self.user_store();
+        let user = User::load(&store).unwrap();
+        let mut seen = Vec::new();
+        let report = user
+            .read(
+                &mut self.relay.connect(),
+                &self.directory(),
+                discard,
+                SystemTime::now(),
+                &mut |m| {
+                    let Peer::Staff { label } = &m.sender else {
+                        panic!("not staff")
+                    };
+                    seen.push((label.clone(), m.text.expose().to_string()));
+                    Ok(())
+                },
+            )
+            .await?;
+        Ok((seen, report))
+    }
+
+    fn user_mailbox(&self) -> refuge_proto::ids::MailboxId {
+        self.user_store()
+            .user_mailbox()
+            .unwrap()
+            .unwrap()
+            .mailbox_id
+    }
+}
+
+fn staff_dir(tmp: &tempfile::TempDir, label: &str) -> PathBuf {
+    tmp.path().join(label.replace('/', "_"))
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn first_contact_replies_and_session_reuse() {
+    let w = World::new().await;
+
+    let sent = w.contact("we need to talk\nsecond line").await.unwrap();
+    assert_eq!(
+        sent,
+        ContactReport {
+            sent: vec![DESK1.into(), DESK2.into()],
+            skipped: vec![]
+        }
+    );
+    assert_eq!(w.relay.deposits(), 2);
+    assert_eq!(w.relay.bundle_fetches(), 1);
+
+    let (seen1, report) = w.staff_read(DESK1).await;
+    assert_eq!(report.shown, 1);
+    assert!(report.failures.is_empty());
+    assert_eq!(seen1.len(), 1);
+    let case = seen1[0].0.clone();
+    assert_eq!(case.len(), 8);
+    assert_eq!(seen1[0].1, "we need to talk\nsecond line");
+    let (seen2, _) = w.staff_read(DESK2).await;
+    assert_eq!(
+        seen2,
+        vec![(case.clone(), "we need to talk\nsecond line".to_string())]
+    );
+    // Read messages are acknowledged and gone from the relay; reading again finds nothing.
+    assert_eq!(w.staff_read(DESK1).await.0, vec![]);
+
+    w.reply(DESK1, &case, "we hear you").await;
+    w.reply(DESK2, &case, "desk 2 here").await;
+    let (mut replies, _) = w.user_read(false).await.unwrap();
+    replies.sort();
+    assert_eq!(
+        replies,
+        vec![
+            (DESK1.into(), "we hear you".into()),
+            (DESK2.into(), "desk 2 here".into())
+        ]
+    );
+    assert_eq!(w.relay.stored(&w.user_mailbox()), 0);
+
+    // A second message reuses the sessions: no new bundles, plain Text content.
+    let sent = w.contact("thank you").await.unwrap();
+    assert_eq!(sent.sent.len(), 2);
+    assert_eq!(w.relay.bundle_fetches(), 1);
+    let (seen, _) = w.staff_read(DESK1).await;
+    assert_eq!(seen, vec![(case.clone(), "thank you".to_string())]);
+    let store = w.staff_store(DESK1);
+    let cases = Staff::load(&store).unwrap().cases().unwrap();
+    assert_eq!(cases.len(), 1);
+    assert_eq!(cases[0].case_id, case);
+    assert_eq!(cases[0].messages, 3);
+
+    // And the staff can keep replying on the ratchet.
+    w.reply(DESK1, &case, "again").await;
+    let (replies, _) = w.user_read(false).await.unwrap();
+    assert_eq!(replies, vec![(DESK1.into(), "again".into())]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn bundle_with_another_identity_key_is_refused_and_nothing_is_sent() {
+    let w = World::new().await;
+    let impostor = IdentityKeyPair::generate(&mut os_rng());
+    let key = impostor.identity_key().serialize().to_vec();
+    w.relay.set_tamper(move |bundles| {
+        for b in bundles.iter_mut().filter(|b| b.label == DESK2) {
+            b.identity_key = key.clone();
+        }
+    });
+    let err = w.contact("hello").await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::ImpersonationAttempt(_)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(DESK2), "{err}");
+    assert_eq!(w.relay.deposits(), 0);
+    // Not even the honest device's session was kept.
+    let store = w.user_store();
+    assert!(
+        store
+            .usable_session_identity(&Peer::staff(DESK1), SystemTime::now())
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn prekey_not_signed_by_the_enrolled_key_is_refused_and_nothing_is_kept() {
+    let w = World::new().await;
+    // Desk 1's bundle is honest; desk 2's signed prekey is swapped for another key, with the
+    // enrolled identity key left in place.
+    let other = libsignal_protocol::KeyPair::generate(&mut os_rng());
+    let public = other.public_key.serialize().to_vec();
+    w.relay.set_tamper(move |bundles| {
+        for b in bundles.iter_mut().filter(|b| b.label == DESK2) {
+            b.signed_prekey.as_mut().unwrap().public_key = public.clone();
+        }
+    });
+    let err = w.contact("hello").await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::ImpersonationAttempt(_)),
+        "{err:?}"
+    );
+    assert_eq!(w.relay.deposits(), 0);
+    // The session already built with desk 1 in this attempt was rolled back.
+    let store = w.user_store();
+    assert!(
+        store
+            .usable_session_identity(&Peer::staff(DESK1), SystemTime::now())
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn bundle_for_a_device_not_in_the_directory_is_refused() {
+    let w = World::new().await;
+    w.relay.set_tamper(|bundles| {
+        let mut extra = bundles[0].clone();
+        extra.label = "emb-xx/ghost".into();
+        bundles.push(extra);
+    });
+    let err = w.contact("hello").await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::ImpersonationAttempt(_)),
+        "{err:?}"
+    );
+    assert_eq!(w.relay.deposits(), 0);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn unknown_post_is_a_typed_error() {
+    let w = World::new().await;
+    let store = w.user_store();
+    let user = User::load(&store).unwrap();
+    let err = user
+        .contact(
+            &mut w.relay.connect(),
+            &w.directory(),
+            "emb-zz",
+            &SecretText::new("x".into()),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::UnknownPost { .. }));
+    assert!(err.hint().contains("refuge posts"));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn message_claiming_a_staff_label_with_another_key_is_refused() {
+    let w = World::new().await;
+    w.contact("hello").await.unwrap();
+    let (seen, _) = w.staff_read(DESK2).await;
+    let case = seen[0].0.clone();
+
+    // Desk 2 (enrolled, with a real session with the user) signs a certificate claiming to be
+    // desk 1, and encrypts a real message on its session.
+    let store = w.staff_store(DESK2);
+    let staff_identity = store.local_identity().unwrap().unwrap();
+    let pins = StaffPins::from_directory(&w.directory()).unwrap();
+    let user_peer = Peer::parse(&store.case(&case).unwrap().unwrap().user_address).unwrap();
+    let (token, sealed) = {
+        let mut stores = store.signal(&pins);
+        let content = Content {
+            body: Some(Body::Text(Text {
+                text: "trust me".into(),
+            })),
+        };
+        let padded = refuge_proto::padding::pad(&content.encode_to_vec()).unwrap();
+        let now = SystemTime::now();
+        let msg = message_encrypt(
+            &padded,
+            &user_peer.address(),
+            &mut stores.sessions,
+            &mut stores.identity,
+            now,
+            &mut os_rng(),
+        )
+        .await
+        .unwrap();
+        let forged =
+            envelope::issue_sender_certificate(&staff_identity, &Peer::staff(DESK1), now).unwrap();
+        let usmc = UnidentifiedSenderMessageContent::new(
+            msg.message_type(),
+            forged,
+            msg.serialize().to_vec(),
+            ContentHint::Default,
+            None,
+        )
+        .unwrap();
+        let sealed = sealed_sender_encrypt_from_usmc(
+            &user_peer.address(),
+            &usmc,
+            &stores.identity,
+            &mut os_rng(),
+        )
+        .await
+        .unwrap();
+        (store.case(&case).unwrap().unwrap().reply.unwrap().1, sealed)
+    };
+    relay::deposit(
+        &mut w.relay.connect(),
+        &w.user_mailbox(),
+        Some(&token),
+        sealed,
+    )
+    .await
+    .unwrap();
+
+    let (seen, report) = w.user_read(false).await.unwrap();
+    assert!(seen.is_empty());
+    assert_eq!(report.failures.len(), 1);
+    let e = &report.failures[0];
+    assert!(matches!(e, ClientError::PossibleImpersonation(_)), "{e:?}");
+    assert!(e.to_string().contains("possible impersonation"), "{e}");
+    assert!(
+        e.to_string().contains("another key"),
+        "refused for the key, not by accident: {e}"
+    );
+    // Refused messages are not acknowledged silently.
+    assert_eq!(w.relay.stored(&w.user_mailbox()), 1);
+    // On request they are discarded.
+    let (_, report) = w.user_read(true).await.unwrap();
+    assert_eq!(report.discarded, 1);
+    assert_eq!(w.relay.stored(&w.user_mailbox()), 0);
+
+    // The genuine session still works afterwards.
+    w.reply(DESK2, &case, "genuine").await;
+    let (seen, _) = w.user_read(false).await.unwrap();
+    assert_eq!(seen, vec![(DESK2.into(), "genuine".into())]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_message_is_shown_once_even_if_its_acknowledgement_is_lost() {
+    let w = World::new().await;
+    w.contact("hello").await.unwrap();
+    let (seen, _) = w.staff_read(DESK1).await;
+    w.reply(DESK1, &seen[0].0, "reply").await;
+
+    w.relay.set_fail_acks(true);
+    let store = w.user_store();
+    let user = User::load(&store).unwrap();
+    let mut shown = Vec::new();
+    let err = user
+        .read(
+            &mut w.relay.connect(),
+            &w.directory(),
+            false,
+            SystemTime::now(),
+            &mut |m| {
+                shown.push(m.text.expose().to_string());
+                Ok(())
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(refuge_proto::ErrorCode::Unavailable));
+    assert_eq!(shown, vec!["reply".to_string()]);
+    assert_eq!(w.relay.stored(&w.user_mailbox()), 1);
+
+    w.relay.set_fail_acks(false);
+    let (seen, report) = w.user_read(false).await.unwrap();
+    assert!(seen.is_empty(), "shown twice: {seen:?}");
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!(w.relay.stored(&w.user_mailbox()), 0);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn reading_replenishes_one_time_prekeys() {
+    let w = World::new().await;
+    // Drain desk 1's pool to below the threshold, as 81 first contacts would.
+    for _ in 0..81 {
+        relay::fetch_post_bundles(&mut w.relay.connect(), POST)
+            .await
+            .unwrap();
+    }
+    let store = w.staff_store(DESK1);
+    let staff = Staff::load(&store).unwrap();
+    let mut conn = w.relay.connect();
+    let mailbox = store.staff_device().unwrap().unwrap();
+    relay::authenticate(&mut conn, &mailbox.mailbox_id, &mailbox.auth_key)
+        .await
+        .unwrap();
+    assert_eq!(
+        relay::prekey_count(&mut conn, &mailbox.mailbox_id)
+            .await
+            .unwrap()
+            .one_time,
+        19
+    );
+    staff
+        .read(
+            &mut conn,
+            &w.directory(),
+            false,
+            SystemTime::now(),
+            &mut |_| Ok(()),
+        )
+        .await
+        .unwrap();
+    let count = relay::prekey_count(&mut conn, &mailbox.mailbox_id)
+        .await
+        .unwrap();
+    assert_eq!((count.one_time, count.kyber_one_time), (100, 100));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn padding_makes_length_depend_only_on_the_bucket() {
+    let w = World::new().await;
+    w.contact("hello").await.unwrap();
+    let (seen, _) = w.staff_read(DESK1).await;
+    w.reply(DESK1, &seen[0].0, "reply").await;
+    w.user_read(false).await.unwrap();
+
+    // Seal different texts from copies of the very same state, so that only the text differs.
+    let sealed_len = |text_len: usize, n: usize| {
+        let dir = w.tmp.path().join(format!("fork-{n}"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::copy(w.tmp.path().join("user").join(DB_FILE), dir.join(DB_FILE)).unwrap();
+        let directory = w.directory();
+        async move {
+            let store = Store::open(&dir).unwrap();
+            let identity = store.local_identity().unwrap().unwrap();
+            let me = Peer::user_for(&identity.identity_key().unwrap());
+            let pins = StaffPins::from_directory(&directory).unwrap();
+            let now = SystemTime::now();
+            let cert = envelope::issue_sender_certificate(&identity, &me, now).unwrap();
+            let mut stores = store.signal(&pins);
+            let content = Content {
+                body: Some(Body::Text(Text {
+                    text: "x".repeat(text_len),
+                })),
+            };
+            envelope::seal(&mut stores, &Peer::staff(DESK1), &cert, content, now)
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    let short = sealed_len(3, 1).await;
+    let longer = sealed_len(200, 2).await;
+    let next_bucket = sealed_len(300, 3).await;
+    assert_eq!(
+        short, longer,
+        "two texts in the same bucket must seal to the same length"
+    );
+    assert!(next_bucket > short);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_device_missing_from_the_directory_is_not_enrolled() {
+    let w = World::new().await;
+    let store = Store::open(&w.tmp.path().join("desk-3")).unwrap();
+    let (staff, _) = Staff::init(&store, POST, "emb-xx/desk-3").unwrap();
+    let err = staff.check_enrolled(&w.directory()).unwrap_err();
+    assert!(matches!(err, ClientError::NotEnrolled { .. }), "{err:?}");
+    assert!(
+        err.hint()
+            .contains("send the request file to the authority")
+    );
+    // A device initialised again under an enrolled label has other keys: not enrolled either.
+    let store = Store::open(&w.tmp.path().join("desk-1-again")).unwrap();
+    let (staff, _) = Staff::init(&store, POST, DESK1).unwrap();
+    assert!(matches!(
+        staff.check_enrolled(&w.directory()),
+        Err(ClientError::NotEnrolled { .. })
+    ));
+}

@@ -1,0 +1,25 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+pub mod authority;
+pub mod cli;
+pub mod config;
+pub mod delivery;
+pub mod directory;
+pub mod envelope;
+pub mod error;
+pub mod peer;
+pub mod prekeys;
+pub mod relay;
+pub mod secret;
+pub mod staff;
+pub mod store;
+pub mod transport;
+pub mod user;
+
+pub use error::{Blame, ClientError, Result};
+
+#[cfg(test)]
+mod fake_relay;
+#[cfg(test)]
+mod flow_tests;

@@ -1,0 +1,111 @@
+//! Who is at the other end of a Signal session, and the libsignal address we file them under.
+//!
+//! There are no accounts. A user's address is derived from its identity key:
+//! `user:<hex of the first 16 bytes of SHA-256(serialized identity key)>`, so an address can
+//! never be claimed with another key. A staff device's address is `staff:<label>`, and only the
+//! identity key that the verified directory lists for that label is ever accepted for it.
+//! Every party uses device id 1: each staff device is its own identity, and a user has one.
+
+use libsignal_protocol::{DeviceId, IdentityKey, ProtocolAddress};
+use sha2::{Digest, Sha256};
+
+pub const USER_PREFIX: &str = "user:";
+pub const STAFF_PREFIX: &str = "staff:";
+
+/// Every Refuge identity has exactly one libsignal device, number 1.
+pub fn device_id() -> DeviceId {
+    DeviceId::new(1).expect("1 is a valid device id")
+}
+
+/// A party's address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Peer {
+    /// A user, named by the hash of its identity key (32 hex characters).
+    User { hash: String },
+    /// A staff device, named by its directory label.
+    Staff { label: String },
+}
+
+impl Peer {
+    /// The user address that belongs to `identity`.
+    pub fn user_for(identity: &IdentityKey) -> Peer {
+        let digest = Sha256::digest(identity.serialize());
+        Peer::User {
+            hash: hex::encode(&digest[..16]),
+        }
+    }
+
+    pub fn staff(label: &str) -> Peer {
+        Peer::Staff {
+            label: label.to_string(),
+        }
+    }
+
+    /// Parses an address name (`user:…` / `staff:…`); anything else is not a Refuge peer.
+    pub fn parse(name: &str) -> Option<Peer> {
+        if let Some(hash) = name.strip_prefix(USER_PREFIX) {
+            let ok = hash.len() == 32
+                && hash
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            ok.then(|| Peer::User {
+                hash: hash.to_string(),
+            })
+        } else if let Some(label) = name.strip_prefix(STAFF_PREFIX) {
+            (!label.is_empty()).then(|| Peer::Staff {
+                label: label.to_string(),
+            })
+        } else {
+            None
+        }
+    }
+
+    /// The name used as libsignal's address and as the sender certificate's `sender_uuid`.
+    pub fn name(&self) -> String {
+        match self {
+            Peer::User { hash } => format!("{USER_PREFIX}{hash}"),
+            Peer::Staff { label } => format!("{STAFF_PREFIX}{label}"),
+        }
+    }
+
+    pub fn address(&self) -> ProtocolAddress {
+        ProtocolAddress::new(self.name(), device_id())
+    }
+
+    /// A staff inbox's case id for a user: the first 8 hex characters of its address hash.
+    pub fn case_id(&self) -> Option<String> {
+        match self {
+            Peer::User { hash } => Some(hash[..8].to_string()),
+            Peer::Staff { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libsignal_protocol::IdentityKeyPair;
+
+    #[test]
+    fn user_address_is_bound_to_its_key() {
+        let mut rng = rand::rng();
+        let a = IdentityKeyPair::generate(&mut rng);
+        let b = IdentityKeyPair::generate(&mut rng);
+        let pa = Peer::user_for(a.identity_key());
+        assert_ne!(pa, Peer::user_for(b.identity_key()));
+        assert_eq!(Peer::parse(&pa.name()), Some(pa.clone()));
+        assert_eq!(pa.case_id().unwrap().len(), 8);
+        assert!(pa.name().starts_with("user:"));
+    }
+
+    #[test]
+    fn only_refuge_names_parse() {
+        assert_eq!(
+            Peer::parse("staff:emb-xx/desk"),
+            Some(Peer::staff("emb-xx/desk"))
+        );
+        assert_eq!(Peer::parse("staff:"), None);
+        assert_eq!(Peer::parse("user:1234"), None);
+        assert_eq!(Peer::parse("+15551234"), None);
+    }
+}

@@ -1,0 +1,113 @@
+//! A staff device's prekeys: generated here, private halves stored locally, public halves
+//! uploaded to the relay for users to start sessions (PQXDH) with.
+//!
+//! - signed prekey (EC), signed by the identity key over its public key serialization;
+//! - Kyber (ML-KEM) last-resort prekey, signed likewise, used when one-time ones run out;
+//! - batches of one-time EC and one-time Kyber prekeys, deleted locally once used.
+
+use crate::error::Result;
+use crate::secret::os_rng;
+use crate::store::{LocalIdentity, PrekeyKind, Store};
+use libsignal_protocol::{
+    GenericSignedPreKey, KeyPair, KyberPreKeyRecord, PreKeyRecord, SignedPreKeyRecord, Timestamp,
+    kem,
+};
+use refuge_proto::ids::MailboxId;
+use refuge_proto::wire::{KyberPrekey, OneTimePrekey, SignedPrekey, UploadPrekeys};
+use std::time::SystemTime;
+
+/// How many one-time prekeys of each kind a device keeps on the relay.
+pub const TARGET_ONE_TIME: u32 = 100;
+
+/// Below this many of either kind, a read replenishes up to [`TARGET_ONE_TIME`].
+pub const REPLENISH_BELOW: u32 = 20;
+
+/// The KEM of our Kyber prekeys.
+pub const KYBER_KEY_TYPE: kem::KeyType = kem::KeyType::Kyber1024;
+
+/// What to generate.
+#[derive(Clone, Copy, Debug)]
+pub struct PrekeyPlan {
+    /// A new signed prekey and a new Kyber last-resort prekey.
+    pub signed_and_last_resort: bool,
+    pub one_time: u32,
+    pub kyber_one_time: u32,
+}
+
+/// Generates prekeys, stores their private halves, and returns the upload. Call inside a
+/// transaction and commit before uploading, so that every key the relay hands out has its
+/// private half here.
+pub fn generate(
+    store: &Store,
+    identity: &LocalIdentity,
+    mailbox: &MailboxId,
+    plan: PrekeyPlan,
+    now: SystemTime,
+) -> Result<UploadPrekeys> {
+    let pair = identity.key_pair()?;
+    let private = pair.private_key();
+    let mut rng = os_rng();
+    let millis = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let stamp = Timestamp::from_epoch_millis(u64::try_from(millis).unwrap_or(u64::MAX));
+
+    let mut upload = UploadPrekeys {
+        mailbox_id: mailbox.0.to_vec(),
+        identity_key: pair.identity_key().serialize().to_vec(),
+        registration_id: identity.registration_id,
+        ..Default::default()
+    };
+
+    if plan.signed_and_last_resort {
+        let id = store.allocate_prekey_ids(PrekeyKind::Signed, 1)?;
+        let kp = KeyPair::generate(&mut rng);
+        let public = kp.public_key.serialize();
+        let signature = private
+            .calculate_signature(&public, &mut rng)
+            .map_err(libsignal_protocol::SignalProtocolError::from)?;
+        let record = SignedPreKeyRecord::new(id.into(), stamp, &kp, &signature);
+        store.save_signed_prekey_record(&record)?;
+        upload.signed_prekey = Some(SignedPrekey {
+            id,
+            public_key: public.to_vec(),
+            signature: signature.to_vec(),
+        });
+
+        let id = store.allocate_prekey_ids(PrekeyKind::Kyber, 1)?;
+        let record = KyberPreKeyRecord::generate(KYBER_KEY_TYPE, id.into(), private)?;
+        store.save_kyber_prekey_record(&record, true)?;
+        upload.kyber_last_resort = Some(kyber_wire(id, &record)?);
+    }
+
+    if plan.one_time > 0 {
+        let first = store.allocate_prekey_ids(PrekeyKind::OneTime, plan.one_time)?;
+        for id in first..first + plan.one_time {
+            let kp = KeyPair::generate(&mut rng);
+            store.save_prekey_record(&PreKeyRecord::new(id.into(), &kp))?;
+            upload.one_time_prekeys.push(OneTimePrekey {
+                id,
+                public_key: kp.public_key.serialize().to_vec(),
+            });
+        }
+    }
+
+    if plan.kyber_one_time > 0 {
+        let first = store.allocate_prekey_ids(PrekeyKind::Kyber, plan.kyber_one_time)?;
+        for id in first..first + plan.kyber_one_time {
+            let record = KyberPreKeyRecord::generate(KYBER_KEY_TYPE, id.into(), private)?;
+            store.save_kyber_prekey_record(&record, false)?;
+            upload.kyber_one_time_prekeys.push(kyber_wire(id, &record)?);
+        }
+    }
+    Ok(upload)
+}
+
+fn kyber_wire(id: u32, record: &KyberPreKeyRecord) -> Result<KyberPrekey> {
+    Ok(KyberPrekey {
+        id,
+        public_key: record.public_key()?.serialize().to_vec(),
+        signature: record.signature()?,
+    })
+}

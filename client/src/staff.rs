@@ -1,0 +1,366 @@
+//! A staff device's side (`refuge-inbox`): device keys and the enrolment request, registration
+//! with the relay (prekeys), reading first contacts and messages into cases, and replying.
+
+use crate::delivery::{self, ReceiveReport, ReceivedMessage, Recipient};
+use crate::directory::StaffPins;
+use crate::envelope::{self, MAX_TEXT_LEN, Opened};
+use crate::error::{ClientError, Result};
+use crate::peer::Peer;
+use crate::prekeys::{self, PrekeyPlan, REPLENISH_BELOW, TARGET_ONE_TIME};
+use crate::relay::{self, Relay};
+use crate::secret::{SecretText, os_rng};
+use crate::store::{
+    CaseSummary, LocalIdentity, Role, StaffDeviceRecord, Store, generate_signing_key,
+};
+use prost::Message;
+use rand::RngCore;
+use refuge_proto::MAX_ONE_TIME_PREKEYS;
+use refuge_proto::content::{Content, Text, content::Body};
+use refuge_proto::directory::{VerifiedDirectory, check_device};
+use refuge_proto::directory_pb::{EnrollmentRequest, StaffDevice};
+use refuge_proto::ids::{DepositToken, MailboxId};
+use refuge_proto::wire::PrekeyCount;
+use std::time::SystemTime;
+
+const PREKEYS_UPLOADED: &str = "prekeys_uploaded";
+
+/// This staff device.
+pub struct Staff<'s> {
+    store: &'s Store,
+    identity: LocalIdentity,
+    device: StaffDeviceRecord,
+    me: Peer,
+}
+
+impl std::fmt::Debug for Staff<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Staff")
+            .field("label", &self.device.label)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'s> Staff<'s> {
+    /// Creates the device's keys (identity, Ed25519 auth key, random mailbox id) and returns
+    /// the enrolment request to hand to the authority.
+    pub fn init(
+        store: &'s Store,
+        post_id: &str,
+        label: &str,
+    ) -> Result<(Staff<'s>, EnrollmentRequest)> {
+        if store.local_identity()?.is_some() {
+            return Err(ClientError::AlreadyInitialized {
+                what: "a device identity",
+                dir: store.dir().to_path_buf(),
+            });
+        }
+        let identity = LocalIdentity::generate(Role::Staff);
+        let mut id = [0u8; 16];
+        os_rng().fill_bytes(&mut id);
+        let device = StaffDeviceRecord {
+            label: label.to_string(),
+            post_id: post_id.to_string(),
+            mailbox_id: MailboxId(id),
+            auth_key: generate_signing_key(),
+        };
+        let request = EnrollmentRequest {
+            post_id: post_id.to_string(),
+            label: label.to_string(),
+            identity_key: identity.identity_key()?.serialize().to_vec(),
+            auth_key: device.auth_key.verifying_key().as_bytes().to_vec(),
+            mailbox_id: device.mailbox_id.0.to_vec(),
+        };
+        // The same checks the authority will make, so a typo fails here and not there.
+        check_device(
+            post_id,
+            &StaffDevice {
+                label: request.label.clone(),
+                identity_key: request.identity_key.clone(),
+                auth_key: request.auth_key.clone(),
+                mailbox_id: request.mailbox_id.clone(),
+            },
+        )
+        .map_err(ClientError::InvalidArgument)?;
+        let tx = store.begin()?;
+        store.save_local_identity(&identity)?;
+        store.save_staff_device(&device)?;
+        tx.commit()?;
+        Ok((Staff::load(store)?, request))
+    }
+
+    pub fn load(store: &'s Store) -> Result<Staff<'s>> {
+        let not_init = || ClientError::NotInitialized {
+            what: "refuge-inbox",
+            dir: store.dir().to_path_buf(),
+            command: "refuge-inbox init",
+        };
+        let identity = store.local_identity()?.ok_or_else(not_init)?;
+        if identity.role != Role::Staff {
+            return Err(ClientError::InvalidArgument(format!(
+                "{} holds a refuge user, not a staff inbox",
+                store.dir().display()
+            )));
+        }
+        let device = store.staff_device()?.ok_or_else(not_init)?;
+        let me = Peer::staff(&device.label);
+        Ok(Staff {
+            store,
+            identity,
+            device,
+            me,
+        })
+    }
+
+    pub fn label(&self) -> &str {
+        &self.device.label
+    }
+
+    pub fn enrollment_request(&self) -> Result<EnrollmentRequest> {
+        Ok(EnrollmentRequest {
+            post_id: self.device.post_id.clone(),
+            label: self.device.label.clone(),
+            identity_key: self.identity.identity_key()?.serialize().to_vec(),
+            auth_key: self.device.auth_key.verifying_key().as_bytes().to_vec(),
+            mailbox_id: self.device.mailbox_id.0.to_vec(),
+        })
+    }
+
+    /// Checks that the verified directory lists this device with exactly its keys.
+    pub fn check_enrolled(&self, directory: &VerifiedDirectory) -> Result<()> {
+        let label = self.device.label.clone();
+        let (post, dev) = directory
+            .device_by_label(&self.device.label)
+            .ok_or_else(|| ClientError::NotEnrolled {
+                label: label.clone(),
+                reason: "the directory has no entry for it yet",
+            })?;
+        let req = self.enrollment_request()?;
+        if post.id != self.device.post_id
+            || dev.identity_key != req.identity_key
+            || dev.auth_key != req.auth_key
+            || dev.mailbox_id != req.mailbox_id
+        {
+            return Err(ClientError::NotEnrolled {
+                label,
+                reason: "the directory lists this label with other keys (enrolled from another \
+                         request, or this device was initialised again)",
+            });
+        }
+        Ok(())
+    }
+
+    /// Uploads prekeys: on first registration a signed prekey, a Kyber last-resort prekey and
+    /// [`TARGET_ONE_TIME`] one-time prekeys of each kind; afterwards new signed and last-resort
+    /// prekeys and a top-up to the target.
+    pub async fn register(&self, relay: &mut dyn Relay, now: SystemTime) -> Result<PrekeyCount> {
+        relay::authenticate(relay, &self.device.mailbox_id, &self.device.auth_key).await?;
+        let held = if self.store.setting(PREKEYS_UPLOADED)?.is_some() {
+            relay::prekey_count(relay, &self.device.mailbox_id).await?
+        } else {
+            PrekeyCount {
+                one_time: 0,
+                kyber_one_time: 0,
+            }
+        };
+        let plan = PrekeyPlan {
+            signed_and_last_resort: true,
+            one_time: top_up(held.one_time),
+            kyber_one_time: top_up(held.kyber_one_time),
+        };
+        let count = self.upload(relay, plan, now).await?;
+        self.store.set_setting(PREKEYS_UPLOADED, "1")?;
+        Ok(count)
+    }
+
+    /// Tops one-time prekeys up to the target when fewer than [`REPLENISH_BELOW`] of either
+    /// kind remain on the relay. Returns the new count if it uploaded.
+    pub async fn replenish(
+        &self,
+        relay: &mut dyn Relay,
+        now: SystemTime,
+    ) -> Result<Option<PrekeyCount>> {
+        let held = relay::prekey_count(relay, &self.device.mailbox_id).await?;
+        if held.one_time >= REPLENISH_BELOW && held.kyber_one_time >= REPLENISH_BELOW {
+            return Ok(None);
+        }
+        let plan = PrekeyPlan {
+            signed_and_last_resort: false,
+            one_time: top_up(held.one_time),
+            kyber_one_time: top_up(held.kyber_one_time),
+        };
+        Ok(Some(self.upload(relay, plan, now).await?))
+    }
+
+    async fn upload(
+        &self,
+        relay: &mut dyn Relay,
+        plan: PrekeyPlan,
+        now: SystemTime,
+    ) -> Result<PrekeyCount> {
+        let tx = self.store.begin()?;
+        let upload = prekeys::generate(
+            self.store,
+            &self.identity,
+            &self.device.mailbox_id,
+            plan,
+            now,
+        )?;
+        tx.commit()?;
+        relay::upload_prekeys(relay, upload).await
+    }
+
+    /// Reads new messages into cases (shown through `show`), acknowledges them, and
+    /// replenishes one-time prekeys if they run low. Must be authenticated by `read` itself.
+    pub async fn read(
+        &self,
+        relay: &mut dyn Relay,
+        directory: &VerifiedDirectory,
+        discard_unopened: bool,
+        now: SystemTime,
+        show: &mut dyn FnMut(&ReceivedMessage) -> Result<()>,
+    ) -> Result<ReceiveReport> {
+        let recipient = StaffRecipient {
+            me: self.me.clone(),
+            post_id: self.device.post_id.clone(),
+            pins: StaffPins::from_directory(directory)?,
+        };
+        let report = delivery::receive(
+            self.store,
+            relay,
+            &self.device.mailbox_id,
+            &self.device.auth_key,
+            &recipient,
+            discard_unopened,
+            now,
+            show,
+        )
+        .await?;
+        self.replenish(relay, now).await?;
+        Ok(report)
+    }
+
+    /// Replies to a case's user, in its reply mailbox.
+    pub async fn reply(
+        &self,
+        relay: &mut dyn Relay,
+        directory: &VerifiedDirectory,
+        case_id: &str,
+        text: &SecretText,
+        now: SystemTime,
+    ) -> Result<()> {
+        if text.expose().len() > MAX_TEXT_LEN {
+            return Err(ClientError::MessageTooLong {
+                len: text.expose().len(),
+                max: MAX_TEXT_LEN,
+            });
+        }
+        let case = self
+            .store
+            .case(case_id)?
+            .ok_or_else(|| ClientError::UnknownCase {
+                case: case_id.to_string(),
+            })?;
+        let (mailbox, token) = case.reply.ok_or_else(|| ClientError::NoReplyAddress {
+            case: case_id.to_string(),
+        })?;
+        let user = Peer::parse(&case.user_address)
+            .filter(|p| matches!(p, Peer::User { .. }))
+            .ok_or_else(|| ClientError::Corrupt("case address".into()))?;
+        let pins = StaffPins::from_directory(directory)?;
+        let certificate = envelope::issue_sender_certificate(&self.identity, &self.me, now)?;
+        let tx = self.store.begin()?;
+        let sealed = {
+            let mut stores = self.store.signal(&pins);
+            let content = Content {
+                body: Some(Body::Text(Text {
+                    text: text.expose().to_string(),
+                })),
+            };
+            envelope::seal(&mut stores, &user, &certificate, content, now).await?
+        };
+        tx.commit()?;
+        relay::deposit(relay, &mailbox, Some(&token), sealed).await?;
+        self.store
+            .add_case_message(case_id, false, text, hour(now))?;
+        Ok(())
+    }
+
+    pub fn cases(&self) -> Result<Vec<CaseSummary>> {
+        self.store.cases()
+    }
+}
+
+fn top_up(held: u32) -> u32 {
+    let cap = MAX_ONE_TIME_PREKEYS as u32;
+    TARGET_ONE_TIME
+        .saturating_sub(held)
+        .min(cap.saturating_sub(held))
+}
+
+fn hour(now: SystemTime) -> u64 {
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    secs - secs % 3600
+}
+
+/// Serialized enrolment request, for the file handed to the authority.
+pub fn encode_request(req: &EnrollmentRequest) -> Vec<u8> {
+    req.encode_to_vec()
+}
+
+struct StaffRecipient {
+    me: Peer,
+    post_id: String,
+    pins: StaffPins,
+}
+
+impl Recipient for StaffRecipient {
+    fn me(&self) -> &Peer {
+        &self.me
+    }
+
+    fn pins(&self) -> &StaffPins {
+        &self.pins
+    }
+
+    fn accept(&self, store: &Store, mut opened: Opened, received_hour: u64) -> Result<SecretText> {
+        let case_id = match opened.sender.case_id() {
+            Some(c) => c,
+            None => {
+                return Err(ClientError::PossibleImpersonation(
+                    "a staff inbox only accepts messages from users".into(),
+                ));
+            }
+        };
+        let user_address = opened.sender.name();
+        let text = match opened.content.body.as_mut() {
+            Some(Body::FirstContact(f)) => {
+                if f.post_id != self.post_id {
+                    return Err(ClientError::Undecryptable(
+                        "a first contact meant for another post".into(),
+                    ));
+                }
+                let reply = f.reply_to.as_ref().ok_or_else(|| {
+                    ClientError::Undecryptable("a first contact without a reply address".into())
+                })?;
+                let mailbox = MailboxId::from_slice(&reply.mailbox_id)
+                    .map_err(|e| ClientError::Undecryptable(format!("reply address: {e}")))?;
+                let token = DepositToken::from_slice(&reply.deposit_token)
+                    .map_err(|e| ClientError::Undecryptable(format!("reply address: {e}")))?;
+                store.upsert_case(&case_id, &user_address, Some((&mailbox, &token)))?;
+                SecretText::new(std::mem::take(&mut f.text))
+            }
+            Some(Body::Text(t)) => {
+                // A text before any first contact (which may have been lost) still opens a
+                // case; a reply needs the address that only a first contact carries.
+                store.upsert_case(&case_id, &user_address, None)?;
+                SecretText::new(std::mem::take(&mut t.text))
+            }
+            None => return Err(ClientError::Undecryptable("empty content".into())),
+        };
+        store.add_case_message(&case_id, true, &text, received_hour)?;
+        Ok(text)
+    }
+}

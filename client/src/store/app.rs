@@ -1,0 +1,624 @@
+//! The application's own tables: our identity, the user's mailbox, the staff device, contacts,
+//! inbound messages and cases.
+
+use super::{Store, unix_now};
+use crate::error::{ClientError, Result};
+use crate::secret::{SecretBytes, SecretText, os_rng};
+use ed25519_dalek::SigningKey;
+use libsignal_protocol::{IdentityKey, IdentityKeyPair, KeyPair, PrivateKey};
+use rand::{Rng, RngCore};
+use refuge_proto::ids::{DepositToken, MailboxId};
+use rusqlite::OptionalExtension;
+use zeroize::Zeroizing;
+
+/// What this data directory belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Staff,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Staff => "staff",
+        }
+    }
+}
+
+/// Our libsignal identity, kept serialized in zeroizing memory.
+pub struct LocalIdentity {
+    pub role: Role,
+    key_pair: SecretBytes,
+    pub registration_id: u32,
+    certificate_key: SecretBytes,
+}
+
+impl std::fmt::Debug for LocalIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalIdentity")
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalIdentity {
+    /// A fresh identity: identity key pair, a random 14-bit registration id, and the key that
+    /// signs our self-issued sealed-sender certificates.
+    pub fn generate(role: Role) -> LocalIdentity {
+        let mut rng = os_rng();
+        let key_pair = IdentityKeyPair::generate(&mut rng);
+        let registration_id = rng.random_range(1..=0x3FFF);
+        let certificate = KeyPair::generate(&mut rng);
+        LocalIdentity {
+            role,
+            key_pair: key_pair.serialize().into(),
+            registration_id,
+            certificate_key: SecretBytes::new(certificate.private_key.serialize()),
+        }
+    }
+
+    pub fn key_pair(&self) -> Result<IdentityKeyPair> {
+        IdentityKeyPair::try_from(self.key_pair.expose())
+            .map_err(|e| ClientError::Corrupt(format!("identity key pair: {e}")))
+    }
+
+    pub fn identity_key(&self) -> Result<IdentityKey> {
+        Ok(*self.key_pair()?.identity_key())
+    }
+
+    pub fn certificate_key_pair(&self) -> Result<KeyPair> {
+        let private = PrivateKey::deserialize(self.certificate_key.expose())
+            .map_err(|e| ClientError::Corrupt(format!("certificate key: {e}")))?;
+        KeyPair::try_from(private)
+            .map_err(|e| ClientError::Corrupt(format!("certificate key: {e}")))
+    }
+}
+
+/// The user's mailbox on the relay and the capabilities that open it.
+#[derive(Debug)]
+pub struct UserMailbox {
+    pub mailbox_id: MailboxId,
+    /// Ed25519 key that proves the right to read the mailbox.
+    pub auth_key: SigningKey,
+    /// Opens the mailbox for deposits; handed only to the staff the user writes to.
+    pub deposit_token: DepositToken,
+}
+
+impl UserMailbox {
+    pub fn generate() -> UserMailbox {
+        let mut rng = os_rng();
+        let mut id = [0u8; 16];
+        rng.fill_bytes(&mut id);
+        let mut token = [0u8; 32];
+        rng.fill_bytes(&mut token);
+        let mailbox = UserMailbox {
+            mailbox_id: MailboxId(id),
+            auth_key: generate_signing_key(),
+            deposit_token: DepositToken(token),
+        };
+        zeroize::Zeroize::zeroize(&mut token);
+        mailbox
+    }
+}
+
+/// A fresh Ed25519 key.
+pub fn generate_signing_key() -> SigningKey {
+    let mut seed = Zeroizing::new([0u8; 32]);
+    os_rng().fill_bytes(seed.as_mut());
+    SigningKey::from_bytes(&seed)
+}
+
+/// This staff device's enrolment data.
+#[derive(Debug)]
+pub struct StaffDeviceRecord {
+    pub label: String,
+    pub post_id: String,
+    pub mailbox_id: MailboxId,
+    pub auth_key: SigningKey,
+}
+
+/// Kinds of prekey ids handed out from counters.
+#[derive(Clone, Copy, Debug)]
+pub enum PrekeyKind {
+    OneTime,
+    Signed,
+    Kyber,
+}
+
+/// A staff device the user has a session with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Contact {
+    pub label: String,
+    pub post_id: String,
+    /// Whether a FirstContact (carrying our reply address) was accepted by the relay for it.
+    pub first_contact_delivered: bool,
+}
+
+/// A decrypted message not yet acknowledged to the relay.
+#[derive(Debug)]
+pub struct InboundMessage {
+    pub relay_message_id: u64,
+    /// The sender's address name (`user:…` / `staff:…`).
+    pub sender: String,
+    pub body: SecretText,
+    pub received_hour: u64,
+    pub shown: bool,
+}
+
+/// A staff case: one user and where to reply.
+#[derive(Debug)]
+pub struct CaseRecord {
+    pub case_id: String,
+    pub user_address: String,
+    pub reply: Option<(MailboxId, DepositToken)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaseSummary {
+    pub case_id: String,
+    pub messages: u64,
+}
+
+fn corrupt(what: &str) -> impl Fn(refuge_proto::ids::LengthError) -> ClientError + '_ {
+    move |e| ClientError::Corrupt(format!("{what}: {e}"))
+}
+
+fn signing_key(bytes: &[u8]) -> Result<SigningKey> {
+    let raw: Zeroizing<[u8; 32]> = Zeroizing::new(
+        bytes
+            .try_into()
+            .map_err(|_| ClientError::Corrupt("auth key is not 32 bytes".into()))?,
+    );
+    Ok(SigningKey::from_bytes(&raw))
+}
+
+impl Store {
+    // ------------------------------------------------------------------ identity
+
+    /// Stores our identity; refuses to replace an existing one.
+    pub fn save_local_identity(&self, id: &LocalIdentity) -> Result<()> {
+        let n = self.conn().execute(
+            "INSERT INTO local_identity (id, role, identity_key, identity_key_pair, registration_id, certificate_key, created_at)
+             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
+            rusqlite::params![
+                id.role.as_str(),
+                &id.identity_key()?.serialize()[..],
+                id.key_pair.expose(),
+                id.registration_id,
+                id.certificate_key.expose(),
+                unix_now()
+            ],
+        )?;
+        if n == 0 {
+            return Err(ClientError::AlreadyInitialized {
+                what: "an identity",
+                dir: self.dir().to_path_buf(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn local_identity(&self) -> Result<Option<LocalIdentity>> {
+        let row = self
+            .conn()
+            .query_row(
+                "SELECT role, identity_key_pair, registration_id, certificate_key FROM local_identity WHERE id = 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        Zeroizing::new(r.get::<_, Vec<u8>>(1)?),
+                        r.get::<_, u32>(2)?,
+                        Zeroizing::new(r.get::<_, Vec<u8>>(3)?),
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((role, kp, reg, cert)) = row else {
+            return Ok(None);
+        };
+        let role = match role.as_str() {
+            "user" => Role::User,
+            "staff" => Role::Staff,
+            other => return Err(ClientError::Corrupt(format!("unknown role {other:?}"))),
+        };
+        Ok(Some(LocalIdentity {
+            role,
+            key_pair: SecretBytes::new(kp.to_vec()),
+            registration_id: reg,
+            certificate_key: SecretBytes::new(cert.to_vec()),
+        }))
+    }
+
+    // ------------------------------------------------------------------ user mailbox
+
+    pub fn save_user_mailbox(&self, m: &UserMailbox) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO user_mailbox (id, mailbox_id, auth_key, deposit_token) VALUES (1, ?1, ?2, ?3)",
+            rusqlite::params![&m.mailbox_id.0[..], &m.auth_key.to_bytes()[..], &m.deposit_token.0[..]],
+        )?;
+        Ok(())
+    }
+
+    pub fn user_mailbox(&self) -> Result<Option<UserMailbox>> {
+        let row = self
+            .conn()
+            .query_row(
+                "SELECT mailbox_id, auth_key, deposit_token FROM user_mailbox WHERE id = 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        Zeroizing::new(r.get::<_, Vec<u8>>(1)?),
+                        Zeroizing::new(r.get::<_, Vec<u8>>(2)?),
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((id, key, token)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(UserMailbox {
+            mailbox_id: MailboxId::from_slice(&id).map_err(corrupt("mailbox id"))?,
+            auth_key: signing_key(&key)?,
+            deposit_token: DepositToken::from_slice(&token).map_err(corrupt("deposit token"))?,
+        }))
+    }
+
+    // ------------------------------------------------------------------ staff device
+
+    pub fn save_staff_device(&self, d: &StaffDeviceRecord) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO staff_device (id, label, post_id, mailbox_id, auth_key) VALUES (1, ?1, ?2, ?3, ?4)",
+            rusqlite::params![d.label, d.post_id, &d.mailbox_id.0[..], &d.auth_key.to_bytes()[..]],
+        )?;
+        Ok(())
+    }
+
+    pub fn staff_device(&self) -> Result<Option<StaffDeviceRecord>> {
+        let row = self
+            .conn()
+            .query_row(
+                "SELECT label, post_id, mailbox_id, auth_key FROM staff_device WHERE id = 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                        Zeroizing::new(r.get::<_, Vec<u8>>(3)?),
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((label, post_id, id, key)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(StaffDeviceRecord {
+            label,
+            post_id,
+            mailbox_id: MailboxId::from_slice(&id).map_err(corrupt("mailbox id"))?,
+            auth_key: signing_key(&key)?,
+        }))
+    }
+
+    /// Reserves `n` consecutive ids of a kind; returns the first.
+    pub fn allocate_prekey_ids(&self, kind: PrekeyKind, n: u32) -> Result<u32> {
+        let column = match kind {
+            PrekeyKind::OneTime => "next_prekey_id",
+            PrekeyKind::Signed => "next_signed_prekey_id",
+            PrekeyKind::Kyber => "next_kyber_prekey_id",
+        };
+        let first: u32 = self
+            .conn()
+            .query_row(
+                &format!("SELECT {column} FROM staff_device WHERE id = 1"),
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| ClientError::Corrupt("no staff device".into()))?;
+        let next = first
+            .checked_add(n)
+            .filter(|&v| v < 0x7FFF_FFFF)
+            .ok_or_else(|| ClientError::Corrupt("prekey ids exhausted".into()))?;
+        self.conn().execute(
+            &format!("UPDATE staff_device SET {column} = ?1 WHERE id = 1"),
+            [next],
+        )?;
+        Ok(first)
+    }
+
+    // ------------------------------------------------------------------ contacts (user side)
+
+    pub fn contact(&self, label: &str) -> Result<Option<Contact>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT label, post_id, first_contact_delivered FROM contacts WHERE label = ?1",
+                [label],
+                |r| {
+                    Ok(Contact {
+                        label: r.get(0)?,
+                        post_id: r.get(1)?,
+                        first_contact_delivered: r.get::<_, i64>(2)? != 0,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    pub fn save_contact(&self, c: &Contact) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO contacts (label, post_id, first_contact_delivered) VALUES (?1, ?2, ?3)
+             ON CONFLICT (label) DO UPDATE SET post_id = excluded.post_id,
+                 first_contact_delivered = excluded.first_contact_delivered",
+            rusqlite::params![c.label, c.post_id, c.first_contact_delivered as i64],
+        )?;
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ inbound messages
+
+    /// Whether a relay message was already decrypted (and if so, whether it was shown).
+    pub fn inbound_state(&self, relay_message_id: u64) -> Result<Option<bool>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT shown FROM inbound WHERE relay_message_id = ?1",
+                [relay_message_id as i64],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map(|s| s != 0))
+    }
+
+    pub fn insert_inbound(&self, m: &InboundMessage) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO inbound (relay_message_id, sender, body, received_hour, shown) VALUES (?1, ?2, ?3, ?4, ?5)",
+            rusqlite::params![
+                m.relay_message_id as i64,
+                m.sender,
+                m.body.expose(),
+                m.received_hour as i64,
+                m.shown as i64
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Decrypted messages not yet shown, oldest first.
+    pub fn unshown_inbound(&self) -> Result<Vec<InboundMessage>> {
+        let mut stmt = self.conn().prepare(
+            "SELECT relay_message_id, sender, body, received_hour FROM inbound WHERE shown = 0
+             ORDER BY relay_message_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(InboundMessage {
+                relay_message_id: r.get::<_, i64>(0)? as u64,
+                sender: r.get(1)?,
+                body: SecretText::new(r.get(2)?),
+                received_hour: r.get::<_, i64>(3)? as u64,
+                shown: false,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    pub fn mark_inbound_shown(&self, relay_message_id: u64) -> Result<()> {
+        self.conn().execute(
+            "UPDATE inbound SET shown = 1 WHERE relay_message_id = ?1",
+            [relay_message_id as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Ids of messages shown but (maybe) not yet acknowledged.
+    pub fn shown_inbound_ids(&self) -> Result<Vec<u64>> {
+        let mut stmt = self
+            .conn()
+            .prepare("SELECT relay_message_id FROM inbound WHERE shown = 1")?;
+        let rows = stmt.query_map([], |r| r.get::<_, i64>(0).map(|v| v as u64))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Forgets messages the relay has acknowledged.
+    pub fn delete_inbound(&self, ids: &[u64]) -> Result<()> {
+        let mut stmt = self
+            .conn()
+            .prepare("DELETE FROM inbound WHERE relay_message_id = ?1")?;
+        for id in ids {
+            stmt.execute([*id as i64])?;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ cases (staff side)
+
+    pub fn case_by_user(&self, user_address: &str) -> Result<Option<CaseRecord>> {
+        self.case_where("user_address = ?1", user_address)
+    }
+
+    pub fn case(&self, case_id: &str) -> Result<Option<CaseRecord>> {
+        self.case_where("case_id = ?1", case_id)
+    }
+
+    fn case_where(&self, clause: &str, value: &str) -> Result<Option<CaseRecord>> {
+        let row = self
+            .conn()
+            .query_row(
+                &format!(
+                    "SELECT case_id, user_address, reply_mailbox, reply_token FROM cases WHERE {clause}"
+                ),
+                [value],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<Vec<u8>>>(2)?,
+                        r.get::<_, Option<Vec<u8>>>(3)?.map(Zeroizing::new),
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((case_id, user_address, mailbox, token)) = row else {
+            return Ok(None);
+        };
+        let reply = match (mailbox, token) {
+            (Some(m), Some(t)) => Some((
+                MailboxId::from_slice(&m).map_err(corrupt("reply mailbox"))?,
+                DepositToken::from_slice(&t).map_err(corrupt("reply token"))?,
+            )),
+            _ => None,
+        };
+        Ok(Some(CaseRecord {
+            case_id,
+            user_address,
+            reply,
+        }))
+    }
+
+    /// Opens a case for a user, or updates its reply address.
+    pub fn upsert_case(
+        &self,
+        case_id: &str,
+        user_address: &str,
+        reply: Option<(&MailboxId, &DepositToken)>,
+    ) -> Result<()> {
+        if let Some(existing) = self.case(case_id)? {
+            if existing.user_address != user_address {
+                return Err(ClientError::Corrupt(format!(
+                    "case id {case_id} already belongs to another user (hash prefix collision)"
+                )));
+            }
+        }
+        let (m, t) = match reply {
+            Some((m, t)) => (Some(m.0.to_vec()), Some(Zeroizing::new(t.0.to_vec()))),
+            None => (None, None),
+        };
+        self.conn().execute(
+            "INSERT INTO cases (case_id, user_address, reply_mailbox, reply_token, opened_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (case_id) DO UPDATE SET
+                 reply_mailbox = coalesce(excluded.reply_mailbox, cases.reply_mailbox),
+                 reply_token = coalesce(excluded.reply_token, cases.reply_token)",
+            rusqlite::params![case_id, user_address, m, t.as_deref(), unix_now()],
+        )?;
+        Ok(())
+    }
+
+    pub fn add_case_message(
+        &self,
+        case_id: &str,
+        incoming: bool,
+        body: &SecretText,
+        at_hour: u64,
+    ) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO case_messages (case_id, direction, body, at_hour) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![
+                case_id,
+                if incoming { "in" } else { "out" },
+                body.expose(),
+                at_hour as i64
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Every case with its number of messages (both directions), by case id.
+    pub fn cases(&self) -> Result<Vec<CaseSummary>> {
+        let mut stmt = self.conn().prepare(
+            "SELECT c.case_id, count(m.id) FROM cases c LEFT JOIN case_messages m ON m.case_id = c.case_id
+             GROUP BY c.case_id ORDER BY c.opened_at, c.case_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(CaseSummary {
+                case_id: r.get(0)?,
+                messages: r.get::<_, i64>(1)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_and_mailbox_survive_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (ik, mailbox_id, token) = {
+            let s = Store::open(tmp.path()).unwrap();
+            let id = LocalIdentity::generate(Role::User);
+            s.save_local_identity(&id).unwrap();
+            assert!(matches!(
+                s.save_local_identity(&LocalIdentity::generate(Role::User)),
+                Err(ClientError::AlreadyInitialized { .. })
+            ));
+            let m = UserMailbox::generate();
+            s.save_user_mailbox(&m).unwrap();
+            (
+                id.identity_key().unwrap(),
+                m.mailbox_id,
+                m.deposit_token.clone(),
+            )
+        };
+        let s = Store::open(tmp.path()).unwrap();
+        let id = s.local_identity().unwrap().unwrap();
+        assert_eq!(id.role, Role::User);
+        assert_eq!(id.identity_key().unwrap(), ik);
+        assert!((1..=0x3FFF).contains(&id.registration_id));
+        id.certificate_key_pair().unwrap();
+        let m = s.user_mailbox().unwrap().unwrap();
+        assert_eq!(m.mailbox_id, mailbox_id);
+        assert_eq!(m.deposit_token, token);
+    }
+
+    #[test]
+    fn cases_count_messages_and_keep_reply_address() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::open(tmp.path()).unwrap();
+        let m = MailboxId([1; 16]);
+        let t = DepositToken([2; 32]);
+        s.upsert_case("abcd0123", "user:abcd", Some((&m, &t)))
+            .unwrap();
+        s.upsert_case("abcd0123", "user:abcd", None).unwrap();
+        assert!(s.upsert_case("abcd0123", "user:other", None).is_err());
+        s.add_case_message("abcd0123", true, &SecretText::new("hi".into()), 5)
+            .unwrap();
+        s.add_case_message("abcd0123", false, &SecretText::new("yes".into()), 5)
+            .unwrap();
+        let c = s.case("abcd0123").unwrap().unwrap();
+        assert_eq!(c.reply.as_ref().unwrap().0, m);
+        assert_eq!(
+            s.cases().unwrap(),
+            vec![CaseSummary {
+                case_id: "abcd0123".into(),
+                messages: 2
+            }]
+        );
+    }
+
+    #[test]
+    fn prekey_ids_are_never_reused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::open(tmp.path()).unwrap();
+        s.save_staff_device(&StaffDeviceRecord {
+            label: "p/d".into(),
+            post_id: "p".into(),
+            mailbox_id: MailboxId([3; 16]),
+            auth_key: generate_signing_key(),
+        })
+        .unwrap();
+        assert_eq!(s.allocate_prekey_ids(PrekeyKind::OneTime, 100).unwrap(), 1);
+        assert_eq!(
+            s.allocate_prekey_ids(PrekeyKind::OneTime, 100).unwrap(),
+            101
+        );
+        assert_eq!(s.allocate_prekey_ids(PrekeyKind::Kyber, 1).unwrap(), 1);
+    }
+}

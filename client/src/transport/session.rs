@@ -1,0 +1,337 @@
+//! A session with the relay: one ordered byte stream (one QUIC bidirectional stream, or one TCP
+//! connection) carrying length-prefixed frames, one request at a time.
+
+use super::endpoint::RelayEndpoint;
+use super::pin::PinVerifier;
+use crate::error::{ClientError, Result};
+use crate::relay::Relay;
+use refuge_proto::frame::{self, PREFIX_LEN};
+use refuge_proto::wire::{
+    ClientFrame, Hello, ServerFrame, client_frame::Request, server_frame::Response,
+};
+use refuge_proto::{ErrorCode, PROTOCOL_VERSION};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// ALPN protocol id of the Refuge QUIC service.
+pub const ALPN: &[u8] = b"refuge/1";
+
+/// TLS server name the client asks for (the relay's certificate is pinned, not name-checked).
+pub const SERVER_NAME: &str = "refuge-relay";
+
+/// What the client says in Hello: the software, never anything about the user.
+pub const SOFTWARE: &str = concat!("refuge/", env!("CARGO_PKG_VERSION"));
+
+/// Time limits of a session.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectOptions {
+    /// For reaching the relay and completing the handshake and Hello.
+    pub connect_timeout: Duration,
+    /// For each request's answer.
+    pub request_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(20),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+type Reader = Box<dyn AsyncRead + Unpin + Send>;
+type Writer = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// An open session with the relay, after a successful Hello.
+pub struct Session {
+    reader: Reader,
+    writer: Writer,
+    next_request_id: u64,
+    request_timeout: Duration,
+    max_message_len: usize,
+    /// Set when a request failed half-way: the frame boundary may be lost, so the stream must
+    /// not be used again.
+    broken: bool,
+    quic: Option<(quinn::Endpoint, quinn::Connection)>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("next_request_id", &self.next_request_id)
+            .field("quic", &self.quic.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Makes sure rustls has a process-wide crypto provider (ring), as quinn expects.
+pub fn install_crypto_provider() {
+    // Err means another provider is already installed, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl Session {
+    /// Connects to `endpoint`, authenticates it (QUIC: by pin) and says Hello.
+    pub async fn connect(endpoint: &RelayEndpoint, opts: &ConnectOptions) -> Result<Session> {
+        let secs = opts.connect_timeout.as_secs();
+        let fut = async {
+            match endpoint {
+                RelayEndpoint::Tcp { addr } => {
+                    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| {
+                        ClientError::Connect {
+                            endpoint: endpoint.url(),
+                            reason: e.to_string(),
+                        }
+                    })?;
+                    let _ = stream.set_nodelay(true);
+                    let (r, w) = stream.into_split();
+                    Session::over_stream(Box::new(r), Box::new(w), opts, None).await
+                }
+                RelayEndpoint::Quic { host, port, pin } => {
+                    let addr = resolve(endpoint, host, *port).await?;
+                    let verifier = Arc::new(PinVerifier::new(*pin));
+                    let (ep, conn) = quic_connect(endpoint, addr, verifier.clone()).await?;
+                    let (send, recv) = conn.open_bi().await.map_err(|e| {
+                        ClientError::ConnectionLost(format!("cannot open a stream: {e}"))
+                    })?;
+                    Session::over_stream(Box::new(recv), Box::new(send), opts, Some((ep, conn)))
+                        .await
+                }
+            }
+        };
+        tokio::time::timeout(opts.connect_timeout, fut)
+            .await
+            .map_err(|_| ClientError::Timeout {
+                what: "the connection",
+                secs,
+            })?
+    }
+
+    /// Runs a session over an already connected byte stream (used for TCP, and by tests).
+    pub async fn over_stream(
+        reader: Reader,
+        writer: Writer,
+        opts: &ConnectOptions,
+        quic: Option<(quinn::Endpoint, quinn::Connection)>,
+    ) -> Result<Session> {
+        let mut s = Session {
+            reader,
+            writer,
+            next_request_id: 1,
+            request_timeout: opts.request_timeout,
+            max_message_len: refuge_proto::MAX_SEALED_LEN,
+            broken: false,
+            quic,
+        };
+        let hello = Request::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            software: SOFTWARE.into(),
+        });
+        match s.request(hello).await? {
+            Response::HelloOk(ok) => {
+                if ok.protocol_version != PROTOCOL_VERSION {
+                    return Err(ClientError::RelayProtocol(format!(
+                        "relay answered Hello with protocol version {}, expected {PROTOCOL_VERSION}",
+                        ok.protocol_version
+                    )));
+                }
+                if ok.max_message_len > 0 {
+                    s.max_message_len =
+                        (ok.max_message_len as usize).min(refuge_proto::MAX_SEALED_LEN);
+                }
+                Ok(s)
+            }
+            other => Err(unexpected("HelloOk", &other)),
+        }
+    }
+
+    /// Sends one request and reads its one answer. A wire `Error` becomes
+    /// [`ClientError::Relay`] carrying its code.
+    pub async fn request(&mut self, request: Request) -> Result<Response> {
+        if self.broken {
+            return Err(ClientError::ConnectionLost(
+                "an earlier request failed half-way; the session cannot be used again".into(),
+            ));
+        }
+        self.broken = true;
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        let secs = self.request_timeout.as_secs();
+        let frame = ClientFrame {
+            request_id: id,
+            request: Some(request),
+        };
+        let answer = tokio::time::timeout(self.request_timeout, self.exchange(&frame))
+            .await
+            .map_err(|_| ClientError::Timeout {
+                what: "a request",
+                secs,
+            })??;
+        self.broken = false;
+        if answer.request_id != id {
+            self.broken = true;
+            return Err(ClientError::RelayProtocol(format!(
+                "answer carries request id {}, expected {id}",
+                answer.request_id
+            )));
+        }
+        match answer.response {
+            None => Err(ClientError::RelayProtocol(
+                "answer without a response".into(),
+            )),
+            Some(Response::Error(e)) => Err(ClientError::Relay {
+                code: ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified),
+                message: sanitize(&e.message),
+            }),
+            Some(r) => Ok(r),
+        }
+    }
+
+    async fn exchange(&mut self, frame: &ClientFrame) -> Result<ServerFrame> {
+        let bytes = frame::encode(frame).map_err(|e| ClientError::MessageTooLong {
+            len: match e {
+                frame::FrameError::TooLarge { len, .. } => len,
+                _ => 0,
+            },
+            max: frame::MAX_FRAME_LEN,
+        })?;
+        self.writer.write_all(&bytes).await.map_err(lost)?;
+        self.writer.flush().await.map_err(lost)?;
+        let mut prefix = [0u8; PREFIX_LEN];
+        self.reader.read_exact(&mut prefix).await.map_err(lost)?;
+        // The bound is checked before anything of the body is buffered.
+        let len = frame::body_len(prefix).map_err(|e| {
+            ClientError::RelayProtocol(format!("relay sent an oversized frame: {e}"))
+        })?;
+        let mut body = vec![0u8; len];
+        self.reader.read_exact(&mut body).await.map_err(lost)?;
+        frame::decode_body::<ServerFrame>(&body)
+            .map_err(|e| ClientError::RelayProtocol(format!("undecodable answer: {e}")))
+    }
+
+    /// Largest sealed message the relay accepts (from its Hello answer).
+    pub fn max_message_len(&self) -> usize {
+        self.max_message_len
+    }
+
+    /// Ends the session politely: finishes the stream and waits briefly for QUIC to close.
+    pub async fn close(mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.writer.shutdown()).await;
+        if let Some((endpoint, conn)) = self.quic.take() {
+            conn.close(0u32.into(), b"done");
+            let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+        }
+    }
+}
+
+#[async_trait::async_trait(?Send)]
+impl Relay for Session {
+    async fn request(&mut self, request: Request) -> Result<Response> {
+        Session::request(self, request).await
+    }
+
+    fn max_message_len(&self) -> usize {
+        self.max_message_len
+    }
+}
+
+fn lost(e: std::io::Error) -> ClientError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        ClientError::ConnectionLost("the relay closed the connection".into())
+    } else {
+        ClientError::ConnectionLost(e.to_string())
+    }
+}
+
+/// Relay-supplied text is shown to people: keep it short and printable.
+fn sanitize(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(300).collect()
+}
+
+/// Names the response variant, for protocol errors.
+pub(crate) fn response_name(r: &Response) -> &'static str {
+    match r {
+        Response::Error(_) => "Error",
+        Response::HelloOk(_) => "HelloOk",
+        Response::Challenge(_) => "Challenge",
+        Response::Authenticated(_) => "Authenticated",
+        Response::MailboxCreated(_) => "MailboxCreated",
+        Response::DepositAccepted(_) => "DepositAccepted",
+        Response::Messages(_) => "Messages",
+        Response::Acked(_) => "Acked",
+        Response::PrekeysUploaded(_) => "PrekeysUploaded",
+        Response::PostBundles(_) => "PostBundles",
+        Response::PrekeyCount(_) => "PrekeyCount",
+    }
+}
+
+pub(crate) fn unexpected(expected: &str, got: &Response) -> ClientError {
+    ClientError::RelayProtocol(format!("expected {expected}, got {}", response_name(got)))
+}
+
+async fn resolve(endpoint: &RelayEndpoint, host: &str, port: u16) -> Result<SocketAddr> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| ClientError::Connect {
+            endpoint: endpoint.url(),
+            reason: e.to_string(),
+        })?
+        .next()
+        .ok_or_else(|| ClientError::Connect {
+            endpoint: endpoint.url(),
+            reason: "the host name has no address".into(),
+        })
+}
+
+async fn quic_connect(
+    endpoint: &RelayEndpoint,
+    addr: SocketAddr,
+    verifier: Arc<PinVerifier>,
+) -> Result<(quinn::Endpoint, quinn::Connection)> {
+    install_crypto_provider();
+    let connect_err = |reason: String| ClientError::Connect {
+        endpoint: endpoint.url(),
+        reason,
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| connect_err(format!("tls configuration: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic_tls = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| connect_err(format!("quic tls configuration: {e}")))?;
+    let config = quinn::ClientConfig::new(Arc::new(quic_tls));
+    let bind: SocketAddr = if addr.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    let mut ep = quinn::Endpoint::client(bind)
+        .map_err(|e| connect_err(format!("cannot open a udp socket: {e}")))?;
+    ep.set_default_client_config(config);
+    let connecting = ep
+        .connect(addr, SERVER_NAME)
+        .map_err(|e| connect_err(e.to_string()))?;
+    match connecting.await {
+        Ok(conn) => Ok((ep, conn)),
+        Err(e) => {
+            if let Some(got) = verifier.mismatch() {
+                Err(ClientError::PinMismatch {
+                    expected: endpoint.pin().map(|p| p.to_hex()).unwrap_or_default(),
+                    got: got.to_hex(),
+                })
+            } else {
+                Err(connect_err(e.to_string()))
+            }
+        }
+    }
+}

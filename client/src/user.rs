@@ -1,0 +1,399 @@
+//! The at-risk user's side (`refuge`): a pseudonymous identity, a mailbox for replies, first
+//! contact with every staff device of a post, and reading replies.
+
+use crate::delivery::{self, ReceiveReport, ReceivedMessage, Recipient};
+use crate::directory::StaffPins;
+use crate::envelope::{self, MAX_TEXT_LEN, Opened};
+use crate::error::{ClientError, Result};
+use crate::peer::{Peer, device_id};
+use crate::relay::{self, Relay};
+use crate::secret::{SecretText, os_rng};
+use crate::store::{Contact, LocalIdentity, Role, Store, UserMailbox};
+use libsignal_protocol::{
+    IdentityKey, PreKeyBundle, PreKeyId, PublicKey, SignalProtocolError, kem, process_prekey_bundle,
+};
+use refuge_proto::content::{Content, FirstContact, ReplyAddress, Text, content::Body};
+use refuge_proto::directory::VerifiedDirectory;
+use refuge_proto::directory_pb::StaffDevice;
+use refuge_proto::ids::MailboxId;
+use refuge_proto::wire::DeviceBundle;
+use std::collections::HashSet;
+use std::time::SystemTime;
+
+/// A user's local identity and mailbox.
+pub struct User<'s> {
+    store: &'s Store,
+    identity: LocalIdentity,
+    mailbox: UserMailbox,
+    me: Peer,
+}
+
+impl std::fmt::Debug for User<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User").finish_non_exhaustive()
+    }
+}
+
+/// Result of a contact: which devices got the message, and which were skipped because they
+/// have not registered with the relay yet.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ContactReport {
+    pub sent: Vec<String>,
+    pub skipped: Vec<String>,
+}
+
+impl<'s> User<'s> {
+    /// Creates the identity and mailbox keys if this data directory has none; keeps them
+    /// otherwise (so that a repeated init re-creates the same mailbox on the relay).
+    pub fn init(store: &'s Store) -> Result<User<'s>> {
+        match store.local_identity()? {
+            Some(id) if id.role != Role::User => {
+                return Err(ClientError::AlreadyInitialized {
+                    what: "a staff inbox",
+                    dir: store.dir().to_path_buf(),
+                });
+            }
+            Some(_) => {}
+            None => {
+                let tx = store.begin()?;
+                store.save_local_identity(&LocalIdentity::generate(Role::User))?;
+                store.save_user_mailbox(&UserMailbox::generate())?;
+                tx.commit()?;
+            }
+        }
+        User::load(store)
+    }
+
+    pub fn load(store: &'s Store) -> Result<User<'s>> {
+        let not_init = || ClientError::NotInitialized {
+            what: "refuge",
+            dir: store.dir().to_path_buf(),
+            command: "refuge init",
+        };
+        let identity = store.local_identity()?.ok_or_else(not_init)?;
+        if identity.role != Role::User {
+            return Err(ClientError::InvalidArgument(format!(
+                "{} holds a staff inbox, not a refuge user",
+                store.dir().display()
+            )));
+        }
+        let mailbox = store.user_mailbox()?.ok_or_else(not_init)?;
+        let me = Peer::user_for(&identity.identity_key()?);
+        Ok(User {
+            store,
+            identity,
+            mailbox,
+            me,
+        })
+    }
+
+    /// Our address (derived from our identity key).
+    pub fn address(&self) -> &Peer {
+        &self.me
+    }
+
+    pub fn mailbox_id(&self) -> &MailboxId {
+        &self.mailbox.mailbox_id
+    }
+
+    /// Creates our mailbox on the relay (idempotent).
+    pub async fn create_mailbox(&self, relay: &mut dyn Relay) -> Result<()> {
+        relay::create_mailbox(
+            relay,
+            &self.mailbox.mailbox_id,
+            &self.mailbox.auth_key,
+            &self.mailbox.deposit_token,
+        )
+        .await
+    }
+
+    /// Writes `text` to every staff device of `post_id`.
+    ///
+    /// Devices we already hold a session with (keyed to the directory's identity key) reuse it.
+    /// For the others, the relay's prekey bundles are fetched and *every* bundle is checked
+    /// against the verified directory (label, identity key, mailbox) before anything is
+    /// encrypted: one mismatch refuses the whole send. The ratchet state is committed before
+    /// the first deposit, so no message key is ever used twice.
+    pub async fn contact(
+        &self,
+        relay: &mut dyn Relay,
+        directory: &VerifiedDirectory,
+        post_id: &str,
+        text: &SecretText,
+        now: SystemTime,
+    ) -> Result<ContactReport> {
+        let post = check_contact(directory, post_id, text)?;
+        let pins = StaffPins::from_directory(directory)?;
+
+        let mut with_session = Vec::new();
+        let mut need_bundle = Vec::new();
+        for dev in &post.devices {
+            let peer = Peer::staff(&dev.label);
+            match self.store.usable_session_identity(&peer, now)? {
+                Some(k) if pins.get(&dev.label) == Some(&k) => with_session.push(dev),
+                _ => need_bundle.push(dev),
+            }
+        }
+
+        let bundles = if need_bundle.is_empty() {
+            Vec::new()
+        } else {
+            let bundles = relay::fetch_post_bundles(relay, post_id).await?;
+            check_bundles(post_id, &post.devices, &bundles)?;
+            bundles
+        };
+
+        let tx = self.store.begin()?;
+        let mut stores = self.store.signal(&pins);
+        let mut rng = os_rng();
+        // (device, whether it gets the FirstContact)
+        let mut targets: Vec<(&StaffDevice, bool)> = Vec::new();
+        let mut skipped = Vec::new();
+        for dev in need_bundle {
+            let Some(b) = bundles.iter().find(|b| b.label == dev.label) else {
+                skipped.push(dev.label.clone());
+                continue;
+            };
+            let bundle = prekey_bundle(b)?;
+            process_prekey_bundle(
+                &Peer::staff(&dev.label).address(),
+                &mut stores.sessions,
+                &mut stores.identity,
+                &bundle,
+                now,
+                &mut rng,
+            )
+            .await
+            .map_err(|e| match e {
+                SignalProtocolError::SignatureValidationFailed => {
+                    ClientError::ImpersonationAttempt(format!(
+                        "the prekeys for {} are not signed by its enrolled identity key",
+                        dev.label
+                    ))
+                }
+                SignalProtocolError::UntrustedIdentity(_) => ClientError::ImpersonationAttempt(
+                    format!("the identity key for {} is not the enrolled one", dev.label),
+                ),
+                other => ClientError::from(other),
+            })?;
+            targets.push((dev, true));
+        }
+        for dev in with_session {
+            let delivered = self
+                .store
+                .contact(&dev.label)?
+                .is_some_and(|c| c.first_contact_delivered && c.post_id == post_id);
+            targets.push((dev, !delivered));
+        }
+        // In directory order, whichever way each device is reached.
+        targets.sort_by_key(|(d, _)| post.devices.iter().position(|x| x.label == d.label));
+        if targets.is_empty() {
+            return Err(ClientError::Relay {
+                code: refuge_proto::ErrorCode::NoDevices,
+                message: format!("no device of {post_id} has registered with the relay yet"),
+            });
+        }
+
+        let certificate = envelope::issue_sender_certificate(&self.identity, &self.me, now)?;
+        let mut sealed = Vec::with_capacity(targets.len());
+        for (dev, first) in &targets {
+            let body = if *first {
+                Body::FirstContact(FirstContact {
+                    post_id: post_id.to_string(),
+                    reply_to: Some(ReplyAddress {
+                        mailbox_id: self.mailbox.mailbox_id.0.to_vec(),
+                        deposit_token: self.mailbox.deposit_token.0.to_vec(),
+                    }),
+                    text: text.expose().to_string(),
+                })
+            } else {
+                Body::Text(Text {
+                    text: text.expose().to_string(),
+                })
+            };
+            let bytes = envelope::seal(
+                &mut stores,
+                &Peer::staff(&dev.label),
+                &certificate,
+                Content { body: Some(body) },
+                now,
+            )
+            .await?;
+            sealed.push(bytes);
+            if self.store.contact(&dev.label)?.is_none() {
+                self.store.save_contact(&Contact {
+                    label: dev.label.clone(),
+                    post_id: post_id.to_string(),
+                    first_contact_delivered: false,
+                })?;
+            }
+        }
+        tx.commit()?;
+
+        let mut report = ContactReport {
+            sent: Vec::new(),
+            skipped,
+        };
+        for ((dev, first), bytes) in targets.into_iter().zip(sealed) {
+            let mailbox = MailboxId::from_slice(&dev.mailbox_id)
+                .map_err(|e| ClientError::Corrupt(format!("directory mailbox id: {e}")))?;
+            relay::deposit(relay, &mailbox, None, bytes).await?;
+            if first {
+                self.store.save_contact(&Contact {
+                    label: dev.label.clone(),
+                    post_id: post_id.to_string(),
+                    first_contact_delivered: true,
+                })?;
+            }
+            report.sent.push(dev.label.clone());
+        }
+        Ok(report)
+    }
+
+    /// Reads replies: opens, shows (through `show`) and acknowledges them.
+    pub async fn read(
+        &self,
+        relay: &mut dyn Relay,
+        directory: &VerifiedDirectory,
+        discard_unopened: bool,
+        now: SystemTime,
+        show: &mut dyn FnMut(&ReceivedMessage) -> Result<()>,
+    ) -> Result<ReceiveReport> {
+        let recipient = UserRecipient {
+            me: self.me.clone(),
+            pins: StaffPins::from_directory(directory)?,
+        };
+        delivery::receive(
+            self.store,
+            relay,
+            &self.mailbox.mailbox_id,
+            &self.mailbox.auth_key,
+            &recipient,
+            discard_unopened,
+            now,
+            show,
+        )
+        .await
+    }
+}
+
+struct UserRecipient {
+    me: Peer,
+    pins: StaffPins,
+}
+
+impl Recipient for UserRecipient {
+    fn me(&self) -> &Peer {
+        &self.me
+    }
+
+    fn pins(&self) -> &StaffPins {
+        &self.pins
+    }
+
+    fn accept(&self, _store: &Store, mut opened: Opened, _hour: u64) -> Result<SecretText> {
+        if !matches!(opened.sender, Peer::Staff { .. }) {
+            return Err(ClientError::PossibleImpersonation(
+                "a user's mailbox only accepts messages from enrolled staff".into(),
+            ));
+        }
+        match opened.content.body.as_mut() {
+            Some(Body::Text(t)) => Ok(SecretText::new(std::mem::take(&mut t.text))),
+            _ => Err(ClientError::Undecryptable(
+                "unexpected content from staff".into(),
+            )),
+        }
+    }
+}
+
+/// The checks that need no relay: a known post with enrolled devices, a text that fits. Run
+/// them before connecting, so that a mistyped post never reaches the network.
+pub fn check_contact<'d>(
+    directory: &'d VerifiedDirectory,
+    post_id: &str,
+    text: &SecretText,
+) -> Result<&'d refuge_proto::directory_pb::Post> {
+    if text.expose().len() > MAX_TEXT_LEN {
+        return Err(ClientError::MessageTooLong {
+            len: text.expose().len(),
+            max: MAX_TEXT_LEN,
+        });
+    }
+    let post = directory
+        .post(post_id)
+        .ok_or_else(|| ClientError::UnknownPost {
+            post: post_id.to_string(),
+        })?;
+    if post.devices.is_empty() {
+        return Err(ClientError::PostHasNoDevices {
+            post: post_id.to_string(),
+        });
+    }
+    Ok(post)
+}
+
+/// Every bundle the relay returns must be a device of the post in the verified directory,
+/// with exactly the enrolled identity key and mailbox; anything else is an impersonation
+/// attempt and refuses the whole send.
+fn check_bundles(post_id: &str, devices: &[StaffDevice], bundles: &[DeviceBundle]) -> Result<()> {
+    let mut seen = HashSet::new();
+    for b in bundles {
+        let dev = devices.iter().find(|d| d.label == b.label).ok_or_else(|| {
+            ClientError::ImpersonationAttempt(format!(
+                "the relay returned keys for {:?}, which is not a device of {post_id} in the signed directory",
+                b.label
+            ))
+        })?;
+        if b.identity_key != dev.identity_key {
+            return Err(ClientError::ImpersonationAttempt(format!(
+                "the relay returned an identity key for {} that differs from the one the authority enrolled",
+                dev.label
+            )));
+        }
+        if b.mailbox_id != dev.mailbox_id {
+            return Err(ClientError::ImpersonationAttempt(format!(
+                "the relay returned a mailbox for {} that differs from the enrolled one",
+                dev.label
+            )));
+        }
+        if !seen.insert(b.label.as_str()) {
+            return Err(ClientError::RelayProtocol(format!(
+                "two bundles for {}",
+                b.label
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Builds libsignal's bundle from the wire form (already checked against the directory).
+fn prekey_bundle(b: &DeviceBundle) -> Result<PreKeyBundle> {
+    let bad = |what: &str| ClientError::RelayProtocol(format!("bundle for {}: {what}", b.label));
+    let signed = b
+        .signed_prekey
+        .as_ref()
+        .ok_or_else(|| bad("no signed prekey"))?;
+    let kyber = b
+        .kyber_prekey
+        .as_ref()
+        .ok_or_else(|| bad("no kyber prekey"))?;
+    let one_time = match &b.one_time_prekey {
+        Some(p) => Some((
+            PreKeyId::from(p.id),
+            PublicKey::deserialize(&p.public_key).map_err(|_| bad("invalid one-time prekey"))?,
+        )),
+        None => None,
+    };
+    Ok(PreKeyBundle::new(
+        b.registration_id,
+        device_id(),
+        one_time,
+        signed.id.into(),
+        PublicKey::deserialize(&signed.public_key).map_err(|_| bad("invalid signed prekey"))?,
+        signed.signature.clone(),
+        kyber.id.into(),
+        kem::PublicKey::deserialize(&kyber.public_key).map_err(|_| bad("invalid kyber prekey"))?,
+        kyber.signature.clone(),
+        IdentityKey::decode(&b.identity_key).map_err(|_| bad("invalid identity key"))?,
+    )?)
+}
