@@ -1,0 +1,515 @@
+#![doc = include_str!("README.md")]
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long any one program may take before the test fails instead of hanging.
+pub const COMMAND_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Path of a workspace binary, built into the same profile directory as this test.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executables live in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run `cargo build --workspace --bins` first (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// A running `refuge-relay serve`, stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Relay {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub quic: SocketAddr,
+    pub pin: String,
+    pub tcp: SocketAddr,
+    stderr_log: PathBuf,
+}
+
+impl Relay {
+    /// Starts the relay on loopback with ephemeral ports and waits until it says `ready`.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Relay {
+        std::fs::create_dir_all(data_dir).expect("create relay data dir");
+        let stderr_log = data_dir.with_extension("stderr.log");
+        let stderr = std::fs::File::create(&stderr_log).expect("create relay log file");
+        let mut child = Command::new(bin("refuge-relay"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args([
+                "--quic-listen",
+                "127.0.0.1:0",
+                "--tcp-listen",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn refuge-relay");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + COMMAND_DEADLINE;
+        let (mut quic, mut pin, mut tcp) = (None, None, None);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(l) => l,
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "relay did not become ready; its log:\n{}",
+                        std::fs::read_to_string(&stderr_log).unwrap_or_default()
+                    );
+                }
+            };
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["listening", "quic", addr, pinword] => {
+                    quic = Some(addr.parse().expect("quic address"));
+                    pin = Some(
+                        pinword
+                            .strip_prefix("spki-sha256=")
+                            .expect("pin word")
+                            .to_string(),
+                    );
+                }
+                ["listening", "tcp", addr] => tcp = Some(addr.parse().expect("tcp address")),
+                ["ready"] => break,
+                _ => {}
+            }
+        }
+        Relay {
+            child: Some(child),
+            data_dir: data_dir.to_path_buf(),
+            quic: quic.expect("relay printed its QUIC address"),
+            pin: pin.expect("relay printed its pin"),
+            tcp: tcp.expect("relay printed its TCP address"),
+            stderr_log,
+        }
+    }
+
+    pub fn quic_url(&self) -> String {
+        format!("quic://{}", self.quic)
+    }
+
+    pub fn tcp_url(&self) -> String {
+        format!("tcp://{}", self.tcp)
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("relay.sqlite3")
+    }
+
+    /// What the relay wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// Graceful stop: SIGTERM, wait up to 10 s, then SIGKILL. Returns whether it exited cleanly.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs a program with a deadline and returns its output.
+pub fn run(program: &str, args: &[&str]) -> Output {
+    run_with_stdin(program, args, None)
+}
+
+pub fn run_with_stdin(program: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(bin(program))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+    if let Some(input) = stdin {
+        use std::io::Write;
+        let mut pipe = child.stdin.take().expect("piped stdin");
+        pipe.write_all(input).expect("write stdin");
+    }
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(COMMAND_DEADLINE) {
+        Ok(out) => out.expect("wait for child"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("{program} {args:?} did not finish within {COMMAND_DEADLINE:?}");
+        }
+    }
+}
+
+/// Runs a program that must succeed; returns its stdout.
+pub fn run_ok(program: &str, args: &[&str]) -> String {
+    let out = run(program, args);
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// Runs a program that must fail; returns its stderr.
+pub fn run_err(program: &str, args: &[&str]) -> String {
+    let out = run(program, args);
+    assert!(
+        !out.status.success(),
+        "{program} {args:?} should have failed but printed:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stderr).expect("utf-8 stderr")
+}
+
+/// Every occurrence of `needle` in `haystack` (for scanning files for leaked secrets).
+pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// All bytes of a SQLite database and its WAL/SHM side files.
+pub fn sqlite_bytes(db: &Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let p = PathBuf::from(format!("{}{suffix}", db.display()));
+        if let Ok(b) = std::fs::read(&p) {
+            all.extend(b);
+        }
+    }
+    all
+}
+
+/// A schema-agnostic picture of everything stored in the relay's database: each table's name and
+/// rows, so a test can prove that a refused request changed nothing.
+pub fn db_snapshot(db: &Path) -> Vec<(String, Vec<String>)> {
+    let conn = rusqlite::Connection::open_with_flags(
+        db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .expect("open relay database read-only");
+    let mut tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .expect("list tables")
+        .query_map([], |r| r.get(0))
+        .expect("query tables")
+        .collect::<Result<_, _>>()
+        .expect("table names");
+    tables.sort();
+    tables
+        .into_iter()
+        .map(|t| {
+            let mut stmt = conn
+                .prepare(&format!("SELECT * FROM \"{t}\""))
+                .expect("select rows");
+            let n = stmt.column_count();
+            let mut rows: Vec<String> = stmt
+                .query_map([], |r| {
+                    let mut s = String::new();
+                    for i in 0..n {
+                        let v: rusqlite::types::Value = r.get(i)?;
+                        s.push_str(&format!("{v:?}|"));
+                    }
+                    Ok(s)
+                })
+                .expect("query rows")
+                .collect::<Result<_, _>>()
+                .expect("rows");
+            rows.sort();
+            (t, rows)
+        })
+        .collect()
+}
+
+/// Number of rows in one table of the relay's database.
+pub fn db_count(db: &Path, table: &str) -> i64 {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open relay database read-only");
+    conn.query_row(&format!("SELECT count(*) FROM \"{table}\""), [], |r| {
+        r.get(0)
+    })
+    .expect("count rows")
+}
+
+/// A raw wire session over loopback TCP, for tests that must send what no honest client sends.
+pub struct RawSession {
+    stream: std::net::TcpStream,
+    next_id: u64,
+}
+
+impl RawSession {
+    /// Connects and, if `hello`, says Hello first.
+    pub fn connect(addr: SocketAddr, hello: bool) -> RawSession {
+        let stream = std::net::TcpStream::connect(addr).expect("connect to relay TCP port");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("set read timeout");
+        let mut s = RawSession { stream, next_id: 1 };
+        if hello {
+            let r = s.request(refuge_proto::wire::client_frame::Request::Hello(
+                refuge_proto::wire::Hello {
+                    protocol_version: refuge_proto::PROTOCOL_VERSION,
+                    software: "refuge-tests".into(),
+                },
+            ));
+            assert!(
+                matches!(
+                    r.response,
+                    Some(refuge_proto::wire::server_frame::Response::HelloOk(_))
+                ),
+                "hello refused: {r:?}"
+            );
+        }
+        s
+    }
+
+    /// Sends raw bytes as they are.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.stream.write_all(bytes).expect("send raw bytes");
+    }
+
+    /// Reads one response frame; `None` if the relay closed the connection.
+    pub fn read_frame(&mut self) -> Option<refuge_proto::wire::ServerFrame> {
+        use std::io::Read;
+        let mut prefix = [0u8; 4];
+        if self.stream.read_exact(&mut prefix).is_err() {
+            return None;
+        }
+        let len = refuge_proto::frame::body_len(prefix).expect("relay frame within bound");
+        let mut body = vec![0u8; len];
+        self.stream.read_exact(&mut body).expect("frame body");
+        Some(refuge_proto::frame::decode_body(&body).expect("relay sends canonical frames"))
+    }
+
+    pub fn request(
+        &mut self,
+        request: refuge_proto::wire::client_frame::Request,
+    ) -> refuge_proto::wire::ServerFrame {
+        let id = self.next_id;
+        self.next_id += 1;
+        let frame = refuge_proto::frame::encode(&refuge_proto::wire::ClientFrame {
+            request_id: id,
+            request: Some(request),
+        })
+        .expect("encode request");
+        self.send_raw(&frame);
+        let resp = self.read_frame().expect("relay answered");
+        assert_eq!(resp.request_id, id, "response matches the request");
+        resp
+    }
+
+    /// Whether the relay has closed the connection (reads EOF within the timeout).
+    pub fn is_closed(&mut self) -> bool {
+        use std::io::Read;
+        let mut b = [0u8; 1];
+        matches!(self.stream.read(&mut b), Ok(0) | Err(_))
+    }
+}
+
+/// The error code of a response, or `None` if it is not an error.
+pub fn error_code(frame: &refuge_proto::wire::ServerFrame) -> Option<refuge_proto::ErrorCode> {
+    match &frame.response {
+        Some(refuge_proto::wire::server_frame::Response::Error(e)) => Some(
+            refuge_proto::ErrorCode::try_from(e.code)
+                .unwrap_or(refuge_proto::ErrorCode::Unspecified),
+        ),
+        _ => None,
+    }
+}
+
+// ------------------------------------------------------------------ a world of one post
+
+pub const POST: &str = "emb-xx";
+pub const DESK1: &str = "emb-xx/hr-desk-1";
+pub const DESK2: &str = "emb-xx/hr-desk-2";
+pub const FIRST: &str = "I am a journalist in hiding and need to reach the human rights desk";
+pub const REPLY: &str = "We received your message; a case officer will write within the day";
+
+/// Paths and keys of one test world.
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub authority_key_hex: String,
+    pub relay: Relay,
+}
+
+impl World {
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    pub fn p(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+}
+
+/// Enrols two staff devices of POST, starts the relay with the signed directory, registers both
+/// devices and initialises a user, all over `transport` ("quic" or "tcp").
+pub fn setup(transport: &str) -> World {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = |n: &str| dir.path().join(n).display().to_string();
+
+    let out = run_ok("refuge-admin", &["keygen", "--out", &p("authority.key")]);
+    let authority_key_hex = out
+        .lines()
+        .find_map(|l| l.strip_prefix("authority-key "))
+        .expect("keygen prints the authority key")
+        .trim()
+        .to_string();
+    assert_eq!(authority_key_hex.len(), 64);
+
+    for (staff, label) in [("staff1", DESK1), ("staff2", DESK2)] {
+        let req = p(&format!("{staff}.req"));
+        let out = run_ok(
+            "refuge-inbox",
+            &[
+                "--data-dir",
+                &p(staff),
+                "init",
+                "--post",
+                POST,
+                "--label",
+                label,
+                "--request-out",
+                &req,
+            ],
+        );
+        assert!(out.contains(label), "{out}");
+        let out = run_ok(
+            "refuge-admin",
+            &[
+                "enrol",
+                "--key",
+                &p("authority.key"),
+                "--directory",
+                &p("directory.bin"),
+                "--request",
+                &req,
+                "--post-name",
+                "Embassy of X",
+            ],
+        );
+        assert!(
+            out.starts_with(&format!("enrolled {label} in {POST}")),
+            "{out}"
+        );
+    }
+
+    let relay = Relay::start(
+        &dir.path().join("relay"),
+        &[
+            "--directory",
+            &p("directory.bin"),
+            "--authority-key",
+            &authority_key_hex,
+        ],
+    );
+    let world = World {
+        dir,
+        authority_key_hex,
+        relay,
+    };
+    let url = match transport {
+        "quic" => world.relay.quic_url(),
+        "tcp" => world.relay.tcp_url(),
+        other => panic!("unknown transport {other}"),
+    };
+    let pin = world.relay.pin.clone();
+    let endpoint: Vec<&str> = if transport == "quic" {
+        vec!["--relay", &url, "--pin", &pin]
+    } else {
+        vec!["--relay", &url]
+    };
+    let dirfile = world.p("directory.bin");
+    let trust = [
+        "--directory",
+        dirfile.as_str(),
+        "--authority-key",
+        world.authority_key_hex.as_str(),
+    ];
+
+    for (staff, label) in [("staff1", DESK1), ("staff2", DESK2)] {
+        let data_dir = world.p(staff);
+        let mut args: Vec<&str> = vec!["--data-dir", &data_dir, "register"];
+        args.extend(&endpoint);
+        args.extend(trust);
+        let out = run_ok("refuge-inbox", &args);
+        assert!(out.starts_with(&format!("registered {label}:")), "{out}");
+    }
+
+    let user = world.p("user");
+    let mut args: Vec<&str> = vec!["--data-dir", &user, "init"];
+    args.extend(&endpoint);
+    args.extend(&trust);
+    let out = run_ok("refuge", &args);
+    assert!(out.contains("ready"), "{out}");
+    world
+}
+
+pub fn case_ids(read_output: &str) -> Vec<(String, String)> {
+    read_output
+        .lines()
+        .filter_map(|l| l.strip_prefix("case "))
+        .map(|rest| {
+            let (id, text) = rest.split_once(' ').expect("case <id> <text>");
+            (id.to_string(), text.to_string())
+        })
+        .collect()
+}

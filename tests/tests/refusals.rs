@@ -1,0 +1,376 @@
+//! Hostile or mistaken input against the real relay binary: each gets a clear, typed error and
+//! changes nothing stored (the whole database is compared before and after).
+
+use ed25519_dalek::{Signer, SigningKey};
+use rand::RngCore;
+use refuge_proto::ErrorCode;
+use refuge_proto::wire::client_frame::Request;
+use refuge_proto::wire::server_frame::Response;
+use refuge_proto::wire::*;
+use refuge_tests::*;
+
+fn random_key() -> SigningKey {
+    let mut seed = [0u8; 32];
+    rand::rng().fill_bytes(&mut seed);
+    SigningKey::from_bytes(&seed)
+}
+
+fn random_mailbox() -> [u8; 16] {
+    let mut m = [0u8; 16];
+    rand::rng().fill_bytes(&mut m);
+    m
+}
+
+/// Creates a user mailbox through the raw protocol; returns its id, key and deposit token.
+fn create_mailbox(s: &mut RawSession) -> ([u8; 16], SigningKey, [u8; 32]) {
+    let id = random_mailbox();
+    let key = random_key();
+    let mut token = [0u8; 32];
+    rand::rng().fill_bytes(&mut token);
+    let token_hash = refuge_proto::ids::DepositToken(token).hash();
+    let transcript = refuge_proto::auth::create_mailbox_transcript(
+        &refuge_proto::ids::MailboxId(id),
+        &key.verifying_key(),
+        &token_hash,
+    );
+    let r = s.request(Request::CreateMailbox(CreateMailbox {
+        mailbox_id: id.to_vec(),
+        auth_key: key.verifying_key().as_bytes().to_vec(),
+        deposit_token_hash: token_hash.to_vec(),
+        signature: key.sign(&transcript).to_bytes().to_vec(),
+    }));
+    assert!(
+        matches!(r.response, Some(Response::MailboxCreated(_))),
+        "{r:?}"
+    );
+    (id, key, token)
+}
+
+fn challenge(s: &mut RawSession) -> [u8; 32] {
+    match s.request(Request::GetChallenge(GetChallenge {})).response {
+        Some(Response::Challenge(c)) => c.nonce.try_into().expect("32-byte nonce"),
+        other => panic!("expected a challenge, got {other:?}"),
+    }
+}
+
+fn authenticate(
+    s: &mut RawSession,
+    mailbox: [u8; 16],
+    nonce: [u8; 32],
+    key: &SigningKey,
+) -> ServerFrame {
+    let t = refuge_proto::auth::authenticate_transcript(
+        &refuge_proto::ids::MailboxId(mailbox),
+        &refuge_proto::ids::Nonce(nonce),
+    );
+    s.request(Request::Authenticate(Authenticate {
+        mailbox_id: mailbox.to_vec(),
+        nonce: nonce.to_vec(),
+        signature: key.sign(&t).to_bytes().to_vec(),
+    }))
+}
+
+fn assert_error(frame: &ServerFrame, code: ErrorCode) {
+    assert_eq!(error_code(frame), Some(code), "{frame:?}");
+    if let Some(Response::Error(e)) = &frame.response {
+        assert!(
+            e.message.len() > 10,
+            "error message explains itself: {:?}",
+            e.message
+        );
+    }
+}
+
+#[test]
+fn wrong_capability_and_wrong_token_are_refused_and_change_nothing() {
+    let w = setup("tcp");
+    let db = w.relay.db_path();
+    let mut s = RawSession::connect(w.relay.tcp, true);
+    let (id, key, token) = create_mailbox(&mut s);
+    // Something stored, so that "unchanged" means something.
+    let r = s.request(Request::Deposit(Deposit {
+        mailbox_id: id.to_vec(),
+        deposit_token: token.to_vec(),
+        sealed: vec![1; 300],
+    }));
+    assert!(
+        matches!(r.response, Some(Response::DepositAccepted(_))),
+        "{r:?}"
+    );
+    let before = db_snapshot(&db);
+
+    // Another key cannot open the mailbox.
+    let nonce = challenge(&mut s);
+    assert_error(
+        &authenticate(&mut s, id, nonce, &random_key()),
+        ErrorCode::AuthFailed,
+    );
+    // Nor can an unauthenticated session read or acknowledge it.
+    assert_error(
+        &s.request(Request::FetchMessages(FetchMessages {
+            mailbox_id: id.to_vec(),
+            limit: 10,
+        })),
+        ErrorCode::NotAuthenticated,
+    );
+    assert_error(
+        &s.request(Request::AckMessages(AckMessages {
+            mailbox_id: id.to_vec(),
+            message_ids: vec![1, 2, 3],
+        })),
+        ErrorCode::NotAuthenticated,
+    );
+    // A wrong deposit token does not open it for deposits.
+    assert_error(
+        &s.request(Request::Deposit(Deposit {
+            mailbox_id: id.to_vec(),
+            deposit_token: vec![7; 32],
+            sealed: vec![1; 300],
+        })),
+        ErrorCode::DepositNotAuthorized,
+    );
+    // Someone else cannot take over the mailbox id.
+    let k2 = random_key();
+    let th = [9u8; 32];
+    let t = refuge_proto::auth::create_mailbox_transcript(
+        &refuge_proto::ids::MailboxId(id),
+        &k2.verifying_key(),
+        &th,
+    );
+    assert_error(
+        &s.request(Request::CreateMailbox(CreateMailbox {
+            mailbox_id: id.to_vec(),
+            auth_key: k2.verifying_key().as_bytes().to_vec(),
+            deposit_token_hash: th.to_vec(),
+            signature: k2.sign(&t).to_bytes().to_vec(),
+        })),
+        ErrorCode::MailboxExists,
+    );
+    // A staff device's mailbox (taken from the signed directory) refuses a stranger's key too.
+    let file = std::fs::read(w.path("directory.bin")).expect("directory file");
+    let authority =
+        refuge_proto::ids::auth_key_from_slice(&hex::decode(&w.authority_key_hex).expect("hex"))
+            .expect("key");
+    let dir = refuge_proto::directory::UncheckedDirectory::from_bytes(&file)
+        .expect("parse")
+        .verify(&[authority])
+        .expect("verify");
+    let staff_mailbox: [u8; 16] = dir
+        .device_by_label(DESK1)
+        .expect("desk 1")
+        .1
+        .mailbox_id
+        .clone()
+        .try_into()
+        .expect("16");
+    let nonce = challenge(&mut s);
+    assert_error(
+        &authenticate(&mut s, staff_mailbox, nonce, &random_key()),
+        ErrorCode::AuthFailed,
+    );
+
+    assert_eq!(
+        before,
+        db_snapshot(&db),
+        "refused requests changed the store"
+    );
+
+    // The rightful key still works and finds its message.
+    let nonce = challenge(&mut s);
+    assert!(matches!(
+        authenticate(&mut s, id, nonce, &key).response,
+        Some(Response::Authenticated(_))
+    ));
+    match s
+        .request(Request::FetchMessages(FetchMessages {
+            mailbox_id: id.to_vec(),
+            limit: 10,
+        }))
+        .response
+    {
+        Some(Response::Messages(m)) => assert_eq!(m.messages.len(), 1),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn replayed_challenge_is_refused() {
+    let w = setup("tcp");
+    let mut s = RawSession::connect(w.relay.tcp, true);
+    let (id, key, _) = create_mailbox(&mut s);
+    let before = db_snapshot(&w.relay.db_path());
+    let nonce = challenge(&mut s);
+    assert!(matches!(
+        authenticate(&mut s, id, nonce, &key).response,
+        Some(Response::Authenticated(_))
+    ));
+    // The same signed answer again, on the same session and on another one.
+    assert_error(
+        &authenticate(&mut s, id, nonce, &key),
+        ErrorCode::ChallengeInvalid,
+    );
+    let mut other = RawSession::connect(w.relay.tcp, true);
+    assert_error(
+        &authenticate(&mut other, id, nonce, &key),
+        ErrorCode::ChallengeInvalid,
+    );
+    // A nonce the relay never issued.
+    assert_error(
+        &authenticate(&mut other, id, [3; 32], &key),
+        ErrorCode::ChallengeInvalid,
+    );
+    assert_eq!(before, db_snapshot(&w.relay.db_path()));
+}
+
+#[test]
+fn exhausted_prekey_pool_is_refused_without_consuming_anything() {
+    let w = setup("tcp");
+    let db = w.relay.db_path();
+    let mut s = RawSession::connect(w.relay.tcp, true);
+    let fetch = |s: &mut RawSession| {
+        s.request(Request::FetchPostBundles(FetchPostBundles {
+            post_id: POST.into(),
+        }))
+    };
+    // Drain the pool the way a flooder would.
+    let mut served = 0;
+    loop {
+        let r = fetch(&mut s);
+        match r.response {
+            Some(Response::PostBundles(b)) => {
+                assert_eq!(b.bundles.len(), 2);
+                served += 1;
+                assert!(
+                    served <= refuge_proto::MAX_ONE_TIME_PREKEYS,
+                    "pool never ran out"
+                );
+            }
+            _ => {
+                assert_error(&r, ErrorCode::PrekeysExhausted);
+                break;
+            }
+        }
+    }
+    assert!(served >= 20, "devices registered a real pool ({served})");
+    let before = db_snapshot(&db);
+    assert_error(&fetch(&mut s), ErrorCode::PrekeysExhausted);
+    assert_eq!(
+        before,
+        db_snapshot(&db),
+        "a refused bundle fetch consumed keys"
+    );
+
+    // The user is told plainly and nothing is deposited.
+    let out = run(
+        "refuge",
+        &[
+            "--data-dir",
+            &w.p("user"),
+            "contact",
+            "--post",
+            POST,
+            "--message",
+            FIRST,
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error:") && err.contains("hint:"), "{err}");
+    assert_eq!(db_count(&db, "messages"), 0);
+
+    // Staff inboxes replenish on read; then first contact works.
+    run_ok("refuge-inbox", &["--data-dir", &w.p("staff1"), "read"]);
+    run_ok("refuge-inbox", &["--data-dir", &w.p("staff2"), "read"]);
+    let out = run_ok(
+        "refuge",
+        &[
+            "--data-dir",
+            &w.p("user"),
+            "contact",
+            "--post",
+            POST,
+            "--message",
+            FIRST,
+        ],
+    );
+    assert!(out.starts_with("sent to 2 staff devices"), "{out}");
+}
+
+#[test]
+fn malformed_and_out_of_order_frames_get_typed_errors() {
+    let w = setup("tcp");
+    let db = w.relay.db_path();
+    let before = db_snapshot(&db);
+
+    // A request before Hello.
+    let mut s = RawSession::connect(w.relay.tcp, false);
+    assert_error(
+        &s.request(Request::GetChallenge(GetChallenge {})),
+        ErrorCode::ProtocolViolation,
+    );
+    // A Hello with a version the relay does not speak.
+    assert_error(
+        &s.request(Request::Hello(Hello {
+            protocol_version: 99,
+            software: "future".into(),
+        })),
+        ErrorCode::UnsupportedVersion,
+    );
+
+    // A frame whose body is not protobuf: typed error, and the session goes on.
+    let mut s = RawSession::connect(w.relay.tcp, true);
+    let mut bad = 5u32.to_be_bytes().to_vec();
+    bad.extend([0xff, 0xff, 0xff, 0xff, 0xff]);
+    s.send_raw(&bad);
+    let r = s.read_frame().expect("answered");
+    assert_error(&r, ErrorCode::MalformedRequest);
+    // A well-formed request with a wrong-size field.
+    assert_error(
+        &s.request(Request::Deposit(Deposit {
+            mailbox_id: vec![1; 15],
+            deposit_token: vec![],
+            sealed: vec![1; 10],
+        })),
+        ErrorCode::MalformedRequest,
+    );
+    let _ = challenge(&mut s);
+
+    // An oversized length prefix: refused and the connection closed.
+    s.send_raw(&((refuge_proto::frame::MAX_FRAME_LEN as u32) + 1).to_be_bytes());
+    let r = s.read_frame().expect("answered before closing");
+    assert_error(&r, ErrorCode::FrameTooLarge);
+    assert!(s.is_closed());
+
+    assert_eq!(before, db_snapshot(&db));
+}
+
+#[test]
+fn unknown_post_is_refused_by_client_and_relay() {
+    let w = setup("tcp");
+    let db = w.relay.db_path();
+    let before = db_snapshot(&db);
+    let err = run_err(
+        "refuge",
+        &[
+            "--data-dir",
+            &w.p("user"),
+            "contact",
+            "--post",
+            "emb-zz",
+            "--message",
+            "hi",
+        ],
+    );
+    assert!(
+        err.contains("error:") && err.contains("emb-zz") && err.contains("hint:"),
+        "{err}"
+    );
+    let mut s = RawSession::connect(w.relay.tcp, true);
+    assert_error(
+        &s.request(Request::FetchPostBundles(FetchPostBundles {
+            post_id: "emb-zz".into(),
+        })),
+        ErrorCode::UnknownPost,
+    );
+    assert_eq!(before, db_snapshot(&db));
+}
