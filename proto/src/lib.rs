@@ -7,6 +7,7 @@ mod error_code;
 pub mod frame;
 pub mod ids;
 pub mod padding;
+pub mod tlog;
 
 /// Generated types for `spec/refuge.proto` (the wire protocol).
 #[allow(clippy::all, missing_docs)]
