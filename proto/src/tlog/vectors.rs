@@ -13,6 +13,9 @@ pub(crate) mod files {
     pub(crate) const COSIGNATURE: &str =
         include_str!("../../../tests/vectors/tlog/cosignature.txt");
     pub(crate) const TILES: &str = include_str!("../../../tests/vectors/tlog/tiles.txt");
+    pub(crate) const WITNESS: &str = include_str!("../../../tests/vectors/tlog/witness.txt");
+    pub(crate) const PROOF: &str = include_str!("../../../tests/vectors/tlog/proof.txt");
+    pub(crate) const POLICY: &str = include_str!("../../../tests/vectors/tlog/policy.txt");
 }
 
 #[derive(Debug)]

@@ -1,7 +1,7 @@
 use super::*;
 use crate::tlog::hash::{
-    HashReader, MemoryTree, consistency_proof, inclusion_proof, leaf_hash, tree_hash,
-    verify_inclusion,
+    EMPTY_ROOT, Hash, HashReader, MemoryTree, consistency_proof, inclusion_proof, leaf_hash,
+    tree_hash, verify_consistency, verify_inclusion,
 };
 use crate::tlog::vectors::{self, files};
 use proptest::prelude::*;
@@ -300,6 +300,67 @@ proptest! {
             }
             let index = index % count;
             prop_assert_eq!(reader.read_hash(level, index), tree().read_hash(level, index));
+        }
+    }
+}
+
+/// A tree size up to 70,000 (the specification's example size, past the first level-2 tile),
+/// an old size no larger and a leaf index in the tree. Built from ranges so that failures shrink
+/// towards small trees.
+fn sizes() -> impl Strategy<Value = (u64, u64, u64)> {
+    (0u64..=70_000).prop_flat_map(|size| (Just(size), 0..=size, 0..size.max(1)))
+}
+
+fn flipped(h: &Hash, bit: u8) -> Hash {
+    let mut out = *h;
+    out.0[usize::from(bit / 8) % 32] ^= 1 << (bit % 8);
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Proofs served from tiles, for any sizes up to 70,000: the same as from the full tree,
+    /// verifying against the tree's roots, and broken by any one flipped bit.
+    #[test]
+    fn proofs_from_tiles_across_sizes((size, old, index) in sizes(), element: usize, bit: u8) {
+        let store = TileStore::for_size(size);
+        let reader = TileHashReader::new(size, &store);
+        let root = tree_hash(size, &reader).unwrap();
+        prop_assert_eq!(root, tree_hash(size, tree()).unwrap());
+        if size == 0 {
+            prop_assert_eq!(root, EMPTY_ROOT);
+        } else {
+            let leaf = tree().leaf_hashes()[index as usize];
+            let p = inclusion_proof(index, size, &reader).unwrap();
+            prop_assert_eq!(&p, &inclusion_proof(index, size, tree()).unwrap());
+            prop_assert_eq!(verify_inclusion(&leaf, index, size, &p, &root), Ok(()));
+            if !p.is_empty() {
+                let mut bad = p.clone();
+                let e = element % bad.len();
+                bad[e] = flipped(&bad[e], bit);
+                prop_assert!(verify_inclusion(&leaf, index, size, &bad, &root).is_err());
+            }
+            prop_assert!(verify_inclusion(&flipped(&leaf, bit), index, size, &p, &root).is_err());
+        }
+
+        let old_root = tree_hash(old, &reader).unwrap();
+        let c = consistency_proof(old, size, &reader).unwrap();
+        prop_assert_eq!(&c, &consistency_proof(old, size, tree()).unwrap());
+        prop_assert_eq!(verify_consistency(old, size, &c, &old_root, &root), Ok(()));
+        if !c.is_empty() {
+            let mut bad = c.clone();
+            let e = element % bad.len();
+            bad[e] = flipped(&bad[e], bit);
+            prop_assert!(verify_consistency(old, size, &bad, &old_root, &root).is_err());
+        }
+        if old != 0 {
+            prop_assert!(
+                verify_consistency(old, size, &c, &flipped(&old_root, bit), &root).is_err()
+            );
+            prop_assert!(
+                verify_consistency(old, size, &c, &old_root, &flipped(&root, bit)).is_err()
+            );
         }
     }
 }
