@@ -1,6 +1,8 @@
 #![doc = include_str!("README.md")]
 #![forbid(unsafe_code)]
 
+pub mod tornet;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,12 +37,19 @@ pub struct Relay {
     pub quic: SocketAddr,
     pub pin: String,
     pub tcp: SocketAddr,
+    /// `<address>.onion:PORT`, when started with `--onion`.
+    pub onion: Option<String>,
     stderr_log: PathBuf,
 }
 
 impl Relay {
     /// Starts the relay on loopback with ephemeral ports and waits until it says `ready`.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Relay {
+        Relay::start_with_env(data_dir, extra, &[])
+    }
+
+    /// Like [`Relay::start`], with extra environment variables (such as `RUST_LOG`).
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Relay {
         std::fs::create_dir_all(data_dir).expect("create relay data dir");
         let stderr_log = data_dir.with_extension("stderr.log");
         let stderr = std::fs::File::create(&stderr_log).expect("create relay log file");
@@ -55,6 +64,7 @@ impl Relay {
                 "127.0.0.1:0",
             ])
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -71,7 +81,7 @@ impl Relay {
             }
         });
         let deadline = Instant::now() + COMMAND_DEADLINE;
-        let (mut quic, mut pin, mut tcp) = (None, None, None);
+        let (mut quic, mut pin, mut tcp, mut onion) = (None, None, None, None);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match rx.recv_timeout(left) {
@@ -96,6 +106,7 @@ impl Relay {
                     );
                 }
                 ["listening", "tcp", addr] => tcp = Some(addr.parse().expect("tcp address")),
+                ["listening", "onion", addr] => onion = Some(addr.to_string()),
                 ["ready"] => break,
                 _ => {}
             }
@@ -106,6 +117,7 @@ impl Relay {
             quic: quic.expect("relay printed its QUIC address"),
             pin: pin.expect("relay printed its pin"),
             tcp: tcp.expect("relay printed its TCP address"),
+            onion,
             stderr_log,
         }
     }
@@ -162,10 +174,31 @@ pub fn run(program: &str, args: &[&str]) -> Output {
     run_with_stdin(program, args, None)
 }
 
+/// The passphrase of every client store the tests create (through `REFUGE_PASSPHRASE`).
+pub const TEST_PASSPHRASE: &str = "a test passphrase for every store";
+
 pub fn run_with_stdin(program: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    run_with_env(program, args, stdin, &[])
+}
+
+/// Like [`run_with_stdin`], with extra environment variables that override the defaults.
+pub fn run_with_env(
+    program: &str,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    env: &[(&str, &str)],
+) -> Output {
     let mut child = Command::new(bin(program))
         .args(args)
         .env("RUST_LOG", "warn")
+        // The stores' passphrase, and nearly free key derivation for the many stores the tests
+        // create (a test-only switch; see docs/adr/0005-encrypted-local-stores.md).
+        .env("REFUGE_PASSPHRASE", TEST_PASSPHRASE)
+        .env("REFUGE_DANGEROUSLY_WEAK_KDF_FOR_TESTS", "1")
+        // These tests reach the relay over QUIC and loopback TCP; the user client refuses that
+        // unless told (tests/tests/tor.rs covers the Tor path and the refusal).
+        .env("REFUGE_INSECURE_DIRECT", "1")
+        .envs(env.iter().copied())
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {

@@ -231,7 +231,7 @@ mod tests {
     use crate::store::Store;
 
     fn request(dir: &Path, post: &str, label: &str) -> PathBuf {
-        let store = Store::open(&dir.join(label.replace('/', "_"))).unwrap();
+        let store = Store::for_tests(&dir.join(label.replace('/', "_")));
         let (_, req) = crate::staff::Staff::init(&store, post, label).unwrap();
         let path = dir.join(format!("{}.req", label.replace('/', "_")));
         std::fs::write(&path, crate::staff::encode_request(&req)).unwrap();

@@ -3,10 +3,11 @@
 
 use crate::error::{ClientError, Result};
 use crate::secret::SecretText;
-use crate::transport::{ConnectOptions, RelayEndpoint, Session};
+use crate::store::Store;
+use crate::transport::{ConnectOptions, RelayEndpoint, Session, TorOptions, TorTransport};
 use std::future::Future;
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Logs go to stderr at level `warn` unless `RUST_LOG` says otherwise. libsignal's own log
@@ -133,7 +134,9 @@ pub fn data_dir(arg: Option<PathBuf>, env_var: &str, app: &str) -> Result<PathBu
 }
 
 /// The message text: the argument itself, or standard input when it is `-` (one trailing line
-/// break removed).
+/// break removed). `-` is the safe way for people: text given as the argument lands in shell
+/// history and, while the command runs, in the process list (SECURITY.md); the argument form
+/// stays for scripts.
 pub fn message_text(arg: &str) -> Result<SecretText> {
     if arg != "-" {
         return Ok(SecretText::new(arg.to_string()));
@@ -166,9 +169,105 @@ pub fn message_text(arg: &str) -> Result<SecretText> {
     Ok(SecretText::new(text))
 }
 
-/// Opens a session with the relay.
-pub async fn connect(endpoint: &RelayEndpoint) -> Result<Session> {
-    Session::connect(endpoint, &ConnectOptions::default()).await
+/// How to reach Tor, for `tor://` relays. Given on the command line, or remembered from the
+/// `init`/`register` that last worked.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct TorArgs {
+    /// Arti configuration file (TOML) for tor:// relays, e.g. a private Tor network
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tor_config: Option<PathBuf>,
+    /// Reach Tor through this bridge (repeatable), e.g. "obfs4 IP:PORT FINGERPRINT cert=… iat-mode=0"
+    #[arg(long = "bridge", global = true, value_name = "LINE")]
+    pub bridges: Vec<String>,
+    /// The program for a pluggable transport of a bridge line (repeatable) [default: Debian's
+    /// /usr/bin/obfs4proxy for obfs4, /usr/bin/snowflake-client for snowflake]
+    #[arg(long = "pt-path", global = true, value_name = "TRANSPORT=PROGRAM")]
+    pub pt_paths: Vec<String>,
+}
+
+impl TorArgs {
+    fn is_empty(&self) -> bool {
+        self.tor_config.is_none() && self.bridges.is_empty() && self.pt_paths.is_empty()
+    }
+}
+
+/// How this command reaches the relay.
+#[derive(Clone, Debug)]
+pub struct Network {
+    pub tor: TorOptions,
+    /// Whether a direct (QUIC or loopback TCP) endpoint may be used. The user client allows it
+    /// only with `--insecure-direct`.
+    pub allow_direct: bool,
+    args: TorArgs,
+}
+
+impl Network {
+    /// From the command line, falling back to the Tor settings `store` remembers.
+    pub fn new(data_dir: &Path, store: &Store, args: &TorArgs, allow_direct: bool) -> Result<Self> {
+        let args = if args.is_empty() {
+            store.tor_args()?.unwrap_or_default()
+        } else {
+            args.clone()
+        };
+        let mut tor = TorOptions::new(data_dir);
+        tor.config_file = match &args.tor_config {
+            Some(path) => Some(std::path::absolute(path).map_err(|source| ClientError::Io {
+                action: "resolve",
+                path: path.clone(),
+                source,
+            })?),
+            None => None,
+        };
+        tor.bridges = args.bridges.clone();
+        tor.pt_paths = args
+            .pt_paths
+            .iter()
+            .map(|a| TorOptions::parse_pt_path(a))
+            .collect::<Result<_>>()?;
+        let args = TorArgs {
+            tor_config: tor.config_file.clone(),
+            ..args
+        };
+        Ok(Network {
+            tor,
+            allow_direct,
+            args,
+        })
+    }
+
+    /// Remembers the Tor settings for later commands (after they have worked).
+    pub fn save(&self, store: &Store) -> Result<()> {
+        store.save_tor_args(&self.args)
+    }
+
+    /// Refuses a direct endpoint unless allowed.
+    pub fn check(&self, endpoint: &RelayEndpoint) -> Result<()> {
+        if endpoint.is_tor() || self.allow_direct {
+            Ok(())
+        } else {
+            Err(ClientError::DirectRefused {
+                url: endpoint.url(),
+            })
+        }
+    }
+}
+
+/// Opens a session with the relay: through the embedded Tor client for a `tor://` relay (on
+/// circuits isolated by `isolation_key`, the mailbox the session is for), else directly if the
+/// network settings allow it.
+pub async fn connect(
+    endpoint: &RelayEndpoint,
+    network: &Network,
+    isolation_key: &[u8],
+) -> Result<Session> {
+    network.check(endpoint)?;
+    let options = ConnectOptions::default();
+    if endpoint.is_tor() {
+        let tor = std::sync::Arc::new(TorTransport::bootstrap(&network.tor).await?);
+        Session::connect_tor(&tor, endpoint, isolation_key, &options).await
+    } else {
+        Session::connect(endpoint, &options).await
+    }
 }
 
 /// Seconds since the Unix epoch.

@@ -1,6 +1,7 @@
 //! What a client remembers between commands: the relay endpoint and pin, and where the staff
 //! directory file is and which authority keys verify it. Stored in the state database.
 
+use crate::cli::TorArgs;
 use crate::directory::parse_authority_key;
 use crate::error::{ClientError, Result};
 use crate::store::Store;
@@ -12,6 +13,9 @@ const RELAY_URL: &str = "relay_url";
 const RELAY_PIN: &str = "relay_pin";
 const DIRECTORY_PATH: &str = "directory_path";
 const AUTHORITY_KEYS: &str = "authority_keys";
+const TOR_CONFIG: &str = "tor_config";
+const TOR_BRIDGES: &str = "tor_bridges";
+const TOR_PT_PATHS: &str = "tor_pt_paths";
 
 /// Where the directory file is and the authority keys that must have signed it.
 #[derive(Clone, Debug)]
@@ -60,6 +64,38 @@ impl Store {
         };
         let pin = self.setting(RELAY_PIN)?.filter(|p| !p.is_empty());
         RelayEndpoint::parse(&url, pin.as_deref()).map(Some)
+    }
+
+    /// Remembers how to reach Tor (config file, bridge lines, transport programs).
+    pub fn save_tor_args(&self, args: &TorArgs) -> Result<()> {
+        let config = match &args.tor_config {
+            Some(path) => path.to_str().ok_or_else(|| {
+                ClientError::InvalidArgument("the --tor-config path is not UTF-8".into())
+            })?,
+            None => "",
+        };
+        self.set_setting(TOR_CONFIG, config)?;
+        // Bridge lines and TRANSPORT=PROGRAM never contain a line break.
+        self.set_setting(TOR_BRIDGES, &args.bridges.join("\n"))?;
+        self.set_setting(TOR_PT_PATHS, &args.pt_paths.join("\n"))
+    }
+
+    pub fn tor_args(&self) -> Result<Option<TorArgs>> {
+        let Some(config) = self.setting(TOR_CONFIG)? else {
+            return Ok(None);
+        };
+        let lines = |v: Option<String>| -> Vec<String> {
+            v.unwrap_or_default()
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        Ok(Some(TorArgs {
+            tor_config: (!config.is_empty()).then(|| PathBuf::from(config)),
+            bridges: lines(self.setting(TOR_BRIDGES)?),
+            pt_paths: lines(self.setting(TOR_PT_PATHS)?),
+        }))
     }
 
     pub fn save_directory_source(&self, source: &DirectorySource) -> Result<()> {
@@ -118,7 +154,7 @@ mod tests {
     #[test]
     fn relay_and_directory_settings_round_trip() {
         let tmp = tempfile::tempdir().unwrap();
-        let s = Store::open(tmp.path()).unwrap();
+        let s = Store::for_tests(tmp.path());
         assert!(matches!(
             resolve_relay(&s, None, None),
             Err(ClientError::MissingConfig(_))
@@ -150,5 +186,23 @@ mod tests {
         let back = s.directory_source().unwrap().unwrap();
         assert_eq!(back.path, src.path);
         assert_eq!(back.authority_keys, src.authority_keys);
+
+        assert!(s.tor_args().unwrap().is_none());
+        let tor = TorArgs {
+            tor_config: Some(PathBuf::from("/net/arti.toml")),
+            bridges: vec![
+                "obfs4 192.0.2.1:443 AAAA cert=x iat-mode=0".into(),
+                "192.0.2.2:9001".into(),
+            ],
+            pt_paths: vec!["obfs4=/usr/bin/obfs4proxy".into()],
+        };
+        s.save_tor_args(&tor).unwrap();
+        let back = s.tor_args().unwrap().unwrap();
+        assert_eq!(back.tor_config, tor.tor_config);
+        assert_eq!(back.bridges, tor.bridges);
+        assert_eq!(back.pt_paths, tor.pt_paths);
+        s.save_tor_args(&TorArgs::default()).unwrap();
+        let back = s.tor_args().unwrap().unwrap();
+        assert!(back.tor_config.is_none() && back.bridges.is_empty() && back.pt_paths.is_empty());
     }
 }

@@ -10,6 +10,7 @@
 //! caller asks to discard them.
 
 use crate::directory::StaffPins;
+use crate::disappearing::Timer;
 use crate::envelope::{self, Opened};
 use crate::error::{ClientError, Result};
 use crate::peer::Peer;
@@ -41,13 +42,24 @@ pub struct ReceiveReport {
     pub discarded: usize,
 }
 
+/// When a message arrived and how long its copies may be kept.
+#[derive(Clone, Copy, Debug)]
+pub struct Arrival {
+    /// Unix seconds, rounded down to the hour by the relay.
+    pub received_hour: u64,
+    /// The sender's disappearing-message timer.
+    pub timer: Timer,
+    /// When our copy must be gone (Unix seconds, a whole hour); `None` without a timer.
+    pub expires_hour: Option<i64>,
+}
+
 /// The role-specific part of receiving: who we are, and what to record about a message.
 pub trait Recipient {
     fn me(&self) -> &Peer;
     fn pins(&self) -> &StaffPins;
     /// Checks an opened message and records what the role keeps about it, inside the
     /// transaction that opened it; returns the text to show.
-    fn accept(&self, store: &Store, opened: Opened, received_hour: u64) -> Result<SecretText>;
+    fn accept(&self, store: &Store, opened: Opened, arrival: Arrival) -> Result<SecretText>;
 }
 
 /// Fetches, opens, shows (through `show`) and acknowledges everything in `mailbox`.
@@ -75,6 +87,7 @@ pub async fn receive(
             break;
         }
         let mut to_discard = Vec::new();
+        let mut opened_ids = Vec::new();
         for m in messages {
             if failed_ids.contains(&m.message_id) {
                 continue;
@@ -96,18 +109,28 @@ pub async fn receive(
                 )
                 .await?;
                 let sender = opened.sender.clone();
-                let text = recipient.accept(store, opened, m.received_hour)?;
+                let timer = Timer::from_seconds(opened.content.disappear_after_seconds);
+                let arrival = Arrival {
+                    received_hour: m.received_hour,
+                    timer,
+                    expires_hour: timer.expires_hour(timer_start(m.received_hour, now)),
+                };
+                let text = recipient.accept(store, opened, arrival)?;
                 store.insert_inbound(&InboundMessage {
                     relay_message_id: m.message_id,
                     sender: sender.name(),
                     body: text,
                     received_hour: m.received_hour,
                     shown: false,
+                    expires_hour: arrival.expires_hour,
                 })
             }
             .await;
             match outcome {
-                Ok(()) => tx.commit()?,
+                Ok(()) => {
+                    tx.commit()?;
+                    opened_ids.push(m.message_id);
+                }
                 Err(e) => {
                     drop(tx); // roll back: a refused message changes nothing
                     tracing::debug!("a message could not be opened: {e}");
@@ -119,6 +142,15 @@ pub async fn receive(
         }
         show_pending(store, show, &mut report)?;
         let mut to_ack = store.shown_inbound_ids()?;
+        // Opened, but already past its disappearing time (it was sent longer ago than its
+        // timer): deleted unshown before the read, and acknowledged so that the relay deletes
+        // it too rather than hand it out again.
+        for id in opened_ids {
+            if store.inbound_state(id)?.is_none() {
+                tracing::debug!("a message past its disappearing time was deleted unread");
+                to_ack.push(id);
+            }
+        }
         let progressed = !to_ack.is_empty();
         if discard_unopened {
             report.discarded += to_discard.len();
@@ -151,4 +183,42 @@ fn show_pending(
         report.shown += 1;
     }
     Ok(())
+}
+
+/// When a received message's disappearing timer starts (Unix seconds): when it was sent, as the
+/// relay recorded it on deposit (rounded down to the hour, so the copy goes up to an hour early,
+/// never late), so that a message read days later does not live days longer. `now` if the relay
+/// gave no time, or one in the future.
+pub(crate) fn timer_start(received_hour: u64, now: SystemTime) -> i64 {
+    let now = unix_seconds(now);
+    match i64::try_from(received_hour) {
+        Ok(sent) if sent > 0 && sent <= now => sent,
+        _ => now,
+    }
+}
+
+/// `now` in Unix seconds.
+pub(crate) fn unix_seconds(now: SystemTime) -> i64 {
+    now.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_timer_starts_when_the_message_was_sent() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(100 * 3600 + 1234);
+        let sent_hour = 90 * 3600;
+        assert_eq!(timer_start(sent_hour, now), 90 * 3600);
+        let timer = Timer::from_seconds(3600);
+        // Sent ten hours ago with a one-hour timer: already due when read.
+        assert!(timer.expires_hour(timer_start(sent_hour, now)).unwrap() <= unix_seconds(now));
+        // No time from the relay, or one in the future: from now.
+        assert_eq!(timer_start(0, now), unix_seconds(now));
+        assert_eq!(timer_start(200 * 3600, now), unix_seconds(now));
+    }
 }

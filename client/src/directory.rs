@@ -134,7 +134,7 @@ mod tests {
     #[test]
     fn older_directory_is_refused_after_a_newer_one() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(&tmp.path().join("s")).unwrap();
+        let store = Store::for_tests(&tmp.path().join("s"));
         let key = SigningKey::from_bytes(&[4; 32]);
         let keys = vec![key.verifying_key()];
         let v2 = DirectorySource {

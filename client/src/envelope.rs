@@ -34,7 +34,7 @@
 //! relay learns only the bucket.
 
 use crate::directory::StaffPins;
-use crate::error::{ClientError, Result};
+use crate::error::{ClientError, Result, signal_error_kind};
 use crate::peer::{Peer, device_id};
 use crate::secret::os_rng;
 use crate::store::{LocalIdentity, SignalStores};
@@ -88,7 +88,9 @@ pub fn issue_sender_certificate(
         None,
         *pair.public_key(),
         device_id(),
-        timestamp(now + CERTIFICATE_LIFETIME),
+        // From the start of the day: the certificate (which the recipient sees) does not date
+        // the message more finely than that.
+        timestamp(crate::user::coarse_day(now) + CERTIFICATE_LIFETIME),
         server,
         &cert_key.private_key,
         &mut rng,
@@ -176,7 +178,9 @@ pub async fn open(
 ) -> Result<Opened> {
     let usmc = sealed_sender_decrypt_to_usmc(sealed, &stores.identity)
         .await
-        .map_err(|e| ClientError::Undecryptable(format!("sealed envelope: {e}")))?;
+        .map_err(|e| {
+            ClientError::Undecryptable(format!("sealed envelope: {}", signal_error_kind(&e)))
+        })?;
     let cert = usmc.sender()?;
     let key = cert.key()?;
     if !cert.validate(&key, timestamp(now))? {
@@ -229,7 +233,7 @@ pub async fn open(
     let (padded, started_session) = match usmc.msg_type()? {
         CiphertextMessageType::PreKey => {
             let msg = PreKeySignalMessage::try_from(usmc.contents()?)
-                .map_err(|e| ClientError::Undecryptable(e.to_string()))?;
+                .map_err(|e| ClientError::Undecryptable(signal_error_kind(&e).into()))?;
             if msg.identity_key() != &identity {
                 return Err(ClientError::PossibleImpersonation(
                     "the inner message's identity differs from the envelope's".into(),
@@ -251,7 +255,7 @@ pub async fn open(
         }
         CiphertextMessageType::Whisper => {
             let msg = SignalMessage::try_from(usmc.contents()?)
-                .map_err(|e| ClientError::Undecryptable(e.to_string()))?;
+                .map_err(|e| ClientError::Undecryptable(signal_error_kind(&e).into()))?;
             let plain = message_decrypt_signal(
                 &msg,
                 &address,
@@ -291,6 +295,7 @@ fn decrypt_error(e: SignalProtocolError) -> ClientError {
         SignalProtocolError::DuplicatedMessage(..) => {
             ClientError::Undecryptable("the message was already received (replay)".into())
         }
-        other => ClientError::Undecryptable(other.to_string()),
+        // libsignal's text can name the sender's address (`user:<hex>`): only the kind.
+        other => ClientError::Undecryptable(signal_error_kind(&other).into()),
     }
 }

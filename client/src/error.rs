@@ -43,6 +43,14 @@ pub enum ClientError {
     #[error("refusing plain tcp to {host}: it is not a loopback address")]
     PlaintextToRemote { host: String },
 
+    #[error(
+        "refusing to reach the relay at {url} directly: this program reaches it only through Tor"
+    )]
+    DirectRefused { url: String },
+
+    #[error("invalid Tor configuration: {0}")]
+    TorConfig(String),
+
     #[error("invalid certificate pin: {0}")]
     InvalidPin(String),
 
@@ -91,6 +99,27 @@ pub enum ClientError {
     #[error("local state is corrupt: {0}")]
     Corrupt(String),
 
+    #[error("wrong passphrase: it does not unlock this store")]
+    WrongPassphrase,
+
+    #[error("no store in {}", dir.display())]
+    NoStore { dir: PathBuf },
+
+    #[error("{} holds a store from a version without encryption at rest; refusing to use it", dir.display())]
+    UnencryptedStore { dir: PathBuf },
+
+    #[error("the passphrase is too short (at least {min} characters)")]
+    WeakPassphrase { min: usize },
+
+    #[error("the two passphrases differ")]
+    PassphraseMismatch,
+
+    #[error("no passphrase given and no terminal to ask for one")]
+    NoPassphrase,
+
+    #[error("not confirmed; nothing was wiped")]
+    NotConfirmed,
+
     #[error("staff directory: {0}")]
     Directory(#[from] DirectoryError),
 
@@ -108,6 +137,9 @@ pub enum ClientError {
 
     #[error("connection to the relay failed: {0}")]
     ConnectionLost(String),
+
+    #[error("tor: {0}")]
+    Tor(String),
 
     // ------------------------------------------------------------------ relay
     #[error("the relay refused the request ({code:?}): {message}")]
@@ -157,22 +189,31 @@ impl ClientError {
         match self {
             InvalidEndpoint { .. }
             | PlaintextToRemote { .. }
+            | DirectRefused { .. }
+            | TorConfig(_)
             | InvalidPin(_)
             | InvalidArgument(_)
             | UnknownPost { .. }
             | UnknownCase { .. }
             | NoReplyAddress { .. }
             | MessageTooLong { .. }
-            | WouldOverwrite(_) => Blame::Usage,
+            | WouldOverwrite(_)
+            | WrongPassphrase
+            | WeakPassphrase { .. }
+            | PassphraseMismatch
+            | NoPassphrase
+            | NotConfirmed => Blame::Usage,
             NotInitialized { .. }
             | AlreadyInitialized { .. }
             | MissingConfig(_)
             | Io { .. }
             | Store(_)
             | Corrupt(_)
+            | NoStore { .. }
+            | UnencryptedStore { .. }
             | Directory(_)
             | DirectoryRollback { .. } => Blame::Local,
-            Connect { .. } | Timeout { .. } | ConnectionLost(_) => Blame::Network,
+            Connect { .. } | Timeout { .. } | ConnectionLost(_) | Tor(_) => Blame::Network,
             Relay { code, .. } => match code.fault() {
                 Fault::Relay => Blame::Relay,
                 Fault::Client => Blame::Bug,
@@ -193,7 +234,8 @@ impl ClientError {
             ClientError::Relay { code, .. } => code.retryable(),
             ClientError::Connect { .. }
             | ClientError::Timeout { .. }
-            | ClientError::ConnectionLost(_) => true,
+            | ClientError::ConnectionLost(_)
+            | ClientError::Tor(_) => true,
             _ => false,
         }
     }
@@ -211,9 +253,11 @@ impl ClientError {
         use ClientError::*;
         match self {
             InvalidEndpoint { .. } => {
-                "use quic://HOST:PORT (with --pin) or tcp://127.0.0.1:PORT for a local onion-service port".into()
+                "use tor://ADDRESS.onion:PORT (the relay's onion service), quic://HOST:PORT (with --pin) or tcp://127.0.0.1:PORT for a local onion-service port".into()
             }
             PlaintextToRemote { .. } => "tcp carries no encryption of its own and reveals where you connect; use quic:// with --pin, or tcp:// only to the loopback port of a tor onion service".into(),
+            DirectRefused { .. } => "a direct connection shows your network that you contact the relay; use the relay's tor://ADDRESS.onion:PORT address (add --bridge lines if Tor is blocked). Only for tests and development: --insecure-direct".into(),
+            TorConfig(_) => "check --tor-config (an arti TOML file), the --bridge lines and --pt-path TRANSPORT=PROGRAM".into(),
             InvalidPin(_) => "the pin is the 64 hex characters the relay operator publishes (spki-sha256)".into(),
             InvalidArgument(_) => "check the command's arguments (--help shows them)".into(),
             UnknownPost { .. } => "run `refuge posts` to list the posts in the signed directory".into(),
@@ -229,6 +273,21 @@ impl ClientError {
             MissingConfig(what) => format!("pass {what} on the command line, or run init/register again"),
             Io { .. } => "check that the path exists and that you may read and write it".into(),
             WouldOverwrite(_) => "choose another file name, or move the existing file away first".into(),
+            WrongPassphrase => {
+                "type the passphrase chosen at init (or last changed with `passphrase`); nothing was changed, and there is no way to recover a forgotten one".into()
+            }
+            NoStore { .. } => "check --data-dir, or run init first".into(),
+            UnencryptedStore { .. } => {
+                "this build keeps only encrypted stores: move the directory away (or destroy it with `wipe`) and run init again".into()
+            }
+            WeakPassphrase { .. } => {
+                "choose a longer passphrase, e.g. five or more random words".into()
+            }
+            PassphraseMismatch => "type the same passphrase twice".into(),
+            NoPassphrase => {
+                "pass --passphrase-file FILE or set REFUGE_PASSPHRASE, or run it in a terminal".into()
+            }
+            NotConfirmed => "pass --yes to wipe without being asked".into(),
             Store(_) | Corrupt(_) => {
                 "the data directory may be damaged or used by another program at the same time; try again, and restore it from a backup if this persists".into()
             }
@@ -244,6 +303,7 @@ impl ClientError {
             }
             Connect { .. } => "check the relay address and your network (or tor), then try again".into(),
             Timeout { .. } | ConnectionLost(_) => "try again later".into(),
+            Tor(_) => "check your network; if Tor is blocked where you are, get bridge lines (bridges.torproject.org, or from the post through another channel) and pass them with --bridge; then try again".into(),
             Relay { code, .. } => relay_hint(*code).into(),
             RelayProtocol(_) => {
                 "the relay may be buggy or not a refuge relay; try again later and tell its operator".into()
@@ -301,7 +361,48 @@ impl From<rusqlite::Error> for ClientError {
 
 impl From<libsignal_protocol::SignalProtocolError> for ClientError {
     fn from(e: libsignal_protocol::SignalProtocolError) -> Self {
-        ClientError::Signal(e.to_string())
+        ClientError::Signal(signal_error_kind(&e).into())
+    }
+}
+
+/// A fixed description of a libsignal error: what kind of error it is, never its text.
+/// libsignal's messages can name a protocol address (`user:<hex>`, which identifies a user's
+/// mailbox), a registration id, a key id, or the text of one of our own store errors, and
+/// these errors are logged and printed.
+pub(crate) fn signal_error_kind(e: &libsignal_protocol::SignalProtocolError) -> &'static str {
+    use libsignal_protocol::SignalProtocolError as E;
+    match e {
+        E::InvalidArgument(_) => "invalid argument",
+        E::InvalidState(..) => "invalid state",
+        E::InvalidProtobufEncoding => "invalid protobuf encoding",
+        E::CiphertextMessageTooShort(_) => "ciphertext too short",
+        E::LegacyCiphertextVersion(_) => "legacy ciphertext version",
+        E::UnrecognizedCiphertextVersion(_) => "unrecognized ciphertext version",
+        E::UnrecognizedMessageVersion(_) => "unrecognized message version",
+        E::NoKeyTypeIdentifier | E::BadKeyType(_) | E::BadKeyLength(..) => "malformed key",
+        E::SignatureValidationFailed => "signature validation failed",
+        E::UntrustedIdentity(_) => "untrusted identity key",
+        E::InvalidPreKeyId | E::InvalidSignedPreKeyId | E::InvalidKyberPreKeyId => {
+            "unknown prekey (used already or never issued)"
+        }
+        E::InvalidMacKeyLength(_) => "invalid MAC key",
+        E::NoSenderKeyState { .. } | E::InvalidSenderKeySession { .. } => "no sender key state",
+        E::InvalidProtocolAddress { .. } => "invalid protocol address",
+        E::SessionNotFound(_) => "no session with the sender",
+        E::InvalidSessionStructure(_) => "invalid session state",
+        E::InvalidRegistrationId(..) => "invalid registration id",
+        E::DuplicatedMessage(..) => "message already received (replay)",
+        E::InvalidMessage(..) => "invalid message",
+        E::InvalidSealedSenderMessage(_)
+        | E::UnknownSealedSenderVersion(_)
+        | E::UnknownSealedSenderServerCertificateId(_) => "invalid sealed-sender envelope",
+        E::SealedSenderSelfSend => "sealed-sender message from ourselves",
+        E::ApplicationCallbackError(..) => "local store error during decryption",
+        E::BadKEMKeyType(_)
+        | E::WrongKEMKeyType(..)
+        | E::BadKEMKeyLength(..)
+        | E::BadKEMCiphertextLength(..) => "malformed post-quantum key or ciphertext",
+        _ => "libsignal error",
     }
 }
 
@@ -325,6 +426,25 @@ mod tests {
             message: "x".into(),
         };
         assert!(!e.retryable());
+    }
+
+    #[test]
+    fn libsignal_errors_never_carry_their_text() {
+        use libsignal_protocol::{DeviceId, ProtocolAddress, SignalProtocolError};
+        let address = ProtocolAddress::new(
+            "user:00112233445566778899aabbccddeeff".into(),
+            DeviceId::new(1).expect("valid device id"),
+        );
+        for e in [
+            SignalProtocolError::SessionNotFound(address.clone()),
+            SignalProtocolError::UntrustedIdentity(address.clone()),
+            SignalProtocolError::InvalidRegistrationId(address, 7),
+            SignalProtocolError::InvalidArgument("user:00112233445566778899aabbccddeeff".into()),
+        ] {
+            let shown = ClientError::from(e).to_string();
+            assert!(!shown.contains("00112233"), "{shown}");
+            assert!(!shown.contains("user:"), "{shown}");
+        }
     }
 
     #[test]

@@ -45,6 +45,8 @@ struct State {
     devices: HashMap<MailboxId, Device>,
     next_message_id: u64,
     deposits: usize,
+    /// `expires_after_seconds` of every deposit, in order.
+    deposit_timers: Vec<u64>,
     bundle_fetches: usize,
     tamper: Option<Tamper>,
     fail_acks: bool,
@@ -103,6 +105,10 @@ impl FakeRelay {
 
     pub fn deposits(&self) -> usize {
         self.state.borrow().deposits
+    }
+
+    pub fn deposit_timers(&self) -> Vec<u64> {
+        self.state.borrow().deposit_timers.clone()
     }
 
     pub fn bundle_fetches(&self) -> usize {
@@ -230,9 +236,15 @@ impl FakeSession {
                 mailbox.messages.push(StoredMessage {
                     message_id,
                     sealed: d.sealed,
-                    received_hour: 3600 * 480_000,
+                    // The current hour, like a real relay: receivers start disappearing
+                    // timers from it.
+                    received_hour: {
+                        let now = crate::store::unix_now() as u64;
+                        now - now % 3600
+                    },
                 });
                 s.deposits += 1;
+                s.deposit_timers.push(d.expires_after_seconds);
                 Ok(Response::DepositAccepted(DepositAccepted {}))
             }
             Request::FetchMessages(f) => {

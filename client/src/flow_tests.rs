@@ -5,6 +5,7 @@
 use crate::authority;
 use crate::delivery::ReceiveReport;
 use crate::directory::{StaffPins, load_file};
+use crate::disappearing::Timer;
 use crate::envelope;
 use crate::error::ClientError;
 use crate::fake_relay::FakeRelay;
@@ -12,7 +13,7 @@ use crate::peer::Peer;
 use crate::relay;
 use crate::secret::{SecretText, os_rng};
 use crate::staff::{Staff, encode_request};
-use crate::store::{DB_FILE, Store};
+use crate::store::{DB_FILE, HEADER_FILE, Store};
 use crate::user::{ContactReport, User};
 use ed25519_dalek::VerifyingKey;
 use libsignal_protocol::{
@@ -44,7 +45,7 @@ impl World {
         let key = authority::read_key(&key_path).unwrap();
         let directory_path = tmp.path().join("directory.bin");
         for label in [DESK1, DESK2] {
-            let store = Store::open(&staff_dir(&tmp, label)).unwrap();
+            let store = Store::for_tests(&staff_dir(&tmp, label));
             let (_, request) = Staff::init(&store, POST, label).unwrap();
             let req_path = tmp.path().join(format!("{}.req", label.replace('/', "_")));
             std::fs::write(&req_path, encode_request(&request)).unwrap();
@@ -80,14 +81,22 @@ impl World {
     }
 
     fn staff_store(&self, label: &str) -> Store {
-        Store::open(&staff_dir(&self.tmp, label)).unwrap()
+        Store::for_tests(&staff_dir(&self.tmp, label))
     }
 
     fn user_store(&self) -> Store {
-        Store::open(&self.tmp.path().join("user")).unwrap()
+        Store::for_tests(&self.tmp.path().join("user"))
     }
 
     async fn contact(&self, text: &str) -> Result<ContactReport, ClientError> {
+        self.contact_with_timer(text, Timer::OFF).await
+    }
+
+    async fn contact_with_timer(
+        &self,
+        text: &str,
+        timer: Timer,
+    ) -> Result<ContactReport, ClientError> {
         let store = self.user_store();
         let user = User::load(&store).unwrap();
         let text = SecretText::new(text.into());
@@ -96,6 +105,7 @@ impl World {
             &self.directory(),
             POST,
             &text,
+            timer,
             SystemTime::now(),
         )
         .await
@@ -319,6 +329,7 @@ async fn unknown_post_is_a_typed_error() {
             &w.directory(),
             "emb-zz",
             &SecretText::new("x".into()),
+            Timer::OFF,
             SystemTime::now(),
         )
         .await
@@ -346,6 +357,7 @@ async fn message_claiming_a_staff_label_with_another_key_is_refused() {
             body: Some(Body::Text(Text {
                 text: "trust me".into(),
             })),
+            ..Default::default()
         };
         let padded = refuge_proto::padding::pad(&content.encode_to_vec()).unwrap();
         let now = SystemTime::now();
@@ -384,6 +396,7 @@ async fn message_claiming_a_staff_label_with_another_key_is_refused() {
         &w.user_mailbox(),
         Some(&token),
         sealed,
+        Timer::OFF,
     )
     .await
     .unwrap();
@@ -497,10 +510,12 @@ async fn padding_makes_length_depend_only_on_the_bucket() {
     let sealed_len = |text_len: usize, n: usize| {
         let dir = w.tmp.path().join(format!("fork-{n}"));
         std::fs::create_dir(&dir).unwrap();
-        std::fs::copy(w.tmp.path().join("user").join(DB_FILE), dir.join(DB_FILE)).unwrap();
+        for f in [DB_FILE, HEADER_FILE] {
+            std::fs::copy(w.tmp.path().join("user").join(f), dir.join(f)).unwrap();
+        }
         let directory = w.directory();
         async move {
-            let store = Store::open(&dir).unwrap();
+            let store = Store::for_tests(&dir);
             let identity = store.local_identity().unwrap().unwrap();
             let me = Peer::user_for(&identity.identity_key().unwrap());
             let pins = StaffPins::from_directory(&directory).unwrap();
@@ -511,6 +526,7 @@ async fn padding_makes_length_depend_only_on_the_bucket() {
                 body: Some(Body::Text(Text {
                     text: "x".repeat(text_len),
                 })),
+                ..Default::default()
             };
             envelope::seal(&mut stores, &Peer::staff(DESK1), &cert, content, now)
                 .await
@@ -531,7 +547,7 @@ async fn padding_makes_length_depend_only_on_the_bucket() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_device_missing_from_the_directory_is_not_enrolled() {
     let w = World::new().await;
-    let store = Store::open(&w.tmp.path().join("desk-3")).unwrap();
+    let store = Store::for_tests(&w.tmp.path().join("desk-3"));
     let (staff, _) = Staff::init(&store, POST, "emb-xx/desk-3").unwrap();
     let err = staff.check_enrolled(&w.directory()).unwrap_err();
     assert!(matches!(err, ClientError::NotEnrolled { .. }), "{err:?}");
@@ -540,10 +556,58 @@ async fn a_device_missing_from_the_directory_is_not_enrolled() {
             .contains("send the request file to the authority")
     );
     // A device initialised again under an enrolled label has other keys: not enrolled either.
-    let store = Store::open(&w.tmp.path().join("desk-1-again")).unwrap();
+    let store = Store::for_tests(&w.tmp.path().join("desk-1-again"));
     let (staff, _) = Staff::init(&store, POST, DESK1).unwrap();
     assert!(matches!(
         staff.check_enrolled(&w.directory()),
         Err(ClientError::NotEnrolled { .. })
     ));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_users_timer_reaches_staff_replies_the_relay_and_both_stores() {
+    let w = World::new().await;
+    let day = Timer::parse("1d").unwrap();
+    w.contact_with_timer("delete this tomorrow", day)
+        .await
+        .unwrap();
+    // Both deposits (one per device) ask the relay to expire them.
+    assert_eq!(w.relay.deposit_timers(), vec![86_400, 86_400]);
+    let (seen, _) = w.staff_read(DESK1).await;
+    let case = seen[0].0.clone();
+    let store = w.staff_store(DESK1);
+    assert_eq!(
+        store.case(&case).unwrap().unwrap().disappear_seconds,
+        86_400,
+        "the case remembers the user's timer"
+    );
+    drop(store);
+    w.reply(DESK1, &case, "noted").await;
+    assert_eq!(
+        w.relay.deposit_timers().last(),
+        Some(&86_400),
+        "the reply carries the user's timer to the relay"
+    );
+    let (seen, _) = w.user_read(false).await.unwrap();
+    assert_eq!(seen, vec![(DESK1.to_string(), "noted".to_string())]);
+
+    // Staff's copies (in and out) go once their time has come, not before.
+    let store = w.staff_store(DESK1);
+    assert_eq!(store.cases().unwrap()[0].messages, 2);
+    let now = crate::delivery::unix_seconds(SystemTime::now());
+    assert_eq!(store.expire(now + 86_400 - 3600).unwrap(), 0);
+    assert_eq!(store.expire(now + 86_400 + 3600).unwrap(), 2);
+    assert_eq!(store.cases().unwrap()[0].messages, 0);
+
+    // A later message without a timer turns it off for the case's replies.
+    w.contact("keep this one").await.unwrap();
+    w.staff_read(DESK1).await;
+    assert_eq!(
+        w.staff_store(DESK1)
+            .case(&case)
+            .unwrap()
+            .unwrap()
+            .disappear_seconds,
+        0
+    );
 }

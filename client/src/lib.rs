@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod directory;
+pub mod disappearing;
 pub mod envelope;
 pub mod error;
 pub mod peer;
@@ -15,6 +16,7 @@ pub mod secret;
 pub mod staff;
 pub mod store;
 pub mod transport;
+pub mod unlock;
 pub mod user;
 
 pub use error::{Blame, ClientError, Result};

@@ -17,13 +17,23 @@ pub fn device_id() -> DeviceId {
     DeviceId::new(1).expect("1 is a valid device id")
 }
 
-/// A party's address.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// A party's address. A user's address is a stable identifier of that user, so its `Debug`
+/// form is redacted; staff labels are public (they are in the directory).
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub enum Peer {
     /// A user, named by the hash of its identity key (32 hex characters).
     User { hash: String },
     /// A staff device, named by its directory label.
     Staff { label: String },
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::User { .. } => f.write_str("User([redacted])"),
+            Peer::Staff { label } => f.debug_struct("Staff").field("label", label).finish(),
+        }
+    }
 }
 
 impl Peer {

@@ -9,8 +9,8 @@ use crate::error::Result;
 use crate::secret::os_rng;
 use crate::store::{LocalIdentity, PrekeyKind, Store};
 use libsignal_protocol::{
-    GenericSignedPreKey, KeyPair, KyberPreKeyRecord, PreKeyRecord, SignedPreKeyRecord, Timestamp,
-    kem,
+    GenericSignedPreKey, KeyPair, KyberPreKeyRecord, PreKeyRecord, PrivateKey, SignedPreKeyRecord,
+    Timestamp, kem,
 };
 use refuge_proto::ids::MailboxId;
 use refuge_proto::wire::{KyberPrekey, OneTimePrekey, SignedPrekey, UploadPrekeys};
@@ -47,11 +47,7 @@ pub fn generate(
     let pair = identity.key_pair()?;
     let private = pair.private_key();
     let mut rng = os_rng();
-    let millis = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    let stamp = Timestamp::from_epoch_millis(u64::try_from(millis).unwrap_or(u64::MAX));
+    let stamp = creation_stamp(now);
 
     let mut upload = UploadPrekeys {
         mailbox_id: mailbox.0.to_vec(),
@@ -76,7 +72,7 @@ pub fn generate(
         });
 
         let id = store.allocate_prekey_ids(PrekeyKind::Kyber, 1)?;
-        let record = KyberPreKeyRecord::generate(KYBER_KEY_TYPE, id.into(), private)?;
+        let record = kyber_record(id, private, stamp, &mut rng)?;
         store.save_kyber_prekey_record(&record, true)?;
         upload.kyber_last_resort = Some(kyber_wire(id, &record)?);
     }
@@ -96,12 +92,37 @@ pub fn generate(
     if plan.kyber_one_time > 0 {
         let first = store.allocate_prekey_ids(PrekeyKind::Kyber, plan.kyber_one_time)?;
         for id in first..first + plan.kyber_one_time {
-            let record = KyberPreKeyRecord::generate(KYBER_KEY_TYPE, id.into(), private)?;
+            let record = kyber_record(id, private, stamp, &mut rng)?;
             store.save_kyber_prekey_record(&record, false)?;
             upload.kyber_one_time_prekeys.push(kyber_wire(id, &record)?);
         }
     }
     Ok(upload)
+}
+
+/// The creation time recorded in prekey records, rounded down to the day: a seized device's keys
+/// do not date its registration (or a user's first contact) more finely.
+pub(crate) fn creation_stamp(now: SystemTime) -> Timestamp {
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Timestamp::from_epoch_millis((secs - secs % 86_400).saturating_mul(1000))
+}
+
+/// A signed Kyber prekey, like libsignal's `KyberPreKeyRecord::generate` but with a day-coarse
+/// creation time (libsignal's stamps the exact millisecond).
+fn kyber_record(
+    id: u32,
+    identity: &PrivateKey,
+    stamp: Timestamp,
+    rng: &mut impl rand::CryptoRng,
+) -> Result<KyberPreKeyRecord> {
+    let pair = kem::KeyPair::generate(KYBER_KEY_TYPE, rng);
+    let signature = identity
+        .calculate_signature(&pair.public_key.serialize(), rng)
+        .map_err(libsignal_protocol::SignalProtocolError::from)?;
+    Ok(KyberPreKeyRecord::new(id.into(), stamp, &pair, &signature))
 }
 
 fn kyber_wire(id: u32, record: &KyberPreKeyRecord) -> Result<KyberPrekey> {
@@ -110,4 +131,67 @@ fn kyber_wire(id: u32, record: &KyberPreKeyRecord) -> Result<KyberPrekey> {
         public_key: record.public_key()?.serialize().to_vec(),
         signature: record.signature()?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{LocalIdentity, Role, StaffDeviceRecord, Store, generate_signing_key};
+    use std::time::Duration;
+
+    #[test]
+    fn prekey_creation_times_are_day_coarse() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::for_tests(tmp.path());
+        let identity = LocalIdentity::generate(Role::Staff);
+        store.save_local_identity(&identity).unwrap();
+        store
+            .save_staff_device(&StaffDeviceRecord {
+                label: "p/d".into(),
+                post_id: "p".into(),
+                mailbox_id: MailboxId([3; 16]),
+                auth_key: generate_signing_key(),
+            })
+            .unwrap();
+        // 2024-05-06 13:37:42 UTC
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_715_002_662);
+        let day_ms = 1_714_953_600_000;
+        let plan = PrekeyPlan {
+            signed_and_last_resort: true,
+            one_time: 1,
+            kyber_one_time: 1,
+        };
+        let upload = generate(&store, &identity, &MailboxId([3; 16]), plan, now).unwrap();
+        let signed_id = upload.signed_prekey.unwrap().id;
+        let conn = store.conn();
+        let record: Vec<u8> = conn
+            .query_row(
+                "SELECT record FROM signed_prekeys WHERE id = ?1",
+                [signed_id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let signed = SignedPreKeyRecord::deserialize(&record).unwrap();
+        assert_eq!(signed.timestamp().unwrap().epoch_millis(), day_ms);
+        let mut stmt = conn.prepare("SELECT record FROM kyber_prekeys").unwrap();
+        let kyber: Vec<Vec<u8>> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(kyber.len(), 2);
+        for k in kyber {
+            let k = KyberPreKeyRecord::deserialize(&k).unwrap();
+            assert_eq!(k.timestamp().unwrap().epoch_millis(), day_ms);
+            // Still a valid signed key.
+            let public = k.public_key().unwrap().serialize();
+            assert!(
+                identity
+                    .identity_key()
+                    .unwrap()
+                    .public_key()
+                    .verify_signature(&public, &k.signature().unwrap())
+            );
+        }
+    }
 }

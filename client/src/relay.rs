@@ -2,6 +2,7 @@
 //! the network: [`crate::transport::Session`] implements it over QUIC or TCP, and the fast tests
 //! implement it in memory.
 
+use crate::disappearing::Timer;
 use crate::error::{ClientError, Result};
 use crate::transport::unexpected;
 use ed25519_dalek::SigningKey;
@@ -78,12 +79,14 @@ pub async fn create_mailbox(
     }
 }
 
-/// Deposits one sealed message; returns once the relay has durably stored it.
+/// Deposits one sealed message; returns once the relay has durably stored it. With a timer, the
+/// relay deletes the message if it is still undelivered when the timer has run out.
 pub async fn deposit(
     relay: &mut dyn Relay,
     mailbox: &MailboxId,
     token: Option<&DepositToken>,
     sealed: Vec<u8>,
+    timer: Timer,
 ) -> Result<()> {
     let max = relay.max_message_len();
     if sealed.len() > max {
@@ -97,6 +100,7 @@ pub async fn deposit(
             mailbox_id: mailbox.0.to_vec(),
             deposit_token: token.map(|t| t.0.to_vec()).unwrap_or_default(),
             sealed,
+            expires_after_seconds: timer.seconds(),
         }))
         .await?
     {

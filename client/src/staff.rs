@@ -1,8 +1,9 @@
 //! A staff device's side (`refuge-inbox`): device keys and the enrolment request, registration
 //! with the relay (prekeys), reading first contacts and messages into cases, and replying.
 
-use crate::delivery::{self, ReceiveReport, ReceivedMessage, Recipient};
+use crate::delivery::{self, Arrival, ReceiveReport, ReceivedMessage, Recipient, unix_seconds};
 use crate::directory::StaffPins;
+use crate::disappearing::Timer;
 use crate::envelope::{self, MAX_TEXT_LEN, Opened};
 use crate::error::{ClientError, Result};
 use crate::peer::Peer;
@@ -239,7 +240,8 @@ impl<'s> Staff<'s> {
         Ok(report)
     }
 
-    /// Replies to a case's user, in its reply mailbox.
+    /// Replies to a case's user, in its reply mailbox, with the disappearing-message timer the
+    /// user last chose (so the reply disappears from the relay, the user's store and ours).
     pub async fn reply(
         &self,
         relay: &mut dyn Relay,
@@ -266,6 +268,7 @@ impl<'s> Staff<'s> {
         let user = Peer::parse(&case.user_address)
             .filter(|p| matches!(p, Peer::User { .. }))
             .ok_or_else(|| ClientError::Corrupt("case address".into()))?;
+        let timer = Timer::from_seconds(case.disappear_seconds);
         let pins = StaffPins::from_directory(directory)?;
         let certificate = envelope::issue_sender_certificate(&self.identity, &self.me, now)?;
         let tx = self.store.begin()?;
@@ -275,13 +278,19 @@ impl<'s> Staff<'s> {
                 body: Some(Body::Text(Text {
                     text: text.expose().to_string(),
                 })),
+                disappear_after_seconds: timer.seconds(),
             };
             envelope::seal(&mut stores, &user, &certificate, content, now).await?
         };
         tx.commit()?;
-        relay::deposit(relay, &mailbox, Some(&token), sealed).await?;
-        self.store
-            .add_case_message(case_id, false, text, hour(now))?;
+        relay::deposit(relay, &mailbox, Some(&token), sealed, timer).await?;
+        self.store.add_case_message(
+            case_id,
+            false,
+            text,
+            hour(now),
+            timer.expires_hour(unix_seconds(now)),
+        )?;
         Ok(())
     }
 
@@ -325,7 +334,7 @@ impl Recipient for StaffRecipient {
         &self.pins
     }
 
-    fn accept(&self, store: &Store, mut opened: Opened, received_hour: u64) -> Result<SecretText> {
+    fn accept(&self, store: &Store, mut opened: Opened, arrival: Arrival) -> Result<SecretText> {
         let case_id = match opened.sender.case_id() {
             Some(c) => c,
             None => {
@@ -360,7 +369,15 @@ impl Recipient for StaffRecipient {
             }
             None => return Err(ClientError::Undecryptable("empty content".into())),
         };
-        store.add_case_message(&case_id, true, &text, received_hour)?;
+        // The user's latest choice of timer applies to the case's replies from now on.
+        store.set_case_timer(&case_id, arrival.timer.seconds())?;
+        store.add_case_message(
+            &case_id,
+            true,
+            &text,
+            arrival.received_hour,
+            arrival.expires_hour,
+        )?;
         Ok(text)
     }
 }

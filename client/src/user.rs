@@ -1,8 +1,9 @@
 //! The at-risk user's side (`refuge`): a pseudonymous identity, a mailbox for replies, first
 //! contact with every staff device of a post, and reading replies.
 
-use crate::delivery::{self, ReceiveReport, ReceivedMessage, Recipient};
+use crate::delivery::{self, Arrival, ReceiveReport, ReceivedMessage, Recipient};
 use crate::directory::StaffPins;
+use crate::disappearing::Timer;
 use crate::envelope::{self, MAX_TEXT_LEN, Opened};
 use crate::error::{ClientError, Result};
 use crate::peer::{Peer, device_id};
@@ -107,7 +108,8 @@ impl<'s> User<'s> {
         .await
     }
 
-    /// Writes `text` to every staff device of `post_id`.
+    /// Writes `text` to every staff device of `post_id`, asking that every copy disappear after
+    /// `timer`.
     ///
     /// Devices we already hold a session with (keyed to the directory's identity key) reuse it.
     /// For the others, the relay's prekey bundles are fetched and *every* bundle is checked
@@ -120,6 +122,7 @@ impl<'s> User<'s> {
         directory: &VerifiedDirectory,
         post_id: &str,
         text: &SecretText,
+        timer: Timer,
         now: SystemTime,
     ) -> Result<ContactReport> {
         let post = check_contact(directory, post_id, text)?;
@@ -160,7 +163,9 @@ impl<'s> User<'s> {
                 &mut stores.sessions,
                 &mut stores.identity,
                 &bundle,
-                now,
+                // Kept in the session record until the peer answers: day-coarse, so that it
+                // does not date the first contact (it only decides when the session is stale).
+                coarse_day(now),
                 &mut rng,
             )
             .await
@@ -215,7 +220,10 @@ impl<'s> User<'s> {
                 &mut stores,
                 &Peer::staff(&dev.label),
                 &certificate,
-                Content { body: Some(body) },
+                Content {
+                    body: Some(body),
+                    disappear_after_seconds: timer.seconds(),
+                },
                 now,
             )
             .await?;
@@ -237,7 +245,7 @@ impl<'s> User<'s> {
         for ((dev, first), bytes) in targets.into_iter().zip(sealed) {
             let mailbox = MailboxId::from_slice(&dev.mailbox_id)
                 .map_err(|e| ClientError::Corrupt(format!("directory mailbox id: {e}")))?;
-            relay::deposit(relay, &mailbox, None, bytes).await?;
+            relay::deposit(relay, &mailbox, None, bytes, timer).await?;
             if first {
                 self.store.save_contact(&Contact {
                     label: dev.label.clone(),
@@ -291,7 +299,7 @@ impl Recipient for UserRecipient {
         &self.pins
     }
 
-    fn accept(&self, _store: &Store, mut opened: Opened, _hour: u64) -> Result<SecretText> {
+    fn accept(&self, _store: &Store, mut opened: Opened, _arrival: Arrival) -> Result<SecretText> {
         if !matches!(opened.sender, Peer::Staff { .. }) {
             return Err(ClientError::PossibleImpersonation(
                 "a user's mailbox only accepts messages from enrolled staff".into(),
@@ -396,4 +404,13 @@ fn prekey_bundle(b: &DeviceBundle) -> Result<PreKeyBundle> {
         kyber.signature.clone(),
         IdentityKey::decode(&b.identity_key).map_err(|_| bad("invalid identity key"))?,
     )?)
+}
+
+/// `now` rounded down to the day.
+pub(crate) fn coarse_day(now: SystemTime) -> SystemTime {
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs - secs % 86_400)
 }

@@ -237,6 +237,7 @@ mod tests {
                 mailbox_id: vec![0; 16],
                 deposit_token: vec![],
                 sealed: vec![0; MAX_FRAME_LEN],
+                ..Default::default()
             })),
         };
         assert!(matches!(encode(&big), Err(FrameError::TooLarge { .. })));

@@ -13,8 +13,9 @@ use std::time::Duration;
 #[command(
     name = "refuge-relay",
     version,
-    about = "Refuge relay: stores end-to-end encrypted messages for staff and users, serves QUIC \
-             and loopback TCP (for a Tor onion service)"
+    about = "Refuge relay: stores end-to-end encrypted messages for staff and users, serves QUIC, \
+             loopback TCP (for a C tor onion service) and, with --onion, its own onion service \
+             through embedded arti"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -23,8 +24,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve until SIGINT or SIGTERM. Prints "listening quic …", "listening tcp …" and "ready"
-    /// on standard output once accepting.
+    /// Serve until SIGINT or SIGTERM. Prints "listening quic …", "listening tcp …" (with
+    /// --onion also "listening onion …") and "ready" on standard output once accepting.
     Serve(ServeArgs),
     /// Print the SHA-256 pin of the QUIC certificate's public key (making the key if there is
     /// none yet).
@@ -55,6 +56,20 @@ pub struct ServeArgs {
     /// Allow --tcp-listen on a non-loopback address (its frames are not encrypted)
     #[arg(long)]
     pub allow_non_loopback_tcp: bool,
+
+    /// Also serve as a Tor onion service through embedded arti (keys and state in
+    /// <data-dir>/arti/; prints "listening onion <address>.onion:PORT" and writes
+    /// <data-dir>/onion-address)
+    #[arg(long)]
+    pub onion: bool,
+
+    /// Virtual port of the onion service
+    #[arg(long, value_name = "PORT", default_value_t = crate::onion::DEFAULT_PORT, requires = "onion", value_parser = clap::value_parser!(u16).range(1..))]
+    pub onion_port: u16,
+
+    /// Arti configuration file (TOML) for the onion service, e.g. a private Tor network
+    #[arg(long, value_name = "FILE", requires = "onion")]
+    pub tor_config: Option<PathBuf>,
 
     /// Authority-signed staff directory to serve (refused if older than the stored one)
     #[arg(long, value_name = "FILE", requires = "authority_keys")]
@@ -104,6 +119,10 @@ impl ServeArgs {
             quic_listen: self.quic_listen,
             tcp_listen: self.tcp_listen,
             allow_non_loopback_tcp: self.allow_non_loopback_tcp,
+            onion: self.onion.then_some(crate::onion::OnionOptions {
+                tor_config: self.tor_config,
+                port: self.onion_port,
+            }),
             directory: self.directory,
             authority_keys: self.authority_keys,
             retention: (self.retention_days > 0)
@@ -180,6 +199,38 @@ mod tests {
         };
         assert_eq!(args.authority_keys.len(), 2);
         assert!(Cli::try_parse_from(["refuge-relay", "serve", "--authority-key", "zz"]).is_err());
+    }
+
+    #[test]
+    fn onion_options() {
+        let cli = Cli::try_parse_from(["refuge-relay", "serve"]).expect("parses");
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert!(args.into_options().onion.is_none());
+        let cli = Cli::try_parse_from([
+            "refuge-relay",
+            "serve",
+            "--onion",
+            "--onion-port",
+            "7000",
+            "--tor-config",
+            "/t/arti.toml",
+        ])
+        .expect("parses");
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        let onion = args.into_options().onion.expect("onion enabled");
+        assert_eq!(onion.port, 7000);
+        assert_eq!(
+            onion.tor_config.as_deref(),
+            Some(std::path::Path::new("/t/arti.toml"))
+        );
+        assert!(
+            Cli::try_parse_from(["refuge-relay", "serve", "--tor-config", "/t/arti.toml"]).is_err(),
+            "--tor-config without --onion"
+        );
     }
 
     #[test]

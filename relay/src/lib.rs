@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod handler;
 pub mod identity;
+pub mod onion;
 pub mod quic;
 pub mod reject;
 pub mod roster;

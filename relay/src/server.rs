@@ -1,13 +1,14 @@
 //! Startup, the announce lines on standard output, and graceful shutdown.
 //!
 //! Order: data directory → database (migrated) → staff directory (verified, rollback refused) →
-//! TLS identity → listeners bound → signal handlers → `listening …` / `ready` on stdout →
+//! TLS identity → listeners bound → onion service launched (with `--onion`) → signal handlers → `listening …` / `ready` on stdout →
 //! serve. On SIGINT or SIGTERM: stop accepting, let every running request finish (its commit
 //! included), stop the writer after it has committed everything queued, close QUIC, exit 0.
 
 use crate::config::{self, ConfigError, Limits};
 use crate::handler::Relay;
 use crate::identity::{self, IdentityError};
+use crate::onion::{self, OnionError, OnionOptions};
 use crate::quic::{self, QuicError};
 use crate::roster::{self, RosterError};
 use crate::shutdown;
@@ -32,6 +33,8 @@ pub struct ServeOptions {
     pub quic_listen: SocketAddr,
     pub tcp_listen: SocketAddr,
     pub allow_non_loopback_tcp: bool,
+    /// Also serve as a Tor onion service through embedded arti.
+    pub onion: Option<OnionOptions>,
     pub directory: Option<PathBuf>,
     pub authority_keys: Vec<VerifyingKey>,
     /// Undelivered messages older than this are deleted; `None` keeps them.
@@ -56,6 +59,8 @@ pub enum ServeError {
     Quic(#[from] QuicError),
     #[error(transparent)]
     Tcp(#[from] TcpError),
+    #[error(transparent)]
+    Onion(#[from] OnionError),
     #[error("cannot install the signal handlers: {0}")]
     Signals(std::io::Error),
     #[error("cannot write to standard output: {0}")]
@@ -75,6 +80,7 @@ impl ServeError {
             }
             ServeError::Quic(_) => "this is a bug; please report it",
             ServeError::Tcp(e) => e.hint(),
+            ServeError::Onion(e) => e.hint(),
             ServeError::Signals(_) => "run the relay as a normal process",
             ServeError::Stdout(_) => "keep standard output open; it carries the ready lines",
         }
@@ -140,6 +146,10 @@ async fn start_and_run(
         addr: options.tcp_listen,
         source,
     })?;
+    let onion_service = match &options.onion {
+        Some(onion_options) => Some(onion::launch(data_dir, onion_options).await?),
+        None => None,
+    };
     let mut sigterm = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
 
@@ -163,6 +173,18 @@ async fn start_and_run(
         limits.idle_timeout,
         shutdown.clone(),
     ));
+    let onion_announce = onion_service
+        .as_ref()
+        .map(|s| format!("listening onion {}:{}", s.address, s.port));
+    let onion_task = onion_service.map(|service| {
+        tokio::spawn(onion::serve(
+            service,
+            Arc::clone(&relay),
+            sessions.clone(),
+            limits.idle_timeout,
+            shutdown.clone(),
+        ))
+    });
     let retention_task = options
         .retention
         .map(|keep| tokio::spawn(expire_loop(store.clone(), keep, shutdown.clone())));
@@ -172,6 +194,9 @@ async fn start_and_run(
         identity.pin()
     ))?;
     announce(&format!("listening tcp {tcp_addr}"))?;
+    if let Some(line) = &onion_announce {
+        announce(line)?;
+    }
     announce("ready")?;
     tracing::info!(
         %quic_addr,
@@ -188,6 +213,9 @@ async fn start_and_run(
     trigger.trigger();
     let _ = quic_task.await;
     let _ = tcp_task.await;
+    if let Some(task) = onion_task {
+        let _ = task.await;
+    }
     if let Some(task) = retention_task {
         let _ = task.await;
     }

@@ -223,6 +223,7 @@ fn deposit(mailbox: MailboxId, token: &[u8], sealed: &[u8]) -> Request {
         mailbox_id: mailbox.0.to_vec(),
         deposit_token: token.to_vec(),
         sealed: sealed.to_vec(),
+        ..Default::default()
     })
 }
 

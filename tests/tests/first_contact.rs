@@ -9,48 +9,12 @@ use std::path::Path;
 const FOLLOW_UP: &str = "A follow-up about my visa appointment";
 
 fn user_identity_public_key(user_dir: &Path) -> Option<Vec<u8>> {
-    // The user's libsignal identity public key, read back from the user's own store, to prove it
-    // never reaches the relay's file. Which table holds it is the client's business; take any
-    // 33-byte blob that starts with the Curve25519 type byte 0x05 from a table named like identity.
-    let db = std::fs::read_dir(user_dir)
-        .ok()?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "sqlite3" || e == "db"))?;
-    let conn =
-        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .ok()?;
-    let tables: Vec<String> = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type='table' AND name LIKE '%identit%'")
-        .ok()?
-        .query_map([], |r| r.get(0))
-        .ok()?
-        .filter_map(Result::ok)
-        .collect();
-    for t in tables {
-        let mut stmt = conn.prepare(&format!("SELECT * FROM \"{t}\"")).ok()?;
-        let n = stmt.column_count();
-        let blobs: Vec<Vec<u8>> = stmt
-            .query_map([], |r| {
-                let mut v = Vec::new();
-                for i in 0..n {
-                    if let Ok(rusqlite::types::Value::Blob(b)) =
-                        r.get::<_, rusqlite::types::Value>(i)
-                    {
-                        v.push(b);
-                    }
-                }
-                Ok(v)
-            })
-            .ok()?
-            .filter_map(Result::ok)
-            .flatten()
-            .collect();
-        if let Some(k) = blobs.into_iter().find(|b| b.len() == 33 && b[0] == 0x05) {
-            return Some(k);
-        }
-    }
-    None
+    // The user's libsignal identity public key, read back from the user's own store (encrypted:
+    // opened with the tests' passphrase), to prove it never reaches the relay's file.
+    let passphrase = refuge_client::store::Passphrase::new(TEST_PASSPHRASE.into());
+    let store = refuge_client::store::Store::open(user_dir, &passphrase).ok()?;
+    let identity = store.local_identity().ok()??;
+    Some(identity.identity_key().ok()?.serialize().to_vec())
 }
 
 fn first_contact_round_trip(transport: &str) {

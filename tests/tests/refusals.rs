@@ -92,6 +92,7 @@ fn wrong_capability_and_wrong_token_are_refused_and_change_nothing() {
         mailbox_id: id.to_vec(),
         deposit_token: token.to_vec(),
         sealed: vec![1; 300],
+        ..Default::default()
     }));
     assert!(
         matches!(r.response, Some(Response::DepositAccepted(_))),
@@ -126,6 +127,7 @@ fn wrong_capability_and_wrong_token_are_refused_and_change_nothing() {
             mailbox_id: id.to_vec(),
             deposit_token: vec![7; 32],
             sealed: vec![1; 300],
+            ..Default::default()
         })),
         ErrorCode::DepositNotAuthorized,
     );
@@ -330,6 +332,7 @@ fn malformed_and_out_of_order_frames_get_typed_errors() {
             mailbox_id: vec![1; 15],
             deposit_token: vec![],
             sealed: vec![1; 10],
+            ..Default::default()
         })),
         ErrorCode::MalformedRequest,
     );

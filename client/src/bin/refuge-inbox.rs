@@ -7,6 +7,7 @@ use refuge_client::directory;
 use refuge_client::error::{ClientError, Result};
 use refuge_client::staff::{Staff, encode_request};
 use refuge_client::store::Store;
+use refuge_client::unlock::{self, PassphraseArgs};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
@@ -21,9 +22,14 @@ struct Args {
     /// $XDG_DATA_HOME/refuge-inbox, else ~/.local/share/refuge-inbox]
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Relay to use for this command (quic://HOST:PORT or tcp://127.0.0.1:PORT)
+    #[command(flatten)]
+    passphrase: PassphraseArgs,
+    /// Relay to use for this command (tor://ADDRESS.onion:PORT, quic://HOST:PORT or
+    /// tcp://127.0.0.1:PORT)
     #[arg(long, global = true, value_name = "URL")]
     relay: Option<String>,
+    #[command(flatten)]
+    tor: cli::TorArgs,
     /// The relay's certificate pin (spki-sha256, 64 hex characters), for quic://
     #[arg(long, global = true, value_name = "HEX")]
     pin: Option<String>,
@@ -71,6 +77,18 @@ enum Command {
     },
     /// List cases
     Cases,
+    /// Change the passphrase of the local store (asks for the new one twice)
+    Passphrase {
+        /// Read the new passphrase from the first line of FILE [also: $REFUGE_NEW_PASSPHRASE]
+        #[arg(long, value_name = "FILE")]
+        new_passphrase_file: Option<PathBuf>,
+    },
+    /// Destroy the local store and its keys at once (no passphrase needed)
+    Wipe {
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -82,6 +100,9 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> Result<()> {
     let dir = cli::data_dir(args.data_dir, "REFUGE_INBOX_DATA_DIR", "refuge-inbox")?;
     let endpoint_args = (args.relay, args.pin);
+    let tor = args.tor;
+    let passphrase = args.passphrase;
+    let open = || unlock::open_store(&dir, &passphrase, "refuge-inbox", "refuge-inbox init");
     let now = SystemTime::now();
     match args.command {
         Command::Init {
@@ -92,7 +113,7 @@ async fn run(args: Args) -> Result<()> {
             if request_out.exists() {
                 return Err(ClientError::WouldOverwrite(request_out));
             }
-            let store = Store::open(&dir)?;
+            let store = unlock::open_or_create_store(&dir, &passphrase)?;
             let (staff, request) = Staff::init(&store, &post, &label)?;
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
@@ -121,7 +142,7 @@ async fn run(args: Args) -> Result<()> {
             directory: path,
             authority_keys,
         } => {
-            let store = Store::open(&dir)?;
+            let store = open()?;
             let staff = Staff::load(&store)?;
             let source = DirectorySource::from_args(&path, &authority_keys)?;
             let verified = directory::load_configured(&store, &source)?;
@@ -131,12 +152,14 @@ async fn run(args: Args) -> Result<()> {
                 endpoint_args.1.as_deref(),
             )?;
             staff.check_enrolled(&verified)?;
-            let mut session = cli::connect(&endpoint).await?;
+            let network = cli::Network::new(&dir, &store, &tor, true)?;
+            let mut session = cli::connect(&endpoint, &network, staff.label().as_bytes()).await?;
             let count = staff.register(&mut session, now).await?;
             session.close().await;
             // Remembered only once they have worked.
             store.save_directory_source(&source)?;
             store.save_relay(&endpoint)?;
+            network.save(&store)?;
             say(&format!(
                 "registered {}: {} one-time prekeys on the relay",
                 staff.label(),
@@ -144,7 +167,7 @@ async fn run(args: Args) -> Result<()> {
             ))
         }
         Command::Read { discard_unopened } => {
-            let store = Store::open(&dir)?;
+            let store = open()?;
             let staff = Staff::load(&store)?;
             let verified = load_directory(&store)?;
             warn_if_not_enrolled(&staff, &verified);
@@ -153,7 +176,8 @@ async fn run(args: Args) -> Result<()> {
                 endpoint_args.0.as_deref(),
                 endpoint_args.1.as_deref(),
             )?;
-            let mut session = cli::connect(&endpoint).await?;
+            let network = cli::Network::new(&dir, &store, &tor, true)?;
+            let mut session = cli::connect(&endpoint, &network, staff.label().as_bytes()).await?;
             let mut show = |m: &refuge_client::delivery::ReceivedMessage| {
                 let case = m.sender.case_id().unwrap_or_default();
                 say(&format!("case {case} {}", m.text.one_line().as_str()))
@@ -181,7 +205,7 @@ async fn run(args: Args) -> Result<()> {
         }
         Command::Reply { case_id, message } => {
             let text = cli::message_text(&message)?;
-            let store = Store::open(&dir)?;
+            let store = open()?;
             let staff = Staff::load(&store)?;
             let verified = load_directory(&store)?;
             let endpoint = resolve_relay(
@@ -189,7 +213,8 @@ async fn run(args: Args) -> Result<()> {
                 endpoint_args.0.as_deref(),
                 endpoint_args.1.as_deref(),
             )?;
-            let mut session = cli::connect(&endpoint).await?;
+            let network = cli::Network::new(&dir, &store, &tor, true)?;
+            let mut session = cli::connect(&endpoint, &network, staff.label().as_bytes()).await?;
             staff
                 .reply(&mut session, &verified, &case_id, &text, now)
                 .await?;
@@ -197,13 +222,17 @@ async fn run(args: Args) -> Result<()> {
             say(&format!("replied to case {case_id}"))
         }
         Command::Cases => {
-            let store = Store::open(&dir)?;
+            let store = open()?;
             let staff = Staff::load(&store)?;
             for c in staff.cases()? {
                 say(&format!("case {} {} messages", c.case_id, c.messages))?;
             }
             Ok(())
         }
+        Command::Passphrase {
+            new_passphrase_file,
+        } => unlock::passphrase_command(&mut open()?, new_passphrase_file.as_deref()),
+        Command::Wipe { yes } => unlock::wipe_command(&dir, yes),
     }
 }
 

@@ -4,9 +4,12 @@ use clap::{Parser, Subcommand};
 use refuge_client::cli::{self, say};
 use refuge_client::config::{DirectorySource, resolve_relay};
 use refuge_client::directory;
+use refuge_client::disappearing::Timer;
 use refuge_client::error::{ClientError, Result};
 use refuge_client::peer::Peer;
 use refuge_client::store::Store;
+use refuge_client::transport::RelayEndpoint;
+use refuge_client::unlock::{self, PassphraseArgs};
 use refuge_client::user::User;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,9 +23,18 @@ struct Args {
     /// else ~/.local/share/refuge]
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Relay to use for this command (quic://HOST:PORT or tcp://127.0.0.1:PORT)
+    #[command(flatten)]
+    passphrase: PassphraseArgs,
+    /// Relay to use for this command: tor://ADDRESS.onion:PORT (reached through the embedded Tor
+    /// client); quic://HOST:PORT or tcp://127.0.0.1:PORT only with --insecure-direct
     #[arg(long, global = true, value_name = "URL")]
     relay: Option<String>,
+    /// Allow a direct (non-Tor) relay address. This shows your network that you contact the
+    /// relay: for tests and development only [also: REFUGE_INSECURE_DIRECT=1]
+    #[arg(long, global = true)]
+    insecure_direct: bool,
+    #[command(flatten)]
+    tor: cli::TorArgs,
     /// The relay's certificate pin (spki-sha256, 64 hex characters), for quic://
     #[arg(long, global = true, value_name = "HEX")]
     pin: Option<String>,
@@ -51,12 +63,34 @@ enum Command {
         /// The text, or `-` to read it from standard input
         #[arg(long, allow_hyphen_values = true)]
         message: String,
+        /// Delete every copy (the staff's, the relay's if undelivered) after this long: 1h, 12h,
+        /// 7d, 2w or off [default: as set with `refuge config --disappear`]
+        #[arg(long, value_name = "TIMER")]
+        disappear: Option<String>,
     },
     /// Read replies
     Read {
         /// Delete messages that cannot be opened (forged or corrupt) instead of keeping them
         #[arg(long)]
         discard_unopened: bool,
+    },
+    /// Show or change settings
+    Config {
+        /// The default disappearing-message timer for new messages: 1h, 12h, 7d, 2w or off
+        #[arg(long, value_name = "TIMER")]
+        disappear: Option<String>,
+    },
+    /// Change the passphrase of the local store (asks for the new one twice)
+    Passphrase {
+        /// Read the new passphrase from the first line of FILE [also: $REFUGE_NEW_PASSPHRASE]
+        #[arg(long, value_name = "FILE")]
+        new_passphrase_file: Option<PathBuf>,
+    },
+    /// Destroy the local store and its keys at once (no passphrase needed)
+    Wipe {
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -68,8 +102,38 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<()> {
     let dir = cli::data_dir(args.data_dir, "REFUGE_DATA_DIR", "refuge")?;
-    let store = Store::open(&dir)?;
-    let endpoint = || resolve_relay(&store, args.relay.as_deref(), args.pin.as_deref());
+    if let Command::Wipe { yes } = args.command {
+        return unlock::wipe_command(&dir, yes);
+    }
+    let mut store = match args.command {
+        Command::Init { .. } => unlock::open_or_create_store(&dir, &args.passphrase)?,
+        _ => unlock::open_store(&dir, &args.passphrase, "refuge", "refuge init")?,
+    };
+    if let Command::Passphrase {
+        new_passphrase_file,
+    } = &args.command
+    {
+        return unlock::passphrase_command(&mut store, new_passphrase_file.as_deref());
+    }
+    let store = store;
+    let insecure_direct = args.insecure_direct
+        || std::env::var_os("REFUGE_INSECURE_DIRECT").is_some_and(|v| v == "1");
+    let network = cli::Network::new(&dir, &store, &args.tor, insecure_direct)?;
+    if let Some(url) = args.relay.as_deref() {
+        // Refused before anything else happens, whatever the command.
+        let given = RelayEndpoint::parse(url, args.pin.as_deref())?;
+        network.check(&given)?;
+        if !given.is_tor() {
+            warn_insecure_direct();
+        }
+    }
+    let endpoint = || {
+        let endpoint = resolve_relay(&store, args.relay.as_deref(), args.pin.as_deref())?;
+        if insecure_direct && !endpoint.is_tor() {
+            warn_insecure_direct();
+        }
+        Ok::<_, ClientError>(endpoint)
+    };
     let now = SystemTime::now();
     match args.command {
         Command::Init {
@@ -79,13 +143,15 @@ async fn run(args: Args) -> Result<()> {
             let source = DirectorySource::from_args(&path, &authority_keys)?;
             directory::load_configured(&store, &source)?;
             let endpoint = endpoint()?;
+            network.check(&endpoint)?;
             let user = User::init(&store)?;
-            let mut session = cli::connect(&endpoint).await?;
+            let mut session = cli::connect(&endpoint, &network, &user.mailbox_id().0).await?;
             user.create_mailbox(&mut session).await?;
             session.close().await;
             // Remembered only once they have worked.
             store.save_directory_source(&source)?;
             store.save_relay(&endpoint)?;
+            network.save(&store)?;
             say("ready: mailbox created on the relay")
         }
         Command::Posts => {
@@ -101,14 +167,25 @@ async fn run(args: Args) -> Result<()> {
             }
             Ok(())
         }
-        Command::Contact { post, message } => {
+        Command::Contact {
+            post,
+            message,
+            disappear,
+        } => {
+            let timer = match disappear {
+                Some(t) => Timer::parse(&t)?,
+                None => store.default_timer()?,
+            };
             let text = cli::message_text(&message)?;
             let user = User::load(&store)?;
             let dir = load_directory(&store)?;
             refuge_client::user::check_contact(&dir, &post, &text)?;
             let endpoint = endpoint()?;
-            let mut session = cli::connect(&endpoint).await?;
-            let report = user.contact(&mut session, &dir, &post, &text, now).await?;
+            // Deposits are anonymous: never on a circuit that reads the user's mailbox.
+            let mut session = cli::connect(&endpoint, &network, b"deposit").await?;
+            let report = user
+                .contact(&mut session, &dir, &post, &text, timer, now)
+                .await?;
             session.close().await;
             for label in &report.skipped {
                 cli::warn(&format!(
@@ -125,7 +202,7 @@ async fn run(args: Args) -> Result<()> {
             let user = User::load(&store)?;
             let dir = load_directory(&store)?;
             let endpoint = endpoint()?;
-            let mut session = cli::connect(&endpoint).await?;
+            let mut session = cli::connect(&endpoint, &network, &user.mailbox_id().0).await?;
             let mut show = |m: &refuge_client::delivery::ReceivedMessage| {
                 let from = match &m.sender {
                     Peer::Staff { label } => label.clone(),
@@ -140,7 +217,30 @@ async fn run(args: Args) -> Result<()> {
             say(&format!("{} new messages", report.shown))?;
             finish_read(&report)
         }
+        Command::Config { disappear } => {
+            if let Some(t) = disappear {
+                store.set_default_timer(Timer::parse(&t)?)?;
+            }
+            say(&format!(
+                "disappearing messages: {}",
+                store.default_timer()?
+            ))
+        }
+        // Handled above: the wipe before the store is opened, the passphrase change right after.
+        Command::Passphrase { .. } | Command::Wipe { .. } => Ok(()),
     }
+}
+
+/// Said on every run that reaches the relay directly, whether `--insecure-direct` or
+/// `REFUGE_INSECURE_DIRECT=1` allowed it, so the bypass is never silent.
+fn warn_insecure_direct() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        cli::warn(
+            "--insecure-direct: this connection to the relay does not go through Tor; your \
+             network can see that you contact it",
+        );
+    });
 }
 
 fn load_directory(store: &Store) -> Result<refuge_proto::directory::VerifiedDirectory> {

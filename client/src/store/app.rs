@@ -1,7 +1,7 @@
 //! The application's own tables: our identity, the user's mailbox, the staff device, contacts,
 //! inbound messages and cases.
 
-use super::{Store, unix_now};
+use super::{Store, to_day, unix_now};
 use crate::error::{ClientError, Result};
 use crate::secret::{SecretBytes, SecretText, os_rng};
 use ed25519_dalek::SigningKey;
@@ -76,14 +76,20 @@ impl LocalIdentity {
     }
 }
 
-/// The user's mailbox on the relay and the capabilities that open it.
-#[derive(Debug)]
+/// The user's mailbox on the relay and the capabilities that open it. `Debug` shows none of it
+/// (the mailbox key's public half would identify the mailbox too).
 pub struct UserMailbox {
     pub mailbox_id: MailboxId,
     /// Ed25519 key that proves the right to read the mailbox.
     pub auth_key: SigningKey,
     /// Opens the mailbox for deposits; handed only to the staff the user writes to.
     pub deposit_token: DepositToken,
+}
+
+impl std::fmt::Debug for UserMailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UserMailbox([redacted])")
+    }
 }
 
 impl UserMailbox {
@@ -111,12 +117,24 @@ pub fn generate_signing_key() -> SigningKey {
 }
 
 /// This staff device's enrolment data.
-#[derive(Debug)]
 pub struct StaffDeviceRecord {
     pub label: String,
     pub post_id: String,
     pub mailbox_id: MailboxId,
     pub auth_key: SigningKey,
+}
+
+/// Only the label and the post: the mailbox id and the device key (whose public half
+/// identifies the device to the relay) stay out of logs and panic messages.
+impl std::fmt::Debug for StaffDeviceRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaffDeviceRecord")
+            .field("label", &self.label)
+            .field("post_id", &self.post_id)
+            .field("mailbox_id", &"[redacted]")
+            .field("auth_key", &"[redacted]")
+            .finish()
+    }
 }
 
 /// Kinds of prekey ids handed out from counters.
@@ -137,7 +155,6 @@ pub struct Contact {
 }
 
 /// A decrypted message not yet acknowledged to the relay.
-#[derive(Debug)]
 pub struct InboundMessage {
     pub relay_message_id: u64,
     /// The sender's address name (`user:…` / `staff:…`).
@@ -145,14 +162,35 @@ pub struct InboundMessage {
     pub body: SecretText,
     pub received_hour: u64,
     pub shown: bool,
+    /// Unix seconds (a whole hour) from which the message is deleted; `None`: kept until
+    /// acknowledged.
+    pub expires_hour: Option<i64>,
 }
 
-/// A staff case: one user and where to reply.
-#[derive(Debug)]
+/// A staff case: one user and where to reply. `Debug` shows only the case id.
 pub struct CaseRecord {
     pub case_id: String,
     pub user_address: String,
     pub reply: Option<(MailboxId, DepositToken)>,
+    /// The disappearing-message timer the user last chose, in seconds (0: none).
+    pub disappear_seconds: u64,
+}
+
+impl std::fmt::Debug for InboundMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboundMessage")
+            .field("relay_message_id", &self.relay_message_id)
+            .field("shown", &self.shown)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for CaseRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaseRecord")
+            .field("case_id", &self.case_id)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -188,7 +226,7 @@ impl Store {
                 id.key_pair.expose(),
                 id.registration_id,
                 id.certificate_key.expose(),
-                unix_now()
+                to_day(unix_now())
             ],
         )?;
         if n == 0 {
@@ -377,23 +415,27 @@ impl Store {
 
     pub fn insert_inbound(&self, m: &InboundMessage) -> Result<()> {
         self.conn().execute(
-            "INSERT INTO inbound (relay_message_id, sender, body, received_hour, shown) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO inbound (relay_message_id, sender, body, received_hour, shown, expires_hour)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             rusqlite::params![
                 m.relay_message_id as i64,
                 m.sender,
                 m.body.expose(),
                 m.received_hour as i64,
-                m.shown as i64
+                m.shown as i64,
+                m.expires_hour
             ],
         )?;
         Ok(())
     }
 
-    /// Decrypted messages not yet shown, oldest first.
+    /// Decrypted messages not yet shown, oldest first. Messages whose disappearing timer has
+    /// run out are deleted first, never shown.
     pub fn unshown_inbound(&self) -> Result<Vec<InboundMessage>> {
+        self.prune_due()?;
         let mut stmt = self.conn().prepare(
-            "SELECT relay_message_id, sender, body, received_hour FROM inbound WHERE shown = 0
-             ORDER BY relay_message_id",
+            "SELECT relay_message_id, sender, body, received_hour, expires_hour FROM inbound
+             WHERE shown = 0 ORDER BY relay_message_id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(InboundMessage {
@@ -402,6 +444,7 @@ impl Store {
                 body: SecretText::new(r.get(2)?),
                 received_hour: r.get::<_, i64>(3)? as u64,
                 shown: false,
+                expires_hour: r.get(4)?,
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -450,7 +493,8 @@ impl Store {
             .conn()
             .query_row(
                 &format!(
-                    "SELECT case_id, user_address, reply_mailbox, reply_token FROM cases WHERE {clause}"
+                    "SELECT case_id, user_address, reply_mailbox, reply_token, disappear_seconds
+                     FROM cases WHERE {clause}"
                 ),
                 [value],
                 |r| {
@@ -459,11 +503,12 @@ impl Store {
                         r.get::<_, String>(1)?,
                         r.get::<_, Option<Vec<u8>>>(2)?,
                         r.get::<_, Option<Vec<u8>>>(3)?.map(Zeroizing::new),
+                        r.get::<_, i64>(4)?,
                     ))
                 },
             )
             .optional()?;
-        let Some((case_id, user_address, mailbox, token)) = row else {
+        let Some((case_id, user_address, mailbox, token, disappear)) = row else {
             return Ok(None);
         };
         let reply = match (mailbox, token) {
@@ -477,6 +522,7 @@ impl Store {
             case_id,
             user_address,
             reply,
+            disappear_seconds: u64::try_from(disappear).unwrap_or(0),
         }))
     }
 
@@ -504,7 +550,16 @@ impl Store {
              ON CONFLICT (case_id) DO UPDATE SET
                  reply_mailbox = coalesce(excluded.reply_mailbox, cases.reply_mailbox),
                  reply_token = coalesce(excluded.reply_token, cases.reply_token)",
-            rusqlite::params![case_id, user_address, m, t.as_deref(), unix_now()],
+            rusqlite::params![case_id, user_address, m, t.as_deref(), to_day(unix_now())],
+        )?;
+        Ok(())
+    }
+
+    /// Records the disappearing-message timer the user chose in their latest message.
+    pub fn set_case_timer(&self, case_id: &str, seconds: u64) -> Result<()> {
+        self.conn().execute(
+            "UPDATE cases SET disappear_seconds = ?1 WHERE case_id = ?2",
+            rusqlite::params![i64::try_from(seconds).unwrap_or(i64::MAX), case_id],
         )?;
         Ok(())
     }
@@ -515,21 +570,26 @@ impl Store {
         incoming: bool,
         body: &SecretText,
         at_hour: u64,
+        expires_hour: Option<i64>,
     ) -> Result<()> {
         self.conn().execute(
-            "INSERT INTO case_messages (case_id, direction, body, at_hour) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO case_messages (case_id, direction, body, at_hour, expires_hour)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
             rusqlite::params![
                 case_id,
                 if incoming { "in" } else { "out" },
                 body.expose(),
-                at_hour as i64
+                at_hour as i64,
+                expires_hour
             ],
         )?;
         Ok(())
     }
 
     /// Every case with its number of messages (both directions), by case id.
+    /// Messages whose disappearing timer has run out are deleted first.
     pub fn cases(&self) -> Result<Vec<CaseSummary>> {
+        self.prune_due()?;
         let mut stmt = self.conn().prepare(
             "SELECT c.case_id, count(m.id) FROM cases c LEFT JOIN case_messages m ON m.case_id = c.case_id
              GROUP BY c.case_id ORDER BY c.opened_at, c.case_id",
@@ -552,7 +612,7 @@ mod tests {
     fn identity_and_mailbox_survive_reopen() {
         let tmp = tempfile::tempdir().unwrap();
         let (ik, mailbox_id, token) = {
-            let s = Store::open(tmp.path()).unwrap();
+            let s = Store::for_tests(tmp.path());
             let id = LocalIdentity::generate(Role::User);
             s.save_local_identity(&id).unwrap();
             assert!(matches!(
@@ -567,7 +627,7 @@ mod tests {
                 m.deposit_token.clone(),
             )
         };
-        let s = Store::open(tmp.path()).unwrap();
+        let s = Store::for_tests(tmp.path());
         let id = s.local_identity().unwrap().unwrap();
         assert_eq!(id.role, Role::User);
         assert_eq!(id.identity_key().unwrap(), ik);
@@ -581,16 +641,16 @@ mod tests {
     #[test]
     fn cases_count_messages_and_keep_reply_address() {
         let tmp = tempfile::tempdir().unwrap();
-        let s = Store::open(tmp.path()).unwrap();
+        let s = Store::for_tests(tmp.path());
         let m = MailboxId([1; 16]);
         let t = DepositToken([2; 32]);
         s.upsert_case("abcd0123", "user:abcd", Some((&m, &t)))
             .unwrap();
         s.upsert_case("abcd0123", "user:abcd", None).unwrap();
         assert!(s.upsert_case("abcd0123", "user:other", None).is_err());
-        s.add_case_message("abcd0123", true, &SecretText::new("hi".into()), 5)
+        s.add_case_message("abcd0123", true, &SecretText::new("hi".into()), 5, None)
             .unwrap();
-        s.add_case_message("abcd0123", false, &SecretText::new("yes".into()), 5)
+        s.add_case_message("abcd0123", false, &SecretText::new("yes".into()), 5, None)
             .unwrap();
         let c = s.case("abcd0123").unwrap().unwrap();
         assert_eq!(c.reply.as_ref().unwrap().0, m);
@@ -604,9 +664,43 @@ mod tests {
     }
 
     #[test]
+    fn debug_forms_show_no_secret_and_no_identifier() {
+        let m = UserMailbox::generate();
+        let shown = format!("{m:?}");
+        for secret in [
+            hex::encode(m.mailbox_id.0),
+            hex::encode(m.deposit_token.0),
+            hex::encode(m.auth_key.to_bytes()),
+            format!("{:?}", m.auth_key.verifying_key().as_bytes()),
+        ] {
+            assert!(!shown.contains(&secret), "{shown}");
+        }
+        let case = CaseRecord {
+            case_id: "abcd0123".into(),
+            user_address: "user:abcd0123ffffffffffffffffffffffff".into(),
+            reply: Some((MailboxId([1; 16]), DepositToken([2; 32]))),
+            disappear_seconds: 0,
+        };
+        assert!(!format!("{case:?}").contains("user:"));
+        let inbound = InboundMessage {
+            relay_message_id: 1,
+            sender: "user:abcd0123ffffffffffffffffffffffff".into(),
+            body: SecretText::new("secret text".into()),
+            received_hour: 0,
+            shown: false,
+            expires_hour: None,
+        };
+        let shown = format!("{inbound:?}");
+        assert!(!shown.contains("user:") && !shown.contains("secret text"));
+        let id = LocalIdentity::generate(Role::User);
+        let peer = crate::peer::Peer::user_for(&id.identity_key().unwrap());
+        assert!(!format!("{peer:?}").contains(&peer.name()[5..]));
+    }
+
+    #[test]
     fn prekey_ids_are_never_reused() {
         let tmp = tempfile::tempdir().unwrap();
-        let s = Store::open(tmp.path()).unwrap();
+        let s = Store::for_tests(tmp.path());
         s.save_staff_device(&StaffDeviceRecord {
             label: "p/d".into(),
             post_id: "p".into(),
@@ -620,5 +714,30 @@ mod tests {
             101
         );
         assert_eq!(s.allocate_prekey_ids(PrekeyKind::Kyber, 1).unwrap(), 1);
+    }
+
+    #[test]
+    fn staff_device_debug_shows_no_key_or_mailbox() {
+        let key = generate_signing_key();
+        let d = StaffDeviceRecord {
+            label: "emb-xx/hr-desk-1".into(),
+            post_id: "emb-xx".into(),
+            mailbox_id: MailboxId([0xab; 16]),
+            auth_key: key.clone(),
+        };
+        let shown = format!("{d:?}");
+        assert!(shown.contains("hr-desk-1"), "{shown}");
+        for secret in [
+            hex::encode(key.verifying_key().to_bytes()),
+            hex::encode(key.to_bytes()),
+            "abababab".to_string(),
+        ] {
+            assert!(!shown.to_lowercase().contains(&secret), "{shown}");
+        }
+        let bytes: Vec<String> = key.verifying_key().to_bytes()[..4]
+            .iter()
+            .map(u8::to_string)
+            .collect();
+        assert!(!shown.contains(&bytes.join(", ")), "{shown}");
     }
 }

@@ -1,28 +1,36 @@
-//! Local state: one SQLite file in the data directory (directory mode 0700, file mode 0600).
+//! Local state: one SQLCipher-encrypted SQLite file in the data directory (directory mode 0700,
+//! file mode 0600), keyed from the passphrase with Argon2id (see [`key`] and ADR 0005).
 //!
 //! It holds the libsignal state (our identity, sessions, prekeys, the identities of peers; the
 //! trait implementations are in the `signal` submodule) and the application's own tables: configuration,
 //! the user's mailbox, the staff device, contacts, cases, and messages received but not yet
 //! acknowledged to the relay.
 //!
-//! Encryption at rest is not here yet (a separate issue). The database is opened in exactly one
-//! place, `open_connection`, so that SQLCipher with an Argon2id-derived key can be added there
-//! without touching anything else.
+//! The database is opened in exactly one place, `open_connection`: SQLCipher with the derived key
+//! as a raw key, its memory security on, temporary tables in memory, a rollback journal (no WAL),
+//! `secure_delete`. A wrong passphrase fails on the first read of the file, before anything is
+//! written. Disappearing messages past their time are deleted every time a store is opened
+//! ([`Store::expire`]); [`wipe`] destroys a store without its passphrase.
 
 mod app;
+pub mod key;
 mod signal;
+mod wipe;
 
 pub use app::{
     CaseRecord, CaseSummary, Contact, InboundMessage, LocalIdentity, PrekeyKind, Role,
     StaffDeviceRecord, UserMailbox, generate_signing_key,
 };
+pub use key::{HEADER_FILE, KdfParams, Passphrase};
 pub use signal::{
     SignalStores, SqlIdentityStore, SqlKyberPreKeyStore, SqlPreKeyStore, SqlSessionStore,
     SqlSignedPreKeyStore,
 };
+pub use wipe::{WipeReport, wipe};
 
 use crate::error::{ClientError, Result};
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
+use key::{Header, KeySlot, StoreKey};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,7 +39,8 @@ use std::time::Duration;
 pub const DB_FILE: &str = "refuge.sqlite3";
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE config (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -136,7 +145,20 @@ CREATE TABLE case_messages (
     body      TEXT NOT NULL,
     at_hour   INTEGER NOT NULL
 ) STRICT;
-"#];
+"#,
+    // v2: disappearing messages (issue 5) and day-coarse creation times.
+    r#"
+ALTER TABLE inbound ADD COLUMN expires_hour INTEGER;
+ALTER TABLE case_messages ADD COLUMN expires_hour INTEGER;
+-- The timer the user last chose for the case, in seconds (0: none); replies use it.
+ALTER TABLE cases ADD COLUMN disappear_seconds INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX inbound_by_expiry ON inbound (expires_hour) WHERE expires_hour IS NOT NULL;
+CREATE INDEX case_messages_by_expiry ON case_messages (expires_hour)
+    WHERE expires_hour IS NOT NULL;
+UPDATE local_identity SET created_at = created_at - created_at % 86400;
+UPDATE cases SET opened_at = opened_at - opened_at % 86400;
+"#,
+];
 
 /// The local state database.
 pub struct Store {
@@ -153,10 +175,30 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `dir`.
-    pub fn open(dir: &Path) -> Result<Store> {
+    /// Whether `dir` holds a store (or the beginning of one).
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(DB_FILE).exists() || dir.join(HEADER_FILE).exists()
+    }
+
+    /// Creates a new store in `dir`, encrypted under `passphrase` with Argon2id `params`
+    /// (normally [`KdfParams::for_new_store`]). Refuses if a store is already there.
+    pub fn create(dir: &Path, passphrase: &Passphrase, params: KdfParams) -> Result<Store> {
+        passphrase.check_strength()?;
         prepare_dir(dir)?;
         let path = dir.join(DB_FILE);
+        let db_len = std::fs::metadata(&path).map(|m| m.len()).ok();
+        if db_len.is_some_and(|n| n > 0) {
+            return Err(ClientError::AlreadyInitialized {
+                what: "a store",
+                dir: dir.to_path_buf(),
+            });
+        }
+        // (A header without a database, or with an empty one, is a creation that stopped
+        // half-way: start again.)
+        let slot = KeySlot::generate(params);
+        let key = slot.derive(passphrase)?;
+        // The header first: a database never exists without the header that derives its key.
+        Header { slots: vec![slot] }.write(dir)?;
         // Create the file with mode 0600 before SQLite does (SQLite would use the umask);
         // SQLite gives its journal the database file's mode.
         std::fs::OpenOptions::new()
@@ -176,13 +218,139 @@ impl Store {
                 source,
             },
         )?;
-        let conn = open_connection(&path)?;
+        let conn = open_connection(&path, &key)?
+            .ok_or_else(|| ClientError::Store("a new empty store refused its own key".into()))?;
+        Store::ready(conn, dir)
+    }
+
+    /// Opens the existing store in `dir` with `passphrase`. A wrong passphrase is
+    /// [`ClientError::WrongPassphrase`], detected before anything is written.
+    pub fn open(dir: &Path, passphrase: &Passphrase) -> Result<Store> {
+        let path = dir.join(DB_FILE);
+        let header = Header::read(dir)?;
+        let db_len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let header = match header {
+            Some(h) if db_len > 0 => h,
+            None if db_len > 0 && is_plaintext_sqlite(&path) => {
+                return Err(ClientError::UnencryptedStore {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            None if db_len > 0 => {
+                return Err(ClientError::Corrupt(format!(
+                    "{HEADER_FILE} is missing, and without it the passphrase cannot unlock the store"
+                )));
+            }
+            _ => {
+                return Err(ClientError::NoStore {
+                    dir: dir.to_path_buf(),
+                });
+            }
+        };
+        prepare_dir(dir)?;
+        for slot in &header.slots {
+            let key = slot.derive(passphrase)?;
+            // `open_connection` returns a connection only after it has read the database with
+            // this key: only then may the other line go.
+            if let Some(conn) = open_connection(&path, &key)? {
+                if header.slots.len() > 1 {
+                    // A passphrase change was interrupted: this slot is the one that holds.
+                    Header { slots: vec![*slot] }.write(dir)?;
+                }
+                warn_if_weak(slot.params);
+                return Store::ready(conn, dir);
+            }
+        }
+        Err(ClientError::WrongPassphrase)
+    }
+
+    fn ready(conn: Connection, dir: &Path) -> Result<Store> {
         let store = Store {
             conn,
             dir: dir.to_path_buf(),
         };
         store.migrate()?;
+        store.expire(unix_now())?;
         Ok(store)
+    }
+
+    /// Re-encrypts the store under `new` (with fresh salt and `params`). One step that cannot
+    /// lose data: the header lists the old and the new key derivation while SQLCipher rewrites
+    /// every page in one transaction (`PRAGMA rekey`), then only the new one. If anything fails,
+    /// the old passphrase still opens the store.
+    pub fn change_passphrase(&mut self, new: &Passphrase, params: KdfParams) -> Result<()> {
+        self.change_passphrase_with(new, params, || Ok(()))
+    }
+
+    /// [`Store::change_passphrase`], with `after_rekey` run between the re-encryption and the
+    /// check that the new key opens the file (tests inject failures there).
+    fn change_passphrase_with(
+        &mut self,
+        new: &Passphrase,
+        params: KdfParams,
+        after_rekey: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        new.check_strength()?;
+        let header = Header::read(&self.dir)?
+            .ok_or_else(|| ClientError::Corrupt(format!("{HEADER_FILE} disappeared")))?;
+        let [old] = header.slots.as_slice() else {
+            return Err(ClientError::Corrupt(format!(
+                "{HEADER_FILE} lists more than one key while the store is open"
+            )));
+        };
+        let old = *old;
+        let slot = KeySlot::generate(params);
+        let key = slot.derive(new)?;
+        Header {
+            slots: vec![old, slot],
+        }
+        .write(&self.dir)?;
+        let rekeyed = self.conn.execute_batch(&key.pragma("rekey"));
+        // SQLCipher's rekey does not report every failure (it rolls back and returns OK): the
+        // proof is a fresh connection that reads the file with the new key.
+        let path = self.dir.join(DB_FILE);
+        let check = rekeyed
+            .map_err(ClientError::from)
+            .and_then(|()| after_rekey())
+            .and_then(|()| open_connection(&path, &key));
+        match check {
+            Ok(Some(conn)) => {
+                // Proven: the new key reads the file. Only now may the old line go.
+                Header { slots: vec![slot] }.write(&self.dir)?;
+                self.conn = conn;
+                Ok(())
+            }
+            // Not proven either way (the rekey may or may not have gone through: a busy file,
+            // too many open files, a full disk). The two-line header stays: one of its lines
+            // derives the key the file is under, and `Store::open` finds it and drops the
+            // other only once a connection under it has read the file. Dropping a line here,
+            // unproven, could leave the database under a key no line derives.
+            Ok(None) | Err(_) => Err(ClientError::Store(
+                "the passphrase change did not complete; unlock with the new passphrase, and if \
+                 it is refused, with the old one (whichever works is the store's passphrase)"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Deletes disappearing messages whose time has come (`now` in Unix seconds), with
+    /// `secure_delete` on. Runs every time a store is opened, and before every read of
+    /// messages ([`Store::prune_due`]). Returns how many were deleted.
+    pub fn expire(&self, now: i64) -> Result<u64> {
+        let tx = self.begin()?;
+        let n = delete_due(&tx, now)?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Deletes the messages due now, inside the caller's transaction if one is open (so that
+    /// a read inside a transaction does not see them either), else in its own.
+    pub(crate) fn prune_due(&self) -> Result<u64> {
+        if self.conn.is_autocommit() {
+            self.expire(unix_now())
+        } else {
+            delete_due(&self.conn, unix_now())
+        }
     }
 
     /// The data directory.
@@ -245,17 +413,98 @@ impl Store {
     }
 }
 
-/// The one place where the database is opened. Encryption at rest (SQLCipher keyed from a
-/// passphrase with Argon2id) belongs here.
-fn open_connection(path: &Path) -> Result<Connection> {
-    let conn = Connection::open(path)?;
+/// Deletes disappearing messages due at `now` (Unix seconds) through `conn`.
+fn delete_due(conn: &Connection, now: i64) -> Result<u64> {
+    let mut n = conn.execute(
+        "DELETE FROM case_messages WHERE expires_hour IS NOT NULL AND expires_hour <= ?1",
+        [now],
+    )?;
+    n += conn.execute(
+        "DELETE FROM inbound WHERE expires_hour IS NOT NULL AND expires_hour <= ?1",
+        [now],
+    )?;
+    if n > 0 {
+        tracing::debug!(deleted = n, "disappearing messages deleted");
+    }
+    Ok(n as u64)
+}
+
+/// Warns (once per process) about a store whose key derivation is cheaper than
+/// [`KdfParams::DESKTOP`]: created by a test harness, or by an older version. A warning, not a
+/// refusal: tests create such stores on purpose, and the next passphrase change upgrades it.
+fn warn_if_weak(params: KdfParams) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    let desktop = KdfParams::DESKTOP;
+    let weak =
+        params.memory_kib() < desktop.memory_kib() || params.iterations() < desktop.iterations();
+    if weak && !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            memory_kib = params.memory_kib(),
+            iterations = params.iterations(),
+            "this store's passphrase is stretched with weaker key derivation parameters than \
+             the default; changing the passphrase re-encrypts it with the default"
+        );
+    }
+}
+
+/// The one place where the database is opened: SQLCipher keyed with `key` as a raw key.
+/// `Ok(None)` means the key does not open this file (a wrong passphrase); that is found on the
+/// first read, before anything is written.
+fn open_connection(path: &Path, key: &StoreKey) -> Result<Option<Connection>> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    // Before the first read: another process holding the file must make us wait, not fail
+    // (a failure there, after a passphrase change, would look like a wrong key).
     conn.busy_timeout(Duration::from_secs(5))?;
+    // SQLCipher zeroes (and locks in RAM, where allowed) the memory it frees from now on, so
+    // that pages, statements and key material do not linger in freed heap memory.
+    conn.execute_batch("PRAGMA cipher_memory_security = ON;")?;
+    // SQLCipher would print its own errors (a failed HMAC check on a wrong passphrase) straight
+    // to stderr; our errors say what happened.
+    conn.query_row("PRAGMA cipher_log = off", [], |_| Ok(()))?;
+    conn.query_row("PRAGMA cipher_log_level = NONE", [], |_| Ok(()))?;
+    conn.execute_batch(&key.pragma("key"))?;
+    let cipher: Option<String> = conn
+        .query_row("PRAGMA cipher_version", [], |r| r.get(0))
+        .optional()?;
+    if cipher.is_none_or(|v| v.is_empty()) {
+        return Err(ClientError::Store(
+            "this build's SQLite has no encryption (SQLCipher); refusing to store anything".into(),
+        ));
+    }
+    // The first read: SQLCipher checks page 1's HMAC; with another key it fails here.
+    match conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+        r.get::<_, i64>(0)
+    }) {
+        Ok(_) => {}
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::NotADatabase =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    }
     // A rollback journal rather than WAL: no long-lived side file with old page copies.
     conn.pragma_update(None, "journal_mode", "DELETE")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "secure_delete", "ON")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    Ok(conn)
+    // Sorts and temporary tables stay in memory: no temporary files at all.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    Ok(Some(conn))
+}
+
+/// Whether a file starts with SQLite's plaintext header (a store from before encryption).
+fn is_plaintext_sqlite(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 16];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && &magic == b"SQLite format 3\0"
 }
 
 fn prepare_dir(dir: &Path) -> Result<()> {
@@ -305,38 +554,391 @@ pub(crate) fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Unix seconds rounded down to the day: the only precision creation times are kept at, so that
+/// a seized store does not date a user's first contact more finely.
+pub(crate) fn to_day(unix_seconds: i64) -> i64 {
+    unix_seconds - unix_seconds.rem_euclid(86_400)
+}
+
+#[cfg(test)]
+impl Store {
+    /// Opens the store in `dir` (creating it if needed) with [`TEST_PASSPHRASE`] and the
+    /// dangerously weak test parameters.
+    pub(crate) fn for_tests(dir: &Path) -> Store {
+        let p = Passphrase::new(TEST_PASSPHRASE.into());
+        if Store::exists(dir) {
+            Store::open(dir, &p)
+        } else {
+            Store::create(dir, &p, KdfParams::dangerously_weak_for_tests())
+        }
+        .expect("test store")
+    }
+}
+
+#[cfg(test)]
+pub(crate) const TEST_PASSPHRASE: &str = "test passphrase, not a real one";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::SecretText;
+
+    fn weak() -> KdfParams {
+        KdfParams::dangerously_weak_for_tests()
+    }
+
+    fn pass(s: &str) -> Passphrase {
+        Passphrase::new(s.into())
+    }
+
+    fn dir_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut all: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                let b = std::fs::read(&p).unwrap();
+                (p, b)
+            })
+            .collect();
+        all.sort();
+        all
+    }
+
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
 
     #[test]
     fn creates_private_dir_and_file_and_persists() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("state");
         {
-            let s = Store::open(&dir).unwrap();
+            let s = Store::for_tests(&dir);
             s.set_setting("relay_url", "tcp://127.0.0.1:1").unwrap();
         }
         let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
-        let mode = std::fs::metadata(dir.join(DB_FILE))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!(mode, 0o600);
-        let s = Store::open(&dir).unwrap();
+        for f in [DB_FILE, HEADER_FILE] {
+            let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{f}");
+        }
+        let s = Store::for_tests(&dir);
         assert_eq!(
             s.setting("relay_url").unwrap().as_deref(),
             Some("tcp://127.0.0.1:1")
         );
         assert_eq!(s.setting("missing").unwrap(), None);
+        // The connection really is SQLCipher with memory security on.
+        let on: String = s
+            .conn()
+            .query_row("PRAGMA cipher_memory_security", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(on, "1");
+    }
+
+    #[test]
+    fn nothing_on_disk_is_plaintext() {
+        let tmp = tempfile::tempdir().unwrap();
+        let secret = "meet me at the north gate of the embassy at noon";
+        {
+            let s = Store::for_tests(tmp.path());
+            s.upsert_case("abcd0123", "user:abcd", None).unwrap();
+            s.add_case_message("abcd0123", true, &SecretText::new(secret.into()), 0, None)
+                .unwrap();
+        }
+        let files = dir_bytes(tmp.path());
+        let names: Vec<_> = files
+            .iter()
+            .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            vec![HEADER_FILE, DB_FILE],
+            "no journal or temp file left"
+        );
+        let db = &files[1].1;
+        assert!(
+            !db.starts_with(b"SQLite format 3"),
+            "the database is not encrypted"
+        );
+        for needle in [
+            secret.as_bytes(),
+            b"north gate".as_slice(),
+            b"abcd0123",
+            b"CREATE TABLE",
+        ] {
+            assert!(!contains(db, needle), "{:?} in the database file", needle);
+        }
+        let key = Header::read(tmp.path()).unwrap().unwrap().slots[0]
+            .derive(&pass(TEST_PASSPHRASE))
+            .unwrap();
+        for (_, bytes) in &files {
+            assert!(!contains(bytes, key.expose()));
+            assert!(!contains(bytes, hex::encode(key.expose()).as_bytes()));
+            assert!(!contains(bytes, TEST_PASSPHRASE.as_bytes()));
+        }
+    }
+
+    #[test]
+    fn wrong_passphrase_is_refused_and_changes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        {
+            let s = Store::create(tmp.path(), &pass("the right passphrase"), weak()).unwrap();
+            s.set_setting("k", "v").unwrap();
+        }
+        let before = dir_bytes(tmp.path());
+        let err = Store::open(tmp.path(), &pass("the wrong passphrase")).unwrap_err();
+        assert!(matches!(err, ClientError::WrongPassphrase), "{err}");
+        assert!(err.hint().contains("passphrase"));
+        assert_eq!(
+            before,
+            dir_bytes(tmp.path()),
+            "a failed unlock wrote something"
+        );
+        let s = Store::open(tmp.path(), &pass("the right passphrase")).unwrap();
+        assert_eq!(s.setting("k").unwrap().as_deref(), Some("v"));
+    }
+
+    #[test]
+    fn missing_unencrypted_and_headerless_stores_are_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            Store::open(&tmp.path().join("none"), &pass(TEST_PASSPHRASE)),
+            Err(ClientError::NoStore { .. })
+        ));
+        // A store written before encryption at rest: refused, never silently used.
+        let old = tmp.path().join("old");
+        std::fs::create_dir(&old).unwrap();
+        let c = Connection::open(old.join(DB_FILE)).unwrap();
+        c.execute_batch("CREATE TABLE config (key TEXT, value TEXT)")
+            .unwrap();
+        drop(c);
+        assert!(matches!(
+            Store::open(&old, &pass(TEST_PASSPHRASE)),
+            Err(ClientError::UnencryptedStore { .. })
+        ));
+        // An encrypted database whose header was lost cannot be unlocked.
+        let lost = tmp.path().join("lost");
+        drop(Store::for_tests(&lost));
+        std::fs::remove_file(lost.join(HEADER_FILE)).unwrap();
+        assert!(matches!(
+            Store::open(&lost, &pass(TEST_PASSPHRASE)),
+            Err(ClientError::Corrupt(_))
+        ));
+        // And a store cannot be created over an existing one.
+        let here = tmp.path().join("here");
+        drop(Store::for_tests(&here));
+        assert!(matches!(
+            Store::create(&here, &pass(TEST_PASSPHRASE), weak()),
+            Err(ClientError::AlreadyInitialized { .. })
+        ));
+        assert!(matches!(
+            Store::create(&tmp.path().join("short"), &pass("short"), weak()),
+            Err(ClientError::WeakPassphrase { .. })
+        ));
+    }
+
+    #[test]
+    fn passphrase_change_keeps_the_data_and_retires_the_old_passphrase() {
+        let tmp = tempfile::tempdir().unwrap();
+        let old = pass("old passphrase here");
+        let new = pass("new passphrase here");
+        {
+            let mut s = Store::create(tmp.path(), &old, weak()).unwrap();
+            s.set_setting("k", "v").unwrap();
+            s.change_passphrase(&new, weak()).unwrap();
+            // The open store goes on working.
+            s.set_setting("k2", "v2").unwrap();
+        }
+        assert_eq!(Header::read(tmp.path()).unwrap().unwrap().slots.len(), 1);
+        assert!(matches!(
+            Store::open(tmp.path(), &old),
+            Err(ClientError::WrongPassphrase)
+        ));
+        let s = Store::open(tmp.path(), &new).unwrap();
+        assert_eq!(s.setting("k").unwrap().as_deref(), Some("v"));
+        assert_eq!(s.setting("k2").unwrap().as_deref(), Some("v2"));
+    }
+
+    #[test]
+    fn an_interrupted_passphrase_change_loses_nothing() {
+        // Crash after the two-key header was written but before the re-encryption: the old
+        // passphrase opens, the new one does not, and the header is repaired.
+        let tmp = tempfile::tempdir().unwrap();
+        let old = pass("old passphrase here");
+        let new = pass("new passphrase here");
+        drop(Store::create(tmp.path(), &old, weak()).unwrap());
+        let first = Header::read(tmp.path()).unwrap().unwrap().slots[0];
+        let pending = KeySlot::generate(weak());
+        Header {
+            slots: vec![first, pending],
+        }
+        .write(tmp.path())
+        .unwrap();
+        assert!(matches!(
+            Store::open(tmp.path(), &new),
+            Err(ClientError::WrongPassphrase)
+        ));
+        drop(Store::open(tmp.path(), &old).unwrap());
+        assert_eq!(
+            Header::read(tmp.path()).unwrap().unwrap().slots,
+            vec![first]
+        );
+
+        // Crash after the re-encryption but before the header lost its old line: the new
+        // passphrase opens (with the second line), and the header keeps only that line.
+        let key = pending.derive(&new).unwrap();
+        {
+            let s = Store::open(tmp.path(), &old).unwrap();
+            s.conn().execute_batch(&key.pragma("rekey")).unwrap();
+        }
+        Header {
+            slots: vec![first, pending],
+        }
+        .write(tmp.path())
+        .unwrap();
+        assert!(matches!(
+            Store::open(tmp.path(), &old),
+            Err(ClientError::WrongPassphrase)
+        ));
+        drop(Store::open(tmp.path(), &new).unwrap());
+        assert_eq!(
+            Header::read(tmp.path()).unwrap().unwrap().slots,
+            vec![pending]
+        );
+    }
+
+    #[test]
+    fn disappearing_messages_are_deleted_when_their_time_comes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::for_tests(tmp.path());
+        s.upsert_case("abcd0123", "user:abcd", None).unwrap();
+        let t = |x: &str| SecretText::new(x.into());
+        let soon = unix_now() + 7200;
+        s.add_case_message("abcd0123", true, &t("keep"), 0, None)
+            .unwrap();
+        s.add_case_message("abcd0123", true, &t("soon"), 0, Some(soon))
+            .unwrap();
+        s.add_case_message("abcd0123", false, &t("later"), 0, Some(soon + 3600))
+            .unwrap();
+        assert_eq!(s.expire(soon - 1).unwrap(), 0);
+        assert_eq!(s.expire(soon).unwrap(), 1);
+        assert_eq!(s.cases().unwrap()[0].messages, 2);
+        assert_eq!(s.expire(1 << 40).unwrap(), 1);
+        assert_eq!(s.cases().unwrap()[0].messages, 1);
+    }
+
+    #[test]
+    fn due_messages_are_never_read_even_in_a_store_left_open() {
+        // A store opened before a message fell due: every read deletes it first.
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::for_tests(tmp.path());
+        s.upsert_case("abcd0123", "user:abcd", None).unwrap();
+        let t = |x: &str| SecretText::new(x.into());
+        let past = unix_now() - 1;
+        s.add_case_message("abcd0123", true, &t("due"), 0, Some(past))
+            .unwrap();
+        s.add_case_message("abcd0123", true, &t("kept"), 0, None)
+            .unwrap();
+        for (id, expires_hour) in [(1, Some(past)), (2, None)] {
+            s.insert_inbound(&InboundMessage {
+                relay_message_id: id,
+                sender: "user:abcd".into(),
+                body: t("hello"),
+                received_hour: 0,
+                shown: false,
+                expires_hour,
+            })
+            .unwrap();
+        }
+        assert_eq!(s.cases().unwrap()[0].messages, 1);
+        let unshown = s.unshown_inbound().unwrap();
+        assert_eq!(unshown.len(), 1);
+        assert_eq!(unshown[0].relay_message_id, 2);
+        // Inside a transaction too.
+        s.insert_inbound(&InboundMessage {
+            relay_message_id: 3,
+            sender: "user:abcd".into(),
+            body: t("hello"),
+            received_hour: 0,
+            shown: false,
+            expires_hour: Some(past),
+        })
+        .unwrap();
+        let tx = s.begin().unwrap();
+        assert_eq!(s.unshown_inbound().unwrap().len(), 1);
+        tx.commit().unwrap();
+        assert_eq!(s.inbound_state(3).unwrap(), None);
+    }
+
+    #[test]
+    fn a_failure_after_the_rekey_keeps_both_lines_and_the_new_passphrase_opens() {
+        let tmp = tempfile::tempdir().unwrap();
+        let old = pass("old passphrase here");
+        let new = pass("new passphrase here");
+        {
+            let mut s = Store::create(tmp.path(), &old, weak()).unwrap();
+            s.set_setting("k", "v").unwrap();
+            // The database is under the new key now, but reopening it fails (as SQLITE_BUSY
+            // or EMFILE would).
+            let err = s
+                .change_passphrase_with(&new, weak(), || {
+                    Err(ClientError::Store("injected: too many open files".into()))
+                })
+                .unwrap_err();
+            assert!(err.to_string().contains("did not complete"), "{err}");
+        }
+        assert_eq!(
+            Header::read(tmp.path()).unwrap().unwrap().slots.len(),
+            2,
+            "an unproven key line was dropped"
+        );
+        assert!(matches!(
+            Store::open(tmp.path(), &old),
+            Err(ClientError::WrongPassphrase)
+        ));
+        let s = Store::open(tmp.path(), &new).unwrap();
+        assert_eq!(s.setting("k").unwrap().as_deref(), Some("v"));
+        drop(s);
+        // Opening proved the new line and dropped the old one.
+        assert_eq!(Header::read(tmp.path()).unwrap().unwrap().slots.len(), 1);
+        drop(Store::open(tmp.path(), &new).unwrap());
+    }
+
+    #[test]
+    fn a_failure_before_the_rekey_keeps_the_old_passphrase() {
+        let tmp = tempfile::tempdir().unwrap();
+        let old = pass("old passphrase here");
+        let new = pass("new passphrase here");
+        {
+            let mut s = Store::create(tmp.path(), &old, weak()).unwrap();
+            s.set_setting("k", "v").unwrap();
+            // A second connection holds a write lock: the rekey cannot go through.
+            let path = tmp.path().join(DB_FILE);
+            let key = Header::read(tmp.path()).unwrap().unwrap().slots[0]
+                .derive(&old)
+                .unwrap();
+            let other = open_connection(&path, &key).unwrap().unwrap();
+            other.busy_timeout(Duration::from_millis(1)).unwrap();
+            other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+            s.conn().busy_timeout(Duration::from_millis(10)).unwrap();
+            assert!(s.change_passphrase(&new, weak()).is_err());
+            other.execute_batch("ROLLBACK").unwrap();
+        }
+        let s = Store::open(tmp.path(), &old).unwrap();
+        assert_eq!(s.setting("k").unwrap().as_deref(), Some("v"));
+        drop(s);
+        assert_eq!(Header::read(tmp.path()).unwrap().unwrap().slots.len(), 1);
+        assert!(matches!(
+            Store::open(tmp.path(), &new),
+            Err(ClientError::WrongPassphrase)
+        ));
     }
 
     #[test]
     fn rolled_back_transaction_changes_nothing() {
         let tmp = tempfile::tempdir().unwrap();
-        let s = Store::open(tmp.path()).unwrap();
+        let s = Store::for_tests(tmp.path());
         {
             let _tx = s.begin().unwrap();
             s.set_setting("k", "v").unwrap();
@@ -351,12 +953,11 @@ mod tests {
     #[test]
     fn newer_schema_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
-        drop(Store::open(tmp.path()).unwrap());
-        let c = Connection::open(tmp.path().join(DB_FILE)).unwrap();
-        c.pragma_update(None, "user_version", 99).unwrap();
-        drop(c);
+        let s = Store::for_tests(tmp.path());
+        s.conn().pragma_update(None, "user_version", 99).unwrap();
+        drop(s);
         assert!(matches!(
-            Store::open(tmp.path()),
+            Store::open(tmp.path(), &pass(TEST_PASSPHRASE)),
             Err(ClientError::Corrupt(_))
         ));
     }

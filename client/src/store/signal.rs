@@ -482,7 +482,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn staff_keys_are_trusted_only_as_the_directory_pins_them() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(tmp.path()).unwrap();
+        let store = Store::for_tests(tmp.path());
         store
             .save_local_identity(&LocalIdentity::generate(Role::User))
             .unwrap();
@@ -549,7 +549,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn user_keys_are_bound_to_their_address_and_never_replaced() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(tmp.path()).unwrap();
+        let store = Store::for_tests(tmp.path());
         store
             .save_local_identity(&LocalIdentity::generate(Role::Staff))
             .unwrap();
@@ -598,7 +598,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn last_resort_kyber_key_refuses_a_reused_base_key() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(tmp.path()).unwrap();
+        let store = Store::for_tests(tmp.path());
         let id = LocalIdentity::generate(Role::Staff);
         let pair = id.key_pair().unwrap();
         let last = KyberPreKeyRecord::generate(

@@ -64,11 +64,14 @@ pub enum RelayEndpoint {
     /// client's forwarding) exposes. Plain TCP to anywhere else would carry the session in the
     /// clear and reveal the destination, so it is refused at parse time.
     Tcp { addr: SocketAddr },
+    /// The relay's onion service, reached only through the embedded Tor client (arti): no exit,
+    /// no DNS. `host` is `<56 base32 characters>.onion`, in lower case.
+    Onion { host: String, port: u16 },
 }
 
 impl RelayEndpoint {
-    /// Parses `quic://HOST:PORT` (a pin is required) or `tcp://HOST:PORT` (loopback only, no
-    /// pin).
+    /// Parses `tor://ADDRESS.onion:PORT` (no pin: the onion address authenticates the relay),
+    /// `quic://HOST:PORT` (a pin is required) or `tcp://HOST:PORT` (loopback only, no pin).
     pub fn parse(url: &str, pin: Option<&str>) -> Result<Self> {
         let bad = |reason: &str| ClientError::InvalidEndpoint {
             url: url.to_string(),
@@ -88,6 +91,20 @@ impl RelayEndpoint {
             return Err(bad("port 0"));
         }
         match scheme {
+            "tor" => {
+                if pin.is_some() {
+                    return Err(ClientError::InvalidArgument(
+                        "a pin applies only to quic:// relays; a tor:// relay is authenticated by its onion address".into(),
+                    ));
+                }
+                let host = host.to_ascii_lowercase();
+                if !valid_onion_v3(&host) {
+                    return Err(bad(
+                        "a tor:// relay is an onion service address: 56 letters a-z and digits 2-7, then .onion",
+                    ));
+                }
+                Ok(RelayEndpoint::Onion { host, port })
+            }
             "quic" => {
                 let pin = pin.ok_or_else(|| {
                     ClientError::InvalidPin(
@@ -126,7 +143,7 @@ impl RelayEndpoint {
                     addr: SocketAddr::new(ip, port),
                 })
             }
-            _ => Err(bad("the scheme must be quic:// or tcp://")),
+            _ => Err(bad("the scheme must be tor://, quic:// or tcp://")),
         }
     }
 
@@ -141,14 +158,20 @@ impl RelayEndpoint {
                 }
             }
             RelayEndpoint::Tcp { addr } => format!("tcp://{addr}"),
+            RelayEndpoint::Onion { host, port } => format!("tor://{host}:{port}"),
         }
     }
 
     pub fn pin(&self) -> Option<&SpkiPin> {
         match self {
             RelayEndpoint::Quic { pin, .. } => Some(pin),
-            RelayEndpoint::Tcp { .. } => None,
+            RelayEndpoint::Tcp { .. } | RelayEndpoint::Onion { .. } => None,
         }
+    }
+
+    /// Whether the relay is reached through Tor (and only through Tor).
+    pub fn is_tor(&self) -> bool {
+        matches!(self, RelayEndpoint::Onion { .. })
     }
 }
 
@@ -170,6 +193,17 @@ fn split_host_port(s: &str) -> Option<(&str, &str)> {
         }
         Some((host, port))
     }
+}
+
+/// A v3 onion address: 56 base32 characters (lower case) and `.onion`. The checksum and key are
+/// checked by arti when connecting.
+fn valid_onion_v3(s: &str) -> bool {
+    s.strip_suffix(".onion").is_some_and(|label| {
+        label.len() == 56
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
+    })
 }
 
 fn valid_dns_name(s: &str) -> bool {
@@ -233,6 +267,34 @@ mod tests {
                 "{remote}"
             );
         }
+    }
+
+    #[test]
+    fn tor_takes_only_onion_addresses() {
+        let onion = "pg6mmjiyjmcrsslvykfwnntlaru7p5svn6y2ymmju6nubxndf4pscryd.onion";
+        let e = RelayEndpoint::parse(&format!("tor://{onion}:443"), None).unwrap();
+        assert!(e.is_tor());
+        assert_eq!(e.url(), format!("tor://{onion}:443"));
+        assert_eq!(e.pin(), None);
+        let upper = format!(
+            "tor://{}:443",
+            onion.to_ascii_uppercase().replace(".ONION", ".onion")
+        );
+        assert_eq!(RelayEndpoint::parse(&upper, None).unwrap(), e);
+        assert!(RelayEndpoint::parse(&format!("tor://{onion}:443"), Some(PIN)).is_err());
+        for bad in [
+            "tor://relay.example:443",
+            "tor://127.0.0.1:443",
+            "tor://abc.onion:443",
+            "tor://pg6mmjiyjmcrsslvykfwnntlaru7p5svn6y2ymmju6nubxndf4pscry1.onion:443",
+        ] {
+            assert!(RelayEndpoint::parse(bad, None).is_err(), "{bad}");
+        }
+        assert!(
+            !RelayEndpoint::parse("tcp://127.0.0.1:1", None)
+                .unwrap()
+                .is_tor()
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! A session with the relay: one ordered byte stream (one QUIC bidirectional stream, or one TCP
-//! connection) carrying length-prefixed frames, one request at a time.
+//! A session with the relay: one ordered byte stream (one QUIC bidirectional stream, one TCP
+//! connection, or one Tor stream to the relay's onion service) carrying length-prefixed frames, one request at a time.
 
 use super::endpoint::RelayEndpoint;
 use super::pin::PinVerifier;
+use super::tor::TorTransport;
 use crate::error::{ClientError, Result};
 use crate::relay::Relay;
 use refuge_proto::frame::{self, PREFIX_LEN};
@@ -56,6 +57,8 @@ pub struct Session {
     /// not be used again.
     broken: bool,
     quic: Option<(quinn::Endpoint, quinn::Connection)>,
+    /// The embedded Tor client, kept running while its stream is in use.
+    tor: Option<Arc<TorTransport>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -63,6 +66,7 @@ impl std::fmt::Debug for Session {
         f.debug_struct("Session")
             .field("next_request_id", &self.next_request_id)
             .field("quic", &self.quic.is_some())
+            .field("tor", &self.tor.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -79,6 +83,9 @@ impl Session {
         let secs = opts.connect_timeout.as_secs();
         let fut = async {
             match endpoint {
+                RelayEndpoint::Onion { .. } => Err(ClientError::InvalidArgument(format!(
+                    "{endpoint} is reached through Tor: connect with Session::connect_tor"
+                ))),
                 RelayEndpoint::Tcp { addr } => {
                     let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| {
                         ClientError::Connect {
@@ -110,6 +117,40 @@ impl Session {
             })?
     }
 
+    /// Connects to the relay's onion service through the embedded Tor client, on circuits
+    /// isolated by `isolation_key` (the mailbox the session is for), and says Hello.
+    pub async fn connect_tor(
+        tor: &Arc<TorTransport>,
+        endpoint: &RelayEndpoint,
+        isolation_key: &[u8],
+        opts: &ConnectOptions,
+    ) -> Result<Session> {
+        let RelayEndpoint::Onion { host, port } = endpoint else {
+            return Err(ClientError::InvalidArgument(format!(
+                "{endpoint} is not an onion service; Tor mode reaches only tor:// relays"
+            )));
+        };
+        let stream = tor.connect(host, *port, isolation_key).await?;
+        let (reader, writer) = stream.split();
+        let secs = opts.connect_timeout.as_secs();
+        let hello = std::time::Instant::now();
+        let mut session = tokio::time::timeout(
+            opts.connect_timeout,
+            Session::over_stream(Box::new(reader), Box::new(writer), opts, None),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout {
+            what: "Hello over Tor",
+            secs,
+        })??;
+        tor.progress(&format!(
+            "relay answered Hello in {:.1} ms (one round trip over the onion circuit)",
+            hello.elapsed().as_secs_f64() * 1000.0
+        ));
+        session.tor = Some(Arc::clone(tor));
+        Ok(session)
+    }
+
     /// Runs a session over an already connected byte stream (used for TCP, and by tests).
     pub async fn over_stream(
         reader: Reader,
@@ -125,6 +166,7 @@ impl Session {
             max_message_len: refuge_proto::MAX_SEALED_LEN,
             broken: false,
             quic,
+            tor: None,
         };
         let hello = Request::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
@@ -224,6 +266,7 @@ impl Session {
             conn.close(0u32.into(), b"done");
             let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
         }
+        self.tor = None;
     }
 }
 

@@ -3,7 +3,7 @@
 use super::{Relay, UnixSeconds};
 use crate::reject::Reject;
 use crate::session::{MailboxGrant, OpenSession};
-use crate::store::{NewDeposit, NewMailbox, Store, to_hour};
+use crate::store::{NewDeposit, NewMailbox, Store, expiry_hour, to_hour};
 use refuge_proto::ids::{DepositToken, MailboxId, auth_key_from_slice, signature_from_slice};
 use refuge_proto::wire::server_frame::Response;
 use refuge_proto::wire::{self};
@@ -95,12 +95,14 @@ impl<S: Store> Relay<S> {
                 ),
             ));
         }
+        let received_hour = to_hour(now);
         self.store
             .deposit(NewDeposit {
                 mailbox,
                 token,
                 sealed: d.sealed,
-                received_hour: to_hour(now),
+                received_hour,
+                expires_hour: expiry_hour(received_hour, d.expires_after_seconds),
             })
             .await?;
         Ok(Response::DepositAccepted(wire::DepositAccepted {}))

@@ -197,6 +197,7 @@ fn deposit_req(mailbox: MailboxId, token: &[u8], sealed: Vec<u8>) -> Request {
         mailbox_id: mailbox.0.to_vec(),
         deposit_token: token.to_vec(),
         sealed,
+        ..Default::default()
     })
 }
 

@@ -96,6 +96,13 @@ pub trait Store: Send + Sync + 'static {
         &self,
         before_hour: u64,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Deletes undelivered messages whose sender-chosen expiry hour (disappearing messages) is
+    /// at or before `now_hour` (unix seconds). Returns how many were deleted.
+    fn expire_due_messages(
+        &self,
+        now_hour: u64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 /// Why a store operation did not happen. In every case nothing was changed.
@@ -186,6 +193,9 @@ pub struct NewDeposit {
     pub sealed: Vec<u8>,
     /// Unix seconds rounded down to the hour; the store never keeps finer time.
     pub received_hour: u64,
+    /// Unix seconds (a whole hour) from which the message, if undelivered, is deleted: the
+    /// sender's disappearing-message timer (see [`expiry_hour`]).
+    pub expires_hour: Option<u64>,
 }
 
 /// One stored message.
@@ -281,4 +291,20 @@ pub struct StoredDirectory {
 /// Rounds unix seconds down to the hour: the only time the relay stores.
 pub fn to_hour(unix_seconds: u64) -> u64 {
     unix_seconds - unix_seconds % 3600
+}
+
+/// The longest disappearing-message timer the relay records (a year); longer ones are capped,
+/// and the retention period applies anyway.
+pub const MAX_EXPIRES_AFTER: u64 = 365 * 24 * 3600;
+
+/// When a message received in `received_hour` with a sender's timer of `expires_after_seconds`
+/// (0: none) is deleted if undelivered: the timer rounded up to whole hours, plus one hour
+/// because the received time is rounded down. So the message stays at least as long as the
+/// timer and at most two hours longer (plus the sweep interval).
+pub fn expiry_hour(received_hour: u64, expires_after_seconds: u64) -> Option<u64> {
+    if expires_after_seconds == 0 {
+        return None;
+    }
+    let timer = expires_after_seconds.min(MAX_EXPIRES_AFTER).div_ceil(3600) * 3600;
+    Some(received_hour.saturating_add(timer).saturating_add(3600))
 }

@@ -3,6 +3,9 @@
 //! Writes go to the single writer thread (module `writer`), which batches them into group commits.
 //! Reads run on a small pool of read-only connections in tokio's blocking pool, each inside one
 //! read transaction (a consistent snapshot), so they never wait behind a commit.
+//!
+//! A small thread deletes disappearing messages whose sender-chosen time has come, at open and
+//! then every [`EXPIRY_SWEEP_INTERVAL`], through the writer like any other write.
 
 mod ops;
 pub mod schema;
@@ -21,12 +24,16 @@ use refuge_proto::ids::MailboxId;
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 
 pub use schema::OpenError;
 
 /// The database file's name inside the data directory.
 pub const DATABASE_FILE: &str = "relay.sqlite3";
+
+/// How often undelivered disappearing messages past their expiry hour are deleted.
+pub const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Sizes of the store's queues and quotas.
 #[derive(Debug, Clone)]
@@ -63,6 +70,9 @@ struct Inner {
     limits: StoreLimits,
     writer: Mutex<Option<mpsc::Sender<writer::BoxedJob>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Dropping it stops the expiry thread.
+    expiry_stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    expiry_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
     read_permits: Semaphore,
 }
@@ -81,6 +91,8 @@ impl SqliteStore {
             .collect::<Result<Vec<_>, _>>()?;
         let (tx, thread) = writer::spawn(write_conn, limits.write_queue, limits.max_batch)
             .map_err(OpenError::Writer)?;
+        let (expiry_stop, expiry_thread) =
+            spawn_expiry(tx.downgrade(), EXPIRY_SWEEP_INTERVAL).map_err(OpenError::Writer)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
@@ -88,6 +100,8 @@ impl SqliteStore {
                 readers: Mutex::new(readers),
                 writer: Mutex::new(Some(tx)),
                 writer_thread: Mutex::new(Some(thread)),
+                expiry_stop: Mutex::new(Some(expiry_stop)),
+                expiry_thread: Mutex::new(Some(expiry_thread)),
                 limits,
             }),
         })
@@ -101,6 +115,11 @@ impl SqliteStore {
     /// Stops taking writes, lets the writer commit and answer everything already queued, and
     /// waits for it to finish. Later writes fail with `Unavailable`.
     pub async fn shutdown(&self) {
+        drop(lock(&self.inner.expiry_stop).take());
+        let expiry = lock(&self.inner.expiry_thread).take();
+        if let Some(thread) = expiry {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
         drop(lock(&self.inner.writer).take());
         let thread = lock(&self.inner.writer_thread).take();
         if let Some(thread) = thread {
@@ -271,4 +290,57 @@ impl Store for SqliteStore {
         self.write(move |c| ops::expire_messages(c, before_hour))
             .await
     }
+
+    async fn expire_due_messages(&self, now_hour: u64) -> Result<u64, StoreError> {
+        self.write(move |c| ops::expire_due_messages(c, now_hour))
+            .await
+    }
+}
+
+/// Starts the thread that deletes disappearing messages whose time has come: once now, then
+/// every `every`, until the returned sender is dropped or the writer stops. It holds only a weak
+/// handle on the writer, so it never keeps the writer (or a shutdown) waiting.
+fn spawn_expiry(
+    writer: mpsc::WeakSender<writer::BoxedJob>,
+    every: Duration,
+) -> std::io::Result<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
+    use std::sync::mpsc::RecvTimeoutError;
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let handle = std::thread::Builder::new()
+        .name("refuge-relay-expiry".into())
+        .spawn(move || {
+            loop {
+                let Some(sender) = writer.upgrade() else {
+                    break;
+                };
+                let now_hour = super::to_hour(unix_now());
+                let (job, reply) = writer::job(move |c| ops::expire_due_messages(c, now_hour));
+                if sender.blocking_send(job).is_err() {
+                    break;
+                }
+                drop(sender);
+                match reply.blocking_recv() {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => tracing::info!(
+                        deleted = n,
+                        "deleted undelivered disappearing messages past their timer"
+                    ),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "expiring disappearing messages failed; will retry");
+                    }
+                    Err(_) => break,
+                }
+                if !matches!(stopped.recv_timeout(every), Err(RecvTimeoutError::Timeout)) {
+                    break;
+                }
+            }
+        })?;
+    Ok((stop, handle))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -13,7 +13,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations, in order. Entry `i` takes the database from version `i` to `i + 1`.
 /// Never edit a released entry: add a new one.
-pub(crate) const MIGRATIONS: &[&str] = &[V1];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this code writes.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -76,6 +76,13 @@ CREATE TABLE directory (
     authority_key  BLOB NOT NULL CHECK (length(authority_key) = 32),
     signed         BLOB NOT NULL
 ) STRICT;
+"#;
+
+/// Disappearing messages: the hour from which an undelivered message is deleted.
+const V2: &str = r#"
+ALTER TABLE messages ADD COLUMN expires_hour INTEGER
+    CHECK (expires_hour IS NULL OR (expires_hour > 0 AND expires_hour % 3600 = 0));
+CREATE INDEX messages_by_expiry ON messages (expires_hour) WHERE expires_hour IS NOT NULL;
 "#;
 
 /// Why the database could not be opened.

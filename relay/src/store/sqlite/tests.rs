@@ -4,7 +4,7 @@ use super::schema::{self, OpenError, SCHEMA_VERSION};
 use super::*;
 use crate::fixtures::{self, Staff, rows, snapshot, staff, temp_store, verified};
 use crate::session::MailboxGrant;
-use crate::store::{MailboxKind, OneTimeKey, SignedKey, StoredMessage, to_hour};
+use crate::store::{MailboxKind, OneTimeKey, SignedKey, StoredMessage, expiry_hour, to_hour};
 use ed25519_dalek::SigningKey;
 use refuge_proto::MAX_ONE_TIME_PREKEYS;
 use refuge_proto::ids::DepositToken;
@@ -33,6 +33,7 @@ fn deposit(
         token: token.cloned(),
         sealed: sealed.to_vec(),
         received_hour: to_hour(now),
+        expires_hour: None,
     }
 }
 
@@ -838,5 +839,85 @@ async fn expiry_deletes_only_old_messages() {
     let page = store.fetch_messages(&grant, 64, usize::MAX).await.unwrap();
     assert_eq!(page.messages.len(), 1);
     assert_eq!(page.messages[0].sealed, b"new");
+    store.shutdown().await;
+}
+
+#[test]
+fn a_senders_timer_keeps_a_message_at_least_that_long_and_at_most_two_hours_more() {
+    assert_eq!(expiry_hour(HOUR, 0), None);
+    // A 1 s timer is a 1 h timer; received in hour H (any time in it), deleted from H + 2 h.
+    assert_eq!(expiry_hour(HOUR, 1), Some(HOUR + 7200));
+    assert_eq!(expiry_hour(HOUR, 3600), Some(HOUR + 7200));
+    assert_eq!(expiry_hour(HOUR, 3601), Some(HOUR + 3 * 3600));
+    // Capped at a year.
+    assert_eq!(
+        expiry_hour(HOUR, u64::MAX),
+        Some(HOUR + crate::store::MAX_EXPIRES_AFTER + 3600)
+    );
+    for timer in [1, 3599, 3600, 86_400, 86_401] {
+        for offset in [0, 1, 3599] {
+            let deposited = HOUR + offset;
+            let gone = expiry_hour(to_hour(deposited), timer).unwrap();
+            assert!(gone >= deposited + timer, "kept at least the timer");
+            assert!(gone <= deposited + timer + 7200, "at most two hours more");
+            assert_eq!(gone % 3600, 0);
+        }
+    }
+}
+
+#[tokio::test]
+async fn disappearing_messages_go_at_their_hour_and_no_other_message_does() {
+    let (dir, store) = temp_store(StoreLimits::default());
+    let (new, token) = user_mailbox(1);
+    let mailbox = new.mailbox;
+    store.create_mailbox(new).await.unwrap();
+    let mut timed = deposit(mailbox, Some(&token), b"timed", HOUR);
+    timed.expires_hour = expiry_hour(HOUR, 3600);
+    store.deposit(timed).await.unwrap();
+    store
+        .deposit(deposit(mailbox, Some(&token), b"kept", HOUR))
+        .await
+        .unwrap();
+    assert_eq!(store.expire_due_messages(HOUR + 3600).await.unwrap(), 0);
+    assert_eq!(store.expire_due_messages(HOUR + 7200).await.unwrap(), 1);
+    let grant = MailboxGrant::dangerously_assume(mailbox);
+    let page = store.fetch_messages(&grant, 64, usize::MAX).await.unwrap();
+    assert_eq!(page.messages.len(), 1);
+    assert_eq!(page.messages[0].sealed, b"kept");
+    // A whole-hour expiry is all the database holds, like the received hour.
+    let hours: Vec<Option<i64>> = rusqlite::Connection::open(dir.path().join(DATABASE_FILE))
+        .unwrap()
+        .prepare("SELECT expires_hour FROM messages")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(hours, vec![None]);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_expiry_sweep_runs_by_itself() {
+    let (dir, store) = temp_store(StoreLimits::default());
+    let (new, token) = user_mailbox(1);
+    let mailbox = new.mailbox;
+    store.create_mailbox(new).await.unwrap();
+    // Received long ago with a one-hour timer: due.
+    let mut due = deposit(mailbox, Some(&token), b"due", HOUR);
+    due.expires_hour = expiry_hour(HOUR, 3600);
+    store.deposit(due).await.unwrap();
+    store.shutdown().await;
+    let path = dir.path().join(DATABASE_FILE);
+    // Opening starts the sweep, which runs at once without anyone asking.
+    let store = SqliteStore::open(&path, StoreLimits::default()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while rows(&snapshot(&path), "messages") > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sweep did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     store.shutdown().await;
 }

@@ -50,27 +50,55 @@ pub(in crate::store::sqlite) fn deposit(
         return Err(StoreError::MailboxFull { max: max_messages });
     }
     conn.prepare_cached(
-        "INSERT INTO messages (mailbox_id, received_hour, sealed) VALUES (?1, ?2, ?3)",
+        "INSERT INTO messages (mailbox_id, received_hour, sealed, expires_hour)
+         VALUES (?1, ?2, ?3, ?4)",
     )?
     .execute(params![
         &deposit.mailbox.0[..],
         to_i64(deposit.received_hour, "hour")?,
-        &deposit.sealed[..]
+        &deposit.sealed[..],
+        deposit
+            .expires_hour
+            .map(|h| to_i64(h, "expiry hour"))
+            .transpose()?
     ])?;
     Ok(())
 }
 
+/// The oldest messages of a mailbox that are not past their disappearing time. A message whose
+/// expiry hour has come is never handed out, even before the sweep
+/// ([`expire_due_messages`]) has deleted it.
 pub(in crate::store::sqlite) fn fetch_messages(
     conn: &Connection,
     mailbox: &MailboxId,
     limit: u32,
     max_bytes: usize,
 ) -> Result<MessagePage, StoreError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    fetch_messages_at(conn, mailbox, limit, max_bytes, now)
+}
+
+/// [`fetch_messages`] at `now` (Unix seconds).
+fn fetch_messages_at(
+    conn: &Connection,
+    mailbox: &MailboxId,
+    limit: u32,
+    max_bytes: usize,
+    now: u64,
+) -> Result<MessagePage, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, received_hour, length(sealed), sealed FROM messages
-         WHERE mailbox_id = ?1 ORDER BY id LIMIT ?2",
+         WHERE mailbox_id = ?1 AND (expires_hour IS NULL OR expires_hour > ?3)
+         ORDER BY id LIMIT ?2",
     )?;
-    let mut rows = stmt.query(params![&mailbox.0[..], i64::from(limit) + 1])?;
+    let mut rows = stmt.query(params![
+        &mailbox.0[..],
+        i64::from(limit) + 1,
+        to_i64(now, "time")?
+    ])?;
     let mut page = MessagePage::default();
     let mut bytes = 0usize;
     while let Some(row) = rows.next()? {
@@ -115,4 +143,81 @@ pub(in crate::store::sqlite) fn expire_messages(
         .prepare_cached("DELETE FROM messages WHERE received_hour < ?1")?
         .execute([to_i64(before_hour, "hour")?])?;
     Ok(n as u64)
+}
+
+pub(in crate::store::sqlite) fn expire_due_messages(
+    conn: &Connection,
+    now_hour: u64,
+) -> Result<u64, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "DELETE FROM messages WHERE expires_hour IS NOT NULL AND expires_hour <= ?1",
+        )?
+        .execute([to_i64(now_hour, "hour")?])?;
+    Ok(n as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::schema;
+
+    const HOUR: u64 = 472_223 * 3600;
+
+    fn insert(conn: &Connection, mailbox: &MailboxId, sealed: &[u8], expires: Option<u64>) {
+        conn.execute(
+            "INSERT INTO messages (mailbox_id, received_hour, sealed, expires_hour)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![
+                &mailbox.0[..],
+                HOUR as i64,
+                sealed,
+                expires.map(|h| h as i64)
+            ],
+        )
+        .expect("insert message");
+    }
+
+    #[test]
+    fn fetch_never_hands_out_a_message_past_its_expiry() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conn = schema::open_writer(&dir.path().join("relay.sqlite3")).expect("open");
+        let mailbox = MailboxId([3; 16]);
+        conn.execute(
+            "INSERT INTO mailboxes (id, kind, auth_key, deposit_token_hash)
+             VALUES (?1, 'user', ?2, ?3)",
+            params![&mailbox.0[..], &[1u8; 32][..], &[2u8; 32][..]],
+        )
+        .expect("insert mailbox");
+        insert(&conn, &mailbox, b"kept", None);
+        insert(&conn, &mailbox, b"due", Some(HOUR + 3600));
+        insert(&conn, &mailbox, b"later", Some(HOUR + 7200));
+        let sealed = |now: u64| -> Vec<Vec<u8>> {
+            fetch_messages_at(&conn, &mailbox, 64, usize::MAX, now)
+                .expect("fetch")
+                .messages
+                .into_iter()
+                .map(|m| m.sealed)
+                .collect()
+        };
+        assert_eq!(
+            sealed(HOUR + 3599),
+            vec![b"kept".to_vec(), b"due".to_vec(), b"later".to_vec()]
+        );
+        // At its expiry hour it is gone from the answer, though still in the table until the
+        // sweep runs.
+        assert_eq!(
+            sealed(HOUR + 3600),
+            vec![b"kept".to_vec(), b"later".to_vec()]
+        );
+        assert_eq!(sealed(HOUR + 7200), vec![b"kept".to_vec()]);
+        let stored: i64 = conn
+            .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(stored, 3);
+        // The page limit counts only what is handed out.
+        let page = fetch_messages_at(&conn, &mailbox, 1, usize::MAX, HOUR + 3600).expect("fetch");
+        assert_eq!(page.messages.len(), 1);
+        assert!(page.more);
+    }
 }
