@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod directory;
+pub mod directory_entry;
 mod error_code;
 pub mod frame;
 pub mod ids;

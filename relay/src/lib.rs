@@ -15,6 +15,7 @@ pub mod shutdown;
 pub mod store;
 pub mod stream;
 pub mod tcp;
+pub mod tlog;
 
 #[cfg(test)]
 mod fixtures;

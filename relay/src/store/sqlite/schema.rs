@@ -13,7 +13,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations, in order. Entry `i` takes the database from version `i` to `i + 1`.
 /// Never edit a released entry: add a new one.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this code writes.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -83,6 +83,30 @@ const V2: &str = r#"
 ALTER TABLE messages ADD COLUMN expires_hour INTEGER
     CHECK (expires_hour IS NULL OR (expires_hour > 0 AND expires_hour % 3600 = 0));
 CREATE INDEX messages_by_expiry ON messages (expires_hour) WHERE expires_hour IS NOT NULL;
+"#;
+
+/// The directory transparency log (module `tlog`): entries, tiles of stored hashes, and the
+/// checkpoints this relay signed.
+const V3: &str = r#"
+CREATE TABLE tlog_entries (
+    idx   INTEGER PRIMARY KEY CHECK (idx >= 0),
+    data  BLOB NOT NULL CHECK (length(data) BETWEEN 1 AND 65535)
+) STRICT;
+
+-- The widest version of each tile; a narrower partial tile is a prefix of it.
+CREATE TABLE tlog_tiles (
+    level  INTEGER NOT NULL CHECK (level BETWEEN 0 AND 63),
+    idx    INTEGER NOT NULL CHECK (idx >= 0),
+    width  INTEGER NOT NULL CHECK (width BETWEEN 1 AND 256),
+    data   BLOB NOT NULL CHECK (length(data) = 32 * width),
+    PRIMARY KEY (level, idx)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE tlog_checkpoints (
+    size  INTEGER PRIMARY KEY CHECK (size >= 0),
+    root  BLOB NOT NULL CHECK (length(root) = 32),
+    note  TEXT NOT NULL
+) STRICT;
 "#;
 
 /// Why the database could not be opened.
