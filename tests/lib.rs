@@ -37,6 +37,8 @@ pub struct Relay {
     pub quic: SocketAddr,
     pub pin: String,
     pub tcp: SocketAddr,
+    /// The transparency log's HTTP listener (`listening log-http …`).
+    pub log_http: Option<SocketAddr>,
     /// `<address>.onion:PORT`, when started with `--onion`.
     pub onion: Option<String>,
     stderr_log: PathBuf,
@@ -62,6 +64,8 @@ impl Relay {
                 "127.0.0.1:0",
                 "--tcp-listen",
                 "127.0.0.1:0",
+                "--log-http",
+                "127.0.0.1:0",
             ])
             .args(extra)
             .envs(env.iter().copied())
@@ -82,6 +86,7 @@ impl Relay {
         });
         let deadline = Instant::now() + COMMAND_DEADLINE;
         let (mut quic, mut pin, mut tcp, mut onion) = (None, None, None, None);
+        let mut log_http = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match rx.recv_timeout(left) {
@@ -107,6 +112,9 @@ impl Relay {
                 }
                 ["listening", "tcp", addr] => tcp = Some(addr.parse().expect("tcp address")),
                 ["listening", "onion", addr] => onion = Some(addr.to_string()),
+                ["listening", "log-http", addr] => {
+                    log_http = Some(addr.parse().expect("log-http address"));
+                }
                 ["ready"] => break,
                 _ => {}
             }
@@ -117,6 +125,7 @@ impl Relay {
             quic: quic.expect("relay printed its QUIC address"),
             pin: pin.expect("relay printed its pin"),
             tcp: tcp.expect("relay printed its TCP address"),
+            log_http,
             onion,
             stderr_log,
         }
@@ -137,6 +146,16 @@ impl Relay {
     /// What the relay wrote to stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// Crash: SIGKILL, no chance to clean up, and wait until the process is gone. Start a new
+    /// relay on the same `data_dir` with [`Relay::start`] (it gets new ephemeral ports).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // `Child::kill` is SIGKILL on Unix.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Graceful stop: SIGTERM, wait up to 10 s, then SIGKILL. Returns whether it exited cleanly.
@@ -352,6 +371,58 @@ impl RawSession {
             );
         }
         s
+    }
+
+    /// Connects with `timeout` on connect and on each read, and says Hello; an I/O error (or a
+    /// refused Hello, as `ErrorKind::Other`) instead of a panic, for tests where the relay may
+    /// vanish at any moment.
+    pub fn try_connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<RawSession> {
+        let stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        let mut s = RawSession { stream, next_id: 1 };
+        let r = s.try_request(refuge_proto::wire::client_frame::Request::Hello(
+            refuge_proto::wire::Hello {
+                protocol_version: refuge_proto::PROTOCOL_VERSION,
+                software: "refuge-tests".into(),
+            },
+        ))?;
+        match r.response {
+            Some(refuge_proto::wire::server_frame::Response::HelloOk(_)) => Ok(s),
+            other => Err(std::io::Error::other(format!("hello refused: {other:?}"))),
+        }
+    }
+
+    /// Like [`RawSession::request`], but a lost connection is an `Err`, not a panic. A frame that
+    /// does not decode, or answers another request, is `ErrorKind::InvalidData`.
+    pub fn try_request(
+        &mut self,
+        request: refuge_proto::wire::client_frame::Request,
+    ) -> std::io::Result<refuge_proto::wire::ServerFrame> {
+        use std::io::{Error, ErrorKind, Read, Write};
+        let id = self.next_id;
+        self.next_id += 1;
+        let frame = refuge_proto::frame::encode(&refuge_proto::wire::ClientFrame {
+            request_id: id,
+            request: Some(request),
+        })
+        .map_err(|e| Error::new(ErrorKind::InvalidInput, e))?;
+        self.stream.write_all(&frame)?;
+        let mut prefix = [0u8; 4];
+        self.stream.read_exact(&mut prefix)?;
+        let len = refuge_proto::frame::body_len(prefix)
+            .map_err(|e| Error::new(ErrorKind::InvalidData, e))?;
+        let mut body = vec![0u8; len];
+        self.stream.read_exact(&mut body)?;
+        let resp: refuge_proto::wire::ServerFrame = refuge_proto::frame::decode_body(&body)
+            .map_err(|e| Error::new(ErrorKind::InvalidData, e))?;
+        if resp.request_id != id {
+            return Err(Error::new(
+                ErrorKind::InvalidData,
+                format!("response to request {} for request {id}", resp.request_id),
+            ));
+        }
+        Ok(resp)
     }
 
     /// Sends raw bytes as they are.

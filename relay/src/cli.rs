@@ -30,6 +30,51 @@ pub enum Command {
     /// Print the SHA-256 pin of the QUIC certificate's public key (making the key if there is
     /// none yet).
     SpkiPin(DataDirArgs),
+    /// Operate the directory transparency log (safe while the relay runs).
+    #[command(subcommand)]
+    Log(LogCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LogCommand {
+    /// Append authority-signed directory entries (one per file, as refuge-admin writes them)
+    /// as one batch and sign a new checkpoint. Prints "entry INDEX FILE" per entry and
+    /// "size N". Refuses the whole batch if any entry is not signed by an --authority-key, and
+    /// halts without storing anything if the database went back in time or forked.
+    Append(LogAppendArgs),
+    /// Print the newest signed checkpoint.
+    Checkpoint(DataDirArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LogOriginArgs {
+    /// The log's origin, which names its checkpoints and signing key (fixed when the key is made)
+    #[arg(long, value_name = "ORIGIN", default_value = crate::tlog::key::DEFAULT_ORIGIN)]
+    pub log_origin: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LogAppendArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+
+    #[command(flatten)]
+    pub origin: LogOriginArgs,
+
+    /// Trusted authority Ed25519 public key, 64 hex digits (repeatable); every entry must be
+    /// signed by one of them
+    #[arg(
+        long = "authority-key",
+        value_name = "HEX",
+        required = true,
+        action = clap::ArgAction::Append,
+        value_parser = parse_authority_key
+    )]
+    pub authority_keys: Vec<VerifyingKey>,
+
+    /// Signed entry files, appended in this order
+    #[arg(value_name = "ENTRY_FILE", required = true)]
+    pub entries: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -56,6 +101,18 @@ pub struct ServeArgs {
     /// Allow --tcp-listen on a non-loopback address (its frames are not encrypted)
     #[arg(long)]
     pub allow_non_loopback_tcp: bool,
+
+    /// TCP address serving the transparency log over HTTP/1.1 (C2SP checkpoint and tiles), for
+    /// a local onion service to forward to (port 0 picks one)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7445")]
+    pub log_http: SocketAddr,
+
+    /// Allow --log-http on a non-loopback address
+    #[arg(long)]
+    pub allow_non_loopback_log_http: bool,
+
+    #[command(flatten)]
+    pub origin: LogOriginArgs,
 
     /// Also serve as a Tor onion service through embedded arti (keys and state in
     /// <data-dir>/arti/; prints "listening onion <address>.onion:PORT" and writes
@@ -119,6 +176,9 @@ impl ServeArgs {
             quic_listen: self.quic_listen,
             tcp_listen: self.tcp_listen,
             allow_non_loopback_tcp: self.allow_non_loopback_tcp,
+            log_http: self.log_http,
+            allow_non_loopback_log_http: self.allow_non_loopback_log_http,
+            log_origin: self.origin.log_origin,
             onion: self.onion.then_some(crate::onion::OnionOptions {
                 tor_config: self.tor_config,
                 port: self.onion_port,
@@ -159,6 +219,8 @@ mod tests {
         };
         assert_eq!(args.quic_listen.to_string(), "127.0.0.1:7443");
         assert_eq!(args.tcp_listen.to_string(), "127.0.0.1:7444");
+        assert_eq!(args.log_http.to_string(), "127.0.0.1:7445");
+        assert_eq!(args.origin.log_origin, crate::tlog::key::DEFAULT_ORIGIN);
     }
 
     #[test]
@@ -231,6 +293,36 @@ mod tests {
             Cli::try_parse_from(["refuge-relay", "serve", "--tor-config", "/t/arti.toml"]).is_err(),
             "--tor-config without --onion"
         );
+    }
+
+    #[test]
+    fn log_append_needs_keys_and_files() {
+        let key = hex::encode(
+            ed25519_dalek::SigningKey::from_bytes(&[1; 32])
+                .verifying_key()
+                .as_bytes(),
+        );
+        assert!(Cli::try_parse_from(["refuge-relay", "log", "append", "e1"]).is_err());
+        assert!(
+            Cli::try_parse_from(["refuge-relay", "log", "append", "--authority-key", &key])
+                .is_err()
+        );
+        let cli = Cli::try_parse_from([
+            "refuge-relay",
+            "log",
+            "append",
+            "--authority-key",
+            &key,
+            "--",
+            "e1",
+            "e2",
+        ])
+        .expect("parses");
+        let Command::Log(LogCommand::Append(args)) = cli.command else {
+            panic!("not log append")
+        };
+        assert_eq!(args.entries.len(), 2);
+        assert_eq!(args.authority_keys.len(), 1);
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! `refuge-relay`: see the crate documentation of `refuge_relay`.
 
 use clap::Parser;
-use refuge_relay::cli::{Cli, Command};
-use refuge_relay::server::{self, ServeError};
+use refuge_relay::cli::{Cli, Command, LogCommand};
+use refuge_relay::server;
+use refuge_relay::tlog::operator;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
@@ -20,30 +21,57 @@ fn main() -> ExitCode {
     // quinn and rustls look the provider up; another one installed first is fine too.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    let result = match cli.command {
-        Command::SpkiPin(args) => server::spki_pin(args.data_dir).map(|pin| println!("{pin}")),
+    match cli.command {
+        Command::SpkiPin(args) => match server::spki_pin(args.data_dir) {
+            Ok(pin) => {
+                println!("{pin}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e, e.hint()),
+        },
         Command::Serve(args) => match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("refuge-relay")
             .build()
         {
-            Ok(runtime) => runtime.block_on(server::serve(args.into_options())),
-            Err(e) => {
-                eprintln!("error: cannot start the async runtime: {e}");
-                return ExitCode::FAILURE;
-            }
+            Ok(runtime) => match runtime.block_on(server::serve(args.into_options())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e, e.hint()),
+            },
+            Err(e) => fail(
+                &e,
+                "check the process and memory limits of the relay's user",
+            ),
         },
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            report(&e);
-            ExitCode::FAILURE
+        Command::Log(LogCommand::Append(args)) => match operator::append(
+            args.data.data_dir.as_deref(),
+            &args.origin.log_origin,
+            args.authority_keys,
+            &args.entries,
+        ) {
+            Ok(report) => {
+                for (file, index) in &report.entries {
+                    println!("entry {index} {}", file.display());
+                }
+                println!("size {}", report.new_size);
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e, e.hint()),
+        },
+        Command::Log(LogCommand::Checkpoint(args)) => {
+            match operator::checkpoint(args.data_dir.as_deref()) {
+                Ok(note) => {
+                    print!("{note}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e, e.hint()),
+            }
         }
     }
 }
 
-fn report(e: &ServeError) {
+fn fail(e: &dyn std::fmt::Display, hint: &str) -> ExitCode {
     eprintln!("error: {e}");
-    eprintln!("hint: {}", e.hint());
+    eprintln!("hint: {hint}");
+    ExitCode::FAILURE
 }

@@ -1,7 +1,7 @@
 //! Startup, the announce lines on standard output, and graceful shutdown.
 //!
 //! Order: data directory → database (migrated) → staff directory (verified, rollback refused) →
-//! TLS identity → listeners bound → onion service launched (with `--onion`) → signal handlers → `listening …` / `ready` on stdout →
+//! TLS identity → log signing key → listeners bound (QUIC, TCP, log HTTP) → onion service launched (with `--onion`) → signal handlers → `listening …` / `ready` on stdout →
 //! serve. On SIGINT or SIGTERM: stop accepting, let every running request finish (its commit
 //! included), stop the writer after it has committed everything queued, close QUIC, exit 0.
 
@@ -16,6 +16,8 @@ use crate::store::sqlite::{DATABASE_FILE, OpenError, SqliteStore, StoreLimits};
 use crate::store::{Store, to_hour};
 use crate::stream::SessionSlots;
 use crate::tcp::{self, TcpError};
+use crate::tlog::http::{self as log_http, LogHttpError, LogHttpLimits, LogReader};
+use crate::tlog::key::{self as log_key, LogKeyError};
 use ed25519_dalek::VerifyingKey;
 use quinn::VarInt;
 use std::io::Write;
@@ -33,6 +35,11 @@ pub struct ServeOptions {
     pub quic_listen: SocketAddr,
     pub tcp_listen: SocketAddr,
     pub allow_non_loopback_tcp: bool,
+    /// Where the transparency log is served over HTTP/1.1.
+    pub log_http: SocketAddr,
+    pub allow_non_loopback_log_http: bool,
+    /// The log's origin (names its checkpoints and signing key).
+    pub log_origin: String,
     /// Also serve as a Tor onion service through embedded arti.
     pub onion: Option<OnionOptions>,
     pub directory: Option<PathBuf>,
@@ -61,6 +68,10 @@ pub enum ServeError {
     Tcp(#[from] TcpError),
     #[error(transparent)]
     Onion(#[from] OnionError),
+    #[error(transparent)]
+    LogKey(#[from] LogKeyError),
+    #[error(transparent)]
+    LogHttp(#[from] LogHttpError),
     #[error("cannot install the signal handlers: {0}")]
     Signals(std::io::Error),
     #[error("cannot write to standard output: {0}")]
@@ -81,6 +92,8 @@ impl ServeError {
             ServeError::Quic(_) => "this is a bug; please report it",
             ServeError::Tcp(e) => e.hint(),
             ServeError::Onion(e) => e.hint(),
+            ServeError::LogKey(e) => e.hint(),
+            ServeError::LogHttp(e) => e.hint(),
             ServeError::Signals(_) => "run the relay as a normal process",
             ServeError::Stdout(_) => "keep standard output open; it carries the ready lines",
         }
@@ -135,8 +148,27 @@ async fn start_and_run(
     if created {
         tracing::info!("made a new QUIC identity; hand its pin to the client policy authors");
     }
+    let (log_signer, log_key_created) = log_key::load_or_create(data_dir, &options.log_origin)?;
+    if log_key_created {
+        tracing::info!("made a new log signing key; hand its vkey to the client policy authors");
+    }
+    let log_vkey = log_signer.verifier().to_vkey();
+    // The relay itself signs nothing yet (`refuge-relay log append` does); the key stays here.
+    drop(log_signer);
+    let log_limits = LogHttpLimits::default();
+    let log_reader = Arc::new(
+        LogReader::open(store.path(), log_limits.read_connections).map_err(LogHttpError::from)?,
+    );
     let quic_config = quic::server_config(&identity, limits.idle_timeout)?;
     let tcp_listener = tcp::bind(options.tcp_listen, options.allow_non_loopback_tcp).await?;
+    let log_listener =
+        log_http::bind(options.log_http, options.allow_non_loopback_log_http).await?;
+    let log_addr = log_listener
+        .local_addr()
+        .map_err(|source| LogHttpError::Bind {
+            addr: options.log_http,
+            source,
+        })?;
     let endpoint = quic::bind(options.quic_listen, quic_config)?;
     let quic_addr = endpoint.local_addr().map_err(|source| QuicError::Bind {
         addr: options.quic_listen,
@@ -173,6 +205,12 @@ async fn start_and_run(
         limits.idle_timeout,
         shutdown.clone(),
     ));
+    let log_task = tokio::spawn(log_http::serve(
+        log_listener,
+        log_reader,
+        log_limits,
+        shutdown.clone(),
+    ));
     let onion_announce = onion_service
         .as_ref()
         .map(|s| format!("listening onion {}:{}", s.address, s.port));
@@ -194,6 +232,8 @@ async fn start_and_run(
         identity.pin()
     ))?;
     announce(&format!("listening tcp {tcp_addr}"))?;
+    announce(&format!("listening log-http {log_addr}"))?;
+    announce(&format!("log vkey {log_vkey}"))?;
     if let Some(line) = &onion_announce {
         announce(line)?;
     }
@@ -201,6 +241,7 @@ async fn start_and_run(
     tracing::info!(
         %quic_addr,
         %tcp_addr,
+        %log_addr,
         directory_version = ?relay.roster().version(),
         staff_devices = relay.roster().device_count(),
         "refuge-relay ready"
@@ -213,6 +254,7 @@ async fn start_and_run(
     trigger.trigger();
     let _ = quic_task.await;
     let _ = tcp_task.await;
+    let _ = log_task.await;
     if let Some(task) = onion_task {
         let _ = task.await;
     }

@@ -69,6 +69,7 @@ fn relay_command_on(data: &Path, log: &Path, tcp_listen: &str, extra: &[&str]) -
     cmd.args(["serve", "--data-dir"])
         .arg(data)
         .args(["--quic-listen", "127.0.0.1:0", "--tcp-listen", tcp_listen])
+        .args(["--log-http", "127.0.0.1:0"])
         .args(extra)
         .env("RUST_LOG", "refuge_relay=trace,info")
         .stdin(Stdio::null())
@@ -119,6 +120,17 @@ fn start(data: &Path, log: &Path, extra: &[&str]) -> Running {
         .expect("second line")
         .parse()
         .expect("address");
+    let log_http: SocketAddr = next()
+        .strip_prefix("listening log-http ")
+        .expect("third line announces the log listener")
+        .parse()
+        .expect("address");
+    assert!(log_http.ip().is_loopback() && log_http.port() != 0);
+    let vkey_line = next();
+    let vkey = vkey_line
+        .strip_prefix("log vkey ")
+        .expect("fourth line gives the log vkey");
+    assert!(vkey.starts_with("refuge.invalid/log+"), "{vkey}");
     assert_eq!(next(), "ready");
     assert!(quic.ip().is_loopback() && quic.port() != 0);
     assert!(tcp.ip().is_loopback() && tcp.port() != 0);
@@ -517,6 +529,29 @@ fn unsafe_or_stale_configurations_are_refused_at_startup() {
         err.contains("hint: ") && err.contains("--allow-non-loopback-tcp"),
         "{err}"
     );
+    assert!(out.stdout.is_empty(), "nothing announced");
+
+    // The log's HTTP listener on a non-loopback address.
+    let out = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(&data)
+        .args([
+            "--quic-listen",
+            "127.0.0.1:0",
+            "--tcp-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--log-http", "0.0.0.0:0"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("error: refusing to serve the log over HTTP on 0.0.0.0:0"),
+        "{err}"
+    );
+    assert!(err.contains("--allow-non-loopback-log-http"), "{err}");
     assert!(out.stdout.is_empty(), "nothing announced");
 
     // A directory signed by an untrusted key.

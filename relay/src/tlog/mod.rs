@@ -12,10 +12,13 @@
 //! - Read paths ([`latest_checkpoint`], [`read_path`], [`inclusion_proof`], [`consistency_proof`])
 //!   serve what C2SP witnesses and monitors fetch.
 //!
-//! Not here yet: the HTTP front end and wiring into the relay's writer thread; both take a
-//! `rusqlite::Connection` from the caller.
+//! - [`http`] serves the log at the C2SP paths over HTTP/1.1; [`operator`] holds the operator's
+//!   `log append` / `log checkpoint` commands; [`key`] the log signing key.
 
 mod head;
+pub mod http;
+pub mod key;
+pub mod operator;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,171 @@
+//! The operator's log commands: `refuge-relay log append` and `refuge-relay log checkpoint`.
+//!
+//! `log append` runs in its own process, next to a running relay, with its own SQLite
+//! connection. That is safe without going through the relay's writer thread: the database is in
+//! WAL mode with a busy timeout, the relay's writer never touches the log's tables, and
+//! [`TransparencyLog::append_batch`] and [`TransparencyLog::sign_checkpoint`] each run in one
+//! `BEGIN IMMEDIATE` transaction, so they simply queue behind (or ahead of) the relay's group
+//! commits, and two `log append` runs serialize on SQLite's write lock (the signed-checkpoint
+//! record is updated inside that lock). The relay's log listener reads on its own connections and
+//! sees each batch whole or not at all. Routing appends through the relay would need an admin
+//! channel into a running process for no gain in safety.
+//!
+//! Before appending, the command checks the stored log against the last checkpoint this relay
+//! signed (by signing the current tree, which is idempotent): a rolled-back or forked database
+//! halts the command before anything is stored.
+
+use super::key::{self, LogKeyError};
+use super::{FileSignedHead, LogError, TransparencyLog, latest_checkpoint};
+use crate::config::{self, ConfigError};
+use crate::store::sqlite::{DATABASE_FILE, OpenError, schema};
+use ed25519_dalek::VerifyingKey;
+use refuge_proto::directory_entry::{EntryError, MAX_ENTRY_LEN, UncheckedEntry};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// The record of the last checkpoint this relay signed, next to the database (see
+/// [`super::SignedHeadStore`]). Back it up separately from the database.
+pub const SIGNED_HEAD_FILE: &str = "log-signed-checkpoint";
+
+/// Why a log command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogCommandError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error(transparent)]
+    Key(#[from] LogKeyError),
+    #[error("cannot read the entry file {path}: {source}")]
+    ReadEntry {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is larger than any directory entry ({MAX_ENTRY_LEN} bytes)")]
+    EntryTooLarge { path: PathBuf },
+    #[error(
+        "{path} was refused and nothing was appended: {source} (is it signed by one of the \
+         --authority-key keys?)"
+    )]
+    Refused { path: PathBuf, source: EntryError },
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("there is no relay database in {0} yet")]
+    NoDatabase(PathBuf),
+    #[error("the log has no signed checkpoint yet")]
+    NoCheckpoint,
+}
+
+impl LogCommandError {
+    pub fn hint(&self) -> &'static str {
+        match self {
+            LogCommandError::Config(e) => e.hint(),
+            LogCommandError::Open(e) => e.hint(),
+            LogCommandError::Key(e) => e.hint(),
+            LogCommandError::ReadEntry { .. } => "check the file names given",
+            LogCommandError::EntryTooLarge { .. } => {
+                "pass the entry files refuge-admin wrote, one signed entry per file"
+            }
+            LogCommandError::Refused { .. } => {
+                "ask the authority to sign the entry with its key (refuge-admin), or pass that \
+                 key with --authority-key if it is a new trusted authority key"
+            }
+            LogCommandError::Log(e) => e.hint(),
+            LogCommandError::NoDatabase(_) | LogCommandError::NoCheckpoint => {
+                "append entries with `refuge-relay log append` first, or check --data-dir"
+            }
+        }
+    }
+}
+
+/// What `log append` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendReport {
+    /// Each file with the index of its entry (for inclusion proofs).
+    pub entries: Vec<(PathBuf, u64)>,
+    /// Size of the log after the batch.
+    pub new_size: u64,
+    /// The checkpoint signed for it.
+    pub checkpoint: String,
+}
+
+fn read_entry(path: &Path) -> Result<Vec<u8>, LogCommandError> {
+    let err = |source| LogCommandError::ReadEntry {
+        path: path.to_owned(),
+        source,
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(err)?
+        .take(MAX_ENTRY_LEN as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(err)?;
+    if bytes.len() > MAX_ENTRY_LEN {
+        return Err(LogCommandError::EntryTooLarge {
+            path: path.to_owned(),
+        });
+    }
+    Ok(bytes)
+}
+
+/// `refuge-relay log append`: appends the entries in `files` as one batch and signs a checkpoint.
+pub fn append(
+    data_dir: Option<&Path>,
+    origin: &str,
+    authorities: Vec<VerifyingKey>,
+    files: &[PathBuf],
+) -> Result<AppendReport, LogCommandError> {
+    let dir = config::resolve_data_dir(data_dir)?;
+    config::prepare_data_dir(&dir)?;
+    let entries = files
+        .iter()
+        .map(|f| read_entry(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (signer, created) = key::load_or_create(&dir, origin)?;
+    if created {
+        tracing::info!(
+            vkey = %signer.verifier().to_vkey(),
+            "made a new log signing key; hand its vkey to the client policy authors"
+        );
+    }
+    // Refuse a bad batch before touching the database at all.
+    for (path, bytes) in files.iter().zip(&entries) {
+        UncheckedEntry::parse(bytes)
+            .and_then(|e| e.verify(&authorities))
+            .map_err(|source| LogCommandError::Refused {
+                path: path.clone(),
+                source,
+            })?;
+    }
+    let log = TransparencyLog::new(origin, signer, authorities)?;
+    let mut conn = schema::open_writer(&dir.join(DATABASE_FILE))?;
+    let mut head = FileSignedHead::new(dir.join(SIGNED_HEAD_FILE));
+
+    // Halt on a rolled-back or forked database before storing anything.
+    log.sign_checkpoint(&mut conn, &mut head)?;
+    let appended = log.append_batch(&mut conn, &entries).map_err(|e| match e {
+        LogError::EntryRefused { position, source } => LogCommandError::Refused {
+            path: files.get(position).cloned().unwrap_or_default(),
+            source,
+        },
+        other => LogCommandError::Log(other),
+    })?;
+    let signed = log.sign_checkpoint(&mut conn, &mut head)?;
+    Ok(AppendReport {
+        entries: files.iter().cloned().zip(appended.first_index..).collect(),
+        new_size: signed.size,
+        checkpoint: signed.note,
+    })
+}
+
+/// `refuge-relay log checkpoint`: the newest signed checkpoint.
+pub fn checkpoint(data_dir: Option<&Path>) -> Result<String, LogCommandError> {
+    let dir = config::resolve_data_dir(data_dir)?;
+    let db = dir.join(DATABASE_FILE);
+    if !db.exists() {
+        return Err(LogCommandError::NoDatabase(dir));
+    }
+    let conn = schema::open_reader(&db)?;
+    latest_checkpoint(&conn)?.ok_or(LogCommandError::NoCheckpoint)
+}
