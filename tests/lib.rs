@@ -617,3 +617,33 @@ pub fn case_ids(read_output: &str) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// Creates a user mailbox through the raw protocol with the given id, capability key and deposit
+/// token (the caller draws them, from whichever RNG its test needs), and checks the relay
+/// answered `MailboxCreated`.
+pub fn create_raw_mailbox(
+    s: &mut RawSession,
+    id: [u8; 16],
+    key: &ed25519_dalek::SigningKey,
+    token: [u8; 32],
+) {
+    use ed25519_dalek::Signer;
+    use refuge_proto::wire::client_frame::Request;
+    use refuge_proto::wire::server_frame::Response;
+    let token_hash = refuge_proto::ids::DepositToken(token).hash();
+    let transcript = refuge_proto::auth::create_mailbox_transcript(
+        &refuge_proto::ids::MailboxId(id),
+        &key.verifying_key(),
+        &token_hash,
+    );
+    let r = s.request(Request::CreateMailbox(refuge_proto::wire::CreateMailbox {
+        mailbox_id: id.to_vec(),
+        auth_key: key.verifying_key().as_bytes().to_vec(),
+        deposit_token_hash: token_hash.to_vec(),
+        signature: key.sign(&transcript).to_bytes().to_vec(),
+    }));
+    assert!(
+        matches!(r.response, Some(Response::MailboxCreated(_))),
+        "{r:?}"
+    );
+}

@@ -22,7 +22,7 @@ use rand::{Rng, RngCore, SeedableRng};
 use refuge_proto::wire::client_frame::Request;
 use refuge_proto::wire::server_frame::Response;
 use refuge_proto::wire::*;
-use refuge_tests::{RawSession, Relay, db_count};
+use refuge_tests::{RawSession, Relay, create_raw_mailbox, db_count};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -286,22 +286,7 @@ impl Mailbox {
         rng.fill_bytes(&mut seed);
         rng.fill_bytes(&mut token);
         let key = SigningKey::from_bytes(&seed);
-        let token_hash = refuge_proto::ids::DepositToken(token).hash();
-        let transcript = refuge_proto::auth::create_mailbox_transcript(
-            &refuge_proto::ids::MailboxId(id),
-            &key.verifying_key(),
-            &token_hash,
-        );
-        let r = s.request(Request::CreateMailbox(CreateMailbox {
-            mailbox_id: id.to_vec(),
-            auth_key: key.verifying_key().as_bytes().to_vec(),
-            deposit_token_hash: token_hash.to_vec(),
-            signature: key.sign(&transcript).to_bytes().to_vec(),
-        }));
-        assert!(
-            matches!(r.response, Some(Response::MailboxCreated(_))),
-            "{r:?}"
-        );
+        create_raw_mailbox(s, id, &key, token);
         Mailbox { id, key, token }
     }
 }

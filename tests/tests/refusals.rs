@@ -27,22 +27,7 @@ fn create_mailbox(s: &mut RawSession) -> ([u8; 16], SigningKey, [u8; 32]) {
     let key = random_key();
     let mut token = [0u8; 32];
     rand::rng().fill_bytes(&mut token);
-    let token_hash = refuge_proto::ids::DepositToken(token).hash();
-    let transcript = refuge_proto::auth::create_mailbox_transcript(
-        &refuge_proto::ids::MailboxId(id),
-        &key.verifying_key(),
-        &token_hash,
-    );
-    let r = s.request(Request::CreateMailbox(CreateMailbox {
-        mailbox_id: id.to_vec(),
-        auth_key: key.verifying_key().as_bytes().to_vec(),
-        deposit_token_hash: token_hash.to_vec(),
-        signature: key.sign(&transcript).to_bytes().to_vec(),
-    }));
-    assert!(
-        matches!(r.response, Some(Response::MailboxCreated(_))),
-        "{r:?}"
-    );
+    create_raw_mailbox(s, id, &key, token);
     (id, key, token)
 }
 
