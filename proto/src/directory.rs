@@ -88,7 +88,7 @@ impl UncheckedDirectory {
         Ok(VerifiedDirectory {
             directory,
             authority: key,
-            signed_bytes: self.signed.encode_to_vec(),
+            signed_file: Some(self.signed.encode_to_vec()),
         })
     }
 }
@@ -158,15 +158,28 @@ pub fn check_device(post_id: &str, dev: &StaffDevice) -> Result<(), String> {
     Ok(())
 }
 
-/// A directory whose authority signature and consistency have been checked.
+/// A directory whose authority signature and consistency have been checked: either a signed
+/// directory file, or the result of replaying the directory log
+/// ([`crate::directory_log::DirectoryReplay::directory`]), where every entry was checked.
 #[derive(Debug, Clone)]
 pub struct VerifiedDirectory {
     directory: Directory,
     authority: VerifyingKey,
-    signed_bytes: Vec<u8>,
+    /// The signed file it came from; `None` when it was replayed from the log.
+    signed_file: Option<Vec<u8>>,
 }
 
 impl VerifiedDirectory {
+    /// Built by a log replay, whose checks guarantee the consistency `check_consistency` asks of
+    /// a file. `authority` is the current authority key.
+    pub(crate) fn from_log(directory: Directory, authority: VerifyingKey) -> Self {
+        debug_assert_eq!(check_consistency(&directory), Ok(()));
+        Self {
+            directory,
+            authority,
+            signed_file: None,
+        }
+    }
     pub fn version(&self) -> u64 {
         self.directory.version
     }
@@ -197,9 +210,15 @@ impl VerifiedDirectory {
             .iter()
             .find_map(|p| p.devices.iter().find(|d| d.label == label).map(|d| (p, d)))
     }
-    /// The file's bytes, exactly as signed (to store or pass on).
+    /// The file's bytes, exactly as signed (to store or pass on); empty for a directory replayed
+    /// from the log, which has no such file (see [`Self::signed_file`]).
     pub fn signed_bytes(&self) -> &[u8] {
-        &self.signed_bytes
+        self.signed_file.as_deref().unwrap_or_default()
+    }
+    /// The signed directory file it was read from, or `None` if it was replayed from the log
+    /// (whose entries and checkpoints are the evidence instead).
+    pub fn signed_file(&self) -> Option<&[u8]> {
+        self.signed_file.as_deref()
     }
     /// The directory contents, for an authority that edits and re-signs it.
     pub fn to_directory(&self) -> Directory {

@@ -2,8 +2,11 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod client_policy;
 pub mod directory;
 pub mod directory_entry;
+pub mod directory_log;
+pub mod directory_sync;
 mod error_code;
 pub mod frame;
 pub mod ids;

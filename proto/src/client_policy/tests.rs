@@ -1,0 +1,233 @@
+use super::*;
+use crate::tlog::cosignature::CosignatureSigner;
+
+pub(crate) fn authority() -> SigningKey {
+    SigningKey::from_bytes(&[41; 32])
+}
+
+pub(crate) fn log_signer() -> Ed25519Signer {
+    Ed25519Signer::from_seed("refuge.example/directory", &[42; 32]).unwrap()
+}
+
+pub(crate) fn witness_signers() -> Vec<CosignatureSigner> {
+    (0..3u8)
+        .map(|i| CosignatureSigner::from_seed(&format!("witness-{i}.example"), &[50 + i; 32]))
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+const ONION: &str = "vww6ybal4bd7szmgncyruucpgfkqahzddi37ktceo3ah7ngmcopnpyyd.onion";
+
+/// A policy text: the given authority, log and witnesses (2 of 3), and `extra` lines.
+pub(crate) fn policy_text(authority: &VerifyingKey, extra: &str) -> String {
+    let w = witness_signers();
+    format!(
+        "{POLICY_HEADER}\n\
+         authority {}\n\
+         post emb-xx Embassy of X in Y\n\
+         post con-zz Consulate Z\n\
+         log {}\n\
+         witness w0 {}\n\
+         witness w1 {}\n\
+         witness w2 {}\n\
+         group main 2 w0 w1 w2\n\
+         quorum main\n\
+         {extra}",
+        hex::encode(authority.as_bytes()),
+        log_signer().verifier().to_vkey(),
+        w[0].verifier().to_vkey(),
+        w[1].verifier().to_vkey(),
+        w[2].verifier().to_vkey(),
+    )
+}
+
+fn verify_text(text: &str) -> Result<ClientPolicy, ClientPolicyError> {
+    let a = authority();
+    let signed = Ed25519Signer::from_seed(POLICY_KEY_NAME, &a.to_bytes())
+        .unwrap()
+        .sign_note(text)
+        .unwrap();
+    ClientPolicy::verify(signed.as_bytes(), &[a.verifying_key()])
+}
+
+fn line_error(text: &str) -> usize {
+    match verify_text(text) {
+        Err(ClientPolicyError::Syntax { line, .. }) => line,
+        Err(ClientPolicyError::Tlog(PolicyError::Syntax { line, .. })) => line,
+        Err(ClientPolicyError::Tlog(PolicyError::Key { line, .. })) => line,
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
+}
+
+#[test]
+fn signed_policy_round_trips() {
+    let a = authority();
+    let extra = format!(
+        "# comment\n\nfreshness 3600\nrelay-onion {ONION}\nrelay-quic relay.example:4433 {}\n",
+        "ab".repeat(32)
+    );
+    let text = policy_text(&a.verifying_key(), &extra);
+    let bytes = sign_policy(&text, &a).unwrap();
+    let p = ClientPolicy::verify(&bytes, &[a.verifying_key()]).unwrap();
+    assert_eq!(p.text(), text);
+    assert_eq!(p.signer(), &a.verifying_key());
+    assert_eq!(p.authorities(), [a.verifying_key()]);
+    assert_eq!(p.freshness_secs(), 3600);
+    assert_eq!(p.relay_onion(), Some(ONION));
+    let quic = p.relay_quic().unwrap();
+    assert_eq!(quic.address, "relay.example:4433");
+    assert_eq!(quic.cert_sha256, [0xab; 32]);
+    assert_eq!(
+        p.posts(),
+        [
+            ("emb-xx".to_string(), "Embassy of X in Y".to_string()),
+            ("con-zz".to_string(), "Consulate Z".to_string())
+        ]
+    );
+    assert_eq!(p.log_origin(), "refuge.example/directory");
+    assert_eq!(p.log_vkey(), log_signer().verifier().to_vkey());
+    assert_eq!(p.tlog_policy().witnesses().len(), 3);
+    assert_eq!(p.tlog_policy().quorum_name(), "main");
+
+    let minimal = ClientPolicy::verify(
+        &sign_policy(&policy_text(&a.verifying_key(), ""), &a).unwrap(),
+        &[a.verifying_key()],
+    )
+    .unwrap();
+    assert_eq!(minimal.freshness_secs(), DEFAULT_FRESHNESS_SECS);
+    assert_eq!(minimal.relay_onion(), None);
+    assert_eq!(minimal.relay_quic(), None);
+}
+
+#[test]
+fn only_a_pinned_and_listed_authority_is_accepted() {
+    let a = authority();
+    let other = SigningKey::from_bytes(&[7; 32]);
+    let bytes = sign_policy(&policy_text(&a.verifying_key(), ""), &a).unwrap();
+    assert!(matches!(
+        ClientPolicy::verify(&bytes, &[other.verifying_key()]),
+        Err(ClientPolicyError::NotSignedByPinnedKey(_))
+    ));
+    // A pinned key must also be listed in the body it signs.
+    assert!(matches!(
+        sign_policy(&policy_text(&a.verifying_key(), ""), &other),
+        Err(ClientPolicyError::SignerNotListed(_))
+    ));
+    let forged = Ed25519Signer::from_seed(POLICY_KEY_NAME, &other.to_bytes())
+        .unwrap()
+        .sign_note(&policy_text(&a.verifying_key(), ""))
+        .unwrap();
+    assert!(matches!(
+        ClientPolicy::verify(
+            forged.as_bytes(),
+            &[other.verifying_key(), a.verifying_key()]
+        ),
+        Err(ClientPolicyError::SignerNotListed(_))
+    ));
+    // Any altered byte of the text is refused.
+    let text_len = policy_text(&a.verifying_key(), "").len();
+    for i in 0..text_len {
+        let mut b = bytes.clone();
+        b[i] ^= 1;
+        assert!(
+            ClientPolicy::verify(&b, &[a.verifying_key()]).is_err(),
+            "flip at byte {i} accepted"
+        );
+    }
+    assert!(matches!(
+        ClientPolicy::verify(&vec![b'a'; MAX_CLIENT_POLICY_LEN + 1], &[a.verifying_key()]),
+        Err(ClientPolicyError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn strict_parsing_names_the_line() {
+    let a = authority().verifying_key();
+    let base = policy_text(&a, "");
+    let at_end = base.lines().count() + 1;
+    let bad_extras = [
+        "colour blue\n".to_string(),
+        "freshness 60\nfreshness 60\n".to_string(),
+        "freshness 0\n".to_string(),
+        "freshness 007\n".to_string(),
+        format!("freshness {}\n", MAX_FRESHNESS_SECS + 1),
+        format!("authority {}\n", hex::encode(a.as_bytes())),
+        format!("authority {}\n", hex::encode(a.as_bytes()).to_uppercase()),
+        "authority 00\n".to_string(),
+        "post emb-xx Again\n".to_string(),
+        "post EMB Bad id\n".to_string(),
+        "post emb-qq\n".to_string(),
+        format!("post emb-qq {}\n", "n".repeat(MAX_POST_NAME_LEN + 1)),
+        "relay-onion example.onion\n".to_string(),
+        format!("relay-onion {ONION}\nrelay-onion {ONION}\n"),
+        format!("relay-quic relay.example {}\n", "ab".repeat(32)),
+        format!("relay-quic relay.example:0 {}\n", "ab".repeat(32)),
+        "relay-quic relay.example:443 abcd\n".to_string(),
+        format!("log {}\n", log_signer().verifier().to_vkey()),
+        "witness w9 nonsense\n".to_string(),
+        "quorum none\n".to_string(),
+    ];
+    for extra in bad_extras {
+        let line = line_error(&policy_text(&a, &extra));
+        // The first offending line is the last one of `extra`, or the one before for duplicates.
+        let extra_lines = extra.lines().count();
+        assert_eq!(line, at_end + extra_lines - 1, "for {extra:?}");
+    }
+    assert_eq!(line_error(&base.replacen("v1", "v2", 1)), 1);
+}
+
+#[test]
+fn required_lines_are_required() {
+    let a = authority().verifying_key();
+    let text = policy_text(&a, "");
+    let without = |prefix: &str| -> String {
+        text.lines()
+            .filter(|l| !l.starts_with(prefix))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    assert!(matches!(
+        verify_text(&without("post ")),
+        Err(ClientPolicyError::Missing("post"))
+    ));
+    assert!(matches!(
+        verify_text(&without("log ")),
+        Err(ClientPolicyError::Missing("log"))
+    ));
+    assert!(matches!(
+        verify_text(&without("quorum ")),
+        Err(ClientPolicyError::Tlog(PolicyError::NoQuorum))
+    ));
+    // Without any authority line the signer cannot be listed either; the text is refused first.
+    assert!(matches!(
+        verify_text(&without("authority ")),
+        Err(ClientPolicyError::Missing("authority"))
+    ));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Any text gets an answer, never a panic; lines start with real keywords often enough to
+    /// reach every branch.
+    #[test]
+    fn parser_never_panics(
+        lines in proptest::collection::vec(
+            (
+                proptest::sample::select(vec![
+                    "authority", "freshness", "relay-onion", "relay-quic", "post", "log",
+                    "witness", "group", "quorum", "#", "", "other",
+                ]),
+                "[ -~\t]{0,70}",
+            ),
+            0..12,
+        ),
+        header in proptest::bool::weighted(0.9),
+    ) {
+        let mut text = if header { format!("{POLICY_HEADER}\n") } else { String::new() };
+        for (keyword, rest) in &lines {
+            text.push_str(&format!("{keyword} {rest}\n"));
+        }
+        let _ = Body::parse(&text);
+    }
+}
