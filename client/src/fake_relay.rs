@@ -368,6 +368,10 @@ impl FakeSession {
                 }
                 Ok(Response::PostBundles(PostBundles { bundles }))
             }
+            Request::GetLog(_) | Request::SubmitEntry(_) => Err(refuse(
+                ErrorCode::Unavailable,
+                "the fake relay serves no directory log",
+            )),
         }
     }
 }

@@ -25,7 +25,9 @@ impl ErrorCode {
             | Unspecified => Fault::Client,
             Unavailable | Internal => Fault::Relay,
             AuthFailed | MailboxExists | UnknownMailbox | DepositNotAuthorized | UnknownPost
-            | NoDevices | PrekeysExhausted | NotEnrolled => Fault::State,
+            | NoDevices | PrekeysExhausted | NotEnrolled | LogNotFound | EntryNotAuthorized => {
+                Fault::State
+            }
         }
     }
 

@@ -243,6 +243,38 @@ mod tests {
         assert!(matches!(encode(&big), Err(FrameError::TooLarge { .. })));
     }
 
+    /// A full entry bundle of the largest directory entries the parser accepts, answered to
+    /// GetLog with the largest request id, fits in one frame.
+    #[test]
+    fn full_entry_bundle_fits_in_a_frame() {
+        use crate::directory_entry::{Enrolment, EntryAction, EntryBody, sign_entry};
+        use crate::ids::MailboxId;
+        use crate::tlog::tiles::{TILE_WIDTH, encode_bundle};
+        use crate::wire::{LogData, ServerFrame, server_frame::Response};
+        let authority = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let post = "p".repeat(64);
+        let body = EntryBody {
+            action: EntryAction::Enrol(Enrolment {
+                label: format!("{post}/{}", "d".repeat(64)),
+                post_id: post,
+                identity_key: [5; crate::directory::IDENTITY_KEY_LEN],
+                auth_key: ed25519_dalek::SigningKey::from_bytes(&[3; 32]).verifying_key(),
+                mailbox_id: MailboxId([7; 16]),
+            }),
+            not_before: u64::MAX,
+        };
+        let entry = sign_entry(&body, &authority).expect("the largest entry encodes");
+        let bundle = encode_bundle(&vec![entry; usize::from(TILE_WIDTH)]).expect("bundle");
+        let answer = ServerFrame {
+            request_id: u64::MAX,
+            response: Some(Response::LogData(LogData { data: bundle })),
+        };
+        let framed = encode(&answer).expect("a full bundle fits in MAX_FRAME_LEN");
+        // The parser admits nothing longer: post id and desk are at most 64 bytes each, every
+        // other field has a fixed size.
+        assert!(framed.len() <= PREFIX_LEN + MAX_FRAME_LEN);
+    }
+
     proptest! {
         #[test]
         fn decoder_reassembles_any_split(ids in proptest::collection::vec(any::<u64>(), 1..8),

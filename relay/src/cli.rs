@@ -3,6 +3,8 @@
 use crate::config::Limits;
 use crate::server::ServeOptions;
 use crate::store::sqlite::StoreLimits;
+use crate::tlog::sequencer::SequencerOptions;
+use crate::tlog::witnesses::WitnessTarget;
 use clap::{Args, Parser, Subcommand};
 use ed25519_dalek::VerifyingKey;
 use std::net::SocketAddr;
@@ -128,11 +130,15 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", requires = "onion")]
     pub tor_config: Option<PathBuf>,
 
-    /// Authority-signed staff directory to serve (refused if older than the stored one)
+    /// Authority-signed staff directory file to serve until the log holds an entry (refused if
+    /// older than the stored one); the directory replayed from the log replaces it
     #[arg(long, value_name = "FILE", requires = "authority_keys")]
     pub directory: Option<PathBuf>,
 
-    /// Trusted authority Ed25519 public key, 64 hex digits (repeatable)
+    /// Trusted authority Ed25519 public key, 64 hex digits (repeatable): the keys the directory
+    /// log's entries must be signed by (until an entry rotates them). Without any, the log takes
+    /// no submissions
+
     #[arg(
         long = "authority-key",
         value_name = "HEX",
@@ -141,6 +147,18 @@ pub struct ServeArgs {
         value_parser = parse_authority_key
     )]
     pub authority_keys: Vec<VerifyingKey>,
+
+    /// A witness to submit checkpoints to, as "<vkey> <url>": its cosignature vkey (as in a
+    /// C2SP tlog-policy witness line), a space, and the http:// URL prefix of its add-checkpoint
+    /// endpoint (repeatable)
+    #[arg(long = "witness", value_name = "VKEY URL", action = clap::ArgAction::Append)]
+    pub witnesses: Vec<WitnessTarget>,
+
+    /// Submit the current checkpoint to the witnesses again after this many seconds, so that its
+    /// cosignatures stay younger than the clients' freshness limit (24 h by default) while the
+    /// directory does not change
+    #[arg(long, value_name = "S", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub witness_refresh_secs: u64,
 
     /// Most concurrent sessions (TCP connections plus QUIC streams)
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -185,6 +203,9 @@ impl ServeArgs {
             }),
             directory: self.directory,
             authority_keys: self.authority_keys,
+            witnesses: self.witnesses,
+            witness_refresh: Duration::from_secs(self.witness_refresh_secs),
+            sequencer: SequencerOptions::default(),
             retention: (self.retention_days > 0)
                 .then(|| Duration::from_secs(u64::from(self.retention_days) * 86_400)),
             limits: Limits {
@@ -323,6 +344,38 @@ mod tests {
         };
         assert_eq!(args.entries.len(), 2);
         assert_eq!(args.authority_keys.len(), 1);
+    }
+
+    #[test]
+    fn witnesses_are_repeatable_vkey_url_pairs() {
+        let vkey = |seed: u8| {
+            refuge_proto::tlog::cosignature::CosignatureSigner::from_seed("w.example", &[seed; 32])
+                .expect("valid name")
+                .verifier()
+                .to_vkey()
+        };
+        let (a, b) = (
+            format!("{} http://127.0.0.1:1/", vkey(1)),
+            format!("{} http://[::1]:2/w", vkey(2)),
+        );
+        let cli = Cli::try_parse_from(["refuge-relay", "serve", "--witness", &a, "--witness", &b])
+            .expect("parses");
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        let options = args.into_options();
+        assert_eq!(options.witnesses.len(), 2);
+        assert_eq!(options.witnesses[1].key().to_vkey(), vkey(2));
+        for bad in [
+            vkey(1),
+            format!("{} ftp://x/", vkey(1)),
+            "k http://x/".into(),
+        ] {
+            assert!(
+                Cli::try_parse_from(["refuge-relay", "serve", "--witness", &bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -1,16 +1,19 @@
 //! The staff roster: the authority-signed directory this relay serves, held in memory once
 //! verified, and how it is chosen at startup.
 //!
-//! At startup the relay takes the directory file it was given (verified against the authority
-//! keys it was given) or, without one, the newest directory it stored before (verified again).
-//! The store refuses a version lower than the stored one, so a stale file cannot roll the staff
-//! list back.
+//! The directory comes from the relay's transparency log: replayed from its entries with the
+//! `--authority-key` keys ([`install_from_log`]) at start-up and whenever the log grows. Until
+//! the log holds an entry, the relay may still serve an issue-2 signed directory file: the one
+//! it was given (verified against the authority keys it was given) or, without one, the newest
+//! file it stored before (verified again). The store refuses a version lower than the stored
+//! one, so a stale file cannot roll the staff list back; a log's version is its size.
 
 use crate::store::{BundleRequest, Store, StoreError};
 use ed25519_dalek::VerifyingKey;
 use refuge_proto::directory::{
     DirectoryError, MAX_DIRECTORY_LEN, UncheckedDirectory, VerifiedDirectory,
 };
+use refuge_proto::directory_log::DirectoryReplay;
 use refuge_proto::ids::MailboxId;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -160,11 +163,14 @@ pub async fn load<S: Store>(
                 })?
         }
         None => {
-            let Some(stored) = store.stored_directory().await? else {
-                tracing::warn!(
-                    "no staff directory: no staff are enrolled, so staff mailboxes and prekey \
-                     bundles are unavailable (start with --directory FILE --authority-key HEX)"
-                );
+            // A directory replayed from the log has no signed file: the log is its source, and
+            // the caller replays it.
+            let Some(stored) = store
+                .stored_directory()
+                .await?
+                .filter(|d| !d.signed.is_empty())
+            else {
+                tracing::info!("no staff directory file in force");
                 return Ok(Roster::empty());
             };
             // Verify again: with the keys given now, or else the key recorded when the stored
@@ -201,4 +207,24 @@ pub async fn load<S: Store>(
         tracing::warn!("the staff directory enrols no devices");
     }
     Ok(Roster::new(verified))
+}
+
+/// Puts the directory the log replays to at `now_unix` in force: stores its staff mailboxes
+/// (and disables those it no longer lists) and returns the roster to serve.
+pub async fn install_from_log<S: Store>(
+    store: &S,
+    replay: &DirectoryReplay,
+    now_unix: u64,
+) -> Result<Roster, RosterError> {
+    let directory = replay.directory(&[], now_unix);
+    let change = store.install_directory(directory.clone()).await?;
+    if change.previous_version != Some(change.version) || change.disabled > 0 {
+        tracing::info!(
+            log_size = change.version,
+            devices = change.enrolled,
+            disabled = change.disabled,
+            "staff directory replayed from the log is in force"
+        );
+    }
+    Ok(Roster::new(directory))
 }

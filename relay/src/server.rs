@@ -1,23 +1,32 @@
 //! Startup, the announce lines on standard output, and graceful shutdown.
 //!
-//! Order: data directory → database (migrated) → staff directory (verified, rollback refused) →
-//! TLS identity → log signing key → listeners bound (QUIC, TCP, log HTTP) → onion service launched (with `--onion`) → signal handlers → `listening …` / `ready` on stdout →
-//! serve. On SIGINT or SIGTERM: stop accepting, let every running request finish (its commit
-//! included), stop the writer after it has committed everything queued, close QUIC, exit 0.
+//! Order: data directory → database (migrated) → staff directory file, if any (verified,
+//! rollback refused) → TLS identity → log signing key → log sequencer (the stored log replayed
+//! and checked against the last signed checkpoint; its directory, once the log has entries,
+//! replaces the file's) → listeners bound (QUIC, TCP, log HTTP) → onion service launched (with
+//! `--onion`) → signal handlers → `listening …` / `ready` on stdout → serve, with the roster
+//! following the log and checkpoints submitted to the witnesses. On SIGINT or SIGTERM: stop
+//! accepting, let every running request finish (its commit included), stop the writer after it
+//! has committed everything queued, close QUIC, exit 0.
 
 use crate::config::{self, ConfigError, Limits};
+use crate::handler::LogAccess;
 use crate::handler::Relay;
 use crate::identity::{self, IdentityError};
 use crate::onion::{self, OnionError, OnionOptions};
 use crate::quic::{self, QuicError};
 use crate::roster::{self, RosterError};
 use crate::shutdown;
-use crate::store::sqlite::{DATABASE_FILE, OpenError, SqliteStore, StoreLimits};
+use crate::store::sqlite::{DATABASE_FILE, OpenError, SqliteStore, StoreLimits, schema};
 use crate::store::{Store, to_hour};
 use crate::stream::SessionSlots;
 use crate::tcp::{self, TcpError};
 use crate::tlog::http::{self as log_http, LogHttpError, LogHttpLimits, LogReader};
 use crate::tlog::key::{self as log_key, LogKeyError};
+use crate::tlog::operator::SIGNED_HEAD_FILE;
+use crate::tlog::sequencer::{LogHead, Sequencer, SequencerOptions};
+use crate::tlog::witnesses::{self, WitnessTarget};
+use crate::tlog::{FileSignedHead, LogError, TransparencyLog};
 use ed25519_dalek::VerifyingKey;
 use quinn::VarInt;
 use std::io::Write;
@@ -42,8 +51,17 @@ pub struct ServeOptions {
     pub log_origin: String,
     /// Also serve as a Tor onion service through embedded arti.
     pub onion: Option<OnionOptions>,
+    /// An issue-2 signed directory file, served until the log holds an entry.
     pub directory: Option<PathBuf>,
+    /// The keys the log's first entries must be signed by; without any, the relay serves its log
+    /// but takes no submissions.
     pub authority_keys: Vec<VerifyingKey>,
+    /// Witnesses the relay submits its checkpoints to.
+    pub witnesses: Vec<WitnessTarget>,
+    /// How often the current checkpoint is submitted to the witnesses again, to keep its
+    /// cosignatures fresh while the directory does not change.
+    pub witness_refresh: Duration,
+    pub sequencer: SequencerOptions,
     /// Undelivered messages older than this are deleted; `None` keeps them.
     pub retention: Option<Duration>,
     pub limits: Limits,
@@ -72,6 +90,8 @@ pub enum ServeError {
     LogKey(#[from] LogKeyError),
     #[error(transparent)]
     LogHttp(#[from] LogHttpError),
+    #[error(transparent)]
+    Log(#[from] LogError),
     #[error("cannot install the signal handlers: {0}")]
     Signals(std::io::Error),
     #[error("cannot write to standard output: {0}")]
@@ -94,6 +114,7 @@ impl ServeError {
             ServeError::Onion(e) => e.hint(),
             ServeError::LogKey(e) => e.hint(),
             ServeError::LogHttp(e) => e.hint(),
+            ServeError::Log(e) => e.hint(),
             ServeError::Signals(_) => "run the relay as a normal process",
             ServeError::Stdout(_) => "keep standard output open; it carries the ready lines",
         }
@@ -153,12 +174,51 @@ async fn start_and_run(
         tracing::info!("made a new log signing key; hand its vkey to the client policy authors");
     }
     let log_vkey = log_signer.verifier().to_vkey();
-    // The relay itself signs nothing yet (`refuge-relay log append` does); the key stays here.
-    drop(log_signer);
     let log_limits = LogHttpLimits::default();
     let log_reader = Arc::new(
         LogReader::open(store.path(), log_limits.read_connections).map_err(LogHttpError::from)?,
     );
+    witnesses::check_targets(&options.witnesses)?;
+    let sequencer = if options.authority_keys.is_empty() {
+        tracing::warn!(
+            "no --authority-key: the directory log is served but no entry can be submitted"
+        );
+        drop(log_signer);
+        None
+    } else {
+        let log = TransparencyLog::new(
+            &options.log_origin,
+            log_signer,
+            options.authority_keys.clone(),
+        )?;
+        let (sequencer, _thread) = Sequencer::start(
+            schema::open_writer(store.path())?,
+            log,
+            Box::new(FileSignedHead::new(data_dir.join(SIGNED_HEAD_FILE))),
+            &options.authority_keys,
+            options.sequencer.clone(),
+        )?;
+        // The thread ends by itself once every handle is dropped, after its last batch.
+        Some(sequencer)
+    };
+    let roster = match &sequencer {
+        Some(s) if s.heads().borrow().size > 0 => {
+            let replay = Arc::clone(&s.heads().borrow().replay);
+            match roster::install_from_log(store, &replay, unix_now()).await {
+                Ok(from_log) => from_log,
+                Err(e) => {
+                    tracing::error!(
+                        error = %e,
+                        hint = e.hint(),
+                        "cannot put the directory replayed from the log in force; serving the \
+                         directory file's until it can be"
+                    );
+                    roster
+                }
+            }
+        }
+        _ => roster,
+    };
     let quic_config = quic::server_config(&identity, limits.idle_timeout)?;
     let tcp_listener = tcp::bind(options.tcp_listen, options.allow_non_loopback_tcp).await?;
     let log_listener =
@@ -185,7 +245,10 @@ async fn start_and_run(
     let mut sigterm = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
 
-    let relay = Arc::new(Relay::new(store.clone(), roster));
+    let relay = Arc::new(Relay::new(store.clone(), roster).with_log(LogAccess {
+        reader: Arc::clone(&log_reader),
+        sequencer: sequencer.clone(),
+    }));
     let sessions = SessionSlots::new(limits.max_sessions);
     let connections = SessionSlots::new(limits.max_quic_connections);
     let (trigger, shutdown) = shutdown::channel();
@@ -223,6 +286,25 @@ async fn start_and_run(
             shutdown.clone(),
         ))
     });
+    let mut log_tasks = Vec::new();
+    if let Some(sequencer) = &sequencer {
+        log_tasks.push(tokio::spawn(follow_log(
+            Arc::clone(&relay),
+            sequencer.heads(),
+            shutdown.clone(),
+        )));
+        if !options.witnesses.is_empty() {
+            let conn = schema::open_writer(store.path())?;
+            log_tasks.extend(witnesses::spawn(
+                options.witnesses.clone(),
+                Arc::new(std::sync::Mutex::new(conn)),
+                sequencer.heads(),
+                options.witness_refresh,
+                shutdown.clone(),
+            ));
+        }
+    }
+    drop(sequencer);
     let retention_task = options
         .retention
         .map(|keep| tokio::spawn(expire_loop(store.clone(), keep, shutdown.clone())));
@@ -261,6 +343,9 @@ async fn start_and_run(
     if let Some(task) = retention_task {
         let _ = task.await;
     }
+    for task in log_tasks {
+        let _ = task.await;
+    }
     if !sessions.drained(limits.shutdown_grace).await {
         tracing::warn!("some sessions did not finish within the grace period");
     }
@@ -270,6 +355,41 @@ async fn start_and_run(
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often the roster is rebuilt even if the log did not grow (enrolments whose not-before
+/// time has come).
+const ROSTER_REFRESH: Duration = Duration::from_secs(60);
+
+/// Keeps the relay's roster equal to the directory its log replays to: after every change of the
+/// log, and every [`ROSTER_REFRESH`].
+async fn follow_log<S: Store>(
+    relay: Arc<Relay<S>>,
+    mut heads: tokio::sync::watch::Receiver<LogHead>,
+    mut shutdown: shutdown::Shutdown,
+) {
+    let mut tick = tokio::time::interval(ROSTER_REFRESH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.wait() => break,
+            changed = heads.changed() => if changed.is_err() { break },
+            _ = tick.tick() => {}
+        }
+        let replay = Arc::clone(&heads.borrow_and_update().replay);
+        if replay.size() == 0 {
+            continue;
+        }
+        match roster::install_from_log(relay.store(), &replay, unix_now()).await {
+            Ok(roster) => relay.set_roster(roster),
+            Err(e) => tracing::error!(
+                error = %e,
+                hint = e.hint(),
+                "cannot put the directory replayed from the log in force; the previous one stays"
+            ),
+        }
+    }
 }
 
 /// Deletes undelivered messages older than `keep`, hourly.

@@ -98,7 +98,7 @@ fn entry_file(dir: &Path, name: &str, i: u8, key: &SigningKey) -> PathBuf {
         action: EntryAction::Enrol(Enrolment {
             post_id: POST.into(),
             label: format!("{POST}/desk-{i}"),
-            identity_key: [5; IDENTITY_KEY_LEN],
+            identity_key: [i; IDENTITY_KEY_LEN],
             auth_key: SigningKey::from_bytes(&[i; 32]).verifying_key(),
             mailbox_id: MailboxId([i; 16]),
         }),

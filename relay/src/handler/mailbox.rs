@@ -50,7 +50,7 @@ impl<S: Store> Relay<S> {
                  (mailbox id, auth key, deposit token hash) with the mailbox's key",
             ));
         }
-        if self.roster.device(&mailbox).is_some() {
+        if self.roster().device(&mailbox).is_some() {
             return Err(Reject::new(
                 ErrorCode::MailboxExists,
                 "this id belongs to a staff device mailbox; choose a new random mailbox id",

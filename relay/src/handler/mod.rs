@@ -4,6 +4,7 @@
 //! the current time and a random source; the handler talks only to the [`Store`] and the
 //! in-memory [`Roster`]. The same code serves TCP, QUIC streams and the in-memory tests.
 
+mod log;
 mod mailbox;
 mod prekeys;
 
@@ -19,10 +20,13 @@ use crate::reject::Reject;
 use crate::roster::Roster;
 use crate::session::{AlreadyGreeted, OpenSession, Session};
 use crate::store::{MailboxKind, Store};
+use crate::tlog::http::LogReader;
+use crate::tlog::sequencer::Sequencer;
 use refuge_proto::wire::client_frame::Request;
 use refuge_proto::wire::server_frame::Response;
 use refuge_proto::wire::{self, ClientFrame, ServerFrame};
 use refuge_proto::{ErrorCode, MAX_SEALED_LEN, PROTOCOL_VERSION, frame};
+use std::sync::{Arc, RwLock};
 
 /// What the relay calls itself in `HelloOk`.
 pub const SOFTWARE: &str = concat!("refuge-relay/", env!("CARGO_PKG_VERSION"));
@@ -34,20 +38,46 @@ pub type UnixSeconds = u64;
 #[derive(Debug)]
 pub struct Relay<S> {
     store: S,
-    roster: Roster,
+    /// Replaced whole when the directory changes; a request uses the one in force when it reads.
+    roster: RwLock<Arc<Roster>>,
+    log: Option<LogAccess>,
+}
+
+/// What the handler needs to serve the directory log: reads, and the sequencer for submissions
+/// (`None` on a relay configured without authority keys, which takes no entries).
+#[derive(Debug, Clone)]
+pub struct LogAccess {
+    pub reader: Arc<LogReader>,
+    pub sequencer: Option<Sequencer>,
 }
 
 impl<S: Store> Relay<S> {
     pub fn new(store: S, roster: Roster) -> Self {
-        Self { store, roster }
+        Self {
+            store,
+            roster: RwLock::new(Arc::new(roster)),
+            log: None,
+        }
+    }
+
+    /// Also serves the directory log (GetLog, SubmitEntry).
+    pub fn with_log(mut self, log: LogAccess) -> Self {
+        self.log = Some(log);
+        self
     }
 
     pub fn store(&self) -> &S {
         &self.store
     }
 
-    pub fn roster(&self) -> &Roster {
-        &self.roster
+    /// The roster in force.
+    pub fn roster(&self) -> Arc<Roster> {
+        Arc::clone(&self.roster.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Puts a new roster in force for the requests that start from now on.
+    pub fn set_roster(&self, roster: Roster) {
+        *self.roster.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(roster);
     }
 
     /// Handles one frame body as read from the wire.
@@ -127,6 +157,8 @@ impl<S: Store> Relay<S> {
             Request::UploadPrekeys(u) => self.upload_prekeys(open, u).await,
             Request::GetPrekeyCount(g) => self.prekey_count(open, g).await,
             Request::FetchPostBundles(f) => self.post_bundles(f).await,
+            Request::GetLog(g) => self.get_log(g).await,
+            Request::SubmitEntry(e) => self.submit_entry(e).await,
         }
     }
 
@@ -166,7 +198,7 @@ impl<S: Store> Relay<S> {
                 )
             })?;
         if let MailboxKind::Staff { enrolled } = key.kind {
-            if !enrolled || self.roster.device(&mailbox).is_none() {
+            if !enrolled || self.roster().device(&mailbox).is_none() {
                 return Err(Reject::not_enrolled());
             }
         }
@@ -261,5 +293,7 @@ fn request_name(request: &Request) -> &'static str {
         Request::UploadPrekeys(_) => "UploadPrekeys",
         Request::GetPrekeyCount(_) => "GetPrekeyCount",
         Request::FetchPostBundles(_) => "FetchPostBundles",
+        Request::GetLog(_) => "GetLog",
+        Request::SubmitEntry(_) => "SubmitEntry",
     }
 }

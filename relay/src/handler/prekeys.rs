@@ -105,10 +105,8 @@ impl<S: Store> Relay<S> {
     ) -> Result<Response, Reject> {
         let mailbox = mailbox_field(&u.mailbox_id)?;
         let grant = require_grant(open, &mailbox)?;
-        let device = self
-            .roster
-            .device(&mailbox)
-            .ok_or_else(Reject::not_enrolled)?;
+        let roster = self.roster();
+        let device = roster.device(&mailbox).ok_or_else(Reject::not_enrolled)?;
         check_len("identity_key", &u.identity_key, IDENTITY_KEY_LEN)?;
         if u.identity_key != device.identity_key {
             return Err(Reject::invalid(
@@ -183,7 +181,7 @@ impl<S: Store> Relay<S> {
     }
 
     pub(super) async fn post_bundles(&self, f: wire::FetchPostBundles) -> Result<Response, Reject> {
-        let Some(devices) = self.roster.post_devices(&f.post_id) else {
+        let Some(devices) = self.roster().post_devices(&f.post_id) else {
             return Err(Reject::new(
                 ErrorCode::UnknownPost,
                 "that post is not in this relay's staff directory; check the post id against \

@@ -1,7 +1,8 @@
 //! The transparency log over HTTP/1.1, for C2SP witnesses and monitors (through the onion
 //! service, which forwards to this loopback listener).
 //!
-//! `GET /checkpoint` serves the newest signed checkpoint (`text/plain; charset=utf-8`);
+//! `GET /checkpoint` serves the newest cosigned checkpoint, or the newest signed one if no
+//! witness cosigned any yet (`text/plain; charset=utf-8`);
 //! `GET /tile/<L>/<N>[.p/<W>]` and `GET /tile/entries/<N>[.p/<W>]` serve tiles and entry bundles
 //! (`application/octet-stream`). Anything absent is 404, a malformed tile path 400, any method
 //! but GET 405. Requests are bounded (head size, header count, a deadline for the head and one
@@ -12,7 +13,7 @@
 //! carries no secrets, but it binds only to loopback unless the operator says otherwise, like
 //! the plaintext TCP listener: the onion service is the public way in.
 
-use super::{LogError, latest_checkpoint, read_path};
+use super::{LogError, read_path, served_checkpoint};
 use crate::shutdown::Shutdown;
 use crate::store::sqlite::OpenError;
 use crate::store::sqlite::schema;
@@ -130,7 +131,8 @@ impl LogReader {
         })
     }
 
-    async fn read<T, F>(self: &Arc<Self>, f: F) -> Result<T, LogError>
+    /// Runs `f` on a pooled connection, off the async threads.
+    pub(crate) async fn read<T, F>(self: &Arc<Self>, f: F) -> Result<T, LogError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, LogError> + Send + 'static,
@@ -273,7 +275,7 @@ async fn respond(reader: &Arc<LogReader>, req: &Request<Incoming>) -> Response<F
     }
     let path = req.uri().path();
     if path == "/checkpoint" {
-        return match reader.read(latest_checkpoint).await {
+        return match reader.read(served_checkpoint).await {
             Ok(Some(note)) => response(
                 StatusCode::OK,
                 "text/plain; charset=utf-8",

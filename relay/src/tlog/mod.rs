@@ -9,22 +9,27 @@
 //!   see [`SignedHeadStore`]) and the newest one in the database, with a consistency proof built
 //!   from the stored tiles. A log that went back in time or changed its past halts
 //!   ([`LogError::must_halt`]) and nothing is signed.
-//! - Read paths ([`latest_checkpoint`], [`read_path`], [`inclusion_proof`], [`consistency_proof`])
-//!   serve what C2SP witnesses and monitors fetch.
+//! - Read paths ([`served_checkpoint`], [`read_path`], [`inclusion_proof`], [`consistency_proof`])
+//!   serve what C2SP witnesses and monitors fetch; [`add_cosignature`] keeps the witnesses'
+//!   cosignatures of the checkpoints.
 //!
 //! - [`http`] serves the log at the C2SP paths over HTTP/1.1; [`operator`] holds the operator's
-//!   `log append` / `log checkpoint` commands; [`key`] the log signing key.
+//!   `log append` / `log checkpoint` commands; [`key`] the log signing key; [`sequencer`] the
+//!   relay's own appends of submitted entries; [`witnesses`] submits checkpoints to witnesses.
 
 mod head;
 pub mod http;
 pub mod key;
 pub mod operator;
+pub mod sequencer;
+pub mod witnesses;
 
 #[cfg(test)]
 mod tests;
 
 pub use head::{FileSignedHead, HeadError, MemorySignedHead, SignedHeadStore};
 
+use crate::store::sqlite::OpenError;
 use ed25519_dalek::VerifyingKey;
 use refuge_proto::directory_entry::{EntryError, UncheckedEntry};
 use refuge_proto::tlog::checkpoint::{Checkpoint, CheckpointError};
@@ -56,6 +61,11 @@ pub enum LogError {
     BadRequest(String),
     #[error("{0} is not stored")]
     NotFound(String),
+    #[error(
+        "the log grew from {expected} to {found} entries while a batch was being checked \
+         (another process appended); nothing was stored"
+    )]
+    Moved { expected: u64, found: u64 },
     #[error("the log's configuration is invalid: {0}")]
     Config(String),
     #[error("database error in the transparency log: {0}")]
@@ -117,6 +127,7 @@ impl LogError {
                  (refuge-admin); check the relay's authority keys if the key is new"
             }
             LogError::BatchTooLarge(_) => "split the batch",
+            LogError::Moved { .. } => "check the batch against the log again and retry",
             LogError::OutOfRange { .. } | LogError::BadRequest(_) | LogError::NotFound(_) => {
                 "the client asked for something the log does not have; nothing to do on the relay"
             }
@@ -213,11 +224,44 @@ impl TransparencyLog {
         &self.origin
     }
 
+    /// Replaces the authority keys entries are checked against, as authority rotations in the
+    /// log change them.
+    pub fn set_authorities(&mut self, authorities: Vec<VerifyingKey>) -> Result<(), LogError> {
+        if authorities.is_empty() {
+            return Err(LogError::Config(
+                "no authority keys: every entry would be refused".into(),
+            ));
+        }
+        self.authorities = authorities;
+        Ok(())
+    }
+
     /// Appends a batch of encoded directory entries in one transaction. Every entry must carry a
     /// valid signature by a configured authority key; if one does not, nothing is stored.
     pub fn append_batch<E: AsRef<[u8]>>(
         &self,
         conn: &mut Connection,
+        entries: &[E],
+    ) -> Result<Appended, LogError> {
+        self.append(conn, None, entries)
+    }
+
+    /// [`Self::append_batch`], only if the log still has `size` entries when the transaction
+    /// starts ([`LogError::Moved`] otherwise, nothing stored): for a caller that checked the
+    /// entries against the log as it was.
+    pub fn append_batch_at<E: AsRef<[u8]>>(
+        &self,
+        conn: &mut Connection,
+        size: u64,
+        entries: &[E],
+    ) -> Result<Appended, LogError> {
+        self.append(conn, Some(size), entries)
+    }
+
+    fn append<E: AsRef<[u8]>>(
+        &self,
+        conn: &mut Connection,
+        expected: Option<u64>,
         entries: &[E],
     ) -> Result<Appended, LogError> {
         if entries.len() > MAX_BATCH {
@@ -230,6 +274,12 @@ impl TransparencyLog {
         }
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let old = log_size(&tx)?;
+        if let Some(expected) = expected.filter(|&e| e != old) {
+            return Err(LogError::Moved {
+                expected,
+                found: old,
+            });
+        }
         let new_size = old
             .checked_add(entries.len() as u64)
             .filter(|n| i64::try_from(*n).is_ok())
@@ -351,6 +401,12 @@ impl TransparencyLog {
         verify_consistency(signed.size(), size, &proof, signed.root(), root)
             .map_err(|e: ProofError| fork(e.to_string()))
     }
+}
+
+/// Opens (creating and migrating if needed) a writer connection to the relay's database for
+/// the log's own transactions, with the store's settings (WAL, `synchronous=FULL`).
+pub fn open_connection(path: &std::path::Path) -> Result<Connection, OpenError> {
+    crate::store::sqlite::schema::open_writer(path)
 }
 
 /// Number of entries in the log.
@@ -481,9 +537,99 @@ impl TileReader for DbTiles<'_> {
     }
 }
 
-/// The newest signed checkpoint, as served at `checkpoint`.
+/// The newest checkpoint this relay signed.
 pub fn latest_checkpoint(conn: &Connection) -> Result<Option<String>, LogError> {
     Ok(newest_checkpoint(conn)?.map(|(_, note)| note))
+}
+
+/// What is served at `checkpoint`: the newest checkpoint any witness cosigned, with every
+/// cosignature kept for it (ordered by witness key), or else the newest signed one.
+pub fn served_checkpoint(conn: &Connection) -> Result<Option<String>, LogError> {
+    let tx = conn.unchecked_transaction()?;
+    let newest: Option<i64> =
+        tx.query_row("SELECT MAX(size) FROM tlog_cosignatures", [], |r| r.get(0))?;
+    let out = match newest {
+        None => latest_checkpoint(&tx)?,
+        Some(size) => {
+            let note: String = tx
+                .query_row(
+                    "SELECT note FROM tlog_checkpoints WHERE size = ?1",
+                    [size],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .ok_or_else(|| {
+                    LogError::Corrupt(format!("cosignatures kept for unsigned size {size}"))
+                })?;
+            let mut stmt = tx.prepare_cached(
+                "SELECT line FROM tlog_cosignatures WHERE size = ?1 ORDER BY witness",
+            )?;
+            let lines = stmt
+                .query_map([size], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Some(lines.iter().fold(note, |mut n, l| {
+                n.push_str(l);
+                n
+            }))
+        }
+    };
+    tx.finish()?;
+    Ok(out)
+}
+
+/// The checkpoint this relay signed for `size`, if it still has it.
+pub fn checkpoint_at(conn: &Connection, size: u64) -> Result<Option<String>, LogError> {
+    Ok(conn
+        .query_row(
+            "SELECT note FROM tlog_checkpoints WHERE size = ?1",
+            [sql_int(size, "size")?],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// Keeps `line`, a cosignature by `witness` (its vkey) of the checkpoint for `size` that the
+/// caller verified against that key, replacing an older one by the same witness for that size.
+pub fn add_cosignature(
+    conn: &Connection,
+    size: u64,
+    witness: &str,
+    line: &str,
+) -> Result<(), LogError> {
+    conn.prepare_cached(
+        "INSERT INTO tlog_cosignatures (size, witness, line) VALUES (?1, ?2, ?3)
+         ON CONFLICT (size, witness) DO UPDATE SET line = excluded.line",
+    )?
+    .execute(params![sql_int(size, "size")?, witness, line])?;
+    Ok(())
+}
+
+/// The entries at indexes `from..to`.
+pub fn read_entries(conn: &Connection, from: u64, to: u64) -> Result<Vec<Vec<u8>>, LogError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT idx, data FROM tlog_entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+    )?;
+    let rows = stmt
+        .query_map(
+            params![sql_int(from, "index")?, sql_int(to, "index")?],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    for (k, (idx, _)) in rows.iter().enumerate() {
+        if u64::try_from(*idx).ok() != from.checked_add(k as u64) {
+            return Err(LogError::Corrupt(format!(
+                "entry {} is missing",
+                from + k as u64
+            )));
+        }
+    }
+    if (rows.len() as u64) != to.saturating_sub(from) {
+        return Err(LogError::Corrupt(format!(
+            "entries {from}..{to}: only {} stored",
+            rows.len()
+        )));
+    }
+    Ok(rows.into_iter().map(|(_, data)| data).collect())
 }
 
 /// The bytes served at a C2SP tile path (`tile/<L>/<N>[.p/<W>]` or `tile/entries/<N>[.p/<W>]`).

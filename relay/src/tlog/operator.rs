@@ -1,25 +1,27 @@
 //! The operator's log commands: `refuge-relay log append` and `refuge-relay log checkpoint`.
 //!
-//! `log append` runs in its own process, next to a running relay, with its own SQLite
-//! connection. That is safe without going through the relay's writer thread: the database is in
-//! WAL mode with a busy timeout, the relay's writer never touches the log's tables, and
-//! [`TransparencyLog::append_batch`] and [`TransparencyLog::sign_checkpoint`] each run in one
-//! `BEGIN IMMEDIATE` transaction, so they simply queue behind (or ahead of) the relay's group
-//! commits, and two `log append` runs serialize on SQLite's write lock (the signed-checkpoint
-//! record is updated inside that lock). The relay's log listener reads on its own connections and
-//! sees each batch whole or not at all. Routing appends through the relay would need an admin
-//! channel into a running process for no gain in safety.
+//! The running relay appends submitted entries itself (its [`super::sequencer`] signs a
+//! checkpoint per batch). `log append` is the operator's way in without the wire protocol, and
+//! runs in its own process next to a running relay, with its own SQLite connection. That is safe
+//! without going through the relay: the database is in WAL mode with a busy timeout, the relay's
+//! message writer never touches the log's tables, and [`TransparencyLog::append_batch_at`] and
+//! [`TransparencyLog::sign_checkpoint`] each run in one `BEGIN IMMEDIATE` transaction, so the
+//! command and the relay's sequencer serialize on SQLite's write lock (the signed-checkpoint
+//! record is updated inside that lock, with a compare-and-swap). Each checks entries against the
+//! directory the log replays to and appends only if the log has not grown meanwhile; the
+//! sequencer notices outside appends within a second and replays them.
 //!
 //! Before appending, the command checks the stored log against the last checkpoint this relay
 //! signed (by signing the current tree, which is idempotent): a rolled-back or forked database
 //! halts the command before anything is stored.
 
 use super::key::{self, LogKeyError};
-use super::{FileSignedHead, LogError, TransparencyLog, latest_checkpoint};
+use super::{FileSignedHead, LogError, TransparencyLog, latest_checkpoint, log_size, read_entries};
 use crate::config::{self, ConfigError};
 use crate::store::sqlite::{DATABASE_FILE, OpenError, schema};
 use ed25519_dalek::VerifyingKey;
 use refuge_proto::directory_entry::{EntryError, MAX_ENTRY_LEN, UncheckedEntry};
+use refuge_proto::directory_log::{DirectoryReplay, ReplayError};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -49,6 +51,10 @@ pub enum LogCommandError {
          --authority-key keys?)"
     )]
     Refused { path: PathBuf, source: EntryError },
+    #[error("{path} was refused and nothing was appended: {source}")]
+    AgainstDirectory { path: PathBuf, source: ReplayError },
+    #[error("the stored log does not replay: {0}")]
+    StoredLog(ReplayError),
     #[error(transparent)]
     Log(#[from] LogError),
     #[error("there is no relay database in {0} yet")]
@@ -70,6 +76,14 @@ impl LogCommandError {
             LogCommandError::Refused { .. } => {
                 "ask the authority to sign the entry with its key (refuge-admin), or pass that \
                  key with --authority-key if it is a new trusted authority key"
+            }
+            LogCommandError::AgainstDirectory { .. } => {
+                "the entry does not fit the directory as logged (a label still held, a key or \
+                 mailbox already used, an unknown device): ask the authority for a corrected entry"
+            }
+            LogCommandError::StoredLog(_) => {
+                "the log already holds an entry that breaks the directory rules: keep the \
+                 database as evidence and ask the authority for the way forward"
             }
             LogCommandError::Log(e) => e.hint(),
             LogCommandError::NoDatabase(_) | LogCommandError::NoCheckpoint => {
@@ -129,28 +143,47 @@ pub fn append(
             "made a new log signing key; hand its vkey to the client policy authors"
         );
     }
-    // Refuse a bad batch before touching the database at all.
+    // Refuse a malformed batch before touching the database at all. Signatures are checked
+    // against the authority keys in force where each entry lands (after any rotation), below.
     for (path, bytes) in files.iter().zip(&entries) {
-        UncheckedEntry::parse(bytes)
-            .and_then(|e| e.verify(&authorities))
-            .map_err(|source| LogCommandError::Refused {
-                path: path.clone(),
-                source,
-            })?;
+        UncheckedEntry::parse(bytes).map_err(|source| LogCommandError::Refused {
+            path: path.clone(),
+            source,
+        })?;
     }
-    let log = TransparencyLog::new(origin, signer, authorities)?;
+    let mut log = TransparencyLog::new(origin, signer, authorities.clone())?;
     let mut conn = schema::open_writer(&dir.join(DATABASE_FILE))?;
     let mut head = FileSignedHead::new(dir.join(SIGNED_HEAD_FILE));
 
     // Halt on a rolled-back or forked database before storing anything.
     log.sign_checkpoint(&mut conn, &mut head)?;
-    let appended = log.append_batch(&mut conn, &entries).map_err(|e| match e {
-        LogError::EntryRefused { position, source } => LogCommandError::Refused {
-            path: files.get(position).cloned().unwrap_or_default(),
-            source,
-        },
-        other => LogCommandError::Log(other),
-    })?;
+    let size = log_size(&conn)?;
+    let mut replay = DirectoryReplay::new(&authorities);
+    for (index, entry) in (0..).zip(read_entries(&conn, 0, size)?) {
+        replay
+            .apply(index, &entry)
+            .map_err(LogCommandError::StoredLog)?;
+    }
+    let mut signers = replay.authorities().to_vec();
+    for (path, bytes) in files.iter().zip(&entries) {
+        replay
+            .apply(replay.size(), bytes)
+            .map_err(|source| LogCommandError::AgainstDirectory {
+                path: path.clone(),
+                source,
+            })?;
+    }
+    signers.extend_from_slice(replay.authorities());
+    log.set_authorities(signers)?;
+    let appended = log
+        .append_batch_at(&mut conn, size, &entries)
+        .map_err(|e| match e {
+            LogError::EntryRefused { position, source } => LogCommandError::Refused {
+                path: files.get(position).cloned().unwrap_or_default(),
+                source,
+            },
+            other => LogCommandError::Log(other),
+        })?;
     let signed = log.sign_checkpoint(&mut conn, &mut head)?;
     Ok(AppendReport {
         entries: files.iter().cloned().zip(appended.first_index..).collect(),

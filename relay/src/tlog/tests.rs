@@ -393,3 +393,52 @@ fn tiles_stay_equal_to_the_reference_past_a_full_level_one_tile() {
         .unwrap();
     assert_eq!(levels, 2);
 }
+
+/// `log append` checks entries against the directory the log replays to, as the relay's
+/// sequencer does: an entry that takes a label still held is refused and nothing is appended.
+#[test]
+fn log_append_refuses_an_entry_the_directory_rules_refuse() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("relay");
+    let keys = vec![authority().verifying_key()];
+    let write = |name: &str, entry: Vec<u8>| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, entry).expect("write entry");
+        path
+    };
+    let device = |i: u8| {
+        let body = EntryBody {
+            action: EntryAction::Enrol(Enrolment {
+                post_id: "emb-xx".into(),
+                label: format!("emb-xx/desk-{i}"),
+                identity_key: [i; IDENTITY_KEY_LEN],
+                auth_key: SigningKey::from_bytes(&[i; 32]).verifying_key(),
+                mailbox_id: MailboxId([i; 16]),
+            }),
+            not_before: 1_700_000_000,
+        };
+        sign_entry(&body, &authority()).expect("valid entry")
+    };
+    let first = write("e0", device(1));
+    let report = operator::append(
+        Some(&data_dir),
+        ORIGIN,
+        keys.clone(),
+        std::slice::from_ref(&first),
+    )
+    .expect("appends");
+    assert_eq!(report.new_size, 1);
+    // The same entry again: its label is held and its keys are used.
+    let err =
+        operator::append(Some(&data_dir), ORIGIN, keys.clone(), &[first]).expect_err("refused");
+    assert!(
+        matches!(err, operator::LogCommandError::AgainstDirectory { .. }),
+        "{err}"
+    );
+    let conn = open_writer(&data_dir.join(crate::store::sqlite::DATABASE_FILE)).expect("open");
+    assert_eq!(log_size(&conn).expect("size"), 1, "nothing appended");
+    // A different device is fine.
+    let second = write("e1", device(2));
+    let report = operator::append(Some(&data_dir), ORIGIN, keys, &[second]).expect("appends");
+    assert_eq!(report.entries[0].1, 1);
+}

@@ -13,7 +13,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations, in order. Entry `i` takes the database from version `i` to `i + 1`.
 /// Never edit a released entry: add a new one.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this code writes.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -107,6 +107,17 @@ CREATE TABLE tlog_checkpoints (
     root  BLOB NOT NULL CHECK (length(root) = 32),
     note  TEXT NOT NULL
 ) STRICT;
+"#;
+
+/// Witness cosignatures of the checkpoints this relay signed (module `tlog::witnesses`): one
+/// verified cosignature line per witness key and checkpoint size.
+const V4: &str = r#"
+CREATE TABLE tlog_cosignatures (
+    size     INTEGER NOT NULL CHECK (size >= 0),
+    witness  TEXT NOT NULL,
+    line     TEXT NOT NULL,
+    PRIMARY KEY (size, witness)
+) STRICT, WITHOUT ROWID;
 "#;
 
 /// Why the database could not be opened.
