@@ -1,0 +1,196 @@
+//! The auditor's SQLite file (`<data-dir>/audit.sqlite3`): the verified checkpoint, every entry
+//! of the verified tree (enough to recompute every leaf, tile and the directory), and, in
+//! witness mode, the checkpoint last cosigned per origin.
+//!
+//! Every write is a compare-and-swap against the state the caller verified from, in one
+//! transaction with `synchronous = FULL`, so the stored view never moves backwards and a crash
+//! leaves either the old or the new view. The file is pinned to one log key and one set of
+//! authority keys: a run with other keys is refused rather than mixed in.
+
+use super::AuditError;
+use super::replay::{Advance, AuditConfig, AuditedLog};
+use refuge_proto::tlog::hash::Hash;
+use refuge_proto::tlog::witness::CosignedState;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::{Path, PathBuf};
+
+/// The database file in the audit data directory.
+pub const DB_FILE: &str = "audit.sqlite3";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS checkpoint (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    size INTEGER NOT NULL,
+    note TEXT NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, data BLOB NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS cosigned (
+    origin TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    root BLOB NOT NULL
+) STRICT;
+";
+
+/// The open audit database.
+#[derive(Debug)]
+pub struct AuditStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn sql_size(n: u64) -> Result<i64, AuditError> {
+    i64::try_from(n).map_err(|_| AuditError::Misbehaved(format!("tree size {n} is beyond 2^63")))
+}
+
+impl AuditStore {
+    /// Opens (or creates) the database in `data_dir` and rebuilds the verified view from it.
+    pub fn open(data_dir: &Path, config: &AuditConfig) -> Result<(Self, AuditedLog), AuditError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| AuditError::local("create", data_dir, e))?;
+        let path = data_dir.join(DB_FILE);
+        let conn = Connection::open(&path).map_err(|e| AuditError::local("open", &path, e))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        )
+        .and_then(|()| conn.execute_batch(SCHEMA))
+        .map_err(|e| AuditError::local("set up", &path, e))?;
+        let store = Self { conn, path };
+        store.pin("log-vkey", &config.log.to_vkey())?;
+        let authorities: Vec<String> = config
+            .authorities
+            .iter()
+            .map(|k| hex::encode(k.as_bytes()))
+            .collect();
+        store.pin("authority-keys", &authorities.join(","))?;
+        let note: Option<String> = store
+            .conn
+            .query_row("SELECT note FROM checkpoint WHERE id = 1", [], |r| r.get(0))
+            .optional()?;
+        let entries = {
+            let mut stmt = store
+                .conn
+                .prepare("SELECT idx, data FROM entries ORDER BY idx")?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter()
+                .enumerate()
+                .map(|(i, (idx, data))| {
+                    if idx != i as i64 {
+                        return Err(AuditError::Config(format!(
+                            "the audit database {} misses entry {i}: it was altered",
+                            store.path.display()
+                        )));
+                    }
+                    Ok(data)
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let log = AuditedLog::restore(config, note.as_deref(), entries)?;
+        Ok((store, log))
+    }
+
+    /// Records `value` under `key` on first use; refuses another value later.
+    fn pin(&self, key: &str, value: &str) -> Result<(), AuditError> {
+        let stored: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?;
+        match stored {
+            None => {
+                self.conn.execute(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+                    params![key, value],
+                )?;
+                Ok(())
+            }
+            Some(s) if s == value => Ok(()),
+            Some(s) => Err(AuditError::Config(format!(
+                "the audit data directory {} follows a log with {key} {s}, not {value}: use \
+                 another --data-dir for another log",
+                self.path.parent().unwrap_or(&self.path).display()
+            ))),
+        }
+    }
+
+    /// Stores a verified step (and, in witness mode, the new cosigned state), only if the stored
+    /// view is still the one the step started from.
+    pub fn save(
+        &mut self,
+        advance: Option<&Advance>,
+        cosigned: Option<(&str, Option<CosignedState>, CosignedState)>,
+    ) -> Result<(), AuditError> {
+        let tx = self.conn.transaction()?;
+        if let Some(a) = advance {
+            let stored: i64 = tx.query_row("SELECT count(*) FROM entries", [], |r| r.get(0))?;
+            if stored != sql_size(a.old_size)? {
+                return Err(AuditError::Config(format!(
+                    "the audit database changed under this process (it holds {stored} entries, \
+                     expected {}): is another refuge-audit using the same --data-dir?",
+                    a.old_size
+                )));
+            }
+            {
+                let mut insert = tx.prepare("INSERT INTO entries (idx, data) VALUES (?1, ?2)")?;
+                for (k, e) in a.entries.iter().enumerate() {
+                    insert.execute(params![sql_size(a.old_size + k as u64)?, e.bytes()])?;
+                }
+            }
+            tx.execute(
+                "INSERT INTO checkpoint (id, size, note) VALUES (1, ?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET size = excluded.size, note = excluded.note",
+                params![sql_size(a.checkpoint.size())?, a.checkpoint.note()],
+            )?;
+        }
+        if let Some((origin, old, new)) = cosigned {
+            let stored = read_cosigned(&tx, origin)?;
+            if stored != old {
+                return Err(AuditError::Config(
+                    "the witness state changed under this request (another witness process on \
+                     the same --data-dir?)"
+                        .into(),
+                ));
+            }
+            tx.execute(
+                "INSERT INTO cosigned (origin, size, root) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (origin) DO UPDATE SET size = excluded.size, root = excluded.root",
+                params![origin, sql_size(new.size)?, &new.root.0[..]],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every stored entry, in log order.
+    pub fn entries(&self) -> Result<Vec<Vec<u8>>, AuditError> {
+        let mut stmt = self.conn.prepare("SELECT data FROM entries ORDER BY idx")?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// The checkpoint last cosigned for `origin`.
+    pub fn cosigned(&self, origin: &str) -> Result<Option<CosignedState>, AuditError> {
+        read_cosigned(&self.conn, origin)
+    }
+}
+
+fn read_cosigned(conn: &Connection, origin: &str) -> Result<Option<CosignedState>, AuditError> {
+    let row: Option<(i64, Vec<u8>)> = conn
+        .query_row(
+            "SELECT size, root FROM cosigned WHERE origin = ?1",
+            [origin],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    row.map(|(size, root)| {
+        Ok(CosignedState {
+            size: u64::try_from(size)
+                .map_err(|_| AuditError::Config("a negative cosigned size is stored".into()))?,
+            root: Hash::from_slice(&root)
+                .map_err(|e| AuditError::Config(format!("a stored cosigned root: {e}")))?,
+        })
+    })
+    .transpose()
+}
