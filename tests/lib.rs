@@ -41,6 +41,8 @@ pub struct Relay {
     pub log_http: Option<SocketAddr>,
     /// `<address>.onion:PORT`, when started with `--onion`.
     pub onion: Option<String>,
+    /// The log's verifier key (`log vkey …`).
+    pub log_vkey: String,
     stderr_log: PathBuf,
 }
 
@@ -87,6 +89,7 @@ impl Relay {
         let deadline = Instant::now() + COMMAND_DEADLINE;
         let (mut quic, mut pin, mut tcp, mut onion) = (None, None, None, None);
         let mut log_http = None;
+        let mut log_vkey = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match rx.recv_timeout(left) {
@@ -115,6 +118,7 @@ impl Relay {
                 ["listening", "log-http", addr] => {
                     log_http = Some(addr.parse().expect("log-http address"));
                 }
+                ["log", "vkey", vkey] => log_vkey = Some(vkey.to_string()),
                 ["ready"] => break,
                 _ => {}
             }
@@ -127,6 +131,7 @@ impl Relay {
             tcp: tcp.expect("relay printed its TCP address"),
             log_http,
             onion,
+            log_vkey: log_vkey.expect("relay printed its log vkey"),
             stderr_log,
         }
     }
@@ -502,72 +507,196 @@ impl World {
     pub fn p(&self, name: &str) -> String {
         self.path(name).display().to_string()
     }
+    /// The signed client policy (`policy.signed`) written by [`Authority::sign_policy`].
+    pub fn policy(&self) -> String {
+        self.p("policy.signed")
+    }
+    /// `--policy FILE --authority-key HEX`, as the clients take them.
+    pub fn trust(&self) -> [String; 4] {
+        [
+            "--policy".into(),
+            self.policy(),
+            "--authority-key".into(),
+            self.authority_key_hex.clone(),
+        ]
+    }
 }
 
-/// Enrols two staff devices of POST, starts the relay with the signed directory, registers both
-/// devices and initialises a user, all over `transport` ("quic" or "tcp").
-pub fn setup(transport: &str) -> World {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let p = |n: &str| dir.path().join(n).display().to_string();
+/// The ministry authority of a test world, run through `refuge-admin`.
+pub struct Authority {
+    /// The secret key file.
+    pub key_file: PathBuf,
+    /// The public key, hex.
+    pub key_hex: String,
+}
 
-    let out = run_ok("refuge-admin", &["keygen", "--out", &p("authority.key")]);
-    let authority_key_hex = out
-        .lines()
-        .find_map(|l| l.strip_prefix("authority-key "))
-        .expect("keygen prints the authority key")
-        .trim()
-        .to_string();
-    assert_eq!(authority_key_hex.len(), 64);
-
-    for (staff, label) in [("staff1", DESK1), ("staff2", DESK2)] {
-        let req = p(&format!("{staff}.req"));
+impl Authority {
+    /// `refuge-admin keygen` into `dir/authority.key`.
+    pub fn create(dir: &Path) -> Authority {
+        let key_file = dir.join("authority.key");
         let out = run_ok(
-            "refuge-inbox",
+            "refuge-admin",
+            &["keygen", "--out", &key_file.display().to_string()],
+        );
+        let key_hex = out
+            .lines()
+            .find_map(|l| l.strip_prefix("authority-key "))
+            .expect("keygen prints the authority key")
+            .trim()
+            .to_string();
+        assert_eq!(key_hex.len(), 64);
+        Authority { key_file, key_hex }
+    }
+
+    /// Writes and signs `dir/policy.signed`: this authority, post POST, the relay's log, the
+    /// given witness lines (C2SP tlog-policy `witness`/`group`/`quorum` lines; `quorum none`
+    /// when empty) and any extra lines (e.g. `freshness 60`).
+    pub fn sign_policy(
+        &self,
+        dir: &Path,
+        log_vkey: &str,
+        witness_lines: &str,
+        extra: &str,
+    ) -> PathBuf {
+        let text = format!(
+            "refuge client policy v1\nauthority {}\npost {POST} Embassy of X\nlog {log_vkey}\n{}{extra}",
+            self.key_hex,
+            if witness_lines.is_empty() {
+                "quorum none\n"
+            } else {
+                witness_lines
+            },
+        );
+        let text_file = dir.join("policy.txt");
+        let out_file = dir.join("policy.signed");
+        let _ = std::fs::remove_file(&text_file);
+        let _ = std::fs::remove_file(&out_file);
+        std::fs::write(&text_file, text).expect("write policy text");
+        run_ok(
+            "refuge-admin",
             &[
-                "--data-dir",
-                &p(staff),
-                "init",
-                "--post",
-                POST,
-                "--label",
-                label,
-                "--request-out",
-                &req,
+                "policy",
+                "--key",
+                &self.key_file.display().to_string(),
+                "--in",
+                &text_file.display().to_string(),
+                "--out",
+                &out_file.display().to_string(),
             ],
         );
-        assert!(out.contains(label), "{out}");
-        let out = run_ok(
+        out_file
+    }
+
+    /// Signs the enrolment of the device whose request file is `request`, into `out`.
+    pub fn enrol(&self, request: &Path, out: &Path) -> String {
+        run_ok(
             "refuge-admin",
             &[
                 "enrol",
                 "--key",
-                &p("authority.key"),
-                "--directory",
-                &p("directory.bin"),
+                &self.key_file.display().to_string(),
                 "--request",
-                &req,
-                "--post-name",
-                "Embassy of X",
+                &request.display().to_string(),
+                "--not-before",
+                "0",
+                "--out",
+                &out.display().to_string(),
             ],
-        );
-        assert!(
-            out.starts_with(&format!("enrolled {label} in {POST}")),
-            "{out}"
-        );
+        )
     }
 
-    let relay = Relay::start(
-        &dir.path().join("relay"),
-        &[
-            "--directory",
-            &p("directory.bin"),
+    /// Signs the revocation of the device whose request file is `request`, into `out`.
+    pub fn revoke(&self, request: &Path, out: &Path) -> String {
+        run_ok(
+            "refuge-admin",
+            &[
+                "revoke",
+                "--key",
+                &self.key_file.display().to_string(),
+                "--request",
+                &request.display().to_string(),
+                "--out",
+                &out.display().to_string(),
+            ],
+        )
+    }
+
+    /// `refuge-admin submit` of entry files to the relay over loopback TCP; its output.
+    pub fn submit(&self, relay: &Relay, policy: &Path, entries: &[&Path]) -> String {
+        let tcp = relay.tcp_url();
+        let policy = policy.display().to_string();
+        let mut args: Vec<String> = [
+            "submit",
+            "--policy",
+            &policy,
             "--authority-key",
-            &authority_key_hex,
+            &self.key_hex,
+            "--relay",
+            &tcp,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(entries.iter().map(|e| e.display().to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_ok("refuge-admin", &args)
+    }
+}
+
+/// Creates a staff device's keys in `dir/<name>` and its enrolment request `dir/<name>.req`.
+pub fn staff_init(dir: &Path, name: &str, label: &str) -> PathBuf {
+    let req = dir.join(format!("{name}.req"));
+    let out = run_ok(
+        "refuge-inbox",
+        &[
+            "--data-dir",
+            &dir.join(name).display().to_string(),
+            "init",
+            "--post",
+            POST,
+            "--label",
+            label,
+            "--request-out",
+            &req.display().to_string(),
         ],
     );
+    assert!(out.contains(label), "{out}");
+    req
+}
+
+/// Enrols two staff devices of POST through the directory log (signed by the authority,
+/// submitted to the relay, proof checked), registers both devices and initialises a user, all
+/// over `transport` ("quic" or "tcp").
+pub fn setup(transport: &str) -> World {
+    setup_with(transport, &[])
+}
+
+/// Like [`setup`], with extra `refuge-relay serve` arguments.
+pub fn setup_with(transport: &str, relay_args: &[&str]) -> World {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let authority = Authority::create(dir.path());
+    let requests: Vec<PathBuf> = [("staff1", DESK1), ("staff2", DESK2)]
+        .iter()
+        .map(|(name, label)| staff_init(dir.path(), name, label))
+        .collect();
+
+    let mut args = vec!["--authority-key", authority.key_hex.as_str()];
+    args.extend(relay_args);
+    let relay = Relay::start(&dir.path().join("relay"), &args);
+    let policy = authority.sign_policy(dir.path(), &relay.log_vkey, "", "");
+    let mut entries = Vec::new();
+    for (i, req) in requests.iter().enumerate() {
+        let entry = dir.path().join(format!("staff{}.entry", i + 1));
+        authority.enrol(req, &entry);
+        entries.push(entry);
+    }
+    let refs: Vec<&Path> = entries.iter().map(PathBuf::as_path).collect();
+    let out = authority.submit(&relay, &policy, &refs);
+    assert!(out.contains("logged") && out.contains("index 1"), "{out}");
+
     let world = World {
         dir,
-        authority_key_hex,
+        authority_key_hex: authority.key_hex,
         relay,
     };
     let url = match transport {
@@ -581,19 +710,13 @@ pub fn setup(transport: &str) -> World {
     } else {
         vec!["--relay", &url]
     };
-    let dirfile = world.p("directory.bin");
-    let trust = [
-        "--directory",
-        dirfile.as_str(),
-        "--authority-key",
-        world.authority_key_hex.as_str(),
-    ];
+    let trust = world.trust();
 
     for (staff, label) in [("staff1", DESK1), ("staff2", DESK2)] {
         let data_dir = world.p(staff);
         let mut args: Vec<&str> = vec!["--data-dir", &data_dir, "register"];
         args.extend(&endpoint);
-        args.extend(trust);
+        args.extend(trust.iter().map(String::as_str));
         let out = run_ok("refuge-inbox", &args);
         assert!(out.starts_with(&format!("registered {label}:")), "{out}");
     }
@@ -601,7 +724,7 @@ pub fn setup(transport: &str) -> World {
     let user = world.p("user");
     let mut args: Vec<&str> = vec!["--data-dir", &user, "init"];
     args.extend(&endpoint);
-    args.extend(&trust);
+    args.extend(trust.iter().map(String::as_str));
     let out = run_ok("refuge", &args);
     assert!(out.contains("ready"), "{out}");
     world

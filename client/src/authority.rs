@@ -1,15 +1,17 @@
-//! The ministry authority's tools (`refuge-admin`): its offline Ed25519 key, and enrolling and
-//! revoking staff devices in the signed directory file. Nothing here touches the network.
+//! The ministry authority's offline tools (`refuge-admin`): its Ed25519 key, and signing
+//! directory entries (enrol, revoke, hand over to a new key) and the client policy. Nothing here
+//! touches the network; submitting entries to the log is [`crate::submit`].
 
 use crate::error::{ClientError, Result};
 use ed25519_dalek::{SigningKey, VerifyingKey};
-use refuge_proto::directory::{
-    self, UncheckedDirectory, VerifiedDirectory, parse_enrollment_request,
-};
-use refuge_proto::directory_pb::{Directory, Post, StaffDevice};
+use refuge_proto::client_policy::sign_policy;
+use refuge_proto::directory::{IDENTITY_KEY_LEN, parse_enrollment_request};
+use refuge_proto::directory_entry::{Enrolment, EntryAction, EntryBody, Revocation, sign_entry};
+use refuge_proto::directory_pb::EnrollmentRequest;
+use refuge_proto::ids::MailboxId;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use zeroize::Zeroizing;
 
 const KEY_FILE_HEADER: &str =
@@ -71,158 +73,138 @@ pub fn read_key(path: &Path) -> Result<SigningKey> {
     Ok(SigningKey::from_bytes(&raw))
 }
 
-/// Reads and verifies a directory file with the authority's own key.
-fn read_directory(path: &Path, key: &SigningKey) -> Result<Option<Directory>> {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            let verified =
-                UncheckedDirectory::from_bytes(&bytes)?.verify(&[key.verifying_key()])?;
-            Ok(Some(verified.to_directory()))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(ClientError::Io {
-            action: "read",
-            path: path.to_path_buf(),
-            source,
-        }),
+/// A signed directory entry, ready to be written to a file and submitted to the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedEntry {
+    /// What the entry does, in words (`enrol emb-xx/hr-desk-1 in emb-xx`).
+    pub summary: String,
+    /// The entry's bytes, exactly as signed.
+    pub bytes: Vec<u8>,
+}
+
+impl SignedEntry {
+    /// SHA-256 of the entry bytes, hex: what staff list in `refuge-audit watch --authorised`.
+    pub fn hash_hex(&self) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&self.bytes))
     }
 }
 
-/// Bumps the version, stamps the time, signs, and replaces the file atomically.
-fn publish(path: &Path, key: &SigningKey, mut dir: Directory, now_unix: u64) -> Result<u64> {
-    dir.version += 1;
-    dir.issued_at = now_unix;
-    let signed = directory::sign(&dir, key)?;
-    write_atomically(path, &signed)?;
-    Ok(dir.version)
+/// Largest enrolment request file read.
+const MAX_REQUEST_LEN: u64 = 4096;
+
+fn read_request(path: &Path) -> Result<EnrollmentRequest> {
+    let bytes = crate::cli::read_bounded(path, MAX_REQUEST_LEN)?;
+    Ok(parse_enrollment_request(&bytes)?)
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path.file_name().ok_or_else(|| {
-        ClientError::InvalidArgument(format!("{} is not a file path", path.display()))
+fn identity_key(req: &EnrollmentRequest) -> Result<[u8; IDENTITY_KEY_LEN]> {
+    req.identity_key.as_slice().try_into().map_err(|_| {
+        ClientError::InvalidArgument(format!(
+            "identity key of {} is not {IDENTITY_KEY_LEN} bytes",
+            req.label
+        ))
+    })
+}
+
+fn sign(
+    key: &SigningKey,
+    action: EntryAction,
+    not_before: u64,
+    summary: String,
+) -> Result<SignedEntry> {
+    let bytes = sign_entry(&EntryBody { action, not_before }, key)
+        .map_err(|e| ClientError::InvalidArgument(format!("cannot sign the entry: {e}")))?;
+    Ok(SignedEntry { summary, bytes })
+}
+
+/// Signs the enrolment of the device whose request is at `request_path`; clients use it from
+/// `not_before` (Unix seconds) on.
+pub fn enrolment(key: &SigningKey, request_path: &Path, not_before: u64) -> Result<SignedEntry> {
+    let req = read_request(request_path)?;
+    let mailbox_id = MailboxId::from_slice(&req.mailbox_id)
+        .map_err(|e| ClientError::InvalidArgument(format!("request mailbox id: {e}")))?;
+    let auth_key = refuge_proto::ids::auth_key_from_slice(&req.auth_key)
+        .map_err(|e| ClientError::InvalidArgument(format!("request auth key: {e}")))?;
+    let summary = format!("enrol {} in {}", req.label, req.post_id);
+    let identity_key = identity_key(&req)?;
+    sign(
+        key,
+        EntryAction::Enrol(Enrolment {
+            identity_key,
+            post_id: req.post_id,
+            label: req.label,
+            auth_key,
+            mailbox_id,
+        }),
+        not_before,
+        summary,
+    )
+}
+
+/// Signs the revocation of the device whose enrolment request is at `request_path` (the
+/// authority keeps the requests it enrolled); it takes effect at once.
+pub fn revocation(key: &SigningKey, request_path: &Path) -> Result<SignedEntry> {
+    let req = read_request(request_path)?;
+    let summary = format!("revoke {} in {}", req.label, req.post_id);
+    let identity_key = identity_key(&req)?;
+    sign(
+        key,
+        EntryAction::Revoke(Revocation {
+            identity_key,
+            post_id: req.post_id,
+            label: req.label,
+        }),
+        0,
+        summary,
+    )
+}
+
+/// Signs the hand-over from `key` to `new_key`: once it is logged, only entries signed by the
+/// new key are accepted.
+pub fn rotation(key: &SigningKey, new_key: &VerifyingKey) -> Result<SignedEntry> {
+    sign(
+        key,
+        EntryAction::RotateAuthority { new_key: *new_key },
+        0,
+        format!(
+            "rotate the authority key to {}",
+            hex::encode(new_key.as_bytes())
+        ),
+    )
+}
+
+/// Signs a client policy text (its lines: `refuge_proto::client_policy`).
+pub fn sign_policy_file(key: &SigningKey, text_path: &Path) -> Result<Vec<u8>> {
+    let bytes = crate::cli::read_bounded(text_path, crate::config::MAX_POLICY_LEN)?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        ClientError::InvalidArgument(format!("{} is not UTF-8 text", text_path.display()))
     })?;
-    let tmp: PathBuf = path.with_file_name(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    Ok(sign_policy(&text, key)?)
+}
+
+/// Writes a new file (never replacing one) and syncs it.
+pub fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
     let io = |action, source| ClientError::Io {
         action,
         path: path.to_path_buf(),
         source,
     };
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)
-            .map_err(|e| io("create", e))?;
-        f.write_all(bytes)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| io("write", e))?;
-        std::fs::rename(&tmp, path).map_err(|e| io("replace", e))?;
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if let Ok(d) = std::fs::File::open(parent) {
-                let _ = d.sync_all();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                ClientError::WouldOverwrite(path.to_path_buf())
+            } else {
+                io("create", e)
             }
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// What an enrolment did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Enrolled {
-    pub label: String,
-    pub post_id: String,
-    pub version: u64,
-}
-
-/// Enrols the device of `request_path` in the directory at `directory_path` (created if
-/// missing), adding its post if needed.
-pub fn enrol(
-    key: &SigningKey,
-    directory_path: &Path,
-    request_path: &Path,
-    post_name: Option<&str>,
-    now_unix: u64,
-) -> Result<Enrolled> {
-    let request_bytes = std::fs::read(request_path).map_err(|source| ClientError::Io {
-        action: "read",
-        path: request_path.to_path_buf(),
-        source,
-    })?;
-    let req = parse_enrollment_request(&request_bytes)?;
-    let mut dir = read_directory(directory_path, key)?.unwrap_or_default();
-
-    if let Some((post, _)) = dir.posts.iter().find_map(|p| {
-        p.devices
-            .iter()
-            .find(|d| d.label == req.label)
-            .map(|d| (p, d))
-    }) {
-        return Err(ClientError::EnrolmentConflict(format!(
-            "{} is already enrolled in {}",
-            req.label, post.id
-        )));
-    }
-    let post = match dir.posts.iter_mut().position(|p| p.id == req.post_id) {
-        Some(i) => &mut dir.posts[i],
-        None => {
-            dir.posts.push(Post {
-                id: req.post_id.clone(),
-                name: post_name.unwrap_or(&req.post_id).to_string(),
-                devices: Vec::new(),
-            });
-            dir.posts.last_mut().expect("just pushed")
-        }
-    };
-    if let Some(name) = post_name {
-        post.name = name.to_string();
-    }
-    post.devices.push(StaffDevice {
-        label: req.label.clone(),
-        identity_key: req.identity_key.clone(),
-        auth_key: req.auth_key.clone(),
-        mailbox_id: req.mailbox_id.clone(),
-    });
-    let version = publish(directory_path, key, dir, now_unix)?;
-    Ok(Enrolled {
-        label: req.label,
-        post_id: req.post_id,
-        version,
-    })
-}
-
-/// Removes the device `label` from the directory; returns the new version.
-pub fn revoke(key: &SigningKey, directory_path: &Path, label: &str, now_unix: u64) -> Result<u64> {
-    let mut dir = read_directory(directory_path, key)?.ok_or_else(|| ClientError::Io {
-        action: "read",
-        path: directory_path.to_path_buf(),
-        source: std::io::Error::from(std::io::ErrorKind::NotFound),
-    })?;
-    let mut found = false;
-    for post in &mut dir.posts {
-        let before = post.devices.len();
-        post.devices.retain(|d| d.label != label);
-        found |= post.devices.len() != before;
-    }
-    if !found {
-        return Err(ClientError::InvalidArgument(format!(
-            "no device labelled {label:?} in the directory"
-        )));
-    }
-    publish(directory_path, key, dir, now_unix)
-}
-
-/// Reads and verifies a directory file against an authority key.
-pub fn show(directory_path: &Path, authority_key: &VerifyingKey) -> Result<VerifiedDirectory> {
-    crate::directory::load_file(directory_path, std::slice::from_ref(authority_key))
+        })?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| io("write", e))
 }
 
 #[cfg(test)]
@@ -230,7 +212,7 @@ mod tests {
     use super::*;
     use crate::store::Store;
 
-    fn request(dir: &Path, post: &str, label: &str) -> PathBuf {
+    fn request(dir: &Path, post: &str, label: &str) -> std::path::PathBuf {
         let store = Store::for_tests(&dir.join(label.replace('/', "_")));
         let (_, req) = crate::staff::Staff::init(&store, post, label).unwrap();
         let path = dir.join(format!("{}.req", label.replace('/', "_")));
@@ -253,52 +235,51 @@ mod tests {
     }
 
     #[test]
-    fn enrol_and_revoke_bump_the_version_and_the_file_verifies() {
+    fn entries_verify_under_the_authority_key_only() {
+        use refuge_proto::directory_log::DirectoryReplay;
         let tmp = tempfile::tempdir().unwrap();
         let key_path = tmp.path().join("a.key");
         let public = keygen(&key_path).unwrap();
         let key = read_key(&key_path).unwrap();
-        let dir_path = tmp.path().join("d.bin");
-
         let r1 = request(tmp.path(), "emb-xx", "emb-xx/desk-1");
-        let e = enrol(&key, &dir_path, &r1, Some("Embassy X"), 100).unwrap();
-        assert_eq!(
-            e,
-            Enrolled {
-                label: "emb-xx/desk-1".into(),
-                post_id: "emb-xx".into(),
-                version: 1
-            }
+        let e = enrolment(&key, &r1, 0).unwrap();
+        assert_eq!(e.summary, "enrol emb-xx/desk-1 in emb-xx");
+        assert_eq!(e.hash_hex().len(), 64);
+        let r = revocation(&key, &r1).unwrap();
+
+        let mut replay = DirectoryReplay::new(&[public]);
+        replay.apply(0, &e.bytes).unwrap();
+        assert!(
+            replay
+                .directory(&[], 1)
+                .device_by_label("emb-xx/desk-1")
+                .is_some()
         );
+        replay.apply(1, &r.bytes).unwrap();
+        assert!(
+            replay
+                .directory(&[], 1)
+                .device_by_label("emb-xx/desk-1")
+                .is_none()
+        );
+
+        // Another authority's entries are refused by a log that trusts this one.
+        let other_path = tmp.path().join("b.key");
+        keygen(&other_path).unwrap();
+        let other = read_key(&other_path).unwrap();
         let r2 = request(tmp.path(), "emb-xx", "emb-xx/desk-2");
-        assert_eq!(enrol(&key, &dir_path, &r2, None, 200).unwrap().version, 2);
+        let foreign = enrolment(&other, &r2, 0).unwrap();
+        assert!(
+            DirectoryReplay::new(&[public])
+                .apply(0, &foreign.bytes)
+                .is_err()
+        );
+
+        let out = tmp.path().join("e.entry");
+        write_new(&out, &e.bytes).unwrap();
         assert!(matches!(
-            enrol(&key, &dir_path, &r2, None, 300),
-            Err(ClientError::EnrolmentConflict(_))
+            write_new(&out, &e.bytes),
+            Err(ClientError::WouldOverwrite(_))
         ));
-
-        let v = show(&dir_path, &public).unwrap();
-        assert_eq!(v.version(), 2);
-        assert_eq!(v.issued_at(), 200);
-        let post = v.post("emb-xx").unwrap();
-        assert_eq!(post.name, "Embassy X");
-        assert_eq!(post.devices.len(), 2);
-
-        assert_eq!(revoke(&key, &dir_path, "emb-xx/desk-1", 400).unwrap(), 3);
-        let v = show(&dir_path, &public).unwrap();
-        assert_eq!(v.version(), 3);
-        assert!(v.device_by_label("emb-xx/desk-1").is_none());
-        assert!(v.device_by_label("emb-xx/desk-2").is_some());
-        assert!(revoke(&key, &dir_path, "emb-xx/desk-1", 500).is_err());
-
-        // Another authority can neither edit nor vouch for this file.
-        let other = tmp.path().join("b.key");
-        let other_public = keygen(&other).unwrap();
-        let other = read_key(&other).unwrap();
-        assert!(matches!(
-            revoke(&other, &dir_path, "emb-xx/desk-2", 600),
-            Err(ClientError::Directory(_))
-        ));
-        assert!(show(&dir_path, &other_public).is_err());
     }
 }

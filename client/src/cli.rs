@@ -192,13 +192,27 @@ impl TorArgs {
 }
 
 /// How this command reaches the relay.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Network {
     pub tor: TorOptions,
     /// Whether a direct (QUIC or loopback TCP) endpoint may be used. The user client allows it
     /// only with `--insecure-direct`.
     pub allow_direct: bool,
     args: TorArgs,
+    /// The embedded Tor client, bootstrapped at the first connection and shared by the later
+    /// ones of this command (one Tor client per process and state directory; each connection
+    /// still gets its own circuit through its isolation key).
+    tor_client: std::sync::Arc<tokio::sync::OnceCell<std::sync::Arc<TorTransport>>>,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("tor", &self.tor)
+            .field("allow_direct", &self.allow_direct)
+            .field("bootstrapped", &self.tor_client.initialized())
+            .finish()
+    }
 }
 
 impl Network {
@@ -232,6 +246,7 @@ impl Network {
             tor,
             allow_direct,
             args,
+            tor_client: Default::default(),
         })
     }
 
@@ -263,8 +278,15 @@ pub async fn connect(
     network.check(endpoint)?;
     let options = ConnectOptions::default();
     if endpoint.is_tor() {
-        let tor = std::sync::Arc::new(TorTransport::bootstrap(&network.tor).await?);
-        Session::connect_tor(&tor, endpoint, isolation_key, &options).await
+        let tor = network
+            .tor_client
+            .get_or_try_init(|| async {
+                TorTransport::bootstrap(&network.tor)
+                    .await
+                    .map(std::sync::Arc::new)
+            })
+            .await?;
+        Session::connect_tor(tor, endpoint, isolation_key, &options).await
     } else {
         Session::connect(endpoint, &options).await
     }
@@ -276,4 +298,26 @@ pub fn now_unix() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Reads a whole file of at most `limit` bytes; a larger one is refused before it is read.
+pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let io = |source| ClientError::Io {
+        action: "read",
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > limit {
+        return Err(ClientError::InvalidArgument(format!(
+            "{} is larger than {limit} bytes",
+            path.display()
+        )));
+    }
+    Ok(bytes)
 }

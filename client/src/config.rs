@@ -1,5 +1,5 @@
-//! What a client remembers between commands: the relay endpoint and pin, and where the staff
-//! directory file is and which authority keys verify it. Stored in the state database.
+//! What a client remembers between commands: the relay endpoint and pin, and the signed client
+//! policy with the authority keys pinned to verify it. Stored in the (encrypted) state database.
 
 use crate::cli::TorArgs;
 use crate::directory::parse_authority_key;
@@ -7,47 +7,52 @@ use crate::error::{ClientError, Result};
 use crate::store::Store;
 use crate::transport::RelayEndpoint;
 use ed25519_dalek::VerifyingKey;
+use refuge_proto::client_policy::ClientPolicy;
 use std::path::{Path, PathBuf};
 
 const RELAY_URL: &str = "relay_url";
 const RELAY_PIN: &str = "relay_pin";
-const DIRECTORY_PATH: &str = "directory_path";
+const CLIENT_POLICY: &str = "client_policy";
 const AUTHORITY_KEYS: &str = "authority_keys";
 const TOR_CONFIG: &str = "tor_config";
 const TOR_BRIDGES: &str = "tor_bridges";
 const TOR_PT_PATHS: &str = "tor_pt_paths";
 
-/// Where the directory file is and the authority keys that must have signed it.
+/// The client policy, signed by the authority (authority keys, the directory log's key and
+/// origin, witnesses and quorum, posts), and the authority keys pinned on this device that must
+/// have signed it. Shipped with the client and given to `init`; never taken from the relay.
 #[derive(Clone, Debug)]
-pub struct DirectorySource {
-    pub path: PathBuf,
-    pub authority_keys: Vec<VerifyingKey>,
+pub struct PolicySource {
+    pub policy: ClientPolicy,
+    /// The signed policy exactly as the authority issued it.
+    pub signed: Vec<u8>,
+    pub pinned: Vec<VerifyingKey>,
 }
 
-impl DirectorySource {
-    /// From command-line values: the path is made absolute so later commands find it from any
-    /// working directory.
-    pub fn from_args(path: &Path, authority_keys_hex: &[String]) -> Result<DirectorySource> {
+impl PolicySource {
+    /// Reads and verifies the policy file against the pinned authority keys.
+    pub fn from_args(path: &Path, authority_keys_hex: &[String]) -> Result<PolicySource> {
         if authority_keys_hex.is_empty() {
             return Err(ClientError::InvalidArgument(
                 "at least one --authority-key is needed".into(),
             ));
         }
-        let authority_keys = authority_keys_hex
+        let pinned = authority_keys_hex
             .iter()
             .map(|k| parse_authority_key(k))
             .collect::<Result<Vec<_>>>()?;
-        let path = std::path::absolute(path).map_err(|source| ClientError::Io {
-            action: "resolve",
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Ok(DirectorySource {
-            path,
-            authority_keys,
+        let signed = crate::cli::read_bounded(path, MAX_POLICY_LEN)?;
+        let policy = ClientPolicy::verify(&signed, &pinned)?;
+        Ok(PolicySource {
+            policy,
+            signed,
+            pinned,
         })
     }
 }
+
+/// Largest client policy file read.
+pub const MAX_POLICY_LEN: u64 = 64 * 1024;
 
 impl Store {
     pub fn save_relay(&self, endpoint: &RelayEndpoint) -> Result<()> {
@@ -98,34 +103,38 @@ impl Store {
         }))
     }
 
-    pub fn save_directory_source(&self, source: &DirectorySource) -> Result<()> {
-        let path = source.path.to_str().ok_or_else(|| {
-            ClientError::InvalidArgument("the directory path is not UTF-8".into())
-        })?;
-        self.set_setting(DIRECTORY_PATH, path)?;
+    pub fn save_policy(&self, source: &PolicySource) -> Result<()> {
         let keys: Vec<String> = source
-            .authority_keys
+            .pinned
             .iter()
             .map(|k| hex::encode(k.as_bytes()))
             .collect();
-        self.set_setting(AUTHORITY_KEYS, &keys.join(","))
+        self.set_setting(AUTHORITY_KEYS, &keys.join(","))?;
+        let signed = std::str::from_utf8(&source.signed).map_err(|_| {
+            ClientError::InvalidArgument("the client policy is not UTF-8 text".into())
+        })?;
+        self.set_setting(CLIENT_POLICY, signed)
     }
 
-    pub fn directory_source(&self) -> Result<Option<DirectorySource>> {
-        let (Some(path), Some(keys)) =
-            (self.setting(DIRECTORY_PATH)?, self.setting(AUTHORITY_KEYS)?)
+    /// The stored policy, verified again against the stored pinned keys.
+    pub fn policy(&self) -> Result<Option<PolicySource>> {
+        let (Some(text), Some(keys)) =
+            (self.setting(CLIENT_POLICY)?, self.setting(AUTHORITY_KEYS)?)
         else {
             return Ok(None);
         };
-        let authority_keys = keys
+        let pinned = keys
             .split(',')
             .filter(|k| !k.is_empty())
             .map(parse_authority_key)
             .collect::<Result<Vec<_>>>()
             .map_err(|e| ClientError::Corrupt(format!("stored authority keys: {e}")))?;
-        Ok(Some(DirectorySource {
-            path: PathBuf::from(path),
-            authority_keys,
+        let policy = ClientPolicy::verify(text.as_bytes(), &pinned)
+            .map_err(|e| ClientError::Corrupt(format!("stored client policy: {e}")))?;
+        Ok(Some(PolicySource {
+            policy,
+            signed: text.into_bytes(),
+            pinned,
         }))
     }
 }
@@ -175,18 +184,7 @@ mod tests {
         let tcp = resolve_relay(&s, Some("tcp://127.0.0.1:9"), None).unwrap();
         assert_eq!(tcp.url(), "tcp://127.0.0.1:9");
 
-        let key = hex::encode(
-            ed25519_dalek::SigningKey::from_bytes(&[1; 32])
-                .verifying_key()
-                .as_bytes(),
-        );
-        let src = DirectorySource::from_args(Path::new("d.bin"), &[key]).unwrap();
-        assert!(src.path.is_absolute());
-        s.save_directory_source(&src).unwrap();
-        let back = s.directory_source().unwrap().unwrap();
-        assert_eq!(back.path, src.path);
-        assert_eq!(back.authority_keys, src.authority_keys);
-
+        assert!(s.policy().unwrap().is_none());
         assert!(s.tor_args().unwrap().is_none());
         let tor = TorArgs {
             tor_config: Some(PathBuf::from("/net/arti.toml")),

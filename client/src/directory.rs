@@ -1,17 +1,23 @@
-//! The staff directory as the clients use it: read from a file, verified against authority
-//! keys configured locally (never taken from the relay), protected against rollback, and turned
-//! into the label → identity key pins that the identity store trusts.
+//! The staff directory as the clients use it: the whole directory transparency log downloaded
+//! from the relay and verified against the client policy (log key, witness quorum, freshness,
+//! authority keys — shipped with the client, never taken from the relay) and against the
+//! checkpoint stored after the previous download; then turned into the label → identity key
+//! pins that the identity store trusts. A download that fails its proofs is refused and, when it
+//! proves misbehaviour, its evidence is exported to a file.
 
-use crate::config::DirectorySource;
+use crate::config::PolicySource;
 use crate::error::{ClientError, Result};
+use crate::relay::{Relay, get_log};
 use crate::store::Store;
 use ed25519_dalek::VerifyingKey;
 use libsignal_protocol::IdentityKey;
-use refuge_proto::directory::{DirectoryError, UncheckedDirectory, VerifiedDirectory};
+use refuge_proto::directory::{DirectoryError, VerifiedDirectory};
+use refuge_proto::directory_sync::{DirectorySync, Evidence, SyncError, TrustedCheckpoint};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-const VERSION_SEEN: &str = "directory_version_seen";
+/// The checkpoint accepted by the last download (a signed note), kept to hold the log to it.
+const CHECKPOINT: &str = "directory_checkpoint";
 
 /// Staff identity keys by label, taken only from a verified directory.
 #[derive(Clone, Debug, Default)]
@@ -59,110 +65,237 @@ pub fn parse_authority_key(hex_key: &str) -> Result<VerifyingKey> {
         .map_err(|e| ClientError::InvalidArgument(format!("authority key: {e}")))
 }
 
-/// Reads and verifies a directory file.
-pub fn load_file(path: &Path, authority_keys: &[VerifyingKey]) -> Result<VerifiedDirectory> {
-    let meta = std::fs::metadata(path).map_err(|source| ClientError::Io {
-        action: "read",
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if meta.len() > refuge_proto::directory::MAX_DIRECTORY_LEN as u64 {
-        return Err(ClientError::Directory(DirectoryError::Malformed(format!(
-            "{} bytes is larger than the limit",
-            meta.len()
-        ))));
+/// Downloads the whole directory log through `relay` (every entry bundle, so the relay cannot
+/// tell which post the user looks at), verifies it against the policy and the checkpoint stored
+/// last time, stores the new checkpoint, and returns the verified directory. A refusal that
+/// proves misbehaviour writes its evidence to a new file in `evidence_dir`.
+pub async fn sync(
+    relay: &mut dyn Relay,
+    store: &Store,
+    source: &PolicySource,
+    evidence_dir: &Path,
+    now_unix: u64,
+) -> Result<VerifiedDirectory> {
+    let refuse = |error: SyncError| refusal(error, evidence_dir, now_unix);
+    let stored = match store.setting(CHECKPOINT)? {
+        Some(text) => {
+            Some(TrustedCheckpoint::from_bytes(text.as_bytes(), &source.policy).map_err(refuse)?)
+        }
+        None => None,
+    };
+    let mut download = DirectorySync::new(&source.policy, stored.as_ref(), now_unix);
+    let checkpoint = get_log(relay, "checkpoint").await?;
+    let paths = download.checkpoint(&checkpoint).map_err(refuse)?;
+    for path in paths {
+        let data = get_log(relay, &path).await?;
+        download.bundle(&path, &data).map_err(refuse)?;
     }
-    let bytes = std::fs::read(path).map_err(|source| ClientError::Io {
-        action: "read",
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(UncheckedDirectory::from_bytes(&bytes)?.verify(authority_keys)?)
+    let (directory, trusted) = download.finish().map_err(refuse)?;
+    let note = String::from_utf8(trusted.to_bytes())
+        .map_err(|_| ClientError::Corrupt("accepted checkpoint is not text".into()))?;
+    store.set_setting(CHECKPOINT, &note)?;
+    Ok(directory)
 }
 
-/// Loads the configured directory, refuses a version older than one already seen, and records
-/// the version.
-pub fn load_configured(store: &Store, source: &DirectorySource) -> Result<VerifiedDirectory> {
-    let dir = load_file(&source.path, &source.authority_keys)?;
-    accept_version(store, &dir)?;
-    Ok(dir)
+/// The error for a refused download, after exporting its evidence if it has any. A failure to
+/// write the evidence is reported but does not hide the refusal.
+fn refusal(error: SyncError, evidence_dir: &Path, now_unix: u64) -> ClientError {
+    let evidence =
+        error
+            .evidence()
+            .and_then(|e| match export_evidence(&e, evidence_dir, now_unix) {
+                Ok(path) => Some(path),
+                Err(err) => {
+                    tracing::warn!("could not save the directory evidence: {err}");
+                    None
+                }
+            });
+    ClientError::DirectoryLog { error, evidence }
 }
 
-/// Rollback protection: a client never accepts a lower version than it has seen.
-pub fn accept_version(store: &Store, dir: &VerifiedDirectory) -> Result<()> {
-    let seen = store
-        .setting(VERSION_SEEN)?
-        .map(|v| {
-            v.parse::<u64>()
-                .map_err(|_| ClientError::Corrupt("directory version".into()))
-        })
-        .transpose()?
-        .unwrap_or(0);
-    if dir.version() < seen {
-        return Err(ClientError::DirectoryRollback {
-            seen,
-            got: dir.version(),
-        });
+/// Writes evidence to a new file `directory-<problem>-<unix time>[-n].txt` (mode 0600 in a 0700
+/// directory): public log data only, nothing about the user's messages.
+pub fn export_evidence(evidence: &Evidence, dir: &Path, now_unix: u64) -> std::io::Result<PathBuf> {
+    use std::io::Write;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
     }
-    if dir.version() > seen {
-        store.set_setting(VERSION_SEEN, &dir.version().to_string())?;
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)?;
+    let stem = format!("directory-{}-{now_unix}", evidence.problem);
+    for n in 0..100u32 {
+        let name = if n == 0 {
+            format!("{stem}.txt")
+        } else {
+            format!("{stem}-{n}.txt")
+        };
+        let path = dir.join(name);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        match options.open(&path) {
+            Ok(mut f) => {
+                f.write_all(evidence.to_text().as_bytes())?;
+                f.sync_all()?;
+                return Ok(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
     }
-    Ok(())
+    Err(std::io::Error::other(
+        "too many evidence files with the same name",
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Result as ClientResult;
     use ed25519_dalek::SigningKey;
-    use refuge_proto::directory_pb::{Directory, Post};
+    use refuge_proto::client_policy::{ClientPolicy, POLICY_HEADER, sign_policy};
+    use refuge_proto::directory::IDENTITY_KEY_LEN;
+    use refuge_proto::directory_entry::{Enrolment, EntryAction, EntryBody, sign_entry};
+    use refuge_proto::ids::MailboxId;
+    use refuge_proto::tlog::checkpoint::Checkpoint;
+    use refuge_proto::tlog::hash::MemoryTree;
+    use refuge_proto::tlog::note::{Ed25519Signer, encode};
+    use refuge_proto::tlog::tiles::{encode_bundle, tiles_for_size};
+    use refuge_proto::wire::{LogData, client_frame::Request, server_frame::Response};
+    use std::collections::BTreeMap;
 
-    fn write(dir: &Path, version: u64, key: &SigningKey) -> std::path::PathBuf {
-        let d = Directory {
-            version,
-            issued_at: 1,
-            posts: vec![Post {
-                id: "emb-xx".into(),
-                name: "Embassy".into(),
-                devices: vec![],
-            }],
-        };
-        let path = dir.join(format!("d{version}.bin"));
-        std::fs::write(&path, refuge_proto::directory::sign(&d, key).unwrap()).unwrap();
-        path
+    const NOW: u64 = 1_800_000_000;
+
+    /// A relay that serves a fixed set of log paths (what a relay serves is all that matters).
+    struct LogRelay(BTreeMap<String, Vec<u8>>);
+
+    #[async_trait::async_trait(?Send)]
+    impl Relay for LogRelay {
+        async fn request(&mut self, request: Request) -> ClientResult<Response> {
+            let Request::GetLog(g) = request else {
+                panic!("only the log is asked for");
+            };
+            let data = self
+                .0
+                .get(&g.path)
+                .cloned()
+                .expect("asked for a served path");
+            Ok(Response::LogData(LogData { data }))
+        }
+        fn max_message_len(&self) -> usize {
+            0
+        }
     }
 
-    #[test]
-    fn older_directory_is_refused_after_a_newer_one() {
+    fn authority() -> SigningKey {
+        SigningKey::from_bytes(&[4; 32])
+    }
+
+    fn log_key() -> Ed25519Signer {
+        Ed25519Signer::from_seed("example.org/log", &[5; 32]).unwrap()
+    }
+
+    fn source() -> PolicySource {
+        let text = format!(
+            "{POLICY_HEADER}\nauthority {}\npost emb-xx Embassy\nlog {}\nquorum none\n",
+            hex::encode(authority().verifying_key().as_bytes()),
+            log_key().verifier().to_vkey(),
+        );
+        let signed = sign_policy(&text, &authority()).unwrap();
+        let pinned = vec![authority().verifying_key()];
+        PolicySource {
+            policy: ClientPolicy::verify(&signed, &pinned).unwrap(),
+            signed,
+            pinned,
+        }
+    }
+
+    fn enrol(n: u8) -> Vec<u8> {
+        sign_entry(
+            &EntryBody {
+                action: EntryAction::Enrol(Enrolment {
+                    post_id: "emb-xx".into(),
+                    label: format!("emb-xx/desk-{n}"),
+                    identity_key: [n; IDENTITY_KEY_LEN],
+                    auth_key: SigningKey::from_bytes(&[n; 32]).verifying_key(),
+                    mailbox_id: MailboxId([n; 16]),
+                }),
+                not_before: 0,
+            },
+            &authority(),
+        )
+        .unwrap()
+    }
+
+    /// What an honest relay serves for these entries: a signed checkpoint and the bundles.
+    fn served(entries: &[Vec<u8>]) -> LogRelay {
+        let tree = MemoryTree::from_entries(entries.iter().map(Vec::as_slice));
+        let text = Checkpoint::new("example.org/log", tree.size(), tree.root())
+            .unwrap()
+            .to_text();
+        let note = encode(&text, &[log_key().sign(&text).unwrap()]).unwrap();
+        let mut paths = BTreeMap::from([("checkpoint".to_string(), note.into_bytes())]);
+        for b in tiles_for_size(tree.size()).filter_map(|t| t.bundle()) {
+            let start = (b.index() * 256) as usize;
+            let end = start + usize::from(b.width());
+            paths.insert(b.path(), encode_bundle(&entries[start..end]).unwrap());
+        }
+        LogRelay(paths)
+    }
+
+    #[tokio::test]
+    async fn a_forked_log_is_refused_with_evidence_and_the_stored_checkpoint_kept() {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::for_tests(&tmp.path().join("s"));
-        let key = SigningKey::from_bytes(&[4; 32]);
-        let keys = vec![key.verifying_key()];
-        let v2 = DirectorySource {
-            path: write(tmp.path(), 2, &key),
-            authority_keys: keys.clone(),
-        };
-        let v1 = DirectorySource {
-            path: write(tmp.path(), 1, &key),
-            authority_keys: keys.clone(),
-        };
-        load_configured(&store, &v2).unwrap();
-        assert!(matches!(
-            load_configured(&store, &v1),
-            Err(ClientError::DirectoryRollback { seen: 2, got: 1 })
-        ));
-        load_configured(&store, &v2).unwrap();
-    }
+        let evidence = tmp.path().join("evidence");
+        let src = source();
+        store.save_policy(&src).unwrap();
+        let loaded = store.policy().unwrap().unwrap();
+        assert_eq!(loaded.signed, src.signed);
+        assert_eq!(loaded.pinned, src.pinned);
 
-    #[test]
-    fn directory_from_another_authority_is_refused() {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = write(tmp.path(), 1, &SigningKey::from_bytes(&[4; 32]));
-        let other = SigningKey::from_bytes(&[5; 32]).verifying_key();
-        assert!(matches!(
-            load_file(&path, &[other]),
-            Err(ClientError::Directory(DirectoryError::UntrustedAuthority(
-                _
-            )))
-        ));
+        let honest: Vec<Vec<u8>> = (1..=3).map(enrol).collect();
+        let dir = sync(&mut served(&honest), &store, &src, &evidence, NOW)
+            .await
+            .unwrap();
+        assert!(dir.device_by_label("emb-xx/desk-2").is_some());
+        let kept = store.setting(CHECKPOINT).unwrap().unwrap();
+
+        // Another view of the log at a larger size that does not extend the stored tree: the
+        // entry the client saw as desk 2 is replaced by another.
+        let fork: Vec<Vec<u8>> = [1, 9, 3, 4].into_iter().map(enrol).collect();
+        let err = sync(&mut served(&fork), &store, &src, &evidence, NOW)
+            .await
+            .unwrap_err();
+        let ClientError::DirectoryLog {
+            error: SyncError::Fork { .. },
+            evidence: Some(path),
+        } = &err
+        else {
+            panic!("expected a fork with evidence, got {err:?}");
+        };
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(text.contains("problem: fork"), "{text}");
+        assert_eq!(text.matches("-----BEGIN CHECKPOINT").count(), 2, "{text}");
+        assert!(text.contains(kept.lines().next().unwrap()));
+        assert_eq!(store.setting(CHECKPOINT).unwrap().unwrap(), kept);
+        assert!(err.to_string().contains("evidence saved to"), "{err}");
+
+        // The honest log, grown, is still accepted after the refusal.
+        let mut grown = honest.clone();
+        grown.push(enrol(5));
+        let dir = sync(&mut served(&grown), &store, &src, &evidence, NOW)
+            .await
+            .unwrap();
+        assert!(dir.device_by_label("emb-xx/desk-5").is_some());
     }
 }

@@ -128,6 +128,19 @@ pub enum ClientError {
     )]
     DirectoryRollback { seen: u64, got: u64 },
 
+    #[error("the entries are logged, but these witnesses did not cosign: {}", names.join(", "))]
+    WitnessesMissed { names: Vec<String> },
+
+    #[error("client policy: {0}")]
+    Policy(#[from] refuge_proto::client_policy::ClientPolicyError),
+
+    #[error("the staff directory log was refused: {error}{}", evidence_note(evidence.as_deref()))]
+    DirectoryLog {
+        error: refuge_proto::directory_sync::SyncError,
+        /// Where the evidence was exported, when the failure proves misbehaviour.
+        evidence: Option<PathBuf>,
+    },
+
     // ------------------------------------------------------------------ network
     #[error("cannot reach the relay at {endpoint}: {reason}")]
     Connect { endpoint: String, reason: String },
@@ -182,6 +195,11 @@ pub enum ClientError {
     PostHasNoDevices { post: String },
 }
 
+fn evidence_note(path: Option<&std::path::Path>) -> String {
+    path.map(|p| format!(" (evidence saved to {})", p.display()))
+        .unwrap_or_default()
+}
+
 impl ClientError {
     /// Who is at fault.
     pub fn blame(&self) -> Blame {
@@ -212,14 +230,24 @@ impl ClientError {
             | NoStore { .. }
             | UnencryptedStore { .. }
             | Directory(_)
-            | DirectoryRollback { .. } => Blame::Local,
-            Connect { .. } | Timeout { .. } | ConnectionLost(_) | Tor(_) => Blame::Network,
+            | DirectoryRollback { .. }
+            | Policy(_) => Blame::Local,
+            Connect { .. }
+            | Timeout { .. }
+            | ConnectionLost(_)
+            | Tor(_)
+            | WitnessesMissed { .. } => Blame::Network,
             Relay { code, .. } => match code.fault() {
                 Fault::Relay => Blame::Relay,
                 Fault::Client => Blame::Bug,
                 Fault::State => Blame::State,
             },
             RelayProtocol(_) => Blame::RelayMisbehaved,
+            DirectoryLog { error, .. } => match error {
+                refuge_proto::directory_sync::SyncError::BadStored(_)
+                | refuge_proto::directory_sync::SyncError::ClockSkew { .. } => Blame::Local,
+                _ => Blame::RelayMisbehaved,
+            },
             PinMismatch { .. } | ImpersonationAttempt(_) | PossibleImpersonation(_) => {
                 Blame::Attack
             }
@@ -301,6 +329,29 @@ impl ClientError {
             DirectoryRollback { .. } => {
                 "someone may be replaying an old directory to hide a revocation; get the current file from the authority".into()
             }
+            WitnessesMissed { .. } => {
+                "until a quorum of witnesses has cosigned, users' clients may not accept the new checkpoint; check the witnesses' addresses and run `refuge-admin push` later".into()
+            }
+            Policy(_) => {
+                "get the client policy file from the authority again (through a channel you trust) and check --authority-key".into()
+            }
+            DirectoryLog { error, .. } => match error {
+                refuge_proto::directory_sync::SyncError::BadStored(_) => {
+                    "the stored checkpoint is damaged; restore the data directory from a backup".into()
+                }
+                refuge_proto::directory_sync::SyncError::ClockSkew { .. } => {
+                    "check this computer's date and time, then try again".into()
+                }
+                refuge_proto::directory_sync::SyncError::QuorumNotMet { .. } => {
+                    "nothing was sent: the relay serves a directory the witnesses have not vouched for; try again later, and if it persists tell the post through another channel".into()
+                }
+                refuge_proto::directory_sync::SyncError::Stale { .. } => {
+                    "the relay or the witnesses may be blocked or withholding updates; nothing was sent. Try again later; if it persists, tell the post through another channel".into()
+                }
+                _ => {
+                    "do not send anything through this relay: it served a directory that fails its proofs. Keep the evidence file and send it to the post or the auditors through another channel".into()
+                }
+            },
             Connect { .. } => "check the relay address and your network (or tor), then try again".into(),
             Timeout { .. } | ConnectionLost(_) => "try again later".into(),
             Tor(_) => "check your network; if Tor is blocked where you are, get bridge lines (bridges.torproject.org, or from the post through another channel) and pass them with --bridge; then try again".into(),

@@ -4,7 +4,7 @@
 
 use crate::authority;
 use crate::delivery::ReceiveReport;
-use crate::directory::{StaffPins, load_file};
+use crate::directory::StaffPins;
 use crate::disappearing::Timer;
 use crate::envelope;
 use crate::error::ClientError;
@@ -30,10 +30,20 @@ const POST: &str = "emb-xx";
 const DESK1: &str = "emb-xx/desk-1";
 const DESK2: &str = "emb-xx/desk-2";
 
+/// The directory the log of `entries` replays to (what a client gets after verifying the log).
+fn replay(entries: &[Vec<u8>], authority: &VerifyingKey) -> VerifiedDirectory {
+    let mut r = refuge_proto::directory_log::DirectoryReplay::new(&[*authority]);
+    for (i, e) in entries.iter().enumerate() {
+        r.apply(i as u64, e).unwrap();
+    }
+    r.directory(&[(POST.to_string(), "Embassy X".to_string())], 2)
+}
+
 struct World {
     tmp: tempfile::TempDir,
     relay: FakeRelay,
-    directory_path: PathBuf,
+    /// The directory log's entries, as the authority signed them.
+    entries: Vec<Vec<u8>>,
     authority: VerifyingKey,
 }
 
@@ -43,19 +53,19 @@ impl World {
         let key_path = tmp.path().join("authority.key");
         let authority = authority::keygen(&key_path).unwrap();
         let key = authority::read_key(&key_path).unwrap();
-        let directory_path = tmp.path().join("directory.bin");
+        let mut entries = Vec::new();
         for label in [DESK1, DESK2] {
             let store = Store::for_tests(&staff_dir(&tmp, label));
             let (_, request) = Staff::init(&store, POST, label).unwrap();
             let req_path = tmp.path().join(format!("{}.req", label.replace('/', "_")));
             std::fs::write(&req_path, encode_request(&request)).unwrap();
-            authority::enrol(&key, &directory_path, &req_path, Some("Embassy X"), 1).unwrap();
+            entries.push(authority::enrolment(&key, &req_path, 1).unwrap().bytes);
         }
-        let directory = load_file(&directory_path, &[authority]).unwrap();
+        let directory = replay(&entries, &authority);
         let w = World {
             relay: FakeRelay::new(&directory),
             tmp,
-            directory_path,
+            entries,
             authority,
         };
         for label in [DESK1, DESK2] {
@@ -77,7 +87,7 @@ impl World {
     }
 
     fn directory(&self) -> VerifiedDirectory {
-        load_file(&self.directory_path, &[self.authority]).unwrap()
+        replay(&self.entries, &self.authority)
     }
 
     fn staff_store(&self, label: &str) -> Store {

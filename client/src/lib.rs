@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod authority;
 pub mod cli;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod relay;
 pub mod secret;
 pub mod staff;
 pub mod store;
+pub mod submit;
 pub mod transport;
 pub mod unlock;
 pub mod user;

@@ -10,8 +10,8 @@ use refuge_proto::auth;
 use refuge_proto::ids::{DepositToken, MailboxId, Nonce};
 use refuge_proto::wire::{
     AckMessages, Authenticate, CreateMailbox, Deposit, DeviceBundle, FetchMessages,
-    FetchPostBundles, GetChallenge, GetPrekeyCount, PrekeyCount, StoredMessage, UploadPrekeys,
-    client_frame::Request, server_frame::Response,
+    FetchPostBundles, GetChallenge, GetLog, GetPrekeyCount, PrekeyCount, StoredMessage,
+    SubmitEntry, UploadPrekeys, client_frame::Request, server_frame::Response,
 };
 
 /// Something that answers wire requests: a live session, or a test double.
@@ -186,5 +186,31 @@ pub async fn fetch_post_bundles(relay: &mut dyn Relay, post_id: &str) -> Result<
     {
         Response::PostBundles(b) => Ok(b.bundles),
         other => Err(unexpected("PostBundles", &other)),
+    }
+}
+
+/// One resource of the directory log at its C2SP path (`checkpoint`, `tile/…`,
+/// `tile/entries/…`). Nothing in it is trusted until the directory sync has checked it.
+pub async fn get_log(relay: &mut dyn Relay, path: &str) -> Result<Vec<u8>> {
+    match relay
+        .request(Request::GetLog(GetLog {
+            path: path.to_string(),
+        }))
+        .await?
+    {
+        Response::LogData(d) => Ok(d.data),
+        other => Err(unexpected("LogData", &other)),
+    }
+}
+
+/// Submits an authority-signed directory entry; returns the relay's C2SP tlog-proof (to be
+/// verified by the caller).
+pub async fn submit_entry(relay: &mut dyn Relay, entry: Vec<u8>) -> Result<Vec<u8>> {
+    match relay
+        .request(Request::SubmitEntry(SubmitEntry { entry }))
+        .await?
+    {
+        Response::EntrySubmitted(s) => Ok(s.proof),
+        other => Err(unexpected("EntrySubmitted", &other)),
     }
 }

@@ -201,42 +201,74 @@ fn a_whole_exchange_at_trace_level_logs_no_secret_and_no_identifier() {
             ],
             &[],
         );
+    }
+    let mut relay = Relay::start_with_env(
+        &dir.path().join("relay"),
+        &["--authority-key", &authority],
+        TRACE,
+    );
+    std::fs::write(
+        p("policy.txt"),
+        format!(
+            "refuge client policy v1\nauthority {authority}\npost {POST} Embassy of X\nlog {}\nquorum none\n",
+            &relay.log_vkey
+        ),
+    )
+    .expect("write policy text");
+    t.run(
+        "refuge-admin",
+        &[
+            "policy",
+            "--key",
+            &p("authority.key"),
+            "--in",
+            &p("policy.txt"),
+            "--out",
+            &p("policy.signed"),
+        ],
+        &[],
+    );
+    let url = relay.quic_url();
+    let pin = relay.pin.clone();
+    let tcp = relay.tcp_url();
+    let policy = p("policy.signed");
+    for staff in ["staff1", "staff2"] {
         t.run(
             "refuge-admin",
             &[
                 "enrol",
                 "--key",
                 &p("authority.key"),
-                "--directory",
-                &p("directory.bin"),
                 "--request",
-                &req,
-                "--post-name",
-                "Embassy of X",
+                &p(&format!("{staff}.req")),
+                "--out",
+                &p(&format!("{staff}.entry")),
             ],
             &[],
         );
     }
-    let mut relay = Relay::start_with_env(
-        &dir.path().join("relay"),
+    t.run(
+        "refuge-admin",
         &[
-            "--directory",
-            &p("directory.bin"),
+            "submit",
+            "--policy",
+            &policy,
             "--authority-key",
             &authority,
+            "--relay",
+            &tcp,
+            &p("staff1.entry"),
+            &p("staff2.entry"),
         ],
-        TRACE,
+        &[],
     );
-    let url = relay.quic_url();
-    let pin = relay.pin.clone();
-    let directory = p("directory.bin");
     let connect = [
         "--relay",
         url.as_str(),
         "--pin",
         pin.as_str(),
-        "--directory",
-        directory.as_str(),
+        "--policy",
+        policy.as_str(),
         "--authority-key",
         authority.as_str(),
     ];

@@ -133,23 +133,11 @@ fn wrong_capability_and_wrong_token_are_refused_and_change_nothing() {
         })),
         ErrorCode::MailboxExists,
     );
-    // A staff device's mailbox (taken from the signed directory) refuses a stranger's key too.
-    let file = std::fs::read(w.path("directory.bin")).expect("directory file");
-    let authority =
-        refuge_proto::ids::auth_key_from_slice(&hex::decode(&w.authority_key_hex).expect("hex"))
-            .expect("key");
-    let dir = refuge_proto::directory::UncheckedDirectory::from_bytes(&file)
-        .expect("parse")
-        .verify(&[authority])
-        .expect("verify");
-    let staff_mailbox: [u8; 16] = dir
-        .device_by_label(DESK1)
-        .expect("desk 1")
-        .1
-        .mailbox_id
-        .clone()
-        .try_into()
-        .expect("16");
+    // A staff device's mailbox (enrolled through the directory log) refuses a stranger's key too.
+    let request = std::fs::read(w.path("staff1.req")).expect("enrolment request of desk 1");
+    let request = refuge_proto::directory::parse_enrollment_request(&request).expect("request");
+    assert_eq!(request.label, DESK1);
+    let staff_mailbox: [u8; 16] = request.mailbox_id.try_into().expect("16");
     let nonce = challenge(&mut s);
     assert_error(
         &authenticate(&mut s, staff_mailbox, nonce, &random_key()),

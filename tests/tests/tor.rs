@@ -294,11 +294,11 @@ impl TorWorld {
         self.world_dir.path().join(name).display().to_string()
     }
 
-    /// `--directory FILE --authority-key HEX`
+    /// `--policy FILE --authority-key HEX`
     fn trust(&self) -> Vec<String> {
         vec![
-            "--directory".into(),
-            self.p("directory.bin"),
+            "--policy".into(),
+            self.p("policy.signed"),
             "--authority-key".into(),
             self.authority_key.clone(),
         ]
@@ -306,12 +306,9 @@ impl TorWorld {
 
     /// Starts the relay (again) on the same data directory, with its onion service.
     fn start_relay(dir: &Path, authority_key: &str, arti: &str) -> Relay {
-        let directory = dir.join("directory.bin").display().to_string();
         Relay::start(
             &dir.join("relay"),
             &[
-                "--directory",
-                &directory,
                 "--authority-key",
                 authority_key,
                 "--onion",
@@ -324,52 +321,32 @@ impl TorWorld {
     }
 }
 
-/// An authority, two enrolled staff devices, and the relay serving the signed directory over its
-/// onion service on the private network.
+/// An authority, two staff devices enrolled through the directory log, and the relay serving it
+/// over its onion service on the private network.
 fn tor_world(net: &TorNet) -> TorWorld {
     let dir = tempfile::tempdir().expect("temp dir");
-    let p = |n: &str| dir.path().join(n).display().to_string();
-    let out = run_ok("refuge-admin", &["keygen", "--out", &p("authority.key")]);
-    let authority_key = out
-        .lines()
-        .find_map(|l| l.strip_prefix("authority-key "))
-        .expect("keygen prints the authority key")
-        .trim()
-        .to_string();
-    for (staff, label) in [("staff1", DESK1), ("staff2", DESK2)] {
-        let req = p(&format!("{staff}.req"));
-        run_ok(
-            "refuge-inbox",
-            &[
-                "--data-dir",
-                &p(staff),
-                "init",
-                "--post",
-                POST,
-                "--label",
-                label,
-                "--request-out",
-                &req,
-            ],
-        );
-        run_ok(
-            "refuge-admin",
-            &[
-                "enrol",
-                "--key",
-                &p("authority.key"),
-                "--directory",
-                &p("directory.bin"),
-                "--request",
-                &req,
-                "--post-name",
-                "Embassy of X",
-            ],
-        );
-    }
+    let authority = Authority::create(dir.path());
+    let requests: Vec<PathBuf> = [("staff1", DESK1), ("staff2", DESK2)]
+        .iter()
+        .map(|(name, label)| staff_init(dir.path(), name, label))
+        .collect();
     let arti = net.arti_toml().display().to_string();
     let relay_started = Instant::now();
-    let relay = TorWorld::start_relay(dir.path(), &authority_key, &arti);
+    let relay = TorWorld::start_relay(dir.path(), &authority.key_hex, &arti);
+    // The authority submits over loopback (it is not the user whose traffic Tor hides).
+    let policy = authority.sign_policy(dir.path(), &relay.log_vkey, "", "");
+    let entries: Vec<PathBuf> = requests
+        .iter()
+        .enumerate()
+        .map(|(i, req)| {
+            let entry = dir.path().join(format!("staff{}.entry", i + 1));
+            authority.enrol(req, &entry);
+            entry
+        })
+        .collect();
+    let refs: Vec<&Path> = entries.iter().map(PathBuf::as_path).collect();
+    authority.submit(&relay, &policy, &refs);
+    let authority_key = authority.key_hex;
     let published = LogWatch::start(relay.data_dir.with_extension("stderr.log"), PUBLISHED);
     let onion = relay
         .onion
@@ -886,8 +863,8 @@ fn user_client_refuses_a_direct_relay_without_the_insecure_flag() {
             cmd.args(["--pin", &pin]);
         }
         cmd.args([
-            "--directory",
-            "/nonexistent/directory.bin",
+            "--policy",
+            "/nonexistent/policy.signed",
             "--authority-key",
             &authority,
         ]);
@@ -909,7 +886,7 @@ fn user_client_refuses_a_direct_relay_without_the_insecure_flag() {
     );
 
     // Allowed (flag or environment), a direct relay is never used silently. (This init then
-    // stops at the missing directory file, before any connection.)
+    // stops at the missing policy file, before any connection.)
     let warning = "warning: --insecure-direct: this connection to the relay does not go through \
                    Tor; your network can see that you contact it";
     let mut flag = init("tcp://127.0.0.1:9");

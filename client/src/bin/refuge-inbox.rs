@@ -2,11 +2,12 @@
 
 use clap::{Parser, Subcommand};
 use refuge_client::cli::{self, say};
-use refuge_client::config::{DirectorySource, resolve_relay};
+use refuge_client::config::{PolicySource, resolve_relay};
 use refuge_client::directory;
 use refuge_client::error::{ClientError, Result};
 use refuge_client::staff::{Staff, encode_request};
 use refuge_client::store::Store;
+use refuge_client::transport::Session;
 use refuge_client::unlock::{self, PassphraseArgs};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -51,12 +52,13 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         request_out: PathBuf,
     },
-    /// Check the enrolment in the signed directory and upload prekeys to the relay
+    /// Check the enrolment in the directory log and upload prekeys to the relay
     Register {
-        /// The authority-signed staff directory file
+        /// The client policy signed by the authority
         #[arg(long, value_name = "FILE")]
-        directory: PathBuf,
-        /// The authority's public key (64 hex characters); may be repeated
+        policy: PathBuf,
+        /// The authority's public key (64 hex characters) that must have signed the policy; may
+        /// be repeated
         #[arg(long = "authority-key", value_name = "HEX", required = true)]
         authority_keys: Vec<String>,
     },
@@ -139,25 +141,25 @@ async fn run(args: Args) -> Result<()> {
             ))
         }
         Command::Register {
-            directory: path,
+            policy,
             authority_keys,
         } => {
             let store = open()?;
             let staff = Staff::load(&store)?;
-            let source = DirectorySource::from_args(&path, &authority_keys)?;
-            let verified = directory::load_configured(&store, &source)?;
+            let source = PolicySource::from_args(&policy, &authority_keys)?;
             let endpoint = resolve_relay(
                 &store,
                 endpoint_args.0.as_deref(),
                 endpoint_args.1.as_deref(),
             )?;
-            staff.check_enrolled(&verified)?;
             let network = cli::Network::new(&dir, &store, &tor, true)?;
             let mut session = cli::connect(&endpoint, &network, staff.label().as_bytes()).await?;
+            let verified = sync(&mut session, &store, &source, &dir).await?;
+            staff.check_enrolled(&verified)?;
             let count = staff.register(&mut session, now).await?;
             session.close().await;
             // Remembered only once they have worked.
-            store.save_directory_source(&source)?;
+            store.save_policy(&source)?;
             store.save_relay(&endpoint)?;
             network.save(&store)?;
             say(&format!(
@@ -169,8 +171,6 @@ async fn run(args: Args) -> Result<()> {
         Command::Read { discard_unopened } => {
             let store = open()?;
             let staff = Staff::load(&store)?;
-            let verified = load_directory(&store)?;
-            warn_if_not_enrolled(&staff, &verified);
             let endpoint = resolve_relay(
                 &store,
                 endpoint_args.0.as_deref(),
@@ -178,6 +178,8 @@ async fn run(args: Args) -> Result<()> {
             )?;
             let network = cli::Network::new(&dir, &store, &tor, true)?;
             let mut session = cli::connect(&endpoint, &network, staff.label().as_bytes()).await?;
+            let verified = load_directory(&mut session, &store, &dir).await?;
+            warn_if_not_enrolled(&staff, &verified);
             let mut show = |m: &refuge_client::delivery::ReceivedMessage| {
                 let case = m.sender.case_id().unwrap_or_default();
                 say(&format!("case {case} {}", m.text.one_line().as_str()))
@@ -207,7 +209,6 @@ async fn run(args: Args) -> Result<()> {
             let text = cli::message_text(&message)?;
             let store = open()?;
             let staff = Staff::load(&store)?;
-            let verified = load_directory(&store)?;
             let endpoint = resolve_relay(
                 &store,
                 endpoint_args.0.as_deref(),
@@ -215,6 +216,7 @@ async fn run(args: Args) -> Result<()> {
             )?;
             let network = cli::Network::new(&dir, &store, &tor, true)?;
             let mut session = cli::connect(&endpoint, &network, staff.label().as_bytes()).await?;
+            let verified = load_directory(&mut session, &store, &dir).await?;
             staff
                 .reply(&mut session, &verified, &case_id, &text, now)
                 .await?;
@@ -236,11 +238,26 @@ async fn run(args: Args) -> Result<()> {
     }
 }
 
-fn load_directory(store: &Store) -> Result<refuge_proto::directory::VerifiedDirectory> {
-    let source = store.directory_source()?.ok_or(ClientError::MissingConfig(
-        "staff directory (refuge-inbox register --directory)",
+/// Downloads and verifies the staff directory with the stored client policy.
+async fn load_directory(
+    session: &mut Session,
+    store: &Store,
+    data_dir: &std::path::Path,
+) -> Result<refuge_proto::directory::VerifiedDirectory> {
+    let source = store.policy()?.ok_or(ClientError::MissingConfig(
+        "client policy (refuge-inbox register --policy)",
     ))?;
-    directory::load_configured(store, &source)
+    sync(session, store, &source, data_dir).await
+}
+
+async fn sync(
+    session: &mut Session,
+    store: &Store,
+    source: &PolicySource,
+    data_dir: &std::path::Path,
+) -> Result<refuge_proto::directory::VerifiedDirectory> {
+    let evidence = data_dir.join("evidence");
+    directory::sync(session, store, source, &evidence, cli::now_unix()).await
 }
 
 fn warn_if_not_enrolled(staff: &Staff<'_>, dir: &refuge_proto::directory::VerifiedDirectory) {

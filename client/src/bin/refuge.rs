@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use refuge_client::cli::{self, say};
-use refuge_client::config::{DirectorySource, resolve_relay};
+use refuge_client::config::{PolicySource, resolve_relay};
 use refuge_client::directory;
 use refuge_client::disappearing::Timer;
 use refuge_client::error::{ClientError, Result};
@@ -44,12 +44,13 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create an identity and a mailbox on the relay, and remember the relay and directory
+    /// Create an identity and a mailbox on the relay, and remember the relay and client policy
     Init {
-        /// The authority-signed staff directory file
+        /// The client policy signed by the authority (shipped with this program)
         #[arg(long, value_name = "FILE")]
-        directory: PathBuf,
-        /// The authority's public key (64 hex characters); may be repeated
+        policy: PathBuf,
+        /// The authority's public key (64 hex characters) that must have signed the policy; may
+        /// be repeated
         #[arg(long = "authority-key", value_name = "HEX", required = true)]
         authority_keys: Vec<String>,
     },
@@ -101,13 +102,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<()> {
-    let dir = cli::data_dir(args.data_dir, "REFUGE_DATA_DIR", "refuge")?;
+    let data_dir = cli::data_dir(args.data_dir, "REFUGE_DATA_DIR", "refuge")?;
     if let Command::Wipe { yes } = args.command {
-        return unlock::wipe_command(&dir, yes);
+        return unlock::wipe_command(&data_dir, yes);
     }
     let mut store = match args.command {
-        Command::Init { .. } => unlock::open_or_create_store(&dir, &args.passphrase)?,
-        _ => unlock::open_store(&dir, &args.passphrase, "refuge", "refuge init")?,
+        Command::Init { .. } => unlock::open_or_create_store(&data_dir, &args.passphrase)?,
+        _ => unlock::open_store(&data_dir, &args.passphrase, "refuge", "refuge init")?,
     };
     if let Command::Passphrase {
         new_passphrase_file,
@@ -118,7 +119,7 @@ async fn run(args: Args) -> Result<()> {
     let store = store;
     let insecure_direct = args.insecure_direct
         || std::env::var_os("REFUGE_INSECURE_DIRECT").is_some_and(|v| v == "1");
-    let network = cli::Network::new(&dir, &store, &args.tor, insecure_direct)?;
+    let network = cli::Network::new(&data_dir, &store, &args.tor, insecure_direct)?;
     if let Some(url) = args.relay.as_deref() {
         // Refused before anything else happens, whatever the command.
         let given = RelayEndpoint::parse(url, args.pin.as_deref())?;
@@ -137,26 +138,27 @@ async fn run(args: Args) -> Result<()> {
     let now = SystemTime::now();
     match args.command {
         Command::Init {
-            directory: path,
+            policy,
             authority_keys,
         } => {
-            let source = DirectorySource::from_args(&path, &authority_keys)?;
-            directory::load_configured(&store, &source)?;
+            let source = PolicySource::from_args(&policy, &authority_keys)?;
             let endpoint = endpoint()?;
             network.check(&endpoint)?;
+            // The directory must verify before anything is created on the relay.
+            sync_directory(&store, &source, &data_dir, &endpoint, &network).await?;
             let user = User::init(&store)?;
             let mut session = cli::connect(&endpoint, &network, &user.mailbox_id().0).await?;
             user.create_mailbox(&mut session).await?;
             session.close().await;
             // Remembered only once they have worked.
-            store.save_directory_source(&source)?;
+            store.save_policy(&source)?;
             store.save_relay(&endpoint)?;
             network.save(&store)?;
             say("ready: mailbox created on the relay")
         }
         Command::Posts => {
             User::load(&store)?;
-            let dir = load_directory(&store)?;
+            let dir = load_directory(&store, &data_dir, &endpoint()?, &network).await?;
             for post in dir.posts() {
                 say(&format!(
                     "post {} {} ({} staff devices)",
@@ -178,9 +180,9 @@ async fn run(args: Args) -> Result<()> {
             };
             let text = cli::message_text(&message)?;
             let user = User::load(&store)?;
-            let dir = load_directory(&store)?;
-            refuge_client::user::check_contact(&dir, &post, &text)?;
             let endpoint = endpoint()?;
+            let dir = load_directory(&store, &data_dir, &endpoint, &network).await?;
+            refuge_client::user::check_contact(&dir, &post, &text)?;
             // Deposits are anonymous: never on a circuit that reads the user's mailbox.
             let mut session = cli::connect(&endpoint, &network, b"deposit").await?;
             let report = user
@@ -200,8 +202,8 @@ async fn run(args: Args) -> Result<()> {
         }
         Command::Read { discard_unopened } => {
             let user = User::load(&store)?;
-            let dir = load_directory(&store)?;
             let endpoint = endpoint()?;
+            let dir = load_directory(&store, &data_dir, &endpoint, &network).await?;
             let mut session = cli::connect(&endpoint, &network, &user.mailbox_id().0).await?;
             let mut show = |m: &refuge_client::delivery::ReceivedMessage| {
                 let from = match &m.sender {
@@ -243,11 +245,32 @@ fn warn_insecure_direct() {
     });
 }
 
-fn load_directory(store: &Store) -> Result<refuge_proto::directory::VerifiedDirectory> {
-    let source = store.directory_source()?.ok_or(ClientError::MissingConfig(
-        "staff directory (refuge init --directory)",
+/// Downloads and verifies the whole staff directory with the stored client policy.
+async fn load_directory(
+    store: &Store,
+    data_dir: &std::path::Path,
+    endpoint: &RelayEndpoint,
+    network: &cli::Network,
+) -> Result<refuge_proto::directory::VerifiedDirectory> {
+    let source = store.policy()?.ok_or(ClientError::MissingConfig(
+        "client policy (refuge init --policy)",
     ))?;
-    directory::load_configured(store, &source)
+    sync_directory(store, &source, data_dir, endpoint, network).await
+}
+
+/// The download runs on its own circuit, apart from the user's mailbox and from deposits.
+async fn sync_directory(
+    store: &Store,
+    source: &PolicySource,
+    data_dir: &std::path::Path,
+    endpoint: &RelayEndpoint,
+    network: &cli::Network,
+) -> Result<refuge_proto::directory::VerifiedDirectory> {
+    let mut session = cli::connect(endpoint, network, b"directory").await?;
+    let evidence = data_dir.join("evidence");
+    let dir = directory::sync(&mut session, store, source, &evidence, cli::now_unix()).await;
+    session.close().await;
+    dir
 }
 
 fn finish_read(report: &refuge_client::delivery::ReceiveReport) -> Result<()> {

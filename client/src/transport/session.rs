@@ -308,6 +308,8 @@ pub(crate) fn response_name(r: &Response) -> &'static str {
         Response::PrekeysUploaded(_) => "PrekeysUploaded",
         Response::PostBundles(_) => "PostBundles",
         Response::PrekeyCount(_) => "PrekeyCount",
+        Response::LogData(_) => "LogData",
+        Response::EntrySubmitted(_) => "EntrySubmitted",
     }
 }
 
