@@ -57,6 +57,18 @@ impl Relay {
         std::fs::create_dir_all(data_dir).expect("create relay data dir");
         let stderr_log = data_dir.with_extension("stderr.log");
         let stderr = std::fs::File::create(&stderr_log).expect("create relay log file");
+        // Test relays ask for the least proof of work and allow fast request bursts, so that
+        // tests stay quick, unless the test sets these itself (flood.rs, refusals.rs do).
+        let mut loose: Vec<&str> = Vec::new();
+        for (flag, value) in [
+            ("--pow-min-effort", "0"),
+            ("--rate-per-second", "1000"),
+            ("--rate-burst", "1000"),
+        ] {
+            if !extra.contains(&flag) {
+                loose.extend([flag, value]);
+            }
+        }
         let mut child = Command::new(bin("refuge-relay"))
             .arg("serve")
             .arg("--data-dir")
@@ -69,6 +81,7 @@ impl Relay {
                 "--log-http",
                 "127.0.0.1:0",
             ])
+            .args(&loose)
             .args(extra)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -350,6 +363,30 @@ pub fn db_count(db: &Path, table: &str) -> i64 {
 pub struct RawSession {
     stream: std::net::TcpStream,
     next_id: u64,
+    /// The proof-of-work parameters from HelloOk.
+    pub pow: Option<refuge_proto::pow::Params>,
+}
+
+/// Solves `params` for `purpose` (as the client does, on the calling thread).
+pub fn solve_pow(
+    purpose: refuge_proto::pow::Purpose,
+    params: refuge_proto::pow::Params,
+) -> refuge_proto::wire::PowSolution {
+    refuge_proto::pow::Solver::new(purpose, &params, rand::random())
+        .run(1_000_000)
+        .expect("the relay's parameters are solvable")
+        .expect("solved within the bound")
+        .to_wire()
+}
+
+fn hello_pow(r: &refuge_proto::wire::ServerFrame) -> Option<refuge_proto::pow::Params> {
+    match &r.response {
+        Some(refuge_proto::wire::server_frame::Response::HelloOk(ok)) => ok
+            .pow
+            .as_ref()
+            .and_then(|p| refuge_proto::pow::Params::from_wire(p).ok()),
+        _ => None,
+    }
 }
 
 impl RawSession {
@@ -359,7 +396,11 @@ impl RawSession {
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .expect("set read timeout");
-        let mut s = RawSession { stream, next_id: 1 };
+        let mut s = RawSession {
+            stream,
+            next_id: 1,
+            pow: None,
+        };
         if hello {
             let r = s.request(refuge_proto::wire::client_frame::Request::Hello(
                 refuge_proto::wire::Hello {
@@ -374,6 +415,7 @@ impl RawSession {
                 ),
                 "hello refused: {r:?}"
             );
+            s.pow = hello_pow(&r);
         }
         s
     }
@@ -385,13 +427,18 @@ impl RawSession {
         let stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
-        let mut s = RawSession { stream, next_id: 1 };
+        let mut s = RawSession {
+            stream,
+            next_id: 1,
+            pow: None,
+        };
         let r = s.try_request(refuge_proto::wire::client_frame::Request::Hello(
             refuge_proto::wire::Hello {
                 protocol_version: refuge_proto::PROTOCOL_VERSION,
                 software: "refuge-tests".into(),
             },
         ))?;
+        s.pow = hello_pow(&r);
         match r.response {
             Some(refuge_proto::wire::server_frame::Response::HelloOk(_)) => Ok(s),
             other => Err(std::io::Error::other(format!("hello refused: {other:?}"))),
@@ -464,6 +511,48 @@ impl RawSession {
         let resp = self.read_frame().expect("relay answered");
         assert_eq!(resp.request_id, id, "response matches the request");
         resp
+    }
+
+    /// Like [`RawSession::request`], and as the client does: pays the proof of work that
+    /// CreateMailbox and FetchPostBundles need (re-solving when the relay asks for more), and
+    /// waits out RATE_LIMITED; at most 8 attempts.
+    pub fn request_paid(
+        &mut self,
+        request: refuge_proto::wire::client_frame::Request,
+    ) -> refuge_proto::wire::ServerFrame {
+        use refuge_proto::ErrorCode;
+        use refuge_proto::pow::{Params, Purpose};
+        use refuge_proto::wire::client_frame::Request;
+        use refuge_proto::wire::server_frame::Response;
+        let mut request = request;
+        let mut answer = None;
+        for _ in 0..8 {
+            match (&mut request, self.pow) {
+                (Request::CreateMailbox(c), Some(p)) => {
+                    c.pow = Some(solve_pow(Purpose::CreateMailbox, p));
+                }
+                (Request::FetchPostBundles(f), Some(p)) => {
+                    f.pow = Some(solve_pow(Purpose::FetchPostBundles, p));
+                }
+                _ => {}
+            }
+            let r = self.request(request.clone());
+            match &r.response {
+                Some(Response::Error(e))
+                    if matches!(e.code(), ErrorCode::PowRequired | ErrorCode::PowInvalid) =>
+                {
+                    self.pow = e.pow.as_ref().and_then(|p| Params::from_wire(p).ok());
+                }
+                Some(Response::Error(e)) if e.code() == ErrorCode::RateLimited => {
+                    std::thread::sleep(Duration::from_secs(u64::from(
+                        e.retry_after_seconds.clamp(1, 10),
+                    )));
+                }
+                _ => return r,
+            }
+            answer = Some(r);
+        }
+        answer.expect("at least one attempt")
     }
 
     /// Whether the relay has closed the connection (reads EOF within the timeout).
@@ -742,8 +831,8 @@ pub fn case_ids(read_output: &str) -> Vec<(String, String)> {
 }
 
 /// Creates a user mailbox through the raw protocol with the given id, capability key and deposit
-/// token (the caller draws them, from whichever RNG its test needs), and checks the relay
-/// answered `MailboxCreated`.
+/// token (the caller draws them, from whichever RNG its test needs), pays the proof of work the
+/// session's Hello asked for, and checks the relay answered `MailboxCreated`.
 pub fn create_raw_mailbox(
     s: &mut RawSession,
     id: [u8; 16],
@@ -759,11 +848,12 @@ pub fn create_raw_mailbox(
         &key.verifying_key(),
         &token_hash,
     );
-    let r = s.request(Request::CreateMailbox(refuge_proto::wire::CreateMailbox {
+    let r = s.request_paid(Request::CreateMailbox(refuge_proto::wire::CreateMailbox {
         mailbox_id: id.to_vec(),
         auth_key: key.verifying_key().as_bytes().to_vec(),
         deposit_token_hash: token_hash.to_vec(),
         signature: key.sign(&transcript).to_bytes().to_vec(),
+        pow: None,
     }));
     assert!(
         matches!(r.response, Some(Response::MailboxCreated(_))),

@@ -161,6 +161,19 @@ pub enum ClientError {
     #[error("the relay broke the protocol: {0}")]
     RelayProtocol(String),
 
+    #[error("the relay is limiting requests ({code:?}): {message}")]
+    Throttled {
+        code: ErrorCode,
+        retry_after_secs: u32,
+        message: String,
+    },
+
+    #[error(
+        "the relay asks for a proof of work of effort {effort}, more than this client does (at \
+         most {max})"
+    )]
+    PowTooHard { effort: u32, max: u32 },
+
     // ------------------------------------------------------------------ attacks
     #[error(
         "the relay's certificate does not match the pin (expected spki-sha256 {expected}, got {got}): \
@@ -248,6 +261,7 @@ impl ClientError {
                 | refuge_proto::directory_sync::SyncError::ClockSkew { .. } => Blame::Local,
                 _ => Blame::RelayMisbehaved,
             },
+            Throttled { .. } | PowTooHard { .. } => Blame::Relay,
             PinMismatch { .. } | ImpersonationAttempt(_) | PossibleImpersonation(_) => {
                 Blame::Attack
             }
@@ -260,6 +274,7 @@ impl ClientError {
     pub fn retryable(&self) -> bool {
         match self {
             ClientError::Relay { code, .. } => code.retryable(),
+            ClientError::Throttled { .. } | ClientError::PowTooHard { .. } => true,
             ClientError::Connect { .. }
             | ClientError::Timeout { .. }
             | ClientError::ConnectionLost(_)
@@ -271,7 +286,8 @@ impl ClientError {
     /// The wire error code, if the relay answered with one.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            ClientError::Relay { code, .. } => Some(*code),
+            ClientError::Relay { code, .. } | ClientError::Throttled { code, .. } => Some(*code),
+            ClientError::PowTooHard { .. } => Some(ErrorCode::PowRequired),
             _ => None,
         }
     }
@@ -356,6 +372,14 @@ impl ClientError {
             Timeout { .. } | ConnectionLost(_) => "try again later".into(),
             Tor(_) => "check your network; if Tor is blocked where you are, get bridge lines (bridges.torproject.org, or from the post through another channel) and pass them with --bridge; then try again".into(),
             Relay { code, .. } => relay_hint(*code).into(),
+            Throttled {
+                retry_after_secs, ..
+            } => format!(
+                "the relay is busy or this connection sent too much; wait {retry_after_secs} s (or longer) and try again"
+            ),
+            PowTooHard { .. } => {
+                "the relay is under heavy load and asks every client for much work; try again in a few minutes".into()
+            }
             RelayProtocol(_) => {
                 "the relay may be buggy or not a refuge relay; try again later and tell its operator".into()
             }
@@ -399,7 +423,12 @@ fn relay_hint(code: ErrorCode) -> &'static str {
             "the reply address is no longer valid; wait for the user to write again"
         }
         MessageTooLarge => "shorten the message",
+        MailboxFull => "the recipient's mailbox on the relay is full; try again later",
         Unavailable | Internal => "the relay has a problem; try again later",
+        PowRequired | PowInvalid => {
+            "the relay kept refusing this client's proof of work; try again in a few minutes"
+        }
+        RateLimited | Overloaded => "the relay is busy; wait a minute and try again",
         _ => "this is a bug in this program or the relay; please report it",
     }
 }
@@ -477,6 +506,20 @@ mod tests {
             message: "x".into(),
         };
         assert!(!e.retryable());
+    }
+
+    #[test]
+    fn a_full_mailbox_is_shown_as_such_and_is_not_a_bug() {
+        let e = ClientError::Relay {
+            code: ErrorCode::MailboxFull,
+            message: "x".into(),
+        };
+        assert!(e.retryable());
+        assert_eq!(e.blame(), Blame::State);
+        assert_eq!(
+            e.hint(),
+            "the recipient's mailbox on the relay is full; try again later"
+        );
     }
 
     #[test]

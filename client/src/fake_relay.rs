@@ -50,6 +50,21 @@ struct State {
     bundle_fetches: usize,
     tamper: Option<Tamper>,
     fail_acks: bool,
+    /// SHA-256 of the sealed bytes of every deposit, by mailbox and idempotency id.
+    deposit_ids: HashMap<(MailboxId, [u8; 16]), [u8; 32]>,
+    /// Deposit requests received, repeats and refusals included.
+    deposit_requests: usize,
+    /// Faults for the next deposit requests, in order.
+    deposit_faults: VecDeque<DepositFault>,
+}
+
+/// What goes wrong with one deposit request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DepositFault {
+    /// The relay refuses it with this code and stores nothing.
+    Refuse(ErrorCode),
+    /// The relay stores it, but the answer is lost with the connection.
+    LoseAnswer,
 }
 
 /// The shared state of the fake relay; each [`FakeRelay::connect`] is one session.
@@ -62,6 +77,8 @@ pub struct FakeSession {
     state: Rc<RefCell<State>>,
     nonces: HashSet<[u8; 32]>,
     authenticated: HashSet<MailboxId>,
+    /// The connection broke; only [`Relay::reconnect`] makes the session usable again.
+    broken: bool,
 }
 
 fn refuse(code: ErrorCode, message: &str) -> ClientError {
@@ -100,6 +117,7 @@ impl FakeRelay {
             state: self.state.clone(),
             nonces: HashSet::new(),
             authenticated: HashSet::new(),
+            broken: false,
         }
     }
 
@@ -109,6 +127,28 @@ impl FakeRelay {
 
     pub fn deposit_timers(&self) -> Vec<u64> {
         self.state.borrow().deposit_timers.clone()
+    }
+
+    /// Adds a mailbox that takes deposits without a token, like a staff device's.
+    pub fn add_open_mailbox(&self, id: MailboxId, auth_key: VerifyingKey) {
+        self.state.borrow_mut().mailboxes.insert(
+            id,
+            Mailbox {
+                auth_key,
+                token_hash: None,
+                messages: Vec::new(),
+            },
+        );
+    }
+
+    /// Deposit requests received, repeats and refusals included.
+    pub fn deposit_requests(&self) -> usize {
+        self.state.borrow().deposit_requests
+    }
+
+    /// Makes the next deposit requests go wrong, one fault each, in order.
+    pub fn inject_deposit_faults(&self, faults: &[DepositFault]) {
+        self.state.borrow_mut().deposit_faults.extend(faults);
     }
 
     pub fn bundle_fetches(&self) -> usize {
@@ -142,6 +182,15 @@ impl FakeSession {
         Ok(id)
     }
 
+    /// The answer to a deposit that was stored (now or before), unless it is to be lost.
+    fn answer_deposit(&mut self, fault: Option<DepositFault>) -> Result<Response> {
+        if fault == Some(DepositFault::LoseAnswer) {
+            self.broken = true;
+            return Err(ClientError::ConnectionLost("injected fault".into()));
+        }
+        Ok(Response::DepositAccepted(DepositAccepted {}))
+    }
+
     fn handle(&mut self, request: Request) -> Result<Response> {
         let mut s = self.state.borrow_mut();
         match request {
@@ -149,6 +198,7 @@ impl FakeSession {
                 protocol_version: refuge_proto::PROTOCOL_VERSION,
                 software: "fake".into(),
                 max_message_len: refuge_proto::MAX_SEALED_LEN as u32,
+                ..Default::default()
             })),
             Request::GetChallenge(_) => {
                 let mut n = [0u8; 32];
@@ -218,8 +268,26 @@ impl FakeSession {
             Request::Deposit(d) => {
                 let id = MailboxId::from_slice(&d.mailbox_id)
                     .map_err(|_| refuse(ErrorCode::MalformedRequest, "id"))?;
+                let idempotency_id: [u8; 16] = d
+                    .idempotency_id
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| refuse(ErrorCode::MalformedRequest, "idempotency id"))?;
                 if d.sealed.len() > refuge_proto::MAX_SEALED_LEN {
                     return Err(refuge_too_large());
+                }
+                s.deposit_requests += 1;
+                let fault = s.deposit_faults.pop_front();
+                if let Some(DepositFault::Refuse(code)) = fault {
+                    return Err(refuse(code, "injected fault"));
+                }
+                let digest: [u8; 32] = Sha256::digest(&d.sealed).into();
+                if let Some(earlier) = s.deposit_ids.get(&(id, idempotency_id)) {
+                    if *earlier != digest {
+                        return Err(refuse(ErrorCode::InvalidArgument, "idempotency id reused"));
+                    }
+                    drop(s);
+                    return self.answer_deposit(fault);
                 }
                 s.next_message_id += 1;
                 let message_id = s.next_message_id;
@@ -245,7 +313,9 @@ impl FakeSession {
                 });
                 s.deposits += 1;
                 s.deposit_timers.push(d.expires_after_seconds);
-                Ok(Response::DepositAccepted(DepositAccepted {}))
+                s.deposit_ids.insert((id, idempotency_id), digest);
+                drop(s);
+                self.answer_deposit(fault)
             }
             Request::FetchMessages(f) => {
                 let id = self.need_auth(&f.mailbox_id)?;
@@ -390,10 +460,20 @@ fn count(d: &Device) -> PrekeyCount {
 #[async_trait::async_trait(?Send)]
 impl Relay for FakeSession {
     async fn request(&mut self, request: Request) -> Result<Response> {
+        if self.broken {
+            return Err(ClientError::ConnectionLost("the connection broke".into()));
+        }
         self.handle(request)
     }
 
     fn max_message_len(&self) -> usize {
         refuge_proto::MAX_SEALED_LEN
+    }
+
+    async fn reconnect(&mut self) -> Result<()> {
+        self.nonces.clear();
+        self.authenticated.clear();
+        self.broken = false;
+        Ok(())
     }
 }

@@ -28,6 +28,11 @@ impl ErrorCode {
             | NoDevices | PrekeysExhausted | NotEnrolled | LogNotFound | EntryNotAuthorized => {
                 Fault::State
             }
+            // The recipient has not fetched yet: not a bug, and it clears by itself.
+            MailboxFull => Fault::State,
+            // The relay asks the client to pay (work) or to slow down: nobody's bug; the client
+            // retries as the error says.
+            PowRequired | PowInvalid | RateLimited | Overloaded => Fault::Relay,
         }
     }
 
@@ -35,7 +40,14 @@ impl ErrorCode {
     pub fn retryable(self) -> bool {
         matches!(
             self,
-            ErrorCode::Unavailable | ErrorCode::Internal | ErrorCode::PrekeysExhausted
+            ErrorCode::Unavailable
+                | ErrorCode::Internal
+                | ErrorCode::PrekeysExhausted
+                | ErrorCode::MailboxFull
+                | ErrorCode::PowRequired
+                | ErrorCode::PowInvalid
+                | ErrorCode::RateLimited
+                | ErrorCode::Overloaded
         )
     }
 }
@@ -50,5 +62,26 @@ mod tests {
         assert!(ErrorCode::Unavailable.retryable());
         assert!(!ErrorCode::AuthFailed.retryable());
         assert_eq!(ErrorCode::MalformedRequest.fault(), Fault::Client);
+    }
+
+    #[test]
+    fn a_full_mailbox_is_retryable_and_not_a_bug() {
+        assert_eq!(ErrorCode::MailboxFull.fault(), Fault::State);
+        assert!(ErrorCode::MailboxFull.retryable());
+        assert_eq!(ErrorCode::try_from(19), Ok(ErrorCode::MailboxFull));
+    }
+
+    #[test]
+    fn admission_refusals_are_retryable() {
+        for (code, n) in [
+            (ErrorCode::PowRequired, 20),
+            (ErrorCode::PowInvalid, 21),
+            (ErrorCode::RateLimited, 22),
+            (ErrorCode::Overloaded, 23),
+        ] {
+            assert_eq!(ErrorCode::try_from(n), Ok(code));
+            assert!(code.retryable(), "{code:?}");
+            assert_eq!(code.fault(), Fault::Relay, "{code:?}");
+        }
     }
 }

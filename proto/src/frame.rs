@@ -70,11 +70,13 @@ pub fn decode_body<M: Message + Default>(body: &[u8]) -> Result<M, FrameError> {
         });
     }
     let msg = M::decode(body).map_err(|e| FrameError::Malformed(e.to_string()))?;
-    let canonical = msg.encoded_len();
-    if canonical != body.len() {
+    // Equal length is not enough: fields out of order, or a packed field sent unpacked with an
+    // over-long varint, can have the canonical length (found by the frame fuzz targets).
+    let canonical = msg.encode_to_vec();
+    if canonical != body {
         return Err(FrameError::NonCanonical {
             body: body.len(),
-            canonical,
+            canonical: canonical.len(),
         });
     }
     Ok(msg)
@@ -273,6 +275,22 @@ mod tests {
         // The parser admits nothing longer: post id and desk are at most 64 bytes each, every
         // other field has a fixed size.
         assert!(framed.len() <= PREFIX_LEN + MAX_FRAME_LEN);
+    }
+
+    #[test]
+    fn same_length_non_canonical_bodies_are_refused() {
+        // Found by fuzz/fuzz_targets/frame_{client,server}: an unpacked repeated field with an
+        // over-long varint, and fields out of order, each as long as the canonical encoding.
+        let unpacked = hex::decode("0809420810c6dfdfdfdfdf00").expect("hex");
+        assert!(matches!(
+            decode_body::<ClientFrame>(&unpacked),
+            Err(FrameError::NonCanonical { .. })
+        ));
+        let reordered = hex::decode("120008ffffffff07").expect("hex");
+        assert!(matches!(
+            decode_body::<crate::wire::ServerFrame>(&reordered),
+            Err(FrameError::NonCanonical { .. })
+        ));
     }
 
     proptest! {

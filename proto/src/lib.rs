@@ -11,6 +11,7 @@ mod error_code;
 pub mod frame;
 pub mod ids;
 pub mod padding;
+pub mod pow;
 pub mod tlog;
 
 /// Generated types for `spec/refuge.proto` (the wire protocol).

@@ -24,6 +24,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start-up: the size of the serve options does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve until SIGINT or SIGTERM. Prints "listening quic …", "listening tcp …" (with
@@ -168,13 +170,48 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub idle_timeout: u64,
 
+    /// Close a session whose frame has begun but not arrived whole after this many seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub frame_timeout: u64,
+
+    /// Requests per second allowed per TCP connection, QUIC connection or onion circuit
+    #[arg(long, value_name = "N", default_value_t = crate::limits::RateConfig::default().per_second, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_per_second: u32,
+
+    /// Requests a connection or circuit may send in a burst before --rate-per-second applies
+    #[arg(long, value_name = "N", default_value_t = crate::limits::RateConfig::default().burst, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_burst: u32,
+
+    /// Least proof-of-work effort asked for CreateMailbox and FetchPostBundles (Tor hs-pow v1
+    /// effort; about effort/2 Equi-X solves, 0 is one)
+    #[arg(long, value_name = "EFFORT", default_value_t = crate::admission::DEFAULT_MIN_EFFORT)]
+    pub pow_min_effort: u32,
+
+    /// Most proof-of-work effort asked for, however busy the relay is
+    #[arg(long, value_name = "EFFORT", default_value_t = crate::admission::DEFAULT_MAX_EFFORT)]
+    pub pow_max_effort: u32,
+
+    /// Proof-of-work admissions per 10 seconds above which the effort doubles (it falls by a
+    /// quarter per 10 seconds with at most half as many)
+    #[arg(long, value_name = "N", default_value_t = crate::admission::AdmissionConfig::default().target_per_period)]
+    pub pow_target: u32,
+
     /// Delete undelivered messages after this many days (0: keep until acknowledged)
     #[arg(long, value_name = "DAYS", default_value_t = 30)]
     pub retention_days: u32,
 
     /// Most undelivered messages one mailbox may hold
-    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_messages_per_mailbox: u64,
+
+    /// Most bytes of undelivered messages one mailbox may hold
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_bytes_per_mailbox: u64,
+
+    /// Most bytes the database file may grow to; past it deposits are refused with "relay
+    /// storage is full" while fetches and acknowledgements go on (the WAL file comes on top)
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(65_536..))]
+    pub max_store_bytes: Option<u64>,
 }
 
 fn parse_authority_key(s: &str) -> Result<VerifyingKey, String> {
@@ -212,10 +249,23 @@ impl ServeArgs {
                 max_sessions,
                 max_quic_connections: max_sessions,
                 idle_timeout: Duration::from_secs(self.idle_timeout),
+                frame_timeout: Duration::from_secs(self.frame_timeout),
+                rate: crate::limits::RateConfig {
+                    per_second: self.rate_per_second,
+                    burst: self.rate_burst,
+                },
+                admission: crate::admission::AdmissionConfig {
+                    min_effort: self.pow_min_effort,
+                    max_effort: self.pow_max_effort.max(self.pow_min_effort),
+                    target_per_period: self.pow_target,
+                    ..crate::admission::AdmissionConfig::default()
+                },
                 ..Limits::default()
             },
             store: StoreLimits {
                 max_messages_per_mailbox: self.max_messages_per_mailbox,
+                max_bytes_per_mailbox: self.max_bytes_per_mailbox,
+                max_store_bytes: self.max_store_bytes,
                 ..StoreLimits::default()
             },
         }
@@ -242,6 +292,36 @@ mod tests {
         assert_eq!(args.tcp_listen.to_string(), "127.0.0.1:7444");
         assert_eq!(args.log_http.to_string(), "127.0.0.1:7445");
         assert_eq!(args.origin.log_origin, crate::tlog::key::DEFAULT_ORIGIN);
+    }
+
+    #[test]
+    fn storage_limits() {
+        let serve = |extra: &[&str]| {
+            let argv = ["refuge-relay", "serve"].iter().chain(extra).copied();
+            match Cli::try_parse_from(argv).map(|c| c.command) {
+                Ok(Command::Serve(args)) => Ok(args.into_options().store),
+                Ok(_) => panic!("not serve"),
+                Err(e) => Err(e),
+            }
+        };
+        let store = serve(&[]).expect("defaults");
+        assert_eq!(store.max_messages_per_mailbox, 1_000);
+        assert_eq!(store.max_bytes_per_mailbox, 64 << 20);
+        assert_eq!(store.max_store_bytes, None);
+        let store = serve(&[
+            "--max-store-bytes",
+            "1048576",
+            "--max-bytes-per-mailbox",
+            "1000",
+        ])
+        .expect("parses");
+        assert_eq!(store.max_store_bytes, Some(1 << 20));
+        assert_eq!(store.max_bytes_per_mailbox, 1000);
+        assert!(
+            serve(&["--max-store-bytes", "4096"]).is_err(),
+            "too small to hold the schema"
+        );
+        assert!(serve(&["--max-messages-per-mailbox", "0"]).is_err());
     }
 
     #[test]

@@ -97,8 +97,14 @@ pub struct Limits {
     pub max_sessions: usize,
     /// Concurrent QUIC connections.
     pub max_quic_connections: usize,
-    /// A session with no complete frame for this long is closed.
+    /// A session with no frame begun for this long is closed.
     pub idle_timeout: Duration,
+    /// A frame that has begun must arrive whole within this.
+    pub frame_timeout: Duration,
+    /// Requests per second per TCP connection, QUIC connection or onion circuit.
+    pub rate: crate::limits::RateConfig,
+    /// Proof of work for CreateMailbox and FetchPostBundles.
+    pub admission: crate::admission::AdmissionConfig,
     /// How long shutdown waits for running sessions to finish.
     pub shutdown_grace: Duration,
 }
@@ -109,6 +115,9 @@ impl Default for Limits {
             max_sessions: 1024,
             max_quic_connections: 1024,
             idle_timeout: Duration::from_secs(120),
+            frame_timeout: Duration::from_secs(30),
+            rate: crate::limits::RateConfig::default(),
+            admission: crate::admission::AdmissionConfig::default(),
             shutdown_grace: Duration::from_secs(10),
         }
     }

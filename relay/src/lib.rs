@@ -1,14 +1,19 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+pub mod admission;
+#[cfg(feature = "onion")]
 pub mod cli;
 pub mod config;
 pub mod handler;
 pub mod identity;
+pub mod limits;
+#[cfg(feature = "onion")]
 pub mod onion;
 pub mod quic;
 pub mod reject;
 pub mod roster;
+#[cfg(feature = "onion")]
 pub mod server;
 pub mod session;
 pub mod shutdown;

@@ -12,12 +12,13 @@
 //! needs no code here; `docs/tor.md` has the torrc.
 
 use crate::handler::Relay;
+use crate::limits::{RateConfig, SharedBucket};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
-use crate::stream::{SessionSlots, log_end, refuse_busy, serve_session};
+use crate::stream::{SessionLimits, SessionSlots, log_end, refuse_busy, serve_session_limited};
 use arti_client::config::{CfgPath, TorClientConfigBuilder};
 use arti_client::{BootstrapBehavior, TorClient};
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use safelog::DisplayRedacted as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use tokio::io::AsyncWriteExt;
 use tor_cell::relaycell::msg::{Connected, End, EndReason};
 use tor_hsservice::config::{OnionServiceConfig, OnionServiceConfigBuilder};
 use tor_hsservice::status::State;
-use tor_hsservice::{RunningOnionService, StreamRequest, handle_rend_requests};
+use tor_hsservice::{RendRequest, RunningOnionService, StreamRequest};
 use tor_proto::stream::IncomingStreamRequest;
 use tor_rtcompat::PreferredRuntime;
 
@@ -94,7 +95,7 @@ pub struct OnionService {
     pub address: String,
     pub port: u16,
     service: Arc<RunningOnionService>,
-    requests: Box<dyn Stream<Item = StreamRequest> + Send + Unpin>,
+    rend_requests: Box<dyn Stream<Item = RendRequest> + Send + Unpin>,
     _tor: Arc<TorClient<PreferredRuntime>>,
 }
 
@@ -165,7 +166,7 @@ pub async fn launch(data_dir: &Path, options: &OnionOptions) -> Result<OnionServ
         address,
         port: options.port,
         service,
-        requests: Box::new(Box::pin(handle_rend_requests(rend_requests))),
+        rend_requests: Box::new(Box::pin(rend_requests)),
         _tor: tor,
     })
 }
@@ -260,34 +261,62 @@ fn log_service_status(service: &Arc<RunningOnionService>) {
     });
 }
 
+/// Accepts every rendezvous request (one client circuit each) and tags the stream requests that
+/// come over it with one rate limit for the whole circuit. Otherwise what arti's
+/// `handle_rend_requests` does.
+fn per_circuit<R>(
+    rend_requests: R,
+    rate: RateConfig,
+) -> impl Stream<Item = (StreamRequest, SharedBucket)>
+where
+    R: Stream<Item = RendRequest>,
+{
+    rend_requests.flat_map_unordered(None, move |rend| {
+        let bucket = SharedBucket::new(rate, std::time::Instant::now());
+        Box::pin(async move {
+            match rend.accept().await {
+                Ok(streams) => streams.map(move |s| (s, bucket.clone())).left_stream(),
+                Err(e) => {
+                    tracing::debug!(error = %e, "accepting a rendezvous request failed");
+                    futures::stream::empty().right_stream()
+                }
+            }
+        })
+        .flatten_stream()
+    })
+}
+
 /// Accepts streams to the virtual port until shutdown, then stops the service. Streams to any
 /// other port are refused with END DONE, as C tor does, so the service is not distinguishable.
+/// The rate limit is per circuit: all the streams of one client circuit share it.
 pub async fn serve<S: Store>(
     service: OnionService,
     relay: Arc<Relay<S>>,
     sessions: SessionSlots,
-    idle: Duration,
+    limits: SessionLimits,
     mut shutdown: Shutdown,
 ) {
     let OnionService {
         port,
         service: running,
-        mut requests,
+        rend_requests,
         _tor: tor,
         ..
     } = service;
+    let mut requests = Box::pin(per_circuit(rend_requests, limits.rate));
     loop {
         let request = tokio::select! {
             biased;
             () = shutdown.wait() => break,
             request = requests.next() => match request {
-                Some(request) => request,
+                Some(tagged) => tagged,
                 None => {
                     tracing::warn!("the onion service stopped accepting streams");
                     break;
                 }
             },
         };
+        let (request, bucket) = request;
         let wanted = matches!(request.request(), IncomingStreamRequest::Begin(begin) if begin.port() == port);
         if !wanted {
             tokio::spawn(async move {
@@ -315,7 +344,9 @@ pub async fn serve<S: Store>(
                 refuse_busy(writer, sessions.max()).await;
                 return;
             };
-            let end = serve_session(&relay, reader, &mut writer, idle, shutdown).await;
+            let end =
+                serve_session_limited(&relay, reader, &mut writer, &limits, &bucket, shutdown)
+                    .await;
             log_end("onion", &end);
             let _ = writer.shutdown().await;
             drop(slot);

@@ -4,9 +4,10 @@
 
 use crate::handler::Relay;
 use crate::identity::TlsIdentity;
+use crate::limits::SharedBucket;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
-use crate::stream::{SessionSlots, log_end, refuse_busy, serve_session};
+use crate::stream::{SessionLimits, SessionSlots, log_end, refuse_busy, serve_session_limited};
 use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{Endpoint, IdleTimeout, TransportConfig, VarInt};
 use rustls::pki_types::PrivateKeyDer;
@@ -82,7 +83,7 @@ pub async fn serve<S: Store>(
     relay: Arc<Relay<S>>,
     sessions: SessionSlots,
     connections: SessionSlots,
-    idle: Duration,
+    limits: SessionLimits,
     mut shutdown: Shutdown,
 ) {
     loop {
@@ -106,7 +107,7 @@ pub async fn serve<S: Store>(
         let sessions = sessions.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            connection(incoming, relay, sessions, idle, shutdown).await;
+            connection(incoming, relay, sessions, limits, shutdown).await;
             drop(slot);
         });
     }
@@ -117,7 +118,7 @@ async fn connection<S: Store>(
     incoming: quinn::Incoming,
     relay: Arc<Relay<S>>,
     sessions: SessionSlots,
-    idle: Duration,
+    limits: SessionLimits,
     mut shutdown: Shutdown,
 ) {
     let connecting = match incoming.accept() {
@@ -139,6 +140,8 @@ async fn connection<S: Store>(
         }
     };
     tracing::debug!("QUIC connection open");
+    // One rate limit for all the streams of the connection.
+    let bucket = SharedBucket::new(limits.rate, std::time::Instant::now());
     loop {
         let (send, recv) = tokio::select! {
             biased;
@@ -154,6 +157,7 @@ async fn connection<S: Store>(
         let relay = Arc::clone(&relay);
         let sessions = sessions.clone();
         let shutdown = shutdown.clone();
+        let bucket = bucket.clone();
         tokio::spawn(async move {
             let mut send = send;
             let Some(slot) = sessions.try_enter() else {
@@ -164,7 +168,8 @@ async fn connection<S: Store>(
                 refuse_busy(&mut send, sessions.max()).await;
                 return;
             };
-            let end = serve_session(&relay, recv, &mut send, idle, shutdown).await;
+            let end =
+                serve_session_limited(&relay, recv, &mut send, &limits, &bucket, shutdown).await;
             log_end("quic", &end);
             let _ = send.finish();
             let _ = timeout(DRAIN_TIMEOUT, send.stopped()).await;

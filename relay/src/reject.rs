@@ -10,6 +10,10 @@ use refuge_proto::wire;
 pub struct Reject {
     pub code: ErrorCode,
     pub message: String,
+    /// RATE_LIMITED, OVERLOADED: seconds to wait (0: not set).
+    pub retry_after_seconds: u32,
+    /// POW_REQUIRED, POW_INVALID: the parameters to solve now.
+    pub pow: Option<refuge_proto::pow::Params>,
 }
 
 impl Reject {
@@ -17,6 +21,24 @@ impl Reject {
         Self {
             code,
             message: message.into(),
+            retry_after_seconds: 0,
+            pow: None,
+        }
+    }
+
+    /// A refusal the client should retry after `seconds` (RATE_LIMITED, OVERLOADED).
+    pub fn retry_after(code: ErrorCode, seconds: u32, message: impl Into<String>) -> Self {
+        Self {
+            retry_after_seconds: seconds.max(1),
+            ..Self::new(code, message)
+        }
+    }
+
+    /// A proof-of-work refusal carrying the parameters to solve now.
+    pub fn pow(code: ErrorCode, params: refuge_proto::pow::Params, message: String) -> Self {
+        Self {
+            pow: Some(params),
+            ..Self::new(code, message)
         }
     }
 
@@ -56,6 +78,8 @@ impl Reject {
         wire::Error {
             code: self.code as i32,
             message: self.message.clone(),
+            retry_after_seconds: self.retry_after_seconds,
+            pow: self.pow.map(|p| p.to_wire()),
         }
     }
 }
@@ -88,13 +112,49 @@ impl From<StoreError> for Reject {
                 "deposits to a staff device mailbox carry no deposit token; send deposit_token \
                  empty",
             ),
-            StoreError::MailboxFull { max } => Reject::new(
-                C::Unavailable,
+            StoreError::MailboxFull { what, max } => Reject::new(
+                C::MailboxFull,
                 format!(
-                    "the mailbox already holds {max} undelivered messages, the most the relay \
-                     keeps; nothing was stored; retry later, after its owner has fetched them"
+                    "the recipient's mailbox on this relay is full (it may hold {max} {what} \
+                     undelivered); nothing was stored; retry later, after its owner has fetched"
                 ),
             ),
+            StoreError::IdempotencyConflict => Reject::invalid(
+                "this mailbox already took a deposit with this idempotency_id but different \
+                 sealed bytes; nothing was stored; choose a fresh random idempotency_id for each \
+                 new message and reuse it only to resend the very same bytes",
+            ),
+            StoreError::StorageFull => {
+                tracing::warn!(
+                    "a write was refused: the database reached --max-store-bytes or the disk is \
+                     full; free disk space or raise --max-store-bytes"
+                );
+                Reject::new(
+                    C::Unavailable,
+                    "relay storage is full; nothing was stored; retry later",
+                )
+            }
+            StoreError::StorageBusy => {
+                tracing::warn!(
+                    "a write was refused: another process held the database lock longer than the \
+                     busy timeout; only refuge-relay should open the database"
+                );
+                Reject::new(
+                    C::Unavailable,
+                    "relay storage busy; nothing was changed; retry in a few seconds",
+                )
+            }
+            StoreError::StorageDamaged(detail) => {
+                tracing::error!(
+                    error = %detail,
+                    "the database file is damaged; stop the relay and restore it from a backup"
+                );
+                Reject::new(
+                    C::Unavailable,
+                    "relay storage is damaged and the relay refuses writes until its operator \
+                     repairs it; nothing was changed; retry later",
+                )
+            }
             StoreError::MissingInitialPrekeys => Reject::invalid(
                 "the first prekey upload of a device must include signed_prekey and \
                  kyber_last_resort; nothing was stored",

@@ -19,7 +19,7 @@ use crate::roster::{self, RosterError};
 use crate::shutdown;
 use crate::store::sqlite::{DATABASE_FILE, OpenError, SqliteStore, StoreLimits, schema};
 use crate::store::{Store, to_hour};
-use crate::stream::SessionSlots;
+use crate::stream::{SessionLimits, SessionSlots};
 use crate::tcp::{self, TcpError};
 use crate::tlog::http::{self as log_http, LogHttpError, LogHttpLimits, LogReader};
 use crate::tlog::key::{self as log_key, LogKeyError};
@@ -245,10 +245,19 @@ async fn start_and_run(
     let mut sigterm = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
 
-    let relay = Arc::new(Relay::new(store.clone(), roster).with_log(LogAccess {
-        reader: Arc::clone(&log_reader),
-        sequencer: sequencer.clone(),
-    }));
+    let relay = Arc::new(
+        Relay::with_admission(store.clone(), roster, limits.admission.clone()).with_log(
+            LogAccess {
+                reader: Arc::clone(&log_reader),
+                sequencer: sequencer.clone(),
+            },
+        ),
+    );
+    let session_limits = SessionLimits {
+        idle: limits.idle_timeout,
+        frame: limits.frame_timeout,
+        rate: limits.rate,
+    };
     let sessions = SessionSlots::new(limits.max_sessions);
     let connections = SessionSlots::new(limits.max_quic_connections);
     let (trigger, shutdown) = shutdown::channel();
@@ -258,14 +267,14 @@ async fn start_and_run(
         Arc::clone(&relay),
         sessions.clone(),
         connections,
-        limits.idle_timeout,
+        session_limits,
         shutdown.clone(),
     ));
     let tcp_task = tokio::spawn(tcp::serve(
         tcp_listener,
         Arc::clone(&relay),
         sessions.clone(),
-        limits.idle_timeout,
+        session_limits,
         shutdown.clone(),
     ));
     let log_task = tokio::spawn(log_http::serve(
@@ -282,7 +291,7 @@ async fn start_and_run(
             service,
             Arc::clone(&relay),
             sessions.clone(),
-            limits.idle_timeout,
+            session_limits,
             shutdown.clone(),
         ))
     });

@@ -5,6 +5,7 @@
 //! thin: they accept connections and streams and call [`serve_session`].
 
 use crate::handler::{self, Relay};
+use crate::limits::{RateConfig, SharedBucket, retry_after_seconds};
 use crate::session::Session;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
@@ -17,10 +18,37 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout, timeout_at};
 
 /// Frame buffer a session keeps between requests; larger ones are freed after use.
 const RETAINED_BUFFER: usize = 16 * 1024;
+
+/// Requests refused in a row for the rate limit after which the session is closed: a client
+/// that honours retry_after never gets near it.
+pub const MAX_RATE_LIMITED_IN_A_ROW: u32 = 32;
+
+/// Time limits and the rate limit of a session.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    /// A session with no frame begun (or no answer taken) for this long is closed.
+    pub idle: Duration,
+    /// Once a frame's first byte has arrived, the whole frame must arrive within this (cuts off
+    /// peers that trickle bytes).
+    pub frame: Duration,
+    /// Requests per second of one connection or circuit.
+    pub rate: RateConfig,
+}
+
+impl SessionLimits {
+    /// `idle` for both timeouts and the default rate.
+    pub fn idle(idle: Duration) -> Self {
+        Self {
+            idle,
+            frame: idle,
+            rate: RateConfig::default(),
+        }
+    }
+}
 
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +59,10 @@ pub enum SessionEnd {
     Truncated,
     /// Nothing arrived (or could be sent) within the idle timeout.
     IdleTimeout,
+    /// A frame began but did not arrive whole within the frame timeout.
+    SlowFrame,
+    /// The client kept sending after [`MAX_RATE_LIMITED_IN_A_ROW`] RATE_LIMITED answers.
+    RateLimited,
     /// A length prefix above the limit; answered with FRAME_TOO_LARGE.
     FrameTooLarge,
     /// The relay is shutting down.
@@ -113,13 +145,36 @@ pub async fn refuse_busy<W: AsyncWrite + Unpin>(mut writer: W, max_sessions: usi
     let _ = timeout(within, writer.shutdown()).await;
 }
 
-/// Serves one session until the client leaves, it idles for `idle`, a frame is too large, or
-/// shutdown is triggered. A request being handled when shutdown fires is finished and answered.
+/// Serves one session with its own rate limit and `idle` as both timeouts; see
+/// [`serve_session_limited`].
 pub async fn serve_session<S, R, W>(
+    relay: &Relay<S>,
+    reader: R,
+    writer: &mut W,
+    idle: Duration,
+    shutdown: Shutdown,
+) -> io::Result<SessionEnd>
+where
+    S: Store,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let limits = SessionLimits::idle(idle);
+    let bucket = SharedBucket::new(limits.rate, Instant::now().into_std());
+    serve_session_limited(relay, reader, writer, &limits, &bucket, shutdown).await
+}
+
+/// Serves one session until the client leaves, it idles, a frame is too large or too slow, it
+/// ignores the rate limit, or shutdown is triggered. Each request takes a token from `bucket`
+/// (shared by the sessions of one connection or circuit); without one it is answered
+/// RATE_LIMITED and not carried out. A request being handled when shutdown fires is finished
+/// and answered.
+pub async fn serve_session_limited<S, R, W>(
     relay: &Relay<S>,
     mut reader: R,
     writer: &mut W,
-    idle: Duration,
+    limits: &SessionLimits,
+    bucket: &SharedBucket,
     mut shutdown: Shutdown,
 ) -> io::Result<SessionEnd>
 where
@@ -127,20 +182,37 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let idle = limits.idle;
     let mut session = Session::new();
     let mut rng = StdRng::from_rng(&mut rand::rng());
     let mut body = Vec::new();
+    let mut limited_in_a_row = 0u32;
     loop {
         let mut prefix = [0u8; PREFIX_LEN];
         let read = tokio::select! {
             biased;
             () = shutdown.wait() => return Ok(SessionEnd::Shutdown),
-            read = timeout(idle, reader.read_exact(&mut prefix)) => read,
+            read = timeout(idle, reader.read_exact(&mut prefix[..1])) => read,
         };
         match read {
             Err(_) => return Ok(SessionEnd::IdleTimeout),
             Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 return Ok(SessionEnd::Closed);
+            }
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(_)) => {}
+        }
+        // The frame has begun: all of it must arrive by this deadline.
+        let deadline = Instant::now() + limits.frame;
+        let read = tokio::select! {
+            biased;
+            () = shutdown.wait() => return Ok(SessionEnd::Shutdown),
+            read = timeout_at(deadline, reader.read_exact(&mut prefix[1..])) => read,
+        };
+        match read {
+            Err(_) => return Ok(SessionEnd::SlowFrame),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Ok(SessionEnd::Truncated);
             }
             Ok(Err(e)) => return Err(e),
             Ok(Ok(_)) => {}
@@ -159,20 +231,33 @@ where
         let read = tokio::select! {
             biased;
             () = shutdown.wait() => return Ok(SessionEnd::Shutdown),
-            read = timeout(idle, reader.read_exact(&mut body)) => read,
+            read = timeout_at(deadline, reader.read_exact(&mut body)) => read,
         };
         match read {
-            Err(_) => return Ok(SessionEnd::IdleTimeout),
+            Err(_) => return Ok(SessionEnd::SlowFrame),
             Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 return Ok(SessionEnd::Truncated);
             }
             Ok(Err(e)) => return Err(e),
             Ok(Ok(_)) => {}
         }
-        // From here on the request runs to completion and is answered, shutdown or not.
-        let reply = relay
-            .handle_body(&mut session, &body, unix_now(), &mut rng)
-            .await;
+        let reply = match bucket.try_take(Instant::now().into_std()) {
+            Ok(()) => {
+                limited_in_a_row = 0;
+                // From here on the request runs to completion and is answered, shutdown or not.
+                relay
+                    .handle_body(&mut session, &body, unix_now(), &mut rng)
+                    .await
+            }
+            Err(wait) => {
+                limited_in_a_row += 1;
+                if limited_in_a_row > MAX_RATE_LIMITED_IN_A_ROW {
+                    let _ = timeout(idle, writer.shutdown()).await;
+                    return Ok(SessionEnd::RateLimited);
+                }
+                handler::rate_limited(&body, retry_after_seconds(wait))
+            }
+        };
         // Do not keep a large frame's buffer for the rest of an idle session.
         body.clear();
         body.shrink_to(RETAINED_BUFFER);
@@ -191,6 +276,18 @@ pub(crate) fn log_end(transport: &'static str, end: &std::io::Result<SessionEnd>
                 "session closed: a frame was larger than the limit"
             )
         }
+        Ok(SessionEnd::SlowFrame) => {
+            tracing::info!(
+                transport,
+                "session closed: a frame did not arrive whole within the frame timeout"
+            )
+        }
+        Ok(SessionEnd::RateLimited) => {
+            tracing::info!(
+                transport,
+                "session closed: it kept sending past the rate limit"
+            )
+        }
         Ok(end) => tracing::debug!(transport, ?end, "session ended"),
         Err(e) => tracing::debug!(transport, error = %e, "session ended with an I/O error"),
     }
@@ -203,6 +300,7 @@ mod tests {
     use crate::store::sqlite::StoreLimits;
     use refuge_proto::ErrorCode;
     use refuge_proto::wire::server_frame::Response;
+    use tokio::io::AsyncWriteExt;
 
     #[test]
     fn session_slots_are_bounded_and_freed() {
@@ -229,7 +327,8 @@ mod tests {
         let reply: ServerFrame = frame::decode_exact(&bytes).expect("one frame");
         match reply.response {
             Some(Response::Error(e)) => {
-                assert_eq!(e.code(), ErrorCode::Unavailable);
+                assert_eq!(e.code(), ErrorCode::Overloaded);
+                assert!(e.retry_after_seconds >= 1);
                 assert!(e.message.contains("(7)"), "{}", e.message);
             }
             other => panic!("{other:?}"),
@@ -252,5 +351,118 @@ mod tests {
         )
         .await;
         assert_eq!(end.expect("no I/O error"), SessionEnd::IdleTimeout);
+    }
+
+    fn encode(request_id: u64, request: refuge_proto::wire::client_frame::Request) -> Vec<u8> {
+        frame::encode(&refuge_proto::wire::ClientFrame {
+            request_id,
+            request: Some(request),
+        })
+        .expect("fits")
+    }
+
+    async fn read_reply<R: AsyncRead + Unpin>(r: &mut R) -> Option<ServerFrame> {
+        let mut prefix = [0u8; PREFIX_LEN];
+        r.read_exact(&mut prefix).await.ok()?;
+        let mut body = vec![0; frame::body_len(prefix).expect("bounded")];
+        r.read_exact(&mut body).await.ok()?;
+        Some(frame::decode_body(&body).expect("canonical"))
+    }
+
+    #[tokio::test]
+    async fn a_trickled_frame_is_cut_off_at_the_frame_deadline() {
+        let (_dir, store) = crate::fixtures::temp_store(StoreLimits::default());
+        let relay = Relay::new(store, Roster::empty());
+        let (mut client, server) = tokio::io::duplex(4096);
+        let (read, mut write) = tokio::io::split(server);
+        let (_trigger, shutdown) = crate::shutdown::channel();
+        let limits = SessionLimits {
+            idle: Duration::from_secs(60),
+            frame: Duration::from_millis(200),
+            rate: RateConfig::default(),
+        };
+        let bucket = SharedBucket::new(limits.rate, std::time::Instant::now());
+        let serving = serve_session_limited(&relay, read, &mut write, &limits, &bucket, shutdown);
+        let trickling = async {
+            // A 256-byte frame whose body comes one byte every 50 ms: each byte is well within
+            // the idle timeout, the frame never completes.
+            client.write_all(&[0, 0, 1, 0]).await.expect("writes");
+            for _ in 0..40 {
+                if client.write_all(&[0]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let started = std::time::Instant::now();
+        let end = tokio::select! {
+            end = serving => end,
+            () = trickling => panic!("the trickle outlasted the frame deadline"),
+        };
+        assert_eq!(end.expect("no I/O error"), SessionEnd::SlowFrame);
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn requests_past_the_rate_limit_are_refused_then_the_session_is_closed() {
+        use refuge_proto::wire::client_frame::Request;
+        let (_dir, store) = crate::fixtures::temp_store(StoreLimits::default());
+        let relay = Relay::new(store, Roster::empty());
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let (read, mut write) = tokio::io::split(server);
+        let (_trigger, shutdown) = crate::shutdown::channel();
+        let limits = SessionLimits {
+            idle: Duration::from_secs(5),
+            frame: Duration::from_secs(5),
+            rate: RateConfig {
+                per_second: 1,
+                burst: 2,
+            },
+        };
+        let bucket = SharedBucket::new(limits.rate, std::time::Instant::now());
+        let serving = serve_session_limited(&relay, read, &mut write, &limits, &bucket, shutdown);
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        let total = 3 + MAX_RATE_LIMITED_IN_A_ROW as u64;
+        let talking = async {
+            let mut bytes = encode(
+                1,
+                Request::Hello(refuge_proto::wire::Hello {
+                    protocol_version: refuge_proto::PROTOCOL_VERSION,
+                    software: "t".into(),
+                }),
+            );
+            for id in 2..=total {
+                bytes.extend(encode(
+                    id,
+                    Request::GetChallenge(refuge_proto::wire::GetChallenge {}),
+                ));
+            }
+            client_write.write_all(&bytes).await.expect("writes");
+            let mut replies = Vec::new();
+            while let Some(reply) = read_reply(&mut client_read).await {
+                replies.push(reply);
+            }
+            replies
+        };
+        let (end, replies) = tokio::join!(serving, talking);
+        assert_eq!(end.expect("no I/O error"), SessionEnd::RateLimited);
+        // Hello and one more fit the burst; the rest (all sent at once) are refused, each with
+        // its own request id and a wait, until the session is closed.
+        assert!(matches!(replies[0].response, Some(Response::HelloOk(_))));
+        assert!(matches!(replies[1].response, Some(Response::Challenge(_))));
+        assert_eq!(
+            replies.len() as u64,
+            2 + u64::from(MAX_RATE_LIMITED_IN_A_ROW)
+        );
+        for (i, reply) in replies.iter().enumerate().skip(2) {
+            assert_eq!(reply.request_id, i as u64 + 1);
+            match &reply.response {
+                Some(Response::Error(e)) => {
+                    assert_eq!(e.code(), ErrorCode::RateLimited);
+                    assert!(e.retry_after_seconds >= 1);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }

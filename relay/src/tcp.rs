@@ -1,16 +1,20 @@
 //! The plaintext TCP listener: what a local Tor onion service forwards to. Each connection is
-//! one session. It carries unencrypted frames, so it binds only to loopback unless the operator
+//! one session, with its own rate limit. It carries unencrypted frames, so it binds only to loopback unless the operator
 //! says otherwise.
 
 use crate::handler::Relay;
+use crate::limits::SharedBucket;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
-use crate::stream::{SessionSlots, log_end, refuse_busy, serve_session};
+use crate::stream::{SessionLimits, SessionSlots, log_end, refuse_busy, serve_session_limited};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
+
+/// Connections answered OVERLOADED at the same time; more are closed without an answer.
+pub const MAX_CONCURRENT_REFUSALS: usize = 64;
 
 /// Why the TCP listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -55,9 +59,10 @@ pub async fn serve<S: Store>(
     listener: TcpListener,
     relay: Arc<Relay<S>>,
     sessions: SessionSlots,
-    idle: Duration,
+    limits: SessionLimits,
     mut shutdown: Shutdown,
 ) {
+    let refusals = SessionSlots::new(MAX_CONCURRENT_REFUSALS);
     loop {
         let accepted = tokio::select! {
             biased;
@@ -74,20 +79,33 @@ pub async fn serve<S: Store>(
             }
         };
         let _ = stream.set_nodelay(true);
+        let Some(slot) = sessions.try_enter() else {
+            // Answering OVERLOADED takes a task and a descriptor for up to a few seconds; under
+            // a connection flood only a bounded number are answered, the rest just closed.
+            match refusals.try_enter() {
+                Some(refusing) => {
+                    tracing::warn!(
+                        max = sessions.max(),
+                        "refusing a session: at the session limit"
+                    );
+                    let max = sessions.max();
+                    tokio::spawn(async move {
+                        refuse_busy(stream, max).await;
+                        drop(refusing);
+                    });
+                }
+                None => drop(stream),
+            }
+            continue;
+        };
         let relay = Arc::clone(&relay);
-        let sessions = sessions.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let Some(slot) = sessions.try_enter() else {
-                tracing::warn!(
-                    max = sessions.max(),
-                    "refusing a session: at the session limit"
-                );
-                refuse_busy(stream, sessions.max()).await;
-                return;
-            };
             let (reader, mut writer) = stream.into_split();
-            let end = serve_session(&relay, reader, &mut writer, idle, shutdown).await;
+            let bucket = SharedBucket::new(limits.rate, std::time::Instant::now());
+            let end =
+                serve_session_limited(&relay, reader, &mut writer, &limits, &bucket, shutdown)
+                    .await;
             log_end("tcp", &end);
             let _ = writer.shutdown().await;
             drop(slot);

@@ -148,14 +148,35 @@ struct Conn<R, W> {
     r: R,
     w: W,
     next_id: u64,
+    /// The proof-of-work parameters from HelloOk.
+    pow: Option<refuge_proto::pow::Params>,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
     fn new(r: R, w: W) -> Self {
-        Self { r, w, next_id: 0 }
+        Self {
+            r,
+            w,
+            next_id: 0,
+            pow: None,
+        }
     }
 
-    async fn call(&mut self, request: Request) -> Response {
+    /// Sends `request` (with a proof of work solved for it if it is CreateMailbox without one).
+    async fn call(&mut self, mut request: Request) -> Response {
+        if let (Request::CreateMailbox(c), Some(params)) = (&mut request, self.pow) {
+            if c.pow.is_none() {
+                let solution = refuge_proto::pow::Solver::new(
+                    refuge_proto::pow::Purpose::CreateMailbox,
+                    &params,
+                    rand::random(),
+                )
+                .run(1_000_000)
+                .expect("solvable")
+                .expect("solved");
+                c.pow = Some(solution.to_wire());
+            }
+        }
         self.next_id += 1;
         let f = ClientFrame {
             request_id: self.next_id,
@@ -196,7 +217,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
                 software: "e2e".into(),
             }))
             .await;
-        assert!(matches!(r, Response::HelloOk(_)));
+        let Response::HelloOk(ok) = r else {
+            panic!("expected HelloOk, got {r:?}")
+        };
+        self.pow = ok
+            .pow
+            .map(|p| refuge_proto::pow::Params::from_wire(&p).expect("valid parameters"));
     }
 
     async fn login(&mut self, key: &SigningKey, mailbox: MailboxId) {
@@ -235,6 +261,7 @@ fn deposit(mailbox: MailboxId, token: &[u8], sealed: &[u8]) -> Request {
         mailbox_id: mailbox.0.to_vec(),
         deposit_token: token.to_vec(),
         sealed: sealed.to_vec(),
+        idempotency_id: rand::random::<[u8; 16]>().to_vec(),
         ..Default::default()
     })
 }
@@ -399,6 +426,7 @@ async fn tcp_and_quic_sessions_against_the_real_binary() {
             auth_key: user_key.verifying_key().as_bytes().to_vec(),
             deposit_token_hash: hash.to_vec(),
             signature: sig.to_bytes().to_vec(),
+            pow: None,
         }))
         .await;
     assert!(matches!(created, Response::MailboxCreated(_)));

@@ -77,6 +77,7 @@ fn wrong_capability_and_wrong_token_are_refused_and_change_nothing() {
         mailbox_id: id.to_vec(),
         deposit_token: token.to_vec(),
         sealed: vec![1; 300],
+        idempotency_id: vec![1; 16],
         ..Default::default()
     }));
     assert!(
@@ -112,6 +113,7 @@ fn wrong_capability_and_wrong_token_are_refused_and_change_nothing() {
             mailbox_id: id.to_vec(),
             deposit_token: vec![7; 32],
             sealed: vec![1; 300],
+            idempotency_id: vec![2; 16],
             ..Default::default()
         })),
         ErrorCode::DepositNotAuthorized,
@@ -125,11 +127,12 @@ fn wrong_capability_and_wrong_token_are_refused_and_change_nothing() {
         &th,
     );
     assert_error(
-        &s.request(Request::CreateMailbox(CreateMailbox {
+        &s.request_paid(Request::CreateMailbox(CreateMailbox {
             mailbox_id: id.to_vec(),
             auth_key: k2.verifying_key().as_bytes().to_vec(),
             deposit_token_hash: th.to_vec(),
             signature: k2.sign(&t).to_bytes().to_vec(),
+            pow: None,
         })),
         ErrorCode::MailboxExists,
     );
@@ -203,8 +206,9 @@ fn exhausted_prekey_pool_is_refused_without_consuming_anything() {
     let db = w.relay.db_path();
     let mut s = RawSession::connect(w.relay.tcp, true);
     let fetch = |s: &mut RawSession| {
-        s.request(Request::FetchPostBundles(FetchPostBundles {
+        s.request_paid(Request::FetchPostBundles(FetchPostBundles {
             post_id: POST.into(),
+            pow: None,
         }))
     };
     // Drain the pool the way a flooder would.
@@ -343,10 +347,123 @@ fn unknown_post_is_refused_by_client_and_relay() {
     );
     let mut s = RawSession::connect(w.relay.tcp, true);
     assert_error(
-        &s.request(Request::FetchPostBundles(FetchPostBundles {
+        &s.request_paid(Request::FetchPostBundles(FetchPostBundles {
             post_id: "emb-zz".into(),
+            pow: None,
         })),
         ErrorCode::UnknownPost,
     );
     assert_eq!(before, db_snapshot(&db));
+}
+
+#[test]
+fn admission_and_rate_limits_get_typed_errors_and_change_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let relay = Relay::start(
+        &dir.path().join("relay"),
+        &[
+            "--pow-min-effort",
+            "2",
+            "--rate-per-second",
+            "1",
+            "--rate-burst",
+            "8",
+            "--max-sessions",
+            "2",
+        ],
+    );
+    let db = relay.db_path();
+    let before = db_snapshot(&db);
+    let mut s = RawSession::connect(relay.tcp, true);
+    let params = s.pow.expect("HelloOk carries the proof-of-work parameters");
+    assert_eq!(params.effort, 2, "--pow-min-effort");
+    let id = random_mailbox();
+    let key = random_key();
+    let hash = refuge_proto::ids::DepositToken([4; 32]).hash();
+    let t = refuge_proto::auth::create_mailbox_transcript(
+        &refuge_proto::ids::MailboxId(id),
+        &key.verifying_key(),
+        &hash,
+    );
+    let create = |pow: Option<PowSolution>| {
+        Request::CreateMailbox(CreateMailbox {
+            mailbox_id: id.to_vec(),
+            auth_key: key.verifying_key().as_bytes().to_vec(),
+            deposit_token_hash: hash.to_vec(),
+            signature: key.sign(&t).to_bytes().to_vec(),
+            pow,
+        })
+    };
+    let pow_params = |frame: &ServerFrame| match &frame.response {
+        Some(Response::Error(e)) => e
+            .pow
+            .as_ref()
+            .and_then(|p| refuge_proto::pow::Params::from_wire(p).ok()),
+        _ => None,
+    };
+
+    // 1. No proof of work: POW_REQUIRED, with the parameters to solve.
+    let r = s.request(create(None));
+    assert_error(&r, ErrorCode::PowRequired);
+    assert_eq!(pow_params(&r), Some(params));
+    // 2. Too little work for the effort asked.
+    let cheap = solve_pow(
+        refuge_proto::pow::Purpose::CreateMailbox,
+        refuge_proto::pow::Params {
+            effort: 0,
+            ..params
+        },
+    );
+    assert_error(&s.request(create(Some(cheap))), ErrorCode::PowRequired);
+    // 3. Work that does not verify, or for the other purpose.
+    let mut forged = solve_pow(refuge_proto::pow::Purpose::CreateMailbox, params);
+    forged.proof[0] ^= 0xff;
+    let r = s.request(create(Some(forged)));
+    assert_error(&r, ErrorCode::PowInvalid);
+    assert!(pow_params(&r).is_some());
+    let other = solve_pow(refuge_proto::pow::Purpose::FetchPostBundles, params);
+    assert_error(&s.request(create(Some(other))), ErrorCode::PowInvalid);
+    assert_eq!(before, db_snapshot(&db), "refused admissions store nothing");
+    // 4. Paid: created; the same solution again is refused as used.
+    let paid = solve_pow(refuge_proto::pow::Purpose::CreateMailbox, params);
+    assert!(matches!(
+        s.request(create(Some(paid.clone()))).response,
+        Some(Response::MailboxCreated(_))
+    ));
+    assert_error(&s.request(create(Some(paid))), ErrorCode::PowInvalid);
+
+    // 5. The burst (8, of which 7 are used by now with Hello) runs out: RATE_LIMITED, with a
+    // wait, and nothing done.
+    let mut limited = None;
+    for _ in 0..4 {
+        let r = s.request(Request::GetChallenge(GetChallenge {}));
+        if error_code(&r) == Some(ErrorCode::RateLimited) {
+            limited = Some(r);
+            break;
+        }
+    }
+    let limited = limited.expect("the burst ran out within 4 requests");
+    assert_error(&limited, ErrorCode::RateLimited);
+    match &limited.response {
+        Some(Response::Error(e)) => assert!(e.retry_after_seconds >= 1, "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+    // After the wait it asks for, the connection is served again.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert!(matches!(
+        s.request(Request::GetChallenge(GetChallenge {})).response,
+        Some(Response::Challenge(_))
+    ));
+
+    // 6. At the session limit (2), a third connection is told OVERLOADED with a wait, then
+    // closed.
+    let _second = RawSession::connect(relay.tcp, true);
+    let mut third = RawSession::connect(relay.tcp, false);
+    let busy = third.read_frame().expect("an answer before the close");
+    assert_error(&busy, ErrorCode::Overloaded);
+    match &busy.response {
+        Some(Response::Error(e)) => assert!(e.retry_after_seconds >= 1, "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(third.is_closed());
 }

@@ -13,7 +13,10 @@ mod tor;
 pub use endpoint::{RelayEndpoint, SpkiPin};
 pub use pin::PinVerifier;
 pub(crate) use session::unexpected;
-pub use session::{ALPN, ConnectOptions, SERVER_NAME, SOFTWARE, Session, install_crypto_provider};
+pub use session::{
+    ALPN, ConnectOptions, MAX_ATTEMPTS, MAX_POW_EFFORT, MAX_RETRY_WAIT, SERVER_NAME, SOFTWARE,
+    Session, install_crypto_provider, retry_wait, solve,
+};
 pub use tor::{ARTI_DIR, TorOptions, TorTransport};
 
 #[cfg(test)]

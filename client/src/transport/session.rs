@@ -7,8 +7,9 @@ use super::tor::TorTransport;
 use crate::error::{ClientError, Result};
 use crate::relay::Relay;
 use refuge_proto::frame::{self, PREFIX_LEN};
+use refuge_proto::pow::{self, Params, Purpose};
 use refuge_proto::wire::{
-    ClientFrame, Hello, ServerFrame, client_frame::Request, server_frame::Response,
+    self, ClientFrame, Hello, ServerFrame, client_frame::Request, server_frame::Response,
 };
 use refuge_proto::{ErrorCode, PROTOCOL_VERSION};
 use std::net::SocketAddr;
@@ -43,6 +44,26 @@ impl Default for ConnectOptions {
     }
 }
 
+/// Most proof-of-work effort this client solves: about effort / 2 Equi-X solves of some 12 ms
+/// each, so at most 20 to 30 s of work. More is refused with [`ClientError::PowTooHard`].
+pub const MAX_POW_EFFORT: u32 = 4_000;
+
+/// Attempts of one request (and of one connection) while the relay says RATE_LIMITED,
+/// OVERLOADED, POW_REQUIRED or POW_INVALID.
+pub const MAX_ATTEMPTS: u32 = 4;
+
+/// The longest this client waits before a retry, whatever the relay asks.
+pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
+
+/// The wait before retry `attempt` (1, 2, …): what the relay asked, and at least a doubling
+/// backoff from one second, at most [`MAX_RETRY_WAIT`].
+pub fn retry_wait(retry_after_secs: u32, attempt: u32) -> Duration {
+    let backoff = Duration::from_secs(1u64 << attempt.saturating_sub(1).min(6));
+    Duration::from_secs(u64::from(retry_after_secs))
+        .max(backoff)
+        .min(MAX_RETRY_WAIT)
+}
+
 type Reader = Box<dyn AsyncRead + Unpin + Send>;
 type Writer = Box<dyn AsyncWrite + Unpin + Send>;
 
@@ -53,6 +74,8 @@ pub struct Session {
     next_request_id: u64,
     request_timeout: Duration,
     max_message_len: usize,
+    /// The relay's proof-of-work parameters (from HelloOk, refreshed by POW_* answers).
+    pow: Option<Params>,
     /// Set when a request failed half-way: the frame boundary may be lost, so the stream must
     /// not be used again.
     broken: bool,
@@ -78,8 +101,29 @@ pub fn install_crypto_provider() {
 }
 
 impl Session {
-    /// Connects to `endpoint`, authenticates it (QUIC: by pin) and says Hello.
+    /// Connects to `endpoint`, authenticates it (QUIC: by pin) and says Hello. A relay at its
+    /// session limit answers OVERLOADED and closes; this retries a few times, waiting as asked.
     pub async fn connect(endpoint: &RelayEndpoint, opts: &ConnectOptions) -> Result<Session> {
+        let mut attempt = 1;
+        loop {
+            match Session::connect_once(endpoint, opts).await {
+                Err(ClientError::Throttled {
+                    retry_after_secs, ..
+                }) if attempt < MAX_ATTEMPTS => {
+                    let wait = retry_wait(retry_after_secs, attempt);
+                    tracing::info!(
+                        wait_secs = wait.as_secs(),
+                        "the relay is busy; connecting again after the wait it asked for"
+                    );
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn connect_once(endpoint: &RelayEndpoint, opts: &ConnectOptions) -> Result<Session> {
         let secs = opts.connect_timeout.as_secs();
         let fut = async {
             match endpoint {
@@ -164,6 +208,7 @@ impl Session {
             next_request_id: 1,
             request_timeout: opts.request_timeout,
             max_message_len: refuge_proto::MAX_SEALED_LEN,
+            pow: None,
             broken: false,
             quic,
             tor: None,
@@ -184,6 +229,8 @@ impl Session {
                     s.max_message_len =
                         (ok.max_message_len as usize).min(refuge_proto::MAX_SEALED_LEN);
                 }
+                // Bad parameters are not fatal: the first request that needs them is told anew.
+                s.pow = ok.pow.as_ref().and_then(|p| Params::from_wire(p).ok());
                 Ok(s)
             }
             other => Err(unexpected("HelloOk", &other)),
@@ -192,7 +239,89 @@ impl Session {
 
     /// Sends one request and reads its one answer. A wire `Error` becomes
     /// [`ClientError::Relay`] carrying its code.
+    ///
+    /// CreateMailbox and FetchPostBundles get a proof of work attached (solved off the async
+    /// runtime). RATE_LIMITED and OVERLOADED are retried after the wait the relay asks for,
+    /// POW_REQUIRED and POW_INVALID with the parameters it sends, at most [`MAX_ATTEMPTS`]
+    /// times in all; then the refusal is returned.
     pub async fn request(&mut self, request: Request) -> Result<Response> {
+        let mut request = request;
+        let mut attempt = 1;
+        loop {
+            self.attach_pow(&mut request).await?;
+            let error = match self.request_once(request.clone()).await? {
+                Ok(response) => return Ok(response),
+                Err(error) => error,
+            };
+            let code = ErrorCode::try_from(error.code).unwrap_or(ErrorCode::Unspecified);
+            let message = sanitize(&error.message);
+            match code {
+                ErrorCode::RateLimited | ErrorCode::Overloaded => {
+                    if attempt >= MAX_ATTEMPTS || matches!(request, Request::Hello(_)) {
+                        return Err(ClientError::Throttled {
+                            code,
+                            retry_after_secs: error.retry_after_seconds.max(1),
+                            message,
+                        });
+                    }
+                    let wait = retry_wait(error.retry_after_seconds, attempt);
+                    self.note(&format!(
+                        "the relay is limiting requests; retrying in {} s",
+                        wait.as_secs()
+                    ));
+                    tokio::time::sleep(wait).await;
+                }
+                ErrorCode::PowRequired | ErrorCode::PowInvalid if attempt < MAX_ATTEMPTS => {
+                    let Some(params) = error.pow.as_ref().and_then(|p| Params::from_wire(p).ok())
+                    else {
+                        return Err(ClientError::RelayProtocol(format!(
+                            "the relay answered {code:?} without valid proof-of-work parameters"
+                        )));
+                    };
+                    self.note(&format!(
+                        "the relay asks for more work (effort {}); retrying with higher effort",
+                        params.effort
+                    ));
+                    self.pow = Some(params);
+                    clear_pow(&mut request);
+                }
+                _ => return Err(ClientError::Relay { code, message }),
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Says what the session is doing: in the log, and over Tor on the progress line.
+    fn note(&self, line: &str) {
+        tracing::info!("{line}");
+        if let Some(tor) = &self.tor {
+            tor.progress(line);
+        }
+    }
+
+    /// Solves the relay's current parameters for a request that needs a proof of work and
+    /// carries none.
+    async fn attach_pow(&mut self, request: &mut Request) -> Result<()> {
+        let (purpose, slot) = match request {
+            Request::CreateMailbox(c) => (Purpose::CreateMailbox, &mut c.pow),
+            Request::FetchPostBundles(f) => (Purpose::FetchPostBundles, &mut f.pow),
+            _ => return Ok(()),
+        };
+        let Some(params) = self.pow else {
+            // No parameters yet: the relay will answer POW_REQUIRED with them.
+            return Ok(());
+        };
+        if slot.is_none() {
+            *slot = Some(solve(purpose, params).await?);
+        }
+        Ok(())
+    }
+
+    /// One exchange; a wire `Error` is returned as such.
+    async fn request_once(
+        &mut self,
+        request: Request,
+    ) -> Result<std::result::Result<Response, wire::Error>> {
         if self.broken {
             return Err(ClientError::ConnectionLost(
                 "an earlier request failed half-way; the session cannot be used again".into(),
@@ -224,11 +353,8 @@ impl Session {
             None => Err(ClientError::RelayProtocol(
                 "answer without a response".into(),
             )),
-            Some(Response::Error(e)) => Err(ClientError::Relay {
-                code: ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified),
-                message: sanitize(&e.message),
-            }),
-            Some(r) => Ok(r),
+            Some(Response::Error(e)) => Ok(Err(e)),
+            Some(r) => Ok(Ok(r)),
         }
     }
 
@@ -278,6 +404,43 @@ impl Relay for Session {
 
     fn max_message_len(&self) -> usize {
         self.max_message_len
+    }
+}
+
+fn clear_pow(request: &mut Request) {
+    match request {
+        Request::CreateMailbox(c) => c.pow = None,
+        Request::FetchPostBundles(f) => f.pow = None,
+        _ => {}
+    }
+}
+
+/// Solves `params` for `purpose` on a blocking thread, from a random nonce.
+pub async fn solve(purpose: Purpose, params: Params) -> Result<wire::PowSolution> {
+    if params.effort > MAX_POW_EFFORT {
+        return Err(ClientError::PowTooHard {
+            effort: params.effort,
+            max: MAX_POW_EFFORT,
+        });
+    }
+    let mut nonce = [0u8; pow::NONCE_LEN];
+    rand::Rng::fill(&mut rand::rng(), &mut nonce);
+    // Expected steps are about effort / 2; 16 times that fails with odds below e^-16.
+    let max_steps = (u64::from(params.effort) / 2 + 1) * 16;
+    let solved = tokio::task::spawn_blocking(move || {
+        pow::Solver::new(purpose, &params, nonce).run(max_steps)
+    })
+    .await
+    .map_err(|e| ClientError::InvalidArgument(format!("the proof-of-work task failed: {e}")))?;
+    match solved {
+        Ok(Some(solution)) => Ok(solution.to_wire()),
+        Ok(None) => Err(ClientError::PowTooHard {
+            effort: params.effort,
+            max: MAX_POW_EFFORT,
+        }),
+        Err(e) => Err(ClientError::RelayProtocol(format!(
+            "the relay's proof-of-work parameters cannot be solved: {e}"
+        ))),
     }
 }
 

@@ -19,6 +19,23 @@ enum Behaviour {
     WrongRequestId,
     OversizedFrame,
     Silent,
+    /// The first GetChallenge is answered RATE_LIMITED (retry after 1 s).
+    RateLimitedOnce,
+    /// Every request is answered RATE_LIMITED.
+    AlwaysRateLimited,
+    /// Hello offers effort 0; the first paid CreateMailbox is answered POW_REQUIRED with effort
+    /// 3, after which a verified solution of at least that effort is accepted.
+    RaisesEffort,
+}
+
+const SEED: refuge_proto::pow::Seed = refuge_proto::pow::Seed([0x5e; 32]);
+
+fn wire_error(code: ErrorCode, message: &str) -> refuge_proto::wire::Error {
+    refuge_proto::wire::Error {
+        code: code as i32,
+        message: message.into(),
+        ..Default::default()
+    }
 }
 
 async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Option<ClientFrame> {
@@ -36,15 +53,54 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    use refuge_proto::pow::{Params, Purpose, Solution};
+    let mut refused = 0;
+    let mut effort = 0;
     while let Some(f) = read_frame(&mut r).await {
         let response = match f.request {
+            Some(_) if matches!(behaviour, Behaviour::AlwaysRateLimited) => {
+                Response::Error(refuge_proto::wire::Error {
+                    retry_after_seconds: 1,
+                    ..wire_error(ErrorCode::RateLimited, "slow down")
+                })
+            }
             Some(Request::Hello(h)) => {
                 assert_eq!(h.protocol_version, refuge_proto::PROTOCOL_VERSION);
                 Response::HelloOk(HelloOk {
                     protocol_version: refuge_proto::PROTOCOL_VERSION,
                     software: "test".into(),
                     max_message_len: 1000,
+                    pow: Some(Params { seed: SEED, effort }.to_wire()),
                 })
+            }
+            Some(Request::GetChallenge(_))
+                if matches!(behaviour, Behaviour::RateLimitedOnce) && refused == 0 =>
+            {
+                refused += 1;
+                Response::Error(refuge_proto::wire::Error {
+                    retry_after_seconds: 1,
+                    ..wire_error(ErrorCode::RateLimited, "slow down")
+                })
+            }
+            Some(Request::CreateMailbox(c)) if matches!(behaviour, Behaviour::RaisesEffort) => {
+                let paid = c
+                    .pow
+                    .as_ref()
+                    .and_then(|p| Solution::from_wire(p).ok())
+                    .filter(|s| {
+                        s.effort >= effort
+                            && refuge_proto::pow::verify(Purpose::CreateMailbox, &SEED, s).is_ok()
+                    });
+                if paid.is_some() && refused > 0 {
+                    Response::MailboxCreated(refuge_proto::wire::MailboxCreated {})
+                } else {
+                    refused += 1;
+                    effort = 3;
+                    Response::Error(refuge_proto::wire::Error {
+                        pow: Some(Params { seed: SEED, effort }.to_wire()),
+                        ..wire_error(ErrorCode::PowRequired, "more work")
+                    })
+                }
             }
             Some(Request::GetChallenge(_)) => match behaviour {
                 Behaviour::Honest => Response::Challenge(Challenge { nonce: vec![7; 32] }),
@@ -65,11 +121,12 @@ where
                     tokio::time::sleep(Duration::from_secs(30)).await;
                     return;
                 }
+                _ => Response::Challenge(Challenge { nonce: vec![7; 32] }),
             },
-            _ => Response::Error(refuge_proto::wire::Error {
-                code: ErrorCode::UnknownMailbox as i32,
-                message: "no such mailbox\u{7}".into(),
-            }),
+            _ => Response::Error(wire_error(
+                ErrorCode::UnknownMailbox,
+                "no such mailbox\u{7}",
+            )),
         };
         let bytes = frame::encode(&ServerFrame {
             request_id: f.request_id,
@@ -130,6 +187,82 @@ async fn tcp_session_matches_answers_and_maps_errors() {
             .is_ok()
     );
     s.close().await;
+}
+
+#[tokio::test]
+async fn rate_limited_requests_are_retried_after_the_wait() {
+    let endpoint = tcp_server(Behaviour::RateLimitedOnce).await;
+    let mut s = Session::connect(&endpoint, &quick()).await.unwrap();
+    let started = std::time::Instant::now();
+    let r = s
+        .request(Request::GetChallenge(GetChallenge {}))
+        .await
+        .expect("answered on the second attempt");
+    assert!(matches!(r, Response::Challenge(_)));
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "waited as asked"
+    );
+    s.close().await;
+}
+
+#[tokio::test]
+async fn a_relay_that_keeps_limiting_gets_a_bounded_number_of_attempts() {
+    assert_eq!(retry_wait(0, 1), Duration::from_secs(1));
+    assert_eq!(retry_wait(0, 3), Duration::from_secs(4));
+    assert_eq!(retry_wait(7, 2), Duration::from_secs(7));
+    assert_eq!(retry_wait(100_000, 1), MAX_RETRY_WAIT);
+    let endpoint = tcp_server(Behaviour::AlwaysRateLimited).await;
+    // Hello itself is refused: no retry on a stream the relay may close; the connection is
+    // retried instead, a bounded number of times (1 + 2 + 4 s of waits).
+    let started = std::time::Instant::now();
+    let err = Session::connect(&endpoint, &quick()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Throttled {
+                code: ErrorCode::RateLimited,
+                retry_after_secs: 1,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.retryable());
+    assert!(err.hint().contains("wait 1 s"), "{}", err.hint());
+    let waited = started.elapsed();
+    assert!(
+        (Duration::from_secs(7)..Duration::from_secs(20)).contains(&waited),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn proof_of_work_is_attached_and_resolved_at_the_effort_asked() {
+    let endpoint = tcp_server(Behaviour::RaisesEffort).await;
+    let mut s = Session::connect(&endpoint, &quick()).await.unwrap();
+    let r = s
+        .request(Request::CreateMailbox(refuge_proto::wire::CreateMailbox {
+            mailbox_id: vec![1; 16],
+            ..Default::default()
+        }))
+        .await
+        .expect("created after solving at the raised effort");
+    assert!(matches!(r, Response::MailboxCreated(_)));
+    s.close().await;
+}
+
+#[tokio::test]
+async fn too_much_work_is_refused_before_solving() {
+    let params = refuge_proto::pow::Params {
+        seed: SEED,
+        effort: MAX_POW_EFFORT + 1,
+    };
+    let err = solve(refuge_proto::pow::Purpose::CreateMailbox, params)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::PowTooHard { .. }), "{err:?}");
+    assert_eq!(err.code(), Some(ErrorCode::PowRequired));
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 use super::{Relay, UnixSeconds};
 use crate::reject::Reject;
 use crate::session::{MailboxGrant, OpenSession};
-use crate::store::{NewDeposit, NewMailbox, Store, expiry_hour, to_hour};
+use crate::store::{IdempotencyId, NewDeposit, NewMailbox, Store, expiry_hour, to_hour};
 use refuge_proto::ids::{DepositToken, MailboxId, auth_key_from_slice, signature_from_slice};
 use refuge_proto::wire::server_frame::Response;
 use refuge_proto::wire::{self};
@@ -80,6 +80,14 @@ impl<S: Store> Relay<S> {
                     .map_err(|e| Reject::field("deposit_token", e))?,
             )
         };
+        let idempotency_id =
+            IdempotencyId(d.idempotency_id.as_slice().try_into().map_err(|_| {
+                Reject::malformed(format!(
+                    "field idempotency_id must be 16 bytes, got {}; choose 16 random bytes for \
+                     each new message and send the same ones when retrying it",
+                    d.idempotency_id.len()
+                ))
+            })?);
         if d.sealed.is_empty() {
             return Err(Reject::malformed(
                 "field sealed is empty; a deposit carries one sealed message",
@@ -96,10 +104,12 @@ impl<S: Store> Relay<S> {
             ));
         }
         let received_hour = to_hour(now);
+        // A repeat of a deposit already stored is answered exactly like the first one.
         self.store
             .deposit(NewDeposit {
                 mailbox,
                 token,
+                idempotency_id,
                 sealed: d.sealed,
                 received_hour,
                 expires_hour: expiry_hour(received_hour, d.expires_after_seconds),

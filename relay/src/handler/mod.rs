@@ -16,17 +16,19 @@ pub use prekeys::{
 #[cfg(test)]
 mod tests;
 
+use crate::admission::{Admission, AdmissionConfig, Admitted, Refusal};
 use crate::reject::Reject;
 use crate::roster::Roster;
 use crate::session::{AlreadyGreeted, OpenSession, Session};
 use crate::store::{MailboxKind, Store};
 use crate::tlog::http::LogReader;
 use crate::tlog::sequencer::Sequencer;
+use refuge_proto::pow::{Params, Purpose};
 use refuge_proto::wire::client_frame::Request;
 use refuge_proto::wire::server_frame::Response;
 use refuge_proto::wire::{self, ClientFrame, ServerFrame};
 use refuge_proto::{ErrorCode, MAX_SEALED_LEN, PROTOCOL_VERSION, frame};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 /// What the relay calls itself in `HelloOk`.
 pub const SOFTWARE: &str = concat!("refuge-relay/", env!("CARGO_PKG_VERSION"));
@@ -41,6 +43,7 @@ pub struct Relay<S> {
     /// Replaced whole when the directory changes; a request uses the one in force when it reads.
     roster: RwLock<Arc<Roster>>,
     log: Option<LogAccess>,
+    admission: Mutex<Admission>,
 }
 
 /// What the handler needs to serve the directory log: reads, and the sequencer for submissions
@@ -52,11 +55,19 @@ pub struct LogAccess {
 }
 
 impl<S: Store> Relay<S> {
+    /// A relay with the default admission settings.
     pub fn new(store: S, roster: Roster) -> Self {
+        Self::with_admission(store, roster, AdmissionConfig::default())
+    }
+
+    pub fn with_admission(store: S, roster: Roster, admission: AdmissionConfig) -> Self {
+        // No clock here: the first request's time starts the first period and a fresh seed
+        // (the one made now is never handed out).
         Self {
             store,
             roster: RwLock::new(Arc::new(roster)),
             log: None,
+            admission: Mutex::new(Admission::new(admission, 0, &mut rand::rng())),
         }
     }
 
@@ -64,6 +75,65 @@ impl<S: Store> Relay<S> {
     pub fn with_log(mut self, log: LogAccess) -> Self {
         self.log = Some(log);
         self
+    }
+
+    fn admission(&self) -> MutexGuard<'_, Admission> {
+        // The state stays consistent at every step, so a panic elsewhere does not spoil it.
+        self.admission.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The proof-of-work parameters in force at `now`.
+    pub fn pow_params<R: rand::CryptoRng + ?Sized>(&self, now: UnixSeconds, rng: &mut R) -> Params {
+        self.admission().params(now, rng)
+    }
+
+    /// Checks and spends the proof of work a request carries.
+    fn admit<R: rand::CryptoRng + ?Sized>(
+        &self,
+        purpose: Purpose,
+        solution: Option<&wire::PowSolution>,
+        now: UnixSeconds,
+        rng: &mut R,
+    ) -> Result<Admitted, Reject> {
+        let refused = |r: Refusal| {
+            let params = r.params();
+            let (code, message) = match r {
+                Refusal::Required { offered: None, .. } => (
+                    ErrorCode::PowRequired,
+                    format!(
+                        "this request needs a proof of work; solve the parameters in this \
+                         answer (effort {}) and send it again",
+                        params.effort
+                    ),
+                ),
+                Refusal::Required {
+                    offered: Some(offered),
+                    ..
+                } => (
+                    ErrorCode::PowRequired,
+                    format!(
+                        "the relay now asks for effort {} (the solution has {offered}); solve \
+                         the parameters in this answer and send it again",
+                        params.effort
+                    ),
+                ),
+                Refusal::Invalid { reason, .. } => (
+                    ErrorCode::PowInvalid,
+                    format!(
+                        "the proof of work was refused ({reason}); solve the parameters in this \
+                         answer and send it again"
+                    ),
+                ),
+            };
+            Reject::pow(code, params, message)
+        };
+        // The cheap checks under the lock, Equi-X outside it, then the nonce is spent.
+        let pending = self
+            .admission()
+            .precheck(purpose, solution, now, rng)
+            .map_err(refused)?;
+        let verified = pending.verify().map_err(refused)?;
+        self.admission().commit(verified).map_err(refused)
     }
 
     pub fn store(&self) -> &S {
@@ -132,7 +202,8 @@ impl<S: Store> Relay<S> {
         };
         tracing::trace!(request = request_name(&request), "request");
         if let Request::Hello(hello) = &request {
-            return hello_ok(session, hello);
+            let pow = self.pow_params(now, rng);
+            return hello_ok(session, hello, pow);
         }
         let Some(open) = session.open() else {
             return Err(Reject::new(
@@ -150,13 +221,19 @@ impl<S: Store> Relay<S> {
                 nonce: open.issue_challenge(rng).0.to_vec(),
             })),
             Request::Authenticate(a) => self.authenticate(open, a).await,
-            Request::CreateMailbox(c) => self.create_mailbox(c).await,
+            Request::CreateMailbox(c) => {
+                let _paid = self.admit(Purpose::CreateMailbox, c.pow.as_ref(), now, rng)?;
+                self.create_mailbox(c).await
+            }
             Request::Deposit(d) => self.deposit(d, now).await,
             Request::FetchMessages(f) => self.fetch_messages(open, f).await,
             Request::AckMessages(a) => self.ack_messages(open, a).await,
             Request::UploadPrekeys(u) => self.upload_prekeys(open, u).await,
             Request::GetPrekeyCount(g) => self.prekey_count(open, g).await,
-            Request::FetchPostBundles(f) => self.post_bundles(f).await,
+            Request::FetchPostBundles(f) => {
+                let paid = self.admit(Purpose::FetchPostBundles, f.pow.as_ref(), now, rng)?;
+                self.post_bundles(f, paid).await
+            }
             Request::GetLog(g) => self.get_log(g).await,
             Request::SubmitEntry(e) => self.submit_entry(e).await,
         }
@@ -212,7 +289,7 @@ impl<S: Store> Relay<S> {
     }
 }
 
-fn hello_ok(session: &mut Session, hello: &wire::Hello) -> Result<Response, Reject> {
+fn hello_ok(session: &mut Session, hello: &wire::Hello, pow: Params) -> Result<Response, Reject> {
     if hello.protocol_version != PROTOCOL_VERSION {
         return Err(Reject::new(
             ErrorCode::UnsupportedVersion,
@@ -233,6 +310,7 @@ fn hello_ok(session: &mut Session, hello: &wire::Hello) -> Result<Response, Reje
         protocol_version: PROTOCOL_VERSION,
         software: SOFTWARE.into(),
         max_message_len: MAX_SEALED_LEN as u32,
+        pow: Some(pow.to_wire()),
     }))
 }
 
@@ -267,15 +345,36 @@ pub fn frame_too_large(len: usize) -> ServerFrame {
     )
 }
 
+/// Seconds a client is asked to wait when the relay is at its session limit.
+pub const BUSY_RETRY_AFTER_SECONDS: u32 = 5;
+
 /// The answer to a new session when the relay is at its session limit.
 pub fn too_busy(max_sessions: usize) -> ServerFrame {
     error_frame(
         0,
-        &Reject::new(
-            ErrorCode::Unavailable,
+        &Reject::retry_after(
+            ErrorCode::Overloaded,
+            BUSY_RETRY_AFTER_SECONDS,
             format!(
                 "the relay is serving the most sessions it allows ({max_sessions}); the session \
-                 is closed; retry in a moment"
+                 is closed; retry in {BUSY_RETRY_AFTER_SECONDS} seconds"
+            ),
+        ),
+    )
+}
+
+/// The answer to a request that found its connection's (or circuit's) rate limit used up.
+/// Decodes only the request id from `body`.
+pub fn rate_limited(body: &[u8], retry_after_seconds: u32) -> ServerFrame {
+    let request_id = frame::decode_body::<ClientFrame>(body).map_or(0, |f| f.request_id);
+    error_frame(
+        request_id,
+        &Reject::retry_after(
+            ErrorCode::RateLimited,
+            retry_after_seconds,
+            format!(
+                "this connection sent requests faster than the relay allows; the request was \
+                 not carried out; retry in {retry_after_seconds} s"
             ),
         ),
     )

@@ -180,7 +180,12 @@ impl<S: Store> Relay<S> {
         Ok(Response::PrekeyCount(count_to_wire(count)))
     }
 
-    pub(super) async fn post_bundles(&self, f: wire::FetchPostBundles) -> Result<Response, Reject> {
+    /// Spends a one-time prekey of every device of the post, so it needs a paid admission.
+    pub(super) async fn post_bundles(
+        &self,
+        f: wire::FetchPostBundles,
+        _paid: crate::admission::Admitted,
+    ) -> Result<Response, Reject> {
         let Some(devices) = self.roster().post_devices(&f.post_id) else {
             return Err(Reject::new(
                 ErrorCode::UnknownPost,

@@ -57,7 +57,15 @@ impl Harness {
         Self {
             db: dir.path().join(DATABASE_FILE),
             _dir: dir,
-            relay: Relay::new(store, Roster::new(directory)),
+            // The least effort, so that the many paid requests here stay fast.
+            relay: Relay::with_admission(
+                store,
+                Roster::new(directory),
+                crate::admission::AdmissionConfig {
+                    min_effort: 0,
+                    ..Default::default()
+                },
+            ),
             rng: StdRng::seed_from_u64(7),
             next_id: 100,
             a,
@@ -69,7 +77,28 @@ impl Harness {
         snapshot(&self.db)
     }
 
-    async fn call(&mut self, session: &mut Session, request: Request) -> ServerFrame {
+    /// Sends `request`, with a proof of work solved for it if it needs one and has none (as the
+    /// client's transport does).
+    async fn call(&mut self, session: &mut Session, mut request: Request) -> ServerFrame {
+        let unpaid = match &mut request {
+            Request::CreateMailbox(c) if c.pow.is_none() => {
+                Some((Purpose::CreateMailbox, &mut c.pow))
+            }
+            Request::FetchPostBundles(f) if f.pow.is_none() => {
+                Some((Purpose::FetchPostBundles, &mut f.pow))
+            }
+            _ => None,
+        };
+        if let Some((purpose, slot)) = unpaid {
+            let params = self.relay.pow_params(NOW, &mut self.rng);
+            let mut nonce = [0u8; 16];
+            rand::RngCore::fill_bytes(&mut self.rng, &mut nonce);
+            let solution = refuge_proto::pow::Solver::new(purpose, &params, nonce)
+                .run(100_000)
+                .expect("solvable")
+                .expect("solved");
+            *slot = Some(solution.to_wire());
+        }
         self.next_id += 1;
         let frame = ClientFrame {
             request_id: self.next_id,
@@ -189,6 +218,7 @@ fn create_req(u: &User) -> Request {
         auth_key: u.key.verifying_key().as_bytes().to_vec(),
         deposit_token_hash: hash.to_vec(),
         signature: sig.to_bytes().to_vec(),
+        pow: None,
     })
 }
 
@@ -197,6 +227,7 @@ fn deposit_req(mailbox: MailboxId, token: &[u8], sealed: Vec<u8>) -> Request {
         mailbox_id: mailbox.0.to_vec(),
         deposit_token: token.to_vec(),
         sealed,
+        idempotency_id: rand::random::<[u8; 16]>().to_vec(),
         ..Default::default()
     })
 }
@@ -254,6 +285,7 @@ fn upload_req(
 fn bundles_req(post: &str) -> Request {
     Request::FetchPostBundles(wire::FetchPostBundles {
         post_id: post.into(),
+        pow: None,
     })
 }
 

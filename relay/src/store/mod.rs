@@ -34,8 +34,13 @@ pub trait Store: Send + Sync + 'static {
         new: NewMailbox,
     ) -> impl Future<Output = Result<Created, StoreError>> + Send;
 
-    /// Stores one sealed message. Returns only once the message is durably committed.
-    fn deposit(&self, deposit: NewDeposit) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Stores one sealed message, unless this mailbox already took a deposit with the same
+    /// idempotency id (then nothing is stored, or it is refused if the bytes differ). Returns only
+    /// once the message is durably committed.
+    fn deposit(
+        &self,
+        deposit: NewDeposit,
+    ) -> impl Future<Output = Result<Deposited, StoreError>> + Send;
 
     /// The oldest messages of a mailbox: at most `limit` of them and at most `max_bytes` of
     /// sealed content (but always at least one message if any is stored).
@@ -90,15 +95,17 @@ pub trait Store: Send + Sync + 'static {
         &self,
     ) -> impl Future<Output = Result<Option<StoredDirectory>, StoreError>> + Send;
 
-    /// Deletes undelivered messages received before `before_hour` (unix seconds). Returns how
-    /// many were deleted.
+    /// Deletes undelivered messages received before `before_hour` (unix seconds), and the
+    /// idempotency records of deposits received before then. Returns how many messages were
+    /// deleted.
     fn expire_messages(
         &self,
         before_hour: u64,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Deletes undelivered messages whose sender-chosen expiry hour (disappearing messages) is
-    /// at or before `now_hour` (unix seconds). Returns how many were deleted.
+    /// at or before `now_hour` (unix seconds), and the idempotency records of such deposits.
+    /// Returns how many messages were deleted.
     fn expire_due_messages(
         &self,
         now_hour: u64,
@@ -106,7 +113,7 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Why a store operation did not happen. In every case nothing was changed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     #[error("no mailbox with this id")]
@@ -119,8 +126,12 @@ pub enum StoreError {
     DepositTokenWrong,
     #[error("deposits to a staff device mailbox carry no deposit token")]
     DepositTokenUnexpected,
-    #[error("the mailbox already holds {max} undelivered messages")]
-    MailboxFull { max: u64 },
+    /// The deposit would take the mailbox over its quota of `max` `what` (messages or bytes).
+    #[error("the mailbox would hold more than {max} {what}")]
+    MailboxFull { what: &'static str, max: u64 },
+    /// The idempotency id was used before in this mailbox for other sealed bytes.
+    #[error("this idempotency id was already used in this mailbox for a different message")]
+    IdempotencyConflict,
     #[error(
         "the first prekey upload of a device must include a signed prekey and a Kyber last-resort prekey"
     )]
@@ -139,7 +150,18 @@ pub enum StoreError {
     DirectoryConflict { version: u64 },
     #[error("directory version {0} is too large to store")]
     DirectoryVersionTooLarge(u64),
-    /// The storage engine failed (busy, disk full, I/O error, corruption) or is shutting down.
+    /// The database reached its size cap (`--max-store-bytes`) or the disk is full
+    /// (SQLITE_FULL).
+    #[error("the storage is full")]
+    StorageFull,
+    /// Another process held the database lock longer than the busy timeout (SQLITE_BUSY).
+    #[error("the storage is busy")]
+    StorageBusy,
+    /// SQLite found the file damaged (SQLITE_CORRUPT, SQLITE_NOTADB); writes stop until the
+    /// operator repairs or restores it.
+    #[error("the database file is damaged: {0}")]
+    StorageDamaged(String),
+    /// The storage engine failed otherwise (I/O error, out of memory) or is shutting down.
     #[error("storage failed: {0}")]
     Unavailable(String),
     /// Stored data is not what this code wrote: a bug or tampering.
@@ -147,9 +169,29 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// Whether the storage engine failed (rather than the request being refused); the writer
+    /// rolls such a job back and, if SQLite gave up the whole transaction, the batch with it.
+    pub fn is_storage_failure(&self) -> bool {
+        matches!(
+            self,
+            StoreError::StorageFull
+                | StoreError::StorageBusy
+                | StoreError::StorageDamaged(_)
+                | StoreError::Unavailable(_)
+        )
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Unavailable(e.to_string())
+        use rusqlite::ErrorCode as C;
+        match e.sqlite_error_code() {
+            Some(C::DiskFull) => StoreError::StorageFull,
+            Some(C::DatabaseBusy | C::DatabaseLocked) => StoreError::StorageBusy,
+            Some(C::DatabaseCorrupt | C::NotADatabase) => StoreError::StorageDamaged(e.to_string()),
+            _ => StoreError::Unavailable(e.to_string()),
+        }
     }
 }
 
@@ -190,12 +232,28 @@ pub enum Created {
 pub struct NewDeposit {
     pub mailbox: MailboxId,
     pub token: Option<DepositToken>,
+    /// Chosen at random by the sender and reused when it sends the same deposit again.
+    pub idempotency_id: IdempotencyId,
     pub sealed: Vec<u8>,
     /// Unix seconds rounded down to the hour; the store never keeps finer time.
     pub received_hour: u64,
     /// Unix seconds (a whole hour) from which the message, if undelivered, is deleted: the
     /// sender's disappearing-message timer (see [`expiry_hour`]).
     pub expires_hour: Option<u64>,
+}
+
+/// The sender's id for one deposit: 16 random bytes, the same on every retry of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IdempotencyId(pub [u8; 16]);
+
+/// What a successful deposit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deposited {
+    /// The message was stored.
+    Stored,
+    /// The same deposit (same idempotency id and bytes) was stored before; nothing was stored
+    /// now.
+    Repeated,
 }
 
 /// One stored message.
@@ -292,6 +350,11 @@ pub struct StoredDirectory {
 pub fn to_hour(unix_seconds: u64) -> u64 {
     unix_seconds - unix_seconds % 3600
 }
+
+/// How long a delivered deposit's idempotency record is kept at most when no retention period
+/// or timer removes it sooner: a repeat sent later than this after the first send, once the
+/// message was acknowledged, would be stored again.
+pub const REPEAT_WINDOW: u64 = 30 * 24 * 3600;
 
 /// The longest disappearing-message timer the relay records (a year); longer ones are capped,
 /// and the retention period applies anyway.

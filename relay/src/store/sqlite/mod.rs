@@ -12,16 +12,19 @@ pub mod schema;
 mod writer;
 
 #[cfg(test)]
+mod deposit_tests;
+#[cfg(test)]
 mod tests;
 
 use super::{
-    BundleRequest, Created, DirectoryChange, MailboxKey, MessagePage, NewDeposit, NewMailbox,
-    PrekeyCount, PrekeyUpload, Store, StoreError, StoredDirectory, TakenBundle,
+    BundleRequest, Created, Deposited, DirectoryChange, MailboxKey, MessagePage, NewDeposit,
+    NewMailbox, PrekeyCount, PrekeyUpload, Store, StoreError, StoredDirectory, TakenBundle,
 };
 use crate::session::MailboxGrant;
 use refuge_proto::directory::VerifiedDirectory;
 use refuge_proto::ids::MailboxId;
 use rusqlite::Connection;
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -40,6 +43,11 @@ pub const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_secs(300);
 pub struct StoreLimits {
     /// Undelivered messages one mailbox may hold; deposits beyond are refused.
     pub max_messages_per_mailbox: u64,
+    /// Bytes of undelivered sealed messages one mailbox may hold; deposits beyond are refused.
+    pub max_bytes_per_mailbox: u64,
+    /// Most bytes the database file may grow to (`PRAGMA max_page_count`); writes beyond fail
+    /// with [`StoreError::StorageFull`] while reads go on. `None`: only the disk limits it.
+    pub max_store_bytes: Option<u64>,
     /// Read connections (concurrent reads).
     pub read_connections: usize,
     /// Write jobs that may wait for the writer; further writers wait for room.
@@ -51,7 +59,9 @@ pub struct StoreLimits {
 impl Default for StoreLimits {
     fn default() -> Self {
         Self {
-            max_messages_per_mailbox: 10_000,
+            max_messages_per_mailbox: 1_000,
+            max_bytes_per_mailbox: 64 << 20,
+            max_store_bytes: None,
             read_connections: 4,
             write_queue: 1024,
             max_batch: 256,
@@ -86,6 +96,19 @@ impl SqliteStore {
     /// Opens (creating and migrating if needed) the database at `path` and starts the writer.
     pub fn open(path: &Path, limits: StoreLimits) -> Result<Self, OpenError> {
         let write_conn = schema::open_writer(path)?;
+        if let Some(max) = limits.max_store_bytes {
+            let cap = schema::cap_size(&write_conn, max).map_err(|source| OpenError::Sqlite {
+                path: path.to_owned(),
+                source,
+            })?;
+            if cap > max {
+                tracing::warn!(
+                    requested = max,
+                    cap,
+                    "the database is already larger than --max-store-bytes; it may not grow further"
+                );
+            }
+        }
         let readers = (0..limits.read_connections.max(1))
             .map(|_| schema::open_reader(path))
             .collect::<Result<Vec<_>, _>>()?;
@@ -229,9 +252,15 @@ impl Store for SqliteStore {
         self.write(move |c| ops::create_mailbox(c, &new)).await
     }
 
-    async fn deposit(&self, deposit: NewDeposit) -> Result<(), StoreError> {
-        let max = self.inner.limits.max_messages_per_mailbox;
-        self.write(move |c| ops::deposit(c, &deposit, max)).await
+    async fn deposit(&self, deposit: NewDeposit) -> Result<Deposited, StoreError> {
+        let quota = ops::Quota {
+            messages: self.inner.limits.max_messages_per_mailbox,
+            bytes: self.inner.limits.max_bytes_per_mailbox,
+        };
+        // Hashed here, so the single writer thread spends no time on it.
+        let digest: [u8; 32] = Sha256::digest(&deposit.sealed).into();
+        self.write(move |c| ops::deposit(c, &deposit, &digest, quota))
+            .await
     }
 
     async fn fetch_messages(

@@ -13,7 +13,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations, in order. Entry `i` takes the database from version `i` to `i + 1`.
 /// Never edit a released entry: add a new one.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this code writes.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -120,6 +120,48 @@ CREATE TABLE tlog_cosignatures (
 ) STRICT, WITHOUT ROWID;
 "#;
 
+/// Deposit idempotency and per-mailbox quotas.
+///
+/// `deposit_ids` remembers each stored deposit by the sender's idempotency id, so that a deposit
+/// sent again after its answer was lost is recognised, also once the message was fetched and
+/// acknowledged. A record lives as long as the message could have: it is swept with the
+/// retention period (`received_hour`) or the sender's timer (`expires_hour`).
+///
+/// `held_messages` and `held_bytes` count what a mailbox holds undelivered, kept by triggers on
+/// every insert and delete, so that the quota check reads one row.
+const V5: &str = r#"
+CREATE TABLE deposit_ids (
+    mailbox_id      BLOB NOT NULL CHECK (length(mailbox_id) = 16),
+    idempotency_id  BLOB NOT NULL CHECK (length(idempotency_id) = 16),
+    sealed_sha256   BLOB NOT NULL CHECK (length(sealed_sha256) = 32),
+    message_id      INTEGER NOT NULL,
+    received_hour   INTEGER NOT NULL CHECK (received_hour >= 0 AND received_hour % 3600 = 0),
+    expires_hour    INTEGER
+        CHECK (expires_hour IS NULL OR (expires_hour > 0 AND expires_hour % 3600 = 0)),
+    PRIMARY KEY (mailbox_id, idempotency_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX deposit_ids_by_hour ON deposit_ids (received_hour);
+CREATE INDEX deposit_ids_by_expiry ON deposit_ids (expires_hour) WHERE expires_hour IS NOT NULL;
+
+ALTER TABLE mailboxes ADD COLUMN held_messages INTEGER NOT NULL DEFAULT 0
+    CHECK (held_messages >= 0);
+ALTER TABLE mailboxes ADD COLUMN held_bytes INTEGER NOT NULL DEFAULT 0 CHECK (held_bytes >= 0);
+UPDATE mailboxes SET
+    held_messages = (SELECT count(*) FROM messages WHERE mailbox_id = mailboxes.id),
+    held_bytes = (SELECT coalesce(sum(length(sealed)), 0) FROM messages
+                  WHERE mailbox_id = mailboxes.id);
+CREATE TRIGGER messages_held_insert AFTER INSERT ON messages BEGIN
+    UPDATE mailboxes SET held_messages = held_messages + 1,
+                         held_bytes = held_bytes + length(NEW.sealed)
+    WHERE id = NEW.mailbox_id;
+END;
+CREATE TRIGGER messages_held_delete AFTER DELETE ON messages BEGIN
+    UPDATE mailboxes SET held_messages = held_messages - 1,
+                         held_bytes = held_bytes - length(OLD.sealed)
+    WHERE id = OLD.mailbox_id;
+END;
+"#;
+
 /// Why the database could not be opened.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -140,6 +182,8 @@ pub enum OpenError {
     },
     #[error("{path} is not a refuge-relay database (application id {found:#x})")]
     Foreign { path: PathBuf, found: i32 },
+    #[error("the database {path} is damaged: {detail}")]
+    Damaged { path: PathBuf, detail: String },
     #[error("the database {path} could not be switched to WAL mode (it reports {mode:?})")]
     NoWal { path: PathBuf, mode: String },
     #[error("cannot start the storage writer thread: {0}")]
@@ -157,6 +201,11 @@ impl OpenError {
             OpenError::TooNew { .. } => {
                 "run the newer refuge-relay that wrote it, or restore a backup made by this version"
             }
+            OpenError::Damaged { .. } => {
+                "stop here: do not delete the file. Move it and its -wal and -shm files aside, \
+                 restore the last backup into the data directory (or start with an empty one), \
+                 and keep the damaged copy for inspection (sqlite3 FILE 'PRAGMA integrity_check')"
+            }
             OpenError::Foreign { .. } => {
                 "point --data-dir at a directory used only by refuge-relay"
             }
@@ -170,10 +219,50 @@ impl OpenError {
 }
 
 fn sqlite_err(path: &Path) -> impl Fn(rusqlite::Error) -> OpenError + '_ {
-    move |source| OpenError::Sqlite {
-        path: path.to_owned(),
-        source,
+    move |source| {
+        use rusqlite::ErrorCode as C;
+        match source.sqlite_error_code() {
+            Some(C::DatabaseCorrupt | C::NotADatabase) => OpenError::Damaged {
+                path: path.to_owned(),
+                detail: source.to_string(),
+            },
+            _ => OpenError::Sqlite {
+                path: path.to_owned(),
+                source,
+            },
+        }
     }
+}
+
+/// `PRAGMA quick_check`: the file's b-trees are well formed (it does not compare indexes with
+/// their tables, which `integrity_check` does at a much higher cost).
+fn quick_check(conn: &Connection, path: &Path) -> Result<(), OpenError> {
+    let rows: Vec<String> = conn
+        .prepare("PRAGMA quick_check(8)")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<_>>()
+        })
+        .map_err(sqlite_err(path))?;
+    if rows.len() == 1 && rows[0] == "ok" {
+        return Ok(());
+    }
+    Err(OpenError::Damaged {
+        path: path.to_owned(),
+        detail: format!("PRAGMA quick_check reports: {}", rows.join("; ")),
+    })
+}
+
+/// Caps the database at about `max_bytes` (`PRAGMA max_page_count`, on the writer connection):
+/// past it, writes fail with SQLITE_FULL and nothing else changes. The WAL file comes on top
+/// (up to about 4 MiB between checkpoints). A file already larger keeps its size as the cap.
+/// Returns the cap in bytes.
+pub(crate) fn cap_size(conn: &Connection, max_bytes: u64) -> rusqlite::Result<u64> {
+    let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+    let page_size = u64::try_from(page_size).unwrap_or(4096).max(1);
+    let pages = i64::try_from((max_bytes / page_size).max(1)).unwrap_or(i64::MAX);
+    let set: i64 = conn.pragma_update_and_check(None, "max_page_count", pages, |r| r.get(0))?;
+    Ok(u64::try_from(set).unwrap_or(0).saturating_mul(page_size))
 }
 
 /// Settings every connection gets. `synchronous` and `secure_delete` are per connection, so they
@@ -228,6 +317,7 @@ pub(crate) fn open_writer(path: &Path) -> Result<Connection, OpenError> {
         });
     }
 
+    quick_check(&conn, path)?;
     migrate(&conn, version).map_err(&err)?;
     Ok(conn)
 }

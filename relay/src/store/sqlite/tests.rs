@@ -4,7 +4,9 @@ use super::schema::{self, OpenError, SCHEMA_VERSION};
 use super::*;
 use crate::fixtures::{self, Staff, rows, snapshot, staff, temp_store, verified};
 use crate::session::MailboxGrant;
-use crate::store::{MailboxKind, OneTimeKey, SignedKey, StoredMessage, expiry_hour, to_hour};
+use crate::store::{
+    IdempotencyId, MailboxKind, OneTimeKey, SignedKey, StoredMessage, expiry_hour, to_hour,
+};
 use ed25519_dalek::SigningKey;
 use refuge_proto::MAX_ONE_TIME_PREKEYS;
 use refuge_proto::ids::DepositToken;
@@ -31,6 +33,7 @@ fn deposit(
     NewDeposit {
         mailbox,
         token: token.cloned(),
+        idempotency_id: IdempotencyId(rand::random()),
         sealed: sealed.to_vec(),
         received_hour: to_hour(now),
         expires_hour: None,
@@ -260,7 +263,10 @@ async fn refused_deposits_store_nothing() {
         store
             .deposit(deposit(mailbox, Some(&token), b"3", HOUR))
             .await,
-        Err(StoreError::MailboxFull { max: 2 })
+        Err(StoreError::MailboxFull {
+            what: "messages",
+            max: 2
+        })
     ));
     assert_eq!(snapshot(&db), before);
     store.shutdown().await;
@@ -766,10 +772,7 @@ async fn a_full_disk_fails_the_write_and_changes_nothing() {
     let result = store
         .deposit(deposit(mailbox, Some(&token), &big, HOUR))
         .await;
-    assert!(
-        matches!(result, Err(StoreError::Unavailable(_))),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(StoreError::StorageFull)), "{result:?}");
     assert_eq!(snapshot(&db), before);
     // Space again: the store carries on.
     store
@@ -810,7 +813,7 @@ async fn a_refused_job_does_not_undo_its_batch_neighbours() {
     let mut ok = 0;
     for t in tasks {
         match t.await.unwrap() {
-            Ok(()) => ok += 1,
+            Ok(_) => ok += 1,
             Err(StoreError::DepositTokenWrong) => {}
             Err(e) => panic!("{e}"),
         }
@@ -871,15 +874,17 @@ async fn disappearing_messages_go_at_their_hour_and_no_other_message_does() {
     let (new, token) = user_mailbox(1);
     let mailbox = new.mailbox;
     store.create_mailbox(new).await.unwrap();
-    let mut timed = deposit(mailbox, Some(&token), b"timed", HOUR);
-    timed.expires_hour = expiry_hour(HOUR, 3600);
+    // A day ahead, so that the store's own sweep (it runs at open) cannot take the message first.
+    let hour = to_hour(unix_now()) + 24 * 3600;
+    let mut timed = deposit(mailbox, Some(&token), b"timed", hour);
+    timed.expires_hour = expiry_hour(hour, 3600);
     store.deposit(timed).await.unwrap();
     store
-        .deposit(deposit(mailbox, Some(&token), b"kept", HOUR))
+        .deposit(deposit(mailbox, Some(&token), b"kept", hour))
         .await
         .unwrap();
-    assert_eq!(store.expire_due_messages(HOUR + 3600).await.unwrap(), 0);
-    assert_eq!(store.expire_due_messages(HOUR + 7200).await.unwrap(), 1);
+    assert_eq!(store.expire_due_messages(hour + 3600).await.unwrap(), 0);
+    assert_eq!(store.expire_due_messages(hour + 7200).await.unwrap(), 1);
     let grant = MailboxGrant::dangerously_assume(mailbox);
     let page = store.fetch_messages(&grant, 64, usize::MAX).await.unwrap();
     assert_eq!(page.messages.len(), 1);

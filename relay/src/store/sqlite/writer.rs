@@ -7,7 +7,11 @@
 //! `synchronous=FULL`"; if the commit fails, every job of the batch is told the storage failed.
 //!
 //! Because this thread is the only writer, read-modify-write jobs (taking a one-time prekey,
-//! checking a mailbox's quota) never race each other.
+//! checking a mailbox's quota, recognising a repeated deposit) never race each other.
+//!
+//! Storage failures keep their kind ([`StoreError::StorageFull`], [`StoreError::StorageBusy`])
+//! up to the requester. Once SQLite reports the file damaged, the writer refuses every later
+//! write without touching the file (reads go on) and says so in the log, once.
 
 use super::super::StoreError;
 use rusqlite::Connection;
@@ -21,8 +25,10 @@ pub(crate) type BoxedJob = Box<dyn Job>;
 pub(crate) trait Job: Send {
     /// Runs the job inside its savepoint.
     fn apply(&mut self, conn: &Connection) -> Applied;
+    /// The storage failure the job ran into, if any.
+    fn failure(&self) -> Option<StoreError>;
     /// Answers the requester once the batch's fate is known (`Err` = the batch did not commit).
-    fn finish(self: Box<Self>, batch: &Result<(), String>);
+    fn finish(self: Box<Self>, batch: &Result<(), StoreError>);
 }
 
 /// What happened when a job ran.
@@ -77,18 +83,25 @@ where
         });
         let applied = match &result {
             Ok(_) => Applied::Done,
-            Err(StoreError::Unavailable(_)) => Applied::Failed,
+            Err(e) if e.is_storage_failure() => Applied::Failed,
             Err(_) => Applied::Refused,
         };
         self.result = Some(result);
         applied
     }
 
-    fn finish(self: Box<Self>, batch: &Result<(), String>) {
+    fn failure(&self) -> Option<StoreError> {
+        match &self.result {
+            Some(Err(e)) if e.is_storage_failure() => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    fn finish(self: Box<Self>, batch: &Result<(), StoreError>) {
         let result = match (self.result, batch) {
-            (Some(Ok(_)), Err(e)) => Err(StoreError::Unavailable(e.clone())),
+            (Some(Ok(_)), Err(e)) => Err(e.clone()),
             (Some(result), _) => result,
-            (None, Err(e)) => Err(StoreError::Unavailable(e.clone())),
+            (None, Err(e)) => Err(e.clone()),
             (None, Ok(())) => Err(StoreError::Unavailable("the operation was not run".into())),
         };
         // The requester may have gone away (session closed); the outcome stands either way.
@@ -112,6 +125,8 @@ pub(crate) fn spawn(
 
 fn run(conn: Connection, mut rx: mpsc::Receiver<BoxedJob>, max_batch: usize) {
     let mut batch: Vec<BoxedJob> = Vec::with_capacity(max_batch);
+    // Set once SQLite reports the file damaged: no write touches it again.
+    let mut damaged: Option<StoreError> = None;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < max_batch {
@@ -120,11 +135,26 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<BoxedJob>, max_batch: usize) {
                 Err(_) => break,
             }
         }
-        let outcome = run_batch(&conn, &mut batch);
-        if let Err(e) = &outcome {
-            tracing::warn!(jobs = batch.len(), error = %e, "write transaction failed; nothing was changed");
-        } else {
-            tracing::trace!(jobs = batch.len(), "write transaction committed");
+        let outcome = match &damaged {
+            Some(e) => Err(e.clone()),
+            None => run_batch(&conn, &mut batch),
+        };
+        match &outcome {
+            Ok(()) => tracing::trace!(jobs = batch.len(), "write transaction committed"),
+            Err(e @ StoreError::StorageDamaged(detail)) if damaged.is_none() => {
+                tracing::error!(
+                    error = %detail,
+                    "the database file is damaged: the relay now refuses every write (deposits, \
+                     acknowledgements) and keeps serving reads. Stop the relay, keep a copy of \
+                     the data directory, and restore the database from a backup; `sqlite3 FILE \
+                     'PRAGMA integrity_check'` shows the damage"
+                );
+                damaged = Some(e.clone());
+            }
+            Err(StoreError::StorageDamaged(_)) => {}
+            Err(e) => {
+                tracing::warn!(jobs = batch.len(), error = %e, "write transaction failed; nothing was changed")
+            }
         }
         for job in batch.drain(..) {
             job.finish(&outcome);
@@ -140,12 +170,12 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<BoxedJob>, max_batch: usize) {
     tracing::debug!("writer stopped");
 }
 
-fn run_batch(conn: &Connection, batch: &mut [BoxedJob]) -> Result<(), String> {
+fn run_batch(conn: &Connection, batch: &mut [BoxedJob]) -> Result<(), StoreError> {
     let fail = |conn: &Connection, e: rusqlite::Error| {
         if !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
-        e.to_string()
+        StoreError::from(e)
     };
     conn.execute_batch("BEGIN IMMEDIATE")
         .map_err(|e| fail(conn, e))?;
@@ -157,10 +187,17 @@ fn run_batch(conn: &Connection, batch: &mut [BoxedJob]) -> Result<(), String> {
                 .execute_batch("RELEASE job")
                 .map_err(|e| fail(conn, e))?,
             Applied::Refused | Applied::Failed => {
+                let failure = job.failure();
                 if conn.is_autocommit() {
                     // SQLite rolled the whole transaction back (SQLITE_FULL, IOERR, NOMEM…):
                     // the jobs before this one are gone too.
-                    return Err("the storage engine aborted the transaction".into());
+                    return Err(failure.unwrap_or_else(|| {
+                        StoreError::Unavailable("the storage engine aborted the transaction".into())
+                    }));
+                }
+                if let Some(e @ StoreError::StorageDamaged(_)) = failure {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    return Err(e);
                 }
                 conn.execute_batch("ROLLBACK TO job; RELEASE job")
                     .map_err(|e| fail(conn, e))?;

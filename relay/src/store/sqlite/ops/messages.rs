@@ -1,27 +1,43 @@
-//! Messages: deposit (with token check and quota), fetch, acknowledge, expire.
+//! Messages: deposit (with token check, idempotency and quota), fetch, acknowledge, expire.
 
-use super::{count, to_i64, to_u64};
-use crate::store::{MessagePage, NewDeposit, StoreError, StoredMessage};
+use super::{to_i64, to_u64};
+use crate::store::{Deposited, MessagePage, NewDeposit, REPEAT_WINDOW, StoreError, StoredMessage};
 use refuge_proto::ids::MailboxId;
 use rusqlite::{Connection, OptionalExtension, params};
 use subtle::ConstantTimeEq;
 
+/// What one mailbox may hold undelivered.
+#[derive(Debug, Clone, Copy)]
+pub(in crate::store::sqlite) struct Quota {
+    pub messages: u64,
+    pub bytes: u64,
+}
+
+/// Stores a deposit: checks the token, recognises a repeat by its idempotency id, checks the
+/// quota, then inserts the message and its idempotency record. `sealed_sha256` is the SHA-256 of
+/// `deposit.sealed`, computed by the caller off the writer thread.
 pub(in crate::store::sqlite) fn deposit(
     conn: &Connection,
     deposit: &NewDeposit,
-    max_messages: u64,
-) -> Result<(), StoreError> {
+    sealed_sha256: &[u8; 32],
+    quota: Quota,
+) -> Result<Deposited, StoreError> {
     let row = conn
-        .prepare_cached("SELECT kind, deposit_token_hash, enabled FROM mailboxes WHERE id = ?1")?
+        .prepare_cached(
+            "SELECT kind, deposit_token_hash, enabled, held_messages, held_bytes
+             FROM mailboxes WHERE id = ?1",
+        )?
         .query_row([&deposit.mailbox.0[..]], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, Option<Vec<u8>>>(1)?,
                 r.get::<_, bool>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
             ))
         })
         .optional()?;
-    let Some((kind, stored_hash, enabled)) = row else {
+    let Some((kind, stored_hash, enabled, held_messages, held_bytes)) = row else {
         return Err(StoreError::UnknownMailbox);
     };
     match (kind.as_str(), &deposit.token, stored_hash) {
@@ -41,28 +57,70 @@ pub(in crate::store::sqlite) fn deposit(
             )));
         }
     }
-    let held = count(
-        conn,
-        "SELECT count(*) FROM messages WHERE mailbox_id = ?1",
-        &deposit.mailbox,
-    )?;
-    if held >= max_messages {
-        return Err(StoreError::MailboxFull { max: max_messages });
+
+    // A repeat is answered before the quota check: it stores nothing.
+    let earlier: Option<Vec<u8>> = conn
+        .prepare_cached(
+            "SELECT sealed_sha256 FROM deposit_ids WHERE mailbox_id = ?1 AND idempotency_id = ?2",
+        )?
+        .query_row(
+            params![&deposit.mailbox.0[..], &deposit.idempotency_id.0[..]],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(earlier) = earlier {
+        return if earlier[..] == sealed_sha256[..] {
+            Ok(Deposited::Repeated)
+        } else {
+            Err(StoreError::IdempotencyConflict)
+        };
     }
+
+    let held_messages = to_u64(held_messages, "message count")?;
+    let held_bytes = to_u64(held_bytes, "byte count")?;
+    if held_messages >= quota.messages {
+        return Err(StoreError::MailboxFull {
+            what: "messages",
+            max: quota.messages,
+        });
+    }
+    if held_bytes.saturating_add(deposit.sealed.len() as u64) > quota.bytes {
+        return Err(StoreError::MailboxFull {
+            what: "bytes",
+            max: quota.bytes,
+        });
+    }
+
+    let received_hour = to_i64(deposit.received_hour, "hour")?;
+    let expires_hour = deposit
+        .expires_hour
+        .map(|h| to_i64(h, "expiry hour"))
+        .transpose()?;
     conn.prepare_cached(
         "INSERT INTO messages (mailbox_id, received_hour, sealed, expires_hour)
          VALUES (?1, ?2, ?3, ?4)",
     )?
     .execute(params![
         &deposit.mailbox.0[..],
-        to_i64(deposit.received_hour, "hour")?,
+        received_hour,
         &deposit.sealed[..],
-        deposit
-            .expires_hour
-            .map(|h| to_i64(h, "expiry hour"))
-            .transpose()?
+        expires_hour
     ])?;
-    Ok(())
+    let message_id = conn.last_insert_rowid();
+    conn.prepare_cached(
+        "INSERT INTO deposit_ids
+             (mailbox_id, idempotency_id, sealed_sha256, message_id, received_hour, expires_hour)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        &deposit.mailbox.0[..],
+        &deposit.idempotency_id.0[..],
+        &sealed_sha256[..],
+        message_id,
+        received_hour,
+        expires_hour
+    ])?;
+    Ok(Deposited::Stored)
 }
 
 /// The oldest messages of a mailbox that are not past their disappearing time. A message whose
@@ -139,9 +197,12 @@ pub(in crate::store::sqlite) fn expire_messages(
     conn: &Connection,
     before_hour: u64,
 ) -> Result<u64, StoreError> {
+    let before_hour = to_i64(before_hour, "hour")?;
     let n = conn
         .prepare_cached("DELETE FROM messages WHERE received_hour < ?1")?
-        .execute([to_i64(before_hour, "hour")?])?;
+        .execute([before_hour])?;
+    conn.prepare_cached("DELETE FROM deposit_ids WHERE received_hour < ?1")?
+        .execute([before_hour])?;
     Ok(n as u64)
 }
 
@@ -149,11 +210,22 @@ pub(in crate::store::sqlite) fn expire_due_messages(
     conn: &Connection,
     now_hour: u64,
 ) -> Result<u64, StoreError> {
+    let now_hour = to_i64(now_hour, "hour")?;
     let n = conn
         .prepare_cached(
             "DELETE FROM messages WHERE expires_hour IS NOT NULL AND expires_hour <= ?1",
         )?
-        .execute([to_i64(now_hour, "hour")?])?;
+        .execute([now_hour])?;
+    conn.prepare_cached(
+        "DELETE FROM deposit_ids WHERE expires_hour IS NOT NULL AND expires_hour <= ?1",
+    )?
+    .execute([now_hour])?;
+    // Without a retention period nothing else would ever remove these.
+    conn.prepare_cached(
+        "DELETE FROM deposit_ids WHERE received_hour < ?1
+             AND NOT EXISTS (SELECT 1 FROM messages WHERE id = deposit_ids.message_id)",
+    )?
+    .execute([now_hour.saturating_sub(to_i64(REPEAT_WINDOW, "window")?)])?;
     Ok(n as u64)
 }
 

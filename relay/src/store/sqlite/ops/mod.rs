@@ -9,7 +9,7 @@ mod prekeys;
 pub(super) use directory::{install_directory, stored_directory};
 pub(super) use mailboxes::{create_mailbox, mailbox_key};
 pub(super) use messages::{
-    ack_messages, deposit, expire_due_messages, expire_messages, fetch_messages,
+    Quota, ack_messages, deposit, expire_due_messages, expire_messages, fetch_messages,
 };
 pub(super) use prekeys::{prekey_count, take_post_bundles, upload_prekeys};
 

@@ -1,0 +1,446 @@
+//! The relay's request handler driven by fuzz input, against a real SQLite store.
+//!
+//! The input is a sequence of operations. Most carry a raw frame body, exactly as a transport
+//! would hand it over; the others make the harness do what the fuzzer cannot (sign a challenge,
+//! sign a mailbox creation, solve a proof of work) with a fixed set of keys, so that the mailbox,
+//! prekey and bundle paths are reached. The relay asks for the lowest proof-of-work effort. Each input gets a fresh store in a temporary directory (set `TMPDIR` to a tmpfs for
+//! speed), so a crash reproduces from its input alone.
+//!
+//! Invariants checked on every answer: it carries a response; it answers the request's id (0 for
+//! a body that does not decode); an error carries a known code other than `UNSPECIFIED`; it
+//! encodes as one frame within the bound and decodes back to itself. At the end of the input the
+//! database passes `PRAGMA integrity_check` and a new session is still served.
+
+use crate::seeds::{AUTHORITY_SEED, directory_message};
+use ed25519_dalek::SigningKey;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use refuge_proto::directory::{UncheckedDirectory, VerifiedDirectory};
+use refuge_proto::ids::{DepositToken, MailboxId, Nonce};
+use refuge_proto::pow::{Params, Purpose, Solver};
+use refuge_proto::wire::client_frame::Request;
+use refuge_proto::wire::server_frame::Response;
+use refuge_proto::wire::{self, ClientFrame, ServerFrame};
+use refuge_proto::{ErrorCode, auth, frame};
+use refuge_relay::admission::AdmissionConfig;
+use refuge_relay::handler::Relay;
+use refuge_relay::roster::Roster;
+use refuge_relay::session::Session;
+use refuge_relay::store::Store;
+use refuge_relay::store::sqlite::{DATABASE_FILE, SqliteStore, StoreLimits};
+
+/// The time the handler is told it is.
+pub const NOW: u64 = 1_700_001_234;
+
+/// Most operations taken from one input (each costs a request; a deposit costs a commit).
+pub const MAX_OPS: usize = 64;
+
+/// Keys the harness can sign with: staff devices 1 and 2 (in the directory) and two users.
+pub const KEYS: [u8; 4] = [1, 2, 0x21, 0x22];
+
+fn key(n: u8) -> SigningKey {
+    SigningKey::from_bytes(&[n; 32])
+}
+
+/// The deposit token of user mailbox `n`.
+pub fn token(n: u8) -> DepositToken {
+    DepositToken([n.wrapping_add(1); 32])
+}
+
+/// Most Equi-X solves the harness spends on one proof of work (the relay asks for effort 0).
+const MAX_POW_STEPS: u64 = 64;
+
+/// Most proofs of work the harness solves per input (an instrumented Equi-X solve is slow);
+/// later requests go without one.
+const MAX_POW_PER_INPUT: u32 = 3;
+
+/// One operation of an input.
+#[derive(Debug)]
+pub enum Op<'a> {
+    /// A frame body, handed to the handler as read from the wire.
+    Body(&'a [u8]),
+    /// GetChallenge, then Authenticate with a valid signature by key `KEYS[i]`.
+    Authenticate(u8),
+    /// CreateMailbox for user key `KEYS[i]`, validly signed, with a proof of work for the last
+    /// parameters the relay announced (none before a HelloOk).
+    CreateMailbox(u8),
+    /// FetchPostBundles for post `emb-xx` with a proof of work, as for `CreateMailbox`.
+    FetchPostBundles,
+    /// Drop the session and start a new one (no Hello yet).
+    NewSession,
+}
+
+/// Splits an input into operations: a tag byte, then for a body a 2-byte big-endian length
+/// (cut to what is left) and the body; for the others one key-index byte.
+pub fn parse_ops(mut data: &[u8]) -> Vec<Op<'_>> {
+    let mut ops = Vec::new();
+    while let Some((&tag, rest)) = data.split_first() {
+        if ops.len() == MAX_OPS {
+            break;
+        }
+        data = rest;
+        match tag % 8 {
+            0..=3 => {
+                let len = match data {
+                    [a, b, ..] => usize::from(u16::from_be_bytes([*a, *b])),
+                    _ => 0,
+                };
+                data = data.get(2..).unwrap_or_default();
+                let len = len.min(data.len());
+                ops.push(Op::Body(&data[..len]));
+                data = &data[len..];
+            }
+            4 => ops.push(Op::FetchPostBundles),
+            5 | 6 => {
+                let (&i, rest) = data.split_first().unwrap_or((&0, &[]));
+                data = rest;
+                let i = i % KEYS.len() as u8;
+                ops.push(if tag % 8 == 5 {
+                    Op::Authenticate(i)
+                } else {
+                    Op::CreateMailbox(i)
+                });
+            }
+            _ => ops.push(Op::NewSession),
+        }
+    }
+    ops
+}
+
+/// Encodes operations in the format [`parse_ops`] reads (for seeds).
+pub fn encode_ops(ops: &[Op<'_>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for op in ops {
+        match op {
+            Op::Body(body) => {
+                out.push(0);
+                let len = u16::try_from(body.len()).expect("seed bodies are small");
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(body);
+            }
+            Op::Authenticate(i) => out.extend_from_slice(&[5, *i]),
+            Op::CreateMailbox(i) => out.extend_from_slice(&[6, *i]),
+            Op::FetchPostBundles => out.push(4),
+            Op::NewSession => out.push(7),
+        }
+    }
+    out
+}
+
+/// The directory the relay serves: post `emb-xx` with staff devices 1 and 2.
+pub fn directory() -> VerifiedDirectory {
+    let authority = SigningKey::from_bytes(&AUTHORITY_SEED);
+    let bytes = refuge_proto::directory::sign(&directory_message(1), &authority)
+        .expect("a consistent directory");
+    UncheckedDirectory::from_bytes(&bytes)
+        .and_then(|d| d.verify(&[authority.verifying_key()]))
+        .expect("the directory signed above verifies")
+}
+
+/// Checks the invariants of one answer. `expected_id` is the request id it must carry.
+fn check_answer(answer: &ServerFrame, expected_id: u64) {
+    assert_eq!(answer.request_id, expected_id, "answer to another request");
+    let response = answer
+        .response
+        .as_ref()
+        .expect("every answer carries a response");
+    if let Response::Error(e) = response {
+        let code = ErrorCode::try_from(e.code).expect("error codes are known codes");
+        assert_ne!(code, ErrorCode::Unspecified, "error without a code: {e:?}");
+        assert!(!e.message.is_empty(), "error without a message: {e:?}");
+    }
+    let bytes = frame::encode(answer).expect("every answer fits in one frame");
+    let back: ServerFrame = frame::decode_exact(&bytes).expect("answers decode");
+    assert_eq!(&back, answer, "answer does not survive encoding");
+}
+
+struct Driver {
+    relay: Relay<SqliteStore>,
+    session: Session,
+    rng: StdRng,
+    next_id: u64,
+    /// The proof-of-work parameters of the last HelloOk or error that carried them.
+    pow: Option<Params>,
+    solved: u32,
+}
+
+impl Driver {
+    fn observe(&mut self, answer: &ServerFrame) {
+        let announced = match &answer.response {
+            Some(Response::HelloOk(ok)) => ok.pow.as_ref(),
+            Some(Response::Error(e)) => e.pow.as_ref(),
+            _ => None,
+        };
+        if let Some(p) = announced {
+            self.pow = Some(Params::from_wire(p).expect("the relay announces valid parameters"));
+        }
+    }
+
+    fn solve(&mut self, purpose: Purpose) -> Option<wire::PowSolution> {
+        if self.solved == MAX_POW_PER_INPUT {
+            return None;
+        }
+        self.solved += 1;
+        let params = self.pow.as_ref()?;
+        let solution = Solver::new(purpose, params, [0; 16])
+            .run(MAX_POW_STEPS)
+            .expect("the solver runs")?;
+        Some(solution.to_wire())
+    }
+
+    async fn request(&mut self, request: Request) -> ServerFrame {
+        self.next_id += 1;
+        let id = self.next_id;
+        let answer = self
+            .relay
+            .handle(
+                &mut self.session,
+                ClientFrame {
+                    request_id: id,
+                    request: Some(request),
+                },
+                NOW,
+                &mut self.rng,
+            )
+            .await;
+        check_answer(&answer, id);
+        self.observe(&answer);
+        answer
+    }
+
+    async fn run(&mut self, op: &Op<'_>) {
+        match op {
+            Op::Body(body) => {
+                let expected = frame::decode_body::<ClientFrame>(body)
+                    .map(|f| f.request_id)
+                    .unwrap_or(0);
+                let answer = self
+                    .relay
+                    .handle_body(&mut self.session, body, NOW, &mut self.rng)
+                    .await;
+                check_answer(&answer, expected);
+                self.observe(&answer);
+            }
+            Op::Authenticate(i) => {
+                let n = KEYS[usize::from(*i)];
+                let answer = self
+                    .request(Request::GetChallenge(wire::GetChallenge {}))
+                    .await;
+                let Some(Response::Challenge(c)) = answer.response else {
+                    return;
+                };
+                let nonce = Nonce::from_slice(&c.nonce).expect("the relay's nonces are 32 bytes");
+                let mailbox = MailboxId([n; 16]);
+                let signature =
+                    auth::sign(&key(n), &auth::authenticate_transcript(&mailbox, &nonce));
+                self.request(Request::Authenticate(wire::Authenticate {
+                    mailbox_id: mailbox.0.to_vec(),
+                    nonce: nonce.0.to_vec(),
+                    signature: signature.to_bytes().to_vec(),
+                }))
+                .await;
+            }
+            Op::CreateMailbox(i) => {
+                let n = KEYS[usize::from(*i)];
+                let (mailbox, k, token_hash) = (MailboxId([n; 16]), key(n), token(n).hash());
+                let transcript =
+                    auth::create_mailbox_transcript(&mailbox, &k.verifying_key(), &token_hash);
+                let pow = self.solve(Purpose::CreateMailbox);
+                self.request(Request::CreateMailbox(wire::CreateMailbox {
+                    mailbox_id: mailbox.0.to_vec(),
+                    auth_key: k.verifying_key().as_bytes().to_vec(),
+                    deposit_token_hash: token_hash.to_vec(),
+                    signature: auth::sign(&k, &transcript).to_bytes().to_vec(),
+                    pow,
+                }))
+                .await;
+            }
+            Op::FetchPostBundles => {
+                let pow = self.solve(Purpose::FetchPostBundles);
+                self.request(Request::FetchPostBundles(wire::FetchPostBundles {
+                    post_id: "emb-xx".into(),
+                    pow,
+                }))
+                .await;
+            }
+            Op::NewSession => self.session = Session::new(),
+        }
+    }
+}
+
+/// Proof of work at the lowest effort (one Equi-X solve), so the harness can pay for it.
+fn admission() -> AdmissionConfig {
+    AdmissionConfig {
+        min_effort: 0,
+        max_effort: 0,
+        ..AdmissionConfig::default()
+    }
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a tokio runtime")
+    })
+}
+
+fn limits() -> StoreLimits {
+    StoreLimits {
+        read_connections: 1,
+        ..StoreLimits::default()
+    }
+}
+
+/// A database with the schema and the directory installed, made once per process; each input
+/// starts from a copy (cheaper than migrating and installing every time).
+fn template() -> &'static tempfile::TempDir {
+    static TEMPLATE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join(DATABASE_FILE);
+        runtime().block_on(async {
+            let store = SqliteStore::open(&path, limits()).expect("the store opens");
+            store
+                .install_directory(directory())
+                .await
+                .expect("the directory installs");
+            store.shutdown().await;
+        });
+        dir
+    })
+}
+
+/// Runs one input: a copy of the template store, the operations, the final checks.
+pub fn run(data: &[u8]) {
+    let ops = parse_ops(data);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    for entry in std::fs::read_dir(template().path()).expect("the template directory reads") {
+        let entry = entry.expect("a template file");
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copied");
+    }
+    let path = dir.path().join(DATABASE_FILE);
+    runtime().block_on(async {
+        let store = SqliteStore::open(&path, limits()).expect("the store opens");
+        let directory = directory();
+        let mut driver = Driver {
+            relay: Relay::with_admission(store.clone(), Roster::new(directory), admission()),
+            session: Session::new(),
+            rng: StdRng::seed_from_u64(0),
+            next_id: 1 << 40,
+            pow: None,
+            solved: 0,
+        };
+        for op in &ops {
+            driver.run(op).await;
+        }
+        // Whatever came before, a new session is still served.
+        driver.session = Session::new();
+        let answer = driver
+            .request(Request::Hello(wire::Hello {
+                protocol_version: refuge_proto::PROTOCOL_VERSION,
+                software: "refuge-fuzz".into(),
+            }))
+            .await;
+        assert!(
+            matches!(answer.response, Some(Response::HelloOk(_))),
+            "the relay stopped serving: {answer:?}"
+        );
+        store.shutdown().await;
+    });
+    let conn = rusqlite::Connection::open(&path).expect("the database opens");
+    let integrity: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("integrity_check runs");
+    assert_eq!(integrity, "ok", "database damaged");
+}
+
+/// Seeds: a Hello, then each client request raw; and a full mailbox life (create, deposit,
+/// authenticate, fetch, ack) for a user and for a staff device.
+pub fn seeds() -> Vec<Vec<u8>> {
+    let frames: Vec<Vec<u8>> = crate::seeds::client_requests()
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            prost::Message::encode_to_vec(&ClientFrame {
+                request_id: i as u64 + 1,
+                request: Some(r),
+            })
+        })
+        .collect();
+    let body = |r: Request, id: u64| {
+        prost::Message::encode_to_vec(&ClientFrame {
+            request_id: id,
+            request: Some(r),
+        })
+    };
+    let user = KEYS[2];
+    let mailbox = vec![user; 16];
+    let deposit = body(
+        Request::Deposit(wire::Deposit {
+            mailbox_id: mailbox.clone(),
+            deposit_token: token(user).0.to_vec(),
+            sealed: vec![0x55; 300],
+            expires_after_seconds: 0,
+            idempotency_id: vec![0x66; 16],
+            ..Default::default()
+        }),
+        100,
+    );
+    let fetch = body(
+        Request::FetchMessages(wire::FetchMessages {
+            mailbox_id: mailbox.clone(),
+            limit: 8,
+        }),
+        101,
+    );
+    let ack = body(
+        Request::AckMessages(wire::AckMessages {
+            mailbox_id: mailbox.clone(),
+            message_ids: vec![1],
+        }),
+        102,
+    );
+    let staff_deposit = body(
+        Request::Deposit(wire::Deposit {
+            mailbox_id: vec![1; 16],
+            sealed: vec![0x77; 500],
+            idempotency_id: vec![0x67; 16],
+            ..Default::default()
+        }),
+        103,
+    );
+    let staff_fetch = body(
+        Request::FetchMessages(wire::FetchMessages {
+            mailbox_id: vec![1; 16],
+            limit: 64,
+        }),
+        104,
+    );
+    let mut out = vec![encode_ops(
+        &frames.iter().map(|f| Op::Body(f)).collect::<Vec<_>>(),
+    )];
+    out.push(encode_ops(&[
+        Op::Body(&frames[0]),
+        Op::CreateMailbox(2),
+        Op::Body(&deposit),
+        Op::Body(&deposit),
+        Op::Authenticate(2),
+        Op::Body(&fetch),
+        Op::Body(&ack),
+        Op::Body(&fetch),
+    ]));
+    out.push(encode_ops(&[
+        Op::Body(&frames[0]),
+        Op::Body(&staff_deposit),
+        Op::FetchPostBundles,
+        Op::Authenticate(0),
+        Op::Body(&frames[7]),
+        Op::Body(&frames[9]),
+        Op::Body(&staff_fetch),
+        Op::NewSession,
+        Op::Body(&staff_fetch),
+    ]));
+    out
+}
