@@ -87,22 +87,8 @@ enum Command {
     /// Submit signed entries to the relay's directory log, check the proof that the log
     /// includes each, and push the resulting checkpoint to the policy's witnesses
     Submit {
-        /// The signed client policy (its log key checks the relay's proofs)
-        #[arg(long, value_name = "FILE")]
-        policy: PathBuf,
-        /// The authority's public key (64 hex characters) that signed the policy; repeatable
-        #[arg(long = "authority-key", value_name = "HEX", required = true)]
-        authority_keys: Vec<String>,
-        /// The relay: tor://ADDRESS.onion:PORT, or quic://HOST:PORT (with --pin) or
-        /// tcp://127.0.0.1:PORT
-        #[arg(long, value_name = "URL")]
-        relay: String,
-        /// The relay's certificate pin, for quic://
-        #[arg(long, value_name = "HEX")]
-        pin: Option<String>,
-        /// Data directory for the embedded Tor client (tor:// relays)
-        #[arg(long, value_name = "DIR")]
-        tor_dir: Option<PathBuf>,
+        #[command(flatten)]
+        online: Online,
         /// Signed entry files, submitted in this order
         #[arg(required = true, value_name = "ENTRY")]
         entries: Vec<PathBuf>,
@@ -110,22 +96,40 @@ enum Command {
     /// Push the log's current checkpoint to the policy's witnesses again (after a witness was
     /// unreachable during `submit`)
     Push {
-        /// The signed client policy
-        #[arg(long, value_name = "FILE")]
-        policy: PathBuf,
-        /// The authority's public key (64 hex characters) that signed the policy; repeatable
-        #[arg(long = "authority-key", value_name = "HEX", required = true)]
-        authority_keys: Vec<String>,
-        /// The relay, as for submit
-        #[arg(long, value_name = "URL")]
-        relay: String,
-        /// The relay's certificate pin, for quic://
-        #[arg(long, value_name = "HEX")]
-        pin: Option<String>,
-        /// Data directory for the embedded Tor client (tor:// relays)
-        #[arg(long, value_name = "DIR")]
-        tor_dir: Option<PathBuf>,
+        #[command(flatten)]
+        online: Online,
     },
+}
+
+/// What the online commands need: the policy (its log key checks the relay's proofs, its
+/// witnesses get the checkpoints) and the relay.
+#[derive(clap::Args)]
+struct Online {
+    /// The signed client policy
+    #[arg(long, value_name = "FILE")]
+    policy: PathBuf,
+    /// The authority's public key (64 hex characters) that signed the policy; repeatable
+    #[arg(long = "authority-key", value_name = "HEX", required = true)]
+    authority_keys: Vec<String>,
+    /// The relay: tor://ADDRESS.onion:PORT, or quic://HOST:PORT (with --pin) or
+    /// tcp://127.0.0.1:PORT
+    #[arg(long, value_name = "URL")]
+    relay: String,
+    /// The relay's certificate pin, for quic://
+    #[arg(long, value_name = "HEX")]
+    pin: Option<String>,
+    /// Data directory for the embedded Tor client (tor:// relays)
+    #[arg(long, value_name = "DIR")]
+    tor_dir: Option<PathBuf>,
+}
+
+impl Online {
+    /// The verified policy and a session with the relay.
+    async fn open(self) -> Result<(PolicySource, Session)> {
+        let source = PolicySource::from_args(&self.policy, &self.authority_keys)?;
+        let session = connect(&self.relay, self.pin.as_deref(), self.tor_dir).await?;
+        Ok((source, session))
+    }
 }
 
 /// Largest entry file read.
@@ -178,20 +182,12 @@ async fn run(args: Args) -> Result<()> {
             authority::write_new(&out, &signed)?;
             say(&format!("signed client policy -> {}", out.display()))
         }
-        Command::Submit {
-            policy,
-            authority_keys,
-            relay,
-            pin,
-            tor_dir,
-            entries,
-        } => {
-            let source = PolicySource::from_args(&policy, &authority_keys)?;
+        Command::Submit { online, entries } => {
             let mut files = Vec::new();
             for path in &entries {
                 files.push(cli::read_bounded(path, MAX_ENTRY_FILE)?);
             }
-            let mut session = connect(&relay, pin.as_deref(), tor_dir).await?;
+            let (source, mut session) = online.open().await?;
             let mut last = None;
             for (path, entry) in entries.iter().zip(&files) {
                 let done = submit::submit(&mut session, &source.policy, entry).await?;
@@ -204,23 +200,16 @@ async fn run(args: Args) -> Result<()> {
                 last = Some(done);
             }
             let last = last.expect("clap requires at least one entry");
-            push(&mut session, &source, &last.note, last.size).await
+            push(session, &source, &last.note, last.size).await
         }
-        Command::Push {
-            policy,
-            authority_keys,
-            relay,
-            pin,
-            tor_dir,
-        } => {
-            let source = PolicySource::from_args(&policy, &authority_keys)?;
-            let mut session = connect(&relay, pin.as_deref(), tor_dir).await?;
+        Command::Push { online } => {
+            let (source, mut session) = online.open().await?;
             let note = refuge_client::relay::get_log(&mut session, "checkpoint").await?;
             let note = String::from_utf8(note).map_err(|_| {
                 ClientError::RelayProtocol("the served checkpoint is not text".into())
             })?;
             let size = submit::checkpoint_size(&source.policy, &note)?;
-            push(&mut session, &source, &note, size).await
+            push(session, &source, &note, size).await
         }
     }
 }
@@ -242,8 +231,10 @@ async fn connect(relay: &str, pin: Option<&str>, tor_dir: Option<PathBuf>) -> Re
 }
 
 /// Pushes the checkpoint to the witnesses and reports each; an error if any did not cosign.
-async fn push(session: &mut Session, source: &PolicySource, note: &str, size: u64) -> Result<()> {
-    let outcomes = submit::push_to_witnesses(session, &source.policy, note).await?;
+async fn push(mut session: Session, source: &PolicySource, note: &str, size: u64) -> Result<()> {
+    let outcomes = submit::push_to_witnesses(&mut session, &source.policy, note).await;
+    session.close().await;
+    let outcomes = outcomes?;
     let mut failed = Vec::new();
     for o in &outcomes {
         match &o.result {
