@@ -51,8 +51,8 @@ impl PolicySource {
     }
 }
 
-/// Largest client policy file read.
-pub const MAX_POLICY_LEN: u64 = 64 * 1024;
+/// Largest client policy file read: the size the policy parser itself accepts.
+pub const MAX_POLICY_LEN: u64 = refuge_proto::client_policy::MAX_CLIENT_POLICY_LEN as u64;
 
 impl Store {
     pub fn save_relay(&self, endpoint: &RelayEndpoint) -> Result<()> {
