@@ -17,14 +17,21 @@
 //! ```
 //!
 //! Parsing yields an [`UncheckedEntry`]; its contents come out only through
-//! [`UncheckedEntry::verify`], which checks that the signing key is one the caller trusts and that
-//! the signature verifies. Prekeys are not in the log: a device's signed prekeys are signed by its
-//! identity key, which is.
+//! [`UncheckedEntry::verify`] (one entry) or [`check_signatures`] then [`SignatureCheck::trusted_by`]
+//! (many entries, batch-verified across threads), which check that the signing key is one the
+//! caller trusts and that the signature verifies. Prekeys are not in the log: a device's signed
+//! prekeys are signed by its identity key, which is.
+//!
+//! Signatures are checked under the ZIP-215 rules (cofactored equation, canonical `s`), with
+//! small-order authority keys refused: every party that replays the log (relay, clients,
+//! auditors, witnesses) then reaches the same verdict on every entry whether it verifies one at a
+//! time or in batches (ADR 0009). Entries are signed with plain RFC 8032 Ed25519.
 
 use crate::auth;
 use crate::directory::IDENTITY_KEY_LEN;
 use crate::ids::{MailboxId, auth_key_from_slice};
 use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
+use ed25519_zebra as zip215;
 
 /// The context every entry signature starts with, so that it is valid for nothing else.
 pub const ENTRY_CONTEXT: &[u8] = b"refuge/directory-entry/v1\n";
@@ -55,6 +62,11 @@ pub enum EntryError {
          signed it"
     )]
     BadSignature,
+    #[error(
+        "directory entry names the authority key {0}, a small-order point that anyone can sign \
+         for: no entry signed by it is accepted (the authority configuration is wrong)"
+    )]
+    WeakAuthority(String),
     #[error("cannot encode directory entry: {0}")]
     Invalid(String),
 }
@@ -271,9 +283,16 @@ impl UncheckedEntry {
                     identity_key: r.array("identity key")?,
                 })
             }
-            3 => EntryAction::RotateAuthority {
-                new_key: r.key("new authority key")?,
-            },
+            3 => {
+                let new_key = r.key("new authority key")?;
+                if new_key.is_weak() {
+                    return Err(bad(format!(
+                        "the new authority key {} is a small-order point",
+                        hex::encode(new_key.as_bytes())
+                    )));
+                }
+                EntryAction::RotateAuthority { new_key }
+            }
             other => return Err(bad(format!("unknown action {other}"))),
         };
         let not_before = u64::from_be_bytes(r.array("not-before time")?);
@@ -300,9 +319,10 @@ impl UncheckedEntry {
         let Some(key) = trusted.iter().find(|k| k.as_bytes() == &self.authority) else {
             return Err(EntryError::UntrustedAuthority(hex::encode(self.authority)));
         };
-        let signed_part = &self.bytes[..self.bytes.len() - SIGNATURE_LEN];
-        let sig = Signature::from_bytes(&self.signature);
-        if !auth::verify(key, &transcript(signed_part), &sig) {
+        if key.is_weak() {
+            return Err(EntryError::WeakAuthority(hex::encode(self.authority)));
+        }
+        if !self.item().verify_single().is_ok() {
             return Err(EntryError::BadSignature);
         }
         Ok(VerifiedEntry {
@@ -311,6 +331,113 @@ impl UncheckedEntry {
             bytes: self.bytes,
         })
     }
+
+    /// The signature check as a batch item: key named in the entry, signature, message.
+    fn item(&self) -> zip215::batch::Item {
+        let signed_part = &self.bytes[..self.bytes.len() - SIGNATURE_LEN];
+        let sig = Signature::from_bytes(&self.signature);
+        let key = zip215::VerificationKeyBytes::from(self.authority);
+        zip215::batch::Item::from((key, sig, &transcript(signed_part)))
+    }
+}
+
+/// Entries per batch verification: large enough to amortise the multiscalar multiplication,
+/// small enough that a batch spoiled by one bad entry is cheap to re-check one by one.
+const BATCH: usize = 256;
+
+/// Fewer entries than this are checked on the calling thread.
+const THREAD_MIN: usize = 2 * BATCH;
+
+/// An entry's signature checked against the key the entry itself names. Whether that key is
+/// trusted depends on the log before the entry (rotations), so it is decided later, in order, by
+/// [`SignatureCheck::trusted_by`].
+#[derive(Debug)]
+pub struct SignatureCheck {
+    entry: UncheckedEntry,
+    valid: bool,
+}
+
+impl SignatureCheck {
+    /// The entry, if its key is one of `trusted` and its signature verified under it. Errors as
+    /// [`UncheckedEntry::verify`] would give for the same entry and keys.
+    pub fn trusted_by(self, trusted: &[VerifyingKey]) -> Result<VerifiedEntry, EntryError> {
+        let e = self.entry;
+        let Some(key) = trusted.iter().find(|k| k.as_bytes() == &e.authority) else {
+            return Err(EntryError::UntrustedAuthority(hex::encode(e.authority)));
+        };
+        if key.is_weak() {
+            return Err(EntryError::WeakAuthority(hex::encode(e.authority)));
+        }
+        if !self.valid {
+            return Err(EntryError::BadSignature);
+        }
+        Ok(VerifiedEntry {
+            body: e.body,
+            authority: *key,
+            bytes: e.bytes,
+        })
+    }
+}
+
+/// Checks the signatures of many parsed entries, in batches of [`BATCH`] spread over up to
+/// `threads` threads; the results are in the entries' order. A batch that fails is checked again
+/// one entry at a time, so each entry gets its own verdict, the same as
+/// [`UncheckedEntry::verify`]'s (ZIP-215 makes batch and single verification agree).
+pub fn check_signatures(entries: Vec<UncheckedEntry>, threads: usize) -> Vec<SignatureCheck> {
+    let threads = threads.clamp(1, entries.len().div_ceil(THREAD_MIN).max(1));
+    if threads == 1 {
+        return check_part(entries);
+    }
+    let per = entries.len().div_ceil(threads);
+    let mut parts = Vec::with_capacity(threads);
+    let mut rest = entries;
+    while rest.len() > per {
+        let tail = rest.split_off(per);
+        parts.push(rest);
+        rest = tail;
+    }
+    parts.push(rest);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|part| scope.spawn(|| check_part(part)))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("signature checking does not panic"))
+            .collect()
+    })
+}
+
+fn check_part(entries: Vec<UncheckedEntry>) -> Vec<SignatureCheck> {
+    let mut out = Vec::with_capacity(entries.len());
+    let mut entries = entries.into_iter().peekable();
+    while entries.peek().is_some() {
+        let chunk: Vec<UncheckedEntry> = entries.by_ref().take(BATCH).collect();
+        let items: Vec<zip215::batch::Item> = chunk.iter().map(UncheckedEntry::item).collect();
+        let mut batch = zip215::batch::Verifier::new();
+        for item in &items {
+            batch.queue(item.clone());
+        }
+        if batch.verify(rand_core::OsRng).is_ok() {
+            out.extend(
+                chunk
+                    .into_iter()
+                    .map(|entry| SignatureCheck { entry, valid: true }),
+            );
+        } else {
+            out.extend(
+                chunk
+                    .into_iter()
+                    .zip(items)
+                    .map(|(entry, item)| SignatureCheck {
+                        entry,
+                        valid: item.verify_single().is_ok(),
+                    }),
+            );
+        }
+    }
+    out
 }
 
 impl VerifiedEntry {
@@ -344,6 +471,10 @@ impl VerifiedEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+    use curve25519_dalek::edwards::EdwardsPoint;
+    use curve25519_dalek::scalar::Scalar;
+    use sha2::{Digest, Sha512};
 
     fn authority() -> SigningKey {
         SigningKey::from_bytes(&[9; 32])
@@ -380,6 +511,99 @@ mod tests {
                 not_before: 0,
             },
         ]
+    }
+
+    /// An entry for authority scalar `a` signed with the nonce point `r·B + torsion`, computed by
+    /// hand so that the signature can carry a small-order component no honest signer produces.
+    fn signed_with_torsion(a: Scalar, torsion: EdwardsPoint) -> (Vec<u8>, VerifyingKey) {
+        let key = (a * ED25519_BASEPOINT_POINT).compress().to_bytes();
+        let mut bytes = encode_signed_part(&enrol(), &key).unwrap();
+        let r = Scalar::from_bytes_mod_order([0x42; 32]);
+        let big_r = (r * ED25519_BASEPOINT_POINT + torsion)
+            .compress()
+            .to_bytes();
+        let mut h = Sha512::new();
+        h.update(big_r);
+        h.update(key);
+        h.update(transcript(&bytes));
+        let k = Scalar::from_hash(h);
+        bytes.extend_from_slice(&big_r);
+        bytes.extend_from_slice((r + k * a).as_bytes());
+        (bytes, VerifyingKey::from_bytes(&key).unwrap())
+    }
+
+    #[test]
+    fn single_and_batch_checks_agree_where_cofactorless_verification_would_not() {
+        let a = Scalar::from_bytes_mod_order([3; 32]);
+        let (odd, key) = signed_with_torsion(a, EIGHT_TORSION[1]);
+        let sig = Signature::from_slice(&odd[odd.len() - SIGNATURE_LEN..]).unwrap();
+        let msg = transcript(&odd[..odd.len() - SIGNATURE_LEN]);
+        // RFC 8032's cofactorless check (dalek's verify_strict) refuses it; ZIP-215 accepts it;
+        // what matters is that every way of checking in this crate gives one verdict.
+        assert!(key.verify_strict(&msg, &sig).is_err());
+        assert!(UncheckedEntry::parse(&odd).unwrap().verify(&[key]).is_ok());
+        let (honest, _) = signed_with_torsion(a, EdwardsPoint::default());
+        let mut altered = honest.clone();
+        // The mailbox id's last byte (before not_before, the key and the signature).
+        altered[honest.len() - SIGNATURE_LEN - KEY_LEN - 9] ^= 1;
+        // 600 entries: two threads, three batches, one spoiled by the altered entry.
+        let mut entries = Vec::new();
+        let mut want = Vec::new();
+        for i in 0..600 {
+            let (bytes, ok) = match i % 7 {
+                0 => (&odd, true),
+                3 if i == 451 => (&altered, false),
+                _ => (&honest, true),
+            };
+            entries.push(UncheckedEntry::parse(bytes).unwrap());
+            want.push(ok);
+        }
+        for threads in [1, 2] {
+            let got: Vec<bool> = check_signatures(entries.clone(), threads)
+                .into_iter()
+                .map(|c| c.trusted_by(&[key]).is_ok())
+                .collect();
+            assert_eq!(got, want, "{threads} thread(s)");
+        }
+    }
+
+    #[test]
+    fn small_order_authority_keys_sign_nothing() {
+        // With a small-order key and a small-order nonce point, s = 0 satisfies the cofactored
+        // equation for any message: such a key must never be trusted.
+        let weak = EIGHT_TORSION[2].compress().to_bytes();
+        let key = VerifyingKey::from_bytes(&weak).unwrap();
+        let mut bytes = encode_signed_part(&enrol(), &weak).unwrap();
+        bytes.extend_from_slice(&EIGHT_TORSION[4].compress().to_bytes());
+        bytes.extend_from_slice(&[0; 32]);
+        let u = UncheckedEntry::parse(&bytes).unwrap();
+        assert!(
+            u.item().verify_single().is_ok(),
+            "the forgery is valid under ZIP-215 alone"
+        );
+        assert!(matches!(
+            u.clone().verify(&[key]),
+            Err(EntryError::WeakAuthority(_))
+        ));
+        let checked = check_signatures(vec![u], 1).pop().unwrap();
+        assert!(matches!(
+            checked.trusted_by(&[key]),
+            Err(EntryError::WeakAuthority(_))
+        ));
+        // Nor can a rotation hand the authority to one.
+        let mut rotation = encode_signed_part(
+            &EntryBody {
+                action: EntryAction::RotateAuthority { new_key: key },
+                not_before: 0,
+            },
+            authority().verifying_key().as_bytes(),
+        )
+        .unwrap();
+        rotation.extend_from_slice(&[0; SIGNATURE_LEN]);
+        assert!(matches!(
+            UncheckedEntry::parse(&rotation),
+            Err(EntryError::Malformed(m)) if m.contains("small-order")
+        ));
     }
 
     #[test]

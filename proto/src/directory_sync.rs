@@ -25,7 +25,7 @@
 use crate::client_policy::ClientPolicy;
 use crate::directory::VerifiedDirectory;
 use crate::directory_entry::MAX_ENTRY_LEN;
-use crate::directory_log::{DirectoryReplay, ReplayError};
+use crate::directory_log::{DirectoryReplay, ReplayError, replay_threads};
 use crate::tlog::checkpoint::Checkpoint;
 use crate::tlog::hash::{Hash, MemoryTree, consistency_proof, tree_hash};
 use crate::tlog::note::{NoteError, UncheckedNote, Verifier};
@@ -565,13 +565,15 @@ impl DirectorySync {
         }
         f.pending
             .insert(pos, entries.into_iter().map(<[u8]>::to_vec).collect());
-        while let Some(entries) = f.pending.remove(&f.next) {
-            for entry in entries {
-                let index = f.tree.append_entry(&entry);
-                if f.refused.is_none() {
-                    if let Err(e) = f.replay.apply(index, &entry) {
-                        f.refused = Some((e, entry));
-                    }
+        while let Some(mut entries) = f.pending.remove(&f.next) {
+            let first = f.tree.size();
+            for entry in &entries {
+                f.tree.append_entry(entry);
+            }
+            if f.refused.is_none() {
+                if let Err(e) = f.replay.apply_all(first, &entries, replay_threads()) {
+                    let entry = std::mem::take(&mut entries[(e.index() - first) as usize]);
+                    f.refused = Some((e, entry));
                 }
             }
             f.next += 1;

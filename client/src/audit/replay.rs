@@ -15,7 +15,7 @@ use super::evidence::{Evidence, Kind};
 use super::source::LogSource;
 use ed25519_dalek::VerifyingKey;
 use refuge_proto::directory_entry::{self, VerifiedEntry};
-use refuge_proto::directory_log::DirectoryReplay;
+use refuge_proto::directory_log::{DirectoryReplay, replay_threads};
 use refuge_proto::tlog::checkpoint::Checkpoint;
 use refuge_proto::tlog::cosignature::CosignatureVerifier;
 use refuge_proto::tlog::hash::{
@@ -171,15 +171,18 @@ impl AuditedLog {
         entries: impl IntoIterator<Item = Vec<u8>>,
     ) -> Result<Self, AuditError> {
         let mut log = Self::new(config);
-        for (i, e) in entries.into_iter().enumerate() {
-            log.tree.append_leaf_hash(leaf_hash(&e));
-            log.replay.apply(i as u64, &e).map_err(|e| {
+        let entries: Vec<Vec<u8>> = entries.into_iter().collect();
+        for e in &entries {
+            log.tree.append_leaf_hash(leaf_hash(e));
+        }
+        log.replay
+            .apply_all(0, &entries, replay_threads())
+            .map_err(|e| {
                 AuditError::Config(format!(
                     "the audit database holds an entry that does not replay ({e}): it was \
                      altered; move it aside and follow the log again"
                 ))
             })?;
-        }
         if let Some(note) = note {
             let cp = CheckedCheckpoint::verify(note.as_bytes(), config).map_err(|e| {
                 AuditError::Config(format!("the stored checkpoint does not verify: {e}"))
@@ -342,16 +345,13 @@ impl AuditedLog {
         }
 
         // Every new entry: authority signature and semantics, in order.
-        let mut verified = Vec::with_capacity(entries.len());
-        for (k, entry) in entries.iter().enumerate() {
-            let index = old_size + k as u64;
-            let v = replay.apply(index, entry).map_err(|e| {
+        let verified = replay
+            .apply_all(old_size, &entries, replay_threads())
+            .map_err(|e| {
                 AuditError::Misbehaved(format!(
                     "{e}; the log signed a checkpoint of size {size} that includes it"
                 ))
             })?;
-            verified.push(v);
-        }
         Ok(Some(Advance {
             checkpoint: new,
             old_size,

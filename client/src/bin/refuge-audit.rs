@@ -13,7 +13,7 @@ use refuge_client::audit::{AuditError, EXIT_FAILED, EXIT_UNAUTHORISED};
 use refuge_client::cli;
 use refuge_client::directory::parse_authority_key;
 use refuge_client::transport::TorOptions;
-use refuge_proto::directory_log::DirectoryReplay;
+use refuge_proto::directory_log::{DirectoryReplay, replay_threads};
 use refuge_proto::tlog::cosignature::CosignatureVerifier;
 use refuge_proto::tlog::note::{Ed25519Verifier, Verifier};
 use refuge_proto::tlog::witness::{Witness, WitnessLog};
@@ -313,11 +313,11 @@ fn watch_stored(
 ) -> Result<usize, AuditError> {
     let mut replay = DirectoryReplay::new(&config.authorities);
     let mut alerts = 0;
-    for (i, entry) in store.entries()?.into_iter().enumerate() {
-        let e = replay
-            .apply(i as u64, &entry)
-            .map_err(|e| AuditError::Config(format!("the audit database: {e}")))?;
-        if let Some(alert) = watch::check(label, authorised, i as u64, &e) {
+    let entries = replay
+        .apply_all(0, &store.entries()?, replay_threads())
+        .map_err(|e| AuditError::Config(format!("the audit database: {e}")))?;
+    for (i, e) in entries.iter().enumerate() {
+        if let Some(alert) = watch::check(label, authorised, i as u64, e) {
             eprintln!("{alert}");
             alerts += 1;
         }

@@ -21,7 +21,7 @@ use crate::config::{self, ConfigError};
 use crate::store::sqlite::{DATABASE_FILE, OpenError, schema};
 use ed25519_dalek::VerifyingKey;
 use refuge_proto::directory_entry::{EntryError, MAX_ENTRY_LEN, UncheckedEntry};
-use refuge_proto::directory_log::{DirectoryReplay, ReplayError};
+use refuge_proto::directory_log::{DirectoryReplay, ReplayError, replay_threads};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -159,11 +159,9 @@ pub fn append(
     log.sign_checkpoint(&mut conn, &mut head)?;
     let size = log_size(&conn)?;
     let mut replay = DirectoryReplay::new(&authorities);
-    for (index, entry) in (0..).zip(read_entries(&conn, 0, size)?) {
-        replay
-            .apply(index, &entry)
-            .map_err(LogCommandError::StoredLog)?;
-    }
+    replay
+        .apply_all(0, &read_entries(&conn, 0, size)?, replay_threads())
+        .map_err(LogCommandError::StoredLog)?;
     let mut signers = replay.authorities().to_vec();
     for (path, bytes) in files.iter().zip(&entries) {
         replay
