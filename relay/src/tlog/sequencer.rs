@@ -23,7 +23,7 @@ use super::{
     LogError, SignedCheckpoint, SignedHeadStore, TransparencyLog, inclusion_proof,
     latest_checkpoint, log_size, read_entries,
 };
-use refuge_proto::directory_log::{DirectoryReplay, ReplayError};
+use refuge_proto::directory_log::{DirectoryReplay, ReplayError, replay_threads};
 use refuge_proto::tlog::checkpoint::Checkpoint;
 use refuge_proto::tlog::note::UncheckedNote;
 use refuge_proto::tlog::proof::TlogProof;
@@ -102,6 +102,11 @@ struct Job {
     entry: Vec<u8>,
     reply: oneshot::Sender<Result<Sequenced, SubmitError>>,
 }
+
+type Reply = (
+    oneshot::Sender<Result<Sequenced, SubmitError>>,
+    Result<Sequenced, SubmitError>,
+);
 
 /// The submitting side of the sequencer; clones share one queue.
 #[derive(Debug, Clone)]
@@ -265,8 +270,11 @@ impl State {
                     Err(_) => break,
                 }
             }
-            self.sequence(batch);
+            let replies = self.sequence(batch);
             self.publish(&heads, &halted);
+            for (reply, answer) in replies {
+                let _ = reply.send(answer);
+            }
         }
         tracing::debug!("log sequencer stopped");
     }
@@ -307,16 +315,14 @@ impl State {
             let mut at = from;
             while at < size {
                 let to = size.min(at + super::MAX_BATCH as u64);
-                for entry in read_entries(&self.conn, at, to)? {
-                    let index = self.replay.size();
-                    if let Err(e) = self.replay.apply(index, &entry) {
-                        self.halt(format!(
-                            "the stored log breaks the directory rules, so clients will refuse \
-                             it: {e} (operator: find how the entry got in, keep the database as \
-                             evidence, and ask the authority for the way forward)"
-                        ));
-                        return Ok(true);
-                    }
+                let entries = read_entries(&self.conn, at, to)?;
+                if let Err(e) = self.replay.apply_all(at, &entries, replay_threads()) {
+                    self.halt(format!(
+                        "the stored log breaks the directory rules, so clients will refuse it: \
+                         {e} (operator: find how the entry got in, keep the database as \
+                         evidence, and ask the authority for the way forward)"
+                    ));
+                    return Ok(true);
                 }
                 at = to;
             }
@@ -334,13 +340,16 @@ impl State {
         self.replay.size()
     }
 
-    fn sequence(&mut self, batch: Vec<Job>) {
+    /// Sequences a batch; returns the answers, to be sent once the new head is published (a
+    /// submitter that hears "logged" must find its entry in the relay's roster).
+    fn sequence(&mut self, batch: Vec<Job>) -> Vec<Reply> {
+        let mut replies = Vec::with_capacity(batch.len());
         self.catch_up();
         if let Some(reason) = &self.halted {
             for job in batch {
-                let _ = job.reply.send(Err(SubmitError::Halted(reason.clone())));
+                replies.push((job.reply, Err(SubmitError::Halted(reason.clone()))));
             }
-            return;
+            return replies;
         }
         let mut next = self.replay.clone();
         let mut accepted = Vec::with_capacity(batch.len());
@@ -348,12 +357,12 @@ impl State {
             match next.apply(next.size(), &job.entry) {
                 Ok(_) => accepted.push(job),
                 Err(e) => {
-                    let _ = job.reply.send(Err(SubmitError::Refused(e)));
+                    replies.push((job.reply, Err(SubmitError::Refused(e))));
                 }
             }
         }
         if accepted.is_empty() {
-            return;
+            return replies;
         }
         let first = self.replay.size();
         let entries: Vec<&[u8]> = accepted.iter().map(|j| j.entry.as_slice()).collect();
@@ -368,7 +377,8 @@ impl State {
             Ok(_) => self.replay = next,
             Err(LogError::Moved { .. }) => {
                 // Another process appended meanwhile: check the jobs again on the new log.
-                return self.sequence(accepted);
+                replies.extend(self.sequence(accepted));
+                return replies;
             }
             Err(e) => {
                 if e.must_halt() {
@@ -377,9 +387,9 @@ impl State {
                     tracing::warn!(error = %e, "appending a batch of directory entries failed");
                 }
                 for job in accepted {
-                    let _ = job.reply.send(Err(SubmitError::Failed(e.to_string())));
+                    replies.push((job.reply, Err(SubmitError::Failed(e.to_string()))));
                 }
-                return;
+                return replies;
             }
         }
         let signed = match self.log.sign_checkpoint(&mut self.conn, self.head.as_mut()) {
@@ -396,9 +406,9 @@ impl State {
                     ))
                 };
                 for job in accepted {
-                    let _ = job.reply.send(Err(answer.clone()));
+                    replies.push((job.reply, Err(answer.clone())));
                 }
-                return;
+                return replies;
             }
         };
         for (k, job) in accepted.into_iter().enumerate() {
@@ -410,9 +420,10 @@ impl State {
                 })
                 .map(|proof| Sequenced { index, proof })
                 .map_err(|e| SubmitError::Failed(e.to_string()));
-            let _ = job.reply.send(answer);
+            replies.push((job.reply, answer));
         }
         self.checkpoint = Some(signed);
+        replies
     }
 }
 
