@@ -590,18 +590,34 @@ pub fn checkpoint_at(conn: &Connection, size: u64) -> Result<Option<String>, Log
 
 /// Keeps `line`, a cosignature by `witness` (its vkey) of the checkpoint for `size` that the
 /// caller verified against that key, replacing an older one by the same witness for that size.
+/// The witness's cosignatures of smaller sizes go: they are never served again (the served
+/// checkpoint is the newest cosigned one), so the table holds one row per witness.
 pub fn add_cosignature(
     conn: &Connection,
     size: u64,
     witness: &str,
     line: &str,
 ) -> Result<(), LogError> {
-    conn.prepare_cached(
+    let size = sql_int(size, "size")?;
+    let tx = conn.unchecked_transaction()?;
+    tx.prepare_cached(
         "INSERT INTO tlog_cosignatures (size, witness, line) VALUES (?1, ?2, ?3)
          ON CONFLICT (size, witness) DO UPDATE SET line = excluded.line",
     )?
-    .execute(params![sql_int(size, "size")?, witness, line])?;
+    .execute(params![size, witness, line])?;
+    tx.prepare_cached("DELETE FROM tlog_cosignatures WHERE witness = ?1 AND size < ?2")?
+        .execute(params![witness, size])?;
+    tx.commit()?;
     Ok(())
+}
+
+/// The largest size `witness` (its vkey) cosigned, as far as this relay kept: where its
+/// submissions start after a restart (a witness never goes back).
+pub fn cosigned_size(conn: &Connection, witness: &str) -> Result<u64, LogError> {
+    let size: Option<i64> = conn
+        .prepare_cached("SELECT MAX(size) FROM tlog_cosignatures WHERE witness = ?1")?
+        .query_row([witness], |r| r.get(0))?;
+    Ok(size.map_or(0, |s| s as u64))
 }
 
 /// The entries at indexes `from..to`.

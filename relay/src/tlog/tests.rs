@@ -442,3 +442,32 @@ fn log_append_refuses_an_entry_the_directory_rules_refuse() {
     let report = operator::append(Some(&data_dir), ORIGIN, keys, &[second]).expect("appends");
     assert_eq!(report.entries[0].1, 1);
 }
+
+#[test]
+fn each_witness_keeps_its_newest_cosignature_which_says_where_to_resume() {
+    let mut f = fixture();
+    let log = log();
+    log.append_batch(&mut f.conn, &entries(0..2, 0)).unwrap();
+    log.sign_checkpoint(&mut f.conn, &mut f.head).unwrap();
+    log.append_batch(&mut f.conn, &entries(2..5, 0)).unwrap();
+    log.sign_checkpoint(&mut f.conn, &mut f.head).unwrap();
+    assert_eq!(cosigned_size(&f.conn, "w1").unwrap(), 0);
+    add_cosignature(&f.conn, 2, "w1", "— w1 two\n").unwrap();
+    add_cosignature(&f.conn, 2, "w2", "— w2 two\n").unwrap();
+    add_cosignature(&f.conn, 5, "w1", "— w1 five\n").unwrap();
+    assert_eq!(cosigned_size(&f.conn, "w1").unwrap(), 5);
+    assert_eq!(cosigned_size(&f.conn, "w2").unwrap(), 2);
+    let rows: Vec<(i64, String)> = f
+        .conn
+        .prepare("SELECT size, witness FROM tlog_cosignatures ORDER BY witness")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows, [(5, "w1".to_string()), (2, "w2".to_string())]);
+    // The newest cosigned checkpoint is served, with the cosignatures kept for it.
+    let served = served_checkpoint(&f.conn).unwrap().unwrap();
+    assert!(served.ends_with("— w1 five\n"), "{served}");
+    assert!(!served.contains("w2"));
+}

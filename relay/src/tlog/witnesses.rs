@@ -4,7 +4,7 @@
 //! Each configured witness (`--witness "<vkey> <url>"`) gets its own task, so a witness that is
 //! down or slow delays nobody else and never the sequencer. After every new checkpoint the task
 //! POSTs `<url>/add-checkpoint` with a consistency proof from the size the witness last cosigned
-//! (0 after a restart). A "409" with a `text/x.tlog.size` body is retried once from the size it
+//! (after a restart, the largest size it cosigned that the relay kept). A "409" with a `text/x.tlog.size` body is retried once from the size it
 //! gives; other refusals are logged with the witness's reason. The cosignature lines of a "200"
 //! are verified against the configured witness key before they are stored
 //! ([`super::add_cosignature`]); the relay then serves the cosigned checkpoint. A failed
@@ -18,7 +18,7 @@
 //! witness reached over the Internet is expected behind a local forwarder (such as a Tor client).
 
 use super::sequencer::LogHead;
-use super::{LogError, SignedCheckpoint, add_cosignature, consistency_proof};
+use super::{LogError, SignedCheckpoint, add_cosignature, consistency_proof, cosigned_size};
 use crate::shutdown::Shutdown;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
@@ -206,8 +206,20 @@ async fn follow(
     mut shutdown: Shutdown,
 ) {
     let witness = target.key.to_vkey();
-    // What the witness last cosigned, as far as this relay knows, and when.
-    let mut known_size = 0u64;
+    // What the witness last cosigned, as far as this relay knows (its kept cosignatures survive
+    // restarts), and when.
+    let mut known_size = {
+        let (store, witness) = (Arc::clone(&store), witness.clone());
+        blocking(move || {
+            let conn = store.lock().unwrap_or_else(|p| p.into_inner());
+            cosigned_size(&conn, &witness)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the witness's last cosigned size; from 0");
+            0
+        })
+    };
     let mut done: Option<SignedCheckpoint> = None;
     let mut done_at = tokio::time::Instant::now();
     let mut backoff = FIRST_BACKOFF;
