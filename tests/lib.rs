@@ -54,6 +54,17 @@ impl Relay {
 
     /// Like [`Relay::start`], with extra environment variables (such as `RUST_LOG`).
     pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Relay {
+        Relay::spawn(data_dir, extra, env, ["127.0.0.1:0", "127.0.0.1:0"])
+    }
+
+    /// Like [`Relay::start`], listening on the given QUIC and TCP addresses (to restart a
+    /// killed relay where its clients look for it).
+    pub fn start_on(data_dir: &Path, quic: SocketAddr, tcp: SocketAddr, extra: &[&str]) -> Relay {
+        let (quic, tcp) = (quic.to_string(), tcp.to_string());
+        Relay::spawn(data_dir, extra, &[], [&quic, &tcp])
+    }
+
+    fn spawn(data_dir: &Path, extra: &[&str], env: &[(&str, &str)], listen: [&str; 2]) -> Relay {
         std::fs::create_dir_all(data_dir).expect("create relay data dir");
         let stderr_log = data_dir.with_extension("stderr.log");
         let stderr = std::fs::File::create(&stderr_log).expect("create relay log file");
@@ -75,9 +86,9 @@ impl Relay {
             .arg(data_dir)
             .args([
                 "--quic-listen",
-                "127.0.0.1:0",
+                listen[0],
                 "--tcp-listen",
-                "127.0.0.1:0",
+                listen[1],
                 "--log-http",
                 "127.0.0.1:0",
             ])

@@ -8,6 +8,9 @@
 //! next time, and neither decrypted again (the ratchet has moved on) nor shown twice.
 //! Messages that cannot be opened are counted, reported and left on the relay unless the
 //! caller asks to discard them.
+//!
+//! A connection lost during a fetch or an acknowledgement is reopened by [`crate::relay`],
+//! which proves the mailbox again and repeats the request; repeating either changes nothing.
 
 use crate::directory::StaffPins;
 use crate::disappearing::Timer;

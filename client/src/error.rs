@@ -154,6 +154,20 @@ pub enum ClientError {
     #[error("tor: {0}")]
     Tor(String),
 
+    /// A deposit whose answer was lost, and the relay stayed unreachable or unable to look it
+    /// up: it may or may not be stored.
+    #[error(
+        "the relay did not confirm {} after the connection to it was lost (last error: {reason}); \
+         it was sent {sends} time(s) and may or may not be stored",
+        message_name(*message)
+    )]
+    DepositUnconfirmed {
+        /// Its number among this session's deposits, if the session counts them.
+        message: Option<u64>,
+        sends: u32,
+        reason: String,
+    },
+
     // ------------------------------------------------------------------ relay
     #[error("the relay refused the request ({code:?}): {message}")]
     Relay { code: ErrorCode, message: String },
@@ -208,6 +222,10 @@ pub enum ClientError {
     PostHasNoDevices { post: String },
 }
 
+fn message_name(number: Option<u64>) -> String {
+    number.map_or_else(|| "the message".into(), |n| format!("message {n}"))
+}
+
 fn evidence_note(path: Option<&std::path::Path>) -> String {
     path.map(|p| format!(" (evidence saved to {})", p.display()))
         .unwrap_or_default()
@@ -249,6 +267,7 @@ impl ClientError {
             | Timeout { .. }
             | ConnectionLost(_)
             | Tor(_)
+            | DepositUnconfirmed { .. }
             | WitnessesMissed { .. } => Blame::Network,
             Relay { code, .. } => match code.fault() {
                 Fault::Relay => Blame::Relay,
@@ -370,6 +389,7 @@ impl ClientError {
             },
             Connect { .. } => "check the relay address and your network (or tor), then try again".into(),
             Timeout { .. } | ConnectionLost(_) => "try again later".into(),
+            DepositUnconfirmed { message, .. } => unconfirmed_hint(*message),
             Tor(_) => "check your network; if Tor is blocked where you are, get bridge lines (bridges.torproject.org, or from the post through another channel) and pass them with --bridge; then try again".into(),
             Relay { code, .. } => relay_hint(*code).into(),
             Throttled {
@@ -405,6 +425,25 @@ impl ClientError {
             }
         }
     }
+}
+
+/// Exactly what running the command again does after an unconfirmed deposit.
+fn unconfirmed_hint(message: Option<u64>) -> String {
+    let earlier = match message {
+        Some(2) => {
+            ", and message 1 of this command, which the relay did store, is sent again too".into()
+        }
+        Some(n) if n > 2 => format!(
+            ", and messages 1 to {} of this command, which the relay did store, are sent again too",
+            n - 1
+        ),
+        _ => String::new(),
+    };
+    format!(
+        "running the same command again encrypts the message anew under a new idempotency id: if \
+         the relay did store it, the recipient gets it twice{earlier}. Check your network (or \
+         tor) and wait until the relay is reachable before sending it again"
+    )
 }
 
 fn relay_hint(code: ErrorCode) -> &'static str {
@@ -523,6 +562,22 @@ mod tests {
     }
 
     #[test]
+    fn an_unconfirmed_deposit_says_exactly_what_a_rerun_sends() {
+        let hint = |message| {
+            ClientError::DepositUnconfirmed {
+                message,
+                sends: 1,
+                reason: "x".into(),
+            }
+            .hint()
+        };
+        assert!(!hint(Some(1)).contains("of this command"));
+        assert!(hint(Some(2)).contains(", and message 1 of this command, which the relay did"));
+        assert!(hint(Some(4)).contains(", and messages 1 to 3 of this command"));
+        assert!(hint(None).contains("the recipient gets it twice"));
+    }
+
+    #[test]
     fn libsignal_errors_never_carry_their_text() {
         use libsignal_protocol::{DeviceId, ProtocolAddress, SignalProtocolError};
         let address = ProtocolAddress::new(
@@ -554,6 +609,11 @@ mod tests {
                 reason: "x",
             },
             ClientError::ImpersonationAttempt("x".into()),
+            ClientError::DepositUnconfirmed {
+                message: Some(3),
+                sends: 2,
+                reason: "x".into(),
+            },
         ];
         for e in samples {
             let h = e.hint();

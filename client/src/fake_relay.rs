@@ -1,9 +1,10 @@
 //! An in-memory stand-in for the relay, for the fast tests: it keeps mailboxes, prekeys and
 //! messages the way the wire protocol describes, checks signatures and deposit tokens, and can
-//! be told to misbehave (tamper with bundles, drop acknowledgements).
+//! be told to misbehave (tamper with bundles, drop acknowledgements, break connections, stay
+//! unreachable).
 
 use crate::error::{ClientError, Result};
-use crate::relay::Relay;
+use crate::relay::{Relay, Resumption, RetryPolicy};
 use ed25519_dalek::VerifyingKey;
 use rand::RngCore;
 use refuge_proto::auth;
@@ -56,6 +57,17 @@ struct State {
     deposit_requests: usize,
     /// Faults for the next deposit requests, in order.
     deposit_faults: VecDeque<DepositFault>,
+    /// The idempotency id of every deposit request received, repeats included.
+    deposit_request_ids: Vec<[u8; 16]>,
+    /// Requests (by name) at which the connection breaks: before the relay handles the request
+    /// (false) or after, losing only the answer (true). In order.
+    connection_losses: VecDeque<(&'static str, bool)>,
+    /// How many of the next reconnects fail as if the relay were down.
+    unreachable_for: usize,
+    reconnects: usize,
+    authentications: usize,
+    /// The retry policy of new sessions (the default one's waits are seconds long).
+    policy: Option<RetryPolicy>,
 }
 
 /// What goes wrong with one deposit request.
@@ -65,6 +77,8 @@ pub enum DepositFault {
     Refuse(ErrorCode),
     /// The relay stores it, but the answer is lost with the connection.
     LoseAnswer,
+    /// The connection breaks before the relay gets it: nothing is stored.
+    LoseRequest,
 }
 
 /// The shared state of the fake relay; each [`FakeRelay::connect`] is one session.
@@ -79,6 +93,7 @@ pub struct FakeSession {
     authenticated: HashSet<MailboxId>,
     /// The connection broke; only [`Relay::reconnect`] makes the session usable again.
     broken: bool,
+    resumption: Resumption,
 }
 
 fn refuse(code: ErrorCode, message: &str) -> ClientError {
@@ -113,12 +128,48 @@ impl FakeRelay {
     }
 
     pub fn connect(&self) -> FakeSession {
+        let policy = self.state.borrow().policy.unwrap_or(RetryPolicy::DEPOSIT);
         FakeSession {
             state: self.state.clone(),
             nonces: HashSet::new(),
             authenticated: HashSet::new(),
             broken: false,
+            resumption: Resumption::new(policy),
         }
+    }
+
+    /// The retry policy of the sessions opened from now on.
+    pub fn set_retry_policy(&self, policy: RetryPolicy) {
+        self.state.borrow_mut().policy = Some(policy);
+    }
+
+    /// Breaks the connection at the next `request` (its name, such as `"FetchMessages"`):
+    /// before the relay handles it, or after, losing only its answer.
+    pub fn inject_connection_loss(&self, request: &'static str, after_handling: bool) {
+        self.state
+            .borrow_mut()
+            .connection_losses
+            .push_back((request, after_handling));
+    }
+
+    /// Makes the next `n` reconnects fail as if the relay were down.
+    pub fn set_unreachable_for(&self, n: usize) {
+        self.state.borrow_mut().unreachable_for = n;
+    }
+
+    /// Reconnects tried, failed ones included.
+    pub fn reconnects(&self) -> usize {
+        self.state.borrow().reconnects
+    }
+
+    /// Successful authentications, on all connections.
+    pub fn authentications(&self) -> usize {
+        self.state.borrow().authentications
+    }
+
+    /// The idempotency id of every deposit request received, repeats included.
+    pub fn deposit_request_ids(&self) -> Vec<[u8; 16]> {
+        self.state.borrow().deposit_request_ids.clone()
     }
 
     pub fn deposits(&self) -> usize {
@@ -228,6 +279,7 @@ impl FakeSession {
                     return Err(refuse(ErrorCode::AuthFailed, "bad signature"));
                 }
                 self.authenticated.insert(id);
+                s.authentications += 1;
                 Ok(Response::Authenticated(Authenticated {}))
             }
             Request::CreateMailbox(c) => {
@@ -276,8 +328,14 @@ impl FakeSession {
                 if d.sealed.len() > refuge_proto::MAX_SEALED_LEN {
                     return Err(refuge_too_large());
                 }
-                s.deposit_requests += 1;
                 let fault = s.deposit_faults.pop_front();
+                if fault == Some(DepositFault::LoseRequest) {
+                    drop(s);
+                    self.broken = true;
+                    return Err(ClientError::ConnectionLost("injected fault".into()));
+                }
+                s.deposit_requests += 1;
+                s.deposit_request_ids.push(idempotency_id);
                 if let Some(DepositFault::Refuse(code)) = fault {
                     return Err(refuse(code, "injected fault"));
                 }
@@ -463,7 +521,22 @@ impl Relay for FakeSession {
         if self.broken {
             return Err(ClientError::ConnectionLost("the connection broke".into()));
         }
-        self.handle(request)
+        let name = request_name(&request);
+        let loss = {
+            let mut s = self.state.borrow_mut();
+            let at = s.connection_losses.iter().position(|(n, _)| *n == name);
+            at.and_then(|i| s.connection_losses.remove(i))
+                .map(|(_, after)| after)
+        };
+        let answer = match loss {
+            Some(false) => Err(ClientError::ConnectionLost("injected fault".into())),
+            Some(true) => self
+                .handle(request)
+                .and(Err(ClientError::ConnectionLost("injected fault".into()))),
+            None => return self.handle(request),
+        };
+        self.broken = true;
+        answer
     }
 
     fn max_message_len(&self) -> usize {
@@ -471,9 +544,41 @@ impl Relay for FakeSession {
     }
 
     async fn reconnect(&mut self) -> Result<()> {
+        {
+            let mut s = self.state.borrow_mut();
+            s.reconnects += 1;
+            if s.unreachable_for > 0 {
+                s.unreachable_for -= 1;
+                return Err(ClientError::Connect {
+                    endpoint: "fake://relay".into(),
+                    reason: "connection refused (injected fault)".into(),
+                });
+            }
+        }
         self.nonces.clear();
         self.authenticated.clear();
         self.broken = false;
         Ok(())
+    }
+
+    fn resumption(&mut self) -> Option<&mut Resumption> {
+        Some(&mut self.resumption)
+    }
+}
+
+fn request_name(request: &Request) -> &'static str {
+    match request {
+        Request::Hello(_) => "Hello",
+        Request::GetChallenge(_) => "GetChallenge",
+        Request::Authenticate(_) => "Authenticate",
+        Request::CreateMailbox(_) => "CreateMailbox",
+        Request::Deposit(_) => "Deposit",
+        Request::FetchMessages(_) => "FetchMessages",
+        Request::AckMessages(_) => "AckMessages",
+        Request::UploadPrekeys(_) => "UploadPrekeys",
+        Request::FetchPostBundles(_) => "FetchPostBundles",
+        Request::GetPrekeyCount(_) => "GetPrekeyCount",
+        Request::GetLog(_) => "GetLog",
+        Request::SubmitEntry(_) => "SubmitEntry",
     }
 }

@@ -621,3 +621,79 @@ async fn the_users_timer_reaches_staff_replies_the_relay_and_both_stores() {
         0
     );
 }
+
+/// Retries after a lost connection without the seconds-long waits of the default policy.
+const QUICK: relay::RetryPolicy = relay::RetryPolicy {
+    attempts: 4,
+    first_delay: std::time::Duration::from_millis(1),
+    max_delay: std::time::Duration::from_millis(2),
+};
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_first_contact_whose_connection_breaks_is_resent_and_delivered_once() {
+    use crate::fake_relay::DepositFault;
+    let w = World::new().await;
+    w.relay.set_retry_policy(QUICK);
+    // Desk 1's deposit is stored but its answer lost; desk 2's never reaches the relay.
+    w.relay
+        .inject_deposit_faults(&[DepositFault::LoseAnswer, DepositFault::LoseRequest]);
+    let report = w.contact("hello").await.unwrap();
+    assert_eq!(report.sent, vec![DESK1.to_string(), DESK2.to_string()]);
+    assert_eq!(w.relay.reconnects(), 2);
+    for desk in [DESK1, DESK2] {
+        let (seen, report) = w.staff_read(desk).await;
+        assert_eq!(seen.len(), 1, "{desk}: {seen:?}");
+        assert_eq!(seen[0].1, "hello");
+        assert!(report.failures.is_empty(), "{:?}", report.failures);
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn reading_survives_a_lost_fetch_and_a_lost_acknowledgement() {
+    let w = World::new().await;
+    w.relay.set_retry_policy(QUICK);
+    w.contact("hello").await.unwrap();
+    w.relay.inject_connection_loss("FetchMessages", true);
+    w.relay.inject_connection_loss("AckMessages", true);
+    let (seen, report) = w.staff_read(DESK1).await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!(w.relay.reconnects(), 2);
+    let (seen, _) = w.staff_read(DESK1).await;
+    assert!(seen.is_empty(), "shown twice: {seen:?}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_unreachable_relay_leaves_the_message_unconfirmed_and_the_hint_is_exact() {
+    use crate::fake_relay::DepositFault;
+    let w = World::new().await;
+    w.relay.set_retry_policy(QUICK);
+    w.relay.inject_deposit_faults(&[DepositFault::LoseAnswer]);
+    w.relay.set_unreachable_for(QUICK.attempts as usize - 1);
+    let e = w.contact("hello").await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ClientError::DepositUnconfirmed {
+                message: Some(1),
+                sends: 1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(w.relay.reconnects(), QUICK.attempts as usize - 1);
+    assert!(
+        e.hint().contains("the recipient gets it twice"),
+        "{}",
+        e.hint()
+    );
+
+    // What the hint says: desk 1 got the lost answer's message, and running the command again
+    // sends it anew, so desk 1 gets it twice (desk 2 once).
+    w.contact("hello").await.unwrap();
+    let (seen, _) = w.staff_read(DESK1).await;
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let (seen, _) = w.staff_read(DESK2).await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+}

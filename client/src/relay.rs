@@ -1,9 +1,15 @@
 //! The requests a client makes, typed. [`Relay`] is the one seam between the protocol logic and
-//! the network: [`crate::transport::Session`] implements it over QUIC or TCP, and the fast tests
-//! implement it in memory.
+//! the network: [`crate::transport::Session`] implements it over QUIC, TCP or Tor, and the fast
+//! tests implement it in memory.
+//!
+//! A connection that breaks is replaced here, not by the callers: a request that the relay may
+//! receive twice without effect (a deposit under its idempotency id, a fetch, an
+//! acknowledgement, a read) is sent again, the very same bytes, over a fresh connection to the
+//! same relay, after the mailboxes the session had proved are proved again. Nothing is ever
+//! encrypted again here: a deposit's sealed bytes are fixed before its first send.
 
 use crate::disappearing::Timer;
-use crate::error::{ClientError, Result};
+use crate::error::{Blame, ClientError, Result};
 use crate::transport::unexpected;
 use ed25519_dalek::SigningKey;
 use refuge_proto::auth;
@@ -24,9 +30,10 @@ pub trait Relay {
     /// Largest sealed message the relay accepts.
     fn max_message_len(&self) -> usize;
 
-    /// Replaces a connection that broke (or timed out) with a fresh one to the same relay, so
-    /// that a request whose answer was lost can be sent again. Authentication does not carry
-    /// over. The default cannot reconnect and says so.
+    /// Replaces a connection that broke (or timed out) with a fresh one to the same relay (the
+    /// same address and pin, or the same onion service through the same Tor client) and says
+    /// Hello. Authentication does not carry over: the callers in this module prove the
+    /// mailboxes of [`Relay::resumption`] again. The default cannot reconnect and says so.
     async fn reconnect(&mut self) -> Result<()> {
         Err(ClientError::ConnectionLost(
             "the connection broke and this client cannot reopen it by itself; run the command \
@@ -34,12 +41,63 @@ pub trait Relay {
                 .into(),
         ))
     }
+
+    /// What the session carries over to a new connection; `None` if it cannot reconnect.
+    fn resumption(&mut self) -> Option<&mut Resumption> {
+        None
+    }
 }
 
-/// How [`deposit`] retries a deposit whose answer was lost or that the relay could not take
-/// right now: at most `attempts` sends in all, waiting `first_delay`, then twice as long each
-/// time (at most `max_delay`), each wait shortened by a random part of up to a half so that
-/// many clients do not retry in step.
+/// What a session carries over to a new connection: the mailboxes it has proved, with their
+/// keys, to prove them again; how many deposits it has sent, so that the person is told which
+/// message was sent again; and how it retries.
+pub struct Resumption {
+    proofs: Vec<(MailboxId, SigningKey)>,
+    deposits: u64,
+    pub policy: RetryPolicy,
+}
+
+impl Resumption {
+    /// Most mailboxes kept for proving again (a client proves one per session).
+    const MAX_PROOFS: usize = 4;
+
+    pub fn new(policy: RetryPolicy) -> Resumption {
+        Resumption {
+            proofs: Vec::new(),
+            deposits: 0,
+            policy,
+        }
+    }
+
+    fn remember(&mut self, mailbox: &MailboxId, key: &SigningKey) {
+        self.proofs.retain(|(m, _)| m != mailbox);
+        if self.proofs.len() >= Self::MAX_PROOFS {
+            self.proofs.remove(0);
+        }
+        self.proofs.push((*mailbox, key.clone()));
+    }
+}
+
+impl Default for Resumption {
+    fn default() -> Self {
+        Resumption::new(RetryPolicy::DEPOSIT)
+    }
+}
+
+impl std::fmt::Debug for Resumption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resumption")
+            .field("proved_mailboxes", &self.proofs.len())
+            .field("deposits", &self.deposits)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+/// How a request is retried when its answer was lost or the relay could not take it right now:
+/// at most `attempts` sends in all (each after a reconnect if the connection broke), waiting
+/// `first_delay`, then twice as long each time (at most `max_delay`), each wait shortened by a
+/// random part of up to a half so that many clients do not retry in step.
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
     pub attempts: u32,
@@ -48,7 +106,8 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Four sends over about seven seconds at most.
+    /// Four sends over about seven seconds of waiting at most (plus the time each reconnect
+    /// takes, bounded by the connect timeout).
     pub const DEPOSIT: RetryPolicy = RetryPolicy {
         attempts: 4,
         first_delay: Duration::from_secs(1),
@@ -66,21 +125,22 @@ impl RetryPolicy {
     }
 }
 
-/// Whether a failed deposit may be sent again at once (same idempotency id): the relay said it
-/// could not store it right now, or the answer was lost on the way. Never for an error the
-/// request itself caused, nor for a full mailbox, which clears only when its owner fetches.
-fn retry_now(e: &ClientError) -> bool {
+/// Whether a deposit the relay refused may be sent again at once (same idempotency id): the
+/// relay said it could not store it right now. Never for an error the request itself caused,
+/// nor for a full mailbox, which clears only when its owner fetches.
+fn retry_refusal(e: &ClientError) -> bool {
     use refuge_proto::ErrorCode;
-    match e {
-        ClientError::Relay { code, .. } => {
-            matches!(code, ErrorCode::Unavailable | ErrorCode::Internal)
+    matches!(
+        e,
+        ClientError::Relay {
+            code: ErrorCode::Unavailable | ErrorCode::Internal,
+            ..
         }
-        ClientError::Timeout { .. } | ClientError::ConnectionLost(_) => true,
-        _ => false,
-    }
+    )
 }
 
-/// Whether the connection must be replaced before the next request.
+/// Whether the connection broke, so that the request's answer was lost and the connection must
+/// be replaced before the next request.
 fn connection_broken(e: &ClientError) -> bool {
     matches!(
         e,
@@ -88,12 +148,110 @@ fn connection_broken(e: &ClientError) -> bool {
     )
 }
 
-/// Proves possession of `key` for `mailbox` on this connection.
+/// Whether a failed reconnect may succeed a little later: the relay (or Tor) was not reachable.
+/// A pin mismatch, a protocol error or a refused authentication is never retried.
+fn unreachable(e: &ClientError) -> bool {
+    connection_broken(e)
+        || matches!(
+            e,
+            ClientError::Connect { .. } | ClientError::Tor(_) | ClientError::Throttled { .. }
+        )
+}
+
+fn policy_of(relay: &mut dyn Relay) -> RetryPolicy {
+    relay
+        .resumption()
+        .map_or(RetryPolicy::DEPOSIT, |r| r.policy)
+}
+
+/// After the connection broke with `error`: waits, reconnects and proves again the mailboxes
+/// the session had proved, each try counted in `retry` against the policy's attempts. Returns
+/// the last error when the relay stays unreachable, or at once if it cannot reconnect at all.
+async fn restore(
+    relay: &mut dyn Relay,
+    policy: RetryPolicy,
+    retry: &mut u32,
+    error: ClientError,
+) -> Result<()> {
+    if relay.resumption().is_none() {
+        return Err(error);
+    }
+    let mut error = error;
+    loop {
+        *retry += 1;
+        if *retry >= policy.attempts.max(1) {
+            return Err(error);
+        }
+        let wait = policy.delay(*retry, &mut rand::rng());
+        tracing::info!(
+            retry = *retry,
+            wait_ms = wait.as_millis() as u64,
+            "connection to the relay lost ({error}); reconnecting"
+        );
+        tokio::time::sleep(wait).await;
+        match reconnect_and_prove(relay).await {
+            Ok(()) => return Ok(()),
+            Err(e) if unreachable(&e) => error = e,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn reconnect_and_prove(relay: &mut dyn Relay) -> Result<()> {
+    relay.reconnect().await?;
+    let proofs = relay
+        .resumption()
+        .map(|r| r.proofs.clone())
+        .unwrap_or_default();
+    for (mailbox, key) in &proofs {
+        prove(relay, mailbox, key).await?;
+    }
+    Ok(())
+}
+
+/// Sends a request that the relay may receive more than once without effect; if the connection
+/// breaks before the answer, reconnects and sends the same request again.
+async fn request_resending(relay: &mut dyn Relay, request: Request) -> Result<Response> {
+    let policy = policy_of(relay);
+    let mut retry = 0;
+    loop {
+        match relay.request(request.clone()).await {
+            Err(e) if connection_broken(&e) => restore(relay, policy, &mut retry, e).await?,
+            other => {
+                if retry > 0 {
+                    tracing::info!(retry, "reconnected to the relay and sent a request again");
+                }
+                return other;
+            }
+        }
+    }
+}
+
+/// Proves possession of `key` for `mailbox` on this connection, and again on every connection
+/// that replaces it.
 pub async fn authenticate(
     relay: &mut dyn Relay,
     mailbox: &MailboxId,
     key: &SigningKey,
 ) -> Result<()> {
+    let policy = policy_of(relay);
+    let mut retry = 0;
+    loop {
+        match prove(relay, mailbox, key).await {
+            Ok(()) => {
+                if let Some(r) = relay.resumption() {
+                    r.remember(mailbox, key);
+                }
+                return Ok(());
+            }
+            Err(e) if connection_broken(&e) => restore(relay, policy, &mut retry, e).await?,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One challenge and its signed answer, on the current connection.
+async fn prove(relay: &mut dyn Relay, mailbox: &MailboxId, key: &SigningKey) -> Result<()> {
     let nonce = match relay
         .request(Request::GetChallenge(GetChallenge {}))
         .await?
@@ -116,7 +274,8 @@ pub async fn authenticate(
     }
 }
 
-/// Creates a user mailbox (idempotent with the same keys).
+/// Creates a user mailbox (idempotent with the same keys, so it is sent again after a lost
+/// answer).
 pub async fn create_mailbox(
     relay: &mut dyn Relay,
     mailbox: &MailboxId,
@@ -129,17 +288,15 @@ pub async fn create_mailbox(
         key,
         &auth::create_mailbox_transcript(mailbox, &auth_key, &token_hash),
     );
-    match relay
-        .request(Request::CreateMailbox(CreateMailbox {
-            mailbox_id: mailbox.0.to_vec(),
-            auth_key: auth_key.as_bytes().to_vec(),
-            deposit_token_hash: token_hash.to_vec(),
-            signature: signature.to_bytes().to_vec(),
-            // The transport solves and attaches the proof of work.
-            pow: None,
-        }))
-        .await?
-    {
+    let request = Request::CreateMailbox(CreateMailbox {
+        mailbox_id: mailbox.0.to_vec(),
+        auth_key: auth_key.as_bytes().to_vec(),
+        deposit_token_hash: token_hash.to_vec(),
+        signature: signature.to_bytes().to_vec(),
+        // The transport solves and attaches the proof of work, anew on each connection.
+        pow: None,
+    });
+    match request_resending(relay, request).await? {
         Response::MailboxCreated(_) => Ok(()),
         other => Err(unexpected("MailboxCreated", &other)),
     }
@@ -149,8 +306,10 @@ pub async fn create_mailbox(
 /// relay deletes the message if it is still undelivered when the timer has run out.
 ///
 /// This is the only place deposits are sent. Each message gets a fresh random idempotency id,
-/// and every retry ([`RetryPolicy::DEPOSIT`]) sends the same id and bytes, so the relay stores
-/// the message once however many of the answers are lost.
+/// and every retry (the session's [`RetryPolicy`]) sends the same id and bytes, over a new
+/// connection if the old one broke, so the relay stores the message once however many of the
+/// answers are lost. When the relay stays unreachable after an answer was lost, the error is
+/// [`ClientError::DepositUnconfirmed`]: the message may or may not be stored.
 pub async fn deposit(
     relay: &mut dyn Relay,
     mailbox: &MailboxId,
@@ -158,7 +317,8 @@ pub async fn deposit(
     sealed: Vec<u8>,
     timer: Timer,
 ) -> Result<()> {
-    deposit_with(relay, mailbox, token, sealed, timer, RetryPolicy::DEPOSIT).await
+    let policy = policy_of(relay);
+    deposit_with(relay, mailbox, token, sealed, timer, policy).await
 }
 
 /// [`deposit`] with an explicit retry policy.
@@ -177,38 +337,74 @@ pub async fn deposit_with(
             max,
         });
     }
-    let request = Deposit {
+    let number = relay.resumption().map(|r| {
+        r.deposits += 1;
+        r.deposits
+    });
+    let request = Request::Deposit(Deposit {
         mailbox_id: mailbox.0.to_vec(),
         deposit_token: token.map(|t| t.0.to_vec()).unwrap_or_default(),
         sealed,
         expires_after_seconds: timer.seconds(),
         idempotency_id: rand::random::<[u8; 16]>().to_vec(),
-    };
+    });
     let mut retry = 0;
+    let mut sends = 0;
+    // Whether a send may have reached the relay without its answer reaching us.
+    let mut lost = false;
+    let unconfirmed = |error: ClientError, sends: u32| ClientError::DepositUnconfirmed {
+        message: number,
+        sends,
+        reason: error.to_string(),
+    };
     loop {
-        let error = match relay.request(Request::Deposit(request.clone())).await {
-            Ok(Response::DepositAccepted(_)) => return Ok(()),
+        sends += 1;
+        let error = match relay.request(request.clone()).await {
+            Ok(Response::DepositAccepted(_)) => {
+                if lost {
+                    let n = number.map(|n| format!(" {n}")).unwrap_or_default();
+                    tracing::warn!(
+                        "connection to the relay lost; resent message{n} after reconnecting (same \
+                         idempotency id, so the relay stores it once)"
+                    );
+                }
+                return Ok(());
+            }
             Ok(other) => return Err(unexpected("DepositAccepted", &other)),
             Err(e) => e,
         };
-        retry += 1;
-        if retry >= policy.attempts.max(1) || !retry_now(&error) {
-            return Err(error);
-        }
-        let wait = policy.delay(retry, &mut rand::rng());
-        tracing::debug!(
-            retry,
-            wait_ms = wait.as_millis() as u64,
-            "deposit not confirmed ({error}); sending it again"
-        );
-        tokio::time::sleep(wait).await;
         if connection_broken(&error) {
-            // A relay that cannot be reached again leaves the first error as the answer.
-            if let Err(e) = relay.reconnect().await {
-                tracing::debug!("reconnecting failed: {e}");
-                return Err(error);
+            lost = true;
+            // Wait, reconnect, prove again, then send the same bytes under the same id.
+            match restore(relay, policy, &mut retry, error).await {
+                Ok(()) => continue,
+                // A relay that may be an impersonation is reported as such, whatever else.
+                Err(e) if e.blame() == Blame::Attack => return Err(e),
+                Err(e) => return Err(unconfirmed(e, sends)),
             }
         }
+        if retry_refusal(&error) {
+            retry += 1;
+            if retry < policy.attempts.max(1) {
+                let wait = policy.delay(retry, &mut rand::rng());
+                tracing::debug!(
+                    retry,
+                    wait_ms = wait.as_millis() as u64,
+                    "deposit not stored ({error}); sending it again"
+                );
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        }
+        // The relay's other refusals mean that it holds no such deposit (it recognises a
+        // repeat before it checks the quota; a bad token or size refused the first send too).
+        // Anything else after a lost answer leaves it open.
+        let decided = matches!(error, ClientError::Relay { .. }) && !retry_refusal(&error);
+        return Err(if lost && !decided {
+            unconfirmed(error, sends)
+        } else {
+            error
+        });
     }
 }
 
@@ -218,13 +414,11 @@ pub async fn fetch(
     mailbox: &MailboxId,
     limit: u32,
 ) -> Result<(Vec<StoredMessage>, bool)> {
-    match relay
-        .request(Request::FetchMessages(FetchMessages {
-            mailbox_id: mailbox.0.to_vec(),
-            limit,
-        }))
-        .await?
-    {
+    let request = Request::FetchMessages(FetchMessages {
+        mailbox_id: mailbox.0.to_vec(),
+        limit,
+    });
+    match request_resending(relay, request).await? {
         Response::Messages(m) => {
             if m.messages.len() > limit as usize {
                 return Err(ClientError::RelayProtocol(format!(
@@ -238,24 +432,24 @@ pub async fn fetch(
     }
 }
 
-/// Acknowledges (deletes) messages.
+/// Acknowledges (deletes) messages; returns how many the relay deleted now (after a lost
+/// answer, those it deleted the first time are not counted again).
 pub async fn ack(relay: &mut dyn Relay, mailbox: &MailboxId, ids: Vec<u64>) -> Result<u32> {
     if ids.is_empty() {
         return Ok(0);
     }
-    match relay
-        .request(Request::AckMessages(AckMessages {
-            mailbox_id: mailbox.0.to_vec(),
-            message_ids: ids,
-        }))
-        .await?
-    {
+    let request = Request::AckMessages(AckMessages {
+        mailbox_id: mailbox.0.to_vec(),
+        message_ids: ids,
+    });
+    match request_resending(relay, request).await? {
         Response::Acked(a) => Ok(a.deleted),
         other => Err(unexpected("Acked", &other)),
     }
 }
 
-/// Uploads prekeys; returns what the relay now holds.
+/// Uploads prekeys; returns what the relay now holds. Not sent again after a lost answer: the
+/// relay may have added them already.
 pub async fn upload_prekeys(relay: &mut dyn Relay, upload: UploadPrekeys) -> Result<PrekeyCount> {
     match relay.request(Request::UploadPrekeys(upload)).await? {
         Response::PrekeysUploaded(p) => p
@@ -267,19 +461,18 @@ pub async fn upload_prekeys(relay: &mut dyn Relay, upload: UploadPrekeys) -> Res
 
 /// How many one-time prekeys of each kind the relay holds for this device.
 pub async fn prekey_count(relay: &mut dyn Relay, mailbox: &MailboxId) -> Result<PrekeyCount> {
-    match relay
-        .request(Request::GetPrekeyCount(GetPrekeyCount {
-            mailbox_id: mailbox.0.to_vec(),
-        }))
-        .await?
-    {
+    let request = Request::GetPrekeyCount(GetPrekeyCount {
+        mailbox_id: mailbox.0.to_vec(),
+    });
+    match request_resending(relay, request).await? {
         Response::PrekeyCount(c) => Ok(c),
         other => Err(unexpected("PrekeyCount", &other)),
     }
 }
 
 /// One prekey bundle per registered device of a post. Nothing in them is trusted until checked
-/// against the verified directory.
+/// against the verified directory. Not sent again after a lost answer: each answer uses up one
+/// one-time prekey of every device.
 pub async fn fetch_post_bundles(relay: &mut dyn Relay, post_id: &str) -> Result<Vec<DeviceBundle>> {
     match relay
         .request(Request::FetchPostBundles(FetchPostBundles {
@@ -297,12 +490,10 @@ pub async fn fetch_post_bundles(relay: &mut dyn Relay, post_id: &str) -> Result<
 /// One resource of the directory log at its C2SP path (`checkpoint`, `tile/…`,
 /// `tile/entries/…`). Nothing in it is trusted until the directory sync has checked it.
 pub async fn get_log(relay: &mut dyn Relay, path: &str) -> Result<Vec<u8>> {
-    match relay
-        .request(Request::GetLog(GetLog {
-            path: path.to_string(),
-        }))
-        .await?
-    {
+    let request = Request::GetLog(GetLog {
+        path: path.to_string(),
+    });
+    match request_resending(relay, request).await? {
         Response::LogData(d) => Ok(d.data),
         other => Err(unexpected("LogData", &other)),
     }
@@ -334,6 +525,7 @@ mod tests {
 
     fn relay_with_mailbox() -> (FakeRelay, MailboxId) {
         let relay = FakeRelay::default();
+        relay.set_retry_policy(QUICK);
         let mailbox = MailboxId([4; 16]);
         relay.add_open_mailbox(mailbox, SigningKey::from_bytes(&[5; 32]).verifying_key());
         (relay, mailbox)
@@ -398,6 +590,112 @@ mod tests {
             assert_eq!(relay.deposit_requests(), before + 1, "{code:?} was retried");
         }
         assert_eq!(relay.stored(&mailbox), 0);
+    }
+
+    #[tokio::test]
+    async fn a_connection_lost_before_the_answer_is_reopened_and_the_same_id_sent_again() {
+        let (relay, mailbox) = relay_with_mailbox();
+        relay.inject_deposit_faults(&[DepositFault::LoseAnswer]);
+        send(&relay, &mailbox).await.unwrap();
+        assert_eq!(relay.reconnects(), 1);
+        let ids = relay.deposit_request_ids();
+        assert_eq!(ids.len(), 2);
+        assert_eq!(ids[0], ids[1], "the resend carries the same idempotency id");
+        assert_eq!(relay.stored(&mailbox), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_lost_before_the_relay_got_the_deposit_is_sent_again() {
+        let (relay, mailbox) = relay_with_mailbox();
+        relay.inject_deposit_faults(&[DepositFault::LoseRequest]);
+        send(&relay, &mailbox).await.unwrap();
+        assert_eq!(relay.reconnects(), 1);
+        assert_eq!(relay.deposit_request_ids().len(), 1);
+        assert_eq!(relay.stored(&mailbox), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_relay_is_tried_a_bounded_number_of_times_then_the_deposit_is_unconfirmed()
+     {
+        let (relay, mailbox) = relay_with_mailbox();
+        let mut session = relay.connect();
+        // Message 1 goes through; message 2's answer is lost and the relay stays down.
+        deposit(&mut session, &mailbox, None, b"one".to_vec(), Timer::OFF)
+            .await
+            .unwrap();
+        relay.inject_deposit_faults(&[DepositFault::LoseAnswer]);
+        relay.set_unreachable_for(100);
+        let e = deposit(&mut session, &mailbox, None, b"two".to_vec(), Timer::OFF)
+            .await
+            .unwrap_err();
+        match &e {
+            ClientError::DepositUnconfirmed { message, sends, .. } => {
+                assert_eq!((*message, *sends), (Some(2), 1))
+            }
+            other => panic!("expected DepositUnconfirmed, got {other:?}"),
+        }
+        assert_eq!(relay.reconnects(), QUICK.attempts as usize - 1);
+        assert_eq!(e.blame(), crate::error::Blame::Network);
+        assert!(
+            !e.retryable(),
+            "a rerun encrypts anew: not the same operation"
+        );
+        let shown = e.to_string();
+        assert!(shown.contains("message 2") && shown.contains("may or may not be stored"));
+        let hint = e.hint();
+        assert!(
+            hint.contains("gets it twice") && hint.contains("message 1 of this command"),
+            "{hint}"
+        );
+        assert_eq!(
+            relay.stored(&mailbox),
+            2,
+            "the lost answer's deposit was stored"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lost_fetch_is_sent_again_after_the_mailbox_is_proved_again() {
+        let (relay, mailbox) = relay_with_mailbox();
+        let key = SigningKey::from_bytes(&[5; 32]);
+        send(&relay, &mailbox).await.unwrap();
+        let mut session = relay.connect();
+        authenticate(&mut session, &mailbox, &key).await.unwrap();
+        relay.inject_connection_loss("FetchMessages", true);
+        let (messages, more) = fetch(&mut session, &mailbox, 10).await.unwrap();
+        assert_eq!((messages.len(), more), (1, false));
+        assert_eq!((relay.reconnects(), relay.authentications()), (1, 2));
+
+        relay.inject_connection_loss("AckMessages", true);
+        let ids = messages.iter().map(|m| m.message_id).collect();
+        // Deleted by the lost send; the resend finds nothing left to delete.
+        assert_eq!(ack(&mut session, &mailbox, ids).await.unwrap(), 0);
+        assert_eq!(relay.stored(&mailbox), 0);
+        assert_eq!((relay.reconnects(), relay.authentications()), (2, 3));
+    }
+
+    #[tokio::test]
+    async fn a_connection_lost_while_authenticating_is_reopened() {
+        let (relay, mailbox) = relay_with_mailbox();
+        let key = SigningKey::from_bytes(&[5; 32]);
+        let mut session = relay.connect();
+        relay.inject_connection_loss("Authenticate", false);
+        authenticate(&mut session, &mailbox, &key).await.unwrap();
+        assert_eq!((relay.reconnects(), relay.authentications()), (1, 1));
+        fetch(&mut session, &mailbox, 10).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_bundle_fetch_is_not_sent_again() {
+        let (relay, _) = relay_with_mailbox();
+        let mut session = relay.connect();
+        relay.inject_connection_loss("FetchPostBundles", false);
+        let e = fetch_post_bundles(&mut session, "emb-xx")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ClientError::ConnectionLost(_)), "{e:?}");
+        assert_eq!(relay.reconnects(), 0);
+        assert_eq!(relay.bundle_fetches(), 0);
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! A session with the relay: one ordered byte stream (one QUIC bidirectional stream, one TCP
 //! connection, or one Tor stream to the relay's onion service) carrying length-prefixed frames, one request at a time.
+//! A session that breaks is given a new stream, opened the same way ([`Relay::reconnect`]).
 
 use super::endpoint::RelayEndpoint;
 use super::pin::PinVerifier;
 use super::tor::TorTransport;
 use crate::error::{ClientError, Result};
-use crate::relay::Relay;
+use crate::relay::{Relay, Resumption, RetryPolicy};
 use refuge_proto::frame::{self, PREFIX_LEN};
 use refuge_proto::pow::{self, Params, Purpose};
 use refuge_proto::wire::{
@@ -82,6 +83,28 @@ pub struct Session {
     quic: Option<(quinn::Endpoint, quinn::Connection)>,
     /// The embedded Tor client, kept running while its stream is in use.
     tor: Option<Arc<TorTransport>>,
+    /// How to open a connection to the same relay again.
+    origin: Origin,
+    /// What a new connection takes over from a broken one.
+    resumption: Resumption,
+}
+
+/// How a session was opened, so that [`Relay::reconnect`] can open the same again.
+enum Origin {
+    /// Over a stream the caller connected: cannot be reopened here.
+    Stream,
+    /// QUIC (same address and pin) or loopback TCP.
+    Direct {
+        endpoint: RelayEndpoint,
+        opts: ConnectOptions,
+    },
+    /// The relay's onion service, on a fresh stream of the same Tor client and isolation key.
+    Tor {
+        tor: Arc<TorTransport>,
+        endpoint: RelayEndpoint,
+        isolation_key: Vec<u8>,
+        opts: ConnectOptions,
+    },
 }
 
 impl std::fmt::Debug for Session {
@@ -90,6 +113,7 @@ impl std::fmt::Debug for Session {
             .field("next_request_id", &self.next_request_id)
             .field("quic", &self.quic.is_some())
             .field("tor", &self.tor.is_some())
+            .field("resumption", &self.resumption)
             .finish_non_exhaustive()
     }
 }
@@ -107,6 +131,13 @@ impl Session {
         let mut attempt = 1;
         loop {
             match Session::connect_once(endpoint, opts).await {
+                Ok(mut session) => {
+                    session.origin = Origin::Direct {
+                        endpoint: endpoint.clone(),
+                        opts: *opts,
+                    };
+                    return Ok(session);
+                }
                 Err(ClientError::Throttled {
                     retry_after_secs, ..
                 }) if attempt < MAX_ATTEMPTS => {
@@ -192,6 +223,12 @@ impl Session {
             hello.elapsed().as_secs_f64() * 1000.0
         ));
         session.tor = Some(Arc::clone(tor));
+        session.origin = Origin::Tor {
+            tor: Arc::clone(tor),
+            endpoint: endpoint.clone(),
+            isolation_key: isolation_key.to_vec(),
+            opts: *opts,
+        };
         Ok(session)
     }
 
@@ -212,6 +249,8 @@ impl Session {
             broken: false,
             quic,
             tor: None,
+            origin: Origin::Stream,
+            resumption: Resumption::default(),
         };
         let hello = Request::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
@@ -385,6 +424,51 @@ impl Session {
         self.max_message_len
     }
 
+    /// How requests are retried after a lost answer or connection ([`RetryPolicy::DEPOSIT`]
+    /// unless set).
+    pub fn set_retry_policy(&mut self, policy: RetryPolicy) {
+        self.resumption.policy = policy;
+    }
+
+    /// Opens a new connection the way this one was opened and takes it over; what the old one
+    /// had proved is not carried over (see [`crate::relay`]).
+    async fn redial(&mut self) -> Result<()> {
+        let fresh = match &self.origin {
+            Origin::Stream => {
+                return Err(ClientError::ConnectionLost(
+                    "the connection broke, and this session was opened over a stream it cannot \
+                     reopen"
+                        .into(),
+                ));
+            }
+            Origin::Direct { endpoint, opts } => Session::connect(endpoint, opts).await?,
+            Origin::Tor {
+                tor,
+                endpoint,
+                isolation_key,
+                opts,
+            } => Session::connect_tor(tor, endpoint, isolation_key, opts).await?,
+        };
+        if let Some((_, conn)) = &self.quic {
+            conn.close(0u32.into(), b"replaced");
+        }
+        let Session {
+            reader,
+            writer,
+            max_message_len,
+            pow,
+            quic,
+            ..
+        } = fresh;
+        self.reader = reader;
+        self.writer = writer;
+        self.max_message_len = max_message_len;
+        self.pow = pow;
+        self.quic = quic;
+        self.broken = false;
+        Ok(())
+    }
+
     /// Ends the session politely: finishes the stream and waits briefly for QUIC to close.
     pub async fn close(mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.writer.shutdown()).await;
@@ -404,6 +488,19 @@ impl Relay for Session {
 
     fn max_message_len(&self) -> usize {
         self.max_message_len
+    }
+
+    async fn reconnect(&mut self) -> Result<()> {
+        self.redial().await?;
+        self.note("reconnected to the relay");
+        Ok(())
+    }
+
+    fn resumption(&mut self) -> Option<&mut Resumption> {
+        match self.origin {
+            Origin::Stream => None,
+            Origin::Direct { .. } | Origin::Tor { .. } => Some(&mut self.resumption),
+        }
     }
 }
 
