@@ -322,7 +322,7 @@ impl UncheckedEntry {
         if key.is_weak() {
             return Err(EntryError::WeakAuthority(hex::encode(self.authority)));
         }
-        if !self.item().verify_single().is_ok() {
+        if self.item().verify_single().is_err() {
             return Err(EntryError::BadSignature);
         }
         Ok(VerifiedEntry {

@@ -44,13 +44,33 @@ impl LogUrl {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
-                h,
-                p.parse::<u16>()
-                    .map_err(|_| bad("the port is not a number from 1 to 65535"))?,
-            ),
-            _ => (authority, 80),
+        let port_number = |p: &str| {
+            p.parse::<u16>()
+                .map_err(|_| bad("the port is not a number from 1 to 65535"))
+        };
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            // An IPv6 literal: `[addr]` or `[addr]:port`.
+            let (addr, after) = v6
+                .split_once(']')
+                .ok_or_else(|| bad("an IPv6 address needs its closing ']'"))?;
+            if addr.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(bad("the part in brackets is not an IPv6 address"));
+            }
+            let port = match after {
+                "" => 80,
+                _ => port_number(
+                    after
+                        .strip_prefix(':')
+                        .ok_or_else(|| bad("only ':' and a port may follow an IPv6 address"))?,
+                )?,
+            };
+            (&authority[..addr.len() + 2], port)
+        } else {
+            match authority.split_once(':') {
+                Some((h, p)) if !p.contains(':') => (h, port_number(p)?),
+                Some(_) => return Err(bad("an IPv6 address must be written in brackets")),
+                None => (authority, 80),
+            }
         };
         if host.is_empty() || port == 0 {
             return Err(bad("no host or port"));
@@ -74,6 +94,14 @@ impl LogUrl {
 
     pub fn is_onion(&self) -> bool {
         self.host.ends_with(".onion")
+    }
+
+    /// The host to connect to: as written, without an IPv6 literal's brackets.
+    fn connect_host(&self) -> &str {
+        self.host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(&self.host)
     }
 
     fn path_of(&self, path: &str) -> String {
@@ -170,7 +198,7 @@ impl HttpLog {
                 .map_err(|e| fail(format!("bad request: {e}")))?;
             match &self.tor {
                 None => {
-                    let stream = TcpStream::connect((self.url.host.as_str(), self.url.port))
+                    let stream = TcpStream::connect((self.url.connect_host(), self.url.port))
                         .await
                         .map_err(|e| fail(format!("cannot connect: {e}")))?;
                     let _ = stream.set_nodelay(true);
@@ -256,6 +284,11 @@ mod tests {
         let u = LogUrl::parse("http://example.onion/log").expect("valid");
         assert!(u.is_onion());
         assert_eq!(u.path_of("checkpoint"), "/log/checkpoint");
+        let u = LogUrl::parse("http://[::1]:8080/log").expect("valid");
+        assert_eq!(u.to_string(), "http://[::1]:8080/log/");
+        assert_eq!((u.connect_host(), u.port), ("::1", 8080));
+        let u = LogUrl::parse("http://[2001:db8::7]").expect("valid");
+        assert_eq!((u.connect_host(), u.port), ("2001:db8::7", 80));
         for bad in [
             "https://a",
             "http://",
@@ -263,6 +296,11 @@ mod tests {
             "http://a:x/",
             "http://a/b?c",
             "ftp://a",
+            "http://::1:80/",
+            "http://[::1/",
+            "http://[::1]x/",
+            "http://[zz]:80/",
+            "http://[]:80/",
         ] {
             assert!(LogUrl::parse(bad).is_err(), "{bad}");
         }
