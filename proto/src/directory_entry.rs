@@ -409,6 +409,42 @@ pub fn check_signatures(entries: Vec<UncheckedEntry>, threads: usize) -> Vec<Sig
     })
 }
 
+/// Parses `entries` and checks the signatures of those that parse, as [`check_signatures`]
+/// does, with the parsing spread over the threads too (decoding a device's auth key costs a
+/// point decompression). Results are in the entries' order.
+pub fn parse_and_check<E: AsRef<[u8]> + Sync>(
+    entries: &[E],
+    threads: usize,
+) -> Vec<Result<SignatureCheck, EntryError>> {
+    let threads = threads.clamp(1, entries.len().div_ceil(THREAD_MIN).max(1));
+    let part = |part: &[E]| -> Vec<Result<SignatureCheck, EntryError>> {
+        let mut parsed = Vec::with_capacity(part.len());
+        let slots: Vec<Result<(), EntryError>> = part
+            .iter()
+            .map(|e| UncheckedEntry::parse(e.as_ref()).map(|u| parsed.push(u)))
+            .collect();
+        let mut checked = check_part(parsed).into_iter();
+        slots
+            .into_iter()
+            .map(|slot| slot.map(|()| checked.next().expect("one check per parsed entry")))
+            .collect()
+    };
+    if threads == 1 {
+        return part(entries);
+    }
+    let per = entries.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = entries
+            .chunks(per)
+            .map(|chunk| scope.spawn(move || part(chunk)))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("signature checking does not panic"))
+            .collect()
+    })
+}
+
 fn check_part(entries: Vec<UncheckedEntry>) -> Vec<SignatureCheck> {
     let mut out = Vec::with_capacity(entries.len());
     let mut entries = entries.into_iter().peekable();

@@ -30,7 +30,7 @@
 
 use crate::directory::{IDENTITY_KEY_LEN, VerifiedDirectory};
 use crate::directory_entry::{
-    Enrolment, EntryAction, EntryError, UncheckedEntry, VerifiedEntry, check_signatures,
+    Enrolment, EntryAction, EntryError, UncheckedEntry, VerifiedEntry, parse_and_check,
 };
 use crate::directory_pb::{Directory, Post, StaffDevice};
 use crate::ids::MailboxId;
@@ -200,7 +200,7 @@ impl DirectoryReplay {
     /// [`Self::size`]) with the same checks and errors as [`Self::apply`] on each in turn, but
     /// with the signatures checked up front in batches spread over `threads` threads. On an error
     /// the entries before the failing one stay applied.
-    pub fn apply_all<E: AsRef<[u8]>>(
+    pub fn apply_all<E: AsRef<[u8]> + Sync>(
         &mut self,
         first: u64,
         entries: &[E],
@@ -212,36 +212,17 @@ impl DirectoryReplay {
                 expected: self.size,
             });
         }
-        // Parse up to the first malformed entry; its error comes after the entries before it
-        // are applied, as one-by-one replay would report it.
-        let mut parsed = Vec::with_capacity(entries.len());
-        let mut malformed = None;
-        for (k, e) in entries.iter().enumerate() {
-            match UncheckedEntry::parse(e.as_ref()) {
-                Ok(u) => parsed.push(u),
-                Err(source) => {
-                    malformed = Some(ReplayError::Entry {
-                        index: first + k as u64,
-                        source,
-                    });
-                    break;
-                }
-            }
-        }
-        let mut out = Vec::with_capacity(parsed.len());
-        for checked in check_signatures(parsed, threads) {
+        let mut out = Vec::with_capacity(entries.len());
+        for checked in parse_and_check(entries, threads) {
             let index = self.size;
             let verified = checked
-                .trusted_by(&self.authorities)
+                .and_then(|c| c.trusted_by(&self.authorities))
                 .map_err(|source| ReplayError::Entry { index, source })?;
             let change = self.examine_verified(&verified)?;
             self.commit(index, &verified, change);
             out.push(verified);
         }
-        match malformed {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
+        Ok(out)
     }
 
     fn commit(&mut self, index: u64, verified: &VerifiedEntry, change: Change) {

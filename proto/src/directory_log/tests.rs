@@ -547,6 +547,21 @@ fn batched_replay_across_threads_matches_one_by_one() {
         assert_eq!(batch, single);
     }
 
+    // A malformed entry in the second thread's part.
+    let mut broken = log.clone();
+    broken[800].truncate(10);
+    let (want, single) = one_by_one(&initial, &broken);
+    assert!(matches!(
+        want,
+        Err(ReplayError::Entry {
+            index: 800,
+            source: EntryError::Malformed(_)
+        })
+    ));
+    let mut batch = DirectoryReplay::new(&initial);
+    assert_eq!(batch.apply_all(0, &broken, 2), want);
+    assert_eq!(batch, single);
+
     // The retired key signs entry 1000; an entry after it is altered.
     log[1000] = device(1000, &old);
     log[1050][20] ^= 1;
