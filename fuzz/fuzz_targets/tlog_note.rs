@@ -14,10 +14,10 @@ fuzz_target!(
         if let Some(c) = Cosignature::from_bytes(data) {
             assert_eq!(c.to_bytes().as_slice(), data);
         }
-        if let Ok(line) = std::str::from_utf8(data) {
-            if let Ok(sig) = SignatureLine::parse(line) {
-                assert_eq!(sig.to_line(), format!("{line}\n"));
-            }
+        if let Ok(line) = std::str::from_utf8(data)
+            && let Ok(sig) = SignatureLine::parse(line)
+        {
+            assert_eq!(sig.to_line(), format!("{line}\n"));
         }
         let Ok(note) = UncheckedNote::parse(data) else {
             return;

@@ -11,11 +11,12 @@
 //! encodes as one frame within the bound and decodes back to itself. At the end of the input the
 //! database passes `PRAGMA integrity_check` and a new session is still served.
 
-use crate::seeds::{AUTHORITY_SEED, directory_message};
+use crate::seeds::{AUTHORITY_SEED, staff_enrolments};
 use ed25519_dalek::SigningKey;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use refuge_proto::directory::{UncheckedDirectory, VerifiedDirectory};
+use refuge_proto::directory::VerifiedDirectory;
+use refuge_proto::directory_log::DirectoryReplay;
 use refuge_proto::ids::{DepositToken, MailboxId, Nonce};
 use refuge_proto::pow::{Params, Purpose, Solver};
 use refuge_proto::wire::client_frame::Request;
@@ -129,12 +130,12 @@ pub fn encode_ops(ops: &[Op<'_>]) -> Vec<u8> {
 
 /// The directory the relay serves: post `emb-xx` with staff devices 1 and 2.
 pub fn directory() -> VerifiedDirectory {
-    let authority = SigningKey::from_bytes(&AUTHORITY_SEED);
-    let bytes = refuge_proto::directory::sign(&directory_message(1), &authority)
-        .expect("a consistent directory");
-    UncheckedDirectory::from_bytes(&bytes)
-        .and_then(|d| d.verify(&[authority.verifying_key()]))
-        .expect("the directory signed above verifies")
+    let authority = SigningKey::from_bytes(&AUTHORITY_SEED).verifying_key();
+    let mut replay = DirectoryReplay::new(&[authority]);
+    replay
+        .apply_all(0, &staff_enrolments(), 1)
+        .expect("the enrolments signed by the authority replay");
+    replay.directory(&[], NOW)
 }
 
 /// Checks the invariants of one answer. `expected_id` is the request id it must carry.
@@ -384,7 +385,6 @@ pub fn seeds() -> Vec<Vec<u8>> {
             sealed: vec![0x55; 300],
             expires_after_seconds: 0,
             idempotency_id: vec![0x66; 16],
-            ..Default::default()
         }),
         100,
     );

@@ -1,4 +1,5 @@
-//! Shared code of the Refuge fuzz targets: seed inputs and the relay handler harness.
+//! Shared code of the Refuge fuzz targets: seed inputs, and the harnesses of the relay handler
+//! and of the client's directory sync.
 //!
 //! Seeds are not checked in. Each target, started with `REFUGE_FUZZ_SEEDS=<dir>`, writes its
 //! seeds (valid messages encoded here, and the multi-line values of the known-answer files under
@@ -9,6 +10,7 @@
 
 pub mod handler;
 pub mod seeds;
+pub mod sync;
 
 /// Writes `seeds` into the directory named by `REFUGE_FUZZ_SEEDS`, if set. Called from each
 /// target's `init`; a failure to write is fatal, as a silently empty corpus would hide it.

@@ -2,8 +2,8 @@
 //! text values of the known-answer vector files.
 
 use ed25519_dalek::SigningKey;
+use refuge_proto::client_policy::{POLICY_HEADER, sign_policy};
 use refuge_proto::directory_entry::{Enrolment, EntryAction, EntryBody, Revocation, sign_entry};
-use refuge_proto::directory_pb::{Directory, Post, StaffDevice};
 use refuge_proto::ids::{DepositToken, MailboxId};
 use refuge_proto::tlog::checkpoint::Checkpoint;
 use refuge_proto::tlog::cosignature::CosignatureSigner;
@@ -21,7 +21,7 @@ pub const LOG_ORIGIN: &str = "example.com/log";
 pub const LOG_SEED: [u8; 32] = [0x11; 32];
 pub const WITNESS_NAME: &str = "example.com/witness";
 pub const WITNESS_SEED: [u8; 32] = [0x13; 32];
-/// The authority key of the directory and entry targets.
+/// The authority key of the entry, policy, sync and handler targets.
 pub const AUTHORITY_SEED: [u8; 32] = [0xa7; 32];
 
 const VECTORS_NOTE: &str = include_str!("../../tests/vectors/tlog/signed-note.txt");
@@ -97,7 +97,6 @@ pub fn client_requests() -> Vec<Request> {
             sealed: vec![0x55; 300],
             expires_after_seconds: 3600,
             idempotency_id: vec![0x66; 16],
-            ..Default::default()
         }),
         Request::FetchMessages(wire::FetchMessages {
             mailbox_id: mailbox.0.to_vec(),
@@ -320,35 +319,82 @@ pub fn directory_entries() -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// The directory the handler target installs: post `emb-xx`, devices 1 and 2.
-pub fn directory_message(version: u64) -> Directory {
-    let devices = (1u8..=2)
+/// The directory the handler target installs: post `emb-xx` with staff devices 1 and 2, as
+/// enrolment entries signed by the authority (in log order).
+pub fn staff_enrolments() -> Vec<Vec<u8>> {
+    let authority = SigningKey::from_bytes(&AUTHORITY_SEED);
+    (1u8..=2)
         .map(|n| {
-            let mut identity_key = vec![0x05];
-            identity_key.extend_from_slice(&[n; 32]);
-            StaffDevice {
-                label: format!("emb-xx/hr-{n}"),
-                identity_key,
-                auth_key: key(n).verifying_key().as_bytes().to_vec(),
-                mailbox_id: vec![n; 16],
-            }
+            let mut identity_key = [n; 33];
+            identity_key[0] = 0x05;
+            let body = EntryBody {
+                action: EntryAction::Enrol(Enrolment {
+                    post_id: "emb-xx".into(),
+                    label: format!("emb-xx/hr-{n}"),
+                    identity_key,
+                    auth_key: key(n).verifying_key(),
+                    mailbox_id: MailboxId([n; 16]),
+                }),
+                not_before: 1_700_000_000,
+            };
+            sign_entry(&body, &authority).expect("a valid entry signs")
         })
-        .collect();
-    Directory {
-        version,
-        issued_at: 1_700_000_000,
-        posts: vec![Post {
-            id: "emb-xx".into(),
-            name: "Post emb-xx".into(),
-            devices,
-        }],
-    }
+        .collect()
 }
 
-pub fn directories() -> Vec<Vec<u8>> {
+/// Seeds of the witnesses the client policy lists (`w0`..`w2`, quorum 2 of 3).
+pub const POLICY_WITNESS_SEEDS: [[u8; 32]; 3] = [[0x31; 32], [0x32; 32], [0x33; 32]];
+
+pub fn policy_witness(i: usize) -> CosignatureSigner {
+    CosignatureSigner::from_seed(
+        &format!("example.com/witness-{i}"),
+        &POLICY_WITNESS_SEEDS[i],
+    )
+    .expect("a valid witness name")
+}
+
+pub fn log_signer() -> Ed25519Signer {
+    Ed25519Signer::from_seed(LOG_ORIGIN, &LOG_SEED).expect("a valid log name")
+}
+
+/// The client policy the policy and sync targets trust: signed by the authority, for the log
+/// [`LOG_ORIGIN`] with the three [`policy_witness`]es, two of which must cosign.
+pub fn client_policy_text() -> String {
     let authority = SigningKey::from_bytes(&AUTHORITY_SEED);
-    [1, 2]
-        .iter()
-        .filter_map(|v| refuge_proto::directory::sign(&directory_message(*v), &authority).ok())
-        .collect()
+    let mut text = format!(
+        "{POLICY_HEADER}\n\
+         authority {}\n\
+         freshness 3600\n\
+         post emb-xx Embassy of X in Y\n\
+         relay-quic relay.example:443 {}\n\
+         log {}\n",
+        hex::encode(authority.verifying_key().as_bytes()),
+        hex::encode([0x5a; 32]),
+        log_signer().verifier().to_vkey(),
+    );
+    for i in 0..3 {
+        text.push_str(&format!(
+            "witness w{i} {}\n",
+            policy_witness(i).verifier().to_vkey()
+        ));
+    }
+    text.push_str("group main 2 w0 w1 w2\nquorum main\n");
+    text
+}
+
+/// Seeds of the client_policy target: a tag byte (0: signed bytes as read from the file, 1: a
+/// text for the harness to sign) and the rest.
+pub fn client_policies() -> Vec<Vec<u8>> {
+    let authority = SigningKey::from_bytes(&AUTHORITY_SEED);
+    let text = client_policy_text();
+    let mut out = Vec::new();
+    let signed = sign_policy(&text, &authority).expect("the policy text is valid");
+    out.push([&[0][..], &signed].concat());
+    out.push([b"\x01".as_slice(), text.as_bytes()].concat());
+    let onion = text.replace(
+        "post emb-xx",
+        "relay-onion vww6ybal4bd7szmgncyruucpgfkqahzddi37ktceo3ah7ngmcopnpyyd.onion\npost emb-xx",
+    );
+    out.push([b"\x01".as_slice(), onion.as_bytes()].concat());
+    out
 }

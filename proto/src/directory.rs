@@ -1,20 +1,16 @@
-//! The authority-signed staff directory.
+//! The staff directory: posts and their enrolled devices.
 //!
-//! Parsing yields an [`UncheckedDirectory`]; its posts and keys come out only through
-//! [`UncheckedDirectory::verify`], which checks the authority signature against keys the caller
-//! trusts (shipped with the client, configured on the relay: never taken from the relay) and the
-//! directory's own consistency. A staff key that has not been through this cannot be reached.
+//! A [`VerifiedDirectory`] is made only by replaying the directory transparency log
+//! ([`crate::directory_log::DirectoryReplay::directory`]), which checks every entry's authority
+//! signature against keys the caller trusts (shipped with the client, configured on the relay:
+//! never taken from the relay) and the directory rules. A staff key that has not been through
+//! this cannot be reached. (The issue-2 signed directory file is gone: ADR 0003, ADR 0008.)
 
-use crate::auth;
-use crate::directory_pb::{Directory, EnrollmentRequest, Post, SignedDirectory, StaffDevice};
+use crate::directory_pb::{Directory, EnrollmentRequest, Post, StaffDevice};
 use crate::frame::{FrameError, decode_body};
-use crate::ids::{MailboxId, auth_key_from_slice, signature_from_slice};
-use ed25519_dalek::{SigningKey, VerifyingKey};
-use prost::Message;
+use crate::ids::{MailboxId, auth_key_from_slice};
+use ed25519_dalek::VerifyingKey;
 use std::collections::HashSet;
-
-/// Largest directory file accepted.
-pub const MAX_DIRECTORY_LEN: usize = 4 * 1024 * 1024;
 
 /// Length of a serialized libsignal identity key (type byte + 32 bytes).
 pub const IDENTITY_KEY_LEN: usize = 33;
@@ -22,7 +18,7 @@ pub const IDENTITY_KEY_LEN: usize = 33;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DirectoryError {
-    #[error("directory file is not a valid signed directory: {0}")]
+    #[error("malformed directory data: {0}")]
     Malformed(String),
     #[error("directory is signed by {0}, which is not a trusted authority key")]
     UntrustedAuthority(String),
@@ -37,59 +33,6 @@ pub enum DirectoryError {
 impl From<FrameError> for DirectoryError {
     fn from(e: FrameError) -> Self {
         DirectoryError::Malformed(e.to_string())
-    }
-}
-
-/// A directory whose signature has not been checked yet.
-#[derive(Debug, Clone)]
-pub struct UncheckedDirectory {
-    signed: SignedDirectory,
-}
-
-impl UncheckedDirectory {
-    /// Parses the bytes of a `SignedDirectory` file.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DirectoryError> {
-        if bytes.len() > MAX_DIRECTORY_LEN {
-            return Err(DirectoryError::Malformed(format!(
-                "{} bytes is larger than the limit of {MAX_DIRECTORY_LEN}",
-                bytes.len()
-            )));
-        }
-        Ok(Self {
-            signed: decode_body(bytes)?,
-        })
-    }
-
-    /// The key that claims to have signed it (unverified).
-    pub fn claimed_authority(&self) -> &[u8] {
-        &self.signed.authority_key
-    }
-
-    /// Checks the signature against `trusted` authority keys and the directory's consistency.
-    pub fn verify(self, trusted: &[VerifyingKey]) -> Result<VerifiedDirectory, DirectoryError> {
-        let key = auth_key_from_slice(&self.signed.authority_key)
-            .map_err(|e| DirectoryError::Malformed(e.to_string()))?;
-        if !trusted.iter().any(|t| t == &key) {
-            return Err(DirectoryError::UntrustedAuthority(hex::encode(
-                key.as_bytes(),
-            )));
-        }
-        let sig = signature_from_slice(&self.signed.signature)
-            .map_err(|e| DirectoryError::Malformed(e.to_string()))?;
-        if !auth::verify(
-            &key,
-            &auth::directory_transcript(&self.signed.directory),
-            &sig,
-        ) {
-            return Err(DirectoryError::BadSignature);
-        }
-        let directory: Directory = decode_body(&self.signed.directory)?;
-        check_consistency(&directory)?;
-        Ok(VerifiedDirectory {
-            directory,
-            authority: key,
-            signed_file: Some(self.signed.encode_to_vec()),
-        })
     }
 }
 
@@ -158,15 +101,12 @@ pub fn check_device(post_id: &str, dev: &StaffDevice) -> Result<(), String> {
     Ok(())
 }
 
-/// A directory whose authority signature and consistency have been checked: either a signed
-/// directory file, or the result of replaying the directory log
+/// The directory a replay of the directory log produced
 /// ([`crate::directory_log::DirectoryReplay::directory`]), where every entry was checked.
 #[derive(Debug, Clone)]
 pub struct VerifiedDirectory {
     directory: Directory,
     authority: VerifyingKey,
-    /// The signed file it came from; `None` when it was replayed from the log.
-    signed_file: Option<Vec<u8>>,
 }
 
 impl VerifiedDirectory {
@@ -177,7 +117,6 @@ impl VerifiedDirectory {
         Self {
             directory,
             authority,
-            signed_file: None,
         }
     }
     pub fn version(&self) -> u64 {
@@ -210,33 +149,6 @@ impl VerifiedDirectory {
             .iter()
             .find_map(|p| p.devices.iter().find(|d| d.label == label).map(|d| (p, d)))
     }
-    /// The file's bytes, exactly as signed (to store or pass on); empty for a directory replayed
-    /// from the log, which has no such file (see [`Self::signed_file`]).
-    pub fn signed_bytes(&self) -> &[u8] {
-        self.signed_file.as_deref().unwrap_or_default()
-    }
-    /// The signed directory file it was read from, or `None` if it was replayed from the log
-    /// (whose entries and checkpoints are the evidence instead).
-    pub fn signed_file(&self) -> Option<&[u8]> {
-        self.signed_file.as_deref()
-    }
-    /// The directory contents, for an authority that edits and re-signs it.
-    pub fn to_directory(&self) -> Directory {
-        self.directory.clone()
-    }
-}
-
-/// Signs a directory with the authority key (done offline by `refuge-admin`).
-pub fn sign(directory: &Directory, authority: &SigningKey) -> Result<Vec<u8>, DirectoryError> {
-    check_consistency(directory)?;
-    let bytes = directory.encode_to_vec();
-    let signature = auth::sign(authority, &auth::directory_transcript(&bytes));
-    Ok(SignedDirectory {
-        directory: bytes,
-        authority_key: authority.verifying_key().as_bytes().to_vec(),
-        signature: signature.to_bytes().to_vec(),
-    }
-    .encode_to_vec())
 }
 
 /// Parses an enrolment request file.
@@ -255,6 +167,8 @@ pub fn parse_enrollment_request(bytes: &[u8]) -> Result<EnrollmentRequest, Direc
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ed25519_dalek::SigningKey;
+    use prost::Message;
 
     fn device(label: &str, n: u8) -> StaffDevice {
         let k = SigningKey::from_bytes(&[n; 32]);
@@ -279,44 +193,62 @@ mod tests {
     }
 
     #[test]
-    fn signed_directory_verifies_with_trusted_key_only() {
-        let a = SigningKey::from_bytes(&[9; 32]);
-        let file = sign(&dir(), &a).unwrap();
-        let v = UncheckedDirectory::from_bytes(&file)
-            .unwrap()
-            .verify(&[a.verifying_key()])
-            .unwrap();
-        assert_eq!(v.version(), 3);
-        assert!(v.device_by_mailbox(&MailboxId([2; 16])).is_some());
-        let other = SigningKey::from_bytes(&[8; 32]).verifying_key();
-        assert!(matches!(
-            UncheckedDirectory::from_bytes(&file)
-                .unwrap()
-                .verify(&[other]),
-            Err(DirectoryError::UntrustedAuthority(_))
-        ));
-    }
-
-    #[test]
-    fn any_flipped_bit_is_refused() {
-        let a = SigningKey::from_bytes(&[9; 32]);
-        let file = sign(&dir(), &a).unwrap();
-        for i in 0..file.len() {
-            let mut f = file.clone();
-            f[i] ^= 1;
-            let r = UncheckedDirectory::from_bytes(&f).and_then(|u| u.verify(&[a.verifying_key()]));
-            assert!(r.is_err(), "flip at byte {i} accepted");
-        }
+    fn a_consistent_directory_passes() {
+        assert_eq!(check_consistency(&dir()), Ok(()));
     }
 
     #[test]
     fn duplicates_and_bad_labels_are_refused() {
-        let a = SigningKey::from_bytes(&[9; 32]);
         let mut d = dir();
         d.posts[0].devices[1].mailbox_id = vec![1; 16];
-        assert!(matches!(sign(&d, &a), Err(DirectoryError::Inconsistent(_))));
+        assert!(matches!(
+            check_consistency(&d),
+            Err(DirectoryError::Inconsistent(_))
+        ));
+        let mut d = dir();
+        d.posts[0].devices[1].auth_key = d.posts[0].devices[0].auth_key.clone();
+        assert!(matches!(
+            check_consistency(&d),
+            Err(DirectoryError::Inconsistent(_))
+        ));
         let mut d = dir();
         d.posts[0].devices[0].label = "emb-yy/desk".into();
-        assert!(matches!(sign(&d, &a), Err(DirectoryError::Inconsistent(_))));
+        assert!(matches!(
+            check_consistency(&d),
+            Err(DirectoryError::Inconsistent(_))
+        ));
+        let mut d = dir();
+        d.posts.push(d.posts[0].clone());
+        assert!(matches!(
+            check_consistency(&d),
+            Err(DirectoryError::Inconsistent(_))
+        ));
+    }
+
+    #[test]
+    fn enrolment_requests_are_checked() {
+        let dev = device("emb-xx/hr-desk-1", 1);
+        let request = |label: &str, identity_key: Vec<u8>| {
+            EnrollmentRequest {
+                post_id: "emb-xx".into(),
+                label: label.into(),
+                identity_key,
+                auth_key: dev.auth_key.clone(),
+                mailbox_id: dev.mailbox_id.clone(),
+            }
+            .encode_to_vec()
+        };
+        let ok = parse_enrollment_request(&request("emb-xx/hr-desk-1", vec![5; 33])).unwrap();
+        assert_eq!(ok.label, "emb-xx/hr-desk-1");
+        for bad in [
+            request("emb-yy/hr-desk-1", vec![5; 33]),
+            request("emb-xx/hr-desk-1", vec![5; 32]),
+            vec![0xff; 7],
+        ] {
+            assert!(matches!(
+                parse_enrollment_request(&bad),
+                Err(DirectoryError::Malformed(_))
+            ));
+        }
     }
 }

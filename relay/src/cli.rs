@@ -132,11 +132,6 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", requires = "onion")]
     pub tor_config: Option<PathBuf>,
 
-    /// Authority-signed staff directory file to serve until the log holds an entry (refused if
-    /// older than the stored one); the directory replayed from the log replaces it
-    #[arg(long, value_name = "FILE", requires = "authority_keys")]
-    pub directory: Option<PathBuf>,
-
     /// Trusted authority Ed25519 public key, 64 hex digits (repeatable): the keys the directory
     /// log's entries must be signed by (until an entry rotates them). Without any, the log takes
     /// no submissions
@@ -238,7 +233,6 @@ impl ServeArgs {
                 tor_config: self.tor_config,
                 port: self.onion_port,
             }),
-            directory: self.directory,
             authority_keys: self.authority_keys,
             witnesses: self.witnesses,
             witness_refresh: Duration::from_secs(self.witness_refresh_secs),
@@ -325,8 +319,7 @@ mod tests {
     }
 
     #[test]
-    fn directory_requires_an_authority_key() {
-        assert!(Cli::try_parse_from(["refuge-relay", "serve", "--directory", "d"]).is_err());
+    fn authority_keys_repeat_and_no_directory_file_is_taken() {
         let key = hex::encode(
             ed25519_dalek::SigningKey::from_bytes(&[1; 32])
                 .verifying_key()
@@ -335,8 +328,6 @@ mod tests {
         let cli = Cli::try_parse_from([
             "refuge-relay",
             "serve",
-            "--directory",
-            "d",
             "--authority-key",
             &key,
             "--authority-key",
@@ -347,21 +338,25 @@ mod tests {
             panic!("not serve")
         };
         assert_eq!(args.authority_keys.len(), 2);
-        let cli = Cli::try_parse_from([
-            "refuge-relay",
-            "serve",
-            "--authority-key",
-            &key,
-            &key,
-            "--directory",
-            "d",
-        ])
-        .expect("parses");
+        let cli = Cli::try_parse_from(["refuge-relay", "serve", "--authority-key", &key, &key])
+            .expect("parses");
         let Command::Serve(args) = cli.command else {
             panic!("not serve")
         };
         assert_eq!(args.authority_keys.len(), 2);
         assert!(Cli::try_parse_from(["refuge-relay", "serve", "--authority-key", "zz"]).is_err());
+        // The issue-2 signed directory file is gone: the directory comes from the log only.
+        assert!(
+            Cli::try_parse_from([
+                "refuge-relay",
+                "serve",
+                "--directory",
+                "d",
+                "--authority-key",
+                &key
+            ])
+            .is_err()
+        );
     }
 
     #[test]

@@ -1,10 +1,11 @@
-//! Test fixtures: an authority, staff devices, signed directories, temporary stores and a
-//! snapshot of everything a store holds.
+//! Test fixtures: an authority, staff devices, directories replayed from a log, temporary stores
+//! and a snapshot of everything a store holds.
 
 use crate::store::sqlite::{DATABASE_FILE, SqliteStore, StoreLimits};
 use ed25519_dalek::SigningKey;
-use refuge_proto::directory::{self, UncheckedDirectory, VerifiedDirectory};
-use refuge_proto::directory_pb::{Directory, Post, StaffDevice};
+use refuge_proto::directory::VerifiedDirectory;
+use refuge_proto::directory_entry::{Enrolment, EntryAction, EntryBody, sign_entry};
+use refuge_proto::directory_log::DirectoryReplay;
 use refuge_proto::ids::MailboxId;
 use rusqlite::types::ValueRef;
 use std::collections::BTreeMap;
@@ -36,36 +37,35 @@ pub(crate) fn staff(n: u8, post: &str, desk: &str) -> Staff {
     }
 }
 
-/// A signed directory file listing `devices`, grouped by post.
-pub(crate) fn directory_file(version: u64, devices: &[&Staff]) -> Vec<u8> {
-    let mut posts: BTreeMap<String, Vec<StaffDevice>> = BTreeMap::new();
-    for d in devices {
-        posts.entry(d.post.clone()).or_default().push(StaffDevice {
-            label: d.label.clone(),
-            identity_key: d.identity_key.clone(),
-            auth_key: d.auth.verifying_key().as_bytes().to_vec(),
-            mailbox_id: d.mailbox.0.to_vec(),
-        });
-    }
-    let directory = Directory {
-        version,
-        issued_at: 1_700_000_000,
-        posts: posts
-            .into_iter()
-            .map(|(id, devices)| Post {
-                name: format!("Post {id}"),
-                id,
-                devices,
-            })
-            .collect(),
-    };
-    directory::sign(&directory, &authority()).expect("a consistent directory")
-}
+/// When the fixtures' entries take effect, and the time their directory is replayed at.
+const NOT_BEFORE: u64 = 1_700_000_000;
 
-pub(crate) fn verified(version: u64, devices: &[&Staff]) -> VerifiedDirectory {
-    UncheckedDirectory::from_bytes(&directory_file(version, devices))
-        .and_then(|d| d.verify(&[authority().verifying_key()]))
-        .expect("verifies")
+/// The directory a fresh log enrolling `devices`, in order and signed by [`authority`], replays
+/// to: the only way to get a [`VerifiedDirectory`].
+pub(crate) fn replayed(devices: &[&Staff]) -> VerifiedDirectory {
+    let authority = authority();
+    let mut replay = DirectoryReplay::new(&[authority.verifying_key()]);
+    for (index, d) in (0u64..).zip(devices) {
+        let body = EntryBody {
+            action: EntryAction::Enrol(Enrolment {
+                post_id: d.post.clone(),
+                label: d.label.clone(),
+                identity_key: d
+                    .identity_key
+                    .as_slice()
+                    .try_into()
+                    .expect("a 33-byte identity key"),
+                auth_key: d.auth.verifying_key(),
+                mailbox_id: d.mailbox,
+            }),
+            not_before: NOT_BEFORE,
+        };
+        let entry = sign_entry(&body, &authority).expect("an encodable entry");
+        replay
+            .apply(index, &entry)
+            .expect("the fixture's devices follow the directory rules");
+    }
+    replay.directory(&[], NOT_BEFORE)
 }
 
 pub(crate) fn temp_store(limits: StoreLimits) -> (tempfile::TempDir, SqliteStore) {

@@ -181,10 +181,7 @@ impl From<StoreError> for Reject {
                     "the relay's storage failed and nothing was changed; retry later",
                 )
             }
-            e @ (StoreError::Corrupt(_)
-            | StoreError::DirectoryRollback { .. }
-            | StoreError::DirectoryConflict { .. }
-            | StoreError::DirectoryVersionTooLarge(_)) => {
+            e @ StoreError::Corrupt(_) => {
                 tracing::error!(error = %e, "internal storage error");
                 Reject::new(
                     C::Internal,

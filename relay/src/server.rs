@@ -1,10 +1,9 @@
 //! Startup, the announce lines on standard output, and graceful shutdown.
 //!
-//! Order: data directory → database (migrated) → staff directory file, if any (verified,
-//! rollback refused) → TLS identity → log signing key → log sequencer (the stored log replayed
-//! and checked against the last signed checkpoint; its directory, once the log has entries,
-//! replaces the file's) → listeners bound (QUIC, TCP, log HTTP) → onion service launched (with
-//! `--onion`) → signal handlers → `listening …` / `ready` on stdout → serve, with the roster
+//! Order: data directory → database (migrated) → TLS identity → log signing key → log sequencer
+//! (the stored log replayed and checked against the last signed checkpoint; the staff roster is
+//! the directory it replays to) → listeners bound (QUIC, TCP, log HTTP) → onion service launched
+//! (with `--onion`) → signal handlers → `listening …` / `ready` on stdout → serve, with the roster
 //! following the log and checkpoints submitted to the witnesses. On SIGINT or SIGTERM: stop
 //! accepting, let every running request finish (its commit included), stop the writer after it
 //! has committed everything queued, close QUIC, exit 0.
@@ -15,7 +14,7 @@ use crate::handler::Relay;
 use crate::identity::{self, IdentityError};
 use crate::onion::{self, OnionError, OnionOptions};
 use crate::quic::{self, QuicError};
-use crate::roster::{self, RosterError};
+use crate::roster::{self, Roster};
 use crate::shutdown;
 use crate::store::sqlite::{DATABASE_FILE, OpenError, SqliteStore, StoreLimits, schema};
 use crate::store::{Store, to_hour};
@@ -51,8 +50,6 @@ pub struct ServeOptions {
     pub log_origin: String,
     /// Also serve as a Tor onion service through embedded arti.
     pub onion: Option<OnionOptions>,
-    /// An issue-2 signed directory file, served until the log holds an entry.
-    pub directory: Option<PathBuf>,
     /// The keys the log's first entries must be signed by; without any, the relay serves its log
     /// but takes no submissions.
     pub authority_keys: Vec<VerifyingKey>,
@@ -76,8 +73,6 @@ pub enum ServeError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Store(#[from] OpenError),
-    #[error(transparent)]
-    Roster(#[from] RosterError),
     #[error(transparent)]
     Identity(#[from] IdentityError),
     #[error(transparent)]
@@ -104,7 +99,6 @@ impl ServeError {
         match self {
             ServeError::Config(e) => e.hint(),
             ServeError::Store(e) => e.hint(),
-            ServeError::Roster(e) => e.hint(),
             ServeError::Identity(e) => e.hint(),
             ServeError::Quic(QuicError::Bind { .. }) => {
                 "choose a free port with --quic-listen (port 0 picks one), or stop what uses it"
@@ -164,7 +158,6 @@ async fn start_and_run(
     store: &SqliteStore,
 ) -> Result<(), ServeError> {
     let limits = &options.limits;
-    let roster = roster::load(store, options.directory.as_deref(), &options.authority_keys).await?;
     let (identity, created) = identity::load_or_create(data_dir)?;
     if created {
         tracing::info!("made a new QUIC identity; hand its pin to the client policy authors");
@@ -210,14 +203,14 @@ async fn start_and_run(
                     tracing::error!(
                         error = %e,
                         hint = e.hint(),
-                        "cannot put the directory replayed from the log in force; serving the \
-                         directory file's until it can be"
+                        "cannot put the directory replayed from the log in force; no staff \
+                         directory is served until it can be"
                     );
-                    roster
+                    Roster::empty()
                 }
             }
         }
-        _ => roster,
+        _ => Roster::empty(),
     };
     let quic_config = quic::server_config(&identity, limits.idle_timeout)?;
     let tcp_listener = tcp::bind(options.tcp_listen, options.allow_non_loopback_tcp).await?;

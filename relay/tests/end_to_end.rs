@@ -3,8 +3,8 @@
 //! binary's path.
 
 use ed25519_dalek::SigningKey;
-use refuge_proto::directory::{self};
-use refuge_proto::directory_pb::{Directory, Post, StaffDevice};
+use refuge_proto::directory::IDENTITY_KEY_LEN;
+use refuge_proto::directory_entry::{Enrolment, EntryAction, EntryBody, sign_entry};
 use refuge_proto::ids::{DepositToken, MailboxId, Nonce};
 use refuge_proto::wire::client_frame::Request;
 use refuge_proto::wire::server_frame::Response;
@@ -355,30 +355,43 @@ fn authority() -> SigningKey {
     SigningKey::from_bytes(&[0xa1; 32])
 }
 
-fn staff_device(n: u8) -> (SigningKey, StaffDevice) {
+fn staff_device(n: u8) -> (SigningKey, Enrolment) {
     let key = SigningKey::from_bytes(&[n; 32]);
-    let mut identity_key = vec![0x05];
-    identity_key.extend_from_slice(&[n; 32]);
-    let device = StaffDevice {
+    let mut identity_key = [n; IDENTITY_KEY_LEN];
+    identity_key[0] = 0x05;
+    let device = Enrolment {
+        post_id: "emb-xx".into(),
         label: format!("emb-xx/desk-{n}"),
         identity_key,
-        auth_key: key.verifying_key().as_bytes().to_vec(),
-        mailbox_id: vec![n; 16],
+        auth_key: key.verifying_key(),
+        mailbox_id: MailboxId([n; 16]),
     };
     (key, device)
 }
 
-fn directory_file(version: u64, devices: Vec<StaffDevice>) -> Vec<u8> {
-    let d = Directory {
-        version,
-        issued_at: 1_700_000_000,
-        posts: vec![Post {
-            id: "emb-xx".into(),
-            name: "Embassy".into(),
-            devices,
-        }],
+/// Appends the authority-signed enrolment of `device` to the log in `data` with
+/// `refuge-relay log append`, as an operator would (the relay need not run).
+fn log_enrolment(data: &Path, entry_file: &Path, device: &Enrolment, authority_hex: &str) {
+    let body = EntryBody {
+        action: EntryAction::Enrol(device.clone()),
+        not_before: 1_700_000_000,
     };
-    directory::sign(&d, &authority()).expect("consistent")
+    let entry = sign_entry(&body, &authority()).expect("an encodable entry");
+    std::fs::write(entry_file, entry).expect("writes");
+    let out = Command::new(BIN)
+        .args(["log", "append", "--data-dir"])
+        .arg(data)
+        .args(["--authority-key", authority_hex])
+        .arg(entry_file)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "log append failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("size 1"), "{stdout}");
 }
 
 // ------------------------------------------------------------------ the tests
@@ -389,21 +402,25 @@ async fn tcp_and_quic_sessions_against_the_real_binary() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
     let log = tmp.path().join("relay.log");
-    let dir_file = tmp.path().join("directory.bin");
     let (staff_key, device) = staff_device(3);
-    let staff_mailbox = MailboxId::from_slice(&device.mailbox_id).expect("16 bytes");
-    std::fs::write(&dir_file, directory_file(2, vec![device])).expect("writes");
+    let staff_mailbox = device.mailbox_id;
     let authority_hex = hex::encode(authority().verifying_key().as_bytes());
-    let dir_args = [
-        "--directory",
-        dir_file.to_str().expect("utf-8"),
-        "--authority-key",
-        &authority_hex,
-    ];
+    let key_args = ["--authority-key", authority_hex.as_str()];
 
-    let relay = start(&data, &log, &dir_args);
+    // A first start makes the database; the operator then logs the staff device's enrolment,
+    // and the next start replays the log into the roster.
+    let relay = start(&data, &log, &key_args);
     let pin_file = std::fs::read_to_string(data.join("quic-spki-pin")).expect("pin file");
     assert_eq!(pin_file.trim(), relay.pin);
+    relay.stop();
+    log_enrolment(
+        &data,
+        &tmp.path().join("desk-3.entry"),
+        &device,
+        &authority_hex,
+    );
+    let relay = start(&data, &log, &key_args);
+    assert_eq!(relay.pin, pin_file.trim(), "the pin survives a restart");
 
     // A user creates a mailbox and a sender deposits into it and into a staff mailbox, over TCP.
     let user_key = SigningKey::from_bytes(&[0x42; 32]);
@@ -502,8 +519,8 @@ async fn tcp_and_quic_sessions_against_the_real_binary() {
     conn.close(0u32.into(), b"done");
     relay.stop();
 
-    // Restart without --directory: same pin, the stored directory, the staff message kept.
-    let relay = start(&data, &log, &[]);
+    // Restart: same pin, the roster replayed from the log again, the staff message kept.
+    let relay = start(&data, &log, &key_args);
     assert_eq!(relay.pin, pin_file.trim(), "the pin survives a restart");
     let stream = tokio::net::TcpStream::connect(relay.tcp)
         .await
@@ -537,7 +554,7 @@ async fn tcp_and_quic_sessions_against_the_real_binary() {
 }
 
 #[test]
-fn unsafe_or_stale_configurations_are_refused_at_startup() {
+fn unsafe_configurations_are_refused_at_startup() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
     let log = tmp.path().join("relay.log");
@@ -581,68 +598,6 @@ fn unsafe_or_stale_configurations_are_refused_at_startup() {
     );
     assert!(err.contains("--allow-non-loopback-log-http"), "{err}");
     assert!(out.stdout.is_empty(), "nothing announced");
-
-    // A directory signed by an untrusted key.
-    let (_, device) = staff_device(3);
-    let v2 = tmp.path().join("v2.bin");
-    std::fs::write(&v2, directory_file(2, vec![device.clone()])).expect("writes");
-    let stranger = hex::encode(
-        SigningKey::from_bytes(&[0x55; 32])
-            .verifying_key()
-            .as_bytes(),
-    );
-    let out = relay_command(
-        &data,
-        &log,
-        &[
-            "--directory",
-            v2.to_str().expect("utf-8"),
-            "--authority-key",
-            &stranger,
-        ],
-    )
-    .stderr(Stdio::piped())
-    .output()
-    .expect("runs");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a trusted authority key"));
-
-    // A directory older than the stored one.
-    let authority_hex = hex::encode(authority().verifying_key().as_bytes());
-    let relay = start(
-        &data,
-        &log,
-        &[
-            "--directory",
-            v2.to_str().expect("utf-8"),
-            "--authority-key",
-            &authority_hex,
-        ],
-    );
-    relay.stop();
-    let v1 = tmp.path().join("v1.bin");
-    std::fs::write(&v1, directory_file(1, vec![device])).expect("writes");
-    let out = relay_command(
-        &data,
-        &log,
-        &[
-            "--directory",
-            v1.to_str().expect("utf-8"),
-            "--authority-key",
-            &authority_hex,
-        ],
-    )
-    .stderr(Stdio::piped())
-    .output()
-    .expect("runs");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(
-            "directory version 1 is older than the stored version 2: refusing to roll back"
-        ),
-        "{err}"
-    );
 
     // spki-pin prints the same pin the server uses.
     let out = Command::new(BIN)

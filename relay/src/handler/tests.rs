@@ -3,7 +3,7 @@
 //! was.
 
 use super::*;
-use crate::fixtures::{Snapshot, Staff, rows, snapshot, staff, temp_store, verified};
+use crate::fixtures::{Snapshot, Staff, replayed, rows, snapshot, staff, temp_store};
 use crate::store::sqlite::{DATABASE_FILE, SqliteStore, StoreLimits};
 use crate::stream::{SessionEnd, serve_session};
 use ed25519_dalek::SigningKey;
@@ -34,7 +34,7 @@ impl Harness {
         Self::with(false).await
     }
 
-    /// Directory v1 enrolled a and b; v2 (in force) only a.
+    /// The directory enrolled a and b; then (in force) only a.
     async fn with_b_revoked() -> Self {
         Self::with(true).await
     }
@@ -44,15 +44,18 @@ impl Harness {
         let a = staff(1, "emb-xx", "hr-1");
         let b = staff(2, "emb-xx", "hr-2");
         store
-            .install_directory(verified(1, &[&a, &b]))
+            .install_directory(replayed(&[&a, &b]))
             .await
             .expect("installs");
         let directory = if revoke_b {
-            let v2 = verified(2, &[&a]);
-            store.install_directory(v2.clone()).await.expect("installs");
-            v2
+            let only_a = replayed(&[&a]);
+            store
+                .install_directory(only_a.clone())
+                .await
+                .expect("installs");
+            only_a
         } else {
-            verified(1, &[&a, &b])
+            replayed(&[&a, &b])
         };
         Self {
             db: dir.path().join(DATABASE_FILE),

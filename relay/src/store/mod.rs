@@ -81,19 +81,13 @@ pub trait Store: Send + Sync + 'static {
         devices: Vec<BundleRequest>,
     ) -> impl Future<Output = Result<Vec<TakenBundle>, StoreError>> + Send;
 
-    /// Makes a verified directory the current one: refuses a lower version than the stored one,
-    /// creates or re-enables a mailbox for every enrolled device and disables the mailboxes of
-    /// devices no longer listed (keeping their messages).
+    /// Makes the mailboxes match a verified directory: creates or re-enables a mailbox for every
+    /// enrolled device and disables the mailboxes of devices no longer listed (keeping their
+    /// messages). The directory itself is not stored: the log it is replayed from is.
     fn install_directory(
         &self,
         directory: VerifiedDirectory,
     ) -> impl Future<Output = Result<DirectoryChange, StoreError>> + Send;
-
-    /// The stored directory file, exactly as signed, if one was ever installed. It must be
-    /// verified again before use.
-    fn stored_directory(
-        &self,
-    ) -> impl Future<Output = Result<Option<StoredDirectory>, StoreError>> + Send;
 
     /// Deletes undelivered messages received before `before_hour` (unix seconds), and the
     /// idempotency records of deposits received before then. Returns how many messages were
@@ -142,14 +136,6 @@ pub enum StoreError {
     NoDevices,
     #[error("device {label} has no one-time prekeys left")]
     PrekeysExhausted { label: String },
-    #[error(
-        "directory version {offered} is older than the stored version {stored}: refusing to roll back"
-    )]
-    DirectoryRollback { offered: u64, stored: u64 },
-    #[error("directory version {version} differs from the stored directory with the same version")]
-    DirectoryConflict { version: u64 },
-    #[error("directory version {0} is too large to store")]
-    DirectoryVersionTooLarge(u64),
     /// The database reached its size cap (`--max-store-bytes`) or the disk is full
     /// (SQLITE_FULL).
     #[error("the storage is full")]
@@ -329,21 +315,12 @@ pub struct TakenBundle {
 /// What installing a directory changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirectoryChange {
-    pub version: u64,
-    pub previous_version: Option<u64>,
     /// Enrolled devices (each has an open staff mailbox).
     pub enrolled: usize,
+    /// Staff mailboxes created, re-enabled or given a new auth key by this install.
+    pub added: usize,
     /// Staff mailboxes disabled by this install because their device left the directory.
     pub disabled: usize,
-}
-
-/// The directory file as stored, still to be verified.
-#[derive(Debug, Clone)]
-pub struct StoredDirectory {
-    pub version: u64,
-    pub signed: Vec<u8>,
-    /// The authority key that signed it, as recorded when it was installed.
-    pub authority_key: [u8; 32],
 }
 
 /// Rounds unix seconds down to the hour: the only time the relay stores.

@@ -18,7 +18,7 @@ mod tests;
 
 use super::{
     BundleRequest, Created, Deposited, DirectoryChange, MailboxKey, MessagePage, NewDeposit,
-    NewMailbox, PrekeyCount, PrekeyUpload, Store, StoreError, StoredDirectory, TakenBundle,
+    NewMailbox, PrekeyCount, PrekeyUpload, Store, StoreError, TakenBundle,
 };
 use crate::session::MailboxGrant;
 use refuge_proto::directory::VerifiedDirectory;
@@ -309,10 +309,6 @@ impl Store for SqliteStore {
     ) -> Result<DirectoryChange, StoreError> {
         self.write(move |c| ops::install_directory(c, &directory))
             .await
-    }
-
-    async fn stored_directory(&self) -> Result<Option<StoredDirectory>, StoreError> {
-        self.read(ops::stored_directory).await
     }
 
     async fn expire_messages(&self, before_hour: u64) -> Result<u64, StoreError> {

@@ -2,7 +2,7 @@
 
 use super::schema::{self, OpenError, SCHEMA_VERSION};
 use super::*;
-use crate::fixtures::{self, Staff, rows, snapshot, staff, temp_store, verified};
+use crate::fixtures::{Staff, replayed, rows, snapshot, staff, temp_store};
 use crate::session::MailboxGrant;
 use crate::store::{
     IdempotencyId, MailboxKind, OneTimeKey, SignedKey, StoredMessage, expiry_hour, to_hour,
@@ -213,10 +213,7 @@ async fn refused_deposits_store_nothing() {
     let mailbox = new.mailbox;
     store.create_mailbox(new).await.unwrap();
     let alice = staff(7, "emb-xx", "desk");
-    store
-        .install_directory(verified(1, &[&alice]))
-        .await
-        .unwrap();
+    store.install_directory(replayed(&[&alice])).await.unwrap();
     let before = snapshot(&db);
 
     let wrong = DepositToken([0; 32]);
@@ -375,7 +372,7 @@ async fn one_time_prekeys_are_handed_out_once_and_exhaustion_rolls_back() {
     let b = staff(2, "emb-xx", "hr-2");
     let c = staff(3, "emb-xx", "hr-3"); // never uploads
     store
-        .install_directory(verified(1, &[&a, &b, &c]))
+        .install_directory(replayed(&[&a, &b, &c]))
         .await
         .unwrap();
     let ga = MailboxGrant::dangerously_assume(a.mailbox);
@@ -456,7 +453,7 @@ async fn one_time_prekeys_are_handed_out_once_and_exhaustion_rolls_back() {
 async fn concurrent_takes_never_share_a_one_time_prekey() {
     let (_dir, store) = temp_store(StoreLimits::default());
     let a = staff(1, "emb-xx", "hr-1");
-    store.install_directory(verified(1, &[&a])).await.unwrap();
+    store.install_directory(replayed(&[&a])).await.unwrap();
     let ga = MailboxGrant::dangerously_assume(a.mailbox);
     store
         .upload_prekeys(&ga, upload(&a, true, 0..50, 0..0))
@@ -488,7 +485,7 @@ async fn prekey_upload_rules() {
     let (dir, store) = temp_store(StoreLimits::default());
     let db = dir.path().join(DATABASE_FILE);
     let a = staff(1, "emb-xx", "hr-1");
-    store.install_directory(verified(1, &[&a])).await.unwrap();
+    store.install_directory(replayed(&[&a])).await.unwrap();
     let ga = MailboxGrant::dangerously_assume(a.mailbox);
     let before = snapshot(&db);
     assert!(matches!(
@@ -549,42 +546,22 @@ async fn prekey_upload_rules() {
 }
 
 #[tokio::test]
-async fn directory_rollback_and_same_version_edits_are_refused() {
+async fn installing_a_directory_again_changes_nothing() {
     let (dir, store) = temp_store(StoreLimits::default());
     let db = dir.path().join(DATABASE_FILE);
     let a = staff(1, "emb-xx", "hr-1");
     let b = staff(2, "emb-xx", "hr-2");
-    assert!(store.stored_directory().await.unwrap().is_none());
-    let change = store.install_directory(verified(2, &[&a])).await.unwrap();
-    assert_eq!(change.previous_version, None);
+    let change = store.install_directory(replayed(&[&a, &b])).await.unwrap();
+    assert_eq!((change.enrolled, change.added, change.disabled), (2, 2, 0));
     let before = snapshot(&db);
-    match store.install_directory(verified(1, &[&a, &b])).await {
-        Err(
-            e @ StoreError::DirectoryRollback {
-                offered: 1,
-                stored: 2,
-            },
-        ) => assert_eq!(
-            e.to_string(),
-            "directory version 1 is older than the stored version 2: refusing to roll back"
-        ),
-        other => panic!("expected a refused rollback, got {other:?}"),
-    }
-    assert!(matches!(
-        store.install_directory(verified(2, &[&a, &b])).await,
-        Err(StoreError::DirectoryConflict { version: 2 })
-    ));
+    let change = store.install_directory(replayed(&[&a, &b])).await.unwrap();
+    assert_eq!((change.enrolled, change.added, change.disabled), (2, 0, 0));
     assert_eq!(snapshot(&db), before);
-    // The same file again is fine.
-    let change = store.install_directory(verified(2, &[&a])).await.unwrap();
-    assert_eq!((change.version, change.previous_version), (2, Some(2)));
-    assert_eq!(snapshot(&db), before);
-    let stored = store.stored_directory().await.unwrap().unwrap();
-    assert_eq!(stored.version, 2);
-    assert_eq!(
-        stored.authority_key,
-        *fixtures::authority().verifying_key().as_bytes()
-    );
+    // A new auth key for a device counts as a change.
+    let mut b2 = b.clone();
+    b2.auth = SigningKey::from_bytes(&[0x77; 32]);
+    let change = store.install_directory(replayed(&[&a, &b2])).await.unwrap();
+    assert_eq!((change.enrolled, change.added, change.disabled), (2, 1, 0));
     store.shutdown().await;
 }
 
@@ -593,10 +570,7 @@ async fn devices_leaving_the_directory_are_disabled_but_keep_their_messages() {
     let (_dir, store) = temp_store(StoreLimits::default());
     let a = staff(1, "emb-xx", "hr-1");
     let b = staff(2, "emb-xx", "hr-2");
-    store
-        .install_directory(verified(1, &[&a, &b]))
-        .await
-        .unwrap();
+    store.install_directory(replayed(&[&a, &b])).await.unwrap();
     let gb = MailboxGrant::dangerously_assume(b.mailbox);
     store
         .upload_prekeys(&gb, upload(&b, true, 0..3, 0..0))
@@ -607,7 +581,7 @@ async fn devices_leaving_the_directory_are_disabled_but_keep_their_messages() {
         .await
         .unwrap();
 
-    let change = store.install_directory(verified(2, &[&a])).await.unwrap();
+    let change = store.install_directory(replayed(&[&a])).await.unwrap();
     assert_eq!((change.enrolled, change.disabled), (1, 1));
     let key = store.mailbox_key(b.mailbox).await.unwrap().unwrap();
     assert_eq!(key.kind, MailboxKind::Staff { enrolled: false });
@@ -630,10 +604,7 @@ async fn devices_leaving_the_directory_are_disabled_but_keep_their_messages() {
     // Enrolled again (with a new identity key): open again, old prekeys not served.
     let mut b2 = b.clone();
     b2.identity_key[1] ^= 1;
-    store
-        .install_directory(verified(3, &[&a, &b2]))
-        .await
-        .unwrap();
+    store.install_directory(replayed(&[&a, &b2])).await.unwrap();
     let key = store.mailbox_key(b.mailbox).await.unwrap().unwrap();
     assert_eq!(key.kind, MailboxKind::Staff { enrolled: true });
     store
@@ -647,7 +618,7 @@ async fn devices_leaving_the_directory_are_disabled_but_keep_their_messages() {
 async fn a_changed_identity_key_drops_the_old_prekeys() {
     let (_dir, store) = temp_store(StoreLimits::default());
     let a = staff(1, "emb-xx", "hr-1");
-    store.install_directory(verified(1, &[&a])).await.unwrap();
+    store.install_directory(replayed(&[&a])).await.unwrap();
     let ga = MailboxGrant::dangerously_assume(a.mailbox);
     store
         .upload_prekeys(&ga, upload(&a, true, 0..3, 0..0))
@@ -656,7 +627,7 @@ async fn a_changed_identity_key_drops_the_old_prekeys() {
     let mut rotated = a.clone();
     rotated.identity_key[1] ^= 1;
     store
-        .install_directory(verified(2, &[&rotated]))
+        .install_directory(replayed(&[&rotated]))
         .await
         .unwrap();
     assert_eq!(
@@ -676,6 +647,7 @@ async fn reopening_keeps_everything_and_the_file_is_intact() {
     let db = dir.path().join(DATABASE_FILE);
     let (new, token) = user_mailbox(1);
     let mailbox = new.mailbox;
+    let staff_mailbox = staff(9, "emb-xx", "d").mailbox;
     {
         let store = SqliteStore::open(&db, StoreLimits::default()).unwrap();
         store.create_mailbox(new).await.unwrap();
@@ -684,7 +656,7 @@ async fn reopening_keeps_everything_and_the_file_is_intact() {
             .await
             .unwrap();
         store
-            .install_directory(verified(5, &[&staff(9, "emb-xx", "d")]))
+            .install_directory(replayed(&[&staff(9, "emb-xx", "d")]))
             .await
             .unwrap();
         store.shutdown().await;
@@ -705,7 +677,15 @@ async fn reopening_keeps_everything_and_the_file_is_intact() {
     let page = store.fetch_messages(&grant, 64, usize::MAX).await.unwrap();
     assert_eq!(page.messages.len(), 1);
     assert_eq!(page.messages[0].sealed, b"kept");
-    assert_eq!(store.stored_directory().await.unwrap().unwrap().version, 5);
+    assert_eq!(
+        store
+            .mailbox_key(staff_mailbox)
+            .await
+            .unwrap()
+            .unwrap()
+            .kind,
+        MailboxKind::Staff { enrolled: true }
+    );
     let check: String = store
         .read(|c| Ok(c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?))
         .await

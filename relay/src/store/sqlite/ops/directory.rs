@@ -1,74 +1,25 @@
-//! The staff directory: the stored copy, rollback refusal, and syncing staff mailboxes.
+//! The staff directory's mailboxes: one open staff mailbox per enrolled device.
 
-use super::to_u64;
-use crate::store::{DirectoryChange, StoreError, StoredDirectory};
+use crate::store::{DirectoryChange, StoreError};
 use refuge_proto::directory::VerifiedDirectory;
 use refuge_proto::ids::MailboxId;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use std::collections::HashSet;
-
-pub(in crate::store::sqlite) fn stored_directory(
-    conn: &Connection,
-) -> Result<Option<StoredDirectory>, StoreError> {
-    let row = conn
-        .prepare_cached("SELECT version, authority_key, signed FROM directory WHERE singleton = 1")?
-        .query_row([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-            ))
-        })
-        .optional()?;
-    let Some((version, key, signed)) = row else {
-        return Ok(None);
-    };
-    let authority_key = <[u8; 32]>::try_from(key.as_slice())
-        .map_err(|_| StoreError::Corrupt("stored authority key has the wrong size".into()))?;
-    Ok(Some(StoredDirectory {
-        version: to_u64(version, "directory version")?,
-        signed,
-        authority_key,
-    }))
-}
 
 pub(in crate::store::sqlite) fn install_directory(
     conn: &Connection,
     directory: &VerifiedDirectory,
 ) -> Result<DirectoryChange, StoreError> {
-    let offered = directory.version();
-    let version =
-        i64::try_from(offered).map_err(|_| StoreError::DirectoryVersionTooLarge(offered))?;
-    let previous = stored_directory(conn)?;
-    if let Some(stored) = &previous {
-        if offered < stored.version {
-            return Err(StoreError::DirectoryRollback {
-                offered,
-                stored: stored.version,
-            });
-        }
-        if offered == stored.version && stored.signed != directory.signed_bytes() {
-            return Err(StoreError::DirectoryConflict { version: offered });
-        }
-    }
-    conn.prepare_cached(
-        "INSERT INTO directory (singleton, version, authority_key, signed) VALUES (1, ?1, ?2, ?3)
-         ON CONFLICT (singleton) DO UPDATE
-         SET version = excluded.version, authority_key = excluded.authority_key,
-             signed = excluded.signed",
-    )?
-    .execute(params![
-        version,
-        &directory.authority().as_bytes()[..],
-        directory.signed_bytes()
-    ])?;
-
     let mut listed = HashSet::new();
+    let mut added = 0;
+    // Touches only a row that changes, so that the count says what this install did.
     let mut upsert = conn.prepare_cached(
         "INSERT INTO mailboxes (id, kind, auth_key, deposit_token_hash, enabled)
          VALUES (?1, 'staff', ?2, NULL, 1)
          ON CONFLICT (id) DO UPDATE
-         SET kind = 'staff', auth_key = excluded.auth_key, deposit_token_hash = NULL, enabled = 1",
+         SET kind = 'staff', auth_key = excluded.auth_key, deposit_token_hash = NULL, enabled = 1
+         WHERE kind != 'staff' OR auth_key != excluded.auth_key
+            OR deposit_token_hash IS NOT NULL OR enabled != 1",
     )?;
     // Prekeys signed by an identity the directory no longer lists are useless to senders.
     let mut drop_stale = conn
@@ -77,7 +28,7 @@ pub(in crate::store::sqlite) fn install_directory(
         for device in &post.devices {
             let mailbox = MailboxId::from_slice(&device.mailbox_id)
                 .map_err(|e| StoreError::Corrupt(format!("verified directory: {e}")))?;
-            upsert.execute(params![&mailbox.0[..], &device.auth_key[..]])?;
+            added += upsert.execute(params![&mailbox.0[..], &device.auth_key[..]])?;
             drop_stale.execute(params![&mailbox.0[..], &device.identity_key[..]])?;
             listed.insert(mailbox);
         }
@@ -101,9 +52,8 @@ pub(in crate::store::sqlite) fn install_directory(
         }
     }
     Ok(DirectoryChange {
-        version: offered,
-        previous_version: previous.map(|p| p.version),
         enrolled: listed.len(),
+        added,
         disabled,
     })
 }

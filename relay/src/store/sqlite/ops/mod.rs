@@ -6,7 +6,7 @@ mod mailboxes;
 mod messages;
 mod prekeys;
 
-pub(super) use directory::{install_directory, stored_directory};
+pub(super) use directory::install_directory;
 pub(super) use mailboxes::{create_mailbox, mailbox_key};
 pub(super) use messages::{
     Quota, ack_messages, deposit, expire_due_messages, expire_messages, fetch_messages,
