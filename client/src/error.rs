@@ -123,11 +123,6 @@ pub enum ClientError {
     #[error("staff directory: {0}")]
     Directory(#[from] DirectoryError),
 
-    #[error(
-        "staff directory version {got} is older than version {seen} already seen (rollback refused)"
-    )]
-    DirectoryRollback { seen: u64, got: u64 },
-
     #[error("the entries are logged, but these witnesses did not cosign: {}", names.join(", "))]
     WitnessesMissed { names: Vec<String> },
 
@@ -261,7 +256,6 @@ impl ClientError {
             | NoStore { .. }
             | UnencryptedStore { .. }
             | Directory(_)
-            | DirectoryRollback { .. }
             | Policy(_) => Blame::Local,
             Connect { .. }
             | Timeout { .. }
@@ -354,15 +348,8 @@ impl ClientError {
             Store(_) | Corrupt(_) => {
                 "the data directory may be damaged or used by another program at the same time; try again, and restore it from a backup if this persists".into()
             }
-            Directory(DirectoryError::UntrustedAuthority(_)) => {
-                "check --authority-key: it must be the key that the authority published, and the directory file must come from that authority".into()
-            }
-            Directory(DirectoryError::BadSignature) => {
-                "the directory file was altered or damaged; get a fresh copy from the authority".into()
-            }
-            Directory(_) => "get a valid directory file from the authority".into(),
-            DirectoryRollback { .. } => {
-                "someone may be replaying an old directory to hide a revocation; get the current file from the authority".into()
+            Directory(_) => {
+                "the directory the verified log replays to cannot be used; report it to the authority with the output of `refuge-audit follow`".into()
             }
             WitnessesMissed { .. } => {
                 "until a quorum of witnesses has cosigned, users' clients may not accept the new checkpoint; check the witnesses' addresses and run `refuge-admin push` later".into()
@@ -418,7 +405,7 @@ impl ClientError {
             UnopenedMessages { .. } => {
                 "they may be forged or corrupt; run `read --discard-unopened` to delete them from the relay".into()
             }
-            NotEnrolled { .. } => "not enrolled yet: send the request file to the authority, then run register again with the new directory file".into(),
+            NotEnrolled { .. } => "not enrolled yet: send the request file to the authority, then run register again once it has submitted your enrolment to the log".into(),
             EnrolmentConflict(_) => "revoke the existing entry first, or use another label".into(),
             PostHasNoDevices { .. } => {
                 "the authority has not enrolled any staff device for this post yet; try another post or later".into()
@@ -455,7 +442,7 @@ fn relay_hint(code: ErrorCode) -> &'static str {
         UnknownPost => "the relay does not know this post: its directory may be older than yours",
         UnknownMailbox => "the mailbox does not exist on the relay: run init again",
         NotEnrolled => {
-            "this device is not in the relay's directory: the relay needs the new directory file"
+            "this device is not in the relay's directory yet: the authority must submit its enrolment to the log"
         }
         AuthFailed => "the relay does not accept this device's key for the mailbox",
         DepositNotAuthorized => {

@@ -6,6 +6,8 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
 pub const AUTHENTICATE_CONTEXT: &[u8] = b"refuge/v1/authenticate";
 pub const CREATE_MAILBOX_CONTEXT: &[u8] = b"refuge/v1/create-mailbox";
+/// Retired with the issue-2 signed directory file (ADR 0003); reserved so that no new purpose
+/// reuses it.
 pub const DIRECTORY_CONTEXT: &[u8] = b"refuge/v1/directory";
 
 fn transcript(context: &[u8], parts: &[&[u8]]) -> Vec<u8> {
@@ -34,11 +36,6 @@ pub fn create_mailbox_transcript(
         CREATE_MAILBOX_CONTEXT,
         &[&mailbox.0, auth_key.as_bytes(), deposit_token_hash],
     )
-}
-
-/// Signed by the authority over the exact bytes of a `Directory`.
-pub fn directory_transcript(directory_bytes: &[u8]) -> Vec<u8> {
-    transcript(DIRECTORY_CONTEXT, &[directory_bytes])
 }
 
 pub fn sign(key: &SigningKey, transcript: &[u8]) -> Signature {

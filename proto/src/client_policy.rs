@@ -29,8 +29,7 @@
 //! must be listed because it signs the policy.
 //!
 //! The note signature is domain separated from the authority's other signatures by the text's
-//! first line (directory entries start with `refuge/directory-entry/v1\n`, directory files with
-//! `refuge/v1/directory\0`).
+//! first line (directory entries start with `refuge/directory-entry/v1\n`).
 
 use crate::tlog::note::{Ed25519Signer, Ed25519Verifier, NoteError, UncheckedNote, Verifier};
 use crate::tlog::policy::{Policy, PolicyError, PolicyLog};

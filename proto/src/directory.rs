@@ -20,12 +20,6 @@ pub const IDENTITY_KEY_LEN: usize = 33;
 pub enum DirectoryError {
     #[error("malformed directory data: {0}")]
     Malformed(String),
-    #[error("directory is signed by {0}, which is not a trusted authority key")]
-    UntrustedAuthority(String),
-    #[error(
-        "directory signature does not verify: the file was altered or not signed by the authority"
-    )]
-    BadSignature,
     #[error("directory is inconsistent: {0}")]
     Inconsistent(String),
 }
