@@ -9,8 +9,8 @@ use crate::limits::{RateConfig, SharedBucket, retry_after_seconds};
 use crate::session::Session;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
-use rand::SeedableRng;
-use rand::rngs::StdRng;
+use rand::TryRngCore;
+use rand::rngs::OsRng;
 use refuge_proto::frame::{self, PREFIX_LEN};
 use refuge_proto::wire::ServerFrame;
 use std::io;
@@ -19,9 +19,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, timeout, timeout_at};
-
-/// Frame buffer a session keeps between requests; larger ones are freed after use.
-const RETAINED_BUFFER: usize = 16 * 1024;
 
 /// Requests refused in a row for the rate limit after which the session is closed: a client
 /// that honours retry_after never gets near it.
@@ -169,6 +166,10 @@ where
 /// (shared by the sessions of one connection or circuit); without one it is answered
 /// RATE_LIMITED and not carried out. A request being handled when shutdown fires is finished
 /// and answered.
+///
+/// Between requests a session holds no buffer and no request state: the frame and the
+/// handler's future live on the heap only while a request runs, so that an idle session costs
+/// little more than its socket.
 pub async fn serve_session_limited<S, R, W>(
     relay: &Relay<S>,
     mut reader: R,
@@ -184,8 +185,6 @@ where
 {
     let idle = limits.idle;
     let mut session = Session::new();
-    let mut rng = StdRng::from_rng(&mut rand::rng());
-    let mut body = Vec::new();
     let mut limited_in_a_row = 0u32;
     loop {
         let mut prefix = [0u8; PREFIX_LEN];
@@ -226,8 +225,7 @@ where
                 return Ok(SessionEnd::FrameTooLarge);
             }
         };
-        body.clear();
-        body.resize(len, 0);
+        let mut body = vec![0u8; len];
         let read = tokio::select! {
             biased;
             () = shutdown.wait() => return Ok(SessionEnd::Shutdown),
@@ -244,10 +242,11 @@ where
         let reply = match bucket.try_take(Instant::now().into_std()) {
             Ok(()) => {
                 limited_in_a_row = 0;
+                // Challenges and proof-of-work seeds are drawn from the OS, so the session keeps
+                // no generator state of its own.
+                let mut rng = OsRng.unwrap_err();
                 // From here on the request runs to completion and is answered, shutdown or not.
-                relay
-                    .handle_body(&mut session, &body, unix_now(), &mut rng)
-                    .await
+                Box::pin(relay.handle_body(&mut session, &body, unix_now(), &mut rng)).await
             }
             Err(wait) => {
                 limited_in_a_row += 1;
@@ -258,9 +257,7 @@ where
                 handler::rate_limited(&body, retry_after_seconds(wait))
             }
         };
-        // Do not keep a large frame's buffer for the rest of an idle session.
-        body.clear();
-        body.shrink_to(RETAINED_BUFFER);
+        drop(body);
         if !write_frame(writer, &reply, idle).await? {
             return Ok(SessionEnd::IdleTimeout);
         }
@@ -333,6 +330,22 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn an_idle_session_holds_no_request_state() {
+        // Every idle session keeps this future; the handler's future (nearly 3 KiB) must not be
+        // part of it.
+        let (_dir, store) = crate::fixtures::temp_store(StoreLimits::default());
+        let relay = Relay::new(store, Roster::empty());
+        let (_client, server) = tokio::io::duplex(64);
+        let (read, mut write) = tokio::io::split(server);
+        let (_trigger, shutdown) = crate::shutdown::channel();
+        let limits = SessionLimits::idle(Duration::from_secs(1));
+        let bucket = SharedBucket::new(limits.rate, std::time::Instant::now());
+        let session = serve_session_limited(&relay, read, &mut write, &limits, &bucket, shutdown);
+        let size = std::mem::size_of_val(&session);
+        assert!(size <= 1024, "the session future is {size} bytes");
     }
 
     #[tokio::test]

@@ -101,7 +101,8 @@ pub async fn serve<S: Store>(
         let relay = Arc::clone(&relay);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let (reader, mut writer) = stream.into_split();
+            let mut stream = stream;
+            let (reader, mut writer) = stream.split();
             let bucket = SharedBucket::new(limits.rate, std::time::Instant::now());
             let end =
                 serve_session_limited(&relay, reader, &mut writer, &limits, &bucket, shutdown)

@@ -8,7 +8,11 @@
 //! cargo build --release -p refuge-relay
 //! cargo bench -p refuge-tests --bench load             # full run, about 3 minutes
 //! cargo bench -p refuge-tests --bench load -- --quick  # short run (or REFUGE_BENCH_QUICK=1)
+//! REFUGE_BENCH_ONLY=memory,latency cargo bench -p refuge-tests --bench load  # some parts only
 //! ```
+//!
+//! The parts are `ceilings`, `throughput` (deposits and fetch+ack, with the group-commit ceiling
+//! they are compared to), `latency`, `storage` and `memory`.
 //!
 //! Figures, not a test: nothing here fails on a slow machine. Results and what limits them are
 //! recorded in docs/performance.md.
@@ -55,6 +59,49 @@ struct Plan {
     levels: &'static [usize],
     idle_connections: usize,
     stored_messages: usize,
+}
+
+/// The parts of the run to measure (all unless `REFUGE_BENCH_ONLY` names some).
+#[derive(Clone, Copy)]
+struct Parts {
+    ceilings: bool,
+    throughput: bool,
+    latency: bool,
+    storage: bool,
+    memory: bool,
+}
+
+impl Parts {
+    fn from_env() -> Self {
+        let Some(only) = std::env::var("REFUGE_BENCH_ONLY")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+        else {
+            return Parts {
+                ceilings: true,
+                throughput: true,
+                latency: true,
+                storage: true,
+                memory: true,
+            };
+        };
+        let names: Vec<&str> = only.split(',').map(str::trim).collect();
+        for name in &names {
+            assert!(
+                ["ceilings", "throughput", "latency", "storage", "memory"].contains(name),
+                "REFUGE_BENCH_ONLY: unknown part {name:?}; the parts are ceilings, throughput, \
+                 latency, storage and memory"
+            );
+        }
+        let has = |part: &str| names.contains(&part);
+        Parts {
+            ceilings: has("ceilings"),
+            throughput: has("throughput"),
+            latency: has("latency"),
+            storage: has("storage"),
+            memory: has("memory"),
+        }
+    }
 }
 
 const FULL: Plan = Plan {
@@ -158,7 +205,7 @@ fn main() {
         .build()
         .expect("a tokio runtime");
     let started = Instant::now();
-    let report = runtime.block_on(run(plan));
+    let report = runtime.block_on(run(plan, Parts::from_env()));
     report.print();
     println!();
     targets(&report);
@@ -181,14 +228,16 @@ fn targets(report: &Report) {
                     .starts_with(&format!("durable deposits/s, {}", t.name()))
             })
             .map(|r| r.value)
-            .fold(0.0, f64::max);
-        let ok = best >= 5_000.0 && ceiling.is_some_and(|c| best >= 0.5 * c);
-        println!(
-            "target: durable deposits over {} >= 50% of the group-commit ceiling and >= 5,000/s: \
-             best {best:.0}/s: {}",
-            t.name(),
-            if ok { "met" } else { "NOT met" }
-        );
+            .reduce(f64::max);
+        if let Some(best) = best {
+            let ok = best >= 5_000.0 && ceiling.is_some_and(|c| best >= 0.5 * c);
+            println!(
+                "target: durable deposits over {} >= 50% of the group-commit ceiling and >= \
+                 5,000/s: best {best:.0}/s: {}",
+                t.name(),
+                if ok { "met" } else { "NOT met" }
+            );
+        }
         if let Some(p99) = report.get(&format!(
             "ack latency p99 at {OFFERED_RATE}/s offered, {}",
             t.name()
@@ -209,56 +258,64 @@ fn targets(report: &Report) {
     }
 }
 
-async fn run(plan: Plan) -> Report {
+async fn run(plan: Plan, parts: Parts) -> Report {
     let mut report = Report { rows: Vec::new() };
     let dir = tempfile::tempdir().expect("a temporary directory");
 
-    eprintln!("== ceilings");
-    let group = sqlite_ceiling(
-        &dir.path().join("ceiling-group.sqlite3"),
-        GROUP_COMMIT_BATCH,
-        plan.window,
-    );
-    report.add(
-        "ceiling: rusqlite group commit (256/txn)".into(),
-        group,
-        "inserts/s",
-        None,
-    );
-    let single = sqlite_ceiling(&dir.path().join("ceiling-single.sqlite3"), 1, plan.window);
-    report.add(
-        "ceiling: rusqlite one insert per commit".into(),
-        single,
-        "inserts/s",
-        None,
-    );
+    let mut group = None;
+    if parts.ceilings || parts.throughput {
+        eprintln!("== ceilings");
+        let g = sqlite_ceiling(
+            &dir.path().join("ceiling-group.sqlite3"),
+            GROUP_COMMIT_BATCH,
+            plan.window,
+        );
+        report.add(
+            "ceiling: rusqlite group commit (256/txn)".into(),
+            g,
+            "inserts/s",
+            None,
+        );
+        group = Some(g);
+    }
     let mut rt_ceilings = Vec::new();
-    for &level in plan.levels {
-        let q = quinn_ceiling(dir.path(), level, plan.window).await;
+    if parts.ceilings {
+        let single = sqlite_ceiling(&dir.path().join("ceiling-single.sqlite3"), 1, plan.window);
         report.add(
-            format!("ceiling: raw quinn round trips, {level} clients"),
-            q,
-            "rt/s",
+            "ceiling: rusqlite one insert per commit".into(),
+            single,
+            "inserts/s",
             None,
         );
-        let t = tcp_ceiling(level, plan.window).await;
-        report.add(
-            format!("ceiling: raw TCP round trips, {level} clients"),
-            t,
-            "rt/s",
-            None,
-        );
-        rt_ceilings.push((level, q, t));
+        for &level in plan.levels {
+            let q = quinn_ceiling(dir.path(), level, plan.window).await;
+            report.add(
+                format!("ceiling: raw quinn round trips, {level} clients"),
+                q,
+                "rt/s",
+                None,
+            );
+            let t = tcp_ceiling(level, plan.window).await;
+            report.add(
+                format!("ceiling: raw TCP round trips, {level} clients"),
+                t,
+                "rt/s",
+                None,
+            );
+            rt_ceilings.push((level, Some(q), Some(t)));
+        }
+    } else {
+        rt_ceilings.extend(plan.levels.iter().map(|&level| (level, None, None)));
     }
 
     eprintln!("== relay");
     let max_level = plan.levels.iter().copied().max().unwrap_or(1);
     let max_sessions = plan.idle_connections + 2 * max_level + 256;
     let relay = start_relay(&dir.path().join("relay"), max_sessions);
-    let mailboxes = create_mailboxes(&relay, max_level).await;
+    let mailboxes = create_mailboxes(&relay, max_level.max(LATENCY_SESSIONS)).await;
 
     for transport in [Transport::Quic, Transport::Tcp] {
-        for &(level, quic_rt, tcp_rt) in &rt_ceilings {
+        for &(level, quic_rt, tcp_rt) in rt_ceilings.iter().filter(|_| parts.throughput) {
             let rt = match transport {
                 Transport::Quic => quic_rt,
                 Transport::Tcp => tcp_rt,
@@ -271,15 +328,18 @@ async fn run(plan: Plan) -> Report {
                 format!("durable deposits/s, {}, {level} clients", transport.name()),
                 deposits,
                 "deposits/s",
-                Some((group, "group-commit ceiling".into())),
+                group.map(|g| (g, "group-commit ceiling".into())),
             );
             let delivered = fetch_ack_phase(sessions, Arc::clone(&mailboxes), plan.window).await;
             report.add(
                 format!("fetch+ack/s, {}, {level} clients", transport.name()),
                 delivered,
                 "msgs/s",
-                Some((rt / 2.0, rt_name)),
+                rt.map(|rt| (rt / 2.0, rt_name)),
             );
+        }
+        if !parts.latency {
+            continue;
         }
         let (p50, p99, max, achieved) =
             latency_phase(&relay, transport, Arc::clone(&mailboxes), plan.window).await;
@@ -321,43 +381,48 @@ async fn run(plan: Plan) -> Report {
         );
     }
 
-    eprintln!("== storage");
-    let per_message = bytes_per_message(&relay, Arc::clone(&mailboxes), plan.stored_messages).await;
-    report.add(
-        format!("bytes stored per {SEALED_LEN}-byte message"),
-        per_message,
-        "bytes",
-        None,
-    );
+    if parts.storage {
+        eprintln!("== storage");
+        let per_message =
+            bytes_per_message(&relay, Arc::clone(&mailboxes), plan.stored_messages).await;
+        report.add(
+            format!("bytes stored per {SEALED_LEN}-byte message"),
+            per_message,
+            "bytes",
+            None,
+        );
+    }
+    drop(relay);
 
-    eprintln!("== memory");
-    // A fresh relay: one that served the load above keeps its freed heap, which new connections
-    // would reuse unseen.
-    drop(relay);
-    let relay = start_relay(&dir.path().join("relay-memory"), max_sessions);
-    let (before, after) = idle_memory(&relay, plan.idle_connections).await;
-    report.add(
-        "relay RSS before idle connections".into(),
-        before as f64 / 1024.0,
-        "KiB",
-        None,
-    );
-    report.add(
-        format!(
-            "relay RSS with {} idle TCP connections",
-            plan.idle_connections
-        ),
-        after as f64 / 1024.0,
-        "KiB",
-        None,
-    );
-    report.add(
-        "relay memory per idle TCP connection".into(),
-        after.saturating_sub(before) as f64 / plan.idle_connections as f64,
-        "bytes",
-        None,
-    );
-    drop(relay);
+    if parts.memory {
+        eprintln!("== memory");
+        // A fresh relay: one that served the load above keeps its freed heap, which new
+        // connections would reuse unseen.
+        let relay = start_relay(&dir.path().join("relay-memory"), max_sessions);
+        let (before, after) = idle_memory(&relay, plan.idle_connections).await;
+        report.add(
+            "relay RSS before idle connections".into(),
+            before as f64 / 1024.0,
+            "KiB",
+            None,
+        );
+        report.add(
+            format!(
+                "relay RSS with {} idle TCP connections",
+                plan.idle_connections
+            ),
+            after as f64 / 1024.0,
+            "KiB",
+            None,
+        );
+        report.add(
+            "relay memory per idle TCP connection".into(),
+            after.saturating_sub(before) as f64 / plan.idle_connections as f64,
+            "bytes",
+            None,
+        );
+        drop(relay);
+    }
     report
 }
 

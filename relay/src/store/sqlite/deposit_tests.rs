@@ -451,3 +451,78 @@ async fn without_retention_a_delivered_deposits_record_goes_after_the_repeat_win
     );
     store.shutdown().await;
 }
+
+#[test]
+fn the_sweep_index_migration_keeps_the_records_and_orders_them_by_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(DATABASE_FILE);
+    {
+        // A version 5 database, as the previous release left it.
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        for sql in &MIGRATIONS[..5] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "application_id", schema::APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 5).unwrap();
+        for (id, expires) in [(1u8, None), (2, Some(7200i64))] {
+            conn.execute(
+                "INSERT INTO deposit_ids (mailbox_id, idempotency_id, sealed_sha256, message_id,
+                                          received_hour, expires_hour)
+                 VALUES (?1, ?2, ?3, ?4, 3600, ?5)",
+                rusqlite::params![&[1u8; 16][..], &[id; 16][..], &[0u8; 32][..], id, expires],
+            )
+            .unwrap();
+        }
+    }
+    let conn = schema::open_writer(&db).unwrap();
+    let columns = |index: &str| -> Vec<String> {
+        let mut stmt = conn
+            .prepare(&format!("PRAGMA index_info('{index}')"))
+            .unwrap();
+        stmt.query_map([], |r| r.get(2))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    };
+    assert_eq!(
+        columns("deposit_ids_by_hour"),
+        ["received_hour", "message_id"]
+    );
+    assert_eq!(
+        columns("deposit_ids_by_expiry"),
+        ["expires_hour", "message_id"]
+    );
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM deposit_ids", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 2);
+    // The sweeps still find their rows through the indexes, not by reading the whole table.
+    for (sql, index) in [
+        (
+            "DELETE FROM deposit_ids WHERE received_hour < 7200",
+            "deposit_ids_by_hour",
+        ),
+        (
+            "DELETE FROM deposit_ids WHERE expires_hour IS NOT NULL AND expires_hour <= 7200",
+            "deposit_ids_by_expiry",
+        ),
+    ] {
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map([], |r| r.get(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|step| step.contains(index)),
+            "{sql}: {plan:?}"
+        );
+    }
+    assert_eq!(
+        conn.execute("DELETE FROM deposit_ids WHERE received_hour < 7200", [])
+            .unwrap(),
+        2
+    );
+}

@@ -13,7 +13,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations, in order. Entry `i` takes the database from version `i` to `i + 1`.
 /// Never edit a released entry: add a new one.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The schema version this code writes.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -160,6 +160,22 @@ CREATE TRIGGER messages_held_delete AFTER DELETE ON messages BEGIN
                          held_bytes = held_bytes - length(OLD.sealed)
     WHERE id = OLD.mailbox_id;
 END;
+"#;
+
+/// The sweep indexes of `deposit_ids` ordered by message id after the hour. An index on the hour
+/// alone is ordered, within an hour, by the table's key (mailbox, random idempotency id), so each
+/// deposit wrote a leaf page of its own; ordered by the ever-growing message id, the deposits of
+/// one commit append to the same page. The sweeps read the same hour ranges as before.
+///
+/// Also drops `directory` (V1), which held the issue-2 signed directory file: the directory
+/// comes only from the log now (ADR 0008), and nothing reads or writes the table.
+const V6: &str = r#"
+DROP TABLE directory;
+DROP INDEX deposit_ids_by_hour;
+CREATE INDEX deposit_ids_by_hour ON deposit_ids (received_hour, message_id);
+DROP INDEX deposit_ids_by_expiry;
+CREATE INDEX deposit_ids_by_expiry ON deposit_ids (expires_hour, message_id)
+    WHERE expires_hour IS NOT NULL;
 "#;
 
 /// Why the database could not be opened.

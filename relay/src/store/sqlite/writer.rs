@@ -170,6 +170,13 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<BoxedJob>, max_batch: usize) {
     tracing::debug!("writer stopped");
 }
 
+/// Runs one of the writer's fixed statements (BEGIN, SAVEPOINT, RELEASE, COMMIT…) from the
+/// connection's statement cache, so that a batch of many jobs does not parse them again for
+/// each job.
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
 fn run_batch(conn: &Connection, batch: &mut [BoxedJob]) -> Result<(), StoreError> {
     let fail = |conn: &Connection, e: rusqlite::Error| {
         if !conn.is_autocommit() {
@@ -177,15 +184,11 @@ fn run_batch(conn: &Connection, batch: &mut [BoxedJob]) -> Result<(), StoreError
         }
         StoreError::from(e)
     };
-    conn.execute_batch("BEGIN IMMEDIATE")
-        .map_err(|e| fail(conn, e))?;
+    exec(conn, "BEGIN IMMEDIATE").map_err(|e| fail(conn, e))?;
     for job in batch.iter_mut() {
-        conn.execute_batch("SAVEPOINT job")
-            .map_err(|e| fail(conn, e))?;
+        exec(conn, "SAVEPOINT job").map_err(|e| fail(conn, e))?;
         match job.apply(conn) {
-            Applied::Done => conn
-                .execute_batch("RELEASE job")
-                .map_err(|e| fail(conn, e))?,
+            Applied::Done => exec(conn, "RELEASE job").map_err(|e| fail(conn, e))?,
             Applied::Refused | Applied::Failed => {
                 let failure = job.failure();
                 if conn.is_autocommit() {
@@ -199,10 +202,11 @@ fn run_batch(conn: &Connection, batch: &mut [BoxedJob]) -> Result<(), StoreError
                     let _ = conn.execute_batch("ROLLBACK");
                     return Err(e);
                 }
-                conn.execute_batch("ROLLBACK TO job; RELEASE job")
+                exec(conn, "ROLLBACK TO job")
+                    .and_then(|()| exec(conn, "RELEASE job"))
                     .map_err(|e| fail(conn, e))?;
             }
         }
     }
-    conn.execute_batch("COMMIT").map_err(|e| fail(conn, e))
+    exec(conn, "COMMIT").map_err(|e| fail(conn, e))
 }
