@@ -1,7 +1,9 @@
 //! The relay as a Tor onion service, hosted by arti embedded in the relay process
 //! (`refuge-relay serve --onion`). Each stream a client opens to the virtual port is one session;
 //! like [`crate::tcp`] and [`crate::quic`], this module only accepts and hands the stream to
-//! [`serve_session`].
+//! [`serve_session`]. Streams to virtual port [`LOG_PORT`] (80) go to the transparency log's HTTP
+//! server ([`crate::tlog::http`]), so that auditors and witnesses follow the log through Tor at
+//! `http://<address>.onion/`.
 //!
 //! Arti keeps its state, cache and keystore under `<data-dir>/arti/`, so the onion address (the
 //! service's identity key in `arti/state/keystore`) is the same on every start. The proof-of-work
@@ -16,6 +18,7 @@ use crate::limits::{RateConfig, SharedBucket};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::stream::{SessionLimits, SessionSlots, log_end, refuse_busy, serve_session_limited};
+use crate::tlog::http::LogHttp;
 use arti_client::config::{CfgPath, TorClientConfigBuilder};
 use arti_client::{BootstrapBehavior, TorClient};
 use futures::{FutureExt, Stream, StreamExt};
@@ -42,6 +45,9 @@ pub const NICKNAME: &str = "refuge-relay";
 
 /// Default virtual port of the onion service.
 pub const DEFAULT_PORT: u16 = 443;
+
+/// Virtual port of the transparency log's HTTP server on the onion service.
+pub const LOG_PORT: u16 = 80;
 
 /// How to run the onion service.
 #[derive(Debug, Clone)]
@@ -71,6 +77,8 @@ pub enum OnionError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("the onion service's port {LOG_PORT} is the transparency log's")]
+    PortTaken,
 }
 
 impl OnionError {
@@ -85,6 +93,7 @@ impl OnionError {
                  used by another running relay"
             }
             OnionError::WriteAddress { .. } => "make the data directory writable by the relay",
+            OnionError::PortTaken => "choose another --onion-port (443 by default)",
         }
     }
 }
@@ -141,6 +150,9 @@ pub fn tor_config(
 /// proof-of-work defence, and writes `<data-dir>/onion-address`. Returns as soon as the address
 /// is known; the descriptor is published once arti has bootstrapped (logged at info level).
 pub async fn launch(data_dir: &Path, options: &OnionOptions) -> Result<OnionService, OnionError> {
+    if options.port == LOG_PORT {
+        return Err(OnionError::PortTaken);
+    }
     let config = tor_config(data_dir, options.tor_config.as_deref())?;
     let tor = TorClient::builder()
         .config(config)
@@ -286,12 +298,14 @@ where
     })
 }
 
-/// Accepts streams to the virtual port until shutdown, then stops the service. Streams to any
-/// other port are refused with END DONE, as C tor does, so the service is not distinguishable.
-/// The rate limit is per circuit: all the streams of one client circuit share it.
+/// Accepts streams to the virtual port until shutdown, then stops the service; streams to
+/// [`LOG_PORT`] go to `log`. Streams to any other port are refused with END DONE, as C tor does,
+/// so the service is not distinguishable. The rate limit is per circuit: all the streams of one
+/// client circuit share it, and each log stream takes one token from it.
 pub async fn serve<S: Store>(
     service: OnionService,
     relay: Arc<Relay<S>>,
+    log: LogHttp,
     sessions: SessionSlots,
     limits: SessionLimits,
     mut shutdown: Shutdown,
@@ -317,6 +331,19 @@ pub async fn serve<S: Store>(
             },
         };
         let (request, bucket) = request;
+        let to_log = matches!(request.request(), IncomingStreamRequest::Begin(begin) if begin.port() == LOG_PORT);
+        if to_log && bucket.try_take(std::time::Instant::now()).is_ok() {
+            let (log, shutdown) = (log.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                match request.accept(Connected::new_empty()).await {
+                    Ok(stream) => {
+                        log.serve_stream(stream, shutdown);
+                    }
+                    Err(e) => tracing::debug!(error = %e, "accepting an onion log stream failed"),
+                }
+            });
+            continue;
+        }
         let wanted = matches!(request.request(), IncomingStreamRequest::Begin(begin) if begin.port() == port);
         if !wanted {
             tokio::spawn(async move {

@@ -20,7 +20,7 @@ use crate::store::sqlite::{DATABASE_FILE, OpenError, SqliteStore, StoreLimits, s
 use crate::store::{Store, to_hour};
 use crate::stream::{SessionLimits, SessionSlots};
 use crate::tcp::{self, TcpError};
-use crate::tlog::http::{self as log_http, LogHttpError, LogHttpLimits, LogReader};
+use crate::tlog::http::{self as log_http, LogHttp, LogHttpError, LogHttpLimits, LogReader};
 use crate::tlog::key::{self as log_key, LogKeyError};
 use crate::tlog::operator::SIGNED_HEAD_FILE;
 use crate::tlog::sequencer::{LogHead, Sequencer, SequencerOptions};
@@ -270,19 +270,23 @@ async fn start_and_run(
         session_limits,
         shutdown.clone(),
     ));
+    let log_http = LogHttp::new(log_reader, log_limits);
     let log_task = tokio::spawn(log_http::serve(
         log_listener,
-        log_reader,
-        log_limits,
+        log_http.clone(),
         shutdown.clone(),
     ));
-    let onion_announce = onion_service
-        .as_ref()
-        .map(|s| format!("listening onion {}:{}", s.address, s.port));
+    let onion_announce = onion_service.as_ref().map(|s| {
+        [
+            format!("listening onion {}:{}", s.address, s.port),
+            format!("listening onion-log-http {}:{}", s.address, onion::LOG_PORT),
+        ]
+    });
     let onion_task = onion_service.map(|service| {
         tokio::spawn(onion::serve(
             service,
             Arc::clone(&relay),
+            log_http,
             sessions.clone(),
             session_limits,
             shutdown.clone(),
@@ -318,7 +322,7 @@ async fn start_and_run(
     announce(&format!("listening tcp {tcp_addr}"))?;
     announce(&format!("listening log-http {log_addr}"))?;
     announce(&format!("log vkey {log_vkey}"))?;
-    if let Some(line) = &onion_announce {
+    for line in onion_announce.iter().flatten() {
         announce(line)?;
     }
     announce("ready")?;

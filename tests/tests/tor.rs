@@ -516,6 +516,43 @@ fn first_contact_over_tor_on_a_private_network() {
         read_wall.as_secs_f64()
     ));
 
+    // An auditor follows the log through the relay's onion service (virtual port 80, the log's
+    // HTTP server): both enrolments replayed, every tile recomputed.
+    let (host, _) = w
+        .relay
+        .onion
+        .as_deref()
+        .and_then(|o| o.rsplit_once(':'))
+        .expect("ADDRESS.onion:PORT");
+    let log_url = format!("http://{host}/");
+    let auditor = w.p("auditor");
+    let ran = tor_ok(
+        &net,
+        &w.relay,
+        "refuge-audit",
+        &[
+            "follow",
+            "--log",
+            &log_url,
+            "--log-vkey",
+            &w.relay.log_vkey,
+            "--authority-key",
+            &w.authority_key,
+            "--data-dir",
+            &auditor,
+            "--tor-config",
+            &arti,
+            "--once",
+        ],
+    );
+    assert!(
+        ran.stdout.contains("checkpoint 2 ")
+            && ran.stdout.contains("2 new entries replayed from 0"),
+        "{}\n{}",
+        ran.stdout,
+        ran.stderr
+    );
+
     // The onion address is the relay's identity: the same after a restart, in the file and in
     // what it prints.
     let onion = w.relay.onion.clone().expect("onion address");

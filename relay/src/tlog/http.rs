@@ -1,5 +1,6 @@
-//! The transparency log over HTTP/1.1, for C2SP witnesses and monitors (through the onion
-//! service, which forwards to this loopback listener).
+//! The transparency log over HTTP/1.1, for C2SP witnesses and monitors: on a loopback listener,
+//! and on the relay's own onion service at virtual port 80 ([`LogHttp::serve_stream`], called by
+//! `relay::onion`), so that auditors reach it through Tor like every client.
 //!
 //! `GET /checkpoint` serves the newest cosigned checkpoint, or the newest signed one if no
 //! witness cosigned any yet (`text/plain; charset=utf-8`);
@@ -165,40 +166,48 @@ impl LogReader {
     }
 }
 
-/// Accepts connections until shutdown; connections already open get a short grace period.
-pub async fn serve(
-    listener: TcpListener,
+/// What serves log HTTP connections, from any listener: the reads, the limits, and the slots
+/// of open connections (shared by the loopback listener and the onion service).
+#[derive(Clone)]
+pub struct LogHttp {
     reader: Arc<LogReader>,
     limits: LogHttpLimits,
-    mut shutdown: Shutdown,
-) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            () = shutdown.wait() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "accepting a log HTTP connection failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+    slots: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for LogHttp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogHttp")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogHttp {
+    pub fn new(reader: Arc<LogReader>, limits: LogHttpLimits) -> Self {
+        let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+        Self {
+            reader,
+            limits,
+            slots,
+        }
+    }
+
+    /// Serves one connection on its own task. Returns false (and drops the stream) at the
+    /// connection limit.
+    pub fn serve_stream<S>(&self, stream: S, mut shutdown: Shutdown) -> bool
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
             tracing::warn!(
-                max = limits.max_connections,
+                max = self.limits.max_connections,
                 "refusing a log HTTP connection: at the connection limit"
             );
-            drop(stream);
-            continue;
+            return false;
         };
-        let _ = stream.set_nodelay(true);
-        let reader = Arc::clone(&reader);
-        let limits = limits.clone();
-        let mut shutdown = shutdown.clone();
+        let reader = Arc::clone(&self.reader);
+        let limits = self.limits.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let reader = Arc::clone(&reader);
@@ -227,6 +236,28 @@ pub async fn serve(
             }
             drop(slot);
         });
+        true
+    }
+}
+
+/// Accepts connections until shutdown; connections already open get a short grace period.
+pub async fn serve(listener: TcpListener, http: LogHttp, mut shutdown: Shutdown) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = shutdown.wait() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a log HTTP connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        http.serve_stream(stream, shutdown.clone());
     }
 }
 
