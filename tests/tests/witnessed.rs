@@ -305,7 +305,6 @@ fn a_new_client_is_not_shown_the_log_without_a_logged_revocation() {
         "tlog_tiles",
         "tlog_checkpoints",
         "tlog_cosignatures",
-        "directory",
     ] {
         conn.execute(&format!("DELETE FROM \"{t}\""), [])
             .expect("empty a table");
