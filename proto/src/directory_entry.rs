@@ -384,29 +384,7 @@ impl SignatureCheck {
 /// one entry at a time, so each entry gets its own verdict, the same as
 /// [`UncheckedEntry::verify`]'s (ZIP-215 makes batch and single verification agree).
 pub fn check_signatures(entries: Vec<UncheckedEntry>, threads: usize) -> Vec<SignatureCheck> {
-    let threads = threads.clamp(1, entries.len().div_ceil(THREAD_MIN).max(1));
-    if threads == 1 {
-        return check_part(entries);
-    }
-    let per = entries.len().div_ceil(threads);
-    let mut parts = Vec::with_capacity(threads);
-    let mut rest = entries;
-    while rest.len() > per {
-        let tail = rest.split_off(per);
-        parts.push(rest);
-        rest = tail;
-    }
-    parts.push(rest);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = parts
-            .into_iter()
-            .map(|part| scope.spawn(|| check_part(part)))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("signature checking does not panic"))
-            .collect()
-    })
+    on_threads(entries, threads, check_part)
 }
 
 /// Parses `entries` and checks the signatures of those that parse, as [`check_signatures`]
@@ -416,8 +394,7 @@ pub fn parse_and_check<E: AsRef<[u8]> + Sync>(
     entries: &[E],
     threads: usize,
 ) -> Vec<Result<SignatureCheck, EntryError>> {
-    let threads = threads.clamp(1, entries.len().div_ceil(THREAD_MIN).max(1));
-    let part = |part: &[E]| -> Vec<Result<SignatureCheck, EntryError>> {
+    on_threads(entries.iter().collect(), threads, |part: Vec<&E>| {
         let mut parsed = Vec::with_capacity(part.len());
         let slots: Vec<Result<(), EntryError>> = part
             .iter()
@@ -428,15 +405,34 @@ pub fn parse_and_check<E: AsRef<[u8]> + Sync>(
             .into_iter()
             .map(|slot| slot.map(|()| checked.next().expect("one check per parsed entry")))
             .collect()
-    };
+    })
+}
+
+/// Runs `work` on `items` split into consecutive parts, one per thread (at most `threads`, and
+/// one per [`THREAD_MIN`] items), and joins the results in the items' order.
+fn on_threads<T: Send, R: Send>(
+    items: Vec<T>,
+    threads: usize,
+    work: impl Fn(Vec<T>) -> Vec<R> + Sync,
+) -> Vec<R> {
+    let threads = threads.clamp(1, items.len().div_ceil(THREAD_MIN).max(1));
     if threads == 1 {
-        return part(entries);
+        return work(items);
     }
-    let per = entries.len().div_ceil(threads);
+    let per = items.len().div_ceil(threads);
+    let mut parts = Vec::with_capacity(threads);
+    let mut rest = items;
+    while rest.len() > per {
+        let tail = rest.split_off(per);
+        parts.push(rest);
+        rest = tail;
+    }
+    parts.push(rest);
+    let work = &work;
     std::thread::scope(|scope| {
-        let handles: Vec<_> = entries
-            .chunks(per)
-            .map(|chunk| scope.spawn(move || part(chunk)))
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|part| scope.spawn(move || work(part)))
             .collect();
         handles
             .into_iter()
