@@ -197,7 +197,10 @@ fn main() {
     // `cargo bench` passes `--bench`; anything else is ours.
     let quick = args.iter().any(|a| a == "--quick")
         || std::env::var_os("REFUGE_BENCH_QUICK").is_some_and(|v| v != "0");
-    let plan = if quick { QUICK } else { FULL };
+    let mut plan = if quick { QUICK } else { FULL };
+    if let Some(levels) = levels_from_env() {
+        plan.levels = levels;
+    }
     install_crypto_provider();
     raise_fd_limit(plan.idle_connections * 2 + 4_096);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -215,6 +218,36 @@ fn main() {
         started.elapsed().as_secs_f64(),
         std::thread::available_parallelism().map_or(0, usize::from)
     );
+}
+
+/// `REFUGE_BENCH_LEVELS=1024` (comma-separated client counts) measures only those levels, e.g.
+/// to profile one of them.
+fn levels_from_env() -> Option<&'static [usize]> {
+    let value = std::env::var("REFUGE_BENCH_LEVELS").ok()?;
+    let levels: Vec<usize> = value
+        .split(',')
+        .map(|l| {
+            l.trim().parse().ok().filter(|&n| n > 0).unwrap_or_else(|| {
+                panic!("REFUGE_BENCH_LEVELS: {l:?} is not a number of clients (e.g. 1,64,1024)")
+            })
+        })
+        .collect();
+    Some(Box::leak(levels.into_boxed_slice()))
+}
+
+/// `REFUGE_BENCH_TRANSPORTS=tcp` (or `quic`) drives the relay over those transports only.
+fn transports_from_env() -> Vec<Transport> {
+    let Ok(value) = std::env::var("REFUGE_BENCH_TRANSPORTS") else {
+        return vec![Transport::Quic, Transport::Tcp];
+    };
+    value
+        .split(',')
+        .map(|t| match t.trim().to_ascii_lowercase().as_str() {
+            "quic" => Transport::Quic,
+            "tcp" => Transport::Tcp,
+            other => panic!("REFUGE_BENCH_TRANSPORTS: unknown transport {other:?} (quic, tcp)"),
+        })
+        .collect()
 }
 
 fn targets(report: &Report) {
@@ -314,7 +347,7 @@ async fn run(plan: Plan, parts: Parts) -> Report {
     let relay = start_relay(&dir.path().join("relay"), max_sessions);
     let mailboxes = create_mailboxes(&relay, max_level.max(LATENCY_SESSIONS)).await;
 
-    for transport in [Transport::Quic, Transport::Tcp] {
+    for transport in transports_from_env() {
         for &(level, quic_rt, tcp_rt) in rt_ceilings.iter().filter(|_| parts.throughput) {
             let rt = match transport {
                 Transport::Quic => quic_rt,
@@ -429,16 +462,19 @@ async fn run(plan: Plan, parts: Parts) -> Report {
 // ---------------------------------------------------------------------------------- ceilings
 
 /// Inserts rows like the relay's (a mailbox id, a sealed message, an hour) in transactions of
-/// `batch` rows, with the relay's pragmas (WAL, synchronous=FULL, secure_delete=ON), for
+/// `batch` rows, with the relay's writer pragmas (`refuge_relay::store::sqlite::schema::
+/// writer_pragmas`: synchronous=FULL, secure_delete=ON, its page cache) in WAL mode, for
 /// `window`. Returns rows committed per second.
 fn sqlite_ceiling(path: &Path, batch: usize, window: Duration) -> f64 {
     let mut conn = rusqlite::Connection::open(path).expect("open the ceiling database");
-    conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
+    refuge_relay::store::sqlite::schema::writer_pragmas(&conn).expect("the relay's pragmas");
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
         .expect("WAL");
-    conn.pragma_update(None, "synchronous", "FULL")
-        .expect("pragma");
-    conn.pragma_update(None, "secure_delete", "ON")
-        .expect("pragma");
+    assert!(
+        mode.eq_ignore_ascii_case("wal"),
+        "the ceiling database refused WAL: {mode}"
+    );
     conn.execute_batch(
         "CREATE TABLE m (id INTEGER PRIMARY KEY, mailbox BLOB NOT NULL, sealed BLOB NOT NULL, \
          received_hour INTEGER NOT NULL, idempotency BLOB NOT NULL) STRICT; \
@@ -779,6 +815,11 @@ async fn deposit_phase(
     mailboxes: Arc<Vec<Mailbox>>,
     window: Duration,
 ) -> (Vec<Session>, f64) {
+    // A mark on stderr for whoever profiles the relay during this phase.
+    eprintln!(
+        "  depositing from {} sessions for {window:?}",
+        sessions.len()
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let accepted = Arc::new(AtomicU64::new(0));
     let mut set = JoinSet::new();

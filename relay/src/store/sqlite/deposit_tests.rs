@@ -526,3 +526,25 @@ fn the_sweep_index_migration_keeps_the_records_and_orders_them_by_message() {
         2
     );
 }
+
+/// The writer looks up the mailbox and an earlier deposit of every deposit in one statement; it
+/// must stay two primary-key searches, never a scan of a table that grows with every message.
+#[test]
+fn deposit_lookup_searches_both_primary_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = schema::open_writer(&dir.path().join("plan.sqlite3")).unwrap();
+    let plan: Vec<String> = conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {}", ops::DEPOSIT_LOOKUP))
+        .unwrap()
+        .query_map([&[1u8; 16][..], &[2u8; 16][..]], |r| r.get(3))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(
+        plan,
+        [
+            "SEARCH m USING PRIMARY KEY (id=?)",
+            "SEARCH d USING PRIMARY KEY (mailbox_id=? AND idempotency_id=?) LEFT-JOIN",
+        ]
+    );
+}

@@ -259,7 +259,8 @@ impl Store for SqliteStore {
         };
         // Hashed here, so the single writer thread spends no time on it.
         let digest: [u8; 32] = Sha256::digest(&deposit.sealed).into();
-        self.write(move |c| ops::deposit(c, &deposit, &digest, quota))
+        let token_hash = deposit.token.as_ref().map(|t| t.hash());
+        self.write(move |c| ops::deposit(c, &deposit, token_hash.as_ref(), &digest, quota))
             .await
     }
 

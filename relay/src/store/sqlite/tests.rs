@@ -106,6 +106,10 @@ async fn pragmas_are_in_force_on_writer_and_readers() {
     );
     assert_eq!(store.write(read_pragmas).await.unwrap(), expected);
     assert_eq!(store.read(read_pragmas).await.unwrap(), expected);
+    // The writer's page cache is the large one (negative: KiB).
+    let cache =
+        |c: &Connection| Ok(c.pragma_query_value(None, "cache_size", |r| r.get::<_, i64>(0))?);
+    assert_eq!(store.write(cache).await.unwrap(), -schema::WRITER_CACHE_KIB);
     let strict: i64 = store
         .read(|c| {
             Ok(c.query_row(

@@ -13,40 +13,53 @@ pub(in crate::store::sqlite) struct Quota {
     pub bytes: u64,
 }
 
+/// The mailbox a deposit is for (?1) and an earlier deposit to it with the same idempotency id
+/// (?2): two primary-key searches.
+pub(in crate::store::sqlite) const DEPOSIT_LOOKUP: &str =
+    "SELECT m.kind, m.deposit_token_hash, m.enabled, m.held_messages, m.held_bytes,
+            d.sealed_sha256
+     FROM mailboxes AS m
+     LEFT JOIN deposit_ids AS d ON d.mailbox_id = m.id AND d.idempotency_id = ?2
+     WHERE m.id = ?1";
+
 /// Stores a deposit: checks the token, recognises a repeat by its idempotency id, checks the
 /// quota, then inserts the message and its idempotency record. `sealed_sha256` is the SHA-256 of
-/// `deposit.sealed`, computed by the caller off the writer thread.
+/// `deposit.sealed` and `token_hash` that of the offered token, both computed by the caller off
+/// the writer thread.
 pub(in crate::store::sqlite) fn deposit(
     conn: &Connection,
     deposit: &NewDeposit,
+    token_hash: Option<&[u8; 32]>,
     sealed_sha256: &[u8; 32],
     quota: Quota,
 ) -> Result<Deposited, StoreError> {
+    // The mailbox and an earlier deposit with the same idempotency id, in one statement: this
+    // runs on the single writer thread for every deposit.
     let row = conn
-        .prepare_cached(
-            "SELECT kind, deposit_token_hash, enabled, held_messages, held_bytes
-             FROM mailboxes WHERE id = ?1",
-        )?
-        .query_row([&deposit.mailbox.0[..]], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<Vec<u8>>>(1)?,
-                r.get::<_, bool>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-            ))
-        })
+        .prepare_cached(DEPOSIT_LOOKUP)?
+        .query_row(
+            params![&deposit.mailbox.0[..], &deposit.idempotency_id.0[..]],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<Vec<u8>>>(1)?,
+                    r.get::<_, bool>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Option<Vec<u8>>>(5)?,
+                ))
+            },
+        )
         .optional()?;
-    let Some((kind, stored_hash, enabled, held_messages, held_bytes)) = row else {
+    let Some((kind, stored_hash, enabled, held_messages, held_bytes, earlier)) = row else {
         return Err(StoreError::UnknownMailbox);
     };
-    match (kind.as_str(), &deposit.token, stored_hash) {
+    match (kind.as_str(), token_hash, stored_hash) {
         ("staff", _, _) if !enabled => return Err(StoreError::UnknownMailbox),
         ("staff", None, _) => {}
         ("staff", Some(_), _) => return Err(StoreError::DepositTokenUnexpected),
         ("user", None, _) => return Err(StoreError::DepositTokenMissing),
-        ("user", Some(token), Some(stored)) => {
-            let offered = token.hash();
+        ("user", Some(offered), Some(stored)) => {
             if !bool::from(offered[..].ct_eq(&stored[..])) {
                 return Err(StoreError::DepositTokenWrong);
             }
@@ -59,15 +72,6 @@ pub(in crate::store::sqlite) fn deposit(
     }
 
     // A repeat is answered before the quota check: it stores nothing.
-    let earlier: Option<Vec<u8>> = conn
-        .prepare_cached(
-            "SELECT sealed_sha256 FROM deposit_ids WHERE mailbox_id = ?1 AND idempotency_id = ?2",
-        )?
-        .query_row(
-            params![&deposit.mailbox.0[..], &deposit.idempotency_id.0[..]],
-            |r| r.get(0),
-        )
-        .optional()?;
     if let Some(earlier) = earlier {
         return if earlier[..] == sealed_sha256[..] {
             Ok(Deposited::Repeated)

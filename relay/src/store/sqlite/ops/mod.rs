@@ -8,6 +8,8 @@ mod prekeys;
 
 pub(super) use directory::install_directory;
 pub(super) use mailboxes::{create_mailbox, mailbox_key};
+#[cfg(test)]
+pub(super) use messages::DEPOSIT_LOOKUP;
 pub(super) use messages::{
     Quota, ack_messages, deposit, expire_due_messages, expire_messages, fetch_messages,
 };
