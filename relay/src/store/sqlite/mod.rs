@@ -159,11 +159,31 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.queue(writer::job(f)).await
+    }
+
+    /// Like [`SqliteStore::write`], for an operation that may run again from the start if its
+    /// batch is rolled back (see module `writer`): it writes only through INSERT, UPDATE and
+    /// DELETE and keeps no state between runs.
+    pub(crate) async fn write_rerunnable<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.queue(writer::rerunnable_job(f)).await
+    }
+
+    async fn queue<T>(
+        &self,
+        (job, reply): (
+            writer::BoxedJob,
+            tokio::sync::oneshot::Receiver<Result<T, StoreError>>,
+        ),
+    ) -> Result<T, StoreError> {
         let sender = lock(&self.inner.writer).clone();
         let Some(sender) = sender else {
             return Err(StoreError::Unavailable("the relay is shutting down".into()));
         };
-        let (job, reply) = writer::job(f);
         sender
             .send(job)
             .await
@@ -260,8 +280,11 @@ impl Store for SqliteStore {
         // Hashed here, so the single writer thread spends no time on it.
         let digest: [u8; 32] = Sha256::digest(&deposit.sealed).into();
         let token_hash = deposit.token.as_ref().map(|t| t.hash());
-        self.write(move |c| ops::deposit(c, &deposit, token_hash.as_ref(), &digest, quota))
-            .await
+        // Checks first, then only INSERTs (and the quota trigger's UPDATE): re-runnable.
+        self.write_rerunnable(move |c| {
+            ops::deposit(c, &deposit, token_hash.as_ref(), &digest, quota)
+        })
+        .await
     }
 
     async fn fetch_messages(

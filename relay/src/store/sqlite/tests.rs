@@ -807,6 +807,103 @@ async fn a_refused_job_does_not_undo_its_batch_neighbours() {
     store.shutdown().await;
 }
 
+/// A batch made only of re-runnable jobs runs without savepoints. A job refused before it
+/// changed anything needs no undoing; one refused after changing rows makes the writer roll the
+/// transaction back and run the batch again, each job in its savepoint. Either way each job gets
+/// its own answer and only the refused one leaves nothing behind.
+#[tokio::test]
+async fn a_rerunnable_batch_runs_again_with_savepoints_when_a_job_is_refused_half_written() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (_dir, store) = temp_store(StoreLimits::default());
+    store
+        .write(|c| Ok(c.execute_batch("CREATE TABLE scratch (job INTEGER NOT NULL) STRICT")?))
+        .await
+        .unwrap();
+    for (round, half_written) in [(0i64, false), (1, true)] {
+        // Hold the writer, so that the jobs below queue up and run as one batch.
+        let (started, holding) = tokio::sync::oneshot::channel::<()>();
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let held = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .write(move |_| {
+                        let _ = started.send(());
+                        let _ = gate.recv();
+                        Ok(())
+                    })
+                    .await
+            }
+        });
+        holding.await.unwrap();
+        let runs: Arc<Vec<AtomicUsize>> = Arc::new((0..5).map(|_| AtomicUsize::new(0)).collect());
+        let jobs: Vec<_> = (0..5i64)
+            .map(|i| {
+                let (store, runs) = (store.clone(), Arc::clone(&runs));
+                tokio::spawn(async move {
+                    store
+                        .write_rerunnable(move |c| {
+                            runs[i as usize].fetch_add(1, Ordering::SeqCst);
+                            let refused = i == 2;
+                            if refused && !half_written {
+                                return Err(StoreError::UnknownMailbox);
+                            }
+                            c.execute("INSERT INTO scratch (job) VALUES (?1)", [round * 10 + i])?;
+                            if refused {
+                                return Err(StoreError::UnknownMailbox);
+                            }
+                            Ok(i)
+                        })
+                        .await
+                })
+            })
+            .collect();
+        // Bounded wait until all five are queued behind the held job.
+        let queued = || {
+            lock(&store.inner.writer)
+                .as_ref()
+                .map_or(0, |s| s.max_capacity() - s.capacity())
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while queued() < 5 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the jobs were not queued"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        release.send(()).unwrap();
+        held.await.unwrap().unwrap();
+        for (i, job) in jobs.into_iter().enumerate() {
+            match job.await.unwrap() {
+                Ok(n) => assert_eq!(n, i as i64),
+                Err(StoreError::UnknownMailbox) => assert_eq!(i, 2),
+                Err(e) => panic!("job {i}: {e}"),
+            }
+        }
+        // Without savepoints every job runs once; after the half-written refusal, the jobs up to
+        // it ran twice (the first run was rolled back), the ones after it once.
+        for (i, n) in runs.iter().enumerate() {
+            let expected = if half_written && i <= 2 { 2 } else { 1 };
+            assert_eq!(n.load(Ordering::SeqCst), expected, "runs of job {i}");
+        }
+        let stored: Vec<i64> = store
+            .read(move |c| {
+                let mut stmt =
+                    c.prepare("SELECT job FROM scratch WHERE job / 10 = ?1 ORDER BY job")?;
+                let jobs = stmt
+                    .query_map([round], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                Ok(jobs)
+            })
+            .await
+            .unwrap();
+        let base = round * 10;
+        assert_eq!(stored, [base, base + 1, base + 3, base + 4]);
+    }
+    store.shutdown().await;
+}
+
 #[tokio::test]
 async fn expiry_deletes_only_old_messages() {
     let (_dir, store) = temp_store(StoreLimits::default());
