@@ -4,7 +4,8 @@
 //! the relay keeps its onion address across a restart. The user client then runs under strace
 //! (`init`, `contact`, `read`) and every socket, address and file it uses is checked: only the
 //! network's own ORPorts/DirPorts on 127.0.0.1, no UDP, no DNS, no resolver files; with an
-//! obfs4 bridge, only the bridge and obfs4proxy's own loopback SOCKS port.
+//! obfs4 bridge, only the bridge and obfs4proxy's own loopback SOCKS port. The onion service's
+//! rate limit is checked to be one budget per client circuit, shared by its streams.
 //!
 //! Timings (bootstrap, publish to reachable, round trip) are printed and written to
 //! `target/tor-timings.txt`; run with `cargo test -p refuge-tests --test tor -- --nocapture` to
@@ -1106,5 +1107,158 @@ fn the_leak_audit_catches_dns_udp_and_stray_connections() {
     assert_eq!(
         listener.listening_ports().into_iter().collect::<Vec<_>>(),
         [41895]
+    );
+}
+
+/// Sends `frames` pipelined (all written before any answer is read) on `stream` and returns how
+/// many the relay carried out: every answer that is not RATE_LIMITED.
+async fn admitted_of_pipelined<S>(stream: S, frames: &[Vec<u8>]) -> usize
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use refuge_proto::wire::{ServerFrame, server_frame::Response};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    for bytes in frames {
+        writer
+            .write_all(bytes)
+            .await
+            .expect("write a frame over Tor");
+    }
+    writer.flush().await.expect("flush over Tor");
+    let mut admitted = 0;
+    for _ in frames {
+        let mut prefix = [0u8; refuge_proto::frame::PREFIX_LEN];
+        reader
+            .read_exact(&mut prefix)
+            .await
+            .expect("an answer's length");
+        let mut body = vec![0u8; refuge_proto::frame::body_len(prefix).expect("a frame length")];
+        reader.read_exact(&mut body).await.expect("an answer");
+        let answer: ServerFrame = refuge_proto::frame::decode_body(&body).expect("a ServerFrame");
+        let limited = matches!(
+            &answer.response,
+            Some(Response::Error(e)) if e.code == refuge_proto::ErrorCode::RateLimited as i32
+        );
+        if !limited {
+            admitted += 1;
+        }
+    }
+    admitted
+}
+
+/// The onion service's rate limit is per client circuit, not per stream: two streams on one
+/// circuit share one budget (a client cannot multiply its budget by opening streams), while
+/// another circuit has its own.
+#[test]
+fn the_onion_rate_limit_is_shared_by_the_streams_of_a_circuit() {
+    use refuge_client::transport::{TorOptions, TorTransport};
+    use refuge_proto::wire::{self, ClientFrame, client_frame::Request};
+    if tornet::skipped() {
+        return;
+    }
+    const BURST: usize = 10;
+    const PER_STREAM: usize = 15;
+    let net = tornet::shared();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let authority = Authority::create(dir.path());
+    let arti = net.arti_toml().display().to_string();
+    let relay = Relay::start(
+        &dir.path().join("relay"),
+        &[
+            "--authority-key",
+            &authority.key_hex,
+            "--onion",
+            "--onion-port",
+            "443",
+            "--tor-config",
+            &arti,
+            "--rate-per-second",
+            "1",
+            "--rate-burst",
+            &BURST.to_string(),
+        ],
+    );
+    let onion = relay
+        .onion
+        .clone()
+        .expect("relay printed `listening onion …`");
+    let (host, _) = onion.rsplit_once(':').expect("ADDRESS.onion:PORT");
+    let host = host.to_string();
+    // Hello, then cheap GetChallenge requests: each takes one token from the circuit's bucket.
+    let frames: Vec<Vec<u8>> = (0..PER_STREAM as u64)
+        .map(|i| {
+            let request = if i == 0 {
+                Request::Hello(wire::Hello {
+                    protocol_version: refuge_proto::PROTOCOL_VERSION,
+                    software: "refuge-tests".into(),
+                })
+            } else {
+                Request::GetChallenge(wire::GetChallenge {})
+            };
+            refuge_proto::frame::encode(&ClientFrame {
+                request_id: i + 1,
+                request: Some(request),
+            })
+            .expect("a frame")
+        })
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let (shared, elapsed, other) = runtime.block_on(async {
+        let mut options = TorOptions::new(dir.path());
+        options.config_file = Some(net.arti_toml());
+        options.show_progress = false;
+        options.bootstrap_timeout = Duration::from_secs(70);
+        options.connect_timeout = Duration::from_secs(90);
+        let tor = TorTransport::bootstrap(&options)
+            .await
+            .unwrap_or_else(|e| panic!("arti bootstrap: {e}\n{}", diagnostics(&net, &relay)));
+        let connect = |key: &'static [u8]| {
+            let (tor, host) = (&tor, host.clone());
+            async move {
+                tor.connect(&host, 443, key)
+                    .await
+                    .unwrap_or_else(|e| panic!("reach the onion service: {e}"))
+            }
+        };
+        // One isolation key, one circuit: arti reuses the rendezvous circuit for both streams.
+        let a = connect(b"one circuit").await;
+        let b = connect(b"one circuit").await;
+        let c = connect(b"another circuit").await;
+        let started = Instant::now();
+        let (in_a, in_b) = tokio::join!(
+            admitted_of_pipelined(a, &frames),
+            admitted_of_pipelined(b, &frames)
+        );
+        let elapsed = started.elapsed();
+        let in_c = admitted_of_pipelined(c, &frames).await;
+        (in_a + in_b, elapsed, in_c)
+    });
+    // One bucket for the circuit: the burst plus what refills (1/s) while the frames are handled;
+    // a bucket per stream would have admitted 2 × BURST.
+    let refill = elapsed.as_secs() as usize + 1;
+    eprintln!(
+        "one circuit, two streams: {shared} of {} admitted in {elapsed:?}; another circuit: \
+         {other} of {PER_STREAM}",
+        2 * PER_STREAM
+    );
+    assert!(
+        shared >= BURST && shared <= BURST + refill,
+        "two streams of one circuit had {shared} requests admitted in {elapsed:?} (burst \
+         {BURST}, 1/s): the budget is not shared by the circuit"
+    );
+    assert!(
+        shared < 2 * BURST,
+        "{shared} admitted: as many as two separate budgets; the test needs the pipelined \
+         frames handled within {} s, and took {elapsed:?}",
+        BURST - 1
+    );
+    assert!(
+        other >= BURST,
+        "another circuit had only {other} admitted: its budget is not its own"
     );
 }
