@@ -63,15 +63,7 @@ where
     T: Send + 'static,
     F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
 {
-    let (reply, rx) = oneshot::channel();
-    (
-        Box::new(TypedJob {
-            f: Once(Some(f)),
-            result: None,
-            reply,
-        }),
-        rx,
-    )
+    typed(Once(Some(f)))
 }
 
 /// Builds a [re-runnable](Job::rerunnable) job: `f` may be called again after the transaction
@@ -81,10 +73,18 @@ where
     T: Send + 'static,
     F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
 {
+    typed(Again(f))
+}
+
+fn typed<T, O>(f: O) -> (BoxedJob, oneshot::Receiver<Result<T, StoreError>>)
+where
+    T: Send + 'static,
+    O: Operation<T> + 'static,
+{
     let (reply, rx) = oneshot::channel();
     (
         Box::new(TypedJob {
-            f: Again(f),
+            f,
             result: None,
             reply,
         }),
