@@ -1,8 +1,9 @@
 //! Load generator: the real `refuge-relay` binary (release build, started by the test harness on
 //! loopback with a temporary SQLite file) against clients built on `refuge_client`'s transport,
 //! and, in the same run, the machine's own ceilings: raw rusqlite group-commit inserts with the
-//! relay's pragmas, and raw request/response round trips over quinn (the relay's own QUIC server
-//! configuration) and over TCP. Every relay figure is printed with its ratio to its ceiling.
+//! relay's pragmas and the keys of its workload, and raw request/response round trips over quinn
+//! (the relay's own QUIC server configuration) and over TCP. Every relay figure is printed with
+//! its ratio to its ceiling.
 //!
 //! ```text
 //! cargo build --release -p refuge-relay
@@ -44,6 +45,8 @@ use tokio::task::JoinSet;
 const SEALED_LEN: usize = 512;
 /// Most jobs the relay's writer commits in one transaction (its default `max_batch`).
 const GROUP_COMMIT_BATCH: usize = 256;
+/// The figure deposits are compared to (see [`CeilingKeys::Relay`]).
+const GROUP_CEILING: &str = "ceiling: rusqlite group commit (256/txn, relay's keys)";
 /// Offered load of the latency measurement.
 const OFFERED_RATE: u64 = 1_000;
 /// Sessions sharing the offered load.
@@ -251,7 +254,7 @@ fn transports_from_env() -> Vec<Transport> {
 }
 
 fn targets(report: &Report) {
-    let ceiling = report.get("ceiling: rusqlite group commit (256/txn)");
+    let ceiling = report.get(GROUP_CEILING);
     for t in [Transport::Quic, Transport::Tcp] {
         let best = report
             .rows
@@ -295,25 +298,43 @@ async fn run(plan: Plan, parts: Parts) -> Report {
     let mut report = Report { rows: Vec::new() };
     let dir = tempfile::tempdir().expect("a temporary directory");
 
+    let max_level = plan.levels.iter().copied().max().unwrap_or(1);
+    let mailbox_count = max_level.max(LATENCY_SESSIONS);
     let mut group = None;
     if parts.ceilings || parts.throughput {
         eprintln!("== ceilings");
         let g = sqlite_ceiling(
             &dir.path().join("ceiling-group.sqlite3"),
             GROUP_COMMIT_BATCH,
+            mailbox_count,
+            CeilingKeys::Relay,
             plan.window,
         );
-        report.add(
-            "ceiling: rusqlite group commit (256/txn)".into(),
-            g,
-            "inserts/s",
-            None,
-        );
+        report.add(GROUP_CEILING.into(), g, "inserts/s", None);
         group = Some(g);
     }
     let mut rt_ceilings = Vec::new();
     if parts.ceilings {
-        let single = sqlite_ceiling(&dir.path().join("ceiling-single.sqlite3"), 1, plan.window);
+        let consecutive = sqlite_ceiling(
+            &dir.path().join("ceiling-consecutive.sqlite3"),
+            GROUP_COMMIT_BATCH,
+            mailbox_count,
+            CeilingKeys::Consecutive,
+            plan.window,
+        );
+        report.add(
+            "  (same, consecutive keys: for comparison)".into(),
+            consecutive,
+            "inserts/s",
+            None,
+        );
+        let single = sqlite_ceiling(
+            &dir.path().join("ceiling-single.sqlite3"),
+            1,
+            mailbox_count,
+            CeilingKeys::Relay,
+            plan.window,
+        );
         report.add(
             "ceiling: rusqlite one insert per commit".into(),
             single,
@@ -342,10 +363,9 @@ async fn run(plan: Plan, parts: Parts) -> Report {
     }
 
     eprintln!("== relay");
-    let max_level = plan.levels.iter().copied().max().unwrap_or(1);
     let max_sessions = plan.idle_connections + 2 * max_level + 256;
     let relay = start_relay(&dir.path().join("relay"), max_sessions);
-    let mailboxes = create_mailboxes(&relay, max_level.max(LATENCY_SESSIONS)).await;
+    let mailboxes = create_mailboxes(&relay, mailbox_count).await;
 
     for transport in transports_from_env() {
         for &(level, quic_rt, tcp_rt) in rt_ceilings.iter().filter(|_| parts.throughput) {
@@ -461,11 +481,33 @@ async fn run(plan: Plan, parts: Parts) -> Report {
 
 // ---------------------------------------------------------------------------------- ceilings
 
-/// Inserts rows like the relay's (a mailbox id, a sealed message, an hour) in transactions of
-/// `batch` rows, with the relay's writer pragmas (`refuge_relay::store::sqlite::schema::
+/// Which keys the group-commit ceiling's rows carry.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CeilingKeys {
+    /// The keys of the relay's workload at its busiest point: each transaction's rows go to
+    /// distinct mailboxes drawn at random from the benchmark's mailboxes (the ids [`mailbox`]
+    /// makes), each with a random 16-byte idempotency id, as the 1,024 clients' deposits do.
+    Relay,
+    /// The same ids in consecutive order (row n to mailbox n mod the count) with counting
+    /// idempotency ids: each transaction fills one contiguous stretch of both indexes, a
+    /// locality no relay workload has. Printed for comparison only.
+    Consecutive,
+}
+
+/// Inserts rows like the relay's (a 16-byte mailbox id, a sealed message, an hour, a 16-byte
+/// idempotency id; an index on (mailbox, id) and a unique one on (mailbox, idempotency id), as
+/// the relay's fetch and idempotency check need) in transactions of `batch` rows, over
+/// `mailboxes` mailboxes, with the relay's writer pragmas (`refuge_relay::store::sqlite::schema::
 /// writer_pragmas`: synchronous=FULL, secure_delete=ON, its page cache) in WAL mode, for
 /// `window`. Returns rows committed per second.
-fn sqlite_ceiling(path: &Path, batch: usize, window: Duration) -> f64 {
+fn sqlite_ceiling(
+    path: &Path,
+    batch: usize,
+    mailboxes: usize,
+    keys: CeilingKeys,
+    window: Duration,
+) -> f64 {
+    use rand::seq::SliceRandom;
     let mut conn = rusqlite::Connection::open(path).expect("open the ceiling database");
     refuge_relay::store::sqlite::schema::writer_pragmas(&conn).expect("the relay's pragmas");
     let mode: String = conn
@@ -482,10 +524,21 @@ fn sqlite_ceiling(path: &Path, batch: usize, window: Duration) -> f64 {
          CREATE UNIQUE INDEX m_idem ON m (mailbox, idempotency);",
     )
     .expect("schema");
+    let ids: Vec<[u8; 16]> = (0..mailboxes).map(|i| mailbox(i).id.0).collect();
+    let mut order: Vec<usize> = (0..mailboxes).collect();
+    let mut rng = rand::rng();
     let sealed = vec![0x5a_u8; SEALED_LEN];
     let mut rows = 0u64;
     let start = Instant::now();
     while start.elapsed() < window {
+        // This transaction's mailboxes: distinct while there are enough of them.
+        let chosen: Vec<usize> = match keys {
+            CeilingKeys::Relay => order
+                .partial_shuffle(&mut rng, batch.min(mailboxes))
+                .0
+                .to_vec(),
+            CeilingKeys::Consecutive => Vec::new(),
+        };
         let tx = conn.transaction().expect("begin");
         {
             let mut insert = tx
@@ -494,10 +547,19 @@ fn sqlite_ceiling(path: &Path, batch: usize, window: Duration) -> f64 {
                      VALUES (?1, ?2, ?3, ?4)",
                 )
                 .expect("prepare");
-            for _ in 0..batch {
+            for k in 0..batch {
+                let mut idempotency = [0u8; 16];
+                let mailbox = match keys {
+                    CeilingKeys::Relay => {
+                        rng.fill_bytes(&mut idempotency);
+                        &ids[chosen[k % chosen.len()]]
+                    }
+                    CeilingKeys::Consecutive => {
+                        idempotency[8..].copy_from_slice(&rows.to_be_bytes());
+                        &ids[(rows % mailboxes as u64) as usize]
+                    }
+                };
                 rows += 1;
-                let mailbox: [u8; 8] = (rows % 1024).to_be_bytes();
-                let idempotency: [u8; 8] = rows.to_be_bytes();
                 let hour: i64 = 472_000;
                 insert
                     .execute(rusqlite::params![
