@@ -5,7 +5,8 @@
 //! (`init`, `contact`, `read`) and every socket, address and file it uses is checked: only the
 //! network's own ORPorts/DirPorts on 127.0.0.1, no UDP, no DNS, no resolver files; with an
 //! obfs4 bridge, only the bridge and obfs4proxy's own loopback SOCKS port. The onion service's
-//! rate limit is checked to be one budget per client circuit, shared by its streams.
+//! rate limit is checked to be one budget per client circuit, shared by its streams. A client
+//! session redials the relay by its onion address after the relay is killed and restarted.
 //!
 //! Timings (bootstrap, publish to reachable, round trip) are printed and written to
 //! `target/tor-timings.txt`; run with `cargo test -p refuge-tests --test tor -- --nocapture` to
@@ -1261,4 +1262,130 @@ fn the_onion_rate_limit_is_shared_by_the_streams_of_a_circuit() {
         other >= BURST,
         "another circuit had only {other} admitted: its budget is not its own"
     );
+}
+
+/// The client's reconnect over Tor: a session reaches the relay's onion service, the relay is
+/// killed (SIGKILL) and started again on the same data directory, so with the same onion key,
+/// and the next deposit on the same session, under the client's default retry policy, goes
+/// through a fresh onion connection to the restarted service. Each message is stored once.
+#[test]
+fn over_tor_the_client_redials_the_restarted_relay_by_its_onion_address() {
+    use refuge_client::disappearing::Timer;
+    use refuge_client::relay;
+    use refuge_client::transport::{
+        ConnectOptions, RelayEndpoint, Session, TorOptions, TorTransport,
+    };
+    use refuge_proto::ids::{DepositToken, MailboxId};
+    if tornet::skipped() {
+        return;
+    }
+    let net = tornet::shared();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let authority = Authority::create(dir.path());
+    let arti = net.arti_toml().display().to_string();
+    let args = [
+        "--authority-key",
+        authority.key_hex.as_str(),
+        "--onion",
+        "--onion-port",
+        "443",
+        "--tor-config",
+        arti.as_str(),
+    ];
+    let data_dir = dir.path().join("relay");
+    let mut relay = Relay::start(&data_dir, &args);
+    let onion = relay
+        .onion
+        .clone()
+        .expect("relay printed `listening onion …`");
+    let endpoint = RelayEndpoint::parse(&format!("tor://{onion}"), None).expect("a tor:// url");
+    let id = MailboxId(rand::random());
+    let key = ed25519_dalek::SigningKey::from_bytes(&rand::random());
+    let token = DepositToken(rand::random());
+    let opts = ConnectOptions {
+        connect_timeout: Duration::from_secs(90),
+        request_timeout: Duration::from_secs(30),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let tor = runtime.block_on(async {
+        let mut options = TorOptions::new(dir.path());
+        options.config_file = Some(net.arti_toml());
+        options.show_progress = false;
+        options.bootstrap_timeout = Duration::from_secs(70);
+        options.connect_timeout = Duration::from_secs(90);
+        Arc::new(
+            TorTransport::bootstrap(&options)
+                .await
+                .unwrap_or_else(|e| panic!("arti bootstrap: {e}\n{}", diagnostics(&net, &relay))),
+        )
+    });
+    let mut session = runtime.block_on(async {
+        let mut s = Session::connect_tor(&tor, &endpoint, &id.0, &opts)
+            .await
+            .unwrap_or_else(|e| panic!("reach the onion service: {e}\n{}", relay.log()));
+        relay::create_mailbox(&mut s, &id, &key, &token)
+            .await
+            .expect("create the mailbox over Tor");
+        relay::deposit(&mut s, &id, Some(&token), b"before".to_vec(), Timer::OFF)
+            .await
+            .expect("message 1 over Tor");
+        s
+    });
+
+    relay.kill();
+    let restarted = Instant::now();
+    relay = Relay::start(&data_dir, &args);
+    assert_eq!(
+        relay.onion.as_deref(),
+        Some(onion.as_str()),
+        "the restarted relay has the same onion address"
+    );
+    // The old circuit ended with the relay; the session finds out on its next request and
+    // redials through Tor, with the default policy (RetryPolicy::DEPOSIT).
+    runtime
+        .block_on(relay::deposit(
+            &mut session,
+            &id,
+            Some(&token),
+            b"after".to_vec(),
+            Timer::OFF,
+        ))
+        .unwrap_or_else(|e| {
+            panic!(
+                "message 2 after the restart: {e} ({})\n{}\n{}",
+                e.hint(),
+                relay.log(),
+                diagnostics(&net, &relay)
+            )
+        });
+    let redialled = restarted.elapsed();
+    runtime.block_on(session.close());
+    record_timing(&format!(
+        "redial over Tor: relay killed and restarted → deposit answered on a new onion \
+         connection {:.1} s",
+        redialled.as_secs_f64()
+    ));
+
+    // Everything stored, once: drained over the relay's loopback TCP port.
+    let local = RelayEndpoint::parse(&relay.tcp_url(), None).expect("tcp url");
+    let stored = runtime.block_on(async {
+        let mut s = Session::connect(&local, &opts)
+            .await
+            .expect("connect over TCP");
+        relay::authenticate(&mut s, &id, &key)
+            .await
+            .expect("authenticate");
+        let (messages, more) = relay::fetch(&mut s, &id, 64).await.expect("fetch");
+        assert!(!more);
+        let mut all: Vec<Vec<u8>> = messages.into_iter().map(|m| m.sealed).collect();
+        all.sort();
+        s.close().await;
+        all
+    });
+    assert_eq!(stored, vec![b"after".to_vec(), b"before".to_vec()]);
+    assert!(relay.stop(), "relay stops:\n{}", relay.log());
 }
