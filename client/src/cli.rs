@@ -96,6 +96,31 @@ pub fn warn(message: &str) {
     let _ = writeln!(std::io::stderr().lock(), "warning: {message}");
 }
 
+/// Says what sending the outbox's waiting messages did: a line for those sent, warnings for
+/// those refused or still waiting.
+pub fn report_outbox(sent: &Result<crate::outbox::SendReport>) {
+    match sent {
+        Ok(r) => {
+            if !r.confirmed.is_empty() {
+                let _ = say(&format!(
+                    "sent {} message(s) that waited in the outbox",
+                    r.confirmed.len()
+                ));
+            }
+            for (_, label, e) in &r.refused {
+                let to = label
+                    .as_deref()
+                    .map(|l| format!(" for {l}"))
+                    .unwrap_or_default();
+                warn(&format!(
+                    "a message{to} that waited in the outbox was refused by the relay and is                      not sent again: {e}"
+                ));
+            }
+        }
+        Err(e) => warn(&format!("{e} (hint: {})", e.hint())),
+    }
+}
+
 /// Prints one line of results to stdout.
 pub fn say(line: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();

@@ -163,6 +163,15 @@ pub enum ClientError {
         reason: String,
     },
 
+    /// Sealed messages the relay has not confirmed (`source` says why): they wait, encrypted,
+    /// in this device's outbox, and the next run that reaches the relay sends them again, the
+    /// same bytes under the same idempotency id.
+    #[error("{source}; {waiting} message(s) wait in this device's outbox")]
+    Outboxed {
+        waiting: u64,
+        source: Box<ClientError>,
+    },
+
     // ------------------------------------------------------------------ relay
     #[error("the relay refused the request ({code:?}): {message}")]
     Relay { code: ErrorCode, message: String },
@@ -231,6 +240,7 @@ impl ClientError {
     pub fn blame(&self) -> Blame {
         use ClientError::*;
         match self {
+            Outboxed { source, .. } => source.blame(),
             InvalidEndpoint { .. }
             | PlaintextToRemote { .. }
             | DirectRefused { .. }
@@ -287,6 +297,7 @@ impl ClientError {
     pub fn retryable(&self) -> bool {
         match self {
             ClientError::Relay { code, .. } => code.retryable(),
+            ClientError::Outboxed { .. } => true,
             ClientError::Throttled { .. } | ClientError::PowTooHard { .. } => true,
             ClientError::Connect { .. }
             | ClientError::Timeout { .. }
@@ -377,6 +388,10 @@ impl ClientError {
             Connect { .. } => "check the relay address and your network (or tor), then try again".into(),
             Timeout { .. } | ConnectionLost(_) => "try again later".into(),
             DepositUnconfirmed { message, .. } => unconfirmed_hint(*message),
+            Outboxed { source, .. } if source.blame() == Blame::Attack => source.hint(),
+            Outboxed { .. } => {
+                "nothing needs writing again: the next run that reaches the relay (`read`, or the next message) sends what waits in the outbox, the same encrypted bytes under the same id, so the relay stores each message once. Check your network (or tor) first".into()
+            }
             Tor(_) => "check your network; if Tor is blocked where you are, get bridge lines (bridges.torproject.org, or from the post through another channel) and pass them with --bridge; then try again".into(),
             Relay { code, .. } => relay_hint(*code).into(),
             Throttled {

@@ -152,6 +152,11 @@ impl FakeRelay {
             .push_back((request, after_handling));
     }
 
+    /// Forgets a mailbox, as a relay does once its owner is gone.
+    pub fn remove_mailbox(&self, id: &MailboxId) {
+        self.state.borrow_mut().mailboxes.remove(id);
+    }
+
     /// Makes the next `n` reconnects fail as if the relay were down.
     pub fn set_unreachable_for(&self, n: usize) {
         self.state.borrow_mut().unreachable_for = n;

@@ -205,7 +205,7 @@ async fn first_contact_replies_and_session_reuse() {
         sent,
         ContactReport {
             sent: vec![DESK1.into(), DESK2.into()],
-            skipped: vec![]
+            ..ContactReport::default()
         }
     );
     assert_eq!(w.relay.deposits(), 2);
@@ -664,36 +664,163 @@ async fn reading_survives_a_lost_fetch_and_a_lost_acknowledgement() {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn an_unreachable_relay_leaves_the_message_unconfirmed_and_the_hint_is_exact() {
+async fn an_unreachable_relay_leaves_the_messages_in_the_outbox_and_the_next_run_sends_them_once() {
     use crate::fake_relay::DepositFault;
     let w = World::new().await;
     w.relay.set_retry_policy(QUICK);
+    // Desk 1's deposit is stored but its answer lost, and the relay stays down.
     w.relay.inject_deposit_faults(&[DepositFault::LoseAnswer]);
     w.relay.set_unreachable_for(QUICK.attempts as usize - 1);
     let e = w.contact("hello").await.unwrap_err();
+    let ClientError::Outboxed { waiting, source } = &e else {
+        panic!("expected Outboxed, got {e:?}");
+    };
+    // Desk 1's (unconfirmed) and desk 2's (not sent yet).
+    assert_eq!(*waiting, 2);
+    assert!(
+        matches!(**source, ClientError::DepositUnconfirmed { sends: 1, .. }),
+        "{source:?}"
+    );
+    assert_eq!(e.blame(), crate::Blame::Network);
+    assert!(
+        e.hint().contains("nothing needs writing again"),
+        "{}",
+        e.hint()
+    );
+    assert_eq!(w.user_store().outbox_len().unwrap(), 2);
+    let sent_ids = w.relay.deposit_request_ids();
+
+    // The next run sends the same bytes under the same ids before the new message: desk 1 has
+    // "hello" once, though the relay got it twice.
+    let report = w.contact("again").await.unwrap();
+    assert_eq!(report.sent, vec![DESK1.to_string(), DESK2.to_string()]);
+    assert_eq!(report.earlier_sent, 2);
+    assert_eq!(w.user_store().outbox_len().unwrap(), 0);
+    let resent = w.relay.deposit_request_ids();
+    assert_eq!(
+        resent[sent_ids.len()],
+        sent_ids[0],
+        "desk 1's message under its first id"
+    );
+    for desk in [DESK1, DESK2] {
+        let (seen, report) = w.staff_read(desk).await;
+        let texts: Vec<&str> = seen.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(texts, ["hello", "again"], "{desk}");
+        assert!(report.failures.is_empty(), "{:?}", report.failures);
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_read_sends_what_waits_and_a_first_contact_is_marked_delivered_only_when_confirmed() {
+    let w = World::new().await;
+    w.relay.set_retry_policy(QUICK);
+    w.relay.set_unreachable_for(usize::MAX / 2);
+    w.relay.inject_connection_loss("Deposit", false);
+    let e = w.contact("hello").await.unwrap_err();
+    assert!(
+        matches!(e, ClientError::Outboxed { waiting: 2, .. }),
+        "{e:?}"
+    );
+    let store = w.user_store();
+    for desk in [DESK1, DESK2] {
+        let c = store.contact(desk).unwrap().unwrap();
+        assert!(
+            !c.first_contact_delivered,
+            "{desk}: marked before the relay confirmed"
+        );
+    }
+    w.relay.set_unreachable_for(0);
+    // What `refuge read` does first, on a deposit session of its own.
+    let user = User::load(&store).unwrap();
+    let sent = user
+        .send_pending(&mut w.relay.connect(), SystemTime::now())
+        .await
+        .unwrap();
+    assert_eq!(sent.confirmed.len(), 2);
+    assert!(sent.refused.is_empty());
+    for desk in [DESK1, DESK2] {
+        assert!(
+            store
+                .contact(desk)
+                .unwrap()
+                .unwrap()
+                .first_contact_delivered
+        );
+        let (seen, _) = w.staff_read(desk).await;
+        assert_eq!(seen.len(), 1, "{desk}: {seen:?}");
+    }
+    // Nothing is left to send.
+    let again = user
+        .send_pending(&mut w.relay.connect(), SystemTime::now())
+        .await
+        .unwrap();
+    assert!(again.confirmed.is_empty());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_reply_left_in_the_outbox_is_sent_by_the_next_staff_run_and_a_refused_one_is_unrecorded()
+{
+    let w = World::new().await;
+    w.relay.set_retry_policy(QUICK);
+    w.contact("hello").await.unwrap();
+    let (seen, _) = w.staff_read(DESK1).await;
+    let case = seen[0].0.clone();
+    let store = w.staff_store(DESK1);
+    let staff = Staff::load(&store).unwrap();
+
+    w.relay.set_unreachable_for(usize::MAX / 2);
+    w.relay.inject_connection_loss("Deposit", false);
+    let e = staff
+        .reply(
+            &mut w.relay.connect(),
+            &w.directory(),
+            &case,
+            &SecretText::new("we hear you".into()),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ClientError::Outboxed { waiting: 1, .. }),
+        "{e:?}"
+    );
+    w.relay.set_unreachable_for(0);
+    let sent = staff
+        .send_pending(&mut w.relay.connect(), SystemTime::now())
+        .await
+        .unwrap();
+    assert_eq!(sent.confirmed.len(), 1);
+    let (seen, _) = w.user_read(false).await.unwrap();
+    assert_eq!(seen, vec![(DESK1.to_string(), "we hear you".to_string())]);
+    let cases = staff.cases().unwrap();
+    assert_eq!(cases[0].messages, 2, "the hello and the reply");
+
+    // A reply the relay refuses for good (the user's mailbox is gone) is not kept anywhere.
+    w.relay.remove_mailbox(&w.user_mailbox());
+    let e = staff
+        .reply(
+            &mut w.relay.connect(),
+            &w.directory(),
+            &case,
+            &SecretText::new("still there?".into()),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             e,
-            ClientError::DepositUnconfirmed {
-                message: Some(1),
-                sends: 1,
+            ClientError::Relay {
+                code: refuge_proto::ErrorCode::UnknownMailbox,
                 ..
             }
         ),
         "{e:?}"
     );
-    assert_eq!(w.relay.reconnects(), QUICK.attempts as usize - 1);
-    assert!(
-        e.hint().contains("the recipient gets it twice"),
-        "{}",
-        e.hint()
+    assert_eq!(store.outbox_len().unwrap(), 0);
+    assert_eq!(
+        staff.cases().unwrap()[0].messages,
+        2,
+        "the refused reply is not recorded"
     );
-
-    // What the hint says: desk 1 got the lost answer's message, and running the command again
-    // sends it anew, so desk 1 gets it twice (desk 2 once).
-    w.contact("hello").await.unwrap();
-    let (seen, _) = w.staff_read(DESK1).await;
-    assert_eq!(seen.len(), 2, "{seen:?}");
-    let (seen, _) = w.staff_read(DESK2).await;
-    assert_eq!(seen.len(), 1, "{seen:?}");
 }

@@ -305,11 +305,9 @@ pub async fn create_mailbox(
 /// Deposits one sealed message; returns once the relay has durably stored it. With a timer, the
 /// relay deletes the message if it is still undelivered when the timer has run out.
 ///
-/// This is the only place deposits are sent. Each message gets a fresh random idempotency id,
-/// and every retry (the session's [`RetryPolicy`]) sends the same id and bytes, over a new
-/// connection if the old one broke, so the relay stores the message once however many of the
-/// answers are lost. When the relay stays unreachable after an answer was lost, the error is
-/// [`ClientError::DepositUnconfirmed`]: the message may or may not be stored.
+/// Deposits go out only through [`deposit_with`]; this one gives the message a fresh random
+/// idempotency id (the programs send from the outbox, `crate::outbox`, which keeps each
+/// message's id across runs).
 pub async fn deposit(
     relay: &mut dyn Relay,
     mailbox: &MailboxId,
@@ -318,10 +316,15 @@ pub async fn deposit(
     timer: Timer,
 ) -> Result<()> {
     let policy = policy_of(relay);
-    deposit_with(relay, mailbox, token, sealed, timer, policy).await
+    let id = rand::random::<[u8; 16]>();
+    deposit_with(relay, mailbox, token, sealed, timer, policy, id).await
 }
 
-/// [`deposit`] with an explicit retry policy.
+/// The only place deposits are sent. Every retry (`policy`) sends the same idempotency id and
+/// bytes, over a new connection if the old one broke, so the relay stores the message once
+/// however many of the answers are lost. When the relay stays unreachable after an answer was
+/// lost, the error is [`ClientError::DepositUnconfirmed`]: the message may or may not be
+/// stored, and sending it again later under the same `idempotency_id` stores it at most once.
 pub async fn deposit_with(
     relay: &mut dyn Relay,
     mailbox: &MailboxId,
@@ -329,6 +332,7 @@ pub async fn deposit_with(
     sealed: Vec<u8>,
     timer: Timer,
     policy: RetryPolicy,
+    idempotency_id: [u8; 16],
 ) -> Result<()> {
     let max = relay.max_message_len();
     if sealed.len() > max {
@@ -346,7 +350,7 @@ pub async fn deposit_with(
         deposit_token: token.map(|t| t.0.to_vec()).unwrap_or_default(),
         sealed,
         expires_after_seconds: timer.seconds(),
-        idempotency_id: rand::random::<[u8; 16]>().to_vec(),
+        idempotency_id: idempotency_id.to_vec(),
     });
     let mut retry = 0;
     let mut sends = 0;
@@ -539,6 +543,7 @@ mod tests {
             b"sealed".to_vec(),
             Timer::OFF,
             QUICK,
+            rand::random(),
         )
         .await
     }

@@ -6,12 +6,13 @@ use crate::directory::StaffPins;
 use crate::disappearing::Timer;
 use crate::envelope::{self, MAX_TEXT_LEN, Opened};
 use crate::error::{ClientError, Result};
+use crate::outbox;
 use crate::peer::Peer;
 use crate::prekeys::{self, PrekeyPlan, REPLENISH_BELOW, TARGET_ONE_TIME};
 use crate::relay::{self, Relay};
 use crate::secret::{SecretText, os_rng};
 use crate::store::{
-    CaseSummary, LocalIdentity, Role, StaffDeviceRecord, Store, generate_signing_key,
+    CaseSummary, LocalIdentity, Outgoing, Role, StaffDeviceRecord, Store, generate_signing_key,
 };
 use prost::Message;
 use rand::RngCore;
@@ -282,16 +283,43 @@ impl<'s> Staff<'s> {
             };
             envelope::seal(&mut stores, &user, &certificate, content, now).await?
         };
-        tx.commit()?;
-        relay::deposit(relay, &mailbox, Some(&token), sealed, timer).await?;
-        self.store.add_case_message(
+        // Recorded in the case and put in the outbox with the ratchet step that sealed it; sent
+        // from the outbox (crate::outbox), after whatever earlier runs left there.
+        let recorded = self.store.add_case_message(
             case_id,
             false,
             text,
             hour(now),
             timer.expires_hour(unix_seconds(now)),
         )?;
-        Ok(())
+        let row = self.store.queue_outgoing(
+            &Outgoing {
+                mailbox,
+                token: Some(token),
+                idempotency_id: rand::random(),
+                sealed,
+                timer,
+                label: None,
+                first_contact: false,
+                case_message: Some(recorded),
+            },
+            unix_seconds(now),
+        )?;
+        tx.commit()?;
+        let sent = outbox::send_pending(self.store, relay, now).await?;
+        match sent.refused.into_iter().find(|(r, ..)| *r == row) {
+            Some((_, _, e)) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends what earlier runs left in the outbox (see [`crate::outbox`]).
+    pub async fn send_pending(
+        &self,
+        relay: &mut dyn Relay,
+        now: SystemTime,
+    ) -> Result<outbox::SendReport> {
+        outbox::send_pending(self.store, relay, now).await
     }
 
     pub fn cases(&self) -> Result<Vec<CaseSummary>> {

@@ -6,10 +6,11 @@ use crate::directory::StaffPins;
 use crate::disappearing::Timer;
 use crate::envelope::{self, MAX_TEXT_LEN, Opened};
 use crate::error::{ClientError, Result};
+use crate::outbox;
 use crate::peer::{Peer, device_id};
 use crate::relay::{self, Relay};
 use crate::secret::{SecretText, os_rng};
-use crate::store::{Contact, LocalIdentity, Role, Store, UserMailbox};
+use crate::store::{Contact, LocalIdentity, Outgoing, Role, Store, UserMailbox};
 use libsignal_protocol::{
     IdentityKey, PreKeyBundle, PreKeyId, PublicKey, SignalProtocolError, kem, process_prekey_bundle,
 };
@@ -41,6 +42,10 @@ impl std::fmt::Debug for User<'_> {
 pub struct ContactReport {
     pub sent: Vec<String>,
     pub skipped: Vec<String>,
+    /// Messages of earlier runs that waited in the outbox and are now confirmed.
+    pub earlier_sent: usize,
+    /// Messages of earlier runs that the relay refused for good (not stored, not sent again).
+    pub earlier_refused: usize,
 }
 
 impl<'s> User<'s> {
@@ -200,8 +205,12 @@ impl<'s> User<'s> {
         }
 
         let certificate = envelope::issue_sender_certificate(&self.identity, &self.me, now)?;
-        let mut sealed = Vec::with_capacity(targets.len());
+        // Each sealed message goes into the outbox in the transaction that advanced the
+        // ratchet for it; it is sent from there (crate::outbox).
+        let mut queued = Vec::with_capacity(targets.len());
         for (dev, first) in &targets {
+            let mailbox = MailboxId::from_slice(&dev.mailbox_id)
+                .map_err(|e| ClientError::Corrupt(format!("directory mailbox id: {e}")))?;
             let body = if *first {
                 Body::FirstContact(FirstContact {
                     post_id: post_id.to_string(),
@@ -227,8 +236,23 @@ impl<'s> User<'s> {
                 now,
             )
             .await?;
-            sealed.push(bytes);
-            if self.store.contact(&dev.label)?.is_none() {
+            let row = self.store.queue_outgoing(
+                &Outgoing {
+                    mailbox,
+                    token: None,
+                    idempotency_id: rand::random(),
+                    sealed: bytes,
+                    timer,
+                    label: Some(dev.label.clone()),
+                    first_contact: *first,
+                    case_message: None,
+                },
+                delivery::unix_seconds(now),
+            )?;
+            queued.push((row, dev.label.clone()));
+            // A first contact (for this post) is marked delivered when the relay confirms it
+            // (`Store::outgoing_confirmed`).
+            if *first {
                 self.store.save_contact(&Contact {
                     label: dev.label.clone(),
                     post_id: post_id.to_string(),
@@ -238,24 +262,45 @@ impl<'s> User<'s> {
         }
         tx.commit()?;
 
+        // Whatever earlier runs left in the outbox goes first, then these.
+        let sent = outbox::send_pending(self.store, relay, now).await?;
+        let ours = |row: i64| queued.iter().any(|(r, _)| *r == row);
         let mut report = ContactReport {
             sent: Vec::new(),
             skipped,
+            earlier_sent: 0,
+            earlier_refused: 0,
         };
-        for ((dev, first), bytes) in targets.into_iter().zip(sealed) {
-            let mailbox = MailboxId::from_slice(&dev.mailbox_id)
-                .map_err(|e| ClientError::Corrupt(format!("directory mailbox id: {e}")))?;
-            relay::deposit(relay, &mailbox, None, bytes, timer).await?;
-            if first {
-                self.store.save_contact(&Contact {
-                    label: dev.label.clone(),
-                    post_id: post_id.to_string(),
-                    first_contact_delivered: true,
-                })?;
+        let mut refused = None;
+        for (row, _, e) in sent.refused {
+            if !ours(row) {
+                report.earlier_refused += 1;
+            } else if refused.is_none() {
+                refused = Some(e);
             }
-            report.sent.push(dev.label.clone());
+        }
+        // A device whose deposit the relay refused did not get this message: say so.
+        if let Some(e) = refused {
+            return Err(e);
+        }
+        for (row, label) in sent.confirmed {
+            if ours(row) {
+                report.sent.extend(label);
+            } else {
+                report.earlier_sent += 1;
+            }
         }
         Ok(report)
+    }
+
+    /// Sends what earlier runs left in the outbox (see [`crate::outbox`]). Deposits are
+    /// anonymous: call it on a session that does not read this user's mailbox.
+    pub async fn send_pending(
+        &self,
+        relay: &mut dyn Relay,
+        now: SystemTime,
+    ) -> Result<outbox::SendReport> {
+        outbox::send_pending(self.store, relay, now).await
     }
 
     /// Reads replies: opens, shows (through `show`) and acknowledges them.

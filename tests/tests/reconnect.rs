@@ -14,7 +14,8 @@
 //!   the relay killed while the answer to its fetch is held: it proves its mailbox again on
 //!   the new connection. Each staff device reads the message once.
 //! - A relay that stays down: bounded attempts, then an error saying the message may or may not
-//!   be stored.
+//!   be stored; with the programs, the messages wait in the outbox and the next `refuge read`
+//!   sends them, each stored once.
 
 use refuge_client::ClientError;
 use refuge_client::disappearing::Timer;
@@ -340,6 +341,72 @@ fn refuge_contact_and_refuge_inbox_read_carry_on_over_relay_crashes() {
         let cases = case_ids(&read);
         assert_eq!(cases.len(), 1, "{staff}: {read}");
         assert_eq!(cases[0].1, FIRST);
+        assert!(
+            read.trim_end().ends_with("1 new messages"),
+            "{staff}: {read}"
+        );
+    }
+    assert_eq!(db_count(&w.relay.db_path(), "messages"), 0);
+}
+
+/// The relay crashes after storing the first deposit of `refuge contact` and stays down: the
+/// command fails saying the messages wait in the outbox, and the next `refuge read`, once the
+/// relay is back, sends them, the same bytes under the same ids: each staff device gets the
+/// message once (desk 1's was stored before the crash, desk 2's only now).
+#[test]
+fn messages_the_relay_could_not_confirm_wait_in_the_outbox_and_refuge_read_sends_them_once() {
+    let mut w = setup("tcp");
+    let (proxy, held_answers) = Proxy::start(w.relay.tcp);
+    let url = format!("tcp://{}", proxy.addr);
+    let user = w.p("user");
+    let key = w.authority_key_hex.clone();
+    let (quic, tcp) = (w.relay.quic, w.relay.tcp);
+    proxy.hold_next(Hold::DepositAccepted);
+    let contact_args = [
+        "--data-dir",
+        user.as_str(),
+        "contact",
+        "--relay",
+        url.as_str(),
+        "--post",
+        POST,
+        "--message",
+        FIRST,
+    ];
+    let out = std::thread::scope(|scope| {
+        let contact = scope.spawn(|| run_with_env("refuge", &contact_args, None, &[]));
+        let held = held_answers
+            .recv_timeout(STEP)
+            .expect("the first deposit's answer held");
+        w.relay.kill();
+        held.send(()).expect("the proxy waits");
+        contact.join().expect("the contact command")
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("2 message(s) wait in this device's outbox"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing needs writing again"), "{stderr}");
+
+    let data_dir = w.relay.data_dir.clone();
+    w.relay = Relay::start_on(&data_dir, quic, tcp, &["--authority-key", &key]);
+    let read = run_ok("refuge", &["--data-dir", &user, "--relay", &url, "read"]);
+    assert!(
+        read.contains("sent 2 message(s) that waited in the outbox"),
+        "{read}"
+    );
+    assert!(read.trim_end().ends_with("0 new messages"), "{read}");
+    // Nothing waits any more.
+    let again = run_ok("refuge", &["--data-dir", &user, "--relay", &url, "read"]);
+    assert!(!again.contains("waited in the outbox"), "{again}");
+
+    for staff in ["staff1", "staff2"] {
+        let read = run_ok("refuge-inbox", &["--data-dir", &w.p(staff), "read"]);
+        let cases = case_ids(&read);
+        assert_eq!(cases.len(), 1, "{staff}: {read}");
+        assert_eq!(cases[0].1, FIRST, "{staff}");
         assert!(
             read.trim_end().ends_with("1 new messages"),
             "{staff}: {read}"

@@ -180,6 +180,10 @@ async fn run(args: Args) -> Result<()> {
             let mut session = cli::connect(&endpoint, &network, staff.label().as_bytes()).await?;
             let verified = load_directory(&mut session, &store, &dir).await?;
             warn_if_not_enrolled(&staff, &verified);
+            if store.outbox_len()? > 0 {
+                // Replies an earlier run could not get confirmed go first.
+                cli::report_outbox(&staff.send_pending(&mut session, now).await);
+            }
             let mut show = |m: &refuge_client::delivery::ReceivedMessage| {
                 let case = m.sender.case_id().unwrap_or_default();
                 say(&format!("case {case} {}", m.text.one_line().as_str()))

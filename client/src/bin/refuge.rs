@@ -189,6 +189,18 @@ async fn run(args: Args) -> Result<()> {
                 .contact(&mut session, &dir, &post, &text, timer, now)
                 .await?;
             session.close().await;
+            if report.earlier_sent > 0 {
+                say(&format!(
+                    "sent {} earlier message(s) that waited in the outbox",
+                    report.earlier_sent
+                ))?;
+            }
+            if report.earlier_refused > 0 {
+                cli::warn(&format!(
+                    "{} earlier message(s) in the outbox were refused by the relay and are not                      sent again",
+                    report.earlier_refused
+                ));
+            }
             for label in &report.skipped {
                 cli::warn(&format!(
                     "{label} has not registered with the relay yet and did not get this message"
@@ -204,6 +216,19 @@ async fn run(args: Args) -> Result<()> {
             let user = User::load(&store)?;
             let endpoint = endpoint()?;
             let dir = load_directory(&store, &data_dir, &endpoint, &network).await?;
+            if store.outbox_len()? > 0 {
+                // Messages an earlier run could not get confirmed: sent first, on a deposit
+                // session of their own (never on the circuit that reads this mailbox).
+                let sent = match cli::connect(&endpoint, &network, b"deposit").await {
+                    Ok(mut deposits) => {
+                        let sent = user.send_pending(&mut deposits, now).await;
+                        deposits.close().await;
+                        sent
+                    }
+                    Err(e) => Err(e),
+                };
+                cli::report_outbox(&sent);
+            }
             let mut session = cli::connect(&endpoint, &network, &user.mailbox_id().0).await?;
             let mut show = |m: &refuge_client::delivery::ReceivedMessage| {
                 let from = match &m.sender {

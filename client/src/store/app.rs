@@ -2,6 +2,7 @@
 //! inbound messages and cases.
 
 use super::{Store, to_day, unix_now};
+use crate::disappearing::Timer;
 use crate::error::{ClientError, Result};
 use crate::secret::{SecretBytes, SecretText, os_rng};
 use ed25519_dalek::SigningKey;
@@ -191,6 +192,40 @@ impl std::fmt::Debug for CaseRecord {
             .field("case_id", &self.case_id)
             .finish_non_exhaustive()
     }
+}
+
+/// A sealed message in the outbox: what is sent, where, and under which idempotency id.
+pub struct Outgoing {
+    pub mailbox: MailboxId,
+    /// The recipient's deposit token (staff replies); `None` for a staff device's mailbox.
+    pub token: Option<DepositToken>,
+    pub idempotency_id: [u8; 16],
+    pub sealed: Vec<u8>,
+    pub timer: Timer,
+    /// User side: the staff device the message is for, and whether it carries the first
+    /// contact (the contact is marked delivered once the relay confirms it).
+    pub label: Option<String>,
+    pub first_contact: bool,
+    /// Staff side: the reply's row in the case's messages (removed if the relay refuses it).
+    pub case_message: Option<i64>,
+}
+
+impl std::fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("label", &self.label)
+            .field("first_contact", &self.first_contact)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A message of the outbox, by its row.
+#[derive(Debug)]
+pub struct Pending {
+    pub id: i64,
+    pub message: Outgoing,
+    /// When the message would have disappeared (Unix seconds, a whole hour), with a timer.
+    pub expires_hour: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -398,6 +433,135 @@ impl Store {
         Ok(())
     }
 
+    // ------------------------------------------------------------------ outbox
+
+    /// Puts a sealed message in the outbox, inside the caller's transaction (the one that
+    /// advanced the ratchet to seal it). `now`: Unix seconds, for the disappearing timer.
+    pub fn queue_outgoing(&self, o: &Outgoing, now: i64) -> Result<i64> {
+        self.conn().execute(
+            "INSERT INTO outbox (mailbox_id, deposit_token, idempotency_id, sealed, timer_seconds,
+                                 expires_hour, label, first_contact, case_message)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            rusqlite::params![
+                &o.mailbox.0[..],
+                o.token.as_ref().map(|t| t.0.to_vec()),
+                &o.idempotency_id[..],
+                &o.sealed,
+                i64::try_from(o.timer.seconds())
+                    .map_err(|_| ClientError::InvalidArgument("timer too long".into()))?,
+                o.timer.expires_hour(now),
+                o.label,
+                o.first_contact as i64,
+                o.case_message
+            ],
+        )?;
+        Ok(self.conn().last_insert_rowid())
+    }
+
+    /// The messages waiting for the relay's confirmation, oldest first. Those whose
+    /// disappearing timer has run out are deleted first: they are not sent any more.
+    pub fn outbox(&self) -> Result<Vec<Pending>> {
+        self.prune_due()?;
+        let mut stmt = self.conn().prepare(
+            "SELECT id, mailbox_id, deposit_token, idempotency_id, sealed, timer_seconds, label,
+                    first_contact, expires_hour, case_message
+             FROM outbox ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, Option<Vec<u8>>>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+                r.get::<_, Vec<u8>>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, i64>(7)?,
+                r.get::<_, Option<i64>>(8)?,
+                r.get::<_, Option<i64>>(9)?,
+            ))
+        })?;
+        let mut pending = Vec::new();
+        for row in rows {
+            let (
+                id,
+                mailbox,
+                token,
+                idempotency_id,
+                sealed,
+                timer,
+                label,
+                first,
+                expires_hour,
+                case_message,
+            ) = row?;
+            let token = token
+                .map(|t| {
+                    <[u8; 32]>::try_from(t.as_slice())
+                        .map(DepositToken)
+                        .map_err(|_| ClientError::Corrupt("outbox deposit token".into()))
+                })
+                .transpose()?;
+            pending.push(Pending {
+                id,
+                message: Outgoing {
+                    mailbox: MailboxId::from_slice(&mailbox).map_err(corrupt("outbox mailbox"))?,
+                    token,
+                    idempotency_id: idempotency_id
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| ClientError::Corrupt("outbox idempotency id".into()))?,
+                    sealed,
+                    timer: Timer::from_seconds(
+                        u64::try_from(timer)
+                            .map_err(|_| ClientError::Corrupt("outbox timer".into()))?,
+                    ),
+                    label,
+                    first_contact: first != 0,
+                    case_message,
+                },
+                expires_hour,
+            });
+        }
+        Ok(pending)
+    }
+
+    /// The relay confirmed `p`: it leaves the outbox, and a first contact's device is marked
+    /// as having our reply address, in one transaction.
+    pub fn outgoing_confirmed(&self, p: &Pending) -> Result<()> {
+        let tx = self.begin()?;
+        tx.execute("DELETE FROM outbox WHERE id = ?1", [p.id])?;
+        if let (true, Some(label)) = (p.message.first_contact, &p.message.label) {
+            tx.execute(
+                "UPDATE contacts SET first_contact_delivered = 1 WHERE label = ?1",
+                [label],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The relay refused `p` for good: it leaves the outbox without being delivered, and a
+    /// reply leaves the case's messages with it.
+    pub fn outgoing_refused(&self, p: &Pending) -> Result<()> {
+        let tx = self.begin()?;
+        tx.execute("DELETE FROM outbox WHERE id = ?1", [p.id])?;
+        if let Some(row) = p.message.case_message {
+            tx.execute("DELETE FROM case_messages WHERE id = ?1", [row])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// How many messages wait in the outbox.
+    pub fn outbox_len(&self) -> Result<u64> {
+        self.prune_due()?;
+        let n: i64 = self
+            .conn()
+            .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
     // ------------------------------------------------------------------ inbound messages
 
     /// Whether a relay message was already decrypted (and if so, whether it was shown).
@@ -571,7 +735,7 @@ impl Store {
         body: &SecretText,
         at_hour: u64,
         expires_hour: Option<i64>,
-    ) -> Result<()> {
+    ) -> Result<i64> {
         self.conn().execute(
             "INSERT INTO case_messages (case_id, direction, body, at_hour, expires_hour)
              VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -583,7 +747,7 @@ impl Store {
                 expires_hour
             ],
         )?;
-        Ok(())
+        Ok(self.conn().last_insert_rowid())
     }
 
     /// Every case with its number of messages (both directions), by case id.

@@ -18,8 +18,8 @@ mod signal;
 mod wipe;
 
 pub use app::{
-    CaseRecord, CaseSummary, Contact, InboundMessage, LocalIdentity, PrekeyKind, Role,
-    StaffDeviceRecord, UserMailbox, generate_signing_key,
+    CaseRecord, CaseSummary, Contact, InboundMessage, LocalIdentity, Outgoing, Pending, PrekeyKind,
+    Role, StaffDeviceRecord, UserMailbox, generate_signing_key,
 };
 pub use key::{HEADER_FILE, KdfParams, Passphrase};
 pub use signal::{
@@ -157,6 +157,28 @@ CREATE INDEX case_messages_by_expiry ON case_messages (expires_hour)
     WHERE expires_hour IS NOT NULL;
 UPDATE local_identity SET created_at = created_at - created_at % 86400;
 UPDATE cases SET opened_at = opened_at - opened_at % 86400;
+"#,
+    // v3: the outbox. A sealed message is written here in the transaction that advances the
+    // ratchet, with the idempotency id it is sent under, and deleted once the relay has
+    // confirmed it; a message left by a run that could not confirm it is sent again, the same
+    // bytes under the same id, by the next run that reaches the relay.
+    r#"
+CREATE TABLE outbox (
+    id              INTEGER PRIMARY KEY,
+    mailbox_id      BLOB NOT NULL CHECK (length(mailbox_id) = 16),
+    deposit_token   BLOB CHECK (deposit_token IS NULL OR length(deposit_token) = 32),
+    idempotency_id  BLOB NOT NULL CHECK (length(idempotency_id) = 16),
+    sealed          BLOB NOT NULL,
+    timer_seconds   INTEGER NOT NULL CHECK (timer_seconds >= 0),
+    -- When the message would have disappeared: not sent after it, deleted with it.
+    expires_hour    INTEGER,
+    -- User side: the staff device it is for, and whether it carries the first contact.
+    label           TEXT,
+    first_contact   INTEGER NOT NULL DEFAULT 0 CHECK (first_contact IN (0, 1)),
+    -- Staff side: the reply as recorded in case_messages, removed if the relay refuses it.
+    case_message    INTEGER
+) STRICT;
+CREATE INDEX outbox_by_expiry ON outbox (expires_hour) WHERE expires_hour IS NOT NULL;
 "#,
 ];
 
@@ -421,6 +443,10 @@ fn delete_due(conn: &Connection, now: i64) -> Result<u64> {
     )?;
     n += conn.execute(
         "DELETE FROM inbound WHERE expires_hour IS NOT NULL AND expires_hour <= ?1",
+        [now],
+    )?;
+    n += conn.execute(
+        "DELETE FROM outbox WHERE expires_hour IS NOT NULL AND expires_hour <= ?1",
         [now],
     )?;
     if n > 0 {
