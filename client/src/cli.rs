@@ -96,28 +96,47 @@ pub fn warn(message: &str) {
     let _ = writeln!(std::io::stderr().lock(), "warning: {message}");
 }
 
-/// Says what sending the outbox's waiting messages did: a line for those sent, warnings for
-/// those refused or still waiting.
-pub fn report_outbox(sent: &Result<crate::outbox::SendReport>) {
+/// Says what became of the messages earlier runs left in the outbox: a line for those sent,
+/// a warning for each dropped and for those still waiting.
+pub fn report_earlier(r: &crate::user::EarlierReport) {
+    if r.sent > 0 {
+        let _ = say(&format!(
+            "sent {} message(s) that waited in the outbox",
+            r.sent
+        ));
+    }
+    for (label, why) in &r.dropped {
+        let to = label
+            .as_deref()
+            .map(|l| format!(" for {l}"))
+            .unwrap_or_default();
+        warn(&format!(
+            "a message{to} that waited in the outbox is not sent: {why}; write it again if it \
+             is still needed"
+        ));
+    }
+    if r.held > 0 {
+        warn(&format!(
+            "{} message(s) still wait in the outbox: the recipient's mailbox is full for now; \
+             the next run sends them",
+            r.held
+        ));
+    }
+}
+
+/// [`report_earlier`] for a send of the outbox alone; a failure is a warning, since the
+/// command goes on with its own work, except one that may be an attack.
+pub fn report_outbox(sent: Result<crate::outbox::SendReport>) -> Result<()> {
     match sent {
         Ok(r) => {
-            if !r.confirmed.is_empty() {
-                let _ = say(&format!(
-                    "sent {} message(s) that waited in the outbox",
-                    r.confirmed.len()
-                ));
-            }
-            for (_, label, e) in &r.refused {
-                let to = label
-                    .as_deref()
-                    .map(|l| format!(" for {l}"))
-                    .unwrap_or_default();
-                warn(&format!(
-                    "a message{to} that waited in the outbox was refused by the relay and is                      not sent again: {e}"
-                ));
-            }
+            report_earlier(&crate::user::EarlierReport::of(&r));
+            Ok(())
         }
-        Err(e) => warn(&format!("{e} (hint: {})", e.hint())),
+        Err(e) if e.blame() == crate::Blame::Attack => Err(e),
+        Err(e) => {
+            warn(&format!("{e} (hint: {})", e.hint()));
+            Ok(())
+        }
     }
 }
 

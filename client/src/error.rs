@@ -389,8 +389,15 @@ impl ClientError {
             Timeout { .. } | ConnectionLost(_) => "try again later".into(),
             DepositUnconfirmed { message, .. } => unconfirmed_hint(*message),
             Outboxed { source, .. } if source.blame() == Blame::Attack => source.hint(),
-            Outboxed { .. } => {
-                "nothing needs writing again: the next run that reaches the relay (`read`, or the next message) sends what waits in the outbox, the same encrypted bytes under the same id, so the relay stores each message once. Check your network (or tor) first".into()
+            Outboxed { source, .. } => {
+                let then = if source.blame() == Blame::Network {
+                    "check your network (or tor) first".to_string()
+                } else {
+                    source.hint()
+                };
+                format!(
+                    "nothing needs writing again: the next run that reaches the relay (`read`, or the next message) sends what waits in the outbox, the same encrypted bytes under the same id, so the relay stores each message once; {then}"
+                )
             }
             Tor(_) => "check your network; if Tor is blocked where you are, get bridge lines (bridges.torproject.org, or from the post through another channel) and pass them with --bridge; then try again".into(),
             Relay { code, .. } => relay_hint(*code).into(),

@@ -62,6 +62,8 @@ struct State {
     /// Requests (by name) at which the connection breaks: before the relay handles the request
     /// (false) or after, losing only the answer (true). In order.
     connection_losses: VecDeque<(&'static str, bool)>,
+    /// Mailboxes that refuse deposits as full.
+    full: HashSet<MailboxId>,
     /// How many of the next reconnects fail as if the relay were down.
     unreachable_for: usize,
     reconnects: usize,
@@ -150,6 +152,16 @@ impl FakeRelay {
             .borrow_mut()
             .connection_losses
             .push_back((request, after_handling));
+    }
+
+    /// Makes a mailbox refuse deposits as full (MAILBOX_FULL), or take them again.
+    pub fn set_full(&self, id: &MailboxId, full: bool) {
+        let mut s = self.state.borrow_mut();
+        if full {
+            s.full.insert(*id);
+        } else {
+            s.full.remove(id);
+        }
     }
 
     /// Forgets a mailbox, as a relay does once its owner is gone.
@@ -351,6 +363,9 @@ impl FakeSession {
                     }
                     drop(s);
                     return self.answer_deposit(fault);
+                }
+                if s.full.contains(&id) {
+                    return Err(refuse(ErrorCode::MailboxFull, "mailbox full"));
                 }
                 s.next_message_id += 1;
                 let message_id = s.next_message_id;

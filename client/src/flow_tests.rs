@@ -183,6 +183,12 @@ impl World {
         Ok((seen, report))
     }
 
+    fn desk_mailbox(&self, label: &str) -> refuge_proto::ids::MailboxId {
+        let dir = self.directory();
+        let dev = dir.device_by_label(label).unwrap().1;
+        refuge_proto::ids::MailboxId::from_slice(&dev.mailbox_id).unwrap()
+    }
+
     fn user_mailbox(&self) -> refuge_proto::ids::MailboxId {
         self.user_store()
             .user_mailbox()
@@ -694,7 +700,7 @@ async fn an_unreachable_relay_leaves_the_messages_in_the_outbox_and_the_next_run
     // "hello" once, though the relay got it twice.
     let report = w.contact("again").await.unwrap();
     assert_eq!(report.sent, vec![DESK1.to_string(), DESK2.to_string()]);
-    assert_eq!(report.earlier_sent, 2);
+    assert_eq!(report.earlier.sent, 2);
     assert_eq!(w.user_store().outbox_len().unwrap(), 0);
     let resent = w.relay.deposit_request_ids();
     assert_eq!(
@@ -733,11 +739,11 @@ async fn a_read_sends_what_waits_and_a_first_contact_is_marked_delivered_only_wh
     // What `refuge read` does first, on a deposit session of its own.
     let user = User::load(&store).unwrap();
     let sent = user
-        .send_pending(&mut w.relay.connect(), SystemTime::now())
+        .send_pending(&mut w.relay.connect(), &w.directory())
         .await
         .unwrap();
     assert_eq!(sent.confirmed.len(), 2);
-    assert!(sent.refused.is_empty());
+    assert!(sent.dropped.is_empty() && sent.held.is_empty());
     for desk in [DESK1, DESK2] {
         assert!(
             store
@@ -751,15 +757,14 @@ async fn a_read_sends_what_waits_and_a_first_contact_is_marked_delivered_only_wh
     }
     // Nothing is left to send.
     let again = user
-        .send_pending(&mut w.relay.connect(), SystemTime::now())
+        .send_pending(&mut w.relay.connect(), &w.directory())
         .await
         .unwrap();
     assert!(again.confirmed.is_empty());
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn a_reply_left_in_the_outbox_is_sent_by_the_next_staff_run_and_a_refused_one_is_unrecorded()
-{
+async fn a_reply_left_in_the_outbox_is_sent_by_the_next_staff_run_and_a_refused_one_is_reported() {
     let w = World::new().await;
     w.relay.set_retry_policy(QUICK);
     w.contact("hello").await.unwrap();
@@ -767,46 +772,47 @@ async fn a_reply_left_in_the_outbox_is_sent_by_the_next_staff_run_and_a_refused_
     let case = seen[0].0.clone();
     let store = w.staff_store(DESK1);
     let staff = Staff::load(&store).unwrap();
+    let reply = |text: &'static str| {
+        let staff = Staff::load(&store).unwrap();
+        let (relay, dir, case) = (&w.relay, w.directory(), case.clone());
+        async move {
+            staff
+                .reply(
+                    &mut relay.connect(),
+                    &dir,
+                    &case,
+                    &SecretText::new(text.into()),
+                    SystemTime::now(),
+                )
+                .await
+        }
+    };
 
     w.relay.set_unreachable_for(usize::MAX / 2);
     w.relay.inject_connection_loss("Deposit", false);
-    let e = staff
-        .reply(
-            &mut w.relay.connect(),
-            &w.directory(),
-            &case,
-            &SecretText::new("we hear you".into()),
-            SystemTime::now(),
-        )
-        .await
-        .unwrap_err();
+    let e = reply("we hear you").await.unwrap_err();
     assert!(
         matches!(e, ClientError::Outboxed { waiting: 1, .. }),
         "{e:?}"
     );
     w.relay.set_unreachable_for(0);
     let sent = staff
-        .send_pending(&mut w.relay.connect(), SystemTime::now())
+        .send_pending(&mut w.relay.connect(), &w.directory())
         .await
         .unwrap();
     assert_eq!(sent.confirmed.len(), 1);
     let (seen, _) = w.user_read(false).await.unwrap();
     assert_eq!(seen, vec![(DESK1.to_string(), "we hear you".to_string())]);
-    let cases = staff.cases().unwrap();
-    assert_eq!(cases[0].messages, 2, "the hello and the reply");
+    assert_eq!(
+        staff.cases().unwrap()[0].messages,
+        2,
+        "the hello and the reply"
+    );
 
-    // A reply the relay refuses for good (the user's mailbox is gone) is not kept anywhere.
+    // A reply the relay refuses for good (the user's mailbox is gone): the command says so,
+    // nothing waits, and the case keeps what the staff member wrote.
     w.relay.remove_mailbox(&w.user_mailbox());
-    let e = staff
-        .reply(
-            &mut w.relay.connect(),
-            &w.directory(),
-            &case,
-            &SecretText::new("still there?".into()),
-            SystemTime::now(),
-        )
-        .await
-        .unwrap_err();
+    let e = reply("still there?").await.unwrap_err();
     assert!(
         matches!(
             e,
@@ -818,9 +824,88 @@ async fn a_reply_left_in_the_outbox_is_sent_by_the_next_staff_run_and_a_refused_
         "{e:?}"
     );
     assert_eq!(store.outbox_len().unwrap(), 0);
-    assert_eq!(
-        staff.cases().unwrap()[0].messages,
-        2,
-        "the refused reply is not recorded"
+    assert_eq!(staff.cases().unwrap()[0].messages, 3);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_full_mailbox_holds_its_messages_without_holding_up_the_others() {
+    let w = World::new().await;
+    w.relay.set_retry_policy(QUICK);
+    // Desk 1's mailbox refuses deposits for now: its message waits, desk 2's goes.
+    let desk1 = w.desk_mailbox(DESK1);
+    w.relay.set_full(&desk1, true);
+    let e = w.contact("hello").await.unwrap_err();
+    assert!(
+        matches!(e, ClientError::Outboxed { waiting: 1, .. }),
+        "{e:?}"
     );
+    assert!(
+        e.hint().contains("nothing needs writing again"),
+        "{}",
+        e.hint()
+    );
+    let (seen, _) = w.staff_read(DESK2).await;
+    assert_eq!(seen.len(), 1);
+    // A second message to both: desk 1's waits behind the first, in order; desk 2's goes.
+    let e = w.contact("second").await.unwrap_err();
+    assert!(
+        matches!(e, ClientError::Outboxed { waiting: 2, .. }),
+        "{e:?}"
+    );
+    let (seen, _) = w.staff_read(DESK2).await;
+    assert_eq!(seen.len(), 1);
+    w.relay.set_full(&desk1, false);
+    let user_store = w.user_store();
+    let sent = User::load(&user_store)
+        .unwrap()
+        .send_pending(&mut w.relay.connect(), &w.directory())
+        .await
+        .unwrap();
+    assert_eq!(sent.confirmed.len(), 2);
+    let (seen, _) = w.staff_read(DESK1).await;
+    let texts: Vec<&str> = seen.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(texts, ["hello", "second"]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_refusal_of_every_deposit_keeps_the_outbox_and_a_withdrawn_device_gets_nothing() {
+    use crate::fake_relay::DepositFault;
+    let w = World::new().await;
+    w.relay.set_retry_policy(QUICK);
+    // A refusal the client does not know (a newer relay, a bug) says nothing about this
+    // message: it stays.
+    w.relay
+        .inject_deposit_faults(&[DepositFault::Refuse(refuge_proto::ErrorCode::Unspecified)]);
+    let e = w.contact("hello").await.unwrap_err();
+    assert!(
+        matches!(e, ClientError::Outboxed { waiting: 2, .. }),
+        "{e:?}"
+    );
+    assert_eq!(w.user_store().outbox_len().unwrap(), 2);
+
+    // Desk 1 leaves the directory before the next run: its waiting message is dropped, not
+    // sent; desk 2's is sent.
+    let mut entries = w.entries.clone();
+    let key = authority::read_key(&w.tmp.path().join("authority.key")).unwrap();
+    let request = w
+        .tmp
+        .path()
+        .join(format!("{}.req", DESK1.replace('/', "_")));
+    entries.push(authority::revocation(&key, &request).unwrap().bytes);
+    let directory = replay(&entries, &w.authority);
+    assert!(directory.device_by_label(DESK1).is_none());
+    let user_store = w.user_store();
+    let sent = User::load(&user_store)
+        .unwrap()
+        .send_pending(&mut w.relay.connect(), &directory)
+        .await
+        .unwrap();
+    assert_eq!(sent.confirmed.len(), 1);
+    assert!(
+        matches!(&sent.dropped[..], [(_, Some(l), crate::outbox::Dropped::NotEnrolled)] if l == DESK1),
+        "{:?}",
+        sent.dropped
+    );
+    assert_eq!(w.relay.stored(&w.desk_mailbox(DESK1)), 0);
+    assert_eq!(user_store.outbox_len().unwrap(), 0);
 }

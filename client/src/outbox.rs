@@ -11,71 +11,244 @@
 //!
 //! What waits is what the relay would hold: ciphertext only the recipient can open, inside the
 //! encrypted store. A message with a disappearing timer is deleted from the outbox when the
-//! timer runs out, and a resent one asks the relay for what is left of its timer, never more.
+//! timer runs out, and a resent one asks the relay for what is left of its timer, never more;
+//! any message is dropped after [`MAX_OUTBOX_AGE`]. A user's message is sent only while its
+//! staff device is still in the verified directory.
 
 use crate::disappearing::Timer;
 use crate::error::{ClientError, Result};
 use crate::relay::{self, Relay, RetryPolicy};
 use crate::store::{Pending, Store};
-use std::time::SystemTime;
+use refuge_proto::ErrorCode;
+use refuge_proto::directory::VerifiedDirectory;
+use refuge_proto::ids::MailboxId;
+use std::collections::HashSet;
 
-/// What [`send_pending`] did.
-#[derive(Debug, Default)]
-pub struct SendReport {
-    /// The outbox rows the relay confirmed, with the staff device each was for (user side).
-    pub confirmed: Vec<(i64, Option<String>)>,
-    /// The rows the relay refused for good (no such mailbox, too large, a wrong token…): not
-    /// stored, removed from the outbox, not sent again.
-    pub refused: Vec<(i64, Option<String>, ClientError)>,
+/// How long a message may wait. The relay recognises a repeated deposit for 30 days at most
+/// (less with a retention period, which the client does not know); a message still waiting
+/// after a week is dropped with a warning rather than sent when the relay may take it for new.
+pub const MAX_OUTBOX_AGE: i64 = 7 * 24 * 3600;
+
+const HOUR: i64 = 3600;
+
+/// Why a message left the outbox without a confirmation.
+#[derive(Debug)]
+pub enum Dropped {
+    /// The relay refused it for good: no such mailbox, a wrong deposit token, too large, or
+    /// the same id with other bytes. If an earlier send's answer was lost, it may have been
+    /// stored then.
+    Refused(ClientError),
+    /// Its staff device is no longer in the verified directory (or has another mailbox): it
+    /// is not sent to a device the authority withdrew.
+    NotEnrolled,
+    /// It waited longer than [`MAX_OUTBOX_AGE`].
+    TooOld,
 }
 
-/// Whether the relay's answer means it does not hold the message and never will.
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dropped::Refused(e) => write!(f, "the relay refused it ({e})"),
+            Dropped::NotEnrolled => {
+                f.write_str("its staff device is no longer in the signed directory")
+            }
+            Dropped::TooOld => write!(
+                f,
+                "it could not be sent for {} days",
+                MAX_OUTBOX_AGE / (24 * HOUR)
+            ),
+        }
+    }
+}
+
+/// What [`send_pending`] did, by outbox row (and the staff device each is for, user side).
+#[derive(Debug, Default)]
+pub struct SendReport {
+    /// Confirmed by the relay: gone from the outbox.
+    pub confirmed: Vec<(i64, Option<String>)>,
+    /// Gone from the outbox undelivered, and why.
+    pub dropped: Vec<(i64, Option<String>, Dropped)>,
+    /// Still waiting: the relay refused them for now (a full mailbox), or an earlier message
+    /// to the same mailbox did (they stay in order).
+    pub held: Vec<(i64, Option<String>, ErrorCode)>,
+}
+
+impl SendReport {
+    /// The report of row `row`, if this send reached it.
+    pub fn outcome(&self, row: i64) -> Outcome<'_> {
+        if self.confirmed.iter().any(|(r, _)| *r == row) {
+            Outcome::Confirmed
+        } else if let Some((_, _, why)) = self.dropped.iter().find(|(r, ..)| *r == row) {
+            Outcome::Dropped(why)
+        } else if let Some((_, _, code)) = self.held.iter().find(|(r, ..)| *r == row) {
+            Outcome::Held(*code)
+        } else {
+            Outcome::NotReached
+        }
+    }
+}
+
+/// What became of one row.
+#[derive(Debug)]
+pub enum Outcome<'a> {
+    Confirmed,
+    Dropped(&'a Dropped),
+    Held(ErrorCode),
+    NotReached,
+}
+
+/// Takes this command's own rows (`ours`) out of `report` and turns what became of them into
+/// the command's result: `Ok` if the relay confirmed them all; the relay's refusal if it
+/// refused one for good; [`ClientError::Outboxed`] if one waits (its mailbox is full for now).
+/// What is left in `report` is what earlier runs had left in the outbox.
+pub fn settle(store: &Store, report: &mut SendReport, ours: &[i64]) -> Result<()> {
+    let mine = |r: &i64| ours.contains(r);
+    let mut dropped = Vec::new();
+    report.dropped.retain_mut(|(r, _, why)| {
+        if mine(r) {
+            dropped.push(std::mem::replace(why, Dropped::TooOld));
+            false
+        } else {
+            true
+        }
+    });
+    let held: Vec<ErrorCode> = report
+        .held
+        .iter()
+        .filter(|(r, ..)| mine(r))
+        .map(|(_, _, code)| *code)
+        .collect();
+    report.held.retain(|(r, ..)| !mine(r));
+    report.confirmed.retain(|(r, _)| !mine(r));
+    if let Some(why) = dropped.into_iter().next() {
+        return Err(match why {
+            Dropped::Refused(e) => e,
+            other => ClientError::InvalidArgument(format!("the message was not sent: {other}")),
+        });
+    }
+    if let Some(code) = held.first() {
+        return Err(ClientError::Outboxed {
+            waiting: store.outbox_len()?,
+            source: Box::new(ClientError::Relay {
+                code: *code,
+                message: "the recipient's mailbox is full for now".into(),
+            }),
+        });
+    }
+    Ok(())
+}
+
+/// Refusals after which the relay holds no such deposit and never will.
 fn refused_for_good(e: &ClientError) -> bool {
     match e {
-        ClientError::Relay { code, .. } => !code.retryable(),
+        ClientError::Relay { code, .. } => matches!(
+            code,
+            ErrorCode::UnknownMailbox
+                | ErrorCode::DepositNotAuthorized
+                | ErrorCode::MessageTooLarge
+                | ErrorCode::InvalidArgument
+        ),
         ClientError::MessageTooLong { .. } => true,
         _ => false,
     }
 }
 
-/// The timer a send of `p` asks the relay for at `now`: the message's own, or what is left of
-/// it when it is sent again later, rounded up to the hour but never longer than its own.
-fn timer_left(p: &Pending, now: i64) -> Timer {
+/// Refusals that concern one mailbox for now (the others may still take messages).
+fn held_for_now(e: &ClientError) -> Option<ErrorCode> {
+    match e {
+        ClientError::Relay {
+            code: code @ ErrorCode::MailboxFull,
+            ..
+        } => Some(*code),
+        _ => None,
+    }
+}
+
+/// The timer a send of `p` asks the relay for at `now`, so that the relay deletes it no later
+/// than it would have the first send: the relay counts a timer from the hour it receives the
+/// message (rounded down), so every whole hour since the message was sealed comes off. `None`:
+/// its time is over.
+fn timer_left(p: &Pending, now: i64) -> Option<Timer> {
     let own = p.message.timer;
-    match p.expires_hour {
-        Some(at) if !own.is_off() => {
-            let left = u64::try_from(at.saturating_sub(now)).unwrap_or(0).max(1);
-            Timer::from_seconds(left.min(own.seconds()))
-        }
-        _ => own,
+    if own.is_off() {
+        return Some(own);
+    }
+    let hours_since = (now - now.rem_euclid(HOUR) - p.queued_hour).max(0);
+    let own_secs = i64::try_from(own.seconds()).unwrap_or(i64::MAX);
+    let left = own_secs.saturating_sub(hours_since);
+    (left > 0).then(|| Timer::from_seconds(left as u64))
+}
+
+/// Whether a user-side message may still go to its staff device: the device must be in the
+/// verified directory with the same mailbox. Staff replies (no label) go to a user's mailbox,
+/// which no directory lists.
+fn still_enrolled(p: &Pending, directory: &VerifiedDirectory) -> bool {
+    match &p.message.label {
+        None => true,
+        Some(label) => directory.device_by_label(label).is_some_and(|(_, dev)| {
+            MailboxId::from_slice(&dev.mailbox_id).is_ok_and(|m| m == p.message.mailbox)
+        }),
     }
 }
 
 /// Sends every message waiting in the outbox, oldest first, each under its own idempotency id
-/// and with the session's retry policy. A message the relay confirms leaves the outbox; one it
-/// refuses for good leaves it too and is reported in [`SendReport::refused`]. At the first one
-/// it does not confirm otherwise, sending stops and the error is [`ClientError::Outboxed`]
-/// with the number still waiting (that one included).
+/// and with the session's retry policy.
+///
+/// - Confirmed: it leaves the outbox.
+/// - Refused for good, its device no longer enrolled in `directory`, or older than
+///   [`MAX_OUTBOX_AGE`]: it leaves the outbox undelivered ([`SendReport::dropped`]).
+/// - Refused for now by its mailbox (full): it stays, and so do the later ones to the same
+///   mailbox, in order; the others are still sent ([`SendReport::held`]).
+/// - Anything else (the relay unreachable, an answer lost and not looked up, a refusal of
+///   every deposit): sending stops, and the error is [`ClientError::Outboxed`] with the number
+///   of messages still waiting.
 pub async fn send_pending(
     store: &Store,
     relay: &mut dyn Relay,
-    now: SystemTime,
+    directory: &VerifiedDirectory,
 ) -> Result<SendReport> {
-    let now = crate::delivery::unix_seconds(now);
     let policy = relay
         .resumption()
         .map_or(RetryPolicy::DEPOSIT, |r| r.policy);
     let pending = store.outbox()?;
     let total = pending.len() as u64;
     let mut report = SendReport::default();
-    for (done, p) in pending.into_iter().enumerate() {
+    let mut blocked: HashSet<MailboxId> = HashSet::new();
+    for p in pending {
         let m = &p.message;
+        // The clock now, not when the program started: Tor may have taken minutes.
+        let now = crate::store::unix_now();
+        if blocked.contains(&m.mailbox) {
+            report
+                .held
+                .push((p.id, m.label.clone(), ErrorCode::MailboxFull));
+            continue;
+        }
+        let why = if now - p.queued_hour >= MAX_OUTBOX_AGE {
+            Some(Dropped::TooOld)
+        } else if !still_enrolled(&p, directory) {
+            Some(Dropped::NotEnrolled)
+        } else {
+            None
+        };
+        let timer = timer_left(&p, now);
+        if let Some(why) = why {
+            tracing::warn!(reason = %why, "a message in the outbox is not sent");
+            store.outgoing_dropped(&p)?;
+            report.dropped.push((p.id, m.label.clone(), why));
+            continue;
+        }
+        let Some(timer) = timer else {
+            // Its timer ran out while the others were sent.
+            store.outgoing_dropped(&p)?;
+            continue;
+        };
         let sent = relay::deposit_with(
             relay,
             &m.mailbox,
             m.token.as_ref(),
             m.sealed.clone(),
-            timer_left(&p, now),
+            timer,
             policy,
             m.idempotency_id,
         )
@@ -87,16 +260,24 @@ pub async fn send_pending(
             }
             Err(e) if refused_for_good(&e) => {
                 tracing::warn!(error = %e, "the relay refused a message; it is not sent again");
-                store.outgoing_refused(&p)?;
-                report.refused.push((p.id, m.label.clone(), e));
+                store.outgoing_dropped(&p)?;
+                report
+                    .dropped
+                    .push((p.id, m.label.clone(), Dropped::Refused(e)));
             }
-            Err(e) => {
-                // Every earlier one was confirmed or refused, and so left the outbox.
-                return Err(ClientError::Outboxed {
-                    waiting: total - done as u64,
-                    source: Box::new(e),
-                });
-            }
+            Err(e) => match held_for_now(&e) {
+                Some(code) => {
+                    blocked.insert(m.mailbox);
+                    report.held.push((p.id, m.label.clone(), code));
+                }
+                None => {
+                    let gone = (report.confirmed.len() + report.dropped.len()) as u64;
+                    return Err(ClientError::Outboxed {
+                        waiting: total - gone,
+                        source: Box::new(e),
+                    });
+                }
+            },
         }
     }
     Ok(report)
@@ -106,9 +287,6 @@ pub async fn send_pending(
 mod tests {
     use super::*;
     use crate::store::Outgoing;
-    use refuge_proto::ids::MailboxId;
-
-    const HOUR: i64 = 3600;
 
     fn outgoing(timer: Timer) -> Outgoing {
         Outgoing {
@@ -117,36 +295,56 @@ mod tests {
             idempotency_id: [2; 16],
             sealed: b"sealed".to_vec(),
             timer,
-            label: Some("desk".into()),
+            label: None,
             first_contact: false,
-            case_message: None,
         }
     }
 
+    /// The relay's rule (relay::store::expiry_hour): the hour it receives the message, rounded
+    /// down, plus the timer rounded up to hours, plus one hour.
+    fn relay_expiry(received: i64, timer: Timer) -> i64 {
+        let h = received - received.rem_euclid(HOUR);
+        h + timer.seconds().div_ceil(3600) as i64 * HOUR + HOUR
+    }
+
     #[test]
-    fn a_resent_message_asks_for_what_is_left_of_its_timer_and_never_more() {
-        let two_hours = Timer::from_seconds(2 * 3600);
+    fn a_resent_message_is_never_kept_by_the_relay_longer_than_its_first_send_would_be() {
         let queued_at = 472_223 * HOUR + 1800;
-        let pending = |timer: Timer| Pending {
+        for hours in [1u64, 2, 5, 24] {
+            let timer = Timer::from_seconds(hours * 3600);
+            let p = Pending {
+                id: 1,
+                queued_hour: queued_at - queued_at.rem_euclid(HOUR),
+                message: outgoing(timer),
+            };
+            let first = relay_expiry(queued_at, timer);
+            assert_eq!(
+                timer_left(&p, queued_at),
+                Some(timer),
+                "at once: its own timer"
+            );
+            for later in (0..=(hours as i64 + 1) * 60).map(|m| queued_at + m * 60) {
+                match timer_left(&p, later) {
+                    Some(t) => {
+                        assert!(t.seconds() >= 3600, "{hours} h, at {later}");
+                        assert!(
+                            relay_expiry(later, t) <= first,
+                            "{hours} h timer resent {} min later: the relay would keep it \
+                             until {}, the first send until {first}",
+                            (later - queued_at) / 60,
+                            relay_expiry(later, t)
+                        );
+                    }
+                    None => assert!(later - queued_at >= hours as i64 * 3600 - 1800),
+                }
+            }
+        }
+        let p = Pending {
             id: 1,
-            expires_hour: timer.expires_hour(queued_at),
-            message: outgoing(timer),
+            queued_hour: 0,
+            message: outgoing(Timer::OFF),
         };
-        let p = pending(two_hours);
-        // At once: its own timer (not the rounded-up expiry hour).
-        assert_eq!(timer_left(&p, queued_at), two_hours);
-        // 70 minutes later: 1 h 20 min left of the rounded expiry, which rounds up to 2 h, and
-        // never more than its own.
-        assert_eq!(timer_left(&p, queued_at + 70 * 60), two_hours);
-        // 2 h later: 30 min left, asked for as one hour.
-        assert_eq!(
-            timer_left(&p, queued_at + 2 * HOUR),
-            Timer::from_seconds(3600)
-        );
-        assert_eq!(
-            timer_left(&pending(Timer::OFF), queued_at + 99 * HOUR),
-            Timer::OFF
-        );
+        assert_eq!(timer_left(&p, 99 * HOUR), Some(Timer::OFF));
     }
 
     #[test]
@@ -169,8 +367,8 @@ mod tests {
         assert_eq!(pending.len(), 2);
         assert_eq!(pending[0].message.sealed, b"sealed");
         assert_eq!(pending[0].message.idempotency_id, [2; 16]);
-        assert!(pending[0].expires_hour.is_none());
-        assert!(pending[1].expires_hour.is_some());
+        assert_eq!(pending[0].queued_hour, now - now.rem_euclid(HOUR));
+        assert!(pending[0].message.timer.is_off());
         store.outgoing_confirmed(&pending[0]).unwrap();
         assert_eq!(store.outbox_len().unwrap(), 1);
     }

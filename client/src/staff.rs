@@ -250,7 +250,7 @@ impl<'s> Staff<'s> {
         case_id: &str,
         text: &SecretText,
         now: SystemTime,
-    ) -> Result<()> {
+    ) -> Result<outbox::SendReport> {
         if text.expose().len() > MAX_TEXT_LEN {
             return Err(ClientError::MessageTooLong {
                 len: text.expose().len(),
@@ -284,8 +284,9 @@ impl<'s> Staff<'s> {
             envelope::seal(&mut stores, &user, &certificate, content, now).await?
         };
         // Recorded in the case and put in the outbox with the ratchet step that sealed it; sent
-        // from the outbox (crate::outbox), after whatever earlier runs left there.
-        let recorded = self.store.add_case_message(
+        // from the outbox (crate::outbox), after whatever earlier runs left there. The case
+        // keeps the reply whatever the relay answers: the command says if it was refused.
+        self.store.add_case_message(
             case_id,
             false,
             text,
@@ -301,25 +302,23 @@ impl<'s> Staff<'s> {
                 timer,
                 label: None,
                 first_contact: false,
-                case_message: Some(recorded),
             },
             unix_seconds(now),
         )?;
         tx.commit()?;
-        let sent = outbox::send_pending(self.store, relay, now).await?;
-        match sent.refused.into_iter().find(|(r, ..)| *r == row) {
-            Some((_, _, e)) => Err(e),
-            None => Ok(()),
-        }
+        let mut sent = outbox::send_pending(self.store, relay, directory).await?;
+        outbox::settle(self.store, &mut sent, &[row])?;
+        Ok(sent)
     }
 
-    /// Sends what earlier runs left in the outbox (see [`crate::outbox`]).
+    /// Sends what earlier runs left in the outbox (see [`crate::outbox`]). Replies are not
+    /// tied to this device's mailbox: call it on a session that has not proved it.
     pub async fn send_pending(
         &self,
         relay: &mut dyn Relay,
-        now: SystemTime,
+        directory: &VerifiedDirectory,
     ) -> Result<outbox::SendReport> {
-        outbox::send_pending(self.store, relay, now).await
+        outbox::send_pending(self.store, relay, directory).await
     }
 
     pub fn cases(&self) -> Result<Vec<CaseSummary>> {

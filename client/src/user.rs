@@ -42,10 +42,33 @@ impl std::fmt::Debug for User<'_> {
 pub struct ContactReport {
     pub sent: Vec<String>,
     pub skipped: Vec<String>,
-    /// Messages of earlier runs that waited in the outbox and are now confirmed.
-    pub earlier_sent: usize,
-    /// Messages of earlier runs that the relay refused for good (not stored, not sent again).
-    pub earlier_refused: usize,
+    /// What became of the messages earlier runs had left in the outbox.
+    pub earlier: EarlierReport,
+}
+
+/// The outbox's messages from earlier runs, as one command sent them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct EarlierReport {
+    /// Confirmed by the relay now.
+    pub sent: usize,
+    /// Not sent and gone from the outbox: (staff device, why).
+    pub dropped: Vec<(Option<String>, String)>,
+    /// Still waiting (a full mailbox).
+    pub held: usize,
+}
+
+impl EarlierReport {
+    pub fn of(r: &outbox::SendReport) -> EarlierReport {
+        EarlierReport {
+            sent: r.confirmed.len(),
+            dropped: r
+                .dropped
+                .iter()
+                .map(|(_, label, why)| (label.clone(), why.to_string()))
+                .collect(),
+            held: r.held.len(),
+        }
+    }
 }
 
 impl<'s> User<'s> {
@@ -245,7 +268,6 @@ impl<'s> User<'s> {
                     timer,
                     label: Some(dev.label.clone()),
                     first_contact: *first,
-                    case_message: None,
                 },
                 delivery::unix_seconds(now),
             )?;
@@ -263,34 +285,19 @@ impl<'s> User<'s> {
         tx.commit()?;
 
         // Whatever earlier runs left in the outbox goes first, then these.
-        let sent = outbox::send_pending(self.store, relay, now).await?;
-        let ours = |row: i64| queued.iter().any(|(r, _)| *r == row);
-        let mut report = ContactReport {
-            sent: Vec::new(),
+        let rows: Vec<i64> = queued.iter().map(|(r, _)| *r).collect();
+        let mut sent = outbox::send_pending(self.store, relay, directory).await?;
+        let labels: Vec<String> = queued
+            .iter()
+            .filter(|(r, _)| sent.confirmed.iter().any(|(c, _)| c == r))
+            .map(|(_, label)| label.clone())
+            .collect();
+        outbox::settle(self.store, &mut sent, &rows)?;
+        Ok(ContactReport {
+            sent: labels,
             skipped,
-            earlier_sent: 0,
-            earlier_refused: 0,
-        };
-        let mut refused = None;
-        for (row, _, e) in sent.refused {
-            if !ours(row) {
-                report.earlier_refused += 1;
-            } else if refused.is_none() {
-                refused = Some(e);
-            }
-        }
-        // A device whose deposit the relay refused did not get this message: say so.
-        if let Some(e) = refused {
-            return Err(e);
-        }
-        for (row, label) in sent.confirmed {
-            if ours(row) {
-                report.sent.extend(label);
-            } else {
-                report.earlier_sent += 1;
-            }
-        }
-        Ok(report)
+            earlier: EarlierReport::of(&sent),
+        })
     }
 
     /// Sends what earlier runs left in the outbox (see [`crate::outbox`]). Deposits are
@@ -298,9 +305,9 @@ impl<'s> User<'s> {
     pub async fn send_pending(
         &self,
         relay: &mut dyn Relay,
-        now: SystemTime,
+        directory: &VerifiedDirectory,
     ) -> Result<outbox::SendReport> {
-        outbox::send_pending(self.store, relay, now).await
+        outbox::send_pending(self.store, relay, directory).await
     }
 
     /// Reads replies: opens, shows (through `show`) and acknowledges them.

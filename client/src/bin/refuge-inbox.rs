@@ -181,8 +181,18 @@ async fn run(args: Args) -> Result<()> {
             let verified = load_directory(&mut session, &store, &dir).await?;
             warn_if_not_enrolled(&staff, &verified);
             if store.outbox_len()? > 0 {
-                // Replies an earlier run could not get confirmed go first.
-                cli::report_outbox(&staff.send_pending(&mut session, now).await);
+                // Replies an earlier run could not get confirmed go first, on a session of
+                // their own: the reading session proves this device's mailbox, and the relay
+                // would see which device answers which user.
+                let sent = match cli::connect(&endpoint, &network, b"replies").await {
+                    Ok(mut replies) => {
+                        let sent = staff.send_pending(&mut replies, &verified).await;
+                        replies.close().await;
+                        sent
+                    }
+                    Err(e) => Err(e),
+                };
+                cli::report_outbox(sent)?;
             }
             let mut show = |m: &refuge_client::delivery::ReceivedMessage| {
                 let case = m.sender.case_id().unwrap_or_default();
@@ -221,10 +231,11 @@ async fn run(args: Args) -> Result<()> {
             let network = cli::Network::new(&dir, &store, &tor, true)?;
             let mut session = cli::connect(&endpoint, &network, staff.label().as_bytes()).await?;
             let verified = load_directory(&mut session, &store, &dir).await?;
-            staff
+            let earlier = staff
                 .reply(&mut session, &verified, &case_id, &text, now)
                 .await?;
             session.close().await;
+            cli::report_earlier(&refuge_client::user::EarlierReport::of(&earlier));
             say(&format!("replied to case {case_id}"))
         }
         Command::Cases => {

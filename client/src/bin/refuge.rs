@@ -189,18 +189,7 @@ async fn run(args: Args) -> Result<()> {
                 .contact(&mut session, &dir, &post, &text, timer, now)
                 .await?;
             session.close().await;
-            if report.earlier_sent > 0 {
-                say(&format!(
-                    "sent {} earlier message(s) that waited in the outbox",
-                    report.earlier_sent
-                ))?;
-            }
-            if report.earlier_refused > 0 {
-                cli::warn(&format!(
-                    "{} earlier message(s) in the outbox were refused by the relay and are not                      sent again",
-                    report.earlier_refused
-                ));
-            }
+            cli::report_earlier(&report.earlier);
             for label in &report.skipped {
                 cli::warn(&format!(
                     "{label} has not registered with the relay yet and did not get this message"
@@ -221,13 +210,13 @@ async fn run(args: Args) -> Result<()> {
                 // session of their own (never on the circuit that reads this mailbox).
                 let sent = match cli::connect(&endpoint, &network, b"deposit").await {
                     Ok(mut deposits) => {
-                        let sent = user.send_pending(&mut deposits, now).await;
+                        let sent = user.send_pending(&mut deposits, &dir).await;
                         deposits.close().await;
                         sent
                     }
                     Err(e) => Err(e),
                 };
-                cli::report_outbox(&sent);
+                cli::report_outbox(sent)?;
             }
             let mut session = cli::connect(&endpoint, &network, &user.mailbox_id().0).await?;
             let mut show = |m: &refuge_client::delivery::ReceivedMessage| {

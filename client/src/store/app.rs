@@ -206,8 +206,6 @@ pub struct Outgoing {
     /// contact (the contact is marked delivered once the relay confirms it).
     pub label: Option<String>,
     pub first_contact: bool,
-    /// Staff side: the reply's row in the case's messages (removed if the relay refuses it).
-    pub case_message: Option<i64>,
 }
 
 impl std::fmt::Debug for Outgoing {
@@ -224,8 +222,8 @@ impl std::fmt::Debug for Outgoing {
 pub struct Pending {
     pub id: i64,
     pub message: Outgoing,
-    /// When the message would have disappeared (Unix seconds, a whole hour), with a timer.
-    pub expires_hour: Option<i64>,
+    /// The hour it was sealed in (Unix seconds, rounded down).
+    pub queued_hour: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -436,23 +434,25 @@ impl Store {
     // ------------------------------------------------------------------ outbox
 
     /// Puts a sealed message in the outbox, inside the caller's transaction (the one that
-    /// advanced the ratchet to seal it). `now`: Unix seconds, for the disappearing timer.
+    /// advanced the ratchet to seal it). `now`: Unix seconds.
     pub fn queue_outgoing(&self, o: &Outgoing, now: i64) -> Result<i64> {
+        let queued_hour = now - now.rem_euclid(3600);
+        let timer = i64::try_from(o.timer.seconds())
+            .map_err(|_| ClientError::InvalidArgument("timer too long".into()))?;
         self.conn().execute(
             "INSERT INTO outbox (mailbox_id, deposit_token, idempotency_id, sealed, timer_seconds,
-                                 expires_hour, label, first_contact, case_message)
+                                 queued_hour, expires_hour, label, first_contact)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             rusqlite::params![
                 &o.mailbox.0[..],
                 o.token.as_ref().map(|t| t.0.to_vec()),
                 &o.idempotency_id[..],
                 &o.sealed,
-                i64::try_from(o.timer.seconds())
-                    .map_err(|_| ClientError::InvalidArgument("timer too long".into()))?,
-                o.timer.expires_hour(now),
+                timer,
+                queued_hour,
+                (!o.timer.is_off()).then(|| queued_hour.saturating_add(timer)),
                 o.label,
-                o.first_contact as i64,
-                o.case_message
+                o.first_contact as i64
             ],
         )?;
         Ok(self.conn().last_insert_rowid())
@@ -464,7 +464,7 @@ impl Store {
         self.prune_due()?;
         let mut stmt = self.conn().prepare(
             "SELECT id, mailbox_id, deposit_token, idempotency_id, sealed, timer_seconds, label,
-                    first_contact, expires_hour, case_message
+                    first_contact, queued_hour
              FROM outbox ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -477,24 +477,13 @@ impl Store {
                 r.get::<_, i64>(5)?,
                 r.get::<_, Option<String>>(6)?,
                 r.get::<_, i64>(7)?,
-                r.get::<_, Option<i64>>(8)?,
-                r.get::<_, Option<i64>>(9)?,
+                r.get::<_, i64>(8)?,
             ))
         })?;
         let mut pending = Vec::new();
         for row in rows {
-            let (
-                id,
-                mailbox,
-                token,
-                idempotency_id,
-                sealed,
-                timer,
-                label,
-                first,
-                expires_hour,
-                case_message,
-            ) = row?;
+            let (id, mailbox, token, idempotency_id, sealed, timer, label, first, queued_hour) =
+                row?;
             let token = token
                 .map(|t| {
                     <[u8; 32]>::try_from(t.as_slice())
@@ -518,9 +507,8 @@ impl Store {
                     ),
                     label,
                     first_contact: first != 0,
-                    case_message,
                 },
-                expires_hour,
+                queued_hour,
             });
         }
         Ok(pending)
@@ -541,15 +529,11 @@ impl Store {
         Ok(())
     }
 
-    /// The relay refused `p` for good: it leaves the outbox without being delivered, and a
-    /// reply leaves the case's messages with it.
-    pub fn outgoing_refused(&self, p: &Pending) -> Result<()> {
-        let tx = self.begin()?;
-        tx.execute("DELETE FROM outbox WHERE id = ?1", [p.id])?;
-        if let Some(row) = p.message.case_message {
-            tx.execute("DELETE FROM case_messages WHERE id = ?1", [row])?;
-        }
-        tx.commit()?;
+    /// `p` leaves the outbox without a confirmation (refused for good, its device withdrawn,
+    /// too old: see `crate::outbox`).
+    pub fn outgoing_dropped(&self, p: &Pending) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM outbox WHERE id = ?1", [p.id])?;
         Ok(())
     }
 
@@ -735,7 +719,7 @@ impl Store {
         body: &SecretText,
         at_hour: u64,
         expires_hour: Option<i64>,
-    ) -> Result<i64> {
+    ) -> Result<()> {
         self.conn().execute(
             "INSERT INTO case_messages (case_id, direction, body, at_hour, expires_hour)
              VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -747,7 +731,7 @@ impl Store {
                 expires_hour
             ],
         )?;
-        Ok(self.conn().last_insert_rowid())
+        Ok(())
     }
 
     /// Every case with its number of messages (both directions), by case id.

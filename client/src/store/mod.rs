@@ -170,13 +170,14 @@ CREATE TABLE outbox (
     idempotency_id  BLOB NOT NULL CHECK (length(idempotency_id) = 16),
     sealed          BLOB NOT NULL,
     timer_seconds   INTEGER NOT NULL CHECK (timer_seconds >= 0),
-    -- When the message would have disappeared: not sent after it, deleted with it.
+    -- The hour it was sealed in (Unix seconds, rounded down): a resend asks the relay only for
+    -- what is left of the timer, and a message waits at most MAX_OUTBOX_AGE.
+    queued_hour     INTEGER NOT NULL CHECK (queued_hour >= 0 AND queued_hour % 3600 = 0),
+    -- With a timer, queued_hour + timer: from then on it is not sent, and deleted.
     expires_hour    INTEGER,
     -- User side: the staff device it is for, and whether it carries the first contact.
     label           TEXT,
-    first_contact   INTEGER NOT NULL DEFAULT 0 CHECK (first_contact IN (0, 1)),
-    -- Staff side: the reply as recorded in case_messages, removed if the relay refuses it.
-    case_message    INTEGER
+    first_contact   INTEGER NOT NULL DEFAULT 0 CHECK (first_contact IN (0, 1))
 ) STRICT;
 CREATE INDEX outbox_by_expiry ON outbox (expires_hour) WHERE expires_hour IS NOT NULL;
 "#,
