@@ -15,7 +15,8 @@
 //!   the new connection. Each staff device reads the message once.
 //! - A relay that stays down: bounded attempts, then an error saying the message may or may not
 //!   be stored; with the programs, the messages wait in the outbox and the next `refuge read`
-//!   sends them, each stored once.
+//!   sends them, each stored once. The same when `refuge contact` is killed before the relay's
+//!   answer reaches it.
 
 use refuge_client::ClientError;
 use refuge_client::disappearing::Timer;
@@ -25,7 +26,7 @@ use refuge_proto::frame::{self, PREFIX_LEN};
 use refuge_proto::ids::{DepositToken, MailboxId};
 use refuge_proto::wire::{ServerFrame, server_frame::Response};
 use refuge_tests::{
-    DESK1, DESK2, FIRST, POST, Relay, case_ids, db_count, run_ok, run_with_env, setup,
+    DESK1, DESK2, FIRST, POST, REPLY, Relay, case_ids, db_count, run_ok, run_with_env, setup,
 };
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -352,7 +353,8 @@ fn refuge_contact_and_refuge_inbox_read_carry_on_over_relay_crashes() {
 /// The relay crashes after storing the first deposit of `refuge contact` and stays down: the
 /// command fails saying the messages wait in the outbox, and the next `refuge read`, once the
 /// relay is back, sends them, the same bytes under the same ids: each staff device gets the
-/// message once (desk 1's was stored before the crash, desk 2's only now).
+/// message once (desk 1's was stored before the crash, desk 2's only now). Then the same for a
+/// staff reply, sent again by the next `refuge-inbox read`.
 #[test]
 fn messages_the_relay_could_not_confirm_wait_in_the_outbox_and_refuge_read_sends_them_once() {
     let mut w = setup("tcp");
@@ -402,6 +404,7 @@ fn messages_the_relay_could_not_confirm_wait_in_the_outbox_and_refuge_read_sends
     let again = run_ok("refuge", &["--data-dir", &user, "--relay", &url, "read"]);
     assert!(!again.contains("waited in the outbox"), "{again}");
 
+    let mut case = String::new();
     for staff in ["staff1", "staff2"] {
         let read = run_ok("refuge-inbox", &["--data-dir", &w.p(staff), "read"]);
         let cases = case_ids(&read);
@@ -411,6 +414,108 @@ fn messages_the_relay_could_not_confirm_wait_in_the_outbox_and_refuge_read_sends
             read.trim_end().ends_with("1 new messages"),
             "{staff}: {read}"
         );
+        case = cases[0].0.clone();
+    }
+    assert_eq!(db_count(&w.relay.db_path(), "messages"), 0);
+
+    // The same for a staff reply: the relay stores it and crashes before its answer, and
+    // stays down; the next `refuge-inbox read` sends it again (on a session of its own), and
+    // the user gets it once.
+    let staff2 = w.p("staff2");
+    let reply_args = [
+        "--data-dir",
+        staff2.as_str(),
+        "--relay",
+        url.as_str(),
+        "reply",
+        "--case",
+        case.as_str(),
+        "--message",
+        REPLY,
+    ];
+    proxy.hold_next(Hold::DepositAccepted);
+    let out = std::thread::scope(|scope| {
+        let reply = scope.spawn(|| run_with_env("refuge-inbox", &reply_args, None, &[]));
+        let held = held_answers
+            .recv_timeout(STEP)
+            .expect("the reply's answer held");
+        w.relay.kill();
+        held.send(()).expect("the proxy waits");
+        reply.join().expect("the reply command")
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("1 message(s) wait in this device's outbox"),
+        "{stderr}"
+    );
+    w.relay = Relay::start_on(&data_dir, quic, tcp, &["--authority-key", &key]);
+    let read = run_ok(
+        "refuge-inbox",
+        &["--data-dir", &staff2, "--relay", &url, "read"],
+    );
+    assert!(
+        read.contains("sent 1 message(s) that waited in the outbox"),
+        "{read}"
+    );
+    let read = run_ok("refuge", &["--data-dir", &user, "--relay", &url, "read"]);
+    assert!(read.contains(&format!("from {DESK2} {REPLY}")), "{read}");
+    assert!(read.trim_end().ends_with("1 new messages"), "{read}");
+}
+
+/// `refuge contact` is killed (SIGKILL) while the relay's answer to its first deposit is held
+/// back: the relay has stored that message, the client never learnt it. The messages were in
+/// the outbox from the moment they were sealed, so the next `refuge read` sends both, under
+/// their ids: each staff device gets the message once.
+#[test]
+fn a_contact_killed_before_the_relays_answer_leaves_its_messages_for_the_next_run() {
+    let w = setup("tcp");
+    let (proxy, held_answers) = Proxy::start(w.relay.tcp);
+    let url = format!("tcp://{}", proxy.addr);
+    let user = w.p("user");
+    proxy.hold_next(Hold::DepositAccepted);
+    let mut contact = std::process::Command::new(refuge_tests::bin("refuge"))
+        .args([
+            "--data-dir",
+            &user,
+            "contact",
+            "--relay",
+            &url,
+            "--post",
+            POST,
+            "--message",
+            FIRST,
+        ])
+        .env("REFUGE_PASSPHRASE", refuge_tests::TEST_PASSPHRASE)
+        .env("REFUGE_DANGEROUSLY_WEAK_KDF_FOR_TESTS", "1")
+        .env("REFUGE_INSECURE_DIRECT", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn refuge contact");
+    let held = held_answers
+        .recv_timeout(STEP)
+        .expect("the first deposit's answer held");
+    contact.kill().expect("SIGKILL refuge contact");
+    contact.wait().expect("reap refuge contact");
+    drop(held);
+    assert_eq!(
+        db_count(&w.relay.db_path(), "messages"),
+        1,
+        "desk 1's, stored"
+    );
+
+    let read = run_ok("refuge", &["--data-dir", &user, "--relay", &url, "read"]);
+    assert!(
+        read.contains("sent 2 message(s) that waited in the outbox"),
+        "{read}"
+    );
+    for staff in ["staff1", "staff2"] {
+        let read = run_ok("refuge-inbox", &["--data-dir", &w.p(staff), "read"]);
+        let cases = case_ids(&read);
+        assert_eq!(cases.len(), 1, "{staff}: {read}");
+        assert_eq!(cases[0].1, FIRST, "{staff}");
     }
     assert_eq!(db_count(&w.relay.db_path(), "messages"), 0);
 }
