@@ -462,7 +462,9 @@ fn relay_hint(code: ErrorCode) -> &'static str {
         NoDevices => "no staff device of this post has registered with the relay yet; try later",
         PrekeysExhausted => "the post's devices have run out of one-time keys; try again later",
         UnknownPost => "the relay does not know this post: its directory may be older than yours",
-        UnknownMailbox => "the mailbox does not exist on the relay: run init again",
+        UnknownMailbox => {
+            "the mailbox does not exist on the relay: if it is your own, run init again; if it is a staff device's, the relay no longer accepts messages for it (its directory may differ from yours): run the command again later, and if it persists tell the post through another channel"
+        }
         NotEnrolled => {
             "this device is not in the relay's directory yet: the authority must submit its enrolment to the log"
         }

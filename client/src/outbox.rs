@@ -104,9 +104,9 @@ pub enum Outcome<'a> {
 pub fn settle(store: &Store, report: &mut SendReport, ours: &[i64]) -> Result<()> {
     let mine = |r: &i64| ours.contains(r);
     let mut dropped = Vec::new();
-    report.dropped.retain_mut(|(r, _, why)| {
+    report.dropped.retain_mut(|(r, label, why)| {
         if mine(r) {
-            dropped.push(std::mem::replace(why, Dropped::TooOld));
+            dropped.push((label.take(), std::mem::replace(why, Dropped::TooOld)));
             false
         } else {
             true
@@ -120,10 +120,19 @@ pub fn settle(store: &Store, report: &mut SendReport, ours: &[i64]) -> Result<()
         .collect();
     report.held.retain(|(r, ..)| !mine(r));
     report.confirmed.retain(|(r, _)| !mine(r));
-    if let Some(why) = dropped.into_iter().next() {
-        return Err(match why {
-            Dropped::Refused(e) => e,
-            other => ClientError::InvalidArgument(format!("the message was not sent: {other}")),
+    if let Some((label, why)) = dropped.into_iter().next() {
+        return Err(match (why, label) {
+            // Which device did not get it (the others may have).
+            (Dropped::Refused(ClientError::Relay { code, message }), Some(label)) => {
+                ClientError::Relay {
+                    code,
+                    message: format!("the message for {label}: {message}"),
+                }
+            }
+            (Dropped::Refused(e), _) => e,
+            (other, _) => {
+                ClientError::InvalidArgument(format!("the message was not sent: {other}"))
+            }
         });
     }
     if let Some(code) = held.first() {
