@@ -268,33 +268,24 @@ fn refuge_contact_and_refuge_inbox_read_carry_on_over_relay_crashes() {
     let url = format!("tcp://{}", proxy.addr);
     let user = w.p("user");
     let key = w.authority_key_hex.clone();
-    proxy.hold_next(Hold::DepositAccepted);
-    let out = std::thread::scope(|scope| {
-        let contact = scope.spawn(|| {
-            run_with_env(
-                "refuge",
-                &[
-                    "--data-dir",
-                    &user,
-                    "contact",
-                    "--relay",
-                    &url,
-                    "--post",
-                    POST,
-                    "--message",
-                    FIRST,
-                ],
-                None,
-                &[],
-            )
-        });
-        let held = held_answers
-            .recv_timeout(STEP)
-            .expect("the first deposit's answer held");
-        crash_and_restart(&mut w.relay, &["--authority-key", &key]);
-        held.send(()).expect("the proxy waits");
-        contact.join().expect("the contact command")
-    });
+    let out = run_while_answer_held(
+        &proxy,
+        &held_answers,
+        Hold::DepositAccepted,
+        "refuge",
+        &[
+            "--data-dir",
+            &user,
+            "contact",
+            "--relay",
+            &url,
+            "--post",
+            POST,
+            "--message",
+            FIRST,
+        ],
+        || crash_and_restart(&mut w.relay, &["--authority-key", &key]),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
@@ -309,23 +300,14 @@ fn refuge_contact_and_refuge_inbox_read_carry_on_over_relay_crashes() {
     // Desk 1 reads through the proxy; the answer to its first fetch is lost in another crash:
     // the inbox reconnects, proves its mailbox again and fetches again.
     let staff1 = w.p("staff1");
-    proxy.hold_next(Hold::Messages);
-    let read = std::thread::scope(|scope| {
-        let read = scope.spawn(|| {
-            run_with_env(
-                "refuge-inbox",
-                &["--data-dir", &staff1, "--relay", &url, "read"],
-                None,
-                &[],
-            )
-        });
-        let held = held_answers
-            .recv_timeout(STEP)
-            .expect("the first fetch's answer held");
-        crash_and_restart(&mut w.relay, &["--authority-key", &key]);
-        held.send(()).expect("the proxy waits");
-        read.join().expect("the read command")
-    });
+    let read = run_while_answer_held(
+        &proxy,
+        &held_answers,
+        Hold::Messages,
+        "refuge-inbox",
+        &["--data-dir", &staff1, "--relay", &url, "read"],
+        || crash_and_restart(&mut w.relay, &["--authority-key", &key]),
+    );
     let stdout = String::from_utf8_lossy(&read.stdout).into_owned();
     assert!(
         read.status.success(),
@@ -363,7 +345,6 @@ fn messages_the_relay_could_not_confirm_wait_in_the_outbox_and_refuge_read_sends
     let user = w.p("user");
     let key = w.authority_key_hex.clone();
     let (quic, tcp) = (w.relay.quic, w.relay.tcp);
-    proxy.hold_next(Hold::DepositAccepted);
     let contact_args = [
         "--data-dir",
         user.as_str(),
@@ -375,15 +356,14 @@ fn messages_the_relay_could_not_confirm_wait_in_the_outbox_and_refuge_read_sends
         "--message",
         FIRST,
     ];
-    let out = std::thread::scope(|scope| {
-        let contact = scope.spawn(|| run_with_env("refuge", &contact_args, None, &[]));
-        let held = held_answers
-            .recv_timeout(STEP)
-            .expect("the first deposit's answer held");
-        w.relay.kill();
-        held.send(()).expect("the proxy waits");
-        contact.join().expect("the contact command")
-    });
+    let out = run_while_answer_held(
+        &proxy,
+        &held_answers,
+        Hold::DepositAccepted,
+        "refuge",
+        &contact_args,
+        || w.relay.kill(),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
@@ -433,16 +413,14 @@ fn messages_the_relay_could_not_confirm_wait_in_the_outbox_and_refuge_read_sends
         "--message",
         REPLY,
     ];
-    proxy.hold_next(Hold::DepositAccepted);
-    let out = std::thread::scope(|scope| {
-        let reply = scope.spawn(|| run_with_env("refuge-inbox", &reply_args, None, &[]));
-        let held = held_answers
-            .recv_timeout(STEP)
-            .expect("the reply's answer held");
-        w.relay.kill();
-        held.send(()).expect("the proxy waits");
-        reply.join().expect("the reply command")
-    });
+    let out = run_while_answer_held(
+        &proxy,
+        &held_answers,
+        Hold::DepositAccepted,
+        "refuge-inbox",
+        &reply_args,
+        || w.relay.kill(),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
@@ -518,6 +496,29 @@ fn a_contact_killed_before_the_relays_answer_leaves_its_messages_for_the_next_ru
         assert_eq!(cases[0].1, FIRST, "{staff}");
     }
     assert_eq!(db_count(&w.relay.db_path(), "messages"), 0);
+}
+
+/// Runs `program args` (through `proxy`), and once the proxy holds the relay's next `hold`
+/// answer, calls `meanwhile` (crash the relay, restart it or not) before the proxy drops that
+/// connection.
+fn run_while_answer_held(
+    proxy: &Proxy,
+    held_answers: &HeldAnswers,
+    hold: Hold,
+    program: &str,
+    args: &[&str],
+    meanwhile: impl FnOnce(),
+) -> std::process::Output {
+    proxy.hold_next(hold);
+    std::thread::scope(|scope| {
+        let command = scope.spawn(|| run_with_env(program, args, None, &[]));
+        let held = held_answers
+            .recv_timeout(STEP)
+            .unwrap_or_else(|_| panic!("{program}: the relay's {hold:?} answer held"));
+        meanwhile();
+        held.send(()).expect("the proxy waits");
+        command.join().expect("the command's thread")
+    })
 }
 
 /// A TCP proxy between the client and the relay that can hold back the relay's answer to a
