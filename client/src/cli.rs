@@ -98,7 +98,7 @@ pub fn warn(message: &str) {
 
 /// Says what became of the messages earlier runs left in the outbox: a line for those sent,
 /// a warning for each dropped and for those still waiting.
-pub fn report_earlier(r: &crate::user::EarlierReport) {
+pub fn report_earlier(r: &crate::outbox::EarlierReport) {
     if r.sent > 0 {
         let _ = say(&format!(
             "sent {} message(s) that waited in the outbox",
@@ -124,12 +124,31 @@ pub fn report_earlier(r: &crate::user::EarlierReport) {
     }
 }
 
-/// [`report_earlier`] for a send of the outbox alone; a failure is a warning, since the
-/// command goes on with its own work, except one that may be an attack.
-pub fn report_outbox(sent: Result<crate::outbox::SendReport>) -> Result<()> {
+/// Sends what earlier runs left in `store`'s outbox, if anything, on a session of its own
+/// isolated by `isolation_key` (never the session that proves the device's or user's own
+/// mailbox: the relay would link the two), and says what became of it. A failure is a warning,
+/// since the command goes on with its own work, except one that may be an attack.
+pub async fn send_outbox(
+    store: &Store,
+    endpoint: &RelayEndpoint,
+    network: &Network,
+    isolation_key: &[u8],
+    directory: &refuge_proto::directory::VerifiedDirectory,
+) -> Result<()> {
+    if store.outbox_len()? == 0 {
+        return Ok(());
+    }
+    let sent = match connect(endpoint, network, isolation_key).await {
+        Ok(mut session) => {
+            let sent = crate::outbox::send_pending(store, &mut session, directory).await;
+            session.close().await;
+            sent
+        }
+        Err(e) => Err(e),
+    };
     match sent {
         Ok(r) => {
-            report_earlier(&crate::user::EarlierReport::of(&r));
+            report_earlier(&crate::outbox::EarlierReport::of(&r));
             Ok(())
         }
         Err(e) if e.blame() == crate::Blame::Attack => Err(e),

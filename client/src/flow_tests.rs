@@ -9,6 +9,7 @@ use crate::disappearing::Timer;
 use crate::envelope;
 use crate::error::ClientError;
 use crate::fake_relay::FakeRelay;
+use crate::outbox;
 use crate::peer::Peer;
 use crate::relay;
 use crate::secret::{SecretText, os_rng};
@@ -737,9 +738,7 @@ async fn a_read_sends_what_waits_and_a_first_contact_is_marked_delivered_only_wh
     }
     w.relay.set_unreachable_for(0);
     // What `refuge read` does first, on a deposit session of its own.
-    let user = User::load(&store).unwrap();
-    let sent = user
-        .send_pending(&mut w.relay.connect(), &w.directory())
+    let sent = outbox::send_pending(&store, &mut w.relay.connect(), &w.directory())
         .await
         .unwrap();
     assert_eq!(sent.confirmed.len(), 2);
@@ -756,8 +755,7 @@ async fn a_read_sends_what_waits_and_a_first_contact_is_marked_delivered_only_wh
         assert_eq!(seen.len(), 1, "{desk}: {seen:?}");
     }
     // Nothing is left to send.
-    let again = user
-        .send_pending(&mut w.relay.connect(), &w.directory())
+    let again = outbox::send_pending(&store, &mut w.relay.connect(), &w.directory())
         .await
         .unwrap();
     assert!(again.confirmed.is_empty());
@@ -796,8 +794,7 @@ async fn a_reply_left_in_the_outbox_is_sent_by_the_next_staff_run_and_a_refused_
         "{e:?}"
     );
     w.relay.set_unreachable_for(0);
-    let sent = staff
-        .send_pending(&mut w.relay.connect(), &w.directory())
+    let sent = outbox::send_pending(&store, &mut w.relay.connect(), &w.directory())
         .await
         .unwrap();
     assert_eq!(sent.confirmed.len(), 1);
@@ -856,9 +853,7 @@ async fn a_full_mailbox_holds_its_messages_without_holding_up_the_others() {
     assert_eq!(seen.len(), 1);
     w.relay.set_full(&desk1, false);
     let user_store = w.user_store();
-    let sent = User::load(&user_store)
-        .unwrap()
-        .send_pending(&mut w.relay.connect(), &w.directory())
+    let sent = outbox::send_pending(&user_store, &mut w.relay.connect(), &w.directory())
         .await
         .unwrap();
     assert_eq!(sent.confirmed.len(), 2);
@@ -895,9 +890,7 @@ async fn a_refusal_of_every_deposit_keeps_the_outbox_and_a_withdrawn_device_gets
     let directory = replay(&entries, &w.authority);
     assert!(directory.device_by_label(DESK1).is_none());
     let user_store = w.user_store();
-    let sent = User::load(&user_store)
-        .unwrap()
-        .send_pending(&mut w.relay.connect(), &directory)
+    let sent = outbox::send_pending(&user_store, &mut w.relay.connect(), &directory)
         .await
         .unwrap();
     assert_eq!(sent.confirmed.len(), 1);

@@ -17,7 +17,7 @@
 
 use crate::disappearing::Timer;
 use crate::error::{ClientError, Result};
-use crate::relay::{self, Relay, RetryPolicy};
+use crate::relay::{self, Relay};
 use crate::store::{Pending, Store};
 use refuge_proto::ErrorCode;
 use refuge_proto::directory::VerifiedDirectory;
@@ -68,33 +68,34 @@ pub struct SendReport {
     pub confirmed: Vec<(i64, Option<String>)>,
     /// Gone from the outbox undelivered, and why.
     pub dropped: Vec<(i64, Option<String>, Dropped)>,
-    /// Still waiting: the relay refused them for now (a full mailbox), or an earlier message
-    /// to the same mailbox did (they stay in order).
-    pub held: Vec<(i64, Option<String>, ErrorCode)>,
+    /// Still waiting: their mailbox is full for now (the relay refused them, or an earlier
+    /// message to the same mailbox, and they stay in order).
+    pub held: Vec<(i64, Option<String>)>,
 }
 
-impl SendReport {
-    /// The report of row `row`, if this send reached it.
-    pub fn outcome(&self, row: i64) -> Outcome<'_> {
-        if self.confirmed.iter().any(|(r, _)| *r == row) {
-            Outcome::Confirmed
-        } else if let Some((_, _, why)) = self.dropped.iter().find(|(r, ..)| *r == row) {
-            Outcome::Dropped(why)
-        } else if let Some((_, _, code)) = self.held.iter().find(|(r, ..)| *r == row) {
-            Outcome::Held(*code)
-        } else {
-            Outcome::NotReached
+/// What became of the messages earlier runs had left in the outbox, as a command reports it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct EarlierReport {
+    /// Confirmed by the relay now.
+    pub sent: usize,
+    /// Not sent and gone from the outbox: (staff device, why).
+    pub dropped: Vec<(Option<String>, String)>,
+    /// Still waiting (a full mailbox).
+    pub held: usize,
+}
+
+impl EarlierReport {
+    pub fn of(r: &SendReport) -> EarlierReport {
+        EarlierReport {
+            sent: r.confirmed.len(),
+            dropped: r
+                .dropped
+                .iter()
+                .map(|(_, label, why)| (label.clone(), why.to_string()))
+                .collect(),
+            held: r.held.len(),
         }
     }
-}
-
-/// What became of one row.
-#[derive(Debug)]
-pub enum Outcome<'a> {
-    Confirmed,
-    Dropped(&'a Dropped),
-    Held(ErrorCode),
-    NotReached,
 }
 
 /// Takes this command's own rows (`ours`) out of `report` and turns what became of them into
@@ -112,13 +113,8 @@ pub fn settle(store: &Store, report: &mut SendReport, ours: &[i64]) -> Result<()
             true
         }
     });
-    let held: Vec<ErrorCode> = report
-        .held
-        .iter()
-        .filter(|(r, ..)| mine(r))
-        .map(|(_, _, code)| *code)
-        .collect();
-    report.held.retain(|(r, ..)| !mine(r));
+    let held = report.held.iter().any(|(r, _)| mine(r));
+    report.held.retain(|(r, _)| !mine(r));
     report.confirmed.retain(|(r, _)| !mine(r));
     if let Some((label, why)) = dropped.into_iter().next() {
         return Err(match (why, label) {
@@ -135,11 +131,11 @@ pub fn settle(store: &Store, report: &mut SendReport, ours: &[i64]) -> Result<()
             }
         });
     }
-    if let Some(code) = held.first() {
+    if held {
         return Err(ClientError::Outboxed {
             waiting: store.outbox_len()?,
             source: Box::new(ClientError::Relay {
-                code: *code,
+                code: ErrorCode::MailboxFull,
                 message: "the recipient's mailbox is full for now".into(),
             }),
         });
@@ -162,15 +158,15 @@ fn refused_for_good(e: &ClientError) -> bool {
     }
 }
 
-/// Refusals that concern one mailbox for now (the others may still take messages).
-fn held_for_now(e: &ClientError) -> Option<ErrorCode> {
-    match e {
+/// A refusal that concerns one mailbox for now (the others may still take messages).
+fn full_for_now(e: &ClientError) -> bool {
+    matches!(
+        e,
         ClientError::Relay {
-            code: code @ ErrorCode::MailboxFull,
+            code: ErrorCode::MailboxFull,
             ..
-        } => Some(*code),
-        _ => None,
-    }
+        }
+    )
 }
 
 /// The timer a send of `p` asks the relay for at `now`, so that the relay deletes it no later
@@ -216,9 +212,7 @@ pub async fn send_pending(
     relay: &mut dyn Relay,
     directory: &VerifiedDirectory,
 ) -> Result<SendReport> {
-    let policy = relay
-        .resumption()
-        .map_or(RetryPolicy::DEPOSIT, |r| r.policy);
+    let policy = relay::policy_of(relay);
     let pending = store.outbox()?;
     let total = pending.len() as u64;
     let mut report = SendReport::default();
@@ -228,9 +222,7 @@ pub async fn send_pending(
         // The clock now, not when the program started: Tor may have taken minutes.
         let now = crate::store::unix_now();
         if blocked.contains(&m.mailbox) {
-            report
-                .held
-                .push((p.id, m.label.clone(), ErrorCode::MailboxFull));
+            report.held.push((p.id, m.label.clone()));
             continue;
         }
         let why = if now - p.queued_hour >= MAX_OUTBOX_AGE {
@@ -240,14 +232,13 @@ pub async fn send_pending(
         } else {
             None
         };
-        let timer = timer_left(&p, now);
         if let Some(why) = why {
             tracing::warn!(reason = %why, "a message in the outbox is not sent");
             store.outgoing_dropped(&p)?;
             report.dropped.push((p.id, m.label.clone(), why));
             continue;
         }
-        let Some(timer) = timer else {
+        let Some(timer) = timer_left(&p, now) else {
             // Its timer ran out while the others were sent.
             store.outgoing_dropped(&p)?;
             continue;
@@ -274,19 +265,17 @@ pub async fn send_pending(
                     .dropped
                     .push((p.id, m.label.clone(), Dropped::Refused(e)));
             }
-            Err(e) => match held_for_now(&e) {
-                Some(code) => {
-                    blocked.insert(m.mailbox);
-                    report.held.push((p.id, m.label.clone(), code));
-                }
-                None => {
-                    let gone = (report.confirmed.len() + report.dropped.len()) as u64;
-                    return Err(ClientError::Outboxed {
-                        waiting: total - gone,
-                        source: Box::new(e),
-                    });
-                }
-            },
+            Err(e) if full_for_now(&e) => {
+                blocked.insert(m.mailbox);
+                report.held.push((p.id, m.label.clone()));
+            }
+            Err(e) => {
+                let gone = (report.confirmed.len() + report.dropped.len()) as u64;
+                return Err(ClientError::Outboxed {
+                    waiting: total - gone,
+                    source: Box::new(e),
+                });
+            }
         }
     }
     Ok(report)

@@ -158,7 +158,7 @@ fn unreachable(e: &ClientError) -> bool {
         )
 }
 
-fn policy_of(relay: &mut dyn Relay) -> RetryPolicy {
+pub(crate) fn policy_of(relay: &mut dyn Relay) -> RetryPolicy {
     relay
         .resumption()
         .map_or(RetryPolicy::DEPOSIT, |r| r.policy)

@@ -311,16 +311,6 @@ impl<'s> Staff<'s> {
         Ok(sent)
     }
 
-    /// Sends what earlier runs left in the outbox (see [`crate::outbox`]). Replies are not
-    /// tied to this device's mailbox: call it on a session that has not proved it.
-    pub async fn send_pending(
-        &self,
-        relay: &mut dyn Relay,
-        directory: &VerifiedDirectory,
-    ) -> Result<outbox::SendReport> {
-        outbox::send_pending(self.store, relay, directory).await
-    }
-
     pub fn cases(&self) -> Result<Vec<CaseSummary>> {
         self.store.cases()
     }

@@ -43,32 +43,7 @@ pub struct ContactReport {
     pub sent: Vec<String>,
     pub skipped: Vec<String>,
     /// What became of the messages earlier runs had left in the outbox.
-    pub earlier: EarlierReport,
-}
-
-/// The outbox's messages from earlier runs, as one command sent them.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct EarlierReport {
-    /// Confirmed by the relay now.
-    pub sent: usize,
-    /// Not sent and gone from the outbox: (staff device, why).
-    pub dropped: Vec<(Option<String>, String)>,
-    /// Still waiting (a full mailbox).
-    pub held: usize,
-}
-
-impl EarlierReport {
-    pub fn of(r: &outbox::SendReport) -> EarlierReport {
-        EarlierReport {
-            sent: r.confirmed.len(),
-            dropped: r
-                .dropped
-                .iter()
-                .map(|(_, label, why)| (label.clone(), why.to_string()))
-                .collect(),
-            held: r.held.len(),
-        }
-    }
+    pub earlier: outbox::EarlierReport,
 }
 
 impl<'s> User<'s> {
@@ -296,18 +271,8 @@ impl<'s> User<'s> {
         Ok(ContactReport {
             sent: labels,
             skipped,
-            earlier: EarlierReport::of(&sent),
+            earlier: outbox::EarlierReport::of(&sent),
         })
-    }
-
-    /// Sends what earlier runs left in the outbox (see [`crate::outbox`]). Deposits are
-    /// anonymous: call it on a session that does not read this user's mailbox.
-    pub async fn send_pending(
-        &self,
-        relay: &mut dyn Relay,
-        directory: &VerifiedDirectory,
-    ) -> Result<outbox::SendReport> {
-        outbox::send_pending(self.store, relay, directory).await
     }
 
     /// Reads replies: opens, shows (through `show`) and acknowledges them.

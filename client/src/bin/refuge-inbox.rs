@@ -180,20 +180,10 @@ async fn run(args: Args) -> Result<()> {
             let mut session = cli::connect(&endpoint, &network, staff.label().as_bytes()).await?;
             let verified = load_directory(&mut session, &store, &dir).await?;
             warn_if_not_enrolled(&staff, &verified);
-            if store.outbox_len()? > 0 {
-                // Replies an earlier run could not get confirmed go first, on a session of
-                // their own: the reading session proves this device's mailbox, and the relay
-                // would see which device answers which user.
-                let sent = match cli::connect(&endpoint, &network, b"replies").await {
-                    Ok(mut replies) => {
-                        let sent = staff.send_pending(&mut replies, &verified).await;
-                        replies.close().await;
-                        sent
-                    }
-                    Err(e) => Err(e),
-                };
-                cli::report_outbox(sent)?;
-            }
+            // Replies an earlier run could not get confirmed go first, on a session of their
+            // own: the reading session proves this device's mailbox, and the relay would see
+            // which device answers which user.
+            cli::send_outbox(&store, &endpoint, &network, b"replies", &verified).await?;
             let mut show = |m: &refuge_client::delivery::ReceivedMessage| {
                 let case = m.sender.case_id().unwrap_or_default();
                 say(&format!("case {case} {}", m.text.one_line().as_str()))
@@ -235,7 +225,7 @@ async fn run(args: Args) -> Result<()> {
                 .reply(&mut session, &verified, &case_id, &text, now)
                 .await?;
             session.close().await;
-            cli::report_earlier(&refuge_client::user::EarlierReport::of(&earlier));
+            cli::report_earlier(&refuge_client::outbox::EarlierReport::of(&earlier));
             say(&format!("replied to case {case_id}"))
         }
         Command::Cases => {

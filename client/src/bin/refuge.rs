@@ -205,19 +205,9 @@ async fn run(args: Args) -> Result<()> {
             let user = User::load(&store)?;
             let endpoint = endpoint()?;
             let dir = load_directory(&store, &data_dir, &endpoint, &network).await?;
-            if store.outbox_len()? > 0 {
-                // Messages an earlier run could not get confirmed: sent first, on a deposit
-                // session of their own (never on the circuit that reads this mailbox).
-                let sent = match cli::connect(&endpoint, &network, b"deposit").await {
-                    Ok(mut deposits) => {
-                        let sent = user.send_pending(&mut deposits, &dir).await;
-                        deposits.close().await;
-                        sent
-                    }
-                    Err(e) => Err(e),
-                };
-                cli::report_outbox(sent)?;
-            }
+            // Messages an earlier run could not get confirmed: sent first, on a deposit
+            // session of their own (never on the circuit that reads this mailbox).
+            cli::send_outbox(&store, &endpoint, &network, b"deposit", &dir).await?;
             let mut session = cli::connect(&endpoint, &network, &user.mailbox_id().0).await?;
             let mut show = |m: &refuge_client::delivery::ReceivedMessage| {
                 let from = match &m.sender {

@@ -485,11 +485,7 @@ impl Store {
             let (id, mailbox, token, idempotency_id, sealed, timer, label, first, queued_hour) =
                 row?;
             let token = token
-                .map(|t| {
-                    <[u8; 32]>::try_from(t.as_slice())
-                        .map(DepositToken)
-                        .map_err(|_| ClientError::Corrupt("outbox deposit token".into()))
-                })
+                .map(|t| DepositToken::from_slice(&t).map_err(corrupt("outbox deposit token")))
                 .transpose()?;
             pending.push(Pending {
                 id,
