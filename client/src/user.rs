@@ -246,7 +246,7 @@ impl<'s> User<'s> {
                 },
                 delivery::unix_seconds(now),
             )?;
-            queued.push((row, dev.label.clone()));
+            queued.push(row);
             // A first contact (for this post) is marked delivered when the relay confirms it
             // (`Store::outgoing_confirmed`).
             if *first {
@@ -260,14 +260,15 @@ impl<'s> User<'s> {
         tx.commit()?;
 
         // Whatever earlier runs left in the outbox goes first, then these.
-        let rows: Vec<i64> = queued.iter().map(|(r, _)| *r).collect();
         let mut sent = outbox::send_pending(self.store, relay, directory).await?;
-        let labels: Vec<String> = queued
+        // Confirmed in the order they were queued: the directory's.
+        let labels: Vec<String> = sent
+            .confirmed
             .iter()
-            .filter(|(r, _)| sent.confirmed.iter().any(|(c, _)| c == r))
-            .map(|(_, label)| label.clone())
+            .filter(|(row, _)| queued.contains(row))
+            .filter_map(|(_, label)| label.clone())
             .collect();
-        outbox::settle(self.store, &mut sent, &rows)?;
+        outbox::settle(self.store, &mut sent, &queued)?;
         Ok(ContactReport {
             sent: labels,
             skipped,
