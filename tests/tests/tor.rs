@@ -306,20 +306,19 @@ impl TorWorld {
         ]
     }
 
-    /// Starts the relay (again) on the same data directory, with its onion service.
-    fn start_relay(dir: &Path, authority_key: &str, arti: &str) -> Relay {
-        Relay::start(
-            &dir.join("relay"),
-            &[
-                "--authority-key",
-                authority_key,
-                "--onion",
-                "--onion-port",
-                "443",
-                "--tor-config",
-                arti,
-            ],
-        )
+    /// Starts the relay (again) on `dir`/relay, with its onion service and `extra` arguments.
+    fn start_relay(dir: &Path, authority_key: &str, arti: &str, extra: &[&str]) -> Relay {
+        let mut args = vec![
+            "--authority-key",
+            authority_key,
+            "--onion",
+            "--onion-port",
+            "443",
+            "--tor-config",
+            arti,
+        ];
+        args.extend_from_slice(extra);
+        Relay::start(&dir.join("relay"), &args)
     }
 }
 
@@ -334,7 +333,7 @@ fn tor_world(net: &TorNet) -> TorWorld {
         .collect();
     let arti = net.arti_toml().display().to_string();
     let relay_started = Instant::now();
-    let relay = TorWorld::start_relay(dir.path(), &authority.key_hex, &arti);
+    let relay = TorWorld::start_relay(dir.path(), &authority.key_hex, &arti, &[]);
     // The authority submits over loopback (it is not the user whose traffic Tor hides).
     let policy = authority.sign_policy(dir.path(), &relay.log_vkey, "", "");
     let entries: Vec<PathBuf> = requests
@@ -564,7 +563,7 @@ fn first_contact_over_tor_on_a_private_network() {
         "relay with its onion service exits cleanly on SIGTERM:\n{}",
         w.relay.log()
     );
-    let relay = TorWorld::start_relay(w.world_dir.path(), &w.authority_key, &arti);
+    let relay = TorWorld::start_relay(w.world_dir.path(), &w.authority_key, &arti, &[]);
     assert_eq!(relay.onion.as_deref(), Some(onion.as_str()));
     assert_eq!(
         std::fs::read_to_string(relay.data_dir.join("onion-address"))
@@ -1111,6 +1110,24 @@ fn the_leak_audit_catches_dns_udp_and_stray_connections() {
     );
 }
 
+/// An in-process arti client on the private network, its state under `dir`, with the test
+/// limits; a failed bootstrap shows the relay's and the network's logs.
+async fn test_arti(
+    net: &TorNet,
+    dir: &Path,
+    relay: &Relay,
+) -> refuge_client::transport::TorTransport {
+    use refuge_client::transport::{TorOptions, TorTransport};
+    let mut options = TorOptions::new(dir);
+    options.config_file = Some(net.arti_toml());
+    options.show_progress = false;
+    options.bootstrap_timeout = Duration::from_secs(70);
+    options.connect_timeout = Duration::from_secs(90);
+    TorTransport::bootstrap(&options)
+        .await
+        .unwrap_or_else(|e| panic!("arti bootstrap: {e}\n{}", diagnostics(net, relay)))
+}
+
 /// Sends `frames` pipelined (all written before any answer is read) on `stream` and returns how
 /// many the relay carried out: every answer that is not RATE_LIMITED.
 async fn admitted_of_pipelined<S>(stream: S, frames: &[Vec<u8>]) -> usize
@@ -1153,7 +1170,6 @@ where
 /// another circuit has its own.
 #[test]
 fn the_onion_rate_limit_is_shared_by_the_streams_of_a_circuit() {
-    use refuge_client::transport::{TorOptions, TorTransport};
     use refuge_proto::wire::{self, ClientFrame, client_frame::Request};
     if tornet::skipped() {
         return;
@@ -1164,21 +1180,11 @@ fn the_onion_rate_limit_is_shared_by_the_streams_of_a_circuit() {
     let dir = tempfile::tempdir().expect("temp dir");
     let authority = Authority::create(dir.path());
     let arti = net.arti_toml().display().to_string();
-    let relay = Relay::start(
-        &dir.path().join("relay"),
-        &[
-            "--authority-key",
-            &authority.key_hex,
-            "--onion",
-            "--onion-port",
-            "443",
-            "--tor-config",
-            &arti,
-            "--rate-per-second",
-            "1",
-            "--rate-burst",
-            &BURST.to_string(),
-        ],
+    let relay = TorWorld::start_relay(
+        dir.path(),
+        &authority.key_hex,
+        &arti,
+        &["--rate-per-second", "1", "--rate-burst", &BURST.to_string()],
     );
     let onion = relay
         .onion
@@ -1210,14 +1216,7 @@ fn the_onion_rate_limit_is_shared_by_the_streams_of_a_circuit() {
         .build()
         .expect("a tokio runtime");
     let (shared, elapsed, other) = runtime.block_on(async {
-        let mut options = TorOptions::new(dir.path());
-        options.config_file = Some(net.arti_toml());
-        options.show_progress = false;
-        options.bootstrap_timeout = Duration::from_secs(70);
-        options.connect_timeout = Duration::from_secs(90);
-        let tor = TorTransport::bootstrap(&options)
-            .await
-            .unwrap_or_else(|e| panic!("arti bootstrap: {e}\n{}", diagnostics(&net, &relay)));
+        let tor = test_arti(&net, dir.path(), &relay).await;
         let connect = |key: &'static [u8]| {
             let (tor, host) = (&tor, host.clone());
             async move {
@@ -1272,9 +1271,7 @@ fn the_onion_rate_limit_is_shared_by_the_streams_of_a_circuit() {
 fn over_tor_the_client_redials_the_restarted_relay_by_its_onion_address() {
     use refuge_client::disappearing::Timer;
     use refuge_client::relay;
-    use refuge_client::transport::{
-        ConnectOptions, RelayEndpoint, Session, TorOptions, TorTransport,
-    };
+    use refuge_client::transport::{ConnectOptions, RelayEndpoint, Session};
     use refuge_proto::ids::{DepositToken, MailboxId};
     if tornet::skipped() {
         return;
@@ -1283,17 +1280,7 @@ fn over_tor_the_client_redials_the_restarted_relay_by_its_onion_address() {
     let dir = tempfile::tempdir().expect("temp dir");
     let authority = Authority::create(dir.path());
     let arti = net.arti_toml().display().to_string();
-    let args = [
-        "--authority-key",
-        authority.key_hex.as_str(),
-        "--onion",
-        "--onion-port",
-        "443",
-        "--tor-config",
-        arti.as_str(),
-    ];
-    let data_dir = dir.path().join("relay");
-    let mut relay = Relay::start(&data_dir, &args);
+    let mut relay = TorWorld::start_relay(dir.path(), &authority.key_hex, &arti, &[]);
     let onion = relay
         .onion
         .clone()
@@ -1311,18 +1298,7 @@ fn over_tor_the_client_redials_the_restarted_relay_by_its_onion_address() {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let tor = runtime.block_on(async {
-        let mut options = TorOptions::new(dir.path());
-        options.config_file = Some(net.arti_toml());
-        options.show_progress = false;
-        options.bootstrap_timeout = Duration::from_secs(70);
-        options.connect_timeout = Duration::from_secs(90);
-        Arc::new(
-            TorTransport::bootstrap(&options)
-                .await
-                .unwrap_or_else(|e| panic!("arti bootstrap: {e}\n{}", diagnostics(&net, &relay))),
-        )
-    });
+    let tor = Arc::new(runtime.block_on(test_arti(&net, dir.path(), &relay)));
     let mut session = runtime.block_on(async {
         let mut s = Session::connect_tor(&tor, &endpoint, &id.0, &opts)
             .await
@@ -1338,7 +1314,7 @@ fn over_tor_the_client_redials_the_restarted_relay_by_its_onion_address() {
 
     relay.kill();
     let restarted = Instant::now();
-    relay = Relay::start(&data_dir, &args);
+    relay = TorWorld::start_relay(dir.path(), &authority.key_hex, &arti, &[]);
     assert_eq!(
         relay.onion.as_deref(),
         Some(onion.as_str()),
