@@ -445,7 +445,7 @@ impl Store {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             rusqlite::params![
                 &o.mailbox.0[..],
-                o.token.as_ref().map(|t| t.0.to_vec()),
+                o.token.as_ref().map(|t| &t.0[..]),
                 &o.idempotency_id[..],
                 &o.sealed,
                 timer,
@@ -471,7 +471,8 @@ impl Store {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, Option<Vec<u8>>>(2)?,
+                // The deposit token is a secret: its copy is wiped once parsed.
+                r.get::<_, Option<Vec<u8>>>(2)?.map(Zeroizing::new),
                 r.get::<_, Vec<u8>>(3)?,
                 r.get::<_, Vec<u8>>(4)?,
                 r.get::<_, i64>(5)?,
