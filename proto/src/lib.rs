@@ -12,6 +12,7 @@ pub mod frame;
 pub mod ids;
 pub mod padding;
 pub mod pow;
+pub mod safety_number;
 pub mod tlog;
 
 /// Generated types for `spec/refuge.proto` (the wire protocol).
