@@ -8,7 +8,7 @@
 //! authority keys: a run with other keys is refused rather than mixed in.
 
 use super::AuditError;
-use super::replay::{Advance, AuditConfig, AuditedLog};
+use super::replay::{Advance, AuditConfig, AuditedLog, CheckedCheckpoint};
 use refuge_proto::tlog::hash::Hash;
 use refuge_proto::tlog::witness::CosignedState;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -30,7 +30,45 @@ CREATE TABLE IF NOT EXISTS cosigned (
     size INTEGER NOT NULL,
     root BLOB NOT NULL
 ) STRICT;
+CREATE TABLE IF NOT EXISTS history (
+    size INTEGER NOT NULL,
+    root BLOB NOT NULL,
+    note TEXT NOT NULL,
+    first_verified INTEGER NOT NULL,
+    last_verified INTEGER NOT NULL,
+    PRIMARY KEY (size, root)
+) STRICT;
+CREATE TABLE IF NOT EXISTS findings (
+    id INTEGER PRIMARY KEY,
+    detected INTEGER NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('misbehaved', 'inconsistent')),
+    message TEXT NOT NULL,
+    log_url TEXT NOT NULL,
+    evidence TEXT
+) STRICT;
 ";
+
+/// A checkpoint this auditor verified, with the times it was first and last seen served.
+#[derive(Clone, Debug)]
+pub struct HistoryRow {
+    pub size: u64,
+    /// The note as last served (its cosignatures are the newest seen); checked again by readers.
+    pub note: String,
+    pub first_verified: u64,
+    pub last_verified: u64,
+}
+
+/// Something the log served that did not verify, as this auditor recorded it when it happened.
+#[derive(Clone, Debug)]
+pub struct FindingRow {
+    pub detected: u64,
+    /// `misbehaved` (exit status 2) or `inconsistent` (exit status 3, with an evidence file).
+    pub kind: String,
+    pub message: String,
+    /// The log URL the auditor was following.
+    pub log_url: String,
+    pub evidence: Option<PathBuf>,
+}
 
 /// The open audit database.
 #[derive(Debug)]
@@ -47,6 +85,27 @@ impl AuditStore {
     /// Opens (or creates) the database in `data_dir` and rebuilds the verified view from it.
     pub fn open(data_dir: &Path, config: &AuditConfig) -> Result<(Self, AuditedLog), AuditError> {
         std::fs::create_dir_all(data_dir).map_err(|e| AuditError::local("create", data_dir, e))?;
+        Self::open_file(data_dir, config)
+    }
+
+    /// Opens the database of an auditor that has already followed the log; refuses (and creates
+    /// nothing) when `data_dir` holds none.
+    pub fn open_existing(
+        data_dir: &Path,
+        config: &AuditConfig,
+    ) -> Result<(Self, AuditedLog), AuditError> {
+        let path = data_dir.join(DB_FILE);
+        if !path.is_file() {
+            return Err(AuditError::Config(format!(
+                "{} holds no audit database ({DB_FILE}): this auditor has not followed the log \
+                 from this directory; run `refuge-audit follow` with the same --data-dir first",
+                data_dir.display()
+            )));
+        }
+        Self::open_file(data_dir, config)
+    }
+
+    fn open_file(data_dir: &Path, config: &AuditConfig) -> Result<(Self, AuditedLog), AuditError> {
         let path = data_dir.join(DB_FILE);
         let conn = Connection::open(&path).map_err(|e| AuditError::local("open", &path, e))?;
         conn.execute_batch(
@@ -159,6 +218,157 @@ impl AuditStore {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Records that `checkpoint` (already verified, and equal to the stored view or just saved)
+    /// was served at `now`: its history row gets the newest note and time, and the stored
+    /// checkpoint takes this note's cosignatures when it is the same tree.
+    pub fn record_checkpoint(
+        &mut self,
+        checkpoint: &CheckedCheckpoint,
+        now: u64,
+    ) -> Result<(), AuditError> {
+        let size = sql_size(checkpoint.size())?;
+        let now = sql_size(now)?;
+        let root = &checkpoint.root().0[..];
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO history (size, root, note, first_verified, last_verified)
+             VALUES (?1, ?2, ?3, ?4, ?4)
+             ON CONFLICT (size, root) DO UPDATE SET note = excluded.note,
+                 last_verified = max(last_verified, excluded.last_verified)",
+            params![size, root, checkpoint.note(), now],
+        )?;
+        let stored: Option<String> = tx
+            .query_row("SELECT note FROM checkpoint WHERE id = 1", [], |r| r.get(0))
+            .optional()?;
+        if let Some(stored_note) = stored {
+            // The checkpoint text (origin, size, root) is everything before the blank line.
+            let text = |note: &str| note.split_once("\n\n").map(|(t, _)| t.to_string());
+            let same_tree =
+                text(&stored_note).is_some() && text(&stored_note) == text(checkpoint.note());
+            if same_tree {
+                tx.execute(
+                    "UPDATE checkpoint SET note = ?1 WHERE id = 1",
+                    params![checkpoint.note()],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every checkpoint recorded by [`Self::record_checkpoint`], oldest tree first.
+    pub fn history(&self) -> Result<Vec<HistoryRow>, AuditError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT size, note, first_verified, last_verified FROM history
+             ORDER BY size, first_verified",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(size, note, first, last)| {
+                let n = |v: i64| {
+                    u64::try_from(v).map_err(|_| {
+                        AuditError::Config("a negative number is stored in the history".into())
+                    })
+                };
+                Ok(HistoryRow {
+                    size: n(size)?,
+                    note,
+                    first_verified: n(first)?,
+                    last_verified: n(last)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records that the log served something that did not verify (before the error is shown).
+    pub fn record_finding(
+        &mut self,
+        error: &AuditError,
+        log_url: &str,
+        now: u64,
+    ) -> Result<(), AuditError> {
+        let (kind, message, evidence) = match error {
+            AuditError::Misbehaved(m) => ("misbehaved", m.clone(), None),
+            AuditError::Inconsistent { message, evidence } => (
+                "inconsistent",
+                message.clone(),
+                Some(evidence.display().to_string()),
+            ),
+            _ => return Ok(()),
+        };
+        self.conn.execute(
+            "INSERT INTO findings (detected, kind, message, log_url, evidence)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![sql_size(now)?, kind, message, log_url, evidence],
+        )?;
+        Ok(())
+    }
+
+    /// Every recorded finding, oldest first.
+    pub fn findings(&self) -> Result<Vec<FindingRow>, AuditError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT detected, kind, message, log_url, evidence FROM findings ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(detected, kind, message, log_url, evidence)| {
+                Ok(FindingRow {
+                    detected: u64::try_from(detected).map_err(|_| {
+                        AuditError::Config("a negative time is stored in the findings".into())
+                    })?,
+                    kind,
+                    message,
+                    log_url,
+                    evidence: evidence.map(PathBuf::from),
+                })
+            })
+            .collect()
+    }
+
+    /// Remembers the URL the log was last followed at (for the report's reproduction command).
+    pub fn set_log_url(&self, url: &str) -> Result<(), AuditError> {
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('log-url', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [url],
+        )?;
+        Ok(())
+    }
+
+    /// The URL the log was last followed at.
+    pub fn log_url(&self) -> Result<Option<String>, AuditError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'log-url'", [], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Every stored entry, in log order.
