@@ -314,7 +314,7 @@ fn a_malicious_relay_is_detected() {
         let (code, out, err) = audit("follow", &log_args(&url, &vkey, &audit_dir), &["--once"]);
         assert_eq!(code, 0, "{out}{err}");
     }
-    let before = std::fs::read(audit_dir.join("audit.sqlite3")).expect("audit db");
+    let before = verified_view(&audit_dir);
 
     // A fork of the same size that drops the revocation.
     let fork = vec![honest[0].clone(), honest[1].clone(), enrol(3, &authority())];
@@ -362,11 +362,492 @@ fn a_malicious_relay_is_detected() {
     assert!(err.contains("not signed by the log key"), "{err}");
     drop(fake);
 
-    assert_eq!(
-        std::fs::read(audit_dir.join("audit.sqlite3")).expect("audit db"),
-        before,
-        "no bad view was stored"
+    assert_eq!(verified_view(&audit_dir), before, "no bad view was stored");
+
+    // The report shows the honest view, the evidence, each refusal, and no healthy verdict.
+    let out = dir.path().join("report");
+    let report = write_report(&audit_dir, &vkey, &[], None, &out, "en");
+    assert_eq!(report["verdict"]["status"], "misbehaviour", "{report}");
+    assert_eq!(report["log"]["size"], 3);
+    assert_eq!(report["findings"].as_array().map(Vec::len), Some(4));
+    let evidence = report["evidence"].as_array().expect("evidence");
+    let kinds: Vec<(&str, &str)> = evidence
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap_or(""),
+                e["proves"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert!(kinds.contains(&("fork", "two_roots_one_size")), "{kinds:?}");
+    assert!(kinds.contains(&("rollback", "stale_view")), "{kinds:?}");
+    assert!(evidence.iter().all(|e| e["valid"] == true));
+    let page = std::fs::read_to_string(out.join("report.html")).expect("html");
+    assert!(page.contains("class=\"verdict status-misbehaviour\""));
+    assert!(!page.contains("class=\"verdict status-healthy\""));
+    let png = screenshot(&out.join("report.html"), "malicious-en");
+    assert!(
+        has_colour(&png, MISBEHAVIOUR_RGB),
+        "the red verdict banner is drawn"
     );
+    assert!(!has_colour(&png, HEALTHY_RGB), "no green verdict banner");
+
+    // Each evidence file checks again offline, with the command the report prints.
+    for e in evidence {
+        let file = audit_dir
+            .join("evidence")
+            .join(e["file"].as_str().expect("file"));
+        let file = file.display().to_string();
+        let out = run(
+            "refuge-audit",
+            &["check-evidence", "--log-vkey", &vkey, &file],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        match e["kind"].as_str() {
+            Some("fork") => {
+                assert_eq!(out.status.code(), Some(3), "{stdout}");
+                assert!(stdout.contains("PROVEN fork"), "{stdout}");
+            }
+            _ => {
+                assert_eq!(out.status.code(), Some(0), "{stdout}");
+                assert!(stdout.contains("stale view"), "{stdout}");
+            }
+        }
+        assert!(
+            e["reproduce"]
+                .as_str()
+                .is_some_and(|r| r.contains("check-evidence"))
+        );
+    }
+    // An evidence file against another log proves nothing here.
+    let other = Ed25519Signer::from_seed(ORIGIN, &[0x13; 32])
+        .expect("key")
+        .verifier()
+        .to_vkey();
+    let file = audit_dir
+        .join("evidence")
+        .join(evidence[0]["file"].as_str().expect("file"));
+    let out = run(
+        "refuge-audit",
+        &[
+            "check-evidence",
+            "--log-vkey",
+            &other,
+            &file.display().to_string(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("proves nothing"));
+}
+
+/// The audit database's verified view: its entries and its checkpoint's tree.
+fn verified_view(audit_dir: &Path) -> (Vec<Vec<u8>>, i64) {
+    let conn = rusqlite::Connection::open(audit_dir.join("audit.sqlite3")).expect("audit db");
+    let mut stmt = conn
+        .prepare("SELECT data FROM entries ORDER BY idx")
+        .expect("entries");
+    let entries = stmt
+        .query_map([], |r| r.get(0))
+        .expect("entries")
+        .collect::<Result<Vec<Vec<u8>>, _>>()
+        .expect("entries");
+    let size = conn
+        .query_row("SELECT size FROM checkpoint", [], |r| r.get(0))
+        .expect("checkpoint");
+    (entries, size)
+}
+
+const HEALTHY_RGB: (u8, u8, u8) = refuge_client::audit::report::html::HEALTHY_RGB;
+const MISBEHAVIOUR_RGB: (u8, u8, u8) = refuge_client::audit::report::html::MISBEHAVIOUR_RGB;
+
+/// `refuge-audit report` into `out`; returns the JSON export.
+fn write_report(
+    audit_dir: &Path,
+    vkey: &str,
+    witnesses: &[String],
+    policy: Option<&Path>,
+    out: &Path,
+    lang: &str,
+) -> serde_json::Value {
+    let authority_key = hex::encode(authority().verifying_key().as_bytes());
+    let data = audit_dir.display().to_string();
+    let out_arg = out.display().to_string();
+    let mut args = vec![
+        "report",
+        "--log-vkey",
+        vkey,
+        "--authority-key",
+        &authority_key,
+        "--data-dir",
+        &data,
+        "--out",
+        &out_arg,
+        "--lang",
+        lang,
+    ];
+    for w in witnesses {
+        args.extend(["--witness", w.as_str()]);
+    }
+    let policy_arg = policy.map(|p| p.display().to_string());
+    if let Some(p) = &policy_arg {
+        args.extend(["--policy", p.as_str()]);
+    }
+    let output = run_ok("refuge-audit", &args);
+    assert!(
+        output.contains("report ") && output.contains("verdict"),
+        "{output}"
+    );
+    let json = std::fs::read_to_string(out.join("report.json")).expect("report.json");
+    serde_json::from_str(&json).expect("valid JSON")
+}
+
+/// Debian's Chromium, as `scripts/setup` installs it.
+fn chromium() -> PathBuf {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("Chromium is not installed: run scripts/setup (it installs Debian's chromium)")
+}
+
+/// Renders `html` in headless Chromium to `<CARGO_TARGET_TMPDIR>/audit-report/<name>.png`
+/// (kept for people to look at); returns the decoded RGBA pixels.
+fn screenshot(html: &Path, name: &str) -> (u32, u32, Vec<u8>) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("audit-report");
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    let png = dir.join(format!("{name}.png"));
+    let _ = std::fs::remove_file(&png);
+    let profile = tempfile::tempdir().expect("profile dir");
+    let mut child = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-default-apps",
+            "--no-first-run",
+            "--hide-scrollbars",
+            "--force-device-scale-factor=1",
+            "--window-size=1200,3000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", html.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start chromium");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("chromium did not render {} in 90 s", html.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(status.success() && png.exists(), "chromium failed: {err}");
+    let decoder = png::Decoder::new(std::fs::File::open(&png).expect("png"));
+    let mut reader = decoder.read_info().expect("png header");
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).expect("png frame");
+    buf.truncate(info.buffer_size());
+    let rgba = match info.color_type {
+        png::ColorType::Rgba => buf,
+        png::ColorType::Rgb => buf
+            .chunks(3)
+            .flat_map(|p| [p[0], p[1], p[2], 255])
+            .collect(),
+        other => panic!("unexpected PNG colour type {other:?}"),
+    };
+    (info.width, info.height, rgba)
+}
+
+/// Whether at least a banner's worth of pixels (40×10) has exactly this colour.
+fn has_colour((_, _, rgba): &(u32, u32, Vec<u8>), (r, g, b): (u8, u8, u8)) -> bool {
+    rgba.chunks(4)
+        .filter(|p| p[0] == r && p[1] == g && p[2] == b)
+        .count()
+        >= 400
+}
+
+/// How many pixels are not white: a page of text and tables, not a blank one.
+fn ink(rgba: &[u8]) -> usize {
+    rgba.chunks(4)
+        .filter(|p| p[0] < 200 || p[1] < 200 || p[2] < 200)
+        .count()
+}
+
+fn entry_at(action: EntryAction, days_ago: u64, by: &SigningKey) -> Vec<u8> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    sign_entry(
+        &EntryBody {
+            action,
+            not_before: now - days_ago * 86_400,
+        },
+        by,
+    )
+    .expect("sign entry")
+}
+
+fn enrolment(i: u8) -> EntryAction {
+    EntryAction::Enrol(Enrolment {
+        post_id: POST.into(),
+        label: format!("{POST}/desk-{i}"),
+        identity_key: identity(i),
+        auth_key: SigningKey::from_bytes(&[i; 32]).verifying_key(),
+        mailbox_id: MailboxId([i; 16]),
+    })
+}
+
+#[test]
+fn the_report_shows_enrolments_a_revocation_and_a_rotation_as_verified() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let relay_dir = dir.path().join("relay");
+    let audit_dir = dir.path().join("audit");
+    let successor = SigningKey::from_bytes(&[0x44; 32]);
+    let entries = vec![
+        entry_at(enrolment(1), 120, &authority()),
+        entry_at(enrolment(2), 90, &authority()),
+        entry_at(
+            EntryAction::Revoke(Revocation {
+                post_id: POST.into(),
+                label: format!("{POST}/desk-1"),
+                identity_key: identity(1),
+            }),
+            40,
+            &authority(),
+        ),
+        entry_at(
+            EntryAction::RotateAuthority {
+                new_key: successor.verifying_key(),
+            },
+            20,
+            &authority(),
+        ),
+        entry_at(enrolment(3), 3, &successor),
+    ];
+    let named: Vec<(String, Vec<u8>)> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (format!("e{i}"), e.clone()))
+        .collect();
+    let named: Vec<(&str, Vec<u8>)> = named.iter().map(|(n, e)| (n.as_str(), e.clone())).collect();
+    append(dir.path(), &relay_dir, &named);
+    let vkey = relay_vkey(&relay_dir);
+
+    // Bad input first: nothing verified yet gives an error and no report.
+    let out = dir.path().join("early");
+    let data = audit_dir.display().to_string();
+    let authority_key = hex::encode(authority().verifying_key().as_bytes());
+    let early = run(
+        "refuge-audit",
+        &[
+            "report",
+            "--log-vkey",
+            &vkey,
+            "--authority-key",
+            &authority_key,
+            "--data-dir",
+            &data,
+            "--out",
+            &out.display().to_string(),
+        ],
+    );
+    assert_eq!(early.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&early.stderr);
+    assert!(err.contains("run `refuge-audit follow`"), "{err}");
+    assert!(!out.exists() && !audit_dir.exists(), "nothing written");
+
+    {
+        let relay = Relay::start(&relay_dir, &[]);
+        let url = format!("http://{}/", relay.log_http.expect("log-http"));
+        let (code, out, err) = audit("follow", &log_args(&url, &vkey, &audit_dir), &["--once"]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    // The same tree, now cosigned by a witness: the auditor keeps the newer cosignatures.
+    let witness = refuge_proto::tlog::cosignature::CosignatureSigner::from_seed(
+        "witness.invalid/w0",
+        &[0x55; 32],
+    )
+    .expect("witness key");
+    let key = relay_log_key(&relay_dir);
+    let tree = MemoryTree::from_entries(entries.iter().map(Vec::as_slice));
+    let cp = Checkpoint::new(key.name(), tree.size(), tree.root()).expect("checkpoint");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let note = refuge_proto::tlog::note::encode(
+        &cp.to_text(),
+        &[
+            key.sign(&cp.to_text()).expect("sign"),
+            witness.cosign(&cp, now - 600).expect("cosign"),
+        ],
+    )
+    .expect("note");
+    let fake = FakeLog::serve(entries.clone(), note);
+    let wkey = witness.verifier().to_vkey();
+    let mut args = log_args(&fake.url(), &vkey, &audit_dir);
+    args.extend(["--witness".to_string(), wkey.clone()]);
+    let (code, out, err) = audit("follow", &args, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("witness witness.invalid/w0 cosigned") && out.contains("unchanged"),
+        "{out}"
+    );
+    drop(fake);
+
+    // The policy the successor authority signs now.
+    let policy_text = format!(
+        "refuge client policy v1\nauthority {}\npost {POST} Embassy of X\nlog {vkey}\nwitness w0 \
+         {wkey}\nquorum w0\n",
+        hex::encode(successor.verifying_key().as_bytes())
+    );
+    let policy = dir.path().join("policy.signed");
+    std::fs::write(
+        &policy,
+        refuge_proto::client_policy::sign_policy(&policy_text, &successor).expect("sign policy"),
+    )
+    .expect("write policy");
+
+    let witnesses = [wkey.clone()];
+    for lang in ["en", "fr", "fa"] {
+        let out = dir.path().join(format!("report-{lang}"));
+        let report = write_report(&audit_dir, &vkey, &witnesses, Some(&policy), &out, lang);
+        assert_eq!(
+            report["verdict"]["status"], "healthy",
+            "{}",
+            report["verdict"]
+        );
+        assert_eq!(report["log"]["size"], 5);
+        assert_eq!(
+            report["log"]["authority_keys_current"][0],
+            hex::encode(successor.verifying_key().as_bytes())
+        );
+        let actions: Vec<&str> = report["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .map(|e| e["action"].as_str().expect("action"))
+            .collect();
+        assert_eq!(actions, ["enrol", "enrol", "revoke", "rotate", "enrol"]);
+        let post = &report["posts"][0];
+        assert_eq!(
+            (post["id"].as_str(), post["name"].as_str()),
+            (Some(POST), Some("Embassy of X"))
+        );
+        assert_eq!(post["active"], 2);
+        let devices: Vec<(&str, &str, bool)> = post["devices"]
+            .as_array()
+            .expect("devices")
+            .iter()
+            .map(|d| {
+                (
+                    d["label"].as_str().expect("label"),
+                    d["status"].as_str().expect("status"),
+                    d["recent"].as_bool().expect("recent"),
+                )
+            })
+            .collect();
+        let label = |i: u8| format!("{POST}/desk-{i}");
+        assert_eq!(
+            devices,
+            [
+                (label(1).as_str(), "revoked", false),
+                (label(2).as_str(), "active", false),
+                (label(3).as_str(), "active", true)
+            ]
+        );
+        for d in post["devices"].as_array().expect("devices") {
+            let n: u8 = d["label"].as_str().expect("label")[POST.len() + 6..]
+                .parse()
+                .expect("n");
+            let expected = refuge_proto::safety_number::device_safety_number(
+                &identity(n),
+                d["label"].as_str().expect("label"),
+            );
+            assert_eq!(d["safety_number"], expected.display());
+        }
+        assert_eq!(report["witnesses"][0]["fresh"], true);
+        assert_eq!(report["quorum"]["met_fresh"], true);
+
+        // The page's table rows say the same.
+        let page = std::fs::read_to_string(out.join("report.html")).expect("html");
+        for (action, n) in [("enrol", 3), ("revoke", 1), ("rotate", 1)] {
+            assert_eq!(
+                page.matches(&format!("data-action=\"{action}\"")).count(),
+                n,
+                "{action} rows"
+            );
+        }
+        assert!(page.contains("class=\"verdict status-healthy\""));
+        assert!(page.contains(&format!(
+            "dir=\"{}\"",
+            if lang == "fa" { "rtl" } else { "ltr" }
+        )));
+        let shot = screenshot(&out.join("report.html"), &format!("healthy-{lang}"));
+        assert!(
+            has_colour(&shot, HEALTHY_RGB),
+            "the green verdict banner is drawn"
+        );
+        assert!(!has_colour(&shot, MISBEHAVIOUR_RGB));
+        assert!(ink(&shot.2) > 20_000, "text and tables were drawn");
+    }
+
+    // A policy the log's current authority did not sign is refused, and nothing is written.
+    let foreign = dir.path().join("foreign.signed");
+    std::fs::write(
+        &foreign,
+        refuge_proto::client_policy::sign_policy(
+            &policy_text.replace(
+                &hex::encode(successor.verifying_key().as_bytes()),
+                &hex::encode(
+                    SigningKey::from_bytes(&[0x99; 32])
+                        .verifying_key()
+                        .as_bytes(),
+                ),
+            ),
+            &SigningKey::from_bytes(&[0x99; 32]),
+        )
+        .expect("sign"),
+    )
+    .expect("write");
+    let out = dir.path().join("refused");
+    let refused = run(
+        "refuge-audit",
+        &[
+            "report",
+            "--log-vkey",
+            &vkey,
+            "--authority-key",
+            &authority_key,
+            "--data-dir",
+            &data,
+            "--policy",
+            &foreign.display().to_string(),
+            "--out",
+            &out.display().to_string(),
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("not signed by an authority key the log trusts")
+    );
+    assert!(!out.exists());
 }
 
 /// A running `refuge-audit witness`, killed when dropped.

@@ -10,6 +10,7 @@
 //! - [`evidence`]: portable text files holding two signed checkpoints that cannot both be honest.
 //! - [`witness`]: a C2SP tlog-witness `add-checkpoint` server that cosigns only after replaying.
 //! - [`watch`]: the entries for one label that staff did not authorise.
+//! - [`report`]: the readable HTML report and its JSON export, from the verified view only.
 //!
 //! Nothing here trusts the relay: what it serves is checked against the log key, the authority
 //! keys and the auditor's own earlier view before anything is stored.
@@ -17,6 +18,7 @@
 pub mod compare;
 pub mod evidence;
 pub mod replay;
+pub mod report;
 pub mod source;
 pub mod store;
 pub mod watch;
@@ -91,7 +93,8 @@ impl AuditError {
         }
     }
 
-    pub(crate) fn local(action: &'static str, path: &std::path::Path, e: impl ToString) -> Self {
+    /// An error with the auditor's own file at `path`.
+    pub fn local(action: &'static str, path: &std::path::Path, e: impl ToString) -> Self {
         AuditError::Local {
             action,
             path: path.to_path_buf(),

@@ -544,4 +544,4 @@ impl AuditedLog {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

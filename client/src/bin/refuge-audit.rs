@@ -4,12 +4,15 @@
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use ed25519_dalek::VerifyingKey;
 use refuge_client::audit::compare::{self, WitnessPeer};
+use refuge_client::audit::evidence::{self, Proves};
 use refuge_client::audit::replay::{AuditConfig, AuditedLog};
+use refuge_client::audit::report::i18n::{Catalogue, Lang};
+use refuge_client::audit::report::{self, ReportOptions};
 use refuge_client::audit::source::{HttpLog, LogSource, LogUrl};
 use refuge_client::audit::store::AuditStore;
 use refuge_client::audit::watch::{self, Authorised};
 use refuge_client::audit::witness::{self, WitnessServer};
-use refuge_client::audit::{AuditError, EXIT_FAILED, EXIT_UNAUTHORISED};
+use refuge_client::audit::{AuditError, EXIT_FAILED, EXIT_INCONSISTENT, EXIT_UNAUTHORISED};
 use refuge_client::cli;
 use refuge_client::directory::parse_authority_key;
 use refuge_client::transport::TorOptions;
@@ -30,8 +33,8 @@ use std::time::Duration;
     version,
     after_help = "Exit status: 0 all verified; 1 the audit could not run (network, options, \
                   local files); 2 the log served something that does not verify; 3 two signed \
-                  checkpoints conflict (evidence written to <data-dir>/evidence/); 4 watch found \
-                  an unauthorised entry for the label."
+                  checkpoints conflict (evidence written to <data-dir>/evidence/; check-evidence: \
+                  the file proves it); 4 watch found an unauthorised entry for the label."
 )]
 struct Args {
     #[command(subcommand)]
@@ -74,6 +77,35 @@ enum Command {
         #[arg(long, value_name = "ORIGIN")]
         log_origin: String,
     },
+    /// Write a readable HTML report and its JSON export of the log as this auditor verified it
+    /// (offline: run follow first)
+    Report {
+        #[command(flatten)]
+        keys: KeyArgs,
+        /// The authority-signed client policy: the witness quorum, the freshness limit and the
+        /// posts' names (without it the report cannot judge the quorum)
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// Folder to write report.html and report.json into (created if missing; both files
+        /// are replaced only once the whole report is ready)
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Language of the HTML page: en, fr, ar or fa (the JSON is the same in every language)
+        #[arg(long, default_value = "en", value_name = "LANG")]
+        lang: String,
+        /// Mark enrolments and revocations of the last DAYS days as recent changes
+        #[arg(long, default_value_t = 30, value_name = "DAYS")]
+        recent_days: u64,
+    },
+    /// Check an evidence file again, offline: both checkpoints signed by the log key, and what
+    /// the file claims following from them (exit status 3 when it proves two histories)
+    CheckEvidence {
+        /// The log's verifier key
+        #[arg(long, value_name = "VKEY")]
+        log_vkey: String,
+        /// The evidence file (from <data-dir>/evidence/)
+        file: PathBuf,
+    },
     /// Create a witness key and print its verifier key
     WitnessKeygen {
         /// File for the secret key (created with mode 0600, never overwritten)
@@ -90,6 +122,16 @@ struct LogArgs {
     /// The log's URL (http://host:port/ or an http://….onion/ address, reached over Tor)
     #[arg(long = "log", value_name = "URL")]
     url: String,
+    #[command(flatten)]
+    keys: KeyArgs,
+    /// Arti configuration file (TOML) for .onion logs
+    #[arg(long, value_name = "FILE")]
+    tor_config: Option<PathBuf>,
+}
+
+/// What the auditor trusts, and where it keeps its verified view.
+#[derive(ClapArgs)]
+struct KeyArgs {
     /// The log's verifier key (<origin>+<key id>+<key>), from the client policy
     #[arg(long, value_name = "VKEY")]
     log_vkey: String,
@@ -103,9 +145,6 @@ struct LogArgs {
     /// Audit data directory [default: $REFUGE_AUDIT_DIR, else the XDG data dir]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Arti configuration file (TOML) for .onion logs
-    #[arg(long, value_name = "FILE")]
-    tor_config: Option<PathBuf>,
 }
 
 #[derive(ClapArgs)]
@@ -151,22 +190,23 @@ struct Setup {
     peers: Vec<WitnessPeer>,
 }
 
-async fn setup(log: &LogArgs) -> Result<Setup, AuditError> {
-    let data_dir = cli::data_dir(log.data_dir.clone(), "REFUGE_AUDIT_DIR", "refuge-audit")
+/// The auditor's configuration from its keys, and the witnesses given with a URL.
+fn audit_config(
+    keys: &KeyArgs,
+) -> Result<(AuditConfig, Vec<(CosignatureVerifier, String)>), AuditError> {
+    let data_dir = cli::data_dir(keys.data_dir.clone(), "REFUGE_AUDIT_DIR", "refuge-audit")
         .map_err(|e| AuditError::Config(e.to_string()))?;
-    let log_key = Ed25519Verifier::from_vkey(&log.log_vkey)
+    let log_key = Ed25519Verifier::from_vkey(&keys.log_vkey)
         .map_err(|e| AuditError::Config(format!("--log-vkey: {e}")))?;
-    let authorities = log
+    let authorities = keys
         .authority_keys
         .iter()
         .map(|k| parse_authority_key(k))
         .collect::<Result<Vec<VerifyingKey>, _>>()
         .map_err(|e| AuditError::Config(format!("--authority-key: {e}")))?;
-    let mut tor = TorOptions::new(&data_dir);
-    tor.config_file = log.tor_config.clone();
     let mut witnesses = Vec::new();
-    let mut peers = Vec::new();
-    for arg in &log.witnesses {
+    let mut with_url = Vec::new();
+    for arg in &keys.witnesses {
         let (vkey, url) = match arg.trim().split_once(' ') {
             Some((v, u)) => (v, Some(u.trim())),
             None => (arg.trim(), None),
@@ -174,23 +214,34 @@ async fn setup(log: &LogArgs) -> Result<Setup, AuditError> {
         let key = CosignatureVerifier::from_vkey(vkey)
             .map_err(|e| AuditError::Config(format!("--witness {vkey}: {e}")))?;
         if let Some(url) = url {
-            let endpoint = HttpLog::connect(LogUrl::parse(url)?, &tor).await?;
-            peers.push(WitnessPeer {
-                key: key.clone(),
-                endpoint,
-            });
+            with_url.push((key.clone(), url.to_string()));
         }
         witnesses.push(key);
     }
-    let url = LogUrl::parse(&log.url)?;
-    let source = HttpLog::connect(url, &tor).await?;
-    Ok(Setup {
-        config: AuditConfig {
+    Ok((
+        AuditConfig {
             log: log_key,
             authorities,
             witnesses,
             data_dir,
         },
+        with_url,
+    ))
+}
+
+async fn setup(log: &LogArgs) -> Result<Setup, AuditError> {
+    let (config, with_url) = audit_config(&log.keys)?;
+    let mut tor = TorOptions::new(&config.data_dir);
+    tor.config_file = log.tor_config.clone();
+    let mut peers = Vec::new();
+    for (key, url) in with_url {
+        let endpoint = HttpLog::connect(LogUrl::parse(&url)?, &tor).await?;
+        peers.push(WitnessPeer { key, endpoint });
+    }
+    let url = LogUrl::parse(&log.url)?;
+    let source = HttpLog::connect(url, &tor).await?;
+    Ok(Setup {
+        config,
         source: Arc::new(source),
         peers,
     })
@@ -214,6 +265,14 @@ async fn run(args: Args) -> Result<u8, AuditError> {
             witness_key,
             log_origin,
         } => run_witness(&log, listen, &witness_key, &log_origin).await,
+        Command::Report {
+            keys,
+            policy,
+            out,
+            lang,
+            recent_days,
+        } => write_report(&keys, policy.as_deref(), &out, &lang, recent_days),
+        Command::CheckEvidence { log_vkey, file } => check_evidence(&log_vkey, &file),
         Command::WitnessKeygen { out, name } => {
             let verifier = witness::keygen(&out, &name)?;
             say(&format!("witness vkey {}", verifier.to_vkey()))?;
@@ -234,6 +293,7 @@ async fn follow(
         peers,
     } = setup(args).await?;
     let (mut store, mut log) = AuditStore::open(&config.data_dir, &config)?;
+    store.set_log_url(&args.url)?;
     let mut alerts = 0usize;
     // The first pass of watch looks at every entry already verified, later passes at new ones.
     if let Some((label, authorised)) = &watch {
@@ -259,7 +319,15 @@ async fn follow(
             Err(e @ AuditError::Fetch { .. }) if schedule.interval.is_some() => {
                 cli::warn(&format!("{e} (will retry)"));
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                // Kept for the report; a failure to record it must not hide the error itself.
+                if let Err(record) = store.record_finding(&e, &args.url, cli::now_unix()) {
+                    cli::warn(&format!(
+                        "cannot record this finding for the report: {record}"
+                    ));
+                }
+                return Err(e);
+            }
         }
         let Some(interval) = schedule.interval else {
             break;
@@ -343,16 +411,16 @@ async fn check_once(
     }
     let size = checkpoint.size();
     let root = checkpoint.root().to_base64();
-    match log
-        .advance(checkpoint, source, config, cli::now_unix())
-        .await?
-    {
+    let now = cli::now_unix();
+    match log.advance(checkpoint.clone(), source, config, now).await? {
         None => {
+            store.record_checkpoint(&checkpoint, now)?;
             say(&format!("checkpoint {size} {root} unchanged"))?;
             Ok(Vec::new())
         }
         Some(advance) => {
             store.save(Some(&advance), None)?;
+            store.record_checkpoint(&advance.checkpoint, now)?;
             say(&format!(
                 "checkpoint {size} {root} verified: {} new entries replayed from {}, {} tiles \
                  recomputed and matched",
@@ -410,4 +478,95 @@ async fn run_witness(
         _ = term.recv() => {}
     }
     Ok(0)
+}
+
+/// `report`: the verified view as HTML and JSON, written only once complete.
+fn write_report(
+    keys: &KeyArgs,
+    policy: Option<&std::path::Path>,
+    out: &std::path::Path,
+    lang: &str,
+    recent_days: u64,
+) -> Result<u8, AuditError> {
+    let lang = Lang::from_tag(lang).ok_or_else(|| {
+        AuditError::Config(format!(
+            "--lang {lang}: the report is written in en, fr, ar or fa"
+        ))
+    })?;
+    let words = Catalogue::load(lang).map_err(AuditError::Config)?;
+    let (config, _) = audit_config(keys)?;
+    let (store, log) = AuditStore::open_existing(&config.data_dir, &config)?;
+    let policy = policy
+        .map(|path| report::read_policy(path, &log))
+        .transpose()?;
+    let report = report::build(
+        &config,
+        &store,
+        &log,
+        &ReportOptions {
+            policy: policy.as_ref(),
+            now_unix: cli::now_unix(),
+            recent_days,
+        },
+    )?;
+    report::write_files(out, &report, &words)?;
+    say(&format!(
+        "report {} ({}): {} verified entries, checkpoint {}, verdict {}",
+        out.join(report::HTML_FILE).display(),
+        lang.tag(),
+        report.log.size,
+        report.log.root,
+        report.verdict.status.name()
+    ))?;
+    say(&format!("json {}", out.join(report::JSON_FILE).display()))?;
+    Ok(0)
+}
+
+/// `check-evidence`: exit 3 when the file proves two histories, 0 when it only shows a stale
+/// view or needs the entries, 1 when it proves nothing.
+fn check_evidence(log_vkey: &str, file: &std::path::Path) -> Result<u8, AuditError> {
+    let log = Ed25519Verifier::from_vkey(log_vkey)
+        .map_err(|e| AuditError::Config(format!("--log-vkey: {e}")))?;
+    let text = std::fs::read_to_string(file).map_err(|e| AuditError::local("read", file, e))?;
+    let checked = evidence::check(&text, &log)
+        .map_err(|why| AuditError::Config(format!("{} proves nothing: {why}", file.display())))?;
+    say(&format!(
+        "both checkpoints (size {} and size {}) are signed by {}",
+        checked.earlier.0,
+        checked.later.0,
+        log.to_vkey()
+    ))?;
+    let (line, code) = match checked.proves {
+        Proves::TwoRootsOneSize => (
+            format!(
+                "PROVEN fork: two roots for tree size {}: the log showed two histories",
+                checked.later.0
+            ),
+            EXIT_INCONSISTENT,
+        ),
+        Proves::NotAPrefix => (
+            format!(
+                "PROVEN fork: the consistency proof shows the tree of size {} is not a prefix \
+                 of the tree of size {}: the log showed two histories",
+                checked.later.0, checked.earlier.0
+            ),
+            EXIT_INCONSISTENT,
+        ),
+        Proves::StaleView => (
+            format!(
+                "stale view: a tree of size {} served after the tree of size {} (the entries \
+                 in between were hidden); not by itself two histories",
+                checked.later.0, checked.earlier.0
+            ),
+            0,
+        ),
+        Proves::NeedsTheEntries => (
+            "both are signed; that they conflict needs the auditor's entries (replay the log \
+             with follow into an empty data directory to see it)"
+                .to_string(),
+            0,
+        ),
+    };
+    say(&line)?;
+    Ok(code)
 }

@@ -16,13 +16,13 @@ use refuge_proto::tlog::witness::{AddCheckpointRequest, Witness, WitnessLog};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-const ORIGIN: &str = "refuge.test/log";
+pub(crate) const ORIGIN: &str = "refuge.test/log";
 
-fn authority() -> SigningKey {
+pub(crate) fn authority() -> SigningKey {
     SigningKey::from_bytes(&[0x41; 32])
 }
 
-fn log_signer() -> Ed25519Signer {
+pub(crate) fn log_signer() -> Ed25519Signer {
     Ed25519Signer::from_seed(ORIGIN, &[0x10; 32]).expect("log key")
 }
 
@@ -72,14 +72,14 @@ fn entries(n: u32) -> Vec<Vec<u8>> {
 
 /// A log as a relay serves it: checkpoint signed by `signer`, tiles and bundles computed from
 /// `entries` on request; `replaced` paths serve other bytes.
-struct TestLog {
-    entries: Vec<Vec<u8>>,
-    note: String,
-    replaced: HashMap<String, Vec<u8>>,
+pub(crate) struct TestLog {
+    pub(crate) entries: Vec<Vec<u8>>,
+    pub(crate) note: String,
+    pub(crate) replaced: HashMap<String, Vec<u8>>,
 }
 
 impl TestLog {
-    fn new(entries: Vec<Vec<u8>>) -> Self {
+    pub(crate) fn new(entries: Vec<Vec<u8>>) -> Self {
         let note = sign(&entries, &log_signer());
         Self {
             entries,
@@ -89,7 +89,7 @@ impl TestLog {
     }
 }
 
-fn sign(entries: &[Vec<u8>], signer: &Ed25519Signer) -> String {
+pub(crate) fn sign(entries: &[Vec<u8>], signer: &Ed25519Signer) -> String {
     let tree = MemoryTree::from_entries(entries.iter().map(Vec::as_slice));
     let cp = Checkpoint::new(ORIGIN, tree.size(), tree.root()).expect("checkpoint");
     signer.sign_note(&cp.to_text()).expect("sign")
