@@ -461,15 +461,15 @@ fn verified_view(audit_dir: &Path) -> (Vec<Vec<u8>>, i64) {
 const HEALTHY_RGB: (u8, u8, u8) = refuge_client::audit::report::html::HEALTHY_RGB;
 const MISBEHAVIOUR_RGB: (u8, u8, u8) = refuge_client::audit::report::html::MISBEHAVIOUR_RGB;
 
-/// `refuge-audit report` into `out`; returns the JSON export.
-fn write_report(
+/// Runs `refuge-audit report` into `out`.
+fn report_command(
     audit_dir: &Path,
     vkey: &str,
     witnesses: &[String],
     policy: Option<&Path>,
     out: &Path,
     lang: &str,
-) -> serde_json::Value {
+) -> std::process::Output {
     let authority_key = hex::encode(authority().verifying_key().as_bytes());
     let data = audit_dir.display().to_string();
     let out_arg = out.display().to_string();
@@ -493,13 +493,35 @@ fn write_report(
     if let Some(p) = &policy_arg {
         args.extend(["--policy", p.as_str()]);
     }
-    let output = run_ok("refuge-audit", &args);
+    run("refuge-audit", &args)
+}
+
+/// `refuge-audit report` into `out`, which must succeed; returns the JSON export.
+fn write_report(
+    audit_dir: &Path,
+    vkey: &str,
+    witnesses: &[String],
+    policy: Option<&Path>,
+    out: &Path,
+    lang: &str,
+) -> serde_json::Value {
+    let output = report_command(audit_dir, vkey, witnesses, policy, out, lang);
+    let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        output.contains("report ") && output.contains("verdict"),
-        "{output}"
+        output.status.success() && stdout.contains("verdict"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
     );
     let json = std::fs::read_to_string(out.join("report.json")).expect("report.json");
     serde_json::from_str(&json).expect("valid JSON")
+}
+
+/// `refuge-audit report` into `out`, which must be refused: exit status 1, nothing written.
+fn refused_report(audit_dir: &Path, vkey: &str, policy: Option<&Path>, out: &Path) -> String {
+    let output = report_command(audit_dir, vkey, &[], policy, out, "en");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(!out.exists(), "no report was written");
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// Debian's Chromium, as `scripts/setup` installs it.
@@ -649,27 +671,9 @@ fn the_report_shows_enrolments_a_revocation_and_a_rotation_as_verified() {
     let vkey = relay_vkey(&relay_dir);
 
     // Bad input first: nothing verified yet gives an error and no report.
-    let out = dir.path().join("early");
-    let data = audit_dir.display().to_string();
-    let authority_key = hex::encode(authority().verifying_key().as_bytes());
-    let early = run(
-        "refuge-audit",
-        &[
-            "report",
-            "--log-vkey",
-            &vkey,
-            "--authority-key",
-            &authority_key,
-            "--data-dir",
-            &data,
-            "--out",
-            &out.display().to_string(),
-        ],
-    );
-    assert_eq!(early.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&early.stderr);
+    let err = refused_report(&audit_dir, &vkey, None, &dir.path().join("early"));
     assert!(err.contains("run `refuge-audit follow`"), "{err}");
-    assert!(!out.exists() && !audit_dir.exists(), "nothing written");
+    assert!(!audit_dir.exists(), "nothing was created");
 
     {
         let relay = Relay::start(&relay_dir, &[]);
@@ -825,29 +829,16 @@ fn the_report_shows_enrolments_a_revocation_and_a_rotation_as_verified() {
         .expect("sign"),
     )
     .expect("write");
-    let out = dir.path().join("refused");
-    let refused = run(
-        "refuge-audit",
-        &[
-            "report",
-            "--log-vkey",
-            &vkey,
-            "--authority-key",
-            &authority_key,
-            "--data-dir",
-            &data,
-            "--policy",
-            &foreign.display().to_string(),
-            "--out",
-            &out.display().to_string(),
-        ],
+    let err = refused_report(
+        &audit_dir,
+        &vkey,
+        Some(&foreign),
+        &dir.path().join("refused"),
     );
-    assert_eq!(refused.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&refused.stderr)
-            .contains("not signed by an authority key the log trusts")
+        err.contains("not signed by an authority key the log trusts"),
+        "{err}"
     );
-    assert!(!out.exists());
 }
 
 /// A running `refuge-audit witness`, killed when dropped.

@@ -43,6 +43,24 @@ impl Kind {
     }
 }
 
+/// Largest evidence file read back: two notes and a proof are a few kilobytes.
+pub const MAX_EVIDENCE_LEN: u64 = 1 << 20;
+
+/// Reads an evidence file (at most [`MAX_EVIDENCE_LEN`] bytes of UTF-8 text); the error says
+/// why it cannot be one.
+pub fn read(path: &Path) -> Result<String, String> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| format!("it cannot be read: {e}"))?
+        .len();
+    if len > MAX_EVIDENCE_LEN {
+        return Err(format!(
+            "it is {len} bytes, more than an evidence file's {MAX_EVIDENCE_LEN}"
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| format!("it cannot be read: {e}"))?;
+    String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_string())
+}
+
 /// What an evidence file proves to anyone who holds only the log's public key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Proves {

@@ -94,7 +94,7 @@ impl AuditError {
     }
 
     /// An error with the auditor's own file at `path`.
-    pub fn local(action: &'static str, path: &std::path::Path, e: impl ToString) -> Self {
+    pub(crate) fn local(action: &'static str, path: &std::path::Path, e: impl ToString) -> Self {
         AuditError::Local {
             action,
             path: path.to_path_buf(),

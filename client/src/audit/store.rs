@@ -258,7 +258,8 @@ impl AuditStore {
         Ok(())
     }
 
-    /// Every checkpoint recorded by [`Self::record_checkpoint`], oldest tree first.
+    /// Every checkpoint recorded by [`Self::record_checkpoint`], oldest tree first. (A negative
+    /// number stored by someone else is a conversion error, not a wrapped value.)
     pub fn history(&self) -> Result<Vec<HistoryRow>, AuditError> {
         let mut stmt = self.conn.prepare(
             "SELECT size, note, first_verified, last_verified FROM history
@@ -266,29 +267,15 @@ impl AuditStore {
         )?;
         let rows = stmt
             .query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
+                Ok(HistoryRow {
+                    size: get_u64(r, 0)?,
+                    note: r.get(1)?,
+                    first_verified: get_u64(r, 2)?,
+                    last_verified: get_u64(r, 3)?,
+                })
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter()
-            .map(|(size, note, first, last)| {
-                let n = |v: i64| {
-                    u64::try_from(v).map_err(|_| {
-                        AuditError::Config("a negative number is stored in the history".into())
-                    })
-                };
-                Ok(HistoryRow {
-                    size: n(size)?,
-                    note,
-                    first_verified: n(first)?,
-                    last_verified: n(last)?,
-                })
-            })
-            .collect()
+        Ok(rows)
     }
 
     /// Records that the log served something that did not verify (before the error is shown).
@@ -322,28 +309,16 @@ impl AuditStore {
         )?;
         let rows = stmt
             .query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                ))
+                Ok(FindingRow {
+                    detected: get_u64(r, 0)?,
+                    kind: r.get(1)?,
+                    message: r.get(2)?,
+                    log_url: r.get(3)?,
+                    evidence: r.get::<_, Option<String>>(4)?.map(PathBuf::from),
+                })
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter()
-            .map(|(detected, kind, message, log_url, evidence)| {
-                Ok(FindingRow {
-                    detected: u64::try_from(detected).map_err(|_| {
-                        AuditError::Config("a negative time is stored in the findings".into())
-                    })?,
-                    kind,
-                    message,
-                    log_url,
-                    evidence: evidence.map(PathBuf::from),
-                })
-            })
-            .collect()
+        Ok(rows)
     }
 
     /// Remembers the URL the log was last followed at (for the report's reproduction command).
@@ -384,6 +359,12 @@ impl AuditStore {
     pub fn cosigned(&self, origin: &str) -> Result<Option<CosignedState>, AuditError> {
         read_cosigned(&self.conn, origin)
     }
+}
+
+/// Column `i` as a non-negative integer; a negative one is refused, not wrapped.
+fn get_u64(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
+    let v: i64 = row.get(i)?;
+    u64::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(i, v))
 }
 
 fn read_cosigned(conn: &Connection, origin: &str) -> Result<Option<CosignedState>, AuditError> {

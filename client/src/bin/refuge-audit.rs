@@ -527,8 +527,8 @@ fn write_report(
 fn check_evidence(log_vkey: &str, file: &std::path::Path) -> Result<u8, AuditError> {
     let log = Ed25519Verifier::from_vkey(log_vkey)
         .map_err(|e| AuditError::Config(format!("--log-vkey: {e}")))?;
-    let text = std::fs::read_to_string(file).map_err(|e| AuditError::local("read", file, e))?;
-    let checked = evidence::check(&text, &log)
+    let checked = evidence::read(file)
+        .and_then(|text| evidence::check(&text, &log))
         .map_err(|why| AuditError::Config(format!("{} proves nothing: {why}", file.display())))?;
     say(&format!(
         "both checkpoints (size {} and size {}) are signed by {}",

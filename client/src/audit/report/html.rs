@@ -56,6 +56,11 @@ fn ltr(text: &str) -> Markup {
     html! { bdi dir="ltr" { code { (text) } } }
 }
 
+/// A table's column headers.
+fn head(words: &Catalogue, columns: &[Msg]) -> Markup {
+    html! { thead { tr { @for c in columns { th scope="col" { (words.get(*c)) } } } } }
+}
+
 /// A time to the minute, kept left to right and on one line.
 fn when(unix: u64) -> Markup {
     html! { bdi class="nw" dir="ltr" { (minute(unix)) } }
@@ -208,14 +213,7 @@ fn witnesses(report: &Report, words: &Catalogue) -> Markup {
             } @else {
                 table {
                     caption { (words.get(Msg::WitnessesCaption)) }
-                    thead { tr {
-                        th scope="col" { (words.get(Msg::Witness)) }
-                        th scope="col" { (words.get(Msg::Key)) }
-                        th scope="col" { (words.get(Msg::Cosigned)) }
-                        th scope="col" { (words.get(Msg::CosignedAt)) }
-                        th scope="col" { (words.get(Msg::Age)) }
-                        th scope="col" { (words.get(Msg::Fresh)) }
-                    } }
+                    (head(words, &[Msg::Witness, Msg::Key, Msg::Cosigned, Msg::CosignedAt, Msg::Age, Msg::Fresh]))
                     tbody {
                         @for w in &report.witnesses {
                             tr {
@@ -255,13 +253,7 @@ fn post_section(post: &PostReport, report: &Report, words: &Catalogue) -> Markup
                         ("active", &post.active.to_string()),
                         ("total", &post.devices.len().to_string()),
                     ])) }
-                    thead { tr {
-                        th scope="col" { (words.get(Msg::Label)) }
-                        th scope="col" { (words.get(Msg::SafetyNumber)) }
-                        th scope="col" { (words.get(Msg::Status)) }
-                        th scope="col" { (words.get(Msg::Enrolled)) }
-                        th scope="col" { (words.get(Msg::Revoked)) }
-                    } }
+                    (head(words, &[Msg::Label, Msg::SafetyNumber, Msg::Status, Msg::Enrolled, Msg::Revoked]))
                     tbody {
                         @for d in &post.devices {
                             tr class=[d.recent.then_some("recent")] {
@@ -291,14 +283,7 @@ fn entries(report: &Report, words: &Catalogue) -> Markup {
             h2 id="entries" { (words.get(Msg::Entries)) }
             table {
                 caption { (words.get(Msg::EntriesCaption)) }
-                thead { tr {
-                    th scope="col" { (words.get(Msg::Index)) }
-                    th scope="col" { (words.get(Msg::Date)) }
-                    th scope="col" { (words.get(Msg::Action)) }
-                    th scope="col" { (words.get(Msg::Post)) }
-                    th scope="col" { (words.get(Msg::Label)) }
-                    th scope="col" { (words.get(Msg::SignedBy)) }
-                } }
+                (head(words, &[Msg::Index, Msg::Date, Msg::Action, Msg::Post, Msg::Label, Msg::SignedBy]))
                 tbody {
                     @for e in &report.entries {
                         tr class=[e.recent.then_some("recent")] data-action=(match e.action {
@@ -334,13 +319,7 @@ fn checkpoints(report: &Report, words: &Catalogue) -> Markup {
             h2 id="checkpoints" { (words.get(Msg::Checkpoints)) }
             table {
                 caption { (words.get(Msg::CheckpointsCaption)) }
-                thead { tr {
-                    th scope="col" { (words.get(Msg::Size)) }
-                    th scope="col" { (words.get(Msg::RootHash)) }
-                    th scope="col" { (words.get(Msg::FirstVerified)) }
-                    th scope="col" { (words.get(Msg::LastVerified)) }
-                    th scope="col" { (words.get(Msg::CosignedBy)) }
-                } }
+                (head(words, &[Msg::Size, Msg::RootHash, Msg::FirstVerified, Msg::LastVerified, Msg::CosignedBy]))
                 tbody {
                     @for c in report.checkpoints.iter().rev() {
                         tr {
@@ -385,11 +364,7 @@ fn evidence(report: &Report, words: &Catalogue) -> Markup {
             @if !report.evidence.is_empty() {
                 table {
                     caption { (words.get(Msg::EvidenceCaption)) }
-                    thead { tr {
-                        th scope="col" { (words.get(Msg::Detected)) }
-                        th scope="col" { (words.get(Msg::Kind)) }
-                        th scope="col" { (words.get(Msg::WhatItProves)) }
-                    } }
+                    (head(words, &[Msg::Detected, Msg::Kind, Msg::WhatItProves]))
                     tbody {
                         @for e in &report.evidence {
                             tr {
@@ -409,10 +384,7 @@ fn evidence(report: &Report, words: &Catalogue) -> Markup {
                 h3 id="findings" { (words.get(Msg::Findings)) }
                 table {
                     caption { (words.get(Msg::FindingsCaption)) }
-                    thead { tr {
-                        th scope="col" { (words.get(Msg::Detected)) }
-                        th scope="col" { (words.get(Msg::WhatFailed)) }
-                    } }
+                    (head(words, &[Msg::Detected, Msg::WhatFailed]))
                     tbody {
                         @for f in &report.findings {
                             tr {

@@ -664,10 +664,7 @@ fn read_evidence(data_dir: &Path, config: &AuditConfig) -> Result<Vec<EvidenceRe
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let reproduce = evidence::reproduce_command(&path, &vkey);
-        let checked = std::fs::read(&path)
-            .map_err(|e| format!("it cannot be read: {e}"))
-            .and_then(|b| String::from_utf8(b).map_err(|_| "it is not UTF-8 text".to_string()))
-            .and_then(|text| evidence::check(&text, &config.log));
+        let checked = evidence::read(&path).and_then(|text| evidence::check(&text, &config.log));
         out.push(match checked {
             Ok(c) => EvidenceRecord {
                 file,
