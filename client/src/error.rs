@@ -63,6 +63,9 @@ pub enum ClientError {
     #[error("no case {case:?}")]
     UnknownCase { case: String },
 
+    #[error("more than one case starts with {case:?}")]
+    AmbiguousCase { case: String },
+
     #[error("case {case} has no reply address yet")]
     NoReplyAddress { case: String },
 
@@ -249,6 +252,7 @@ impl ClientError {
             | InvalidArgument(_)
             | UnknownPost { .. }
             | UnknownCase { .. }
+            | AmbiguousCase { .. }
             | NoReplyAddress { .. }
             | MessageTooLong { .. }
             | WouldOverwrite(_)
@@ -330,6 +334,9 @@ impl ClientError {
             InvalidArgument(_) => "check the command's arguments (--help shows them)".into(),
             UnknownPost { .. } => "run `refuge posts` to list the posts in the signed directory".into(),
             UnknownCase { .. } => "run `refuge-inbox cases` to list the cases".into(),
+            AmbiguousCase { .. } => {
+                "give more characters of the case id (`refuge-inbox cases` lists them whole)".into()
+            }
             NoReplyAddress { .. } => {
                 "the user's first message, which carries its reply address, has not arrived; run `refuge-inbox read` and try again".into()
             }

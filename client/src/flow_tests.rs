@@ -223,7 +223,7 @@ async fn first_contact_replies_and_session_reuse() {
     assert!(report.failures.is_empty());
     assert_eq!(seen1.len(), 1);
     let case = seen1[0].0.clone();
-    assert_eq!(case.len(), 8);
+    assert_eq!(case.len(), 32, "a case id is the whole 128-bit user hash");
     assert_eq!(seen1[0].1, "we need to talk\nsecond line");
     let (seen2, _) = w.staff_read(DESK2).await;
     assert_eq!(

@@ -82,10 +82,12 @@ impl Peer {
         ProtocolAddress::new(self.name(), device_id())
     }
 
-    /// A staff inbox's case id for a user: the first 8 hex characters of its address hash.
+    /// A staff inbox's case id for a user: its whole 128-bit address hash (32 hex characters).
+    /// A shorter id (it was 32 bits) makes two users share one with a real chance (about 1 % at
+    /// 10,000 cases), after which the second user's messages are refused.
     pub fn case_id(&self) -> Option<String> {
         match self {
-            Peer::User { hash } => Some(hash[..8].to_string()),
+            Peer::User { hash } => Some(hash.clone()),
             Peer::Staff { .. } => None,
         }
     }
@@ -104,8 +106,19 @@ mod tests {
         let pa = Peer::user_for(a.identity_key());
         assert_ne!(pa, Peer::user_for(b.identity_key()));
         assert_eq!(Peer::parse(&pa.name()), Some(pa.clone()));
-        assert_eq!(pa.case_id().unwrap().len(), 8);
+        assert_eq!(pa.case_id().unwrap().len(), 32);
         assert!(pa.name().starts_with("user:"));
+    }
+
+    #[test]
+    fn users_sharing_a_32_bit_prefix_have_different_cases() {
+        let a = Peer::parse("user:0123456789abcdef0123456789abcdef").expect("a user");
+        let b = Peer::parse("user:01234567ffffffffffffffffffffffff").expect("a user");
+        assert_ne!(a.case_id(), b.case_id());
+        assert_eq!(
+            a.case_id().as_deref(),
+            Some("0123456789abcdef0123456789abcdef")
+        );
     }
 
     #[test]

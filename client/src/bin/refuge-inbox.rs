@@ -70,7 +70,8 @@ enum Command {
     },
     /// Reply to a case
     Reply {
-        /// Case id (8 hex characters), as listed by `cases`
+        /// Case id (32 hex characters) as listed by `read` and `cases`; a unique prefix of at
+        /// least 8 is enough
         #[arg(long = "case")]
         case_id: String,
         /// The text, or `-` to read it from standard input

@@ -12,6 +12,9 @@ use refuge_proto::ids::{DepositToken, MailboxId};
 use rusqlite::OptionalExtension;
 use zeroize::Zeroizing;
 
+/// Fewest hex characters of a case id that `case` accepts as a prefix.
+pub const MIN_CASE_PREFIX: usize = 8;
+
 /// What this data directory belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -629,8 +632,26 @@ impl Store {
         self.case_where("user_address = ?1", user_address)
     }
 
+    /// The case with this id, or with this id as a unique prefix of at least
+    /// [`MIN_CASE_PREFIX`] hex characters (what earlier versions listed as the case id).
     pub fn case(&self, case_id: &str) -> Result<Option<CaseRecord>> {
-        self.case_where("case_id = ?1", case_id)
+        if let Some(case) = self.case_where("case_id = ?1", case_id)? {
+            return Ok(Some(case));
+        }
+        if case_id.len() < MIN_CASE_PREFIX || !case_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        let matching: i64 = self.conn().query_row(
+            "SELECT count(*) FROM cases WHERE substr(case_id, 1, length(?1)) = lower(?1)",
+            [case_id],
+            |r| r.get(0),
+        )?;
+        if matching > 1 {
+            return Err(ClientError::AmbiguousCase {
+                case: case_id.to_string(),
+            });
+        }
+        self.case_where("substr(case_id, 1, length(?1)) = lower(?1)", case_id)
     }
 
     fn case_where(&self, clause: &str, value: &str) -> Result<Option<CaseRecord>> {
@@ -806,6 +827,30 @@ mod tests {
                 messages: 2
             }]
         );
+    }
+
+    #[test]
+    fn a_case_is_found_by_its_id_or_a_unique_prefix_of_eight_or_more() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::for_tests(tmp.path());
+        let a = "0123456789abcdef0123456789abcdef";
+        let b = "01234567ffffffffffffffffffffffff";
+        // Two users whose hashes share the first 32 bits each have their own case.
+        s.upsert_case(a, &format!("user:{a}"), None).unwrap();
+        s.upsert_case(b, &format!("user:{b}"), None).unwrap();
+        assert_eq!(
+            s.case(a).unwrap().unwrap().user_address,
+            format!("user:{a}")
+        );
+        assert_eq!(s.case("0123456789").unwrap().unwrap().case_id, a);
+        assert_eq!(s.case("01234567FF").unwrap().unwrap().case_id, b);
+        assert!(matches!(
+            s.case("01234567"),
+            Err(ClientError::AmbiguousCase { .. })
+        ));
+        assert!(s.case("0123456").unwrap().is_none(), "too short a prefix");
+        assert!(s.case("0123456789'%").unwrap().is_none(), "not hex");
+        assert!(s.case("99999999").unwrap().is_none());
     }
 
     #[test]

@@ -181,6 +181,15 @@ CREATE TABLE outbox (
 ) STRICT;
 CREATE INDEX outbox_by_expiry ON outbox (expires_hour) WHERE expires_hour IS NOT NULL;
 "#,
+    // v4: a case id is the user's whole 128-bit address hash (`user:<32 hex>` without the
+    // prefix) instead of its first 32 bits, which two users shared with a real chance.
+    r#"
+PRAGMA defer_foreign_keys = ON;
+UPDATE case_messages SET case_id = (
+    SELECT substr(user_address, 6) FROM cases WHERE cases.case_id = case_messages.case_id
+);
+UPDATE cases SET case_id = substr(user_address, 6);
+"#,
 ];
 
 /// The local state database.
@@ -975,6 +984,51 @@ mod tests {
         s.set_setting("k", "v").unwrap();
         tx.commit().unwrap();
         assert_eq!(s.setting("k").unwrap().as_deref(), Some("v"));
+    }
+
+    #[test]
+    fn v4_gives_each_case_its_whole_address_hash_and_keeps_its_messages() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::for_tests(tmp.path());
+        let hash = "0123456789abcdef0123456789abcdef";
+        // A case as schema v3 wrote it: the first 8 hex characters of the hash.
+        s.conn()
+            .execute_batch(&format!(
+                "INSERT INTO cases (case_id, user_address, opened_at) VALUES ('01234567', \
+                 'user:{hash}', 0);
+                 INSERT INTO case_messages (case_id, direction, body, at_hour) VALUES \
+                 ('01234567', 'in', 'hello', 0);
+                 PRAGMA user_version = 3;"
+            ))
+            .unwrap();
+        drop(s);
+        let s = Store::open(tmp.path(), &pass(TEST_PASSPHRASE)).unwrap();
+        let v: i64 = s
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+        assert_eq!(
+            s.case(hash).unwrap().unwrap().user_address,
+            format!("user:{hash}")
+        );
+        assert_eq!(
+            s.cases()
+                .unwrap()
+                .iter()
+                .map(|c| (c.case_id.as_str(), c.messages))
+                .collect::<Vec<_>>(),
+            [(hash, 1)]
+        );
+        let fk: Vec<String> = s
+            .conn()
+            .prepare("PRAGMA foreign_key_check")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(fk.is_empty(), "{fk:?}");
     }
 
     #[test]
