@@ -20,6 +20,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, timeout, timeout_at};
 
+/// Bytes reserved for a frame's body before any of it arrives; it grows as bytes come.
+const FIRST_BODY_RESERVATION: usize = 4096;
+
 /// Requests refused in a row for the rate limit after which the session is closed: a client
 /// that honours retry_after never gets near it.
 pub const MAX_RATE_LIMITED_IN_A_ROW: u32 = 32;
@@ -225,11 +228,14 @@ where
                 return Ok(SessionEnd::FrameTooLarge);
             }
         };
-        let mut body = vec![0u8; len];
+        // The body grows with the bytes that arrive (from a small first reservation), so a peer
+        // that announces a large frame and sends little makes the relay hold little.
+        let mut body = Vec::with_capacity(len.min(FIRST_BODY_RESERVATION));
+        let mut frame_reader = (&mut reader).take(len as u64);
         let read = tokio::select! {
             biased;
             () = shutdown.wait() => return Ok(SessionEnd::Shutdown),
-            read = timeout_at(deadline, reader.read_exact(&mut body)) => read,
+            read = timeout_at(deadline, frame_reader.read_to_end(&mut body)) => read,
         };
         match read {
             Err(_) => return Ok(SessionEnd::SlowFrame),
@@ -237,6 +243,7 @@ where
                 return Ok(SessionEnd::Truncated);
             }
             Ok(Err(e)) => return Err(e),
+            Ok(Ok(n)) if n < len => return Ok(SessionEnd::Truncated),
             Ok(Ok(_)) => {}
         }
         let reply = match bucket.try_take(Instant::now().into_std()) {
@@ -380,6 +387,62 @@ mod tests {
         let mut body = vec![0; frame::body_len(prefix).expect("bounded")];
         r.read_exact(&mut body).await.ok()?;
         Some(frame::decode_body(&body).expect("canonical"))
+    }
+
+    /// A reader that serves fixed bytes, then end of file, and records the largest buffer the
+    /// session offered it (what the session had allocated for the read).
+    struct Recording {
+        data: Vec<u8>,
+        pos: usize,
+        largest_offer: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl AsyncRead for Recording {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            self.largest_offer
+                .fetch_max(buf.remaining(), std::sync::atomic::Ordering::Relaxed);
+            let n = buf.remaining().min(self.data.len() - self.pos);
+            let start = self.pos;
+            buf.put_slice(&self.data[start..start + n]);
+            self.pos += n;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_large_announced_frame_reserves_only_what_arrives() {
+        let (_dir, store) = crate::fixtures::temp_store(StoreLimits::default());
+        let relay = Relay::new(store, Roster::empty());
+        // The largest frame announced, 100 bytes of it sent, then the peer goes away.
+        let mut data = (frame::MAX_FRAME_LEN as u32).to_be_bytes().to_vec();
+        data.extend([7u8; 100]);
+        let largest_offer = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let reader = Recording {
+            data,
+            pos: 0,
+            largest_offer: Arc::clone(&largest_offer),
+        };
+        let mut write = tokio::io::sink();
+        let (_trigger, shutdown) = crate::shutdown::channel();
+        let limits = SessionLimits {
+            idle: Duration::from_secs(5),
+            frame: Duration::from_secs(5),
+            rate: RateConfig::default(),
+        };
+        let bucket = SharedBucket::new(limits.rate, std::time::Instant::now());
+        let end = serve_session_limited(&relay, reader, &mut write, &limits, &bucket, shutdown)
+            .await
+            .expect("no I/O error");
+        assert_eq!(end, SessionEnd::Truncated);
+        let offered = largest_offer.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            offered <= FIRST_BODY_RESERVATION,
+            "the session offered a {offered}-byte buffer for 100 bytes that arrived"
+        );
     }
 
     #[tokio::test]

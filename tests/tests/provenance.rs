@@ -14,7 +14,10 @@ fn repo() -> PathBuf {
 
 /// The registry `src/` directory of a crate in the lock file.
 fn crate_src(name: &str) -> PathBuf {
-    let rustc = Command::new("rustc").arg("-vV").output().expect("rustc -vV");
+    let rustc = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .expect("rustc -vV");
     let host = String::from_utf8_lossy(&rustc.stdout)
         .lines()
         .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
