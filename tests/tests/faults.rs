@@ -364,3 +364,68 @@ fn deposits_are_idempotent_and_quotas_are_typed_on_the_wire() {
     );
     assert_eq!(mailbox.drain(&mut reader), vec![body(4, 100)]);
 }
+
+/// Whether `needle` occurs in the file at `path` (a missing file holds nothing).
+fn file_holds(path: &std::path::Path, needle: &[u8]) -> bool {
+    std::fs::read(path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+}
+
+#[test]
+fn acknowledged_ciphertext_leaves_the_database_and_its_wal() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let relay = Relay::start(&dir.path().join("relay"), &[]);
+    let mut s = RawSession::connect(relay.tcp, true);
+    let acked = Mailbox::create(&mut s, 5);
+    let kept = Mailbox::create(&mut s, 6);
+    let secrets: Vec<Vec<u8>> = (0..3)
+        .map(|_| (0..600).map(|_| rand::random()).collect())
+        .collect();
+    let unread: Vec<u8> = (0..600).map(|_| rand::random()).collect();
+    for secret in &secrets {
+        let r = s.request(acked.deposit(secret.clone(), rand::random()));
+        assert!(
+            matches!(r.response, Some(Response::DepositAccepted(_))),
+            "{r:?}"
+        );
+    }
+    let r = s.request(kept.deposit(unread.clone(), rand::random()));
+    assert!(
+        matches!(r.response, Some(Response::DepositAccepted(_))),
+        "{r:?}"
+    );
+    let db = relay.db_path();
+    let wal = db.with_file_name(format!(
+        "{}-wal",
+        db.file_name().expect("file name").to_string_lossy()
+    ));
+    let anywhere = |needle: &[u8]| file_holds(&db, needle) || file_holds(&wal, needle);
+    for secret in &secrets {
+        assert!(
+            anywhere(&secret[100..164]),
+            "the scan finds a stored message"
+        );
+    }
+
+    let mut reader = acked.open(&relay);
+    assert_eq!(acked.drain(&mut reader), secrets);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(10);
+    while secrets.iter().any(|s| anywhere(&s[100..164])) {
+        assert!(
+            Instant::now() < deadline,
+            "acknowledged ciphertext is still in {} or its WAL 10 s after the acknowledgement",
+            db.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!(
+        "acknowledged ciphertext gone from the database and the WAL {} ms after the acknowledgement",
+        started.elapsed().as_millis()
+    );
+    assert!(
+        anywhere(&unread[100..164]),
+        "an unread message is still stored"
+    );
+    drop(reader);
+    drop(s);
+}

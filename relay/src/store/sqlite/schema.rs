@@ -9,7 +9,7 @@ use std::time::Duration;
 pub(crate) const APPLICATION_ID: i32 = 0x5246_524c;
 
 /// How long a connection waits on a lock held by another before giving up with SQLITE_BUSY.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations, in order. Entry `i` takes the database from version `i` to `i + 1`.
 /// Never edit a released entry: add a new one.

@@ -17,6 +17,13 @@
 //! Because this thread is the only writer, read-modify-write jobs (taking a one-time prekey,
 //! checking a mailbox's quota, recognising a repeated deposit) never race each other.
 //!
+//! When the queue has been empty for [`SCRUB_AFTER_IDLE`] after a commit, the thread runs a
+//! truncating WAL checkpoint: `secure_delete` zeroes a deleted message's pages in the database,
+//! and truncating the WAL removes the older frames that still hold its ciphertext, so an
+//! acknowledged or expired message leaves neither file. It does not wait for readers: if one
+//! holds the WAL, it tries again at the next idle moment. Under sustained load there is no idle
+//! moment and the WAL keeps such frames (until SQLite reuses it) until the load stops.
+//!
 //! Storage failures keep their kind ([`StoreError::StorageFull`], [`StoreError::StorageBusy`])
 //! up to the requester. Once SQLite reports the file damaged, the writer refuses every later
 //! write without touching the file (reads go on) and says so in the log, once.
@@ -24,7 +31,11 @@
 use super::super::StoreError;
 use rusqlite::Connection;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+
+/// Idle time after a commit before the writer truncates the WAL.
+pub(crate) const SCRUB_AFTER_IDLE: Duration = Duration::from_millis(200);
 
 /// A queued write.
 pub(crate) type BoxedJob = Box<dyn Job>;
@@ -191,7 +202,31 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<BoxedJob>, max_batch: usize) {
     let mut batch: Vec<BoxedJob> = Vec::with_capacity(max_batch);
     // Set once SQLite reports the file damaged: no write touches it again.
     let mut damaged: Option<StoreError> = None;
-    while let Some(first) = rx.blocking_recv() {
+    // A timer for "idle since the last commit"; without one (the OS refused a timer), the WAL is
+    // left to SQLite's own checkpoints.
+    let timer = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| tracing::warn!(error = %e, "no idle timer: the WAL is not truncated after deletions"))
+        .ok();
+    // Something was committed since the WAL was last truncated.
+    let mut committed = false;
+    loop {
+        let first = match &timer {
+            Some(rt) if committed && damaged.is_none() => {
+                // The timer is made inside the runtime, which it needs.
+                match rt.block_on(async { tokio::time::timeout(SCRUB_AFTER_IDLE, rx.recv()).await })
+                {
+                    Ok(job) => job,
+                    Err(_idle) => {
+                        committed = !truncate_wal(&conn);
+                        continue;
+                    }
+                }
+            }
+            _ => rx.blocking_recv(),
+        };
+        let Some(first) = first else { break };
         batch.push(first);
         while batch.len() < max_batch {
             match rx.try_recv() {
@@ -203,6 +238,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<BoxedJob>, max_batch: usize) {
             Some(e) => Err(e.clone()),
             None => run_batch(&conn, &mut batch),
         };
+        committed |= outcome.is_ok();
         match &outcome {
             Ok(()) => tracing::trace!(jobs = batch.len(), "write transaction committed"),
             Err(e @ StoreError::StorageDamaged(detail)) if damaged.is_none() => {
@@ -232,6 +268,29 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<BoxedJob>, max_batch: usize) {
         tracing::warn!(error = %e, "closing the write connection failed");
     }
     tracing::debug!("writer stopped");
+}
+
+/// Copies the WAL into the database and truncates it to zero bytes, without waiting for
+/// readers. Returns whether it did (false: a reader held the WAL, or it failed; try again).
+fn truncate_wal(conn: &Connection) -> bool {
+    let previous = conn.busy_timeout(Duration::ZERO);
+    let result = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        r.get::<_, i64>(0)
+    });
+    if let Err(e) = previous.and_then(|()| conn.busy_timeout(super::schema::BUSY_TIMEOUT)) {
+        tracing::warn!(error = %e, "cannot restore the writer's busy timeout");
+    }
+    match result {
+        Ok(0) => true,
+        Ok(_busy) => {
+            tracing::trace!("a reader holds the WAL; truncating it at the next idle moment");
+            false
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "truncating the WAL failed; trying at the next idle moment");
+            false
+        }
+    }
 }
 
 /// Runs one of the writer's fixed statements (BEGIN, SAVEPOINT, RELEASE, COMMIT…) from the
