@@ -709,5 +709,27 @@ fn assert_accessible(page: &str, lang: Lang) -> scraper::Html {
         );
     }
     assert!(!page.contains("url("), "no resource from CSS");
+    // The CSP allows exactly the page's one stylesheet, by its hash, and nothing else.
+    let csp = doc
+        .select(&sel("meta[http-equiv=Content-Security-Policy]"))
+        .next()
+        .and_then(|m| m.value().attr("content"))
+        .expect("a CSP");
+    let styles: Vec<String> = doc
+        .select(&sel("style"))
+        .map(|s| s.text().collect())
+        .collect();
+    assert_eq!(styles.len(), 1);
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&styles[0]));
+    assert_eq!(
+        csp,
+        format!("default-src 'none'; style-src 'sha256-{hash}'")
+    );
+    assert!(
+        !page.contains("style=\""),
+        "no style attribute the CSP would block"
+    );
     doc
 }
