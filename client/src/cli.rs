@@ -96,6 +96,46 @@ pub fn warn(message: &str) {
     let _ = writeln!(std::io::stderr().lock(), "warning: {message}");
 }
 
+/// Warns about what a read could not show: refused messages (deleted from the relay) summed
+/// up by reason, so that a flood of junk makes a few lines and not thousands; each finding of
+/// misbehaviour kept as evidence; messages kept for another try; and more waiting.
+pub fn report_read(r: &crate::delivery::ReceiveReport) {
+    if !r.failures.is_empty() {
+        let mut reasons: Vec<(String, usize)> = Vec::new();
+        for e in &r.failures {
+            let text = e.to_string();
+            match reasons.iter_mut().find(|(t, _)| *t == text) {
+                Some((_, n)) => *n += 1,
+                None => reasons.push((text, 1)),
+            }
+        }
+        warn(&format!(
+            "{} message(s) could not be opened (forged, corrupt, junk, or breaking the rules of \
+             first contact) and were deleted from the relay",
+            r.failures.len()
+        ));
+        for (text, n) in reasons.iter().take(5) {
+            warn(&format!("  {n} × {text}"));
+        }
+        if reasons.len() > 5 {
+            warn(&format!("  … and {} other reasons", reasons.len() - 5));
+        }
+    }
+    for m in &r.misbehaviour {
+        warn(&format!("kept as evidence in this device's store: {m}"));
+    }
+    if r.deferred > 0 {
+        warn(&format!(
+            "{} message(s) from a known sender wait, still encrypted, in this device's store: \
+             they are tried again on every read for a week",
+            r.deferred
+        ));
+    }
+    if r.more_waiting {
+        warn("more messages wait on the relay: run read again");
+    }
+}
+
 /// Says what became of the messages earlier runs left in the outbox: a line for those sent,
 /// a warning for each dropped and for those still waiting.
 pub fn report_earlier(r: &crate::outbox::EarlierReport) {

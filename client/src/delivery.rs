@@ -6,24 +6,43 @@
 //! the transaction back, so a forged or corrupt message changes nothing. A message that was
 //! opened but whose acknowledgement did not reach the relay is recognised by its relay id the
 //! next time, and neither decrypted again (the ratchet has moved on) nor shown twice.
-//! Messages that cannot be opened are counted, reported and left on the relay unless the
-//! caller asks to discard them.
+//!
+//! The reader never stalls on what it cannot open (anyone may deposit into a staff mailbox, so
+//! a flood of junk must not hide a real first contact behind it). Every fetched message leaves
+//! the relay in the run that fetched it:
+//! - junk (it fails sealed-sender authentication, or opens to garbage) is acknowledged and
+//!   counted;
+//! - a first contact that breaks the forward-secrecy rules of ADR 0004 is acknowledged, counted
+//!   and kept as evidence in the encrypted store ([`Store::misbehaviour`]);
+//! - a message from an authenticated sender that fails for a local reason (no session yet: it
+//!   arrived before the message that starts its session) is kept, still sealed, in the
+//!   encrypted store and tried again on every read for [`DEFER_FOR`].
 //!
 //! A connection lost during a fetch or an acknowledgement is reopened by [`crate::relay`],
 //! which proves the mailbox again and repeats the request; repeating either changes nothing.
 
 use crate::directory::StaffPins;
 use crate::disappearing::Timer;
-use crate::envelope::{self, Opened};
+use crate::envelope::{self, Opened, PrekeysUsed};
 use crate::error::{ClientError, Result};
 use crate::peer::Peer;
 use crate::relay::{self, Relay};
 use crate::secret::SecretText;
-use crate::store::{InboundMessage, Store};
+use crate::store::{Deferred, InboundMessage, PrekeyFate, PrekeyKind, Store};
 use ed25519_dalek::SigningKey;
 use refuge_proto::ids::MailboxId;
-use std::collections::HashSet;
 use std::time::SystemTime;
+
+/// How long a message that failed for a local reason is kept for another try.
+pub const DEFER_FOR: i64 = 7 * 86_400;
+
+/// Most messages kept for another try: anyone can make a sender certificate, so what an
+/// authenticated sender can make this device keep must be bounded.
+pub const MAX_DEFERRED: usize = 1000;
+
+/// Most pages one read fetches: a relay (or a flood) that always has more cannot keep a read
+/// running for ever. What is left waits for the next read ([`ReceiveReport::more_waiting`]).
+pub const MAX_PAGES: usize = 256;
 
 /// A message ready to be shown.
 #[derive(Debug)]
@@ -39,10 +58,19 @@ pub struct ReceivedMessage {
 pub struct ReceiveReport {
     /// Messages shown in this run.
     pub shown: usize,
-    /// Why each message that could not be opened was refused.
+    /// Why each message that was refused and deleted from the relay could not be opened
+    /// (junk, misbehaviour, or a deferred message that never opened).
     pub failures: Vec<ClientError>,
-    /// How many unopenable messages were deleted from the relay on request.
-    pub discarded: usize,
+    /// Findings of misbehaviour kept as evidence in this run (also in `failures` when a message
+    /// was refused for it).
+    pub misbehaviour: Vec<String>,
+    /// Messages kept locally (sealed, in the encrypted store) to be tried again, after this run.
+    pub deferred: usize,
+    /// The read stopped after [`MAX_PAGES`] pages with more messages waiting.
+    pub more_waiting: bool,
+    /// First contacts made with a Kyber last-resort prekey in this run: the hour their sender
+    /// fetched the bundle (checked by the staff side once the mailbox is read).
+    pub(crate) last_resort_uses: Vec<u64>,
 }
 
 /// When a message arrived and how long its copies may be kept.
@@ -65,108 +93,281 @@ pub trait Recipient {
     fn accept(&self, store: &Store, opened: Opened, arrival: Arrival) -> Result<SecretText>;
 }
 
+/// What became of one message.
+enum Outcome {
+    /// Opened (now or in an earlier run); `expired`: already past its disappearing time, so
+    /// deleted unshown and to be acknowledged all the same.
+    Opened { expired: bool },
+    /// Refused and to be deleted from the relay.
+    Refused(ClientError),
+    /// Kept locally for another try.
+    Deferred,
+}
+
 /// Fetches, opens, shows (through `show`) and acknowledges everything in `mailbox`.
-#[allow(clippy::too_many_arguments)]
 pub async fn receive(
     store: &Store,
     relay: &mut dyn Relay,
     mailbox: &MailboxId,
     key: &SigningKey,
     recipient: &dyn Recipient,
-    discard_unopened: bool,
     now: SystemTime,
     show: &mut dyn FnMut(&ReceivedMessage) -> Result<()>,
 ) -> Result<ReceiveReport> {
     relay::authenticate(relay, mailbox, key).await?;
     let mut report = ReceiveReport::default();
-    let mut failed_ids = HashSet::new();
 
-    // Messages decrypted in an earlier run but not shown (it stopped in between) come first.
+    // Messages decrypted in an earlier run but not shown (it stopped in between) come first,
+    // then those kept for another try.
+    show_pending(store, show, &mut report)?;
+    retry_deferred(store, recipient, now, &mut report).await?;
     show_pending(store, show, &mut report)?;
 
+    let mut pages = 0;
     loop {
+        if pages == MAX_PAGES {
+            report.more_waiting = true;
+            break;
+        }
+        pages += 1;
         let (messages, more) = relay::fetch(relay, mailbox, refuge_proto::MAX_FETCH).await?;
         if messages.is_empty() {
             break;
         }
-        let mut to_discard = Vec::new();
-        let mut opened_ids = Vec::new();
+        let mut done = Vec::new();
+        let mut opened_any = false;
         for m in messages {
-            if failed_ids.contains(&m.message_id) {
-                continue;
-            }
-            // Checked inside the write transaction, so that two readers of the same data
-            // directory never both try to open one message.
-            let tx = store.begin()?;
-            if store.inbound_state(m.message_id)?.is_some() {
-                continue; // opened before; shown below, or shown already and acked again below
-            }
-            let outcome = async {
-                let mut stores = store.signal(recipient.pins());
-                let opened = envelope::open(
-                    &mut stores,
-                    recipient.pins(),
-                    recipient.me(),
-                    &m.sealed,
-                    now,
-                )
-                .await?;
-                let sender = opened.sender.clone();
-                let timer = Timer::from_seconds(opened.content.disappear_after_seconds);
-                let arrival = Arrival {
-                    received_hour: m.received_hour,
-                    timer,
-                    expires_hour: timer.expires_hour(timer_start(m.received_hour, now)),
-                };
-                let text = recipient.accept(store, opened, arrival)?;
-                store.insert_inbound(&InboundMessage {
-                    relay_message_id: m.message_id,
-                    sender: sender.name(),
-                    body: text,
-                    received_hour: m.received_hour,
-                    shown: false,
-                    expires_hour: arrival.expires_hour,
-                })
-            }
-            .await;
+            let outcome = open_one(
+                store,
+                recipient,
+                m.message_id,
+                &m.sealed,
+                m.received_hour,
+                now,
+                &mut report,
+            )
+            .await?;
             match outcome {
-                Ok(()) => {
-                    tx.commit()?;
-                    opened_ids.push(m.message_id);
+                Outcome::Opened { expired } => {
+                    opened_any = true;
+                    if expired {
+                        done.push(m.message_id);
+                    }
                 }
-                Err(e) => {
-                    drop(tx); // roll back: a refused message changes nothing
-                    tracing::debug!("a message could not be opened: {e}");
-                    failed_ids.insert(m.message_id);
-                    to_discard.push(m.message_id);
+                Outcome::Refused(e) => {
                     report.failures.push(e);
+                    done.push(m.message_id);
+                }
+                Outcome::Deferred if store.deferred_count()? >= MAX_DEFERRED => {
+                    report.failures.push(ClientError::Undecryptable(
+                        "no session for it, and too many messages already wait for another try"
+                            .into(),
+                    ));
+                    done.push(m.message_id);
+                }
+                Outcome::Deferred => {
+                    store.defer_inbound(&Deferred {
+                        relay_message_id: m.message_id,
+                        sealed: m.sealed,
+                        received_hour: m.received_hour,
+                        first_tried: unix_seconds(now),
+                    })?;
+                    done.push(m.message_id);
                 }
             }
+        }
+        // A message that opened may have started the session a deferred one needs.
+        if opened_any {
+            retry_deferred(store, recipient, now, &mut report).await?;
         }
         show_pending(store, show, &mut report)?;
         let mut to_ack = store.shown_inbound_ids()?;
-        // Opened, but already past its disappearing time (it was sent longer ago than its
-        // timer): deleted unshown before the read, and acknowledged so that the relay deletes
-        // it too rather than hand it out again.
-        for id in opened_ids {
-            if store.inbound_state(id)?.is_none() {
-                tracing::debug!("a message past its disappearing time was deleted unread");
-                to_ack.push(id);
-            }
-        }
-        let progressed = !to_ack.is_empty();
-        if discard_unopened {
-            report.discarded += to_discard.len();
-            to_ack.extend(to_discard);
-        }
+        to_ack.extend(done);
         relay::ack(relay, mailbox, to_ack.clone()).await?;
         store.delete_inbound(&to_ack)?;
-        // Without progress the relay would hand out the same refused messages again.
-        if !more || !(progressed || discard_unopened) {
+        if !more {
             break;
         }
     }
+    report.deferred = store.deferred_count()?;
     Ok(report)
+}
+
+/// Opens one message into the store (inside its own transaction), or says why not. Only
+/// errors of the local store end the read.
+async fn open_one(
+    store: &Store,
+    recipient: &dyn Recipient,
+    message_id: u64,
+    sealed: &[u8],
+    received_hour: u64,
+    now: SystemTime,
+    report: &mut ReceiveReport,
+) -> Result<Outcome> {
+    // Checked inside the write transaction, so that two readers of the same data directory
+    // never both try to open one message.
+    let tx = store.begin()?;
+    if store.inbound_state(message_id)?.is_some() {
+        // Opened before: shown (and acknowledged below), or about to be.
+        return Ok(Outcome::Opened { expired: false });
+    }
+    let outcome = async {
+        let mut stores = store.signal(recipient.pins());
+        let opened =
+            envelope::open(&mut stores, recipient.pins(), recipient.me(), sealed, now).await?;
+        let sender = opened.sender.clone();
+        let timer = Timer::from_seconds(opened.content.disappear_after_seconds);
+        let fetched_hour = opened.content.prekeys_fetched_hour;
+        let last_resort = match opened.prekeys {
+            Some(used) => store.is_last_resort_kyber(used.kyber)?,
+            None => false,
+        };
+        let arrival = Arrival {
+            received_hour,
+            timer,
+            expires_hour: timer.expires_hour(timer_start(received_hour, now)),
+        };
+        let text = recipient.accept(store, opened, arrival)?;
+        store.insert_inbound(&InboundMessage {
+            relay_message_id: message_id,
+            sender: sender.name(),
+            body: text,
+            received_hour,
+            shown: false,
+            expires_hour: arrival.expires_hour,
+        })?;
+        Ok::<_, ClientError>((last_resort, fetched_hour))
+    }
+    .await;
+    match outcome {
+        Ok((last_resort, fetched_hour)) => {
+            tx.commit()?;
+            // Opened, but already past its disappearing time (it was sent longer ago than its
+            // timer): deleted unshown, and acknowledged so that the relay deletes it too.
+            let expired = store.inbound_state(message_id)?.is_none();
+            if expired {
+                tracing::debug!("a message past its disappearing time was deleted unread");
+            }
+            if last_resort && fetched_hour > 0 {
+                report.last_resort_uses.push(fetched_hour);
+            }
+            Ok(Outcome::Opened { expired })
+        }
+        Err(e) => {
+            drop(tx); // roll back: a refused message changes nothing
+            classify(store, e, sealed, now, report)
+        }
+    }
+}
+
+/// Sorts a failure to open into refused (junk or misbehaviour, kept as evidence) or deferred
+/// (a local reason). Errors of the local store are returned.
+fn classify(
+    store: &Store,
+    e: ClientError,
+    sealed: &[u8],
+    now: SystemTime,
+    report: &mut ReceiveReport,
+) -> Result<Outcome> {
+    tracing::debug!("a message could not be opened: {e}");
+    let e = match e {
+        ClientError::MissingPrekey(used) => missing_prekey(store, used)?,
+        other => other,
+    };
+    match e {
+        ClientError::Store(_) | ClientError::Corrupt(_) | ClientError::Io { .. } => Err(e),
+        ClientError::NotYetOpenable(_) => Ok(Outcome::Deferred),
+        ClientError::PrekeyMisuse(ref what) => {
+            store.record_misbehaviour(
+                unix_seconds(now),
+                "first-contact-prekeys",
+                what,
+                Some(sealed),
+            )?;
+            report.misbehaviour.push(what.clone());
+            Ok(Outcome::Refused(e))
+        }
+        other => Ok(Outcome::Refused(other)),
+    }
+}
+
+/// Why this device does not hold a key a first contact names. One-time keys are deleted only
+/// when used, so a one-time key this device issued and no longer holds was used before (the
+/// relay handed it out twice, or a sender reused it). Signed and last-resort keys are replaced
+/// and deleted together: with the signed prekey gone, the message is too old; with it held, a
+/// missing Kyber key was a one-time key used before. A key never issued: not for this device.
+fn missing_prekey(store: &Store, used: PrekeysUsed) -> Result<ClientError> {
+    let never = || ClientError::Undecryptable("made with keys this device never had".into());
+    let signed_held = store.holds_prekey(PrekeyKind::Signed, used.signed)?;
+    if !store.holds_prekey(PrekeyKind::OneTime, used.one_time)? {
+        return Ok(
+            match store.prekey_fate(PrekeyKind::OneTime, used.one_time)? {
+                PrekeyFate::Gone => ClientError::PrekeyMisuse(format!(
+                    "one-time prekey {} was already used by another first contact (the relay handed \
+                 it out twice, or the sender reused it)",
+                    used.one_time
+                )),
+                PrekeyFate::NeverIssued => never(),
+            },
+        );
+    }
+    if !signed_held {
+        return Ok(match store.prekey_fate(PrekeyKind::Signed, used.signed)? {
+            PrekeyFate::Gone => ClientError::Undecryptable(
+                "made with a signed prekey deleted after rotation: the message is too old to open"
+                    .into(),
+            ),
+            PrekeyFate::NeverIssued => never(),
+        });
+    }
+    if store.holds_prekey(PrekeyKind::Kyber, used.kyber)? {
+        return Ok(never());
+    }
+    Ok(match store.prekey_fate(PrekeyKind::Kyber, used.kyber)? {
+        PrekeyFate::Gone => ClientError::PrekeyMisuse(format!(
+            "one-time Kyber prekey {} was already used by another first contact (the relay \
+             handed it out twice, or the sender reused it)",
+            used.kyber
+        )),
+        PrekeyFate::NeverIssued => never(),
+    })
+}
+
+/// Tries again the messages kept for another try; drops those kept longer than [`DEFER_FOR`]
+/// or refused for another reason.
+async fn retry_deferred(
+    store: &Store,
+    recipient: &dyn Recipient,
+    now: SystemTime,
+    report: &mut ReceiveReport,
+) -> Result<()> {
+    for d in store.deferred_inbound()? {
+        let outcome = open_one(
+            store,
+            recipient,
+            d.relay_message_id,
+            &d.sealed,
+            d.received_hour,
+            now,
+            report,
+        )
+        .await?;
+        match outcome {
+            Outcome::Opened { .. } => store.drop_deferred(d.relay_message_id)?,
+            Outcome::Deferred if unix_seconds(now) - d.first_tried < DEFER_FOR => {}
+            Outcome::Deferred => {
+                store.drop_deferred(d.relay_message_id)?;
+                report.failures.push(ClientError::Undecryptable(
+                    "kept a week for another try and still not openable".into(),
+                ));
+            }
+            Outcome::Refused(e) => {
+                store.drop_deferred(d.relay_message_id)?;
+                report.failures.push(e);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn show_pending(
@@ -198,6 +399,15 @@ pub(crate) fn timer_start(received_hour: u64, now: SystemTime) -> i64 {
         Ok(sent) if sent > 0 && sent <= now => sent,
         _ => now,
     }
+}
+
+/// `now` in Unix seconds, rounded down to the hour.
+pub(crate) fn hour(now: SystemTime) -> u64 {
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    secs - secs % 3600
 }
 
 /// `now` in Unix seconds.

@@ -149,6 +149,16 @@ pub struct Opened {
     pub content: Content,
     /// Whether it started a session (a PreKey message).
     pub started_session: bool,
+    /// The prekeys a PreKey message was made with.
+    pub prekeys: Option<PrekeysUsed>,
+}
+
+/// The ids of our prekeys a PreKey message names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrekeysUsed {
+    pub one_time: u32,
+    pub signed: u32,
+    pub kyber: u32,
 }
 
 impl std::fmt::Debug for Opened {
@@ -230,7 +240,7 @@ pub async fn open(
 
     let address = sender.address();
     let mut rng = os_rng();
-    let (padded, started_session) = match usmc.msg_type()? {
+    let (padded, prekeys) = match usmc.msg_type()? {
         CiphertextMessageType::PreKey => {
             let msg = PreKeySignalMessage::try_from(usmc.contents()?)
                 .map_err(|e| ClientError::Undecryptable(signal_error_kind(&e).into()))?;
@@ -239,6 +249,25 @@ pub async fn open(
                     "the inner message's identity differs from the envelope's".into(),
                 ));
             }
+            // ADR 0004: a first contact must use a one-time prekey, or a later seizure of the
+            // device (its signed prekey) opens it. An honest client refuses a bundle without
+            // one; a message made without one comes from a relay that stripped it and a client
+            // that did not check, or from a modified client.
+            let one_time = msg.pre_key_id().ok_or_else(|| {
+                ClientError::PrekeyMisuse(
+                    "a first contact made without a one-time prekey (its forward secrecy was \
+                     stripped)"
+                        .into(),
+                )
+            })?;
+            let kyber = msg.kyber_pre_key_id().ok_or_else(|| {
+                ClientError::Undecryptable("a first contact without a Kyber prekey".into())
+            })?;
+            let used = PrekeysUsed {
+                one_time: one_time.into(),
+                signed: msg.signed_pre_key_id().into(),
+                kyber: kyber.into(),
+            };
             let plain = message_decrypt_prekey(
                 &msg,
                 &address,
@@ -250,8 +279,13 @@ pub async fn open(
                 &mut rng,
             )
             .await
-            .map_err(decrypt_error)?;
-            (Zeroizing::new(plain), true)
+            .map_err(|e| match e {
+                SignalProtocolError::InvalidPreKeyId
+                | SignalProtocolError::InvalidSignedPreKeyId
+                | SignalProtocolError::InvalidKyberPreKeyId => ClientError::MissingPrekey(used),
+                other => decrypt_error(other),
+            })?;
+            (Zeroizing::new(plain), Some(used))
         }
         CiphertextMessageType::Whisper => {
             let msg = SignalMessage::try_from(usmc.contents()?)
@@ -265,7 +299,7 @@ pub async fn open(
             )
             .await
             .map_err(decrypt_error)?;
-            (Zeroizing::new(plain), false)
+            (Zeroizing::new(plain), None)
         }
         other => {
             return Err(ClientError::Undecryptable(format!(
@@ -283,7 +317,8 @@ pub async fn open(
     Ok(Opened {
         sender,
         content,
-        started_session,
+        started_session: prekeys.is_some(),
+        prekeys,
     })
 }
 
@@ -291,6 +326,9 @@ fn decrypt_error(e: SignalProtocolError) -> ClientError {
     match e {
         SignalProtocolError::UntrustedIdentity(_) => ClientError::PossibleImpersonation(
             "the sender's identity key is not the one known for its address".into(),
+        ),
+        SignalProtocolError::SessionNotFound(_) => ClientError::NotYetOpenable(
+            "no session with its sender yet; the message that starts it may come later".into(),
         ),
         SignalProtocolError::DuplicatedMessage(..) => {
             ClientError::Undecryptable("the message was already received (replay)".into())

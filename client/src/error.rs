@@ -215,8 +215,29 @@ pub enum ClientError {
     #[error("end-to-end encryption failed: {0}")]
     Signal(String),
 
-    #[error("{failed} of {total} messages could not be opened and were left on the relay")]
-    UnopenedMessages { failed: usize, total: usize },
+    /// A message from an authenticated sender that has no session with us yet (it arrived
+    /// before the message that starts it): kept to be tried again.
+    #[error("message not openable yet: {0}")]
+    NotYetOpenable(String),
+
+    /// A PreKey message whose prekeys break the forward secrecy rules (ADR 0004): made without
+    /// a one-time prekey, or with one already used.
+    #[error("first contact refused: {0}")]
+    PrekeyMisuse(String),
+
+    /// A PreKey message names a prekey this device does not hold (used, deleted after
+    /// rotation, or never ours); the reader decides which.
+    #[error("the keys this first contact was made with are not on this device")]
+    MissingPrekey(crate::envelope::PrekeysUsed),
+
+    /// The relay handed out a bundle without a one-time prekey: a first contact made with it
+    /// would lose its forward secrecy. An honest relay refuses with PrekeysExhausted instead.
+    #[error(
+        "the relay returned keys for {label} without a one-time prekey; a first contact made \
+         with them could be opened by whoever later seizes that device, so nothing was sealed or \
+         sent"
+    )]
+    WeakBundle { label: String },
 
     // ------------------------------------------------------------------ authority
     #[error("this device ({label}) is not enrolled in the staff directory: {reason}")]
@@ -292,7 +313,10 @@ impl ClientError {
             PinMismatch { .. } | ImpersonationAttempt(_) | PossibleImpersonation(_) => {
                 Blame::Attack
             }
-            Undecryptable(_) | Signal(_) | UnopenedMessages { .. } => Blame::Attack,
+            Undecryptable(_) | Signal(_) => Blame::Attack,
+            PrekeyMisuse(_) | MissingPrekey(_) => Blame::Attack,
+            NotYetOpenable(_) => Blame::Local,
+            WeakBundle { .. } => Blame::RelayMisbehaved,
             NotEnrolled { .. } | EnrolmentConflict(_) | PostHasNoDevices { .. } => Blame::Authority,
         }
     }
@@ -429,10 +453,19 @@ impl ClientError {
                 "someone sent a message claiming to be staff with a key the authority did not sign; do not trust it and report it".into()
             }
             Undecryptable(_) | Signal(_) => {
-                "the message may be corrupt, forged or meant for another device; it was left on the relay".into()
+                "the message may be corrupt, forged or meant for another device; it was deleted from the relay".into()
             }
-            UnopenedMessages { .. } => {
-                "they may be forged or corrupt; run `read --discard-unopened` to delete them from the relay".into()
+            PrekeyMisuse(_) => {
+                "the relay or the sender broke the rules that protect first contacts; the message was kept as evidence in this device's store and deleted from the relay".into()
+            }
+            NotYetOpenable(_) => {
+                "it is kept, still encrypted, and tried again on the next reads for a week".into()
+            }
+            MissingPrekey(_) => {
+                "the message was made with keys this device no longer holds (too old, or meant for another device); it cannot be opened".into()
+            }
+            WeakBundle { .. } => {
+                "the post's keys may be exhausted: try again later; if this repeats, the relay may be attacking first contacts: tell the post through another channel".into()
             }
             NotEnrolled { .. } => "not enrolled yet: send the request file to the authority, then run register again once it has submitted your enrolment to the log".into(),
             EnrolmentConflict(_) => "revoke the existing entry first, or use another label".into(),

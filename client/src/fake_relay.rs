@@ -235,6 +235,14 @@ impl FakeRelay {
         self.state.borrow_mut().tamper = Some(Box::new(f));
     }
 
+    /// Hands out (and forgets) every one-time Kyber prekey of a device, as bundles fetched and
+    /// never used would: the relay then honestly serves the last-resort key.
+    pub fn drain_kyber_one_time(&self, mailbox: &MailboxId) {
+        if let Some(d) = self.state.borrow_mut().devices.get_mut(mailbox) {
+            d.kyber_one_time.clear();
+        }
+    }
+
     pub fn set_fail_acks(&self, fail: bool) {
         self.state.borrow_mut().fail_acks = fail;
     }

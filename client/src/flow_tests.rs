@@ -27,9 +27,9 @@ use refuge_proto::directory::VerifiedDirectory;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-const POST: &str = "emb-xx";
-const DESK1: &str = "emb-xx/desk-1";
-const DESK2: &str = "emb-xx/desk-2";
+pub(crate) const POST: &str = "emb-xx";
+pub(crate) const DESK1: &str = "emb-xx/desk-1";
+pub(crate) const DESK2: &str = "emb-xx/desk-2";
 
 /// The directory the log of `entries` replays to (what a client gets after verifying the log).
 fn replay(entries: &[Vec<u8>], authority: &VerifyingKey) -> VerifiedDirectory {
@@ -40,16 +40,16 @@ fn replay(entries: &[Vec<u8>], authority: &VerifyingKey) -> VerifiedDirectory {
     r.directory(&[(POST.to_string(), "Embassy X".to_string())], 2)
 }
 
-struct World {
-    tmp: tempfile::TempDir,
-    relay: FakeRelay,
+pub(crate) struct World {
+    pub(crate) tmp: tempfile::TempDir,
+    pub(crate) relay: FakeRelay,
     /// The directory log's entries, as the authority signed them.
     entries: Vec<Vec<u8>>,
     authority: VerifyingKey,
 }
 
 impl World {
-    async fn new() -> World {
+    pub(crate) async fn new() -> World {
         let tmp = tempfile::tempdir().unwrap();
         let key_path = tmp.path().join("authority.key");
         let authority = authority::keygen(&key_path).unwrap();
@@ -87,19 +87,19 @@ impl World {
         w
     }
 
-    fn directory(&self) -> VerifiedDirectory {
+    pub(crate) fn directory(&self) -> VerifiedDirectory {
         replay(&self.entries, &self.authority)
     }
 
-    fn staff_store(&self, label: &str) -> Store {
+    pub(crate) fn staff_store(&self, label: &str) -> Store {
         Store::for_tests(&staff_dir(&self.tmp, label))
     }
 
-    fn user_store(&self) -> Store {
+    pub(crate) fn user_store(&self) -> Store {
         Store::for_tests(&self.tmp.path().join("user"))
     }
 
-    async fn contact(&self, text: &str) -> Result<ContactReport, ClientError> {
+    pub(crate) async fn contact(&self, text: &str) -> Result<ContactReport, ClientError> {
         self.contact_with_timer(text, Timer::OFF).await
     }
 
@@ -123,7 +123,7 @@ impl World {
     }
 
     /// (case id, text) of each new message.
-    async fn staff_read(&self, label: &str) -> (Vec<(String, String)>, ReceiveReport) {
+    pub(crate) async fn staff_read(&self, label: &str) -> (Vec<(String, String)>, ReceiveReport) {
         let store = self.staff_store(label);
         let staff = Staff::load(&store).unwrap();
         let mut seen = Vec::new();
@@ -131,7 +131,6 @@ impl World {
             .read(
                 &mut self.relay.connect(),
                 &self.directory(),
-                false,
                 SystemTime::now(),
                 &mut |m| {
                     seen.push((m.sender.case_id().unwrap(), m.text.expose().to_string()));
@@ -143,7 +142,7 @@ impl World {
         (seen, report)
     }
 
-    async fn reply(&self, label: &str, case: &str, text: &str) {
+    pub(crate) async fn reply(&self, label: &str, case: &str, text: &str) {
         let store = self.staff_store(label);
         let staff = Staff::load(&store).unwrap();
         staff
@@ -159,9 +158,8 @@ impl World {
     }
 
     /// (label, text) of each new message.
-    async fn user_read(
+    pub(crate) async fn user_read(
         &self,
-        discard: bool,
     ) -> Result<(Vec<(String, String)>, ReceiveReport), ClientError> {
         let store = self.user_store();
         let user = User::load(&store).unwrap();
@@ -170,7 +168,6 @@ impl World {
             .read(
                 &mut self.relay.connect(),
                 &self.directory(),
-                discard,
                 SystemTime::now(),
                 &mut |m| {
                     let Peer::Staff { label } = &m.sender else {
@@ -184,13 +181,13 @@ impl World {
         Ok((seen, report))
     }
 
-    fn desk_mailbox(&self, label: &str) -> refuge_proto::ids::MailboxId {
+    pub(crate) fn desk_mailbox(&self, label: &str) -> refuge_proto::ids::MailboxId {
         let dir = self.directory();
         let dev = dir.device_by_label(label).unwrap().1;
         refuge_proto::ids::MailboxId::from_slice(&dev.mailbox_id).unwrap()
     }
 
-    fn user_mailbox(&self) -> refuge_proto::ids::MailboxId {
+    pub(crate) fn user_mailbox(&self) -> refuge_proto::ids::MailboxId {
         self.user_store()
             .user_mailbox()
             .unwrap()
@@ -235,7 +232,7 @@ async fn first_contact_replies_and_session_reuse() {
 
     w.reply(DESK1, &case, "we hear you").await;
     w.reply(DESK2, &case, "desk 2 here").await;
-    let (mut replies, _) = w.user_read(false).await.unwrap();
+    let (mut replies, _) = w.user_read().await.unwrap();
     replies.sort();
     assert_eq!(
         replies,
@@ -260,7 +257,7 @@ async fn first_contact_replies_and_session_reuse() {
 
     // And the staff can keep replying on the ratchet.
     w.reply(DESK1, &case, "again").await;
-    let (replies, _) = w.user_read(false).await.unwrap();
+    let (replies, _) = w.user_read().await.unwrap();
     assert_eq!(replies, vec![(DESK1.into(), "again".into())]);
 }
 
@@ -418,7 +415,7 @@ async fn message_claiming_a_staff_label_with_another_key_is_refused() {
     .await
     .unwrap();
 
-    let (seen, report) = w.user_read(false).await.unwrap();
+    let (seen, report) = w.user_read().await.unwrap();
     assert!(seen.is_empty());
     assert_eq!(report.failures.len(), 1);
     let e = &report.failures[0];
@@ -428,16 +425,14 @@ async fn message_claiming_a_staff_label_with_another_key_is_refused() {
         e.to_string().contains("another key"),
         "refused for the key, not by accident: {e}"
     );
-    // Refused messages are not acknowledged silently.
-    assert_eq!(w.relay.stored(&w.user_mailbox()), 1);
-    // On request they are discarded.
-    let (_, report) = w.user_read(true).await.unwrap();
-    assert_eq!(report.discarded, 1);
+    // A refused message is junk: deleted from the relay, so it never stands in the way of
+    // what comes after it.
     assert_eq!(w.relay.stored(&w.user_mailbox()), 0);
+    assert_eq!(report.deferred, 0);
 
     // The genuine session still works afterwards.
     w.reply(DESK2, &case, "genuine").await;
-    let (seen, _) = w.user_read(false).await.unwrap();
+    let (seen, _) = w.user_read().await.unwrap();
     assert_eq!(seen, vec![(DESK2.into(), "genuine".into())]);
 }
 
@@ -456,7 +451,6 @@ async fn a_message_is_shown_once_even_if_its_acknowledgement_is_lost() {
         .read(
             &mut w.relay.connect(),
             &w.directory(),
-            false,
             SystemTime::now(),
             &mut |m| {
                 shown.push(m.text.expose().to_string());
@@ -470,7 +464,7 @@ async fn a_message_is_shown_once_even_if_its_acknowledgement_is_lost() {
     assert_eq!(w.relay.stored(&w.user_mailbox()), 1);
 
     w.relay.set_fail_acks(false);
-    let (seen, report) = w.user_read(false).await.unwrap();
+    let (seen, report) = w.user_read().await.unwrap();
     assert!(seen.is_empty(), "shown twice: {seen:?}");
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     assert_eq!(w.relay.stored(&w.user_mailbox()), 0);
@@ -503,7 +497,6 @@ async fn reading_replenishes_one_time_prekeys() {
         .read(
             &mut conn,
             &w.directory(),
-            false,
             SystemTime::now(),
             &mut |_| Ok(()),
         )
@@ -521,7 +514,7 @@ async fn padding_makes_length_depend_only_on_the_bucket() {
     w.contact("hello").await.unwrap();
     let (seen, _) = w.staff_read(DESK1).await;
     w.reply(DESK1, &seen[0].0, "reply").await;
-    w.user_read(false).await.unwrap();
+    w.user_read().await.unwrap();
 
     // Seal different texts from copies of the very same state, so that only the text differs.
     let sealed_len = |text_len: usize, n: usize| {
@@ -605,7 +598,7 @@ async fn the_users_timer_reaches_staff_replies_the_relay_and_both_stores() {
         Some(&86_400),
         "the reply carries the user's timer to the relay"
     );
-    let (seen, _) = w.user_read(false).await.unwrap();
+    let (seen, _) = w.user_read().await.unwrap();
     assert_eq!(seen, vec![(DESK1.to_string(), "noted".to_string())]);
 
     // Staff's copies (in and out) go once their time has come, not before.
@@ -798,7 +791,7 @@ async fn a_reply_left_in_the_outbox_is_sent_by_the_next_staff_run_and_a_refused_
         .await
         .unwrap();
     assert_eq!(sent.confirmed.len(), 1);
-    let (seen, _) = w.user_read(false).await.unwrap();
+    let (seen, _) = w.user_read().await.unwrap();
     assert_eq!(seen, vec![(DESK1.to_string(), "we hear you".to_string())]);
     assert_eq!(
         staff.cases().unwrap()[0].messages,

@@ -28,3 +28,7 @@ pub use error::{Blame, ClientError, Result};
 mod fake_relay;
 #[cfg(test)]
 mod flow_tests;
+#[cfg(test)]
+mod forward_secrecy_tests;
+#[cfg(test)]
+mod reader_tests;

@@ -14,13 +14,40 @@ use libsignal_protocol::{
 };
 use refuge_proto::ids::MailboxId;
 use refuge_proto::wire::{KyberPrekey, OneTimePrekey, SignedPrekey, UploadPrekeys};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// How many one-time prekeys of each kind a device keeps on the relay.
 pub const TARGET_ONE_TIME: u32 = 100;
 
 /// Below this many of either kind, a read replenishes up to [`TARGET_ONE_TIME`].
 pub const REPLENISH_BELOW: u32 = 20;
+
+/// How often a staff device replaces its signed prekey and its Kyber last-resort prekey (as
+/// Signal does, every two days): a seized device's current keys then open no first contact
+/// made with a key replaced more than [`KEEP_REPLACED`] earlier.
+pub const ROTATE_EVERY: Duration = Duration::from_secs(2 * 86_400);
+
+/// How long a replaced signed or last-resort prekey is kept before its private half is deleted.
+/// A user's client keeps using the bundle it fetched for at most 30 days (libsignal's
+/// `MAX_UNACKNOWLEDGED_SESSION_AGE`, counted from a day-coarse stamp), and a message sealed in
+/// that time waits at most `MAX_OUTBOX_AGE` (7 days) in its outbox: a message made with a
+/// replaced key can arrive up to 38 days after the replacement. Deletion happens only after a
+/// read that emptied the mailbox, so what already waits on the relay is read first.
+pub const KEEP_REPLACED: Duration = Duration::from_secs(40 * 86_400);
+
+/// Whether the signed and last-resort prekeys are due for replacement at `now`: never
+/// confirmed by the relay, or created [`ROTATE_EVERY`] ago or more.
+pub fn rotation_due(store: &Store, now: SystemTime) -> Result<bool> {
+    let Some(created_ms) = store.current_signed_prekeys_created_ms()? else {
+        return Ok(true);
+    };
+    let now_ms = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    let rotate_ms = u64::try_from(ROTATE_EVERY.as_millis()).unwrap_or(u64::MAX);
+    Ok(now_ms.saturating_sub(created_ms) >= rotate_ms)
+}
 
 /// The KEM of our Kyber prekeys.
 pub const KYBER_KEY_TYPE: kem::KeyType = kem::KeyType::Kyber1024;
@@ -137,7 +164,6 @@ fn kyber_wire(id: u32, record: &KyberPreKeyRecord) -> Result<KyberPrekey> {
 mod tests {
     use super::*;
     use crate::store::{LocalIdentity, Role, StaffDeviceRecord, Store, generate_signing_key};
-    use std::time::Duration;
 
     #[test]
     fn prekey_creation_times_are_day_coarse() {

@@ -1,7 +1,9 @@
 //! A staff device's side (`refuge-inbox`): device keys and the enrolment request, registration
 //! with the relay (prekeys), reading first contacts and messages into cases, and replying.
 
-use crate::delivery::{self, Arrival, ReceiveReport, ReceivedMessage, Recipient, unix_seconds};
+use crate::delivery::{
+    self, Arrival, ReceiveReport, ReceivedMessage, Recipient, hour, unix_seconds,
+};
 use crate::directory::StaffPins;
 use crate::disappearing::Timer;
 use crate::envelope::{self, MAX_TEXT_LEN, Opened};
@@ -174,23 +176,36 @@ impl<'s> Staff<'s> {
         Ok(count)
     }
 
-    /// Tops one-time prekeys up to the target when fewer than [`REPLENISH_BELOW`] of either
-    /// kind remain on the relay. Returns the new count if it uploaded.
-    pub async fn replenish(
+    /// Keeps the device's prekeys in order after a read, given what the relay says it holds:
+    /// tops one-time prekeys up when fewer than [`REPLENISH_BELOW`] of either kind remain,
+    /// replaces the signed and last-resort prekeys every [`prekeys::ROTATE_EVERY`], and deletes
+    /// those replaced [`prekeys::KEEP_REPLACED`] ago. Returns the new count if it uploaded.
+    async fn maintain(
         &self,
         relay: &mut dyn Relay,
+        held: PrekeyCount,
         now: SystemTime,
     ) -> Result<Option<PrekeyCount>> {
-        let held = relay::prekey_count(relay, &self.device.mailbox_id).await?;
-        if held.one_time >= REPLENISH_BELOW && held.kyber_one_time >= REPLENISH_BELOW {
-            return Ok(None);
-        }
-        let plan = PrekeyPlan {
-            signed_and_last_resort: false,
-            one_time: top_up(held.one_time),
-            kyber_one_time: top_up(held.kyber_one_time),
+        let rotate = prekeys::rotation_due(self.store, now)?;
+        let low = held.one_time < REPLENISH_BELOW || held.kyber_one_time < REPLENISH_BELOW;
+        let uploaded = if rotate || low {
+            let plan = PrekeyPlan {
+                signed_and_last_resort: rotate,
+                one_time: if low { top_up(held.one_time) } else { 0 },
+                kyber_one_time: if low { top_up(held.kyber_one_time) } else { 0 },
+            };
+            Some(self.upload(relay, plan, now).await?)
+        } else {
+            None
         };
-        Ok(Some(self.upload(relay, plan, now).await?))
+        let keep = i64::try_from(prekeys::KEEP_REPLACED.as_secs()).unwrap_or(i64::MAX);
+        let deleted = self
+            .store
+            .delete_replaced_prekeys(unix_seconds(now).saturating_sub(keep))?;
+        if deleted > 0 {
+            tracing::debug!("deleted {deleted} replaced prekeys");
+        }
+        Ok(uploaded)
     }
 
     async fn upload(
@@ -208,16 +223,21 @@ impl<'s> Staff<'s> {
             now,
         )?;
         tx.commit()?;
-        relay::upload_prekeys(relay, upload).await
+        let count = relay::upload_prekeys(relay, upload.clone()).await?;
+        // Only keys the relay confirmed count as handed out (and replace the current ones).
+        let tx = self.store.begin()?;
+        self.store.confirm_prekey_upload(&upload, hour_i64(now))?;
+        tx.commit()?;
+        Ok(count)
     }
 
-    /// Reads new messages into cases (shown through `show`), acknowledges them, and
-    /// replenishes one-time prekeys if they run low. Must be authenticated by `read` itself.
+    /// Reads new messages into cases (shown through `show`), acknowledges them, checks the
+    /// prekeys first contacts were made with against what the relay still holds, and keeps the
+    /// prekeys in order ([`Staff::maintain`]).
     pub async fn read(
         &self,
         relay: &mut dyn Relay,
         directory: &VerifiedDirectory,
-        discard_unopened: bool,
         now: SystemTime,
         show: &mut dyn FnMut(&ReceivedMessage) -> Result<()>,
     ) -> Result<ReceiveReport> {
@@ -226,19 +246,57 @@ impl<'s> Staff<'s> {
             post_id: self.device.post_id.clone(),
             pins: StaffPins::from_directory(directory)?,
         };
-        let report = delivery::receive(
+        let mut report = delivery::receive(
             self.store,
             relay,
             &self.device.mailbox_id,
             &self.device.auth_key,
             &recipient,
-            discard_unopened,
             now,
             show,
         )
         .await?;
-        self.replenish(relay, now).await?;
+        let held = relay::prekey_count(relay, &self.device.mailbox_id).await?;
+        self.check_last_resort_uses(&mut report, held, now)?;
+        self.maintain(relay, held, now).await?;
         Ok(report)
+    }
+
+    /// A relay hands out a one-time Kyber prekey while it holds one, and the last-resort key
+    /// only when it holds none. Once the whole mailbox is read, the relay says how many it
+    /// holds; at most the unused ones this device uploaded in or after the hour a sender
+    /// fetched its bundle can be newer than that fetch. If the relay holds more, it held one of
+    /// the older keys when it served that sender the last-resort key: it stripped the first
+    /// contact of the one-time Kyber key's forward secrecy. (Keys handed out for bundles never
+    /// used are no longer held by the relay, so they raise no false alarm; a relay that also
+    /// under-reports what it holds escapes this check, and SECURITY.md says so.)
+    fn check_last_resort_uses(
+        &self,
+        report: &mut ReceiveReport,
+        held: PrekeyCount,
+        now: SystemTime,
+    ) -> Result<()> {
+        for fetched_hour in std::mem::take(&mut report.last_resort_uses) {
+            let hour = i64::try_from(fetched_hour).unwrap_or(i64::MAX);
+            let newer = self.store.kyber_one_time_uploaded_since(hour)?;
+            if u64::from(held.kyber_one_time) > newer {
+                let what = format!(
+                    "a first contact was made with the Kyber last-resort prekey while the relay \
+                     held {} one-time Kyber prekeys, at least {} of them uploaded before the \
+                     sender fetched the keys",
+                    held.kyber_one_time,
+                    u64::from(held.kyber_one_time) - newer
+                );
+                self.store.record_misbehaviour(
+                    unix_seconds(now),
+                    "kyber-last-resort-served",
+                    &what,
+                    None,
+                )?;
+                report.misbehaviour.push(what);
+            }
+        }
+        Ok(())
     }
 
     /// Replies to a case's user, in its reply mailbox, with the disappearing-message timer the
@@ -280,6 +338,7 @@ impl<'s> Staff<'s> {
                     text: text.expose().to_string(),
                 })),
                 disappear_after_seconds: timer.seconds(),
+                prekeys_fetched_hour: 0,
             };
             envelope::seal(&mut stores, &user, &certificate, content, now).await?
         };
@@ -316,19 +375,15 @@ impl<'s> Staff<'s> {
     }
 }
 
+fn hour_i64(now: SystemTime) -> i64 {
+    i64::try_from(hour(now)).unwrap_or(i64::MAX)
+}
+
 fn top_up(held: u32) -> u32 {
     let cap = MAX_ONE_TIME_PREKEYS as u32;
     TARGET_ONE_TIME
         .saturating_sub(held)
         .min(cap.saturating_sub(held))
-}
-
-fn hour(now: SystemTime) -> u64 {
-    let secs = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    secs - secs % 3600
 }
 
 /// Serialized enrolment request, for the file handed to the authority.

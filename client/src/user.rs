@@ -152,8 +152,8 @@ impl<'s> User<'s> {
         let tx = self.store.begin()?;
         let mut stores = self.store.signal(&pins);
         let mut rng = os_rng();
-        // (device, whether it gets the FirstContact)
-        let mut targets: Vec<(&StaffDevice, bool)> = Vec::new();
+        // (device, whether it gets the FirstContact, whether its session starts now)
+        let mut targets: Vec<(&StaffDevice, bool, bool)> = Vec::new();
         let mut skipped = Vec::new();
         for dev in need_bundle {
             let Some(b) = bundles.iter().find(|b| b.label == dev.label) else {
@@ -184,17 +184,17 @@ impl<'s> User<'s> {
                 ),
                 other => ClientError::from(other),
             })?;
-            targets.push((dev, true));
+            targets.push((dev, true, true));
         }
         for dev in with_session {
             let delivered = self
                 .store
                 .contact(&dev.label)?
                 .is_some_and(|c| c.first_contact_delivered && c.post_id == post_id);
-            targets.push((dev, !delivered));
+            targets.push((dev, !delivered, false));
         }
         // In directory order, whichever way each device is reached.
-        targets.sort_by_key(|(d, _)| post.devices.iter().position(|x| x.label == d.label));
+        targets.sort_by_key(|(d, _, _)| post.devices.iter().position(|x| x.label == d.label));
         if targets.is_empty() {
             return Err(ClientError::Relay {
                 code: refuge_proto::ErrorCode::NoDevices,
@@ -206,7 +206,7 @@ impl<'s> User<'s> {
         // Each sealed message goes into the outbox in the transaction that advanced the
         // ratchet for it; it is sent from there (crate::outbox).
         let mut queued = Vec::with_capacity(targets.len());
-        for (dev, first) in &targets {
+        for (dev, first, new_session) in &targets {
             let mailbox = MailboxId::from_slice(&dev.mailbox_id)
                 .map_err(|e| ClientError::Corrupt(format!("directory mailbox id: {e}")))?;
             let body = if *first {
@@ -230,6 +230,9 @@ impl<'s> User<'s> {
                 Content {
                     body: Some(body),
                     disappear_after_seconds: timer.seconds(),
+                    // Lets the device tell honest exhaustion of its one-time Kyber keys from a
+                    // relay that served the last-resort key while some remained.
+                    prekeys_fetched_hour: if *new_session { delivery::hour(now) } else { 0 },
                 },
                 now,
             )
@@ -281,7 +284,6 @@ impl<'s> User<'s> {
         &self,
         relay: &mut dyn Relay,
         directory: &VerifiedDirectory,
-        discard_unopened: bool,
         now: SystemTime,
         show: &mut dyn FnMut(&ReceivedMessage) -> Result<()>,
     ) -> Result<ReceiveReport> {
@@ -295,7 +297,6 @@ impl<'s> User<'s> {
             &self.mailbox.mailbox_id,
             &self.mailbox.auth_key,
             &recipient,
-            discard_unopened,
             now,
             show,
         )
@@ -360,7 +361,7 @@ pub fn check_contact<'d>(
 
 /// Every bundle the relay returns must be a device of the post in the verified directory,
 /// with exactly the enrolled identity key and mailbox; anything else is an impersonation
-/// attempt and refuses the whole send.
+/// attempt and refuses the whole send. Every bundle must carry a one-time prekey.
 fn check_bundles(post_id: &str, devices: &[StaffDevice], bundles: &[DeviceBundle]) -> Result<()> {
     let mut seen = HashSet::new();
     for b in bundles {
@@ -388,6 +389,13 @@ fn check_bundles(post_id: &str, devices: &[StaffDevice], bundles: &[DeviceBundle
                 b.label
             )));
         }
+        // ADR 0004: no first contact without a one-time prekey. Checked for every bundle
+        // before any is used, so that nothing is sealed and no session is kept.
+        if b.one_time_prekey.is_none() {
+            return Err(ClientError::WeakBundle {
+                label: b.label.clone(),
+            });
+        }
     }
     Ok(())
 }
@@ -403,13 +411,16 @@ fn prekey_bundle(b: &DeviceBundle) -> Result<PreKeyBundle> {
         .kyber_prekey
         .as_ref()
         .ok_or_else(|| bad("no kyber prekey"))?;
-    let one_time = match &b.one_time_prekey {
-        Some(p) => Some((
-            PreKeyId::from(p.id),
-            PublicKey::deserialize(&p.public_key).map_err(|_| bad("invalid one-time prekey"))?,
-        )),
-        None => None,
-    };
+    let one_time = b
+        .one_time_prekey
+        .as_ref()
+        .ok_or_else(|| ClientError::WeakBundle {
+            label: b.label.clone(),
+        })?;
+    let one_time = Some((
+        PreKeyId::from(one_time.id),
+        PublicKey::deserialize(&one_time.public_key).map_err(|_| bad("invalid one-time prekey"))?,
+    ));
     Ok(PreKeyBundle::new(
         b.registration_id,
         device_id(),

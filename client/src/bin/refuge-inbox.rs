@@ -63,11 +63,7 @@ enum Command {
         authority_keys: Vec<String>,
     },
     /// Read new messages into cases
-    Read {
-        /// Delete messages that cannot be opened (forged or corrupt) instead of keeping them
-        #[arg(long)]
-        discard_unopened: bool,
-    },
+    Read,
     /// Reply to a case
     Reply {
         /// Case id (32 hex characters) as listed by `read` and `cases`; a unique prefix of at
@@ -169,7 +165,7 @@ async fn run(args: Args) -> Result<()> {
                 count.one_time
             ))
         }
-        Command::Read { discard_unopened } => {
+        Command::Read => {
             let store = open()?;
             let staff = Staff::load(&store)?;
             let endpoint = resolve_relay(
@@ -189,25 +185,10 @@ async fn run(args: Args) -> Result<()> {
                 let case = m.sender.case_id().unwrap_or_default();
                 say(&format!("case {case} {}", m.text.one_line().as_str()))
             };
-            let report = staff
-                .read(&mut session, &verified, discard_unopened, now, &mut show)
-                .await?;
+            let report = staff.read(&mut session, &verified, now, &mut show).await?;
             session.close().await;
             say(&format!("{} new messages", report.shown))?;
-            for e in &report.failures {
-                cli::warn(&format!("a message could not be opened: {e}"));
-            }
-            if report.discarded > 0 {
-                cli::warn(&format!(
-                    "{} unopenable messages were deleted from the relay",
-                    report.discarded
-                ));
-            } else if !report.failures.is_empty() {
-                return Err(ClientError::UnopenedMessages {
-                    failed: report.failures.len(),
-                    total: report.failures.len() + report.shown,
-                });
-            }
+            cli::report_read(&report);
             Ok(())
         }
         Command::Reply { case_id, message } => {

@@ -70,11 +70,7 @@ enum Command {
         disappear: Option<String>,
     },
     /// Read replies
-    Read {
-        /// Delete messages that cannot be opened (forged or corrupt) instead of keeping them
-        #[arg(long)]
-        discard_unopened: bool,
-    },
+    Read,
     /// Show or change settings
     Config {
         /// The default disappearing-message timer for new messages: 1h, 12h, 7d, 2w or off
@@ -201,7 +197,7 @@ async fn run(args: Args) -> Result<()> {
                 report.sent.join(", ")
             ))
         }
-        Command::Read { discard_unopened } => {
+        Command::Read => {
             let user = User::load(&store)?;
             let endpoint = endpoint()?;
             let dir = load_directory(&store, &data_dir, &endpoint, &network).await?;
@@ -216,12 +212,11 @@ async fn run(args: Args) -> Result<()> {
                 };
                 say(&format!("from {from} {}", m.text.one_line().as_str()))
             };
-            let report = user
-                .read(&mut session, &dir, discard_unopened, now, &mut show)
-                .await?;
+            let report = user.read(&mut session, &dir, now, &mut show).await?;
             session.close().await;
             say(&format!("{} new messages", report.shown))?;
-            finish_read(&report)
+            cli::report_read(&report);
+            Ok(())
         }
         Command::Config { disappear } => {
             if let Some(t) = disappear {
@@ -275,24 +270,4 @@ async fn sync_directory(
     let dir = directory::sync(&mut session, store, source, &evidence, cli::now_unix()).await;
     session.close().await;
     dir
-}
-
-fn finish_read(report: &refuge_client::delivery::ReceiveReport) -> Result<()> {
-    for e in &report.failures {
-        cli::warn(&format!("a message could not be opened: {e}"));
-    }
-    if report.discarded > 0 {
-        cli::warn(&format!(
-            "{} unopenable messages were deleted from the relay",
-            report.discarded
-        ));
-        return Ok(());
-    }
-    if !report.failures.is_empty() {
-        return Err(ClientError::UnopenedMessages {
-            failed: report.failures.len(),
-            total: report.failures.len() + report.shown,
-        });
-    }
-    Ok(())
 }

@@ -14,6 +14,7 @@
 
 mod app;
 pub mod key;
+mod prekeys;
 mod signal;
 mod wipe;
 
@@ -22,6 +23,7 @@ pub use app::{
     Role, StaffDeviceRecord, UserMailbox, generate_signing_key,
 };
 pub use key::{HEADER_FILE, KdfParams, Passphrase};
+pub use prekeys::{Deferred, Misbehaviour, PrekeyFate};
 pub use signal::{
     SignalStores, SqlIdentityStore, SqlKyberPreKeyStore, SqlPreKeyStore, SqlSessionStore,
     SqlSignedPreKeyStore,
@@ -189,6 +191,34 @@ UPDATE case_messages SET case_id = (
     SELECT substr(user_address, 6) FROM cases WHERE cases.case_id = case_messages.case_id
 );
 UPDATE cases SET case_id = substr(user_address, 6);
+"#,
+    // v5: forward secrecy of first contact (issue 14, item 2). When the relay confirmed each
+    // prekey upload (an hour, Unix seconds; NULL: not confirmed, or uploaded before v5), when a
+    // signed or last-resort prekey was replaced by a newer one (a day; NULL: the current one),
+    // and what relays and senders were caught doing, kept here, encrypted with the rest.
+    r#"
+ALTER TABLE prekeys ADD COLUMN uploaded_hour INTEGER;
+ALTER TABLE signed_prekeys ADD COLUMN uploaded_hour INTEGER;
+ALTER TABLE signed_prekeys ADD COLUMN replaced_day INTEGER;
+ALTER TABLE kyber_prekeys ADD COLUMN uploaded_hour INTEGER;
+ALTER TABLE kyber_prekeys ADD COLUMN replaced_day INTEGER;
+CREATE TABLE misbehaviour (
+    id     INTEGER PRIMARY KEY,
+    -- When it was found, rounded down to the day.
+    day    INTEGER NOT NULL,
+    kind   TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    -- The sealed message that shows it, as the relay delivered it, if there is one.
+    sealed BLOB
+) STRICT;
+-- Messages from an authenticated sender that could not be opened for a local reason (no
+-- session yet): acknowledged to the relay, kept here sealed, tried again on every read.
+CREATE TABLE deferred_inbound (
+    relay_message_id INTEGER PRIMARY KEY,
+    sealed           BLOB NOT NULL,
+    received_hour    INTEGER NOT NULL,
+    first_tried      INTEGER NOT NULL
+) STRICT;
 "#,
 ];
 
@@ -986,10 +1016,64 @@ mod tests {
         assert_eq!(s.setting("k").unwrap().as_deref(), Some("v"));
     }
 
+    /// Empties the store's database and builds the schema of `version` in it, as a program of
+    /// that version left it.
+    fn rewind_to(s: &Store, version: usize) {
+        let c = s.conn();
+        let tables: Vec<String> = c
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        c.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+        for t in tables {
+            c.execute_batch(&format!("DROP TABLE \"{t}\"")).unwrap();
+        }
+        for sql in &MIGRATIONS[..version] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.pragma_update(None, "user_version", version as i64)
+            .unwrap();
+        c.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+    }
+
+    #[test]
+    fn v5_keeps_prekeys_and_treats_their_upload_time_as_unknown() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::for_tests(tmp.path());
+        rewind_to(&s, 4);
+        s.conn()
+            .execute_batch(
+                "INSERT INTO prekeys (id, record) VALUES (1, x'00');
+                 INSERT INTO signed_prekeys (id, record) VALUES (1, x'00');
+                 INSERT INTO kyber_prekeys (id, record, last_resort) VALUES (1, x'00', 1),
+                     (2, x'00', 0);",
+            )
+            .unwrap();
+        drop(s);
+        let s = Store::open(tmp.path(), &pass(TEST_PASSPHRASE)).unwrap();
+        let v: i64 = s
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+        assert!(s.holds_prekey(PrekeyKind::OneTime, 1).unwrap());
+        assert!(s.is_last_resort_kyber(1).unwrap());
+        // Kept from before v5: their upload time is unknown, counted as recent (no false alarm).
+        assert_eq!(s.kyber_one_time_uploaded_since(i64::MAX).unwrap(), 1);
+        // Never confirmed under v5: the next read replaces them.
+        assert_eq!(s.current_signed_prekeys_created_ms().unwrap(), None);
+        assert!(s.misbehaviour().unwrap().is_empty());
+        assert_eq!(s.deferred_count().unwrap(), 0);
+    }
+
     #[test]
     fn v4_gives_each_case_its_whole_address_hash_and_keeps_its_messages() {
         let tmp = tempfile::tempdir().unwrap();
         let s = Store::for_tests(tmp.path());
+        rewind_to(&s, 3);
         let hash = "0123456789abcdef0123456789abcdef";
         // A case as schema v3 wrote it: the first 8 hex characters of the hash.
         s.conn()
@@ -997,8 +1081,7 @@ mod tests {
                 "INSERT INTO cases (case_id, user_address, opened_at) VALUES ('01234567', \
                  'user:{hash}', 0);
                  INSERT INTO case_messages (case_id, direction, body, at_hour) VALUES \
-                 ('01234567', 'in', 'hello', 0);
-                 PRAGMA user_version = 3;"
+                 ('01234567', 'in', 'hello', 0);"
             ))
             .unwrap();
         drop(s);
