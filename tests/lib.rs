@@ -10,6 +10,21 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// The lines a child prints on `stdout`, as they come (read on a thread of its own, which ends
+/// with the child's output).
+fn lines_of(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// How long any one program may take before the test fails instead of hanging.
 pub const COMMAND_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -100,16 +115,7 @@ impl Relay {
             .stderr(stderr)
             .spawn()
             .expect("spawn refuge-relay");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = lines_of(child.stdout.take().expect("piped stdout"));
         let deadline = Instant::now() + COMMAND_DEADLINE;
         let (mut quic, mut pin, mut tcp, mut onion) = (None, None, None, None);
         let mut log_http = None;
@@ -246,6 +252,12 @@ pub fn run_with_env(
         // These tests reach the relay over QUIC and loopback TCP; the user client refuses that
         // unless told (tests/tests/tor.rs covers the Tor path and the refusal).
         .env("REFUGE_INSECURE_DIRECT", "1")
+        // Most of these tests use an unwitnessed policy, which only a test deployment may be
+        // (tests/tests/witnessed.rs and first_contact.rs run with a witness, and check that
+        // the clients refuse a test deployment without this and warn with it).
+        .env("REFUGE_ALLOW_TEST_DEPLOYMENT", "1")
+        // Replies are sent at once (tests/tests/unlinkable.rs checks the random wait).
+        .env("REFUGE_SEND_DELAY_MAX_SECS", "0")
         .envs(env.iter().copied())
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -598,6 +610,11 @@ pub struct World {
     pub dir: tempfile::TempDir,
     pub authority_key_hex: String,
     pub relay: Relay,
+    /// The `refuge-relay serve` arguments the relay was started with (to start it again the
+    /// same way).
+    pub relay_args: Vec<String>,
+    /// With [`setup_witnessed`]: the witness the policy requires, running.
+    pub witness: Option<(WitnessKey, WitnessProcess)>,
 }
 
 impl World {
@@ -619,6 +636,277 @@ impl World {
             "--authority-key".into(),
             self.authority_key_hex.clone(),
         ]
+    }
+}
+
+/// A running `refuge-audit witness`, killed when dropped.
+pub struct WitnessProcess {
+    child: Child,
+}
+
+impl WitnessProcess {
+    pub fn start(args: &[&str]) -> (WitnessProcess, SocketAddr) {
+        // Owned by the guard at once, so the process is killed and reaped whatever happens.
+        let mut process = WitnessProcess {
+            child: Command::new(bin("refuge-audit"))
+                .arg("witness")
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("spawn refuge-audit witness"),
+        };
+        let rx = lines_of(process.child.stdout.take().expect("stdout"));
+        let deadline = Instant::now() + COMMAND_DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .expect("the witness says where it listens");
+            if let Some(addr) = line.strip_prefix("listening witness ") {
+                return (process, addr.trim().parse().expect("address"));
+            }
+        }
+    }
+}
+
+impl Drop for WitnessProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port nobody listens on right now (for the witness, whose URL the relay needs
+/// before the witness can start: the witness needs the relay's log URL).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// GET the relay's checkpoint over its log HTTP listener.
+pub fn served_checkpoint(relay: &Relay) -> String {
+    use std::io::{Read, Write};
+    let addr = relay.log_http.expect("log-http");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to log-http");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET /checkpoint HTTP/1.1\r\nHost: log\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("read answer");
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
+/// The requests of one connection, with when each arrived.
+pub type RecordedConnection = Vec<(Instant, &'static str)>;
+
+/// A TCP forwarder between the programs and the relay's loopback TCP listener that records, for
+/// each connection, the names of the requests the client sent on it, in order: what the relay
+/// sees of which requests share a connection (a Tor circuit, in a real deployment).
+pub struct Recorder {
+    pub addr: SocketAddr,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<RecordedConnection>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Recorder {
+    /// Listens on an ephemeral loopback port and forwards every connection to `target`.
+    pub fn start(target: SocketAddr) -> Recorder {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the recorder");
+        listener.set_nonblocking(true).expect("non-blocking accept");
+        let addr = listener.local_addr().expect("recorder address");
+        let connections: Arc<Mutex<Vec<RecordedConnection>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (log, halt) = (connections.clone(), stop.clone());
+        std::thread::spawn(move || {
+            // Bounded: stops when the recorder is dropped (or after ten minutes at most).
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while !halt.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let client = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                };
+                let _ = client.set_nonblocking(false);
+                let Ok(server) = std::net::TcpStream::connect(target) else {
+                    continue;
+                };
+                let index = {
+                    let mut log = log.lock().expect("recorder log");
+                    log.push(Vec::new());
+                    log.len() - 1
+                };
+                for s in [&client, &server] {
+                    let _ = s.set_read_timeout(Some(COMMAND_DEADLINE));
+                }
+                let (mut c_read, mut s_write) = (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                );
+                let (mut s_read, mut c_write) = (server, client);
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let mut decoder = refuge_proto::frame::FrameDecoder::new();
+                    let mut buf = [0u8; 16 * 1024];
+                    while let Ok(n) = c_read.read(&mut buf) {
+                        if n == 0 || s_write.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        decoder.push(&buf[..n]);
+                        while let Ok(Some(body)) = decoder.next_body() {
+                            let name = refuge_proto::frame::decode_body::<
+                                refuge_proto::wire::ClientFrame,
+                            >(&body)
+                            .ok()
+                            .and_then(|f| f.request)
+                            .map_or("undecodable", |r| r.name());
+                            log.lock().expect("recorder log")[index].push((Instant::now(), name));
+                        }
+                    }
+                    let _ = s_write.shutdown(std::net::Shutdown::Both);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s_read, &mut c_write);
+                    let _ = c_write.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Recorder {
+            addr,
+            connections,
+            stop,
+        }
+    }
+
+    /// `tcp://` URL of the recorder, to give the programs as `--relay`.
+    pub fn url(&self) -> String {
+        format!("tcp://{}", self.addr)
+    }
+
+    /// The requests of each connection so far, with when each arrived, in connection order.
+    pub fn connections(&self) -> Vec<RecordedConnection> {
+        self.connections.lock().expect("recorder log").clone()
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A witness's key and where it will listen, made before the relay starts (the relay needs the
+/// witness's URL, and the witness needs the relay's log URL).
+pub struct WitnessKey {
+    /// The witness's name (`<host>/<path>`, the cosignature key name).
+    pub name: String,
+    pub vkey: String,
+    pub key_file: PathBuf,
+    pub port: u16,
+}
+
+impl WitnessKey {
+    /// `refuge-audit witness-keygen` into `dir/witness.key`, and a free loopback port.
+    pub fn create(dir: &Path) -> WitnessKey {
+        let name = "witness.test/w0".to_string();
+        let key_file = dir.join("witness.key");
+        let out = run_ok(
+            "refuge-audit",
+            &[
+                "witness-keygen",
+                "--out",
+                &key_file.display().to_string(),
+                "--name",
+                &name,
+            ],
+        );
+        let vkey = out
+            .lines()
+            .find_map(|l| l.strip_prefix("witness vkey "))
+            .expect("witness-keygen prints the vkey")
+            .trim()
+            .to_string();
+        WitnessKey {
+            name,
+            vkey,
+            key_file,
+            port: free_port(),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+
+    /// The relay's `--witness` value.
+    pub fn relay_target(&self) -> String {
+        format!("{} {}", self.vkey, self.url())
+    }
+
+    /// The client policy's witness lines: this witness as `w0`, and the quorum `w0`.
+    pub fn policy_lines(&self) -> String {
+        format!("witness w0 {} {}\nquorum w0\n", self.vkey, self.url())
+    }
+
+    /// Starts `refuge-audit witness` for `relay`'s log, trusting `authority_hex`, with its
+    /// state in `data_dir`.
+    pub fn start(&self, relay: &Relay, authority_hex: &str, data_dir: &Path) -> WitnessProcess {
+        let origin = relay.log_vkey.split('+').next().expect("vkey").to_string();
+        let log_url = format!("http://{}/", relay.log_http.expect("log-http"));
+        let listen = format!("127.0.0.1:{}", self.port);
+        let (witness, addr) = WitnessProcess::start(&[
+            "--listen",
+            &listen,
+            "--witness-key",
+            &self.key_file.display().to_string(),
+            "--log-origin",
+            &origin,
+            "--log",
+            &log_url,
+            "--log-vkey",
+            &relay.log_vkey,
+            "--authority-key",
+            authority_hex,
+            "--data-dir",
+            &data_dir.display().to_string(),
+        ]);
+        assert_eq!(addr.port(), self.port);
+        witness
+    }
+
+    /// Waits (bounded) until the relay serves a checkpoint of `size` cosigned by this witness.
+    pub fn wait_cosigned(&self, relay: &Relay, size: u64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let note = served_checkpoint(relay);
+            let cosigned = note
+                .lines()
+                .any(|l| l.starts_with(&format!("\u{2014} {} ", self.name)));
+            if cosigned && note.lines().nth(1) == Some(size.to_string().as_str()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the relay did not serve a cosigned checkpoint of size {size}:\n{note}\n{}",
+                relay.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 }
 
@@ -649,8 +937,9 @@ impl Authority {
     }
 
     /// Writes and signs `dir/policy.signed`: this authority, post POST, the relay's log, the
-    /// given witness lines (C2SP tlog-policy `witness`/`group`/`quorum` lines; `quorum none`
-    /// when empty) and any extra lines (e.g. `freshness 60`).
+    /// given witness lines (C2SP tlog-policy `witness`/`group`/`quorum` lines; when empty,
+    /// `quorum none` and `deployment test`, the only way a policy may go without witnesses) and
+    /// any extra lines (e.g. `freshness 60`).
     pub fn sign_policy(
         &self,
         dir: &Path,
@@ -662,7 +951,7 @@ impl Authority {
             "refuge client policy v1\nauthority {}\npost {POST} Embassy of X\nlog {log_vkey}\n{}{extra}",
             self.key_hex,
             if witness_lines.is_empty() {
-                "quorum none\n"
+                "quorum none\ndeployment test\n"
             } else {
                 witness_lines
             },
@@ -771,8 +1060,20 @@ pub fn setup(transport: &str) -> World {
     setup_with(transport, &[])
 }
 
-/// Like [`setup`], with extra `refuge-relay serve` arguments.
+/// Like [`setup`], with extra `refuge-relay serve` arguments. The policy is a test deployment
+/// without witnesses (the programs run with `REFUGE_ALLOW_TEST_DEPLOYMENT=1`).
 pub fn setup_with(transport: &str, relay_args: &[&str]) -> World {
+    setup_world(transport, relay_args, false)
+}
+
+/// Like [`setup`], the way a real deployment runs: a witness (`refuge-audit witness`) that the
+/// relay submits its checkpoints to, and a client policy that requires its cosignature (a real
+/// deployment, not a test one).
+pub fn setup_witnessed(transport: &str) -> World {
+    setup_world(transport, &[], true)
+}
+
+fn setup_world(transport: &str, relay_args: &[&str], witnessed: bool) -> World {
     let dir = tempfile::tempdir().expect("temp dir");
     let authority = Authority::create(dir.path());
     let requests: Vec<PathBuf> = [("staff1", DESK1), ("staff2", DESK2)]
@@ -780,10 +1081,28 @@ pub fn setup_with(transport: &str, relay_args: &[&str]) -> World {
         .map(|(name, label)| staff_init(dir.path(), name, label))
         .collect();
 
-    let mut args = vec!["--authority-key", authority.key_hex.as_str()];
-    args.extend(relay_args);
-    let relay = Relay::start(&dir.path().join("relay"), &args);
-    let policy = authority.sign_policy(dir.path(), &relay.log_vkey, "", "");
+    let witness_key = witnessed.then(|| WitnessKey::create(dir.path()));
+    let mut args: Vec<String> = vec!["--authority-key".into(), authority.key_hex.clone()];
+    if let Some(k) = &witness_key {
+        args.extend([
+            "--witness".into(),
+            k.relay_target(),
+            "--witness-refresh-secs".into(),
+            "1".into(),
+        ]);
+    }
+    args.extend(relay_args.iter().map(|a| a.to_string()));
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let relay = Relay::start(&dir.path().join("relay"), &arg_refs);
+    let witness = witness_key.map(|k| {
+        let process = k.start(&relay, &authority.key_hex, &dir.path().join("witness"));
+        (k, process)
+    });
+    let lines = witness
+        .as_ref()
+        .map(|(k, _)| k.policy_lines())
+        .unwrap_or_default();
+    let policy = authority.sign_policy(dir.path(), &relay.log_vkey, &lines, "");
     let mut entries = Vec::new();
     for (i, req) in requests.iter().enumerate() {
         let entry = dir.path().join(format!("staff{}.entry", i + 1));
@@ -793,11 +1112,17 @@ pub fn setup_with(transport: &str, relay_args: &[&str]) -> World {
     let refs: Vec<&Path> = entries.iter().map(PathBuf::as_path).collect();
     let out = authority.submit(&relay, &policy, &refs);
     assert!(out.contains("logged") && out.contains("index 1"), "{out}");
+    if let Some((k, _)) = &witness {
+        assert!(out.contains("witness w0 cosigned size 2"), "{out}");
+        k.wait_cosigned(&relay, 2);
+    }
 
     let world = World {
         dir,
         authority_key_hex: authority.key_hex,
         relay,
+        relay_args: args,
+        witness,
     };
     let url = match transport {
         "quic" => world.relay.quic_url(),

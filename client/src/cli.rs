@@ -9,6 +9,7 @@ use std::future::Future;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Logs go to stderr at level `warn` unless `RUST_LOG` says otherwise. libsignal's own log
 /// lines name peers' addresses, so they are off unless `RUST_LOG` asks for them by name.
@@ -94,6 +95,11 @@ pub fn report(e: &ClientError) {
 /// Prints a warning to stderr.
 pub fn warn(message: &str) {
     let _ = writeln!(std::io::stderr().lock(), "warning: {message}");
+}
+
+/// Tells the person running the program what it is doing (on stderr: stdout carries results).
+pub fn note(message: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "note: {message}");
 }
 
 /// Warns about what a read could not show: refused messages (deleted from the relay) summed
@@ -270,6 +276,74 @@ pub fn message_text(arg: &str) -> Result<SecretText> {
         }
     }
     Ok(SecretText::new(text))
+}
+
+/// Whether the person running the program accepts a client policy marked as a test deployment.
+#[derive(Clone, Copy, Debug, Default, clap::Args)]
+pub struct DeploymentArgs {
+    /// Accept a client policy that its authority marked `deployment test` (for trying Refuge
+    /// out; never with real people). Warned about on every run [also:
+    /// REFUGE_ALLOW_TEST_DEPLOYMENT=1]
+    #[arg(long, global = true)]
+    pub allow_test_deployment: bool,
+}
+
+impl DeploymentArgs {
+    pub fn allowed(&self) -> bool {
+        self.allow_test_deployment
+            || std::env::var_os("REFUGE_ALLOW_TEST_DEPLOYMENT").is_some_and(|v| v == "1")
+    }
+
+    /// Applies the choice to a policy about to be used, warning (once per run) when it is a test
+    /// deployment that is allowed.
+    pub fn apply(&self, source: &mut crate::config::PolicySource) {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        let allowed = self.allowed();
+        match source.allow_test_deployment(allowed) {
+            Some(warning) if allowed => ONCE.call_once(|| warn(&warning)),
+            _ => {}
+        }
+    }
+}
+
+/// How long replies wait at most, by default, before they are sent (see [`SendDelayArgs`]).
+pub const DEFAULT_SEND_DELAY_MAX_SECS: u64 = 30;
+
+/// The random wait before replies are sent.
+#[derive(Clone, Copy, Debug, Default, clap::Args)]
+pub struct SendDelayArgs {
+    /// Wait a random time of up to SECS seconds before sending replies, on a connection of their
+    /// own, so that the relay cannot tie a reply to the read that prompted it [default: 30;
+    /// also: REFUGE_SEND_DELAY_MAX_SECS]
+    #[arg(long = "send-delay-max", global = true, value_name = "SECS")]
+    pub max_secs: Option<u64>,
+}
+
+impl SendDelayArgs {
+    /// The longest wait: the flag, else the environment, else the default.
+    pub fn max(&self) -> Result<Duration> {
+        let secs = match (self.max_secs, std::env::var("REFUGE_SEND_DELAY_MAX_SECS")) {
+            (Some(s), _) => s,
+            (None, Ok(v)) => v.trim().parse().map_err(|_| {
+                ClientError::InvalidArgument(format!(
+                    "REFUGE_SEND_DELAY_MAX_SECS={v:?} is not a number of seconds"
+                ))
+            })?,
+            (None, Err(_)) => DEFAULT_SEND_DELAY_MAX_SECS,
+        };
+        if secs > 3600 {
+            return Err(ClientError::InvalidArgument(
+                "--send-delay-max is at most 3600 seconds".into(),
+            ));
+        }
+        Ok(Duration::from_secs(secs))
+    }
+
+    /// A wait drawn uniformly from zero to [`SendDelayArgs::max`], to the millisecond.
+    pub fn pick(&self) -> Result<Duration> {
+        let max = u64::try_from(self.max()?.as_millis()).unwrap_or(u64::MAX);
+        Ok(Duration::from_millis(rand::random_range(0..=max)))
+    }
 }
 
 /// How to reach Tor, for `tor://` relays. Given on the command line, or remembered from the

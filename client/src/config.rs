@@ -27,6 +27,39 @@ pub struct PolicySource {
     /// The signed policy exactly as the authority issued it.
     pub signed: Vec<u8>,
     pub pinned: Vec<VerifyingKey>,
+    /// Whether the person running the program opted in to a test deployment (a policy marked
+    /// `deployment test`); [`crate::directory::sync`] refuses one otherwise.
+    pub test_deployment_allowed: bool,
+}
+
+impl PolicySource {
+    /// Records whether a test deployment may be used, and returns the warning to show on every
+    /// run when the policy is one (`None` for a real deployment).
+    pub fn allow_test_deployment(&mut self, allowed: bool) -> Option<String> {
+        self.test_deployment_allowed = allowed;
+        if !self.policy.is_test_deployment() {
+            return None;
+        }
+        Some(if self.policy.is_unwitnessed() {
+            "TEST DEPLOYMENT without witnesses: the staff directory's freshness is not checked, \
+             so a relay can hide revocations for ever; never use this with real people"
+                .into()
+        } else {
+            "TEST DEPLOYMENT: the authority marked this policy as a test; never use it with real \
+             people"
+                .into()
+        })
+    }
+
+    /// Refuses a test deployment unless [`PolicySource::allow_test_deployment`] allowed it.
+    pub fn check_deployment(&self) -> Result<()> {
+        if self.policy.is_test_deployment() && !self.test_deployment_allowed {
+            return Err(ClientError::TestDeployment {
+                unwitnessed: self.policy.is_unwitnessed(),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl PolicySource {
@@ -47,6 +80,7 @@ impl PolicySource {
             policy,
             signed,
             pinned,
+            test_deployment_allowed: false,
         })
     }
 }
@@ -135,6 +169,7 @@ impl Store {
             policy,
             signed: text.into_bytes(),
             pinned,
+            test_deployment_allowed: false,
         }))
     }
 }

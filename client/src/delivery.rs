@@ -216,7 +216,8 @@ async fn open_one(
         let opened =
             envelope::open(&mut stores, recipient.pins(), recipient.me(), sealed, now).await?;
         let sender = opened.sender.clone();
-        let timer = Timer::from_seconds(opened.content.disappear_after_seconds);
+        // A class, whatever the sender wrote: staff replies copy it into the clear.
+        let timer = Timer::class_at_most(opened.content.disappear_after_seconds);
         let fetched_hour = opened.content.prekeys_fetched_hour;
         let last_resort = match opened.prekeys {
             Some(used) => store.is_last_resort_kyber(used.kyber)?,

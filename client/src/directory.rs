@@ -68,7 +68,8 @@ pub fn parse_authority_key(hex_key: &str) -> Result<VerifyingKey> {
 /// Downloads the whole directory log through `relay` (every entry bundle, so the relay cannot
 /// tell which post the user looks at), verifies it against the policy and the checkpoint stored
 /// last time, stores the new checkpoint, and returns the verified directory. A refusal that
-/// proves misbehaviour writes its evidence to a new file in `evidence_dir`.
+/// proves misbehaviour writes its evidence to a new file in `evidence_dir`. A policy marked as a
+/// test deployment is refused unless the caller allowed it ([`PolicySource::check_deployment`]).
 pub async fn sync(
     relay: &mut dyn Relay,
     store: &Store,
@@ -76,6 +77,7 @@ pub async fn sync(
     evidence_dir: &Path,
     now_unix: u64,
 ) -> Result<VerifiedDirectory> {
+    source.check_deployment()?;
     let refuse = |error: SyncError| refusal(error, evidence_dir, now_unix);
     let stored = match store.setting(CHECKPOINT)? {
         Some(text) => {
@@ -206,7 +208,7 @@ mod tests {
 
     fn source() -> PolicySource {
         let text = format!(
-            "{POLICY_HEADER}\nauthority {}\npost emb-xx Embassy\nlog {}\nquorum none\n",
+            "{POLICY_HEADER}\nauthority {}\npost emb-xx Embassy\nlog {}\nquorum none\ndeployment test\n",
             hex::encode(authority().verifying_key().as_bytes()),
             log_key().verifier().to_vkey(),
         );
@@ -216,6 +218,7 @@ mod tests {
             policy: ClientPolicy::verify(&signed, &pinned).unwrap(),
             signed,
             pinned,
+            test_deployment_allowed: true,
         }
     }
 

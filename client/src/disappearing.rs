@@ -6,6 +6,12 @@
 //! deletes the message if it is still undelivered. Timers are whole hours: every clock that sees
 //! them (the relay's, the stores' expiry times) is hour-coarse, so that a stored expiry time does
 //! not date a message more finely than that.
+//!
+//! The relay sees each deposit's timer, so a timer must not single a conversation out: a user
+//! chooses among a few classes ([`Timer::CLASSES`]) and a timer received from a peer is taken
+//! down to the longest class not longer than it ([`Timer::class_at_most`]), so that a staff
+//! reply never copies a distinctive value into the clear even if the user's client was modified
+//! to send one.
 
 use crate::error::{ClientError, Result};
 use crate::store::Store;
@@ -19,15 +25,25 @@ pub struct Timer(u64);
 
 impl Timer {
     pub const OFF: Timer = Timer(0);
-    /// The longest timer: a year.
-    pub const MAX: Timer = Timer(365 * 24 * HOUR);
+    /// The timers a user may choose (besides off), shortest first.
+    pub const CLASSES: [Timer; 7] = [
+        Timer(HOUR),
+        Timer(12 * HOUR),
+        Timer(24 * HOUR),
+        Timer(2 * 24 * HOUR),
+        Timer(7 * 24 * HOUR),
+        Timer(14 * 24 * HOUR),
+        Timer(28 * 24 * HOUR),
+    ];
+    /// The longest timer: four weeks.
+    pub const MAX: Timer = Timer(28 * 24 * HOUR);
 
-    /// `off`, or a number followed by `h` (hours), `d` (days) or `w` (weeks): `1h`, `12h`,
-    /// `7d`, `2w`.
+    /// `off`, or one of [`Timer::CLASSES`] written as a number followed by `h` (hours), `d`
+    /// (days) or `w` (weeks): `1h`, `12h`, `1d` (or `24h`), `2d`, `7d` (or `1w`), `2w`, `4w`.
     pub fn parse(text: &str) -> Result<Timer> {
         let bad = || {
             ClientError::InvalidArgument(format!(
-                "invalid timer {text:?}: use off, or a number of hours, days or weeks such as 1h, 12h, 7d, 2w"
+                "invalid timer {text:?}: use off, 1h, 12h, 1d, 2d, 1w, 2w or 4w"
             ))
         };
         let t = text.trim();
@@ -46,15 +62,29 @@ impl Timer {
             _ => return Err(bad()),
         };
         let secs = n.checked_mul(per).ok_or_else(bad)?;
-        if secs > Timer::MAX.0 {
-            return Err(ClientError::InvalidArgument(format!(
-                "timer {text:?} is longer than the longest allowed, 52w"
-            )));
-        }
-        Ok(Timer(secs))
+        // Only the classes: the relay sees the timer of every deposit, and an unusual one would
+        // mark a conversation.
+        Timer::CLASSES
+            .into_iter()
+            .find(|c| c.0 == secs)
+            .ok_or_else(bad)
     }
 
-    /// A timer received from a peer: rounded up to whole hours and capped at [`Timer::MAX`].
+    /// A peer's timer as this device uses it: the longest class not longer than `seconds` (a
+    /// copy never outlives what the sender asked), at least the shortest class, off for 0.
+    pub fn class_at_most(seconds: u64) -> Timer {
+        if seconds == 0 {
+            return Timer::OFF;
+        }
+        Timer::CLASSES
+            .into_iter()
+            .rev()
+            .find(|c| c.0 <= seconds)
+            .unwrap_or(Timer::CLASSES[0])
+    }
+
+    /// A number of seconds as a timer: rounded up to whole hours and capped at [`Timer::MAX`]
+    /// (what is left of a class, for a resend; stored settings).
     pub fn from_seconds(seconds: u64) -> Timer {
         if seconds == 0 {
             return Timer::OFF;
@@ -126,10 +156,12 @@ mod tests {
         for (text, secs, shown) in [
             ("off", 0, "off"),
             ("1h", 3600, "1h"),
-            ("36h", 36 * 3600, "36h"),
+            ("12h", 12 * 3600, "12h"),
             ("24h", 86_400, "1d"),
+            ("2d", 2 * 86_400, "2d"),
             ("7d", 7 * 86_400, "1w"),
             ("2w", 14 * 86_400, "2w"),
+            ("4w", 28 * 86_400, "4w"),
         ] {
             let t = Timer::parse(text).unwrap();
             assert_eq!(t.seconds(), secs, "{text}");
@@ -146,8 +178,26 @@ mod tests {
             "1 h",
             "53w",
             "99999999999999999w",
+            // Not a class: a distinctive timer would mark the conversation on the relay.
+            "36h",
+            "3d",
+            "5w",
         ] {
             assert!(Timer::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_peers_timer_becomes_the_longest_class_not_longer_than_it() {
+        assert_eq!(Timer::class_at_most(0), Timer::OFF);
+        assert_eq!(Timer::class_at_most(1).to_string(), "1h");
+        assert_eq!(Timer::class_at_most(3600).to_string(), "1h");
+        assert_eq!(Timer::class_at_most(37 * 3600).to_string(), "1d");
+        assert_eq!(Timer::class_at_most(5 * 86_400 + 7).to_string(), "2d");
+        assert_eq!(Timer::class_at_most(u64::MAX), Timer::MAX);
+        for c in Timer::CLASSES {
+            assert_eq!(Timer::class_at_most(c.seconds()), c);
+            assert_eq!(Timer::parse(&c.to_string()).unwrap(), c);
         }
     }
 

@@ -30,8 +30,9 @@
 //! `message_decrypt_signal` afterwards), under that address, so the session and the identity
 //! store's trust rules (see [`crate::store`]) apply to the same identity the envelope proved.
 //!
-//! Plaintexts are padded to size buckets ([`refuge_proto::padding`]) before encryption, so the
-//! relay learns only the bucket.
+//! Plaintexts are padded to size buckets ([`refuge_proto::padding`]) before encryption, and the
+//! sealed envelope to the bucket's outer size after it, so the relay learns only the bucket: not
+//! the sender's label (its certificate's length), nor whether a message starts a session.
 
 use crate::directory::StaffPins;
 use crate::error::{ClientError, Result, signal_error_kind};
@@ -112,7 +113,7 @@ pub async fn seal(
         other => ClientError::InvalidArgument(other.to_string()),
     })?);
     let mut rng = os_rng();
-    Ok(sealed_sender_encrypt(
+    let sealed = sealed_sender_encrypt(
         &to.address(),
         certificate,
         &padded,
@@ -121,7 +122,12 @@ pub async fn seal(
         now,
         &mut rng,
     )
-    .await?)
+    .await?;
+    // The envelope's own length varies with the sender's label and the message type: padded
+    // too, to the plaintext bucket's outer size.
+    padding::pad_sealed(&sealed, padded.len()).map_err(|e| {
+        ClientError::InvalidArgument(format!("a sealed message does not fit its outer size: {e}"))
+    })
 }
 
 /// Overwrites the secrets in a [`Content`] (text, deposit token) before it is dropped; the
@@ -186,6 +192,8 @@ pub async fn open(
     sealed: &[u8],
     now: SystemTime,
 ) -> Result<Opened> {
+    let sealed = padding::unpad_sealed(sealed)
+        .map_err(|e| ClientError::Undecryptable(format!("sealed envelope: {e}")))?;
     let usmc = sealed_sender_decrypt_to_usmc(sealed, &stores.identity)
         .await
         .map_err(|e| {

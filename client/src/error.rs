@@ -132,6 +132,13 @@ pub enum ClientError {
     #[error("client policy: {0}")]
     Policy(#[from] refuge_proto::client_policy::ClientPolicyError),
 
+    #[error(
+        "the client policy is marked as a test deployment{}; refusing to use it without \
+         --allow-test-deployment",
+        if *unwitnessed { " without witnesses" } else { "" }
+    )]
+    TestDeployment { unwitnessed: bool },
+
     #[error("the staff directory log was refused: {error}{}", evidence_note(evidence.as_deref()))]
     DirectoryLog {
         error: refuge_proto::directory_sync::SyncError,
@@ -281,7 +288,8 @@ impl ClientError {
             | WeakPassphrase { .. }
             | PassphraseMismatch
             | NoPassphrase
-            | NotConfirmed => Blame::Usage,
+            | NotConfirmed
+            | TestDeployment { .. } => Blame::Usage,
             NotInitialized { .. }
             | AlreadyInitialized { .. }
             | MissingConfig(_)
@@ -457,6 +465,9 @@ impl ClientError {
             }
             PrekeyMisuse(_) => {
                 "the relay or the sender broke the rules that protect first contacts; the message was kept as evidence in this device's store and deleted from the relay".into()
+            }
+            TestDeployment { .. } => {
+                "this policy is for trying Refuge out, not for real people: get the ministry's real policy; if you are testing, pass --allow-test-deployment (or REFUGE_ALLOW_TEST_DEPLOYMENT=1)".into()
             }
             NotYetOpenable(_) => {
                 "it is kept, still encrypted, and tried again on the next reads for a week".into()

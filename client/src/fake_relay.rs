@@ -235,6 +235,17 @@ impl FakeRelay {
         self.state.borrow_mut().tamper = Some(Box::new(f));
     }
 
+    /// The length of each sealed message waiting in `mailbox`, in order.
+    pub fn stored_lengths(&self, mailbox: &MailboxId) -> Vec<usize> {
+        self.state
+            .borrow()
+            .mailboxes
+            .get(mailbox)
+            .map_or_else(Vec::new, |m| {
+                m.messages.iter().map(|x| x.sealed.len()).collect()
+            })
+    }
+
     /// Hands out (and forgets) every one-time Kyber prekey of a device, as bundles fetched and
     /// never used would: the relay then honestly serves the last-resort key.
     pub fn drain_kyber_one_time(&self, mailbox: &MailboxId) {
@@ -549,7 +560,7 @@ impl Relay for FakeSession {
         if self.broken {
             return Err(ClientError::ConnectionLost("the connection broke".into()));
         }
-        let name = request_name(&request);
+        let name = request.name();
         let loss = {
             let mut s = self.state.borrow_mut();
             let at = s.connection_losses.iter().position(|(n, _)| *n == name);
@@ -591,22 +602,5 @@ impl Relay for FakeSession {
 
     fn resumption(&mut self) -> Option<&mut Resumption> {
         Some(&mut self.resumption)
-    }
-}
-
-fn request_name(request: &Request) -> &'static str {
-    match request {
-        Request::Hello(_) => "Hello",
-        Request::GetChallenge(_) => "GetChallenge",
-        Request::Authenticate(_) => "Authenticate",
-        Request::CreateMailbox(_) => "CreateMailbox",
-        Request::Deposit(_) => "Deposit",
-        Request::FetchMessages(_) => "FetchMessages",
-        Request::AckMessages(_) => "AckMessages",
-        Request::UploadPrekeys(_) => "UploadPrekeys",
-        Request::FetchPostBundles(_) => "FetchPostBundles",
-        Request::GetPrekeyCount(_) => "GetPrekeyCount",
-        Request::GetLog(_) => "GetLog",
-        Request::SubmitEntry(_) => "SubmitEntry",
     }
 }

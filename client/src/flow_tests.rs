@@ -403,6 +403,7 @@ async fn message_claiming_a_staff_label_with_another_key_is_refused() {
         )
         .await
         .unwrap();
+        let sealed = refuge_proto::padding::pad_sealed(&sealed, padded.len()).unwrap();
         (store.case(&case).unwrap().unwrap().reply.unwrap().1, sealed)
     };
     relay::deposit(
@@ -552,6 +553,41 @@ async fn padding_makes_length_depend_only_on_the_bucket() {
         "two texts in the same bucket must seal to the same length"
     );
     assert!(next_bucket > short);
+    // The outer size of the bucket, whatever the envelope held: this Whisper message, and the
+    // first contact (a PreKey message with its Kyber ciphertext) the relay stored earlier.
+    assert_eq!(short, 256 + refuge_proto::padding::SEALED_ALLOWANCE);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn sealed_lengths_tell_neither_the_label_nor_the_message_type() {
+    // A user's first contact (PreKey, Kyber ciphertext, user certificate) and staff replies
+    // from labels of very different lengths: in one bucket, one length on the wire.
+    let w = World::new().await;
+    w.contact("hello").await.unwrap();
+    let mut lengths = w.relay.stored_lengths(&w.desk_mailbox(DESK1));
+    let (seen, _) = w.staff_read(DESK1).await;
+    w.reply(DESK1, &seen[0].0, "short label").await;
+    lengths.extend(w.relay.stored_lengths(&w.user_mailbox()));
+    let expected = 256 + refuge_proto::padding::SEALED_ALLOWANCE;
+    assert_eq!(lengths, vec![expected, expected], "{lengths:?}");
+
+    // The largest envelope a label allows: a staff certificate naming the longest label, on a
+    // PreKey message, with the largest plaintext of the smallest bucket, still fits the
+    // allowance (unpadded, it is well under the outer size).
+    let identity = crate::store::LocalIdentity::generate(crate::store::Role::Staff);
+    // The longest label the directory allows: a 64-byte post id, `/`, a 64-byte desk name.
+    let label = format!("{}/{}", "p".repeat(64), "d".repeat(64));
+    let cert =
+        envelope::issue_sender_certificate(&identity, &Peer::staff(&label), SystemTime::now())
+            .unwrap();
+    let certificate_len = cert.serialized().unwrap().len();
+    // PreKey message: base key, identity key, ids, Kyber-1024 ciphertext, the inner message
+    // with a 256-byte plaintext; sealed sender v1: ephemeral key, encrypted static key, MACs.
+    let worst = certificate_len + 1568 + 256 + 16 + 33 * 4 + 200;
+    assert!(
+        worst < refuge_proto::padding::SEALED_ALLOWANCE,
+        "{worst} bytes of envelope around 256 bytes of plaintext"
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]

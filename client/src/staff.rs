@@ -299,8 +299,10 @@ impl<'s> Staff<'s> {
         Ok(())
     }
 
-    /// Replies to a case's user, in its reply mailbox, with the disappearing-message timer the
-    /// user last chose (so the reply disappears from the relay, the user's store and ours).
+    /// Replies to a case's user at once, on `relay`: [`Staff::queue_reply`] then
+    /// [`Staff::send_replies`]. The programs do the two apart, with a random delay and a
+    /// connection of its own between them (SECURITY.md: the relay must not tie a reply to the
+    /// read that prompted it).
     pub async fn reply(
         &self,
         relay: &mut dyn Relay,
@@ -309,6 +311,33 @@ impl<'s> Staff<'s> {
         text: &SecretText,
         now: SystemTime,
     ) -> Result<outbox::SendReport> {
+        let row = self.queue_reply(directory, case_id, text, now).await?;
+        self.send_replies(relay, directory, &[row]).await
+    }
+
+    /// Sends what waits in the outbox on `relay`, and says what became of `rows` (replies
+    /// queued by this run): an error if one of them was refused or is still waiting.
+    pub async fn send_replies(
+        &self,
+        relay: &mut dyn Relay,
+        directory: &VerifiedDirectory,
+        rows: &[i64],
+    ) -> Result<outbox::SendReport> {
+        let mut sent = outbox::send_pending(self.store, relay, directory).await?;
+        outbox::settle(self.store, &mut sent, rows)?;
+        Ok(sent)
+    }
+
+    /// Seals a reply to a case's user with the disappearing-message timer the user last chose
+    /// (so the reply disappears from the relay, the user's store and ours), records it in the
+    /// case and puts it in the outbox, without touching the network. Returns its outbox row.
+    pub async fn queue_reply(
+        &self,
+        directory: &VerifiedDirectory,
+        case_id: &str,
+        text: &SecretText,
+        now: SystemTime,
+    ) -> Result<i64> {
         if text.expose().len() > MAX_TEXT_LEN {
             return Err(ClientError::MessageTooLong {
                 len: text.expose().len(),
@@ -327,7 +356,9 @@ impl<'s> Staff<'s> {
         let user = Peer::parse(&case.user_address)
             .filter(|p| matches!(p, Peer::User { .. }))
             .ok_or_else(|| ClientError::Corrupt("case address".into()))?;
-        let timer = Timer::from_seconds(case.disappear_seconds);
+        // Stored as received cases' class; taken down to a class again in case an older version
+        // stored another value.
+        let timer = Timer::class_at_most(case.disappear_seconds);
         let pins = StaffPins::from_directory(directory)?;
         let certificate = envelope::issue_sender_certificate(&self.identity, &self.me, now)?;
         let tx = self.store.begin()?;
@@ -365,9 +396,7 @@ impl<'s> Staff<'s> {
             unix_seconds(now),
         )?;
         tx.commit()?;
-        let mut sent = outbox::send_pending(self.store, relay, directory).await?;
-        outbox::settle(self.store, &mut sent, &[row])?;
-        Ok(sent)
+        Ok(row)
     }
 
     pub fn cases(&self) -> Result<Vec<CaseSummary>> {

@@ -15,6 +15,7 @@
 //! witness <name> <vkey> [<url>]                   C2SP tlog-policy
 //! group <name> all|any|<k> <name>...              C2SP tlog-policy
 //! quorum <name>|none                              exactly one (C2SP tlog-policy)
+//! deployment test                                 optional: a test deployment (see below)
 //! ```
 //!
 //! Blank lines and lines starting with `#` are ignored, as in tlog-policy. The parser is strict:
@@ -27,6 +28,11 @@
 //! be signed by one of them. After an authority rotation, a new policy keeps listing the keys the
 //! log started with (the replay retires them at the rotation entry) and adds the new key, which
 //! must be listed because it signs the policy.
+//!
+//! A policy with `quorum none` requires no witness, so no signed timestamp exists and a relay
+//! could serve an old log (one without a revocation) for ever: it is refused unless it also says
+//! `deployment test`. Clients refuse a test deployment unless the person running them opts in
+//! explicitly, and then warn on every run.
 //!
 //! The note signature is domain separated from the authority's other signatures by the text's
 //! first line (directory entries start with `refuge/directory-entry/v1\n`).
@@ -87,6 +93,12 @@ pub enum ClientPolicyError {
     Sign(String),
     #[error("an authority key built into this client is unusable ({0}): the build is broken")]
     PinnedKey(String),
+    #[error(
+        "client policy requires no witness (`quorum none`) and is not marked `deployment test`: \
+         without witnesses a relay could serve an old staff directory (one without a \
+         revocation) for ever; the authority must list witnesses and a quorum"
+    )]
+    Unwitnessed,
 }
 
 fn syntax(line: usize, what: impl Into<String>) -> ClientPolicyError {
@@ -116,6 +128,7 @@ pub struct ClientPolicy {
     relay_quic: Option<RelayQuic>,
     posts: Vec<(String, String)>,
     tlog: Policy,
+    test_deployment: bool,
 }
 
 /// Signs a policy text with an authority key (done offline by `refuge-admin`). The text must
@@ -181,7 +194,20 @@ impl ClientPolicy {
             relay_quic: body.relay_quic,
             posts: body.posts,
             tlog: body.tlog,
+            test_deployment: body.test_deployment,
         })
+    }
+
+    /// Whether the authority marked this policy as a test deployment (`deployment test`).
+    /// Clients use such a policy only when told to explicitly, and warn on every run.
+    pub fn is_test_deployment(&self) -> bool {
+        self.test_deployment
+    }
+
+    /// Whether the policy requires no witness cosignature (`quorum none`; only allowed in a
+    /// test deployment).
+    pub fn is_unwitnessed(&self) -> bool {
+        self.tlog.quorum_name() == crate::tlog::policy::NONE
     }
 
     /// The policy text as signed.
@@ -253,6 +279,7 @@ struct Body {
     relay_quic: Option<RelayQuic>,
     posts: Vec<(String, String)>,
     tlog: Policy,
+    test_deployment: bool,
 }
 
 fn hex32(line: usize, s: &str, what: &str) -> Result<[u8; 32], ClientPolicyError> {
@@ -315,6 +342,7 @@ impl Body {
         let mut relay_onion = None;
         let mut relay_quic = None;
         let mut posts: Vec<(String, String)> = Vec::new();
+        let mut test_deployment = false;
         let mut logs = 0;
         // The tlog-policy lines, with every other line blanked so that line numbers agree.
         let mut tlog = String::from("\n");
@@ -422,12 +450,26 @@ impl Body {
                     }
                     posts.push((id.to_string(), name.to_string()));
                 }
+                "deployment" => {
+                    if test_deployment {
+                        return Err(syntax(n, "a second `deployment` line"));
+                    }
+                    if rest != "test" {
+                        return Err(syntax(
+                            n,
+                            "expected `deployment test` (a policy without it is a real \
+                             deployment)",
+                        ));
+                    }
+                    test_deployment = true;
+                }
                 other => {
                     return Err(syntax(
                         n,
                         format!(
                             "unknown keyword {other:?} (expected authority, freshness, \
-                             relay-onion, relay-quic, post, log, witness, group or quorum)"
+                             relay-onion, relay-quic, post, log, witness, group, quorum or \
+                             deployment)"
                         ),
                     ));
                 }
@@ -446,6 +488,9 @@ impl Body {
         if tlog.logs().is_empty() {
             return Err(ClientPolicyError::Missing("log"));
         }
+        if tlog.quorum_name() == crate::tlog::policy::NONE && !test_deployment {
+            return Err(ClientPolicyError::Unwitnessed);
+        }
         Ok(Self {
             authorities,
             freshness_secs,
@@ -453,6 +498,7 @@ impl Body {
             relay_quic,
             posts,
             tlog,
+            test_deployment,
         })
     }
 }

@@ -419,10 +419,17 @@ impl DirectorySync {
         let note = UncheckedNote::parse(bytes).map_err(note_error)?;
         let verified = self.tlog.verify_checkpoint(note).map_err(|e| match e {
             CheckpointPolicyError::Note(e) => note_error(e),
-            CheckpointPolicyError::Quorum(q) => SyncError::QuorumNotMet {
-                missing: q.missing,
-                note: String::from_utf8_lossy(bytes).into_owned(),
-            },
+            // Signed by the log, but not cosigned by a quorum: a witness refused to cosign it,
+            // or the relay kept cosignatures back. A rollback or fork against the stored
+            // checkpoint is still proof against the log key alone, and more use than "not
+            // cosigned": report that, with its evidence.
+            CheckpointPolicyError::Quorum(q) => {
+                self.against_stored(bytes)
+                    .unwrap_or_else(|| SyncError::QuorumNotMet {
+                        missing: q.missing,
+                        note: String::from_utf8_lossy(bytes).into_owned(),
+                    })
+            }
             CheckpointPolicyError::Checkpoint(e) => SyncError::Malformed {
                 what: format!("checkpoint: {e}"),
             },
@@ -432,6 +439,9 @@ impl DirectorySync {
         })?;
         let cp = verified.checkpoint();
         let note_text = verified.note().as_str().to_string();
+        if let Some(e) = self.rollback_or_fork(cp, &note_text) {
+            return Err(e);
+        }
         if cp.origin() != self.origin {
             return Err(SyncError::BadLogSignature {
                 reason: format!("checkpoint of log {:?}", cp.origin()),
@@ -443,25 +453,6 @@ impl DirectorySync {
                 size: cp.size(),
                 max: MAX_LOG_SIZE,
             });
-        }
-        if let Some(stored) = &self.stored {
-            if cp.size() < stored.size {
-                return Err(SyncError::Rollback {
-                    stored: stored.size,
-                    served: cp.size(),
-                    stored_note: stored.note.clone(),
-                    served_note: note_text,
-                });
-            }
-            if cp.size() == stored.size && cp.root() != &stored.root {
-                return Err(SyncError::Fork {
-                    stored: stored.size,
-                    served: cp.size(),
-                    stored_note: stored.note.clone(),
-                    served_note: note_text,
-                    consistency: Vec::new(),
-                });
-            }
         }
         let bundles: Vec<Bundle> = tiles_for_size(cp.size())
             .filter_map(|t| t.bundle())
@@ -481,6 +472,45 @@ impl DirectorySync {
             refused: None,
         });
         Ok(paths)
+    }
+
+    /// A checkpoint of this log (signed by its key) that is smaller than the stored one, or of
+    /// the same size with another root.
+    fn rollback_or_fork(&self, cp: &Checkpoint, note_text: &str) -> Option<SyncError> {
+        let stored = self.stored.as_ref()?;
+        if cp.origin() != self.origin {
+            return None;
+        }
+        if cp.size() < stored.size {
+            return Some(SyncError::Rollback {
+                stored: stored.size,
+                served: cp.size(),
+                stored_note: stored.note.clone(),
+                served_note: note_text.to_string(),
+            });
+        }
+        if cp.size() == stored.size && cp.root() != &stored.root {
+            return Some(SyncError::Fork {
+                stored: stored.size,
+                served: cp.size(),
+                stored_note: stored.note.clone(),
+                served_note: note_text.to_string(),
+                consistency: Vec::new(),
+            });
+        }
+        None
+    }
+
+    /// [`DirectorySync::rollback_or_fork`] for a note that failed only its witness quorum:
+    /// verified again against the log key alone.
+    fn against_stored(&self, bytes: &[u8]) -> Option<SyncError> {
+        let log = self.tlog.logs().first()?;
+        let note = UncheckedNote::parse(bytes)
+            .ok()?
+            .verify(&[log.key() as &dyn Verifier])
+            .ok()?;
+        let cp = Checkpoint::from_note(&note).ok()?;
+        self.rollback_or_fork(&cp, note.as_str())
     }
 
     /// Freshness: the witnesses whose cosignature is recent and not from the future must meet

@@ -19,6 +19,27 @@ pub mod tlog;
 #[allow(clippy::all, missing_docs)]
 pub mod wire {
     include!(concat!(env!("OUT_DIR"), "/refuge.v1.rs"));
+
+    impl client_frame::Request {
+        /// The request's name, for logs and tests (never its content).
+        pub fn name(&self) -> &'static str {
+            use client_frame::Request;
+            match self {
+                Request::Hello(_) => "Hello",
+                Request::GetChallenge(_) => "GetChallenge",
+                Request::Authenticate(_) => "Authenticate",
+                Request::CreateMailbox(_) => "CreateMailbox",
+                Request::Deposit(_) => "Deposit",
+                Request::FetchMessages(_) => "FetchMessages",
+                Request::AckMessages(_) => "AckMessages",
+                Request::UploadPrekeys(_) => "UploadPrekeys",
+                Request::GetPrekeyCount(_) => "GetPrekeyCount",
+                Request::FetchPostBundles(_) => "FetchPostBundles",
+                Request::GetLog(_) => "GetLog",
+                Request::SubmitEntry(_) => "SubmitEntry",
+            }
+        }
+    }
 }
 
 /// Generated types for `spec/directory.proto` (the authority-signed staff directory).

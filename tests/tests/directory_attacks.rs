@@ -9,19 +9,30 @@
 //! - a fork (the same authority-signed entries in another order: another tree of the same size),
 //! - a rollback (a smaller tree than the one the client already accepted),
 //! - a dropped revocation (the log rewritten without the revocation the client has seen).
+//!
+//! Each runs twice: with a test deployment's unwitnessed policy, where the client's stored
+//! checkpoint and the replay are all that stand in the way, and with a real deployment's policy
+//! that requires a witness (`refuge-audit witness`), which refuses to cosign the rewritten log:
+//! the client then refuses it for that (an extension) or for what the log key alone proves (a
+//! rollback or a fork, with the same evidence).
 
 use refuge_tests::*;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-/// The world of `setup`, with the auditor having followed the honest log once.
+/// The world of `setup` (or `setup_witnessed`), with the auditor having followed the honest log
+/// once.
 struct Attacked {
     w: World,
 }
 
 impl Attacked {
-    fn new() -> Attacked {
-        let w = setup("tcp");
+    fn new(witnessed: bool) -> Attacked {
+        let w = if witnessed {
+            setup_witnessed("tcp")
+        } else {
+            setup("tcp")
+        };
         let a = Attacked { w };
         let out = a.audit();
         assert!(
@@ -104,7 +115,13 @@ impl Attacked {
         let files: Vec<String> = entries.iter().map(|e| e.display().to_string()).collect();
         args.extend(files.iter().map(String::as_str));
         run_ok("refuge-relay", &args);
-        self.w.relay = Relay::start(&data_dir, &["--authority-key", &self.w.authority_key_hex]);
+        // Started again the same way (with its witness, if it has one).
+        let relay_args: Vec<&str> = self.w.relay_args.iter().map(String::as_str).collect();
+        self.w.relay = Relay::start(&data_dir, &relay_args);
+    }
+
+    fn witnessed(&self) -> bool {
+        self.w.witness.is_some()
     }
 
     fn entry(&self, n: u8) -> PathBuf {
@@ -147,7 +164,16 @@ fn assert_detected(out: &Output, what: &str) -> String {
 
 #[test]
 fn a_substituted_staff_key_is_refused_by_the_client_and_caught_by_the_audit() {
-    let mut a = Attacked::new();
+    substituted_staff_key(false);
+}
+
+#[test]
+fn a_substituted_staff_key_is_not_cosigned_and_caught_by_the_audit() {
+    substituted_staff_key(true);
+}
+
+fn substituted_staff_key(witnessed: bool) {
+    let mut a = Attacked::new(witnessed);
     assert!(a.user_sync().status.success());
 
     // The operator makes its own "authority" key, revokes desk 1 and enrols its own device
@@ -164,10 +190,20 @@ fn a_substituted_staff_key_is_refused_by_the_client_and_caught_by_the_audit() {
     a.rewrite_log(&entries, &[&real, &fake.key_hex]);
 
     let out = a.user_sync();
-    let err = assert_refused(&out, "the directory rules refuse");
-    let evidence = a.user_evidence();
-    assert!(evidence.contains("problem: invalid-entry"), "{evidence}");
-    assert!(evidence.contains("entry 2: "), "{evidence}\n{err}");
+    if a.witnessed() {
+        // The witness does not cosign a log with entries the authority did not sign: the
+        // client never downloads them.
+        let err = Attacked::stderr(&out);
+        assert!(!out.status.success(), "the client must refuse:\n{err}");
+        assert!(err.contains("the staff directory log was refused"), "{err}");
+        assert!(err.contains("witness"), "{err}");
+        assert!(err.contains("nothing was sent"), "{err}");
+    } else {
+        let err = assert_refused(&out, "the directory rules refuse");
+        let evidence = a.user_evidence();
+        assert!(evidence.contains("problem: invalid-entry"), "{evidence}");
+        assert!(evidence.contains("entry 2: "), "{evidence}\n{err}");
+    }
 
     let out = a.audit();
     assert_detected(&out, "LOG MISBEHAVED");
@@ -175,7 +211,16 @@ fn a_substituted_staff_key_is_refused_by_the_client_and_caught_by_the_audit() {
 
 #[test]
 fn a_forked_log_is_refused_by_the_client_and_caught_by_the_audit() {
-    let mut a = Attacked::new();
+    forked_log(false);
+}
+
+#[test]
+fn a_forked_log_is_refused_by_the_client_and_caught_by_the_audit_when_witnessed() {
+    forked_log(true);
+}
+
+fn forked_log(witnessed: bool) {
+    let mut a = Attacked::new(witnessed);
     assert!(a.user_sync().status.success());
 
     // The same two authority-signed entries in the other order: a tree of the same size with
@@ -189,6 +234,11 @@ fn a_forked_log_is_refused_by_the_client_and_caught_by_the_audit() {
     let evidence = a.user_evidence();
     assert!(evidence.contains("problem: fork"), "{evidence}");
     assert_eq!(evidence.matches("-----BEGIN CHECKPOINT").count(), 2);
+    if a.witnessed() {
+        // The witness refused to cosign it, and kept its own evidence.
+        let kept = only_file(&a.w.path("witness").join("evidence"));
+        assert!(kept.contains("fork"), "{kept}");
+    }
 
     let out = a.audit();
     let err = assert_detected(&out, "LOG INCONSISTENT");
@@ -197,7 +247,16 @@ fn a_forked_log_is_refused_by_the_client_and_caught_by_the_audit() {
 
 #[test]
 fn a_rolled_back_log_is_refused_by_the_client_and_caught_by_the_audit() {
-    let mut a = Attacked::new();
+    rolled_back_log(false);
+}
+
+#[test]
+fn a_rolled_back_log_is_refused_by_the_client_and_caught_by_the_audit_when_witnessed() {
+    rolled_back_log(true);
+}
+
+fn rolled_back_log(witnessed: bool) {
+    let mut a = Attacked::new(witnessed);
     assert!(a.user_sync().status.success());
 
     let entries = [a.entry(1)];
@@ -214,7 +273,16 @@ fn a_rolled_back_log_is_refused_by_the_client_and_caught_by_the_audit() {
 
 #[test]
 fn a_dropped_revocation_is_refused_by_the_client_and_caught_by_the_audit() {
-    let mut a = Attacked::new();
+    dropped_revocation(false);
+}
+
+#[test]
+fn a_dropped_revocation_is_refused_by_the_client_and_caught_by_the_audit_when_witnessed() {
+    dropped_revocation(true);
+}
+
+fn dropped_revocation(witnessed: bool) {
+    let mut a = Attacked::new(witnessed);
     // The authority revokes desk 2; the user's client and the auditor see it.
     let revoke = a.w.path("revoke2.entry");
     let authority = Authority {
@@ -224,6 +292,9 @@ fn a_dropped_revocation_is_refused_by_the_client_and_caught_by_the_audit() {
     authority.revoke(&a.w.path("staff2.req"), &revoke);
     let out = authority.submit(&a.w.relay, &a.w.path("policy.signed"), &[&revoke]);
     assert!(out.contains("index 2"), "{out}");
+    if let Some((witness, _)) = &a.w.witness {
+        witness.wait_cosigned(&a.w.relay, 3);
+    }
     let posts = a.user_sync();
     assert!(posts.status.success(), "{}", Attacked::stderr(&posts));
     assert!(

@@ -1,5 +1,7 @@
-//! First contact end to end with the real programs: an authority enrols two staff devices of one
-//! post, the relay runs on a temporary SQLite file, a user writes to the post over QUIC or TCP,
+//! First contact end to end with the real programs, deployed as README.md shows: an authority
+//! enrols two staff devices of one post, the relay runs on a temporary SQLite file and submits
+//! its checkpoints to a witness (`refuge-audit witness`) that the client policy requires (a real
+//! deployment, not a test one), a user writes to the post over QUIC or TCP,
 //! both devices decrypt, one replies, the user reads the reply, and every acknowledged message
 //! is gone from the relay. Then the relay's file is scanned for anything it must not hold.
 
@@ -18,7 +20,7 @@ fn user_identity_public_key(user_dir: &Path) -> Option<Vec<u8>> {
 }
 
 fn first_contact_round_trip(transport: &str) {
-    let mut w = setup(transport);
+    let mut w = setup_witnessed(transport);
     let user = w.p("user");
 
     let out = run_ok("refuge", &["--data-dir", &user, "posts"]);
@@ -27,7 +29,8 @@ fn first_contact_round_trip(transport: &str) {
         "{out}"
     );
 
-    let out = run_ok(
+    // A real deployment needs no opt-in, and gets no test-deployment warning.
+    let out = run_with_env(
         "refuge",
         &[
             "--data-dir",
@@ -38,7 +41,13 @@ fn first_contact_round_trip(transport: &str) {
             "--message",
             FIRST,
         ],
+        None,
+        &[("REFUGE_ALLOW_TEST_DEPLOYMENT", "0")],
     );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("TEST DEPLOYMENT"), "{stderr}");
+    let out = String::from_utf8(out.stdout).expect("utf-8");
     assert_eq!(
         out.trim(),
         format!("sent to 2 staff devices of {POST}: {DESK1}, {DESK2}")
@@ -146,4 +155,87 @@ fn first_contact_over_quic() {
 #[test]
 fn first_contact_over_tcp() {
     first_contact_round_trip("tcp");
+}
+
+/// Staff replies must not be linkable to the read that prompted them (SECURITY.md, "A seized or
+/// malicious relay"): what the relay sees of which requests share a connection (a circuit, over
+/// Tor) is recorded between the programs and the relay.
+#[test]
+fn a_reply_goes_on_a_connection_of_its_own_after_a_random_wait() {
+    let w = setup("tcp");
+    run_ok(
+        "refuge",
+        &[
+            "--data-dir",
+            &w.p("user"),
+            "contact",
+            "--post",
+            POST,
+            "--message",
+            FIRST,
+        ],
+    );
+    let recorder = Recorder::start(w.relay.tcp);
+    let url = recorder.url();
+    let staff = w.p("staff1");
+    let read = run_ok(
+        "refuge-inbox",
+        &["--data-dir", &staff, "--relay", &url, "read"],
+    );
+    let case = case_ids(&read)[0].0.clone();
+    let reading = recorder.connections();
+    assert_eq!(reading.len(), 1, "one connection for the read: {reading:?}");
+
+    let out = run_with_env(
+        "refuge-inbox",
+        &[
+            "--data-dir",
+            &staff,
+            "--relay",
+            &url,
+            "reply",
+            "--case",
+            &case,
+            "--message",
+            REPLY,
+        ],
+        None,
+        &[("REFUGE_SEND_DELAY_MAX_SECS", "2")],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = recorder.connections();
+    let names = |c: &[(std::time::Instant, &'static str)]| -> Vec<&'static str> {
+        c.iter().map(|(_, n)| *n).collect()
+    };
+    // The read proved the device's mailbox and fetched on its connection, and sent nothing.
+    let read_names = names(&all[0]);
+    assert!(read_names.contains(&"Authenticate") && read_names.contains(&"FetchMessages"));
+    assert!(!read_names.contains(&"Deposit"), "{read_names:?}");
+    // The reply: the directory on one connection (no authentication), the deposit on another
+    // that carries nothing else.
+    let reply: Vec<Vec<&'static str>> = all[1..].iter().map(|c| names(c)).collect();
+    assert_eq!(reply.len(), 2, "{reply:?}");
+    assert!(reply[0].contains(&"GetLog"), "{reply:?}");
+    assert!(!reply[0].contains(&"Authenticate") && !reply[0].contains(&"Deposit"));
+    assert!(
+        reply[1].iter().all(|n| matches!(*n, "Hello" | "Deposit")) && reply[1].contains(&"Deposit"),
+        "{reply:?}"
+    );
+    let fetched = all[1].last().expect("directory requests").0;
+    let deposited = all[2]
+        .iter()
+        .find(|(_, n)| *n == "Deposit")
+        .expect("deposit")
+        .0;
+    println!(
+        "the reply was deposited {:?} after the directory download (random wait of at most 2 s)",
+        deposited.duration_since(fetched)
+    );
+
+    let out = run_ok("refuge", &["--data-dir", &w.p("user"), "read"]);
+    assert!(out.contains(REPLY), "{out}");
 }

@@ -33,12 +33,14 @@ const CLIENT_BOOTSTRAP_TIMEOUT_SECS: &str = "70";
 const CLIENT_CONNECT_TIMEOUT_SECS: &str = "60";
 
 /// The environment of a client run by these tests: the test passphrase (with the test-only cheap
-/// key derivation), the shorter Tor limits and, unlike the other integration tests, no
-/// permission for direct connections.
+/// key derivation), the shorter Tor limits, the test deployment's unwitnessed policy allowed,
+/// and, unlike the other integration tests, no permission for direct connections.
 fn client_env(cmd: &mut Command) -> &mut Command {
     cmd.env("RUST_LOG", "warn")
         .env("REFUGE_PASSPHRASE", TEST_PASSPHRASE)
         .env("REFUGE_DANGEROUSLY_WEAK_KDF_FOR_TESTS", "1")
+        .env("REFUGE_ALLOW_TEST_DEPLOYMENT", "1")
+        .env("REFUGE_SEND_DELAY_MAX_SECS", "0")
         .env(
             "REFUGE_TOR_BOOTSTRAP_TIMEOUT_SECS",
             CLIENT_BOOTSTRAP_TIMEOUT_SECS,

@@ -10,98 +10,19 @@
 //!   the log as it was before the revocation, which no witness cosigns any more: refused.
 
 use refuge_tests::*;
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
 /// How old the witness quorum may be, in the test policy.
 const FRESHNESS: u64 = 6;
-
-/// A running `refuge-audit witness`, killed when dropped.
-struct WitnessProcess {
-    child: Child,
-}
-
-impl WitnessProcess {
-    fn start(args: &[&str]) -> (WitnessProcess, SocketAddr) {
-        // Owned by the guard at once, so the process is killed and reaped whatever happens.
-        let mut process = WitnessProcess {
-            child: Command::new(bin("refuge-audit"))
-                .arg("witness")
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("spawn refuge-audit witness"),
-        };
-        let stdout = process.child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + COMMAND_DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx
-                .recv_timeout(left)
-                .expect("the witness says where it listens");
-            if let Some(addr) = line.strip_prefix("listening witness ") {
-                return (process, addr.trim().parse().expect("address"));
-            }
-        }
-    }
-}
-
-impl Drop for WitnessProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A loopback port nobody listens on right now (for the witness, whose URL the relay needs
-/// before the witness can start: the witness needs the relay's log URL).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
-}
-
-/// GET the relay's checkpoint over its log HTTP listener.
-fn served_checkpoint(relay: &Relay) -> String {
-    use std::io::{Read, Write};
-    let addr = relay.log_http.expect("log-http");
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to log-http");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        s,
-        "GET /checkpoint HTTP/1.1\r\nHost: log\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).expect("read answer");
-    answer
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default()
-}
 
 struct Witnessed {
     dir: tempfile::TempDir,
     authority: Authority,
     relay: Relay,
     witness: Option<WitnessProcess>,
-    witness_name: String,
+    witness_key: WitnessKey,
 }
 
 impl Witnessed {
@@ -147,22 +68,7 @@ impl Witnessed {
 
     /// Waits (bounded) until the relay serves a checkpoint of `size` cosigned by the witness.
     fn wait_cosigned(&self, size: u64) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let note = served_checkpoint(&self.relay);
-            let cosigned = note
-                .lines()
-                .any(|l| l.starts_with(&format!("\u{2014} {} ", self.witness_name)));
-            if cosigned && note.lines().nth(1) == Some(size.to_string().as_str()) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the relay did not serve a cosigned checkpoint of size {size}:\n{note}\n{}",
-                self.relay.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        self.witness_key.wait_cosigned(&self.relay, size);
     }
 }
 
@@ -179,21 +85,8 @@ fn witnessed() -> Witnessed {
         .iter()
         .map(|(name, label)| staff_init(dir.path(), name, label))
         .collect();
-    let witness_name = "witness.test/w0".to_string();
-    let key = dir.path().join("witness.key").display().to_string();
-    let out = run_ok(
-        "refuge-audit",
-        &["witness-keygen", "--out", &key, "--name", &witness_name],
-    );
-    let witness_vkey = out
-        .lines()
-        .find_map(|l| l.strip_prefix("witness vkey "))
-        .expect("witness-keygen prints the vkey")
-        .trim()
-        .to_string();
-    let port = free_port();
-    let witness_url = format!("http://127.0.0.1:{port}/");
-    let target = format!("{witness_vkey} {witness_url}");
+    let witness_key = WitnessKey::create(dir.path());
+    let target = witness_key.relay_target();
     let relay = Relay::start(
         &dir.path().join("relay"),
         &[
@@ -205,28 +98,8 @@ fn witnessed() -> Witnessed {
             "1",
         ],
     );
-    let origin = relay.log_vkey.split('+').next().expect("vkey").to_string();
-    let log_url = format!("http://{}/", relay.log_http.expect("log-http"));
-    let listen = format!("127.0.0.1:{port}");
-    let wdata = dir.path().join("witness").display().to_string();
-    let (witness, addr) = WitnessProcess::start(&[
-        "--listen",
-        &listen,
-        "--witness-key",
-        &key,
-        "--log-origin",
-        &origin,
-        "--log",
-        &log_url,
-        "--log-vkey",
-        &relay.log_vkey,
-        "--authority-key",
-        &authority.key_hex,
-        "--data-dir",
-        &wdata,
-    ]);
-    assert_eq!(addr.port(), port);
-    let lines = format!("witness w0 {witness_vkey} {witness_url}\nquorum w0\n");
+    let witness = witness_key.start(&relay, &authority.key_hex, &dir.path().join("witness"));
+    let lines = witness_key.policy_lines();
     let policy = authority.sign_policy(
         dir.path(),
         &relay.log_vkey,
@@ -250,7 +123,7 @@ fn witnessed() -> Witnessed {
         authority,
         relay,
         witness: Some(witness),
-        witness_name,
+        witness_key,
     };
     w.wait_cosigned(2);
     w
@@ -338,4 +211,81 @@ fn a_new_client_is_not_shown_the_log_without_a_logged_revocation() {
         err.contains("lacks cosignatures from witnesses [w0]"),
         "{err}"
     );
+}
+
+/// Without witnesses, nothing dates the log a relay serves: only a policy the authority marked
+/// `deployment test` may go without, and the clients use one only when the person running them
+/// opts in, warning on every run.
+#[test]
+fn an_unwitnessed_policy_is_only_a_test_deployment_and_never_silent() {
+    let w = setup("tcp");
+    let strict = [("REFUGE_ALLOW_TEST_DEPLOYMENT", "0")];
+
+    // The authority's tool refuses to sign an unwitnessed policy that is not marked.
+    let text = w.path("unmarked.txt");
+    std::fs::write(
+        &text,
+        format!(
+            "refuge client policy v1\nauthority {}\npost {POST} Embassy of X\nlog {}\nquorum none\n",
+            w.authority_key_hex, w.relay.log_vkey
+        ),
+    )
+    .expect("write policy text");
+    let err = run_err(
+        "refuge-admin",
+        &[
+            "policy",
+            "--key",
+            &w.p("authority.key"),
+            "--in",
+            &text.display().to_string(),
+            "--out",
+            &w.p("unmarked.signed"),
+        ],
+    );
+    assert!(err.contains("not marked `deployment test`"), "{err}");
+    assert!(!w.path("unmarked.signed").exists());
+
+    // The user's and the staff's clients refuse the test deployment unless told.
+    let posts = ["--data-dir", &w.p("user"), "posts"];
+    let out = run_with_env("refuge", &posts, None, &strict);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("marked as a test deployment without witnesses"),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint:") && err.contains("--allow-test-deployment"),
+        "{err}"
+    );
+    let out = run_with_env(
+        "refuge-inbox",
+        &["--data-dir", &w.p("staff1"), "read"],
+        None,
+        &strict,
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("test deployment"), "{}", stderr(&out));
+
+    // Told, they use it, and say so on every run.
+    for _ in 0..2 {
+        let out = run_with_env(
+            "refuge",
+            &[
+                "--allow-test-deployment",
+                "--data-dir",
+                &w.p("user"),
+                "posts",
+            ],
+            None,
+            &strict,
+        );
+        let err = stderr(&out);
+        assert!(out.status.success(), "{err}");
+        assert!(
+            err.contains("warning: TEST DEPLOYMENT without witnesses"),
+            "{err}"
+        );
+    }
 }

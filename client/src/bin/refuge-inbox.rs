@@ -7,7 +7,7 @@ use refuge_client::directory;
 use refuge_client::error::{ClientError, Result};
 use refuge_client::staff::{Staff, encode_request};
 use refuge_client::store::Store;
-use refuge_client::transport::Session;
+use refuge_client::transport::{RelayEndpoint, Session};
 use refuge_client::unlock::{self, PassphraseArgs};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -31,6 +31,10 @@ struct Args {
     relay: Option<String>,
     #[command(flatten)]
     tor: cli::TorArgs,
+    #[command(flatten)]
+    deployment: cli::DeploymentArgs,
+    #[command(flatten)]
+    send_delay: cli::SendDelayArgs,
     /// The relay's certificate pin (spki-sha256, 64 hex characters), for quic://
     #[arg(long, global = true, value_name = "HEX")]
     pin: Option<String>,
@@ -100,6 +104,8 @@ async fn run(args: Args) -> Result<()> {
     let dir = cli::data_dir(args.data_dir, "REFUGE_INBOX_DATA_DIR", "refuge-inbox")?;
     let endpoint_args = (args.relay, args.pin);
     let tor = args.tor;
+    let deployment = args.deployment;
+    let send_delay = args.send_delay;
     let passphrase = args.passphrase;
     let open = || unlock::open_store(&dir, &passphrase, "refuge-inbox", "refuge-inbox init");
     let now = SystemTime::now();
@@ -143,7 +149,8 @@ async fn run(args: Args) -> Result<()> {
         } => {
             let store = open()?;
             let staff = Staff::load(&store)?;
-            let source = PolicySource::from_args(&policy, &authority_keys)?;
+            let mut source = PolicySource::from_args(&policy, &authority_keys)?;
+            deployment.apply(&mut source);
             let endpoint = resolve_relay(
                 &store,
                 endpoint_args.0.as_deref(),
@@ -173,14 +180,11 @@ async fn run(args: Args) -> Result<()> {
                 endpoint_args.0.as_deref(),
                 endpoint_args.1.as_deref(),
             )?;
+            let delay = send_delay.pick()?;
             let network = cli::Network::new(&dir, &store, &tor, true)?;
             let mut session = cli::connect(&endpoint, &network, staff.label().as_bytes()).await?;
-            let verified = load_directory(&mut session, &store, &dir).await?;
+            let verified = load_directory(&mut session, &store, &dir, deployment).await?;
             warn_if_not_enrolled(&staff, &verified);
-            // Replies an earlier run could not get confirmed go first, on a session of their
-            // own: the reading session proves this device's mailbox, and the relay would see
-            // which device answers which user.
-            cli::send_outbox(&store, &endpoint, &network, b"replies", &verified).await?;
             let mut show = |m: &refuge_client::delivery::ReceivedMessage| {
                 let case = m.sender.case_id().unwrap_or_default();
                 say(&format!("case {case} {}", m.text.one_line().as_str()))
@@ -189,6 +193,17 @@ async fn run(args: Args) -> Result<()> {
             session.close().await;
             say(&format!("{} new messages", report.shown))?;
             cli::report_read(&report);
+            // Replies an earlier run could not get confirmed: after the read, a random wait
+            // and a connection of their own (the reading one proves this device's mailbox).
+            if store.outbox_len()? > 0 {
+                let sent =
+                    send_replies_later(&staff, &endpoint, &network, &verified, &[], delay).await;
+                match sent {
+                    Ok(r) => cli::report_earlier(&refuge_client::outbox::EarlierReport::of(&r)),
+                    Err(e) if e.blame() == refuge_client::Blame::Attack => return Err(e),
+                    Err(e) => cli::warn(&format!("{e} (hint: {})", e.hint())),
+                }
+            }
             Ok(())
         }
         Command::Reply { case_id, message } => {
@@ -200,13 +215,16 @@ async fn run(args: Args) -> Result<()> {
                 endpoint_args.0.as_deref(),
                 endpoint_args.1.as_deref(),
             )?;
+            let delay = send_delay.pick()?;
             let network = cli::Network::new(&dir, &store, &tor, true)?;
-            let mut session = cli::connect(&endpoint, &network, staff.label().as_bytes()).await?;
-            let verified = load_directory(&mut session, &store, &dir).await?;
-            let earlier = staff
-                .reply(&mut session, &verified, &case_id, &text, now)
-                .await?;
+            // The directory on a connection of its own, the reply on another after a random
+            // wait: the relay must not tie the reply to this device's reads.
+            let mut session = cli::connect(&endpoint, &network, b"directory").await?;
+            let verified = load_directory(&mut session, &store, &dir, deployment).await?;
             session.close().await;
+            let row = staff.queue_reply(&verified, &case_id, &text, now).await?;
+            let earlier =
+                send_replies_later(&staff, &endpoint, &network, &verified, &[row], delay).await?;
             cli::report_earlier(&refuge_client::outbox::EarlierReport::of(&earlier));
             say(&format!("replied to case {case_id}"))
         }
@@ -225,15 +243,43 @@ async fn run(args: Args) -> Result<()> {
     }
 }
 
+/// Waits `delay`, then sends what waits in the outbox on a connection of its own (through Tor, a
+/// circuit of its own), and says what became of `rows`. A reply that cannot be sent now stays
+/// in the outbox, sealed, for the next `read` or `reply`.
+async fn send_replies_later(
+    staff: &Staff<'_>,
+    endpoint: &RelayEndpoint,
+    network: &cli::Network,
+    directory: &refuge_proto::directory::VerifiedDirectory,
+    rows: &[i64],
+    delay: std::time::Duration,
+) -> Result<refuge_client::outbox::SendReport> {
+    if !delay.is_zero() {
+        cli::note(&format!(
+            "sending in {} s, on a connection of its own, so that the relay cannot tie the reply \
+             to your reading (interrupting is safe: the reply waits, sealed, for the next run)",
+            delay.as_secs()
+        ));
+        tokio::time::sleep(delay).await;
+    }
+    let isolation: [u8; 16] = rand::random();
+    let mut session = cli::connect(endpoint, network, &isolation).await?;
+    let sent = staff.send_replies(&mut session, directory, rows).await;
+    session.close().await;
+    sent
+}
+
 /// Downloads and verifies the staff directory with the stored client policy.
 async fn load_directory(
     session: &mut Session,
     store: &Store,
     data_dir: &std::path::Path,
+    deployment: cli::DeploymentArgs,
 ) -> Result<refuge_proto::directory::VerifiedDirectory> {
-    let source = store.policy()?.ok_or(ClientError::MissingConfig(
+    let mut source = store.policy()?.ok_or(ClientError::MissingConfig(
         "client policy (refuge-inbox register --policy)",
     ))?;
+    deployment.apply(&mut source);
     sync(session, store, &source, data_dir).await
 }
 

@@ -35,6 +35,8 @@ struct Args {
     insecure_direct: bool,
     #[command(flatten)]
     tor: cli::TorArgs,
+    #[command(flatten)]
+    deployment: cli::DeploymentArgs,
     /// The relay's certificate pin (spki-sha256, 64 hex characters), for quic://
     #[arg(long, global = true, value_name = "HEX")]
     pin: Option<String>,
@@ -65,7 +67,7 @@ enum Command {
         #[arg(long, allow_hyphen_values = true)]
         message: String,
         /// Delete every copy (the staff's, the relay's if undelivered) after this long: 1h, 12h,
-        /// 7d, 2w or off [default: as set with `refuge config --disappear`]
+        /// 1d, 2d, 1w, 2w, 4w or off [default: as set with `refuge config --disappear`]
         #[arg(long, value_name = "TIMER")]
         disappear: Option<String>,
     },
@@ -73,7 +75,8 @@ enum Command {
     Read,
     /// Show or change settings
     Config {
-        /// The default disappearing-message timer for new messages: 1h, 12h, 7d, 2w or off
+        /// The default disappearing-message timer for new messages: 1h, 12h, 1d, 2d, 1w, 2w, 4w
+        /// or off
         #[arg(long, value_name = "TIMER")]
         disappear: Option<String>,
     },
@@ -113,6 +116,7 @@ async fn run(args: Args) -> Result<()> {
         return unlock::passphrase_command(&mut store, new_passphrase_file.as_deref());
     }
     let store = store;
+    let deployment = args.deployment;
     let insecure_direct = args.insecure_direct
         || std::env::var_os("REFUGE_INSECURE_DIRECT").is_some_and(|v| v == "1");
     let network = cli::Network::new(&data_dir, &store, &args.tor, insecure_direct)?;
@@ -137,7 +141,8 @@ async fn run(args: Args) -> Result<()> {
             policy,
             authority_keys,
         } => {
-            let source = PolicySource::from_args(&policy, &authority_keys)?;
+            let mut source = PolicySource::from_args(&policy, &authority_keys)?;
+            deployment.apply(&mut source);
             let endpoint = endpoint()?;
             network.check(&endpoint)?;
             // The directory must verify before anything is created on the relay.
@@ -154,7 +159,7 @@ async fn run(args: Args) -> Result<()> {
         }
         Command::Posts => {
             User::load(&store)?;
-            let dir = load_directory(&store, &data_dir, &endpoint()?, &network).await?;
+            let dir = load_directory(&store, &data_dir, &endpoint()?, &network, deployment).await?;
             for post in dir.posts() {
                 say(&format!(
                     "post {} {} ({} staff devices)",
@@ -177,7 +182,7 @@ async fn run(args: Args) -> Result<()> {
             let text = cli::message_text(&message)?;
             let user = User::load(&store)?;
             let endpoint = endpoint()?;
-            let dir = load_directory(&store, &data_dir, &endpoint, &network).await?;
+            let dir = load_directory(&store, &data_dir, &endpoint, &network, deployment).await?;
             refuge_client::user::check_contact(&dir, &post, &text)?;
             // Deposits are anonymous: never on a circuit that reads the user's mailbox.
             let mut session = cli::connect(&endpoint, &network, b"deposit").await?;
@@ -200,7 +205,7 @@ async fn run(args: Args) -> Result<()> {
         Command::Read => {
             let user = User::load(&store)?;
             let endpoint = endpoint()?;
-            let dir = load_directory(&store, &data_dir, &endpoint, &network).await?;
+            let dir = load_directory(&store, &data_dir, &endpoint, &network, deployment).await?;
             // Messages an earlier run could not get confirmed: sent first, on a deposit
             // session of their own (never on the circuit that reads this mailbox).
             cli::send_outbox(&store, &endpoint, &network, b"deposit", &dir).await?;
@@ -250,10 +255,12 @@ async fn load_directory(
     data_dir: &std::path::Path,
     endpoint: &RelayEndpoint,
     network: &cli::Network,
+    deployment: cli::DeploymentArgs,
 ) -> Result<refuge_proto::directory::VerifiedDirectory> {
-    let source = store.policy()?.ok_or(ClientError::MissingConfig(
+    let mut source = store.policy()?.ok_or(ClientError::MissingConfig(
         "client policy (refuge init --policy)",
     ))?;
+    deployment.apply(&mut source);
     sync_directory(store, &source, data_dir, endpoint, network).await
 }
 

@@ -149,6 +149,14 @@ pub enum PrekeyKind {
     Kyber,
 }
 
+fn next_id_column(kind: PrekeyKind) -> &'static str {
+    match kind {
+        PrekeyKind::OneTime => "next_prekey_id",
+        PrekeyKind::Signed => "next_signed_prekey_id",
+        PrekeyKind::Kyber => "next_kyber_prekey_id",
+    }
+}
+
 /// A staff device the user has a session with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Contact {
@@ -380,29 +388,34 @@ impl Store {
 
     /// Reserves `n` consecutive ids of a kind; returns the first.
     pub fn allocate_prekey_ids(&self, kind: PrekeyKind, n: u32) -> Result<u32> {
-        let column = match kind {
-            PrekeyKind::OneTime => "next_prekey_id",
-            PrekeyKind::Signed => "next_signed_prekey_id",
-            PrekeyKind::Kyber => "next_kyber_prekey_id",
-        };
-        let first: u32 = self
-            .conn()
-            .query_row(
-                &format!("SELECT {column} FROM staff_device WHERE id = 1"),
-                [],
-                |r| r.get(0),
-            )
-            .optional()?
-            .ok_or_else(|| ClientError::Corrupt("no staff device".into()))?;
+        let first = self.next_prekey_id(kind)?;
         let next = first
             .checked_add(n)
             .filter(|&v| v < 0x7FFF_FFFF)
             .ok_or_else(|| ClientError::Corrupt("prekey ids exhausted".into()))?;
         self.conn().execute(
-            &format!("UPDATE staff_device SET {column} = ?1 WHERE id = 1"),
+            &format!(
+                "UPDATE staff_device SET {} = ?1 WHERE id = 1",
+                next_id_column(kind)
+            ),
             [next],
         )?;
         Ok(first)
+    }
+
+    /// The id the next prekey of `kind` will get (every lower id has been issued).
+    pub(crate) fn next_prekey_id(&self, kind: PrekeyKind) -> Result<u32> {
+        self.conn()
+            .query_row(
+                &format!(
+                    "SELECT {} FROM staff_device WHERE id = 1",
+                    next_id_column(kind)
+                ),
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| ClientError::Corrupt("no staff device".into()))
     }
 
     // ------------------------------------------------------------------ contacts (user side)

@@ -171,21 +171,8 @@ impl Store {
     /// What became of a prekey a message named that this device does not hold, by the counter
     /// that issues ids of its `kind`.
     pub fn prekey_fate(&self, kind: super::PrekeyKind, id: u32) -> Result<PrekeyFate> {
-        let column = match kind {
-            super::PrekeyKind::OneTime => "next_prekey_id",
-            super::PrekeyKind::Signed => "next_signed_prekey_id",
-            super::PrekeyKind::Kyber => "next_kyber_prekey_id",
-        };
-        let next: i64 = self
-            .conn()
-            .query_row(
-                &format!("SELECT {column} FROM staff_device WHERE id = 1"),
-                [],
-                |r| r.get(0),
-            )
-            .optional()?
-            .ok_or_else(|| ClientError::Corrupt("no staff device".into()))?;
-        Ok(if id >= 1 && i64::from(id) < next {
+        let next = self.next_prekey_id(kind)?;
+        Ok(if id >= 1 && id < next {
             PrekeyFate::Gone
         } else {
             PrekeyFate::NeverIssued

@@ -166,6 +166,8 @@ fn strict_parsing_names_the_line() {
         format!("log {}\n", log_signer().verifier().to_vkey()),
         "witness w9 nonsense\n".to_string(),
         "quorum none\n".to_string(),
+        "deployment production\n".to_string(),
+        "deployment test\ndeployment test\n".to_string(),
     ];
     for extra in bad_extras {
         let line = line_error(&policy_text(&a, &extra));
@@ -174,6 +176,34 @@ fn strict_parsing_names_the_line() {
         assert_eq!(line, at_end + extra_lines - 1, "for {extra:?}");
     }
     assert_eq!(line_error(&base.replacen("v1", "v2", 1)), 1);
+}
+
+#[test]
+fn an_unwitnessed_policy_is_refused_unless_marked_as_a_test_deployment() {
+    let a = authority().verifying_key();
+    let unwitnessed = |extra: &str| {
+        format!(
+            "{POLICY_HEADER}\nauthority {}\npost emb-xx Embassy\nlog {}\nquorum none\n{extra}",
+            hex::encode(a.as_bytes()),
+            log_signer().verifier().to_vkey(),
+        )
+    };
+    assert!(matches!(
+        verify_text(&unwitnessed("")),
+        Err(ClientPolicyError::Unwitnessed)
+    ));
+    // The authority cannot even sign one.
+    assert!(matches!(
+        sign_policy(&unwitnessed(""), &authority()),
+        Err(ClientPolicyError::Unwitnessed)
+    ));
+    let test = verify_text(&unwitnessed("deployment test\n")).unwrap();
+    assert!(test.is_test_deployment() && test.is_unwitnessed());
+    // A witnessed policy is a real deployment unless marked, and may be marked.
+    let real = verify_text(&policy_text(&a, "")).unwrap();
+    assert!(!real.is_test_deployment() && !real.is_unwitnessed());
+    let marked = verify_text(&policy_text(&a, "deployment test\n")).unwrap();
+    assert!(marked.is_test_deployment() && !marked.is_unwitnessed());
 }
 
 #[test]

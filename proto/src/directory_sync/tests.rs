@@ -280,6 +280,46 @@ fn rollback_is_refused() {
 }
 
 #[test]
+fn a_rollback_or_fork_the_witnesses_refused_to_cosign_is_still_proven() {
+    // What a witnessed relay whose operator rewrote the log serves: the witnesses refuse to
+    // cosign the rewrite, so only the log key signs it. The client says what it proves (a
+    // rollback, a fork), with the evidence, rather than only "not cosigned".
+    let log = entries(6);
+    let (_, stored) = sync(None, &note(&log), &log).unwrap();
+    let smaller = note_by(&log_signer(), &log[..4], &[], NOW - 60);
+    let err = sync(Some(&stored), &smaller, &log[..4]).unwrap_err();
+    assert!(
+        matches!(err, SyncError::Rollback { served: 4, .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.evidence().unwrap().problem, "rollback");
+
+    let mut other = entries(5);
+    other.push(enrol(99, &authority()));
+    let fork = note_by(&log_signer(), &other, &[2], NOW - 60);
+    let err = sync(Some(&stored), &fork, &other).unwrap_err();
+    assert!(matches!(err, SyncError::Fork { served: 6, .. }), "{err:?}");
+    assert_eq!(err.evidence().unwrap().notes.len(), 2);
+
+    // A larger tree without a quorum is only "not cosigned" (nothing proven yet).
+    let larger = entries(7);
+    let err = sync(
+        Some(&stored),
+        &note_by(&log_signer(), &larger, &[], NOW),
+        &larger,
+    )
+    .unwrap_err();
+    assert!(matches!(err, SyncError::QuorumNotMet { .. }), "{err:?}");
+    // Nor does another key's note become evidence against the log.
+    let impostor = Ed25519Signer::from_seed(log_signer().name(), &[43; 32]).unwrap();
+    let forged = note_by(&impostor, &log[..4], &[], NOW - 60);
+    assert!(matches!(
+        sync(Some(&stored), &forged, &log[..4]),
+        Err(SyncError::BadLogSignature { .. })
+    ));
+}
+
+#[test]
 fn stale_or_future_checkpoints_are_refused() {
     let log = entries(2);
     // Freshness is 3600 s in this policy.

@@ -200,7 +200,7 @@ impl<S: Store> Relay<S> {
                 "the frame carries no request; set exactly one of the request fields",
             ));
         };
-        tracing::trace!(request = request_name(&request), "request");
+        tracing::trace!(request = request.name(), "request");
         if let Request::Hello(hello) = &request {
             let pow = self.pow_params(now, rng);
             return hello_ok(session, hello, pow);
@@ -211,7 +211,7 @@ impl<S: Store> Relay<S> {
                 format!(
                     "the first request of a session must be Hello; send Hello with \
                      protocol_version {PROTOCOL_VERSION} before {}",
-                    request_name(&request)
+                    request.name()
                 ),
             ));
         };
@@ -378,21 +378,4 @@ pub fn rate_limited(body: &[u8], retry_after_seconds: u32) -> ServerFrame {
             ),
         ),
     )
-}
-
-fn request_name(request: &Request) -> &'static str {
-    match request {
-        Request::Hello(_) => "Hello",
-        Request::GetChallenge(_) => "GetChallenge",
-        Request::Authenticate(_) => "Authenticate",
-        Request::CreateMailbox(_) => "CreateMailbox",
-        Request::Deposit(_) => "Deposit",
-        Request::FetchMessages(_) => "FetchMessages",
-        Request::AckMessages(_) => "AckMessages",
-        Request::UploadPrekeys(_) => "UploadPrekeys",
-        Request::GetPrekeyCount(_) => "GetPrekeyCount",
-        Request::FetchPostBundles(_) => "FetchPostBundles",
-        Request::GetLog(_) => "GetLog",
-        Request::SubmitEntry(_) => "SubmitEntry",
-    }
 }

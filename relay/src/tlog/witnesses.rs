@@ -8,8 +8,9 @@
 //! gives; other refusals are logged with the witness's reason. The cosignature lines of a "200"
 //! are verified against the configured witness key before they are stored
 //! ([`super::add_cosignature`]); the relay then serves the cosigned checkpoint. A failed
-//! submission is retried with exponential backoff, or as soon as a newer checkpoint appears once
-//! the backoff has passed. The same checkpoint is submitted again every `refresh` period
+//! submission is retried with exponential backoff; a newer checkpoint than the one that failed
+//! is submitted at once (a witness started after the relay, as in a first deployment, cosigns
+//! the first entries when they are logged, not minutes later). The same checkpoint is submitted again every `refresh` period
 //! (`--witness-refresh-secs`), so that its cosignatures stay fresh while the directory does not
 //! change: clients refuse a checkpoint whose newest quorum of cosignatures is older than their
 //! policy's freshness (24 h by default).
@@ -224,12 +225,21 @@ async fn follow(
     let mut done_at = tokio::time::Instant::now();
     let mut backoff = FIRST_BACKOFF;
     let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut failed: Option<SignedCheckpoint> = None;
     loop {
         let checkpoint = heads.borrow_and_update().checkpoint.clone();
         let now = tokio::time::Instant::now();
-        let due = retry_at.is_none_or(|t| t <= now);
-        let stale = now.duration_since(done_at) >= refresh;
-        if let Some(cp) = checkpoint.filter(|cp| due && (stale || done.as_ref() != Some(cp))) {
+        let due = |cp: &SignedCheckpoint| {
+            Submission {
+                now,
+                retry_at,
+                refresh_at: done_at + refresh,
+                done: done.as_ref() == Some(cp),
+                failed: failed.as_ref() == Some(cp),
+            }
+            .due()
+        };
+        if let Some(cp) = checkpoint.filter(due) {
             match submit(&target, &store, known_size, &cp).await {
                 Ok(()) => {
                     tracing::debug!(%witness, size = cp.size, "witness cosigned the checkpoint");
@@ -238,8 +248,10 @@ async fn follow(
                     done_at = tokio::time::Instant::now();
                     backoff = FIRST_BACKOFF;
                     retry_at = None;
+                    failed = None;
                 }
                 Err((e, latest)) => {
+                    failed = Some(cp.clone());
                     if let Some(latest) = latest {
                         known_size = latest;
                     }
@@ -277,6 +289,34 @@ async fn follow(
             () = shutdown.wait() => break,
             changed = heads.changed() => if changed.is_err() { break },
             () = wait_retry => {}
+        }
+    }
+}
+
+/// Whether to submit a checkpoint to a witness now.
+struct Submission {
+    now: tokio::time::Instant,
+    /// When the backoff after the last failure ends.
+    retry_at: Option<tokio::time::Instant>,
+    /// When the checkpoint last cosigned must be submitted again to keep its cosignature fresh.
+    refresh_at: tokio::time::Instant,
+    /// This checkpoint is the one the witness last cosigned.
+    done: bool,
+    /// This checkpoint is the one whose submission failed last.
+    failed: bool,
+}
+
+impl Submission {
+    fn due(&self) -> bool {
+        let backoff_over = self.retry_at.is_none_or(|t| t <= self.now);
+        if self.done {
+            backoff_over && self.now >= self.refresh_at
+        } else if self.failed {
+            backoff_over
+        } else {
+            // A checkpoint the witness has not seen yet: at once, backoff or not (checkpoints
+            // change only when entries are logged, so this cannot flood a witness).
+            true
         }
     }
 }
@@ -478,6 +518,31 @@ mod tests {
             verified_cosignature(&witness.verifier(), &note, wrong.to_line().as_bytes()).is_err()
         );
         assert!(verified_cosignature(&witness.verifier(), &note, b"garbage\n").is_err());
+    }
+
+    #[test]
+    fn a_new_checkpoint_goes_at_once_a_failed_one_after_its_backoff() {
+        let now = tokio::time::Instant::now();
+        let later = now + Duration::from_secs(8);
+        let s = |retry_at, done, failed| Submission {
+            now,
+            retry_at,
+            refresh_at: later,
+            done,
+            failed,
+        };
+        // New, never tried: now, even while the backoff of an older failure runs.
+        assert!(s(Some(later), false, false).due());
+        // The one that failed: only once its backoff is over.
+        assert!(!s(Some(later), false, true).due());
+        assert!(s(Some(now), false, true).due());
+        // The one cosigned: only when its cosignature needs refreshing.
+        assert!(!s(None, true, false).due());
+        let refresh = Submission {
+            refresh_at: now,
+            ..s(None, true, false)
+        };
+        assert!(refresh.due());
     }
 
     #[test]
