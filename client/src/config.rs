@@ -191,9 +191,111 @@ pub fn resolve_relay(store: &Store, url: Option<&str>, pin: Option<&str>) -> Res
     }
 }
 
+/// The port of the relay's onion service that a policy's `relay-onion` line names (the relay's
+/// default, `refuge-relay serve --onion-port`).
+pub const POLICY_ONION_PORT: u16 = 443;
+
+/// The relay to use, given the authority-signed `policy` in force (if any): the one given
+/// (`--relay`), else the one remembered, else the onion service the policy names, so that a
+/// user never has to type or paste an address. An onion address other than the policy's is
+/// refused: nobody can talk a user into another relay by handing them an address.
+pub fn resolve_policy_relay(
+    store: &Store,
+    policy: Option<&ClientPolicy>,
+    url: Option<&str>,
+    pin: Option<&str>,
+) -> Result<RelayEndpoint> {
+    let onion = policy.and_then(ClientPolicy::relay_onion);
+    let quic = policy
+        .and_then(ClientPolicy::relay_quic)
+        .map(|q| format!("quic://{}", q.address));
+    let endpoint = match (resolve_relay(store, url, pin), onion) {
+        (Ok(e), _) => e,
+        (Err(ClientError::MissingConfig(_)), Some(onion)) => {
+            RelayEndpoint::parse(&format!("tor://{onion}:{POLICY_ONION_PORT}"), None)?
+        }
+        (Err(e), _) => return Err(e),
+    };
+    if onion.is_none() && quic.is_none() {
+        return Ok(endpoint);
+    }
+    // The policy names the relay: only its addresses (and a loopback port, where a local Tor
+    // client or a test forwards to it).
+    let allowed = match &endpoint {
+        RelayEndpoint::Onion { host, .. } => onion == Some(host.as_str()),
+        RelayEndpoint::Quic { .. } => quic.as_deref() == Some(endpoint.url().as_str()),
+        RelayEndpoint::Tcp { .. } => true,
+    };
+    if !allowed {
+        let named: Vec<String> = onion
+            .map(|o| format!("tor://{o}:{POLICY_ONION_PORT}"))
+            .into_iter()
+            .chain(quic)
+            .collect();
+        return Err(ClientError::RelayNotInPolicy {
+            given: endpoint.url(),
+            policy: named.join(" and "),
+        });
+    }
+    Ok(endpoint)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_policys_onion_service_is_the_default_and_no_other_onion_is_taken() {
+        use ed25519_dalek::SigningKey;
+        use refuge_proto::client_policy::{POLICY_HEADER, sign_policy};
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::for_tests(tmp.path());
+        let authority = SigningKey::from_bytes(&[7; 32]);
+        let log =
+            refuge_proto::tlog::note::Ed25519Signer::from_seed("log.example", &[8; 32]).unwrap();
+        let onion = format!("{}d.onion", "a".repeat(55));
+        let text = format!(
+            "{POLICY_HEADER}\nauthority {}\nrelay-onion {onion}\npost emb-xx Embassy\nlog {}\n\
+             quorum none\ndeployment test\n",
+            hex::encode(authority.verifying_key().as_bytes()),
+            log.verifier().to_vkey()
+        );
+        let signed = sign_policy(&text, &authority).unwrap();
+        let policy = ClientPolicy::verify(&signed, &[authority.verifying_key()]).unwrap();
+
+        // Nothing given, nothing remembered: the policy's onion service.
+        let e = resolve_policy_relay(&s, Some(&policy), None, None).unwrap();
+        assert_eq!(e.url(), format!("tor://{onion}:443"));
+        // The same address given: fine. Another onion address: refused, naming both.
+        assert!(resolve_policy_relay(&s, Some(&policy), Some(&e.url()), None).is_ok());
+        let other = format!("tor://{}d.onion:443", "b".repeat(55));
+        let err = resolve_policy_relay(&s, Some(&policy), Some(&other), None).unwrap_err();
+        assert!(
+            matches!(err, ClientError::RelayNotInPolicy { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(&onion), "{err}");
+        // A loopback relay for tests (the programs allow it only with --insecure-direct).
+        assert!(resolve_policy_relay(&s, Some(&policy), Some("tcp://127.0.0.1:9"), None).is_ok());
+        // A QUIC relay the policy does not name: refused too.
+        let pin = "ab".repeat(32);
+        let err = resolve_policy_relay(
+            &s,
+            Some(&policy),
+            Some("quic://relay.example:7443"),
+            Some(&pin),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ClientError::RelayNotInPolicy { .. }),
+            "{err:?}"
+        );
+        // Without a policy relay, as before.
+        assert!(matches!(
+            resolve_policy_relay(&s, None, None, None),
+            Err(ClientError::MissingConfig(_))
+        ));
+    }
 
     #[test]
     fn relay_and_directory_settings_round_trip() {

@@ -96,12 +96,17 @@ pub trait Recipient {
 /// What became of one message.
 enum Outcome {
     /// Opened (now or in an earlier run); `expired`: already past its disappearing time, so
-    /// deleted unshown and to be acknowledged all the same.
-    Opened { expired: bool },
+    /// deleted unshown and to be acknowledged all the same; `sender`: who sent it, when opened
+    /// now.
+    Opened {
+        expired: bool,
+        sender: Option<String>,
+    },
     /// Refused and to be deleted from the relay.
     Refused(ClientError),
-    /// Kept locally for another try.
-    Deferred,
+    /// To be kept locally for another try: `sender` (authenticated by the sealed envelope) has
+    /// no session with us yet.
+    Deferred { sender: String },
 }
 
 /// Fetches, opens, shows (through `show`) and acknowledges everything in `mailbox`.
@@ -120,7 +125,7 @@ pub async fn receive(
     // Messages decrypted in an earlier run but not shown (it stopped in between) come first,
     // then those kept for another try.
     show_pending(store, show, &mut report)?;
-    retry_deferred(store, recipient, now, &mut report).await?;
+    retry_deferred(store, recipient, None, now, &mut report).await?;
     show_pending(store, show, &mut report)?;
 
     let mut pages = 0;
@@ -135,7 +140,7 @@ pub async fn receive(
             break;
         }
         let mut done = Vec::new();
-        let mut opened_any = false;
+        let mut opened_from = std::collections::HashSet::new();
         for m in messages {
             let outcome = open_one(
                 store,
@@ -148,8 +153,8 @@ pub async fn receive(
             )
             .await?;
             match outcome {
-                Outcome::Opened { expired } => {
-                    opened_any = true;
+                Outcome::Opened { expired, sender } => {
+                    opened_from.extend(sender);
                     if expired {
                         done.push(m.message_id);
                     }
@@ -158,16 +163,17 @@ pub async fn receive(
                     report.failures.push(e);
                     done.push(m.message_id);
                 }
-                Outcome::Deferred if store.deferred_count()? >= MAX_DEFERRED => {
+                Outcome::Deferred { .. } if store.deferred_count()? >= MAX_DEFERRED => {
                     report.failures.push(ClientError::Undecryptable(
                         "no session for it, and too many messages already wait for another try"
                             .into(),
                     ));
                     done.push(m.message_id);
                 }
-                Outcome::Deferred => {
+                Outcome::Deferred { sender } => {
                     store.defer_inbound(&Deferred {
                         relay_message_id: m.message_id,
+                        sender,
                         sealed: m.sealed,
                         received_hour: m.received_hour,
                         first_tried: unix_seconds(now),
@@ -176,9 +182,10 @@ pub async fn receive(
                 }
             }
         }
-        // A message that opened may have started the session a deferred one needs.
-        if opened_any {
-            retry_deferred(store, recipient, now, &mut report).await?;
+        // A message that opened may have started the session a deferred one from the same
+        // sender needs (only those are tried: junk kept for another try costs nothing here).
+        if !opened_from.is_empty() {
+            retry_deferred(store, recipient, Some(&opened_from), now, &mut report).await?;
         }
         show_pending(store, show, &mut report)?;
         let mut to_ack = store.shown_inbound_ids()?;
@@ -209,7 +216,10 @@ async fn open_one(
     let tx = store.begin()?;
     if store.inbound_state(message_id)?.is_some() {
         // Opened before: shown (and acknowledged below), or about to be.
-        return Ok(Outcome::Opened { expired: false });
+        return Ok(Outcome::Opened {
+            expired: false,
+            sender: None,
+        });
     }
     let outcome = async {
         let mut stores = store.signal(recipient.pins());
@@ -237,11 +247,11 @@ async fn open_one(
             shown: false,
             expires_hour: arrival.expires_hour,
         })?;
-        Ok::<_, ClientError>((last_resort, fetched_hour))
+        Ok::<_, ClientError>((last_resort, fetched_hour, sender.name()))
     }
     .await;
     match outcome {
-        Ok((last_resort, fetched_hour)) => {
+        Ok((last_resort, fetched_hour, sender)) => {
             tx.commit()?;
             // Opened, but already past its disappearing time (it was sent longer ago than its
             // timer): deleted unshown, and acknowledged so that the relay deletes it too.
@@ -250,9 +260,19 @@ async fn open_one(
                 tracing::debug!("a message past its disappearing time was deleted unread");
             }
             if last_resort && fetched_hour > 0 {
-                report.last_resort_uses.push(fetched_hour);
+                // Not later than the relay says it received the message: a sender's fast clock
+                // (or a lie) must not make an honest relay look as if it held keys back.
+                let fetched = if received_hour > 0 {
+                    fetched_hour.min(received_hour)
+                } else {
+                    fetched_hour
+                };
+                report.last_resort_uses.push(fetched);
             }
-            Ok(Outcome::Opened { expired })
+            Ok(Outcome::Opened {
+                expired,
+                sender: Some(sender),
+            })
         }
         Err(e) => {
             drop(tx); // roll back: a refused message changes nothing
@@ -277,7 +297,7 @@ fn classify(
     };
     match e {
         ClientError::Store(_) | ClientError::Corrupt(_) | ClientError::Io { .. } => Err(e),
-        ClientError::NotYetOpenable(_) => Ok(Outcome::Deferred),
+        ClientError::NotYetOpenable { sender } => Ok(Outcome::Deferred { sender }),
         ClientError::PrekeyMisuse(ref what) => {
             store.record_misbehaviour(
                 unix_seconds(now),
@@ -334,15 +354,19 @@ fn missing_prekey(store: &Store, used: PrekeysUsed) -> Result<ClientError> {
     })
 }
 
-/// Tries again the messages kept for another try; drops those kept longer than [`DEFER_FOR`]
-/// or refused for another reason.
+/// Tries again the messages kept for another try (all of them, or only those from `senders`);
+/// drops those kept longer than [`DEFER_FOR`] or refused for another reason.
 async fn retry_deferred(
     store: &Store,
     recipient: &dyn Recipient,
+    senders: Option<&std::collections::HashSet<String>>,
     now: SystemTime,
     report: &mut ReceiveReport,
 ) -> Result<()> {
     for d in store.deferred_inbound()? {
+        if senders.is_some_and(|s| !s.contains(&d.sender)) {
+            continue;
+        }
         let outcome = open_one(
             store,
             recipient,
@@ -355,8 +379,8 @@ async fn retry_deferred(
         .await?;
         match outcome {
             Outcome::Opened { .. } => store.drop_deferred(d.relay_message_id)?,
-            Outcome::Deferred if unix_seconds(now) - d.first_tried < DEFER_FOR => {}
-            Outcome::Deferred => {
+            Outcome::Deferred { .. } if unix_seconds(now) - d.first_tried < DEFER_FOR => {}
+            Outcome::Deferred { .. } => {
                 store.drop_deferred(d.relay_message_id)?;
                 report.failures.push(ClientError::Undecryptable(
                     "kept a week for another try and still not openable".into(),

@@ -138,7 +138,8 @@ impl Store {
         Ok(self
             .setting(SETTING)?
             .and_then(|v| v.parse().ok())
-            .map(Timer::from_seconds)
+            // A class, even if an older version stored another value.
+            .map(Timer::class_at_most)
             .unwrap_or(Timer::OFF))
     }
 

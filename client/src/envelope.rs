@@ -192,12 +192,19 @@ pub async fn open(
     sealed: &[u8],
     now: SystemTime,
 ) -> Result<Opened> {
-    let sealed = padding::unpad_sealed(sealed)
-        .map_err(|e| ClientError::Undecryptable(format!("sealed envelope: {e}")))?;
+    let sealed = match padding::unpad_sealed(sealed) {
+        Ok(inner) => inner,
+        // Not an outer size: sealed by a version before the outer padding (it may wait in an
+        // outbox or on the relay across an upgrade); taken as it is, and refused below if it is
+        // not a sealed envelope either.
+        Err(PaddingError::NotABucket(_)) => sealed,
+        Err(e) => return Err(ClientError::Undecryptable(format!("sealed envelope: {e}"))),
+    };
     let usmc = sealed_sender_decrypt_to_usmc(sealed, &stores.identity)
         .await
-        .map_err(|e| {
-            ClientError::Undecryptable(format!("sealed envelope: {}", signal_error_kind(&e)))
+        .map_err(|e| match e {
+            e @ SignalProtocolError::ApplicationCallbackError(..) => local_failure(e),
+            e => ClientError::Undecryptable(format!("sealed envelope: {}", signal_error_kind(&e))),
         })?;
     let cert = usmc.sender()?;
     let key = cert.key()?;
@@ -330,14 +337,21 @@ pub async fn open(
     })
 }
 
+/// A failure of this device's own store inside libsignal (disk full, database error): the
+/// message is not at fault and must stay on the relay (`crate::delivery` stops the read on it).
+fn local_failure(e: SignalProtocolError) -> ClientError {
+    ClientError::Store(format!("while opening a message: {e}"))
+}
+
 fn decrypt_error(e: SignalProtocolError) -> ClientError {
     match e {
+        e @ SignalProtocolError::ApplicationCallbackError(..) => local_failure(e),
         SignalProtocolError::UntrustedIdentity(_) => ClientError::PossibleImpersonation(
             "the sender's identity key is not the one known for its address".into(),
         ),
-        SignalProtocolError::SessionNotFound(_) => ClientError::NotYetOpenable(
-            "no session with its sender yet; the message that starts it may come later".into(),
-        ),
+        SignalProtocolError::SessionNotFound(address) => ClientError::NotYetOpenable {
+            sender: address.name().to_string(),
+        },
         SignalProtocolError::DuplicatedMessage(..) => {
             ClientError::Undecryptable("the message was already received (replay)".into())
         }

@@ -54,6 +54,11 @@ pub enum ClientError {
     #[error("invalid certificate pin: {0}")]
     InvalidPin(String),
 
+    #[error(
+        "refusing the relay {given}: the authority's client policy names {policy} as the relay"
+    )]
+    RelayNotInPolicy { given: String, policy: String },
+
     #[error("{0}")]
     InvalidArgument(String),
 
@@ -224,8 +229,14 @@ pub enum ClientError {
 
     /// A message from an authenticated sender that has no session with us yet (it arrived
     /// before the message that starts it): kept to be tried again.
-    #[error("message not openable yet: {0}")]
-    NotYetOpenable(String),
+    #[error(
+        "message not openable yet: no session with its sender; the message that starts it may \
+         come later"
+    )]
+    NotYetOpenable {
+        /// The sender's address (authenticated by the sealed envelope); not shown.
+        sender: String,
+    },
 
     /// A PreKey message whose prekeys break the forward secrecy rules (ADR 0004): made without
     /// a one-time prekey, or with one already used.
@@ -277,6 +288,7 @@ impl ClientError {
             | DirectRefused { .. }
             | TorConfig(_)
             | InvalidPin(_)
+            | RelayNotInPolicy { .. }
             | InvalidArgument(_)
             | UnknownPost { .. }
             | UnknownCase { .. }
@@ -323,7 +335,7 @@ impl ClientError {
             }
             Undecryptable(_) | Signal(_) => Blame::Attack,
             PrekeyMisuse(_) | MissingPrekey(_) => Blame::Attack,
-            NotYetOpenable(_) => Blame::Local,
+            NotYetOpenable { .. } => Blame::Local,
             WeakBundle { .. } => Blame::RelayMisbehaved,
             NotEnrolled { .. } | EnrolmentConflict(_) | PostHasNoDevices { .. } => Blame::Authority,
         }
@@ -466,10 +478,13 @@ impl ClientError {
             PrekeyMisuse(_) => {
                 "the relay or the sender broke the rules that protect first contacts; the message was kept as evidence in this device's store and deleted from the relay".into()
             }
+            RelayNotInPolicy { .. } => {
+                "leave out --relay: the address comes from the ministry's signed policy; whoever gave you another address may be trying to intercept you".into()
+            }
             TestDeployment { .. } => {
                 "this policy is for trying Refuge out, not for real people: get the ministry's real policy; if you are testing, pass --allow-test-deployment (or REFUGE_ALLOW_TEST_DEPLOYMENT=1)".into()
             }
-            NotYetOpenable(_) => {
+            NotYetOpenable { .. } => {
                 "it is kept, still encrypted, and tried again on the next reads for a week".into()
             }
             MissingPrekey(_) => {

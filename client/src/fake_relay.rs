@@ -70,6 +70,9 @@ struct State {
     authentications: usize,
     /// The retry policy of new sessions (the default one's waits are seconds long).
     policy: Option<RetryPolicy>,
+    /// How far ahead of the wall clock this relay's clock runs (for tests that inject a later
+    /// `now` into the clients).
+    clock_ahead_secs: u64,
 }
 
 /// What goes wrong with one deposit request.
@@ -235,6 +238,11 @@ impl FakeRelay {
         self.state.borrow_mut().tamper = Some(Box::new(f));
     }
 
+    /// Runs this relay's clock (the hour it stamps on deposits) `ahead` of the wall clock.
+    pub fn set_clock_ahead(&self, ahead: std::time::Duration) {
+        self.state.borrow_mut().clock_ahead_secs = ahead.as_secs();
+    }
+
     /// The length of each sealed message waiting in `mailbox`, in order.
     pub fn stored_lengths(&self, mailbox: &MailboxId) -> Vec<usize> {
         self.state
@@ -388,6 +396,7 @@ impl FakeSession {
                 }
                 s.next_message_id += 1;
                 let message_id = s.next_message_id;
+                let clock_ahead = s.clock_ahead_secs;
                 let mailbox = s
                     .mailboxes
                     .get_mut(&id)
@@ -404,7 +413,7 @@ impl FakeSession {
                     // The current hour, like a real relay: receivers start disappearing
                     // timers from it.
                     received_hour: {
-                        let now = crate::store::unix_now() as u64;
+                        let now = crate::store::unix_now() as u64 + clock_ahead;
                         now - now % 3600
                     },
                 });

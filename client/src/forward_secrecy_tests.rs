@@ -29,7 +29,7 @@ const DAY: Duration = Duration::from_secs(86_400);
 
 /// A first contact to `bundle`'s device from a new user `who`, sealed the way a client that
 /// skips the checks of [`User::contact`] would: straight from the bundle as given.
-async fn craft_first_contact(
+pub(crate) async fn craft_first_contact(
     w: &World,
     who: &str,
     bundle: &DeviceBundle,
@@ -89,7 +89,7 @@ async fn craft_first_contact(
 }
 
 /// The bundle the relay hands out now for `label`.
-async fn fetch_bundle(w: &World, label: &str) -> DeviceBundle {
+pub(crate) async fn fetch_bundle(w: &World, label: &str) -> DeviceBundle {
     relay::fetch_post_bundles(&mut w.relay.connect(), POST)
         .await
         .unwrap()
@@ -172,6 +172,27 @@ async fn a_bundle_without_a_one_time_prekey_is_refused_and_nothing_is_sent() {
             .unwrap()
             .is_none()
     );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_weak_bundle_for_a_device_already_reached_does_not_block_the_others() {
+    let w = World::new().await;
+    w.contact("hello").await.unwrap();
+    // The user still holds its session with desk 2, and needs a bundle for desk 1 only.
+    w.user_store()
+        .conn()
+        .execute(
+            "DELETE FROM sessions WHERE address LIKE ?1",
+            [format!("%{DESK1}%")],
+        )
+        .unwrap();
+    w.relay.set_tamper(|bundles| {
+        for b in bundles.iter_mut().filter(|b| b.label == DESK2) {
+            b.one_time_prekey = None;
+        }
+    });
+    let report = w.contact("again").await.unwrap();
+    assert_eq!(report.sent, vec![DESK1.to_string(), DESK2.to_string()]);
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -267,8 +288,10 @@ async fn the_kyber_last_resort_key_served_while_one_time_keys_remain_is_caught()
             b.kyber_prekey = Some(last_resort.clone());
         }
     });
-    // Two hours after the keys were uploaded, so they were certainly on the relay at the fetch.
+    // Two hours after the keys were uploaded, so they were certainly on the relay at the fetch
+    // (the relay's clock too: the fetch hour counts only up to the hour it received the message).
     let later = SystemTime::now() + 2 * HOUR;
+    w.relay.set_clock_ahead(2 * HOUR);
     contact_as(&w, "alice", "hello", later).await.unwrap();
 
     // The message itself is authentic and opens; the relay's choice of key is reported.

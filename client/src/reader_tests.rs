@@ -67,3 +67,26 @@ async fn a_message_without_a_session_is_kept_for_another_try_then_dropped() {
     assert_eq!(report.failures.len(), 1, "{report:?}");
     assert_eq!(w.staff_store(DESK1).deferred_count().unwrap(), 0);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_message_sealed_before_the_outer_padding_still_opens() {
+    // What waited in an outbox or on the relay across the upgrade: a sealed envelope without
+    // its outer padding.
+    let w = World::new().await;
+    let bundle = crate::forward_secrecy_tests::fetch_bundle(&w, DESK1).await;
+    let padded = crate::forward_secrecy_tests::craft_first_contact(
+        &w,
+        "before-upgrade",
+        &bundle,
+        "sealed the old way",
+        SystemTime::now(),
+    )
+    .await;
+    let unpadded = refuge_proto::padding::unpad_sealed(&padded)
+        .unwrap()
+        .to_vec();
+    assert!(!refuge_proto::padding::SEALED_SIZES.contains(&unpadded.len()));
+    deposit(&w, DESK1, unpadded).await;
+    let (seen, report) = read_at(&w, DESK1, SystemTime::now()).await;
+    assert_eq!(seen, vec!["sealed the old way".to_string()], "{report:?}");
+}

@@ -178,12 +178,14 @@ impl<'s> Staff<'s> {
 
     /// Keeps the device's prekeys in order after a read, given what the relay says it holds:
     /// tops one-time prekeys up when fewer than [`REPLENISH_BELOW`] of either kind remain,
-    /// replaces the signed and last-resort prekeys every [`prekeys::ROTATE_EVERY`], and deletes
-    /// those replaced [`prekeys::KEEP_REPLACED`] ago. Returns the new count if it uploaded.
+    /// replaces the signed and last-resort prekeys every [`prekeys::ROTATE_EVERY`], and, after a
+    /// read that emptied the mailbox, deletes those replaced [`prekeys::KEEP_REPLACED`] ago.
+    /// Returns the new count if it uploaded.
     async fn maintain(
         &self,
         relay: &mut dyn Relay,
         held: PrekeyCount,
+        mailbox_emptied: bool,
         now: SystemTime,
     ) -> Result<Option<PrekeyCount>> {
         let rotate = prekeys::rotation_due(self.store, now)?;
@@ -198,12 +200,14 @@ impl<'s> Staff<'s> {
         } else {
             None
         };
-        let keep = i64::try_from(prekeys::KEEP_REPLACED.as_secs()).unwrap_or(i64::MAX);
-        let deleted = self
-            .store
-            .delete_replaced_prekeys(unix_seconds(now).saturating_sub(keep))?;
-        if deleted > 0 {
-            tracing::debug!("deleted {deleted} replaced prekeys");
+        if mailbox_emptied {
+            let keep = i64::try_from(prekeys::KEEP_REPLACED.as_secs()).unwrap_or(i64::MAX);
+            let deleted = self
+                .store
+                .delete_replaced_prekeys(unix_seconds(now).saturating_sub(keep))?;
+            if deleted > 0 {
+                tracing::debug!("deleted {deleted} replaced prekeys");
+            }
         }
         Ok(uploaded)
     }
@@ -224,9 +228,13 @@ impl<'s> Staff<'s> {
         )?;
         tx.commit()?;
         let count = relay::upload_prekeys(relay, upload.clone()).await?;
-        // Only keys the relay confirmed count as handed out (and replace the current ones).
+        // Only keys the relay confirmed count as handed out (and replace the current ones). The
+        // hour of the confirmation, never earlier than the clock says now: `now` was taken when
+        // the run began, and a key recorded as older than it is could make an honest relay
+        // look as if it held keys back (`check_last_resort_uses`).
+        let confirmed = hour_i64(now).max(hour_i64(SystemTime::now()));
         let tx = self.store.begin()?;
-        self.store.confirm_prekey_upload(&upload, hour_i64(now))?;
+        self.store.confirm_prekey_upload(&upload, confirmed)?;
         tx.commit()?;
         Ok(count)
     }
@@ -258,7 +266,10 @@ impl<'s> Staff<'s> {
         .await?;
         let held = relay::prekey_count(relay, &self.device.mailbox_id).await?;
         self.check_last_resort_uses(&mut report, held, now)?;
-        self.maintain(relay, held, now).await?;
+        // Replaced keys are deleted only after a read that emptied the mailbox: what waits on
+        // the relay may have been made with them.
+        self.maintain(relay, held, !report.more_waiting, now)
+            .await?;
         Ok(report)
     }
 

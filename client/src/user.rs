@@ -145,7 +145,7 @@ impl<'s> User<'s> {
             Vec::new()
         } else {
             let bundles = relay::fetch_post_bundles(relay, post_id).await?;
-            check_bundles(post_id, &post.devices, &bundles)?;
+            check_bundles(post_id, &post.devices, &need_bundle, &bundles)?;
             bundles
         };
 
@@ -361,8 +361,14 @@ pub fn check_contact<'d>(
 
 /// Every bundle the relay returns must be a device of the post in the verified directory,
 /// with exactly the enrolled identity key and mailbox; anything else is an impersonation
-/// attempt and refuses the whole send. Every bundle must carry a one-time prekey.
-fn check_bundles(post_id: &str, devices: &[StaffDevice], bundles: &[DeviceBundle]) -> Result<()> {
+/// attempt and refuses the whole send. Every bundle that will be used must carry a one-time
+/// prekey.
+fn check_bundles(
+    post_id: &str,
+    devices: &[StaffDevice],
+    need_bundle: &[&StaffDevice],
+    bundles: &[DeviceBundle],
+) -> Result<()> {
     let mut seen = HashSet::new();
     for b in bundles {
         let dev = devices.iter().find(|d| d.label == b.label).ok_or_else(|| {
@@ -389,9 +395,10 @@ fn check_bundles(post_id: &str, devices: &[StaffDevice], bundles: &[DeviceBundle
                 b.label
             )));
         }
-        // ADR 0004: no first contact without a one-time prekey. Checked for every bundle
-        // before any is used, so that nothing is sealed and no session is kept.
-        if b.one_time_prekey.is_none() {
+        // ADR 0004: no first contact without a one-time prekey. Checked for every bundle that
+        // will be used (devices we hold a session with need none) before any is, so that
+        // nothing is sealed and no session is kept.
+        if b.one_time_prekey.is_none() && need_bundle.iter().any(|d| d.label == b.label) {
             return Err(ClientError::WeakBundle {
                 label: b.label.clone(),
             });

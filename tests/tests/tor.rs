@@ -336,8 +336,21 @@ fn tor_world(net: &TorNet) -> TorWorld {
     let arti = net.arti_toml().display().to_string();
     let relay_started = Instant::now();
     let relay = TorWorld::start_relay(dir.path(), &authority.key_hex, &arti, &[]);
+    let onion = relay
+        .onion
+        .clone()
+        .expect("relay printed `listening onion …` before `ready`");
+    let (host, port) = onion.rsplit_once(':').expect("ADDRESS.onion:PORT");
+    assert_eq!(port, "443");
+    assert_eq!(host.len(), 56 + ".onion".len(), "{host}");
+    // The policy names the relay's onion service: users never type its address.
     // The authority submits over loopback (it is not the user whose traffic Tor hides).
-    let policy = authority.sign_policy(dir.path(), &relay.log_vkey, "", "");
+    let policy = authority.sign_policy(
+        dir.path(),
+        &relay.log_vkey,
+        "",
+        &format!("relay-onion {host}\n"),
+    );
     let entries: Vec<PathBuf> = requests
         .iter()
         .enumerate()
@@ -351,13 +364,6 @@ fn tor_world(net: &TorNet) -> TorWorld {
     authority.submit(&relay, &policy, &refs);
     let authority_key = authority.key_hex;
     let published = LogWatch::start(relay.data_dir.with_extension("stderr.log"), PUBLISHED);
-    let onion = relay
-        .onion
-        .clone()
-        .expect("relay printed `listening onion …` before `ready`");
-    let (host, port) = onion.rsplit_once(':').expect("ADDRESS.onion:PORT");
-    assert_eq!(port, "443");
-    assert_eq!(host.len(), 56 + ".onion".len(), "{host}");
     assert_eq!(
         std::fs::read_to_string(relay.data_dir.join("onion-address"))
             .expect("relay wrote <data-dir>/onion-address")
@@ -414,12 +420,6 @@ fn first_contact_over_tor_on_a_private_network() {
     let arti = net.arti_toml().display().to_string();
     let trust = w.trust();
     let trust: Vec<&str> = trust.iter().map(String::as_str).collect();
-    let via_tor = [
-        "--relay",
-        w.relay_url.as_str(),
-        "--tor-config",
-        arti.as_str(),
-    ];
 
     // Staff register through Tor; the first one measures publish → reachable: from the relay's
     // `onion service published` to the client's first successful connect.
@@ -434,12 +434,38 @@ fn first_contact_over_tor_on_a_private_network() {
     register(&net, &w, "staff2", DESK2);
 
     // The user: init (creates the mailbox), contact, over Tor only; settings are remembered.
+    // No --relay: the onion service comes from the authority-signed policy.
     let user = w.p("user");
-    let mut args = vec!["--data-dir", user.as_str(), "init"];
-    args.extend(via_tor);
+    let mut args = vec![
+        "--data-dir",
+        user.as_str(),
+        "init",
+        "--tor-config",
+        arti.as_str(),
+    ];
     args.extend(trust.iter().copied());
     let ran = tor_ok(&net, &w.relay, "refuge", &args);
     assert!(ran.stdout.contains("ready"), "{}", ran.stdout);
+    assert!(
+        ran.stderr
+            .contains("tor: reached the relay's onion service"),
+        "{}",
+        ran.stderr
+    );
+    // Handed another onion address, a user's client refuses it before any connection.
+    let other = format!("tor://{}d.onion:443", "b".repeat(55));
+    let mut refused = Command::new(bin("refuge"));
+    client_env(refused.args(["--data-dir", &w.p("misled"), "init", "--relay", &other]));
+    refused
+        .args(["--tor-config", arti.as_str()])
+        .args(trust.iter().copied());
+    let out = refused.output().expect("run refuge init");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the authority's client policy names"),
+        "{stderr}"
+    );
     let bootstrap = seconds_after(&ran.stderr, "tor: connected to the Tor network in ")
         .expect("bootstrap progress on stderr");
     assert!(ran.stderr.contains("tor: bootstrapping"), "{}", ran.stderr);

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use refuge_client::cli::{self, say};
-use refuge_client::config::{PolicySource, resolve_relay};
+use refuge_client::config::{PolicySource, resolve_policy_relay};
 use refuge_client::directory;
 use refuge_client::error::{ClientError, Result};
 use refuge_client::staff::{Staff, encode_request};
@@ -151,8 +151,9 @@ async fn run(args: Args) -> Result<()> {
             let staff = Staff::load(&store)?;
             let mut source = PolicySource::from_args(&policy, &authority_keys)?;
             deployment.apply(&mut source);
-            let endpoint = resolve_relay(
+            let endpoint = resolve_policy_relay(
                 &store,
+                Some(&source.policy),
                 endpoint_args.0.as_deref(),
                 endpoint_args.1.as_deref(),
             )?;
@@ -175,8 +176,9 @@ async fn run(args: Args) -> Result<()> {
         Command::Read => {
             let store = open()?;
             let staff = Staff::load(&store)?;
-            let endpoint = resolve_relay(
+            let endpoint = resolve_policy_relay(
                 &store,
+                store.policy()?.as_ref().map(|s| &s.policy),
                 endpoint_args.0.as_deref(),
                 endpoint_args.1.as_deref(),
             )?;
@@ -210,8 +212,9 @@ async fn run(args: Args) -> Result<()> {
             let text = cli::message_text(&message)?;
             let store = open()?;
             let staff = Staff::load(&store)?;
-            let endpoint = resolve_relay(
+            let endpoint = resolve_policy_relay(
                 &store,
+                store.policy()?.as_ref().map(|s| &s.policy),
                 endpoint_args.0.as_deref(),
                 endpoint_args.1.as_deref(),
             )?;

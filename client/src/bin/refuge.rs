@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use refuge_client::cli::{self, say};
-use refuge_client::config::{PolicySource, resolve_relay};
+use refuge_client::config::{PolicySource, resolve_policy_relay};
 use refuge_client::directory;
 use refuge_client::disappearing::Timer;
 use refuge_client::error::{ClientError, Result};
@@ -128,12 +128,19 @@ async fn run(args: Args) -> Result<()> {
             warn_insecure_direct();
         }
     }
-    let endpoint = || {
-        let endpoint = resolve_relay(&store, args.relay.as_deref(), args.pin.as_deref())?;
+    // The relay given, else the one remembered, else the one the policy in force names (never
+    // another onion service than that one).
+    let endpoint_for = |policy: Option<&refuge_proto::client_policy::ClientPolicy>| {
+        let endpoint =
+            resolve_policy_relay(&store, policy, args.relay.as_deref(), args.pin.as_deref())?;
         if insecure_direct && !endpoint.is_tor() {
             warn_insecure_direct();
         }
         Ok::<_, ClientError>(endpoint)
+    };
+    let endpoint = || {
+        let stored = store.policy()?;
+        endpoint_for(stored.as_ref().map(|s| &s.policy))
     };
     let now = SystemTime::now();
     match args.command {
@@ -143,7 +150,7 @@ async fn run(args: Args) -> Result<()> {
         } => {
             let mut source = PolicySource::from_args(&policy, &authority_keys)?;
             deployment.apply(&mut source);
-            let endpoint = endpoint()?;
+            let endpoint = endpoint_for(Some(&source.policy))?;
             network.check(&endpoint)?;
             // The directory must verify before anything is created on the relay.
             sync_directory(&store, &source, &data_dir, &endpoint, &network).await?;

@@ -215,6 +215,7 @@ CREATE TABLE misbehaviour (
 -- session yet): acknowledged to the relay, kept here sealed, tried again on every read.
 CREATE TABLE deferred_inbound (
     relay_message_id INTEGER PRIMARY KEY,
+    sender           TEXT NOT NULL,
     sealed           BLOB NOT NULL,
     received_hour    INTEGER NOT NULL,
     first_tried      INTEGER NOT NULL
@@ -1067,6 +1068,28 @@ mod tests {
         assert_eq!(s.current_signed_prekeys_created_ms().unwrap(), None);
         assert!(s.misbehaviour().unwrap().is_empty());
         assert_eq!(s.deferred_count().unwrap(), 0);
+    }
+
+    #[test]
+    fn findings_are_bounded_and_a_user_store_issued_no_prekeys() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::for_tests(tmp.path());
+        // A user's store: no staff device, so a key a message names was never issued here
+        // (and saying so is not a local failure that would stop the read).
+        assert_eq!(
+            s.prekey_fate(PrekeyKind::OneTime, 1).unwrap(),
+            PrekeyFate::NeverIssued
+        );
+        let sealed = vec![7u8; 1000];
+        for _ in 0..(prekeys::MAX_FINDINGS + 5) {
+            s.record_misbehaviour(0, "k", "d", Some(&sealed)).unwrap();
+        }
+        let kept = s.misbehaviour().unwrap();
+        assert_eq!(kept.len() as i64, prekeys::MAX_FINDINGS);
+        assert_eq!(
+            kept.iter().filter(|f| f.sealed.is_some()).count() as i64,
+            prekeys::MAX_SEALED_FINDINGS
+        );
     }
 
     #[test]

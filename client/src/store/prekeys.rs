@@ -8,6 +8,12 @@ use libsignal_protocol::{GenericSignedPreKey, KyberPreKeyRecord, SignedPreKeyRec
 use refuge_proto::wire::UploadPrekeys;
 use rusqlite::{OptionalExtension, params};
 
+/// Most findings of misbehaviour kept in a store.
+pub const MAX_FINDINGS: i64 = 1000;
+
+/// Most findings kept with their sealed message (up to about 70 KB each).
+pub const MAX_SEALED_FINDINGS: i64 = 100;
+
 /// Something a relay (or a sender) did that weakens or breaks first contact, as found by a read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Misbehaviour {
@@ -23,6 +29,9 @@ pub struct Misbehaviour {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Deferred {
     pub relay_message_id: u64,
+    /// Its sender's address (authenticated by the sealed envelope): it is tried again when a
+    /// message from the same sender opens.
+    pub sender: String,
     pub sealed: Vec<u8>,
     /// Unix seconds, rounded down to the hour by the relay.
     pub received_hour: u64,
@@ -170,7 +179,11 @@ impl Store {
 
     /// What became of a prekey a message named that this device does not hold, by the counter
     /// that issues ids of its `kind`.
+    /// On a user's store (no prekeys issued at all) every key is [`PrekeyFate::NeverIssued`].
     pub fn prekey_fate(&self, kind: super::PrekeyKind, id: u32) -> Result<PrekeyFate> {
+        if self.staff_device()?.is_none() {
+            return Ok(PrekeyFate::NeverIssued);
+        }
         let next = self.next_prekey_id(kind)?;
         Ok(if id >= 1 && id < next {
             PrekeyFate::Gone
@@ -201,10 +214,11 @@ impl Store {
     pub fn defer_inbound(&self, d: &Deferred) -> Result<()> {
         self.conn().execute(
             "INSERT OR IGNORE INTO deferred_inbound
-                 (relay_message_id, sealed, received_hour, first_tried)
-             VALUES (?1, ?2, ?3, ?4)",
+                 (relay_message_id, sender, sealed, received_hour, first_tried)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
                 to_i64(d.relay_message_id)?,
+                d.sender,
                 d.sealed,
                 to_i64(d.received_hour)?,
                 d.first_tried
@@ -216,23 +230,25 @@ impl Store {
     /// The messages kept for another try, oldest first.
     pub fn deferred_inbound(&self) -> Result<Vec<Deferred>> {
         let mut stmt = self.conn().prepare(
-            "SELECT relay_message_id, sealed, received_hour, first_tried FROM deferred_inbound
-             ORDER BY relay_message_id",
+            "SELECT relay_message_id, sender, sealed, received_hour, first_tried
+             FROM deferred_inbound ORDER BY relay_message_id",
         )?;
         let rows = stmt
             .query_map([], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
                     r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         rows.into_iter()
-            .map(|(id, sealed, hour, first_tried)| {
+            .map(|(id, sender, sealed, hour, first_tried)| {
                 Ok(Deferred {
                     relay_message_id: to_u64(id)?,
+                    sender,
                     sealed,
                     received_hour: to_u64(hour)?,
                     first_tried,
@@ -258,6 +274,9 @@ impl Store {
 
     /// Keeps a finding (in its own statement: call it outside the transaction that was rolled
     /// back for the message).
+    /// Bounded, since whoever floods first contacts that break the rules chooses how many there
+    /// are: at most [`MAX_FINDINGS`] rows, of which at most [`MAX_SEALED_FINDINGS`] keep their
+    /// sealed message; beyond that a finding is only reported by the read that made it.
     pub fn record_misbehaviour(
         &self,
         day: i64,
@@ -265,6 +284,15 @@ impl Store {
         detail: &str,
         sealed: Option<&[u8]>,
     ) -> Result<()> {
+        let (rows, with_sealed): (i64, i64) = self.conn().query_row(
+            "SELECT count(*), count(sealed) FROM misbehaviour",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if rows >= MAX_FINDINGS {
+            return Ok(());
+        }
+        let sealed = sealed.filter(|_| with_sealed < MAX_SEALED_FINDINGS);
         self.conn().execute(
             "INSERT INTO misbehaviour (day, kind, detail, sealed) VALUES (?1, ?2, ?3, ?4)",
             params![to_day(day), kind, detail, sealed],
