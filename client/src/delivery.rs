@@ -292,7 +292,18 @@ fn classify(
 ) -> Result<Outcome> {
     tracing::debug!("a message could not be opened: {e}");
     let e = match e {
-        ClientError::MissingPrekey(used) => missing_prekey(store, used)?,
+        ClientError::MissingPrekey {
+            one_time,
+            signed,
+            kyber,
+        } => missing_prekey(
+            store,
+            PrekeysUsed {
+                one_time,
+                signed,
+                kyber,
+            },
+        )?,
         other => other,
     };
     match e {

@@ -297,7 +297,11 @@ pub async fn open(
             .map_err(|e| match e {
                 SignalProtocolError::InvalidPreKeyId
                 | SignalProtocolError::InvalidSignedPreKeyId
-                | SignalProtocolError::InvalidKyberPreKeyId => ClientError::MissingPrekey(used),
+                | SignalProtocolError::InvalidKyberPreKeyId => ClientError::MissingPrekey {
+                    one_time: used.one_time,
+                    signed: used.signed,
+                    kyber: used.kyber,
+                },
                 other => decrypt_error(other),
             })?;
             (Zeroizing::new(plain), Some(used))

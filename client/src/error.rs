@@ -246,7 +246,11 @@ pub enum ClientError {
     /// A PreKey message names a prekey this device does not hold (used, deleted after
     /// rotation, or never ours); the reader decides which.
     #[error("the keys this first contact was made with are not on this device")]
-    MissingPrekey(crate::envelope::PrekeysUsed),
+    MissingPrekey {
+        one_time: u32,
+        signed: u32,
+        kyber: u32,
+    },
 
     /// The relay handed out a bundle without a one-time prekey: a first contact made with it
     /// would lose its forward secrecy. An honest relay refuses with PrekeysExhausted instead.
@@ -334,7 +338,7 @@ impl ClientError {
                 Blame::Attack
             }
             Undecryptable(_) | Signal(_) => Blame::Attack,
-            PrekeyMisuse(_) | MissingPrekey(_) => Blame::Attack,
+            PrekeyMisuse(_) | MissingPrekey { .. } => Blame::Attack,
             NotYetOpenable { .. } => Blame::Local,
             WeakBundle { .. } => Blame::RelayMisbehaved,
             NotEnrolled { .. } | EnrolmentConflict(_) | PostHasNoDevices { .. } => Blame::Authority,
@@ -487,7 +491,7 @@ impl ClientError {
             NotYetOpenable { .. } => {
                 "it is kept, still encrypted, and tried again on the next reads for a week".into()
             }
-            MissingPrekey(_) => {
+            MissingPrekey { .. } => {
                 "the message was made with keys this device no longer holds (too old, or meant for another device); it cannot be opened".into()
             }
             WeakBundle { .. } => {
