@@ -153,9 +153,7 @@ pub fn wipe(content: &mut Content) {
 pub struct Opened {
     pub sender: Peer,
     pub content: Content,
-    /// Whether it started a session (a PreKey message).
-    pub started_session: bool,
-    /// The prekeys a PreKey message was made with.
+    /// The prekeys it was made with, if it is a PreKey message (one that starts a session).
     pub prekeys: Option<PrekeysUsed>,
 }
 
@@ -171,7 +169,7 @@ impl std::fmt::Debug for Opened {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Opened")
             .field("sender", &self.sender)
-            .field("started_session", &self.started_session)
+            .field("starts_session", &self.prekeys.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -336,7 +334,6 @@ pub async fn open(
     Ok(Opened {
         sender,
         content,
-        started_session: prekeys.is_some(),
         prekeys,
     })
 }
