@@ -363,7 +363,10 @@ pub async fn serve<S: Store>(
                 }
             };
             let (reader, mut writer) = stream.split();
-            let Some(slot) = sessions.try_enter() else {
+            let Some(slot) = (match sessions.try_enter_or_evict() {
+                Some(entry) => entry.ready().await,
+                None => None,
+            }) else {
                 tracing::warn!(
                     max = sessions.max(),
                     "refusing a session: at the session limit"
@@ -371,9 +374,16 @@ pub async fn serve<S: Store>(
                 refuse_busy(writer, sessions.max()).await;
                 return;
             };
-            let end =
-                serve_session_limited(&relay, reader, &mut writer, &limits, &bucket, shutdown)
-                    .await;
+            let end = serve_session_limited(
+                &relay,
+                reader,
+                &mut writer,
+                &limits,
+                &bucket,
+                slot.activity(),
+                shutdown,
+            )
+            .await;
             log_end("onion", &end);
             let _ = writer.shutdown().await;
             drop(slot);

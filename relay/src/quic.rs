@@ -160,7 +160,10 @@ async fn connection<S: Store>(
         let bucket = bucket.clone();
         tokio::spawn(async move {
             let mut send = send;
-            let Some(slot) = sessions.try_enter() else {
+            let Some(slot) = (match sessions.try_enter_or_evict() {
+                Some(entry) => entry.ready().await,
+                None => None,
+            }) else {
                 tracing::warn!(
                     max = sessions.max(),
                     "refusing a session: at the session limit"
@@ -168,8 +171,16 @@ async fn connection<S: Store>(
                 refuse_busy(&mut send, sessions.max()).await;
                 return;
             };
-            let end =
-                serve_session_limited(&relay, recv, &mut send, &limits, &bucket, shutdown).await;
+            let end = serve_session_limited(
+                &relay,
+                recv,
+                &mut send,
+                &limits,
+                &bucket,
+                slot.activity(),
+                shutdown,
+            )
+            .await;
             log_end("quic", &end);
             let _ = send.finish();
             let _ = timeout(DRAIN_TIMEOUT, send.stopped()).await;

@@ -13,11 +13,13 @@ use rand::TryRngCore;
 use rand::rngs::OsRng;
 use refuge_proto::frame::{self, PREFIX_LEN};
 use refuge_proto::wire::ServerFrame;
+use std::collections::HashMap;
 use std::io;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, timeout, timeout_at};
 
 /// Bytes reserved for a frame's body before any of it arrives; it grows as bytes come.
@@ -67,21 +69,143 @@ pub enum SessionEnd {
     FrameTooLarge,
     /// The relay is shutting down.
     Shutdown,
+    /// Idle while every slot was taken: displaced by a new session.
+    Evicted,
 }
 
+/// A session between requests for at least this long may be closed to make room for a new
+/// one when every slot is taken: junk that only holds a connection open cannot keep real users
+/// out. A client thinking between requests (solving a proof of work at the default effort takes
+/// well under a second) is not idle that long.
+pub const EVICTABLE_AFTER_IDLE: Duration = Duration::from_secs(5);
+
+/// How long a new session waits for the slot of the session it displaced.
+const EVICTION_WAIT: Duration = Duration::from_secs(2);
+
 /// The bound on concurrent sessions, over all transports.
+///
+/// At the limit, a new session displaces the session that has been idle (between requests) the
+/// longest, if that is at least [`EVICTABLE_AFTER_IDLE`]; otherwise it is refused. So a flood of
+/// connections that are opened and left idle holds no slot for long, while sessions that are
+/// working are never cut off.
 #[derive(Debug, Clone)]
 pub struct SessionSlots {
     slots: Arc<Semaphore>,
     max: usize,
+    live: Arc<Mutex<Live>>,
+    evictable_after: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Live {
+    next: u64,
+    sessions: HashMap<u64, Arc<ActivityState>>,
+}
+
+#[derive(Debug)]
+struct ActivityState {
+    /// Set while a request is being read, handled or answered.
+    busy: AtomicBool,
+    /// When the session last finished a request (or began).
+    last: Mutex<Instant>,
+    evicted: AtomicBool,
+    evict: Notify,
+}
+
+/// What a session reports to its [`SessionSlots`]: when it works, and whether it was displaced.
+#[derive(Debug, Clone)]
+pub struct Activity(Arc<ActivityState>);
+
+impl Activity {
+    /// Activity not tracked by any slots (tests and single sessions).
+    pub fn detached() -> Self {
+        Self(Arc::new(ActivityState {
+            busy: AtomicBool::new(false),
+            last: Mutex::new(Instant::now()),
+            evicted: AtomicBool::new(false),
+            evict: Notify::new(),
+        }))
+    }
+
+    fn begin_request(&self) {
+        self.0.busy.store(true, Ordering::SeqCst);
+    }
+
+    fn end_request(&self) {
+        *lock(&self.0.last) = Instant::now();
+        self.0.busy.store(false, Ordering::SeqCst);
+    }
+
+    /// Resolves once the session has been displaced.
+    async fn evicted(&self) {
+        if self.0.evicted.load(Ordering::SeqCst) {
+            return;
+        }
+        self.0.evict.notified().await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A session's place among the [`SessionSlots`]; freed when dropped.
+#[derive(Debug)]
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    id: u64,
+    activity: Activity,
+    live: Arc<Mutex<Live>>,
+}
+
+impl Slot {
+    pub fn activity(&self) -> &Activity {
+        &self.activity
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        lock(&self.live).sessions.remove(&self.id);
+    }
+}
+
+/// A new session's way in: a slot now, or one being freed by a displaced idle session.
+#[derive(Debug)]
+pub enum Entry {
+    Now(Slot),
+    AfterEviction(SessionSlots),
+}
+
+impl Entry {
+    /// The slot, or `None` if the displaced session did not let go in time.
+    pub async fn ready(self) -> Option<Slot> {
+        match self {
+            Entry::Now(slot) => Some(slot),
+            Entry::AfterEviction(slots) => {
+                let permit = timeout(EVICTION_WAIT, Arc::clone(&slots.slots).acquire_owned())
+                    .await
+                    .ok()?
+                    .ok()?;
+                Some(slots.register(permit))
+            }
+        }
+    }
 }
 
 impl SessionSlots {
     pub fn new(max: usize) -> Self {
+        Self::with_eviction(max, EVICTABLE_AFTER_IDLE)
+    }
+
+    /// Slots whose sessions may be displaced after `evictable_after` between requests.
+    pub fn with_eviction(max: usize, evictable_after: Duration) -> Self {
         let max = max.clamp(1, Semaphore::MAX_PERMITS);
         Self {
             slots: Arc::new(Semaphore::new(max)),
             max,
+            live: Arc::default(),
+            evictable_after,
         }
     }
 
@@ -89,9 +213,46 @@ impl SessionSlots {
         self.max
     }
 
+    fn register(&self, permit: OwnedSemaphorePermit) -> Slot {
+        let activity = Activity::detached();
+        let mut live = lock(&self.live);
+        let id = live.next;
+        live.next += 1;
+        live.sessions.insert(id, Arc::clone(&activity.0));
+        Slot {
+            _permit: permit,
+            id,
+            activity,
+            live: Arc::clone(&self.live),
+        }
+    }
+
     /// A slot for a new session, or `None` at the limit. The slot frees when dropped.
-    pub fn try_enter(&self) -> Option<OwnedSemaphorePermit> {
-        Arc::clone(&self.slots).try_acquire_owned().ok()
+    pub fn try_enter(&self) -> Option<Slot> {
+        let permit = Arc::clone(&self.slots).try_acquire_owned().ok()?;
+        Some(self.register(permit))
+    }
+
+    /// A slot now; or, at the limit, displaces the session idle the longest (if idle long
+    /// enough) and waits for its slot; or `None`.
+    pub fn try_enter_or_evict(&self) -> Option<Entry> {
+        if let Some(slot) = self.try_enter() {
+            return Some(Entry::Now(slot));
+        }
+        let now = Instant::now();
+        let live = lock(&self.live);
+        let victim = live
+            .sessions
+            .values()
+            .filter(|s| !s.busy.load(Ordering::SeqCst) && !s.evicted.load(Ordering::SeqCst))
+            .map(|s| (now.saturating_duration_since(*lock(&s.last)), s))
+            .filter(|(idle, _)| *idle >= self.evictable_after)
+            .max_by_key(|(idle, _)| *idle)
+            .map(|(_, s)| Arc::clone(s))?;
+        drop(live);
+        victim.evicted.store(true, Ordering::SeqCst);
+        victim.evict.notify_one();
+        Some(Entry::AfterEviction(self.clone()))
     }
 
     /// Waits until every session has ended, at most `within`. True if they all did.
@@ -161,11 +322,13 @@ where
 {
     let limits = SessionLimits::idle(idle);
     let bucket = SharedBucket::new(limits.rate, Instant::now().into_std());
-    serve_session_limited(relay, reader, writer, &limits, &bucket, shutdown).await
+    let activity = Activity::detached();
+    serve_session_limited(relay, reader, writer, &limits, &bucket, &activity, shutdown).await
 }
 
 /// Serves one session until the client leaves, it idles, a frame is too large or too slow, it
-/// ignores the rate limit, or shutdown is triggered. Each request takes a token from `bucket`
+/// ignores the rate limit, it is displaced while idle at the session limit (`activity`), or
+/// shutdown is triggered. Each request takes a token from `bucket`
 /// (shared by the sessions of one connection or circuit); without one it is answered
 /// RATE_LIMITED and not carried out. A request being handled when shutdown fires is finished
 /// and answered.
@@ -179,6 +342,7 @@ pub async fn serve_session_limited<S, R, W>(
     writer: &mut W,
     limits: &SessionLimits,
     bucket: &SharedBucket,
+    activity: &Activity,
     mut shutdown: Shutdown,
 ) -> io::Result<SessionEnd>
 where
@@ -194,8 +358,10 @@ where
         let read = tokio::select! {
             biased;
             () = shutdown.wait() => return Ok(SessionEnd::Shutdown),
+            () = activity.evicted() => return Ok(SessionEnd::Evicted),
             read = timeout(idle, reader.read_exact(&mut prefix[..1])) => read,
         };
+        activity.begin_request();
         match read {
             Err(_) => return Ok(SessionEnd::IdleTimeout),
             Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
@@ -268,6 +434,7 @@ where
         if !write_frame(writer, &reply, idle).await? {
             return Ok(SessionEnd::IdleTimeout);
         }
+        activity.end_request();
     }
 }
 
@@ -319,6 +486,64 @@ mod tests {
         );
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn at_the_limit_the_longest_idle_session_makes_room_and_a_working_one_never_does() {
+        let (_dir, store) = crate::fixtures::temp_store(StoreLimits::default());
+        let relay = Arc::new(Relay::new(store, Roster::empty()));
+        let slots = SessionSlots::with_eviction(2, Duration::from_secs(5));
+        let limits = SessionLimits::idle(Duration::from_secs(600));
+        let (_trigger, shutdown) = crate::shutdown::channel();
+        let serve = |slot: Slot| {
+            let (client, server) = tokio::io::duplex(4096);
+            let relay = Arc::clone(&relay);
+            let shutdown = shutdown.clone();
+            let task = tokio::spawn(async move {
+                let (read, mut write) = tokio::io::split(server);
+                let bucket = SharedBucket::new(limits.rate, std::time::Instant::now());
+                let end = serve_session_limited(
+                    &relay,
+                    read,
+                    &mut write,
+                    &limits,
+                    &bucket,
+                    slot.activity(),
+                    shutdown,
+                )
+                .await;
+                drop(slot);
+                end.expect("no I/O error")
+            });
+            (client, task)
+        };
+        // Two junk sessions take every slot and say nothing.
+        let (_junk_a, junk_a) = serve(slots.try_enter().expect("room"));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (_junk_b, junk_b) = serve(slots.try_enter().expect("room"));
+        // Not idle long enough yet: a newcomer is refused.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(slots.try_enter_or_evict().is_none(), "nobody idle 5 s yet");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        // The one idle longest goes; the newcomer gets its slot.
+        let entry = slots
+            .try_enter_or_evict()
+            .expect("an idle session is displaced");
+        let user = entry.ready().await.expect("the slot is handed over");
+        assert_eq!(junk_a.await.expect("joins"), SessionEnd::Evicted);
+        assert!(!junk_b.is_finished(), "only one session is displaced");
+        // A session in the middle of a request is never displaced, however long it takes.
+        let (mut user_io, user_task) = serve(user);
+        user_io.write_all(&[0, 0]).await.expect("half a prefix");
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let next = slots.try_enter_or_evict().expect("junk b is idle");
+        let _next = next.ready().await.expect("junk b's slot");
+        assert_eq!(junk_b.await.expect("joins"), SessionEnd::Evicted);
+        assert!(
+            slots.try_enter_or_evict().is_none(),
+            "the working session keeps its slot"
+        );
+        assert!(!user_task.is_finished());
+    }
+
     #[tokio::test]
     async fn a_busy_relay_says_so_and_closes() {
         let (mut client, server) = tokio::io::duplex(4096);
@@ -350,7 +575,10 @@ mod tests {
         let (_trigger, shutdown) = crate::shutdown::channel();
         let limits = SessionLimits::idle(Duration::from_secs(1));
         let bucket = SharedBucket::new(limits.rate, std::time::Instant::now());
-        let session = serve_session_limited(&relay, read, &mut write, &limits, &bucket, shutdown);
+        let activity = Activity::detached();
+        let session = serve_session_limited(
+            &relay, read, &mut write, &limits, &bucket, &activity, shutdown,
+        );
         let size = std::mem::size_of_val(&session);
         assert!(size <= 1024, "the session future is {size} bytes");
     }
@@ -434,9 +662,17 @@ mod tests {
             rate: RateConfig::default(),
         };
         let bucket = SharedBucket::new(limits.rate, std::time::Instant::now());
-        let end = serve_session_limited(&relay, reader, &mut write, &limits, &bucket, shutdown)
-            .await
-            .expect("no I/O error");
+        let end = serve_session_limited(
+            &relay,
+            reader,
+            &mut write,
+            &limits,
+            &bucket,
+            &Activity::detached(),
+            shutdown,
+        )
+        .await
+        .expect("no I/O error");
         assert_eq!(end, SessionEnd::Truncated);
         let offered = largest_offer.load(std::sync::atomic::Ordering::Relaxed);
         assert!(
@@ -458,7 +694,10 @@ mod tests {
             rate: RateConfig::default(),
         };
         let bucket = SharedBucket::new(limits.rate, std::time::Instant::now());
-        let serving = serve_session_limited(&relay, read, &mut write, &limits, &bucket, shutdown);
+        let activity = Activity::detached();
+        let serving = serve_session_limited(
+            &relay, read, &mut write, &limits, &bucket, &activity, shutdown,
+        );
         let trickling = async {
             // A 256-byte frame whose body comes one byte every 50 ms: each byte is well within
             // the idle timeout, the frame never completes.
@@ -496,7 +735,10 @@ mod tests {
             },
         };
         let bucket = SharedBucket::new(limits.rate, std::time::Instant::now());
-        let serving = serve_session_limited(&relay, read, &mut write, &limits, &bucket, shutdown);
+        let activity = Activity::detached();
+        let serving = serve_session_limited(
+            &relay, read, &mut write, &limits, &bucket, &activity, shutdown,
+        );
         let (mut client_read, mut client_write) = tokio::io::split(client);
         let total = 3 + MAX_RATE_LIMITED_IN_A_ROW as u64;
         let talking = async {

@@ -79,14 +79,14 @@ pub async fn serve<S: Store>(
             }
         };
         let _ = stream.set_nodelay(true);
-        let Some(slot) = sessions.try_enter() else {
+        let Some(entry) = sessions.try_enter_or_evict() else {
             // Answering OVERLOADED takes a task and a descriptor for up to a few seconds; under
             // a connection flood only a bounded number are answered, the rest just closed.
             match refusals.try_enter() {
                 Some(refusing) => {
                     tracing::warn!(
                         max = sessions.max(),
-                        "refusing a session: at the session limit"
+                        "refusing a session: at the session limit and no session idle"
                     );
                     let max = sessions.max();
                     tokio::spawn(async move {
@@ -100,13 +100,25 @@ pub async fn serve<S: Store>(
         };
         let relay = Arc::clone(&relay);
         let shutdown = shutdown.clone();
+        let max = sessions.max();
         tokio::spawn(async move {
             let mut stream = stream;
+            let Some(slot) = entry.ready().await else {
+                refuse_busy(stream, max).await;
+                return;
+            };
             let (reader, mut writer) = stream.split();
             let bucket = SharedBucket::new(limits.rate, std::time::Instant::now());
-            let end =
-                serve_session_limited(&relay, reader, &mut writer, &limits, &bucket, shutdown)
-                    .await;
+            let end = serve_session_limited(
+                &relay,
+                reader,
+                &mut writer,
+                &limits,
+                &bucket,
+                slot.activity(),
+                shutdown,
+            )
+            .await;
             log_end("tcp", &end);
             let _ = writer.shutdown().await;
             drop(slot);
