@@ -25,9 +25,9 @@ impl ErrorCode {
             | Unspecified => Fault::Client,
             Unavailable | Internal => Fault::Relay,
             AuthFailed | MailboxExists | UnknownMailbox | DepositNotAuthorized | UnknownPost
-            | NoDevices | PrekeysExhausted | NotEnrolled | LogNotFound | EntryNotAuthorized => {
-                Fault::State
-            }
+            | NoDevices | PrekeysExhausted | NotEnrolled | LogNotFound | EntryNotAuthorized
+            // A ticket expired or was used up: the client gets a fresh one.
+            | AdmissionRequired => Fault::State,
             // The recipient has not fetched yet: not a bug, and it clears by itself.
             MailboxFull => Fault::State,
             // The relay asks the client to pay (work) or to slow down: nobody's bug; the client

@@ -35,6 +35,8 @@ pub mod wire {
                 Request::UploadPrekeys(_) => "UploadPrekeys",
                 Request::GetPrekeyCount(_) => "GetPrekeyCount",
                 Request::FetchPostBundles(_) => "FetchPostBundles",
+                Request::RegisterReplyTickets(_) => "RegisterReplyTickets",
+                Request::GetDepositTicket(_) => "GetDepositTicket",
                 Request::GetLog(_) => "GetLog",
                 Request::SubmitEntry(_) => "SubmitEntry",
             }

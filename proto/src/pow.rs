@@ -31,6 +31,7 @@ const CHALLENGE_LEN: usize = 16 + ID_LEN + SEED_LEN + NONCE_LEN + 4;
 pub enum Purpose {
     CreateMailbox,
     FetchPostBundles,
+    GetDepositTicket,
 }
 
 impl Purpose {
@@ -38,6 +39,7 @@ impl Purpose {
         match self {
             Purpose::CreateMailbox => b"create-mailbox",
             Purpose::FetchPostBundles => b"fetch-post-bundles",
+            Purpose::GetDepositTicket => b"get-deposit-ticket",
         }
     }
 

@@ -108,10 +108,18 @@ impl From<StoreError> for Reject {
                 "the deposit token does not open this mailbox; use the token its owner gave you \
                  (the owner may have replaced the mailbox)",
             ),
-            StoreError::DepositTokenUnexpected => Reject::invalid(
-                "deposits to a staff device mailbox carry no deposit token; send deposit_token \
-                 empty",
+            StoreError::AdmissionRefused(why) => Reject::new(
+                C::AdmissionRequired,
+                format!(
+                    "{why}; nothing was stored. A deposit into a staff device mailbox needs an \
+                     admission ticket for its post in deposit_token: the one from PostBundles or \
+                     GetDepositTicket (a proof of work), or a reply ticket the post sent you"
+                ),
             ),
+            StoreError::TooManyTickets { max } => Reject::invalid(format!(
+                "a device may hold at most {max} unused reply tickets; nothing was stored; \
+                 register more once users have used some"
+            )),
             StoreError::MailboxFull { what, max } => Reject::new(
                 C::MailboxFull,
                 format!(

@@ -162,20 +162,25 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
         }
     }
 
-    /// Sends `request` (with a proof of work solved for it if it is CreateMailbox without one).
+    /// Sends `request` (with a proof of work solved for it if it is CreateMailbox or
+    /// GetDepositTicket without one).
     async fn call(&mut self, mut request: Request) -> Response {
-        if let (Request::CreateMailbox(c), Some(params)) = (&mut request, self.pow) {
-            if c.pow.is_none() {
-                let solution = refuge_proto::pow::Solver::new(
-                    refuge_proto::pow::Purpose::CreateMailbox,
-                    &params,
-                    rand::random(),
-                )
+        use refuge_proto::pow::Purpose;
+        let unpaid = match &mut request {
+            Request::CreateMailbox(c) if c.pow.is_none() => {
+                Some((Purpose::CreateMailbox, &mut c.pow))
+            }
+            Request::GetDepositTicket(g) if g.pow.is_none() => {
+                Some((Purpose::GetDepositTicket, &mut g.pow))
+            }
+            _ => None,
+        };
+        if let (Some((purpose, slot)), Some(params)) = (unpaid, self.pow) {
+            let solution = refuge_proto::pow::Solver::new(purpose, &params, rand::random())
                 .run(1_000_000)
                 .expect("solvable")
                 .expect("solved");
-                c.pow = Some(solution.to_wire());
-            }
+            *slot = Some(solution.to_wire());
         }
         self.next_id += 1;
         let f = ClientFrame {
@@ -452,8 +457,24 @@ async fn tcp_and_quic_sessions_against_the_real_binary() {
             .await,
         Response::DepositAccepted(_)
     ));
+    // Into a staff mailbox only with an admission ticket for its post (ADR 0010).
+    assert_eq!(
+        tcp.code(deposit(staff_mailbox, &[], b"sealed for staff"))
+            .await,
+        ErrorCode::AdmissionRequired
+    );
+    let ticket = match tcp
+        .ok(Request::GetDepositTicket(wire::GetDepositTicket {
+            post_id: "emb-xx".into(),
+            pow: None,
+        }))
+        .await
+    {
+        Response::DepositTicket(t) => t.ticket,
+        r => panic!("{r:?}"),
+    };
     assert!(matches!(
-        tcp.ok(deposit(staff_mailbox, &[], b"sealed for staff"))
+        tcp.ok(deposit(staff_mailbox, &ticket, b"sealed for staff"))
             .await,
         Response::DepositAccepted(_)
     ));

@@ -104,11 +104,16 @@ impl<S: Store> Relay<S> {
             ));
         }
         let received_hour = to_hour(now);
+        let staff_post = self
+            .roster()
+            .device(&mailbox)
+            .map(|d| d.post_id.to_string());
         // A repeat of a deposit already stored is answered exactly like the first one.
         self.store
             .deposit(NewDeposit {
                 mailbox,
                 token,
+                staff_post,
                 idempotency_id,
                 sealed: d.sealed,
                 received_hour,

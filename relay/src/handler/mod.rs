@@ -10,7 +10,8 @@ mod prekeys;
 
 pub use mailbox::{FETCH_BYTE_BUDGET, MAX_ACK_IDS};
 pub use prekeys::{
-    EC_PUBLIC_KEY_LEN, MAX_BUNDLE_DEVICES, MAX_KYBER_PUBLIC_KEY_LEN, PREKEY_SIGNATURE_LEN,
+    EC_PUBLIC_KEY_LEN, MAX_BUNDLE_DEVICES, MAX_KYBER_PUBLIC_KEY_LEN, MAX_REPLY_TICKETS,
+    PREKEY_SIGNATURE_LEN,
 };
 
 #[cfg(test)]
@@ -232,8 +233,13 @@ impl<S: Store> Relay<S> {
             Request::GetPrekeyCount(g) => self.prekey_count(open, g).await,
             Request::FetchPostBundles(f) => {
                 let paid = self.admit(Purpose::FetchPostBundles, f.pow.as_ref(), now, rng)?;
-                self.post_bundles(f, paid).await
+                self.post_bundles(f, paid, now, rng).await
             }
+            Request::GetDepositTicket(g) => {
+                let paid = self.admit(Purpose::GetDepositTicket, g.pow.as_ref(), now, rng)?;
+                self.deposit_ticket(g, paid, now, rng).await
+            }
+            Request::RegisterReplyTickets(r) => self.register_reply_tickets(open, r, now).await,
             Request::GetLog(g) => self.get_log(g).await,
             Request::SubmitEntry(e) => self.submit_entry(e).await,
         }

@@ -1,11 +1,15 @@
 //! Staff prekey requests: upload, count, and handing out one bundle per device of a post.
 
-use super::Relay;
 use super::mailbox::{mailbox_field, require_grant};
+use super::{Relay, UnixSeconds};
 use crate::reject::Reject;
 use crate::session::OpenSession;
-use crate::store::{OneTimeKey, PrekeyCount, PrekeyUpload, SignedKey, Store, TakenBundle};
+use crate::store::{
+    OneTimeKey, PAID_TICKET_LIFETIME, PrekeyCount, PrekeyUpload, REPLY_TICKET_LIFETIME, SignedKey,
+    Store, TakenBundle, to_hour,
+};
 use refuge_proto::directory::IDENTITY_KEY_LEN;
+use refuge_proto::ids::DepositToken;
 use refuge_proto::wire::server_frame::Response;
 use refuge_proto::wire::{self};
 use refuge_proto::{ErrorCode, MAX_ONE_TIME_PREKEYS};
@@ -65,6 +69,17 @@ fn kyber(field: &str, k: wire::KyberPrekey) -> Result<SignedKey, Reject> {
         public_key: k.public_key,
         signature: k.signature,
     })
+}
+
+/// Most unused reply tickets a device may hold (and register in one request).
+pub const MAX_REPLY_TICKETS: usize = 1000;
+
+fn unknown_post() -> Reject {
+    Reject::new(
+        ErrorCode::UnknownPost,
+        "that post is not in this relay's staff directory; check the post id against your \
+         verified copy of the directory",
+    )
 }
 
 fn count_to_wire(c: PrekeyCount) -> wire::PrekeyCount {
@@ -180,18 +195,17 @@ impl<S: Store> Relay<S> {
         Ok(Response::PrekeyCount(count_to_wire(count)))
     }
 
-    /// Spends a one-time prekey of every device of the post, so it needs a paid admission.
-    pub(super) async fn post_bundles(
+    /// Spends a one-time prekey of every device of the post, so it needs a paid admission; the
+    /// answer carries the admission ticket for the deposits of this first contact.
+    pub(super) async fn post_bundles<R: rand::CryptoRng + ?Sized>(
         &self,
         f: wire::FetchPostBundles,
         _paid: crate::admission::Admitted,
+        now: UnixSeconds,
+        rng: &mut R,
     ) -> Result<Response, Reject> {
         let Some(devices) = self.roster().post_devices(&f.post_id) else {
-            return Err(Reject::new(
-                ErrorCode::UnknownPost,
-                "that post is not in this relay's staff directory; check the post id against \
-                 your verified copy of the directory",
-            ));
+            return Err(unknown_post());
         };
         if devices.len() > MAX_BUNDLE_DEVICES {
             tracing::error!(
@@ -208,8 +222,90 @@ impl<S: Store> Relay<S> {
             ));
         }
         let bundles = self.store.take_post_bundles(devices).await?;
+        let ticket = self.issue_ticket(&f.post_id, now, rng).await?;
         Ok(Response::PostBundles(wire::PostBundles {
             bundles: bundles.into_iter().map(bundle_to_wire).collect(),
+            admission_ticket: ticket.to_vec(),
         }))
+    }
+
+    /// A ticket for one deposit into each device mailbox of `post` (ADR 0010), after a paid
+    /// admission.
+    pub(super) async fn issue_ticket<R: rand::CryptoRng + ?Sized>(
+        &self,
+        post: &str,
+        now: UnixSeconds,
+        rng: &mut R,
+    ) -> Result<[u8; 32], Reject> {
+        let mut ticket = [0u8; 32];
+        rng.fill_bytes(&mut ticket);
+        let hash = DepositToken(ticket).hash();
+        // Whole hours, like every time the relay stores; a little longer rather than shorter.
+        let expires = to_hour(now).saturating_add(PAID_TICKET_LIFETIME + 3600);
+        self.store
+            .issue_ticket(hash, post.to_string(), expires)
+            .await?;
+        Ok(ticket)
+    }
+
+    pub(super) async fn deposit_ticket<R: rand::CryptoRng + ?Sized>(
+        &self,
+        g: wire::GetDepositTicket,
+        _paid: crate::admission::Admitted,
+        now: UnixSeconds,
+        rng: &mut R,
+    ) -> Result<Response, Reject> {
+        if self.roster().post_devices(&g.post_id).is_none() {
+            return Err(unknown_post());
+        }
+        let ticket = self.issue_ticket(&g.post_id, now, rng).await?;
+        Ok(Response::DepositTicket(wire::DepositTicket {
+            ticket: ticket.to_vec(),
+        }))
+    }
+
+    pub(super) async fn register_reply_tickets(
+        &self,
+        open: &OpenSession,
+        r: wire::RegisterReplyTickets,
+        now: UnixSeconds,
+    ) -> Result<Response, Reject> {
+        let mailbox = mailbox_field(&r.mailbox_id)?;
+        let grant = require_grant(open, &mailbox)?;
+        let roster = self.roster();
+        let device = roster.device(&mailbox).ok_or_else(Reject::not_enrolled)?;
+        if r.ticket_hashes.len() > MAX_REPLY_TICKETS {
+            return Err(Reject::invalid(format!(
+                "{} ticket hashes in one request; at most {MAX_REPLY_TICKETS}; nothing was stored",
+                r.ticket_hashes.len()
+            )));
+        }
+        let hashes = r
+            .ticket_hashes
+            .iter()
+            .map(|h| {
+                <[u8; 32]>::try_from(h.as_slice()).map_err(|_| {
+                    Reject::malformed(format!(
+                        "field ticket_hashes holds a value of {} bytes; each is the 32-byte \
+                         SHA-256 of a ticket",
+                        h.len()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, Reject>>()?;
+        let expires = to_hour(now).saturating_add(REPLY_TICKET_LIFETIME);
+        let held = self
+            .store
+            .register_reply_tickets(
+                &grant,
+                device.post_id.to_string(),
+                hashes,
+                expires,
+                MAX_REPLY_TICKETS as u32,
+            )
+            .await?;
+        Ok(Response::ReplyTicketsRegistered(
+            wire::ReplyTicketsRegistered { held },
+        ))
     }
 }

@@ -90,6 +90,9 @@ impl Harness {
             Request::FetchPostBundles(f) if f.pow.is_none() => {
                 Some((Purpose::FetchPostBundles, &mut f.pow))
             }
+            Request::GetDepositTicket(g) if g.pow.is_none() => {
+                Some((Purpose::GetDepositTicket, &mut g.pow))
+            }
             _ => None,
         };
         if let Some((purpose, slot)) = unpaid {
@@ -113,6 +116,17 @@ impl Harness {
             "the answer carries the request's id"
         );
         reply
+    }
+
+    /// A paid admission ticket for the test post's staff mailboxes.
+    async fn ticket(&mut self, session: &mut Session) -> Vec<u8> {
+        match self.ok(session, ticket_req("emb-xx")).await {
+            Response::DepositTicket(t) => {
+                assert_eq!(t.ticket.len(), 32);
+                t.ticket
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     async fn ok(&mut self, session: &mut Session, request: Request) -> Response {
@@ -292,6 +306,13 @@ fn bundles_req(post: &str) -> Request {
     })
 }
 
+fn ticket_req(post: &str) -> Request {
+    Request::GetDepositTicket(wire::GetDepositTicket {
+        post_id: post.into(),
+        pow: None,
+    })
+}
+
 fn count_req(mailbox: MailboxId) -> Request {
     Request::GetPrekeyCount(wire::GetPrekeyCount {
         mailbox_id: mailbox.0.to_vec(),
@@ -465,10 +486,11 @@ async fn a_wrong_deposit_token_is_refused() {
     )
     .await;
     let a = h.a.mailbox;
+    // A user mailbox's token is no admission ticket for a staff mailbox.
     h.refused(
         &mut s,
         deposit_req(a, &u.token.0, vec![1]),
-        ErrorCode::InvalidArgument,
+        ErrorCode::AdmissionRequired,
     )
     .await;
     assert_eq!(rows(&h.snapshot(), "messages"), 0);
@@ -499,8 +521,9 @@ async fn deposit_sizes_are_checked() {
         )
         .await;
     assert!(msg.contains("deposit_token"), "{msg}");
+    let ticket = h.ticket(&mut s).await;
     assert!(matches!(
-        h.ok(&mut s, deposit_req(a, &[], vec![0; MAX_SEALED_LEN]))
+        h.ok(&mut s, deposit_req(a, &ticket, vec![0; MAX_SEALED_LEN]))
             .await,
         Response::DepositAccepted(_)
     ));
@@ -511,7 +534,8 @@ async fn mailbox_requests_need_authentication_for_that_mailbox() {
     let mut h = Harness::new().await;
     let (a, b) = (h.a.clone(), h.b.clone());
     let mut s = h.session().await;
-    h.ok(&mut s, deposit_req(a.mailbox, &[], vec![1, 2, 3]))
+    let ticket = h.ticket(&mut s).await;
+    h.ok(&mut s, deposit_req(a.mailbox, &ticket, vec![1, 2, 3]))
         .await;
     h.refused(&mut s, fetch_req(a.mailbox, 0), ErrorCode::NotAuthenticated)
         .await;
@@ -545,6 +569,61 @@ async fn mailbox_requests_need_authentication_for_that_mailbox() {
         Response::Messages(m) => assert_eq!(m.messages.len(), 1),
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn staff_mailboxes_take_deposits_only_with_an_admission_ticket_for_their_post() {
+    let mut h = Harness::new().await;
+    let (a, b) = (h.a.clone(), h.b.clone());
+    let mut s = h.session().await;
+    let msg = h
+        .refused(
+            &mut s,
+            deposit_req(a.mailbox, &[], vec![1]),
+            ErrorCode::AdmissionRequired,
+        )
+        .await;
+    assert!(msg.contains("GetDepositTicket"), "{msg}");
+    h.refused(&mut s, ticket_req("emb-zz"), ErrorCode::UnknownPost)
+        .await;
+    // A paid ticket: one deposit into each device of the post.
+    let ticket = h.ticket(&mut s).await;
+    h.ok(&mut s, deposit_req(a.mailbox, &ticket, vec![1])).await;
+    h.ok(&mut s, deposit_req(b.mailbox, &ticket, vec![2])).await;
+    h.refused(
+        &mut s,
+        deposit_req(a.mailbox, &ticket, vec![3]),
+        ErrorCode::AdmissionRequired,
+    )
+    .await;
+
+    // Reply tickets: registered (hashes only) by an authenticated, enrolled device.
+    let reply = [0x42u8; 32];
+    let register = Request::RegisterReplyTickets(wire::RegisterReplyTickets {
+        mailbox_id: b.mailbox.0.to_vec(),
+        ticket_hashes: vec![DepositToken(reply).hash().to_vec()],
+    });
+    h.refused(&mut s, register.clone(), ErrorCode::NotAuthenticated)
+        .await;
+    let mut staff = h.session().await;
+    h.login(&mut staff, &b.auth, b.mailbox).await;
+    match h.ok(&mut staff, register).await {
+        Response::ReplyTicketsRegistered(r) => assert_eq!(r.held, 1),
+        other => panic!("{other:?}"),
+    }
+    h.refused(
+        &mut staff,
+        Request::RegisterReplyTickets(wire::RegisterReplyTickets {
+            mailbox_id: b.mailbox.0.to_vec(),
+            ticket_hashes: vec![vec![0; 31]],
+        }),
+        ErrorCode::MalformedRequest,
+    )
+    .await;
+    // A user holding the ticket deposits into every device of the post with it.
+    h.ok(&mut s, deposit_req(a.mailbox, &reply, vec![4])).await;
+    h.ok(&mut s, deposit_req(b.mailbox, &reply, vec![5])).await;
+    assert_eq!(rows(&h.snapshot(), "messages"), 4);
 }
 
 #[tokio::test]
@@ -933,6 +1012,21 @@ async fn an_oversized_prefix_is_answered_and_the_stream_closed() {
 async fn pipelined_frames_are_answered_in_order_and_shutdown_ends_the_session() {
     let h = Harness::new().await;
     let a = h.a.mailbox;
+    // The session below runs on the wall clock: tickets valid whenever it runs.
+    let mut tickets = Vec::new();
+    for n in 2..12u8 {
+        let ticket = [n; 32];
+        h.relay
+            .store()
+            .issue_ticket(
+                DepositToken(ticket).hash(),
+                "emb-xx".into(),
+                u64::MAX / 2 / 3600 * 3600,
+            )
+            .await
+            .unwrap();
+        tickets.push(ticket.to_vec());
+    }
     let (client, server) = tokio::io::duplex(1024 * 1024);
     let (server_read, mut server_write) = tokio::io::split(server);
     let (trigger, shutdown) = crate::shutdown::channel();
@@ -956,7 +1050,11 @@ async fn pipelined_frames_are_answered_in_order_and_shutdown_ends_the_session() 
         for id in 2..12 {
             let f = ClientFrame {
                 request_id: id,
-                request: Some(deposit_req(a, &[], vec![id as u8; 100])),
+                request: Some(deposit_req(
+                    a,
+                    &tickets[id as usize - 2],
+                    vec![id as u8; 100],
+                )),
             };
             bytes.extend(refuge_proto::frame::encode(&f).unwrap());
         }

@@ -89,6 +89,27 @@ pub trait Store: Send + Sync + 'static {
         directory: VerifiedDirectory,
     ) -> impl Future<Output = Result<DirectoryChange, StoreError>> + Send;
 
+    /// Stores an admission ticket (its SHA-256) paid for with a proof of work: one deposit into
+    /// each device mailbox of `post` until `expires_hour` (ADR 0010).
+    fn issue_ticket(
+        &self,
+        ticket_hash: [u8; 32],
+        post: String,
+        expires_hour: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Registers reply tickets (their SHA-256) of a staff device for its `post`. Returns how many
+    /// unused ones the device holds; refuses ([`StoreError::TooManyTickets`], nothing stored)
+    /// beyond `max_held`.
+    fn register_reply_tickets(
+        &self,
+        grant: &MailboxGrant,
+        post: String,
+        ticket_hashes: Vec<[u8; 32]>,
+        expires_hour: u64,
+        max_held: u32,
+    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
+
     /// Deletes undelivered messages received before `before_hour` (unix seconds), and the
     /// idempotency records of deposits received before then. Returns how many messages were
     /// deleted.
@@ -98,7 +119,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Deletes undelivered messages whose sender-chosen expiry hour (disappearing messages) is
-    /// at or before `now_hour` (unix seconds), and the idempotency records of such deposits.
+    /// at or before `now_hour` (unix seconds), the idempotency records of such deposits, and the
+    /// admission tickets whose time is over.
     /// Returns how many messages were deleted.
     fn expire_due_messages(
         &self,
@@ -118,8 +140,12 @@ pub enum StoreError {
     DepositTokenMissing,
     #[error("the deposit token does not open this mailbox")]
     DepositTokenWrong,
-    #[error("deposits to a staff device mailbox carry no deposit token")]
-    DepositTokenUnexpected,
+    /// A deposit into a staff device mailbox without a ticket that admits it.
+    #[error("{0}")]
+    AdmissionRefused(AdmissionRefused),
+    /// A device would hold more than `max` unused reply tickets.
+    #[error("a device may hold at most {max} unused reply tickets")]
+    TooManyTickets { max: u32 },
     /// The deposit would take the mailbox over its quota of `max` `what` (messages or bytes).
     #[error("the mailbox would hold more than {max} {what}")]
     MailboxFull { what: &'static str, max: u64 },
@@ -181,13 +207,37 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// Why a deposit into a staff device mailbox was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AdmissionRefused {
+    #[error("the deposit carries no admission ticket")]
+    Missing,
+    #[error("the admission ticket is unknown or has expired")]
+    Unknown,
+    #[error("the admission ticket is for another post")]
+    OtherPost,
+    #[error("the admission ticket was already used for this mailbox")]
+    Used,
+}
+
+/// Seconds a ticket stays valid after its first use: enough for the rest of its fan-out and the
+/// retries of an outbox, then it is gone.
+pub const TICKET_USE_WINDOW: u64 = 24 * 3600;
+
+/// Seconds a paid ticket is valid after it is handed out (it also ends [`TICKET_USE_WINDOW`]
+/// after its first use).
+pub const PAID_TICKET_LIFETIME: u64 = 24 * 3600;
+
+/// Seconds a registered reply ticket is valid.
+pub const REPLY_TICKET_LIFETIME: u64 = 60 * 24 * 3600;
+
 /// The kind of a mailbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MailboxKind {
     /// Created by a user; deposits need the deposit token.
     User,
-    /// A staff device's mailbox from the directory; anyone may deposit. `enrolled` is false once
-    /// the device has left the directory.
+    /// A staff device's mailbox from the directory; anyone holding an admission ticket for its
+    /// post may deposit. `enrolled` is false once the device has left the directory.
     Staff { enrolled: bool },
 }
 
@@ -217,7 +267,12 @@ pub enum Created {
 #[derive(Debug, Clone)]
 pub struct NewDeposit {
     pub mailbox: MailboxId,
+    /// A user mailbox's deposit token, or the admission ticket of a deposit into a staff
+    /// device mailbox.
     pub token: Option<DepositToken>,
+    /// The post of the device whose mailbox this is, per the roster in force (staff mailboxes
+    /// only): the post the admission ticket must be for.
+    pub staff_post: Option<String>,
     /// Chosen at random by the sender and reused when it sends the same deposit again.
     pub idempotency_id: IdempotencyId,
     pub sealed: Vec<u8>,

@@ -27,6 +27,7 @@ fn deposit(mailbox: MailboxId, token: &DepositToken, id: u8, sealed: &[u8]) -> N
     NewDeposit {
         mailbox,
         token: Some(token.clone()),
+        staff_post: None,
         idempotency_id: IdempotencyId([id; 16]),
         sealed: sealed.to_vec(),
         received_hour: this_hour(),

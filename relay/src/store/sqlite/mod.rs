@@ -335,6 +335,31 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn issue_ticket(
+        &self,
+        ticket_hash: [u8; 32],
+        post: String,
+        expires_hour: u64,
+    ) -> Result<(), StoreError> {
+        self.write(move |c| ops::issue_ticket(c, &ticket_hash, &post, expires_hour))
+            .await
+    }
+
+    async fn register_reply_tickets(
+        &self,
+        grant: &MailboxGrant,
+        post: String,
+        ticket_hashes: Vec<[u8; 32]>,
+        expires_hour: u64,
+        max_held: u32,
+    ) -> Result<u32, StoreError> {
+        let issuer = grant.mailbox();
+        self.write(move |c| {
+            ops::register_reply_tickets(c, &issuer, &post, &ticket_hashes, expires_hour, max_held)
+        })
+        .await
+    }
+
     async fn expire_messages(&self, before_hour: u64) -> Result<u64, StoreError> {
         self.write(move |c| ops::expire_messages(c, before_hour))
             .await

@@ -13,7 +13,7 @@ pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations, in order. Entry `i` takes the database from version `i` to `i + 1`.
 /// Never edit a released entry: add a new one.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// The schema version this code writes.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -176,6 +176,53 @@ CREATE INDEX deposit_ids_by_hour ON deposit_ids (received_hour, message_id);
 DROP INDEX deposit_ids_by_expiry;
 CREATE INDEX deposit_ids_by_expiry ON deposit_ids (expires_hour, message_id)
     WHERE expires_hour IS NOT NULL;
+"#;
+
+/// Admission for deposits into staff device mailboxes (ADR 0010): tickets, the mailboxes each
+/// ticket was used for, and the messages admitted with a ticket anyone can pay for (proof of
+/// work) counted apart, so they cannot fill the room kept for deposits made with a reply
+/// ticket. Messages stored before this version count as reply-ticket ones.
+const V7: &str = r#"
+CREATE TABLE admission_tickets (
+    -- SHA-256 of the 32-byte ticket; the ticket itself is never stored.
+    hash             BLOB PRIMARY KEY CHECK (length(hash) = 32),
+    post_id          TEXT NOT NULL,
+    -- 'paid': handed out for a proof of work; 'reply': registered by a staff device.
+    kind             TEXT NOT NULL CHECK (kind IN ('paid', 'reply')),
+    -- The staff device that registered a reply ticket.
+    issuer           BLOB CHECK (issuer IS NULL OR length(issuer) = 16),
+    expires_hour     INTEGER NOT NULL CHECK (expires_hour % 3600 = 0),
+    first_used_hour  INTEGER CHECK (first_used_hour IS NULL OR first_used_hour % 3600 = 0),
+    CHECK ((kind = 'reply') = (issuer IS NOT NULL))
+) STRICT, WITHOUT ROWID;
+CREATE INDEX admission_tickets_by_expiry ON admission_tickets (expires_hour);
+CREATE INDEX admission_tickets_unused_by_issuer ON admission_tickets (issuer)
+    WHERE issuer IS NOT NULL AND first_used_hour IS NULL;
+
+CREATE TABLE ticket_uses (
+    hash        BLOB NOT NULL REFERENCES admission_tickets (hash) ON DELETE CASCADE,
+    mailbox_id  BLOB NOT NULL CHECK (length(mailbox_id) = 16),
+    PRIMARY KEY (hash, mailbox_id)
+) STRICT, WITHOUT ROWID;
+
+ALTER TABLE messages ADD COLUMN unsolicited INTEGER NOT NULL DEFAULT 0
+    CHECK (unsolicited IN (0, 1));
+ALTER TABLE mailboxes ADD COLUMN held_unsolicited INTEGER NOT NULL DEFAULT 0
+    CHECK (held_unsolicited >= 0);
+ALTER TABLE mailboxes ADD COLUMN held_unsolicited_bytes INTEGER NOT NULL DEFAULT 0
+    CHECK (held_unsolicited_bytes >= 0);
+CREATE TRIGGER messages_unsolicited_insert AFTER INSERT ON messages WHEN NEW.unsolicited = 1
+BEGIN
+    UPDATE mailboxes SET held_unsolicited = held_unsolicited + 1,
+                         held_unsolicited_bytes = held_unsolicited_bytes + length(NEW.sealed)
+    WHERE id = NEW.mailbox_id;
+END;
+CREATE TRIGGER messages_unsolicited_delete AFTER DELETE ON messages WHEN OLD.unsolicited = 1
+BEGIN
+    UPDATE mailboxes SET held_unsolicited = held_unsolicited - 1,
+                         held_unsolicited_bytes = held_unsolicited_bytes - length(OLD.sealed)
+    WHERE id = OLD.mailbox_id;
+END;
 "#;
 
 /// Why the database could not be opened.

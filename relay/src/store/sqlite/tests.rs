@@ -5,7 +5,8 @@ use super::*;
 use crate::fixtures::{Staff, replayed, rows, snapshot, staff, temp_store};
 use crate::session::MailboxGrant;
 use crate::store::{
-    IdempotencyId, MailboxKind, OneTimeKey, SignedKey, StoredMessage, expiry_hour, to_hour,
+    AdmissionRefused, IdempotencyId, MailboxKind, OneTimeKey, SignedKey, StoredMessage,
+    expiry_hour, to_hour,
 };
 use ed25519_dalek::SigningKey;
 use refuge_proto::MAX_ONE_TIME_PREKEYS;
@@ -33,6 +34,7 @@ fn deposit(
     NewDeposit {
         mailbox,
         token: token.cloned(),
+        staff_post: None,
         idempotency_id: IdempotencyId(rand::random()),
         sealed: sealed.to_vec(),
         received_hour: to_hour(now),
@@ -237,19 +239,28 @@ async fn refused_deposits_store_nothing() {
             .await,
         Err(StoreError::UnknownMailbox)
     ));
+    let into_alice = |token: Option<&DepositToken>| NewDeposit {
+        staff_post: Some("emb-xx".into()),
+        ..deposit(alice.mailbox, token, b"x", HOUR)
+    };
     assert!(matches!(
-        store
-            .deposit(deposit(alice.mailbox, Some(&token), b"x", HOUR))
-            .await,
-        Err(StoreError::DepositTokenUnexpected)
+        store.deposit(into_alice(None)).await,
+        Err(StoreError::AdmissionRefused(AdmissionRefused::Missing))
+    ));
+    // A user mailbox's token is no admission ticket.
+    assert!(matches!(
+        store.deposit(into_alice(Some(&token))).await,
+        Err(StoreError::AdmissionRefused(AdmissionRefused::Unknown))
     ));
     assert_eq!(snapshot(&db), before);
 
-    // Staff mailboxes take deposits without a token.
+    // Staff mailboxes take deposits with an admission ticket.
+    let ticket = DepositToken([0x77; 32]);
     store
-        .deposit(deposit(alice.mailbox, None, b"x", HOUR))
+        .issue_ticket(ticket.hash(), "emb-xx".into(), HOUR + 3600)
         .await
         .unwrap();
+    store.deposit(into_alice(Some(&ticket))).await.unwrap();
     // The quota.
     store
         .deposit(deposit(mailbox, Some(&token), b"1", HOUR))
@@ -270,6 +281,124 @@ async fn refused_deposits_store_nothing() {
         })
     ));
     assert_eq!(snapshot(&db), before);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_admission_ticket_admits_one_deposit_per_device_of_its_post_and_reply_tickets_have_room_of_their_own()
+ {
+    let (dir, store) = temp_store(StoreLimits {
+        max_messages_per_mailbox: 2,
+        ..StoreLimits::default()
+    });
+    let db = dir.path().join(DATABASE_FILE);
+    let (a, b, c) = (
+        staff(1, "emb-xx", "desk-a"),
+        staff(2, "emb-xx", "desk-b"),
+        staff(3, "emb-yy", "desk-c"),
+    );
+    store
+        .install_directory(replayed(&[&a, &b, &c]))
+        .await
+        .unwrap();
+    let into = |who: &Staff, post: &str, ticket: &DepositToken, hour: u64| NewDeposit {
+        staff_post: Some(post.into()),
+        ..deposit(who.mailbox, Some(ticket), b"sealed", hour)
+    };
+    let paid = DepositToken([1; 32]);
+    store
+        .issue_ticket(paid.hash(), "emb-xx".into(), HOUR + 48 * 3600)
+        .await
+        .unwrap();
+    // One deposit into each device of the post.
+    store
+        .deposit(into(&a, "emb-xx", &paid, HOUR))
+        .await
+        .unwrap();
+    let before = snapshot(&db);
+    assert!(matches!(
+        store.deposit(into(&a, "emb-xx", &paid, HOUR)).await,
+        Err(StoreError::AdmissionRefused(AdmissionRefused::Used))
+    ));
+    assert!(matches!(
+        store.deposit(into(&c, "emb-yy", &paid, HOUR)).await,
+        Err(StoreError::AdmissionRefused(AdmissionRefused::OtherPost))
+    ));
+    assert_eq!(snapshot(&db), before, "a refused ticket changes nothing");
+    // Its first use leaves it 24 hours for the rest of the fan-out.
+    assert!(matches!(
+        store
+            .deposit(into(&b, "emb-xx", &paid, HOUR + 25 * 3600))
+            .await,
+        Err(StoreError::AdmissionRefused(AdmissionRefused::Unknown))
+    ));
+    store
+        .deposit(into(&b, "emb-xx", &paid, HOUR + 3600))
+        .await
+        .unwrap();
+
+    // Paid deposits fill their own quota (2) and no more...
+    let flood = DepositToken([2; 32]);
+    store
+        .issue_ticket(flood.hash(), "emb-xx".into(), HOUR + 3600)
+        .await
+        .unwrap();
+    store
+        .deposit(into(&a, "emb-xx", &flood, HOUR))
+        .await
+        .unwrap();
+    let more = DepositToken([3; 32]);
+    store
+        .issue_ticket(more.hash(), "emb-xx".into(), HOUR + 3600)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.deposit(into(&a, "emb-xx", &more, HOUR)).await,
+        Err(StoreError::MailboxFull { .. })
+    ));
+    // ...while a reply ticket the post registered still gets in.
+    let reply = DepositToken([4; 32]);
+    let held = store
+        .register_reply_tickets(
+            &MailboxGrant::dangerously_assume(b.mailbox),
+            "emb-xx".into(),
+            vec![reply.hash(), DepositToken([5; 32]).hash()],
+            HOUR + 60 * 24 * 3600,
+            1000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(held, 2);
+    store
+        .deposit(into(&a, "emb-xx", &reply, HOUR))
+        .await
+        .unwrap();
+    // A device holds a bounded number of unused reply tickets; over it nothing is stored.
+    let before = snapshot(&db);
+    assert!(matches!(
+        store
+            .register_reply_tickets(
+                &MailboxGrant::dangerously_assume(b.mailbox),
+                "emb-xx".into(),
+                vec![DepositToken([6; 32]).hash(), DepositToken([7; 32]).hash()],
+                HOUR + 60 * 24 * 3600,
+                2,
+            )
+            .await,
+        Err(StoreError::TooManyTickets { max: 2 })
+    ));
+    assert_eq!(snapshot(&db), before);
+
+    // The sweep removes tickets whose time is over, and their uses.
+    store.expire_due_messages(HOUR + 30 * 3600).await.unwrap();
+    let after = snapshot(&db);
+    let (tickets, uses) = (
+        rows(&after, "admission_tickets"),
+        rows(&after, "ticket_uses"),
+    );
+    // Left: the unused reply ticket [5] (60 days) and the used reply ticket until 24 h after
+    // its use... which is over at +30 h: only [5].
+    assert_eq!((tickets, uses), (1, 0));
     store.shutdown().await;
 }
 
@@ -580,8 +709,16 @@ async fn devices_leaving_the_directory_are_disabled_but_keep_their_messages() {
         .upload_prekeys(&gb, upload(&b, true, 0..3, 0..0))
         .await
         .unwrap();
+    let ticket = DepositToken([0x71; 32]);
     store
-        .deposit(deposit(b.mailbox, None, b"for b", HOUR))
+        .issue_ticket(ticket.hash(), "emb-xx".into(), HOUR + 3600)
+        .await
+        .unwrap();
+    store
+        .deposit(NewDeposit {
+            staff_post: Some("emb-xx".into()),
+            ..deposit(b.mailbox, Some(&ticket), b"for b", HOUR)
+        })
         .await
         .unwrap();
 
@@ -611,8 +748,16 @@ async fn devices_leaving_the_directory_are_disabled_but_keep_their_messages() {
     store.install_directory(replayed(&[&a, &b2])).await.unwrap();
     let key = store.mailbox_key(b.mailbox).await.unwrap().unwrap();
     assert_eq!(key.kind, MailboxKind::Staff { enrolled: true });
+    let again = DepositToken([0x72; 32]);
     store
-        .deposit(deposit(b.mailbox, None, b"again", HOUR))
+        .issue_ticket(again.hash(), "emb-xx".into(), HOUR + 3600)
+        .await
+        .unwrap();
+    store
+        .deposit(NewDeposit {
+            staff_post: Some("emb-xx".into()),
+            ..deposit(b.mailbox, Some(&again), b"again", HOUR)
+        })
         .await
         .unwrap();
     store.shutdown().await;

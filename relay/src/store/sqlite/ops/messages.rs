@@ -17,13 +17,14 @@ pub(in crate::store::sqlite) struct Quota {
 /// (?2): two primary-key searches.
 pub(in crate::store::sqlite) const DEPOSIT_LOOKUP: &str =
     "SELECT m.kind, m.deposit_token_hash, m.enabled, m.held_messages, m.held_bytes,
-            d.sealed_sha256
+            d.sealed_sha256, m.held_unsolicited, m.held_unsolicited_bytes
      FROM mailboxes AS m
      LEFT JOIN deposit_ids AS d ON d.mailbox_id = m.id AND d.idempotency_id = ?2
      WHERE m.id = ?1";
 
-/// Stores a deposit: checks the token, recognises a repeat by its idempotency id, checks the
-/// quota, then inserts the message and its idempotency record. `sealed_sha256` is the SHA-256 of
+/// Stores a deposit: checks the token, recognises a repeat by its idempotency id, checks a
+/// staff mailbox's admission ticket, checks the quota, then inserts the message and its
+/// idempotency record (and the ticket's use). `sealed_sha256` is the SHA-256 of
 /// `deposit.sealed` and `token_hash` that of the offered token, both computed by the caller off
 /// the writer thread.
 pub(in crate::store::sqlite) fn deposit(
@@ -47,29 +48,41 @@ pub(in crate::store::sqlite) fn deposit(
                     r.get::<_, i64>(3)?,
                     r.get::<_, i64>(4)?,
                     r.get::<_, Option<Vec<u8>>>(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, i64>(7)?,
                 ))
             },
         )
         .optional()?;
-    let Some((kind, stored_hash, enabled, held_messages, held_bytes, earlier)) = row else {
+    let Some((
+        kind,
+        stored_hash,
+        enabled,
+        held_messages,
+        held_bytes,
+        earlier,
+        held_unsolicited,
+        held_unsolicited_bytes,
+    )) = row
+    else {
         return Err(StoreError::UnknownMailbox);
     };
-    match (kind.as_str(), token_hash, stored_hash) {
+    let staff = match (kind.as_str(), token_hash, stored_hash) {
         ("staff", _, _) if !enabled => return Err(StoreError::UnknownMailbox),
-        ("staff", None, _) => {}
-        ("staff", Some(_), _) => return Err(StoreError::DepositTokenUnexpected),
+        ("staff", _, _) => true,
         ("user", None, _) => return Err(StoreError::DepositTokenMissing),
         ("user", Some(offered), Some(stored)) => {
             if !bool::from(offered[..].ct_eq(&stored[..])) {
                 return Err(StoreError::DepositTokenWrong);
             }
+            false
         }
         (kind, _, _) => {
             return Err(StoreError::Corrupt(format!(
                 "mailbox of kind {kind:?} has no token hash"
             )));
         }
-    }
+    };
 
     // A repeat is answered before the quota check: it stores nothing.
     if let Some(earlier) = earlier {
@@ -80,15 +93,34 @@ pub(in crate::store::sqlite) fn deposit(
         };
     }
 
+    // Into a staff mailbox only with an admission ticket for its post (ADR 0010).
+    let ticket = if staff {
+        Some(super::tickets::admit(conn, deposit, token_hash)?)
+    } else {
+        None
+    };
+    let unsolicited = ticket.as_ref().is_some_and(|t| t.paid);
+
     let held_messages = to_u64(held_messages, "message count")?;
     let held_bytes = to_u64(held_bytes, "byte count")?;
-    if held_messages >= quota.messages {
+    let held_unsolicited = to_u64(held_unsolicited, "message count")?;
+    let held_unsolicited_bytes = to_u64(held_unsolicited_bytes, "byte count")?;
+    // Paid deposits and the rest each have the whole quota of their own.
+    let (messages, bytes) = if unsolicited {
+        (held_unsolicited, held_unsolicited_bytes)
+    } else {
+        (
+            held_messages.saturating_sub(held_unsolicited),
+            held_bytes.saturating_sub(held_unsolicited_bytes),
+        )
+    };
+    if messages >= quota.messages {
         return Err(StoreError::MailboxFull {
             what: "messages",
             max: quota.messages,
         });
     }
-    if held_bytes.saturating_add(deposit.sealed.len() as u64) > quota.bytes {
+    if bytes.saturating_add(deposit.sealed.len() as u64) > quota.bytes {
         return Err(StoreError::MailboxFull {
             what: "bytes",
             max: quota.bytes,
@@ -101,16 +133,20 @@ pub(in crate::store::sqlite) fn deposit(
         .map(|h| to_i64(h, "expiry hour"))
         .transpose()?;
     conn.prepare_cached(
-        "INSERT INTO messages (mailbox_id, received_hour, sealed, expires_hour)
-         VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO messages (mailbox_id, received_hour, sealed, expires_hour, unsolicited)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
     .execute(params![
         &deposit.mailbox.0[..],
         received_hour,
         &deposit.sealed[..],
-        expires_hour
+        expires_hour,
+        unsolicited
     ])?;
     let message_id = conn.last_insert_rowid();
+    if let Some(ticket) = ticket {
+        super::tickets::record_use(conn, &ticket, &deposit.mailbox, deposit.received_hour)?;
+    }
     conn.prepare_cached(
         "INSERT INTO deposit_ids
              (mailbox_id, idempotency_id, sealed_sha256, message_id, received_hour, expires_hour)
@@ -224,6 +260,7 @@ pub(in crate::store::sqlite) fn expire_due_messages(
         "DELETE FROM deposit_ids WHERE expires_hour IS NOT NULL AND expires_hour <= ?1",
     )?
     .execute([now_hour])?;
+    super::expire_tickets(conn, to_u64(now_hour, "hour")?)?;
     // Without a retention period nothing else would ever remove these.
     conn.prepare_cached(
         "DELETE FROM deposit_ids WHERE received_hour < ?1

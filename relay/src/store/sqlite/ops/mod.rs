@@ -5,6 +5,7 @@ mod directory;
 mod mailboxes;
 mod messages;
 mod prekeys;
+mod tickets;
 
 pub(super) use directory::install_directory;
 pub(super) use mailboxes::{create_mailbox, mailbox_key};
@@ -14,6 +15,7 @@ pub(super) use messages::{
     Quota, ack_messages, deposit, expire_due_messages, expire_messages, fetch_messages,
 };
 pub(super) use prekeys::{prekey_count, take_post_bundles, upload_prekeys};
+pub(super) use tickets::{expire_tickets, issue_ticket, register_reply_tickets};
 
 use crate::store::StoreError;
 use refuge_proto::ids::MailboxId;
