@@ -7,9 +7,9 @@
 //! opened but whose acknowledgement did not reach the relay is recognised by its relay id the
 //! next time, and neither decrypted again (the ratchet has moved on) nor shown twice.
 //!
-//! The reader never stalls on what it cannot open (anyone may deposit into a staff mailbox, so
-//! a flood of junk must not hide a real first contact behind it). Every fetched message leaves
-//! the relay in the run that fetched it:
+//! The reader never stalls on what it cannot open (anyone who pays a proof of work may deposit
+//! into a staff mailbox, so a flood of junk must not hide a real first contact behind it).
+//! Every fetched message leaves the relay in the run that fetched it:
 //! - junk (it fails sealed-sender authentication, or opens to garbage) is acknowledged and
 //!   counted;
 //! - a first contact that breaks the forward-secrecy rules of ADR 0004 is acknowledged, counted

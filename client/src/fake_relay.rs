@@ -11,9 +11,10 @@ use refuge_proto::auth;
 use refuge_proto::directory::VerifiedDirectory;
 use refuge_proto::ids::{MailboxId, Nonce, auth_key_from_slice, signature_from_slice};
 use refuge_proto::wire::{
-    Acked, Authenticated, Challenge, DepositAccepted, DeviceBundle, ErrorCode, HelloOk,
-    KyberPrekey, MailboxCreated, Messages, OneTimePrekey, PostBundles, PrekeyCount,
-    PrekeysUploaded, SignedPrekey, StoredMessage, client_frame::Request, server_frame::Response,
+    Acked, Authenticated, Challenge, DepositAccepted, DepositTicket, DeviceBundle, ErrorCode,
+    HelloOk, KyberPrekey, MailboxCreated, Messages, OneTimePrekey, PostBundles, PrekeyCount,
+    PrekeysUploaded, ReplyTicketsRegistered, SignedPrekey, StoredMessage, client_frame::Request,
+    server_frame::Response,
 };
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
@@ -22,8 +23,10 @@ use std::rc::Rc;
 
 struct Mailbox {
     auth_key: VerifyingKey,
-    /// None for staff device mailboxes (anyone may deposit).
+    /// None for staff device mailboxes (an admission ticket for `post` admits a deposit).
     token_hash: Option<[u8; 32]>,
+    /// The post of a staff device mailbox from the directory.
+    post: Option<String>,
     messages: Vec<StoredMessage>,
 }
 
@@ -70,6 +73,15 @@ struct State {
     authentications: usize,
     /// The retry policy of new sessions (the default one's waits are seconds long).
     policy: Option<RetryPolicy>,
+    /// Admission tickets by SHA-256: their post and whether they were paid for (else a reply
+    /// ticket a device registered).
+    tickets: HashMap<[u8; 32], (String, bool)>,
+    /// (ticket hash, mailbox) pairs a ticket admitted.
+    ticket_uses: HashSet<([u8; 32], MailboxId)>,
+    /// Whether each deposit into a staff mailbox came in with a paid ticket, in order.
+    paid_admissions: Vec<bool>,
+    /// GetDepositTicket requests answered.
+    ticket_purchases: usize,
     /// How far ahead of the wall clock this relay's clock runs (for tests that inject a later
     /// `now` into the clients).
     clock_ahead_secs: u64,
@@ -125,6 +137,7 @@ impl FakeRelay {
                 s.mailboxes.entry(id).or_insert(Mailbox {
                     auth_key: key,
                     token_hash: None,
+                    post: Some(post.id.clone()),
                     messages: Vec::new(),
                 });
             }
@@ -207,6 +220,7 @@ impl FakeRelay {
             Mailbox {
                 auth_key,
                 token_hash: None,
+                post: None,
                 messages: Vec::new(),
             },
         );
@@ -220,6 +234,22 @@ impl FakeRelay {
     /// Makes the next deposit requests go wrong, one fault each, in order.
     pub fn inject_deposit_faults(&self, faults: &[DepositFault]) {
         self.state.borrow_mut().deposit_faults.extend(faults);
+    }
+
+    /// Whether each deposit into a staff mailbox came in with a paid ticket (else a reply
+    /// ticket), in order.
+    pub fn paid_admissions(&self) -> Vec<bool> {
+        self.state.borrow().paid_admissions.clone()
+    }
+
+    /// Tickets bought with GetDepositTicket.
+    pub fn ticket_purchases(&self) -> usize {
+        self.state.borrow().ticket_purchases
+    }
+
+    /// Forgets every admission ticket, as the relay does when they expire.
+    pub fn expire_tickets(&self) {
+        self.state.borrow_mut().tickets.clear();
     }
 
     pub fn bundle_fetches(&self) -> usize {
@@ -354,6 +384,7 @@ impl FakeSession {
                             Mailbox {
                                 auth_key: key,
                                 token_hash: Some(hash),
+                                post: None,
                                 messages: Vec::new(),
                             },
                         );
@@ -399,14 +430,24 @@ impl FakeSession {
                 let clock_ahead = s.clock_ahead_secs;
                 let mailbox = s
                     .mailboxes
-                    .get_mut(&id)
+                    .get(&id)
                     .ok_or_else(|| refuse(ErrorCode::UnknownMailbox, "no mailbox"))?;
+                let got: [u8; 32] = Sha256::digest(&d.deposit_token).into();
                 if let Some(hash) = mailbox.token_hash {
-                    let got: [u8; 32] = Sha256::digest(&d.deposit_token).into();
                     if got != hash {
                         return Err(refuse(ErrorCode::DepositNotAuthorized, "bad token"));
                     }
                 }
+                let admission = match &mailbox.post.clone() {
+                    None => None,
+                    Some(post) => match s.tickets.get(&got) {
+                        Some((p, paid)) if p == post && !s.ticket_uses.contains(&(got, id)) => {
+                            Some(*paid)
+                        }
+                        _ => return Err(refuse(ErrorCode::AdmissionRequired, "no ticket")),
+                    },
+                };
+                let mailbox = s.mailboxes.get_mut(&id).expect("found above");
                 mailbox.messages.push(StoredMessage {
                     message_id,
                     sealed: d.sealed,
@@ -417,6 +458,10 @@ impl FakeSession {
                         now - now % 3600
                     },
                 });
+                if let Some(paid) = admission {
+                    s.ticket_uses.insert((got, id));
+                    s.paid_admissions.push(paid);
+                }
                 s.deposits += 1;
                 s.deposit_timers.push(d.expires_after_seconds);
                 s.deposit_ids.insert((id, idempotency_id), digest);
@@ -542,7 +587,48 @@ impl FakeSession {
                 if let Some(t) = &s.tamper {
                     t(&mut bundles);
                 }
-                Ok(Response::PostBundles(PostBundles { bundles }))
+                let ticket: [u8; 32] = rand::random();
+                s.tickets
+                    .insert(Sha256::digest(ticket).into(), (f.post_id.clone(), true));
+                Ok(Response::PostBundles(PostBundles {
+                    bundles,
+                    admission_ticket: ticket.to_vec(),
+                }))
+            }
+            Request::GetDepositTicket(g) => {
+                let dir = s.directory.clone().expect("a directory");
+                dir.post(&g.post_id)
+                    .ok_or_else(|| refuse(ErrorCode::UnknownPost, "no post"))?;
+                let ticket: [u8; 32] = rand::random();
+                s.tickets
+                    .insert(Sha256::digest(ticket).into(), (g.post_id.clone(), true));
+                s.ticket_purchases += 1;
+                Ok(Response::DepositTicket(DepositTicket {
+                    ticket: ticket.to_vec(),
+                }))
+            }
+            Request::RegisterReplyTickets(r) => {
+                let id = self.need_auth(&r.mailbox_id)?;
+                let post = s
+                    .mailboxes
+                    .get(&id)
+                    .and_then(|m| m.post.clone())
+                    .ok_or_else(|| refuse(ErrorCode::NotEnrolled, "not a device"))?;
+                for h in &r.ticket_hashes {
+                    let h: [u8; 32] = h
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| refuse(ErrorCode::MalformedRequest, "hash"))?;
+                    s.tickets.insert(h, (post.clone(), false));
+                }
+                let held = s
+                    .tickets
+                    .values()
+                    .filter(|(p, paid)| *p == post && !paid)
+                    .count();
+                Ok(Response::ReplyTicketsRegistered(ReplyTicketsRegistered {
+                    held: held as u32,
+                }))
             }
             Request::GetLog(_) | Request::SubmitEntry(_) => Err(refuse(
                 ErrorCode::Unavailable,

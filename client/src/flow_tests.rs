@@ -931,3 +931,65 @@ async fn a_refusal_of_every_deposit_keeps_the_outbox_and_a_withdrawn_device_gets
     assert_eq!(w.relay.stored(&w.desk_mailbox(DESK1)), 0);
     assert_eq!(user_store.outbox_len().unwrap(), 0);
 }
+
+#[tokio::test]
+async fn replies_carry_tickets_that_admit_the_users_next_messages_and_an_expired_ticket_is_replaced()
+ {
+    let w = World::new().await;
+    // First contact: admitted by the ticket that came with the bundles.
+    w.contact("hello").await.unwrap();
+    assert_eq!(w.relay.paid_admissions(), vec![true, true]);
+    let (seen, _) = w.staff_read(DESK1).await;
+    let case = seen[0].0.clone();
+    w.staff_read(DESK2).await;
+    // Desk 1 registered a batch of reply tickets; each reply hands some to the user, chosen
+    // from the batch and never again.
+    let before = w
+        .staff_store(DESK1)
+        .issued_tickets_left(crate::store::unix_now())
+        .unwrap();
+    assert_eq!(before, crate::staff::TICKET_BATCH as u64);
+    w.reply(DESK1, &case, "we read you").await;
+    let left = w
+        .staff_store(DESK1)
+        .issued_tickets_left(crate::store::unix_now())
+        .unwrap();
+    assert_eq!(left, before - crate::staff::TICKETS_PER_REPLY as u64);
+    w.user_read().await.unwrap();
+    assert_eq!(
+        w.user_store().reply_tickets_held(POST).unwrap(),
+        crate::staff::TICKETS_PER_REPLY as u64
+    );
+
+    // The follow-up goes in with a reply ticket: no proof of work, no paid admission.
+    w.contact("thank you").await.unwrap();
+    assert_eq!(w.relay.paid_admissions()[2..], [false, false]);
+    assert_eq!(w.relay.ticket_purchases(), 0);
+    assert_eq!(w.user_store().reply_tickets_held(POST).unwrap(), 1);
+    let (seen, _) = w.staff_read(DESK2).await;
+    assert_eq!(seen[0].1, "thank you");
+
+    // No reply ticket left: the next one pays.
+    w.contact("one more").await.unwrap();
+    w.contact("and another").await.unwrap();
+    assert_eq!(w.relay.ticket_purchases(), 1);
+    assert_eq!(w.user_store().reply_tickets_held(POST).unwrap(), 0);
+
+    // A message left in the outbox whose ticket the relay no longer takes gets a fresh one.
+    w.relay.set_unreachable_for(100);
+    w.relay.inject_connection_loss("Deposit", false);
+    let e = w.contact("while offline").await.unwrap_err();
+    assert!(matches!(e, ClientError::Outboxed { .. }), "{e:?}");
+    w.relay.set_unreachable_for(0);
+    w.relay.expire_tickets();
+    let store = w.user_store();
+    let sent = outbox::send_pending(&store, &mut w.relay.connect(), &w.directory())
+        .await
+        .unwrap();
+    assert_eq!(sent.confirmed.len(), 2, "{sent:?}");
+    // The send that failed had bought one; the retry buys one fresh ticket for the whole
+    // fan-out.
+    assert_eq!(w.relay.ticket_purchases(), 3);
+    let (seen, _) = w.staff_read(DESK1).await;
+    assert!(seen.iter().any(|(_, t)| t == "while offline"));
+}

@@ -93,16 +93,19 @@ pub(crate) async fn fetch_bundle(w: &World, label: &str) -> DeviceBundle {
     relay::fetch_post_bundles(&mut w.relay.connect(), POST)
         .await
         .unwrap()
+        .0
         .into_iter()
         .find(|b| b.label == label)
         .unwrap()
 }
 
 pub(crate) async fn deposit(w: &World, label: &str, sealed: Vec<u8>) {
+    let mut session = w.relay.connect();
+    let ticket = relay::get_deposit_ticket(&mut session, POST).await.unwrap();
     relay::deposit(
-        &mut w.relay.connect(),
+        &mut session,
         &w.desk_mailbox(label),
-        None,
+        Some(&ticket),
         sealed,
         Timer::OFF,
     )

@@ -21,8 +21,8 @@ use crate::relay::{self, Relay};
 use crate::store::{Pending, Store};
 use refuge_proto::ErrorCode;
 use refuge_proto::directory::VerifiedDirectory;
-use refuge_proto::ids::MailboxId;
-use std::collections::HashSet;
+use refuge_proto::ids::{DepositToken, MailboxId};
+use std::collections::{HashMap, HashSet};
 
 /// How long a message may wait. The relay recognises a repeated deposit for 30 days at most
 /// (less with a retention period, which the client does not know); a message still waiting
@@ -169,6 +169,58 @@ fn full_for_now(e: &ClientError) -> bool {
     )
 }
 
+/// The relay no longer takes the admission ticket a message to a staff device carries (it
+/// expired, or was spent): a fresh one lets it through.
+fn ticket_refused(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Relay {
+            code: ErrorCode::AdmissionRequired,
+            ..
+        }
+    )
+}
+
+/// An admission ticket for deposits into the devices of `post_id` (ADR 0010): a reply ticket
+/// the post sent, else one paid with a proof of work.
+pub(crate) async fn admission_ticket(
+    store: &Store,
+    relay: &mut dyn Relay,
+    post_id: &str,
+) -> Result<DepositToken> {
+    if let Some(t) = store.take_reply_ticket(post_id, crate::store::unix_now())? {
+        return Ok(t);
+    }
+    relay::get_deposit_ticket(relay, post_id).await
+}
+
+/// Fresh tickets got during one [`send_pending`], by post, with the mailboxes each was used for
+/// (a ticket admits one deposit per device of its post).
+#[derive(Default)]
+struct FreshTickets(HashMap<String, (DepositToken, HashSet<MailboxId>)>);
+
+impl FreshTickets {
+    async fn for_message(
+        &mut self,
+        store: &Store,
+        relay: &mut dyn Relay,
+        post_id: &str,
+        mailbox: MailboxId,
+    ) -> Result<DepositToken> {
+        if let Some((ticket, used)) = self.0.get_mut(post_id) {
+            if used.insert(mailbox) {
+                return Ok(ticket.clone());
+            }
+        }
+        let ticket = admission_ticket(store, relay, post_id).await?;
+        self.0.insert(
+            post_id.to_string(),
+            (ticket.clone(), HashSet::from([mailbox])),
+        );
+        Ok(ticket)
+    }
+}
+
 /// The timer a send of `p` asks the relay for at `now`, so that the relay deletes it no later
 /// than it would have the first send: the relay counts a timer from the hour it receives the
 /// message (rounded down), so every whole hour since the message was sealed comes off. `None`:
@@ -217,6 +269,7 @@ pub async fn send_pending(
     let total = pending.len() as u64;
     let mut report = SendReport::default();
     let mut blocked: HashSet<MailboxId> = HashSet::new();
+    let mut fresh = FreshTickets::default();
     for p in pending {
         let m = &p.message;
         // The clock now, not when the program started: Tor may have taken minutes.
@@ -243,7 +296,7 @@ pub async fn send_pending(
             store.outgoing_dropped(&p)?;
             continue;
         };
-        let sent = relay::deposit_with(
+        let mut sent = relay::deposit_with(
             relay,
             &m.mailbox,
             m.token.as_ref(),
@@ -253,6 +306,32 @@ pub async fn send_pending(
             m.idempotency_id,
         )
         .await;
+        // A message to a staff device whose ticket is no longer taken gets one fresh ticket.
+        let post = m
+            .label
+            .as_deref()
+            .and_then(|l| directory.device_by_label(l))
+            .map(|(post, _)| post.id.clone());
+        if let (Err(e), Some(post)) = (&sent, post) {
+            if ticket_refused(e) {
+                sent = match fresh.for_message(store, relay, &post, m.mailbox).await {
+                    Ok(ticket) => {
+                        store.outgoing_retoken(&p, &ticket)?;
+                        relay::deposit_with(
+                            relay,
+                            &m.mailbox,
+                            Some(&ticket),
+                            m.sealed.clone(),
+                            timer,
+                            policy,
+                            m.idempotency_id,
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+            }
+        }
         match sent {
             Ok(()) => {
                 store.outgoing_confirmed(&p)?;

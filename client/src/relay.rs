@@ -16,8 +16,9 @@ use refuge_proto::auth;
 use refuge_proto::ids::{DepositToken, MailboxId, Nonce};
 use refuge_proto::wire::{
     AckMessages, Authenticate, CreateMailbox, Deposit, DeviceBundle, FetchMessages,
-    FetchPostBundles, GetChallenge, GetLog, GetPrekeyCount, PrekeyCount, StoredMessage,
-    SubmitEntry, UploadPrekeys, client_frame::Request, server_frame::Response,
+    FetchPostBundles, GetChallenge, GetDepositTicket, GetLog, GetPrekeyCount, PrekeyCount,
+    RegisterReplyTickets, StoredMessage, SubmitEntry, UploadPrekeys, client_frame::Request,
+    server_frame::Response,
 };
 use std::time::Duration;
 
@@ -474,10 +475,14 @@ pub async fn prekey_count(relay: &mut dyn Relay, mailbox: &MailboxId) -> Result<
     }
 }
 
-/// One prekey bundle per registered device of a post. Nothing in them is trusted until checked
-/// against the verified directory. Not sent again after a lost answer: each answer uses up one
-/// one-time prekey of every device.
-pub async fn fetch_post_bundles(relay: &mut dyn Relay, post_id: &str) -> Result<Vec<DeviceBundle>> {
+/// One prekey bundle per registered device of a post, and the admission ticket for the deposits
+/// of this first contact (ADR 0010). Nothing in the bundles is trusted until checked against
+/// the verified directory. Not sent again after a lost answer: each answer uses up one one-time
+/// prekey of every device.
+pub async fn fetch_post_bundles(
+    relay: &mut dyn Relay,
+    post_id: &str,
+) -> Result<(Vec<DeviceBundle>, DepositToken)> {
     match relay
         .request(Request::FetchPostBundles(FetchPostBundles {
             post_id: post_id.to_string(),
@@ -486,8 +491,47 @@ pub async fn fetch_post_bundles(relay: &mut dyn Relay, post_id: &str) -> Result<
         }))
         .await?
     {
-        Response::PostBundles(b) => Ok(b.bundles),
+        Response::PostBundles(b) => Ok((b.bundles, ticket_field(&b.admission_ticket)?)),
         other => Err(unexpected("PostBundles", &other)),
+    }
+}
+
+fn ticket_field(bytes: &[u8]) -> Result<DepositToken> {
+    DepositToken::from_slice(bytes).map_err(|e| {
+        ClientError::RelayProtocol(format!("the relay's admission ticket is malformed: {e}"))
+    })
+}
+
+/// An admission ticket for deposits into the devices of `post_id`, paid with a proof of work
+/// (the transport solves it): for a user who has sessions with the post and no reply ticket.
+/// Not sent again after a lost answer (each costs a proof of work; the caller asks again).
+pub async fn get_deposit_ticket(relay: &mut dyn Relay, post_id: &str) -> Result<DepositToken> {
+    match relay
+        .request(Request::GetDepositTicket(GetDepositTicket {
+            post_id: post_id.to_string(),
+            pow: None,
+        }))
+        .await?
+    {
+        Response::DepositTicket(t) => ticket_field(&t.ticket),
+        other => Err(unexpected("DepositTicket", &other)),
+    }
+}
+
+/// Registers reply tickets of a staff device (their SHA-256 only) on an authenticated session;
+/// returns how many unused ones the relay holds for the device. Registering again is harmless.
+pub async fn register_reply_tickets(
+    relay: &mut dyn Relay,
+    mailbox: &MailboxId,
+    tickets: &[DepositToken],
+) -> Result<u32> {
+    let request = Request::RegisterReplyTickets(RegisterReplyTickets {
+        mailbox_id: mailbox.0.to_vec(),
+        ticket_hashes: tickets.iter().map(|t| t.hash().to_vec()).collect(),
+    });
+    match request_resending(relay, request).await? {
+        Response::ReplyTicketsRegistered(r) => Ok(r.held),
+        other => Err(unexpected("ReplyTicketsRegistered", &other)),
     }
 }
 

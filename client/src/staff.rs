@@ -173,6 +173,7 @@ impl<'s> Staff<'s> {
         };
         let count = self.upload(relay, plan, now).await?;
         self.store.set_setting(PREKEYS_UPLOADED, "1")?;
+        self.replenish_reply_tickets(relay, now).await;
         Ok(count)
     }
 
@@ -270,7 +271,35 @@ impl<'s> Staff<'s> {
         // the relay may have been made with them.
         self.maintain(relay, held, !report.more_waiting, now)
             .await?;
+        self.replenish_reply_tickets(relay, now).await;
         Ok(report)
+    }
+
+    /// Registers a new batch of reply tickets with the relay when fewer than
+    /// [`REPLENISH_TICKETS_BELOW`] are left to hand out, on the session that just read (it is
+    /// authenticated). A refusal is logged and the read goes on: without tickets, users' next
+    /// messages pay a proof of work instead.
+    async fn replenish_reply_tickets(&self, relay: &mut dyn Relay, now: SystemTime) {
+        let result = async {
+            if self.store.issued_tickets_left(unix_seconds(now))? >= REPLENISH_TICKETS_BELOW {
+                return Ok(None);
+            }
+            let tickets: Vec<DepositToken> = (0..TICKET_BATCH)
+                .map(|_| DepositToken(rand::random()))
+                .collect();
+            let held =
+                relay::register_reply_tickets(relay, &self.device.mailbox_id, &tickets).await?;
+            // The hour of the confirmation, as for prekeys.
+            let confirmed = unix_seconds(now).max(unix_seconds(SystemTime::now()));
+            self.store.keep_issued_tickets(&tickets, confirmed)?;
+            Ok::<_, ClientError>(Some(held))
+        }
+        .await;
+        match result {
+            Ok(Some(held)) => tracing::debug!(held, "registered reply tickets"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not register reply tickets"),
+        }
     }
 
     /// A relay hands out a one-time Kyber prekey while it holds one, and the last-resort key
@@ -373,6 +402,13 @@ impl<'s> Staff<'s> {
         let pins = StaffPins::from_directory(directory)?;
         let certificate = envelope::issue_sender_certificate(&self.identity, &self.me, now)?;
         let tx = self.store.begin()?;
+        // Chosen at random among those registered, and gone from the pool with this reply.
+        let reply_tickets = self
+            .store
+            .take_issued_tickets(TICKETS_PER_REPLY, unix_seconds(now))?
+            .into_iter()
+            .map(|t| t.0.to_vec())
+            .collect();
         let sealed = {
             let mut stores = self.store.signal(&pins);
             let content = Content {
@@ -381,6 +417,7 @@ impl<'s> Staff<'s> {
                 })),
                 disappear_after_seconds: timer.seconds(),
                 prekeys_fetched_hour: 0,
+                reply_tickets,
             };
             envelope::seal(&mut stores, &user, &certificate, content, now).await?
         };
@@ -414,6 +451,16 @@ impl<'s> Staff<'s> {
         self.store.cases()
     }
 }
+
+/// Reply tickets handed to the user in each reply (ADR 0010): its next messages to the post go
+/// in with them, past any flood of first contacts.
+pub const TICKETS_PER_REPLY: usize = 2;
+
+/// A new batch of reply tickets is registered after a read when fewer than this many are left.
+pub const REPLENISH_TICKETS_BELOW: u64 = 30;
+
+/// Reply tickets registered in one batch.
+pub const TICKET_BATCH: usize = 60;
 
 fn hour_i64(now: SystemTime) -> i64 {
     i64::try_from(hour(now)).unwrap_or(i64::MAX)

@@ -141,12 +141,16 @@ impl<'s> User<'s> {
             }
         }
 
-        let bundles = if need_bundle.is_empty() {
-            Vec::new()
+        // Every deposit into a staff mailbox carries an admission ticket for the post (ADR
+        // 0010): the bundles' for a first contact; otherwise a reply ticket the post sent, or
+        // one paid with a proof of work.
+        let (bundles, ticket) = if need_bundle.is_empty() {
+            let ticket = outbox::admission_ticket(self.store, relay, post_id).await?;
+            (Vec::new(), ticket)
         } else {
-            let bundles = relay::fetch_post_bundles(relay, post_id).await?;
+            let (bundles, ticket) = relay::fetch_post_bundles(relay, post_id).await?;
             check_bundles(post_id, &post.devices, &need_bundle, &bundles)?;
-            bundles
+            (bundles, ticket)
         };
 
         let tx = self.store.begin()?;
@@ -233,6 +237,7 @@ impl<'s> User<'s> {
                     // Lets the device tell honest exhaustion of its one-time Kyber keys from a
                     // relay that served the last-resort key while some remained.
                     prekeys_fetched_hour: if *new_session { delivery::hour(now) } else { 0 },
+                    reply_tickets: Vec::new(),
                 },
                 now,
             )
@@ -240,7 +245,7 @@ impl<'s> User<'s> {
             let row = self.store.queue_outgoing(
                 &Outgoing {
                     mailbox,
-                    token: None,
+                    token: Some(ticket.clone()),
                     idempotency_id: rand::random(),
                     sealed: bytes,
                     timer,
@@ -318,11 +323,23 @@ impl Recipient for UserRecipient {
         &self.pins
     }
 
-    fn accept(&self, _store: &Store, mut opened: Opened, _arrival: Arrival) -> Result<SecretText> {
-        if !matches!(opened.sender, Peer::Staff { .. }) {
+    fn accept(&self, store: &Store, mut opened: Opened, _arrival: Arrival) -> Result<SecretText> {
+        let Peer::Staff { label } = &opened.sender else {
             return Err(ClientError::PossibleImpersonation(
                 "a user's mailbox only accepts messages from enrolled staff".into(),
             ));
+        };
+        // The reply tickets that let our next messages to the post past a flood (ADR 0010),
+        // kept for the post we wrote to through this device.
+        if let Some(contact) = store.contact(label)? {
+            let tickets: Vec<refuge_proto::ids::DepositToken> = opened
+                .content
+                .reply_tickets
+                .iter()
+                .take(MAX_TICKETS_PER_REPLY)
+                .filter_map(|t| refuge_proto::ids::DepositToken::from_slice(t).ok())
+                .collect();
+            store.keep_reply_tickets(&contact.post_id, &tickets, crate::store::unix_now())?;
         }
         match opened.content.body.as_mut() {
             Some(Body::Text(t)) => Ok(SecretText::new(std::mem::take(&mut t.text))),
@@ -332,6 +349,9 @@ impl Recipient for UserRecipient {
         }
     }
 }
+
+/// Most reply tickets taken from one staff reply (staff send [`crate::staff::TICKETS_PER_REPLY`]).
+const MAX_TICKETS_PER_REPLY: usize = 8;
 
 /// The checks that need no relay: a known post with enrolled devices, a text that fits. Run
 /// them before connecting, so that a mistyped post never reaches the network.

@@ -268,7 +268,7 @@ async fn real_user(url: &str, pin: Option<&str>) -> refuge_client::Result<UserRu
     let token = DepositToken(rand::random());
     client::create_mailbox(&mut session, &mailbox, &key, &token).await?;
     let created = started.elapsed();
-    let bundles = client::fetch_post_bundles(&mut session, POST).await?;
+    let (bundles, _ticket) = client::fetch_post_bundles(&mut session, POST).await?;
     assert_eq!(bundles.len(), 2, "one bundle per staff device");
     let fetched_bundles = started.elapsed();
     let sealed = b"sealed while the relay is flooded".to_vec();

@@ -544,6 +544,16 @@ impl Store {
 
     /// `p` leaves the outbox without a confirmation (refused for good, its device withdrawn,
     /// too old: see `crate::outbox`).
+    /// Gives a message waiting in the outbox a new deposit token (a fresh admission ticket, once
+    /// the relay refused the old one).
+    pub fn outgoing_retoken(&self, p: &Pending, token: &DepositToken) -> Result<()> {
+        self.conn().execute(
+            "UPDATE outbox SET deposit_token = ?2 WHERE id = ?1",
+            rusqlite::params![p.id, &token.0[..]],
+        )?;
+        Ok(())
+    }
+
     pub fn outgoing_dropped(&self, p: &Pending) -> Result<()> {
         self.conn()
             .execute("DELETE FROM outbox WHERE id = ?1", [p.id])?;

@@ -16,6 +16,7 @@ mod app;
 pub mod key;
 mod prekeys;
 mod signal;
+mod tickets;
 mod wipe;
 
 pub use app::{
@@ -220,6 +221,21 @@ CREATE TABLE deferred_inbound (
     received_hour    INTEGER NOT NULL,
     first_tried      INTEGER NOT NULL
 ) STRICT;
+"#,
+    // v6: admission tickets for deposits into staff mailboxes (ADR 0010). A user keeps the reply
+    // tickets staff sent it, by post; a staff device keeps the tickets it registered with the
+    // relay and has not handed out yet. Hours are Unix seconds rounded down.
+    r#"
+CREATE TABLE reply_tickets (
+    post_id        TEXT NOT NULL,
+    ticket         BLOB NOT NULL CHECK (length(ticket) = 32),
+    received_hour  INTEGER NOT NULL,
+    PRIMARY KEY (post_id, ticket)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE issued_reply_tickets (
+    ticket           BLOB PRIMARY KEY CHECK (length(ticket) = 32),
+    registered_hour  INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
 "#,
 ];
 

@@ -279,7 +279,7 @@ impl Session {
     /// Sends one request and reads its one answer. A wire `Error` becomes
     /// [`ClientError::Relay`] carrying its code.
     ///
-    /// CreateMailbox and FetchPostBundles get a proof of work attached (solved off the async
+    /// CreateMailbox, FetchPostBundles and GetDepositTicket get a proof of work attached (solved off the async
     /// runtime). RATE_LIMITED and OVERLOADED are retried after the wait the relay asks for,
     /// POW_REQUIRED and POW_INVALID with the parameters it sends, at most [`MAX_ATTEMPTS`]
     /// times in all; then the refusal is returned.
@@ -344,6 +344,7 @@ impl Session {
         let (purpose, slot) = match request {
             Request::CreateMailbox(c) => (Purpose::CreateMailbox, &mut c.pow),
             Request::FetchPostBundles(f) => (Purpose::FetchPostBundles, &mut f.pow),
+            Request::GetDepositTicket(g) => (Purpose::GetDepositTicket, &mut g.pow),
             _ => return Ok(()),
         };
         let Some(params) = self.pow else {
@@ -508,6 +509,7 @@ fn clear_pow(request: &mut Request) {
     match request {
         Request::CreateMailbox(c) => c.pow = None,
         Request::FetchPostBundles(f) => f.pow = None,
+        Request::GetDepositTicket(g) => g.pow = None,
         _ => {}
     }
 }
@@ -568,6 +570,8 @@ pub(crate) fn response_name(r: &Response) -> &'static str {
         Response::PrekeysUploaded(_) => "PrekeysUploaded",
         Response::PostBundles(_) => "PostBundles",
         Response::PrekeyCount(_) => "PrekeyCount",
+        Response::ReplyTicketsRegistered(_) => "ReplyTicketsRegistered",
+        Response::DepositTicket(_) => "DepositTicket",
         Response::LogData(_) => "LogData",
         Response::EntrySubmitted(_) => "EntrySubmitted",
     }

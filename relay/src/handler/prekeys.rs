@@ -71,8 +71,12 @@ fn kyber(field: &str, k: wire::KyberPrekey) -> Result<SignedKey, Reject> {
     })
 }
 
-/// Most unused reply tickets a device may hold (and register in one request).
+/// Most reply tickets one request may register.
 pub const MAX_REPLY_TICKETS: usize = 1000;
+
+/// Most unused reply tickets a device may hold: a busy desk hands out two per reply, and those
+/// users never use stay until they expire ([`crate::store::REPLY_TICKET_LIFETIME`]).
+pub const MAX_HELD_REPLY_TICKETS: u32 = 10_000;
 
 fn unknown_post() -> Reject {
     Reject::new(
@@ -301,7 +305,7 @@ impl<S: Store> Relay<S> {
                 device.post_id.to_string(),
                 hashes,
                 expires,
-                MAX_REPLY_TICKETS as u32,
+                MAX_HELD_REPLY_TICKETS,
             )
             .await?;
         Ok(Response::ReplyTicketsRegistered(

@@ -228,8 +228,9 @@ pub const TICKET_USE_WINDOW: u64 = 24 * 3600;
 /// after its first use).
 pub const PAID_TICKET_LIFETIME: u64 = 24 * 3600;
 
-/// Seconds a registered reply ticket is valid.
-pub const REPLY_TICKET_LIFETIME: u64 = 60 * 24 * 3600;
+/// Seconds a registered reply ticket is valid: staff hand a ticket out within 14 days of
+/// registering it and users use it within 30 days of receiving it.
+pub const REPLY_TICKET_LIFETIME: u64 = 45 * 24 * 3600;
 
 /// The kind of a mailbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -396,7 +396,7 @@ async fn an_admission_ticket_admits_one_deposit_per_device_of_its_post_and_reply
         rows(&after, "admission_tickets"),
         rows(&after, "ticket_uses"),
     );
-    // Left: the unused reply ticket [5] (60 days) and the used reply ticket until 24 h after
+    // Left: the unused reply ticket [5] (registered for 60 days here) and the used reply ticket until 24 h after
     // its use... which is over at +30 h: only [5].
     assert_eq!((tickets, uses), (1, 0));
     store.shutdown().await;
