@@ -7,7 +7,9 @@ use crate::identity::TlsIdentity;
 use crate::limits::SharedBucket;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
-use crate::stream::{SessionLimits, SessionSlots, log_end, refuse_busy, serve_session_limited};
+use crate::stream::{
+    Activity, SessionLimits, SessionSlots, log_end, refuse_busy, serve_session_limited,
+};
 use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{Endpoint, IdleTimeout, TransportConfig, VarInt};
 use rustls::pki_types::PrivateKeyDer;
@@ -95,10 +97,11 @@ pub async fn serve<S: Store>(
                 None => break,
             },
         };
-        let Some(slot) = connections.try_enter() else {
+        // At the limit, the connection idle the longest (no stream served for 5 s) makes room.
+        let Some(entry) = connections.try_enter_or_evict() else {
             tracing::warn!(
                 max = connections.max(),
-                "refusing a QUIC connection: at the connection limit"
+                "refusing a QUIC connection: at the connection limit and none idle"
             );
             incoming.refuse();
             continue;
@@ -107,7 +110,11 @@ pub async fn serve<S: Store>(
         let sessions = sessions.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            connection(incoming, relay, sessions, limits, shutdown).await;
+            let Some(slot) = entry.ready().await else {
+                incoming.refuse();
+                return;
+            };
+            connection(incoming, relay, sessions, limits, slot.activity(), shutdown).await;
             drop(slot);
         });
     }
@@ -119,6 +126,7 @@ async fn connection<S: Store>(
     relay: Arc<Relay<S>>,
     sessions: SessionSlots,
     limits: SessionLimits,
+    activity: &Activity,
     mut shutdown: Shutdown,
 ) {
     let connecting = match incoming.accept() {
@@ -146,6 +154,11 @@ async fn connection<S: Store>(
         let (send, recv) = tokio::select! {
             biased;
             () = shutdown.wait() => break,
+            () = activity.evicted() => {
+                tracing::debug!("QUIC connection displaced while idle at the connection limit");
+                conn.close(0u32.into(), b"displaced while idle");
+                break;
+            }
             stream = conn.accept_bi() => match stream {
                 Ok(stream) => stream,
                 Err(e) => {
@@ -158,7 +171,11 @@ async fn connection<S: Store>(
         let sessions = sessions.clone();
         let shutdown = shutdown.clone();
         let bucket = bucket.clone();
+        // The connection counts as working while any of its streams is served.
+        let working = activity.clone();
+        working.begin_request();
         tokio::spawn(async move {
+            let _working = Working(working);
             let mut send = send;
             let Some(slot) = (match sessions.try_enter_or_evict() {
                 Some(entry) => entry.ready().await,
@@ -186,5 +203,14 @@ async fn connection<S: Store>(
             let _ = timeout(DRAIN_TIMEOUT, send.stopped()).await;
             drop(slot);
         });
+    }
+}
+
+/// Marks a QUIC connection as working while one of its streams is served.
+struct Working(Activity);
+
+impl Drop for Working {
+    fn drop(&mut self) {
+        self.0.end_request();
     }
 }

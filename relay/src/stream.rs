@@ -15,7 +15,7 @@ use refuge_proto::frame::{self, PREFIX_LEN};
 use refuge_proto::wire::ServerFrame;
 use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -104,8 +104,9 @@ struct Live {
 
 #[derive(Debug)]
 struct ActivityState {
-    /// Set while a request is being read, handled or answered.
-    busy: AtomicBool,
+    /// Requests being read, handled or answered (sessions: 0 or 1; a QUIC connection: its
+    /// streams being served).
+    busy: AtomicUsize,
     /// When the session last finished a request (or began).
     last: Mutex<Instant>,
     evicted: AtomicBool,
@@ -120,24 +121,29 @@ impl Activity {
     /// Activity not tracked by any slots (tests and single sessions).
     pub fn detached() -> Self {
         Self(Arc::new(ActivityState {
-            busy: AtomicBool::new(false),
+            busy: AtomicUsize::new(0),
             last: Mutex::new(Instant::now()),
             evicted: AtomicBool::new(false),
             evict: Notify::new(),
         }))
     }
 
-    fn begin_request(&self) {
-        self.0.busy.store(true, Ordering::SeqCst);
+    /// Work begins (a request, or a QUIC connection's stream).
+    pub(crate) fn begin_request(&self) {
+        self.0.busy.fetch_add(1, Ordering::SeqCst);
     }
 
-    fn end_request(&self) {
+    /// Work ends; the idle time counts from now once nothing else is under way.
+    pub(crate) fn end_request(&self) {
         *lock(&self.0.last) = Instant::now();
-        self.0.busy.store(false, Ordering::SeqCst);
+        let _ = self
+            .0
+            .busy
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     }
 
     /// Resolves once the session has been displaced.
-    async fn evicted(&self) {
+    pub(crate) async fn evicted(&self) {
         if self.0.evicted.load(Ordering::SeqCst) {
             return;
         }
@@ -244,7 +250,7 @@ impl SessionSlots {
         let victim = live
             .sessions
             .values()
-            .filter(|s| !s.busy.load(Ordering::SeqCst) && !s.evicted.load(Ordering::SeqCst))
+            .filter(|s| s.busy.load(Ordering::SeqCst) == 0 && !s.evicted.load(Ordering::SeqCst))
             .map(|s| (now.saturating_duration_since(*lock(&s.last)), s))
             .filter(|(idle, _)| *idle >= self.evictable_after)
             .max_by_key(|(idle, _)| *idle)

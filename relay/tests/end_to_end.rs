@@ -574,6 +574,64 @@ async fn tcp_and_quic_sessions_against_the_real_binary() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_quic_connections_make_room_for_a_working_one_at_the_connection_limit() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let relay = start(
+        &tmp.path().join("data"),
+        &tmp.path().join("relay.log"),
+        &["--max-sessions", "4"],
+    );
+    // Junk takes every connection slot and opens no stream.
+    let mut junk = Vec::new();
+    for _ in 0..4 {
+        junk.push(
+            quic_connect(relay.quic, &relay.pin)
+                .await
+                .expect("junk connects"),
+        );
+    }
+    // Nobody has idled 5 s yet: a newcomer is refused.
+    let early = tokio::time::timeout(Duration::from_secs(5), async {
+        let conn = quic_connect(relay.quic, &relay.pin).await?;
+        let (send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        let mut c = Conn::new(recv, send);
+        c.hello().await;
+        Ok::<_, String>(conn)
+    })
+    .await;
+    assert!(
+        !matches!(early, Ok(Ok(_))),
+        "a connection beyond the limit got in while nobody was idle"
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Now one idle junk connection is closed to make room, and the newcomer is served.
+    let conn = quic_connect(relay.quic, &relay.pin)
+        .await
+        .expect("the newcomer connects");
+    let (send, recv) = conn.open_bi().await.expect("a stream");
+    let mut c = Conn::new(recv, send);
+    c.hello().await;
+    let displaced = displaced_count(&junk).await;
+    assert_eq!(displaced, 1, "exactly one idle connection made room");
+    relay.stop();
+}
+
+/// How many of `conns` the relay has closed as displaced, after a short wait.
+async fn displaced_count(conns: &[quinn::Connection]) -> usize {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    conns
+        .iter()
+        .filter(|c| {
+            matches!(
+                c.close_reason(),
+                Some(quinn::ConnectionError::ApplicationClosed(a)) if &a.reason[..] == b"displaced while idle"
+            )
+        })
+        .count()
+}
+
 #[test]
 fn unsafe_configurations_are_refused_at_startup() {
     let tmp = tempfile::tempdir().expect("tempdir");
