@@ -108,18 +108,24 @@ impl<S: Store> Relay<S> {
             .roster()
             .device(&mailbox)
             .map(|d| d.post_id.to_string());
+        let deposit = NewDeposit {
+            mailbox,
+            token,
+            staff_post,
+            idempotency_id,
+            sealed: d.sealed,
+            received_hour,
+            expires_hour: expiry_hour(received_hour, d.expires_after_seconds),
+        };
+        // A flood of deposits into staff mailboxes without a valid ticket is turned away on a
+        // read connection, never queueing for the writer (which checks again). A repeat of a
+        // stored deposit whose ticket has since expired is refused here too: the client then
+        // sends it with a fresh ticket and it is recognised as a repeat.
+        if deposit.staff_post.is_some() {
+            self.store.precheck_admission(&deposit).await?;
+        }
         // A repeat of a deposit already stored is answered exactly like the first one.
-        self.store
-            .deposit(NewDeposit {
-                mailbox,
-                token,
-                staff_post,
-                idempotency_id,
-                sealed: d.sealed,
-                received_hour,
-                expires_hour: expiry_hour(received_hour, d.expires_after_seconds),
-            })
-            .await?;
+        self.store.deposit(deposit).await?;
         Ok(Response::DepositAccepted(wire::DepositAccepted {}))
     }
 

@@ -620,10 +620,20 @@ async fn staff_mailboxes_take_deposits_only_with_an_admission_ticket_for_their_p
         ErrorCode::MalformedRequest,
     )
     .await;
+    // A resend of a deposit (same idempotency id and bytes, same ticket) is answered like the
+    // first and stores nothing more, though the ticket is spent for that mailbox.
+    let Request::Deposit(first) = deposit_req(b.mailbox, &h.ticket(&mut s).await, vec![6]) else {
+        unreachable!()
+    };
+    h.ok(&mut s, Request::Deposit(first.clone())).await;
+    let before = h.snapshot();
+    h.ok(&mut s, Request::Deposit(first)).await;
+    assert_eq!(h.snapshot(), before, "a resend stores nothing");
+
     // A user holding the ticket deposits into every device of the post with it.
     h.ok(&mut s, deposit_req(a.mailbox, &reply, vec![4])).await;
     h.ok(&mut s, deposit_req(b.mailbox, &reply, vec![5])).await;
-    assert_eq!(rows(&h.snapshot(), "messages"), 4);
+    assert_eq!(rows(&h.snapshot(), "messages"), 5);
 }
 
 #[tokio::test]

@@ -89,6 +89,14 @@ pub trait Store: Send + Sync + 'static {
         directory: VerifiedDirectory,
     ) -> impl Future<Output = Result<DirectoryChange, StoreError>> + Send;
 
+    /// Whether `deposit`'s admission ticket would admit it now, read without the writer: junk
+    /// deposits with no or made-up tickets are turned away before they queue for the single
+    /// writer. [`Store::deposit`] checks again, authoritatively, in its transaction.
+    fn precheck_admission(
+        &self,
+        deposit: &NewDeposit,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Stores an admission ticket (its SHA-256) paid for with a proof of work: one deposit into
     /// each device mailbox of `post` until `expires_hour` (ADR 0010).
     fn issue_ticket(

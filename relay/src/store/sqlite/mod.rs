@@ -335,6 +335,22 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn precheck_admission(&self, deposit: &NewDeposit) -> Result<(), StoreError> {
+        let token_hash = deposit.token.as_ref().map(|t| t.hash());
+        // Everything but the sealed bytes, which the check does not read.
+        let probe = NewDeposit {
+            mailbox: deposit.mailbox,
+            token: deposit.token.clone(),
+            staff_post: deposit.staff_post.clone(),
+            idempotency_id: deposit.idempotency_id,
+            sealed: Vec::new(),
+            received_hour: deposit.received_hour,
+            expires_hour: deposit.expires_hour,
+        };
+        self.read(move |c| ops::check_ticket(c, &probe, token_hash.as_ref()))
+            .await
+    }
+
     async fn issue_ticket(
         &self,
         ticket_hash: [u8; 32],
