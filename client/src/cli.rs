@@ -498,3 +498,94 @@ pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
     }
     Ok(bytes)
 }
+
+/// `evidence`: lists what this device's reads and directory downloads caught relays (or senders)
+/// doing, kept in its encrypted store; with `export`, writes it out to that directory: the
+/// directory evidence as files `refuge-audit check-evidence` reads, and each finding with its
+/// sealed message (if kept) as text. Nothing is written unless asked.
+pub fn evidence_command(store: &crate::store::Store, export: Option<&Path>) -> Result<()> {
+    use base64::Engine;
+    let directory = store.directory_evidence()?;
+    let findings = store.misbehaviour()?;
+    for e in &directory {
+        say(&format!(
+            "evidence #{} {} directory log: {}",
+            e.id,
+            day_text(e.day),
+            e.problem
+        ))?;
+    }
+    for (n, f) in findings.iter().enumerate() {
+        say(&format!(
+            "finding {} {} {}: {}",
+            n + 1,
+            day_text(f.day),
+            f.kind,
+            f.detail
+        ))?;
+    }
+    if directory.is_empty() && findings.is_empty() {
+        say("no evidence kept")?;
+    }
+    let Some(dir) = export else {
+        return Ok(());
+    };
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ClientError::Io {
+            action: "write evidence to",
+            path,
+            source,
+        }
+    };
+    for e in &directory {
+        let path = crate::directory::export_evidence(e, dir).map_err(io(dir))?;
+        say(&format!("wrote {}", path.display()))?;
+    }
+    for (n, f) in findings.iter().enumerate() {
+        let sealed = f.sealed.as_ref().map_or_else(
+            || "(not kept)".to_string(),
+            |b| base64::engine::general_purpose::STANDARD.encode(b),
+        );
+        let text = format!(
+            "refuge finding v1\nday: {}\nkind: {}\ndetail: {}\nsealed (base64): {sealed}\n",
+            day_text(f.day),
+            f.kind,
+            f.detail
+        );
+        let path = dir.join(format!("finding-{}-{}.txt", n + 1, f.kind));
+        write_private_new(&path, text.as_bytes()).map_err(io(&path))?;
+        say(&format!("wrote {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// A day (Unix seconds, a whole day) as YYYY-MM-DD (UTC).
+fn day_text(day: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(day)
+        .map_or_else(|_| format!("day {day}"), |t| t.date().to_string())
+}
+
+/// Creates `path` (mode 0600, never over an existing file) with `bytes`.
+fn write_private_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod evidence_tests {
+    #[test]
+    fn days_are_written_as_dates() {
+        assert_eq!(super::day_text(0), "1970-01-01");
+        assert_eq!(super::day_text(1_780_012_800), "2026-05-29");
+        assert_eq!(super::day_text(951_782_400), "2000-02-29");
+    }
+}

@@ -3,16 +3,17 @@
 //! authority keys — shipped with the client, never taken from the relay) and against the
 //! checkpoint stored after the previous download; then turned into the label → identity key
 //! pins that the identity store trusts. A download that fails its proofs is refused and, when it
-//! proves misbehaviour, its evidence is exported to a file.
+//! proves misbehaviour, its evidence is kept in the encrypted store (exported on demand).
 
 use crate::config::PolicySource;
 use crate::error::{ClientError, Result};
 use crate::relay::{Relay, get_log};
-use crate::store::Store;
+use crate::store::{DirectoryEvidence, Store};
 use ed25519_dalek::VerifyingKey;
 use libsignal_protocol::IdentityKey;
+use refuge_proto::client_policy::ClientPolicy;
 use refuge_proto::directory::{DirectoryError, VerifiedDirectory};
-use refuge_proto::directory_sync::{DirectorySync, Evidence, SyncError, TrustedCheckpoint};
+use refuge_proto::directory_sync::{DirectorySync, SyncError, TrustedCheckpoint};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -68,17 +69,17 @@ pub fn parse_authority_key(hex_key: &str) -> Result<VerifyingKey> {
 /// Downloads the whole directory log through `relay` (every entry bundle, so the relay cannot
 /// tell which post the user looks at), verifies it against the policy and the checkpoint stored
 /// last time, stores the new checkpoint, and returns the verified directory. A refusal that
-/// proves misbehaviour writes its evidence to a new file in `evidence_dir`. A policy marked as a
-/// test deployment is refused unless the caller allowed it ([`PolicySource::check_deployment`]).
+/// proves misbehaviour keeps its evidence in `store` (encrypted; [`export_evidence`] writes it
+/// out when the user asks). A policy marked as a test deployment is refused unless the caller
+/// allowed it ([`PolicySource::check_deployment`]).
 pub async fn sync(
     relay: &mut dyn Relay,
     store: &Store,
     source: &PolicySource,
-    evidence_dir: &Path,
     now_unix: u64,
 ) -> Result<VerifiedDirectory> {
     source.check_deployment()?;
-    let refuse = |error: SyncError| refusal(error, evidence_dir, now_unix);
+    let refuse = |error: SyncError| refusal(error, store, &source.policy, now_unix);
     let stored = match store.setting(CHECKPOINT)? {
         Some(text) => {
             Some(TrustedCheckpoint::from_bytes(text.as_bytes(), &source.policy).map_err(refuse)?)
@@ -99,25 +100,75 @@ pub async fn sync(
     Ok(directory)
 }
 
-/// The error for a refused download, after exporting its evidence if it has any. A failure to
-/// write the evidence is reported but does not hide the refusal.
-fn refusal(error: SyncError, evidence_dir: &Path, now_unix: u64) -> ClientError {
-    let evidence =
-        error
-            .evidence()
-            .and_then(|e| match export_evidence(&e, evidence_dir, now_unix) {
-                Ok(path) => Some(path),
-                Err(err) => {
-                    tracing::warn!("could not save the directory evidence: {err}");
-                    None
-                }
-            });
-    ClientError::DirectoryLog { error, evidence }
+/// The error for a refused download, after keeping its evidence if it has any. A failure to
+/// keep the evidence is reported but does not hide the refusal.
+fn refusal(error: SyncError, store: &Store, policy: &ClientPolicy, now_unix: u64) -> ClientError {
+    let now = i64::try_from(now_unix).unwrap_or(i64::MAX);
+    let evidence = evidence_text(&error, policy, now_unix).and_then(|(problem, text)| match store
+        .keep_directory_evidence(now, problem, &text)
+    {
+        Ok(id) => id,
+        Err(err) => {
+            tracing::warn!("could not keep the directory evidence: {err}");
+            None
+        }
+    });
+    ClientError::DirectoryLog {
+        error: Box::new(error),
+        evidence,
+    }
 }
 
-/// Writes evidence to a new file `directory-<problem>-<unix time>[-n].txt` (mode 0600 in a 0700
-/// directory): public log data only, nothing about the user's messages.
-pub fn export_evidence(evidence: &Evidence, dir: &Path, now_unix: u64) -> std::io::Result<PathBuf> {
+/// The evidence a refusal shows, as text. Two signed checkpoints that cannot both be honest
+/// (a fork, a rollback) are written as `refuge-audit` evidence files, so that an auditor checks
+/// what a user sends with `refuge-audit check-evidence`; the rest in the client's own format.
+/// The time in it is the day only.
+fn evidence_text(
+    error: &SyncError,
+    policy: &ClientPolicy,
+    now_unix: u64,
+) -> Option<(&'static str, String)> {
+    use crate::audit::evidence::{Evidence as Checkable, Kind, SERVED_NOW};
+    let general = error.evidence()?;
+    let (kind, stored_note, served_note, proof) = match error {
+        SyncError::Fork {
+            stored,
+            served,
+            stored_note,
+            served_note,
+            consistency,
+            old_root,
+        } => (
+            Kind::Fork,
+            stored_note,
+            served_note,
+            old_root.map(|root| (*stored, *served, root, consistency.clone())),
+        ),
+        SyncError::Rollback {
+            stored_note,
+            served_note,
+            ..
+        } => (Kind::Rollback, stored_note, served_note, None),
+        _ => return Some((general.problem, general.to_text())),
+    };
+    let checkable = Checkable {
+        kind,
+        log_vkey: policy.log_vkey(),
+        earlier_note: stored_note,
+        later_note: served_note,
+        later_title: SERVED_NOW,
+        explanation: general.explanation,
+        checked: general.checked,
+        proof,
+        now_unix: now_unix - now_unix % 86_400,
+    };
+    Some((kind.name(), checkable.to_text()))
+}
+
+/// Writes kept evidence to a new file `directory-<problem>-<id>.txt` (mode 0600) in `dir`
+/// (made 0700 if missing), as `refuge-audit check-evidence` reads it: public log data only,
+/// nothing about the user's messages. The user chooses `dir` and when to do this.
+pub fn export_evidence(evidence: &DirectoryEvidence, dir: &Path) -> std::io::Result<PathBuf> {
     use std::io::Write;
     #[cfg(unix)]
     {
@@ -129,7 +180,7 @@ pub fn export_evidence(evidence: &Evidence, dir: &Path, now_unix: u64) -> std::i
     }
     #[cfg(not(unix))]
     std::fs::create_dir_all(dir)?;
-    let stem = format!("directory-{}-{now_unix}", evidence.problem);
+    let stem = format!("directory-{}-{}", evidence.problem, evidence.id);
     for n in 0..100u32 {
         let name = if n == 0 {
             format!("{stem}.txt")
@@ -146,7 +197,7 @@ pub fn export_evidence(evidence: &Evidence, dir: &Path, now_unix: u64) -> std::i
         }
         match options.open(&path) {
             Ok(mut f) => {
-                f.write_all(evidence.to_text().as_bytes())?;
+                f.write_all(evidence.text.as_bytes())?;
                 f.sync_all()?;
                 return Ok(path);
             }
@@ -259,7 +310,6 @@ mod tests {
     async fn a_forked_log_is_refused_with_evidence_and_the_stored_checkpoint_kept() {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::for_tests(&tmp.path().join("s"));
-        let evidence = tmp.path().join("evidence");
         let src = source();
         store.save_policy(&src).unwrap();
         let loaded = store.policy().unwrap().unwrap();
@@ -267,38 +317,50 @@ mod tests {
         assert_eq!(loaded.pinned, src.pinned);
 
         let honest: Vec<Vec<u8>> = (1..=3).map(enrol).collect();
-        let dir = sync(&mut served(&honest), &store, &src, &evidence, NOW)
-            .await
-            .unwrap();
+        let dir = sync(&mut served(&honest), &store, &src, NOW).await.unwrap();
         assert!(dir.device_by_label("emb-xx/desk-2").is_some());
         let kept = store.setting(CHECKPOINT).unwrap().unwrap();
 
         // Another view of the log at a larger size that does not extend the stored tree: the
         // entry the client saw as desk 2 is replaced by another.
         let fork: Vec<Vec<u8>> = [1, 9, 3, 4].into_iter().map(enrol).collect();
-        let err = sync(&mut served(&fork), &store, &src, &evidence, NOW)
+        let err = sync(&mut served(&fork), &store, &src, NOW)
             .await
             .unwrap_err();
         let ClientError::DirectoryLog {
-            error: SyncError::Fork { .. },
-            evidence: Some(path),
+            error,
+            evidence: Some(id),
         } = &err
         else {
             panic!("expected a fork with evidence, got {err:?}");
         };
+        assert!(matches!(**error, SyncError::Fork { .. }), "{error:?}");
+        // Kept in the encrypted store, and nowhere else until the user exports it.
+        let all = store.directory_evidence().unwrap();
+        assert_eq!((all.len(), all[0].id), (1, *id));
+        let out = tmp.path().join("exported");
+        let path = export_evidence(&all[0], &out).unwrap();
         let text = std::fs::read_to_string(path).unwrap();
-        assert!(text.contains("problem: fork"), "{text}");
-        assert_eq!(text.matches("-----BEGIN CHECKPOINT").count(), 2, "{text}");
+        // A refuge-audit evidence file: an auditor checks it with the log key alone.
+        let checked = crate::audit::evidence::check(&text, src.policy.log_key()).unwrap();
+        assert!(checked.proves_two_histories(), "{checked:?}");
+        assert!(text.contains("kind: fork"), "{text}");
         assert!(text.contains(kept.lines().next().unwrap()));
         assert_eq!(store.setting(CHECKPOINT).unwrap().unwrap(), kept);
-        assert!(err.to_string().contains("evidence saved to"), "{err}");
+        assert!(err.to_string().contains("evidence kept"), "{err}");
+        let names: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n == "evidence"),
+            "no plaintext evidence beside the store"
+        );
 
         // The honest log, grown, is still accepted after the refusal.
         let mut grown = honest.clone();
         grown.push(enrol(5));
-        let dir = sync(&mut served(&grown), &store, &src, &evidence, NOW)
-            .await
-            .unwrap();
+        let dir = sync(&mut served(&grown), &store, &src, NOW).await.unwrap();
         assert!(dir.device_by_label("emb-xx/desk-5").is_some());
     }
 }

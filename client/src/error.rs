@@ -144,11 +144,14 @@ pub enum ClientError {
     )]
     TestDeployment { unwitnessed: bool },
 
-    #[error("the staff directory log was refused: {error}{}", evidence_note(evidence.as_deref()))]
+    #[error("the staff directory log was refused: {error}{}", evidence_note(evidence.as_ref()))]
     DirectoryLog {
-        error: refuge_proto::directory_sync::SyncError,
-        /// Where the evidence was exported, when the failure proves misbehaviour.
-        evidence: Option<PathBuf>,
+        /// Boxed: it carries signed checkpoints and a proof, and every `Result` pays for the
+        /// largest error.
+        error: Box<refuge_proto::directory_sync::SyncError>,
+        /// The id of the evidence kept in the encrypted store, when the failure proves
+        /// misbehaviour.
+        evidence: Option<i64>,
     },
 
     // ------------------------------------------------------------------ network
@@ -276,9 +279,14 @@ fn message_name(number: Option<u64>) -> String {
     number.map_or_else(|| "the message".into(), |n| format!("message {n}"))
 }
 
-fn evidence_note(path: Option<&std::path::Path>) -> String {
-    path.map(|p| format!(" (evidence saved to {})", p.display()))
-        .unwrap_or_default()
+fn evidence_note(id: Option<&i64>) -> String {
+    id.map(|id| {
+        format!(
+            " (evidence kept in this device's encrypted store as #{id}; `evidence --export DIR` \
+             writes it out)"
+        )
+    })
+    .unwrap_or_default()
 }
 
 impl ClientError {
@@ -328,7 +336,7 @@ impl ClientError {
                 Fault::State => Blame::State,
             },
             RelayProtocol(_) => Blame::RelayMisbehaved,
-            DirectoryLog { error, .. } => match error {
+            DirectoryLog { error, .. } => match error.as_ref() {
                 refuge_proto::directory_sync::SyncError::BadStored(_)
                 | refuge_proto::directory_sync::SyncError::ClockSkew { .. } => Blame::Local,
                 _ => Blame::RelayMisbehaved,
@@ -423,7 +431,7 @@ impl ClientError {
             Policy(_) => {
                 "get the client policy file from the authority again (through a channel you trust) and check --authority-key".into()
             }
-            DirectoryLog { error, .. } => match error {
+            DirectoryLog { error, .. } => match error.as_ref() {
                 refuge_proto::directory_sync::SyncError::BadStored(_) => {
                     "the stored checkpoint is damaged; restore the data directory from a backup".into()
                 }
@@ -437,7 +445,7 @@ impl ClientError {
                     "the relay or the witnesses may be blocked or withholding updates; nothing was sent. Try again later; if it persists, tell the post through another channel".into()
                 }
                 _ => {
-                    "do not send anything through this relay: it served a directory that fails its proofs. Keep the evidence file and send it to the post or the auditors through another channel".into()
+                    "do not send anything through this relay: it served a directory that fails its proofs. Export the evidence (`evidence --export DIR`) and send it to the post or the auditors through another channel".into()
                 }
             },
             Connect { .. } => "check the relay address and your network (or tor), then try again".into(),

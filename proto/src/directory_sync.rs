@@ -110,6 +110,9 @@ pub enum SyncError {
         /// For different sizes: the RFC 6962 consistency proof from the served tree. It leads to
         /// the served root but not to the stored one, which shows the log signed both trees.
         consistency: Vec<Hash>,
+        /// For different sizes: the root of the served tree's first `stored` entries, where the
+        /// consistency proof leads instead of the stored root.
+        old_root: Option<Hash>,
     },
     #[error(
         "the entries the relay served do not hash to the root of the checkpoint it served: the \
@@ -496,6 +499,7 @@ impl DirectorySync {
                 stored_note: stored.note.clone(),
                 served_note: note_text.to_string(),
                 consistency: Vec::new(),
+                old_root: None,
             });
         }
         None
@@ -639,6 +643,7 @@ impl DirectorySync {
                     served_note: f.served.note,
                     consistency: consistency_proof(stored.size, f.served.size, &f.tree)
                         .expect(debug),
+                    old_root: Some(old_root),
                 });
             }
         }

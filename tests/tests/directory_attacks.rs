@@ -128,9 +128,30 @@ impl Attacked {
         self.w.path(&format!("staff{n}.entry"))
     }
 
-    /// The single evidence file the user's client exported.
+    /// The single piece of evidence the user's client kept: nothing in plaintext beside its
+    /// store, and exported only when asked (`refuge evidence --export`).
     fn user_evidence(&self) -> String {
-        only_file(&self.w.path("user").join("evidence"))
+        let user = self.w.path("user");
+        assert!(
+            !user.join("evidence").exists(),
+            "no plaintext evidence beside the store"
+        );
+        let listed = run_ok("refuge", &["--data-dir", &self.w.p("user"), "evidence"]);
+        assert!(listed.starts_with("evidence #1 "), "{listed}");
+        let out = self.w.path("exported");
+        let _ = std::fs::remove_dir_all(&out);
+        let exported = run_ok(
+            "refuge",
+            &[
+                "--data-dir",
+                &self.w.p("user"),
+                "evidence",
+                "--export",
+                out.to_str().expect("utf-8 path"),
+            ],
+        );
+        assert!(exported.contains("wrote "), "{exported}");
+        only_file(&out)
     }
 }
 
@@ -148,7 +169,10 @@ fn assert_refused(out: &Output, problem: &str) -> String {
     let err = Attacked::stderr(out);
     assert!(!out.status.success(), "the client must refuse:\n{err}");
     assert!(err.contains("the staff directory log was refused"), "{err}");
-    assert!(err.contains("evidence saved to"), "{err}");
+    assert!(
+        err.contains("evidence kept in this device's encrypted store"),
+        "{err}"
+    );
     assert!(err.contains("hint: do not send anything"), "{err}");
     assert!(err.contains(problem), "{err}");
     err
@@ -232,8 +256,27 @@ fn forked_log(witnessed: bool) {
     let out = a.user_sync();
     assert_refused(&out, "the log signed two histories");
     let evidence = a.user_evidence();
-    assert!(evidence.contains("problem: fork"), "{evidence}");
-    assert_eq!(evidence.matches("-----BEGIN CHECKPOINT").count(), 2);
+    assert!(evidence.contains("kind: fork"), "{evidence}");
+    assert_eq!(evidence.matches("-----BEGIN ").count(), 2);
+    // What the user exports proves the fork to anyone, offline.
+    let file = a.w.path("fork-evidence.txt");
+    std::fs::write(&file, &evidence).expect("write");
+    let out = run(
+        "refuge-audit",
+        &[
+            "check-evidence",
+            "--log-vkey",
+            &a.w.relay.log_vkey,
+            file.to_str().expect("utf-8 path"),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     if a.witnessed() {
         // The witness refused to cosign it, and kept its own evidence.
         let kept = only_file(&a.w.path("witness").join("evidence"));
@@ -265,7 +308,7 @@ fn rolled_back_log(witnessed: bool) {
 
     let out = a.user_sync();
     assert_refused(&out, "the log shrank");
-    assert!(a.user_evidence().contains("problem: rollback"));
+    assert!(a.user_evidence().contains("kind: rollback"));
 
     let out = a.audit();
     assert_detected(&out, "LOG INCONSISTENT");

@@ -163,13 +163,21 @@ pub fn check(text: &str, log: &Ed25519Verifier) -> Result<CheckedEvidence, Strin
                     "it claims a fork between two sizes without a consistency proof".into(),
                 );
             };
-            if size1 != later.0 || size2 != earlier.0 {
+            // The auditor's files have the smaller tree served later; a user's client's, the
+            // smaller tree stored earlier. Either way the proof runs from the smaller to the
+            // larger, ends at the larger's signed root, and starts elsewhere than the smaller's.
+            let (small, large) = if later.0 < earlier.0 {
+                (later, earlier)
+            } else {
+                (earlier, later)
+            };
+            if size1 != small.0 || size2 != large.0 {
                 return Err("its consistency proof is not between the two checkpoints".into());
             }
-            verify_consistency(size1, size2, &hashes, &root1, &earlier.1)
+            verify_consistency(size1, size2, &hashes, &root1, &large.1)
                 .map_err(|e| format!("its consistency proof does not verify: {e}"))?;
-            if root1 == later.1 {
-                return Err("the later checkpoint is a prefix of the earlier one: no fork".into());
+            if root1 == small.1 {
+                return Err("the smaller checkpoint is a prefix of the larger one: no fork".into());
             }
             Proves::NotAPrefix
         }
@@ -261,7 +269,7 @@ impl Evidence<'_> {
         }
         if let Some((size1, size2, root1, hashes)) = &self.proof {
             out.push_str(&format!(
-                "\nconsistency proof from size {size1} (root {}) to size {size2} (the earlier \
+                "\nconsistency proof from size {size1} (root {}) to size {size2} (the larger \
                  checkpoint's root), RFC 9162 section 2.1.4, one base64 hash per line:\n",
                 root1.to_base64()
             ));

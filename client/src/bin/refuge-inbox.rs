@@ -80,6 +80,13 @@ enum Command {
     },
     /// List cases
     Cases,
+    /// List the evidence of relay misbehaviour this device kept (encrypted); --export writes it
+    /// out
+    Evidence {
+        /// Write each piece to a new file in DIR (made if missing, private to you)
+        #[arg(long, value_name = "DIR")]
+        export: Option<PathBuf>,
+    },
     /// Change the passphrase of the local store (asks for the new one twice)
     Passphrase {
         /// Read the new passphrase from the first line of FILE [also: $REFUGE_NEW_PASSPHRASE]
@@ -159,7 +166,7 @@ async fn run(args: Args) -> Result<()> {
             )?;
             let network = cli::Network::new(&dir, &store, &tor, true)?;
             let mut session = cli::connect(&endpoint, &network, staff.label().as_bytes()).await?;
-            let verified = sync(&mut session, &store, &source, &dir).await?;
+            let verified = sync(&mut session, &store, &source).await?;
             staff.check_enrolled(&verified)?;
             let count = staff.register(&mut session, now).await?;
             session.close().await;
@@ -185,7 +192,7 @@ async fn run(args: Args) -> Result<()> {
             let delay = send_delay.pick()?;
             let network = cli::Network::new(&dir, &store, &tor, true)?;
             let mut session = cli::connect(&endpoint, &network, staff.label().as_bytes()).await?;
-            let verified = load_directory(&mut session, &store, &dir, deployment).await?;
+            let verified = load_directory(&mut session, &store, deployment).await?;
             warn_if_not_enrolled(&staff, &verified);
             let mut show = |m: &refuge_client::delivery::ReceivedMessage| {
                 let case = m.sender.case_id().unwrap_or_default();
@@ -223,7 +230,7 @@ async fn run(args: Args) -> Result<()> {
             // The directory on a connection of its own, the reply on another after a random
             // wait: the relay must not tie the reply to this device's reads.
             let mut session = cli::connect(&endpoint, &network, b"directory").await?;
-            let verified = load_directory(&mut session, &store, &dir, deployment).await?;
+            let verified = load_directory(&mut session, &store, deployment).await?;
             session.close().await;
             let row = staff.queue_reply(&verified, &case_id, &text, now).await?;
             let earlier =
@@ -239,6 +246,7 @@ async fn run(args: Args) -> Result<()> {
             }
             Ok(())
         }
+        Command::Evidence { export } => cli::evidence_command(&open()?, export.as_deref()),
         Command::Passphrase {
             new_passphrase_file,
         } => unlock::passphrase_command(&mut open()?, new_passphrase_file.as_deref()),
@@ -276,24 +284,21 @@ async fn send_replies_later(
 async fn load_directory(
     session: &mut Session,
     store: &Store,
-    data_dir: &std::path::Path,
     deployment: cli::DeploymentArgs,
 ) -> Result<refuge_proto::directory::VerifiedDirectory> {
     let mut source = store.policy()?.ok_or(ClientError::MissingConfig(
         "client policy (refuge-inbox register --policy)",
     ))?;
     deployment.apply(&mut source);
-    sync(session, store, &source, data_dir).await
+    sync(session, store, &source).await
 }
 
 async fn sync(
     session: &mut Session,
     store: &Store,
     source: &PolicySource,
-    data_dir: &std::path::Path,
 ) -> Result<refuge_proto::directory::VerifiedDirectory> {
-    let evidence = data_dir.join("evidence");
-    directory::sync(session, store, source, &evidence, cli::now_unix()).await
+    directory::sync(session, store, source, cli::now_unix()).await
 }
 
 fn warn_if_not_enrolled(staff: &Staff<'_>, dir: &refuge_proto::directory::VerifiedDirectory) {

@@ -86,6 +86,12 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         new_passphrase_file: Option<PathBuf>,
     },
+    /// List the evidence of relay misbehaviour kept (encrypted); --export writes it out
+    Evidence {
+        /// Write each piece to a new file in DIR (made if missing, private to you)
+        #[arg(long, value_name = "DIR")]
+        export: Option<PathBuf>,
+    },
     /// Destroy the local store and its keys at once (no passphrase needed)
     Wipe {
         /// Do not ask for confirmation
@@ -153,7 +159,7 @@ async fn run(args: Args) -> Result<()> {
             let endpoint = endpoint_for(Some(&source.policy))?;
             network.check(&endpoint)?;
             // The directory must verify before anything is created on the relay.
-            sync_directory(&store, &source, &data_dir, &endpoint, &network).await?;
+            sync_directory(&store, &source, &endpoint, &network).await?;
             let user = User::init(&store)?;
             let mut session = cli::connect(&endpoint, &network, &user.mailbox_id().0).await?;
             user.create_mailbox(&mut session).await?;
@@ -166,7 +172,7 @@ async fn run(args: Args) -> Result<()> {
         }
         Command::Posts => {
             User::load(&store)?;
-            let dir = load_directory(&store, &data_dir, &endpoint()?, &network, deployment).await?;
+            let dir = load_directory(&store, &endpoint()?, &network, deployment).await?;
             for post in dir.posts() {
                 say(&format!(
                     "post {} {} ({} staff devices)",
@@ -189,7 +195,7 @@ async fn run(args: Args) -> Result<()> {
             let text = cli::message_text(&message)?;
             let user = User::load(&store)?;
             let endpoint = endpoint()?;
-            let dir = load_directory(&store, &data_dir, &endpoint, &network, deployment).await?;
+            let dir = load_directory(&store, &endpoint, &network, deployment).await?;
             refuge_client::user::check_contact(&dir, &post, &text)?;
             // Deposits are anonymous: never on a circuit that reads the user's mailbox.
             let mut session = cli::connect(&endpoint, &network, b"deposit").await?;
@@ -212,7 +218,7 @@ async fn run(args: Args) -> Result<()> {
         Command::Read => {
             let user = User::load(&store)?;
             let endpoint = endpoint()?;
-            let dir = load_directory(&store, &data_dir, &endpoint, &network, deployment).await?;
+            let dir = load_directory(&store, &endpoint, &network, deployment).await?;
             // Messages an earlier run could not get confirmed: sent first, on a deposit
             // session of their own (never on the circuit that reads this mailbox).
             cli::send_outbox(&store, &endpoint, &network, b"deposit", &dir).await?;
@@ -239,6 +245,7 @@ async fn run(args: Args) -> Result<()> {
                 store.default_timer()?
             ))
         }
+        Command::Evidence { export } => cli::evidence_command(&store, export.as_deref()),
         // Handled above: the wipe before the store is opened, the passphrase change right after.
         Command::Passphrase { .. } | Command::Wipe { .. } => Ok(()),
     }
@@ -259,7 +266,6 @@ fn warn_insecure_direct() {
 /// Downloads and verifies the whole staff directory with the stored client policy.
 async fn load_directory(
     store: &Store,
-    data_dir: &std::path::Path,
     endpoint: &RelayEndpoint,
     network: &cli::Network,
     deployment: cli::DeploymentArgs,
@@ -268,20 +274,18 @@ async fn load_directory(
         "client policy (refuge init --policy)",
     ))?;
     deployment.apply(&mut source);
-    sync_directory(store, &source, data_dir, endpoint, network).await
+    sync_directory(store, &source, endpoint, network).await
 }
 
 /// The download runs on its own circuit, apart from the user's mailbox and from deposits.
 async fn sync_directory(
     store: &Store,
     source: &PolicySource,
-    data_dir: &std::path::Path,
     endpoint: &RelayEndpoint,
     network: &cli::Network,
 ) -> Result<refuge_proto::directory::VerifiedDirectory> {
     let mut session = cli::connect(endpoint, network, b"directory").await?;
-    let evidence = data_dir.join("evidence");
-    let dir = directory::sync(&mut session, store, source, &evidence, cli::now_unix()).await;
+    let dir = directory::sync(&mut session, store, source, cli::now_unix()).await;
     session.close().await;
     dir
 }

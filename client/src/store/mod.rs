@@ -13,6 +13,7 @@
 //! ([`Store::expire`]); [`wipe`] destroys a store without its passphrase.
 
 mod app;
+mod evidence;
 pub mod key;
 mod prekeys;
 mod signal;
@@ -23,6 +24,7 @@ pub use app::{
     CaseRecord, CaseSummary, Contact, InboundMessage, LocalIdentity, Outgoing, Pending, PrekeyKind,
     Role, StaffDeviceRecord, UserMailbox, generate_signing_key,
 };
+pub use evidence::DirectoryEvidence;
 pub use key::{HEADER_FILE, KdfParams, Passphrase};
 pub use prekeys::{Deferred, Misbehaviour, PrekeyFate};
 pub use signal::{
@@ -224,7 +226,8 @@ CREATE TABLE deferred_inbound (
 "#,
     // v6: admission tickets for deposits into staff mailboxes (ADR 0010). A user keeps the reply
     // tickets staff sent it, by post; a staff device keeps the tickets it registered with the
-    // relay and has not handed out yet. Hours are Unix seconds rounded down.
+    // relay and has not handed out yet. Hours are Unix seconds rounded down. And the directory
+    // evidence that used to be written to plaintext files.
     r#"
 CREATE TABLE reply_tickets (
     post_id        TEXT NOT NULL,
@@ -236,6 +239,15 @@ CREATE TABLE issued_reply_tickets (
     ticket           BLOB PRIMARY KEY CHECK (length(ticket) = 32),
     registered_hour  INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
+-- Evidence of a relay serving a directory log that fails its proofs (issue 14, item 5): kept
+-- here, encrypted, instead of in plaintext files; exported only when the user asks.
+CREATE TABLE directory_evidence (
+    id       INTEGER PRIMARY KEY,
+    -- When it was found, rounded down to the day.
+    day      INTEGER NOT NULL,
+    problem  TEXT NOT NULL,
+    text     TEXT NOT NULL
+) STRICT;
 "#,
 ];
 

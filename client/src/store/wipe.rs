@@ -7,8 +7,9 @@
 //! (wear levelling) and copy-on-write or journalling-data file systems, old blocks may survive the
 //! overwrite; what protects them then is the encryption, and the destroyed salt (see SECURITY.md).
 //!
-//! Only the files a store consists of are touched, and the embedded Tor client's state directory
-//! ([`crate::transport::ARTI_DIR`]: guards and directory cache, which show that Tor was used);
+//! Only the files a store consists of are touched, the embedded Tor client's state directory
+//! ([`crate::transport::ARTI_DIR`]: guards and directory cache, which show that Tor was used)
+//! and the `evidence` directory older releases wrote plaintext directory evidence to;
 //! the data directory is removed if that leaves it empty. A mistyped `--data-dir` pointing at a
 //! home directory therefore destroys nothing else.
 
@@ -19,6 +20,9 @@ use crate::secret::os_rng;
 use rand::RngCore;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+
+/// Where releases before issue 14 wrote directory evidence, in plaintext.
+const LEGACY_EVIDENCE_DIR: &str = "evidence";
 
 /// What a wipe did.
 #[derive(Debug, Default)]
@@ -71,13 +75,17 @@ pub fn wipe(dir: &Path) -> Result<WipeReport> {
             sync_dir(dir)?;
         }
     }
-    let arti = dir.join(crate::transport::ARTI_DIR);
-    if std::fs::symlink_metadata(&arti).is_ok_and(|m| m.is_dir()) {
-        report.files_destroyed += destroy_tree(&arti).map_err(|source| ClientError::Io {
-            action: "destroy",
-            path: arti.clone(),
-            source,
-        })?;
+    // The Tor client's state, and the plaintext evidence files releases before the evidence
+    // moved into the store wrote beside it (their names carry Unix times).
+    for sub in [crate::transport::ARTI_DIR, LEGACY_EVIDENCE_DIR] {
+        let tree = dir.join(sub);
+        if std::fs::symlink_metadata(&tree).is_ok_and(|m| m.is_dir()) {
+            report.files_destroyed += destroy_tree(&tree).map_err(|source| ClientError::Io {
+                action: "destroy",
+                path: tree.clone(),
+                source,
+            })?;
+        }
     }
     sync_dir(dir)?;
     report.directory_removed = std::fs::remove_dir(dir).is_ok();
@@ -163,8 +171,12 @@ mod tests {
         let arti = dir.join(crate::transport::ARTI_DIR).join("state");
         std::fs::create_dir_all(&arti).unwrap();
         std::fs::write(arti.join("guards.json"), b"guard fingerprints").unwrap();
+        // So do the plaintext evidence files an older release left beside the store.
+        let legacy = dir.join(LEGACY_EVIDENCE_DIR);
+        std::fs::create_dir(&legacy).unwrap();
+        std::fs::write(legacy.join("directory-fork-1780000000.txt"), b"evidence").unwrap();
         let report = wipe(&dir).unwrap();
-        assert_eq!(report.files_destroyed, 3);
+        assert_eq!(report.files_destroyed, 4);
         assert!(report.directory_removed);
         assert!(!dir.exists());
 
