@@ -196,9 +196,11 @@ pub fn resolve_relay(store: &Store, url: Option<&str>, pin: Option<&str>) -> Res
 pub const POLICY_ONION_PORT: u16 = 443;
 
 /// The relay to use, given the authority-signed `policy` in force (if any): the one given
-/// (`--relay`), else the one remembered, else the onion service the policy names, so that a
-/// user never has to type or paste an address. An onion address other than the policy's is
-/// refused: nobody can talk a user into another relay by handing them an address.
+/// (`--relay`), else the one remembered, else the onion service the policy names (else its QUIC
+/// address), so that a user never has to type or paste an address. An onion or QUIC address
+/// other than the policy's is refused: nobody can talk a user into another relay by handing
+/// them an address. The policy's QUIC pin is used when none is given, and a different pin given
+/// is refused.
 pub fn resolve_policy_relay(
     store: &Store,
     policy: Option<&ClientPolicy>,
@@ -206,34 +208,48 @@ pub fn resolve_policy_relay(
     pin: Option<&str>,
 ) -> Result<RelayEndpoint> {
     let onion = policy.and_then(ClientPolicy::relay_onion);
-    let quic = policy
-        .and_then(ClientPolicy::relay_quic)
-        .map(|q| format!("quic://{}", q.address));
-    let endpoint = match (resolve_relay(store, url, pin), onion) {
-        (Ok(e), _) => e,
-        (Err(ClientError::MissingConfig(_)), Some(onion)) => {
+    let policy_quic = policy.and_then(ClientPolicy::relay_quic);
+    let quic = policy_quic.map(|q| format!("quic://{}", q.address));
+    let quic_pin = policy_quic.map(|q| hex::encode(q.spki_sha256));
+    // The policy's QUIC address given without a pin: the policy's pin.
+    let pin = match (url, pin) {
+        (Some(u), None) if quic.as_deref() == Some(u) => quic_pin.as_deref(),
+        _ => pin,
+    };
+    let endpoint = match (resolve_relay(store, url, pin), onion, &quic) {
+        (Ok(e), _, _) => e,
+        (Err(ClientError::MissingConfig(_)), Some(onion), _) => {
             RelayEndpoint::parse(&format!("tor://{onion}:{POLICY_ONION_PORT}"), None)?
         }
-        (Err(e), _) => return Err(e),
+        (Err(ClientError::MissingConfig(_)), None, Some(quic)) => {
+            RelayEndpoint::parse(quic, quic_pin.as_deref())?
+        }
+        (Err(e), _, _) => return Err(e),
     };
     if onion.is_none() && quic.is_none() {
         return Ok(endpoint);
     }
     // The policy names the relay: only its addresses (and a loopback port, where a local Tor
-    // client or a test forwards to it).
+    // client or a test forwards to it), and for QUIC only its pin.
     let allowed = match &endpoint {
         RelayEndpoint::Onion { host, .. } => onion == Some(host.as_str()),
-        RelayEndpoint::Quic { .. } => quic.as_deref() == Some(endpoint.url().as_str()),
+        RelayEndpoint::Quic { pin, .. } => {
+            quic.as_deref() == Some(endpoint.url().as_str())
+                && policy_quic.is_some_and(|q| q.spki_sha256 == pin.0)
+        }
         RelayEndpoint::Tcp { .. } => true,
     };
     if !allowed {
         let named: Vec<String> = onion
             .map(|o| format!("tor://{o}:{POLICY_ONION_PORT}"))
             .into_iter()
-            .chain(quic)
+            .chain(quic.zip(quic_pin).map(|(q, p)| format!("{q} with pin {p}")))
             .collect();
         return Err(ClientError::RelayNotInPolicy {
-            given: endpoint.url(),
+            given: match endpoint.pin() {
+                Some(pin) => format!("{} with pin {}", endpoint.url(), pin.to_hex()),
+                None => endpoint.url(),
+            },
             policy: named.join(" and "),
         });
     }
@@ -295,6 +311,48 @@ mod tests {
             resolve_policy_relay(&s, None, None, None),
             Err(ClientError::MissingConfig(_))
         ));
+    }
+
+    #[test]
+    fn the_policys_quic_address_comes_with_its_pin_and_no_other_pin_is_taken() {
+        use ed25519_dalek::SigningKey;
+        use refuge_proto::client_policy::{POLICY_HEADER, sign_policy};
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::for_tests(tmp.path());
+        let authority = SigningKey::from_bytes(&[7; 32]);
+        let log =
+            refuge_proto::tlog::note::Ed25519Signer::from_seed("log.example", &[8; 32]).unwrap();
+        let pin = "ab".repeat(32);
+        let text = format!(
+            "{POLICY_HEADER}\nauthority {}\nrelay-quic relay.example:7443 {pin}\npost emb-xx \
+             Embassy\nlog {}\nquorum none\ndeployment test\n",
+            hex::encode(authority.verifying_key().as_bytes()),
+            log.verifier().to_vkey()
+        );
+        let signed = sign_policy(&text, &authority).unwrap();
+        let policy = ClientPolicy::verify(&signed, &[authority.verifying_key()]).unwrap();
+        // Nothing given: the policy's address and pin.
+        let e = resolve_policy_relay(&s, Some(&policy), None, None).unwrap();
+        assert_eq!(e.url(), "quic://relay.example:7443");
+        assert_eq!(e.pin().unwrap().to_hex(), pin);
+        // Its address given without a pin: its pin.
+        let e = resolve_policy_relay(&s, Some(&policy), Some("quic://relay.example:7443"), None)
+            .unwrap();
+        assert_eq!(e.pin().unwrap().to_hex(), pin);
+        // Another pin: refused, naming the policy's.
+        let other = "cd".repeat(32);
+        let err = resolve_policy_relay(
+            &s,
+            Some(&policy),
+            Some("quic://relay.example:7443"),
+            Some(&other),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ClientError::RelayNotInPolicy { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(&pin), "{err}");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! authority <64 hex: Ed25519 public key>          one or more (see below)
 //! freshness <seconds>                             optional, default 86400
 //! relay-onion <56 base32>.onion                   optional
-//! relay-quic <host:port> <64 hex: SHA-256 of the relay certificate (DER)>   optional
+//! relay-quic <host:port> <64 hex: SHA-256 of the relay's SPKI, its quic-spki-pin> optional
 //! post <id> <display name>                        one or more
 //! log <vkey> [<url>]                              exactly one (C2SP tlog-policy)
 //! witness <name> <vkey> [<url>]                   C2SP tlog-policy
@@ -113,8 +113,10 @@ fn syntax(line: usize, what: impl Into<String>) -> ClientPolicyError {
 pub struct RelayQuic {
     /// `host:port`, as written in the policy.
     pub address: String,
-    /// SHA-256 of the relay certificate's DER encoding.
-    pub cert_sha256: [u8; 32],
+    /// SHA-256 of the relay certificate's SubjectPublicKeyInfo: the pin the relay writes to its
+    /// `quic-spki-pin` file and prints at start, which clients check the served certificate
+    /// against.
+    pub spki_sha256: [u8; 32],
 }
 
 /// A client policy whose authority signature verified against a key pinned in the client.
@@ -422,7 +424,7 @@ impl Body {
                         })?;
                     relay_quic = Some(RelayQuic {
                         address: address.to_string(),
-                        cert_sha256: hex32(n, pin, "the certificate pin")?,
+                        spki_sha256: hex32(n, pin, "the SPKI pin")?,
                     });
                 }
                 "post" => {

@@ -239,3 +239,54 @@ fn a_reply_goes_on_a_connection_of_its_own_after_a_random_wait() {
     let out = run_ok("refuge", &["--data-dir", &w.p("user"), "read"]);
     assert!(out.contains(REPLY), "{out}");
 }
+
+/// The relay's QUIC address and pin come from the authority-signed policy: a user passes
+/// neither, and a pin other than the policy's is refused.
+#[test]
+fn the_policys_quic_address_and_pin_are_used_and_no_other_pin_is_taken() {
+    let w = setup("tcp");
+    let authority = Authority {
+        key_file: w.dir.path().join("authority.key"),
+        key_hex: w.authority_key_hex.clone(),
+    };
+    let dir = w.path("quic-policy");
+    std::fs::create_dir(&dir).expect("dir");
+    let line = format!("relay-quic {} {}\n", w.relay.quic, w.relay.pin);
+    let policy = authority.sign_policy(&dir, &w.relay.log_vkey, "", &line);
+    let policy = policy.to_str().expect("utf-8 path");
+    let user = w.p("quic-user");
+    let out = run_ok(
+        "refuge",
+        &[
+            "--data-dir",
+            &user,
+            "init",
+            "--policy",
+            policy,
+            "--authority-key",
+            &w.authority_key_hex,
+        ],
+    );
+    assert!(out.contains("ready"), "{out}");
+    let out = run_ok("refuge", &["--data-dir", &user, "posts"]);
+    assert!(out.contains(POST), "{out}");
+
+    let wrong = "00".repeat(32);
+    let err = run_err(
+        "refuge",
+        &[
+            "--data-dir",
+            &w.p("misled-user"),
+            "init",
+            "--policy",
+            policy,
+            "--authority-key",
+            &w.authority_key_hex,
+            "--relay",
+            &w.relay.quic_url(),
+            "--pin",
+            &wrong,
+        ],
+    );
+    assert!(err.contains(&w.relay.pin), "names the policy's pin: {err}");
+}

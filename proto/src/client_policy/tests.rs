@@ -76,7 +76,7 @@ fn signed_policy_round_trips() {
     assert_eq!(p.relay_onion(), Some(ONION));
     let quic = p.relay_quic().unwrap();
     assert_eq!(quic.address, "relay.example:4433");
-    assert_eq!(quic.cert_sha256, [0xab; 32]);
+    assert_eq!(quic.spki_sha256, [0xab; 32]);
     assert_eq!(
         p.posts(),
         [
