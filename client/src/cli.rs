@@ -530,6 +530,11 @@ pub fn evidence_command(store: &crate::store::Store, export: Option<&Path>) -> R
     let Some(dir) = export else {
         return Ok(());
     };
+    crate::directory::make_private_dir(dir).map_err(|source| ClientError::Io {
+        action: "create",
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ClientError::Io {
@@ -553,8 +558,9 @@ pub fn evidence_command(store: &crate::store::Store, export: Option<&Path>) -> R
             f.kind,
             f.detail
         );
-        let path = dir.join(format!("finding-{}-{}.txt", n + 1, f.kind));
-        write_private_new(&path, text.as_bytes()).map_err(io(&path))?;
+        let stem = format!("finding-{}-{}", n + 1, f.kind);
+        let path =
+            crate::directory::write_private_new(dir, &stem, text.as_bytes()).map_err(io(dir))?;
         say(&format!("wrote {}", path.display()))?;
     }
     Ok(())
@@ -564,20 +570,6 @@ pub fn evidence_command(store: &crate::store::Store, export: Option<&Path>) -> R
 fn day_text(day: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(day)
         .map_or_else(|_| format!("day {day}"), |t| t.date().to_string())
-}
-
-/// Creates `path` (mode 0600, never over an existing file) with `bytes`.
-fn write_private_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut f = options.open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
 }
 
 #[cfg(test)]

@@ -181,28 +181,16 @@ fn ticket_refused(e: &ClientError) -> bool {
     )
 }
 
-/// An admission ticket for deposits into the devices of `post_id` (ADR 0010): a reply ticket
-/// the post sent, else one paid with a proof of work.
-pub(crate) async fn admission_ticket(
-    store: &Store,
-    relay: &mut dyn Relay,
-    post_id: &str,
-) -> Result<DepositToken> {
-    if let Some(t) = store.take_reply_ticket(post_id, crate::store::unix_now())? {
-        return Ok(t);
-    }
-    relay::get_deposit_ticket(relay, post_id).await
-}
-
-/// Fresh tickets got during one [`send_pending`], by post, with the mailboxes each was used for
-/// (a ticket admits one deposit per device of its post).
+/// Fresh tickets bought during one [`send_pending`], by post, with the mailboxes each was used
+/// for (a ticket admits one deposit per device of its post). Bought with a proof of work, never
+/// taken from the reply tickets: the refused one may have been a reply ticket past its time,
+/// and the next one in the pool could be too.
 #[derive(Default)]
 struct FreshTickets(HashMap<String, (DepositToken, HashSet<MailboxId>)>);
 
 impl FreshTickets {
     async fn for_message(
         &mut self,
-        store: &Store,
         relay: &mut dyn Relay,
         post_id: &str,
         mailbox: MailboxId,
@@ -212,7 +200,7 @@ impl FreshTickets {
                 return Ok(ticket.clone());
             }
         }
-        let ticket = admission_ticket(store, relay, post_id).await?;
+        let ticket = relay::get_deposit_ticket(relay, post_id).await?;
         self.0.insert(
             post_id.to_string(),
             (ticket.clone(), HashSet::from([mailbox])),
@@ -314,7 +302,7 @@ pub async fn send_pending(
             .map(|(post, _)| post.id.clone());
         if let (Err(e), Some(post)) = (&sent, post) {
             if ticket_refused(e) {
-                sent = match fresh.for_message(store, relay, &post, m.mailbox).await {
+                sent = match fresh.for_message(relay, &post, m.mailbox).await {
                     Ok(ticket) => {
                         store.outgoing_retoken(&p, &ticket)?;
                         relay::deposit_with(

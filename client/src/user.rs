@@ -142,18 +142,38 @@ impl<'s> User<'s> {
         }
 
         // Every deposit into a staff mailbox carries an admission ticket for the post (ADR
-        // 0010): the bundles' for a first contact; otherwise a reply ticket the post sent, or
-        // one paid with a proof of work.
-        let (bundles, ticket) = if need_bundle.is_empty() {
-            let ticket = outbox::admission_ticket(self.store, relay, post_id).await?;
-            (Vec::new(), ticket)
+        // 0010): the bundles' for a first contact; otherwise a reply ticket the post sent
+        // (taken below, in the transaction that queues the messages, so a failure before
+        // loses none), or one paid with a proof of work when none is held.
+        let (bundles, bought) = if need_bundle.is_empty() {
+            let bought = if self.store.reply_tickets_held(post_id)? == 0 {
+                Some(relay::get_deposit_ticket(relay, post_id).await?)
+            } else {
+                None
+            };
+            (Vec::new(), bought)
         } else {
             let (bundles, ticket) = relay::fetch_post_bundles(relay, post_id).await?;
             check_bundles(post_id, &post.devices, &need_bundle, &bundles)?;
-            (bundles, ticket)
+            (bundles, Some(ticket))
         };
 
         let tx = self.store.begin()?;
+        let ticket = match bought {
+            Some(t) => t,
+            None => match self
+                .store
+                .take_reply_ticket(post_id, delivery::unix_seconds(now))?
+            {
+                Some(t) => t,
+                // Held a moment ago, too old now: pay after all (outside the transaction).
+                None => {
+                    drop(tx);
+                    return Box::pin(self.contact(relay, directory, post_id, text, timer, now))
+                        .await;
+                }
+            },
+        };
         let mut stores = self.store.signal(&pins);
         let mut rng = os_rng();
         // (device, whether it gets the FirstContact, whether its session starts now)

@@ -385,8 +385,9 @@ pub async fn serve<S: Store>(
             )
             .await;
             log_end("onion", &end);
-            let _ = writer.shutdown().await;
+            // The slot is free before the close is flushed to a peer that may not read.
             drop(slot);
+            let _ = writer.shutdown().await;
         });
     }
     drop(running);

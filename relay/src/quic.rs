@@ -171,11 +171,8 @@ async fn connection<S: Store>(
         let sessions = sessions.clone();
         let shutdown = shutdown.clone();
         let bucket = bucket.clone();
-        // The connection counts as working while any of its streams is served.
-        let working = activity.clone();
-        working.begin_request();
+        let connection = activity.clone();
         tokio::spawn(async move {
-            let _working = Working(working);
             let mut send = send;
             let Some(slot) = (match sessions.try_enter_or_evict() {
                 Some(entry) => entry.ready().await,
@@ -188,29 +185,19 @@ async fn connection<S: Store>(
                 refuse_busy(&mut send, sessions.max()).await;
                 return;
             };
+            // The connection counts as working only while one of its streams' requests is
+            // under way, not merely because a stream is open.
+            let activity = slot.activity().with_parent(&connection);
             let end = serve_session_limited(
-                &relay,
-                recv,
-                &mut send,
-                &limits,
-                &bucket,
-                slot.activity(),
-                shutdown,
+                &relay, recv, &mut send, &limits, &bucket, &activity, shutdown,
             )
             .await;
             log_end("quic", &end);
+            // The slot is free before the last bytes drain (a peer that withholds its
+            // acknowledgements must not keep it).
+            drop(slot);
             let _ = send.finish();
             let _ = timeout(DRAIN_TIMEOUT, send.stopped()).await;
-            drop(slot);
         });
-    }
-}
-
-/// Marks a QUIC connection as working while one of its streams is served.
-struct Working(Activity);
-
-impl Drop for Working {
-    fn drop(&mut self) {
-        self.0.end_request();
     }
 }

@@ -15,7 +15,6 @@ use refuge_proto::frame::{self, PREFIX_LEN};
 use refuge_proto::wire::ServerFrame;
 use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -104,51 +103,136 @@ struct Live {
 
 #[derive(Debug)]
 struct ActivityState {
-    /// Requests being read, handled or answered (sessions: 0 or 1; a QUIC connection: its
-    /// streams being served).
-    busy: AtomicUsize,
-    /// When the session last finished a request (or began).
-    last: Mutex<Instant>,
-    evicted: AtomicBool,
+    state: Mutex<ActivityInner>,
     evict: Notify,
 }
 
+#[derive(Debug)]
+struct ActivityInner {
+    /// Requests being handled or answered (a session: 0 or 1; a QUIC connection: the requests
+    /// of its streams).
+    busy: usize,
+    /// When the last request finished (or the session began), or until when the session is
+    /// protected because it was asked to solve a proof of work, whichever is later: the idle
+    /// time counts from here.
+    last: Instant,
+    evicted: bool,
+}
+
 /// What a session reports to its [`SessionSlots`]: when it works, and whether it was displaced.
+/// A QUIC stream's session also reports to its connection's (the parent), so a connection
+/// counts as working only while one of its streams has a request under way, never merely
+/// because a stream is open.
 #[derive(Debug, Clone)]
-pub struct Activity(Arc<ActivityState>);
+pub struct Activity {
+    own: Arc<ActivityState>,
+    parent: Option<Arc<ActivityState>>,
+}
+
+impl ActivityState {
+    fn new() -> Arc<Self> {
+        Arc::new(ActivityState {
+            state: Mutex::new(ActivityInner {
+                busy: 0,
+                last: Instant::now(),
+                evicted: false,
+            }),
+            evict: Notify::new(),
+        })
+    }
+
+    /// Idle for at least `after` (and not displaced already): marks it displaced and wakes it.
+    /// Checked and set under its lock, so a request that begins at the same moment either
+    /// comes first (and the session is not taken) or finds it displaced.
+    fn evict_if_idle(&self, after: Duration, now: Instant) -> bool {
+        let mut s = lock(&self.state);
+        if s.evicted || s.busy > 0 || now.saturating_duration_since(s.last) < after {
+            return false;
+        }
+        s.evicted = true;
+        drop(s);
+        self.evict.notify_one();
+        true
+    }
+
+    fn idle_for(&self, now: Instant) -> Option<Duration> {
+        let s = lock(&self.state);
+        (!s.evicted && s.busy == 0).then(|| now.saturating_duration_since(s.last))
+    }
+
+    fn begin(&self) -> bool {
+        let mut s = lock(&self.state);
+        if s.evicted {
+            return false;
+        }
+        s.busy += 1;
+        true
+    }
+
+    fn end(&self, protect_for: Duration) {
+        let mut s = lock(&self.state);
+        s.busy = s.busy.saturating_sub(1);
+        s.last = s.last.max(Instant::now() + protect_for);
+    }
+}
 
 impl Activity {
     /// Activity not tracked by any slots (tests and single sessions).
     pub fn detached() -> Self {
-        Self(Arc::new(ActivityState {
-            busy: AtomicUsize::new(0),
-            last: Mutex::new(Instant::now()),
-            evicted: AtomicBool::new(false),
-            evict: Notify::new(),
-        }))
+        Self {
+            own: ActivityState::new(),
+            parent: None,
+        }
     }
 
-    /// Work begins (a request, or a QUIC connection's stream).
-    pub(crate) fn begin_request(&self) {
-        self.0.busy.fetch_add(1, Ordering::SeqCst);
+    /// A session's activity that also counts for `parent` (its QUIC connection).
+    pub(crate) fn with_parent(&self, parent: &Activity) -> Self {
+        Self {
+            own: Arc::clone(&self.own),
+            parent: Some(Arc::clone(&parent.own)),
+        }
     }
 
-    /// Work ends; the idle time counts from now once nothing else is under way.
-    pub(crate) fn end_request(&self) {
-        *lock(&self.0.last) = Instant::now();
-        let _ = self
-            .0
-            .busy
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    /// A whole request has arrived and is about to be handled. False if the session was
+    /// displaced meanwhile: it must end without handling it.
+    pub(crate) fn begin_request(&self) -> bool {
+        if !self.own.begin() {
+            return false;
+        }
+        if let Some(parent) = &self.parent {
+            // A displaced connection is closing; its streams finish what they have.
+            parent.begin();
+        }
+        true
+    }
+
+    /// The answer is written; the idle time counts from now, or from `protect_for` later when
+    /// the answer asked the client to solve a proof of work (which it does between requests).
+    pub(crate) fn end_request(&self, protect_for: Duration) {
+        self.own.end(protect_for);
+        if let Some(parent) = &self.parent {
+            parent.end(protect_for);
+        }
     }
 
     /// Resolves once the session has been displaced.
     pub(crate) async fn evicted(&self) {
-        if self.0.evicted.load(Ordering::SeqCst) {
+        let notified = self.own.evict.notified();
+        if lock(&self.own.state).evicted {
             return;
         }
-        self.0.evict.notified().await;
+        notified.await;
     }
+}
+
+/// How long a session that was just sent proof-of-work parameters at `effort` is not displaced
+/// for being idle: the client solves them between requests. About effort/2 Equi-X solves of
+/// ~12 ms each on the development machine; three times that, for slower machines, plus the
+/// usual idle allowance, and never more than a minute. Junk can buy itself this much time only
+/// by asking for parameters, and only while the effort is high, which a flood of paid
+/// requests causes (SECURITY.md).
+pub fn pow_protection(effort: u32) -> Duration {
+    Duration::from_millis(u64::from(effort) * 18).min(Duration::from_secs(60))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -224,7 +308,7 @@ impl SessionSlots {
         let mut live = lock(&self.live);
         let id = live.next;
         live.next += 1;
-        live.sessions.insert(id, Arc::clone(&activity.0));
+        live.sessions.insert(id, Arc::clone(&activity.own));
         Slot {
             _permit: permit,
             id,
@@ -247,17 +331,19 @@ impl SessionSlots {
         }
         let now = Instant::now();
         let live = lock(&self.live);
-        let victim = live
+        // The one idle longest, if idle long enough; it may start a request between the choice
+        // and the eviction, and is then left alone (and the next longest tried).
+        let mut candidates: Vec<(Duration, Arc<ActivityState>)> = live
             .sessions
             .values()
-            .filter(|s| s.busy.load(Ordering::SeqCst) == 0 && !s.evicted.load(Ordering::SeqCst))
-            .map(|s| (now.saturating_duration_since(*lock(&s.last)), s))
+            .filter_map(|s| s.idle_for(now).map(|idle| (idle, Arc::clone(s))))
             .filter(|(idle, _)| *idle >= self.evictable_after)
-            .max_by_key(|(idle, _)| *idle)
-            .map(|(_, s)| Arc::clone(s))?;
+            .collect();
         drop(live);
-        victim.evicted.store(true, Ordering::SeqCst);
-        victim.evict.notify_one();
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
+        candidates
+            .iter()
+            .find(|(_, s)| s.evict_if_idle(self.evictable_after, now))?;
         Some(Entry::AfterEviction(self.clone()))
     }
 
@@ -367,7 +453,6 @@ where
             () = activity.evicted() => return Ok(SessionEnd::Evicted),
             read = timeout(idle, reader.read_exact(&mut prefix[..1])) => read,
         };
-        activity.begin_request();
         match read {
             Err(_) => return Ok(SessionEnd::IdleTimeout),
             Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
@@ -378,9 +463,12 @@ where
         }
         // The frame has begun: all of it must arrive by this deadline.
         let deadline = Instant::now() + limits.frame;
+        // Reading a frame is not work the session is credited with: a peer that trickles
+        // bytes stays idle, and can be displaced, until the whole frame is here.
         let read = tokio::select! {
             biased;
             () = shutdown.wait() => return Ok(SessionEnd::Shutdown),
+            () = activity.evicted() => return Ok(SessionEnd::Evicted),
             read = timeout_at(deadline, reader.read_exact(&mut prefix[1..])) => read,
         };
         match read {
@@ -407,6 +495,7 @@ where
         let read = tokio::select! {
             biased;
             () = shutdown.wait() => return Ok(SessionEnd::Shutdown),
+            () = activity.evicted() => return Ok(SessionEnd::Evicted),
             read = timeout_at(deadline, frame_reader.read_to_end(&mut body)) => read,
         };
         match read {
@@ -417,6 +506,11 @@ where
             Ok(Err(e)) => return Err(e),
             Ok(Ok(n)) if n < len => return Ok(SessionEnd::Truncated),
             Ok(Ok(_)) => {}
+        }
+        // From here until the answer is written the session is working and is not displaced;
+        // if it was displaced while the frame arrived, it ends without it.
+        if !activity.begin_request() {
+            return Ok(SessionEnd::Evicted);
         }
         let reply = match bucket.try_take(Instant::now().into_std()) {
             Ok(()) => {
@@ -437,10 +531,33 @@ where
             }
         };
         drop(body);
-        if !write_frame(writer, &reply, idle).await? {
+        let protect_for = asked_to_work(&reply);
+        let written = write_frame(writer, &reply, idle).await;
+        activity.end_request(protect_for);
+        if !written? {
             return Ok(SessionEnd::IdleTimeout);
         }
-        activity.end_request();
+    }
+}
+
+/// How long the client may take, between this answer and its next request, without counting
+/// as idle: the time to solve the proof of work the answer asks for, or the wait it asks for.
+fn asked_to_work(reply: &ServerFrame) -> Duration {
+    use refuge_proto::wire::server_frame::Response;
+    match &reply.response {
+        Some(Response::HelloOk(ok)) => ok
+            .pow
+            .as_ref()
+            .map_or(Duration::ZERO, |p| pow_protection(p.effort)),
+        Some(Response::Error(e)) => {
+            let pow = e
+                .pow
+                .as_ref()
+                .map_or(Duration::ZERO, |p| pow_protection(p.effort));
+            let wait = Duration::from_secs(u64::from(e.retry_after_seconds).min(60));
+            pow.max(wait)
+        }
+        _ => Duration::ZERO,
     }
 }
 
@@ -493,9 +610,18 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn at_the_limit_the_longest_idle_session_makes_room_and_a_working_one_never_does() {
+    async fn at_the_limit_the_longest_idle_session_makes_room_and_one_solving_a_pow_does_not() {
         let (_dir, store) = crate::fixtures::temp_store(StoreLimits::default());
-        let relay = Arc::new(Relay::new(store, Roster::empty()));
+        // Parameters at effort 2,000: a client is given pow_protection(2000) = 36 s to solve.
+        let relay = Arc::new(Relay::with_admission(
+            store,
+            Roster::empty(),
+            crate::admission::AdmissionConfig {
+                min_effort: 2000,
+                max_effort: 2000,
+                ..Default::default()
+            },
+        ));
         let slots = SessionSlots::with_eviction(2, Duration::from_secs(5));
         let limits = SessionLimits::idle(Duration::from_secs(600));
         let (_trigger, shutdown) = crate::shutdown::channel();
@@ -536,16 +662,40 @@ mod tests {
         let user = entry.ready().await.expect("the slot is handed over");
         assert_eq!(junk_a.await.expect("joins"), SessionEnd::Evicted);
         assert!(!junk_b.is_finished(), "only one session is displaced");
-        // A session in the middle of a request is never displaced, however long it takes.
+        // A real user says Hello and, between requests, solves the proof of work it was
+        // given: it is not idle while it does, however long that takes within the allowance.
         let (mut user_io, user_task) = serve(user);
-        user_io.write_all(&[0, 0]).await.expect("half a prefix");
+        let hello = refuge_proto::wire::ClientFrame {
+            request_id: 1,
+            request: Some(refuge_proto::wire::client_frame::Request::Hello(
+                refuge_proto::wire::Hello {
+                    protocol_version: refuge_proto::PROTOCOL_VERSION,
+                    software: "test".into(),
+                },
+            )),
+        };
+        user_io
+            .write_all(&frame::encode(&hello).expect("fits"))
+            .await
+            .expect("hello");
+        let mut answer = [0u8; 64];
+        let n = user_io.read(&mut answer).await.expect("HelloOk");
+        assert!(n > 0);
         tokio::time::sleep(Duration::from_secs(20)).await;
         let next = slots.try_enter_or_evict().expect("junk b is idle");
-        let _next = next.ready().await.expect("junk b's slot");
+        let trickler = next.ready().await.expect("junk b's slot");
         assert_eq!(junk_b.await.expect("joins"), SessionEnd::Evicted);
+        // A peer trickling a frame is not working: it is displaced once idle 5 s, while the
+        // user solving its proof of work keeps its slot.
+        let (mut trickle_io, trickle_task) = serve(trickler);
+        trickle_io.write_all(&[0, 0]).await.expect("half a prefix");
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let next = slots.try_enter_or_evict().expect("the trickler is idle");
+        let _next = next.ready().await.expect("its slot");
+        assert_eq!(trickle_task.await.expect("joins"), SessionEnd::Evicted);
         assert!(
             slots.try_enter_or_evict().is_none(),
-            "the working session keeps its slot"
+            "the user solving its proof of work keeps its slot"
         );
         assert!(!user_task.is_finished());
     }

@@ -120,8 +120,9 @@ pub async fn serve<S: Store>(
             )
             .await;
             log_end("tcp", &end);
-            let _ = writer.shutdown().await;
+            // The slot is free before the close is flushed to a peer that may not read.
             drop(slot);
+            let _ = writer.shutdown().await;
         });
     }
 }

@@ -583,27 +583,28 @@ async fn idle_quic_connections_make_room_for_a_working_one_at_the_connection_lim
         &tmp.path().join("relay.log"),
         &["--max-sessions", "4"],
     );
-    // Junk takes every connection slot and opens no stream.
+    // Junk takes every connection slot: each opens a stream, says Hello and then nothing (an
+    // open stream alone does not make a connection count as working).
     let mut junk = Vec::new();
+    let mut junk_streams = Vec::new();
     for _ in 0..4 {
-        junk.push(
-            quic_connect(relay.quic, &relay.pin)
-                .await
-                .expect("junk connects"),
-        );
-    }
-    // Nobody has idled 5 s yet: a newcomer is refused.
-    let early = tokio::time::timeout(Duration::from_secs(5), async {
-        let conn = quic_connect(relay.quic, &relay.pin).await?;
-        let (send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        let conn = quic_connect(relay.quic, &relay.pin)
+            .await
+            .expect("junk connects");
+        let (send, recv) = conn.open_bi().await.expect("a stream");
         let mut c = Conn::new(recv, send);
         c.hello().await;
-        Ok::<_, String>(conn)
-    })
-    .await;
+        junk_streams.push(c);
+        junk.push(conn);
+    }
+    // Nobody has idled 5 s yet: a newcomer is refused.
+    let early = tokio::time::timeout(Duration::from_secs(5), quic_connect(relay.quic, &relay.pin))
+        .await
+        .expect("answered at once");
     assert!(
-        !matches!(early, Ok(Ok(_))),
-        "a connection beyond the limit got in while nobody was idle"
+        early.as_ref().is_err_and(|e| e.contains("refused")),
+        "a connection beyond the limit got in while nobody was idle: {:?}",
+        early.map(|_| ())
     );
     tokio::time::sleep(Duration::from_secs(6)).await;
     // Now one idle junk connection is closed to make room, and the newcomer is served.

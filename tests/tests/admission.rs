@@ -324,6 +324,8 @@ fn a_flood_of_deposits_into_a_posts_mailboxes_keeps_out_neither_a_first_contact_
             timed("refuge", contact_args(&newcomer, NEWCOMER)),
             timed("refuge", contact_args(&user, FOLLOW_UP)),
         );
+        // The follow-up went in with its reply ticket: the only messages not paid for.
+        let unpaid = relay_count(&w, "SELECT count(*) FROM messages WHERE unsolicited = 0");
         // Staff read during the flood, without any flag.
         let (read, read_took) = timed(
             "refuge-inbox",
@@ -338,6 +340,7 @@ fn a_flood_of_deposits_into_a_posts_mailboxes_keeps_out_neither_a_first_contact_
         for p in payers {
             p.join().expect("the paying attacker stops by itself");
         }
+        assert_eq!(unpaid, 2, "one deposit per device with the reply ticket");
         (
             newcomer_took,
             follow_up_took,

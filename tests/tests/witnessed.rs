@@ -147,9 +147,28 @@ fn clients_accept_a_witnessed_log_and_refuse_a_stale_one() {
     let err = stderr(&out);
     assert!(!out.status.success(), "a stale checkpoint must be refused");
     assert!(err.contains("the newest witness quorum cosigned"), "{err}");
-    assert!(err.contains("evidence saved to"), "{err}");
-    let evidence: Vec<PathBuf> = std::fs::read_dir(w.path("user").join("evidence"))
-        .expect("evidence dir")
+    assert!(
+        err.contains("evidence kept in this device's encrypted store"),
+        "{err}"
+    );
+    assert!(
+        !w.path("user").join("evidence").exists(),
+        "nothing in plaintext"
+    );
+    let out_dir = w.path("exported");
+    let out = run_ok(
+        "refuge",
+        &[
+            "--data-dir",
+            &w.p("user"),
+            "evidence",
+            "--export",
+            out_dir.to_str().expect("utf-8 path"),
+        ],
+    );
+    assert!(out.contains("directory log: stale"), "{out}");
+    let evidence: Vec<PathBuf> = std::fs::read_dir(&out_dir)
+        .expect("exported")
         .map(|e| e.expect("entry").path())
         .collect();
     assert_eq!(evidence.len(), 1);

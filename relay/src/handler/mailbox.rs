@@ -117,13 +117,9 @@ impl<S: Store> Relay<S> {
             received_hour,
             expires_hour: expiry_hour(received_hour, d.expires_after_seconds),
         };
-        // A flood of deposits into staff mailboxes without a valid ticket is turned away on a
-        // read connection, never queueing for the writer (which checks again). A repeat of a
-        // stored deposit whose ticket has since expired is refused here too: the client then
-        // sends it with a fresh ticket and it is recognised as a repeat.
-        if deposit.staff_post.is_some() {
-            self.store.precheck_admission(&deposit).await?;
-        }
+        // Junk (an unknown mailbox, a wrong token, no valid ticket) is turned away on a read
+        // connection and never queues for the single writer, which checks everything again.
+        self.store.precheck_deposit(&deposit).await?;
         // A repeat of a deposit already stored is answered exactly like the first one.
         self.store.deposit(deposit).await?;
         Ok(Response::DepositAccepted(wire::DepositAccepted {}))

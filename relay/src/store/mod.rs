@@ -89,10 +89,11 @@ pub trait Store: Send + Sync + 'static {
         directory: VerifiedDirectory,
     ) -> impl Future<Output = Result<DirectoryChange, StoreError>> + Send;
 
-    /// Whether `deposit`'s admission ticket would admit it now, read without the writer: junk
-    /// deposits with no or made-up tickets are turned away before they queue for the single
-    /// writer. [`Store::deposit`] checks again, authoritatively, in its transaction.
-    fn precheck_admission(
+    /// Whether `deposit` would pass every check but the quota now (its mailbox, token or
+    /// admission ticket; a repeat passes), read without the writer: junk deposits are turned
+    /// away before they queue for the single writer. [`Store::deposit`] checks again,
+    /// authoritatively, in its transaction.
+    fn precheck_deposit(
         &self,
         deposit: &NewDeposit,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;

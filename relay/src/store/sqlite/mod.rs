@@ -335,7 +335,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn precheck_admission(&self, deposit: &NewDeposit) -> Result<(), StoreError> {
+    async fn precheck_deposit(&self, deposit: &NewDeposit) -> Result<(), StoreError> {
         let token_hash = deposit.token.as_ref().map(|t| t.hash());
         // Everything but the sealed bytes, which the check does not read.
         let probe = NewDeposit {
@@ -347,7 +347,7 @@ impl Store for SqliteStore {
             received_hour: deposit.received_hour,
             expires_hour: deposit.expires_hour,
         };
-        self.read(move |c| ops::check_ticket(c, &probe, token_hash.as_ref()))
+        self.read(move |c| ops::check_deposit(c, &probe, token_hash.as_ref(), None).map(|_| ()))
             .await
     }
 

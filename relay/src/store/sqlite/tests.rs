@@ -389,6 +389,28 @@ async fn an_admission_ticket_admits_one_deposit_per_device_of_its_post_and_reply
     ));
     assert_eq!(snapshot(&db), before);
 
+    // A device that leaves the directory takes its unused reply tickets with it.
+    let unused = DepositToken([8; 32]);
+    store
+        .register_reply_tickets(
+            &MailboxGrant::dangerously_assume(b.mailbox),
+            "emb-xx".into(),
+            vec![unused.hash()],
+            HOUR + 60 * 24 * 3600,
+            1000,
+        )
+        .await
+        .unwrap();
+    store.install_directory(replayed(&[&a, &c])).await.unwrap();
+    assert!(matches!(
+        store.deposit(into(&a, "emb-xx", &unused, HOUR)).await,
+        Err(StoreError::AdmissionRefused(AdmissionRefused::Unknown))
+    ));
+    store
+        .install_directory(replayed(&[&a, &b, &c]))
+        .await
+        .unwrap();
+
     // The sweep removes tickets whose time is over, and their uses.
     store.expire_due_messages(HOUR + 30 * 3600).await.unwrap();
     let after = snapshot(&db);
@@ -396,9 +418,9 @@ async fn an_admission_ticket_admits_one_deposit_per_device_of_its_post_and_reply
         rows(&after, "admission_tickets"),
         rows(&after, "ticket_uses"),
     );
-    // Left: the unused reply ticket [5] (registered for 60 days here) and the used reply ticket until 24 h after
-    // its use... which is over at +30 h: only [5].
-    assert_eq!((tickets, uses), (1, 0));
+    // Nothing is left: the paid ones and the used reply ticket are past their time, and the
+    // unused reply tickets went with their device's leaving.
+    assert_eq!((tickets, uses), (0, 0));
     store.shutdown().await;
 }
 

@@ -48,6 +48,13 @@ pub(in crate::store::sqlite) fn install_directory(
                 .execute([&id[..]])?;
             conn.prepare_cached("DELETE FROM device_keys WHERE mailbox_id = ?1")?
                 .execute([&id[..]])?;
+            // The reply tickets it registered admit nothing more (a revoked, perhaps seized,
+            // device must not keep the room ongoing cases have): users who hold some pay a
+            // proof of work instead (ADR 0010).
+            conn.prepare_cached(
+                "DELETE FROM admission_tickets WHERE issuer = ?1 AND first_used_hour IS NULL",
+            )?
+            .execute([&id[..]])?;
             disabled += 1;
         }
     }

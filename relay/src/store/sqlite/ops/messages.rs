@@ -22,18 +22,34 @@ pub(in crate::store::sqlite) const DEPOSIT_LOOKUP: &str =
      LEFT JOIN deposit_ids AS d ON d.mailbox_id = m.id AND d.idempotency_id = ?2
      WHERE m.id = ?1";
 
-/// Stores a deposit: checks the token, recognises a repeat by its idempotency id, checks a
-/// staff mailbox's admission ticket, checks the quota, then inserts the message and its
-/// idempotency record (and the ticket's use). `sealed_sha256` is the SHA-256 of
-/// `deposit.sealed` and `token_hash` that of the offered token, both computed by the caller off
-/// the writer thread.
-pub(in crate::store::sqlite) fn deposit(
+/// What a deposit finds when checked: a repeat (or, for the precheck, possibly one), or what to
+/// store it with.
+pub(in crate::store::sqlite) enum Checked {
+    Repeated,
+    Store {
+        ticket: Option<super::tickets::Admitted>,
+        held: Held,
+    },
+}
+
+/// What a mailbox holds, by admission class.
+pub(in crate::store::sqlite) struct Held {
+    messages: i64,
+    bytes: i64,
+    unsolicited: i64,
+    unsolicited_bytes: i64,
+}
+
+/// Every check a deposit must pass before anything is stored: the mailbox, its token (user
+/// mailboxes) or admission ticket (staff mailboxes), and whether it repeats an earlier deposit
+/// (`sealed_sha256`: the bytes must be the same; `None`: any repeat passes, for the precheck,
+/// which leaves that to the writer). Reads only.
+pub(in crate::store::sqlite) fn check_deposit(
     conn: &Connection,
     deposit: &NewDeposit,
     token_hash: Option<&[u8; 32]>,
-    sealed_sha256: &[u8; 32],
-    quota: Quota,
-) -> Result<Deposited, StoreError> {
+    sealed_sha256: Option<&[u8; 32]>,
+) -> Result<Checked, StoreError> {
     // The mailbox and an earlier deposit with the same idempotency id, in one statement: this
     // runs on the single writer thread for every deposit.
     let row = conn
@@ -45,26 +61,18 @@ pub(in crate::store::sqlite) fn deposit(
                     r.get::<_, String>(0)?,
                     r.get::<_, Option<Vec<u8>>>(1)?,
                     r.get::<_, bool>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
                     r.get::<_, Option<Vec<u8>>>(5)?,
-                    r.get::<_, i64>(6)?,
-                    r.get::<_, i64>(7)?,
+                    Held {
+                        messages: r.get(3)?,
+                        bytes: r.get(4)?,
+                        unsolicited: r.get(6)?,
+                        unsolicited_bytes: r.get(7)?,
+                    },
                 ))
             },
         )
         .optional()?;
-    let Some((
-        kind,
-        stored_hash,
-        enabled,
-        held_messages,
-        held_bytes,
-        earlier,
-        held_unsolicited,
-        held_unsolicited_bytes,
-    )) = row
-    else {
+    let Some((kind, stored_hash, enabled, earlier, held)) = row else {
         return Err(StoreError::UnknownMailbox);
     };
     let staff = match (kind.as_str(), token_hash, stored_hash) {
@@ -84,12 +92,12 @@ pub(in crate::store::sqlite) fn deposit(
         }
     };
 
-    // A repeat is answered before the quota check: it stores nothing.
+    // A repeat is answered before the ticket and quota checks: it stores nothing (and its
+    // ticket was spent on this mailbox by the deposit it repeats).
     if let Some(earlier) = earlier {
-        return if earlier[..] == sealed_sha256[..] {
-            Ok(Deposited::Repeated)
-        } else {
-            Err(StoreError::IdempotencyConflict)
+        return match sealed_sha256 {
+            Some(digest) if earlier[..] != digest[..] => Err(StoreError::IdempotencyConflict),
+            _ => Ok(Checked::Repeated),
         };
     }
 
@@ -99,6 +107,30 @@ pub(in crate::store::sqlite) fn deposit(
     } else {
         None
     };
+    Ok(Checked::Store { ticket, held })
+}
+
+/// Stores a deposit: [`check_deposit`], then the quota of its admission class, then the message,
+/// its idempotency record and the ticket's use. `sealed_sha256` is the SHA-256 of
+/// `deposit.sealed` and `token_hash` that of the offered token, both computed by the caller off
+/// the writer thread.
+pub(in crate::store::sqlite) fn deposit(
+    conn: &Connection,
+    deposit: &NewDeposit,
+    token_hash: Option<&[u8; 32]>,
+    sealed_sha256: &[u8; 32],
+    quota: Quota,
+) -> Result<Deposited, StoreError> {
+    let (ticket, held) = match check_deposit(conn, deposit, token_hash, Some(sealed_sha256))? {
+        Checked::Repeated => return Ok(Deposited::Repeated),
+        Checked::Store { ticket, held } => (ticket, held),
+    };
+    let Held {
+        messages: held_messages,
+        bytes: held_bytes,
+        unsolicited: held_unsolicited,
+        unsolicited_bytes: held_unsolicited_bytes,
+    } = held;
     let unsolicited = ticket.as_ref().is_some_and(|t| t.paid);
 
     let held_messages = to_u64(held_messages, "message count")?;

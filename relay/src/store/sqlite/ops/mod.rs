@@ -12,10 +12,11 @@ pub(super) use mailboxes::{create_mailbox, mailbox_key};
 #[cfg(test)]
 pub(super) use messages::DEPOSIT_LOOKUP;
 pub(super) use messages::{
-    Quota, ack_messages, deposit, expire_due_messages, expire_messages, fetch_messages,
+    Quota, ack_messages, check_deposit, deposit, expire_due_messages, expire_messages,
+    fetch_messages,
 };
 pub(super) use prekeys::{prekey_count, take_post_bundles, upload_prekeys};
-pub(super) use tickets::{check_ticket, expire_tickets, issue_ticket, register_reply_tickets};
+pub(super) use tickets::{expire_tickets, issue_ticket, register_reply_tickets};
 
 use crate::store::StoreError;
 use refuge_proto::ids::MailboxId;

@@ -61,20 +61,6 @@ pub(in crate::store::sqlite) fn admit(
     })
 }
 
-/// [`admit`] without its result, on a read connection (the handler's precheck). A ticket already
-/// used for this mailbox passes: the deposit may be a resend of the one that used it, which the
-/// writer recognises by its idempotency id before it looks at the ticket.
-pub(in crate::store::sqlite) fn check_ticket(
-    conn: &Connection,
-    deposit: &NewDeposit,
-    token_hash: Option<&[u8; 32]>,
-) -> Result<(), StoreError> {
-    match admit(conn, deposit, token_hash) {
-        Ok(_) | Err(StoreError::AdmissionRefused(AdmissionRefused::Used)) => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 /// Records that `ticket` admitted a deposit into `mailbox`; its first use starts the window in
 /// which the rest of the fan-out (and its retries) may follow.
 pub(in crate::store::sqlite) fn record_use(
