@@ -275,13 +275,16 @@ impl<'s> Staff<'s> {
         Ok(report)
     }
 
-    /// Registers a new batch of reply tickets with the relay when fewer than
-    /// [`REPLENISH_TICKETS_BELOW`] are left to hand out, on the session that just read (it is
-    /// authenticated). A refusal is logged and the read goes on: without tickets, users' next
-    /// messages pay a proof of work instead.
+    /// Registers the day's batch of reply tickets with the relay, on the first read of each
+    /// day (UTC), on the session that just read (it is authenticated). Always the same number
+    /// on the same schedule, however many replies the device sends, so that registrations say
+    /// nothing about how much it answers; a device that runs out hands out fewer until the next
+    /// day, and those users pay a proof of work. Its pool keeps at most [`TICKET_POOL`] (the
+    /// newest). A refusal is logged and the read goes on.
     async fn replenish_reply_tickets(&self, relay: &mut dyn Relay, now: SystemTime) {
+        let today = (unix_seconds(now) / 86_400).to_string();
         let result = async {
-            if self.store.issued_tickets_left(unix_seconds(now))? >= REPLENISH_TICKETS_BELOW {
+            if self.store.setting(REPLY_TICKETS_DAY)?.as_deref() == Some(today.as_str()) {
                 return Ok(None);
             }
             let tickets: Vec<DepositToken> = (0..TICKET_BATCH)
@@ -291,7 +294,11 @@ impl<'s> Staff<'s> {
                 relay::register_reply_tickets(relay, &self.device.mailbox_id, &tickets).await?;
             // The hour of the confirmation, as for prekeys.
             let confirmed = unix_seconds(now).max(unix_seconds(SystemTime::now()));
-            self.store.keep_issued_tickets(&tickets, confirmed)?;
+            let tx = self.store.begin()?;
+            self.store
+                .keep_issued_tickets(&tickets, confirmed, TICKET_POOL)?;
+            self.store.set_setting(REPLY_TICKETS_DAY, &today)?;
+            tx.commit()?;
             Ok::<_, ClientError>(Some(held))
         }
         .await;
@@ -456,11 +463,15 @@ impl<'s> Staff<'s> {
 /// in with them, past any flood of first contacts.
 pub const TICKETS_PER_REPLY: usize = 2;
 
-/// A new batch of reply tickets is registered after a read when fewer than this many are left.
-pub const REPLENISH_TICKETS_BELOW: u64 = 30;
+/// Reply tickets registered each day (ADR 0010): 100 replies' worth. At most 200 a day for 45
+/// days stay under the relay's 10,000 unused per device.
+pub const TICKET_BATCH: usize = 200;
 
-/// Reply tickets registered in one batch.
-pub const TICKET_BATCH: usize = 60;
+/// Most registered tickets a device keeps to hand out (the newest).
+pub const TICKET_POOL: usize = 400;
+
+/// The day (Unix days) of the last registration of reply tickets.
+const REPLY_TICKETS_DAY: &str = "reply_tickets_day";
 
 fn hour_i64(now: SystemTime) -> i64 {
     i64::try_from(hour(now)).unwrap_or(i64::MAX)

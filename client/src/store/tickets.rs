@@ -83,8 +83,14 @@ impl Store {
         Ok(n as u64)
     }
 
-    /// Staff: tickets the relay confirmed registering at `now`.
-    pub fn keep_issued_tickets(&self, tickets: &[DepositToken], now: i64) -> Result<()> {
+    /// Staff: tickets the relay confirmed registering at `now`; the pool keeps the newest
+    /// `pool` of all it holds.
+    pub fn keep_issued_tickets(
+        &self,
+        tickets: &[DepositToken],
+        now: i64,
+        pool: usize,
+    ) -> Result<()> {
         for t in tickets {
             self.conn().execute(
                 "INSERT OR IGNORE INTO issued_reply_tickets (ticket, registered_hour)
@@ -92,6 +98,12 @@ impl Store {
                 params![&t.0[..], hour_of(now)],
             )?;
         }
+        self.conn().execute(
+            "DELETE FROM issued_reply_tickets WHERE ticket NOT IN
+                 (SELECT ticket FROM issued_reply_tickets
+                  ORDER BY registered_hour DESC LIMIT ?1)",
+            [pool as i64],
+        )?;
         Ok(())
     }
 
@@ -168,7 +180,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::for_tests(&dir.path().join("store"));
         let t: Vec<_> = (0..5u8).map(|i| DepositToken([i; 32])).collect();
-        store.keep_issued_tickets(&t, NOW).unwrap();
+        store.keep_issued_tickets(&t, NOW, 400).unwrap();
         let a = store.take_issued_tickets(2, NOW).unwrap();
         let b = store.take_issued_tickets(2, NOW).unwrap();
         assert_eq!((a.len(), b.len()), (2, 2));
