@@ -94,7 +94,7 @@ impl SignedEntry {
 const MAX_REQUEST_LEN: u64 = 4096;
 
 fn read_request(path: &Path) -> Result<EnrollmentRequest> {
-    let bytes = crate::cli::read_bounded(path, MAX_REQUEST_LEN)?;
+    let bytes = crate::files::read_bounded(path, MAX_REQUEST_LEN)?;
     Ok(parse_enrollment_request(&bytes)?)
 }
 
@@ -176,7 +176,7 @@ pub fn rotation(key: &SigningKey, new_key: &VerifyingKey) -> Result<SignedEntry>
 
 /// Signs a client policy text (its lines: `refuge_proto::client_policy`).
 pub fn sign_policy_file(key: &SigningKey, text_path: &Path) -> Result<Vec<u8>> {
-    let bytes = crate::cli::read_bounded(text_path, crate::config::MAX_POLICY_LEN)?;
+    let bytes = crate::files::read_bounded(text_path, crate::config::MAX_POLICY_LEN)?;
     let text = String::from_utf8(bytes).map_err(|_| {
         ClientError::InvalidArgument(format!("{} is not UTF-8 text", text_path.display()))
     })?;

@@ -477,27 +477,7 @@ pub fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-/// Reads a whole file of at most `limit` bytes; a larger one is refused before it is read.
-pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
-    let io = |source| ClientError::Io {
-        action: "read",
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .map_err(io)?
-        .take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io)?;
-    if bytes.len() as u64 > limit {
-        return Err(ClientError::InvalidArgument(format!(
-            "{} is larger than {limit} bytes",
-            path.display()
-        )));
-    }
-    Ok(bytes)
-}
+pub use crate::files::read_bounded;
 
 /// `evidence`: lists what this device's reads and directory downloads caught relays (or senders)
 /// doing, kept in its encrypted store; with `export`, writes it out to that directory: the
@@ -530,7 +510,7 @@ pub fn evidence_command(store: &crate::store::Store, export: Option<&Path>) -> R
     let Some(dir) = export else {
         return Ok(());
     };
-    crate::directory::make_private_dir(dir).map_err(|source| ClientError::Io {
+    crate::files::make_private_dir(dir).map_err(|source| ClientError::Io {
         action: "create",
         path: dir.to_path_buf(),
         source,
@@ -559,8 +539,7 @@ pub fn evidence_command(store: &crate::store::Store, export: Option<&Path>) -> R
             f.detail
         );
         let stem = format!("finding-{}-{}", n + 1, f.kind);
-        let path =
-            crate::directory::write_private_new(dir, &stem, text.as_bytes()).map_err(io(dir))?;
+        let path = crate::files::write_private_new(dir, &stem, text.as_bytes()).map_err(io(dir))?;
         say(&format!("wrote {}", path.display()))?;
     }
     Ok(())

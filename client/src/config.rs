@@ -74,7 +74,7 @@ impl PolicySource {
             .iter()
             .map(|k| parse_authority_key(k))
             .collect::<Result<Vec<_>>>()?;
-        let signed = crate::cli::read_bounded(path, MAX_POLICY_LEN)?;
+        let signed = crate::files::read_bounded(path, MAX_POLICY_LEN)?;
         let policy = ClientPolicy::verify(&signed, &pinned)?;
         Ok(PolicySource {
             policy,

@@ -169,53 +169,9 @@ fn evidence_text(
 /// (made 0700 if missing), as `refuge-audit check-evidence` reads it: public log data only,
 /// nothing about the user's messages. The user chooses `dir` and when to do this.
 pub fn export_evidence(evidence: &DirectoryEvidence, dir: &Path) -> std::io::Result<PathBuf> {
-    make_private_dir(dir)?;
+    crate::files::make_private_dir(dir)?;
     let stem = format!("directory-{}-{}", evidence.problem, evidence.id);
-    write_private_new(dir, &stem, evidence.text.as_bytes())
-}
-
-/// Makes `dir` (mode 0700) if it is missing.
-pub(crate) fn make_private_dir(dir: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-    }
-    #[cfg(not(unix))]
-    std::fs::create_dir_all(dir)
-}
-
-/// Creates a new file `<stem>.txt` in `dir` (or `<stem>-N.txt` if taken; mode 0600, never over
-/// an existing file) holding `bytes`, synced.
-pub(crate) fn write_private_new(dir: &Path, stem: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
-    use std::io::Write;
-    for n in 0..100u32 {
-        let path = if n == 0 {
-            dir.join(format!("{stem}.txt"))
-        } else {
-            dir.join(format!("{stem}-{n}.txt"))
-        };
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        match options.open(&path) {
-            Ok(mut f) => {
-                f.write_all(bytes)?;
-                f.sync_all()?;
-                return Ok(path);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(std::io::Error::other("too many files with the same name"))
+    crate::files::write_private_new(dir, &stem, evidence.text.as_bytes())
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod directory;
 pub mod disappearing;
 pub mod envelope;
 pub mod error;
+pub mod files;
 pub mod outbox;
 pub mod peer;
 pub mod prekeys;

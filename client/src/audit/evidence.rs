@@ -49,7 +49,7 @@ pub const MAX_EVIDENCE_LEN: u64 = 1 << 20;
 /// Reads an evidence file (at most [`MAX_EVIDENCE_LEN`] bytes of UTF-8 text); the error says
 /// why it cannot be one.
 pub fn read(path: &Path) -> Result<String, String> {
-    let bytes = crate::cli::read_bounded(path, MAX_EVIDENCE_LEN)
+    let bytes = crate::files::read_bounded(path, MAX_EVIDENCE_LEN)
         .map_err(|e| format!("it cannot be read as an evidence file: {e}"))?;
     String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_string())
 }

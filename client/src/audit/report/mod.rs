@@ -241,7 +241,7 @@ pub const JSON_FILE: &str = "report.json";
 /// Reads a signed client policy and verifies it against the authority keys the verified log
 /// trusts now (after every rotation).
 pub fn read_policy(path: &Path, log: &AuditedLog) -> Result<ClientPolicy, AuditError> {
-    let bytes = crate::cli::read_bounded(path, crate::config::MAX_POLICY_LEN)
+    let bytes = crate::files::read_bounded(path, crate::config::MAX_POLICY_LEN)
         .map_err(|e| AuditError::Config(format!("the client policy: {e}")))?;
     ClientPolicy::verify(&bytes, log.replay().authorities()).map_err(|e| {
         AuditError::Config(format!(

@@ -1,0 +1,73 @@
+//! Small file helpers shared by the library's modules and the programs: bounded reads of
+//! files a person hands in, and private new files for what the user exports. No module's own
+//! logic lives here, so every layer may use it.
+
+use crate::error::{ClientError, Result};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Reads a whole file of at most `limit` bytes; a larger one is refused before it is read.
+pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let io = |source| ClientError::Io {
+        action: "read",
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > limit {
+        return Err(ClientError::InvalidArgument(format!(
+            "{} is larger than {limit} bytes",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Makes `dir` (mode 0700) if it is missing.
+pub fn make_private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
+}
+
+/// Creates a new file `<stem>.txt` in `dir` (or `<stem>-N.txt` if taken; mode 0600, never over
+/// an existing file) holding `bytes`, synced.
+pub fn write_private_new(dir: &Path, stem: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    use std::io::Write;
+    for n in 0..100u32 {
+        let path = if n == 0 {
+            dir.join(format!("{stem}.txt"))
+        } else {
+            dir.join(format!("{stem}-{n}.txt"))
+        };
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        match options.open(&path) {
+            Ok(mut f) => {
+                f.write_all(bytes)?;
+                f.sync_all()?;
+                return Ok(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("too many files with the same name"))
+}
