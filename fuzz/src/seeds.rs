@@ -120,6 +120,14 @@ pub fn client_requests() -> Vec<Request> {
             post_id: "emb-xx".into(),
             ..Default::default()
         }),
+        Request::RegisterReplyTickets(wire::RegisterReplyTickets {
+            mailbox_id: vec![1; 16],
+            ticket_hashes: vec![vec![0x63; 32], vec![0x64; 32]],
+        }),
+        Request::GetDepositTicket(wire::GetDepositTicket {
+            post_id: "emb-xx".into(),
+            pow: None,
+        }),
         Request::GetPrekeyCount(wire::GetPrekeyCount {
             mailbox_id: [0x01; 16].to_vec(),
         }),
@@ -179,6 +187,11 @@ pub fn server_frames() -> Vec<Vec<u8>> {
                 identity_key: vec![5; 33],
                 ..Default::default()
             }],
+            admission_ticket: vec![0x61; 32],
+        }),
+        Response::ReplyTicketsRegistered(wire::ReplyTicketsRegistered { held: 200 }),
+        Response::DepositTicket(wire::DepositTicket {
+            ticket: vec![0x62; 32],
         }),
         Response::PrekeyCount(wire::PrekeyCount {
             one_time: 3,
