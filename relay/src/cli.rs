@@ -30,7 +30,15 @@ pub struct Cli {
 pub enum Command {
     /// Serve until SIGINT or SIGTERM. Prints "listening quic …", "listening tcp …" (with
     /// --onion also "listening onion …") and "ready" on standard output once accepting.
+    #[command(args_override_self = true)]
     Serve(ServeArgs),
+    /// Check a configuration file for `serve --config` (every key, value and combination, as
+    /// serve would read them) and say how many keys it sets
+    CheckConfig {
+        /// The TOML file (docs/relay.example.toml shows every key)
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// Print the SHA-256 pin of the QUIC certificate's public key (making the key if there is
     /// none yet).
     SpkiPin(DataDirArgs),
@@ -91,6 +99,12 @@ pub struct DataDirArgs {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// Read settings from this TOML file first (keys: these flags' names with `_` for `-`, see
+    /// docs/relay.example.toml); flags given here override it, and a list flag given here
+    /// replaces the file's list [also: $REFUGE_RELAY_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     #[command(flatten)]
     pub data: DataDirArgs,
 

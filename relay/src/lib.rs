@@ -5,6 +5,8 @@ pub mod admission;
 #[cfg(feature = "onion")]
 pub mod cli;
 pub mod config;
+#[cfg(feature = "onion")]
+pub mod config_file;
 pub mod handler;
 pub mod identity;
 pub mod limits;

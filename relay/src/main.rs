@@ -3,6 +3,7 @@
 
 use clap::Parser;
 use refuge_relay::cli::{Cli, Command, LogCommand};
+use refuge_relay::config_file;
 use refuge_relay::server;
 use refuge_relay::tlog::operator;
 use std::io::IsTerminal;
@@ -10,7 +11,12 @@ use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `serve --config FILE`: the file's settings become flags in front of the ones given.
+    let argv = match config_file::expand(std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(e) => return fail(&e, e.hint()),
+    };
+    let cli = Cli::parse_from(argv);
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -22,6 +28,13 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     match cli.command {
+        Command::CheckConfig { file } => match config_file::check(&file) {
+            Ok(keys) => {
+                println!("{}: valid, {keys} keys set", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e, e.hint()),
+        },
         Command::SpkiPin(args) => match server::spki_pin(args.data_dir) {
             Ok(pin) => {
                 println!("{pin}");

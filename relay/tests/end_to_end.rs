@@ -28,6 +28,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_refuge-relay");
 
 struct Running {
     child: Child,
+    /// The log's verifier key, as announced.
+    vkey: String,
     quic: SocketAddr,
     tcp: SocketAddr,
     pin: String,
@@ -130,12 +132,14 @@ fn start(data: &Path, log: &Path, extra: &[&str]) -> Running {
     let vkey = vkey_line
         .strip_prefix("log vkey ")
         .expect("fourth line gives the log vkey");
-    assert!(vkey.starts_with("refuge.invalid/log+"), "{vkey}");
+    // <origin>+<key hash>+<key>; the origin is the default unless a test configured another.
+    assert_eq!(vkey.splitn(3, '+').count(), 3, "{vkey}");
     assert_eq!(next(), "ready");
     assert!(quic.ip().is_loopback() && quic.port() != 0);
     assert!(tcp.ip().is_loopback() && tcp.port() != 0);
     Running {
         child,
+        vkey: vkey.to_string(),
         quic,
         tcp,
         pin: pin.to_string(),
@@ -631,6 +635,75 @@ async fn displaced_count(conns: &[quinn::Connection]) -> usize {
             )
         })
         .count()
+}
+
+#[test]
+fn a_configuration_file_sets_what_the_flags_would_and_check_config_names_bad_keys() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let log = tmp.path().join("relay.log");
+    let file = tmp.path().join("relay.toml");
+    std::fs::write(
+        &file,
+        "log_origin = \"example.org/configured-log\"\nmax_sessions = 16\nretention_days = 7\n",
+    )
+    .expect("write");
+    let file_arg = file.to_str().expect("utf-8 path");
+    let out = Command::new(BIN)
+        .args(["check-config", file_arg])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("valid, 3 keys set"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The relay serves with the file's settings (its log is named by the file's origin).
+    let relay = start(&data, &log, &["--config", file_arg]);
+    assert!(
+        relay.vkey.starts_with("example.org/configured-log+"),
+        "{}",
+        relay.vkey
+    );
+    relay.stop();
+
+    // A bad value: named by key, with the value and what is allowed; nothing starts.
+    std::fs::write(&file, "max_sessions = 0\n").expect("write");
+    for args in [
+        vec!["check-config", file_arg],
+        vec!["serve", "--config", file_arg],
+    ] {
+        let out = Command::new(BIN)
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("runs");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("key `max_sessions` = 0") && err.contains("1..=1000000"),
+            "{err}"
+        );
+        assert!(err.contains("hint: "), "{err}");
+        assert!(out.stdout.is_empty(), "nothing announced");
+    }
+    // An unknown key is an error too.
+    std::fs::write(&file, "max_session = 10\n").expect("write");
+    let out = Command::new(BIN)
+        .args(["check-config", file_arg])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown key `max_session`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

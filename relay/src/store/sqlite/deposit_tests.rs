@@ -549,3 +549,63 @@ fn deposit_lookup_searches_both_primary_keys() {
         ]
     );
 }
+
+#[test]
+fn a_database_at_every_earlier_version_migrates_to_the_current_one_keeping_its_messages() {
+    for version in 1..schema::SCHEMA_VERSION {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join(DATABASE_FILE);
+        {
+            // As a release at `version` left it: a user mailbox, a staff one, a message in each.
+            let conn = rusqlite::Connection::open(&db).unwrap();
+            for sql in &MIGRATIONS[..version as usize] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "application_id", schema::APPLICATION_ID)
+                .unwrap();
+            conn.pragma_update(None, "user_version", version).unwrap();
+            conn.execute(
+                "INSERT INTO mailboxes (id, kind, auth_key, deposit_token_hash)
+                 VALUES (?1, 'user', ?2, ?3), (?4, 'staff', ?2, NULL)",
+                rusqlite::params![
+                    &[1u8; 16][..],
+                    &[1u8; 32][..],
+                    &[2u8; 32][..],
+                    &[3u8; 16][..]
+                ],
+            )
+            .unwrap();
+            for mailbox in [[1u8; 16], [3u8; 16]] {
+                conn.execute(
+                    "INSERT INTO messages (mailbox_id, received_hour, sealed) VALUES (?1, 0, ?2)",
+                    rusqlite::params![&mailbox[..], vec![9u8; 40]],
+                )
+                .unwrap();
+            }
+        }
+        let conn = schema::open_writer(&db)
+            .unwrap_or_else(|e| panic!("version {version} does not open: {e}"));
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, schema::SCHEMA_VERSION, "from version {version}");
+        let kept: i64 = conn
+            .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, 2, "from version {version}");
+        // What older releases stored counts against the reply-ticket class of a staff
+        // mailbox (ADR 0010), never against the paid one.
+        let (held, unsolicited): (i64, i64) = conn
+            .query_row(
+                "SELECT held_messages, held_unsolicited FROM mailboxes WHERE id = ?1",
+                [&[3u8; 16][..]],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((held, unsolicited), (1, 0), "from version {version}");
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok", "from version {version}");
+    }
+}
