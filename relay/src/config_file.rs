@@ -231,8 +231,12 @@ fn flags(
 /// Checks the file as the serve command would read it, each key's value exactly as its flag's.
 /// Returns the number of keys set.
 pub fn check(path: &Path) -> Result<usize, ConfigFileError> {
-    let table = read(path)?;
-    let keyed = flags(path, &table, &[])?;
+    check_table(path, &read(path)?)
+}
+
+/// [`check`] of a file already read (`path` only names it in errors).
+fn check_table(path: &Path, table: &toml::Table) -> Result<usize, ConfigFileError> {
+    let keyed = flags(path, table, &[])?;
     let all: Vec<OsString> = keyed.iter().flat_map(|(_, a)| a.iter().cloned()).collect();
     let Err(whole) = parse_serve(&all) else {
         return Ok(table.len());
@@ -316,8 +320,9 @@ pub fn expand(argv: Vec<OsString>) -> Result<Vec<OsString>, ConfigFileError> {
     let Some(path) = path else {
         return Ok(argv);
     };
-    check(&path)?;
+    // Read once: the flags come from exactly the text that was checked.
     let table = read(&path)?;
+    check_table(&path, &table)?;
     // A list flag on the command line replaces the file's list.
     let listed: Vec<String> = keys()
         .into_iter()
