@@ -363,10 +363,7 @@ pub async fn serve<S: Store>(
                 }
             };
             let (reader, mut writer) = stream.split();
-            let Some(slot) = (match sessions.try_enter_or_evict() {
-                Some(entry) => entry.ready().await,
-                None => None,
-            }) else {
+            let Some(slot) = sessions.enter().await else {
                 tracing::warn!(
                     max = sessions.max(),
                     "refusing a session: at the session limit"

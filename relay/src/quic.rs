@@ -174,10 +174,7 @@ async fn connection<S: Store>(
         let connection = activity.clone();
         tokio::spawn(async move {
             let mut send = send;
-            let Some(slot) = (match sessions.try_enter_or_evict() {
-                Some(entry) => entry.ready().await,
-                None => None,
-            }) else {
+            let Some(slot) = sessions.enter().await else {
                 tracing::warn!(
                     max = sessions.max(),
                     "refusing a session: at the session limit"

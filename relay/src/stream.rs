@@ -347,6 +347,11 @@ impl SessionSlots {
         Some(Entry::AfterEviction(self.clone()))
     }
 
+    /// [`SessionSlots::try_enter_or_evict`], waiting for the displaced session's slot.
+    pub async fn enter(&self) -> Option<Slot> {
+        self.try_enter_or_evict()?.ready().await
+    }
+
     /// Waits until every session has ended, at most `within`. True if they all did.
     pub async fn drained(&self, within: Duration) -> bool {
         let all = u32::try_from(self.max).unwrap_or(u32::MAX);
