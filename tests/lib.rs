@@ -58,6 +58,9 @@ pub struct Relay {
     pub onion: Option<String>,
     /// The log's verifier key (`log vkey …`).
     pub log_vkey: String,
+    /// The operator's metrics and health endpoint (`listening metrics …`), when started with
+    /// `--metrics-listen`.
+    pub metrics: Option<SocketAddr>,
     stderr_log: PathBuf,
 }
 
@@ -120,6 +123,7 @@ impl Relay {
         let (mut quic, mut pin, mut tcp, mut onion) = (None, None, None, None);
         let mut log_http = None;
         let mut log_vkey = None;
+        let mut metrics = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match rx.recv_timeout(left) {
@@ -149,6 +153,9 @@ impl Relay {
                     log_http = Some(addr.parse().expect("log-http address"));
                 }
                 ["log", "vkey", vkey] => log_vkey = Some(vkey.to_string()),
+                ["listening", "metrics", addr] => {
+                    metrics = Some(addr.parse().expect("metrics address"));
+                }
                 ["ready"] => break,
                 _ => {}
             }
@@ -162,6 +169,7 @@ impl Relay {
             log_http,
             onion,
             log_vkey: log_vkey.expect("relay printed its log vkey"),
+            metrics,
             stderr_log,
         }
     }
@@ -689,22 +697,32 @@ pub fn free_port() -> u16 {
 
 /// GET the relay's checkpoint over its log HTTP listener.
 pub fn served_checkpoint(relay: &Relay) -> String {
+    http_get(relay.log_http.expect("log-http"), "/checkpoint").1
+}
+
+/// One HTTP/1.1 GET on a fresh connection: the status code and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
-    let addr = relay.log_http.expect("log-http");
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to log-http");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect for HTTP");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     write!(
         s,
-        "GET /checkpoint HTTP/1.1\r\nHost: log\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n"
     )
     .expect("send");
     let mut answer = String::new();
     s.read_to_string(&mut answer).expect("read answer");
-    answer
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("an HTTP status line");
+    let body = answer
         .split_once("\r\n\r\n")
         .map(|(_, body)| body.to_string())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// The requests of one connection, with when each arrived.

@@ -166,6 +166,11 @@ impl Admission {
         self.current_params()
     }
 
+    /// The effort asked for now, as of the last request (read only, for the metrics).
+    pub fn current_effort(&self) -> u32 {
+        self.effort
+    }
+
     fn current_params(&self) -> Params {
         Params {
             seed: self.current.seed,

@@ -129,6 +129,12 @@ pub struct ServeArgs {
     #[arg(long)]
     pub allow_non_loopback_log_http: bool,
 
+    /// Loopback TCP address of the operator's HTTP endpoint: GET /metrics (Prometheus text
+    /// format, aggregate counters only) and GET /health (200 or 503). Off unless given; a
+    /// non-loopback address is refused
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
     #[command(flatten)]
     pub origin: LogOriginArgs,
 
@@ -242,6 +248,7 @@ impl ServeArgs {
             allow_non_loopback_tcp: self.allow_non_loopback_tcp,
             log_http: self.log_http,
             allow_non_loopback_log_http: self.allow_non_loopback_log_http,
+            metrics_listen: self.metrics_listen,
             log_origin: self.origin.log_origin,
             onion: self.onion.then_some(crate::onion::OnionOptions {
                 tor_config: self.tor_config,

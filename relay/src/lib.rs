@@ -10,8 +10,11 @@ pub mod config_file;
 pub mod handler;
 pub mod identity;
 pub mod limits;
+pub mod metrics;
 #[cfg(feature = "onion")]
 pub mod onion;
+#[cfg(feature = "onion")]
+pub mod ops;
 pub mod quic;
 pub mod reject;
 pub mod roster;

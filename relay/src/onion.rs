@@ -368,7 +368,7 @@ pub async fn serve<S: Store>(
                     max = sessions.max(),
                     "refusing a session: at the session limit"
                 );
-                refuse_busy(writer, sessions.max()).await;
+                refuse_busy(writer, sessions.max(), relay.metrics()).await;
                 return;
             };
             let end = serve_session_limited(

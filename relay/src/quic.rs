@@ -179,7 +179,7 @@ async fn connection<S: Store>(
                     max = sessions.max(),
                     "refusing a session: at the session limit"
                 );
-                refuse_busy(&mut send, sessions.max()).await;
+                refuse_busy(&mut send, sessions.max(), relay.metrics()).await;
                 return;
             };
             // The connection counts as working only while one of its streams' requests is

@@ -13,6 +13,7 @@ use crate::handler::LogAccess;
 use crate::handler::Relay;
 use crate::identity::{self, IdentityError};
 use crate::onion::{self, OnionError, OnionOptions};
+use crate::ops::{self, Ops, OpsError};
 use crate::quic::{self, QuicError};
 use crate::roster::{self, Roster};
 use crate::shutdown;
@@ -46,6 +47,8 @@ pub struct ServeOptions {
     /// Where the transparency log is served over HTTP/1.1.
     pub log_http: SocketAddr,
     pub allow_non_loopback_log_http: bool,
+    /// Where the operator's metrics and health endpoint listens (loopback only); `None`: off.
+    pub metrics_listen: Option<SocketAddr>,
     /// The log's origin (names its checkpoints and signing key).
     pub log_origin: String,
     /// Also serve as a Tor onion service through embedded arti.
@@ -87,6 +90,8 @@ pub enum ServeError {
     LogHttp(#[from] LogHttpError),
     #[error(transparent)]
     Log(#[from] LogError),
+    #[error(transparent)]
+    Ops(#[from] OpsError),
     #[error("cannot install the signal handlers: {0}")]
     Signals(std::io::Error),
     #[error("cannot write to standard output: {0}")]
@@ -109,6 +114,7 @@ impl ServeError {
             ServeError::LogKey(e) => e.hint(),
             ServeError::LogHttp(e) => e.hint(),
             ServeError::Log(e) => e.hint(),
+            ServeError::Ops(e) => e.hint(),
             ServeError::Signals(_) => "run the relay as a normal process",
             ServeError::Stdout(_) => "keep standard output open; it carries the ready lines",
         }
@@ -222,6 +228,16 @@ async fn start_and_run(
             addr: options.log_http,
             source,
         })?;
+    let ops_listener = match options.metrics_listen {
+        Some(addr) => {
+            let listener = ops::bind(addr).await?;
+            let local = listener
+                .local_addr()
+                .map_err(|source| OpsError::Bind { addr, source })?;
+            Some((listener, local))
+        }
+        None => None,
+    };
     let endpoint = quic::bind(options.quic_listen, quic_config)?;
     let quic_addr = endpoint.local_addr().map_err(|source| QuicError::Bind {
         addr: options.quic_listen,
@@ -254,6 +270,16 @@ async fn start_and_run(
     let sessions = SessionSlots::new(limits.max_sessions);
     let connections = SessionSlots::new(limits.max_quic_connections);
     let (trigger, shutdown) = shutdown::channel();
+    let ops = Ops {
+        relay: Arc::clone(&relay),
+        sessions: sessions.clone(),
+        connections: connections.clone(),
+        log: Arc::clone(&log_reader),
+        signed_head: data_dir.join(SIGNED_HEAD_FILE),
+    };
+    let ops_addr = ops_listener.as_ref().map(|(_, addr)| *addr);
+    let ops_task = ops_listener
+        .map(|(listener, _)| tokio::spawn(ops::serve(listener, ops.clone(), shutdown.clone())));
 
     let quic_task = tokio::spawn(quic::serve(
         endpoint.clone(),
@@ -321,11 +347,15 @@ async fn start_and_run(
     ))?;
     announce(&format!("listening tcp {tcp_addr}"))?;
     announce(&format!("listening log-http {log_addr}"))?;
+    if let Some(addr) = ops_addr {
+        announce(&format!("listening metrics {addr}"))?;
+    }
     announce(&format!("log vkey {log_vkey}"))?;
     for line in onion_announce.iter().flatten() {
         announce(line)?;
     }
     announce("ready")?;
+    let watchdog = ops::notify_ready(ops, shutdown.clone());
     tracing::info!(
         %quic_addr,
         %tcp_addr,
@@ -347,6 +377,9 @@ async fn start_and_run(
         let _ = task.await;
     }
     if let Some(task) = retention_task {
+        let _ = task.await;
+    }
+    for task in [ops_task, watchdog].into_iter().flatten() {
         let _ = task.await;
     }
     for task in log_tasks {

@@ -6,11 +6,13 @@
 
 use crate::handler::{self, Relay};
 use crate::limits::{RateConfig, SharedBucket, retry_after_seconds};
+use crate::metrics::{self, Metrics};
 use crate::session::Session;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use rand::TryRngCore;
 use rand::rngs::OsRng;
+use refuge_proto::ErrorCode;
 use refuge_proto::frame::{self, PREFIX_LEN};
 use refuge_proto::wire::ServerFrame;
 use std::collections::HashMap;
@@ -303,6 +305,11 @@ impl SessionSlots {
         self.max
     }
 
+    /// Sessions holding a slot now.
+    pub fn open(&self) -> usize {
+        self.max - self.slots.available_permits().min(self.max)
+    }
+
     fn register(&self, permit: OwnedSemaphorePermit) -> Slot {
         let activity = Activity::detached();
         let mut live = lock(&self.live);
@@ -397,7 +404,12 @@ async fn write_frame<W: AsyncWrite + Unpin>(
 }
 
 /// Answers a stream that arrives when the relay is at its session limit, then closes it.
-pub async fn refuse_busy<W: AsyncWrite + Unpin>(mut writer: W, max_sessions: usize) {
+pub async fn refuse_busy<W: AsyncWrite + Unpin>(
+    mut writer: W,
+    max_sessions: usize,
+    metrics: &Metrics,
+) {
+    metrics.refused_busy();
     let within = Duration::from_secs(5);
     let _ = write_frame(&mut writer, &handler::too_busy(max_sessions), within).await;
     let _ = timeout(within, writer.shutdown()).await;
@@ -434,6 +446,25 @@ where
 /// handler's future live on the heap only while a request runs, so that an idle session costs
 /// little more than its socket.
 pub async fn serve_session_limited<S, R, W>(
+    relay: &Relay<S>,
+    reader: R,
+    writer: &mut W,
+    limits: &SessionLimits,
+    bucket: &SharedBucket,
+    activity: &Activity,
+    shutdown: Shutdown,
+) -> io::Result<SessionEnd>
+where
+    S: Store,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let end = run_session(relay, reader, writer, limits, bucket, activity, shutdown).await;
+    relay.metrics().session_ended(&end);
+    end
+}
+
+async fn run_session<S, R, W>(
     relay: &Relay<S>,
     mut reader: R,
     writer: &mut W,
@@ -488,6 +519,9 @@ where
             Ok(len) => len,
             Err(_) => {
                 let declared = u32::from_be_bytes(prefix) as usize;
+                relay
+                    .metrics()
+                    .request(metrics::UNREAD, ErrorCode::FrameTooLarge.as_str_name());
                 write_frame(writer, &handler::frame_too_large(declared), idle).await?;
                 let _ = timeout(idle, writer.shutdown()).await;
                 return Ok(SessionEnd::FrameTooLarge);
@@ -532,6 +566,9 @@ where
                     let _ = timeout(idle, writer.shutdown()).await;
                     return Ok(SessionEnd::RateLimited);
                 }
+                relay
+                    .metrics()
+                    .request(metrics::UNREAD, ErrorCode::RateLimited.as_str_name());
                 handler::rate_limited(&body, retry_after_seconds(wait))
             }
         };
@@ -708,7 +745,7 @@ mod tests {
     #[tokio::test]
     async fn a_busy_relay_says_so_and_closes() {
         let (mut client, server) = tokio::io::duplex(4096);
-        refuse_busy(server, 7).await;
+        refuse_busy(server, 7, &Metrics::default()).await;
         let mut bytes = Vec::new();
         client
             .read_to_end(&mut bytes)

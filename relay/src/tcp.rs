@@ -89,8 +89,9 @@ pub async fn serve<S: Store>(
                         "refusing a session: at the session limit and no session idle"
                     );
                     let max = sessions.max();
+                    let relay = Arc::clone(&relay);
                     tokio::spawn(async move {
-                        refuse_busy(stream, max).await;
+                        refuse_busy(stream, max, relay.metrics()).await;
                         drop(refusing);
                     });
                 }
@@ -104,7 +105,7 @@ pub async fn serve<S: Store>(
         tokio::spawn(async move {
             let mut stream = stream;
             let Some(slot) = entry.ready().await else {
-                refuse_busy(stream, max).await;
+                refuse_busy(stream, max, relay.metrics()).await;
                 return;
             };
             let (reader, mut writer) = stream.split();

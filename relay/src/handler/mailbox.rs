@@ -3,7 +3,7 @@
 use super::{Relay, UnixSeconds};
 use crate::reject::Reject;
 use crate::session::{MailboxGrant, OpenSession};
-use crate::store::{IdempotencyId, NewDeposit, NewMailbox, Store, expiry_hour, to_hour};
+use crate::store::{Deposited, IdempotencyId, NewDeposit, NewMailbox, Store, expiry_hour, to_hour};
 use refuge_proto::ids::{DepositToken, MailboxId, auth_key_from_slice, signature_from_slice};
 use refuge_proto::wire::server_frame::Response;
 use refuge_proto::wire::{self};
@@ -120,8 +120,11 @@ impl<S: Store> Relay<S> {
         // Junk (an unknown mailbox, a wrong token, no valid ticket) is turned away on a read
         // connection and never queues for the single writer, which checks everything again.
         self.store.precheck_deposit(&deposit).await?;
+        let len = deposit.sealed.len();
         // A repeat of a deposit already stored is answered exactly like the first one.
-        self.store.deposit(deposit).await?;
+        if self.store.deposit(deposit).await? == Deposited::Stored {
+            self.metrics.deposited(len);
+        }
         Ok(Response::DepositAccepted(wire::DepositAccepted {}))
     }
 

@@ -18,6 +18,7 @@ pub use prekeys::{
 mod tests;
 
 use crate::admission::{Admission, AdmissionConfig, Admitted, Refusal};
+use crate::metrics::{self, Metrics};
 use crate::reject::Reject;
 use crate::roster::Roster;
 use crate::session::{AlreadyGreeted, OpenSession, Session};
@@ -45,6 +46,7 @@ pub struct Relay<S> {
     roster: RwLock<Arc<Roster>>,
     log: Option<LogAccess>,
     admission: Mutex<Admission>,
+    metrics: Metrics,
 }
 
 /// What the handler needs to serve the directory log: reads, and the sequencer for submissions
@@ -69,6 +71,7 @@ impl<S: Store> Relay<S> {
             roster: RwLock::new(Arc::new(roster)),
             log: None,
             admission: Mutex::new(Admission::new(admission, 0, &mut rand::rng())),
+            metrics: Metrics::default(),
         }
     }
 
@@ -141,6 +144,16 @@ impl<S: Store> Relay<S> {
         &self.store
     }
 
+    /// The relay's aggregate counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The proof-of-work effort asked for now (without moving the adaptive state).
+    pub fn pow_effort(&self) -> u32 {
+        self.admission().current_effort()
+    }
+
     /// The roster in force.
     pub fn roster(&self) -> Arc<Roster> {
         Arc::clone(&self.roster.read().unwrap_or_else(|p| p.into_inner()))
@@ -161,13 +174,17 @@ impl<S: Store> Relay<S> {
     ) -> ServerFrame {
         match frame::decode_body::<ClientFrame>(body) {
             Ok(request) => self.handle(session, request, now, rng).await,
-            Err(e) => error_frame(
-                0,
-                &Reject::malformed(format!(
-                    "the frame could not be read as a ClientFrame ({e}); send exactly one \
+            Err(e) => {
+                self.metrics
+                    .request(metrics::UNREAD, ErrorCode::MalformedRequest.as_str_name());
+                error_frame(
+                    0,
+                    &Reject::malformed(format!(
+                        "the frame could not be read as a ClientFrame ({e}); send exactly one \
                      canonically encoded ClientFrame per frame"
-                )),
-            ),
+                    )),
+                )
+            }
         }
     }
 
@@ -180,7 +197,16 @@ impl<S: Store> Relay<S> {
         rng: &mut R,
     ) -> ServerFrame {
         let id = request.request_id;
-        match self.dispatch(session, request.request, now, rng).await {
+        let name = request
+            .request
+            .as_ref()
+            .map_or(metrics::UNREAD, |r| r.name());
+        let result = self.dispatch(session, request.request, now, rng).await;
+        self.metrics.request(
+            name,
+            metrics::outcome(result.as_ref().err().map(|reject| reject.code)),
+        );
+        match result {
             Ok(response) => ServerFrame {
                 request_id: id,
                 response: Some(response),

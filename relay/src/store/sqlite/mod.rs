@@ -153,6 +153,54 @@ impl SqliteStore {
         }
     }
 
+    /// Write jobs waiting for the writer, and how many may wait; `None` once shut down.
+    pub fn write_queue(&self) -> Option<(usize, usize)> {
+        let sender = lock(&self.inner.writer).clone()?;
+        Some((
+            sender.max_capacity() - sender.capacity(),
+            sender.max_capacity(),
+        ))
+    }
+
+    /// Whether the writer commits and a read connection answers, each within `within`: the
+    /// relay's health check. Changes nothing.
+    pub async fn check_health(&self, within: std::time::Duration) -> Result<(), String> {
+        match tokio::time::timeout(within, self.write(|_| Ok(()))).await {
+            Err(_) => {
+                return Err(format!(
+                    "the storage writer did not answer within {within:?}"
+                ));
+            }
+            Ok(Err(e)) => return Err(format!("the storage writer failed: {e}")),
+            Ok(Ok(())) => {}
+        }
+        let read = self.read(|c| {
+            c.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(StoreError::from)
+        });
+        match tokio::time::timeout(within, read).await {
+            Err(_) => Err(format!("a storage read did not answer within {within:?}")),
+            Ok(Err(e)) => Err(format!("a storage read failed: {e}")),
+            Ok(Ok(_)) => Ok(()),
+        }
+    }
+
+    /// Undelivered messages and their bytes over all mailboxes (kept by triggers, so this reads
+    /// one row per mailbox, not the messages).
+    pub async fn held_totals(&self) -> Result<(u64, u64), StoreError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT total(held_messages), total(held_bytes) FROM mailboxes",
+                [],
+                |r| Ok((r.get::<_, f64>(0)? as u64, r.get::<_, f64>(1)? as u64)),
+            )
+            .map_err(StoreError::from)
+        })
+        .await
+    }
+
     /// Runs `f` on the writer thread inside the next group commit; returns once committed.
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
