@@ -42,6 +42,28 @@ pub enum Command {
     /// Print the SHA-256 pin of the QUIC certificate's public key (making the key if there is
     /// none yet).
     SpkiPin(DataDirArgs),
+    /// Copy the database (consistently, while the relay serves), the log's signed-checkpoint
+    /// record, the TLS key, the log signing key and the onion service's keys into DEST, a new
+    /// directory, with a manifest of their SHA-256. Prints the recovery point (see
+    /// docs/operations.md)
+    Backup {
+        #[command(flatten)]
+        data: DataDirArgs,
+        /// A new (or empty) directory; keep it as private as the data directory
+        #[arg(value_name = "DEST")]
+        dest: PathBuf,
+    },
+    /// Put a backup in place of the data directory's database and keys (the relay must be
+    /// stopped). Checks the backup first; moves what it replaces into
+    /// <data-dir>/pre-restore-<time>/; never moves the record of the newest signed checkpoint
+    /// back in time (see docs/operations.md)
+    Restore {
+        #[command(flatten)]
+        data: DataDirArgs,
+        /// The directory `refuge-relay backup` wrote
+        #[arg(value_name = "BACKUP")]
+        backup: PathBuf,
+    },
     /// Operate the directory transparency log (safe while the relay runs).
     #[command(subcommand)]
     Log(LogCommand),

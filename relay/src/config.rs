@@ -23,6 +23,13 @@ pub enum ConfigError {
     },
     #[error("the data directory {0} is not a directory")]
     NotADirectory(PathBuf),
+    #[error("another refuge-relay process holds the data directory {0} (serving, or restoring)")]
+    InUse(PathBuf),
+    #[error("cannot lock the data directory {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl ConfigError {
@@ -31,6 +38,14 @@ impl ConfigError {
             ConfigError::NoDataDir => "pass --data-dir DIR",
             ConfigError::CreateDataDir { .. } | ConfigError::NotADirectory(_) => {
                 "pass --data-dir with a directory the relay's user may create and write"
+            }
+            ConfigError::InUse(_) => {
+                "stop the relay that uses this data directory first (systemctl stop refuge-relay), \
+                 or pass another --data-dir"
+            }
+            ConfigError::Lock { .. } => {
+                "the relay needs to create and lock <data-dir>/lock; check the directory's \
+                 owner and that its file system supports locks"
             }
         }
     }
@@ -88,6 +103,38 @@ pub fn prepare_data_dir(dir: &Path) -> Result<(), ConfigError> {
         );
     }
     Ok(())
+}
+
+/// The file `serve` and `restore` lock, so that only one of them uses a data directory.
+pub const LOCK_FILE: &str = "lock";
+
+/// An exclusive lock on a data directory, held until dropped (or the process ends, however it
+/// ends: the kernel releases it).
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+/// Takes the data directory's exclusive lock, or fails at once with [`ConfigError::InUse`].
+pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, ConfigError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(LOCK_FILE);
+    let lock_error = |source| ConfigError::Lock {
+        path: path.clone(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(lock_error)?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(DataDirLock { _file: file }),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(ConfigError::InUse(dir.to_owned())),
+        Err(e) => Err(lock_error(e.into())),
+    }
 }
 
 /// Bounds on what clients can make the relay hold or do.
@@ -162,6 +209,18 @@ mod tests {
             resolve_data_dir_with(None, env(&[])),
             Err(ConfigError::NoDataDir)
         ));
+    }
+
+    #[test]
+    fn only_one_process_locks_a_data_dir() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let held = lock_data_dir(dir.path()).expect("first lock");
+        assert!(matches!(
+            lock_data_dir(dir.path()),
+            Err(ConfigError::InUse(_))
+        ));
+        drop(held);
+        lock_data_dir(dir.path()).expect("free again once dropped");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod backup;
 #[cfg(feature = "onion")]
 pub mod cli;
 pub mod config;

@@ -2,6 +2,7 @@
 //! `refuge-relay`: see the crate documentation of `refuge_relay`.
 
 use clap::Parser;
+use refuge_relay::backup;
 use refuge_relay::cli::{Cli, Command, LogCommand};
 use refuge_relay::config_file;
 use refuge_relay::server;
@@ -35,6 +36,55 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e, e.hint()),
         },
+        Command::Backup { data, dest } => {
+            match backup::backup(data.data_dir.as_deref(), &dest, unix_now()) {
+                Ok(m) => {
+                    println!("backup {}", dest.display());
+                    println!(
+                        "recovery point: {} undelivered messages (last message id {}), log size {}, \
+                         newest signed checkpoint {}",
+                        m.messages,
+                        m.last_message_id,
+                        m.log_size,
+                        m.signed_size
+                            .map_or("none".to_string(), |s| format!("size {s}"))
+                    );
+                    println!("files {}", m.files.len());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e, e.hint()),
+            }
+        }
+        Command::Restore { data, backup } => {
+            match backup::restore(data.data_dir.as_deref(), &backup, unix_now()) {
+                Ok(r) => {
+                    let m = &r.manifest;
+                    println!(
+                        "restored {}: {} undelivered messages (last message id {}), log size {}",
+                        backup.display(),
+                        m.messages,
+                        m.last_message_id,
+                        m.log_size
+                    );
+                    if let Some(aside) = &r.moved_aside {
+                        println!("previous files moved to {}", aside.display());
+                    }
+                    if let Some(size) = r.kept_newer_record {
+                        println!(
+                            "kept the newer signed-checkpoint record (size {size}): before \
+                             starting the relay, append log entries {} to {} again with \
+                             `refuge-relay log append` (the authority's entry files, in their \
+                             order), which rebuilds the same tree; until then the relay signs \
+                             nothing and clients that saw the newer log report a rollback",
+                            m.log_size,
+                            size.saturating_sub(1)
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e, e.hint()),
+            }
+        }
         Command::SpkiPin(args) => match server::spki_pin(args.data_dir) {
             Ok(pin) => {
                 println!("{pin}");
@@ -81,6 +131,12 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn fail(e: &dyn std::fmt::Display, hint: &str) -> ExitCode {

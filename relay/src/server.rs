@@ -148,6 +148,8 @@ pub fn spki_pin(data_dir: Option<PathBuf>) -> Result<String, ServeError> {
 pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let data_dir = config::resolve_data_dir(options.data_dir.as_deref())?;
     config::prepare_data_dir(&data_dir)?;
+    // Held until serve returns: a second relay, or a restore, on this directory is refused.
+    let _lock = config::lock_data_dir(&data_dir)?;
     let store = SqliteStore::open(&data_dir.join(DATABASE_FILE), options.store.clone())?;
     match start_and_run(&options, &data_dir, &store).await {
         Ok(()) => Ok(()),

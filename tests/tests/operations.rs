@@ -243,3 +243,239 @@ fn the_metrics_endpoint_takes_loopback_addresses_only() {
         "{stderr}"
     );
 }
+
+/// Deposits numbered messages into one raw user mailbox until `stop`, recording for each
+/// accepted one when it was sent and when the relay confirmed it.
+fn load(
+    addr: std::net::SocketAddr,
+    id: [u8; 16],
+    token: [u8; 32],
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<(u32, std::time::Instant, std::time::Instant)>> {
+    use refuge_proto::wire::client_frame::Request;
+    use refuge_proto::wire::server_frame::Response;
+    std::thread::spawn(move || {
+        let mut s = RawSession::connect(addr, true);
+        let mut accepted = Vec::new();
+        let mut i = 0u32;
+        while !stop.load(Ordering::Relaxed) && i < 100_000 {
+            let mut idempotency_id = [0u8; 16];
+            idempotency_id[..4].copy_from_slice(&i.to_be_bytes());
+            let sent = std::time::Instant::now();
+            let r = s.request(Request::Deposit(refuge_proto::wire::Deposit {
+                mailbox_id: id.to_vec(),
+                deposit_token: token.to_vec(),
+                sealed: format!("load deposit {i:08}").into_bytes(),
+                idempotency_id: idempotency_id.to_vec(),
+                ..Default::default()
+            }));
+            assert!(
+                matches!(r.response, Some(Response::DepositAccepted(_))),
+                "{r:?}"
+            );
+            accepted.push((i, sent, std::time::Instant::now()));
+            i += 1;
+            // A steady stream, well under the mailbox's quota of 1,000 for the test's length.
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        accepted
+    })
+}
+
+fn held_deposits(db: &std::path::Path, id: [u8; 16]) -> BTreeSet<u32> {
+    let conn = rusqlite::Connection::open(db).expect("open relay db");
+    let mut stmt = conn
+        .prepare("SELECT sealed FROM messages WHERE mailbox_id = ?1")
+        .expect("prepare");
+    stmt.query_map([id.to_vec()], |r| r.get::<_, Vec<u8>>(0))
+        .expect("query")
+        .map(|sealed| {
+            let sealed = String::from_utf8(sealed.expect("row")).expect("utf-8");
+            sealed
+                .strip_prefix("load deposit ")
+                .and_then(|n| n.parse().ok())
+                .expect("a load deposit")
+        })
+        .collect()
+}
+
+#[test]
+fn a_backup_under_load_restores_exactly_its_recovery_point_and_the_log_stays_consistent() {
+    let mut w = setup_witnessed("tcp");
+    let (witness_key, _witness) = w.witness.take().expect("witnessed world");
+    let relay_dir = w.relay.data_dir.clone();
+    let relay_dir_s = relay_dir.display().to_string();
+    let (id, token) = ([0x42; 16], [0x24; 32]);
+    let key = ed25519_dalek::SigningKey::from_bytes(&[0x17; 32]);
+    create_raw_mailbox(&mut RawSession::connect(w.relay.tcp, true), id, &key, token);
+
+    // The backup is taken while deposits stream in, and more follow it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = load(w.relay.tcp, id, token, Arc::clone(&stop));
+    std::thread::sleep(Duration::from_millis(300));
+    let backup_dir = w.path("backup-1");
+    let started = std::time::Instant::now();
+    let out = run_ok(
+        "refuge-relay",
+        &[
+            "backup",
+            "--data-dir",
+            &relay_dir_s,
+            &backup_dir.display().to_string(),
+        ],
+    );
+    let finished = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let accepted = loader.join().expect("load thread");
+    let point: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("recovery point: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no recovery point in {out}"));
+    assert!(out.contains("newest signed checkpoint size 2"), "{out}");
+    let before: Vec<u32> = accepted
+        .iter()
+        .filter(|(_, _, confirmed)| *confirmed < started)
+        .map(|(i, _, _)| *i)
+        .collect();
+    let after: Vec<u32> = accepted
+        .iter()
+        .filter(|(_, sent, _)| *sent > finished)
+        .map(|(i, _, _)| *i)
+        .collect();
+    assert!(
+        !before.is_empty() && !after.is_empty(),
+        "deposits before and after the backup: {} before, {} after",
+        before.len(),
+        after.len()
+    );
+    assert!(!backup_dir.join("arti").exists(), "no onion service here");
+    let mode = std::fs::metadata(backup_dir.join("log-key"))
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .expect("log key copied");
+    assert_eq!(mode, 0o600, "keys stay private in the backup");
+
+    // After the backup the directory changes: a third device is enrolled (log size 3, cosigned
+    // by the witness), and the user's client accepts that checkpoint.
+    let authority = Authority {
+        key_file: w.path("authority.key"),
+        key_hex: w.authority_key_hex.clone(),
+    };
+    let req = staff_init(w.dir.path(), "staff3", "emb-xx/hr-desk-3");
+    let entry = w.path("staff3.entry");
+    authority.enrol(&req, &entry);
+    let out = authority.submit(&w.relay, &w.path("policy.signed"), &[entry.as_path()]);
+    assert!(out.contains("index 2"), "{out}");
+    witness_key.wait_cosigned(&w.relay, 3);
+    let user = w.p("user");
+    let out = run_ok("refuge", &["--data-dir", &user, "posts"]);
+    assert!(out.contains("(3 staff devices)"), "{out}");
+
+    // The relay's machine is lost mid-write; the database is restored from the backup into the
+    // same data directory, whose record of the newest signed checkpoint (size 3) survived.
+    let (quic, tcp, log_http) = (w.relay.quic, w.relay.tcp, w.relay.log_http.expect("log"));
+    w.relay.kill();
+    let out = run_ok(
+        "refuge-relay",
+        &[
+            "restore",
+            "--data-dir",
+            &relay_dir_s,
+            &backup_dir.display().to_string(),
+        ],
+    );
+    assert!(
+        out.contains("kept the newer signed-checkpoint record (size 3)")
+            && out.contains("log entries 2 to 2"),
+        "{out}"
+    );
+    assert!(out.contains("previous files moved to"), "{out}");
+
+    // A batch that does not rebuild the signed tree (another device in place of the lost
+    // entry) is refused as the rollback it would be, and nothing is stored.
+    let req4 = staff_init(w.dir.path(), "staff4", "emb-xx/hr-desk-4");
+    let other = w.path("staff4.entry");
+    authority.enrol(&req4, &other);
+    let db = relay_dir.join("relay.sqlite3");
+    let before_refused = db_snapshot(&db);
+    let err = run_err(
+        "refuge-relay",
+        &[
+            "log",
+            "append",
+            "--data-dir",
+            &relay_dir_s,
+            "--authority-key",
+            &w.authority_key_hex,
+            "--",
+            &other.display().to_string(),
+        ],
+    );
+    assert!(err.contains("went back in time"), "{err}");
+    assert_eq!(db_snapshot(&db), before_refused, "nothing was stored");
+
+    // The entry appended after the backup is appended again, which rebuilds the same tree.
+    let out = run_ok(
+        "refuge-relay",
+        &[
+            "log",
+            "append",
+            "--data-dir",
+            &relay_dir_s,
+            "--authority-key",
+            &w.authority_key_hex,
+            "--",
+            &entry.display().to_string(),
+        ],
+    );
+    assert!(out.contains("size 3"), "{out}");
+
+    let mut args: Vec<String> = w.relay_args.clone();
+    args.extend(["--log-http".into(), log_http.to_string()]);
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    w.relay = Relay::start_on(&relay_dir, quic, tcp, &arg_refs);
+
+    // What the restore lost is exactly what was deposited after the backup.
+    let held = held_deposits(&w.relay.db_path(), id);
+    assert_eq!(
+        held.len() as u64,
+        point,
+        "the recovery point the backup printed"
+    );
+    for i in &before {
+        assert!(
+            held.contains(i),
+            "deposit {i}, confirmed before the backup, was lost"
+        );
+    }
+    for i in &after {
+        assert!(
+            !held.contains(i),
+            "deposit {i}, sent after the backup, came back"
+        );
+    }
+
+    // The log is consistent for the witness (it cosigns the rebuilt checkpoint of size 3 again,
+    // no fork) and for the client (its stored checkpoint of size 3 is extended, no alarm), and
+    // a first contact goes through the restored relay.
+    witness_key.wait_cosigned(&w.relay, 3);
+    let out = run_ok("refuge", &["--data-dir", &user, "posts"]);
+    assert!(out.contains("(3 staff devices)"), "{out}");
+    let out = run_ok(
+        "refuge",
+        &[
+            "--data-dir",
+            &user,
+            "contact",
+            "--post",
+            POST,
+            "--message",
+            FIRST,
+        ],
+    );
+    assert!(out.contains("sent to 2 staff devices"), "{out}");
+    let read = run_ok("refuge-inbox", &["--data-dir", &w.p("staff1"), "read"]);
+    assert!(read.contains(FIRST), "{read}");
+}

@@ -355,7 +355,7 @@ impl TransparencyLog {
     }
 
     /// Parses a checkpoint this relay signed, checking its signature and origin.
-    fn parse_own(&self, note: &str) -> Result<Checkpoint, LogError> {
+    pub(crate) fn parse_own(&self, note: &str) -> Result<Checkpoint, LogError> {
         let unusable = |what: String| LogError::HeadUnusable(what);
         let verifier = self.signer.verifier();
         let verified = UncheckedNote::parse(note.as_bytes())

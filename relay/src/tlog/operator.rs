@@ -15,6 +15,7 @@
 //! signed (by signing the current tree, which is idempotent): a rolled-back or forked database
 //! halts the command before anything is stored.
 
+use super::SignedHeadStore;
 use super::key::{self, LogKeyError};
 use super::{FileSignedHead, LogError, TransparencyLog, latest_checkpoint, log_size, read_entries};
 use crate::config::{self, ConfigError};
@@ -22,6 +23,7 @@ use crate::store::sqlite::{DATABASE_FILE, OpenError, schema};
 use ed25519_dalek::VerifyingKey;
 use refuge_proto::directory_entry::{EntryError, MAX_ENTRY_LEN, UncheckedEntry};
 use refuge_proto::directory_log::{DirectoryReplay, ReplayError, replay_threads};
+use refuge_proto::tlog::hash::{leaf_hash, merkle_tree_hash};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -155,8 +157,21 @@ pub fn append(
     let mut conn = schema::open_writer(&dir.join(DATABASE_FILE))?;
     let mut head = FileSignedHead::new(dir.join(SIGNED_HEAD_FILE));
 
-    // Halt on a rolled-back or forked database before storing anything.
-    log.sign_checkpoint(&mut conn, &mut head)?;
+    // Halt on a rolled-back or forked database before storing anything, with one exception: a
+    // database restored from a backup that is behind the signed record takes back exactly the
+    // entries it lost, a batch that rebuilds the tree this relay signed.
+    match log.sign_checkpoint(&mut conn, &mut head) {
+        Ok(_) => {}
+        Err(LogError::RolledBack { stored, signed, .. }) => {
+            check_rebuilds_signed_tree(&log, &conn, &head, &entries, stored, signed)?;
+            tracing::info!(
+                stored,
+                signed,
+                "the batch rebuilds the signed tree the database lost; appending it"
+            );
+        }
+        Err(e) => return Err(e.into()),
+    }
     let size = log_size(&conn)?;
     let mut replay = DirectoryReplay::new(&authorities);
     replay
@@ -188,6 +203,38 @@ pub fn append(
         new_size: signed.size,
         checkpoint: signed.note,
     })
+}
+
+/// For a database behind its signed record (`stored` < `signed` entries): whether the stored
+/// entries followed by `batch` begin with exactly the tree of the recorded checkpoint (same
+/// size, same root). Anything else is refused as the rollback it is, and nothing is stored.
+fn check_rebuilds_signed_tree(
+    log: &TransparencyLog,
+    conn: &rusqlite::Connection,
+    head: &FileSignedHead,
+    batch: &[Vec<u8>],
+    stored: u64,
+    signed: u64,
+) -> Result<(), LogError> {
+    let rolled_back = || LogError::RolledBack {
+        stored,
+        signed,
+        source_of_record: "signed-checkpoint record",
+    };
+    let Some(note) = head.last_signed()? else {
+        return Err(rolled_back());
+    };
+    let recorded = log.parse_own(&note)?;
+    let signed_len = usize::try_from(signed).map_err(|_| rolled_back())?;
+    let mut leaves: Vec<_> = read_entries(conn, 0, stored)?
+        .iter()
+        .map(|e| leaf_hash(e))
+        .collect();
+    leaves.extend(batch.iter().map(|e| leaf_hash(e)));
+    if leaves.len() < signed_len || merkle_tree_hash(&leaves[..signed_len]) != *recorded.root() {
+        return Err(rolled_back());
+    }
+    Ok(())
 }
 
 /// `refuge-relay log checkpoint`: the newest signed checkpoint.
