@@ -236,11 +236,16 @@ fn files_below(base: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Ba
     Ok(())
 }
 
-/// The recovery point of a database: (messages, last message id, log size, newest signed
-/// checkpoint note).
-fn recovery_point(
-    conn: &rusqlite::Connection,
-) -> rusqlite::Result<(u64, u64, u64, Option<(u64, String)>)> {
+/// The recovery point of a database.
+struct RecoveryPoint {
+    messages: u64,
+    last_message_id: u64,
+    log_size: u64,
+    /// The newest checkpoint signed: its size and note.
+    newest: Option<(u64, String)>,
+}
+
+fn recovery_point(conn: &rusqlite::Connection) -> rusqlite::Result<RecoveryPoint> {
     let (messages, last): (i64, i64) = conn.query_row(
         "SELECT count(*), coalesce(max(id), 0) FROM messages",
         [],
@@ -262,7 +267,12 @@ fn recovery_point(
             rusqlite::Error::QueryReturnedNoRows => Ok(None),
             e => Err(e),
         })?;
-    Ok((n(messages), n(last), n(log_size), newest))
+    Ok(RecoveryPoint {
+        messages: n(messages),
+        last_message_id: n(last),
+        log_size: n(log_size),
+        newest,
+    })
 }
 
 /// The size of a checkpoint note signed by the log key in `vkey_file`; `None` if it is not one.
@@ -319,8 +329,12 @@ pub fn backup(
     let schema_version: i64 = copied
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(sqlite(&copy))?;
-    let (messages, last_message_id, log_size, newest) =
-        recovery_point(&copied).map_err(sqlite(&copy))?;
+    let RecoveryPoint {
+        messages,
+        last_message_id,
+        log_size,
+        newest,
+    } = recovery_point(&copied).map_err(sqlite(&copy))?;
     drop(copied);
     std::fs::File::open(&copy)
         .and_then(|f| f.sync_all())
