@@ -98,7 +98,8 @@ impl Relay {
                 loose.extend([flag, value]);
             }
         }
-        let mut child = Command::new(bin("refuge-relay"))
+        let mut command = Command::new(bin("refuge-relay"));
+        command
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
@@ -112,7 +113,19 @@ impl Relay {
             ])
             .args(&loose)
             .args(extra)
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        Relay::start_command(command, data_dir, stderr, stderr_log)
+    }
+
+    /// Starts a relay from a prepared `refuge-relay serve` command (e.g. as a service unit
+    /// would run it) and waits until it says `ready`; its stderr goes to `stderr_log`.
+    pub fn start_command(
+        mut command: Command,
+        data_dir: &Path,
+        stderr: std::fs::File,
+        stderr_log: PathBuf,
+    ) -> Relay {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -1091,8 +1104,29 @@ pub fn setup_witnessed(transport: &str) -> World {
     setup_world(transport, &[], true)
 }
 
+/// Like [`setup`], with a relay started by `start` from the world's directory and the serve
+/// arguments the world needs (`--authority-key HEX`): e.g. the relay of the installed Debian
+/// package, started the way its systemd unit runs it.
+pub fn setup_on(transport: &str, start: impl FnOnce(&Path, &[String]) -> Relay) -> World {
+    let dir = tempfile::tempdir().expect("temp dir");
+    setup_world_in(dir, transport, &[], false, start)
+}
+
 fn setup_world(transport: &str, relay_args: &[&str], witnessed: bool) -> World {
     let dir = tempfile::tempdir().expect("temp dir");
+    setup_world_in(dir, transport, relay_args, witnessed, |dir, args| {
+        let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        Relay::start(&dir.join("relay"), &arg_refs)
+    })
+}
+
+fn setup_world_in(
+    dir: tempfile::TempDir,
+    transport: &str,
+    relay_args: &[&str],
+    witnessed: bool,
+    start: impl FnOnce(&Path, &[String]) -> Relay,
+) -> World {
     let authority = Authority::create(dir.path());
     let requests: Vec<PathBuf> = [("staff1", DESK1), ("staff2", DESK2)]
         .iter()
@@ -1110,8 +1144,7 @@ fn setup_world(transport: &str, relay_args: &[&str], witnessed: bool) -> World {
         ]);
     }
     args.extend(relay_args.iter().map(|a| a.to_string()));
-    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let relay = Relay::start(&dir.path().join("relay"), &arg_refs);
+    let relay = start(dir.path(), &args);
     let witness = witness_key.map(|k| {
         let process = k.start(&relay, &authority.key_hex, &dir.path().join("witness"));
         (k, process)
