@@ -479,3 +479,47 @@ fn a_backup_under_load_restores_exactly_its_recovery_point_and_the_log_stays_con
     let read = run_ok("refuge-inbox", &["--data-dir", &w.p("staff1"), "read"]);
     assert!(read.contains(FIRST), "{read}");
 }
+
+#[test]
+fn under_systemd_the_relay_says_ready_feeds_the_watchdog_and_says_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("bind the notification socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    // As systemd starts a Type=notify unit with WatchdogSec=2.
+    let mut relay = Relay::start_with_env(
+        &dir.path().join("relay"),
+        &[],
+        &[
+            ("NOTIFY_SOCKET", &socket_path.display().to_string()),
+            ("WATCHDOG_USEC", "2000000"),
+        ],
+    );
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    while !seen.iter().any(|m: &String| m.contains("WATCHDOG=1")) {
+        let n = socket
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no notification ({e}); so far {seen:?}"));
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(seen[0].contains("READY=1"), "READY comes first: {seen:?}");
+    // Fed again within the interval, while the storage answers.
+    let n = socket.recv(&mut buf).expect("the watchdog is fed again");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1"));
+    assert!(relay.stop(), "clean exit");
+    let mut stopping = false;
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    while let Ok(n) = socket.recv(&mut buf) {
+        if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
+            stopping = true;
+            break;
+        }
+    }
+    assert!(stopping, "STOPPING on SIGTERM");
+}
