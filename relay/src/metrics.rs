@@ -8,7 +8,6 @@
 //! breakdown to ask for. No I/O and no clock: the values the endpoint reads at scrape time (the
 //! store, the log, the sessions) come in as a [`Gauges`] value.
 
-use crate::stream::SessionEnd;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -25,8 +24,8 @@ pub const OK: &str = "ok";
 /// (answered RATE_LIMITED or FRAME_TOO_LARGE before it was decoded).
 pub const UNREAD: &str = "unread";
 
-/// Ways a session ends, in the order of [`SessionEnd`]'s variants, as label values.
-const SESSION_ENDS: [&str; 9] = [
+/// Ways a session ends, as label values (`stream::SessionEnd::reason` gives a session's).
+pub const SESSION_ENDS: [&str; 9] = [
     "closed",
     "truncated",
     "idle_timeout",
@@ -37,20 +36,6 @@ const SESSION_ENDS: [&str; 9] = [
     "displaced",
     "io_error",
 ];
-
-fn end_index(end: &std::io::Result<SessionEnd>) -> usize {
-    match end {
-        Ok(SessionEnd::Closed) => 0,
-        Ok(SessionEnd::Truncated) => 1,
-        Ok(SessionEnd::IdleTimeout) => 2,
-        Ok(SessionEnd::SlowFrame) => 3,
-        Ok(SessionEnd::RateLimited) => 4,
-        Ok(SessionEnd::FrameTooLarge) => 5,
-        Ok(SessionEnd::Shutdown) => 6,
-        Ok(SessionEnd::Evicted) => 7,
-        Err(_) => 8,
-    }
-}
 
 /// The relay's counters, shared by every session (one per [`crate::handler::Relay`]).
 #[derive(Debug, Default)]
@@ -80,9 +65,15 @@ impl Metrics {
             .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
-    /// Counts how a session ended.
-    pub fn session_ended(&self, end: &std::io::Result<SessionEnd>) {
-        self.session_ends[end_index(end)].fetch_add(1, Ordering::Relaxed);
+    /// Counts how a session ended: one of [`SESSION_ENDS`] (anything else is a bug, counted
+    /// nowhere).
+    pub fn session_ended(&self, reason: &str) {
+        match SESSION_ENDS.iter().position(|r| *r == reason) {
+            Some(i) => {
+                self.session_ends[i].fetch_add(1, Ordering::Relaxed);
+            }
+            None => tracing::error!(reason, "a session end without a metrics label"),
+        }
     }
 
     /// Counts a session turned away at the session limit.
@@ -322,7 +313,7 @@ mod tests {
         metrics.request("Deposit", OK);
         metrics.request("Deposit", OK);
         metrics.request("Deposit", outcome(Some(ErrorCode::MailboxFull)));
-        metrics.session_ended(&Ok(SessionEnd::Evicted));
+        metrics.session_ended("displaced");
         metrics.refused_busy();
         metrics.deposited(100);
         let text = metrics.encode(Gauges {

@@ -74,6 +74,23 @@ pub enum SessionEnd {
     Evicted,
 }
 
+impl SessionEnd {
+    /// The label of a session's end in the metrics (one of `metrics::SESSION_ENDS`).
+    pub fn reason(end: &io::Result<SessionEnd>) -> &'static str {
+        match end {
+            Ok(SessionEnd::Closed) => "closed",
+            Ok(SessionEnd::Truncated) => "truncated",
+            Ok(SessionEnd::IdleTimeout) => "idle_timeout",
+            Ok(SessionEnd::SlowFrame) => "slow_frame",
+            Ok(SessionEnd::RateLimited) => "rate_limited",
+            Ok(SessionEnd::FrameTooLarge) => "frame_too_large",
+            Ok(SessionEnd::Shutdown) => "shutdown",
+            Ok(SessionEnd::Evicted) => "displaced",
+            Err(_) => "io_error",
+        }
+    }
+}
+
 /// A session between requests for at least this long may be closed to make room for a new
 /// one when every slot is taken: junk that only holds a connection open cannot keep real users
 /// out. A client thinking between requests (solving a proof of work at the default effort takes
@@ -460,7 +477,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let end = run_session(relay, reader, writer, limits, bucket, activity, shutdown).await;
-    relay.metrics().session_ended(&end);
+    relay.metrics().session_ended(SessionEnd::reason(&end));
     end
 }
 
@@ -632,6 +649,23 @@ pub(crate) fn log_end(transport: &'static str, end: &std::io::Result<SessionEnd>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_session_end_has_a_metrics_label() {
+        for end in [
+            Ok(SessionEnd::Closed),
+            Ok(SessionEnd::Truncated),
+            Ok(SessionEnd::IdleTimeout),
+            Ok(SessionEnd::SlowFrame),
+            Ok(SessionEnd::RateLimited),
+            Ok(SessionEnd::FrameTooLarge),
+            Ok(SessionEnd::Shutdown),
+            Ok(SessionEnd::Evicted),
+            Err(io::Error::other("x")),
+        ] {
+            assert!(metrics::SESSION_ENDS.contains(&SessionEnd::reason(&end)));
+        }
+    }
     use crate::roster::Roster;
     use crate::store::sqlite::StoreLimits;
     use refuge_proto::ErrorCode;
