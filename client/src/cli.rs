@@ -1,6 +1,7 @@
 //! What the three command-line programs share: logging setup, the data directory, reading the
 //! message text, connecting, and turning an error into `error: …` / `hint: …` and exit status 1.
 
+use crate::config::TorSettings;
 use crate::error::{ClientError, Result};
 use crate::secret::SecretText;
 use crate::store::Store;
@@ -362,9 +363,13 @@ pub struct TorArgs {
     pub pt_paths: Vec<String>,
 }
 
-impl TorArgs {
-    fn is_empty(&self) -> bool {
-        self.tor_config.is_none() && self.bridges.is_empty() && self.pt_paths.is_empty()
+impl From<&TorArgs> for TorSettings {
+    fn from(args: &TorArgs) -> Self {
+        TorSettings {
+            tor_config: args.tor_config.clone(),
+            bridges: args.bridges.clone(),
+            pt_paths: args.pt_paths.clone(),
+        }
     }
 }
 
@@ -375,7 +380,7 @@ pub struct Network {
     /// Whether a direct (QUIC or loopback TCP) endpoint may be used. The user client allows it
     /// only with `--insecure-direct`.
     pub allow_direct: bool,
-    args: TorArgs,
+    settings: TorSettings,
     /// The embedded Tor client, bootstrapped at the first connection and shared by the later
     /// ones of this command (one Tor client per process and state directory; each connection
     /// still gets its own circuit through its isolation key).
@@ -395,10 +400,11 @@ impl std::fmt::Debug for Network {
 impl Network {
     /// From the command line, falling back to the Tor settings `store` remembers.
     pub fn new(data_dir: &Path, store: &Store, args: &TorArgs, allow_direct: bool) -> Result<Self> {
+        let args = TorSettings::from(args);
         let args = if args.is_empty() {
-            store.tor_args()?.unwrap_or_default()
+            store.tor_settings()?.unwrap_or_default()
         } else {
-            args.clone()
+            args
         };
         let mut tor = TorOptions::new(data_dir);
         tor.config_file = match &args.tor_config {
@@ -415,21 +421,21 @@ impl Network {
             .iter()
             .map(|a| TorOptions::parse_pt_path(a))
             .collect::<Result<_>>()?;
-        let args = TorArgs {
+        let settings = TorSettings {
             tor_config: tor.config_file.clone(),
             ..args
         };
         Ok(Network {
             tor,
             allow_direct,
-            args,
+            settings,
             tor_client: Default::default(),
         })
     }
 
     /// Remembers the Tor settings for later commands (after they have worked).
     pub fn save(&self, store: &Store) -> Result<()> {
-        store.save_tor_args(&self.args)
+        store.save_tor_settings(&self.settings)
     }
 
     /// Refuses a direct endpoint unless allowed.

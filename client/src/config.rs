@@ -1,14 +1,37 @@
 //! What a client remembers between commands: the relay endpoint and pin, and the signed client
 //! policy with the authority keys pinned to verify it. Stored in the (encrypted) state database.
 
-use crate::cli::TorArgs;
-use crate::directory::parse_authority_key;
 use crate::error::{ClientError, Result};
 use crate::store::Store;
 use crate::transport::RelayEndpoint;
 use ed25519_dalek::VerifyingKey;
 use refuge_proto::client_policy::ClientPolicy;
 use std::path::{Path, PathBuf};
+
+/// How a client reaches Tor, as remembered between commands: an arti configuration file, bridge
+/// lines and pluggable-transport programs (`TRANSPORT=PROGRAM`). A plain value: the command
+/// lines (`cli::TorArgs`) and the apps build it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TorSettings {
+    pub tor_config: Option<PathBuf>,
+    pub bridges: Vec<String>,
+    pub pt_paths: Vec<String>,
+}
+
+impl TorSettings {
+    pub fn is_empty(&self) -> bool {
+        self.tor_config.is_none() && self.bridges.is_empty() && self.pt_paths.is_empty()
+    }
+}
+
+/// Parses an authority key given as 64 hex characters.
+pub fn parse_authority_key(hex_key: &str) -> Result<VerifyingKey> {
+    let bytes = hex::decode(hex_key.trim()).map_err(|_| {
+        ClientError::InvalidArgument(format!("authority key {hex_key:?} is not hex"))
+    })?;
+    refuge_proto::ids::auth_key_from_slice(&bytes)
+        .map_err(|e| ClientError::InvalidArgument(format!("authority key: {e}")))
+}
 
 const RELAY_URL: &str = "relay_url";
 const RELAY_PIN: &str = "relay_pin";
@@ -106,7 +129,7 @@ impl Store {
     }
 
     /// Remembers how to reach Tor (config file, bridge lines, transport programs).
-    pub fn save_tor_args(&self, args: &TorArgs) -> Result<()> {
+    pub fn save_tor_settings(&self, args: &TorSettings) -> Result<()> {
         let config = match &args.tor_config {
             Some(path) => path.to_str().ok_or_else(|| {
                 ClientError::InvalidArgument("the --tor-config path is not UTF-8".into())
@@ -119,7 +142,7 @@ impl Store {
         self.set_setting(TOR_PT_PATHS, &args.pt_paths.join("\n"))
     }
 
-    pub fn tor_args(&self) -> Result<Option<TorArgs>> {
+    pub fn tor_settings(&self) -> Result<Option<TorSettings>> {
         let Some(config) = self.setting(TOR_CONFIG)? else {
             return Ok(None);
         };
@@ -130,7 +153,7 @@ impl Store {
                 .map(str::to_string)
                 .collect()
         };
-        Ok(Some(TorArgs {
+        Ok(Some(TorSettings {
             tor_config: (!config.is_empty()).then(|| PathBuf::from(config)),
             bridges: lines(self.setting(TOR_BRIDGES)?),
             pt_paths: lines(self.setting(TOR_PT_PATHS)?),
@@ -380,8 +403,8 @@ mod tests {
         assert_eq!(tcp.url(), "tcp://127.0.0.1:9");
 
         assert!(s.policy().unwrap().is_none());
-        assert!(s.tor_args().unwrap().is_none());
-        let tor = TorArgs {
+        assert!(s.tor_settings().unwrap().is_none());
+        let tor = TorSettings {
             tor_config: Some(PathBuf::from("/net/arti.toml")),
             bridges: vec![
                 "obfs4 192.0.2.1:443 AAAA cert=x iat-mode=0".into(),
@@ -389,13 +412,13 @@ mod tests {
             ],
             pt_paths: vec!["obfs4=/usr/bin/obfs4proxy".into()],
         };
-        s.save_tor_args(&tor).unwrap();
-        let back = s.tor_args().unwrap().unwrap();
+        s.save_tor_settings(&tor).unwrap();
+        let back = s.tor_settings().unwrap().unwrap();
         assert_eq!(back.tor_config, tor.tor_config);
         assert_eq!(back.bridges, tor.bridges);
         assert_eq!(back.pt_paths, tor.pt_paths);
-        s.save_tor_args(&TorArgs::default()).unwrap();
-        let back = s.tor_args().unwrap().unwrap();
+        s.save_tor_settings(&TorSettings::default()).unwrap();
+        let back = s.tor_settings().unwrap().unwrap();
         assert!(back.tor_config.is_none() && back.bridges.is_empty() && back.pt_paths.is_empty());
     }
 }

@@ -9,7 +9,6 @@ use crate::config::PolicySource;
 use crate::error::{ClientError, Result};
 use crate::relay::{Relay, get_log};
 use crate::store::{DirectoryEvidence, Store};
-use ed25519_dalek::VerifyingKey;
 use libsignal_protocol::IdentityKey;
 use refuge_proto::client_policy::ClientPolicy;
 use refuge_proto::directory::{DirectoryError, VerifiedDirectory};
@@ -57,14 +56,7 @@ impl StaffPins {
     }
 }
 
-/// Parses an authority key given as 64 hex characters.
-pub fn parse_authority_key(hex_key: &str) -> Result<VerifyingKey> {
-    let bytes = hex::decode(hex_key.trim()).map_err(|_| {
-        ClientError::InvalidArgument(format!("authority key {hex_key:?} is not hex"))
-    })?;
-    refuge_proto::ids::auth_key_from_slice(&bytes)
-        .map_err(|e| ClientError::InvalidArgument(format!("authority key: {e}")))
-}
+pub use crate::config::parse_authority_key;
 
 /// Downloads the whole directory log through `relay` (every entry bundle, so the relay cannot
 /// tell which post the user looks at), verifies it against the policy and the checkpoint stored

@@ -91,7 +91,7 @@ pub fn issue_sender_certificate(
         device_id(),
         // From the start of the day: the certificate (which the recipient sees) does not date
         // the message more finely than that.
-        timestamp(crate::user::coarse_day(now) + CERTIFICATE_LIFETIME),
+        timestamp(coarse_day(now) + CERTIFICATE_LIFETIME),
         server,
         &cert_key.private_key,
         &mut rng,
@@ -359,4 +359,13 @@ fn decrypt_error(e: SignalProtocolError) -> ClientError {
         // libsignal's text can name the sender's address (`user:<hex>`): only the kind.
         other => ClientError::Undecryptable(signal_error_kind(&other).into()),
     }
+}
+
+/// `now` rounded down to the day.
+pub(crate) fn coarse_day(now: SystemTime) -> SystemTime {
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs - secs % 86_400)
 }

@@ -4,7 +4,7 @@
 use crate::delivery::{self, Arrival, ReceiveReport, ReceivedMessage, Recipient};
 use crate::directory::StaffPins;
 use crate::disappearing::Timer;
-use crate::envelope::{self, MAX_TEXT_LEN, Opened};
+use crate::envelope::{self, MAX_TEXT_LEN, Opened, coarse_day};
 use crate::error::{ClientError, Result};
 use crate::outbox;
 use crate::peer::{Peer, device_id};
@@ -480,13 +480,4 @@ fn prekey_bundle(b: &DeviceBundle) -> Result<PreKeyBundle> {
         kyber.signature.clone(),
         IdentityKey::decode(&b.identity_key).map_err(|_| bad("invalid identity key"))?,
     )?)
-}
-
-/// `now` rounded down to the day.
-pub(crate) fn coarse_day(now: SystemTime) -> SystemTime {
-    let secs = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs - secs % 86_400)
 }
