@@ -38,7 +38,8 @@ const KEYSTORE_DIR: &str = "arti/state/keystore";
 /// Files copied as they are, when present.
 const KEY_FILES: [&str; 5] = [KEY_FILE, CERT_FILE, PIN_FILE, LOG_KEY_FILE, LOG_VKEY_FILE];
 
-/// Why a backup or a restore failed. Nothing was changed in the data directory.
+/// Why a backup failed, or a restore refused a backup. Nothing was changed in the data
+/// directory (a backup removes what it wrote into its destination).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackupError {
@@ -286,7 +287,8 @@ fn checkpoint_size(note: &str, vkey_file: &Path) -> Option<u64> {
     Checkpoint::from_note(&verified).ok().map(|c| c.size())
 }
 
-/// `refuge-relay backup DEST`: safe while the relay serves. Returns the manifest written.
+/// `refuge-relay backup DEST`: safe while the relay serves. Returns the manifest written. On
+/// failure, what it wrote into DEST is removed again.
 pub fn backup(
     data_dir: Option<&Path>,
     dest: &Path,
@@ -297,32 +299,59 @@ pub fn backup(
     if !db.is_file() {
         return Err(BackupError::NoDatabase(db));
     }
-    match std::fs::read_dir(dest) {
+    let created = match std::fs::read_dir(dest) {
         Ok(mut entries) => {
             if entries.next().is_some() {
                 return Err(BackupError::DestinationNotEmpty(dest.to_owned()));
             }
+            std::fs::set_permissions(dest, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .map_err(io(dest))?;
+            false
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_private_dir(dest)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            create_private_dir(dest)?;
+            true
+        }
         Err(_) => return Err(BackupError::DestinationNotEmpty(dest.to_owned())),
+    };
+    let result = write_backup(&dir, &db, dest, now_unix);
+    if result.is_err() {
+        // Leave DEST as it was: absent, or empty.
+        if created {
+            let _ = std::fs::remove_dir_all(dest);
+        } else if let Ok(entries) = std::fs::read_dir(dest) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_dir_all(entry.path())
+                    .or_else(|_| std::fs::remove_file(entry.path()));
+            }
+        }
     }
+    result
+}
+
+fn write_backup(
+    dir: &Path,
+    db: &Path,
+    dest: &Path,
+    now_unix: u64,
+) -> Result<Manifest, BackupError> {
     // The database first, in one read transaction; then the keys, which do not change while
     // the relay runs (they are made once, before it serves).
     let copy = dest.join(DATABASE_FILE);
+    // Private from the start: SQLite writes into the empty file it is given.
+    write_private(&copy, "")?;
     {
         // Read-only: the copy is made from one read transaction and the source never changes.
         let conn = rusqlite::Connection::open_with_flags(
-            &db,
+            db,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(sqlite(&db))?;
+        .map_err(sqlite(db))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(sqlite(&db))?;
+            .map_err(sqlite(db))?;
         conn.execute("VACUUM INTO ?1", [copy.to_string_lossy()])
             .map_err(sqlite(&copy))?;
     }
-    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .map_err(io(&copy))?;
     let copied =
         rusqlite::Connection::open_with_flags(&copy, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(sqlite(&copy))?;
@@ -355,13 +384,22 @@ pub fn backup(
     let keystore = dir.join(KEYSTORE_DIR);
     if keystore.is_dir() {
         let mut files = Vec::new();
-        files_below(&dir, &keystore, &mut files)?;
+        files_below(dir, &keystore, &mut files)?;
         for file in files {
             let to = dest.join(&file);
             if let Some(parent) = to.parent() {
                 create_private_dir(parent)?;
             }
-            copy_private(&dir.join(&file), &to)?;
+            match copy_private(&dir.join(&file), &to) {
+                // arti replaced a key between the listing and the copy: the file is gone, and
+                // the one that replaced it is not what the onion address depends on.
+                Err(BackupError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    let _ = std::fs::remove_file(&to);
+                }
+                other => other?,
+            }
         }
     }
     let mut listed = Vec::new();
@@ -396,12 +434,67 @@ pub struct Restored {
     pub manifest: Manifest,
     /// Where the data directory's previous files went (`None`: it held none).
     pub moved_aside: Option<PathBuf>,
-    /// The data directory's record of the newest signed checkpoint was newer than the backup's
-    /// and was kept: its size. The log entries after the backup must be appended again.
-    pub kept_newer_record: Option<u64>,
+    /// The record of the newest signed checkpoint now in force is newer than the backup's: its
+    /// size. The log entries after the backup must be appended again before the relay serves.
+    pub newer_record: Option<u64>,
 }
 
-/// Checks a backup against its manifest and SQLite's integrity check.
+pub use config::RESTORE_MARKER;
+
+/// Whether `path` (relative to a backup) is one the backup writes: the database, the signed
+/// record, the keys, or a file below the onion keystore. Nothing else is ever restored.
+fn restorable(path: &str) -> bool {
+    let plain = !path.is_empty()
+        && !path.starts_with('/')
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
+    plain
+        && (path == DATABASE_FILE
+            || path == SIGNED_HEAD_FILE
+            || KEY_FILES.contains(&path)
+            || path.starts_with(&format!("{KEYSTORE_DIR}/")))
+}
+
+/// Copies `from` to `to` (new, 0600), hashing what it copies: refuses a symbolic link and a file
+/// whose bytes do not have `sha256`.
+fn copy_checked(from: &Path, to: &Path, sha256: &str) -> Result<(), BackupError> {
+    let meta = std::fs::symlink_metadata(from).map_err(io(from))?;
+    if !meta.file_type().is_file() {
+        return Err(BackupError::Damaged(format!(
+            "{} is not a regular file",
+            from.display()
+        )));
+    }
+    let mut src = std::fs::File::open(from).map_err(io(from))?;
+    let mut dst = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)
+        .map_err(io(to))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = std::io::Read::read(&mut src, &mut buf).map_err(io(from))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        dst.write_all(&buf[..n]).map_err(io(to))?;
+    }
+    if hex::encode(hasher.finalize()) != sha256 {
+        return Err(BackupError::Damaged(format!(
+            "{} does not match its SHA-256 in the manifest",
+            from.display()
+        )));
+    }
+    dst.sync_all().map_err(io(to))
+}
+
+/// Checks a backup against its manifest (only known names, regular files, every SHA-256, no
+/// unlisted file) and its database against SQLite's integrity check. The manifest is not
+/// signed: this finds damage, not tampering; keep backups where only the operator can write.
 pub fn verify(backup: &Path) -> Result<Manifest, BackupError> {
     let manifest_path = backup.join(MANIFEST_FILE);
     let text = std::fs::read_to_string(&manifest_path)
@@ -412,6 +505,11 @@ pub fn verify(backup: &Path) -> Result<Manifest, BackupError> {
         return Err(BackupError::Damaged(
             "the manifest lists no database".into(),
         ));
+    }
+    if let Some((path, _)) = manifest.files.iter().find(|(p, _)| !restorable(p)) {
+        return Err(BackupError::Damaged(format!(
+            "the manifest lists {path}, which no backup holds"
+        )));
     }
     let mut present = Vec::new();
     files_below(backup, backup, &mut present)?;
@@ -425,8 +523,9 @@ pub fn verify(backup: &Path) -> Result<Manifest, BackupError> {
     }
     for (path, hash) in &manifest.files {
         let file = backup.join(path);
-        if !file.is_file() {
-            return Err(BackupError::Damaged(format!("{path} is missing")));
+        match std::fs::symlink_metadata(&file) {
+            Ok(m) if m.file_type().is_file() => {}
+            _ => return Err(BackupError::Damaged(format!("{path} is missing"))),
         }
         if sha256_file(&file)? != *hash {
             return Err(BackupError::Damaged(format!(
@@ -449,46 +548,220 @@ pub fn verify(backup: &Path) -> Result<Manifest, BackupError> {
     Ok(manifest)
 }
 
-/// `refuge-relay restore BACKUP`: only while no relay uses the data directory.
+/// Why a restore refused to start or stopped. Unless it is `Interrupted`, the data directory is
+/// as it was.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RestoreError {
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+    #[error("the restore runs as user {euid} but the data directory {dir} belongs to user {owner}")]
+    WrongUser { dir: PathBuf, euid: u32, owner: u32 },
+    #[error(
+        "the data directory's record of the newest signed checkpoint ({0}) is not a checkpoint \
+         of this backup's log key"
+    )]
+    UnverifiableRecord(PathBuf),
+    #[error("the newest checkpoint given ({0}) is not a checkpoint of this backup's log key")]
+    BadCheckpoint(PathBuf),
+    #[error(
+        "the restore stopped halfway ({error}); the data directory's previous files are in \
+         {aside}, and {marker} keeps the relay from starting"
+    )]
+    Interrupted {
+        error: Box<BackupError>,
+        aside: PathBuf,
+        marker: PathBuf,
+    },
+    #[error("a restore into {0} stopped halfway before; its marker {1} is still there")]
+    Unfinished(PathBuf, PathBuf),
+}
+
+impl RestoreError {
+    pub fn hint(&self) -> &'static str {
+        match self {
+            RestoreError::Backup(e) => e.hint(),
+            RestoreError::WrongUser { .. } => {
+                "run the restore as the data directory's owner, e.g. sudo -u refuge-relay \
+                 refuge-relay restore …, so the relay can read what it restores"
+            }
+            RestoreError::UnverifiableRecord(_) => {
+                "the record may be damaged or from another relay: keep it as evidence, move it \
+                 out of the data directory yourself, and pass the newest checkpoint a witness or \
+                 auditor holds with --newest-checkpoint"
+            }
+            RestoreError::BadCheckpoint(_) => {
+                "give the newest checkpoint of this relay's log, as a witness or auditor serves \
+                 it (its GET /checkpoint), signed by the log key in the backup's log-vkey"
+            }
+            RestoreError::Interrupted { .. } => {
+                "fix the cause (free space, permissions), move the files back from the \
+                 pre-restore directory or restore again, then delete restore-incomplete"
+            }
+            RestoreError::Unfinished(..) => {
+                "read docs/operations.md (Restore): put the data directory right, then delete \
+                 the marker file"
+            }
+        }
+    }
+}
+
+/// A new `pre-restore-<time>[-n]` directory inside `dir`; never one that exists.
+fn new_aside_dir(dir: &Path, now_unix: u64) -> Result<PathBuf, BackupError> {
+    for n in 0u32..1000 {
+        let name = if n == 0 {
+            format!("pre-restore-{now_unix}")
+        } else {
+            format!("pre-restore-{now_unix}-{n}")
+        };
+        let path = dir.join(name);
+        match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+            Ok(()) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io(&path)(e)),
+        }
+    }
+    Err(BackupError::Io {
+        path: dir.to_owned(),
+        source: std::io::Error::other("too many pre-restore directories"),
+    })
+}
+
+/// `refuge-relay restore BACKUP`: only while no relay uses the data directory, and only as its
+/// owner. The backup is checked, then copied (and checked again) into a staging directory beside
+/// the data; only then are the current files moved aside and the staged ones renamed into place.
+/// `newest_checkpoint`: a checkpoint note of this log that a witness or auditor holds, newer
+/// than the backup's; it becomes the record (so the relay signs no older tree), as does the data
+/// directory's own record when it is newer. A record that cannot be verified stops the restore.
 pub fn restore(
     data_dir: Option<&Path>,
     backup: &Path,
+    newest_checkpoint: Option<&Path>,
     now_unix: u64,
-) -> Result<Restored, BackupError> {
+) -> Result<Restored, RestoreError> {
+    use std::os::unix::fs::MetadataExt;
     let manifest = verify(backup)?;
-    let dir = config::resolve_data_dir(data_dir)?;
-    config::prepare_data_dir(&dir)?;
-    let _lock = config::lock_data_dir(&dir)?;
+    let dir = config::resolve_data_dir(data_dir).map_err(BackupError::from)?;
+    config::prepare_data_dir(&dir).map_err(BackupError::from)?;
+    let owner = std::fs::metadata(&dir).map_err(io(&dir))?.uid();
+    let euid = rustix::process::geteuid().as_raw();
+    if owner != euid {
+        return Err(RestoreError::WrongUser { dir, euid, owner });
+    }
+    let marker = dir.join(RESTORE_MARKER);
+    if marker.exists() {
+        return Err(RestoreError::Unfinished(dir, marker));
+    }
+    let _lock = config::lock_data_dir(&dir).map_err(BackupError::from)?;
 
-    // The data directory's own record of the newest checkpoint signed, if it is newer.
+    // Which record of the newest signed checkpoint will be in force: never an older one.
+    let vkey = backup.join(LOG_VKEY_FILE);
     let record = dir.join(SIGNED_HEAD_FILE);
-    let current_record = std::fs::read_to_string(&record).ok();
-    let kept_newer_record = current_record
-        .as_deref()
-        .and_then(|note| checkpoint_size(note, &backup.join(LOG_VKEY_FILE)))
-        .filter(|size| {
-            manifest
-                .signed_size
-                .is_none_or(|backed_up| *size > backed_up)
-        });
+    let mut newest: Option<(u64, String)> = None;
+    if let Ok(note) = std::fs::read_to_string(&record) {
+        let size = checkpoint_size(&note, &vkey)
+            .ok_or_else(|| RestoreError::UnverifiableRecord(record.clone()))?;
+        newest = Some((size, note));
+    }
+    if let Some(path) = newest_checkpoint {
+        let note = std::fs::read_to_string(path).map_err(io(path))?;
+        let size = checkpoint_size(&note, &vkey)
+            .ok_or_else(|| RestoreError::BadCheckpoint(path.into()))?;
+        if newest.as_ref().is_none_or(|(n, _)| size > *n) {
+            newest = Some((size, note));
+        }
+    }
+    let newer_record = newest.filter(|(size, _)| manifest.signed_size.is_none_or(|b| *size > b));
 
-    // Everything the restore replaces goes aside first, so nothing is destroyed.
-    let aside = dir.join(format!("pre-restore-{now_unix}"));
+    // Stage: copy and check everything next to the data, so that the swap is renames only.
+    let aside = new_aside_dir(&dir, now_unix)?;
+    let staging = aside.with_extension("staging");
+    if let Err(e) = std::fs::DirBuilder::new().mode(0o700).create(&staging) {
+        let _ = std::fs::remove_dir(&aside);
+        return Err(io(&staging)(e).into());
+    }
+    let staged = match stage(backup, &manifest, &staging, newer_record.as_ref()) {
+        Ok(files) => files,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            let _ = std::fs::remove_dir(&aside);
+            return Err(e.into());
+        }
+    };
+
+    // Swap: the marker first, then the current files aside, then the staged ones in.
+    write_private(&marker, &format!("{}\n", aside.display()))?;
+    let swapped = swap(&dir, &aside, &staging, &staged);
+    match swapped {
+        Ok(moved) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            if !moved {
+                let _ = std::fs::remove_dir(&aside);
+            }
+            std::fs::remove_file(&marker).map_err(io(&marker))?;
+            std::fs::File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(&dir))?;
+            Ok(Restored {
+                manifest,
+                moved_aside: moved.then_some(aside),
+                newer_record: newer_record.map(|(size, _)| size),
+            })
+        }
+        Err(error) => Err(RestoreError::Interrupted {
+            error: Box::new(error),
+            aside,
+            marker,
+        }),
+    }
+}
+
+/// Copies the backup's files (and the record in force, if newer) into `staging`; returns their
+/// paths relative to it.
+fn stage(
+    backup: &Path,
+    manifest: &Manifest,
+    staging: &Path,
+    newer_record: Option<&(u64, String)>,
+) -> Result<Vec<PathBuf>, BackupError> {
+    let mut staged = Vec::new();
+    for (path, hash) in &manifest.files {
+        if newer_record.is_some() && path == SIGNED_HEAD_FILE {
+            continue;
+        }
+        let to = staging.join(path);
+        if let Some(parent) = to.parent() {
+            create_private_dir(parent)?;
+        }
+        copy_checked(&backup.join(path), &to, hash)?;
+        staged.push(PathBuf::from(path));
+    }
+    if let Some((_, note)) = newer_record {
+        write_private(&staging.join(SIGNED_HEAD_FILE), note)?;
+        staged.push(PathBuf::from(SIGNED_HEAD_FILE));
+    }
+    std::fs::File::open(staging)
+        .and_then(|d| d.sync_all())
+        .map_err(io(staging))?;
+    Ok(staged)
+}
+
+/// Moves what the restore replaces from `dir` into `aside`, then the staged files into `dir`.
+/// Returns whether anything was moved aside.
+fn swap(dir: &Path, aside: &Path, staging: &Path, staged: &[PathBuf]) -> Result<bool, BackupError> {
     let mut replaced: Vec<PathBuf> = [
         DATABASE_FILE.to_string(),
         format!("{DATABASE_FILE}-wal"),
         format!("{DATABASE_FILE}-shm"),
         format!("{DATABASE_FILE}-journal"),
+        SIGNED_HEAD_FILE.to_string(),
     ]
     .into_iter()
     .chain(KEY_FILES.iter().map(|s| s.to_string()))
     .map(PathBuf::from)
     .collect();
     replaced.push(PathBuf::from(KEYSTORE_DIR));
-    if kept_newer_record.is_none() {
-        replaced.push(PathBuf::from(SIGNED_HEAD_FILE));
-    }
-    let mut moved_aside = None;
+    let mut moved = false;
     for name in &replaced {
         let from = dir.join(name);
         if std::fs::symlink_metadata(&from).is_err() {
@@ -499,26 +772,16 @@ pub fn restore(
             create_private_dir(parent)?;
         }
         std::fs::rename(&from, &to).map_err(io(&from))?;
-        moved_aside = Some(aside.clone());
+        moved = true;
     }
-    for (path, _) in &manifest.files {
-        if kept_newer_record.is_some() && path == SIGNED_HEAD_FILE {
-            continue;
-        }
+    for path in staged {
         let to = dir.join(path);
         if let Some(parent) = to.parent() {
             create_private_dir(parent)?;
         }
-        copy_private(&backup.join(path), &to)?;
+        std::fs::rename(staging.join(path), &to).map_err(io(&to))?;
     }
-    std::fs::File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(&dir))?;
-    Ok(Restored {
-        manifest,
-        moved_aside,
-        kept_newer_record,
-    })
+    Ok(moved)
 }
 
 #[cfg(test)]
@@ -542,5 +805,142 @@ mod tests {
             assert_eq!(Manifest::parse(&text), None, "{bad}");
         }
         assert_eq!(Manifest::parse("something else\n"), None);
+    }
+
+    fn data_dir_with_db() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(
+            crate::store::sqlite::schema::open_writer(&dir.path().join(DATABASE_FILE)).expect("db"),
+        );
+        std::fs::write(dir.path().join(LOG_KEY_FILE), "secret").expect("key");
+        dir
+    }
+
+    fn read(path: &Path) -> String {
+        std::fs::read_to_string(path).expect("read")
+    }
+
+    #[test]
+    fn a_restore_puts_the_backup_in_place_and_keeps_what_it_replaced() {
+        let data = data_dir_with_db();
+        let out = tempfile::tempdir().expect("tempdir");
+        let dest = out.path().join("backup");
+        let m = backup(Some(data.path()), &dest, 1).expect("backup");
+        let names: Vec<&str> = m.files.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(names, [LOG_KEY_FILE, DATABASE_FILE]);
+        std::fs::write(data.path().join(LOG_KEY_FILE), "changed").expect("write");
+
+        let r = restore(Some(data.path()), &dest, None, 2).expect("restore");
+        assert_eq!(read(&data.path().join(LOG_KEY_FILE)), "secret");
+        let aside = r.moved_aside.expect("files moved aside");
+        assert_eq!(read(&aside.join(LOG_KEY_FILE)), "changed");
+        assert!(aside.join(DATABASE_FILE).exists());
+        assert!(!data.path().join(RESTORE_MARKER).exists());
+        let leftovers: Vec<_> = std::fs::read_dir(data.path())
+            .expect("list")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".staging"))
+            .collect();
+        assert!(leftovers.is_empty(), "no staging directory is left");
+
+        // A second restore in the same second gets a directory of its own: nothing is lost.
+        let again = restore(Some(data.path()), &dest, None, 2).expect("restore again");
+        let second = again.moved_aside.expect("moved aside");
+        assert_ne!(second, aside);
+        assert_eq!(read(&aside.join(LOG_KEY_FILE)), "changed");
+        assert_eq!(read(&second.join(LOG_KEY_FILE)), "secret");
+    }
+
+    #[test]
+    fn a_damaged_or_foreign_backup_is_refused_and_changes_nothing() {
+        let data = data_dir_with_db();
+        let out = tempfile::tempdir().expect("tempdir");
+        let dest = out.path().join("backup");
+        backup(Some(data.path()), &dest, 1).expect("backup");
+        std::fs::write(data.path().join(LOG_KEY_FILE), "current").expect("write");
+        let refused = |why: &str| {
+            let before: Vec<_> = std::fs::read_dir(data.path())
+                .expect("list")
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
+            assert!(
+                restore(Some(data.path()), &dest, None, 3).is_err(),
+                "restored {why}"
+            );
+            let after: Vec<_> = std::fs::read_dir(data.path())
+                .expect("list")
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
+            assert_eq!(before, after, "{why}: the data directory changed");
+            assert_eq!(read(&data.path().join(LOG_KEY_FILE)), "current");
+        };
+        let key = dest.join(LOG_KEY_FILE);
+        std::fs::write(&key, "secreT").expect("flip");
+        assert!(matches!(verify(&dest), Err(BackupError::Damaged(_))));
+        refused("a changed file");
+        std::fs::remove_file(&key).expect("remove");
+        std::os::unix::fs::symlink(data.path().join(LOG_KEY_FILE), &key).expect("symlink");
+        refused("a symbolic link");
+        std::fs::remove_file(&key).expect("remove");
+        std::fs::write(&key, "secret").expect("put back");
+        verify(&dest).expect("whole again");
+        std::fs::write(dest.join("extra"), "x").expect("extra");
+        refused("an unlisted file");
+        std::fs::remove_file(dest.join("extra")).expect("remove");
+        let manifest = read(&dest.join(MANIFEST_FILE));
+        std::fs::write(
+            dest.join(MANIFEST_FILE),
+            format!("{manifest}file {} notes.txt\n", "0".repeat(64)),
+        )
+        .expect("manifest");
+        assert!(matches!(verify(&dest), Err(BackupError::Damaged(_))));
+        refused("a file no backup holds");
+        std::fs::write(dest.join(MANIFEST_FILE), manifest).expect("manifest");
+        verify(&dest).expect("whole again");
+    }
+
+    #[test]
+    fn no_restore_while_a_relay_holds_the_directory_or_after_one_stopped_halfway() {
+        let data = data_dir_with_db();
+        let out = tempfile::tempdir().expect("tempdir");
+        let dest = out.path().join("backup");
+        backup(Some(data.path()), &dest, 1).expect("backup");
+        let held = config::lock_data_dir(data.path()).expect("lock");
+        assert!(matches!(
+            restore(Some(data.path()), &dest, None, 2),
+            Err(RestoreError::Backup(BackupError::Config(
+                ConfigError::InUse(_)
+            )))
+        ));
+        drop(held);
+        std::fs::write(data.path().join(RESTORE_MARKER), "x").expect("marker");
+        assert!(matches!(
+            restore(Some(data.path()), &dest, None, 2),
+            Err(RestoreError::Unfinished(..))
+        ));
+    }
+
+    #[test]
+    fn a_backup_into_a_used_directory_is_refused_and_a_failed_one_leaves_nothing() {
+        let data = data_dir_with_db();
+        let out = tempfile::tempdir().expect("tempdir");
+        std::fs::write(out.path().join("x"), "x").expect("write");
+        assert!(matches!(
+            backup(Some(data.path()), out.path(), 1),
+            Err(BackupError::DestinationNotEmpty(_))
+        ));
+        // The copy fails after the destination was made: it is removed again.
+        let dest = out.path().join("b");
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(data.path().join(format!("{DATABASE_FILE}{suffix}")));
+        }
+        std::fs::write(data.path().join(DATABASE_FILE), vec![7u8; 8192]).expect("garbage");
+        assert!(matches!(
+            backup(Some(data.path()), &dest, 1),
+            Err(BackupError::Sqlite { .. })
+        ));
+        assert!(!dest.exists(), "the failed backup's directory is gone");
     }
 }

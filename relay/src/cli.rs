@@ -63,6 +63,11 @@ pub enum Command {
         /// The directory `refuge-relay backup` wrote
         #[arg(value_name = "BACKUP")]
         backup: PathBuf,
+        /// The newest checkpoint of this relay's log that a witness or auditor holds (a signed
+        /// note, as GET /checkpoint serves it): on a new disk, so that the relay signs no tree
+        /// older than what clients have seen
+        #[arg(long, value_name = "FILE")]
+        newest_checkpoint: Option<PathBuf>,
     },
     /// Operate the directory transparency log (safe while the relay runs).
     #[command(subcommand)]

@@ -25,6 +25,8 @@ pub enum ConfigError {
     NotADirectory(PathBuf),
     #[error("another refuge-relay process holds the data directory {0} (serving, or restoring)")]
     InUse(PathBuf),
+    #[error("a restore into the data directory stopped halfway: {0} is still there")]
+    RestoreIncomplete(PathBuf),
     #[error("cannot lock the data directory {path}: {source}")]
     Lock {
         path: PathBuf,
@@ -42,6 +44,11 @@ impl ConfigError {
             ConfigError::InUse(_) => {
                 "stop the relay that uses this data directory first (systemctl stop refuge-relay), \
                  or pass another --data-dir"
+            }
+            ConfigError::RestoreIncomplete(_) => {
+                "the marker names where the data directory's previous files went: put the \
+                 directory right (move them back, or restore again) as docs/operations.md says, \
+                 then delete the marker"
             }
             ConfigError::Lock { .. } => {
                 "the relay needs to create and lock <data-dir>/lock; check the directory's \
@@ -104,6 +111,9 @@ pub fn prepare_data_dir(dir: &Path) -> Result<(), ConfigError> {
     }
     Ok(())
 }
+
+/// Left in the data directory while a restore swaps files; `serve` refuses to start on it.
+pub const RESTORE_MARKER: &str = "restore-incomplete";
 
 /// The file `serve` and `restore` lock, so that only one of them uses a data directory.
 pub const LOCK_FILE: &str = "lock";

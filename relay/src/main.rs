@@ -55,8 +55,17 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e, e.hint()),
             }
         }
-        Command::Restore { data, backup } => {
-            match backup::restore(data.data_dir.as_deref(), &backup, unix_now()) {
+        Command::Restore {
+            data,
+            backup,
+            newest_checkpoint,
+        } => {
+            match backup::restore(
+                data.data_dir.as_deref(),
+                &backup,
+                newest_checkpoint.as_deref(),
+                unix_now(),
+            ) {
                 Ok(r) => {
                     let m = &r.manifest;
                     println!(
@@ -69,9 +78,9 @@ fn main() -> ExitCode {
                     if let Some(aside) = &r.moved_aside {
                         println!("previous files moved to {}", aside.display());
                     }
-                    if let Some(size) = r.kept_newer_record {
+                    if let Some(size) = r.newer_record {
                         println!(
-                            "kept the newer signed-checkpoint record (size {size}): before \
+                            "the signed-checkpoint record in force is newer than the backup (size {size}): before \
                              starting the relay, append log entries {} to {} again with \
                              `refuge-relay log append` (the authority's entry files, in their \
                              order), which rebuilds the same tree; until then the relay signs \

@@ -252,14 +252,20 @@ async fn respond(ops: &Ops, req: &Request<Incoming>) -> Response<Full<Bytes>> {
 }
 
 /// Tells systemd (when the relay runs as a `Type=notify` service; otherwise does nothing) that
-/// the relay is ready, and keeps its watchdog fed while the health check passes, until shutdown:
-/// a relay whose storage stopped answering is restarted by systemd.
+/// the relay is ready, keeps its watchdog fed while the health check passes (with `WatchdogSec`),
+/// and says STOPPING at shutdown: a relay whose storage stopped answering is restarted.
 pub fn notify_ready(ops: Ops, mut shutdown: Shutdown) -> Option<tokio::task::JoinHandle<()>> {
+    std::env::var_os("NOTIFY_SOCKET")?;
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::warn!(error = %e, "cannot notify systemd that the relay is ready");
     }
-    let interval = sd_notify::watchdog_enabled()?;
+    let watchdog = sd_notify::watchdog_enabled();
     Some(tokio::spawn(async move {
+        let Some(interval) = watchdog else {
+            shutdown.wait().await;
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+            return;
+        };
         let mut tick = tokio::time::interval((interval / 2).max(Duration::from_secs(1)));
         loop {
             tokio::select! {

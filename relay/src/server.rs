@@ -150,6 +150,10 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     config::prepare_data_dir(&data_dir)?;
     // Held until serve returns: a second relay, or a restore, on this directory is refused.
     let _lock = config::lock_data_dir(&data_dir)?;
+    let marker = data_dir.join(config::RESTORE_MARKER);
+    if marker.exists() {
+        return Err(ConfigError::RestoreIncomplete(marker).into());
+    }
     let store = SqliteStore::open(&data_dir.join(DATABASE_FILE), options.store.clone())?;
     match start_and_run(&options, &data_dir, &store).await {
         Ok(()) => Ok(()),

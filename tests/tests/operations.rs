@@ -387,7 +387,7 @@ fn a_backup_under_load_restores_exactly_its_recovery_point_and_the_log_stays_con
         ],
     );
     assert!(
-        out.contains("kept the newer signed-checkpoint record (size 3)")
+        out.contains("the signed-checkpoint record in force is newer than the backup (size 3)")
             && out.contains("log entries 2 to 2"),
         "{out}"
     );

@@ -162,28 +162,27 @@ impl SqliteStore {
         ))
     }
 
-    /// Whether the writer commits and a read connection answers, each within `within`: the
-    /// relay's health check. Changes nothing.
+    /// Whether the writer commits and then a read connection answers, both within `within`:
+    /// the relay's health check. Changes nothing.
     pub async fn check_health(&self, within: std::time::Duration) -> Result<(), String> {
-        match tokio::time::timeout(within, self.write(|_| Ok(()))).await {
-            Err(_) => {
-                return Err(format!(
-                    "the storage writer did not answer within {within:?}"
-                ));
-            }
-            Ok(Err(e)) => return Err(format!("the storage writer failed: {e}")),
-            Ok(Ok(())) => {}
-        }
-        let read = self.read(|c| {
-            c.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
-                r.get::<_, i64>(0)
+        let check = async {
+            self.write(|_| Ok(()))
+                .await
+                .map_err(|e| format!("the storage writer failed: {e}"))?;
+            self.read(|c| {
+                c.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map_err(StoreError::from)
             })
-            .map_err(StoreError::from)
-        });
-        match tokio::time::timeout(within, read).await {
-            Err(_) => Err(format!("a storage read did not answer within {within:?}")),
-            Ok(Err(e)) => Err(format!("a storage read failed: {e}")),
-            Ok(Ok(_)) => Ok(()),
+            .await
+            .map_err(|e| format!("a storage read failed: {e}"))
+        };
+        match tokio::time::timeout(within, check).await {
+            Err(_) => Err(format!(
+                "the storage did not commit and answer a read within {within:?}"
+            )),
+            Ok(result) => result.map(|_| ()),
         }
     }
 
