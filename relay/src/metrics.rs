@@ -14,8 +14,6 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use refuge_proto::ErrorCode;
-use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The outcome label of a request answered without an error.
@@ -37,26 +35,79 @@ pub const SESSION_ENDS: [&str; 9] = [
     "io_error",
 ];
 
-/// The relay's counters, shared by every session (one per [`crate::handler::Relay`]).
-#[derive(Debug, Default)]
+/// Every request name a frame can carry, and [`UNREAD`]: the request label's closed set.
+pub const REQUESTS: [&str; 15] = [
+    "Hello",
+    "GetChallenge",
+    "Authenticate",
+    "CreateMailbox",
+    "Deposit",
+    "FetchMessages",
+    "AckMessages",
+    "UploadPrekeys",
+    "GetPrekeyCount",
+    "FetchPostBundles",
+    "RegisterReplyTickets",
+    "GetDepositTicket",
+    "GetLog",
+    "SubmitEntry",
+    UNREAD,
+];
+
+/// Outcomes: slot 0 is [`OK`], slot n an error code of value n (below this bound).
+const OUTCOMES: usize = 64;
+
+/// The relay's counters, shared by every session (one per [`crate::handler::Relay`]). Lock-free:
+/// counting a request is one relaxed atomic add.
+#[derive(Debug)]
 pub struct Metrics {
-    /// (request name, outcome) → requests answered. Both are `'static` names from closed sets.
-    requests: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// [request][outcome] → requests answered.
+    requests: [[AtomicU64; OUTCOMES]; REQUESTS.len()],
     session_ends: [AtomicU64; SESSION_ENDS.len()],
     refused_busy: AtomicU64,
     deposited_bytes: AtomicU64,
 }
 
-/// The label value of an outcome: [`OK`] or the error code's protobuf name.
-pub fn outcome(code: Option<ErrorCode>) -> &'static str {
-    code.map_or(OK, |c| c.as_str_name())
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            requests: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            session_ends: Default::default(),
+            refused_busy: AtomicU64::new(0),
+            deposited_bytes: AtomicU64::new(0),
+        }
+    }
+}
+
+fn outcome_slot(code: Option<ErrorCode>) -> usize {
+    match code {
+        None => 0,
+        Some(c) => usize::try_from(c as i32)
+            .ok()
+            .filter(|n| (1..OUTCOMES).contains(n))
+            .unwrap_or(0),
+    }
+}
+
+fn outcome_label(slot: usize) -> &'static str {
+    if slot == 0 {
+        return OK;
+    }
+    i32::try_from(slot)
+        .ok()
+        .and_then(|n| ErrorCode::try_from(n).ok())
+        .map_or("other", |c| c.as_str_name())
 }
 
 impl Metrics {
-    /// Counts one answered request.
-    pub fn request(&self, request: &'static str, outcome: &'static str) {
-        let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        *requests.entry((request, outcome)).or_insert(0) += 1;
+    /// Counts one answered request: its name (one of [`REQUESTS`]) and its error code, if any.
+    pub fn request(&self, request: &str, code: Option<ErrorCode>) {
+        match REQUESTS.iter().position(|r| *r == request) {
+            Some(i) => {
+                self.requests[i][outcome_slot(code)].fetch_add(1, Ordering::Relaxed);
+            }
+            None => tracing::error!(request, "a request without a metrics label"),
+        }
     }
 
     /// Counts the sealed bytes of an accepted deposit (new, not a resend).
@@ -81,26 +132,26 @@ impl Metrics {
         self.refused_busy.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// How many requests of this kind got this outcome so far.
-    pub fn requests(&self, request: &str, outcome: &str) -> u64 {
-        let requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        requests
-            .iter()
-            .filter(|((r, o), _)| *r == request && *o == outcome)
-            .map(|(_, n)| *n)
-            .sum()
+    /// How many requests of this kind got this outcome (`None`: answered without an error).
+    pub fn requests(&self, request: &str, code: Option<ErrorCode>) -> u64 {
+        REQUESTS.iter().position(|r| *r == request).map_or(0, |i| {
+            self.requests[i][outcome_slot(code)].load(Ordering::Relaxed)
+        })
     }
 
     /// The counters now, with the gauges read at scrape time, in the Prometheus text format
     /// (version 0.0.4).
     pub fn encode(&self, gauges: Gauges) -> String {
         let snapshot = Snapshot {
-            requests: self
-                .requests
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
+            requests: REQUESTS
                 .iter()
-                .map(|(k, v)| (*k, *v))
+                .zip(&self.requests)
+                .flat_map(|(request, outcomes)| {
+                    outcomes.iter().enumerate().filter_map(move |(slot, n)| {
+                        let n = n.load(Ordering::Relaxed);
+                        (n > 0).then(|| ((*request, outcome_label(slot)), n))
+                    })
+                })
                 .collect(),
             session_ends: std::array::from_fn(|i| self.session_ends[i].load(Ordering::Relaxed)),
             refused_busy: self.refused_busy.load(Ordering::Relaxed),
@@ -306,13 +357,60 @@ impl Collector for Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use refuge_proto::wire::client_frame::Request;
+
+    #[test]
+    fn every_request_and_error_code_has_a_slot() {
+        let all = [
+            Request::Hello(Default::default()),
+            Request::GetChallenge(Default::default()),
+            Request::Authenticate(Default::default()),
+            Request::CreateMailbox(Default::default()),
+            Request::Deposit(Default::default()),
+            Request::FetchMessages(Default::default()),
+            Request::AckMessages(Default::default()),
+            Request::UploadPrekeys(Default::default()),
+            Request::GetPrekeyCount(Default::default()),
+            Request::FetchPostBundles(Default::default()),
+            Request::RegisterReplyTickets(Default::default()),
+            Request::GetDepositTicket(Default::default()),
+            Request::GetLog(Default::default()),
+            Request::SubmitEntry(Default::default()),
+        ];
+        for request in &all {
+            // A new request kind fails to compile here until it is listed above and in REQUESTS.
+            match request {
+                Request::Hello(_)
+                | Request::GetChallenge(_)
+                | Request::Authenticate(_)
+                | Request::CreateMailbox(_)
+                | Request::Deposit(_)
+                | Request::FetchMessages(_)
+                | Request::AckMessages(_)
+                | Request::UploadPrekeys(_)
+                | Request::GetPrekeyCount(_)
+                | Request::FetchPostBundles(_)
+                | Request::RegisterReplyTickets(_)
+                | Request::GetDepositTicket(_)
+                | Request::GetLog(_)
+                | Request::SubmitEntry(_) => {}
+            }
+            assert!(REQUESTS.contains(&request.name()), "{}", request.name());
+        }
+        for n in 1..1000 {
+            if let Ok(code) = ErrorCode::try_from(n) {
+                assert!((n as usize) < OUTCOMES, "{code:?} has no slot");
+                assert_eq!(outcome_label(outcome_slot(Some(code))), code.as_str_name());
+            }
+        }
+    }
 
     #[test]
     fn encodes_counters_and_gauges_in_the_text_format() {
         let metrics = Metrics::default();
-        metrics.request("Deposit", OK);
-        metrics.request("Deposit", OK);
-        metrics.request("Deposit", outcome(Some(ErrorCode::MailboxFull)));
+        metrics.request("Deposit", None);
+        metrics.request("Deposit", None);
+        metrics.request("Deposit", Some(ErrorCode::MailboxFull));
         metrics.session_ended("displaced");
         metrics.refused_busy();
         metrics.deposited(100);
@@ -345,6 +443,7 @@ mod tests {
             !text.contains("refuge_log_checkpoint_age_seconds"),
             "unknown gauges are left out"
         );
-        assert_eq!(metrics.requests("Deposit", OK), 2);
+        assert_eq!(metrics.requests("Deposit", None), 2);
+        assert_eq!(metrics.requests("Deposit", Some(ErrorCode::MailboxFull)), 1);
     }
 }

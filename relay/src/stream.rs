@@ -538,7 +538,7 @@ where
                 let declared = u32::from_be_bytes(prefix) as usize;
                 relay
                     .metrics()
-                    .request(metrics::UNREAD, ErrorCode::FrameTooLarge.as_str_name());
+                    .request(metrics::UNREAD, Some(ErrorCode::FrameTooLarge));
                 write_frame(writer, &handler::frame_too_large(declared), idle).await?;
                 let _ = timeout(idle, writer.shutdown()).await;
                 return Ok(SessionEnd::FrameTooLarge);
@@ -585,7 +585,7 @@ where
                 }
                 relay
                     .metrics()
-                    .request(metrics::UNREAD, ErrorCode::RateLimited.as_str_name());
+                    .request(metrics::UNREAD, Some(ErrorCode::RateLimited));
                 handler::rate_limited(&body, retry_after_seconds(wait))
             }
         };

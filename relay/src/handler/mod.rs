@@ -176,7 +176,7 @@ impl<S: Store> Relay<S> {
             Ok(request) => self.handle(session, request, now, rng).await,
             Err(e) => {
                 self.metrics
-                    .request(metrics::UNREAD, ErrorCode::MalformedRequest.as_str_name());
+                    .request(metrics::UNREAD, Some(ErrorCode::MalformedRequest));
                 error_frame(
                     0,
                     &Reject::malformed(format!(
@@ -202,10 +202,8 @@ impl<S: Store> Relay<S> {
             .as_ref()
             .map_or(metrics::UNREAD, |r| r.name());
         let result = self.dispatch(session, request.request, now, rng).await;
-        self.metrics.request(
-            name,
-            metrics::outcome(result.as_ref().err().map(|reject| reject.code)),
-        );
+        self.metrics
+            .request(name, result.as_ref().err().map(|reject| reject.code));
         match result {
             Ok(response) => ServerFrame {
                 request_id: id,
