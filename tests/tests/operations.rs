@@ -7,45 +7,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// Every label value the endpoint may use: closed sets fixed in the relay's code.
+/// Every label value the endpoint may use: the closed sets fixed in the relay's code.
 fn allowed_label(key: &str, value: &str) -> bool {
-    const REQUESTS: [&str; 15] = [
-        "Hello",
-        "GetChallenge",
-        "Authenticate",
-        "CreateMailbox",
-        "Deposit",
-        "FetchMessages",
-        "AckMessages",
-        "UploadPrekeys",
-        "GetPrekeyCount",
-        "FetchPostBundles",
-        "RegisterReplyTickets",
-        "GetDepositTicket",
-        "GetLog",
-        "SubmitEntry",
-        "unread",
-    ];
-    const ENDS: [&str; 9] = [
-        "closed",
-        "truncated",
-        "idle_timeout",
-        "slow_frame",
-        "rate_limited",
-        "frame_too_large",
-        "shutdown",
-        "displaced",
-        "io_error",
-    ];
+    use refuge_relay::metrics::{OK, REQUESTS, SESSION_ENDS};
     match key {
         "request" => REQUESTS.contains(&value),
         "outcome" => {
-            value == "ok"
+            value == OK
                 || (0..100).any(|code| {
                     refuge_proto::ErrorCode::try_from(code).is_ok_and(|c| c.as_str_name() == value)
                 })
         }
-        "reason" => ENDS.contains(&value),
+        "reason" => SESSION_ENDS.contains(&value),
         _ => false,
     }
 }
@@ -400,37 +373,33 @@ fn a_backup_under_load_restores_exactly_its_recovery_point_and_the_log_stays_con
     authority.enrol(&req4, &other);
     let db = relay_dir.join("relay.sqlite3");
     let before_refused = db_snapshot(&db);
-    let err = run_err(
-        "refuge-relay",
-        &[
-            "log",
-            "append",
-            "--data-dir",
-            &relay_dir_s,
-            "--authority-key",
-            &w.authority_key_hex,
-            "--",
-            &other.display().to_string(),
-        ],
+    let log_append = |entry: &std::path::Path| {
+        run(
+            "refuge-relay",
+            &[
+                "log",
+                "append",
+                "--data-dir",
+                &relay_dir_s,
+                "--authority-key",
+                &w.authority_key_hex,
+                "--",
+                &entry.display().to_string(),
+            ],
+        )
+    };
+    let refused = log_append(&other);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains("went back in time"),
+        "{err}"
     );
-    assert!(err.contains("went back in time"), "{err}");
     assert_eq!(db_snapshot(&db), before_refused, "nothing was stored");
 
     // The entry appended after the backup is appended again, which rebuilds the same tree.
-    let out = run_ok(
-        "refuge-relay",
-        &[
-            "log",
-            "append",
-            "--data-dir",
-            &relay_dir_s,
-            "--authority-key",
-            &w.authority_key_hex,
-            "--",
-            &entry.display().to_string(),
-        ],
-    );
-    assert!(out.contains("size 3"), "{out}");
+    let appended = log_append(&entry);
+    let out = String::from_utf8_lossy(&appended.stdout);
+    assert!(appended.status.success() && out.contains("size 3"), "{out}");
 
     let mut args: Vec<String> = w.relay_args.clone();
     args.extend(["--log-http".into(), log_http.to_string()]);
