@@ -9,13 +9,17 @@
 //! recovery point (how many messages and log entries the copy holds).
 //!
 //! A restore refuses a backup whose files do not match their manifest or whose database fails
-//! SQLite's integrity check, and it destroys nothing: whatever the data directory held is moved
-//! into `pre-restore-<unix time>/` inside it. One thing it never moves back in time is the
-//! record of the newest checkpoint signed: if the data directory's record is newer than the
-//! backup's, it stays, so the relay signs no older tree (which clients and witnesses would
-//! report as a rollback or a fork); the operator appends the log entries added after the backup
-//! again (`refuge-relay log append` takes exactly a batch that rebuilds the signed tree), which
-//! gives back the same tree, before starting the relay.
+//! SQLite's integrity check; it stages and checks every file before it replaces anything, and it
+//! destroys nothing: whatever the data directory held is moved into a new
+//! `pre-restore-<unix time>/` inside it, and a swap that fails is undone (a marker keeps `serve`
+//! from starting if even that fails). One thing it never moves back in time is the record of
+//! the newest checkpoint signed: of the data directory's record, its database's newest
+//! checkpoint and the one the operator got from a witness (`--newest-checkpoint`), the newest
+//! stays in force when it is newer than the backup's, so the relay signs no older tree (which
+//! clients and witnesses would report as a rollback or a fork); a record it cannot verify stops
+//! the restore. The operator then appends the log entries added after the backup again
+//! (`refuge-relay log append` takes only a batch that rebuilds the signed tree) before starting
+//! the relay.
 
 use crate::config::{self, ConfigError};
 use crate::identity::{CERT_FILE, KEY_FILE, PIN_FILE};
@@ -198,28 +202,56 @@ fn create_private_dir(path: &Path) -> Result<(), BackupError> {
         .map_err(io(path))
 }
 
-/// Copies `from` to `to` (a new file, mode 0600) and flushes it to disk.
+/// Copies `from` to `to` (a new file, mode 0600) and flushes it to disk. A file it made and
+/// could not fill is removed again.
 fn copy_private(from: &Path, to: &Path) -> Result<(), BackupError> {
     let mut src = std::fs::File::open(from).map_err(io(from))?;
-    let mut dst = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(to)
-        .map_err(io(to))?;
-    std::io::copy(&mut src, &mut dst).map_err(io(to))?;
-    dst.sync_all().map_err(io(to))
+    let mut dst = new_private_file(to)?;
+    std::io::copy(&mut src, &mut dst)
+        .and_then(|_| dst.sync_all())
+        .map_err(|e| {
+            let _ = std::fs::remove_file(to);
+            io(to)(e)
+        })
 }
 
+/// Writes a new file (mode 0600) and flushes it; on failure it is removed again.
 fn write_private(to: &Path, contents: &str) -> Result<(), BackupError> {
-    let mut dst = std::fs::OpenOptions::new()
+    let mut dst = new_private_file(to)?;
+    dst.write_all(contents.as_bytes())
+        .and_then(|()| dst.sync_all())
+        .map_err(|e| {
+            let _ = std::fs::remove_file(to);
+            io(to)(e)
+        })
+}
+
+fn new_private_file(to: &Path) -> Result<std::fs::File, BackupError> {
+    std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(to)
-        .map_err(io(to))?;
-    dst.write_all(contents.as_bytes()).map_err(io(to))?;
-    dst.sync_all().map_err(io(to))
+        .map_err(io(to))
+}
+
+/// Creates the directories from `base` down to `base/rel` that are missing (mode 0700), noting
+/// each one made in `written`.
+fn create_dirs_tracked(
+    base: &Path,
+    rel: &Path,
+    written: &mut Vec<PathBuf>,
+) -> Result<(), BackupError> {
+    let mut path = base.to_path_buf();
+    for component in rel.components() {
+        path.push(component);
+        match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+            Ok(()) => written.push(path.clone()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(&path)(e)),
+        }
+    }
+    Ok(())
 }
 
 /// Every regular file below `dir`, as paths relative to `base`.
@@ -299,8 +331,14 @@ pub fn backup(
     if !db.is_file() {
         return Err(BackupError::NoDatabase(db));
     }
-    let created = match std::fs::read_dir(dest) {
-        Ok(mut entries) => {
+    // DEST itself is made here (its parents may exist), or is an existing empty directory.
+    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    let created = match std::fs::DirBuilder::new().mode(0o700).create(dest) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mut entries = std::fs::read_dir(dest).map_err(io(dest))?;
             if entries.next().is_some() {
                 return Err(BackupError::DestinationNotEmpty(dest.to_owned()));
             }
@@ -308,38 +346,37 @@ pub fn backup(
                 .map_err(io(dest))?;
             false
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            create_private_dir(dest)?;
-            true
-        }
-        Err(_) => return Err(BackupError::DestinationNotEmpty(dest.to_owned())),
+        Err(e) => return Err(io(dest)(e)),
     };
-    let result = write_backup(&dir, &db, dest, now_unix);
+    let mut written = Vec::new();
+    let result = write_backup(&dir, &db, dest, now_unix, &mut written);
     if result.is_err() {
-        // Leave DEST as it was: absent, or empty.
+        // Only what this run made goes, newest first: never another run's files.
+        for path in written.iter().rev() {
+            let _ = std::fs::remove_file(path).or_else(|_| std::fs::remove_dir(path));
+        }
         if created {
-            let _ = std::fs::remove_dir_all(dest);
-        } else if let Ok(entries) = std::fs::read_dir(dest) {
-            for entry in entries.flatten() {
-                let _ = std::fs::remove_dir_all(entry.path())
-                    .or_else(|_| std::fs::remove_file(entry.path()));
-            }
+            let _ = std::fs::remove_dir(dest);
         }
     }
     result
 }
 
+/// Writes the backup into the empty `dest`, noting every file and directory it made in
+/// `written` (so that a failure removes exactly those).
 fn write_backup(
     dir: &Path,
     db: &Path,
     dest: &Path,
     now_unix: u64,
+    written: &mut Vec<PathBuf>,
 ) -> Result<Manifest, BackupError> {
     // The database first, in one read transaction; then the keys, which do not change while
     // the relay runs (they are made once, before it serves).
     let copy = dest.join(DATABASE_FILE);
     // Private from the start: SQLite writes into the empty file it is given.
     write_private(&copy, "")?;
+    written.push(copy.clone());
     {
         // Read-only: the copy is made from one read transaction and the source never changes.
         let conn = rusqlite::Connection::open_with_flags(
@@ -371,6 +408,7 @@ fn write_backup(
     let signed_size = match &newest {
         Some((size, note)) => {
             write_private(&dest.join(SIGNED_HEAD_FILE), note)?;
+            written.push(dest.join(SIGNED_HEAD_FILE));
             Some(*size)
         }
         None => None,
@@ -379,6 +417,7 @@ fn write_backup(
         let from = dir.join(name);
         if from.is_file() {
             copy_private(&from, &dest.join(name))?;
+            written.push(dest.join(name));
         }
     }
     let keystore = dir.join(KEYSTORE_DIR);
@@ -387,18 +426,16 @@ fn write_backup(
         files_below(dir, &keystore, &mut files)?;
         for file in files {
             let to = dest.join(&file);
-            if let Some(parent) = to.parent() {
-                create_private_dir(parent)?;
+            if let Some(parent) = file.parent() {
+                create_dirs_tracked(dest, parent, written)?;
             }
             match copy_private(&dir.join(&file), &to) {
+                Ok(()) => written.push(to),
                 // arti replaced a key between the listing and the copy: the file is gone, and
                 // the one that replaced it is not what the onion address depends on.
                 Err(BackupError::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound =>
-                {
-                    let _ = std::fs::remove_file(&to);
-                }
-                other => other?,
+                    if source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
             }
         }
     }
@@ -422,6 +459,7 @@ fn write_backup(
         files,
     };
     write_private(&dest.join(MANIFEST_FILE), &manifest.to_text())?;
+    written.push(dest.join(MANIFEST_FILE));
     std::fs::File::open(dest)
         .and_then(|d| d.sync_all())
         .map_err(io(dest))?;
@@ -459,14 +497,18 @@ fn restorable(path: &str) -> bool {
 /// Copies `from` to `to` (new, 0600), hashing what it copies: refuses a symbolic link and a file
 /// whose bytes do not have `sha256`.
 fn copy_checked(from: &Path, to: &Path, sha256: &str) -> Result<(), BackupError> {
-    let meta = std::fs::symlink_metadata(from).map_err(io(from))?;
-    if !meta.file_type().is_file() {
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let mut src = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(from)
+        .map_err(|_| BackupError::Damaged(format!("{} is not a regular file", from.display())))?;
+    if !src.metadata().map_err(io(from))?.file_type().is_file() {
         return Err(BackupError::Damaged(format!(
             "{} is not a regular file",
             from.display()
         )));
     }
-    let mut src = std::fs::File::open(from).map_err(io(from))?;
     let mut dst = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -564,13 +606,17 @@ pub enum RestoreError {
     UnverifiableRecord(PathBuf),
     #[error("the newest checkpoint given ({0}) is not a checkpoint of this backup's log key")]
     BadCheckpoint(PathBuf),
+    #[error("the restore failed ({0}) and was undone: the data directory is as it was")]
+    Undone(Box<BackupError>),
     #[error(
-        "the restore stopped halfway ({error}); the data directory's previous files are in \
-         {aside}, and {marker} keeps the relay from starting"
+        "the restore stopped halfway ({error}) and could not be undone; the data directory's \
+         previous files are in {aside}, the backup's not yet in place in {staging}, and {marker} \
+         keeps the relay from starting"
     )]
     Interrupted {
         error: Box<BackupError>,
         aside: PathBuf,
+        staging: PathBuf,
         marker: PathBuf,
     },
     #[error("a restore into {0} stopped halfway before; its marker {1} is still there")]
@@ -594,9 +640,14 @@ impl RestoreError {
                 "give the newest checkpoint of this relay's log, as a witness or auditor serves \
                  it (its GET /checkpoint), signed by the log key in the backup's log-vkey"
             }
+            RestoreError::Undone(_) => {
+                "fix the cause (free space, permissions, a file the relay's user cannot move) and \
+                 restore again"
+            }
             RestoreError::Interrupted { .. } => {
-                "fix the cause (free space, permissions), move the files back from the \
-                 pre-restore directory or restore again, then delete restore-incomplete"
+                "move the previous files back from the pre-restore directory into the data \
+                 directory (keep its log-signed-checkpoint: it is the newest record), delete \
+                 restore-incomplete and the staging directory, fix the cause and restore again"
             }
             RestoreError::Unfinished(..) => {
                 "read docs/operations.md (Restore): put the data directory right, then delete \
@@ -648,28 +699,46 @@ pub fn restore(
     if owner != euid {
         return Err(RestoreError::WrongUser { dir, euid, owner });
     }
+    // No relay serving, no `log append` running, none starting while this runs.
+    let _lock = config::lock_data_dir(&dir).map_err(BackupError::from)?;
+    let _log_lock = config::lock_log(&dir).map_err(BackupError::from)?;
     let marker = dir.join(RESTORE_MARKER);
     if marker.exists() {
         return Err(RestoreError::Unfinished(dir, marker));
     }
-    let _lock = config::lock_data_dir(&dir).map_err(BackupError::from)?;
 
-    // Which record of the newest signed checkpoint will be in force: never an older one.
+    // Which record of the newest signed checkpoint will be in force: never an older one. The
+    // sources: the data directory's record, its database's newest checkpoint, and the newest
+    // checkpoint the operator got from a witness or auditor.
     let vkey = backup.join(LOG_VKEY_FILE);
+    if manifest.signed_size.is_some() && !vkey.is_file() {
+        return Err(BackupError::Damaged(
+            "the backup holds signed checkpoints but no log-vkey to check them with".into(),
+        )
+        .into());
+    }
     let record = dir.join(SIGNED_HEAD_FILE);
     let mut newest: Option<(u64, String)> = None;
+    let mut consider = |size: u64, note: String| {
+        if newest.as_ref().is_none_or(|(n, _)| size > *n) {
+            newest = Some((size, note));
+        }
+    };
     if let Ok(note) = std::fs::read_to_string(&record) {
         let size = checkpoint_size(&note, &vkey)
             .ok_or_else(|| RestoreError::UnverifiableRecord(record.clone()))?;
-        newest = Some((size, note));
+        consider(size, note);
+    }
+    if let Some(note) = newest_in_database(&dir.join(DATABASE_FILE)) {
+        if let Some(size) = checkpoint_size(&note, &vkey) {
+            consider(size, note);
+        }
     }
     if let Some(path) = newest_checkpoint {
         let note = std::fs::read_to_string(path).map_err(io(path))?;
         let size = checkpoint_size(&note, &vkey)
             .ok_or_else(|| RestoreError::BadCheckpoint(path.into()))?;
-        if newest.as_ref().is_none_or(|(n, _)| size > *n) {
-            newest = Some((size, note));
-        }
+        consider(size, note);
     }
     let newer_record = newest.filter(|(size, _)| manifest.signed_size.is_none_or(|b| *size > b));
 
@@ -689,31 +758,78 @@ pub fn restore(
         }
     };
 
-    // Swap: the marker first, then the current files aside, then the staged ones in.
-    write_private(&marker, &format!("{}\n", aside.display()))?;
-    let swapped = swap(&dir, &aside, &staging, &staged);
-    match swapped {
+    // Swap: the marker first, then the current files aside, then the staged ones in. A failure
+    // undoes the renames done so far; only if that fails too does the marker stay.
+    let marker_text = format!(
+        "a restore stopped halfway\nprevious files: {}\nstaged backup files: {}\n",
+        aside.display(),
+        staging.display()
+    );
+    if let Err(e) = write_private(&marker, &marker_text).and_then(|()| sync_dir(&dir)) {
+        let _ = std::fs::remove_file(&marker);
+        let _ = std::fs::remove_dir_all(&staging);
+        let _ = std::fs::remove_dir(&aside);
+        return Err(e.into());
+    }
+    let mut done = Vec::new();
+    match swap(&dir, &aside, &staging, &staged, &mut done) {
         Ok(moved) => {
             let _ = std::fs::remove_dir_all(&staging);
             if !moved {
-                let _ = std::fs::remove_dir(&aside);
+                let _ = std::fs::remove_dir_all(&aside);
             }
             std::fs::remove_file(&marker).map_err(io(&marker))?;
-            std::fs::File::open(&dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io(&dir))?;
+            sync_dir(&dir)?;
             Ok(Restored {
                 manifest,
                 moved_aside: moved.then_some(aside),
                 newer_record: newer_record.map(|(size, _)| size),
             })
         }
-        Err(error) => Err(RestoreError::Interrupted {
-            error: Box::new(error),
-            aside,
-            marker,
-        }),
+        Err(error) => {
+            // Back as it was, in reverse order.
+            let undone = done
+                .iter()
+                .rev()
+                .all(|(from, to)| std::fs::rename(to, from).is_ok());
+            if undone {
+                let _ = std::fs::remove_dir_all(&staging);
+                let _ = std::fs::remove_dir_all(&aside);
+                let _ = std::fs::remove_file(&marker);
+                let _ = sync_dir(&dir);
+                Err(RestoreError::Undone(Box::new(error)))
+            } else {
+                Err(RestoreError::Interrupted {
+                    error: Box::new(error),
+                    aside,
+                    staging,
+                    marker,
+                })
+            }
+        }
     }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), BackupError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
+}
+
+/// The newest checkpoint note in a relay database, if it can be read.
+fn newest_in_database(db: &Path) -> Option<String> {
+    if !db.is_file() {
+        return None;
+    }
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .ok()?;
+    conn.query_row(
+        "SELECT note FROM tlog_checkpoints ORDER BY size DESC LIMIT 1",
+        [],
+        |r| r.get(0),
+    )
+    .ok()
 }
 
 /// Copies the backup's files (and the record in force, if newer) into `staging`; returns their
@@ -746,9 +862,15 @@ fn stage(
     Ok(staged)
 }
 
-/// Moves what the restore replaces from `dir` into `aside`, then the staged files into `dir`.
-/// Returns whether anything was moved aside.
-fn swap(dir: &Path, aside: &Path, staging: &Path, staged: &[PathBuf]) -> Result<bool, BackupError> {
+/// Moves what the restore replaces from `dir` into `aside`, then the staged files into `dir`,
+/// noting each rename (from, to) in `done`. Returns whether anything was moved aside.
+fn swap(
+    dir: &Path,
+    aside: &Path,
+    staging: &Path,
+    staged: &[PathBuf],
+    done: &mut Vec<(PathBuf, PathBuf)>,
+) -> Result<bool, BackupError> {
     let mut replaced: Vec<PathBuf> = [
         DATABASE_FILE.to_string(),
         format!("{DATABASE_FILE}-wal"),
@@ -772,6 +894,7 @@ fn swap(dir: &Path, aside: &Path, staging: &Path, staged: &[PathBuf]) -> Result<
             create_private_dir(parent)?;
         }
         std::fs::rename(&from, &to).map_err(io(&from))?;
+        done.push((from, to));
         moved = true;
     }
     for path in staged {
@@ -779,7 +902,9 @@ fn swap(dir: &Path, aside: &Path, staging: &Path, staged: &[PathBuf]) -> Result<
         if let Some(parent) = to.parent() {
             create_private_dir(parent)?;
         }
-        std::fs::rename(staging.join(path), &to).map_err(io(&to))?;
+        let from = staging.join(path);
+        std::fs::rename(&from, &to).map_err(io(&to))?;
+        done.push((from, to));
     }
     Ok(moved)
 }
@@ -920,6 +1045,105 @@ mod tests {
             restore(Some(data.path()), &dest, None, 2),
             Err(RestoreError::Unfinished(..))
         ));
+    }
+
+    /// A checkpoint of `size` entries signed by the data directory's log key.
+    fn signed_checkpoint(data: &Path, size: u64) -> String {
+        use crate::tlog::key::{DEFAULT_ORIGIN, load_or_create};
+        let (signer, _) = load_or_create(data, DEFAULT_ORIGIN).expect("log key");
+        let text = Checkpoint::new(
+            DEFAULT_ORIGIN,
+            size,
+            refuge_proto::tlog::hash::Hash([size as u8; 32]),
+        )
+        .expect("checkpoint")
+        .to_text();
+        signer.sign_note(&text).expect("sign")
+    }
+
+    #[test]
+    fn the_newest_signed_checkpoint_stays_in_force_and_an_unverifiable_record_stops_the_restore() {
+        let data = data_dir_with_db();
+        std::fs::remove_file(data.path().join(LOG_KEY_FILE)).expect("remove the fake key");
+        let older = signed_checkpoint(data.path(), 2);
+        let out = tempfile::tempdir().expect("tempdir");
+        let dest = out.path().join("backup");
+        backup(Some(data.path()), &dest, 1).expect("backup");
+
+        // A witness's newer checkpoint becomes the record.
+        let newer = out.path().join("newest");
+        std::fs::write(&newer, signed_checkpoint(data.path(), 7)).expect("write");
+        let r = restore(Some(data.path()), &dest, Some(&newer), 2).expect("restore");
+        assert_eq!(r.newer_record, Some(7));
+        assert_eq!(
+            read(&data.path().join(SIGNED_HEAD_FILE)),
+            read(&newer),
+            "the newest checkpoint is the record"
+        );
+        // The record in the data directory (size 7) stays over an older one given later.
+        std::fs::write(&newer, &older).expect("write");
+        let r = restore(Some(data.path()), &dest, Some(&newer), 3).expect("restore");
+        assert_eq!(r.newer_record, Some(7));
+
+        // A checkpoint of another log key is refused, as is a record that does not verify.
+        let other = tempfile::tempdir().expect("tempdir");
+        std::fs::write(&newer, signed_checkpoint(other.path(), 9)).expect("write");
+        assert!(matches!(
+            restore(Some(data.path()), &dest, Some(&newer), 4),
+            Err(RestoreError::BadCheckpoint(_))
+        ));
+        std::fs::write(data.path().join(SIGNED_HEAD_FILE), "damaged").expect("write");
+        assert!(matches!(
+            restore(Some(data.path()), &dest, None, 5),
+            Err(RestoreError::UnverifiableRecord(_))
+        ));
+        assert_eq!(
+            read(&data.path().join(SIGNED_HEAD_FILE)),
+            "damaged",
+            "untouched"
+        );
+    }
+
+    #[test]
+    fn a_swap_that_fails_halfway_is_undone() {
+        let data = data_dir_with_db();
+        let keystore = data.path().join(KEYSTORE_DIR);
+        std::fs::create_dir_all(&keystore).expect("keystore");
+        std::fs::write(keystore.join("hs_id"), "onion key").expect("key");
+        let out = tempfile::tempdir().expect("tempdir");
+        let dest = out.path().join("backup");
+        backup(Some(data.path()), &dest, 1).expect("backup");
+        // `arti` is now a file: the keystore's files cannot be renamed into place, after the
+        // database and the keys already were.
+        std::fs::remove_dir_all(data.path().join("arti")).expect("remove");
+        std::fs::write(data.path().join("arti"), "in the way").expect("write");
+        std::fs::write(data.path().join(LOG_KEY_FILE), "current").expect("write");
+        let before: Vec<_> = {
+            let mut names: Vec<_> = std::fs::read_dir(data.path())
+                .expect("list")
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
+            names.sort();
+            names
+        };
+        assert!(matches!(
+            restore(Some(data.path()), &dest, None, 2),
+            Err(RestoreError::Undone(_))
+        ));
+        let mut after: Vec<_> = std::fs::read_dir(data.path())
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n != config::LOCK_FILE && n != config::LOG_LOCK_FILE)
+            .collect();
+        after.sort();
+        assert_eq!(
+            before, after,
+            "nothing left behind but the lock files, nothing missing"
+        );
+        assert_eq!(read(&data.path().join(LOG_KEY_FILE)), "current");
+        assert!(!data.path().join(RESTORE_MARKER).exists());
     }
 
     #[test]

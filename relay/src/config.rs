@@ -127,8 +127,12 @@ pub struct DataDirLock {
 
 /// Takes the data directory's exclusive lock, or fails at once with [`ConfigError::InUse`].
 pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, ConfigError> {
+    lock_file(dir, LOCK_FILE)
+}
+
+fn lock_file(dir: &Path, name: &str) -> Result<DataDirLock, ConfigError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let path = dir.join(LOCK_FILE);
+    let path = dir.join(name);
     let lock_error = |source| ConfigError::Lock {
         path: path.clone(),
         source,
@@ -145,6 +149,16 @@ pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, ConfigError> {
         Err(rustix::io::Errno::WOULDBLOCK) => Err(ConfigError::InUse(dir.to_owned())),
         Err(e) => Err(lock_error(e.into())),
     }
+}
+
+/// The file `log append` and `restore` lock, so that no append runs during a restore (a relay
+/// may serve meanwhile: its own appends go through its sequencer).
+pub const LOG_LOCK_FILE: &str = "log.lock";
+
+/// Takes the exclusive lock of the log operator's commands, or fails at once with
+/// [`ConfigError::InUse`].
+pub fn lock_log(dir: &Path) -> Result<DataDirLock, ConfigError> {
+    lock_file(dir, LOG_LOCK_FILE)
 }
 
 /// Bounds on what clients can make the relay hold or do.

@@ -134,6 +134,12 @@ pub fn append(
 ) -> Result<AppendReport, LogCommandError> {
     let dir = config::resolve_data_dir(data_dir)?;
     config::prepare_data_dir(&dir)?;
+    // One append at a time, and none during a restore or after one that stopped halfway.
+    let _lock = config::lock_log(&dir)?;
+    let marker = dir.join(config::RESTORE_MARKER);
+    if marker.exists() {
+        return Err(ConfigError::RestoreIncomplete(marker).into());
+    }
     let entries = files
         .iter()
         .map(|f| read_entry(f))
