@@ -1247,3 +1247,24 @@ pub fn create_raw_mailbox(
         "{r:?}"
     );
 }
+
+/// Raises the soft open-file limit to `want` (or the hard limit) for this process and the
+/// relays it starts; says so on stderr when it cannot reach `want`.
+pub fn raise_fd_limit(want: u64) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some_and(|c| c >= want) {
+        return;
+    }
+    let new = limit.maximum.map_or(want, |max| want.min(max));
+    let mut raised = limit;
+    raised.current = Some(new);
+    if let Err(e) = setrlimit(Resource::Nofile, raised) {
+        eprintln!("warning: cannot raise the open-file limit to {new}: {e}");
+    } else if new < want {
+        eprintln!(
+            "warning: the open-file limit is {new}, below the {want} wanted (raise the hard \
+             limit with `ulimit -Hn`)"
+        );
+    }
+}

@@ -31,7 +31,7 @@ use refuge_proto::wire::client_frame::Request;
 use refuge_proto::wire::server_frame::Response;
 use refuge_proto::wire::{self, ClientFrame};
 use refuge_proto::{auth, frame};
-use refuge_tests::Relay;
+use refuge_tests::{Relay, raise_fd_limit};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -205,7 +205,7 @@ fn main() {
         plan.levels = levels;
     }
     install_crypto_provider();
-    raise_fd_limit(plan.idle_connections * 2 + 4_096);
+    raise_fd_limit((plan.idle_connections * 2 + 4_096) as u64);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -1178,28 +1178,4 @@ async fn idle_memory(relay: &Relay, n: usize) -> (u64, u64) {
     let after = relay_rss(relay);
     drop(open);
     (before, after)
-}
-
-/// Raises the soft open-file limit to `want` (or the hard limit) for this process and the relay
-/// it starts.
-fn raise_fd_limit(want: usize) {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let limit = getrlimit(Resource::Nofile);
-    let want = want as u64;
-    let current = limit.current.unwrap_or(u64::MAX);
-    if current >= want {
-        return;
-    }
-    let new = limit.maximum.map_or(want, |max| want.min(max));
-    let mut raised = limit;
-    raised.current = Some(new);
-    if let Err(e) = setrlimit(Resource::Nofile, raised) {
-        eprintln!("warning: cannot raise the open-file limit to {new}: {e}");
-    }
-    if new < want {
-        eprintln!(
-            "warning: the open-file limit is {new}; the idle-connection measurement needs about \
-             {want} (raise the hard limit with `ulimit -Hn`)"
-        );
-    }
 }

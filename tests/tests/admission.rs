@@ -32,19 +32,6 @@ use tokio::time::timeout;
 /// Bound on any single junk read, write or connect.
 const IO: Duration = Duration::from_secs(2);
 
-fn raise_fd_limit(want: u64) {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let limit = getrlimit(Resource::Nofile);
-    if limit.current.is_some_and(|c| c >= want) {
-        return;
-    }
-    let mut raised = limit;
-    raised.current = Some(limit.maximum.map_or(want, |max| want.min(max)));
-    if let Err(e) = setrlimit(Resource::Nofile, raised) {
-        eprintln!("cannot raise the open-file limit: {e}");
-    }
-}
-
 fn runtime() -> tokio::runtime::Runtime {
     refuge_client::transport::install_crypto_provider();
     tokio::runtime::Builder::new_multi_thread()

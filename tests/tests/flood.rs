@@ -44,19 +44,6 @@ struct Sent {
     datagrams: AtomicU64,
 }
 
-fn raise_fd_limit(want: u64) {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let limit = getrlimit(Resource::Nofile);
-    if limit.current.is_some_and(|c| c >= want) {
-        return;
-    }
-    let mut raised = limit;
-    raised.current = Some(limit.maximum.map_or(want, |max| want.min(max)));
-    if let Err(e) = setrlimit(Resource::Nofile, raised) {
-        eprintln!("cannot raise the open-file limit: {e}");
-    }
-}
-
 async fn connect(addr: SocketAddr, sent: &Sent) -> Option<TcpStream> {
     match timeout(IO, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => {
