@@ -133,7 +133,8 @@ impl Metrics {
     }
 
     /// How many requests of this kind got this outcome (`None`: answered without an error).
-    pub fn requests(&self, request: &str, code: Option<ErrorCode>) -> u64 {
+    #[cfg(test)]
+    fn requests(&self, request: &str, code: Option<ErrorCode>) -> u64 {
         REQUESTS.iter().position(|r| *r == request).map_or(0, |i| {
             self.requests[i][outcome_slot(code)].load(Ordering::Relaxed)
         })
