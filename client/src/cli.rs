@@ -5,7 +5,9 @@ use crate::config::TorSettings;
 use crate::error::{ClientError, Result};
 use crate::secret::SecretText;
 use crate::store::Store;
-use crate::transport::{ConnectOptions, RelayEndpoint, Session, TorOptions, TorTransport};
+use crate::events::{Event, Events, SessionEvent, TorEvent};
+use crate::net::Network;
+use crate::transport::RelayEndpoint;
 use std::future::Future;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -185,7 +187,7 @@ pub async fn send_outbox(
     if store.outbox_len()? == 0 {
         return Ok(());
     }
-    let sent = match connect(endpoint, network, isolation_key).await {
+    let sent = match network.connect(endpoint, isolation_key).await {
         Ok(mut session) => {
             let sent = crate::outbox::send_pending(store, &mut session, directory).await;
             session.close().await;
@@ -373,106 +375,59 @@ impl From<&TorArgs> for TorSettings {
     }
 }
 
-/// How this command reaches the relay.
-#[derive(Clone)]
-pub struct Network {
-    pub tor: TorOptions,
-    /// Whether a direct (QUIC or loopback TCP) endpoint may be used. The user client allows it
-    /// only with `--insecure-direct`.
-    pub allow_direct: bool,
-    settings: TorSettings,
-    /// The embedded Tor client, bootstrapped at the first connection and shared by the later
-    /// ones of this command (one Tor client per process and state directory; each connection
-    /// still gets its own circuit through its isolation key).
-    tor_client: std::sync::Arc<tokio::sync::OnceCell<std::sync::Arc<TorTransport>>>,
-}
-
-impl std::fmt::Debug for Network {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Network")
-            .field("tor", &self.tor)
-            .field("allow_direct", &self.allow_direct)
-            .field("bootstrapped", &self.tor_client.initialized())
-            .finish()
-    }
-}
-
-impl Network {
-    /// From the command line, falling back to the Tor settings `store` remembers.
-    pub fn new(data_dir: &Path, store: &Store, args: &TorArgs, allow_direct: bool) -> Result<Self> {
-        let args = TorSettings::from(args);
-        let args = if args.is_empty() {
-            store.tor_settings()?.unwrap_or_default()
-        } else {
-            args
-        };
-        let mut tor = TorOptions::new(data_dir);
-        tor.config_file = match &args.tor_config {
-            Some(path) => Some(std::path::absolute(path).map_err(|source| ClientError::Io {
-                action: "resolve",
-                path: path.clone(),
-                source,
-            })?),
-            None => None,
-        };
-        tor.bridges = args.bridges.clone();
-        tor.pt_paths = args
-            .pt_paths
-            .iter()
-            .map(|a| TorOptions::parse_pt_path(a))
-            .collect::<Result<_>>()?;
-        let settings = TorSettings {
-            tor_config: tor.config_file.clone(),
-            ..args
-        };
-        Ok(Network {
-            tor,
-            allow_direct,
-            settings,
-            tor_client: Default::default(),
-        })
-    }
-
-    /// Remembers the Tor settings for later commands (after they have worked).
-    pub fn save(&self, store: &Store) -> Result<()> {
-        store.save_tor_settings(&self.settings)
-    }
-
-    /// Refuses a direct endpoint unless allowed.
-    pub fn check(&self, endpoint: &RelayEndpoint) -> Result<()> {
-        if endpoint.is_tor() || self.allow_direct {
-            Ok(())
-        } else {
-            Err(ClientError::DirectRefused {
-                url: endpoint.url(),
-            })
-        }
-    }
-}
-
-/// Opens a session with the relay: through the embedded Tor client for a `tor://` relay (on
-/// circuits isolated by `isolation_key`, the mailbox the session is for), else directly if the
-/// network settings allow it.
-pub async fn connect(
-    endpoint: &RelayEndpoint,
-    network: &Network,
-    isolation_key: &[u8],
-) -> Result<Session> {
-    network.check(endpoint)?;
-    let options = ConnectOptions::default();
-    if endpoint.is_tor() {
-        let tor = network
-            .tor_client
-            .get_or_try_init(|| async {
-                TorTransport::bootstrap(&network.tor)
-                    .await
-                    .map(std::sync::Arc::new)
-            })
-            .await?;
-        Session::connect_tor(tor, endpoint, isolation_key, &options).await
+/// How this command reaches the relay: Tor as given on the command line, else as `store`
+/// remembers from the `init`/`register` that last worked; progress printed to stderr.
+pub fn network(data_dir: &Path, store: &Store, args: &TorArgs, allow_direct: bool) -> Result<Network> {
+    let given = TorSettings::from(args);
+    let settings = if given.is_empty() {
+        store.tor_settings()?.unwrap_or_default()
     } else {
-        Session::connect(endpoint, &options).await
-    }
+        given
+    };
+    Network::new(data_dir, settings, allow_direct, progress_printer())
+}
+
+/// Events that print Tor's and the sessions' progress to stderr as `tor: …` lines, in the order
+/// they happen.
+pub fn progress_printer() -> Events {
+    Events::with_observer(|event| {
+        if let Some(line) = progress_line(event) {
+            let _ = writeln!(std::io::stderr().lock(), "tor: {line}");
+        }
+    })
+}
+
+/// The words for a progress event, or `None` for events this program reports otherwise.
+pub fn progress_line(event: &Event) -> Option<String> {
+    Some(match event {
+        Event::Tor(TorEvent::Bootstrapping {
+            status, blocked, ..
+        }) => match blocked {
+            Some(why) => format!("bootstrapping {status} (blocked: {why})"),
+            None => format!("bootstrapping {status}"),
+        },
+        Event::Tor(TorEvent::Bootstrapped { seconds }) => {
+            format!("connected to the Tor network in {seconds:.1} s")
+        }
+        Event::Tor(TorEvent::OnionRetry { attempt, error }) => {
+            format!("attempt {attempt} to reach the onion service failed ({error}); retrying")
+        }
+        Event::Tor(TorEvent::OnionReached { seconds, attempts }) => format!(
+            "reached the relay's onion service in {seconds:.1} s ({attempts} attempt{})",
+            if *attempts == 1 { "" } else { "s" }
+        ),
+        Event::Tor(TorEvent::HelloAnswered { millis }) => {
+            format!("relay answered Hello in {millis:.1} ms (one round trip over the onion circuit)")
+        }
+        Event::Session(SessionEvent::Throttled { wait_secs }) => {
+            format!("the relay is limiting requests; retrying in {wait_secs} s")
+        }
+        Event::Session(SessionEvent::MoreWork { effort }) => {
+            format!("the relay asks for more work (effort {effort}); retrying with higher effort")
+        }
+        Event::Session(SessionEvent::Reconnected) => "reconnected to the relay".to_string(),
+        _ => return None,
+    })
 }
 
 /// Seconds since the Unix epoch.

@@ -946,13 +946,13 @@ async fn replies_carry_tickets_that_admit_the_users_next_messages_and_an_expired
     // from the batch and never again.
     let before = w
         .staff_store(DESK1)
-        .issued_tickets_left(crate::store::unix_now())
+        .issued_tickets_left(crate::clock::Clock::unix(&crate::clock::SystemClock))
         .unwrap();
     assert_eq!(before, crate::staff::TICKET_BATCH as u64);
     w.reply(DESK1, &case, "we read you").await;
     let left = w
         .staff_store(DESK1)
-        .issued_tickets_left(crate::store::unix_now())
+        .issued_tickets_left(crate::clock::Clock::unix(&crate::clock::SystemClock))
         .unwrap();
     assert_eq!(left, before - crate::staff::TICKETS_PER_REPLY as u64);
     w.user_read().await.unwrap();

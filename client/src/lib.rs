@@ -4,13 +4,16 @@
 pub mod audit;
 pub mod authority;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod directory;
 pub mod disappearing;
 pub mod envelope;
 pub mod error;
+pub mod events;
 pub mod files;
+pub mod net;
 pub mod outbox;
 pub mod peer;
 pub mod prekeys;

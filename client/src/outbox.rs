@@ -261,7 +261,7 @@ pub async fn send_pending(
     for p in pending {
         let m = &p.message;
         // The clock now, not when the program started: Tor may have taken minutes.
-        let now = crate::store::unix_now();
+        let now = store.unix_now();
         if blocked.contains(&m.mailbox) {
             report.held.push((p.id, m.label.clone()));
             continue;
@@ -415,7 +415,7 @@ mod tests {
     #[test]
     fn the_outbox_keeps_messages_across_opens_and_drops_them_when_their_timer_runs_out() {
         let dir = tempfile::tempdir().unwrap();
-        let now = crate::store::unix_now();
+        let now = crate::clock::Clock::unix(&crate::clock::SystemClock);
         {
             let store = Store::for_tests(dir.path());
             store.queue_outgoing(&outgoing(Timer::OFF), now).unwrap();

@@ -233,7 +233,7 @@ impl<'s> Staff<'s> {
         // hour of the confirmation, never earlier than the clock says now: `now` was taken when
         // the run began, and a key recorded as older than it is could make an honest relay
         // look as if it held keys back (`check_last_resort_uses`).
-        let confirmed = hour_i64(now).max(hour_i64(SystemTime::now()));
+        let confirmed = hour_i64(now).max(hour_i64(self.store.now()));
         let tx = self.store.begin()?;
         self.store.confirm_prekey_upload(&upload, confirmed)?;
         tx.commit()?;
@@ -293,7 +293,7 @@ impl<'s> Staff<'s> {
             let held =
                 relay::register_reply_tickets(relay, &self.device.mailbox_id, &tickets).await?;
             // The hour of the confirmation, as for prekeys.
-            let confirmed = unix_seconds(now).max(unix_seconds(SystemTime::now()));
+            let confirmed = unix_seconds(now).max(unix_seconds(self.store.now()));
             let tx = self.store.begin()?;
             self.store
                 .keep_issued_tickets(&tickets, confirmed, TICKET_POOL)?;

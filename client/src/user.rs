@@ -359,7 +359,7 @@ impl Recipient for UserRecipient {
                 .take(MAX_TICKETS_PER_REPLY)
                 .filter_map(|t| refuge_proto::ids::DepositToken::from_slice(t).ok())
                 .collect();
-            store.keep_reply_tickets(&contact.post_id, &tickets, crate::store::unix_now())?;
+            store.keep_reply_tickets(&contact.post_id, &tickets, store.unix_now())?;
         }
         match opened.content.body.as_mut() {
             Some(Body::Text(t)) => Ok(SecretText::new(std::mem::take(&mut t.text))),

@@ -223,7 +223,9 @@ async fn connect(relay: &str, pin: Option<&str>, tor_dir: Option<PathBuf>) -> Re
                 "a tor:// relay needs --tor-dir for the Tor client's state".into(),
             )
         })?;
-        let tor = std::sync::Arc::new(TorTransport::bootstrap(&TorOptions::new(&dir)).await?);
+        let mut tor = TorOptions::new(&dir);
+        tor.events = cli::progress_printer();
+        let tor = std::sync::Arc::new(TorTransport::bootstrap(&tor).await?);
         Session::connect_tor(&tor, &endpoint, b"refuge-admin", &options).await
     } else {
         Session::connect(&endpoint, &options).await

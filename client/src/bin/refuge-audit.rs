@@ -232,6 +232,7 @@ fn audit_config(
 async fn setup(log: &LogArgs) -> Result<Setup, AuditError> {
     let (config, with_url) = audit_config(&log.keys)?;
     let mut tor = TorOptions::new(&config.data_dir);
+    tor.events = cli::progress_printer();
     tor.config_file = log.tor_config.clone();
     let mut peers = Vec::new();
     for (key, url) in with_url {

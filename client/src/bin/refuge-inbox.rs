@@ -164,8 +164,8 @@ async fn run(args: Args) -> Result<()> {
                 endpoint_args.0.as_deref(),
                 endpoint_args.1.as_deref(),
             )?;
-            let network = cli::Network::new(&dir, &store, &tor, true)?;
-            let mut session = cli::connect(&endpoint, &network, staff.label().as_bytes()).await?;
+            let network = cli::network(&dir, &store, &tor, true)?;
+            let mut session = network.connect(&endpoint, staff.label().as_bytes()).await?;
             let verified = sync(&mut session, &store, &source).await?;
             staff.check_enrolled(&verified)?;
             let count = staff.register(&mut session, now).await?;
@@ -173,7 +173,7 @@ async fn run(args: Args) -> Result<()> {
             // Remembered only once they have worked.
             store.save_policy(&source)?;
             store.save_relay(&endpoint)?;
-            network.save(&store)?;
+            store.save_tor_settings(network.settings())?;
             say(&format!(
                 "registered {}: {} one-time prekeys on the relay",
                 staff.label(),
@@ -190,8 +190,8 @@ async fn run(args: Args) -> Result<()> {
                 endpoint_args.1.as_deref(),
             )?;
             let delay = send_delay.pick()?;
-            let network = cli::Network::new(&dir, &store, &tor, true)?;
-            let mut session = cli::connect(&endpoint, &network, staff.label().as_bytes()).await?;
+            let network = cli::network(&dir, &store, &tor, true)?;
+            let mut session = network.connect(&endpoint, staff.label().as_bytes()).await?;
             let verified = load_directory(&mut session, &store, deployment).await?;
             warn_if_not_enrolled(&staff, &verified);
             let mut show = |m: &refuge_client::delivery::ReceivedMessage| {
@@ -226,10 +226,10 @@ async fn run(args: Args) -> Result<()> {
                 endpoint_args.1.as_deref(),
             )?;
             let delay = send_delay.pick()?;
-            let network = cli::Network::new(&dir, &store, &tor, true)?;
+            let network = cli::network(&dir, &store, &tor, true)?;
             // The directory on a connection of its own, the reply on another after a random
             // wait: the relay must not tie the reply to this device's reads.
-            let mut session = cli::connect(&endpoint, &network, b"directory").await?;
+            let mut session = network.connect(&endpoint, b"directory").await?;
             let verified = load_directory(&mut session, &store, deployment).await?;
             session.close().await;
             let row = staff.queue_reply(&verified, &case_id, &text, now).await?;
@@ -260,7 +260,7 @@ async fn run(args: Args) -> Result<()> {
 async fn send_replies_later(
     staff: &Staff<'_>,
     endpoint: &RelayEndpoint,
-    network: &cli::Network,
+    network: &refuge_client::net::Network,
     directory: &refuge_proto::directory::VerifiedDirectory,
     rows: &[i64],
     delay: std::time::Duration,
@@ -274,7 +274,7 @@ async fn send_replies_later(
         tokio::time::sleep(delay).await;
     }
     let isolation: [u8; 16] = rand::random();
-    let mut session = cli::connect(endpoint, network, &isolation).await?;
+    let mut session = network.connect(endpoint, &isolation).await?;
     let sent = staff.send_replies(&mut session, directory, rows).await;
     session.close().await;
     sent

@@ -125,7 +125,7 @@ async fn run(args: Args) -> Result<()> {
     let deployment = args.deployment;
     let insecure_direct = args.insecure_direct
         || std::env::var_os("REFUGE_INSECURE_DIRECT").is_some_and(|v| v == "1");
-    let network = cli::Network::new(&data_dir, &store, &args.tor, insecure_direct)?;
+    let network = cli::network(&data_dir, &store, &args.tor, insecure_direct)?;
     if let Some(url) = args.relay.as_deref() {
         // Refused before anything else happens, whatever the command.
         let given = RelayEndpoint::parse(url, args.pin.as_deref())?;
@@ -161,13 +161,13 @@ async fn run(args: Args) -> Result<()> {
             // The directory must verify before anything is created on the relay.
             sync_directory(&store, &source, &endpoint, &network).await?;
             let user = User::init(&store)?;
-            let mut session = cli::connect(&endpoint, &network, &user.mailbox_id().0).await?;
+            let mut session = network.connect(&endpoint, &user.mailbox_id().0).await?;
             user.create_mailbox(&mut session).await?;
             session.close().await;
             // Remembered only once they have worked.
             store.save_policy(&source)?;
             store.save_relay(&endpoint)?;
-            network.save(&store)?;
+            store.save_tor_settings(network.settings())?;
             say("ready: mailbox created on the relay")
         }
         Command::Posts => {
@@ -198,7 +198,7 @@ async fn run(args: Args) -> Result<()> {
             let dir = load_directory(&store, &endpoint, &network, deployment).await?;
             refuge_client::user::check_contact(&dir, &post, &text)?;
             // Deposits are anonymous: never on a circuit that reads the user's mailbox.
-            let mut session = cli::connect(&endpoint, &network, b"deposit").await?;
+            let mut session = network.connect(&endpoint, b"deposit").await?;
             let report = user
                 .contact(&mut session, &dir, &post, &text, timer, now)
                 .await?;
@@ -222,7 +222,7 @@ async fn run(args: Args) -> Result<()> {
             // Messages an earlier run could not get confirmed: sent first, on a deposit
             // session of their own (never on the circuit that reads this mailbox).
             cli::send_outbox(&store, &endpoint, &network, b"deposit", &dir).await?;
-            let mut session = cli::connect(&endpoint, &network, &user.mailbox_id().0).await?;
+            let mut session = network.connect(&endpoint, &user.mailbox_id().0).await?;
             let mut show = |m: &refuge_client::delivery::ReceivedMessage| {
                 let from = match &m.sender {
                     Peer::Staff { label } => label.clone(),
@@ -267,7 +267,7 @@ fn warn_insecure_direct() {
 async fn load_directory(
     store: &Store,
     endpoint: &RelayEndpoint,
-    network: &cli::Network,
+    network: &refuge_client::net::Network,
     deployment: cli::DeploymentArgs,
 ) -> Result<refuge_proto::directory::VerifiedDirectory> {
     let mut source = store.policy()?.ok_or(ClientError::MissingConfig(
@@ -282,9 +282,9 @@ async fn sync_directory(
     store: &Store,
     source: &PolicySource,
     endpoint: &RelayEndpoint,
-    network: &cli::Network,
+    network: &refuge_client::net::Network,
 ) -> Result<refuge_proto::directory::VerifiedDirectory> {
-    let mut session = cli::connect(endpoint, network, b"directory").await?;
+    let mut session = network.connect(endpoint, b"directory").await?;
     let dir = directory::sync(&mut session, store, source, cli::now_unix()).await;
     session.close().await;
     dir

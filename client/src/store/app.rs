@@ -1,7 +1,7 @@
 //! The application's own tables: our identity, the user's mailbox, the staff device, contacts,
 //! inbound messages and cases.
 
-use super::{Store, to_day, unix_now};
+use super::{Store, to_day};
 use crate::disappearing::Timer;
 use crate::error::{ClientError, Result};
 use crate::secret::{SecretBytes, SecretText, os_rng};
@@ -270,7 +270,7 @@ impl Store {
                 id.key_pair.expose(),
                 id.registration_id,
                 id.certificate_key.expose(),
-                to_day(unix_now())
+                to_day(self.unix_now())
             ],
         )?;
         if n == 0 {
@@ -739,7 +739,7 @@ impl Store {
              ON CONFLICT (case_id) DO UPDATE SET
                  reply_mailbox = coalesce(excluded.reply_mailbox, cases.reply_mailbox),
                  reply_token = coalesce(excluded.reply_token, cases.reply_token)",
-            rusqlite::params![case_id, user_address, m, t.as_deref(), to_day(unix_now())],
+            rusqlite::params![case_id, user_address, m, t.as_deref(), to_day(self.unix_now())],
         )?;
         Ok(())
     }

@@ -33,6 +33,7 @@ pub use signal::{
 };
 pub use wipe::{WipeReport, wipe};
 
+use crate::clock::SharedClock;
 use crate::error::{ClientError, Result};
 use key::{Header, KeySlot, StoreKey};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
@@ -255,6 +256,8 @@ CREATE TABLE directory_evidence (
 pub struct Store {
     conn: Connection,
     dir: PathBuf,
+    /// The client's one clock (the wall clock unless a test or simulation sets another).
+    clock: SharedClock,
 }
 
 impl std::fmt::Debug for Store {
@@ -359,9 +362,10 @@ impl Store {
         let store = Store {
             conn,
             dir: dir.to_path_buf(),
+            clock: crate::clock::system(),
         };
         store.migrate()?;
-        store.expire(unix_now())?;
+        store.expire(store.unix_now())?;
         Ok(store)
     }
 
@@ -438,10 +442,32 @@ impl Store {
     /// a read inside a transaction does not see them either), else in its own.
     pub(crate) fn prune_due(&self) -> Result<u64> {
         if self.conn.is_autocommit() {
-            self.expire(unix_now())
+            self.expire(self.unix_now())
         } else {
-            delete_due(&self.conn, unix_now())
+            delete_due(&self.conn, self.unix_now())
         }
+    }
+
+    /// Makes `clock` the one this client reads from now on (and deletes what is due by it).
+    pub fn set_clock(&mut self, clock: SharedClock) -> Result<()> {
+        self.clock = clock;
+        self.expire(self.unix_now())?;
+        Ok(())
+    }
+
+    /// The client's clock.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    /// Now, by the client's clock.
+    pub fn now(&self) -> std::time::SystemTime {
+        self.clock.now()
+    }
+
+    /// Now in Unix seconds, by the client's clock.
+    pub fn unix_now(&self) -> i64 {
+        self.clock.unix()
     }
 
     /// The data directory.
@@ -642,11 +668,11 @@ fn prepare_dir(dir: &Path) -> Result<()> {
 }
 
 /// Current time in Unix seconds.
-pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+/// The wall clock in Unix seconds, for this module's tests.
+#[cfg(test)]
+fn unix_now() -> i64 {
+    use crate::clock::Clock;
+    crate::clock::SystemClock.unix()
 }
 
 /// Unix seconds rounded down to the day: the only precision creation times are kept at, so that

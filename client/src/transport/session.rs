@@ -6,6 +6,7 @@ use super::endpoint::RelayEndpoint;
 use super::pin::PinVerifier;
 use super::tor::TorTransport;
 use crate::error::{ClientError, Result};
+use crate::events::{Event, SessionEvent, TorEvent};
 use crate::relay::{Relay, Resumption, RetryPolicy};
 use refuge_proto::frame::{self, PREFIX_LEN};
 use refuge_proto::pow::{self, Params, Purpose};
@@ -218,10 +219,9 @@ impl Session {
             what: "Hello over Tor",
             secs,
         })??;
-        tor.progress(&format!(
-            "relay answered Hello in {:.1} ms (one round trip over the onion circuit)",
-            hello.elapsed().as_secs_f64() * 1000.0
-        ));
+        tor.events().emit(Event::Tor(TorEvent::HelloAnswered {
+            millis: hello.elapsed().as_secs_f64() * 1000.0,
+        }));
         session.tor = Some(Arc::clone(tor));
         session.origin = Origin::Tor {
             tor: Arc::clone(tor),
@@ -304,10 +304,9 @@ impl Session {
                         });
                     }
                     let wait = retry_wait(error.retry_after_seconds, attempt);
-                    self.note(&format!(
-                        "the relay is limiting requests; retrying in {} s",
-                        wait.as_secs()
-                    ));
+                    self.note(SessionEvent::Throttled {
+                        wait_secs: wait.as_secs(),
+                    });
                     tokio::time::sleep(wait).await;
                 }
                 ErrorCode::PowRequired | ErrorCode::PowInvalid if attempt < MAX_ATTEMPTS => {
@@ -317,10 +316,9 @@ impl Session {
                             "the relay answered {code:?} without valid proof-of-work parameters"
                         )));
                     };
-                    self.note(&format!(
-                        "the relay asks for more work (effort {}); retrying with higher effort",
-                        params.effort
-                    ));
+                    self.note(SessionEvent::MoreWork {
+                        effort: params.effort,
+                    });
                     self.pow = Some(params);
                     clear_pow(&mut request);
                 }
@@ -330,11 +328,11 @@ impl Session {
         }
     }
 
-    /// Says what the session is doing: in the log, and over Tor on the progress line.
-    fn note(&self, line: &str) {
-        tracing::info!("{line}");
+    /// Says what the session is doing: in the log, and over Tor as an event.
+    fn note(&self, event: SessionEvent) {
+        tracing::info!("{event:?}");
         if let Some(tor) = &self.tor {
-            tor.progress(line);
+            tor.events().emit(Event::Session(event));
         }
     }
 
@@ -503,7 +501,7 @@ impl Relay for Session {
 
     async fn reconnect(&mut self) -> Result<()> {
         self.redial().await?;
-        self.note("reconnected to the relay");
+        self.note(SessionEvent::Reconnected);
         Ok(())
     }
 

@@ -10,6 +10,7 @@
 //!   webtunnel) come from bridge lines; the transport programs are run by arti.
 
 use crate::error::{ClientError, Result};
+use crate::events::{Event, Events, TorEvent};
 use arti_client::config::pt::TransportConfigBuilder;
 use arti_client::config::{BoolOrAuto, BridgeConfigBuilder, CfgPath, TorClientConfigBuilder};
 use arti_client::{
@@ -17,7 +18,6 @@ use arti_client::{
     TorClientConfig,
 };
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -55,8 +55,8 @@ pub struct TorOptions {
     pub bootstrap_timeout: Duration,
     /// How long reaching the onion service may take once bootstrapped (retried within it).
     pub connect_timeout: Duration,
-    /// Print bootstrap progress to stderr.
-    pub show_progress: bool,
+    /// Where bootstrap and connection progress is reported.
+    pub events: Events,
 }
 
 impl TorOptions {
@@ -68,7 +68,7 @@ impl TorOptions {
             pt_paths: Vec::new(),
             bootstrap_timeout: timeout_from_env("REFUGE_TOR_BOOTSTRAP_TIMEOUT_SECS", 300),
             connect_timeout: timeout_from_env("REFUGE_TOR_CONNECT_TIMEOUT_SECS", 120),
-            show_progress: true,
+            events: Events::default(),
         }
     }
 
@@ -188,7 +188,7 @@ pub struct TorTransport {
     client: Arc<TorClient<PreferredRuntime>>,
     isolation: Mutex<HashMap<Vec<u8>, IsolationToken>>,
     connect_timeout: Duration,
-    show_progress: bool,
+    events: Events,
 }
 
 impl std::fmt::Debug for TorTransport {
@@ -197,18 +197,12 @@ impl std::fmt::Debug for TorTransport {
     }
 }
 
-fn progress(show: bool, line: &str) {
-    if show {
-        let _ = writeln!(std::io::stderr().lock(), "tor: {line}");
-    }
-}
-
 impl TorTransport {
-    /// Starts arti and waits until it can build circuits, printing progress to stderr.
+    /// Starts arti and waits until it can build circuits, reporting progress to `options.events`.
     pub async fn bootstrap(options: &TorOptions) -> Result<TorTransport> {
         crate::transport::install_crypto_provider();
         let config = options.arti_config()?;
-        let show = options.show_progress;
+        let sink = options.events.clone();
         let started = Instant::now();
         let client = TorClient::builder()
             .config(config)
@@ -221,7 +215,11 @@ impl TorTransport {
             while let Some(status) = futures::StreamExt::next(&mut events).await {
                 let line = status.to_string();
                 if line != last {
-                    progress(show, &format!("bootstrapping {line}"));
+                    sink.emit(Event::Tor(TorEvent::Bootstrapping {
+                        fraction: status.as_frac(),
+                        status: line.clone(),
+                        blocked: status.blocked().map(|b| b.to_string()),
+                    }));
                     last = line;
                 }
                 if status.ready_for_traffic() {
@@ -241,24 +239,20 @@ impl TorTransport {
                 )));
             }
         }
-        progress(
-            show,
-            &format!(
-                "connected to the Tor network in {:.1} s",
-                started.elapsed().as_secs_f64()
-            ),
-        );
+        options.events.emit(Event::Tor(TorEvent::Bootstrapped {
+            seconds: started.elapsed().as_secs_f64(),
+        }));
         Ok(TorTransport {
             client,
             isolation: Mutex::new(HashMap::new()),
             connect_timeout: options.connect_timeout,
-            show_progress: show,
+            events: options.events.clone(),
         })
     }
 
-    /// Prints one progress line to stderr (if progress is shown).
-    pub(crate) fn progress(&self, line: &str) {
-        progress(self.show_progress, line);
+    /// Where this client reports progress.
+    pub(crate) fn events(&self) -> &Events {
+        &self.events
     }
 
     /// The isolation token for `key`: the same key gets the same token in this process, different
@@ -294,14 +288,10 @@ impl TorTransport {
                     .await;
             let err = match result {
                 Ok(Ok(stream)) => {
-                    progress(
-                        self.show_progress,
-                        &format!(
-                            "reached the relay's onion service in {:.1} s ({attempt} attempt{})",
-                            started.elapsed().as_secs_f64(),
-                            if attempt == 1 { "" } else { "s" }
-                        ),
-                    );
+                    self.events.emit(Event::Tor(TorEvent::OnionReached {
+                        seconds: started.elapsed().as_secs_f64(),
+                        attempts: attempt,
+                    }));
                     return Ok(stream);
                 }
                 Ok(Err(e)) => e,
@@ -325,10 +315,10 @@ impl TorTransport {
                     self.connect_timeout.as_secs()
                 )));
             }
-            progress(
-                self.show_progress,
-                &format!("attempt {attempt} to reach the onion service failed ({err}); retrying"),
-            );
+            self.events.emit(Event::Tor(TorEvent::OnionRetry {
+                attempt,
+                error: err.to_string(),
+            }));
             tokio::time::sleep(pause).await;
         }
     }
@@ -452,7 +442,7 @@ mod tests {
             client,
             isolation: Mutex::new(HashMap::new()),
             connect_timeout: Duration::from_secs(1),
-            show_progress: false,
+            events: Events::default(),
         };
         let a = tor.token(b"mailbox a");
         assert_eq!(a, tor.token(b"mailbox a"));
