@@ -3,10 +3,10 @@
 
 use crate::config::TorSettings;
 use crate::error::{ClientError, Result};
-use crate::secret::SecretText;
-use crate::store::Store;
 use crate::events::{Event, Events, SessionEvent, TorEvent};
 use crate::net::Network;
+use crate::secret::SecretText;
+use crate::store::Store;
 use crate::transport::RelayEndpoint;
 use std::future::Future;
 use std::io::{Read, Write};
@@ -377,7 +377,12 @@ impl From<&TorArgs> for TorSettings {
 
 /// How this command reaches the relay: Tor as given on the command line, else as `store`
 /// remembers from the `init`/`register` that last worked; progress printed to stderr.
-pub fn network(data_dir: &Path, store: &Store, args: &TorArgs, allow_direct: bool) -> Result<Network> {
+pub fn network(
+    data_dir: &Path,
+    store: &Store,
+    args: &TorArgs,
+    allow_direct: bool,
+) -> Result<Network> {
     let given = TorSettings::from(args);
     let settings = if given.is_empty() {
         store.tor_settings()?.unwrap_or_default()
@@ -417,7 +422,9 @@ pub fn progress_line(event: &Event) -> Option<String> {
             if *attempts == 1 { "" } else { "s" }
         ),
         Event::Tor(TorEvent::HelloAnswered { millis }) => {
-            format!("relay answered Hello in {millis:.1} ms (one round trip over the onion circuit)")
+            format!(
+                "relay answered Hello in {millis:.1} ms (one round trip over the onion circuit)"
+            )
         }
         Event::Session(SessionEvent::Throttled { wait_secs }) => {
             format!("the relay is limiting requests; retrying in {wait_secs} s")

@@ -65,7 +65,10 @@ pub enum Event {
     Tor(TorEvent),
     Session(SessionEvent),
     /// The directory of posts and staff devices was downloaded and verified.
-    DirectorySynced { posts: usize, tree_size: u64 },
+    DirectorySynced {
+        posts: usize,
+        tree_size: u64,
+    },
     /// A message of ours changed state (`message` is its id in the conversation read model).
     Message {
         message: i64,
@@ -79,7 +82,10 @@ pub enum Event {
         from: String,
     },
     /// A background receive failed; it is tried again after the next pause.
-    ReceiveFailed { error: String, retry_in_secs: u64 },
+    ReceiveFailed {
+        error: String,
+        retry_in_secs: u64,
+    },
 }
 
 type Observer = dyn Fn(&Event) + Send + Sync;

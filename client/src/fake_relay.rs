@@ -454,7 +454,8 @@ impl FakeSession {
                     // The current hour, like a real relay: receivers start disappearing
                     // timers from it.
                     received_hour: {
-                        let now = crate::clock::Clock::unix(&crate::clock::SystemClock) as u64 + clock_ahead;
+                        let now = crate::clock::Clock::unix(&crate::clock::SystemClock) as u64
+                            + clock_ahead;
                         now - now % 3600
                     },
                 });

@@ -129,8 +129,8 @@ mod tests {
     fn a_direct_endpoint_is_refused_unless_allowed() {
         let tmp = tempfile::tempdir().unwrap();
         let quic = RelayEndpoint::parse("quic://127.0.0.1:9", Some(&"ab".repeat(32))).unwrap();
-        let strict = Network::new(tmp.path(), TorSettings::default(), false, Events::default())
-            .unwrap();
+        let strict =
+            Network::new(tmp.path(), TorSettings::default(), false, Events::default()).unwrap();
         assert!(matches!(
             strict.check(&quic),
             Err(ClientError::DirectRefused { .. })

@@ -739,7 +739,13 @@ impl Store {
              ON CONFLICT (case_id) DO UPDATE SET
                  reply_mailbox = coalesce(excluded.reply_mailbox, cases.reply_mailbox),
                  reply_token = coalesce(excluded.reply_token, cases.reply_token)",
-            rusqlite::params![case_id, user_address, m, t.as_deref(), to_day(self.unix_now())],
+            rusqlite::params![
+                case_id,
+                user_address,
+                m,
+                t.as_deref(),
+                to_day(self.unix_now())
+            ],
         )?;
         Ok(())
     }
