@@ -8,13 +8,14 @@ use crate::directory::StaffPins;
 use crate::disappearing::Timer;
 use crate::envelope;
 use crate::error::ClientError;
+use crate::events::Delivery;
 use crate::fake_relay::FakeRelay;
 use crate::outbox;
 use crate::peer::Peer;
 use crate::relay;
 use crate::secret::{SecretText, os_rng};
 use crate::staff::{Staff, encode_request};
-use crate::store::{DB_FILE, HEADER_FILE, Store};
+use crate::store::{DB_FILE, Direction, HEADER_FILE, Store};
 use crate::user::{ContactReport, User};
 use ed25519_dalek::VerifyingKey;
 use libsignal_protocol::{
@@ -205,9 +206,11 @@ async fn first_contact_replies_and_session_reuse() {
     let w = World::new().await;
 
     let sent = w.contact("we need to talk\nsecond line").await.unwrap();
+    let first_message = sent.message;
     assert_eq!(
         sent,
         ContactReport {
+            message: sent.message,
             sent: vec![DESK1.into(), DESK2.into()],
             ..ContactReport::default()
         }
@@ -259,6 +262,44 @@ async fn first_contact_replies_and_session_reuse() {
     w.reply(DESK1, &case, "again").await;
     let (replies, _) = w.user_read().await.unwrap();
     assert_eq!(replies, vec![(DESK1.into(), "again".into())]);
+
+    // The user's conversation with the post keeps all of it, both ways, in order: one entry per
+    // message of ours (whatever the number of copies), confirmed once the relay had every copy.
+    let store = w.user_store();
+    let list = store.conversations().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(
+        (list[0].messages, list[0].unread, list[0].queued),
+        (5, 3, 0)
+    );
+    let talk = store.conversation(POST, None, 50).unwrap();
+    let shown: Vec<(Direction, Option<&str>, &str)> = talk
+        .iter()
+        .map(|m| (m.direction, m.device.as_deref(), m.text.expose()))
+        .collect();
+    let (first, second) = if shown[1].1 == Some(DESK1) {
+        ((Some(DESK1), "we hear you"), (Some(DESK2), "desk 2 here"))
+    } else {
+        ((Some(DESK2), "desk 2 here"), (Some(DESK1), "we hear you"))
+    };
+    assert_eq!(
+        shown,
+        vec![
+            (Direction::Out, None, "we need to talk\nsecond line"),
+            (Direction::In, first.0, first.1),
+            (Direction::In, second.0, second.1),
+            (Direction::Out, None, "thank you"),
+            (Direction::In, Some(DESK1), "again"),
+        ]
+    );
+    assert!(
+        talk.iter()
+            .filter(|m| m.direction == Direction::Out)
+            .all(|m| m.delivery == Some(Delivery::Confirmed) && m.copies == (2, 2, 0))
+    );
+    assert_eq!(talk[0].id, first_message);
+    assert_eq!(store.mark_seen(POST, None).unwrap(), 3);
+    assert_eq!(store.conversations().unwrap()[0].unread, 0);
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -362,6 +362,7 @@ mod tests {
             timer,
             label: None,
             first_contact: false,
+            conversation: None,
         }
     }
 

@@ -447,6 +447,7 @@ impl<'s> Staff<'s> {
                 timer,
                 label: None,
                 first_contact: false,
+                conversation: None,
             },
             unix_seconds(now),
         )?;

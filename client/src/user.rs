@@ -10,7 +10,9 @@ use crate::outbox;
 use crate::peer::{Peer, device_id};
 use crate::relay::{self, Relay};
 use crate::secret::{SecretText, os_rng};
-use crate::store::{Contact, LocalIdentity, Outgoing, Role, Store, UserMailbox};
+use crate::store::{
+    Contact, Direction, LocalIdentity, NewMessage, Outgoing, Role, Store, UserMailbox,
+};
 use libsignal_protocol::{
     IdentityKey, PreKeyBundle, PreKeyId, PublicKey, SignalProtocolError, kem, process_prekey_bundle,
 };
@@ -40,6 +42,8 @@ impl std::fmt::Debug for User<'_> {
 /// have not registered with the relay yet.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ContactReport {
+    /// The message in the user's conversation with the post.
+    pub message: i64,
     pub sent: Vec<String>,
     pub skipped: Vec<String>,
     /// What became of the messages earlier runs had left in the outbox.
@@ -226,6 +230,18 @@ impl<'s> User<'s> {
             });
         }
 
+        // The message as the user's conversation shows it: one entry, whatever the number of
+        // copies; the relay's confirmations of the copies move its state.
+        let message = self.store.add_message(&NewMessage {
+            post_id,
+            direction: Direction::Out,
+            device: None,
+            text,
+            at: delivery::unix_seconds(now),
+            timer,
+            expires_hour: timer.expires_hour(delivery::hour(now) as i64),
+            copies: u32::try_from(targets.len()).unwrap_or(u32::MAX),
+        })?;
         let certificate = envelope::issue_sender_certificate(&self.identity, &self.me, now)?;
         // Each sealed message goes into the outbox in the transaction that advanced the
         // ratchet for it; it is sent from there (crate::outbox).
@@ -271,6 +287,7 @@ impl<'s> User<'s> {
                     timer,
                     label: Some(dev.label.clone()),
                     first_contact: *first,
+                    conversation: Some(message),
                 },
                 delivery::unix_seconds(now),
             )?;
@@ -298,6 +315,7 @@ impl<'s> User<'s> {
             .collect();
         outbox::settle(self.store, &mut sent, &queued)?;
         Ok(ContactReport {
+            message,
             sent: labels,
             skipped,
             earlier: outbox::EarlierReport::of(&sent),
@@ -315,6 +333,11 @@ impl<'s> User<'s> {
         let recipient = UserRecipient {
             me: self.me.clone(),
             pins: StaffPins::from_directory(directory)?,
+            posts: directory
+                .posts()
+                .iter()
+                .flat_map(|p| p.devices.iter().map(|d| (d.label.clone(), p.id.clone())))
+                .collect(),
         };
         delivery::receive(
             self.store,
@@ -332,6 +355,8 @@ impl<'s> User<'s> {
 struct UserRecipient {
     me: Peer,
     pins: StaffPins,
+    /// The post of each staff device, from the verified directory.
+    posts: std::collections::HashMap<String, String>,
 }
 
 impl Recipient for UserRecipient {
@@ -343,7 +368,7 @@ impl Recipient for UserRecipient {
         &self.pins
     }
 
-    fn accept(&self, store: &Store, mut opened: Opened, _arrival: Arrival) -> Result<SecretText> {
+    fn accept(&self, store: &Store, mut opened: Opened, arrival: Arrival) -> Result<SecretText> {
         let Peer::Staff { label } = &opened.sender else {
             return Err(ClientError::PossibleImpersonation(
                 "a user's mailbox only accepts messages from enrolled staff".into(),
@@ -361,12 +386,34 @@ impl Recipient for UserRecipient {
                 .collect();
             store.keep_reply_tickets(&contact.post_id, &tickets, store.unix_now())?;
         }
-        match opened.content.body.as_mut() {
-            Some(Body::Text(t)) => Ok(SecretText::new(std::mem::take(&mut t.text))),
-            _ => Err(ClientError::Undecryptable(
-                "unexpected content from staff".into(),
-            )),
-        }
+        let text = match opened.content.body.as_mut() {
+            Some(Body::Text(t)) => SecretText::new(std::mem::take(&mut t.text)),
+            _ => {
+                return Err(ClientError::Undecryptable(
+                    "unexpected content from staff".into(),
+                ));
+            }
+        };
+        // Kept in the conversation with the device's post (the directory's word for it).
+        let post_id = match self.posts.get(label) {
+            Some(post) => post.clone(),
+            None => store.contact(label)?.map(|c| c.post_id).ok_or_else(|| {
+                ClientError::PossibleImpersonation(format!(
+                    "{label} is in no post of the verified directory"
+                ))
+            })?,
+        };
+        store.add_message(&NewMessage {
+            post_id: &post_id,
+            direction: Direction::In,
+            device: Some(label),
+            text: &text,
+            at: i64::try_from(arrival.received_hour).unwrap_or(i64::MAX),
+            timer: arrival.timer,
+            expires_hour: arrival.expires_hour,
+            copies: 0,
+        })?;
+        Ok(text)
     }
 }
 

@@ -217,6 +217,8 @@ pub struct Outgoing {
     /// contact (the contact is marked delivered once the relay confirms it).
     pub label: Option<String>,
     pub first_contact: bool,
+    /// The message of the conversation read model it is a copy of (user side).
+    pub conversation: Option<i64>,
 }
 
 impl std::fmt::Debug for Outgoing {
@@ -457,8 +459,9 @@ impl Store {
             .map_err(|_| ClientError::InvalidArgument("timer too long".into()))?;
         self.conn().execute(
             "INSERT INTO outbox (mailbox_id, deposit_token, idempotency_id, sealed, timer_seconds,
-                                 queued_hour, expires_hour, label, first_contact)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                 queued_hour, expires_hour, label, first_contact,
+                                 conversation_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             rusqlite::params![
                 &o.mailbox.0[..],
                 o.token.as_ref().map(|t| &t.0[..]),
@@ -468,7 +471,8 @@ impl Store {
                 queued_hour,
                 (!o.timer.is_off()).then(|| queued_hour.saturating_add(timer)),
                 o.label,
-                o.first_contact as i64
+                o.first_contact as i64,
+                o.conversation
             ],
         )?;
         Ok(self.conn().last_insert_rowid())
@@ -480,7 +484,7 @@ impl Store {
         self.prune_due()?;
         let mut stmt = self.conn().prepare(
             "SELECT id, mailbox_id, deposit_token, idempotency_id, sealed, timer_seconds, label,
-                    first_contact, queued_hour
+                    first_contact, queued_hour, conversation_id
              FROM outbox ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -495,12 +499,23 @@ impl Store {
                 r.get::<_, Option<String>>(6)?,
                 r.get::<_, i64>(7)?,
                 r.get::<_, i64>(8)?,
+                r.get::<_, Option<i64>>(9)?,
             ))
         })?;
         let mut pending = Vec::new();
         for row in rows {
-            let (id, mailbox, token, idempotency_id, sealed, timer, label, first, queued_hour) =
-                row?;
+            let (
+                id,
+                mailbox,
+                token,
+                idempotency_id,
+                sealed,
+                timer,
+                label,
+                first,
+                queued_hour,
+                conversation,
+            ) = row?;
             let token = token
                 .map(|t| DepositToken::from_slice(&t).map_err(corrupt("outbox deposit token")))
                 .transpose()?;
@@ -520,6 +535,7 @@ impl Store {
                     ),
                     label,
                     first_contact: first != 0,
+                    conversation,
                 },
                 queued_hour,
             });
@@ -538,6 +554,9 @@ impl Store {
                 [label],
             )?;
         }
+        if let Some(message) = p.message.conversation {
+            self.message_copy_settled(message, true)?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -555,8 +574,12 @@ impl Store {
     }
 
     pub fn outgoing_dropped(&self, p: &Pending) -> Result<()> {
-        self.conn()
-            .execute("DELETE FROM outbox WHERE id = ?1", [p.id])?;
+        let tx = self.begin()?;
+        tx.execute("DELETE FROM outbox WHERE id = ?1", [p.id])?;
+        if let Some(message) = p.message.conversation {
+            self.message_copy_settled(message, false)?;
+        }
+        tx.commit()?;
         Ok(())
     }
 

@@ -13,6 +13,7 @@
 //! ([`Store::expire`]); [`wipe`] destroys a store without its passphrase.
 
 mod app;
+mod conversation;
 mod evidence;
 pub mod key;
 mod prekeys;
@@ -24,6 +25,7 @@ pub use app::{
     CaseRecord, CaseSummary, Contact, InboundMessage, LocalIdentity, Outgoing, Pending, PrekeyKind,
     Role, StaffDeviceRecord, UserMailbox, generate_signing_key,
 };
+pub use conversation::{ConversationMessage, ConversationSummary, Direction, NewMessage};
 pub use evidence::DirectoryEvidence;
 pub use key::{HEADER_FILE, KdfParams, Passphrase};
 pub use prekeys::{Deferred, Misbehaviour, PrekeyFate};
@@ -249,6 +251,37 @@ CREATE TABLE directory_evidence (
     problem  TEXT NOT NULL,
     text     TEXT NOT NULL
 ) STRICT;
+"#,
+    // v7: the user's conversations (issue 15): every message to and from each post, kept in the
+    // encrypted store until its disappearing time, for the app to show again. An outbox row
+    // points at the message it is a copy of, so that the relay's confirmations move the
+    // message's state.
+    r#"
+-- AUTOINCREMENT: ids only grow, even past deleted messages, so "recorded after id N" holds.
+CREATE TABLE conversation (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    post_id       TEXT NOT NULL,
+    direction     TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+    -- 'in': the staff device that wrote it; 'out': NULL.
+    device        TEXT,
+    body          TEXT NOT NULL,
+    -- Unix seconds rounded down to the hour: when it was sealed ('out') or reached the relay
+    -- ('in'), no finer, like every other time this store keeps about messages.
+    at_hour       INTEGER NOT NULL CHECK (at_hour % 3600 = 0),
+    expires_hour  INTEGER,
+    timer_seconds INTEGER NOT NULL DEFAULT 0 CHECK (timer_seconds >= 0),
+    -- 'out': copies sealed (one per staff device), and how many the relay confirmed or were
+    -- given up so far.
+    copies        INTEGER NOT NULL DEFAULT 0 CHECK (copies >= 0),
+    confirmed     INTEGER NOT NULL DEFAULT 0 CHECK (confirmed >= 0),
+    given_up      INTEGER NOT NULL DEFAULT 0 CHECK (given_up >= 0),
+    -- 'in': whether the user has seen it.
+    seen          INTEGER NOT NULL DEFAULT 0 CHECK (seen IN (0, 1))
+) STRICT;
+CREATE INDEX conversation_by_post ON conversation (post_id, id);
+CREATE INDEX conversation_by_expiry ON conversation (expires_hour)
+    WHERE expires_hour IS NOT NULL;
+ALTER TABLE outbox ADD COLUMN conversation_id INTEGER;
 "#,
 ];
 
@@ -542,6 +575,10 @@ fn delete_due(conn: &Connection, now: i64) -> Result<u64> {
     )?;
     n += conn.execute(
         "DELETE FROM outbox WHERE expires_hour IS NOT NULL AND expires_hour <= ?1",
+        [now],
+    )?;
+    n += conn.execute(
+        "DELETE FROM conversation WHERE expires_hour IS NOT NULL AND expires_hour <= ?1",
         [now],
     )?;
     if n > 0 {
@@ -1076,7 +1113,9 @@ mod tests {
     fn rewind_to(s: &Store, version: usize) {
         let c = s.conn();
         let tables: Vec<String> = c
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'sqlite_sequence'",
+            )
             .unwrap()
             .query_map([], |r| r.get(0))
             .unwrap()
