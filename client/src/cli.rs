@@ -173,41 +173,6 @@ pub fn report_earlier(r: &crate::outbox::EarlierReport) {
     }
 }
 
-/// Sends what earlier runs left in `store`'s outbox, if anything, on a session of its own
-/// isolated by `isolation_key` (never the session that proves the device's or user's own
-/// mailbox: the relay would link the two), and says what became of it. A failure is a warning,
-/// since the command goes on with its own work, except one that may be an attack.
-pub async fn send_outbox(
-    store: &Store,
-    endpoint: &RelayEndpoint,
-    network: &Network,
-    isolation_key: &[u8],
-    directory: &refuge_proto::directory::VerifiedDirectory,
-) -> Result<()> {
-    if store.outbox_len()? == 0 {
-        return Ok(());
-    }
-    let sent = match network.connect(endpoint, isolation_key).await {
-        Ok(mut session) => {
-            let sent = crate::outbox::send_pending(store, &mut session, directory).await;
-            session.close().await;
-            sent
-        }
-        Err(e) => Err(e),
-    };
-    match sent {
-        Ok(r) => {
-            report_earlier(&crate::outbox::EarlierReport::of(&r));
-            Ok(())
-        }
-        Err(e) if e.blame() == crate::Blame::Attack => Err(e),
-        Err(e) => {
-            warn(&format!("{e} (hint: {})", e.hint()));
-            Ok(())
-        }
-    }
-}
-
 /// Prints one line of results to stdout.
 pub fn say(line: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
@@ -435,6 +400,43 @@ pub fn progress_line(event: &Event) -> Option<String> {
         Event::Session(SessionEvent::Reconnected) => "reconnected to the relay".to_string(),
         _ => return None,
     })
+}
+
+/// One message of a conversation as `refuge history` prints it: the hour (UTC; the store keeps
+/// no finer time), who wrote it, the text on one line, and the state of ours.
+pub fn history_line(m: &crate::store::ConversationMessage) -> String {
+    use crate::events::Delivery;
+    use crate::store::Direction;
+    let when = time::OffsetDateTime::from_unix_timestamp(m.at_hour)
+        .map(|t| {
+            format!(
+                "{:04}-{:02}-{:02} {:02}:00",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour()
+            )
+        })
+        .unwrap_or_else(|_| "?".into());
+    let text = m.text.one_line();
+    match (m.direction, m.delivery) {
+        (Direction::Out, delivery) => {
+            let (sent, total) = (m.copies.1, m.copies.0);
+            let state = match delivery {
+                Some(Delivery::Confirmed) | None => "confirmed by the relay".to_string(),
+                Some(Delivery::Queued) => "queued, not yet confirmed by the relay".to_string(),
+                Some(Delivery::Partly) => format!("confirmed for {sent} of {total} devices"),
+                Some(Delivery::Failed) => "not delivered".to_string(),
+            };
+            format!("{when} you: {} [{state}]", text.as_str())
+        }
+        (Direction::In, _) => format!(
+            "{when} {}: {}{}",
+            m.device.as_deref().unwrap_or("?"),
+            text.as_str(),
+            if m.seen { "" } else { " [new]" }
+        ),
+    }
 }
 
 /// Seconds since the Unix epoch.

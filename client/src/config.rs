@@ -33,6 +33,17 @@ pub fn parse_authority_key(hex_key: &str) -> Result<VerifyingKey> {
         .map_err(|e| ClientError::InvalidArgument(format!("authority key: {e}")))
 }
 
+/// What to say on every run that uses a policy marked as a test deployment.
+pub fn test_deployment_warning(unwitnessed: bool) -> &'static str {
+    if unwitnessed {
+        "TEST DEPLOYMENT without witnesses: the staff directory's freshness is not checked, so a \
+         relay can hide revocations for ever; never use this with real people"
+    } else {
+        "TEST DEPLOYMENT: the authority marked this policy as a test; never use it with real \
+         people"
+    }
+}
+
 const RELAY_URL: &str = "relay_url";
 const RELAY_PIN: &str = "relay_pin";
 const CLIENT_POLICY: &str = "client_policy";
@@ -63,15 +74,7 @@ impl PolicySource {
         if !self.policy.is_test_deployment() {
             return None;
         }
-        Some(if self.policy.is_unwitnessed() {
-            "TEST DEPLOYMENT without witnesses: the staff directory's freshness is not checked, \
-             so a relay can hide revocations for ever; never use this with real people"
-                .into()
-        } else {
-            "TEST DEPLOYMENT: the authority marked this policy as a test; never use it with real \
-             people"
-                .into()
-        })
+        Some(test_deployment_warning(self.policy.is_unwitnessed()).into())
     }
 
     /// Refuses a test deployment unless [`PolicySource::allow_test_deployment`] allowed it.

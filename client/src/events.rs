@@ -67,7 +67,17 @@ pub enum Event {
     /// The directory of posts and staff devices was downloaded and verified.
     DirectorySynced {
         posts: usize,
-        tree_size: u64,
+        devices: usize,
+    },
+    /// The client policy in use is one its authority marked as a test deployment (allowed by
+    /// the person running the client); `unwitnessed`: without witnesses either.
+    TestDeployment {
+        unwitnessed: bool,
+    },
+    /// A connection to the relay that does not go through Tor (allowed for tests and
+    /// development only): the network can see that this device contacts the relay.
+    DirectConnection {
+        url: String,
     },
     /// A message of ours changed state (`message` is its id in the conversation read model).
     Message {
@@ -153,7 +163,7 @@ mod tests {
         events.emit(Event::Session(SessionEvent::Reconnected));
         clone.emit(Event::DirectorySynced {
             posts: 2,
-            tree_size: 9,
+            devices: 9,
         });
         let observed = seen.lock().unwrap().clone();
         assert_eq!(observed.len(), 2);

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod audit;
 pub mod authority;
 pub mod cli;

@@ -6,6 +6,7 @@ use crate::directory::StaffPins;
 use crate::disappearing::Timer;
 use crate::envelope::{self, MAX_TEXT_LEN, Opened, coarse_day};
 use crate::error::{ClientError, Result};
+use crate::events::{Delivery, Event, Events};
 use crate::outbox;
 use crate::peer::{Peer, device_id};
 use crate::relay::{self, Relay};
@@ -30,6 +31,7 @@ pub struct User<'s> {
     identity: LocalIdentity,
     mailbox: UserMailbox,
     me: Peer,
+    events: Events,
 }
 
 impl std::fmt::Debug for User<'_> {
@@ -92,7 +94,13 @@ impl<'s> User<'s> {
             identity,
             mailbox,
             me,
+            events: Events::default(),
         })
+    }
+
+    /// Reports the messages this user queues to `events`.
+    pub fn with_events(self, events: Events) -> Self {
+        User { events, ..self }
     }
 
     /// Our address (derived from our identity key).
@@ -303,6 +311,11 @@ impl<'s> User<'s> {
             }
         }
         tx.commit()?;
+        self.events.emit(Event::Message {
+            message,
+            post: post_id.to_string(),
+            delivery: Delivery::Queued,
+        });
 
         // Whatever earlier runs left in the outbox goes first, then these.
         let mut sent = outbox::send_pending(self.store, relay, directory).await?;

@@ -1148,7 +1148,6 @@ async fn test_arti(
     use refuge_client::transport::{TorOptions, TorTransport};
     let mut options = TorOptions::new(dir);
     options.config_file = Some(net.arti_toml());
-    options.show_progress = false;
     options.bootstrap_timeout = Duration::from_secs(70);
     options.connect_timeout = Duration::from_secs(90);
     TorTransport::bootstrap(&options)

@@ -1,19 +1,18 @@
 //! `refuge`: the at-risk user's client.
 
 use clap::{Parser, Subcommand};
+use refuge_client::app::{UserClient, UserSettings};
 use refuge_client::cli::{self, say};
-use refuge_client::config::{PolicySource, resolve_policy_relay};
-use refuge_client::directory;
+use refuge_client::config::{PolicySource, TorSettings, test_deployment_warning};
 use refuge_client::disappearing::Timer;
 use refuge_client::error::{ClientError, Result};
+use refuge_client::events::{Event, Events};
 use refuge_client::peer::Peer;
-use refuge_client::store::Store;
+use refuge_client::store::KdfParams;
 use refuge_client::transport::RelayEndpoint;
 use refuge_client::unlock::{self, PassphraseArgs};
-use refuge_client::user::User;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::SystemTime;
 
 /// Reach the staff of a diplomatic post, end to end encrypted, without an account.
 #[derive(Parser)]
@@ -73,6 +72,15 @@ enum Command {
     },
     /// Read replies
     Read,
+    /// Show the conversation with a post kept on this device (oldest first), and mark it read
+    History {
+        /// Post id, as listed by `refuge posts`
+        #[arg(long)]
+        post: String,
+        /// Show at most the last N messages
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        limit: u32,
+    },
     /// Show or change settings
     Config {
         /// The default disappearing-message timer for new messages: 1h, 12h, 1d, 2d, 1w, 2w, 4w
@@ -111,69 +119,41 @@ async fn run(args: Args) -> Result<()> {
     if let Command::Wipe { yes } = args.command {
         return unlock::wipe_command(&data_dir, yes);
     }
-    let mut store = match args.command {
+    let insecure_direct = args.insecure_direct
+        || std::env::var_os("REFUGE_INSECURE_DIRECT").is_some_and(|v| v == "1");
+    if let Some(url) = args.relay.as_deref() {
+        // Said before anything else happens, whatever the command (a direct address without
+        // --insecure-direct is refused as the client opens, below).
+        if insecure_direct && !RelayEndpoint::parse(url, args.pin.as_deref())?.is_tor() {
+            warn_insecure_direct();
+        }
+    }
+    let store = match args.command {
         Command::Init { .. } => unlock::open_or_create_store(&data_dir, &args.passphrase)?,
         _ => unlock::open_store(&data_dir, &args.passphrase, "refuge", "refuge init")?,
     };
-    if let Command::Passphrase {
-        new_passphrase_file,
-    } = &args.command
-    {
-        return unlock::passphrase_command(&mut store, new_passphrase_file.as_deref());
-    }
-    let store = store;
-    let deployment = args.deployment;
-    let insecure_direct = args.insecure_direct
-        || std::env::var_os("REFUGE_INSECURE_DIRECT").is_some_and(|v| v == "1");
-    let network = cli::network(&data_dir, &store, &args.tor, insecure_direct)?;
-    if let Some(url) = args.relay.as_deref() {
-        // Refused before anything else happens, whatever the command.
-        let given = RelayEndpoint::parse(url, args.pin.as_deref())?;
-        network.check(&given)?;
-        if !given.is_tor() {
-            warn_insecure_direct();
-        }
-    }
-    // The relay given, else the one remembered, else the one the policy in force names (never
-    // another onion service than that one).
-    let endpoint_for = |policy: Option<&refuge_proto::client_policy::ClientPolicy>| {
-        let endpoint =
-            resolve_policy_relay(&store, policy, args.relay.as_deref(), args.pin.as_deref())?;
-        if insecure_direct && !endpoint.is_tor() {
-            warn_insecure_direct();
-        }
-        Ok::<_, ClientError>(endpoint)
+    let tor = TorSettings::from(&args.tor);
+    let settings = UserSettings {
+        data_dir,
+        relay: args.relay,
+        pin: args.pin,
+        allow_direct: insecure_direct,
+        allow_test_deployment: args.deployment.allowed(),
+        // Given on the command line, else as remembered.
+        tor: (!tor.is_empty()).then_some(tor),
     };
-    let endpoint = || {
-        let stored = store.policy()?;
-        endpoint_for(stored.as_ref().map(|s| &s.policy))
-    };
-    let now = SystemTime::now();
+    let mut client = UserClient::with_store(store, settings, printer())?;
     match args.command {
         Command::Init {
             policy,
             authority_keys,
         } => {
-            let mut source = PolicySource::from_args(&policy, &authority_keys)?;
-            deployment.apply(&mut source);
-            let endpoint = endpoint_for(Some(&source.policy))?;
-            network.check(&endpoint)?;
-            // The directory must verify before anything is created on the relay.
-            sync_directory(&store, &source, &endpoint, &network).await?;
-            let user = User::init(&store)?;
-            let mut session = network.connect(&endpoint, &user.mailbox_id().0).await?;
-            user.create_mailbox(&mut session).await?;
-            session.close().await;
-            // Remembered only once they have worked.
-            store.save_policy(&source)?;
-            store.save_relay(&endpoint)?;
-            store.save_tor_settings(network.settings())?;
+            let source = PolicySource::from_args(&policy, &authority_keys)?;
+            client.init(source).await?;
             say("ready: mailbox created on the relay")
         }
         Command::Posts => {
-            User::load(&store)?;
-            let dir = load_directory(&store, &endpoint()?, &network, deployment).await?;
-            for post in dir.posts() {
+            for post in client.posts().await? {
                 say(&format!(
                     "post {} {} ({} staff devices)",
                     post.id,
@@ -188,21 +168,9 @@ async fn run(args: Args) -> Result<()> {
             message,
             disappear,
         } => {
-            let timer = match disappear {
-                Some(t) => Timer::parse(&t)?,
-                None => store.default_timer()?,
-            };
+            let timer = disappear.as_deref().map(Timer::parse).transpose()?;
             let text = cli::message_text(&message)?;
-            let user = User::load(&store)?;
-            let endpoint = endpoint()?;
-            let dir = load_directory(&store, &endpoint, &network, deployment).await?;
-            refuge_client::user::check_contact(&dir, &post, &text)?;
-            // Deposits are anonymous: never on a circuit that reads the user's mailbox.
-            let mut session = network.connect(&endpoint, b"deposit").await?;
-            let report = user
-                .contact(&mut session, &dir, &post, &text, timer, now)
-                .await?;
-            session.close().await;
+            let report = client.contact(&post, &text, timer).await?;
             cli::report_earlier(&report.earlier);
             for label in &report.skipped {
                 cli::warn(&format!(
@@ -216,13 +184,6 @@ async fn run(args: Args) -> Result<()> {
             ))
         }
         Command::Read => {
-            let user = User::load(&store)?;
-            let endpoint = endpoint()?;
-            let dir = load_directory(&store, &endpoint, &network, deployment).await?;
-            // Messages an earlier run could not get confirmed: sent first, on a deposit
-            // session of their own (never on the circuit that reads this mailbox).
-            cli::send_outbox(&store, &endpoint, &network, b"deposit", &dir).await?;
-            let mut session = network.connect(&endpoint, &user.mailbox_id().0).await?;
             let mut show = |m: &refuge_client::delivery::ReceivedMessage| {
                 let from = match &m.sender {
                     Peer::Staff { label } => label.clone(),
@@ -230,24 +191,52 @@ async fn run(args: Args) -> Result<()> {
                 };
                 say(&format!("from {from} {}", m.text.one_line().as_str()))
             };
-            let report = user.read(&mut session, &dir, now, &mut show).await?;
-            session.close().await;
-            say(&format!("{} new messages", report.shown))?;
-            cli::report_read(&report);
+            let summary = client.receive(&mut show).await?;
+            // Messages an earlier run could not get confirmed were sent first.
+            match &summary.outbox_error {
+                Some(e) => cli::warn(&format!("{e} (hint: {})", e.hint())),
+                None => cli::report_earlier(&summary.earlier),
+            }
+            // Shown here: read.
+            for m in &summary.arrived {
+                client.mark_read(&m.post_id, Some(m.id))?;
+            }
+            say(&format!("{} new messages", summary.report.shown))?;
+            cli::report_read(&summary.report);
+            Ok(())
+        }
+        Command::History { post, limit } => {
+            let messages = client.conversation(&post, None, limit)?;
+            if messages.is_empty() && !client.conversations()?.iter().any(|c| c.post_id == post) {
+                return Err(ClientError::InvalidArgument(format!(
+                    "no conversation with {post:?} on this device (`refuge read` fetches replies)"
+                )));
+            }
+            for m in &messages {
+                say(&cli::history_line(m))?;
+            }
+            client.mark_read(&post, messages.last().map(|m| m.id))?;
             Ok(())
         }
         Command::Config { disappear } => {
             if let Some(t) = disappear {
-                store.set_default_timer(Timer::parse(&t)?)?;
+                client.set_default_timer(Timer::parse(&t)?)?;
             }
             say(&format!(
                 "disappearing messages: {}",
-                store.default_timer()?
+                client.default_timer()?
             ))
         }
-        Command::Evidence { export } => cli::evidence_command(&store, export.as_deref()),
-        // Handled above: the wipe before the store is opened, the passphrase change right after.
-        Command::Passphrase { .. } | Command::Wipe { .. } => Ok(()),
+        Command::Passphrase {
+            new_passphrase_file,
+        } => {
+            let new = unlock::new_passphrase(new_passphrase_file.as_deref(), client.store().dir())?;
+            client.change_passphrase(&new, KdfParams::for_new_store())?;
+            say("passphrase changed: the store is now encrypted under the new one")
+        }
+        Command::Evidence { export } => cli::evidence_command(client.store(), export.as_deref()),
+        // Handled above, before the store is opened.
+        Command::Wipe { .. } => Ok(()),
     }
 }
 
@@ -263,29 +252,16 @@ fn warn_insecure_direct() {
     });
 }
 
-/// Downloads and verifies the whole staff directory with the stored client policy.
-async fn load_directory(
-    store: &Store,
-    endpoint: &RelayEndpoint,
-    network: &refuge_client::net::Network,
-    deployment: cli::DeploymentArgs,
-) -> Result<refuge_proto::directory::VerifiedDirectory> {
-    let mut source = store.policy()?.ok_or(ClientError::MissingConfig(
-        "client policy (refuge init --policy)",
-    ))?;
-    deployment.apply(&mut source);
-    sync_directory(store, &source, endpoint, network).await
-}
-
-/// The download runs on its own circuit, apart from the user's mailbox and from deposits.
-async fn sync_directory(
-    store: &Store,
-    source: &PolicySource,
-    endpoint: &RelayEndpoint,
-    network: &refuge_client::net::Network,
-) -> Result<refuge_proto::directory::VerifiedDirectory> {
-    let mut session = network.connect(endpoint, b"directory").await?;
-    let dir = directory::sync(&mut session, store, source, cli::now_unix()).await;
-    session.close().await;
-    dir
+/// Prints Tor's progress, and warns (once per run) about a direct connection or a test
+/// deployment.
+fn printer() -> Events {
+    let progress = cli::progress_printer();
+    Events::with_observer(move |event| match event {
+        Event::DirectConnection { .. } => warn_insecure_direct(),
+        Event::TestDeployment { unwitnessed } => {
+            static ONCE: std::sync::Once = std::sync::Once::new();
+            ONCE.call_once(|| cli::warn(test_deployment_warning(*unwitnessed)));
+        }
+        other => progress.emit(other.clone()),
+    })
 }

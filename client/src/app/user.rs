@@ -1,0 +1,423 @@
+//! [`UserClient`]: what the at-risk user's programs (`refuge`, the desktop app) stand on.
+
+use super::{DEPOSIT_CIRCUIT, DIRECTORY_CIRCUIT, PollSchedule};
+use crate::clock::SharedClock;
+use crate::config::{PolicySource, TorSettings, resolve_policy_relay};
+use crate::delivery::{ReceiveReport, ReceivedMessage};
+use crate::disappearing::Timer;
+use crate::error::{Blame, ClientError, Result};
+use crate::events::{Event, Events};
+use crate::net::Network;
+use crate::outbox::{self, EarlierReport};
+use crate::secret::SecretText;
+use crate::store::{ConversationMessage, ConversationSummary, KdfParams, Passphrase, Store};
+use crate::transport::{RelayEndpoint, Session};
+use crate::user::{ContactReport, User};
+use refuge_proto::client_policy::ClientPolicy;
+use refuge_proto::directory::VerifiedDirectory;
+use refuge_proto::directory_pb::Post;
+use std::future::Future;
+use std::path::PathBuf;
+
+/// How a user client is set up: where its state is, how it reaches the relay.
+#[derive(Clone, Debug, Default)]
+pub struct UserSettings {
+    pub data_dir: PathBuf,
+    /// A relay address to use instead of the remembered one (or the one the policy names); only
+    /// the policy's own addresses are accepted once a policy is in force.
+    pub relay: Option<String>,
+    /// The relay's certificate pin, for a `quic://` relay.
+    pub pin: Option<String>,
+    /// Whether a direct (non-Tor) relay may be used: tests and development only.
+    pub allow_direct: bool,
+    /// Whether a client policy marked as a test deployment may be used.
+    pub allow_test_deployment: bool,
+    /// How to reach Tor; `None`: as remembered from the last `init` that worked.
+    pub tor: Option<TorSettings>,
+}
+
+/// What one [`UserClient::receive`] did.
+#[derive(Debug, Default)]
+pub struct ReceiveSummary {
+    /// What the read of the mailbox did.
+    pub report: ReceiveReport,
+    /// What became of the messages the outbox held from earlier, sent first.
+    pub earlier: EarlierReport,
+    /// Why the outbox could not be sent (it is tried again next time); the read went on.
+    pub outbox_error: Option<ClientError>,
+    /// The messages that arrived, as kept in the conversations.
+    pub arrived: Vec<ConversationMessage>,
+}
+
+/// The at-risk user's client: one encrypted store, one Tor client, the verified directory.
+pub struct UserClient {
+    store: Store,
+    network: Network,
+    settings: UserSettings,
+    directory: Option<VerifiedDirectory>,
+}
+
+impl std::fmt::Debug for UserClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserClient")
+            .field("store", &self.store)
+            .field("network", &self.network)
+            .field("directory", &self.directory.is_some())
+            .finish()
+    }
+}
+
+impl UserClient {
+    /// Opens the existing store in `settings.data_dir` with `passphrase`.
+    pub fn unlock(settings: UserSettings, passphrase: &Passphrase, events: Events) -> Result<Self> {
+        if !Store::exists(&settings.data_dir) {
+            return Err(ClientError::NotInitialized {
+                what: "refuge",
+                dir: settings.data_dir.clone(),
+                command: "refuge init",
+            });
+        }
+        let store = Store::open(&settings.data_dir, passphrase)?;
+        UserClient::with_store(store, settings, events)
+    }
+
+    /// Creates a new store in `settings.data_dir` under `passphrase` (nothing is created on the
+    /// relay until [`UserClient::init`]).
+    pub fn create(
+        settings: UserSettings,
+        passphrase: &Passphrase,
+        params: KdfParams,
+        events: Events,
+    ) -> Result<Self> {
+        let store = Store::create(&settings.data_dir, passphrase, params)?;
+        UserClient::with_store(store, settings, events)
+    }
+
+    /// A client over an open store.
+    pub fn with_store(store: Store, settings: UserSettings, events: Events) -> Result<Self> {
+        let tor = match &settings.tor {
+            Some(t) => t.clone(),
+            None => store.tor_settings()?.unwrap_or_default(),
+        };
+        let network = Network::new(&settings.data_dir, tor, settings.allow_direct, events)?;
+        if let Some(url) = settings.relay.as_deref() {
+            // Refused before anything else happens.
+            network.check(&RelayEndpoint::parse(url, settings.pin.as_deref())?)?;
+        }
+        Ok(UserClient {
+            store,
+            network,
+            settings,
+            directory: None,
+        })
+    }
+
+    /// Makes `clock` the client's one clock.
+    pub fn set_clock(&mut self, clock: SharedClock) -> Result<()> {
+        self.store.set_clock(clock)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn events(&self) -> &Events {
+        self.network.events()
+    }
+
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// Whether this store holds a user identity (`init` has run).
+    pub fn is_initialized(&self) -> Result<bool> {
+        Ok(self.store.user_mailbox()?.is_some())
+    }
+
+    /// The relay to use under `policy`: the one given, else the one remembered, else the one
+    /// the policy names.
+    pub fn endpoint_for(&self, policy: Option<&ClientPolicy>) -> Result<RelayEndpoint> {
+        let endpoint = resolve_policy_relay(
+            &self.store,
+            policy,
+            self.settings.relay.as_deref(),
+            self.settings.pin.as_deref(),
+        )?;
+        self.network.check(&endpoint)?;
+        Ok(endpoint)
+    }
+
+    /// The relay to use under the stored policy.
+    pub fn endpoint(&self) -> Result<RelayEndpoint> {
+        let policy = self.store.policy()?;
+        self.endpoint_for(policy.as_ref().map(|s| &s.policy))
+    }
+
+    async fn connect(&self, endpoint: &RelayEndpoint, isolation: &[u8]) -> Result<Session> {
+        if !endpoint.is_tor() {
+            self.events().emit(Event::DirectConnection {
+                url: endpoint.url(),
+            });
+        }
+        self.network.connect(endpoint, isolation).await
+    }
+
+    /// Applies the person's choice about test deployments to `source`, reporting one in use.
+    fn allow_deployment(&self, source: &mut PolicySource) {
+        if source
+            .allow_test_deployment(self.settings.allow_test_deployment)
+            .is_some()
+            && self.settings.allow_test_deployment
+        {
+            self.events().emit(Event::TestDeployment {
+                unwitnessed: source.policy.is_unwitnessed(),
+            });
+        }
+    }
+
+    /// Creates the identity and the mailbox on the relay, after the directory has verified
+    /// under `source`; remembers the policy, the relay and the Tor settings only once all of
+    /// that worked. Run again, it re-creates the same mailbox.
+    pub async fn init(&mut self, mut source: PolicySource) -> Result<()> {
+        self.allow_deployment(&mut source);
+        let endpoint = self.endpoint_for(Some(&source.policy))?;
+        // The directory must verify before anything is created on the relay.
+        self.sync_with(&source, &endpoint).await?;
+        let user = User::init(&self.store)?;
+        let mut session = self.connect(&endpoint, &user.mailbox_id().0).await?;
+        let created = user.create_mailbox(&mut session).await;
+        session.close().await;
+        created?;
+        self.store.save_policy(&source)?;
+        self.store.save_relay(&endpoint)?;
+        self.store.save_tor_settings(self.network.settings())?;
+        Ok(())
+    }
+
+    fn user(&self) -> Result<User<'_>> {
+        User::load(&self.store)
+    }
+
+    fn policy(&self) -> Result<PolicySource> {
+        let mut source = self.store.policy()?.ok_or(ClientError::MissingConfig(
+            "client policy (refuge init --policy)",
+        ))?;
+        self.allow_deployment(&mut source);
+        Ok(source)
+    }
+
+    /// Downloads and verifies the directory (on a circuit of its own) under the stored policy.
+    pub async fn sync_directory(&mut self) -> Result<&VerifiedDirectory> {
+        self.user()?;
+        let source = self.policy()?;
+        let endpoint = self.endpoint_for(Some(&source.policy))?;
+        self.sync_with(&source, &endpoint).await
+    }
+
+    async fn sync_with(
+        &mut self,
+        source: &PolicySource,
+        endpoint: &RelayEndpoint,
+    ) -> Result<&VerifiedDirectory> {
+        let mut session = self.connect(endpoint, DIRECTORY_CIRCUIT).await?;
+        let now = u64::try_from(self.store.unix_now()).unwrap_or(0);
+        let synced = crate::directory::sync(&mut session, &self.store, source, now).await;
+        session.close().await;
+        let directory = synced?;
+        self.events().emit(Event::DirectorySynced {
+            posts: directory.posts().len(),
+            devices: directory.posts().iter().map(|p| p.devices.len()).sum(),
+        });
+        Ok(self.directory.insert(directory))
+    }
+
+    /// The directory verified last by this client, if any.
+    pub fn directory(&self) -> Option<&VerifiedDirectory> {
+        self.directory.as_ref()
+    }
+
+    async fn fresh_directory(&mut self) -> Result<VerifiedDirectory> {
+        match &self.directory {
+            Some(d) => Ok(d.clone()),
+            None => self.sync_directory().await.cloned(),
+        }
+    }
+
+    /// The posts of the verified directory (synced first if this client has none yet).
+    pub async fn posts(&mut self) -> Result<Vec<Post>> {
+        Ok(self.fresh_directory().await?.posts().to_vec())
+    }
+
+    /// Writes `text` to every staff device of `post_id`, disappearing after `timer` (else the
+    /// default timer). Checked against the directory before anything reaches the network;
+    /// sealed into the outbox, then sent (with whatever the outbox held) on a deposit circuit,
+    /// never the one that reads the user's mailbox.
+    pub async fn contact(
+        &mut self,
+        post_id: &str,
+        text: &SecretText,
+        timer: Option<Timer>,
+    ) -> Result<ContactReport> {
+        let timer = match timer {
+            Some(t) => t,
+            None => self.store.default_timer()?,
+        };
+        self.user()?;
+        let directory = self.fresh_directory().await?;
+        crate::user::check_contact(&directory, post_id, text)?;
+        let endpoint = self.endpoint()?;
+        let mut session = self.connect(&endpoint, DEPOSIT_CIRCUIT).await?;
+        let user = self.user()?.with_events(self.events().clone());
+        let now = self.store.now();
+        let sent = user
+            .contact(&mut session, &directory, post_id, text, timer, now)
+            .await;
+        session.close().await;
+        let report = sent?;
+        self.report_state(report.message)?;
+        Ok(report)
+    }
+
+    /// Reports the state message `id` is in now.
+    fn report_state(&self, id: i64) -> Result<()> {
+        if let Some(m) = self.store.message(id)? {
+            if let Some(delivery) = m.delivery {
+                self.events().emit(Event::Message {
+                    message: m.id,
+                    post: m.post_id,
+                    delivery,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends what the outbox holds (on a deposit circuit), then reads the user's mailbox (on
+    /// its own circuit): opens, keeps in the conversations and acknowledges every reply.
+    /// `show` sees each new message once, as it is opened. An outbox that cannot be sent does
+    /// not stop the read (it is in the summary), unless it may be an attack.
+    pub async fn receive(
+        &mut self,
+        show: &mut dyn FnMut(&ReceivedMessage) -> Result<()>,
+    ) -> Result<ReceiveSummary> {
+        self.user()?;
+        let directory = self.fresh_directory().await?;
+        let endpoint = self.endpoint()?;
+        let mut summary = ReceiveSummary::default();
+        match self.send_outbox(&endpoint, &directory).await {
+            Ok(earlier) => summary.earlier = earlier,
+            Err(e) if e.blame() == Blame::Attack => return Err(e),
+            Err(e) => summary.outbox_error = Some(e),
+        }
+        let last = self.store.last_message_id()?;
+        let user = self.user()?;
+        let mut session = self.connect(&endpoint, &user.mailbox_id().0).await?;
+        let now = self.store.now();
+        let read = user.read(&mut session, &directory, now, show).await;
+        session.close().await;
+        summary.report = read?;
+        summary.arrived = self.store.arrived_since(last)?;
+        for m in &summary.arrived {
+            self.events().emit(Event::Arrived {
+                message: m.id,
+                post: m.post_id.clone(),
+                from: m.device.clone().unwrap_or_default(),
+            });
+        }
+        Ok(summary)
+    }
+
+    /// Sends what earlier runs left in the outbox, if anything, and reports the messages whose
+    /// state that changed.
+    async fn send_outbox(
+        &self,
+        endpoint: &RelayEndpoint,
+        directory: &VerifiedDirectory,
+    ) -> Result<EarlierReport> {
+        let waiting: Vec<i64> = self
+            .store
+            .outbox()?
+            .iter()
+            .filter_map(|p| p.message.conversation)
+            .collect();
+        if waiting.is_empty() && self.store.outbox_len()? == 0 {
+            return Ok(EarlierReport::default());
+        }
+        let mut session = self.connect(endpoint, DEPOSIT_CIRCUIT).await?;
+        let sent = outbox::send_pending(&self.store, &mut session, directory).await;
+        session.close().await;
+        let report = EarlierReport::of(&sent?);
+        let mut seen = std::collections::HashSet::new();
+        for id in waiting.into_iter().filter(|id| seen.insert(*id)) {
+            self.report_state(id)?;
+        }
+        Ok(report)
+    }
+
+    /// Receives now and then every [`PollSchedule`] wait, until `stop` completes. A failed
+    /// read is reported as [`Event::ReceiveFailed`] and tried again after a longer wait; one
+    /// that may be an attack ends the loop with its error.
+    pub async fn receive_until(
+        &mut self,
+        mut schedule: PollSchedule,
+        stop: impl Future<Output = ()>,
+    ) -> Result<()> {
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            let outcome = self.receive(&mut |_| Ok(())).await;
+            let wait = schedule.next_wait(outcome.is_ok());
+            if let Err(e) = outcome {
+                if e.blame() == Blame::Attack {
+                    return Err(e);
+                }
+                self.events().emit(Event::ReceiveFailed {
+                    error: e.to_string(),
+                    retry_in_secs: wait.as_secs(),
+                });
+            }
+            tokio::select! {
+                () = &mut stop => return Ok(()),
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// The conversations, the one with the latest message first.
+    pub fn conversations(&self) -> Result<Vec<ConversationSummary>> {
+        self.store.conversations()
+    }
+
+    /// Up to `limit` messages with `post_id` before message `before` (the newest if `None`),
+    /// oldest first.
+    pub fn conversation(
+        &self,
+        post_id: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<ConversationMessage>> {
+        self.store.conversation(post_id, before, limit)
+    }
+
+    /// Marks the messages from `post_id` up to `up_to` (all if `None`) as read.
+    pub fn mark_read(&self, post_id: &str, up_to: Option<i64>) -> Result<u64> {
+        self.store.mark_seen(post_id, up_to)
+    }
+
+    /// Messages of ours the relay has not confirmed yet, across conversations.
+    pub fn queued(&self) -> Result<u64> {
+        Ok(self.conversations()?.iter().map(|c| c.queued).sum())
+    }
+
+    pub fn default_timer(&self) -> Result<Timer> {
+        self.store.default_timer()
+    }
+
+    pub fn set_default_timer(&self, timer: Timer) -> Result<()> {
+        self.store.set_default_timer(timer)
+    }
+
+    /// Re-encrypts the store under `new`.
+    pub fn change_passphrase(&mut self, new: &Passphrase, params: KdfParams) -> Result<()> {
+        self.store.change_passphrase(new, params)
+    }
+}

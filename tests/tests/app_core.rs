@@ -1,0 +1,221 @@
+//! The user's application core (`refuge_client::app::UserClient`) driven directly, as the
+//! desktop app drives it, against the real relay binary and real staff programs: a new user
+//! initialises, lists the posts, writes to a post, staff answer, the user receives; the events
+//! a user interface subscribes to arrive in order, and the conversation read model shows the
+//! whole exchange with each message's state.
+
+use refuge_client::app::{PollSchedule, UserClient, UserSettings};
+use refuge_client::config::PolicySource;
+use refuge_client::events::{Delivery, Event, Events};
+use refuge_client::secret::SecretText;
+use refuge_client::store::{Direction, KdfParams, Passphrase};
+use refuge_tests::*;
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+
+fn drain(rx: &mut broadcast::Receiver<Event>) -> Vec<Event> {
+    let mut seen = Vec::new();
+    loop {
+        match rx.try_recv() {
+            Ok(e) => seen.push(e),
+            Err(broadcast::error::TryRecvError::Empty) => return seen,
+            Err(e) => panic!("events lost: {e:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_user_client_contacts_a_post_and_receives_the_reply_with_events_in_order() {
+    let w = setup("tcp");
+    let settings = UserSettings {
+        data_dir: w.path("app-user"),
+        relay: Some(w.relay.tcp_url()),
+        pin: None,
+        allow_direct: true,
+        allow_test_deployment: true,
+        tor: None,
+    };
+    let passphrase = Passphrase::new(TEST_PASSPHRASE.into());
+    let events = Events::default();
+    let mut rx = events.subscribe();
+    let mut client = UserClient::create(
+        settings.clone(),
+        &passphrase,
+        KdfParams::dangerously_weak_for_tests(),
+        events,
+    )
+    .expect("new store");
+    assert!(!client.is_initialized().unwrap());
+
+    let source = PolicySource::from_args(
+        &w.path("policy.signed"),
+        std::slice::from_ref(&w.authority_key_hex),
+    )
+    .unwrap();
+    client.init(source).await.expect("init");
+    assert!(client.is_initialized().unwrap());
+    let posts = client.posts().await.unwrap();
+    assert_eq!(posts.len(), 1);
+    assert_eq!(posts[0].id, POST);
+    assert_eq!(posts[0].devices.len(), 2);
+    let init_events = drain(&mut rx);
+    assert!(
+        init_events.contains(&Event::TestDeployment { unwitnessed: true }),
+        "{init_events:?}"
+    );
+    assert!(
+        init_events.contains(&Event::DirectorySynced {
+            posts: 1,
+            devices: 2
+        }),
+        "{init_events:?}"
+    );
+    assert!(
+        init_events
+            .iter()
+            .any(|e| matches!(e, Event::DirectConnection { .. })),
+        "a direct connection is never silent: {init_events:?}"
+    );
+
+    // A mistyped post never reaches the network, and leaves nothing behind.
+    let text = SecretText::new(FIRST.into());
+    let err = client
+        .contact("no-such-post", &text, None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no-such-post"), "{err}");
+    assert!(client.conversations().unwrap().is_empty());
+    drain(&mut rx);
+
+    let report = client.contact(POST, &text, None).await.expect("contact");
+    assert_eq!(report.sent, [DESK1, DESK2]);
+    let states: Vec<Delivery> = drain(&mut rx)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Message {
+                message,
+                post,
+                delivery,
+            } => {
+                assert_eq!((message, post.as_str()), (report.message, POST));
+                Some(delivery)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(states, [Delivery::Queued, Delivery::Confirmed]);
+
+    // Desk 1 answers with the real staff program.
+    let read = run_ok("refuge-inbox", &["--data-dir", &w.p("staff1"), "read"]);
+    let case = case_ids(&read)[0].0.clone();
+    run_ok(
+        "refuge-inbox",
+        &[
+            "--data-dir",
+            &w.p("staff1"),
+            "reply",
+            "--case",
+            &case,
+            "--message",
+            REPLY,
+        ],
+    );
+
+    let mut shown = Vec::new();
+    let summary = client
+        .receive(&mut |m| {
+            shown.push(m.text.expose().to_string());
+            Ok(())
+        })
+        .await
+        .expect("receive");
+    assert_eq!(shown, [REPLY]);
+    assert!(summary.outbox_error.is_none());
+    assert_eq!(summary.arrived.len(), 1);
+    let arrived = &summary.arrived[0];
+    assert_eq!(arrived.device.as_deref(), Some(DESK1));
+    assert_eq!(
+        drain(&mut rx)
+            .into_iter()
+            .filter(|e| matches!(e, Event::Arrived { .. }))
+            .collect::<Vec<_>>(),
+        [Event::Arrived {
+            message: arrived.id,
+            post: POST.into(),
+            from: DESK1.into()
+        }]
+    );
+    assert_eq!(db_count(&w.relay.db_path(), "messages"), 1, "desk 2's copy");
+
+    // The conversation, both ways, with its states; read once marked.
+    let list = client.conversations().unwrap();
+    assert_eq!(
+        (list[0].messages, list[0].unread, list[0].queued),
+        (2, 1, 0)
+    );
+    let talk = client.conversation(POST, None, 10).unwrap();
+    let rows: Vec<(Direction, &str, Option<Delivery>)> = talk
+        .iter()
+        .map(|m| (m.direction, m.text.expose(), m.delivery))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (Direction::Out, FIRST, Some(Delivery::Confirmed)),
+            (Direction::In, REPLY, None),
+        ]
+    );
+    assert_eq!(client.mark_read(POST, None).unwrap(), 1);
+
+    // Everything is kept in the encrypted store: a new client on the same directory (the app
+    // opened again) shows the same conversation.
+    drop(client);
+    let client = UserClient::unlock(settings.clone(), &passphrase, Events::default()).unwrap();
+    assert_eq!(client.conversation(POST, None, 10).unwrap().len(), 2);
+    assert!(
+        UserClient::unlock(
+            settings.clone(),
+            &Passphrase::new("not the passphrase at all".into()),
+            Events::default()
+        )
+        .is_err()
+    );
+
+    // Background receiving: a read at once, then jittered waits, until told to stop.
+    let mut client = client;
+    let mut rx = client.events().subscribe();
+    run_ok(
+        "refuge-inbox",
+        &[
+            "--data-dir",
+            &w.p("staff1"),
+            "reply",
+            "--case",
+            &case,
+            "--message",
+            "a second reply",
+        ],
+    );
+    let started = Instant::now();
+    client
+        .receive_until(
+            PollSchedule::new(Duration::from_secs(60), Duration::from_secs(600)),
+            tokio::time::sleep(Duration::from_secs(2)),
+        )
+        .await
+        .expect("background receiving");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let seen = drain(&mut rx);
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, Event::Arrived { from, .. } if from == DESK1)),
+        "{seen:?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(e, Event::ReceiveFailed { .. })),
+        "{seen:?}"
+    );
+    assert_eq!(client.conversations().unwrap()[0].unread, 1);
+}
