@@ -7,7 +7,6 @@ use crate::events::{Event, Events, SessionEvent, TorEvent};
 use crate::net::Network;
 use crate::secret::SecretText;
 use crate::store::Store;
-use crate::transport::RelayEndpoint;
 use std::future::Future;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
