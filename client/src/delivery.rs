@@ -21,11 +21,11 @@
 //! A connection lost during a fetch or an acknowledgement is reopened by [`crate::relay`],
 //! which proves the mailbox again and repeats the request; repeating either changes nothing.
 
-use crate::directory::StaffPins;
 use crate::disappearing::Timer;
 use crate::envelope::{self, Opened, PrekeysUsed};
 use crate::error::{ClientError, Result};
 use crate::peer::Peer;
+use crate::peer::StaffPins;
 use crate::relay::{self, Relay};
 use crate::secret::SecretText;
 use crate::store::{Deferred, InboundMessage, PrekeyFate, PrekeyKind, Store};

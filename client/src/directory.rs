@@ -9,52 +9,13 @@ use crate::config::PolicySource;
 use crate::error::{ClientError, Result};
 use crate::relay::{Relay, get_log};
 use crate::store::{DirectoryEvidence, Store};
-use libsignal_protocol::IdentityKey;
 use refuge_proto::client_policy::ClientPolicy;
-use refuge_proto::directory::{DirectoryError, VerifiedDirectory};
+use refuge_proto::directory::VerifiedDirectory;
 use refuge_proto::directory_sync::{DirectorySync, SyncError, TrustedCheckpoint};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// The checkpoint accepted by the last download (a signed note), kept to hold the log to it.
 const CHECKPOINT: &str = "directory_checkpoint";
-
-/// Staff identity keys by label, taken only from a verified directory.
-#[derive(Clone, Debug, Default)]
-pub struct StaffPins(HashMap<String, IdentityKey>);
-
-impl StaffPins {
-    /// No staff key trusted at all.
-    pub fn none() -> StaffPins {
-        StaffPins::default()
-    }
-
-    pub fn from_directory(dir: &VerifiedDirectory) -> Result<StaffPins> {
-        let mut pins = HashMap::new();
-        for post in dir.posts() {
-            for dev in &post.devices {
-                let key = IdentityKey::decode(&dev.identity_key).map_err(|e| {
-                    ClientError::Directory(DirectoryError::Inconsistent(format!(
-                        "identity key of {:?} is not a valid key: {e}",
-                        dev.label
-                    )))
-                })?;
-                pins.insert(dev.label.clone(), key);
-            }
-        }
-        Ok(StaffPins(pins))
-    }
-
-    /// Pins given directly, bypassing the directory: tests only.
-    #[cfg(test)]
-    pub(crate) fn from_pairs(pairs: impl IntoIterator<Item = (String, IdentityKey)>) -> StaffPins {
-        StaffPins(pairs.into_iter().collect())
-    }
-
-    pub fn get(&self, label: &str) -> Option<&IdentityKey> {
-        self.0.get(label)
-    }
-}
 
 pub use crate::config::parse_authority_key;
 

@@ -14,10 +14,8 @@
 //! to send one.
 
 use crate::error::{ClientError, Result};
-use crate::store::Store;
 
 const HOUR: u64 = 3600;
-const SETTING: &str = "disappear_seconds";
 
 /// A disappearing-message timer: whole hours, or off.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -132,22 +130,6 @@ impl std::fmt::Display for Timer {
     }
 }
 
-impl Store {
-    /// The default timer for new messages (`refuge config --disappear`).
-    pub fn default_timer(&self) -> Result<Timer> {
-        Ok(self
-            .setting(SETTING)?
-            .and_then(|v| v.parse().ok())
-            // A class, even if an older version stored another value.
-            .map(Timer::class_at_most)
-            .unwrap_or(Timer::OFF))
-    }
-
-    pub fn set_default_timer(&self, timer: Timer) -> Result<()> {
-        self.set_setting(SETTING, &timer.seconds().to_string())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,7 +199,7 @@ mod tests {
     #[test]
     fn the_default_timer_is_a_setting() {
         let tmp = tempfile::tempdir().unwrap();
-        let s = Store::for_tests(tmp.path());
+        let s = crate::store::Store::for_tests(tmp.path());
         assert_eq!(s.default_timer().unwrap(), Timer::OFF);
         s.set_default_timer(Timer::parse("2d").unwrap()).unwrap();
         assert_eq!(s.default_timer().unwrap().to_string(), "2d");

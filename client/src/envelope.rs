@@ -34,8 +34,8 @@
 //! sealed envelope to the bucket's outer size after it, so the relay learns only the bucket: not
 //! the sender's label (its certificate's length), nor whether a message starts a session.
 
-use crate::directory::StaffPins;
 use crate::error::{ClientError, Result, signal_error_kind};
+use crate::peer::StaffPins;
 use crate::peer::{Peer, device_id};
 use crate::secret::os_rng;
 use crate::store::{LocalIdentity, SignalStores};

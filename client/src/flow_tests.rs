@@ -4,7 +4,6 @@
 
 use crate::authority;
 use crate::delivery::ReceiveReport;
-use crate::directory::StaffPins;
 use crate::disappearing::Timer;
 use crate::envelope;
 use crate::error::ClientError;
@@ -12,6 +11,7 @@ use crate::events::Delivery;
 use crate::fake_relay::FakeRelay;
 use crate::outbox;
 use crate::peer::Peer;
+use crate::peer::StaffPins;
 use crate::relay;
 use crate::secret::{SecretText, os_rng};
 use crate::staff::{Staff, encode_request};

@@ -3,11 +3,11 @@
 //! `now` each call is given (no sleeping). Through the real clients, stores and libsignal,
 //! against the in-memory relay (its bundles tampered with where a test says so).
 
-use crate::directory::StaffPins;
 use crate::disappearing::Timer;
 use crate::envelope;
 use crate::error::ClientError;
 use crate::flow_tests::{DESK1, DESK2, POST, World};
+use crate::peer::StaffPins;
 use crate::peer::{Peer, device_id};
 use crate::relay;
 use crate::secret::{SecretText, os_rng};

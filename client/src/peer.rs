@@ -6,8 +6,11 @@
 //! identity key that the verified directory lists for that label is ever accepted for it.
 //! Every party uses device id 1: each staff device is its own identity, and a user has one.
 
+use crate::error::{ClientError, Result};
 use libsignal_protocol::{DeviceId, IdentityKey, ProtocolAddress};
+use refuge_proto::directory::{DirectoryError, VerifiedDirectory};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 
 pub const USER_PREFIX: &str = "user:";
 pub const STAFF_PREFIX: &str = "staff:";
@@ -90,6 +93,43 @@ impl Peer {
             Peer::User { hash } => Some(hash.clone()),
             Peer::Staff { .. } => None,
         }
+    }
+}
+
+/// Staff identity keys by label, taken only from a verified directory.
+#[derive(Clone, Debug, Default)]
+pub struct StaffPins(HashMap<String, IdentityKey>);
+
+impl StaffPins {
+    /// No staff key trusted at all.
+    pub fn none() -> StaffPins {
+        StaffPins::default()
+    }
+
+    pub fn from_directory(dir: &VerifiedDirectory) -> Result<StaffPins> {
+        let mut pins = HashMap::new();
+        for post in dir.posts() {
+            for dev in &post.devices {
+                let key = IdentityKey::decode(&dev.identity_key).map_err(|e| {
+                    ClientError::Directory(DirectoryError::Inconsistent(format!(
+                        "identity key of {:?} is not a valid key: {e}",
+                        dev.label
+                    )))
+                })?;
+                pins.insert(dev.label.clone(), key);
+            }
+        }
+        Ok(StaffPins(pins))
+    }
+
+    /// Pins given directly, bypassing the directory: tests only.
+    #[cfg(test)]
+    pub(crate) fn from_pairs(pairs: impl IntoIterator<Item = (String, IdentityKey)>) -> StaffPins {
+        StaffPins(pairs.into_iter().collect())
+    }
+
+    pub fn get(&self, label: &str) -> Option<&IdentityKey> {
+        self.0.get(label)
     }
 }
 

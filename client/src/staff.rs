@@ -4,12 +4,12 @@
 use crate::delivery::{
     self, Arrival, ReceiveReport, ReceivedMessage, Recipient, hour, unix_seconds,
 };
-use crate::directory::StaffPins;
 use crate::disappearing::Timer;
 use crate::envelope::{self, MAX_TEXT_LEN, Opened};
 use crate::error::{ClientError, Result};
 use crate::outbox;
 use crate::peer::Peer;
+use crate::peer::StaffPins;
 use crate::prekeys::{self, PrekeyPlan, REPLENISH_BELOW, TARGET_ONE_TIME};
 use crate::relay::{self, Relay};
 use crate::secret::{SecretText, os_rng};

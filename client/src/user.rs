@@ -2,12 +2,12 @@
 //! contact with every staff device of a post, and reading replies.
 
 use crate::delivery::{self, Arrival, ReceiveReport, ReceivedMessage, Recipient};
-use crate::directory::StaffPins;
 use crate::disappearing::Timer;
 use crate::envelope::{self, MAX_TEXT_LEN, Opened, coarse_day};
 use crate::error::{ClientError, Result};
 use crate::events::{Delivery, Event, Events};
 use crate::outbox;
+use crate::peer::StaffPins;
 use crate::peer::{Peer, device_id};
 use crate::relay::{self, Relay};
 use crate::secret::{SecretText, os_rng};

@@ -280,7 +280,11 @@ async fn handle(server: &WitnessServer, req: Request<Incoming>) -> Response<Full
         {
             Ok(body) => {
                 server
-                    .add_checkpoint(&body.to_bytes(), crate::cli::now_unix())
+                    .add_checkpoint(
+                        &body.to_bytes(),
+                        u64::try_from(crate::clock::Clock::unix(&crate::clock::SystemClock))
+                            .unwrap_or(0),
+                    )
                     .await
             }
             Err(e) => Answer::text(400, format!("unreadable or too large body: {e}\n")),

@@ -245,6 +245,9 @@ pub struct CaseSummary {
     pub messages: u64,
 }
 
+/// The setting that holds the default disappearing-message timer, in seconds.
+const DEFAULT_TIMER: &str = "disappear_seconds";
+
 fn corrupt(what: &str) -> impl Fn(refuge_proto::ids::LengthError) -> ClientError + '_ {
     move |e| ClientError::Corrupt(format!("{what}: {e}"))
 }
@@ -259,6 +262,22 @@ fn signing_key(bytes: &[u8]) -> Result<SigningKey> {
 }
 
 impl Store {
+    // ------------------------------------------------------------------ settings
+
+    /// The default timer for new messages (`refuge config --disappear`).
+    pub fn default_timer(&self) -> Result<Timer> {
+        Ok(self
+            .setting(DEFAULT_TIMER)?
+            .and_then(|v| v.parse().ok())
+            // A class, even if an older version stored another value.
+            .map(Timer::class_at_most)
+            .unwrap_or(Timer::OFF))
+    }
+
+    pub fn set_default_timer(&self, timer: Timer) -> Result<()> {
+        self.set_setting(DEFAULT_TIMER, &timer.seconds().to_string())
+    }
+
     // ------------------------------------------------------------------ identity
 
     /// Stores our identity; refuses to replace an existing one.

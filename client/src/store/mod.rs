@@ -43,6 +43,10 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Subdirectory of a client's data directory that holds arti's state, cache and keys (the
+/// panic wipe destroys it with the store).
+pub const ARTI_DIR: &str = "arti";
+
 /// File name of the state database inside the data directory.
 pub const DB_FILE: &str = "refuge.sqlite3";
 

@@ -11,7 +11,7 @@
 //! - anything that is not a Refuge address, or is not device 1, is never trusted.
 
 use super::Store;
-use crate::directory::StaffPins;
+use crate::peer::StaffPins;
 use crate::peer::{Peer, device_id};
 use async_trait::async_trait;
 use libsignal_protocol::error::Result as SignalResult;

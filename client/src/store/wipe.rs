@@ -8,7 +8,7 @@
 //! overwrite; what protects them then is the encryption, and the destroyed salt (see SECURITY.md).
 //!
 //! Only the files a store consists of are touched, the embedded Tor client's state directory
-//! ([`crate::transport::ARTI_DIR`]: guards and directory cache, which show that Tor was used)
+//! ([`super::ARTI_DIR`]: guards and directory cache, which show that Tor was used)
 //! and the `evidence` directory older releases wrote plaintext directory evidence to;
 //! the data directory is removed if that leaves it empty. A mistyped `--data-dir` pointing at a
 //! home directory therefore destroys nothing else.
@@ -77,7 +77,7 @@ pub fn wipe(dir: &Path) -> Result<WipeReport> {
     }
     // The Tor client's state, and the plaintext evidence files releases before the evidence
     // moved into the store wrote beside it (their names carry Unix times).
-    for sub in [crate::transport::ARTI_DIR, LEGACY_EVIDENCE_DIR] {
+    for sub in [super::ARTI_DIR, LEGACY_EVIDENCE_DIR] {
         let tree = dir.join(sub);
         if std::fs::symlink_metadata(&tree).is_ok_and(|m| m.is_dir()) {
             report.files_destroyed += destroy_tree(&tree).map_err(|source| ClientError::Io {
@@ -168,7 +168,7 @@ mod tests {
         std::fs::hard_link(dir.join(DB_FILE), keep.join("db")).unwrap();
         std::fs::hard_link(dir.join(HEADER_FILE), keep.join("header")).unwrap();
         // The Tor client's state goes too.
-        let arti = dir.join(crate::transport::ARTI_DIR).join("state");
+        let arti = dir.join(crate::store::ARTI_DIR).join("state");
         std::fs::create_dir_all(&arti).unwrap();
         std::fs::write(arti.join("guards.json"), b"guard fingerprints").unwrap();
         // So do the plaintext evidence files an older release left beside the store.

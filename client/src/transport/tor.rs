@@ -23,8 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tor_rtcompat::PreferredRuntime;
 
-/// Subdirectory of a client's data directory that holds arti's state, cache and keys.
-pub const ARTI_DIR: &str = "arti";
+pub use crate::store::ARTI_DIR;
 
 /// Where the Debian packages put the pluggable-transport programs, tried in order when a bridge
 /// line names a transport and no `--pt-path` does. Debian 12 ships obfs4proxy and
