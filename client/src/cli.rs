@@ -305,12 +305,6 @@ impl SendDelayArgs {
         }
         Ok(Duration::from_secs(secs))
     }
-
-    /// A wait drawn uniformly from zero to [`SendDelayArgs::max`], to the millisecond.
-    pub fn pick(&self) -> Result<Duration> {
-        let max = u64::try_from(self.max()?.as_millis()).unwrap_or(u64::MAX);
-        Ok(Duration::from_millis(rand::random_range(0..=max)))
-    }
 }
 
 /// How to reach Tor, for `tor://` relays. Given on the command line, or remembered from the
@@ -406,17 +400,7 @@ pub fn progress_line(event: &Event) -> Option<String> {
 pub fn history_line(m: &crate::store::ConversationMessage) -> String {
     use crate::events::Delivery;
     use crate::store::Direction;
-    let when = time::OffsetDateTime::from_unix_timestamp(m.at_hour)
-        .map(|t| {
-            format!(
-                "{:04}-{:02}-{:02} {:02}:00",
-                t.year(),
-                u8::from(t.month()),
-                t.day(),
-                t.hour()
-            )
-        })
-        .unwrap_or_else(|_| "?".into());
+    let when = hour_text(m.at_hour);
     let text = m.text.one_line();
     match (m.direction, m.delivery) {
         (Direction::Out, delivery) => {
@@ -436,6 +420,45 @@ pub fn history_line(m: &crate::store::ConversationMessage) -> String {
             if m.seen { "" } else { " [new]" }
         ),
     }
+}
+
+/// One message of a case as `refuge-inbox case` prints it: the hour (UTC), who wrote it, the text
+/// on one line, and the state of a reply.
+pub fn case_line(m: &crate::store::CaseMessage) -> String {
+    use crate::events::Delivery;
+    use crate::store::Direction;
+    let when = hour_text(m.at_hour);
+    let text = m.text.one_line();
+    match m.direction {
+        Direction::Out => {
+            let state = match m.delivery {
+                Some(Delivery::Queued) => " [queued, not yet confirmed by the relay]",
+                Some(Delivery::Failed) => " [not delivered]",
+                Some(Delivery::Confirmed) | Some(Delivery::Partly) | None => "",
+            };
+            format!("{when} this device: {}{state}", text.as_str())
+        }
+        Direction::In => format!(
+            "{when} user: {}{}",
+            text.as_str(),
+            if m.seen { "" } else { " [new]" }
+        ),
+    }
+}
+
+/// An hour as `YYYY-MM-DD HH:00` (UTC).
+fn hour_text(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .map(|t| {
+            format!(
+                "{:04}-{:02}-{:02} {:02}:00",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour()
+            )
+        })
+        .unwrap_or_else(|_| "?".into())
 }
 
 /// Seconds since the Unix epoch.

@@ -91,6 +91,21 @@ pub enum Event {
         post: String,
         from: String,
     },
+    /// A reply of this staff device changed state (`message`: its id in the case).
+    Reply {
+        message: i64,
+        case: String,
+        delivery: Delivery,
+    },
+    /// A message from a user arrived in `case` (staff side).
+    CaseArrived {
+        case: String,
+    },
+    /// Replies wait `secs` before they are sent, on a connection of their own, so that the
+    /// relay cannot tie a reply to the read that prompted it.
+    SendDelayed {
+        secs: u64,
+    },
     /// A background receive failed; it is tried again after the next pause.
     ReceiveFailed {
         error: String,

@@ -363,6 +363,7 @@ mod tests {
             label: None,
             first_contact: false,
             conversation: None,
+            case_message: None,
         }
     }
 

@@ -431,8 +431,8 @@ impl<'s> Staff<'s> {
         // Recorded in the case and put in the outbox with the ratchet step that sealed it; sent
         // from the outbox (crate::outbox), after whatever earlier runs left there. The case
         // keeps the reply whatever the relay answers: the command says if it was refused.
-        self.store.add_case_message(
-            case_id,
+        let message = self.store.add_case_message(
+            &case.case_id,
             false,
             text,
             hour(now),
@@ -448,6 +448,7 @@ impl<'s> Staff<'s> {
                 label: None,
                 first_contact: false,
                 conversation: None,
+                case_message: Some(message),
             },
             unix_seconds(now),
         )?;

@@ -296,6 +296,7 @@ impl<'s> User<'s> {
                     label: Some(dev.label.clone()),
                     first_contact: *first,
                     conversation: Some(message),
+                    case_message: None,
                 },
                 delivery::unix_seconds(now),
             )?;

@@ -2,13 +2,14 @@
 //! desktop app drives it, against the real relay binary and real staff programs: a new user
 //! initialises, lists the posts, writes to a post, staff answer, the user receives; the events
 //! a user interface subscribes to arrive in order, and the conversation read model shows the
-//! whole exchange with each message's state.
+//! whole exchange with each message's state. And a staff device's core
+//! (`InboxClient`): reading a case, replying, the case read model.
 
-use refuge_client::app::{PollSchedule, UserClient, UserSettings};
+use refuge_client::app::{InboxClient, InboxSettings, PollSchedule, UserClient, UserSettings};
 use refuge_client::config::PolicySource;
 use refuge_client::events::{Delivery, Event, Events};
 use refuge_client::secret::SecretText;
-use refuge_client::store::{Direction, KdfParams, Passphrase};
+use refuge_client::store::{CaseFilter, Direction, KdfParams, Passphrase};
 use refuge_tests::*;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
@@ -218,4 +219,112 @@ async fn a_user_client_contacts_a_post_and_receives_the_reply_with_events_in_ord
         "{seen:?}"
     );
     assert_eq!(client.conversations().unwrap()[0].unread, 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_inbox_client_reads_a_case_and_replies_with_its_state_followed() {
+    let w = setup("tcp");
+    let user = w.p("user");
+    let settings = InboxSettings {
+        data_dir: w.path("staff1"),
+        relay: Some(w.relay.tcp_url()),
+        pin: None,
+        allow_direct: true,
+        allow_test_deployment: true,
+        tor: None,
+        send_delay_max: Duration::ZERO,
+    };
+    let passphrase = Passphrase::new(TEST_PASSPHRASE.into());
+    let events = Events::default();
+    let mut rx = events.subscribe();
+    let mut inbox = InboxClient::unlock(settings, &passphrase, events).expect("unlock");
+    assert_eq!(inbox.label().unwrap(), DESK1);
+
+    run_ok(
+        "refuge",
+        &[
+            "--data-dir",
+            &user,
+            "contact",
+            "--post",
+            POST,
+            "--message",
+            FIRST,
+        ],
+    );
+    let mut shown = Vec::new();
+    let summary = inbox
+        .read(&mut |m| {
+            shown.push(m.text.expose().to_string());
+            Ok(())
+        })
+        .await
+        .expect("read");
+    assert_eq!(shown, [FIRST]);
+    assert!(summary.not_enrolled.is_none());
+    assert_eq!(summary.arrived_in.len(), 1);
+    let case = summary.arrived_in[0].clone();
+    assert_eq!(case.len(), 32);
+    assert!(
+        drain(&mut rx).contains(&Event::CaseArrived { case: case.clone() }),
+        "the arrival is reported"
+    );
+
+    let listed = inbox.cases(CaseFilter::Unread, None, 10).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].messages, listed[0].unread), (1, 1));
+    assert!(listed[0].can_reply);
+
+    // A reply to the case by the prefix people type: recorded under the whole case id, queued,
+    // then confirmed by the relay.
+    let reply = inbox
+        .reply(&case[..8], &SecretText::new(REPLY.into()))
+        .await
+        .expect("reply");
+    assert_eq!(reply.case_id, case);
+    let states: Vec<Delivery> = drain(&mut rx)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Reply {
+                message,
+                case: c,
+                delivery,
+            } => {
+                assert_eq!((message, c.as_str()), (reply.message, case.as_str()));
+                Some(delivery)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(states, [Delivery::Queued, Delivery::Confirmed]);
+
+    let messages = inbox.case_messages(&case, None, 10).unwrap();
+    let rows: Vec<(Direction, &str, Option<Delivery>, bool)> = messages
+        .iter()
+        .map(|m| (m.direction, m.text.expose(), m.delivery, m.seen))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (Direction::In, FIRST, None, false),
+            (Direction::Out, REPLY, Some(Delivery::Confirmed), true),
+        ]
+    );
+    assert_eq!(inbox.mark_read(&case, None).unwrap(), 1);
+    assert!(
+        inbox
+            .cases(CaseFilter::Unread, None, 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        inbox
+            .cases(CaseFilter::Pending, None, 10)
+            .unwrap()
+            .is_empty()
+    );
+
+    // The user's program gets the reply.
+    let out = run_ok("refuge", &["--data-dir", &user, "read"]);
+    assert!(out.contains(&format!("from {DESK1} {REPLY}")), "{out}");
 }

@@ -5,9 +5,12 @@
 //! arrivals as [`crate::events::Event`]s. No prompts, no printing, no command-line types, no
 //! wall clock of its own (the store's [`crate::clock`]).
 
+mod core;
+mod inbox;
 mod poll;
 mod user;
 
+pub use inbox::{InboxClient, InboxReadSummary, InboxSettings, ReplySummary};
 pub use poll::PollSchedule;
 pub use user::{ReceiveSummary, UserClient, UserSettings};
 

@@ -1,8 +1,9 @@
 //! [`UserClient`]: what the at-risk user's programs (`refuge`, the desktop app) stand on.
 
-use super::{DEPOSIT_CIRCUIT, DIRECTORY_CIRCUIT, PollSchedule};
+use super::core::{Core, Reach};
+use super::{DEPOSIT_CIRCUIT, PollSchedule};
 use crate::clock::SharedClock;
-use crate::config::{PolicySource, TorSettings, resolve_policy_relay};
+use crate::config::{PolicySource, TorSettings};
 use crate::delivery::{ReceiveReport, ReceivedMessage};
 use crate::disappearing::Timer;
 use crate::error::{Blame, ClientError, Result};
@@ -11,7 +12,7 @@ use crate::net::Network;
 use crate::outbox::{self, EarlierReport};
 use crate::secret::SecretText;
 use crate::store::{ConversationMessage, ConversationSummary, KdfParams, Passphrase, Store};
-use crate::transport::{RelayEndpoint, Session};
+use crate::transport::RelayEndpoint;
 use crate::user::{ContactReport, User};
 use refuge_proto::client_policy::ClientPolicy;
 use refuge_proto::directory::VerifiedDirectory;
@@ -50,21 +51,9 @@ pub struct ReceiveSummary {
 }
 
 /// The at-risk user's client: one encrypted store, one Tor client, the verified directory.
+#[derive(Debug)]
 pub struct UserClient {
-    store: Store,
-    network: Network,
-    settings: UserSettings,
-    directory: Option<VerifiedDirectory>,
-}
-
-impl std::fmt::Debug for UserClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UserClient")
-            .field("store", &self.store)
-            .field("network", &self.network)
-            .field("directory", &self.directory.is_some())
-            .finish()
-    }
+    core: Core,
 }
 
 impl UserClient {
@@ -95,152 +84,91 @@ impl UserClient {
 
     /// A client over an open store.
     pub fn with_store(store: Store, settings: UserSettings, events: Events) -> Result<Self> {
-        let tor = match &settings.tor {
-            Some(t) => t.clone(),
-            None => store.tor_settings()?.unwrap_or_default(),
+        let reach = Reach {
+            relay: settings.relay,
+            pin: settings.pin,
+            allow_direct: settings.allow_direct,
+            allow_test_deployment: settings.allow_test_deployment,
+            tor: settings.tor,
         };
-        let network = Network::new(&settings.data_dir, tor, settings.allow_direct, events)?;
-        if let Some(url) = settings.relay.as_deref() {
-            // Refused before anything else happens.
-            network.check(&RelayEndpoint::parse(url, settings.pin.as_deref())?)?;
-        }
-        Ok(UserClient {
+        let core = Core::new(
             store,
-            network,
-            settings,
-            directory: None,
-        })
+            &settings.data_dir,
+            reach,
+            events,
+            "client policy (refuge init --policy)",
+        )?;
+        Ok(UserClient { core })
     }
 
     /// Makes `clock` the client's one clock.
     pub fn set_clock(&mut self, clock: SharedClock) -> Result<()> {
-        self.store.set_clock(clock)
+        self.core.store.set_clock(clock)
     }
 
     pub fn store(&self) -> &Store {
-        &self.store
+        &self.core.store
     }
 
     pub fn events(&self) -> &Events {
-        self.network.events()
+        self.core.events()
     }
 
     pub fn network(&self) -> &Network {
-        &self.network
+        &self.core.network
     }
 
     /// Whether this store holds a user identity (`init` has run).
     pub fn is_initialized(&self) -> Result<bool> {
-        Ok(self.store.user_mailbox()?.is_some())
+        Ok(self.core.store.user_mailbox()?.is_some())
     }
 
     /// The relay to use under `policy`: the one given, else the one remembered, else the one
     /// the policy names.
     pub fn endpoint_for(&self, policy: Option<&ClientPolicy>) -> Result<RelayEndpoint> {
-        let endpoint = resolve_policy_relay(
-            &self.store,
-            policy,
-            self.settings.relay.as_deref(),
-            self.settings.pin.as_deref(),
-        )?;
-        self.network.check(&endpoint)?;
-        Ok(endpoint)
-    }
-
-    /// The relay to use under the stored policy.
-    pub fn endpoint(&self) -> Result<RelayEndpoint> {
-        let policy = self.store.policy()?;
-        self.endpoint_for(policy.as_ref().map(|s| &s.policy))
-    }
-
-    async fn connect(&self, endpoint: &RelayEndpoint, isolation: &[u8]) -> Result<Session> {
-        if !endpoint.is_tor() {
-            self.events().emit(Event::DirectConnection {
-                url: endpoint.url(),
-            });
-        }
-        self.network.connect(endpoint, isolation).await
-    }
-
-    /// Applies the person's choice about test deployments to `source`, reporting one in use.
-    fn allow_deployment(&self, source: &mut PolicySource) {
-        if source
-            .allow_test_deployment(self.settings.allow_test_deployment)
-            .is_some()
-            && self.settings.allow_test_deployment
-        {
-            self.events().emit(Event::TestDeployment {
-                unwitnessed: source.policy.is_unwitnessed(),
-            });
-        }
+        self.core.endpoint_for(policy)
     }
 
     /// Creates the identity and the mailbox on the relay, after the directory has verified
     /// under `source`; remembers the policy, the relay and the Tor settings only once all of
     /// that worked. Run again, it re-creates the same mailbox.
     pub async fn init(&mut self, mut source: PolicySource) -> Result<()> {
-        self.allow_deployment(&mut source);
-        let endpoint = self.endpoint_for(Some(&source.policy))?;
+        self.core.allow_deployment(&mut source);
+        let endpoint = self.core.endpoint_for(Some(&source.policy))?;
         // The directory must verify before anything is created on the relay.
-        self.sync_with(&source, &endpoint).await?;
-        let user = User::init(&self.store)?;
-        let mut session = self.connect(&endpoint, &user.mailbox_id().0).await?;
+        self.core.sync_with(&source, &endpoint).await?;
+        let user = User::init(&self.core.store)?;
+        let mut session = self.core.connect(&endpoint, &user.mailbox_id().0).await?;
         let created = user.create_mailbox(&mut session).await;
         session.close().await;
         created?;
-        self.store.save_policy(&source)?;
-        self.store.save_relay(&endpoint)?;
-        self.store.save_tor_settings(self.network.settings())?;
+        let store = &self.core.store;
+        store.save_policy(&source)?;
+        store.save_relay(&endpoint)?;
+        store.save_tor_settings(self.core.network.settings())?;
         Ok(())
     }
 
     fn user(&self) -> Result<User<'_>> {
-        User::load(&self.store)
-    }
-
-    fn policy(&self) -> Result<PolicySource> {
-        let mut source = self.store.policy()?.ok_or(ClientError::MissingConfig(
-            "client policy (refuge init --policy)",
-        ))?;
-        self.allow_deployment(&mut source);
-        Ok(source)
+        User::load(&self.core.store)
     }
 
     /// Downloads and verifies the directory (on a circuit of its own) under the stored policy.
     pub async fn sync_directory(&mut self) -> Result<&VerifiedDirectory> {
         self.user()?;
-        let source = self.policy()?;
-        let endpoint = self.endpoint_for(Some(&source.policy))?;
-        self.sync_with(&source, &endpoint).await
-    }
-
-    async fn sync_with(
-        &mut self,
-        source: &PolicySource,
-        endpoint: &RelayEndpoint,
-    ) -> Result<&VerifiedDirectory> {
-        let mut session = self.connect(endpoint, DIRECTORY_CIRCUIT).await?;
-        let now = u64::try_from(self.store.unix_now()).unwrap_or(0);
-        let synced = crate::directory::sync(&mut session, &self.store, source, now).await;
-        session.close().await;
-        let directory = synced?;
-        self.events().emit(Event::DirectorySynced {
-            posts: directory.posts().len(),
-            devices: directory.posts().iter().map(|p| p.devices.len()).sum(),
-        });
-        Ok(self.directory.insert(directory))
+        let source = self.core.policy()?;
+        let endpoint = self.core.endpoint_for(Some(&source.policy))?;
+        self.core.sync_with(&source, &endpoint).await
     }
 
     /// The directory verified last by this client, if any.
     pub fn directory(&self) -> Option<&VerifiedDirectory> {
-        self.directory.as_ref()
+        self.core.directory.as_ref()
     }
 
     async fn fresh_directory(&mut self) -> Result<VerifiedDirectory> {
-        match &self.directory {
-            Some(d) => Ok(d.clone()),
-            None => self.sync_directory().await.cloned(),
-        }
+        self.user()?;
+        self.core.fresh_directory().await
     }
 
     /// The posts of the verified directory (synced first if this client has none yet).
@@ -260,15 +188,14 @@ impl UserClient {
     ) -> Result<ContactReport> {
         let timer = match timer {
             Some(t) => t,
-            None => self.store.default_timer()?,
+            None => self.core.store.default_timer()?,
         };
-        self.user()?;
         let directory = self.fresh_directory().await?;
         crate::user::check_contact(&directory, post_id, text)?;
-        let endpoint = self.endpoint()?;
-        let mut session = self.connect(&endpoint, DEPOSIT_CIRCUIT).await?;
+        let endpoint = self.core.endpoint()?;
+        let mut session = self.core.connect(&endpoint, DEPOSIT_CIRCUIT).await?;
         let user = self.user()?.with_events(self.events().clone());
-        let now = self.store.now();
+        let now = self.core.store.now();
         let sent = user
             .contact(&mut session, &directory, post_id, text, timer, now)
             .await;
@@ -280,7 +207,7 @@ impl UserClient {
 
     /// Reports the state message `id` is in now.
     fn report_state(&self, id: i64) -> Result<()> {
-        if let Some(m) = self.store.message(id)? {
+        if let Some(m) = self.core.store.message(id)? {
             if let Some(delivery) = m.delivery {
                 self.events().emit(Event::Message {
                     message: m.id,
@@ -300,23 +227,22 @@ impl UserClient {
         &mut self,
         show: &mut dyn FnMut(&ReceivedMessage) -> Result<()>,
     ) -> Result<ReceiveSummary> {
-        self.user()?;
         let directory = self.fresh_directory().await?;
-        let endpoint = self.endpoint()?;
+        let endpoint = self.core.endpoint()?;
         let mut summary = ReceiveSummary::default();
         match self.send_outbox(&endpoint, &directory).await {
             Ok(earlier) => summary.earlier = earlier,
             Err(e) if e.blame() == Blame::Attack => return Err(e),
             Err(e) => summary.outbox_error = Some(e),
         }
-        let last = self.store.last_message_id()?;
+        let store = &self.core.store;
+        let last = store.last_message_id()?;
         let user = self.user()?;
-        let mut session = self.connect(&endpoint, &user.mailbox_id().0).await?;
-        let now = self.store.now();
-        let read = user.read(&mut session, &directory, now, show).await;
+        let mut session = self.core.connect(&endpoint, &user.mailbox_id().0).await?;
+        let read = user.read(&mut session, &directory, store.now(), show).await;
         session.close().await;
         summary.report = read?;
-        summary.arrived = self.store.arrived_since(last)?;
+        summary.arrived = store.arrived_since(last)?;
         for m in &summary.arrived {
             self.events().emit(Event::Arrived {
                 message: m.id,
@@ -334,22 +260,20 @@ impl UserClient {
         endpoint: &RelayEndpoint,
         directory: &VerifiedDirectory,
     ) -> Result<EarlierReport> {
-        let waiting: Vec<i64> = self
-            .store
-            .outbox()?
-            .iter()
-            .filter_map(|p| p.message.conversation)
-            .collect();
-        if waiting.is_empty() && self.store.outbox_len()? == 0 {
+        let store = &self.core.store;
+        let waiting = store.outbox()?;
+        if waiting.is_empty() {
             return Ok(EarlierReport::default());
         }
-        let mut session = self.connect(endpoint, DEPOSIT_CIRCUIT).await?;
-        let sent = outbox::send_pending(&self.store, &mut session, directory).await;
+        let mut session = self.core.connect(endpoint, DEPOSIT_CIRCUIT).await?;
+        let sent = outbox::send_pending(store, &mut session, directory).await;
         session.close().await;
         let report = EarlierReport::of(&sent?);
         let mut seen = std::collections::HashSet::new();
-        for id in waiting.into_iter().filter(|id| seen.insert(*id)) {
-            self.report_state(id)?;
+        for id in waiting.iter().filter_map(|p| p.message.conversation) {
+            if seen.insert(id) {
+                self.report_state(id)?;
+            }
         }
         Ok(report)
     }
@@ -384,7 +308,7 @@ impl UserClient {
 
     /// The conversations, the one with the latest message first.
     pub fn conversations(&self) -> Result<Vec<ConversationSummary>> {
-        self.store.conversations()
+        self.core.store.conversations()
     }
 
     /// Up to `limit` messages with `post_id` before message `before` (the newest if `None`),
@@ -395,12 +319,12 @@ impl UserClient {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<ConversationMessage>> {
-        self.store.conversation(post_id, before, limit)
+        self.core.store.conversation(post_id, before, limit)
     }
 
     /// Marks the messages from `post_id` up to `up_to` (all if `None`) as read.
     pub fn mark_read(&self, post_id: &str, up_to: Option<i64>) -> Result<u64> {
-        self.store.mark_seen(post_id, up_to)
+        self.core.store.mark_seen(post_id, up_to)
     }
 
     /// Messages of ours the relay has not confirmed yet, across conversations.
@@ -409,15 +333,15 @@ impl UserClient {
     }
 
     pub fn default_timer(&self) -> Result<Timer> {
-        self.store.default_timer()
+        self.core.store.default_timer()
     }
 
     pub fn set_default_timer(&self, timer: Timer) -> Result<()> {
-        self.store.set_default_timer(timer)
+        self.core.store.set_default_timer(timer)
     }
 
     /// Re-encrypts the store under `new`.
     pub fn change_passphrase(&mut self, new: &Passphrase, params: KdfParams) -> Result<()> {
-        self.store.change_passphrase(new, params)
+        self.core.store.change_passphrase(new, params)
     }
 }

@@ -1,19 +1,18 @@
 //! `refuge-inbox`: a staff device's secure inbox.
 
 use clap::{Parser, Subcommand};
+use refuge_client::app::{InboxClient, InboxSettings};
 use refuge_client::cli::{self, say};
-use refuge_client::config::{PolicySource, resolve_policy_relay};
-use refuge_client::directory;
+use refuge_client::config::{PolicySource, TorSettings, test_deployment_warning};
 use refuge_client::error::{ClientError, Result};
-use refuge_client::staff::{Staff, encode_request};
-use refuge_client::store::Store;
-use refuge_client::transport::{RelayEndpoint, Session};
+use refuge_client::events::{Event, Events};
+use refuge_client::staff::encode_request;
+use refuge_client::store::KdfParams;
 use refuge_client::unlock::{self, PassphraseArgs};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::SystemTime;
 
 /// The secure inbox of a diplomatic post's staff device.
 #[derive(Parser)]
@@ -80,6 +79,15 @@ enum Command {
     },
     /// List cases
     Cases,
+    /// Show a case's messages both ways (oldest first), and mark them read
+    Case {
+        /// Case id (32 hex characters), or a unique prefix of at least 8
+        #[arg(long = "case")]
+        case_id: String,
+        /// Show at most the last N messages
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        limit: u32,
+    },
     /// List the evidence of relay misbehaviour this device kept (encrypted); --export writes it
     /// out
     Evidence {
@@ -109,13 +117,24 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<()> {
     let dir = cli::data_dir(args.data_dir, "REFUGE_INBOX_DATA_DIR", "refuge-inbox")?;
-    let endpoint_args = (args.relay, args.pin);
-    let tor = args.tor;
-    let deployment = args.deployment;
-    let send_delay = args.send_delay;
     let passphrase = args.passphrase;
-    let open = || unlock::open_store(&dir, &passphrase, "refuge-inbox", "refuge-inbox init");
-    let now = SystemTime::now();
+    let tor = TorSettings::from(&args.tor);
+    let settings = InboxSettings {
+        data_dir: dir.clone(),
+        relay: args.relay,
+        pin: args.pin,
+        allow_direct: true,
+        allow_test_deployment: args.deployment.allowed(),
+        // Given on the command line, else as remembered.
+        tor: (!tor.is_empty()).then_some(tor),
+        // Set by the commands that send (an unreadable setting must not stop the others).
+        send_delay_max: std::time::Duration::ZERO,
+    };
+    let send_delay = args.send_delay;
+    let open = |settings: InboxSettings| {
+        let store = unlock::open_store(&dir, &passphrase, "refuge-inbox", "refuge-inbox init")?;
+        InboxClient::with_store(store, settings, printer())
+    };
     match args.command {
         Command::Init {
             post,
@@ -126,7 +145,8 @@ async fn run(args: Args) -> Result<()> {
                 return Err(ClientError::WouldOverwrite(request_out));
             }
             let store = unlock::open_or_create_store(&dir, &passphrase)?;
-            let (staff, request) = Staff::init(&store, &post, &label)?;
+            let client = InboxClient::with_store(store, settings, printer())?;
+            let request = client.init_device(&post, &label)?;
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -147,162 +167,105 @@ async fn run(args: Args) -> Result<()> {
             say(&format!(
                 "enrolment request written to {} for {}",
                 request_out.display(),
-                staff.label()
+                client.label()?
             ))
         }
         Command::Register {
             policy,
             authority_keys,
         } => {
-            let store = open()?;
-            let staff = Staff::load(&store)?;
-            let mut source = PolicySource::from_args(&policy, &authority_keys)?;
-            deployment.apply(&mut source);
-            let endpoint = resolve_policy_relay(
-                &store,
-                Some(&source.policy),
-                endpoint_args.0.as_deref(),
-                endpoint_args.1.as_deref(),
-            )?;
-            let network = cli::network(&dir, &store, &tor, true)?;
-            let mut session = network.connect(&endpoint, staff.label().as_bytes()).await?;
-            let verified = sync(&mut session, &store, &source).await?;
-            staff.check_enrolled(&verified)?;
-            let count = staff.register(&mut session, now).await?;
-            session.close().await;
-            // Remembered only once they have worked.
-            store.save_policy(&source)?;
-            store.save_relay(&endpoint)?;
-            store.save_tor_settings(network.settings())?;
+            let mut client = open(settings)?;
+            let source = PolicySource::from_args(&policy, &authority_keys)?;
+            let count = client.register(source).await?;
             say(&format!(
                 "registered {}: {} one-time prekeys on the relay",
-                staff.label(),
+                client.label()?,
                 count.one_time
             ))
         }
         Command::Read => {
-            let store = open()?;
-            let staff = Staff::load(&store)?;
-            let endpoint = resolve_policy_relay(
-                &store,
-                store.policy()?.as_ref().map(|s| &s.policy),
-                endpoint_args.0.as_deref(),
-                endpoint_args.1.as_deref(),
-            )?;
-            let delay = send_delay.pick()?;
-            let network = cli::network(&dir, &store, &tor, true)?;
-            let mut session = network.connect(&endpoint, staff.label().as_bytes()).await?;
-            let verified = load_directory(&mut session, &store, deployment).await?;
-            warn_if_not_enrolled(&staff, &verified);
+            let send_delay_max = send_delay.max()?;
+            let mut client = open(InboxSettings {
+                send_delay_max,
+                ..settings
+            })?;
             let mut show = |m: &refuge_client::delivery::ReceivedMessage| {
                 let case = m.sender.case_id().unwrap_or_default();
                 say(&format!("case {case} {}", m.text.one_line().as_str()))
             };
-            let report = staff.read(&mut session, &verified, now, &mut show).await?;
-            session.close().await;
-            say(&format!("{} new messages", report.shown))?;
-            cli::report_read(&report);
-            // Replies an earlier run could not get confirmed: after the read, a random wait
-            // and a connection of their own (the reading one proves this device's mailbox).
-            if store.outbox_len()? > 0 {
-                let sent =
-                    send_replies_later(&staff, &endpoint, &network, &verified, &[], delay).await;
-                match sent {
-                    Ok(r) => cli::report_earlier(&refuge_client::outbox::EarlierReport::of(&r)),
-                    Err(e) if e.blame() == refuge_client::Blame::Attack => return Err(e),
-                    Err(e) => cli::warn(&format!("{e} (hint: {})", e.hint())),
-                }
+            let summary = client.read(&mut show).await?;
+            if let Some(e) = &summary.not_enrolled {
+                cli::warn(&format!("{e}; users cannot reach this device"));
+            }
+            // Shown here: read.
+            for case in &summary.arrived_in {
+                client.mark_read(case, None)?;
+            }
+            say(&format!("{} new messages", summary.report.shown))?;
+            cli::report_read(&summary.report);
+            match &summary.outbox_error {
+                Some(e) => cli::warn(&format!("{e} (hint: {})", e.hint())),
+                None => cli::report_earlier(&summary.earlier),
             }
             Ok(())
         }
         Command::Reply { case_id, message } => {
             let text = cli::message_text(&message)?;
-            let store = open()?;
-            let staff = Staff::load(&store)?;
-            let endpoint = resolve_policy_relay(
-                &store,
-                store.policy()?.as_ref().map(|s| &s.policy),
-                endpoint_args.0.as_deref(),
-                endpoint_args.1.as_deref(),
-            )?;
-            let delay = send_delay.pick()?;
-            let network = cli::network(&dir, &store, &tor, true)?;
-            // The directory on a connection of its own, the reply on another after a random
-            // wait: the relay must not tie the reply to this device's reads.
-            let mut session = network.connect(&endpoint, b"directory").await?;
-            let verified = load_directory(&mut session, &store, deployment).await?;
-            session.close().await;
-            let row = staff.queue_reply(&verified, &case_id, &text, now).await?;
-            let earlier =
-                send_replies_later(&staff, &endpoint, &network, &verified, &[row], delay).await?;
-            cli::report_earlier(&refuge_client::outbox::EarlierReport::of(&earlier));
+            let send_delay_max = send_delay.max()?;
+            let mut client = open(InboxSettings {
+                send_delay_max,
+                ..settings
+            })?;
+            let summary = client.reply(&case_id, &text).await?;
+            cli::report_earlier(&summary.earlier);
             say(&format!("replied to case {case_id}"))
         }
         Command::Cases => {
-            let store = open()?;
-            let staff = Staff::load(&store)?;
-            for c in staff.cases()? {
+            let client = open(settings)?;
+            for c in client.case_summaries()? {
                 say(&format!("case {} {} messages", c.case_id, c.messages))?;
             }
             Ok(())
         }
-        Command::Evidence { export } => cli::evidence_command(&open()?, export.as_deref()),
+        Command::Case { case_id, limit } => {
+            let client = open(settings)?;
+            let messages = client.case_messages(&case_id, None, limit)?;
+            for m in &messages {
+                say(&cli::case_line(m))?;
+            }
+            client.mark_read(&case_id, messages.last().map(|m| m.id))?;
+            Ok(())
+        }
+        Command::Evidence { export } => {
+            let client = open(settings)?;
+            cli::evidence_command(client.store(), export.as_deref())
+        }
         Command::Passphrase {
             new_passphrase_file,
-        } => unlock::passphrase_command(&mut open()?, new_passphrase_file.as_deref()),
+        } => {
+            let mut client = open(settings)?;
+            let new = unlock::new_passphrase(new_passphrase_file.as_deref(), &dir)?;
+            client.change_passphrase(&new, KdfParams::for_new_store())?;
+            say("passphrase changed: the store is now encrypted under the new one")
+        }
         Command::Wipe { yes } => unlock::wipe_command(&dir, yes),
     }
 }
 
-/// Waits `delay`, then sends what waits in the outbox on a connection of its own (through Tor, a
-/// circuit of its own), and says what became of `rows`. A reply that cannot be sent now stays
-/// in the outbox, sealed, for the next `read` or `reply`.
-async fn send_replies_later(
-    staff: &Staff<'_>,
-    endpoint: &RelayEndpoint,
-    network: &refuge_client::net::Network,
-    directory: &refuge_proto::directory::VerifiedDirectory,
-    rows: &[i64],
-    delay: std::time::Duration,
-) -> Result<refuge_client::outbox::SendReport> {
-    if !delay.is_zero() {
-        cli::note(&format!(
-            "sending in {} s, on a connection of its own, so that the relay cannot tie the reply \
-             to your reading (interrupting is safe: the reply waits, sealed, for the next run)",
-            delay.as_secs()
-        ));
-        tokio::time::sleep(delay).await;
-    }
-    let isolation: [u8; 16] = rand::random();
-    let mut session = network.connect(endpoint, &isolation).await?;
-    let sent = staff.send_replies(&mut session, directory, rows).await;
-    session.close().await;
-    sent
-}
-
-/// Downloads and verifies the staff directory with the stored client policy.
-async fn load_directory(
-    session: &mut Session,
-    store: &Store,
-    deployment: cli::DeploymentArgs,
-) -> Result<refuge_proto::directory::VerifiedDirectory> {
-    let mut source = store.policy()?.ok_or(ClientError::MissingConfig(
-        "client policy (refuge-inbox register --policy)",
-    ))?;
-    deployment.apply(&mut source);
-    sync(session, store, &source).await
-}
-
-async fn sync(
-    session: &mut Session,
-    store: &Store,
-    source: &PolicySource,
-) -> Result<refuge_proto::directory::VerifiedDirectory> {
-    directory::sync(session, store, source, cli::now_unix()).await
-}
-
-fn warn_if_not_enrolled(staff: &Staff<'_>, dir: &refuge_proto::directory::VerifiedDirectory) {
-    if let Err(e) = staff.check_enrolled(dir) {
-        cli::warn(&format!("{e}; users cannot reach this device"));
-    }
+/// Prints Tor's progress, the wait before replies are sent, and (once per run) a test
+/// deployment in use.
+fn printer() -> Events {
+    let progress = cli::progress_printer();
+    Events::with_observer(move |event| match event {
+        Event::TestDeployment { unwitnessed } => {
+            static ONCE: std::sync::Once = std::sync::Once::new();
+            ONCE.call_once(|| cli::warn(test_deployment_warning(*unwitnessed)));
+        }
+        Event::SendDelayed { secs } => cli::note(&format!(
+            "sending in {secs} s, on a connection of its own, so that the relay cannot tie the \
+             reply to your reading (interrupting is safe: the reply waits, sealed, for the next \
+             run)"
+        )),
+        other => progress.emit(other.clone()),
+    })
 }

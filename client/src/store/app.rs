@@ -219,6 +219,8 @@ pub struct Outgoing {
     pub first_contact: bool,
     /// The message of the conversation read model it is a copy of (user side).
     pub conversation: Option<i64>,
+    /// The case message it is (staff side).
+    pub case_message: Option<i64>,
 }
 
 impl std::fmt::Debug for Outgoing {
@@ -479,8 +481,8 @@ impl Store {
         self.conn().execute(
             "INSERT INTO outbox (mailbox_id, deposit_token, idempotency_id, sealed, timer_seconds,
                                  queued_hour, expires_hour, label, first_contact,
-                                 conversation_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                 conversation_id, case_message_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             rusqlite::params![
                 &o.mailbox.0[..],
                 o.token.as_ref().map(|t| &t.0[..]),
@@ -491,7 +493,8 @@ impl Store {
                 (!o.timer.is_off()).then(|| queued_hour.saturating_add(timer)),
                 o.label,
                 o.first_contact as i64,
-                o.conversation
+                o.conversation,
+                o.case_message
             ],
         )?;
         Ok(self.conn().last_insert_rowid())
@@ -503,7 +506,7 @@ impl Store {
         self.prune_due()?;
         let mut stmt = self.conn().prepare(
             "SELECT id, mailbox_id, deposit_token, idempotency_id, sealed, timer_seconds, label,
-                    first_contact, queued_hour, conversation_id
+                    first_contact, queued_hour, conversation_id, case_message_id
              FROM outbox ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -519,6 +522,7 @@ impl Store {
                 r.get::<_, i64>(7)?,
                 r.get::<_, i64>(8)?,
                 r.get::<_, Option<i64>>(9)?,
+                r.get::<_, Option<i64>>(10)?,
             ))
         })?;
         let mut pending = Vec::new();
@@ -534,6 +538,7 @@ impl Store {
                 first,
                 queued_hour,
                 conversation,
+                case_message,
             ) = row?;
             let token = token
                 .map(|t| DepositToken::from_slice(&t).map_err(corrupt("outbox deposit token")))
@@ -555,6 +560,7 @@ impl Store {
                     label,
                     first_contact: first != 0,
                     conversation,
+                    case_message,
                 },
                 queued_hour,
             });
@@ -575,6 +581,9 @@ impl Store {
         }
         if let Some(message) = p.message.conversation {
             self.message_copy_settled(message, true)?;
+        }
+        if let Some(message) = p.message.case_message {
+            self.case_message_settled(message, true)?;
         }
         tx.commit()?;
         Ok(())
@@ -597,6 +606,9 @@ impl Store {
         tx.execute("DELETE FROM outbox WHERE id = ?1", [p.id])?;
         if let Some(message) = p.message.conversation {
             self.message_copy_settled(message, false)?;
+        }
+        if let Some(message) = p.message.case_message {
+            self.case_message_settled(message, false)?;
         }
         tx.commit()?;
         Ok(())
@@ -801,6 +813,9 @@ impl Store {
         Ok(())
     }
 
+    /// Records a message of a case (inside the caller's transaction): from the user (not yet
+    /// seen here), or a reply of this device (queued until the relay confirms it). Returns its
+    /// id.
     pub fn add_case_message(
         &self,
         case_id: &str,
@@ -808,19 +823,20 @@ impl Store {
         body: &SecretText,
         at_hour: u64,
         expires_hour: Option<i64>,
-    ) -> Result<()> {
+    ) -> Result<i64> {
         self.conn().execute(
-            "INSERT INTO case_messages (case_id, direction, body, at_hour, expires_hour)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO case_messages (case_id, direction, body, at_hour, expires_hour, delivery)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             rusqlite::params![
                 case_id,
                 if incoming { "in" } else { "out" },
                 body.expose(),
                 at_hour as i64,
-                expires_hour
+                expires_hour,
+                (!incoming).then_some("queued"),
             ],
         )?;
-        Ok(())
+        Ok(self.conn().last_insert_rowid())
     }
 
     /// Every case with its number of messages (both directions), by case id.

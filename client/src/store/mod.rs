@@ -13,6 +13,7 @@
 //! ([`Store::expire`]); [`wipe`] destroys a store without its passphrase.
 
 mod app;
+mod cases;
 mod conversation;
 mod evidence;
 pub mod key;
@@ -25,6 +26,7 @@ pub use app::{
     CaseRecord, CaseSummary, Contact, InboundMessage, LocalIdentity, Outgoing, Pending, PrekeyKind,
     Role, StaffDeviceRecord, UserMailbox, generate_signing_key,
 };
+pub use cases::{CaseFilter, CaseListing, CaseMessage};
 pub use conversation::{ConversationMessage, ConversationSummary, Direction, NewMessage};
 pub use evidence::DirectoryEvidence;
 pub use key::{HEADER_FILE, KdfParams, Passphrase};
@@ -286,6 +288,18 @@ CREATE INDEX conversation_by_post ON conversation (post_id, id);
 CREATE INDEX conversation_by_expiry ON conversation (expires_hour)
     WHERE expires_hour IS NOT NULL;
 ALTER TABLE outbox ADD COLUMN conversation_id INTEGER;
+"#,
+    // v8: the staff device's cases as a read model (issue 15): whether each message from the
+    // user has been seen on this device, and whether the relay has each reply (an outbox row
+    // points at its case message). Messages kept before v8 were shown by the `read` that
+    // opened them; the fate of replies sent before v8 is not known (NULL).
+    r#"
+ALTER TABLE case_messages ADD COLUMN seen INTEGER NOT NULL DEFAULT 0 CHECK (seen IN (0, 1));
+ALTER TABLE case_messages ADD COLUMN delivery TEXT
+    CHECK (delivery IS NULL OR delivery IN ('queued', 'confirmed', 'failed'));
+UPDATE case_messages SET seen = 1;
+ALTER TABLE outbox ADD COLUMN case_message_id INTEGER;
+CREATE INDEX case_messages_by_case ON case_messages (case_id, id);
 "#,
 ];
 

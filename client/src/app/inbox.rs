@@ -1,0 +1,356 @@
+//! [`InboxClient`]: what a staff device's programs (`refuge-inbox`, the Inbox app) stand on.
+
+use super::core::{Core, Reach};
+use crate::clock::SharedClock;
+use crate::config::{PolicySource, TorSettings};
+use crate::delivery::{ReceiveReport, ReceivedMessage};
+use crate::error::{Blame, ClientError, Result};
+use crate::events::{Event, Events};
+use crate::outbox::{EarlierReport, SendReport};
+use crate::secret::SecretText;
+use crate::staff::Staff;
+use crate::store::{
+    CaseFilter, CaseListing, CaseMessage, CaseRecord, CaseSummary, KdfParams, Passphrase, Store,
+};
+use crate::transport::RelayEndpoint;
+use refuge_proto::directory::VerifiedDirectory;
+use refuge_proto::directory_pb::EnrollmentRequest;
+use refuge_proto::wire::PrekeyCount;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How a staff client is set up.
+#[derive(Clone, Debug, Default)]
+pub struct InboxSettings {
+    pub data_dir: PathBuf,
+    /// A relay address to use instead of the remembered one (or the one the policy names).
+    pub relay: Option<String>,
+    /// The relay's certificate pin, for a `quic://` relay.
+    pub pin: Option<String>,
+    /// Whether a direct (QUIC, loopback TCP) relay may be used (a post's network may reach the
+    /// relay directly: staff are not hiding that they work for the post).
+    pub allow_direct: bool,
+    /// Whether a client policy marked as a test deployment may be used.
+    pub allow_test_deployment: bool,
+    /// How to reach Tor; `None`: as remembered from the last `register` that worked.
+    pub tor: Option<TorSettings>,
+    /// Replies wait a random time of up to this long before they are sent.
+    pub send_delay_max: Duration,
+}
+
+/// What one [`InboxClient::read`] did.
+#[derive(Debug, Default)]
+pub struct InboxReadSummary {
+    pub report: ReceiveReport,
+    /// Why users cannot reach this device, if the directory does not list it as it is.
+    pub not_enrolled: Option<ClientError>,
+    /// The cases that new messages arrived in, in order (a case once per message).
+    pub arrived_in: Vec<String>,
+    /// What became of replies earlier runs left in the outbox (sent after the read).
+    pub earlier: EarlierReport,
+    /// Why they could not be sent (they wait for the next run).
+    pub outbox_error: Option<ClientError>,
+}
+
+/// What one [`InboxClient::reply`] did.
+#[derive(Debug)]
+pub struct ReplySummary {
+    /// The full id of the case replied to.
+    pub case_id: String,
+    /// The reply's id in the case.
+    pub message: i64,
+    /// What became of replies earlier runs had left in the outbox.
+    pub earlier: EarlierReport,
+}
+
+/// A staff device's client: its encrypted store, one Tor client, the verified directory.
+#[derive(Debug)]
+pub struct InboxClient {
+    core: Core,
+    send_delay_max: Duration,
+}
+
+impl InboxClient {
+    /// Opens the existing store in `settings.data_dir` with `passphrase`.
+    pub fn unlock(
+        settings: InboxSettings,
+        passphrase: &Passphrase,
+        events: Events,
+    ) -> Result<Self> {
+        if !Store::exists(&settings.data_dir) {
+            return Err(ClientError::NotInitialized {
+                what: "refuge-inbox",
+                dir: settings.data_dir.clone(),
+                command: "refuge-inbox init",
+            });
+        }
+        let store = Store::open(&settings.data_dir, passphrase)?;
+        InboxClient::with_store(store, settings, events)
+    }
+
+    /// Creates a new store under `passphrase` (the device's keys come with
+    /// [`InboxClient::init_device`]).
+    pub fn create(
+        settings: InboxSettings,
+        passphrase: &Passphrase,
+        params: KdfParams,
+        events: Events,
+    ) -> Result<Self> {
+        let store = Store::create(&settings.data_dir, passphrase, params)?;
+        InboxClient::with_store(store, settings, events)
+    }
+
+    /// A client over an open store.
+    pub fn with_store(store: Store, settings: InboxSettings, events: Events) -> Result<Self> {
+        let reach = Reach {
+            relay: settings.relay,
+            pin: settings.pin,
+            allow_direct: settings.allow_direct,
+            allow_test_deployment: settings.allow_test_deployment,
+            tor: settings.tor,
+        };
+        let core = Core::new(
+            store,
+            &settings.data_dir,
+            reach,
+            events,
+            "client policy (refuge-inbox register --policy)",
+        )?;
+        Ok(InboxClient {
+            core,
+            send_delay_max: settings.send_delay_max,
+        })
+    }
+
+    /// Makes `clock` the client's one clock.
+    pub fn set_clock(&mut self, clock: SharedClock) -> Result<()> {
+        self.core.store.set_clock(clock)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.core.store
+    }
+
+    pub fn events(&self) -> &Events {
+        self.core.events()
+    }
+
+    fn staff(&self) -> Result<Staff<'_>> {
+        Staff::load(&self.core.store)
+    }
+
+    /// This device's label (`POST/DESK`).
+    pub fn label(&self) -> Result<String> {
+        Ok(self.staff()?.label().to_string())
+    }
+
+    /// Creates this device's keys; returns the enrolment request for the authority.
+    pub fn init_device(&self, post_id: &str, label: &str) -> Result<EnrollmentRequest> {
+        Ok(Staff::init(&self.core.store, post_id, label)?.1)
+    }
+
+    /// Checks the enrolment in the directory log verified under `source` and uploads prekeys,
+    /// on this device's own circuit; remembers the policy, relay and Tor settings once that
+    /// worked.
+    pub async fn register(&mut self, mut source: PolicySource) -> Result<PrekeyCount> {
+        let label = self.label()?;
+        self.core.allow_deployment(&mut source);
+        let endpoint = self.core.endpoint_for(Some(&source.policy))?;
+        let mut session = self.core.connect(&endpoint, label.as_bytes()).await?;
+        let registered = async {
+            let directory = self.core.sync_on(&mut session, &source).await?.clone();
+            let staff = self.staff()?;
+            staff.check_enrolled(&directory)?;
+            staff.register(&mut session, self.core.store.now()).await
+        }
+        .await;
+        session.close().await;
+        let count = registered?;
+        let store = &self.core.store;
+        store.save_policy(&source)?;
+        store.save_relay(&endpoint)?;
+        store.save_tor_settings(self.core.network.settings())?;
+        Ok(count)
+    }
+
+    /// Reads new messages into cases on this device's own circuit (the directory verified on
+    /// the same session first), `show` seeing each once; then, after a random wait and on a
+    /// connection of their own, sends the replies earlier runs left in the outbox.
+    pub async fn read(
+        &mut self,
+        show: &mut dyn FnMut(&ReceivedMessage) -> Result<()>,
+    ) -> Result<InboxReadSummary> {
+        let label = self.label()?;
+        let source = self.core.policy()?;
+        let endpoint = self.core.endpoint_for(Some(&source.policy))?;
+        let delay = self.pick_delay();
+        let mut summary = InboxReadSummary::default();
+        let mut session = self.core.connect(&endpoint, label.as_bytes()).await?;
+        let read = async {
+            let directory = self.core.sync_on(&mut session, &source).await?.clone();
+            let staff = self.staff()?;
+            summary.not_enrolled = staff.check_enrolled(&directory).err();
+            let arrived = &mut summary.arrived_in;
+            let mut shown = |m: &ReceivedMessage| {
+                show(m)?;
+                arrived.extend(m.sender.case_id());
+                Ok(())
+            };
+            let now = self.core.store.now();
+            staff.read(&mut session, &directory, now, &mut shown).await
+        }
+        .await;
+        session.close().await;
+        summary.report = read?;
+        for case in &summary.arrived_in {
+            self.events()
+                .emit(Event::CaseArrived { case: case.clone() });
+        }
+        if !self.core.store.outbox()?.is_empty() {
+            let directory = self.core.fresh_directory().await?;
+            match self.send_later(&endpoint, &directory, &[], delay).await {
+                Ok(sent) => summary.earlier = EarlierReport::of(&sent),
+                Err(e) if e.blame() == Blame::Attack => return Err(e),
+                Err(e) => summary.outbox_error = Some(e),
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Replies to `case_id` (the full id, or a unique prefix of at least 8): the directory on
+    /// a circuit of its own, the reply sealed into the outbox and the case, then after a random
+    /// wait sent on a connection of its own. An error if the relay refused it or it waits.
+    pub async fn reply(&mut self, case_id: &str, text: &SecretText) -> Result<ReplySummary> {
+        self.staff()?;
+        let case = self.case(case_id)?;
+        let delay = self.pick_delay();
+        let source = self.core.policy()?;
+        let endpoint = self.core.endpoint_for(Some(&source.policy))?;
+        // The directory on a connection of its own, the reply on another after a random wait:
+        // the relay must not tie the reply to this device's reads.
+        let directory = self.core.sync_with(&source, &endpoint).await?.clone();
+        let now = self.core.store.now();
+        let row = self
+            .staff()?
+            .queue_reply(&directory, &case.case_id, text, now)
+            .await?;
+        let message = self
+            .core
+            .store
+            .outbox()?
+            .iter()
+            .find(|p| p.id == row)
+            .and_then(|p| p.message.case_message)
+            .unwrap_or_default();
+        self.report_reply(message)?;
+        let sent = self
+            .send_later(&endpoint, &directory, &[row], delay)
+            .await?;
+        Ok(ReplySummary {
+            case_id: case.case_id,
+            message,
+            earlier: EarlierReport::of(&sent),
+        })
+    }
+
+    /// A wait drawn uniformly from zero to the longest, to the millisecond.
+    fn pick_delay(&self) -> Duration {
+        let max = u64::try_from(self.send_delay_max.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(rand::random_range(0..=max))
+    }
+
+    /// Waits `delay`, then sends what waits in the outbox on a connection of its own (a
+    /// circuit of its own), settling `rows` (this run's replies); reports the replies whose
+    /// state changed.
+    async fn send_later(
+        &self,
+        endpoint: &RelayEndpoint,
+        directory: &VerifiedDirectory,
+        rows: &[i64],
+        delay: Duration,
+    ) -> Result<SendReport> {
+        let replies: Vec<i64> = self
+            .core
+            .store
+            .outbox()?
+            .iter()
+            .filter_map(|p| p.message.case_message)
+            .collect();
+        if !delay.is_zero() {
+            self.events().emit(Event::SendDelayed {
+                secs: delay.as_secs(),
+            });
+            tokio::time::sleep(delay).await;
+        }
+        let isolation: [u8; 16] = rand::random();
+        let mut session = self.core.connect(endpoint, &isolation).await?;
+        let sent = self
+            .staff()?
+            .send_replies(&mut session, directory, rows)
+            .await;
+        session.close().await;
+        for id in replies {
+            self.report_reply(id)?;
+        }
+        sent
+    }
+
+    fn report_reply(&self, id: i64) -> Result<()> {
+        if let Some((case, Some(delivery))) = self.core.store.reply_state(id)? {
+            self.events().emit(Event::Reply {
+                message: id,
+                case,
+                delivery,
+            });
+        }
+        Ok(())
+    }
+
+    /// Every case with its number of messages, in the order they were opened.
+    pub fn case_summaries(&self) -> Result<Vec<CaseSummary>> {
+        self.staff()?.cases()
+    }
+
+    /// Up to `limit` cases matching `filter`, newest activity first, older than the case whose
+    /// last message is `before`.
+    pub fn cases(
+        &self,
+        filter: CaseFilter,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<CaseListing>> {
+        self.core.store.case_list(filter, before, limit)
+    }
+
+    /// Up to `limit` messages of a case before message `before`, oldest first.
+    pub fn case_messages(
+        &self,
+        case_id: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<CaseMessage>> {
+        let case = self.case(case_id)?;
+        self.core.store.case_page(&case.case_id, before, limit)
+    }
+
+    /// Marks the user's messages in a case up to `up_to` (all if `None`) as read.
+    pub fn mark_read(&self, case_id: &str, up_to: Option<i64>) -> Result<u64> {
+        let case = self.case(case_id)?;
+        self.core.store.mark_case_seen(&case.case_id, up_to)
+    }
+
+    /// The case with this id or unique prefix of at least 8.
+    fn case(&self, case_id: &str) -> Result<CaseRecord> {
+        self.core
+            .store
+            .case(case_id)?
+            .ok_or_else(|| ClientError::UnknownCase {
+                case: case_id.to_string(),
+            })
+    }
+
+    /// Re-encrypts the store under `new`.
+    pub fn change_passphrase(&mut self, new: &Passphrase, params: KdfParams) -> Result<()> {
+        self.core.store.change_passphrase(new, params)
+    }
+}

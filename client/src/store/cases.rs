@@ -1,0 +1,275 @@
+//! A staff device's cases as a read model: each case with its messages both ways, how many from
+//! the user this device has not seen, its last activity, and whether the relay has each reply.
+//! Written by the transactions that open users' messages (`crate::staff`) and seal replies, and
+//! moved by the relay's confirmations of the outbox (`Store::outgoing_confirmed`). Paged: a
+//! post's central desk may hold thousands of cases.
+
+use super::Store;
+use crate::error::Result;
+use crate::events::Delivery;
+use crate::secret::SecretText;
+use crate::store::Direction;
+
+/// Which cases a list shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CaseFilter {
+    #[default]
+    All,
+    /// Cases with a message from the user this device has not seen.
+    Unread,
+    /// Cases with a reply the relay has not confirmed yet.
+    Pending,
+}
+
+/// One case, for a list of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaseListing {
+    pub case_id: String,
+    pub messages: u64,
+    pub unread: u64,
+    /// Replies not yet confirmed by the relay.
+    pub queued: u64,
+    /// The newest message's id: cases are listed newest activity first, and the next page
+    /// starts below the last listing's `last_id`.
+    pub last_id: i64,
+    /// Unix seconds, rounded down to the hour.
+    pub last_at_hour: i64,
+    /// Whether a reply can be sent (the user's first contact, with its reply address, arrived).
+    pub can_reply: bool,
+}
+
+/// A message of a case.
+#[derive(Debug)]
+pub struct CaseMessage {
+    pub id: i64,
+    pub direction: Direction,
+    pub text: SecretText,
+    /// Unix seconds, rounded down to the hour.
+    pub at_hour: i64,
+    pub expires_hour: Option<i64>,
+    /// Replies: whether the relay has it (`None`: sent before this was recorded).
+    pub delivery: Option<Delivery>,
+    /// From the user: whether it was seen on this device (replies: always).
+    pub seen: bool,
+}
+
+/// A reply's state as stored (`None`: sent before v8 recorded it).
+fn delivery(stored: Option<&str>) -> Option<Delivery> {
+    match stored {
+        Some("queued") => Some(Delivery::Queued),
+        Some("confirmed") => Some(Delivery::Confirmed),
+        Some("failed") => Some(Delivery::Failed),
+        _ => None,
+    }
+}
+
+/// Most cases or messages one page returns.
+pub const MAX_CASE_PAGE: u32 = 500;
+
+impl Store {
+    /// Up to `limit` cases matching `filter` whose last activity is older than the case with
+    /// last message `before` (the newest if `None`), newest activity first.
+    pub fn case_list(
+        &self,
+        filter: CaseFilter,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<CaseListing>> {
+        self.prune_due()?;
+        let having = match filter {
+            CaseFilter::All => "",
+            CaseFilter::Unread => "AND unread > 0",
+            CaseFilter::Pending => "AND queued > 0",
+        };
+        let mut stmt = self.conn().prepare(&format!(
+            "SELECT c.case_id, count(m.id),
+                    coalesce(sum(m.direction = 'in' AND m.seen = 0), 0) AS unread,
+                    coalesce(sum(m.direction = 'out' AND m.delivery = 'queued'), 0) AS queued,
+                    coalesce(max(m.id), 0) AS last_id,
+                    coalesce(max(m.at_hour), c.opened_at),
+                    c.reply_mailbox IS NOT NULL
+             FROM cases c LEFT JOIN case_messages m ON m.case_id = c.case_id
+             GROUP BY c.case_id
+             HAVING last_id < ?1 {having}
+             ORDER BY last_id DESC, c.case_id LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(
+            rusqlite::params![
+                before.unwrap_or(i64::MAX),
+                i64::from(limit.min(MAX_CASE_PAGE))
+            ],
+            |r| {
+                let n = |i| r.get::<_, i64>(i).map(|v| u64::try_from(v).unwrap_or(0));
+                Ok(CaseListing {
+                    case_id: r.get(0)?,
+                    messages: n(1)?,
+                    unread: n(2)?,
+                    queued: n(3)?,
+                    last_id: r.get(4)?,
+                    last_at_hour: r.get(5)?,
+                    can_reply: r.get::<_, i64>(6)? != 0,
+                })
+            },
+        )?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Up to `limit` messages of `case_id` before message `before` (the newest if `None`),
+    /// oldest first.
+    pub fn case_page(
+        &self,
+        case_id: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<CaseMessage>> {
+        self.prune_due()?;
+        let mut stmt = self.conn().prepare(
+            "SELECT id, direction, body, at_hour, expires_hour, delivery, seen
+             FROM case_messages WHERE case_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
+        )?;
+        let mut page = stmt
+            .query_map(
+                rusqlite::params![
+                    case_id,
+                    before.unwrap_or(i64::MAX),
+                    i64::from(limit.min(MAX_CASE_PAGE))
+                ],
+                |r| {
+                    let direction = if r.get::<_, String>(1)? == "in" {
+                        Direction::In
+                    } else {
+                        Direction::Out
+                    };
+                    let delivery = delivery(r.get::<_, Option<String>>(5)?.as_deref());
+                    Ok(CaseMessage {
+                        id: r.get(0)?,
+                        direction,
+                        text: SecretText::new(r.get(2)?),
+                        at_hour: r.get(3)?,
+                        expires_hour: r.get(4)?,
+                        delivery,
+                        seen: direction == Direction::Out || r.get::<_, i64>(6)? != 0,
+                    })
+                },
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        page.reverse();
+        Ok(page)
+    }
+
+    /// Marks the user's messages in `case_id` up to `up_to` (all if `None`) as seen; returns how
+    /// many were not.
+    pub fn mark_case_seen(&self, case_id: &str, up_to: Option<i64>) -> Result<u64> {
+        let n = self.conn().execute(
+            "UPDATE case_messages SET seen = 1
+             WHERE case_id = ?1 AND direction = 'in' AND seen = 0 AND id <= ?2",
+            rusqlite::params![case_id, up_to.unwrap_or(i64::MAX)],
+        )?;
+        Ok(n as u64)
+    }
+
+    /// The case and delivery state of reply `id`, if it is still kept.
+    pub fn reply_state(&self, id: i64) -> Result<Option<(String, Option<Delivery>)>> {
+        use rusqlite::OptionalExtension;
+        let row = self
+            .conn()
+            .query_row(
+                "SELECT case_id, delivery FROM case_messages WHERE id = ?1 AND direction = 'out'",
+                [id],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)),
+            )
+            .optional()?;
+        Ok(row.map(|(case, d)| (case, delivery(d.as_deref()))))
+    }
+
+    /// The relay confirmed reply `id`, or it was given up (inside the caller's transaction).
+    pub(crate) fn case_message_settled(&self, id: i64, confirmed: bool) -> Result<()> {
+        self.conn().execute(
+            "UPDATE case_messages SET delivery = ?2 WHERE id = ?1 AND delivery = 'queued'",
+            rusqlite::params![id, if confirmed { "confirmed" } else { "failed" }],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use refuge_proto::ids::{DepositToken, MailboxId};
+
+    #[test]
+    fn cases_list_by_last_activity_page_and_count_unread_and_pending_replies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::for_tests(dir.path());
+        let hour = (store.unix_now() / 3600 * 3600) as u64;
+        let text = SecretText::new("bonjour".into());
+        let mailbox = MailboxId([1; 16]);
+        let token = DepositToken([2; 32]);
+        // Five cases, each with one message from its user; case 2 without a reply address.
+        let mut last = Vec::new();
+        for i in 0..5 {
+            let case = format!("{i:032x}");
+            let reply = (i != 2).then_some((&mailbox, &token));
+            store
+                .upsert_case(&case, &format!("user:{case}"), reply)
+                .unwrap();
+            last.push(
+                store
+                    .add_case_message(&case, true, &text, hour, None)
+                    .unwrap(),
+            );
+        }
+        // Case 0 gets a reply: it has the newest activity now, with a reply pending.
+        let case0 = format!("{:032x}", 0);
+        let reply = store
+            .add_case_message(&case0, false, &text, hour, None)
+            .unwrap();
+
+        let first = store.case_list(CaseFilter::All, None, 2).unwrap();
+        let ids: Vec<&str> = first.iter().map(|c| &c.case_id[30..]).collect();
+        assert_eq!(ids, ["00", "04"]);
+        assert_eq!(
+            (first[0].messages, first[0].unread, first[0].queued),
+            (2, 1, 1)
+        );
+        let next = store
+            .case_list(CaseFilter::All, Some(first[1].last_id), 10)
+            .unwrap();
+        let ids: Vec<&str> = next.iter().map(|c| &c.case_id[30..]).collect();
+        assert_eq!(ids, ["03", "02", "01"]);
+        assert!(!next[1].can_reply && next[0].can_reply);
+
+        assert_eq!(
+            store
+                .case_list(CaseFilter::Pending, None, 10)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(store.mark_case_seen(&case0, None).unwrap(), 1);
+        assert_eq!(
+            store.case_list(CaseFilter::Unread, None, 10).unwrap().len(),
+            4
+        );
+
+        let page = store.case_page(&case0, None, 10).unwrap();
+        assert_eq!(page.len(), 2);
+        assert_eq!(page[1].delivery, Some(Delivery::Queued));
+        store.case_message_settled(reply, true).unwrap();
+        // Settled once: a later give-up (a repeated answer) changes nothing.
+        store.case_message_settled(reply, false).unwrap();
+        assert_eq!(
+            store.case_page(&case0, None, 10).unwrap()[1].delivery,
+            Some(Delivery::Confirmed)
+        );
+        assert!(
+            store
+                .case_list(CaseFilter::Pending, None, 10)
+                .unwrap()
+                .is_empty()
+        );
+        let older = store.case_page(&case0, Some(page[1].id), 10).unwrap();
+        assert_eq!(older.len(), 1);
+        assert_eq!(older[0].id, last[0]);
+    }
+}
