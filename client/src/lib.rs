@@ -4,7 +4,6 @@
 pub mod app;
 pub mod audit;
 pub mod authority;
-pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod delivery;
@@ -24,7 +23,6 @@ pub mod staff;
 pub mod store;
 pub mod submit;
 pub mod transport;
-pub mod unlock;
 pub mod user;
 
 pub use error::{Blame, ClientError, Result};

@@ -1,7 +1,8 @@
 //! The client library's layering (ARCHITECTURE.md, "The client's layers"), checked on its
 //! source: a module may use modules of its own layer or below, never above. Every top-level
 //! module must have a layer, so a new one is placed on purpose. Test modules (`mod tests`, the
-//! `*_tests.rs` files, `fake_relay.rs`) and the programs in `src/bin` are outside the rule.
+//! `*_tests.rs` files, `fake_relay.rs`) are outside the rule. And the library is a library: it
+//! never prints, prompts or parses a command line, and reads the wall clock in one place.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -26,12 +27,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("messaging", &["envelope", "delivery", "outbox", "prekeys"]),
     ("roles", &["user", "staff"]),
     ("app", &["app"]),
-    ("front", &["cli", "unlock"]),
 ];
 
 const OUTSIDE: &[&str] = &[
     "lib",
-    "bin",
     "fake_relay",
     "flow_tests",
     "forward_secrecy_tests",
@@ -167,4 +166,46 @@ fn the_scan_sees_a_use_that_goes_up() {
         ["app".to_string(), "error".to_string(), "staff".to_string()]
     );
     assert!(layer_of("app") > layer_of("store"));
+}
+
+#[test]
+fn the_library_never_prints_prompts_parses_arguments_or_reads_the_wall_clock_behind_its_clock() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let forbidden = [
+        "println!",
+        "eprintln!",
+        "print!(",
+        "eprint!(",
+        "std::io::stdout",
+        "std::io::stderr",
+        "io::stdin",
+        "clap::",
+        "rpassword",
+        "SystemTime::now",
+    ];
+    let mut found = Vec::new();
+    for file in &files {
+        let relative = file.strip_prefix(&src).expect("under src");
+        let name = relative.display().to_string();
+        if name.ends_with("_tests.rs") || name == "fake_relay.rs" || name.ends_with("/tests.rs") {
+            continue;
+        }
+        let text = code(&std::fs::read_to_string(file).expect("read"));
+        for f in forbidden {
+            // The one clock reads the system's.
+            if f == "SystemTime::now" && name == "clock.rs" {
+                continue;
+            }
+            if text.contains(f) {
+                found.push(format!("{name}: {f}"));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "belongs in refuge-cli or the clock:\n{}",
+        found.join("\n")
+    );
 }

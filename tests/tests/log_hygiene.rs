@@ -10,7 +10,7 @@
 //! names the user's address).
 //!
 //! `RUST_LOG=trace` is the most verbose level there is. libsignal's own logs stay off unless
-//! `RUST_LOG` names libsignal explicitly (`client::cli::init_tracing`): they name peers'
+//! `RUST_LOG` names libsignal explicitly (`refuge_cli::init_tracing`): they name peers'
 //! addresses, and asking for them by name is a deliberate act of a developer.
 
 use refuge_client::peer::Peer;

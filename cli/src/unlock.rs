@@ -5,8 +5,8 @@
 //! variable `REFUGE_PASSPHRASE` (for scripts and tests), else the terminal, without echo. A new
 //! passphrase is asked for twice. Nothing here prints or logs a passphrase.
 
-use crate::error::{ClientError, Result};
-use crate::store::{KdfParams, Passphrase, Store, WipeReport};
+use refuge_client::error::{ClientError, Result};
+use refuge_client::store::{KdfParams, Passphrase, Store, WipeReport};
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
@@ -148,7 +148,8 @@ pub fn open_store(
 
 /// Opens the store in `dir`, or creates it with a new passphrase (asked twice) if there is none.
 pub fn open_or_create_store(dir: &Path, args: &PassphraseArgs) -> Result<Store> {
-    let existing = std::fs::metadata(dir.join(crate::store::DB_FILE)).is_ok_and(|m| m.len() > 0);
+    let existing =
+        std::fs::metadata(dir.join(refuge_client::store::DB_FILE)).is_ok_and(|m| m.len() > 0);
     if existing {
         Store::open(dir, &args.unlock(dir)?)
     } else {
@@ -165,20 +166,20 @@ pub fn change_passphrase(store: &mut Store, new_file: Option<&Path>) -> Result<(
 /// `passphrase`: re-encrypts the store under a new passphrase and says so.
 pub fn passphrase_command(store: &mut Store, new_file: Option<&Path>) -> Result<()> {
     change_passphrase(store, new_file)?;
-    crate::cli::say("passphrase changed: the store is now encrypted under the new one")
+    crate::say("passphrase changed: the store is now encrypted under the new one")
 }
 
 /// `wipe`: the panic wipe, and what it did.
 pub fn wipe_command(dir: &Path, yes: bool) -> Result<()> {
     let report = wipe(dir, yes)?;
     if !report.directory_removed {
-        crate::cli::warn(&format!(
+        crate::warn(&format!(
             "{} kept: it holds {} entries that are not refuge's",
             dir.display(),
             report.left.len()
         ));
     }
-    crate::cli::say(&format!(
+    crate::say(&format!(
         "wiped {}: {} files overwritten and removed",
         dir.display(),
         report.files_destroyed
@@ -195,7 +196,7 @@ pub fn wipe(dir: &Path, yes: bool) -> Result<WipeReport> {
     if !yes && !confirm(dir)? {
         return Err(ClientError::NotConfirmed);
     }
-    crate::store::wipe(dir)
+    refuge_client::store::wipe(dir)
 }
 
 /// Asks on the terminal whether to wipe; only `yes` confirms.

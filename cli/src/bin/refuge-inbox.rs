@@ -1,14 +1,14 @@
 //! `refuge-inbox`: a staff device's secure inbox.
 
 use clap::{Parser, Subcommand};
+use refuge_cli::unlock::{self, PassphraseArgs};
+use refuge_cli::{self as cli, say};
 use refuge_client::app::{InboxClient, InboxSettings};
-use refuge_client::cli::{self, say};
 use refuge_client::config::{PolicySource, TorSettings, test_deployment_warning};
 use refuge_client::error::{ClientError, Result};
 use refuge_client::events::{Event, Events};
 use refuge_client::staff::encode_request;
 use refuge_client::store::KdfParams;
-use refuge_client::unlock::{self, PassphraseArgs};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;

@@ -3,6 +3,7 @@
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use ed25519_dalek::VerifyingKey;
+use refuge_cli as cli;
 use refuge_client::audit::compare::{self, WitnessPeer};
 use refuge_client::audit::evidence::{self, Proves};
 use refuge_client::audit::replay::{AuditConfig, AuditedLog};
@@ -13,7 +14,6 @@ use refuge_client::audit::store::AuditStore;
 use refuge_client::audit::watch::{self, Authorised};
 use refuge_client::audit::witness::{self, WitnessServer};
 use refuge_client::audit::{AuditError, EXIT_FAILED, EXIT_INCONSISTENT, EXIT_UNAUTHORISED};
-use refuge_client::cli;
 use refuge_client::directory::parse_authority_key;
 use refuge_client::transport::TorOptions;
 use refuge_proto::directory_log::{DirectoryReplay, replay_threads};

@@ -1,8 +1,9 @@
 //! `refuge`: the at-risk user's client.
 
 use clap::{Parser, Subcommand};
+use refuge_cli::unlock::{self, PassphraseArgs};
+use refuge_cli::{self as cli, say};
 use refuge_client::app::{UserClient, UserSettings};
-use refuge_client::cli::{self, say};
 use refuge_client::config::{PolicySource, TorSettings, test_deployment_warning};
 use refuge_client::disappearing::Timer;
 use refuge_client::error::{ClientError, Result};
@@ -10,7 +11,6 @@ use refuge_client::events::{Event, Events};
 use refuge_client::peer::Peer;
 use refuge_client::store::KdfParams;
 use refuge_client::transport::RelayEndpoint;
-use refuge_client::unlock::{self, PassphraseArgs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

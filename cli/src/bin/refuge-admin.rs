@@ -4,8 +4,8 @@
 //! that the log includes them, and pushing the checkpoint to the witnesses.
 
 use clap::{Parser, Subcommand};
+use refuge_cli::{self as cli, say};
 use refuge_client::authority::{self, SignedEntry};
-use refuge_client::cli::{self, say};
 use refuge_client::config::PolicySource;
 use refuge_client::directory::parse_authority_key;
 use refuge_client::error::{ClientError, Result};

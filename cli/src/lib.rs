@@ -1,17 +1,22 @@
-//! What the three command-line programs share: logging setup, the data directory, reading the
-//! message text, connecting, and turning an error into `error: …` / `hint: …` and exit status 1.
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
 
-use crate::config::TorSettings;
-use crate::error::{ClientError, Result};
-use crate::events::{Event, Events, SessionEvent, TorEvent};
-use crate::net::Network;
-use crate::secret::SecretText;
-use crate::store::Store;
+// What the four command-line programs share: logging setup, the data directory, reading the
+// message text, connecting, and turning an error into `error: …` / `hint: …` and exit status 1.
+
+use refuge_client::config::TorSettings;
+use refuge_client::error::{ClientError, Result};
+use refuge_client::events::{Event, Events, SessionEvent, TorEvent};
+use refuge_client::net::Network;
+use refuge_client::secret::SecretText;
+use refuge_client::store::Store;
 use std::future::Future;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
+
+pub mod unlock;
 
 /// Logs go to stderr at level `warn` unless `RUST_LOG` says otherwise. libsignal's own log
 /// lines name peers' addresses, so they are off unless `RUST_LOG` asks for them by name.
@@ -107,7 +112,7 @@ pub fn note(message: &str) {
 /// Warns about what a read could not show: refused messages (deleted from the relay) summed
 /// up by reason, so that a flood of junk makes a few lines and not thousands; each finding of
 /// misbehaviour kept as evidence; messages kept for another try; and more waiting.
-pub fn report_read(r: &crate::delivery::ReceiveReport) {
+pub fn report_read(r: &refuge_client::delivery::ReceiveReport) {
     if !r.failures.is_empty() {
         let mut reasons: Vec<(String, usize)> = Vec::new();
         for e in &r.failures {
@@ -146,7 +151,7 @@ pub fn report_read(r: &crate::delivery::ReceiveReport) {
 
 /// Says what became of the messages earlier runs left in the outbox: a line for those sent,
 /// a warning for each dropped and for those still waiting.
-pub fn report_earlier(r: &crate::outbox::EarlierReport) {
+pub fn report_earlier(r: &refuge_client::outbox::EarlierReport) {
     if r.sent > 0 {
         let _ = say(&format!(
             "sent {} message(s) that waited in the outbox",
@@ -217,7 +222,7 @@ pub fn message_text(arg: &str) -> Result<SecretText> {
     if arg != "-" {
         return Ok(SecretText::new(arg.to_string()));
     }
-    let limit = crate::envelope::MAX_TEXT_LEN as u64 + 2;
+    let limit = refuge_client::envelope::MAX_TEXT_LEN as u64 + 2;
     let mut buf = zeroize::Zeroizing::new(Vec::new());
     std::io::stdin()
         .lock()
@@ -231,7 +236,7 @@ pub fn message_text(arg: &str) -> Result<SecretText> {
     if buf.len() as u64 > limit {
         return Err(ClientError::MessageTooLong {
             len: buf.len(),
-            max: crate::envelope::MAX_TEXT_LEN,
+            max: refuge_client::envelope::MAX_TEXT_LEN,
         });
     }
     let mut text = String::from_utf8(std::mem::take(&mut *buf))
@@ -263,7 +268,7 @@ impl DeploymentArgs {
 
     /// Applies the choice to a policy about to be used, warning (once per run) when it is a test
     /// deployment that is allowed.
-    pub fn apply(&self, source: &mut crate::config::PolicySource) {
+    pub fn apply(&self, source: &mut refuge_client::config::PolicySource) {
         static ONCE: std::sync::Once = std::sync::Once::new();
         let allowed = self.allowed();
         match source.allow_test_deployment(allowed) {
@@ -397,9 +402,9 @@ pub fn progress_line(event: &Event) -> Option<String> {
 
 /// One message of a conversation as `refuge history` prints it: the hour (UTC; the store keeps
 /// no finer time), who wrote it, the text on one line, and the state of ours.
-pub fn history_line(m: &crate::store::ConversationMessage) -> String {
-    use crate::events::Delivery;
-    use crate::store::Direction;
+pub fn history_line(m: &refuge_client::store::ConversationMessage) -> String {
+    use refuge_client::events::Delivery;
+    use refuge_client::store::Direction;
     let when = hour_text(m.at_hour);
     let text = m.text.one_line();
     match (m.direction, m.delivery) {
@@ -424,9 +429,9 @@ pub fn history_line(m: &crate::store::ConversationMessage) -> String {
 
 /// One message of a case as `refuge-inbox case` prints it: the hour (UTC), who wrote it, the text
 /// on one line, and the state of a reply.
-pub fn case_line(m: &crate::store::CaseMessage) -> String {
-    use crate::events::Delivery;
-    use crate::store::Direction;
+pub fn case_line(m: &refuge_client::store::CaseMessage) -> String {
+    use refuge_client::events::Delivery;
+    use refuge_client::store::Direction;
     let when = hour_text(m.at_hour);
     let text = m.text.one_line();
     match m.direction {
@@ -469,13 +474,13 @@ pub fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-pub use crate::files::read_bounded;
+pub use refuge_client::files::read_bounded;
 
 /// `evidence`: lists what this device's reads and directory downloads caught relays (or senders)
 /// doing, kept in its encrypted store; with `export`, writes it out to that directory: the
 /// directory evidence as files `refuge-audit check-evidence` reads, and each finding with its
 /// sealed message (if kept) as text. Nothing is written unless asked.
-pub fn evidence_command(store: &crate::store::Store, export: Option<&Path>) -> Result<()> {
+pub fn evidence_command(store: &refuge_client::store::Store, export: Option<&Path>) -> Result<()> {
     use base64::Engine;
     let directory = store.directory_evidence()?;
     let findings = store.misbehaviour()?;
@@ -502,7 +507,7 @@ pub fn evidence_command(store: &crate::store::Store, export: Option<&Path>) -> R
     let Some(dir) = export else {
         return Ok(());
     };
-    crate::files::make_private_dir(dir).map_err(|source| ClientError::Io {
+    refuge_client::files::make_private_dir(dir).map_err(|source| ClientError::Io {
         action: "create",
         path: dir.to_path_buf(),
         source,
@@ -516,7 +521,7 @@ pub fn evidence_command(store: &crate::store::Store, export: Option<&Path>) -> R
         }
     };
     for e in &directory {
-        let path = crate::directory::export_evidence(e, dir).map_err(io(dir))?;
+        let path = refuge_client::directory::export_evidence(e, dir).map_err(io(dir))?;
         say(&format!("wrote {}", path.display()))?;
     }
     for (n, f) in findings.iter().enumerate() {
@@ -531,7 +536,8 @@ pub fn evidence_command(store: &crate::store::Store, export: Option<&Path>) -> R
             f.detail
         );
         let stem = format!("finding-{}-{}", n + 1, f.kind);
-        let path = crate::files::write_private_new(dir, &stem, text.as_bytes()).map_err(io(dir))?;
+        let path = refuge_client::files::write_private_new(dir, &stem, text.as_bytes())
+            .map_err(io(dir))?;
         say(&format!("wrote {}", path.display()))?;
     }
     Ok(())
