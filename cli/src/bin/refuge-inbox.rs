@@ -8,7 +8,7 @@ use refuge_client::config::{PolicySource, TorSettings, test_deployment_warning};
 use refuge_client::error::{ClientError, Result};
 use refuge_client::events::{Event, Events};
 use refuge_client::staff::encode_request;
-use refuge_client::store::KdfParams;
+use refuge_client::store::{KdfParams, Store};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
@@ -144,9 +144,21 @@ async fn run(args: Args) -> Result<()> {
             if request_out.exists() {
                 return Err(ClientError::WouldOverwrite(request_out));
             }
+            let fresh = !Store::exists(&dir);
             let store = unlock::open_or_create_store(&dir, &passphrase)?;
             let client = InboxClient::with_store(store, settings, printer())?;
-            let request = client.init_device(&post, &label)?;
+            let request = match client.init_device(&post, &label) {
+                Ok(r) => r,
+                Err(e) => {
+                    // A store made by this run for a refused post or label is removed: a
+                    // mistyped label leaves nothing behind.
+                    if fresh {
+                        drop(client);
+                        refuge_client::store::wipe(&dir)?;
+                    }
+                    return Err(e);
+                }
+            };
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)

@@ -128,6 +128,15 @@ async fn run(args: Args) -> Result<()> {
             warn_insecure_direct();
         }
     }
+    // The policy and keys `init` is given are checked before a store is made for them: a typo
+    // leaves nothing behind.
+    let source = match &args.command {
+        Command::Init {
+            policy,
+            authority_keys,
+        } => Some(PolicySource::from_args(policy, authority_keys)?),
+        _ => None,
+    };
     let store = match args.command {
         Command::Init { .. } => unlock::open_or_create_store(&data_dir, &args.passphrase)?,
         _ => unlock::open_store(&data_dir, &args.passphrase, "refuge", "refuge init")?,
@@ -144,11 +153,9 @@ async fn run(args: Args) -> Result<()> {
     };
     let mut client = UserClient::with_store(store, settings, printer())?;
     match args.command {
-        Command::Init {
-            policy,
-            authority_keys,
-        } => {
-            let source = PolicySource::from_args(&policy, &authority_keys)?;
+        Command::Init { .. } => {
+            let source =
+                source.ok_or(ClientError::InvalidArgument("init without a policy".into()))?;
             client.init(source).await?;
             say("ready: mailbox created on the relay")
         }

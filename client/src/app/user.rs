@@ -308,6 +308,7 @@ impl UserClient {
 
     /// The conversations, the one with the latest message first.
     pub fn conversations(&self) -> Result<Vec<ConversationSummary>> {
+        self.user()?;
         self.core.store.conversations()
     }
 
@@ -319,11 +320,13 @@ impl UserClient {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<ConversationMessage>> {
+        self.user()?;
         self.core.store.conversation(post_id, before, limit)
     }
 
     /// Marks the messages from `post_id` up to `up_to` (all if `None`) as read.
     pub fn mark_read(&self, post_id: &str, up_to: Option<i64>) -> Result<u64> {
+        self.user()?;
         self.core.store.mark_seen(post_id, up_to)
     }
 
