@@ -443,7 +443,7 @@ pub(crate) fn hour(now: SystemTime) -> u64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    secs - secs % 3600
+    refuge_proto::hours::to_hour(secs)
 }
 
 /// `now` in Unix seconds.

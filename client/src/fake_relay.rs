@@ -453,11 +453,9 @@ impl FakeSession {
                     sealed: d.sealed,
                     // The current hour, like a real relay: receivers start disappearing
                     // timers from it.
-                    received_hour: {
-                        let now = crate::clock::Clock::unix(&crate::clock::SystemClock) as u64
-                            + clock_ahead;
-                        now - now % 3600
-                    },
+                    received_hour: refuge_proto::hours::to_hour(
+                        crate::clock::Clock::unix(&crate::clock::SystemClock) as u64 + clock_ahead,
+                    ),
                 });
                 if let Some(paid) = admission {
                     s.ticket_uses.insert((got, id));

@@ -367,11 +367,12 @@ mod tests {
         }
     }
 
-    /// The relay's rule (relay::store::expiry_hour): the hour it receives the message, rounded
-    /// down, plus the timer rounded up to hours, plus one hour.
+    /// The relay's rule, the one both sides share (`refuge_proto::hours`): when a message
+    /// received at `received` with `timer` is deleted from the relay.
     fn relay_expiry(received: i64, timer: Timer) -> i64 {
-        let h = received - received.rem_euclid(HOUR);
-        h + timer.seconds().div_ceil(3600) as i64 * HOUR + HOUR
+        use refuge_proto::hours::{expiry_hour, to_hour};
+        let at = to_hour(u64::try_from(received).unwrap());
+        i64::try_from(expiry_hour(at, timer.seconds()).unwrap()).unwrap()
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod directory_log;
 pub mod directory_sync;
 mod error_code;
 pub mod frame;
+pub mod hours;
 pub mod ids;
 pub mod padding;
 pub mod pow;

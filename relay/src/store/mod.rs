@@ -388,28 +388,9 @@ pub struct DirectoryChange {
     pub disabled: usize,
 }
 
-/// Rounds unix seconds down to the hour: the only time the relay stores.
-pub fn to_hour(unix_seconds: u64) -> u64 {
-    unix_seconds - unix_seconds % 3600
-}
+pub use refuge_proto::hours::{MAX_EXPIRES_AFTER, expiry_hour, to_hour};
 
 /// How long a delivered deposit's idempotency record is kept at most when no retention period
 /// or timer removes it sooner: a repeat sent later than this after the first send, once the
 /// message was acknowledged, would be stored again.
 pub const REPEAT_WINDOW: u64 = 30 * 24 * 3600;
-
-/// The longest disappearing-message timer the relay records (a year); longer ones are capped,
-/// and the retention period applies anyway.
-pub const MAX_EXPIRES_AFTER: u64 = 365 * 24 * 3600;
-
-/// When a message received in `received_hour` with a sender's timer of `expires_after_seconds`
-/// (0: none) is deleted if undelivered: the timer rounded up to whole hours, plus one hour
-/// because the received time is rounded down. So the message stays at least as long as the
-/// timer and at most two hours longer (plus the sweep interval).
-pub fn expiry_hour(received_hour: u64, expires_after_seconds: u64) -> Option<u64> {
-    if expires_after_seconds == 0 {
-        return None;
-    }
-    let timer = expires_after_seconds.min(MAX_EXPIRES_AFTER).div_ceil(3600) * 3600;
-    Some(received_hour.saturating_add(timer).saturating_add(3600))
-}
