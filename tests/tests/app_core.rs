@@ -219,6 +219,15 @@ async fn a_user_client_contacts_a_post_and_receives_the_reply_with_events_in_ord
         "{seen:?}"
     );
     assert_eq!(client.conversations().unwrap()[0].unread, 1);
+
+    // Forgetting the conversation deletes it from this device.
+    assert_eq!(client.forget_conversation(POST).unwrap(), 3);
+    assert!(client.conversations().unwrap().is_empty());
+    let err = run_err(
+        "refuge",
+        &["--data-dir", &w.p("app-user"), "history", "--post", POST],
+    );
+    assert!(err.contains("no conversation with"), "{err}");
 }
 
 #[tokio::test(flavor = "current_thread")]

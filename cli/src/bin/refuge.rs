@@ -80,6 +80,10 @@ enum Command {
         /// Show at most the last N messages
         #[arg(long, value_name = "N", default_value_t = 100)]
         limit: u32,
+        /// Delete the whole conversation from this device instead (the staff's copies are
+        /// theirs: only a disappearing timer deletes those)
+        #[arg(long)]
+        forget: bool,
     },
     /// Show or change settings
     Config {
@@ -212,7 +216,13 @@ async fn run(args: Args) -> Result<()> {
             cli::report_read(&summary.report);
             Ok(())
         }
-        Command::History { post, limit } => {
+        Command::History { post, forget, .. } if forget => {
+            let n = client.forget_conversation(&post)?;
+            say(&format!(
+                "deleted {n} messages of the conversation with {post} from this device"
+            ))
+        }
+        Command::History { post, limit, .. } => {
             let messages = client.conversation(&post, None, limit)?;
             if messages.is_empty() && !client.conversations()?.iter().any(|c| c.post_id == post) {
                 return Err(ClientError::InvalidArgument(format!(

@@ -330,6 +330,13 @@ impl UserClient {
         self.core.store.mark_seen(post_id, up_to)
     }
 
+    /// Deletes the conversation with `post_id` from this device; returns how many messages
+    /// were deleted. (The staff's copies are theirs: a timer is what deletes those.)
+    pub fn forget_conversation(&self, post_id: &str) -> Result<u64> {
+        self.user()?;
+        self.core.store.forget_conversation(post_id)
+    }
+
     /// Messages of ours the relay has not confirmed yet, across conversations.
     pub fn queued(&self) -> Result<u64> {
         Ok(self.conversations()?.iter().map(|c| c.queued).sum())

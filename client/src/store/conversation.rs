@@ -222,6 +222,16 @@ impl Store {
         Ok(n as u64)
     }
 
+    /// Deletes the whole conversation with `post_id` from this device (with `secure_delete`, as
+    /// every deletion in the store); returns how many messages were deleted. What waits in the
+    /// outbox is still sent.
+    pub fn forget_conversation(&self, post_id: &str) -> Result<u64> {
+        let n = self
+            .conn()
+            .execute("DELETE FROM conversation WHERE post_id = ?1", [post_id])?;
+        Ok(n as u64)
+    }
+
     /// The id of the newest message kept (0 with none): messages recorded later have larger ids.
     pub fn last_message_id(&self) -> Result<i64> {
         Ok(self
@@ -355,13 +365,20 @@ mod tests {
         let list = store.conversations().unwrap();
         assert_eq!(list.len(), 2);
         assert_eq!(list[0].post_id, "de-tehran");
+        assert_eq!(store.forget_conversation("no-such-post").unwrap(), 0);
         let fr = &list[1];
         assert_eq!((fr.messages, fr.unread, fr.queued), (7, 3, 4));
         assert_eq!(store.mark_seen("fr-tehran", Some(ids[3])).unwrap(), 2);
         assert_eq!(store.conversations().unwrap()[1].unread, 1);
         assert_eq!(store.arrived_since(ids[4]).unwrap().len(), 1);
-        // The message whose time came is gone; ids are never reused.
-        assert_eq!(store.last_message_id().unwrap(), ids[6] + 1);
+        assert_eq!(store.forget_conversation("de-tehran").unwrap(), 1);
+        assert_eq!(store.conversations().unwrap().len(), 1);
+        // The forgotten message and the one whose time came are gone; ids are never reused.
+        assert_eq!(store.last_message_id().unwrap(), ids[6]);
+        assert!(store.message(ids[6] + 1).unwrap().is_none());
         assert!(store.message(ids[6] + 2).unwrap().is_none());
+        let again = SecretText::new("again".into());
+        let next = store.add_message(&out(&again, now, Timer::OFF, 1)).unwrap();
+        assert_eq!(next, ids[6] + 3);
     }
 }
