@@ -16,7 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod hints;
 pub mod unlock;
+
+pub use hints::hint_text;
 
 /// Logs go to stderr at level `warn` unless `RUST_LOG` says otherwise. libsignal's own log
 /// lines name peers' addresses, so they are off unless `RUST_LOG` asks for them by name.
@@ -96,7 +99,7 @@ pub fn run<F: Future<Output = Result<()>>>(command: F) -> ExitCode {
 pub fn report(e: &ClientError) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "error: {e}");
-    let _ = writeln!(err, "hint: {}", e.hint());
+    let _ = writeln!(err, "hint: {}", hint_text(&e.hint()));
 }
 
 /// Prints a warning to stderr.

@@ -376,189 +376,198 @@ impl ClientError {
         }
     }
 
-    /// What to do about it, in lower case, for the `hint:` line.
-    pub fn hint(&self) -> String {
+    /// What the person can do about it: an action, as data; each front end says it in words
+    /// (in its language). `refuge-cli` has the command lines' words.
+    pub fn hint(&self) -> Hint {
         use ClientError::*;
+        use refuge_proto::directory_sync::SyncError;
         match self {
-            InvalidEndpoint { .. } => {
-                "use tor://ADDRESS.onion:PORT (the relay's onion service), quic://HOST:PORT (with --pin) or tcp://127.0.0.1:PORT for a local onion-service port".into()
-            }
-            PlaintextToRemote { .. } => "tcp carries no encryption of its own and reveals where you connect; use quic:// with --pin, or tcp:// only to the loopback port of a tor onion service".into(),
-            DirectRefused { .. } => "a direct connection shows your network that you contact the relay; use the relay's tor://ADDRESS.onion:PORT address (add --bridge lines if Tor is blocked). Only for tests and development: --insecure-direct".into(),
-            TorConfig(_) => "check --tor-config (an arti TOML file), the --bridge lines and --pt-path TRANSPORT=PROGRAM".into(),
-            InvalidPin(_) => "the pin is the 64 hex characters the relay operator publishes (spki-sha256)".into(),
-            InvalidArgument(_) => "check the command's arguments (--help shows them)".into(),
-            UnknownPost { .. } => "run `refuge posts` to list the posts in the signed directory".into(),
-            UnknownCase { .. } => "run `refuge-inbox cases` to list the cases".into(),
-            AmbiguousCase { .. } => {
-                "give more characters of the case id (`refuge-inbox cases` lists them whole)".into()
-            }
-            NoReplyAddress { .. } => {
-                "the user's first message, which carries its reply address, has not arrived; run `refuge-inbox read` and try again".into()
-            }
-            MessageTooLong { .. } => "shorten the message or send it in several parts".into(),
-            NotInitialized { command, .. } => format!("run `{command}` first"),
-            AlreadyInitialized { .. } => {
-                "use another --data-dir, or keep using the existing identity".into()
-            }
-            MissingConfig(what) => format!("pass {what} on the command line, or run init/register again"),
-            Io { .. } => "check that the path exists and that you may read and write it".into(),
-            WouldOverwrite(_) => "choose another file name, or move the existing file away first".into(),
-            WrongPassphrase => {
-                "type the passphrase chosen at init (or last changed with `passphrase`); nothing was changed, and there is no way to recover a forgotten one".into()
-            }
-            NoStore { .. } => "check --data-dir, or run init first".into(),
-            UnencryptedStore { .. } => {
-                "this build keeps only encrypted stores: move the directory away (or destroy it with `wipe`) and run init again".into()
-            }
-            WeakPassphrase { .. } => {
-                "choose a longer passphrase, e.g. five or more random words".into()
-            }
-            PassphraseMismatch => "type the same passphrase twice".into(),
-            NoPassphrase => {
-                "pass --passphrase-file FILE or set REFUGE_PASSPHRASE, or run it in a terminal".into()
-            }
-            NotConfirmed => "pass --yes to wipe without being asked".into(),
-            Store(_) | Corrupt(_) => {
-                "the data directory may be damaged or used by another program at the same time; try again, and restore it from a backup if this persists".into()
-            }
-            Directory(_) => {
-                "the directory the verified log replays to cannot be used; report it to the authority with the output of `refuge-audit follow`".into()
-            }
-            WitnessesMissed { .. } => {
-                "until a quorum of witnesses has cosigned, users' clients may not accept the new checkpoint; check the witnesses' addresses and run `refuge-admin push` later".into()
-            }
-            Policy(_) => {
-                "get the client policy file from the authority again (through a channel you trust) and check --authority-key".into()
-            }
+            InvalidEndpoint { .. } => Hint::UseRelayAddress,
+            PlaintextToRemote { .. } => Hint::UseEncryptedTransport,
+            DirectRefused { .. } => Hint::UseTorNotDirect,
+            TorConfig(_) => Hint::CheckTorSettings,
+            InvalidPin(_) => Hint::CheckPin,
+            InvalidArgument(_) => Hint::CheckArguments,
+            UnknownPost { .. } => Hint::ListPosts,
+            UnknownCase { .. } => Hint::ListCases,
+            AmbiguousCase { .. } => Hint::LongerCaseId,
+            NoReplyAddress { .. } => Hint::WaitForFirstContact,
+            MessageTooLong { .. } => Hint::ShortenMessage,
+            NotInitialized { command, .. } => Hint::SetUpFirst { command },
+            AlreadyInitialized { .. } => Hint::AlreadySetUp,
+            MissingConfig(what) => Hint::GiveSetting { what },
+            Io { .. } => Hint::CheckPath,
+            WouldOverwrite(_) => Hint::ChooseAnotherFile,
+            WrongPassphrase => Hint::RetypePassphrase,
+            NoStore { .. } => Hint::CheckDataDir,
+            UnencryptedStore { .. } => Hint::MoveUnencryptedStore,
+            WeakPassphrase { .. } => Hint::LongerPassphrase,
+            PassphraseMismatch => Hint::SamePassphraseTwice,
+            NoPassphrase => Hint::GivePassphrase,
+            NotConfirmed => Hint::ConfirmWipe,
+            Store(_) | Corrupt(_) => Hint::StoreDamaged,
+            Directory(_) => Hint::ReportDirectory,
+            WitnessesMissed { .. } => Hint::PushToWitnessesLater,
+            Policy(_) => Hint::GetPolicyAgain,
             DirectoryLog { error, .. } => match error.as_ref() {
-                refuge_proto::directory_sync::SyncError::BadStored(_) => {
-                    "the stored checkpoint is damaged; restore the data directory from a backup".into()
-                }
-                refuge_proto::directory_sync::SyncError::ClockSkew { .. } => {
-                    "check this computer's date and time, then try again".into()
-                }
-                refuge_proto::directory_sync::SyncError::QuorumNotMet { .. } => {
-                    "nothing was sent: the relay serves a directory the witnesses have not vouched for; try again later, and if it persists tell the post through another channel".into()
-                }
-                refuge_proto::directory_sync::SyncError::Stale { .. } => {
-                    "the relay or the witnesses may be blocked or withholding updates; nothing was sent. Try again later; if it persists, tell the post through another channel".into()
-                }
-                _ => {
-                    "do not send anything through this relay: it served a directory that fails its proofs. Export the evidence (`evidence --export DIR`) and send it to the post or the auditors through another channel".into()
-                }
+                SyncError::BadStored(_) => Hint::RestoreCheckpoint,
+                SyncError::ClockSkew { .. } => Hint::CheckClock,
+                SyncError::QuorumNotMet { .. } => Hint::DirectoryNotVouched,
+                SyncError::Stale { .. } => Hint::DirectoryStale,
+                _ => Hint::StopUsingRelay,
             },
-            Connect { .. } => "check the relay address and your network (or tor), then try again".into(),
-            Timeout { .. } | ConnectionLost(_) => "try again later".into(),
-            DepositUnconfirmed { message, .. } => unconfirmed_hint(*message),
+            Connect { .. } => Hint::CheckNetwork,
+            Timeout { .. } | ConnectionLost(_) => Hint::TryLater,
+            DepositUnconfirmed { message, .. } => Hint::UnconfirmedDeposit { message: *message },
             Outboxed { source, .. } if source.blame() == Blame::Attack => source.hint(),
-            Outboxed { source, .. } => {
-                let then = if source.blame() == Blame::Network {
-                    "check your network (or tor) first".to_string()
+            Outboxed { source, .. } => Hint::WaitsInOutbox {
+                then: Box::new(if source.blame() == Blame::Network {
+                    Hint::CheckNetwork
                 } else {
                     source.hint()
-                };
-                format!(
-                    "nothing needs writing again: the next run that reaches the relay (`read`, or the next message) sends what waits in the outbox, the same encrypted bytes under the same id, so the relay stores each message once; {then}"
-                )
-            }
-            Tor(_) => "check your network; if Tor is blocked where you are, get bridge lines (bridges.torproject.org, or from the post through another channel) and pass them with --bridge; then try again".into(),
-            Relay { code, .. } => relay_hint(*code).into(),
+                }),
+            },
+            Tor(_) => Hint::GetBridges,
+            Relay { code, .. } => Hint::Relay(*code),
             Throttled {
                 retry_after_secs, ..
-            } => format!(
-                "the relay is busy or this connection sent too much; wait {retry_after_secs} s (or longer) and try again"
-            ),
-            PowTooHard { .. } => {
-                "the relay is under heavy load and asks every client for much work; try again in a few minutes".into()
-            }
-            RelayProtocol(_) => {
-                "the relay may be buggy or not a refuge relay; try again later and tell its operator".into()
-            }
-            PinMismatch { .. } => {
-                "do not continue: check the pin with the relay operator through another channel; if it is right, someone is intercepting your connection".into()
-            }
-            ImpersonationAttempt(_) => {
-                "the relay handed out keys that the authority did not sign: it may be compromised; do not retry and report this to the post through another channel".into()
-            }
-            PossibleImpersonation(_) => {
-                "someone sent a message claiming to be staff with a key the authority did not sign; do not trust it and report it".into()
-            }
-            Undecryptable(_) | Signal(_) => {
-                "the message may be corrupt, forged or meant for another device; it was deleted from the relay".into()
-            }
-            PrekeyMisuse(_) => {
-                "the relay or the sender broke the rules that protect first contacts; the message was kept as evidence in this device's store and deleted from the relay".into()
-            }
-            RelayNotInPolicy { .. } => {
-                "leave out --relay: the address comes from the ministry's signed policy; whoever gave you another address may be trying to intercept you".into()
-            }
-            TestDeployment { .. } => {
-                "this policy is for trying Refuge out, not for real people: get the ministry's real policy; if you are testing, pass --allow-test-deployment (or REFUGE_ALLOW_TEST_DEPLOYMENT=1)".into()
-            }
-            NotYetOpenable { .. } => {
-                "it is kept, still encrypted, and tried again on the next reads for a week".into()
-            }
-            MissingPrekey { .. } => {
-                "the message was made with keys this device no longer holds (too old, or meant for another device); it cannot be opened".into()
-            }
-            WeakBundle { .. } => {
-                "the post's keys may be exhausted: try again later; if this repeats, the relay may be attacking first contacts: tell the post through another channel".into()
-            }
-            NotEnrolled { .. } => "not enrolled yet: send the request file to the authority, then run register again once it has submitted your enrolment to the log".into(),
-            EnrolmentConflict(_) => "revoke the existing entry first, or use another label".into(),
-            PostHasNoDevices { .. } => {
-                "the authority has not enrolled any staff device for this post yet; try another post or later".into()
-            }
+            } => Hint::WaitAndRetry {
+                secs: *retry_after_secs,
+            },
+            PowTooHard { .. } => Hint::RelayUnderLoad,
+            RelayProtocol(_) => Hint::RelayBuggy,
+            PinMismatch { .. } => Hint::VerifyPinElsewhere,
+            ImpersonationAttempt(_) => Hint::RelayMayBeCompromised,
+            PossibleImpersonation(_) => Hint::ForgedStaffMessage,
+            Undecryptable(_) | Signal(_) => Hint::MessageDeleted,
+            PrekeyMisuse(_) => Hint::EvidenceKept,
+            RelayNotInPolicy { .. } => Hint::LeaveOutRelay,
+            TestDeployment { .. } => Hint::TestDeploymentOnly,
+            NotYetOpenable { .. } => Hint::KeptForRetry,
+            MissingPrekey { .. } => Hint::KeysGone,
+            WeakBundle { .. } => Hint::PostKeysExhausted,
+            NotEnrolled { .. } => Hint::SendEnrolmentRequest,
+            EnrolmentConflict(_) => Hint::RevokeFirst,
+            PostHasNoDevices { .. } => Hint::NoStaffYet,
         }
     }
 }
 
-/// Exactly what running the command again does after an unconfirmed deposit.
-fn unconfirmed_hint(message: Option<u64>) -> String {
-    let earlier = match message {
-        Some(2) => {
-            ", and message 1 of this command, which the relay did store, is sent again too".into()
-        }
-        Some(n) if n > 2 => format!(
-            ", and messages 1 to {} of this command, which the relay did store, are sent again too",
-            n - 1
-        ),
-        _ => String::new(),
-    };
-    format!(
-        "running the same command again encrypts the message anew under a new idempotency id: if \
-         the relay did store it, the recipient gets it twice{earlier}. Check your network (or \
-         tor) and wait until the relay is reachable before sending it again"
-    )
-}
-
-fn relay_hint(code: ErrorCode) -> &'static str {
-    use ErrorCode::*;
-    match code {
-        UnsupportedVersion => "update this program to a version the relay speaks",
-        NoDevices => "no staff device of this post has registered with the relay yet; try later",
-        PrekeysExhausted => "the post's devices have run out of one-time keys; try again later",
-        UnknownPost => "the relay does not know this post: its directory may be older than yours",
-        UnknownMailbox => {
-            "the mailbox does not exist on the relay: if it is your own, run init again; if it is a staff device's, the relay no longer accepts messages for it (its directory may differ from yours): run the command again later, and if it persists tell the post through another channel"
-        }
-        NotEnrolled => {
-            "this device is not in the relay's directory yet: the authority must submit its enrolment to the log"
-        }
-        AuthFailed => "the relay does not accept this device's key for the mailbox",
-        DepositNotAuthorized => {
-            "the reply address is no longer valid; wait for the user to write again"
-        }
-        MessageTooLarge => "shorten the message",
-        MailboxFull => "the recipient's mailbox on the relay is full; try again later",
-        Unavailable | Internal => "the relay has a problem; try again later",
-        PowRequired | PowInvalid => {
-            "the relay kept refusing this client's proof of work; try again in a few minutes"
-        }
-        RateLimited | Overloaded => "the relay is busy; wait a minute and try again",
-        _ => "this is a bug in this program or the relay; please report it",
-    }
+/// What a person can do about an error ([`ClientError::hint`]): data, not words, so that each
+/// front end says it in its own language (the command lines' words are `refuge_cli::hint_text`;
+/// the desktop apps have theirs in their catalogues). Not `non_exhaustive` on purpose: a new
+/// hint does not build until every front end has words for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hint {
+    /// Give a relay address of a kind this client uses (tor://, quic:// with a pin, or loopback).
+    UseRelayAddress,
+    /// Plain TCP only to a loopback onion-service port.
+    UseEncryptedTransport,
+    /// A direct connection shows the network the relay: use its onion address (bridges if
+    /// blocked).
+    UseTorNotDirect,
+    /// Check the Tor configuration, bridge lines and transport programs.
+    CheckTorSettings,
+    /// The pin is the 64 hex characters the operator publishes.
+    CheckPin,
+    /// Check the arguments given.
+    CheckArguments,
+    /// List the posts of the signed directory.
+    ListPosts,
+    /// List the cases.
+    ListCases,
+    /// Give more of the case id.
+    LongerCaseId,
+    /// The user's first message (with its reply address) has not arrived: read, then retry.
+    WaitForFirstContact,
+    /// Shorten the message or split it.
+    ShortenMessage,
+    /// Nothing is set up here: run `command` first.
+    SetUpFirst { command: &'static str },
+    /// Use another data directory, or keep the identity there.
+    AlreadySetUp,
+    /// Give `what`, or set up again.
+    GiveSetting { what: &'static str },
+    /// Check that the path exists and may be read and written.
+    CheckPath,
+    /// Choose another file name.
+    ChooseAnotherFile,
+    /// Type the passphrase chosen at set-up; none can be recovered.
+    RetypePassphrase,
+    /// Check the data directory, or set up first.
+    CheckDataDir,
+    /// Move an unencrypted store away (or wipe it) and set up again.
+    MoveUnencryptedStore,
+    /// Choose a longer passphrase.
+    LongerPassphrase,
+    /// Type the same passphrase twice.
+    SamePassphraseTwice,
+    /// Give the passphrase (a file, the environment, or a terminal).
+    GivePassphrase,
+    /// Confirm the wipe.
+    ConfirmWipe,
+    /// The data directory may be damaged or in use; try again, restore from a backup.
+    StoreDamaged,
+    /// Report the unusable directory to the authority.
+    ReportDirectory,
+    /// Push the checkpoint to the witnesses again later.
+    PushToWitnessesLater,
+    /// Get the client policy from the authority again, through a trusted channel.
+    GetPolicyAgain,
+    /// The stored checkpoint is damaged: restore the data directory.
+    RestoreCheckpoint,
+    /// Check this computer's date and time.
+    CheckClock,
+    /// The witnesses have not vouched for the relay's directory: try later, tell the post.
+    DirectoryNotVouched,
+    /// The directory is stale (blocked or withheld): try later, tell the post.
+    DirectoryStale,
+    /// Do not send anything through this relay; export the evidence and send it elsewhere.
+    StopUsingRelay,
+    /// Check the relay address and the network (or Tor).
+    CheckNetwork,
+    /// Try again later.
+    TryLater,
+    /// Running the same command again may deliver twice (message `message` of several).
+    UnconfirmedDeposit { message: Option<u64> },
+    /// Nothing needs writing again: the outbox sends it on the next run; then `then`.
+    WaitsInOutbox { then: Box<Hint> },
+    /// Tor seems blocked: get bridge lines.
+    GetBridges,
+    /// What to do about the relay's answer.
+    Relay(ErrorCode),
+    /// Wait at least `secs` seconds and try again.
+    WaitAndRetry { secs: u32 },
+    /// The relay is under heavy load: try again in a few minutes.
+    RelayUnderLoad,
+    /// The relay may be buggy or not a Refuge relay: try later, tell its operator.
+    RelayBuggy,
+    /// Stop: check the pin with the operator through another channel.
+    VerifyPinElsewhere,
+    /// The relay handed out keys the authority did not sign: do not retry; tell the post.
+    RelayMayBeCompromised,
+    /// A message claims to be staff with an unsigned key: do not trust it; report it.
+    ForgedStaffMessage,
+    /// The message may be corrupt, forged or for another device; it was deleted.
+    MessageDeleted,
+    /// The rules that protect first contacts were broken; the evidence is kept.
+    EvidenceKept,
+    /// Leave out the relay address: it comes from the signed policy.
+    LeaveOutRelay,
+    /// A test deployment: get the real policy, or allow it for a test.
+    TestDeploymentOnly,
+    /// Kept, encrypted, and tried again on the next reads.
+    KeptForRetry,
+    /// Made with keys this device no longer holds: cannot be opened.
+    KeysGone,
+    /// The post's keys may be exhausted: try later; if it repeats, tell the post.
+    PostKeysExhausted,
+    /// Not enrolled yet: send the request to the authority, register again.
+    SendEnrolmentRequest,
+    /// Revoke the existing entry first, or use another label.
+    RevokeFirst,
+    /// No staff device of this post is enrolled yet.
+    NoStaffYet,
 }
 
 impl From<rusqlite::Error> for ClientError {
@@ -644,26 +653,26 @@ mod tests {
         };
         assert!(e.retryable());
         assert_eq!(e.blame(), Blame::State);
-        assert_eq!(
-            e.hint(),
-            "the recipient's mailbox on the relay is full; try again later"
-        );
+        assert_eq!(e.hint(), Hint::Relay(ErrorCode::MailboxFull));
     }
 
     #[test]
-    fn an_unconfirmed_deposit_says_exactly_what_a_rerun_sends() {
-        let hint = |message| {
-            ClientError::DepositUnconfirmed {
-                message,
-                sends: 1,
-                reason: "x".into(),
-            }
-            .hint()
+    fn a_message_waiting_in_the_outbox_says_so_and_then_what_its_cause_needs() {
+        let outboxed = |source: ClientError| ClientError::Outboxed {
+            source: Box::new(source),
+            waiting: 1,
         };
-        assert!(!hint(Some(1)).contains("of this command"));
-        assert!(hint(Some(2)).contains(", and message 1 of this command, which the relay did"));
-        assert!(hint(Some(4)).contains(", and messages 1 to 3 of this command"));
-        assert!(hint(None).contains("the recipient gets it twice"));
+        assert_eq!(
+            outboxed(ClientError::ConnectionLost("x".into())).hint(),
+            Hint::WaitsInOutbox {
+                then: Box::new(Hint::CheckNetwork)
+            }
+        );
+        // An attack is never softened into "it waits".
+        assert_eq!(
+            outboxed(ClientError::ImpersonationAttempt("x".into())).hint(),
+            Hint::RelayMayBeCompromised
+        );
     }
 
     #[test]
@@ -682,33 +691,6 @@ mod tests {
             let shown = ClientError::from(e).to_string();
             assert!(!shown.contains("00112233"), "{shown}");
             assert!(!shown.contains("user:"), "{shown}");
-        }
-    }
-
-    #[test]
-    fn hints_are_lower_case() {
-        let samples = [
-            ClientError::UnknownPost { post: "x".into() },
-            ClientError::PinMismatch {
-                expected: "a".into(),
-                got: "b".into(),
-            },
-            ClientError::NotEnrolled {
-                label: "p/d".into(),
-                reason: "x",
-            },
-            ClientError::ImpersonationAttempt("x".into()),
-            ClientError::DepositUnconfirmed {
-                message: Some(3),
-                sends: 2,
-                reason: "x".into(),
-            },
-        ];
-        for e in samples {
-            let h = e.hint();
-            assert!(h.chars().next().is_some_and(|c| !c.is_uppercase()), "{h}");
-            let m = e.to_string();
-            assert!(m.chars().next().is_some_and(|c| !c.is_uppercase()), "{m}");
         }
     }
 }

@@ -691,10 +691,9 @@ mod tests {
         );
         let shown = e.to_string();
         assert!(shown.contains("message 2") && shown.contains("may or may not be stored"));
-        let hint = e.hint();
-        assert!(
-            hint.contains("gets it twice") && hint.contains("message 1 of this command"),
-            "{hint}"
+        assert_eq!(
+            e.hint(),
+            crate::error::Hint::UnconfirmedDeposit { message: Some(2) }
         );
         assert_eq!(
             relay.stored(&mailbox),

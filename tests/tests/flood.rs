@@ -356,7 +356,7 @@ fn a_real_user_gets_through_a_flood_of_junk() {
     for (transport, run) in [("tcp", run), ("quic", quic_run)] {
         let run = run
             .unwrap_or_else(|_| panic!("the {transport} user was not done within {USER_BOUND:?}"))
-            .unwrap_or_else(|e| panic!("the {transport} user failed: {e} ({})", e.hint()));
+            .unwrap_or_else(|e| panic!("the {transport} user failed: {e} ({:?})", e.hint()));
         println!(
             "real user over {transport} under the flood: mailbox created at {:.2?}, bundles \
              fetched at {:.2?}, deposit stored at {:.2?}",

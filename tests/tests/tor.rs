@@ -1359,7 +1359,7 @@ fn over_tor_the_client_redials_the_restarted_relay_by_its_onion_address() {
         ))
         .unwrap_or_else(|e| {
             panic!(
-                "message 2 after the restart: {e} ({})\n{}\n{}",
+                "message 2 after the restart: {e} ({:?})\n{}\n{}",
                 e.hint(),
                 relay.log(),
                 diagnostics(&net, &relay)

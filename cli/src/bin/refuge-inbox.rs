@@ -216,7 +216,7 @@ async fn run(args: Args) -> Result<()> {
             say(&format!("{} new messages", summary.report.shown))?;
             cli::report_read(&summary.report);
             match &summary.outbox_error {
-                Some(e) => cli::warn(&format!("{e} (hint: {})", e.hint())),
+                Some(e) => cli::warn(&format!("{e} (hint: {})", cli::hint_text(&e.hint()))),
                 None => cli::report_earlier(&summary.earlier),
             }
             Ok(())

@@ -126,9 +126,12 @@ async fn run(args: Args) -> Result<()> {
     let insecure_direct = args.insecure_direct
         || std::env::var_os("REFUGE_INSECURE_DIRECT").is_some_and(|v| v == "1");
     if let Some(url) = args.relay.as_deref() {
-        // Said before anything else happens, whatever the command (a direct address without
-        // --insecure-direct is refused as the client opens, below).
-        if insecure_direct && !RelayEndpoint::parse(url, args.pin.as_deref())?.is_tor() {
+        // Refused, or said, before anything else happens, whatever the command.
+        let given = RelayEndpoint::parse(url, args.pin.as_deref())?;
+        if !given.is_tor() {
+            if !insecure_direct {
+                return Err(ClientError::DirectRefused { url: given.url() });
+            }
             warn_insecure_direct();
         }
     }
@@ -205,7 +208,7 @@ async fn run(args: Args) -> Result<()> {
             let summary = client.receive(&mut show).await?;
             // Messages an earlier run could not get confirmed were sent first.
             match &summary.outbox_error {
-                Some(e) => cli::warn(&format!("{e} (hint: {})", e.hint())),
+                Some(e) => cli::warn(&format!("{e} (hint: {})", cli::hint_text(&e.hint()))),
                 None => cli::report_earlier(&summary.earlier),
             }
             // Shown here: read.

@@ -865,7 +865,7 @@ mod tests {
         let before = dir_bytes(tmp.path());
         let err = Store::open(tmp.path(), &pass("the wrong passphrase")).unwrap_err();
         assert!(matches!(err, ClientError::WrongPassphrase), "{err}");
-        assert!(err.hint().contains("passphrase"));
+        assert_eq!(err.hint(), crate::error::Hint::RetypePassphrase);
         assert_eq!(
             before,
             dir_bytes(tmp.path()),
