@@ -282,7 +282,7 @@ impl DeploymentArgs {
 }
 
 /// How long replies wait at most, by default, before they are sent (see [`SendDelayArgs`]).
-pub const DEFAULT_SEND_DELAY_MAX_SECS: u64 = 30;
+pub const DEFAULT_SEND_DELAY_MAX_SECS: u64 = refuge_client::app::DEFAULT_SEND_DELAY_MAX.as_secs();
 
 /// The random wait before replies are sent.
 #[derive(Clone, Copy, Debug, Default, clap::Args)]

@@ -431,12 +431,14 @@ impl<'s> Staff<'s> {
         // Recorded in the case and put in the outbox with the ratchet step that sealed it; sent
         // from the outbox (crate::outbox), after whatever earlier runs left there. The case
         // keeps the reply whatever the relay answers: the command says if it was refused.
+        // Our copy goes when the outbox copy would (the hour it is sealed in plus the timer), so
+        // a reply whose time ran out unsent never shows as still waiting.
         let message = self.store.add_case_message(
             &case.case_id,
             false,
             text,
             hour(now),
-            timer.expires_hour(unix_seconds(now)),
+            timer.expires_hour(hour(now) as i64),
         )?;
         let row = self.store.queue_outgoing(
             &Outgoing {

@@ -5,13 +5,16 @@
 //! whole exchange with each message's state. And a staff device's core
 //! (`InboxClient`): reading a case, replying, the case read model.
 
-use refuge_client::app::{InboxClient, InboxSettings, PollSchedule, UserClient, UserSettings};
+use refuge_client::app::{
+    DIRECTORY_REFRESH, InboxClient, InboxSettings, PollSchedule, UserClient, UserSettings,
+};
+use refuge_client::clock::ManualClock;
 use refuge_client::config::PolicySource;
 use refuge_client::events::{Delivery, Event, Events};
 use refuge_client::secret::SecretText;
 use refuge_client::store::{CaseFilter, Direction, KdfParams, Passphrase};
 use refuge_tests::*;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::broadcast;
 
 fn drain(rx: &mut broadcast::Receiver<Event>) -> Vec<Event> {
@@ -78,7 +81,8 @@ async fn a_user_client_contacts_a_post_and_receives_the_reply_with_events_in_ord
         "a direct connection is never silent: {init_events:?}"
     );
 
-    // A mistyped post never reaches the network, and leaves nothing behind.
+    // Every contact verifies the directory again first (a revoked device must get nothing),
+    // and a mistyped post is refused against it before anything is sealed or deposited.
     let text = SecretText::new(FIRST.into());
     let err = client
         .contact("no-such-post", &text, None)
@@ -86,7 +90,18 @@ async fn a_user_client_contacts_a_post_and_receives_the_reply_with_events_in_ord
         .unwrap_err();
     assert!(err.to_string().contains("no-such-post"), "{err}");
     assert!(client.conversations().unwrap().is_empty());
-    drain(&mut rx);
+    let refused = drain(&mut rx);
+    assert!(
+        refused
+            .iter()
+            .any(|e| matches!(e, Event::DirectorySynced { .. })),
+        "{refused:?}"
+    );
+    assert!(
+        !refused.iter().any(|e| matches!(e, Event::Message { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(db_count(&w.relay.db_path(), "messages"), 0);
 
     let report = client.contact(POST, &text, None).await.expect("contact");
     assert_eq!(report.sent, [DESK1, DESK2]);
@@ -166,7 +181,7 @@ async fn a_user_client_contacts_a_post_and_receives_the_reply_with_events_in_ord
             (Direction::In, REPLY, None),
         ]
     );
-    assert_eq!(client.mark_read(POST, None).unwrap(), 1);
+    assert_eq!(client.mark_read(POST, i64::MIN..=i64::MAX).unwrap(), 1);
 
     // Everything is kept in the encrypted store: a new client on the same directory (the app
     // opened again) shows the same conversation.
@@ -219,6 +234,23 @@ async fn a_user_client_contacts_a_post_and_receives_the_reply_with_events_in_ord
         "{seen:?}"
     );
     assert_eq!(client.conversations().unwrap()[0].unread, 1);
+
+    // A long-lived client verifies the directory again once it is DIRECTORY_REFRESH old (by
+    // its clock), so a revocation reaches it; not on every poll.
+    let clock = ManualClock::at(SystemTime::now());
+    client.set_clock(clock.clone()).unwrap();
+    let synced = |events: Vec<Event>| {
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::DirectorySynced { .. }))
+            .count()
+    };
+    drain(&mut rx);
+    client.receive(&mut |_| Ok(())).await.unwrap();
+    assert_eq!(synced(drain(&mut rx)), 0, "fresh enough");
+    clock.advance(DIRECTORY_REFRESH + Duration::from_secs(60));
+    client.receive(&mut |_| Ok(())).await.unwrap();
+    assert_eq!(synced(drain(&mut rx)), 1, "verified again");
 
     // Forgetting the conversation deletes it from this device.
     assert_eq!(client.forget_conversation(POST).unwrap(), 3);
@@ -319,7 +351,7 @@ async fn an_inbox_client_reads_a_case_and_replies_with_its_state_followed() {
             (Direction::Out, REPLY, Some(Delivery::Confirmed), true),
         ]
     );
-    assert_eq!(inbox.mark_read(&case, None).unwrap(), 1);
+    assert_eq!(inbox.mark_read(&case, i64::MIN..=i64::MAX).unwrap(), 1);
     assert!(
         inbox
             .cases(CaseFilter::Unread, None, 10)

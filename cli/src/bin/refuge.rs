@@ -144,10 +144,29 @@ async fn run(args: Args) -> Result<()> {
         } => Some(PolicySource::from_args(policy, authority_keys)?),
         _ => None,
     };
-    let store = match args.command {
+    // And the transport programs it is given (nothing is set up for a mistyped one).
+    for pt in &args.tor.pt_paths {
+        refuge_client::transport::TorOptions::parse_pt_path(pt)?;
+    }
+    let mut store = match args.command {
         Command::Init { .. } => unlock::open_or_create_store(&data_dir, &args.passphrase)?,
         _ => unlock::open_store(&data_dir, &args.passphrase, "refuge", "refuge init")?,
     };
+    // What needs only the store is done without setting up the network: a passphrase change
+    // or the evidence never fails on the Tor settings.
+    match &args.command {
+        Command::Passphrase {
+            new_passphrase_file,
+        } => {
+            let new = unlock::new_passphrase(new_passphrase_file.as_deref(), &data_dir)?;
+            store.change_passphrase(&new, KdfParams::for_new_store())?;
+            return say("passphrase changed: the store is now encrypted under the new one");
+        }
+        Command::Evidence { export } => {
+            return cli::evidence_command(&store, export.as_deref());
+        }
+        _ => {}
+    }
     let tor = TorSettings::from(&args.tor);
     let settings = UserSettings {
         data_dir,
@@ -213,7 +232,7 @@ async fn run(args: Args) -> Result<()> {
             }
             // Shown here: read.
             for m in &summary.arrived {
-                client.mark_read(&m.post_id, Some(m.id))?;
+                client.mark_read(&m.post_id, m.id..=m.id)?;
             }
             say(&format!("{} new messages", summary.report.shown))?;
             cli::report_read(&summary.report);
@@ -235,7 +254,10 @@ async fn run(args: Args) -> Result<()> {
             for m in &messages {
                 say(&cli::history_line(m))?;
             }
-            client.mark_read(&post, messages.last().map(|m| m.id))?;
+            // Those shown, no others.
+            if let (Some(first), Some(last)) = (messages.first(), messages.last()) {
+                client.mark_read(&post, first.id..=last.id)?;
+            }
             Ok(())
         }
         Command::Config { disappear } => {
@@ -247,16 +269,8 @@ async fn run(args: Args) -> Result<()> {
                 client.default_timer()?
             ))
         }
-        Command::Passphrase {
-            new_passphrase_file,
-        } => {
-            let new = unlock::new_passphrase(new_passphrase_file.as_deref(), client.store().dir())?;
-            client.change_passphrase(&new, KdfParams::for_new_store())?;
-            say("passphrase changed: the store is now encrypted under the new one")
-        }
-        Command::Evidence { export } => cli::evidence_command(client.store(), export.as_deref()),
-        // Handled above, before the store is opened.
-        Command::Wipe { .. } => Ok(()),
+        // Handled above: the wipe before the store is opened, these with the store alone.
+        Command::Wipe { .. } | Command::Passphrase { .. } | Command::Evidence { .. } => Ok(()),
     }
 }
 

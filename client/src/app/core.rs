@@ -10,6 +10,7 @@ use crate::transport::{RelayEndpoint, Session};
 use refuge_proto::client_policy::ClientPolicy;
 use refuge_proto::directory::VerifiedDirectory;
 use std::path::Path;
+use std::time::Duration;
 
 /// How to reach the relay, as a front end sets it up.
 #[derive(Clone, Debug, Default)]
@@ -28,6 +29,8 @@ pub(crate) struct Core {
     /// What sets up the policy, for the error when there is none.
     policy_command: &'static str,
     pub directory: Option<VerifiedDirectory>,
+    /// When `directory` was verified (the client's clock, Unix seconds).
+    synced_at: i64,
 }
 
 impl std::fmt::Debug for Core {
@@ -63,6 +66,7 @@ impl Core {
             reach,
             policy_command,
             directory: None,
+            synced_at: 0,
         })
     }
 
@@ -131,6 +135,7 @@ impl Core {
             posts: directory.posts().len(),
             devices: directory.posts().iter().map(|p| p.devices.len()).sum(),
         });
+        self.synced_at = self.store.unix_now();
         Ok(self.directory.insert(directory))
     }
 
@@ -140,16 +145,21 @@ impl Core {
         source: &PolicySource,
         endpoint: &RelayEndpoint,
     ) -> Result<&VerifiedDirectory> {
-        let mut session = self.connect(endpoint, super::DIRECTORY_CIRCUIT).await?;
+        let mut session = self.connect(endpoint, &super::fresh_circuit()).await?;
         let synced = self.sync_on(&mut session, source).await;
         session.close().await;
         synced
     }
 
-    /// The directory verified by this client, synced first if it has none.
-    pub async fn fresh_directory(&mut self) -> Result<VerifiedDirectory> {
+    /// The directory verified by this client within `max_age` (by the client's clock), else
+    /// downloaded and verified now. `Duration::ZERO`: always now.
+    pub async fn directory_within(&mut self, max_age: Duration) -> Result<VerifiedDirectory> {
+        let age = self.store.unix_now().saturating_sub(self.synced_at);
+        let max = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
         if let Some(d) = &self.directory {
-            return Ok(d.clone());
+            if !max_age.is_zero() && (0..max).contains(&age) {
+                return Ok(d.clone());
+            }
         }
         let source = self.policy()?;
         let endpoint = self.endpoint_for(Some(&source.policy))?;

@@ -4,7 +4,7 @@ use super::core::{Core, Reach};
 use crate::clock::SharedClock;
 use crate::config::{PolicySource, TorSettings};
 use crate::delivery::{ReceiveReport, ReceivedMessage};
-use crate::error::{Blame, ClientError, Result};
+use crate::error::{ClientError, Result};
 use crate::events::{Event, Events};
 use crate::outbox::{EarlierReport, SendReport};
 use crate::secret::SecretText;
@@ -19,8 +19,14 @@ use refuge_proto::wire::PrekeyCount;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// How a staff client is set up.
-#[derive(Clone, Debug, Default)]
+/// How long replies wait at most, by default, before they are sent (a random time up to this,
+/// on a connection of their own, so that the relay cannot tie a reply to the read that
+/// prompted it).
+pub const DEFAULT_SEND_DELAY_MAX: Duration = Duration::from_secs(30);
+
+/// How a staff client is set up. The default waits up to [`DEFAULT_SEND_DELAY_MAX`] before
+/// replies; a front end has to ask for less.
+#[derive(Clone, Debug)]
 pub struct InboxSettings {
     pub data_dir: PathBuf,
     /// A relay address to use instead of the remembered one (or the one the policy names).
@@ -38,6 +44,20 @@ pub struct InboxSettings {
     pub send_delay_max: Duration,
 }
 
+impl Default for InboxSettings {
+    fn default() -> Self {
+        InboxSettings {
+            data_dir: PathBuf::new(),
+            relay: None,
+            pin: None,
+            allow_direct: false,
+            allow_test_deployment: false,
+            tor: None,
+            send_delay_max: DEFAULT_SEND_DELAY_MAX,
+        }
+    }
+}
+
 /// What one [`InboxClient::read`] did.
 #[derive(Debug, Default)]
 pub struct InboxReadSummary {
@@ -46,10 +66,9 @@ pub struct InboxReadSummary {
     pub not_enrolled: Option<ClientError>,
     /// The cases that new messages arrived in, in order (a case once per message).
     pub arrived_in: Vec<String>,
-    /// What became of replies earlier runs left in the outbox (sent after the read).
-    pub earlier: EarlierReport,
-    /// Why they could not be sent (they wait for the next run).
-    pub outbox_error: Option<ClientError>,
+    /// Replies wait in the outbox (from earlier runs): [`InboxClient::send_waiting`] sends
+    /// them, after its random wait.
+    pub replies_waiting: bool,
 }
 
 /// What one [`InboxClient::reply`] did.
@@ -174,8 +193,9 @@ impl InboxClient {
     }
 
     /// Reads new messages into cases on this device's own circuit (the directory verified on
-    /// the same session first), `show` seeing each once; then, after a random wait and on a
-    /// connection of their own, sends the replies earlier runs left in the outbox.
+    /// the same session first), `show` seeing each once. Replies left in the outbox are not
+    /// sent here ([`InboxClient::send_waiting`] does, after its random wait), so that the
+    /// caller can show what was read first.
     pub async fn read(
         &mut self,
         show: &mut dyn FnMut(&ReceivedMessage) -> Result<()>,
@@ -183,7 +203,6 @@ impl InboxClient {
         let label = self.label()?;
         let source = self.core.policy()?;
         let endpoint = self.core.endpoint_for(Some(&source.policy))?;
-        let delay = self.pick_delay();
         let mut summary = InboxReadSummary::default();
         let mut session = self.core.connect(&endpoint, label.as_bytes()).await?;
         let read = async {
@@ -206,15 +225,23 @@ impl InboxClient {
             self.events()
                 .emit(Event::CaseArrived { case: case.clone() });
         }
-        if !self.core.store.outbox()?.is_empty() {
-            let directory = self.core.fresh_directory().await?;
-            match self.send_later(&endpoint, &directory, &[], delay).await {
-                Ok(sent) => summary.earlier = EarlierReport::of(&sent),
-                Err(e) if e.blame() == Blame::Attack => return Err(e),
-                Err(e) => summary.outbox_error = Some(e),
-            }
-        }
+        summary.replies_waiting = !self.core.store.outbox()?.is_empty();
         Ok(summary)
+    }
+
+    /// Sends the replies waiting in the outbox (left by runs that could not get them
+    /// confirmed), after a random wait and on a connection of their own. Nothing waiting:
+    /// nothing happens.
+    pub async fn send_waiting(&mut self) -> Result<EarlierReport> {
+        if self.core.store.outbox()?.is_empty() {
+            return Ok(EarlierReport::default());
+        }
+        let delay = self.pick_delay();
+        let source = self.core.policy()?;
+        let endpoint = self.core.endpoint_for(Some(&source.policy))?;
+        let directory = self.core.directory_within(super::DIRECTORY_REFRESH).await?;
+        let sent = self.send_later(&endpoint, &directory, &[], delay).await?;
+        Ok(EarlierReport::of(&sent))
     }
 
     /// Replies to `case_id` (the full id, or a unique prefix of at least 8): the directory on
@@ -311,15 +338,15 @@ impl InboxClient {
         self.staff()?.cases()
     }
 
-    /// Up to `limit` cases matching `filter`, newest activity first, older than the case whose
-    /// last message is `before`.
+    /// Up to `limit` cases matching `filter`, newest activity first, after the listing
+    /// `after` (its `(last_id, case_id)`; from the newest if `None`).
     pub fn cases(
         &self,
         filter: CaseFilter,
-        before: Option<i64>,
+        after: Option<(i64, &str)>,
         limit: u32,
     ) -> Result<Vec<CaseListing>> {
-        self.core.store.case_list(filter, before, limit)
+        self.core.store.case_list(filter, after, limit)
     }
 
     /// Up to `limit` messages of a case before message `before`, oldest first.
@@ -333,10 +360,10 @@ impl InboxClient {
         self.core.store.case_page(&case.case_id, before, limit)
     }
 
-    /// Marks the user's messages in a case up to `up_to` (all if `None`) as read.
-    pub fn mark_read(&self, case_id: &str, up_to: Option<i64>) -> Result<u64> {
+    /// Marks the user's messages in a case with ids in `ids` (those a view showed) as read.
+    pub fn mark_read(&self, case_id: &str, ids: std::ops::RangeInclusive<i64>) -> Result<u64> {
         let case = self.case(case_id)?;
-        self.core.store.mark_case_seen(&case.case_id, up_to)
+        self.core.store.mark_case_seen(&case.case_id, ids)
     }
 
     /// The case with this id or unique prefix of at least 8.

@@ -10,11 +10,23 @@ mod inbox;
 mod poll;
 mod user;
 
-pub use inbox::{InboxClient, InboxReadSummary, InboxSettings, ReplySummary};
+pub use inbox::{
+    DEFAULT_SEND_DELAY_MAX, InboxClient, InboxReadSummary, InboxSettings, ReplySummary,
+};
 pub use poll::PollSchedule;
 pub use user::{ReceiveSummary, UserClient, UserSettings};
 
-/// Circuit isolation keys for the steps that must never share a circuit with a mailbox's reads
-/// (the relay would link them): directory downloads and deposits each have their own.
-pub(crate) const DIRECTORY_CIRCUIT: &[u8] = b"directory";
-pub(crate) const DEPOSIT_CIRCUIT: &[u8] = b"deposit";
+/// A circuit isolation key of its own for one directory download or one round of deposits.
+/// These must never share a circuit with a mailbox's reads (the relay would link them), nor
+/// with each other: the Tor client lives as long as the app, and a fixed key would put a
+/// user's deposits to different posts, hours apart, or a staff device's directory syncs before
+/// each reply, on one circuit the relay can follow. A mailbox's own reads keep one key (its
+/// id, or the device's label): they are linked by the mailbox proof anyway.
+pub(crate) fn fresh_circuit() -> [u8; 16] {
+    rand::random()
+}
+
+/// How long a verified directory is used for reading before it is downloaded and verified
+/// again. Sending always verifies it first (revocations must be seen before anything is sealed
+/// to a device); a background reader re-checks at least this often.
+pub const DIRECTORY_REFRESH: std::time::Duration = std::time::Duration::from_secs(15 * 60);

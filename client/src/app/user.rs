@@ -1,7 +1,7 @@
 //! [`UserClient`]: what the at-risk user's programs (`refuge`, the desktop app) stand on.
 
 use super::core::{Core, Reach};
-use super::{DEPOSIT_CIRCUIT, PollSchedule};
+use super::{DIRECTORY_REFRESH, PollSchedule, fresh_circuit};
 use crate::clock::SharedClock;
 use crate::config::{PolicySource, TorSettings};
 use crate::delivery::{ReceiveReport, ReceivedMessage};
@@ -19,6 +19,7 @@ use refuge_proto::directory::VerifiedDirectory;
 use refuge_proto::directory_pb::Post;
 use std::future::Future;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// How a user client is set up: where its state is, how it reaches the relay.
 #[derive(Clone, Debug, Default)]
@@ -166,20 +167,26 @@ impl UserClient {
         self.core.directory.as_ref()
     }
 
-    async fn fresh_directory(&mut self) -> Result<VerifiedDirectory> {
+    async fn directory_within(&mut self, max_age: Duration) -> Result<VerifiedDirectory> {
         self.user()?;
-        self.core.fresh_directory().await
+        self.core.directory_within(max_age).await
     }
 
-    /// The posts of the verified directory (synced first if this client has none yet).
+    /// The posts of the verified directory (verified again if older than
+    /// [`DIRECTORY_REFRESH`](super::DIRECTORY_REFRESH)).
     pub async fn posts(&mut self) -> Result<Vec<Post>> {
-        Ok(self.fresh_directory().await?.posts().to_vec())
+        Ok(self
+            .directory_within(DIRECTORY_REFRESH)
+            .await?
+            .posts()
+            .to_vec())
     }
 
     /// Writes `text` to every staff device of `post_id`, disappearing after `timer` (else the
-    /// default timer). Checked against the directory before anything reaches the network;
-    /// sealed into the outbox, then sent (with whatever the outbox held) on a deposit circuit,
-    /// never the one that reads the user's mailbox.
+    /// default timer). The directory is downloaded and verified again first (a revoked device
+    /// gets nothing), and the post and text checked against it before anything is sealed;
+    /// sealed into the outbox, then sent (with whatever the outbox held) on a circuit of its
+    /// own, never the one that reads the user's mailbox.
     pub async fn contact(
         &mut self,
         post_id: &str,
@@ -190,10 +197,10 @@ impl UserClient {
             Some(t) => t,
             None => self.core.store.default_timer()?,
         };
-        let directory = self.fresh_directory().await?;
+        let directory = self.directory_within(Duration::ZERO).await?;
         crate::user::check_contact(&directory, post_id, text)?;
         let endpoint = self.core.endpoint()?;
-        let mut session = self.core.connect(&endpoint, DEPOSIT_CIRCUIT).await?;
+        let mut session = self.core.connect(&endpoint, &fresh_circuit()).await?;
         let user = self.user()?.with_events(self.events().clone());
         let now = self.core.store.now();
         let sent = user
@@ -219,15 +226,17 @@ impl UserClient {
         Ok(())
     }
 
-    /// Sends what the outbox holds (on a deposit circuit), then reads the user's mailbox (on
-    /// its own circuit): opens, keeps in the conversations and acknowledges every reply.
+    /// Sends what the outbox holds (on a circuit of its own), then reads the user's mailbox (on
+    /// its own circuit): opens, keeps in the conversations and acknowledges every reply. The
+    /// directory that authenticates staff is verified again if older than
+    /// [`DIRECTORY_REFRESH`](super::DIRECTORY_REFRESH).
     /// `show` sees each new message once, as it is opened. An outbox that cannot be sent does
     /// not stop the read (it is in the summary), unless it may be an attack.
     pub async fn receive(
         &mut self,
         show: &mut dyn FnMut(&ReceivedMessage) -> Result<()>,
     ) -> Result<ReceiveSummary> {
-        let directory = self.fresh_directory().await?;
+        let directory = self.directory_within(DIRECTORY_REFRESH).await?;
         let endpoint = self.core.endpoint()?;
         let mut summary = ReceiveSummary::default();
         match self.send_outbox(&endpoint, &directory).await {
@@ -265,7 +274,7 @@ impl UserClient {
         if waiting.is_empty() {
             return Ok(EarlierReport::default());
         }
-        let mut session = self.core.connect(endpoint, DEPOSIT_CIRCUIT).await?;
+        let mut session = self.core.connect(endpoint, &fresh_circuit()).await?;
         let sent = outbox::send_pending(store, &mut session, directory).await;
         session.close().await;
         let report = EarlierReport::of(&sent?);
@@ -324,10 +333,10 @@ impl UserClient {
         self.core.store.conversation(post_id, before, limit)
     }
 
-    /// Marks the messages from `post_id` up to `up_to` (all if `None`) as read.
-    pub fn mark_read(&self, post_id: &str, up_to: Option<i64>) -> Result<u64> {
+    /// Marks the messages from `post_id` with ids in `ids` (those a view showed) as read.
+    pub fn mark_read(&self, post_id: &str, ids: std::ops::RangeInclusive<i64>) -> Result<u64> {
         self.user()?;
-        self.core.store.mark_seen(post_id, up_to)
+        self.core.store.mark_seen(post_id, ids)
     }
 
     /// Deletes the conversation with `post_id` from this device; returns how many messages

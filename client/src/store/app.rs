@@ -572,17 +572,19 @@ impl Store {
     /// as having our reply address, in one transaction.
     pub fn outgoing_confirmed(&self, p: &Pending) -> Result<()> {
         let tx = self.begin()?;
-        tx.execute("DELETE FROM outbox WHERE id = ?1", [p.id])?;
+        // Settled once: a row already gone (another process sharing the data directory, or
+        // deleted when its time came) is not counted again.
+        let removed = tx.execute("DELETE FROM outbox WHERE id = ?1", [p.id])? == 1;
         if let (true, Some(label)) = (p.message.first_contact, &p.message.label) {
             tx.execute(
                 "UPDATE contacts SET first_contact_delivered = 1 WHERE label = ?1",
                 [label],
             )?;
         }
-        if let Some(message) = p.message.conversation {
+        if let (true, Some(message)) = (removed, p.message.conversation) {
             self.message_copy_settled(message, true)?;
         }
-        if let Some(message) = p.message.case_message {
+        if let (true, Some(message)) = (removed, p.message.case_message) {
             self.case_message_settled(message, true)?;
         }
         tx.commit()?;
@@ -603,11 +605,11 @@ impl Store {
 
     pub fn outgoing_dropped(&self, p: &Pending) -> Result<()> {
         let tx = self.begin()?;
-        tx.execute("DELETE FROM outbox WHERE id = ?1", [p.id])?;
-        if let Some(message) = p.message.conversation {
+        let removed = tx.execute("DELETE FROM outbox WHERE id = ?1", [p.id])? == 1;
+        if let (true, Some(message)) = (removed, p.message.conversation) {
             self.message_copy_settled(message, false)?;
         }
-        if let Some(message) = p.message.case_message {
+        if let (true, Some(message)) = (removed, p.message.case_message) {
             self.case_message_settled(message, false)?;
         }
         tx.commit()?;

@@ -29,8 +29,8 @@ pub struct CaseListing {
     pub unread: u64,
     /// Replies not yet confirmed by the relay.
     pub queued: u64,
-    /// The newest message's id: cases are listed newest activity first, and the next page
-    /// starts below the last listing's `last_id`.
+    /// The newest message's id (0 when all are gone): cases are listed newest activity first,
+    /// and the next page starts after the last listing's `(last_id, case_id)`.
     pub last_id: i64,
     /// Unix seconds, rounded down to the hour.
     pub last_at_hour: i64,
@@ -67,12 +67,13 @@ fn delivery(stored: Option<&str>) -> Option<Delivery> {
 pub const MAX_CASE_PAGE: u32 = 500;
 
 impl Store {
-    /// Up to `limit` cases matching `filter` whose last activity is older than the case with
-    /// last message `before` (the newest if `None`), newest activity first.
+    /// Up to `limit` cases matching `filter`, newest activity first, after the listing
+    /// `after` (its `(last_id, case_id)`; from the newest if `None`). Cases whose messages are
+    /// all gone (last_id 0) are listed last, by case id, and reached like the others.
     pub fn case_list(
         &self,
         filter: CaseFilter,
-        before: Option<i64>,
+        after: Option<(i64, &str)>,
         limit: u32,
     ) -> Result<Vec<CaseListing>> {
         self.prune_due()?;
@@ -90,13 +91,14 @@ impl Store {
                     c.reply_mailbox IS NOT NULL
              FROM cases c LEFT JOIN case_messages m ON m.case_id = c.case_id
              GROUP BY c.case_id
-             HAVING last_id < ?1 {having}
+             HAVING (last_id < ?1 OR (last_id = ?1 AND c.case_id > ?3)) {having}
              ORDER BY last_id DESC, c.case_id LIMIT ?2"
         ))?;
         let rows = stmt.query_map(
             rusqlite::params![
-                before.unwrap_or(i64::MAX),
-                i64::from(limit.min(MAX_CASE_PAGE))
+                after.map_or(i64::MAX, |a| a.0),
+                i64::from(limit.min(MAX_CASE_PAGE)),
+                after.map_or("", |a| a.1)
             ],
             |r| {
                 let n = |i| r.get::<_, i64>(i).map(|v| u64::try_from(v).unwrap_or(0));
@@ -157,13 +159,13 @@ impl Store {
         Ok(page)
     }
 
-    /// Marks the user's messages in `case_id` up to `up_to` (all if `None`) as seen; returns how
-    /// many were not.
-    pub fn mark_case_seen(&self, case_id: &str, up_to: Option<i64>) -> Result<u64> {
+    /// Marks the user's messages in `case_id` with ids in `ids` (the ones a view showed) as
+    /// seen; returns how many were not.
+    pub fn mark_case_seen(&self, case_id: &str, ids: std::ops::RangeInclusive<i64>) -> Result<u64> {
         let n = self.conn().execute(
             "UPDATE case_messages SET seen = 1
-             WHERE case_id = ?1 AND direction = 'in' AND seen = 0 AND id <= ?2",
-            rusqlite::params![case_id, up_to.unwrap_or(i64::MAX)],
+             WHERE case_id = ?1 AND direction = 'in' AND seen = 0 AND id BETWEEN ?2 AND ?3",
+            rusqlite::params![case_id, ids.start(), ids.end()],
         )?;
         Ok(n as u64)
     }
@@ -233,7 +235,11 @@ mod tests {
             (2, 1, 1)
         );
         let next = store
-            .case_list(CaseFilter::All, Some(first[1].last_id), 10)
+            .case_list(
+                CaseFilter::All,
+                Some((first[1].last_id, first[1].case_id.as_str())),
+                10,
+            )
             .unwrap();
         let ids: Vec<&str> = next.iter().map(|c| &c.case_id[30..]).collect();
         assert_eq!(ids, ["03", "02", "01"]);
@@ -246,7 +252,10 @@ mod tests {
                 .len(),
             1
         );
-        assert_eq!(store.mark_case_seen(&case0, None).unwrap(), 1);
+        assert_eq!(
+            store.mark_case_seen(&case0, i64::MIN..=i64::MAX).unwrap(),
+            1
+        );
         assert_eq!(
             store.case_list(CaseFilter::Unread, None, 10).unwrap().len(),
             4

@@ -10,6 +10,7 @@ use crate::error::{ClientError, Result};
 use crate::events::Delivery;
 use crate::secret::SecretText;
 use rusqlite::OptionalExtension;
+use std::ops::RangeInclusive;
 
 /// Which way a message went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,13 +212,13 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    /// Marks the messages from `post_id` up to `up_to` (all if `None`) as seen; returns how
-    /// many were unseen.
-    pub fn mark_seen(&self, post_id: &str, up_to: Option<i64>) -> Result<u64> {
+    /// Marks the messages from `post_id` with ids in `ids` (the ones a view showed) as seen;
+    /// returns how many were unseen.
+    pub fn mark_seen(&self, post_id: &str, ids: RangeInclusive<i64>) -> Result<u64> {
         let n = self.conn().execute(
             "UPDATE conversation SET seen = 1
-             WHERE post_id = ?1 AND direction = 'in' AND seen = 0 AND id <= ?2",
-            rusqlite::params![post_id, up_to.unwrap_or(i64::MAX)],
+             WHERE post_id = ?1 AND direction = 'in' AND seen = 0 AND id BETWEEN ?2 AND ?3",
+            rusqlite::params![post_id, ids.start(), ids.end()],
         )?;
         Ok(n as u64)
     }
@@ -368,7 +369,8 @@ mod tests {
         assert_eq!(store.forget_conversation("no-such-post").unwrap(), 0);
         let fr = &list[1];
         assert_eq!((fr.messages, fr.unread, fr.queued), (7, 3, 4));
-        assert_eq!(store.mark_seen("fr-tehran", Some(ids[3])).unwrap(), 2);
+        assert_eq!(store.mark_seen("fr-tehran", ids[2]..=ids[3]).unwrap(), 1);
+        assert_eq!(store.mark_seen("fr-tehran", i64::MIN..=ids[3]).unwrap(), 1);
         assert_eq!(store.conversations().unwrap()[1].unread, 1);
         assert_eq!(store.arrived_since(ids[4]).unwrap().len(), 1);
         assert_eq!(store.forget_conversation("de-tehran").unwrap(), 1);
