@@ -22,6 +22,24 @@ pub(crate) struct Reach {
     pub tor: Option<TorSettings>,
 }
 
+/// Opens the existing store in `dir` with `passphrase`; without one, says which command sets
+/// this client up (before a passphrase is tried).
+pub(crate) fn open_existing(
+    dir: &Path,
+    passphrase: &crate::store::Passphrase,
+    what: &'static str,
+    command: &'static str,
+) -> Result<Store> {
+    if !Store::exists(dir) {
+        return Err(ClientError::NotInitialized {
+            what,
+            dir: dir.to_path_buf(),
+            command,
+        });
+    }
+    Store::open(dir, passphrase)
+}
+
 pub(crate) struct Core {
     pub store: Store,
     pub network: Network,

@@ -1,6 +1,6 @@
 //! [`InboxClient`]: what a staff device's programs (`refuge-inbox`, the Inbox app) stand on.
 
-use super::core::{Core, Reach};
+use super::core::{Core, Reach, open_existing};
 use crate::clock::SharedClock;
 use crate::config::{PolicySource, TorSettings};
 use crate::delivery::{ReceiveReport, ReceivedMessage};
@@ -96,14 +96,12 @@ impl InboxClient {
         passphrase: &Passphrase,
         events: Events,
     ) -> Result<Self> {
-        if !Store::exists(&settings.data_dir) {
-            return Err(ClientError::NotInitialized {
-                what: "refuge-inbox",
-                dir: settings.data_dir.clone(),
-                command: "refuge-inbox init",
-            });
-        }
-        let store = Store::open(&settings.data_dir, passphrase)?;
+        let store = open_existing(
+            &settings.data_dir,
+            passphrase,
+            "refuge-inbox",
+            "refuge-inbox init",
+        )?;
         InboxClient::with_store(store, settings, events)
     }
 

@@ -1,6 +1,6 @@
 //! [`UserClient`]: what the at-risk user's programs (`refuge`, the desktop app) stand on.
 
-use super::core::{Core, Reach};
+use super::core::{Core, Reach, open_existing};
 use super::{DIRECTORY_REFRESH, PollSchedule, fresh_circuit};
 use crate::clock::SharedClock;
 use crate::config::{PolicySource, TorSettings};
@@ -60,14 +60,7 @@ pub struct UserClient {
 impl UserClient {
     /// Opens the existing store in `settings.data_dir` with `passphrase`.
     pub fn unlock(settings: UserSettings, passphrase: &Passphrase, events: Events) -> Result<Self> {
-        if !Store::exists(&settings.data_dir) {
-            return Err(ClientError::NotInitialized {
-                what: "refuge",
-                dir: settings.data_dir.clone(),
-                command: "refuge init",
-            });
-        }
-        let store = Store::open(&settings.data_dir, passphrase)?;
+        let store = open_existing(&settings.data_dir, passphrase, "refuge", "refuge init")?;
         UserClient::with_store(store, settings, events)
     }
 
