@@ -7,9 +7,7 @@
 use refuge_client::config::TorSettings;
 use refuge_client::error::{ClientError, Result};
 use refuge_client::events::{Event, Events, SessionEvent, TorEvent};
-use refuge_client::net::Network;
 use refuge_client::secret::SecretText;
-use refuge_client::store::Store;
 use std::future::Future;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -268,17 +266,6 @@ impl DeploymentArgs {
         self.allow_test_deployment
             || std::env::var_os("REFUGE_ALLOW_TEST_DEPLOYMENT").is_some_and(|v| v == "1")
     }
-
-    /// Applies the choice to a policy about to be used, warning (once per run) when it is a test
-    /// deployment that is allowed.
-    pub fn apply(&self, source: &mut refuge_client::config::PolicySource) {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        let allowed = self.allowed();
-        match source.allow_test_deployment(allowed) {
-            Some(warning) if allowed => ONCE.call_once(|| warn(&warning)),
-            _ => {}
-        }
-    }
 }
 
 /// How long replies wait at most, by default, before they are sent (see [`SendDelayArgs`]).
@@ -341,28 +328,16 @@ impl From<&TorArgs> for TorSettings {
     }
 }
 
-/// How this command reaches the relay: Tor as given on the command line, else as `store`
-/// remembers from the `init`/`register` that last worked; progress printed to stderr.
-pub fn network(
-    data_dir: &Path,
-    store: &Store,
-    args: &TorArgs,
-    allow_direct: bool,
-) -> Result<Network> {
-    let given = TorSettings::from(args);
-    let settings = if given.is_empty() {
-        store.tor_settings()?.unwrap_or_default()
-    } else {
-        given
-    };
-    Network::new(data_dir, settings, allow_direct, progress_printer())
-}
-
 /// Events that print Tor's and the sessions' progress to stderr as `tor: …` lines, in the order
-/// they happen.
+/// they happen, and warn (once per run) that a test deployment is in use.
 pub fn progress_printer() -> Events {
     Events::with_observer(|event| {
-        if let Some(line) = progress_line(event) {
+        if let Event::TestDeployment { unwitnessed } = event {
+            static ONCE: std::sync::Once = std::sync::Once::new();
+            ONCE.call_once(|| {
+                warn(refuge_client::config::test_deployment_warning(*unwitnessed));
+            });
+        } else if let Some(line) = progress_line(event) {
             let _ = writeln!(std::io::stderr().lock(), "tor: {line}");
         }
     })
@@ -471,10 +446,8 @@ fn hour_text(unix: i64) -> String {
 
 /// Seconds since the Unix epoch.
 pub fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    use refuge_client::clock::Clock;
+    u64::try_from(refuge_client::clock::SystemClock.unix()).unwrap_or(0)
 }
 
 pub use refuge_client::files::read_bounded;

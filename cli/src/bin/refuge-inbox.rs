@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use refuge_cli::unlock::{self, PassphraseArgs};
 use refuge_cli::{self as cli, say};
 use refuge_client::app::{InboxClient, InboxSettings};
-use refuge_client::config::{PolicySource, TorSettings, test_deployment_warning};
+use refuge_client::config::{PolicySource, TorSettings};
 use refuge_client::error::{ClientError, Result};
 use refuge_client::events::{Event, Events};
 use refuge_client::staff::encode_request;
@@ -279,10 +279,6 @@ async fn run(args: Args) -> Result<()> {
 fn printer() -> Events {
     let progress = cli::progress_printer();
     Events::with_observer(move |event| match event {
-        Event::TestDeployment { unwitnessed } => {
-            static ONCE: std::sync::Once = std::sync::Once::new();
-            ONCE.call_once(|| cli::warn(test_deployment_warning(*unwitnessed)));
-        }
         Event::SendDelayed { secs } => cli::note(&format!(
             "sending in {secs} s, on a connection of its own, so that the relay cannot tie the \
              reply to your reading (interrupting is safe: the reply waits, sealed, for the next \

@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use refuge_cli::unlock::{self, PassphraseArgs};
 use refuge_cli::{self as cli, say};
 use refuge_client::app::{UserClient, UserSettings};
-use refuge_client::config::{PolicySource, TorSettings, test_deployment_warning};
+use refuge_client::config::{PolicySource, TorSettings};
 use refuge_client::disappearing::Timer;
 use refuge_client::error::{ClientError, Result};
 use refuge_client::events::{Event, Events};
@@ -292,10 +292,6 @@ fn printer() -> Events {
     let progress = cli::progress_printer();
     Events::with_observer(move |event| match event {
         Event::DirectConnection { .. } => warn_insecure_direct(),
-        Event::TestDeployment { unwitnessed } => {
-            static ONCE: std::sync::Once = std::sync::Once::new();
-            ONCE.call_once(|| cli::warn(test_deployment_warning(*unwitnessed)));
-        }
         other => progress.emit(other.clone()),
     })
 }
