@@ -132,6 +132,7 @@ impl<S: Store> Relay<S> {
         &self,
         open: &OpenSession,
         f: wire::FetchMessages,
+        now: super::UnixSeconds,
     ) -> Result<Response, Reject> {
         let mailbox = mailbox_field(&f.mailbox_id)?;
         let grant = require_grant(open, &mailbox)?;
@@ -142,7 +143,7 @@ impl<S: Store> Relay<S> {
         };
         let page = self
             .store
-            .fetch_messages(&grant, limit, FETCH_BYTE_BUDGET)
+            .fetch_messages(&grant, limit, FETCH_BYTE_BUDGET, now)
             .await?;
         Ok(Response::Messages(wire::Messages {
             messages: page

@@ -251,7 +251,7 @@ impl<S: Store> Relay<S> {
                 self.create_mailbox(c).await
             }
             Request::Deposit(d) => self.deposit(d, now).await,
-            Request::FetchMessages(f) => self.fetch_messages(open, f).await,
+            Request::FetchMessages(f) => self.fetch_messages(open, f, now).await,
             Request::AckMessages(a) => self.ack_messages(open, a).await,
             Request::UploadPrekeys(u) => self.upload_prekeys(open, u).await,
             Request::GetPrekeyCount(g) => self.prekey_count(open, g).await,

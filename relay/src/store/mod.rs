@@ -2,12 +2,17 @@
 //!
 //! [`Store`] is the only way the request handler touches storage, so the schema can change and
 //! another backend can be added without touching the protocol code. [`sqlite::SqliteStore`] is
-//! the backend used today: one SQLite file, a single writer thread doing group commit, and
-//! separate read connections.
+//! the backend the relay runs on: one SQLite file, a single writer thread doing group commit, and
+//! separate read connections. [`memory::MemoryStore`] keeps the same rules in memory, for the
+//! test kit and the handler's fuzz target; the conformance tests (`conformance`) run one suite
+//! against both, so they cannot drift apart.
 //!
 //! Every method either does all of what it says or nothing: a refused request (wrong token,
 //! exhausted prekeys, a full disk) leaves the stored state exactly as it was.
 
+#[cfg(test)]
+mod conformance;
+pub mod memory;
 pub mod sqlite;
 
 use crate::session::MailboxGrant;
@@ -43,12 +48,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Deposited, StoreError>> + Send;
 
     /// The oldest messages of a mailbox: at most `limit` of them and at most `max_bytes` of
-    /// sealed content (but always at least one message if any is stored).
+    /// sealed content (but always at least one message if any is stored), none whose
+    /// disappearing time has come by `now` (unix seconds, the caller's clock: the store reads
+    /// none).
     fn fetch_messages(
         &self,
         grant: &MailboxGrant,
         limit: u32,
         max_bytes: usize,
+        now: u64,
     ) -> impl Future<Output = Result<MessagePage, StoreError>> + Send;
 
     /// Deletes the given messages of a mailbox; unknown ids are ignored. Returns how many were

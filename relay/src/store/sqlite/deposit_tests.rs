@@ -1,27 +1,12 @@
-//! Deposit idempotency, per-mailbox quotas and storage faults (disk full, damaged file).
+//! The SQLite store's deposits against its file: a capped (full) store, a damaged file, the
+//! migrations of the quota counters and sweep indexes, and the deposit lookup's query plan.
+//! Idempotency and quotas themselves are rules of every backend, tested in `store::conformance`.
 
 use super::schema::{self, MIGRATIONS, OpenError};
 use super::*;
-use crate::fixtures::{rows, snapshot, temp_store};
-use crate::store::{Deposited, IdempotencyId, to_hour};
-use ed25519_dalek::SigningKey;
+use crate::fixtures::{fetch_all, mailbox_in, now, snapshot, temp_store, this_hour};
+use crate::store::{Deposited, IdempotencyId};
 use refuge_proto::ids::DepositToken;
-
-/// The current hour: the store's own sweeps (they run at open) use the real clock, and must
-/// not find anything of these tests due.
-fn this_hour() -> u64 {
-    to_hour(unix_now())
-}
-
-fn user_mailbox(n: u8) -> (NewMailbox, DepositToken) {
-    let token = DepositToken([n ^ 0x55; 32]);
-    let new = NewMailbox {
-        mailbox: MailboxId([n; 16]),
-        auth_key: SigningKey::from_bytes(&[n ^ 0x33; 32]).verifying_key(),
-        deposit_token_hash: token.hash(),
-    };
-    (new, token)
-}
 
 fn deposit(mailbox: MailboxId, token: &DepositToken, id: u8, sealed: &[u8]) -> NewDeposit {
     NewDeposit {
@@ -33,192 +18,6 @@ fn deposit(mailbox: MailboxId, token: &DepositToken, id: u8, sealed: &[u8]) -> N
         received_hour: this_hour(),
         expires_hour: None,
     }
-}
-
-async fn mailbox_in(store: &SqliteStore, n: u8) -> (MailboxId, DepositToken) {
-    let (new, token) = user_mailbox(n);
-    let mailbox = new.mailbox;
-    store.create_mailbox(new).await.expect("create mailbox");
-    (mailbox, token)
-}
-
-async fn fetch_all(store: &SqliteStore, mailbox: MailboxId) -> Vec<u64> {
-    let grant = MailboxGrant::dangerously_assume(mailbox);
-    let page = store
-        .fetch_messages(&grant, 1000, usize::MAX)
-        .await
-        .expect("fetch");
-    page.messages.into_iter().map(|m| m.id).collect()
-}
-
-async fn ack_all(store: &SqliteStore, mailbox: MailboxId) -> u32 {
-    let ids = fetch_all(store, mailbox).await;
-    let grant = MailboxGrant::dangerously_assume(mailbox);
-    store.ack_messages(&grant, ids).await.expect("ack")
-}
-
-#[tokio::test]
-async fn a_retried_deposit_is_stored_once() {
-    let (dir, store) = temp_store(StoreLimits::default());
-    let db = dir.path().join(DATABASE_FILE);
-    let (mailbox, token) = mailbox_in(&store, 1).await;
-    let d = deposit(mailbox, &token, 7, b"hello");
-    assert_eq!(store.deposit(d.clone()).await.unwrap(), Deposited::Stored);
-    let after_first = snapshot(&db);
-    // The answer was lost; the sender sends the same deposit again, also an hour later.
-    let mut again = d.clone();
-    again.received_hour = this_hour() + 3600;
-    assert_eq!(store.deposit(again).await.unwrap(), Deposited::Repeated);
-    assert_eq!(store.deposit(d).await.unwrap(), Deposited::Repeated);
-    assert_eq!(snapshot(&db), after_first, "a repeat stores nothing");
-    assert_eq!(fetch_all(&store, mailbox).await.len(), 1);
-    store.shutdown().await;
-}
-
-#[tokio::test]
-async fn a_retry_after_the_message_was_acknowledged_is_not_delivered_again() {
-    let (dir, store) = temp_store(StoreLimits::default());
-    let db = dir.path().join(DATABASE_FILE);
-    let (mailbox, token) = mailbox_in(&store, 1).await;
-    let d = deposit(mailbox, &token, 7, b"hello");
-    store.deposit(d.clone()).await.unwrap();
-    assert_eq!(ack_all(&store, mailbox).await, 1);
-    assert_eq!(store.deposit(d.clone()).await.unwrap(), Deposited::Repeated);
-    assert!(fetch_all(&store, mailbox).await.is_empty());
-    assert_eq!(rows(&snapshot(&db), "deposit_ids"), 1);
-
-    // The record lives as long as the message could have: the retention sweep removes it.
-    assert_eq!(store.expire_messages(this_hour()).await.unwrap(), 0);
-    assert_eq!(rows(&snapshot(&db), "deposit_ids"), 1, "not yet");
-    store.expire_messages(this_hour() + 3600).await.unwrap();
-    assert_eq!(rows(&snapshot(&db), "deposit_ids"), 0);
-
-    // So does the sender's timer. (A day ahead, so that the store's own sweep, which runs at
-    // open, cannot get there first.)
-    let ahead = to_hour(unix_now()) + 24 * 3600;
-    let mut timed = deposit(mailbox, &token, 8, b"timed");
-    timed.received_hour = ahead;
-    timed.expires_hour = Some(ahead + 7200);
-    store.deposit(timed.clone()).await.unwrap();
-    ack_all(&store, mailbox).await;
-    store.expire_due_messages(ahead + 3600).await.unwrap();
-    assert_eq!(
-        store.deposit(timed.clone()).await.unwrap(),
-        Deposited::Repeated
-    );
-    store.expire_due_messages(ahead + 7200).await.unwrap();
-    assert_eq!(rows(&snapshot(&db), "deposit_ids"), 0);
-    store.shutdown().await;
-}
-
-#[tokio::test]
-async fn the_same_id_with_other_bytes_is_refused_and_ids_are_per_mailbox() {
-    let (dir, store) = temp_store(StoreLimits::default());
-    let db = dir.path().join(DATABASE_FILE);
-    let (mailbox, token) = mailbox_in(&store, 1).await;
-    let (other, other_token) = mailbox_in(&store, 2).await;
-    store
-        .deposit(deposit(mailbox, &token, 7, b"hello"))
-        .await
-        .unwrap();
-    let before = snapshot(&db);
-    assert!(matches!(
-        store.deposit(deposit(mailbox, &token, 7, b"hellO")).await,
-        Err(StoreError::IdempotencyConflict)
-    ));
-    assert_eq!(snapshot(&db), before);
-    // The token is checked first: without it, nothing is learned about the ids in use.
-    assert!(matches!(
-        store
-            .deposit(deposit(mailbox, &DepositToken([0; 32]), 7, b"hello"))
-            .await,
-        Err(StoreError::DepositTokenWrong)
-    ));
-    // Another mailbox knows nothing of this id.
-    assert_eq!(
-        store
-            .deposit(deposit(other, &other_token, 7, b"hello"))
-            .await
-            .unwrap(),
-        Deposited::Stored
-    );
-    store.shutdown().await;
-}
-
-#[tokio::test]
-async fn the_message_quota_refuses_then_frees_on_acknowledgement() {
-    let (dir, store) = temp_store(StoreLimits {
-        max_messages_per_mailbox: 2,
-        ..StoreLimits::default()
-    });
-    let db = dir.path().join(DATABASE_FILE);
-    let (mailbox, token) = mailbox_in(&store, 1).await;
-    let first = deposit(mailbox, &token, 1, b"1");
-    store.deposit(first.clone()).await.unwrap();
-    store
-        .deposit(deposit(mailbox, &token, 2, b"2"))
-        .await
-        .unwrap();
-    let before = snapshot(&db);
-    assert!(matches!(
-        store.deposit(deposit(mailbox, &token, 3, b"3")).await,
-        Err(StoreError::MailboxFull {
-            what: "messages",
-            max: 2
-        })
-    ));
-    assert_eq!(snapshot(&db), before, "a refused deposit stores nothing");
-    // A repeat of a stored deposit is still answered while the mailbox is full.
-    assert_eq!(store.deposit(first).await.unwrap(), Deposited::Repeated);
-    // The owner fetches: room again.
-    assert_eq!(ack_all(&store, mailbox).await, 2);
-    store
-        .deposit(deposit(mailbox, &token, 3, b"3"))
-        .await
-        .unwrap();
-    store.shutdown().await;
-}
-
-#[tokio::test]
-async fn the_byte_quota_counts_what_is_held_undelivered() {
-    let (_dir, store) = temp_store(StoreLimits {
-        max_bytes_per_mailbox: 100,
-        ..StoreLimits::default()
-    });
-    let (mailbox, token) = mailbox_in(&store, 1).await;
-    let (other, other_token) = mailbox_in(&store, 2).await;
-    store
-        .deposit(deposit(mailbox, &token, 1, &[1; 60]))
-        .await
-        .unwrap();
-    assert!(matches!(
-        store.deposit(deposit(mailbox, &token, 2, &[2; 41])).await,
-        Err(StoreError::MailboxFull {
-            what: "bytes",
-            max: 100
-        })
-    ));
-    // Exactly at the quota is fine, and another mailbox has its own.
-    store
-        .deposit(deposit(mailbox, &token, 3, &[3; 40]))
-        .await
-        .unwrap();
-    store
-        .deposit(deposit(other, &other_token, 1, &[1; 100]))
-        .await
-        .unwrap();
-    assert_eq!(ack_all(&store, mailbox).await, 2);
-    store
-        .deposit(deposit(mailbox, &token, 2, &[2; 41]))
-        .await
-        .unwrap();
-    // Expiry frees room as acknowledgements do.
-    assert_eq!(store.expire_messages(this_hour() + 3600).await.unwrap(), 2);
-    store
-        .deposit(deposit(other, &other_token, 2, &[2; 100]))
-        .await
-        .unwrap();
-    store.shutdown().await;
 }
 
 #[tokio::test]
@@ -266,7 +65,7 @@ async fn a_capped_store_refuses_deposits_serves_reads_and_recovers_after_acks() 
     // Everything acknowledged before the disk filled is there, and can be fetched and acked.
     let grant = MailboxGrant::dangerously_assume(mailbox);
     let page = store
-        .fetch_messages(&grant, 1000, usize::MAX)
+        .fetch_messages(&grant, 1000, usize::MAX, now())
         .await
         .unwrap();
     assert_eq!(page.messages.len(), stored as usize);
@@ -421,36 +220,6 @@ fn the_quota_migration_counts_what_mailboxes_already_hold() {
     conn.execute("DELETE FROM messages WHERE length(sealed) = 20", [])
         .unwrap();
     assert_eq!(held(1), (2, 40));
-}
-
-#[tokio::test]
-async fn without_retention_a_delivered_deposits_record_goes_after_the_repeat_window() {
-    let (dir, store) = temp_store(StoreLimits::default());
-    let db = dir.path().join(DATABASE_FILE);
-    let (mailbox, token) = mailbox_in(&store, 1).await;
-    store
-        .deposit(deposit(mailbox, &token, 1, b"delivered"))
-        .await
-        .unwrap();
-    ack_all(&store, mailbox).await;
-    store
-        .deposit(deposit(mailbox, &token, 2, b"undelivered"))
-        .await
-        .unwrap();
-    let after = this_hour() + crate::store::REPEAT_WINDOW + 3600;
-    store.expire_due_messages(after - 7200).await.unwrap();
-    assert_eq!(rows(&snapshot(&db), "deposit_ids"), 2, "not yet");
-    store.expire_due_messages(after).await.unwrap();
-    // The record of the message still held stays as long as the message.
-    assert_eq!(rows(&snapshot(&db), "deposit_ids"), 1);
-    assert_eq!(
-        store
-            .deposit(deposit(mailbox, &token, 2, b"undelivered"))
-            .await
-            .unwrap(),
-        Deposited::Repeated
-    );
-    store.shutdown().await;
 }
 
 #[test]

@@ -339,9 +339,10 @@ impl Store for SqliteStore {
         grant: &MailboxGrant,
         limit: u32,
         max_bytes: usize,
+        now: u64,
     ) -> Result<MessagePage, StoreError> {
         let mailbox = grant.mailbox();
-        self.read(move |c| ops::fetch_messages(c, &mailbox, limit, max_bytes))
+        self.read(move |c| ops::fetch_messages(c, &mailbox, limit, max_bytes, now))
             .await
     }
 

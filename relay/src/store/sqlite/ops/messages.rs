@@ -195,24 +195,10 @@ pub(in crate::store::sqlite) fn deposit(
     Ok(Deposited::Stored)
 }
 
-/// The oldest messages of a mailbox that are not past their disappearing time. A message whose
-/// expiry hour has come is never handed out, even before the sweep
+/// The oldest messages of a mailbox that are not past their disappearing time at `now` (Unix
+/// seconds). A message whose expiry hour has come is never handed out, even before the sweep
 /// ([`expire_due_messages`]) has deleted it.
 pub(in crate::store::sqlite) fn fetch_messages(
-    conn: &Connection,
-    mailbox: &MailboxId,
-    limit: u32,
-    max_bytes: usize,
-) -> Result<MessagePage, StoreError> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    fetch_messages_at(conn, mailbox, limit, max_bytes, now)
-}
-
-/// [`fetch_messages`] at `now` (Unix seconds).
-fn fetch_messages_at(
     conn: &Connection,
     mailbox: &MailboxId,
     limit: u32,
@@ -338,7 +324,7 @@ mod tests {
         insert(&conn, &mailbox, b"due", Some(HOUR + 3600));
         insert(&conn, &mailbox, b"later", Some(HOUR + 7200));
         let sealed = |now: u64| -> Vec<Vec<u8>> {
-            fetch_messages_at(&conn, &mailbox, 64, usize::MAX, now)
+            fetch_messages(&conn, &mailbox, 64, usize::MAX, now)
                 .expect("fetch")
                 .messages
                 .into_iter()
@@ -361,7 +347,7 @@ mod tests {
             .expect("count");
         assert_eq!(stored, 3);
         // The page limit counts only what is handed out.
-        let page = fetch_messages_at(&conn, &mailbox, 1, usize::MAX, HOUR + 3600).expect("fetch");
+        let page = fetch_messages(&conn, &mailbox, 1, usize::MAX, HOUR + 3600).expect("fetch");
         assert_eq!(page.messages.len(), 1);
         assert!(page.more);
     }

@@ -1,0 +1,1426 @@
+//! One suite of the store's rules, run against every backend.
+//!
+//! Each test is a generic function over a [`Backend`]; the `conformance!` macro at the end makes
+//! one `#[tokio::test]` of it per backend (`conformance::sqlite::…` and `conformance::memory::…`).
+//! A rule tested here holds for [`SqliteStore`], the relay's store, and for [`MemoryStore`], the
+//! test kit's and the fuzz target's: where they answered differently, the memory store was made
+//! to answer as SQLite does. The tests look at a store only through [`Store`], and through
+//! [`Inspect`] to check that a refusal changed nothing. What only SQLite has (its file, pragmas,
+//! migrations, the writer's batches, a full disk, the sweep thread) is tested in
+//! `sqlite::tests` and `sqlite::deposit_tests`.
+
+use super::memory::MemoryStore;
+use super::sqlite::{SqliteStore, StoreLimits};
+use super::*;
+use crate::fixtures::{
+    Staff, ack_all, deposit, fetch_all, mailbox_in, now, replayed, snapshot, staff, temp_store,
+    this_hour, user_mailbox,
+};
+use crate::session::MailboxGrant;
+use ed25519_dalek::SigningKey;
+use refuge_proto::MAX_ONE_TIME_PREKEYS;
+use refuge_proto::ids::DepositToken;
+
+/// A whole hour in unix seconds, in the past: for tests whose messages carry no timer.
+const HOUR: u64 = 472_223 * 3600;
+
+/// An opaque rendering of everything a store holds: equal renderings mean nothing changed.
+pub(crate) trait Inspect {
+    fn state(&self) -> String;
+}
+
+impl Inspect for SqliteStore {
+    fn state(&self) -> String {
+        format!("{:#?}", snapshot(self.path()))
+    }
+}
+
+impl Inspect for MemoryStore {
+    fn state(&self) -> String {
+        self.dump()
+    }
+}
+
+/// A backend the suite runs against: how to get a fresh, empty store and how to close it.
+trait Backend: Store + Inspect + Clone {
+    /// A fresh store with the per-mailbox quotas of `limits` (other limits are SQLite's own),
+    /// and what must live as long as it (SQLite's temporary directory).
+    fn open(limits: StoreLimits) -> (Option<tempfile::TempDir>, Self);
+    /// Stops the store at the end of a test.
+    async fn close(&self);
+}
+
+impl Backend for SqliteStore {
+    fn open(limits: StoreLimits) -> (Option<tempfile::TempDir>, Self) {
+        let (dir, store) = temp_store(limits);
+        (Some(dir), store)
+    }
+    async fn close(&self) {
+        self.shutdown().await;
+    }
+}
+
+impl Backend for MemoryStore {
+    fn open(limits: StoreLimits) -> (Option<tempfile::TempDir>, Self) {
+        let store = MemoryStore::with_quota(
+            limits.max_messages_per_mailbox,
+            limits.max_bytes_per_mailbox,
+        );
+        (None, store)
+    }
+    async fn close(&self) {}
+}
+
+/// A deposit with a fixed idempotency id, received this hour.
+fn deposit_with_id(mailbox: MailboxId, token: &DepositToken, id: u8, sealed: &[u8]) -> NewDeposit {
+    NewDeposit {
+        idempotency_id: IdempotencyId([id; 16]),
+        ..deposit(mailbox, Some(token), sealed, this_hour())
+    }
+}
+
+/// A deposit into a staff device's mailbox of `post` with an admission ticket.
+fn into_staff(device: &Staff, post: &str, ticket: &DepositToken, hour: u64) -> NewDeposit {
+    NewDeposit {
+        staff_post: Some(post.into()),
+        ..deposit(device.mailbox, Some(ticket), b"sealed", hour)
+    }
+}
+
+fn signed(id: u32, fill: u8, len: usize) -> SignedKey {
+    SignedKey {
+        id,
+        public_key: vec![fill; len],
+        signature: vec![fill; 64],
+    }
+}
+
+fn upload(
+    device: &Staff,
+    first: bool,
+    ec: std::ops::Range<u32>,
+    kyber: std::ops::Range<u32>,
+) -> PrekeyUpload {
+    PrekeyUpload {
+        identity_key: device.identity_key.clone(),
+        registration_id: 42,
+        signed_prekey: first.then(|| signed(1, 0x11, 33)),
+        kyber_last_resort: first.then(|| signed(1000, 0x22, 1569)),
+        one_time: ec
+            .map(|id| OneTimeKey {
+                id,
+                public_key: vec![id as u8; 33],
+            })
+            .collect(),
+        kyber_one_time: kyber.map(|id| signed(id, id as u8, 1569)).collect(),
+    }
+}
+
+fn bundle_requests(devices: &[&Staff]) -> Vec<BundleRequest> {
+    devices
+        .iter()
+        .map(|d| BundleRequest {
+            label: d.label.clone(),
+            mailbox: d.mailbox,
+            identity_key: d.identity_key.clone(),
+        })
+        .collect()
+}
+
+// --- Messages: deposit, fetch, acknowledge --------------------------------------------------
+
+async fn deposit_fetch_ack_round_trip<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits::default());
+    let (new, token) = user_mailbox(1);
+    let mailbox = new.mailbox;
+    assert_eq!(store.create_mailbox(new).await.unwrap(), Created::New);
+    for (i, now) in [HOUR + 59, HOUR + 3599, HOUR + 3600].iter().enumerate() {
+        store
+            .deposit(deposit(mailbox, Some(&token), &[i as u8 + 1; 10], *now))
+            .await
+            .unwrap();
+    }
+    let grant = MailboxGrant::dangerously_assume(mailbox);
+    let page = store
+        .fetch_messages(&grant, 2, usize::MAX, now())
+        .await
+        .unwrap();
+    assert!(page.more);
+    assert_eq!(page.messages.len(), 2);
+    assert_eq!(page.messages[0].sealed, vec![1; 10], "oldest first");
+    assert_eq!(
+        page.messages[0].received_hour, HOUR,
+        "only the hour is kept"
+    );
+    assert_eq!(page.messages[1].received_hour, HOUR);
+    let ids: Vec<u64> = page.messages.iter().map(|m| m.id).collect();
+
+    // Another mailbox's grant cannot delete these.
+    let other = MailboxGrant::dangerously_assume(MailboxId([2; 16]));
+    assert_eq!(store.ack_messages(&other, ids.clone()).await.unwrap(), 0);
+
+    let mut ack = ids.clone();
+    ack.push(9_999);
+    ack.push(u64::MAX);
+    assert_eq!(store.ack_messages(&grant, ack).await.unwrap(), 2);
+    assert_eq!(
+        store.ack_messages(&grant, ids).await.unwrap(),
+        0,
+        "acks can be retried"
+    );
+    let page = store
+        .fetch_messages(&grant, 64, usize::MAX, now())
+        .await
+        .unwrap();
+    assert_eq!(
+        page.messages,
+        vec![StoredMessage {
+            id: page.messages[0].id,
+            sealed: vec![3; 10],
+            received_hour: HOUR + 3600
+        }]
+    );
+    assert!(!page.more);
+    store.close().await;
+}
+
+async fn message_ids_are_never_reused<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits::default());
+    let (mailbox, token) = mailbox_in(&store, 1).await;
+    let grant = MailboxGrant::dangerously_assume(mailbox);
+    store
+        .deposit(deposit(mailbox, Some(&token), b"a", HOUR))
+        .await
+        .unwrap();
+    let first = store
+        .fetch_messages(&grant, 1, usize::MAX, now())
+        .await
+        .unwrap()
+        .messages[0]
+        .id;
+    store.ack_messages(&grant, vec![first]).await.unwrap();
+    store
+        .deposit(deposit(mailbox, Some(&token), b"b", HOUR))
+        .await
+        .unwrap();
+    let second = store
+        .fetch_messages(&grant, 1, usize::MAX, now())
+        .await
+        .unwrap()
+        .messages[0]
+        .id;
+    assert!(second > first);
+    store.close().await;
+}
+
+async fn refused_deposits_store_nothing<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits {
+        max_messages_per_mailbox: 2,
+        ..StoreLimits::default()
+    });
+    let (mailbox, token) = mailbox_in(&store, 1).await;
+    let alice = staff(7, "emb-xx", "desk");
+    store.install_directory(replayed(&[&alice])).await.unwrap();
+    let before = store.state();
+
+    let wrong = DepositToken([0; 32]);
+    assert!(matches!(
+        store
+            .deposit(deposit(mailbox, Some(&wrong), b"x", HOUR))
+            .await,
+        Err(StoreError::DepositTokenWrong)
+    ));
+    assert!(matches!(
+        store.deposit(deposit(mailbox, None, b"x", HOUR)).await,
+        Err(StoreError::DepositTokenMissing)
+    ));
+    assert!(matches!(
+        store
+            .deposit(deposit(MailboxId([9; 16]), Some(&token), b"x", HOUR))
+            .await,
+        Err(StoreError::UnknownMailbox)
+    ));
+    let into_alice = |token: Option<&DepositToken>| NewDeposit {
+        staff_post: Some("emb-xx".into()),
+        ..deposit(alice.mailbox, token, b"x", HOUR)
+    };
+    assert!(matches!(
+        store.deposit(into_alice(None)).await,
+        Err(StoreError::AdmissionRefused(AdmissionRefused::Missing))
+    ));
+    // A user mailbox's token is no admission ticket.
+    assert!(matches!(
+        store.deposit(into_alice(Some(&token))).await,
+        Err(StoreError::AdmissionRefused(AdmissionRefused::Unknown))
+    ));
+    assert_eq!(store.state(), before);
+
+    // Staff mailboxes take deposits with an admission ticket.
+    let ticket = DepositToken([0x77; 32]);
+    store
+        .issue_ticket(ticket.hash(), "emb-xx".into(), HOUR + 3600)
+        .await
+        .unwrap();
+    store.deposit(into_alice(Some(&ticket))).await.unwrap();
+    // The quota.
+    store
+        .deposit(deposit(mailbox, Some(&token), b"1", HOUR))
+        .await
+        .unwrap();
+    store
+        .deposit(deposit(mailbox, Some(&token), b"2", HOUR))
+        .await
+        .unwrap();
+    let before = store.state();
+    assert!(matches!(
+        store
+            .deposit(deposit(mailbox, Some(&token), b"3", HOUR))
+            .await,
+        Err(StoreError::MailboxFull {
+            what: "messages",
+            max: 2
+        })
+    ));
+    assert_eq!(store.state(), before);
+    store.close().await;
+}
+
+async fn a_precheck_refuses_what_a_deposit_would_but_leaves_the_quota_and_repeats_to_it<
+    S: Backend,
+>() {
+    let (_keep, store) = S::open(StoreLimits {
+        max_messages_per_mailbox: 1,
+        ..StoreLimits::default()
+    });
+    let (mailbox, token) = mailbox_in(&store, 1).await;
+    let alice = staff(7, "emb-xx", "desk");
+    store.install_directory(replayed(&[&alice])).await.unwrap();
+    let before = store.state();
+    let wrong = DepositToken([0; 32]);
+    for (refused, why) in [
+        (
+            deposit(mailbox, Some(&wrong), b"x", HOUR),
+            "DepositTokenWrong",
+        ),
+        (deposit(mailbox, None, b"x", HOUR), "DepositTokenMissing"),
+        (
+            deposit(MailboxId([9; 16]), Some(&token), b"x", HOUR),
+            "UnknownMailbox",
+        ),
+        (
+            NewDeposit {
+                staff_post: Some("emb-xx".into()),
+                ..deposit(alice.mailbox, None, b"x", HOUR)
+            },
+            "AdmissionRefused(Missing)",
+        ),
+        (
+            into_staff(&alice, "emb-xx", &DepositToken([3; 32]), HOUR),
+            "AdmissionRefused(Unknown)",
+        ),
+    ] {
+        let pre = store.precheck_deposit(&refused).await;
+        assert_eq!(format!("{:?}", pre.err()), format!("Some({why})"));
+        let full = store.deposit(refused).await;
+        assert_eq!(format!("{:?}", full.err()), format!("Some({why})"));
+    }
+    assert_eq!(store.state(), before);
+
+    let first = deposit_with_id(mailbox, &token, 1, b"first");
+    store.precheck_deposit(&first).await.unwrap();
+    assert_eq!(store.state(), before, "a precheck stores nothing");
+    store.deposit(first.clone()).await.unwrap();
+    // The quota is the writer's to check.
+    let second = deposit_with_id(mailbox, &token, 2, b"second");
+    store.precheck_deposit(&second).await.unwrap();
+    assert!(matches!(
+        store.deposit(second).await,
+        Err(StoreError::MailboxFull { .. })
+    ));
+    // A repeat passes the precheck, even with other bytes: the writer tells them apart.
+    let other_bytes = NewDeposit {
+        sealed: b"other".to_vec(),
+        ..first.clone()
+    };
+    store.precheck_deposit(&other_bytes).await.unwrap();
+    assert!(matches!(
+        store.deposit(other_bytes).await,
+        Err(StoreError::IdempotencyConflict)
+    ));
+    assert_eq!(store.deposit(first).await.unwrap(), Deposited::Repeated);
+    store.close().await;
+}
+
+async fn a_fetch_fits_in_one_frame<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits::default());
+    let (mailbox, token) = mailbox_in(&store, 1).await;
+    let big = vec![0xab; refuge_proto::MAX_SEALED_LEN];
+    for _ in 0..4 {
+        store
+            .deposit(deposit(mailbox, Some(&token), &big, HOUR))
+            .await
+            .unwrap();
+    }
+    let grant = MailboxGrant::dangerously_assume(mailbox);
+    let budget = crate::handler::FETCH_BYTE_BUDGET;
+    let page = store
+        .fetch_messages(&grant, 64, budget, now())
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), budget / big.len());
+    assert!(page.more);
+    // A budget smaller than one message still returns one.
+    let page = store.fetch_messages(&grant, 64, 10, now()).await.unwrap();
+    assert_eq!(page.messages.len(), 1);
+    store.close().await;
+}
+
+async fn fetch_never_hands_out_a_message_past_its_timer<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits::default());
+    let (mailbox, token) = mailbox_in(&store, 1).await;
+    let hour = this_hour();
+    store
+        .deposit(deposit(mailbox, Some(&token), b"kept", hour))
+        .await
+        .unwrap();
+    // Received two hours ago with a one-second timer: due from this hour on, whether or not a
+    // sweep has deleted it yet.
+    let mut due = deposit(mailbox, Some(&token), b"due", hour - 7200);
+    due.expires_hour = expiry_hour(hour - 7200, 1);
+    assert_eq!(due.expires_hour, Some(hour));
+    store.deposit(due).await.unwrap();
+    let mut later = deposit(mailbox, Some(&token), b"later", hour);
+    later.expires_hour = expiry_hour(hour, 3600);
+    store.deposit(later).await.unwrap();
+    let grant = MailboxGrant::dangerously_assume(mailbox);
+    let page = store
+        .fetch_messages(&grant, 64, usize::MAX, now())
+        .await
+        .unwrap();
+    let sealed: Vec<&[u8]> = page.messages.iter().map(|m| &m.sealed[..]).collect();
+    assert_eq!(sealed, [&b"kept"[..], &b"later"[..]]);
+    assert!(!page.more);
+    // The page limit counts only what is handed out.
+    let page = store
+        .fetch_messages(&grant, 1, usize::MAX, now())
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), 1);
+    assert!(page.more);
+    store.close().await;
+}
+
+async fn concurrent_deposits_all_commit_exactly_once<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits::default());
+    let (mailbox, token) = mailbox_in(&store, 1).await;
+    let tasks: Vec<_> = (0..200u32)
+        .map(|i| {
+            let store = store.clone();
+            let token = token.clone();
+            tokio::spawn(async move {
+                store
+                    .deposit(deposit(mailbox, Some(&token), &i.to_be_bytes(), HOUR))
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let grant = MailboxGrant::dangerously_assume(mailbox);
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        let page = store
+            .fetch_messages(&grant, 64, usize::MAX, now())
+            .await
+            .unwrap();
+        let ids: Vec<u64> = page.messages.iter().map(|m| m.id).collect();
+        for m in page.messages {
+            assert!(seen.insert(u32::from_be_bytes(m.sealed.try_into().unwrap())));
+        }
+        store.ack_messages(&grant, ids).await.unwrap();
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 200);
+    store.close().await;
+}
+
+async fn create_mailbox_is_idempotent_and_refuses_other_keys<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits::default());
+    let (new, _) = user_mailbox(1);
+    assert_eq!(
+        store.create_mailbox(new.clone()).await.unwrap(),
+        Created::New
+    );
+    assert_eq!(
+        store.create_mailbox(new.clone()).await.unwrap(),
+        Created::AlreadyExisted
+    );
+    let before = store.state();
+    let mut other_hash = new.clone();
+    other_hash.deposit_token_hash = [0; 32];
+    assert!(matches!(
+        store.create_mailbox(other_hash).await,
+        Err(StoreError::MailboxExists)
+    ));
+    let mut other_key = new.clone();
+    other_key.auth_key = SigningKey::from_bytes(&[0x99; 32]).verifying_key();
+    assert!(matches!(
+        store.create_mailbox(other_key).await,
+        Err(StoreError::MailboxExists)
+    ));
+    assert_eq!(store.state(), before);
+    assert_eq!(
+        store.mailbox_key(new.mailbox).await.unwrap(),
+        Some(MailboxKey {
+            auth_key: new.auth_key,
+            kind: MailboxKind::User
+        })
+    );
+    assert_eq!(store.mailbox_key(MailboxId([9; 16])).await.unwrap(), None);
+    store.close().await;
+}
+
+// --- Idempotency and quotas -----------------------------------------------------------------
+
+async fn a_retried_deposit_is_stored_once<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits::default());
+    let (mailbox, token) = mailbox_in(&store, 1).await;
+    let d = deposit_with_id(mailbox, &token, 7, b"hello");
+    assert_eq!(store.deposit(d.clone()).await.unwrap(), Deposited::Stored);
+    let after_first = store.state();
+    // The answer was lost; the sender sends the same deposit again, also an hour later.
+    let mut again = d.clone();
+    again.received_hour = this_hour() + 3600;
+    assert_eq!(store.deposit(again).await.unwrap(), Deposited::Repeated);
+    assert_eq!(store.deposit(d).await.unwrap(), Deposited::Repeated);
+    assert_eq!(store.state(), after_first, "a repeat stores nothing");
+    assert_eq!(fetch_all(&store, mailbox).await.len(), 1);
+    store.close().await;
+}
+
+async fn a_retry_after_the_message_was_acknowledged_is_not_delivered_again<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits::default());
+    let (mailbox, token) = mailbox_in(&store, 1).await;
+    let d = deposit_with_id(mailbox, &token, 7, b"hello");
+    store.deposit(d.clone()).await.unwrap();
+    assert_eq!(ack_all(&store, mailbox).await, 1);
+    assert_eq!(store.deposit(d.clone()).await.unwrap(), Deposited::Repeated);
+    assert!(fetch_all(&store, mailbox).await.is_empty());
+
+    // The record lives as long as the message could have: the retention sweep removes it, and
+    // the same deposit is then a new one.
+    assert_eq!(store.expire_messages(this_hour()).await.unwrap(), 0);
+    assert_eq!(
+        store.deposit(d.clone()).await.unwrap(),
+        Deposited::Repeated,
+        "not yet"
+    );
+    store.expire_messages(this_hour() + 3600).await.unwrap();
+    assert_eq!(store.deposit(d.clone()).await.unwrap(), Deposited::Stored);
+    ack_all(&store, mailbox).await;
+
+    // So does the sender's timer. (A day ahead, so that the SQLite store's own sweep, which runs
+    // at open, cannot get there first.)
+    let ahead = this_hour() + 24 * 3600;
+    let mut timed = deposit_with_id(mailbox, &token, 8, b"timed");
+    timed.received_hour = ahead;
+    timed.expires_hour = Some(ahead + 7200);
+    store.deposit(timed.clone()).await.unwrap();
+    ack_all(&store, mailbox).await;
+    store.expire_due_messages(ahead + 3600).await.unwrap();
+    assert_eq!(
+        store.deposit(timed.clone()).await.unwrap(),
+        Deposited::Repeated
+    );
+    store.expire_due_messages(ahead + 7200).await.unwrap();
+    assert_eq!(store.deposit(timed).await.unwrap(), Deposited::Stored);
+    store.close().await;
+}
+
+async fn the_same_id_with_other_bytes_is_refused_and_ids_are_per_mailbox<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits::default());
+    let (mailbox, token) = mailbox_in(&store, 1).await;
+    let (other, other_token) = mailbox_in(&store, 2).await;
+    store
+        .deposit(deposit_with_id(mailbox, &token, 7, b"hello"))
+        .await
+        .unwrap();
+    let before = store.state();
+    assert!(matches!(
+        store
+            .deposit(deposit_with_id(mailbox, &token, 7, b"hellO"))
+            .await,
+        Err(StoreError::IdempotencyConflict)
+    ));
+    assert_eq!(store.state(), before);
+    // The token is checked first: without it, nothing is learned about the ids in use.
+    assert!(matches!(
+        store
+            .deposit(deposit_with_id(
+                mailbox,
+                &DepositToken([0; 32]),
+                7,
+                b"hello"
+            ))
+            .await,
+        Err(StoreError::DepositTokenWrong)
+    ));
+    // Another mailbox knows nothing of this id.
+    assert_eq!(
+        store
+            .deposit(deposit_with_id(other, &other_token, 7, b"hello"))
+            .await
+            .unwrap(),
+        Deposited::Stored
+    );
+    store.close().await;
+}
+
+async fn the_message_quota_refuses_then_frees_on_acknowledgement<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits {
+        max_messages_per_mailbox: 2,
+        ..StoreLimits::default()
+    });
+    let (mailbox, token) = mailbox_in(&store, 1).await;
+    let first = deposit_with_id(mailbox, &token, 1, b"1");
+    store.deposit(first.clone()).await.unwrap();
+    store
+        .deposit(deposit_with_id(mailbox, &token, 2, b"2"))
+        .await
+        .unwrap();
+    let before = store.state();
+    assert!(matches!(
+        store
+            .deposit(deposit_with_id(mailbox, &token, 3, b"3"))
+            .await,
+        Err(StoreError::MailboxFull {
+            what: "messages",
+            max: 2
+        })
+    ));
+    assert_eq!(store.state(), before, "a refused deposit stores nothing");
+    // A repeat of a stored deposit is still answered while the mailbox is full.
+    assert_eq!(store.deposit(first).await.unwrap(), Deposited::Repeated);
+    // The owner fetches: room again.
+    assert_eq!(ack_all(&store, mailbox).await, 2);
+    store
+        .deposit(deposit_with_id(mailbox, &token, 3, b"3"))
+        .await
+        .unwrap();
+    store.close().await;
+}
+
+async fn the_byte_quota_counts_what_is_held_undelivered<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits {
+        max_bytes_per_mailbox: 100,
+        ..StoreLimits::default()
+    });
+    let (mailbox, token) = mailbox_in(&store, 1).await;
+    let (other, other_token) = mailbox_in(&store, 2).await;
+    store
+        .deposit(deposit_with_id(mailbox, &token, 1, &[1; 60]))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .deposit(deposit_with_id(mailbox, &token, 2, &[2; 41]))
+            .await,
+        Err(StoreError::MailboxFull {
+            what: "bytes",
+            max: 100
+        })
+    ));
+    // Exactly at the quota is fine, and another mailbox has its own.
+    store
+        .deposit(deposit_with_id(mailbox, &token, 3, &[3; 40]))
+        .await
+        .unwrap();
+    store
+        .deposit(deposit_with_id(other, &other_token, 1, &[1; 100]))
+        .await
+        .unwrap();
+    assert_eq!(ack_all(&store, mailbox).await, 2);
+    store
+        .deposit(deposit_with_id(mailbox, &token, 2, &[2; 41]))
+        .await
+        .unwrap();
+    // Expiry frees room as acknowledgements do.
+    assert_eq!(store.expire_messages(this_hour() + 3600).await.unwrap(), 2);
+    store
+        .deposit(deposit_with_id(other, &other_token, 2, &[2; 100]))
+        .await
+        .unwrap();
+    store.close().await;
+}
+
+async fn without_retention_a_delivered_deposits_record_goes_after_the_repeat_window<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits::default());
+    let (mailbox, token) = mailbox_in(&store, 1).await;
+    let delivered = deposit_with_id(mailbox, &token, 1, b"delivered");
+    store.deposit(delivered.clone()).await.unwrap();
+    ack_all(&store, mailbox).await;
+    let undelivered = deposit_with_id(mailbox, &token, 2, b"undelivered");
+    store.deposit(undelivered.clone()).await.unwrap();
+    let after = this_hour() + REPEAT_WINDOW + 3600;
+    store.expire_due_messages(after - 7200).await.unwrap();
+    assert_eq!(
+        store.deposit(delivered.clone()).await.unwrap(),
+        Deposited::Repeated,
+        "not yet"
+    );
+    store.expire_due_messages(after).await.unwrap();
+    // The record of the message still held stays as long as the message.
+    assert_eq!(
+        store.deposit(undelivered).await.unwrap(),
+        Deposited::Repeated
+    );
+    // The delivered one's is gone: the same deposit is a new one.
+    assert_eq!(store.deposit(delivered).await.unwrap(), Deposited::Stored);
+    store.close().await;
+}
+
+// --- Admission tickets ----------------------------------------------------------------------
+
+async fn an_admission_ticket_admits_one_deposit_per_device_of_its_post_and_reply_tickets_have_room_of_their_own<
+    S: Backend,
+>() {
+    let (_keep, store) = S::open(StoreLimits {
+        max_messages_per_mailbox: 2,
+        ..StoreLimits::default()
+    });
+    let (a, b, c) = (
+        staff(1, "emb-xx", "desk-a"),
+        staff(2, "emb-xx", "desk-b"),
+        staff(3, "emb-yy", "desk-c"),
+    );
+    store
+        .install_directory(replayed(&[&a, &b, &c]))
+        .await
+        .unwrap();
+    let paid = DepositToken([1; 32]);
+    store
+        .issue_ticket(paid.hash(), "emb-xx".into(), HOUR + 48 * 3600)
+        .await
+        .unwrap();
+    // One deposit into each device of the post.
+    store
+        .deposit(into_staff(&a, "emb-xx", &paid, HOUR))
+        .await
+        .unwrap();
+    let before = store.state();
+    assert!(matches!(
+        store.deposit(into_staff(&a, "emb-xx", &paid, HOUR)).await,
+        Err(StoreError::AdmissionRefused(AdmissionRefused::Used))
+    ));
+    assert!(matches!(
+        store.deposit(into_staff(&c, "emb-yy", &paid, HOUR)).await,
+        Err(StoreError::AdmissionRefused(AdmissionRefused::OtherPost))
+    ));
+    assert_eq!(store.state(), before, "a refused ticket changes nothing");
+    // Its first use leaves it 24 hours for the rest of the fan-out.
+    assert!(matches!(
+        store
+            .deposit(into_staff(&b, "emb-xx", &paid, HOUR + 25 * 3600))
+            .await,
+        Err(StoreError::AdmissionRefused(AdmissionRefused::Unknown))
+    ));
+    store
+        .deposit(into_staff(&b, "emb-xx", &paid, HOUR + 3600))
+        .await
+        .unwrap();
+
+    // Paid deposits fill their own quota (2) and no more...
+    let flood = DepositToken([2; 32]);
+    store
+        .issue_ticket(flood.hash(), "emb-xx".into(), HOUR + 3600)
+        .await
+        .unwrap();
+    store
+        .deposit(into_staff(&a, "emb-xx", &flood, HOUR))
+        .await
+        .unwrap();
+    let more = DepositToken([3; 32]);
+    store
+        .issue_ticket(more.hash(), "emb-xx".into(), HOUR + 3600)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.deposit(into_staff(&a, "emb-xx", &more, HOUR)).await,
+        Err(StoreError::MailboxFull { .. })
+    ));
+    // ...while a reply ticket the post registered still gets in.
+    let reply = DepositToken([4; 32]);
+    let gb = MailboxGrant::dangerously_assume(b.mailbox);
+    let held = store
+        .register_reply_tickets(
+            &gb,
+            "emb-xx".into(),
+            vec![reply.hash(), DepositToken([5; 32]).hash()],
+            HOUR + 60 * 24 * 3600,
+            1000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(held, 2);
+    store
+        .deposit(into_staff(&a, "emb-xx", &reply, HOUR))
+        .await
+        .unwrap();
+    // A device holds a bounded number of unused reply tickets; over it nothing is stored.
+    let before = store.state();
+    assert!(matches!(
+        store
+            .register_reply_tickets(
+                &gb,
+                "emb-xx".into(),
+                vec![DepositToken([6; 32]).hash(), DepositToken([7; 32]).hash()],
+                HOUR + 60 * 24 * 3600,
+                2,
+            )
+            .await,
+        Err(StoreError::TooManyTickets { max: 2 })
+    ));
+    assert_eq!(store.state(), before);
+
+    // A device that leaves the directory takes its unused reply tickets with it.
+    let unused = DepositToken([8; 32]);
+    store
+        .register_reply_tickets(
+            &gb,
+            "emb-xx".into(),
+            vec![unused.hash()],
+            HOUR + 60 * 24 * 3600,
+            1000,
+        )
+        .await
+        .unwrap();
+    store.install_directory(replayed(&[&a, &c])).await.unwrap();
+    assert!(matches!(
+        store.deposit(into_staff(&a, "emb-xx", &unused, HOUR)).await,
+        Err(StoreError::AdmissionRefused(AdmissionRefused::Unknown))
+    ));
+    store
+        .install_directory(replayed(&[&a, &b, &c]))
+        .await
+        .unwrap();
+    // Tickets it did not register are still good.
+    store
+        .deposit(into_staff(&b, "emb-xx", &more, HOUR))
+        .await
+        .unwrap();
+    // Registering none answers how many it holds.
+    let held = store
+        .register_reply_tickets(&gb, "emb-xx".into(), vec![], HOUR, 1000)
+        .await
+        .unwrap();
+    assert_eq!(held, 0);
+
+    // The sweep removes tickets whose time is over, and their uses. Nothing is left: the paid
+    // ones and the used reply ticket are past their time, and the unused reply tickets went with
+    // their device's leaving. So each hash can be issued again (a ticket still stored could
+    // not), and a fresh ticket admits a deposit into a mailbox the old one was used for.
+    store.expire_due_messages(HOUR + 30 * 3600).await.unwrap();
+    for n in [1u8, 2, 3, 4, 5, 8] {
+        store
+            .issue_ticket(
+                DepositToken([n; 32]).hash(),
+                "emb-xx".into(),
+                HOUR + 48 * 3600,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("ticket {n} is still stored: {e}"));
+    }
+    assert_eq!(ack_all(&store, b.mailbox).await, 2, "room in b's quota");
+    store
+        .deposit(into_staff(&b, "emb-xx", &paid, HOUR))
+        .await
+        .unwrap();
+    store.close().await;
+}
+
+async fn tickets_already_stored_are_left_as_they_are<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits::default());
+    let a = staff(1, "emb-xx", "desk-a");
+    store.install_directory(replayed(&[&a])).await.unwrap();
+    let ga = MailboxGrant::dangerously_assume(a.mailbox);
+    let lifetime = HOUR + REPLY_TICKET_LIFETIME;
+    let paid = DepositToken([1; 32]).hash();
+    store
+        .issue_ticket(paid, "emb-xx".into(), HOUR + 3600)
+        .await
+        .unwrap();
+    // The relay draws tickets at random: the same hash twice is a bug, refused.
+    let before = store.state();
+    assert!(matches!(
+        store.issue_ticket(paid, "emb-yy".into(), HOUR + 7200).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert_eq!(store.state(), before);
+
+    // A reply ticket counts once however often it is registered; a paid one is no reply
+    // ticket of the device's.
+    let (r1, r2, r3, r4) = (
+        DepositToken([11; 32]),
+        DepositToken([12; 32]),
+        DepositToken([13; 32]),
+        DepositToken([14; 32]),
+    );
+    let register = |hashes: Vec<[u8; 32]>, max_held: u32| {
+        let (store, ga) = (store.clone(), &ga);
+        async move {
+            store
+                .register_reply_tickets(ga, "emb-xx".into(), hashes, lifetime, max_held)
+                .await
+        }
+    };
+    assert_eq!(
+        register(vec![r1.hash(), r1.hash(), paid], 10)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(register(vec![r1.hash(), r2.hash()], 3).await.unwrap(), 2);
+    let before = store.state();
+    assert!(matches!(
+        register(vec![r3.hash(), r4.hash()], 3).await,
+        Err(StoreError::TooManyTickets { max: 3 })
+    ));
+    assert_eq!(
+        store.state(),
+        before,
+        "nothing of a refused batch is stored"
+    );
+    // Tickets already held do not count as new ones.
+    assert_eq!(register(vec![r1.hash(), r2.hash()], 2).await.unwrap(), 2);
+    // A used ticket is no longer held.
+    store
+        .deposit(into_staff(&a, "emb-xx", &r1, HOUR))
+        .await
+        .unwrap();
+    assert_eq!(register(vec![], 10).await.unwrap(), 1);
+    // The paid ticket is still for its own post, whatever the second issue said.
+    store
+        .deposit(into_staff(&a, "emb-xx", &DepositToken([1; 32]), HOUR))
+        .await
+        .unwrap();
+    store.close().await;
+}
+
+// --- Prekeys --------------------------------------------------------------------------------
+
+async fn one_time_prekeys_are_handed_out_once_and_exhaustion_rolls_back<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits::default());
+    let a = staff(1, "emb-xx", "hr-1");
+    let b = staff(2, "emb-xx", "hr-2");
+    let c = staff(3, "emb-xx", "hr-3"); // never uploads
+    store
+        .install_directory(replayed(&[&a, &b, &c]))
+        .await
+        .unwrap();
+    let ga = MailboxGrant::dangerously_assume(a.mailbox);
+    let gb = MailboxGrant::dangerously_assume(b.mailbox);
+    assert!(matches!(
+        store
+            .take_post_bundles(bundle_requests(&[&a, &b, &c]))
+            .await,
+        Err(StoreError::NoDevices)
+    ));
+    store
+        .upload_prekeys(&ga, upload(&a, true, 10..12, 20..21))
+        .await
+        .unwrap();
+    let count = store
+        .upload_prekeys(&gb, upload(&b, true, 5..6, 0..0))
+        .await
+        .unwrap();
+    assert_eq!(
+        count,
+        PrekeyCount {
+            one_time: 1,
+            kyber_one_time: 0
+        }
+    );
+
+    let bundles = store
+        .take_post_bundles(bundle_requests(&[&a, &b, &c]))
+        .await
+        .unwrap();
+    assert_eq!(bundles.len(), 2, "only devices that uploaded");
+    assert_eq!(bundles[0].label, "emb-xx/hr-1");
+    assert_eq!(bundles[0].one_time_prekey.id, 10, "lowest id first");
+    assert_eq!(
+        bundles[0].kyber_prekey.id, 20,
+        "a one-time Kyber key while any is left"
+    );
+    assert_eq!(bundles[0].registration_id, 42);
+    assert_eq!(bundles[1].one_time_prekey.id, 5);
+    assert_eq!(
+        bundles[1].kyber_prekey.id, 1000,
+        "else the last-resort Kyber key"
+    );
+
+    // b has no one-time prekey left: nothing of a's is consumed either.
+    let before = store.state();
+    match store
+        .take_post_bundles(bundle_requests(&[&a, &b, &c]))
+        .await
+    {
+        Err(StoreError::PrekeysExhausted { label }) => assert_eq!(label, "emb-xx/hr-2"),
+        other => panic!("expected exhaustion, got {other:?}"),
+    }
+    assert_eq!(store.state(), before);
+    assert_eq!(
+        store.prekey_count(&ga).await.unwrap(),
+        PrekeyCount {
+            one_time: 1,
+            kyber_one_time: 0
+        }
+    );
+    // The last-resort Kyber key is never deleted.
+    store
+        .upload_prekeys(&gb, upload(&b, false, 6..7, 0..0))
+        .await
+        .unwrap();
+    let again = store
+        .take_post_bundles(bundle_requests(&[&a, &b]))
+        .await
+        .unwrap();
+    assert_eq!(again[0].one_time_prekey.id, 11);
+    assert_eq!(again[0].kyber_prekey.id, 1000);
+    assert_eq!(again[1].kyber_prekey.id, 1000);
+    store.close().await;
+}
+
+async fn a_device_asked_for_twice_gets_its_next_keys_or_nothing<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits::default());
+    let a = staff(1, "emb-xx", "hr-1");
+    store.install_directory(replayed(&[&a])).await.unwrap();
+    let ga = MailboxGrant::dangerously_assume(a.mailbox);
+    store
+        .upload_prekeys(&ga, upload(&a, true, 0..3, 10..11))
+        .await
+        .unwrap();
+    let twice = bundle_requests(&[&a, &a]);
+    let taken = store.take_post_bundles(twice.clone()).await.unwrap();
+    let ids: Vec<(u32, u32)> = taken
+        .iter()
+        .map(|b| (b.one_time_prekey.id, b.kyber_prekey.id))
+        .collect();
+    assert_eq!(ids, [(0, 10), (1, 1000)]);
+    // One one-time key left for two asks: nothing is taken.
+    let before = store.state();
+    match store.take_post_bundles(twice).await {
+        Err(StoreError::PrekeysExhausted { label }) => assert_eq!(label, "emb-xx/hr-1"),
+        other => panic!("expected exhaustion, got {other:?}"),
+    }
+    assert_eq!(store.state(), before);
+    // Asked for under another identity key, the device's keys are not its.
+    let mut other = bundle_requests(&[&a]);
+    other[0].identity_key[1] ^= 1;
+    assert!(matches!(
+        store.take_post_bundles(other).await,
+        Err(StoreError::NoDevices)
+    ));
+    let last = store
+        .take_post_bundles(bundle_requests(&[&a]))
+        .await
+        .unwrap();
+    assert_eq!(last[0].one_time_prekey.id, 2);
+    assert_eq!(
+        store.prekey_count(&ga).await.unwrap(),
+        PrekeyCount::default()
+    );
+    store.close().await;
+}
+
+async fn concurrent_takes_never_share_a_one_time_prekey<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits::default());
+    let a = staff(1, "emb-xx", "hr-1");
+    store.install_directory(replayed(&[&a])).await.unwrap();
+    let ga = MailboxGrant::dangerously_assume(a.mailbox);
+    store
+        .upload_prekeys(&ga, upload(&a, true, 0..50, 0..0))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..60)
+        .map(|_| {
+            let store = store.clone();
+            let req = bundle_requests(&[&a]);
+            tokio::spawn(async move { store.take_post_bundles(req).await })
+        })
+        .collect();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut exhausted = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(b) => assert!(ids.insert(b[0].one_time_prekey.id), "handed out twice"),
+            Err(StoreError::PrekeysExhausted { .. }) => exhausted += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(ids.len(), 50);
+    assert_eq!(exhausted, 10);
+    store.close().await;
+}
+
+async fn prekey_upload_rules<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits::default());
+    let a = staff(1, "emb-xx", "hr-1");
+    store.install_directory(replayed(&[&a])).await.unwrap();
+    let ga = MailboxGrant::dangerously_assume(a.mailbox);
+    let before = store.state();
+    assert!(matches!(
+        store
+            .upload_prekeys(&ga, upload(&a, false, 0..5, 0..0))
+            .await,
+        Err(StoreError::MissingInitialPrekeys)
+    ));
+    assert_eq!(store.state(), before);
+
+    let max = MAX_ONE_TIME_PREKEYS as u32;
+    store
+        .upload_prekeys(&ga, upload(&a, true, 0..max, 0..max))
+        .await
+        .unwrap();
+    let before = store.state();
+    assert!(matches!(
+        store
+            .upload_prekeys(&ga, upload(&a, false, max..max + 1, 0..0))
+            .await,
+        Err(StoreError::TooManyPrekeys { .. })
+    ));
+    assert!(matches!(
+        store
+            .upload_prekeys(&ga, upload(&a, false, 0..0, max..max + 1))
+            .await,
+        Err(StoreError::TooManyPrekeys { .. })
+    ));
+    assert_eq!(store.state(), before);
+
+    // Re-uploading held ids replaces them without growing the count.
+    let mut replace = upload(&a, false, 0..1, 0..0);
+    replace.one_time[0].public_key = vec![0xee; 33];
+    let count = store.upload_prekeys(&ga, replace).await.unwrap();
+    assert_eq!(count.one_time, max);
+    let taken = store
+        .take_post_bundles(bundle_requests(&[&a]))
+        .await
+        .unwrap();
+    assert_eq!(
+        taken[0].one_time_prekey,
+        OneTimeKey {
+            id: 0,
+            public_key: vec![0xee; 33]
+        }
+    );
+    // A later upload replaces the signed prekey when present; the device keeps one set of keys.
+    let mut newer = upload(&a, true, 0..0, 0..0);
+    newer.signed_prekey = Some(signed(2, 0x44, 33));
+    store.upload_prekeys(&ga, newer).await.unwrap();
+    let taken = store
+        .take_post_bundles(bundle_requests(&[&a]))
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].signed_prekey.id, 2);
+    store.close().await;
+}
+
+// --- The directory --------------------------------------------------------------------------
+
+async fn installing_a_directory_again_changes_nothing<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits::default());
+    let a = staff(1, "emb-xx", "hr-1");
+    let b = staff(2, "emb-xx", "hr-2");
+    let change = store.install_directory(replayed(&[&a, &b])).await.unwrap();
+    assert_eq!((change.enrolled, change.added, change.disabled), (2, 2, 0));
+    let before = store.state();
+    let change = store.install_directory(replayed(&[&a, &b])).await.unwrap();
+    assert_eq!((change.enrolled, change.added, change.disabled), (2, 0, 0));
+    assert_eq!(store.state(), before);
+    // A new auth key for a device counts as a change.
+    let mut b2 = b.clone();
+    b2.auth = SigningKey::from_bytes(&[0x77; 32]);
+    let change = store.install_directory(replayed(&[&a, &b2])).await.unwrap();
+    assert_eq!((change.enrolled, change.added, change.disabled), (2, 1, 0));
+    assert_eq!(
+        store.mailbox_key(b.mailbox).await.unwrap(),
+        Some(MailboxKey {
+            auth_key: b2.auth.verifying_key(),
+            kind: MailboxKind::Staff { enrolled: true }
+        })
+    );
+    store.close().await;
+}
+
+async fn devices_leaving_the_directory_are_disabled_but_keep_their_messages<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits::default());
+    let a = staff(1, "emb-xx", "hr-1");
+    let b = staff(2, "emb-xx", "hr-2");
+    store.install_directory(replayed(&[&a, &b])).await.unwrap();
+    let gb = MailboxGrant::dangerously_assume(b.mailbox);
+    store
+        .upload_prekeys(&gb, upload(&b, true, 0..3, 0..0))
+        .await
+        .unwrap();
+    let ticket = DepositToken([0x71; 32]);
+    store
+        .issue_ticket(ticket.hash(), "emb-xx".into(), HOUR + 3600)
+        .await
+        .unwrap();
+    store
+        .deposit(NewDeposit {
+            staff_post: Some("emb-xx".into()),
+            ..deposit(b.mailbox, Some(&ticket), b"for b", HOUR)
+        })
+        .await
+        .unwrap();
+
+    let change = store.install_directory(replayed(&[&a])).await.unwrap();
+    assert_eq!((change.enrolled, change.disabled), (1, 1));
+    let key = store.mailbox_key(b.mailbox).await.unwrap().unwrap();
+    assert_eq!(key.kind, MailboxKind::Staff { enrolled: false });
+    assert!(matches!(
+        store.deposit(deposit(b.mailbox, None, b"late", HOUR)).await,
+        Err(StoreError::UnknownMailbox)
+    ));
+    assert_eq!(
+        store.prekey_count(&gb).await.unwrap(),
+        PrekeyCount::default(),
+        "its prekeys are gone"
+    );
+    let kept = store
+        .fetch_messages(&gb, 64, usize::MAX, now())
+        .await
+        .unwrap();
+    assert_eq!(
+        kept.messages.len(),
+        1,
+        "messages are not silently destroyed"
+    );
+
+    // Enrolled again (with a new identity key): open again, old prekeys not served.
+    let mut b2 = b.clone();
+    b2.identity_key[1] ^= 1;
+    store.install_directory(replayed(&[&a, &b2])).await.unwrap();
+    let key = store.mailbox_key(b.mailbox).await.unwrap().unwrap();
+    assert_eq!(key.kind, MailboxKind::Staff { enrolled: true });
+    let again = DepositToken([0x72; 32]);
+    store
+        .issue_ticket(again.hash(), "emb-xx".into(), HOUR + 3600)
+        .await
+        .unwrap();
+    store
+        .deposit(NewDeposit {
+            staff_post: Some("emb-xx".into()),
+            ..deposit(b.mailbox, Some(&again), b"again", HOUR)
+        })
+        .await
+        .unwrap();
+    store.close().await;
+}
+
+async fn a_changed_identity_key_drops_the_old_prekeys<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits::default());
+    let a = staff(1, "emb-xx", "hr-1");
+    store.install_directory(replayed(&[&a])).await.unwrap();
+    let ga = MailboxGrant::dangerously_assume(a.mailbox);
+    store
+        .upload_prekeys(&ga, upload(&a, true, 0..3, 0..0))
+        .await
+        .unwrap();
+    let mut rotated = a.clone();
+    rotated.identity_key[1] ^= 1;
+    store
+        .install_directory(replayed(&[&rotated]))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.prekey_count(&ga).await.unwrap(),
+        PrekeyCount::default()
+    );
+    assert!(matches!(
+        store.take_post_bundles(bundle_requests(&[&rotated])).await,
+        Err(StoreError::NoDevices)
+    ));
+    // Its first upload under the new identity must be a complete one again.
+    assert!(matches!(
+        store
+            .upload_prekeys(&ga, upload(&rotated, false, 0..3, 0..0))
+            .await,
+        Err(StoreError::MissingInitialPrekeys)
+    ));
+    store.close().await;
+}
+
+async fn a_user_mailbox_whose_id_the_directory_lists_becomes_the_devices<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits::default());
+    let (new, token) = user_mailbox(7);
+    store.create_mailbox(new.clone()).await.unwrap();
+    store
+        .deposit(deposit(new.mailbox, Some(&token), b"held", HOUR))
+        .await
+        .unwrap();
+    let device = staff(7, "emb-xx", "desk");
+    assert_eq!(device.mailbox, new.mailbox);
+    let change = store.install_directory(replayed(&[&device])).await.unwrap();
+    assert_eq!((change.enrolled, change.added, change.disabled), (1, 1, 0));
+    assert_eq!(
+        store.mailbox_key(new.mailbox).await.unwrap(),
+        Some(MailboxKey {
+            auth_key: device.auth.verifying_key(),
+            kind: MailboxKind::Staff { enrolled: true }
+        })
+    );
+    // The deposit token opens it no more; its messages stay.
+    assert!(matches!(
+        store
+            .deposit(NewDeposit {
+                staff_post: Some("emb-xx".into()),
+                ..deposit(new.mailbox, Some(&token), b"x", HOUR)
+            })
+            .await,
+        Err(StoreError::AdmissionRefused(AdmissionRefused::Unknown))
+    ));
+    assert!(matches!(
+        store.create_mailbox(new.clone()).await,
+        Err(StoreError::MailboxExists)
+    ));
+    assert_eq!(fetch_all(&store, new.mailbox).await.len(), 1);
+    store.close().await;
+}
+
+// --- Expiry ---------------------------------------------------------------------------------
+
+async fn expiry_deletes_only_old_messages<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits::default());
+    let (mailbox, token) = mailbox_in(&store, 1).await;
+    store
+        .deposit(deposit(mailbox, Some(&token), b"old", HOUR))
+        .await
+        .unwrap();
+    store
+        .deposit(deposit(mailbox, Some(&token), b"new", HOUR + 7200))
+        .await
+        .unwrap();
+    assert_eq!(store.expire_messages(HOUR + 3600).await.unwrap(), 1);
+    let grant = MailboxGrant::dangerously_assume(mailbox);
+    let page = store
+        .fetch_messages(&grant, 64, usize::MAX, now())
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), 1);
+    assert_eq!(page.messages[0].sealed, b"new");
+    store.close().await;
+}
+
+async fn disappearing_messages_go_at_their_hour_and_no_other_message_does<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits {
+        max_messages_per_mailbox: 2,
+        ..StoreLimits::default()
+    });
+    let (mailbox, token) = mailbox_in(&store, 1).await;
+    // A day ahead, so that the SQLite store's own sweep (it runs at open) cannot take the
+    // message first.
+    let hour = this_hour() + 24 * 3600;
+    let mut timed = deposit(mailbox, Some(&token), b"timed", hour);
+    timed.expires_hour = expiry_hour(hour, 3600);
+    store.deposit(timed).await.unwrap();
+    store
+        .deposit(deposit(mailbox, Some(&token), b"kept", hour))
+        .await
+        .unwrap();
+    assert_eq!(store.expire_due_messages(hour + 3600).await.unwrap(), 0);
+    assert_eq!(store.expire_due_messages(hour + 7200).await.unwrap(), 1);
+    let grant = MailboxGrant::dangerously_assume(mailbox);
+    let page = store
+        .fetch_messages(&grant, 64, usize::MAX, now())
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), 1);
+    assert_eq!(page.messages[0].sealed, b"kept");
+    // Deleted, not only hidden: its room in the quota (2) is free again.
+    store
+        .deposit(deposit(mailbox, Some(&token), b"next", hour))
+        .await
+        .unwrap();
+    store.close().await;
+}
+
+/// The rule both backends apply to a sender's timer (no backend involved).
+#[test]
+fn a_senders_timer_keeps_a_message_at_least_that_long_and_at_most_two_hours_more() {
+    assert_eq!(expiry_hour(HOUR, 0), None);
+    // A 1 s timer is a 1 h timer; received in hour H (any time in it), deleted from H + 2 h.
+    assert_eq!(expiry_hour(HOUR, 1), Some(HOUR + 7200));
+    assert_eq!(expiry_hour(HOUR, 3600), Some(HOUR + 7200));
+    assert_eq!(expiry_hour(HOUR, 3601), Some(HOUR + 3 * 3600));
+    // Capped at a year.
+    assert_eq!(
+        expiry_hour(HOUR, u64::MAX),
+        Some(HOUR + MAX_EXPIRES_AFTER + 3600)
+    );
+    for timer in [1, 3599, 3600, 86_400, 86_401] {
+        for offset in [0, 1, 3599] {
+            let deposited = HOUR + offset;
+            let gone = expiry_hour(to_hour(deposited), timer).unwrap();
+            assert!(gone >= deposited + timer, "kept at least the timer");
+            assert!(gone <= deposited + timer + 7200, "at most two hours more");
+            assert_eq!(gone % 3600, 0);
+        }
+    }
+}
+
+/// One `#[tokio::test]` per backend for each generic test above.
+macro_rules! conformance {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test::<crate::store::sqlite::SqliteStore>().await;
+                }
+            )*
+        }
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test::<crate::store::memory::MemoryStore>().await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    deposit_fetch_ack_round_trip,
+    message_ids_are_never_reused,
+    refused_deposits_store_nothing,
+    a_precheck_refuses_what_a_deposit_would_but_leaves_the_quota_and_repeats_to_it,
+    a_fetch_fits_in_one_frame,
+    fetch_never_hands_out_a_message_past_its_timer,
+    concurrent_deposits_all_commit_exactly_once,
+    create_mailbox_is_idempotent_and_refuses_other_keys,
+    a_retried_deposit_is_stored_once,
+    a_retry_after_the_message_was_acknowledged_is_not_delivered_again,
+    the_same_id_with_other_bytes_is_refused_and_ids_are_per_mailbox,
+    the_message_quota_refuses_then_frees_on_acknowledgement,
+    the_byte_quota_counts_what_is_held_undelivered,
+    without_retention_a_delivered_deposits_record_goes_after_the_repeat_window,
+    an_admission_ticket_admits_one_deposit_per_device_of_its_post_and_reply_tickets_have_room_of_their_own,
+    tickets_already_stored_are_left_as_they_are,
+    one_time_prekeys_are_handed_out_once_and_exhaustion_rolls_back,
+    a_device_asked_for_twice_gets_its_next_keys_or_nothing,
+    concurrent_takes_never_share_a_one_time_prekey,
+    prekey_upload_rules,
+    installing_a_directory_again_changes_nothing,
+    devices_leaving_the_directory_are_disabled_but_keep_their_messages,
+    a_changed_identity_key_drops_the_old_prekeys,
+    a_user_mailbox_whose_id_the_directory_lists_becomes_the_devices,
+    expiry_deletes_only_old_messages,
+    disappearing_messages_go_at_their_hour_and_no_other_message_does,
+);
