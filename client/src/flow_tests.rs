@@ -8,7 +8,7 @@ use crate::disappearing::Timer;
 use crate::envelope;
 use crate::error::ClientError;
 use crate::events::Delivery;
-use crate::fake_relay::FakeRelay;
+use crate::kit_relay::KitRelay;
 use crate::outbox;
 use crate::peer::Peer;
 use crate::peer::StaffPins;
@@ -43,7 +43,7 @@ fn replay(entries: &[Vec<u8>], authority: &VerifyingKey) -> VerifiedDirectory {
 
 pub(crate) struct World {
     pub(crate) tmp: tempfile::TempDir,
-    pub(crate) relay: FakeRelay,
+    pub(crate) relay: KitRelay,
     /// The directory log's entries, as the authority signed them.
     entries: Vec<Vec<u8>>,
     authority: VerifyingKey,
@@ -65,7 +65,7 @@ impl World {
         }
         let directory = replay(&entries, &authority);
         let w = World {
-            relay: FakeRelay::new(&directory),
+            relay: KitRelay::new(&directory).await,
             tmp,
             entries,
             authority,
@@ -75,16 +75,20 @@ impl World {
             let staff = Staff::load(&store).unwrap();
             staff.check_enrolled(&directory).unwrap();
             let count = staff
-                .register(&mut w.relay.connect(), SystemTime::now())
+                .register(&mut w.relay.connect().await, SystemTime::now())
                 .await
                 .unwrap();
             assert_eq!((count.one_time, count.kyber_one_time), (100, 100));
         }
         let store = w.user_store();
         let user = User::init(&store).unwrap();
-        user.create_mailbox(&mut w.relay.connect()).await.unwrap();
+        user.create_mailbox(&mut w.relay.connect().await)
+            .await
+            .unwrap();
         // Creating it again with the same keys is fine.
-        user.create_mailbox(&mut w.relay.connect()).await.unwrap();
+        user.create_mailbox(&mut w.relay.connect().await)
+            .await
+            .unwrap();
         w
     }
 
@@ -113,7 +117,7 @@ impl World {
         let user = User::load(&store).unwrap();
         let text = SecretText::new(text.into());
         user.contact(
-            &mut self.relay.connect(),
+            &mut self.relay.connect().await,
             &self.directory(),
             POST,
             &text,
@@ -130,7 +134,7 @@ impl World {
         let mut seen = Vec::new();
         let report = staff
             .read(
-                &mut self.relay.connect(),
+                &mut self.relay.connect().await,
                 &self.directory(),
                 SystemTime::now(),
                 &mut |m| {
@@ -148,7 +152,7 @@ impl World {
         let staff = Staff::load(&store).unwrap();
         staff
             .reply(
-                &mut self.relay.connect(),
+                &mut self.relay.connect().await,
                 &self.directory(),
                 case,
                 &SecretText::new(text.into()),
@@ -167,7 +171,7 @@ impl World {
         let mut seen = Vec::new();
         let report = user
             .read(
-                &mut self.relay.connect(),
+                &mut self.relay.connect().await,
                 &self.directory(),
                 SystemTime::now(),
                 &mut |m| {
@@ -380,7 +384,7 @@ async fn unknown_post_is_a_typed_error() {
     let user = User::load(&store).unwrap();
     let err = user
         .contact(
-            &mut w.relay.connect(),
+            &mut w.relay.connect().await,
             &w.directory(),
             "emb-zz",
             &SecretText::new("x".into()),
@@ -448,7 +452,7 @@ async fn message_claiming_a_staff_label_with_another_key_is_refused() {
         (store.case(&case).unwrap().unwrap().reply.unwrap().1, sealed)
     };
     relay::deposit(
-        &mut w.relay.connect(),
+        &mut w.relay.connect().await,
         &w.user_mailbox(),
         Some(&token),
         sealed,
@@ -491,7 +495,7 @@ async fn a_message_is_shown_once_even_if_its_acknowledgement_is_lost() {
     let mut shown = Vec::new();
     let err = user
         .read(
-            &mut w.relay.connect(),
+            &mut w.relay.connect().await,
             &w.directory(),
             SystemTime::now(),
             &mut |m| {
@@ -517,13 +521,13 @@ async fn reading_replenishes_one_time_prekeys() {
     let w = World::new().await;
     // Drain desk 1's pool to below the threshold, as 81 first contacts would.
     for _ in 0..81 {
-        relay::fetch_post_bundles(&mut w.relay.connect(), POST)
+        relay::fetch_post_bundles(&mut w.relay.connect().await, POST)
             .await
             .unwrap();
     }
     let store = w.staff_store(DESK1);
     let staff = Staff::load(&store).unwrap();
-    let mut conn = w.relay.connect();
+    let mut conn = w.relay.connect().await;
     let mailbox = store.staff_device().unwrap().unwrap();
     relay::authenticate(&mut conn, &mailbox.mailbox_id, &mailbox.auth_key)
         .await
@@ -705,7 +709,7 @@ const QUICK: relay::RetryPolicy = relay::RetryPolicy {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_first_contact_whose_connection_breaks_is_resent_and_delivered_once() {
-    use crate::fake_relay::DepositFault;
+    use refuge_testkit::Fault as DepositFault;
     let w = World::new().await;
     w.relay.set_retry_policy(QUICK);
     // Desk 1's deposit is stored but its answer lost; desk 2's never reaches the relay.
@@ -739,7 +743,7 @@ async fn reading_survives_a_lost_fetch_and_a_lost_acknowledgement() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn an_unreachable_relay_leaves_the_messages_in_the_outbox_and_the_next_run_sends_them_once() {
-    use crate::fake_relay::DepositFault;
+    use refuge_testkit::Fault as DepositFault;
     let w = World::new().await;
     w.relay.set_retry_policy(QUICK);
     // Desk 1's deposit is stored but its answer lost, and the relay stays down.
@@ -805,7 +809,7 @@ async fn a_read_sends_what_waits_and_a_first_contact_is_marked_delivered_only_wh
     }
     w.relay.set_unreachable_for(0);
     // What `refuge read` does first, on a deposit session of its own.
-    let sent = outbox::send_pending(&store, &mut w.relay.connect(), &w.directory())
+    let sent = outbox::send_pending(&store, &mut w.relay.connect().await, &w.directory())
         .await
         .unwrap();
     assert_eq!(sent.confirmed.len(), 2);
@@ -822,7 +826,7 @@ async fn a_read_sends_what_waits_and_a_first_contact_is_marked_delivered_only_wh
         assert_eq!(seen.len(), 1, "{desk}: {seen:?}");
     }
     // Nothing is left to send.
-    let again = outbox::send_pending(&store, &mut w.relay.connect(), &w.directory())
+    let again = outbox::send_pending(&store, &mut w.relay.connect().await, &w.directory())
         .await
         .unwrap();
     assert!(again.confirmed.is_empty());
@@ -843,7 +847,7 @@ async fn a_reply_left_in_the_outbox_is_sent_by_the_next_staff_run_and_a_refused_
         async move {
             staff
                 .reply(
-                    &mut relay.connect(),
+                    &mut relay.connect().await,
                     &dir,
                     &case,
                     &SecretText::new(text.into()),
@@ -861,7 +865,7 @@ async fn a_reply_left_in_the_outbox_is_sent_by_the_next_staff_run_and_a_refused_
         "{e:?}"
     );
     w.relay.set_unreachable_for(0);
-    let sent = outbox::send_pending(&store, &mut w.relay.connect(), &w.directory())
+    let sent = outbox::send_pending(&store, &mut w.relay.connect().await, &w.directory())
         .await
         .unwrap();
     assert_eq!(sent.confirmed.len(), 1);
@@ -875,7 +879,7 @@ async fn a_reply_left_in_the_outbox_is_sent_by_the_next_staff_run_and_a_refused_
 
     // A reply the relay refuses for good (the user's mailbox is gone): the command says so,
     // nothing waits, and the case keeps what the staff member wrote.
-    w.relay.remove_mailbox(&w.user_mailbox());
+    w.relay.refuse_as_unknown(&w.user_mailbox());
     let e = reply("still there?").await.unwrap_err();
     assert!(
         matches!(
@@ -920,7 +924,7 @@ async fn a_full_mailbox_holds_its_messages_without_holding_up_the_others() {
     assert_eq!(seen.len(), 1);
     w.relay.set_full(&desk1, false);
     let user_store = w.user_store();
-    let sent = outbox::send_pending(&user_store, &mut w.relay.connect(), &w.directory())
+    let sent = outbox::send_pending(&user_store, &mut w.relay.connect().await, &w.directory())
         .await
         .unwrap();
     assert_eq!(sent.confirmed.len(), 2);
@@ -931,7 +935,7 @@ async fn a_full_mailbox_holds_its_messages_without_holding_up_the_others() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_refusal_of_every_deposit_keeps_the_outbox_and_a_withdrawn_device_gets_nothing() {
-    use crate::fake_relay::DepositFault;
+    use refuge_testkit::Fault as DepositFault;
     let w = World::new().await;
     w.relay.set_retry_policy(QUICK);
     // A refusal the client does not know (a newer relay, a bug) says nothing about this
@@ -957,7 +961,7 @@ async fn a_refusal_of_every_deposit_keeps_the_outbox_and_a_withdrawn_device_gets
     let directory = replay(&entries, &w.authority);
     assert!(directory.device_by_label(DESK1).is_none());
     let user_store = w.user_store();
-    let sent = outbox::send_pending(&user_store, &mut w.relay.connect(), &directory)
+    let sent = outbox::send_pending(&user_store, &mut w.relay.connect().await, &directory)
         .await
         .unwrap();
     assert_eq!(sent.confirmed.len(), 1);
@@ -1019,9 +1023,9 @@ async fn replies_carry_tickets_that_admit_the_users_next_messages_and_an_expired
     let e = w.contact("while offline").await.unwrap_err();
     assert!(matches!(e, ClientError::Outboxed { .. }), "{e:?}");
     w.relay.set_unreachable_for(0);
-    w.relay.expire_tickets();
+    w.relay.expire_tickets().await;
     let store = w.user_store();
-    let sent = outbox::send_pending(&store, &mut w.relay.connect(), &w.directory())
+    let sent = outbox::send_pending(&store, &mut w.relay.connect().await, &w.directory())
         .await
         .unwrap();
     assert_eq!(sent.confirmed.len(), 2, "{sent:?}");

@@ -20,8 +20,7 @@ use libsignal_protocol::{
 };
 use refuge_proto::content::{Content, FirstContact, ReplyAddress, content::Body};
 use refuge_proto::wire::{DeviceBundle, KyberPrekey, OneTimePrekey};
-use std::cell::RefCell;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -90,7 +89,7 @@ pub(crate) async fn craft_first_contact(
 
 /// The bundle the relay hands out now for `label`.
 pub(crate) async fn fetch_bundle(w: &World, label: &str) -> DeviceBundle {
-    relay::fetch_post_bundles(&mut w.relay.connect(), POST)
+    relay::fetch_post_bundles(&mut w.relay.connect().await, POST)
         .await
         .unwrap()
         .0
@@ -100,7 +99,7 @@ pub(crate) async fn fetch_bundle(w: &World, label: &str) -> DeviceBundle {
 }
 
 pub(crate) async fn deposit(w: &World, label: &str, sealed: Vec<u8>) {
-    let mut session = w.relay.connect();
+    let mut session = w.relay.connect().await;
     let ticket = relay::get_deposit_ticket(&mut session, POST).await.unwrap();
     relay::deposit(
         &mut session,
@@ -117,9 +116,11 @@ pub(crate) async fn deposit(w: &World, label: &str, sealed: Vec<u8>) {
 async fn contact_as(w: &World, who: &str, text: &str, now: SystemTime) -> Result<(), ClientError> {
     let store = Store::for_tests(&w.tmp.path().join(who));
     let user = User::init(&store).unwrap();
-    user.create_mailbox(&mut w.relay.connect()).await.unwrap();
+    user.create_mailbox(&mut w.relay.connect().await)
+        .await
+        .unwrap();
     user.contact(
-        &mut w.relay.connect(),
+        &mut w.relay.connect().await,
         &w.directory(),
         POST,
         &SecretText::new(text.into()),
@@ -140,10 +141,15 @@ pub(crate) async fn read_at(
     let staff = Staff::load(&store).unwrap();
     let mut seen = Vec::new();
     let report = staff
-        .read(&mut w.relay.connect(), &w.directory(), now, &mut |m| {
-            seen.push(m.text.expose().to_string());
-            Ok(())
-        })
+        .read(
+            &mut w.relay.connect().await,
+            &w.directory(),
+            now,
+            &mut |m| {
+                seen.push(m.text.expose().to_string());
+                Ok(())
+            },
+        )
         .await
         .unwrap();
     (seen, report)
@@ -232,11 +238,11 @@ async fn a_first_contact_made_without_a_one_time_prekey_is_refused_and_kept_as_e
 async fn a_one_time_prekey_handed_out_twice_is_caught() {
     let w = World::new().await;
     // The relay serves desk 1's first one-time key again to whoever fetches next.
-    let first: Rc<RefCell<Option<OneTimePrekey>>> = Rc::default();
+    let first: Arc<Mutex<Option<OneTimePrekey>>> = Arc::default();
     let remembered = first.clone();
     w.relay.set_tamper(move |bundles| {
         for b in bundles.iter_mut().filter(|b| b.label == DESK1) {
-            let mut first = remembered.borrow_mut();
+            let mut first = remembered.lock().unwrap();
             match first.as_ref() {
                 None => *first = b.one_time_prekey.clone(),
                 Some(k) => b.one_time_prekey = Some(k.clone()),
@@ -332,7 +338,7 @@ async fn honest_exhaustion_and_bundles_never_used_raise_no_alarm() {
     // The read topped the pool up again.
     let store = w.staff_store(DESK1);
     let dev = store.staff_device().unwrap().unwrap();
-    let mut conn = w.relay.connect();
+    let mut conn = w.relay.connect().await;
     relay::authenticate(&mut conn, &dev.mailbox_id, &dev.auth_key)
         .await
         .unwrap();

@@ -28,10 +28,10 @@ pub mod user;
 pub use error::{Blame, ClientError, Result};
 
 #[cfg(test)]
-mod fake_relay;
-#[cfg(test)]
 mod flow_tests;
 #[cfg(test)]
 mod forward_secrecy_tests;
+#[cfg(test)]
+mod kit_relay;
 #[cfg(test)]
 mod reader_tests;

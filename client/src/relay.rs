@@ -562,8 +562,9 @@ pub async fn submit_entry(relay: &mut dyn Relay, entry: Vec<u8>) -> Result<Vec<u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake_relay::{DepositFault, FakeRelay};
+    use crate::kit_relay::KitRelay;
     use refuge_proto::ErrorCode;
+    use refuge_testkit::Fault as DepositFault;
 
     const QUICK: RetryPolicy = RetryPolicy {
         attempts: 4,
@@ -571,19 +572,39 @@ mod tests {
         max_delay: Duration::from_millis(2),
     };
 
-    fn relay_with_mailbox() -> (FakeRelay, MailboxId) {
-        let relay = FakeRelay::default();
+    /// A user mailbox on the test relay: its id, its key, and the token that opens it.
+    struct Mailbox {
+        id: MailboxId,
+        key: SigningKey,
+        token: DepositToken,
+    }
+
+    /// The test relay (serving an empty directory) with one user mailbox created on it.
+    async fn relay_with_mailbox() -> (KitRelay, Mailbox) {
+        let directory = refuge_testkit::fixtures::replayed(&[]);
+        let relay = KitRelay::new(&directory).await;
         relay.set_retry_policy(QUICK);
-        let mailbox = MailboxId([4; 16]);
-        relay.add_open_mailbox(mailbox, SigningKey::from_bytes(&[5; 32]).verifying_key());
+        let mailbox = Mailbox {
+            id: MailboxId([4; 16]),
+            key: SigningKey::from_bytes(&[5; 32]),
+            token: DepositToken([6; 32]),
+        };
+        create_mailbox(
+            &mut relay.connect().await,
+            &mailbox.id,
+            &mailbox.key,
+            &mailbox.token,
+        )
+        .await
+        .expect("the test relay creates the mailbox");
         (relay, mailbox)
     }
 
-    async fn send(relay: &FakeRelay, mailbox: &MailboxId) -> Result<()> {
+    async fn send(relay: &KitRelay, mailbox: &Mailbox) -> Result<()> {
         deposit_with(
-            &mut relay.connect(),
-            mailbox,
-            None,
+            &mut relay.connect().await,
+            &mailbox.id,
+            Some(&mailbox.token),
             b"sealed".to_vec(),
             Timer::OFF,
             QUICK,
@@ -594,12 +615,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_lost_answer_is_retried_with_the_same_id_and_stored_once() {
-        let (relay, mailbox) = relay_with_mailbox();
+        let (relay, mailbox) = relay_with_mailbox().await;
         relay.inject_deposit_faults(&[DepositFault::LoseAnswer, DepositFault::LoseAnswer]);
         send(&relay, &mailbox).await.unwrap();
         assert_eq!(relay.deposit_requests(), 3);
         assert_eq!(
-            relay.stored(&mailbox),
+            relay.stored(&mailbox.id),
             1,
             "stored once, answered three times"
         );
@@ -607,7 +628,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unavailable_relay_is_retried_a_bounded_number_of_times() {
-        let (relay, mailbox) = relay_with_mailbox();
+        let (relay, mailbox) = relay_with_mailbox().await;
         relay.inject_deposit_faults(&[DepositFault::Refuse(ErrorCode::Unavailable); 2]);
         send(&relay, &mailbox).await.unwrap();
         assert_eq!(relay.deposit_requests(), 3);
@@ -620,12 +641,12 @@ mod tests {
             3 + 4,
             "four sends, then it gives up"
         );
-        assert_eq!(relay.stored(&mailbox), 1);
+        assert_eq!(relay.stored(&mailbox.id), 1);
     }
 
     #[tokio::test]
     async fn refusals_the_request_caused_and_a_full_mailbox_are_not_retried() {
-        let (relay, mailbox) = relay_with_mailbox();
+        let (relay, mailbox) = relay_with_mailbox().await;
         for code in [
             ErrorCode::MailboxFull,
             ErrorCode::InvalidArgument,
@@ -638,45 +659,57 @@ mod tests {
             assert_eq!(e.code(), Some(code));
             assert_eq!(relay.deposit_requests(), before + 1, "{code:?} was retried");
         }
-        assert_eq!(relay.stored(&mailbox), 0);
+        assert_eq!(relay.stored(&mailbox.id), 0);
     }
 
     #[tokio::test]
     async fn a_connection_lost_before_the_answer_is_reopened_and_the_same_id_sent_again() {
-        let (relay, mailbox) = relay_with_mailbox();
+        let (relay, mailbox) = relay_with_mailbox().await;
         relay.inject_deposit_faults(&[DepositFault::LoseAnswer]);
         send(&relay, &mailbox).await.unwrap();
         assert_eq!(relay.reconnects(), 1);
         let ids = relay.deposit_request_ids();
         assert_eq!(ids.len(), 2);
         assert_eq!(ids[0], ids[1], "the resend carries the same idempotency id");
-        assert_eq!(relay.stored(&mailbox), 1);
+        assert_eq!(relay.stored(&mailbox.id), 1);
     }
 
     #[tokio::test]
     async fn a_connection_lost_before_the_relay_got_the_deposit_is_sent_again() {
-        let (relay, mailbox) = relay_with_mailbox();
+        let (relay, mailbox) = relay_with_mailbox().await;
         relay.inject_deposit_faults(&[DepositFault::LoseRequest]);
         send(&relay, &mailbox).await.unwrap();
         assert_eq!(relay.reconnects(), 1);
         assert_eq!(relay.deposit_request_ids().len(), 1);
-        assert_eq!(relay.stored(&mailbox), 1);
+        assert_eq!(relay.stored(&mailbox.id), 1);
     }
 
     #[tokio::test]
     async fn an_unreachable_relay_is_tried_a_bounded_number_of_times_then_the_deposit_is_unconfirmed()
      {
-        let (relay, mailbox) = relay_with_mailbox();
-        let mut session = relay.connect();
+        let (relay, mailbox) = relay_with_mailbox().await;
+        let mut session = relay.connect().await;
         // Message 1 goes through; message 2's answer is lost and the relay stays down.
-        deposit(&mut session, &mailbox, None, b"one".to_vec(), Timer::OFF)
-            .await
-            .unwrap();
+        deposit(
+            &mut session,
+            &mailbox.id,
+            Some(&mailbox.token),
+            b"one".to_vec(),
+            Timer::OFF,
+        )
+        .await
+        .unwrap();
         relay.inject_deposit_faults(&[DepositFault::LoseAnswer]);
         relay.set_unreachable_for(100);
-        let e = deposit(&mut session, &mailbox, None, b"two".to_vec(), Timer::OFF)
-            .await
-            .unwrap_err();
+        let e = deposit(
+            &mut session,
+            &mailbox.id,
+            Some(&mailbox.token),
+            b"two".to_vec(),
+            Timer::OFF,
+        )
+        .await
+        .unwrap_err();
         match &e {
             ClientError::DepositUnconfirmed { message, sends, .. } => {
                 assert_eq!((*message, *sends), (Some(2), 1))
@@ -696,7 +729,7 @@ mod tests {
             crate::error::Hint::UnconfirmedDeposit { message: Some(2) }
         );
         assert_eq!(
-            relay.stored(&mailbox),
+            relay.stored(&mailbox.id),
             2,
             "the lost answer's deposit was stored"
         );
@@ -704,39 +737,41 @@ mod tests {
 
     #[tokio::test]
     async fn a_lost_fetch_is_sent_again_after_the_mailbox_is_proved_again() {
-        let (relay, mailbox) = relay_with_mailbox();
-        let key = SigningKey::from_bytes(&[5; 32]);
+        let (relay, mailbox) = relay_with_mailbox().await;
         send(&relay, &mailbox).await.unwrap();
-        let mut session = relay.connect();
-        authenticate(&mut session, &mailbox, &key).await.unwrap();
+        let mut session = relay.connect().await;
+        authenticate(&mut session, &mailbox.id, &mailbox.key)
+            .await
+            .unwrap();
         relay.inject_connection_loss("FetchMessages", true);
-        let (messages, more) = fetch(&mut session, &mailbox, 10).await.unwrap();
+        let (messages, more) = fetch(&mut session, &mailbox.id, 10).await.unwrap();
         assert_eq!((messages.len(), more), (1, false));
         assert_eq!((relay.reconnects(), relay.authentications()), (1, 2));
 
         relay.inject_connection_loss("AckMessages", true);
         let ids = messages.iter().map(|m| m.message_id).collect();
         // Deleted by the lost send; the resend finds nothing left to delete.
-        assert_eq!(ack(&mut session, &mailbox, ids).await.unwrap(), 0);
-        assert_eq!(relay.stored(&mailbox), 0);
+        assert_eq!(ack(&mut session, &mailbox.id, ids).await.unwrap(), 0);
+        assert_eq!(relay.stored(&mailbox.id), 0);
         assert_eq!((relay.reconnects(), relay.authentications()), (2, 3));
     }
 
     #[tokio::test]
     async fn a_connection_lost_while_authenticating_is_reopened() {
-        let (relay, mailbox) = relay_with_mailbox();
-        let key = SigningKey::from_bytes(&[5; 32]);
-        let mut session = relay.connect();
+        let (relay, mailbox) = relay_with_mailbox().await;
+        let mut session = relay.connect().await;
         relay.inject_connection_loss("Authenticate", false);
-        authenticate(&mut session, &mailbox, &key).await.unwrap();
+        authenticate(&mut session, &mailbox.id, &mailbox.key)
+            .await
+            .unwrap();
         assert_eq!((relay.reconnects(), relay.authentications()), (1, 1));
-        fetch(&mut session, &mailbox, 10).await.unwrap();
+        fetch(&mut session, &mailbox.id, 10).await.unwrap();
     }
 
     #[tokio::test]
     async fn a_bundle_fetch_is_not_sent_again() {
-        let (relay, _) = relay_with_mailbox();
-        let mut session = relay.connect();
+        let (relay, _) = relay_with_mailbox().await;
+        let mut session = relay.connect().await;
         relay.inject_connection_loss("FetchPostBundles", false);
         let e = fetch_post_bundles(&mut session, "emb-xx")
             .await

@@ -1,7 +1,7 @@
 //! The client library's layering (ARCHITECTURE.md, "The client's layers"), checked on its
 //! source: a module may use modules of its own layer or below, never above. Every top-level
 //! module must have a layer, so a new one is placed on purpose. Test modules (`mod tests`, the
-//! `*_tests.rs` files, `fake_relay.rs`) are outside the rule. And the library is a library: it
+//! `*_tests.rs` files, `kit_relay.rs`) are outside the rule. And the library is a library: it
 //! never prints, prompts or parses a command line, and reads the wall clock in one place.
 
 use std::collections::BTreeSet;
@@ -31,7 +31,7 @@ const LAYERS: &[(&str, &[&str])] = &[
 
 const OUTSIDE: &[&str] = &[
     "lib",
-    "fake_relay",
+    "kit_relay",
     "flow_tests",
     "forward_secrecy_tests",
     "reader_tests",
@@ -189,7 +189,7 @@ fn the_library_never_prints_prompts_parses_arguments_or_reads_the_wall_clock_beh
     for file in &files {
         let relative = file.strip_prefix(&src).expect("under src");
         let name = relative.display().to_string();
-        if name.ends_with("_tests.rs") || name == "fake_relay.rs" || name.ends_with("/tests.rs") {
+        if name.ends_with("_tests.rs") || name == "kit_relay.rs" || name.ends_with("/tests.rs") {
             continue;
         }
         let text = code(&std::fs::read_to_string(file).expect("read"));

@@ -14,8 +14,8 @@ pub use endpoint::{RelayEndpoint, SpkiPin};
 pub use pin::PinVerifier;
 pub(crate) use session::unexpected;
 pub use session::{
-    ALPN, ConnectOptions, MAX_ATTEMPTS, MAX_POW_EFFORT, MAX_RETRY_WAIT, SERVER_NAME, SOFTWARE,
-    Session, install_crypto_provider, retry_wait, solve,
+    ALPN, ConnectOptions, Dial, DialFuture, MAX_ATTEMPTS, MAX_POW_EFFORT, MAX_RETRY_WAIT, Reader,
+    SERVER_NAME, SOFTWARE, Session, Writer, install_crypto_provider, retry_wait, solve,
 };
 pub use tor::{ARTI_DIR, TorOptions, TorTransport};
 

@@ -66,8 +66,29 @@ pub fn retry_wait(retry_after_secs: u32, attempt: u32) -> Duration {
         .min(MAX_RETRY_WAIT)
 }
 
-type Reader = Box<dyn AsyncRead + Unpin + Send>;
-type Writer = Box<dyn AsyncWrite + Unpin + Send>;
+/// The reading half of a session's byte stream.
+pub type Reader = Box<dyn AsyncRead + Unpin + Send>;
+/// The writing half of a session's byte stream.
+pub type Writer = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// What [`Dial::dial`] returns: a fresh byte stream to the relay, or why there is none.
+pub type DialFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<(Reader, Writer)>> + Send>>;
+
+/// Opens a fresh byte stream to a relay each time it is called: how a session reaches a relay
+/// that is not behind a socket (the test kit's in-process relay), and reaches it again after the
+/// stream broke. It is given the isolation key a Tor circuit would be chosen by, so a test can
+/// see which steps would share a circuit. Closures taking the key and returning a
+/// [`DialFuture`] are dialers.
+pub trait Dial: Send + Sync {
+    fn dial(&self, isolation_key: &[u8]) -> DialFuture;
+}
+
+impl<F: Fn(&[u8]) -> DialFuture + Send + Sync> Dial for F {
+    fn dial(&self, isolation_key: &[u8]) -> DialFuture {
+        self(isolation_key)
+    }
+}
 
 /// An open session with the relay, after a successful Hello.
 pub struct Session {
@@ -97,6 +118,12 @@ enum Origin {
     /// QUIC (same address and pin) or loopback TCP.
     Direct {
         endpoint: RelayEndpoint,
+        opts: ConnectOptions,
+    },
+    /// A dialer's fresh stream, for the same isolation key.
+    Dialer {
+        dialer: Arc<dyn Dial>,
+        isolation_key: Vec<u8>,
         opts: ConnectOptions,
     },
     /// The relay's onion service, on a fresh stream of the same Tor client and isolation key.
@@ -226,6 +253,39 @@ impl Session {
         session.origin = Origin::Tor {
             tor: Arc::clone(tor),
             endpoint: endpoint.clone(),
+            isolation_key: isolation_key.to_vec(),
+            opts: *opts,
+        };
+        Ok(session)
+    }
+
+    /// Opens a stream with `dialer` for `isolation_key` and says Hello; a broken session dials
+    /// again with the same key.
+    pub async fn connect_dialer(
+        dialer: Arc<dyn Dial>,
+        isolation_key: &[u8],
+        opts: &ConnectOptions,
+    ) -> Result<Session> {
+        let secs = opts.connect_timeout.as_secs();
+        let fut = async {
+            let (reader, writer) =
+                dialer
+                    .dial(isolation_key)
+                    .await
+                    .map_err(|e| ClientError::Connect {
+                        endpoint: "an in-process relay".into(),
+                        reason: e.to_string(),
+                    })?;
+            Session::over_stream(reader, writer, opts, None).await
+        };
+        let mut session = tokio::time::timeout(opts.connect_timeout, fut)
+            .await
+            .map_err(|_| ClientError::Timeout {
+                what: "the connection",
+                secs,
+            })??;
+        session.origin = Origin::Dialer {
+            dialer,
             isolation_key: isolation_key.to_vec(),
             opts: *opts,
         };
@@ -451,6 +511,11 @@ impl Session {
                 ));
             }
             Origin::Direct { endpoint, opts } => Session::connect(endpoint, opts).await?,
+            Origin::Dialer {
+                dialer,
+                isolation_key,
+                opts,
+            } => Session::connect_dialer(Arc::clone(dialer), isolation_key, opts).await?,
             Origin::Tor {
                 tor,
                 endpoint,
@@ -508,7 +573,9 @@ impl Relay for Session {
     fn resumption(&mut self) -> Option<&mut Resumption> {
         match self.origin {
             Origin::Stream => None,
-            Origin::Direct { .. } | Origin::Tor { .. } => Some(&mut self.resumption),
+            Origin::Direct { .. } | Origin::Dialer { .. } | Origin::Tor { .. } => {
+                Some(&mut self.resumption)
+            }
         }
     }
 }

@@ -1,0 +1,129 @@
+//! The kit's relay over raw frames: it answers as the relay does, and each injected fault does
+//! what its name says (these are what the other crates' tests rely on).
+
+use refuge_proto::frame::{self, PREFIX_LEN};
+use refuge_proto::wire::client_frame::Request;
+use refuge_proto::wire::server_frame::Response;
+use refuge_proto::wire::{ClientFrame, GetChallenge, Hello, ServerFrame};
+use refuge_proto::{ErrorCode, PROTOCOL_VERSION};
+use refuge_testkit::fixtures::{POST, device, replayed};
+use refuge_testkit::{Fault, TestRelay, VirtualClock};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+async fn send(stream: &mut DuplexStream, id: u64, request: Request) {
+    let bytes = frame::encode(&ClientFrame {
+        request_id: id,
+        request: Some(request),
+    })
+    .unwrap();
+    stream.write_all(&bytes).await.unwrap();
+}
+
+/// The next answer, or `None` if the relay closed the connection.
+async fn answer(stream: &mut DuplexStream) -> Option<ServerFrame> {
+    let mut prefix = [0u8; PREFIX_LEN];
+    stream.read_exact(&mut prefix).await.ok()?;
+    let mut body = vec![0u8; frame::body_len(prefix).unwrap()];
+    stream.read_exact(&mut body).await.ok()?;
+    Some(frame::decode_body(&body).unwrap())
+}
+
+fn hello() -> Request {
+    Request::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        software: "kit-test".into(),
+    })
+}
+
+async fn relay() -> TestRelay {
+    let directory = replayed(&[&device(1, POST, "desk-1")]);
+    TestRelay::with(&directory, VirtualClock::at(1_700_003_600), 1).await
+}
+
+#[tokio::test]
+async fn the_relays_own_rules_answer() {
+    let relay = relay().await;
+    let mut stream = relay.dial().unwrap();
+    // Not Hello first: the relay's handler refuses it, as the real relay does.
+    send(&mut stream, 1, Request::GetChallenge(GetChallenge {})).await;
+    let first = answer(&mut stream).await.unwrap();
+    assert!(
+        matches!(first.response, Some(Response::Error(e)) if e.code() == ErrorCode::ProtocolViolation)
+    );
+    send(&mut stream, 2, hello()).await;
+    let ok = answer(&mut stream).await.unwrap();
+    assert_eq!(ok.request_id, 2);
+    assert!(matches!(ok.response, Some(Response::HelloOk(_))));
+    assert_eq!(relay.received("Hello"), 1);
+    assert_eq!(relay.accepted("Hello"), 1);
+    assert_eq!(relay.accepted("GetChallenge"), 0);
+}
+
+#[tokio::test]
+async fn a_request_lost_before_the_relay_is_not_carried_out_and_the_connection_ends() {
+    let relay = relay().await;
+    relay.inject("Hello", Fault::LoseRequest);
+    let mut stream = relay.dial().unwrap();
+    send(&mut stream, 1, hello()).await;
+    assert!(
+        answer(&mut stream).await.is_none(),
+        "the connection is gone"
+    );
+    assert_eq!(relay.received("Hello"), 0);
+    // The fault was used up: the next connection works.
+    let mut stream = relay.dial().unwrap();
+    send(&mut stream, 1, hello()).await;
+    assert!(answer(&mut stream).await.is_some());
+}
+
+#[tokio::test]
+async fn a_lost_answer_is_carried_out_and_never_arrives() {
+    let relay = relay().await;
+    relay.inject("Hello", Fault::LoseAnswer);
+    let mut stream = relay.dial().unwrap();
+    send(&mut stream, 1, hello()).await;
+    assert!(answer(&mut stream).await.is_none());
+    assert_eq!(relay.accepted("Hello"), 1, "the relay did the work");
+}
+
+#[tokio::test]
+async fn a_refusal_is_answered_with_its_code_and_standing_faults_stay_until_cleared() {
+    let relay = relay().await;
+    relay.inject_always("Hello", None, Fault::Refuse(ErrorCode::Unavailable));
+    let mut stream = relay.dial().unwrap();
+    for id in 1..=3 {
+        send(&mut stream, id, hello()).await;
+        let refused = answer(&mut stream).await.unwrap();
+        assert_eq!(refused.request_id, id);
+        assert!(
+            matches!(refused.response, Some(Response::Error(e)) if e.code() == ErrorCode::Unavailable)
+        );
+    }
+    relay.clear_faults_of("Hello", None);
+    send(&mut stream, 4, hello()).await;
+    assert!(matches!(
+        answer(&mut stream).await.unwrap().response,
+        Some(Response::HelloOk(_))
+    ));
+    assert_eq!(relay.seen().iter().filter(|s| s.fault.is_some()).count(), 3);
+}
+
+#[tokio::test]
+async fn an_unreachable_relay_refuses_that_many_dials() {
+    let relay = relay().await;
+    relay.set_unreachable_for(2);
+    assert!(relay.dial().is_err());
+    let e: std::io::Error = relay.dial().unwrap_err().into();
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+    assert!(relay.dial().is_ok());
+    assert_eq!(relay.dials(), 3);
+}
+
+#[tokio::test]
+async fn the_clock_is_the_tests() {
+    let relay = relay().await;
+    assert_eq!(relay.clock().now(), 1_700_003_600);
+    relay.advance(Duration::from_secs(7200)).await;
+    assert_eq!(relay.clock().now(), 1_700_010_800);
+}
