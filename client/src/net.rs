@@ -6,7 +6,7 @@
 use crate::config::TorSettings;
 use crate::error::{ClientError, Result};
 use crate::events::Events;
-use crate::transport::{ConnectOptions, RelayEndpoint, Session, TorOptions, TorTransport};
+use crate::transport::{ConnectOptions, Dial, RelayEndpoint, Session, TorOptions, TorTransport};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -22,6 +22,8 @@ pub struct Network {
     /// ones (one Tor client per process and state directory; each connection still gets its
     /// own circuit through its isolation key).
     tor_client: Arc<tokio::sync::OnceCell<Arc<TorTransport>>>,
+    /// Where every connection goes instead, if set: an in-process relay (the test kit).
+    in_process: Option<Arc<dyn Dial>>,
 }
 
 impl std::fmt::Debug for Network {
@@ -30,6 +32,7 @@ impl std::fmt::Debug for Network {
             .field("tor", &self.tor)
             .field("allow_direct", &self.allow_direct)
             .field("bootstrapped", &self.tor_client.initialized())
+            .field("in_process", &self.in_process.is_some())
             .finish()
     }
 }
@@ -67,7 +70,15 @@ impl Network {
             allow_direct,
             settings,
             tor_client: Default::default(),
+            in_process: None,
         })
+    }
+
+    /// Sends every connection to `dialer` instead of Tor or a socket: an in-process relay (the
+    /// test kit's), given each connection's isolation key as Tor would be. The endpoint is still
+    /// resolved and checked as usual, so everything but the bytes' path is what it would be.
+    pub fn route_in_process(&mut self, dialer: Arc<dyn Dial>) {
+        self.in_process = Some(dialer);
     }
 
     /// The settings in use (the configuration file made absolute), to remember once they have
@@ -112,7 +123,9 @@ impl Network {
     pub async fn connect(&self, endpoint: &RelayEndpoint, isolation_key: &[u8]) -> Result<Session> {
         self.check(endpoint)?;
         let options = ConnectOptions::default();
-        if endpoint.is_tor() {
+        if let Some(dialer) = &self.in_process {
+            Session::connect_dialer(Arc::clone(dialer), isolation_key, &options).await
+        } else if endpoint.is_tor() {
             let tor = self.bootstrap().await?;
             Session::connect_tor(&tor, endpoint, isolation_key, &options).await
         } else {

@@ -1,10 +1,11 @@
 //! [`InboxClient`]: what a staff device's programs (`refuge-inbox`, the Inbox app) stand on.
 
+use super::PollSchedule;
 use super::core::{Core, Reach, open_existing};
 use crate::clock::SharedClock;
 use crate::config::{PolicySource, TorSettings};
 use crate::delivery::{ReceiveReport, ReceivedMessage};
-use crate::error::{ClientError, Result};
+use crate::error::{Blame, ClientError, Result};
 use crate::events::{Event, Events};
 use crate::outbox::{EarlierReport, SendReport};
 use crate::secret::SecretText;
@@ -144,6 +145,12 @@ impl InboxClient {
         self.core.store.set_clock(clock)
     }
 
+    /// Sends every connection to an in-process relay (the test kit's) instead of Tor or a
+    /// socket; see [`crate::net::Network::route_in_process`].
+    pub fn route_in_process(&mut self, dialer: std::sync::Arc<dyn crate::transport::Dial>) {
+        self.core.network.route_in_process(dialer);
+    }
+
     pub fn store(&self) -> &Store {
         &self.core.store
     }
@@ -225,6 +232,47 @@ impl InboxClient {
         }
         summary.replies_waiting = !self.core.store.outbox()?.is_empty();
         Ok(summary)
+    }
+
+    /// Reads now and then every [`PollSchedule`] wait, until `stop` completes; after each
+    /// read, replies waiting in the outbox are sent (after their random wait, on a connection
+    /// of their own, as [`InboxClient::send_waiting`]). A failed read or send is reported as
+    /// [`Event::ReceiveFailed`] and tried again after a longer wait; one that may be an attack
+    /// ends the loop with its error. Arrivals are reported as [`Event::CaseArrived`].
+    ///
+    /// `stop` also interrupts a read or a send under way, which is as safe as a crash there: a
+    /// message is acknowledged only once it is in its case, and a reply stays in the outbox
+    /// until the relay confirmed it.
+    pub async fn read_until(
+        &mut self,
+        mut schedule: PollSchedule,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<()> {
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            let outcome = async {
+                self.read(&mut |_| Ok(())).await?;
+                self.send_waiting().await
+            };
+            let outcome = tokio::select! {
+                () = &mut stop => return Ok(()),
+                outcome = outcome => outcome,
+            };
+            let wait = schedule.next_wait(outcome.is_ok());
+            if let Err(e) = outcome {
+                if e.blame() == Blame::Attack {
+                    return Err(e);
+                }
+                self.events().emit(Event::ReceiveFailed {
+                    error: e.to_string(),
+                    retry_in_secs: wait.as_secs(),
+                });
+            }
+            tokio::select! {
+                () = &mut stop => return Ok(()),
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
     }
 
     /// Sends the replies waiting in the outbox (left by runs that could not get them

@@ -100,6 +100,12 @@ impl UserClient {
         self.core.store.set_clock(clock)
     }
 
+    /// Sends every connection to an in-process relay (the test kit's) instead of Tor or a
+    /// socket; see [`crate::net::Network::route_in_process`].
+    pub fn route_in_process(&mut self, dialer: std::sync::Arc<dyn crate::transport::Dial>) {
+        self.core.network.route_in_process(dialer);
+    }
+
     pub fn store(&self) -> &Store {
         &self.core.store
     }
