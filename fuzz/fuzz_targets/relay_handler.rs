@@ -1,4 +1,4 @@
-//! The relay's request handler against a real SQLite store (see `refuge_fuzz::handler`).
+//! The relay's request handler against the in-memory store (see `refuge_fuzz::handler`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
