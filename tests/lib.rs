@@ -46,7 +46,7 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// A running `refuge-relay serve`, stopped (SIGTERM, then SIGKILL) when dropped.
-pub struct Relay {
+pub struct RelayProcess {
     child: Option<Child>,
     pub data_dir: PathBuf,
     pub quic: SocketAddr,
@@ -64,25 +64,35 @@ pub struct Relay {
     stderr_log: PathBuf,
 }
 
-impl Relay {
+impl RelayProcess {
     /// Starts the relay on loopback with ephemeral ports and waits until it says `ready`.
-    pub fn start(data_dir: &Path, extra: &[&str]) -> Relay {
-        Relay::start_with_env(data_dir, extra, &[])
+    pub fn start(data_dir: &Path, extra: &[&str]) -> RelayProcess {
+        RelayProcess::start_with_env(data_dir, extra, &[])
     }
 
-    /// Like [`Relay::start`], with extra environment variables (such as `RUST_LOG`).
-    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Relay {
-        Relay::spawn(data_dir, extra, env, ["127.0.0.1:0", "127.0.0.1:0"])
+    /// Like [`RelayProcess::start`], with extra environment variables (such as `RUST_LOG`).
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> RelayProcess {
+        RelayProcess::spawn(data_dir, extra, env, ["127.0.0.1:0", "127.0.0.1:0"])
     }
 
-    /// Like [`Relay::start`], listening on the given QUIC and TCP addresses (to restart a
+    /// Like [`RelayProcess::start`], listening on the given QUIC and TCP addresses (to restart a
     /// killed relay where its clients look for it).
-    pub fn start_on(data_dir: &Path, quic: SocketAddr, tcp: SocketAddr, extra: &[&str]) -> Relay {
+    pub fn start_on(
+        data_dir: &Path,
+        quic: SocketAddr,
+        tcp: SocketAddr,
+        extra: &[&str],
+    ) -> RelayProcess {
         let (quic, tcp) = (quic.to_string(), tcp.to_string());
-        Relay::spawn(data_dir, extra, &[], [&quic, &tcp])
+        RelayProcess::spawn(data_dir, extra, &[], [&quic, &tcp])
     }
 
-    fn spawn(data_dir: &Path, extra: &[&str], env: &[(&str, &str)], listen: [&str; 2]) -> Relay {
+    fn spawn(
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        listen: [&str; 2],
+    ) -> RelayProcess {
         std::fs::create_dir_all(data_dir).expect("create relay data dir");
         let stderr_log = data_dir.with_extension("stderr.log");
         let stderr = std::fs::File::create(&stderr_log).expect("create relay log file");
@@ -114,7 +124,7 @@ impl Relay {
             .args(&loose)
             .args(extra)
             .envs(env.iter().copied());
-        Relay::start_command(command, data_dir, stderr, stderr_log)
+        RelayProcess::start_command(command, data_dir, stderr, stderr_log)
     }
 
     /// Starts a relay from a prepared `refuge-relay serve` command (e.g. as a service unit
@@ -124,7 +134,7 @@ impl Relay {
         data_dir: &Path,
         stderr: std::fs::File,
         stderr_log: PathBuf,
-    ) -> Relay {
+    ) -> RelayProcess {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -173,7 +183,7 @@ impl Relay {
                 _ => {}
             }
         }
-        Relay {
+        RelayProcess {
             child: Some(child),
             data_dir: data_dir.to_path_buf(),
             quic: quic.expect("relay printed its QUIC address"),
@@ -205,7 +215,7 @@ impl Relay {
     }
 
     /// Crash: SIGKILL, no chance to clean up, and wait until the process is gone. Start a new
-    /// relay on the same `data_dir` with [`Relay::start`] (it gets new ephemeral ports).
+    /// relay on the same `data_dir` with [`RelayProcess::start`] (it gets new ephemeral ports).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             // `Child::kill` is SIGKILL on Unix.
@@ -235,7 +245,7 @@ impl Relay {
     }
 }
 
-impl Drop for Relay {
+impl Drop for RelayProcess {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -630,7 +640,7 @@ pub const REPLY: &str = "We received your message; a case officer will write wit
 pub struct World {
     pub dir: tempfile::TempDir,
     pub authority_key_hex: String,
-    pub relay: Relay,
+    pub relay: RelayProcess,
     /// The `refuge-relay serve` arguments the relay was started with (to start it again the
     /// same way).
     pub relay_args: Vec<String>,
@@ -709,7 +719,7 @@ pub fn free_port() -> u16 {
 }
 
 /// GET the relay's checkpoint over its log HTTP listener.
-pub fn served_checkpoint(relay: &Relay) -> String {
+pub fn served_checkpoint(relay: &RelayProcess) -> String {
     http_get(relay.log_http.expect("log-http"), "/checkpoint").1
 }
 
@@ -896,7 +906,12 @@ impl WitnessKey {
 
     /// Starts `refuge-audit witness` for `relay`'s log, trusting `authority_hex`, with its
     /// state in `data_dir`.
-    pub fn start(&self, relay: &Relay, authority_hex: &str, data_dir: &Path) -> WitnessProcess {
+    pub fn start(
+        &self,
+        relay: &RelayProcess,
+        authority_hex: &str,
+        data_dir: &Path,
+    ) -> WitnessProcess {
         let origin = relay.log_vkey.split('+').next().expect("vkey").to_string();
         let log_url = format!("http://{}/", relay.log_http.expect("log-http"));
         let listen = format!("127.0.0.1:{}", self.port);
@@ -921,7 +936,7 @@ impl WitnessKey {
     }
 
     /// Waits (bounded) until the relay serves a checkpoint of `size` cosigned by this witness.
-    pub fn wait_cosigned(&self, relay: &Relay, size: u64) {
+    pub fn wait_cosigned(&self, relay: &RelayProcess, size: u64) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let note = served_checkpoint(relay);
@@ -1042,7 +1057,7 @@ impl Authority {
     }
 
     /// `refuge-admin submit` of entry files to the relay over loopback TCP; its output.
-    pub fn submit(&self, relay: &Relay, policy: &Path, entries: &[&Path]) -> String {
+    pub fn submit(&self, relay: &RelayProcess, policy: &Path, entries: &[&Path]) -> String {
         let tcp = relay.tcp_url();
         let policy = policy.display().to_string();
         let mut args: Vec<String> = [
@@ -1107,7 +1122,7 @@ pub fn setup_witnessed(transport: &str) -> World {
 /// Like [`setup`], with a relay started by `start` from the world's directory and the serve
 /// arguments the world needs (`--authority-key HEX`): e.g. the relay of the installed Debian
 /// package, started the way its systemd unit runs it.
-pub fn setup_on(transport: &str, start: impl FnOnce(&Path, &[String]) -> Relay) -> World {
+pub fn setup_on(transport: &str, start: impl FnOnce(&Path, &[String]) -> RelayProcess) -> World {
     let dir = tempfile::tempdir().expect("temp dir");
     setup_world_in(dir, transport, &[], false, start)
 }
@@ -1116,7 +1131,7 @@ fn setup_world(transport: &str, relay_args: &[&str], witnessed: bool) -> World {
     let dir = tempfile::tempdir().expect("temp dir");
     setup_world_in(dir, transport, relay_args, witnessed, |dir, args| {
         let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        Relay::start(&dir.join("relay"), &arg_refs)
+        RelayProcess::start(&dir.join("relay"), &arg_refs)
     })
 }
 
@@ -1125,7 +1140,7 @@ fn setup_world_in(
     transport: &str,
     relay_args: &[&str],
     witnessed: bool,
-    start: impl FnOnce(&Path, &[String]) -> Relay,
+    start: impl FnOnce(&Path, &[String]) -> RelayProcess,
 ) -> World {
     let authority = Authority::create(dir.path());
     let requests: Vec<PathBuf> = [("staff1", DESK1), ("staff2", DESK2)]

@@ -166,9 +166,7 @@ mod tests {
         }
     }
 
-    fn authority() -> SigningKey {
-        SigningKey::from_bytes(&[4; 32])
-    }
+    use refuge_testkit::fixtures::authority;
 
     fn log_key() -> Ed25519Signer {
         Ed25519Signer::from_seed("example.org/log", &[5; 32]).unwrap()

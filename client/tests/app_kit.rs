@@ -46,7 +46,7 @@ impl Circuits {
             if let Ok((number, _)) = &dialled {
                 this.keys
                     .lock()
-                    .unwrap()
+                    .expect("unpoisoned")
                     .insert(*number, isolation.to_vec());
             }
             Box::pin(async move {
@@ -60,7 +60,7 @@ impl Circuits {
     /// The isolation key of each request named `name` that reached the relay, in order, with
     /// the mailbox it names (if any).
     fn keys_of(&self, name: &str) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-        let keys = self.keys.lock().unwrap();
+        let keys = self.keys.lock().expect("unpoisoned");
         self.kit
             .seen()
             .into_iter()
@@ -107,11 +107,12 @@ fn policy(dir: &Path, kit: &TestRelay) -> PolicySource {
         kit.log_vkey().expect("a relay with a log"),
     );
     let text_path = dir.join("policy.txt");
-    std::fs::write(&text_path, text).unwrap();
+    std::fs::write(&text_path, text).expect("the policy text is written");
     let signed = authority::sign_policy_file(&key, &text_path).expect("the policy signs");
     let path = dir.join("policy.signed");
-    std::fs::write(&path, signed).unwrap();
-    PolicySource::from_args(&path, &[hex(key.verifying_key().as_bytes())]).unwrap()
+    std::fs::write(&path, signed).expect("the signed policy is written");
+    PolicySource::from_args(&path, &[hex(key.verifying_key().as_bytes())])
+        .expect("the signed policy reads back")
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -133,12 +134,13 @@ async fn staff_device(dir: &Path, circuits: &Circuits, label: &str) -> InboxClie
         KdfParams::dangerously_weak_for_tests(),
         Events::default(),
     )
-    .unwrap();
+    .expect("a new staff store");
     inbox.route_in_process(circuits.dialer());
-    let request = inbox.init_device(POST, label).unwrap();
+    let request = inbox.init_device(POST, label).expect("the device's keys");
     let request_path = dir.join(format!("{}.req", label.replace('/', "_")));
-    std::fs::write(&request_path, encode_request(&request)).unwrap();
-    let entry = authority::enrolment(&fixtures::authority(), &request_path, 0).unwrap();
+    std::fs::write(&request_path, encode_request(&request)).expect("the request file");
+    let entry = authority::enrolment(&fixtures::authority(), &request_path, 0)
+        .expect("the authority signs the enrolment");
     circuits
         .kit
         .submit(entry.bytes)

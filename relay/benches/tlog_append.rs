@@ -20,16 +20,13 @@ use refuge_proto::ids::MailboxId;
 use refuge_proto::tlog::note::Ed25519Signer;
 use refuge_relay::tlog::sequencer::{Sequencer, SequencerOptions};
 use refuge_relay::tlog::{FileSignedHead, TransparencyLog, open_connection};
+use refuge_testkit::fixtures::authority;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const ORIGIN: &str = "bench.example/refuge-directory";
 const TARGET_RATE: f64 = 2000.0;
 const TARGET_P99: Duration = Duration::from_secs(1);
-
-fn authority() -> SigningKey {
-    SigningKey::from_bytes(&[0x42; 32])
-}
 
 fn signer() -> Ed25519Signer {
     Ed25519Signer::from_seed(ORIGIN, &[0x43; 32]).expect("valid key name")

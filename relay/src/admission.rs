@@ -496,10 +496,10 @@ mod tests {
     /// same solution again → POW_INVALID, and the store saw only the first.
     #[tokio::test]
     async fn the_handler_asks_for_work_and_takes_each_solution_once() {
-        use crate::handler::Relay;
+        use crate::handler::Handler;
         use crate::roster::Roster;
-        use crate::session::Session;
-        use crate::store::Store;
+        use crate::session::SessionState;
+        use crate::store::RelayStore;
         use crate::store::sqlite::StoreLimits;
         use ed25519_dalek::SigningKey;
         use refuge_proto::ErrorCode;
@@ -509,10 +509,10 @@ mod tests {
         use refuge_proto::wire::server_frame::Response;
 
         let (_dir, store) = crate::fixtures::temp_store(StoreLimits::default());
-        let relay = Relay::with_admission(store, Roster::empty(), config());
+        let relay = Handler::with_admission(store, Roster::empty(), config());
         let mut rng = StdRng::seed_from_u64(7);
         let now = 1_700_000_000;
-        let mut session = Session::new();
+        let mut session = SessionState::new();
         let hello = Request::Hello(wire::Hello {
             protocol_version: refuge_proto::PROTOCOL_VERSION,
             software: "test".into(),

@@ -3,7 +3,7 @@
 
 use crate::session::MailboxGrant;
 use crate::store::sqlite::{DATABASE_FILE, SqliteStore, StoreLimits};
-use crate::store::{IdempotencyId, NewDeposit, NewMailbox, Store, to_hour};
+use crate::store::{IdempotencyId, NewDeposit, NewMailbox, RelayStore, to_hour};
 use ed25519_dalek::SigningKey;
 use refuge_proto::directory::VerifiedDirectory;
 use refuge_proto::directory_entry::{Enrolment, EntryAction, EntryBody, sign_entry};
@@ -13,9 +13,7 @@ use rusqlite::types::ValueRef;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-pub(crate) fn authority() -> SigningKey {
-    SigningKey::from_bytes(&[0xa7; 32])
-}
+pub(crate) use refuge_testkit::fixtures::authority;
 
 /// A staff device with its keys.
 #[derive(Clone)]
@@ -82,7 +80,7 @@ pub(crate) fn user_mailbox(n: u8) -> (NewMailbox, DepositToken) {
 }
 
 /// Creates user mailbox `n` in `store`; returns its id and deposit token.
-pub(crate) async fn mailbox_in<S: Store>(store: &S, n: u8) -> (MailboxId, DepositToken) {
+pub(crate) async fn mailbox_in<S: RelayStore>(store: &S, n: u8) -> (MailboxId, DepositToken) {
     let (new, token) = user_mailbox(n);
     let mailbox = new.mailbox;
     store.create_mailbox(new).await.expect("create mailbox");
@@ -127,7 +125,7 @@ pub(crate) fn this_hour() -> u64 {
 }
 
 /// The ids of every message a mailbox holds, oldest first.
-pub(crate) async fn fetch_all<S: Store>(store: &S, mailbox: MailboxId) -> Vec<u64> {
+pub(crate) async fn fetch_all<S: RelayStore>(store: &S, mailbox: MailboxId) -> Vec<u64> {
     let grant = MailboxGrant::dangerously_assume(mailbox);
     let page = store
         .fetch_messages(&grant, 1000, usize::MAX, now())
@@ -137,7 +135,7 @@ pub(crate) async fn fetch_all<S: Store>(store: &S, mailbox: MailboxId) -> Vec<u6
 }
 
 /// Acknowledges every message of a mailbox; returns how many were deleted.
-pub(crate) async fn ack_all<S: Store>(store: &S, mailbox: MailboxId) -> u32 {
+pub(crate) async fn ack_all<S: RelayStore>(store: &S, mailbox: MailboxId) -> u32 {
     let ids = fetch_all(store, mailbox).await;
     let grant = MailboxGrant::dangerously_assume(mailbox);
     store.ack_messages(&grant, ids).await.expect("ack")

@@ -57,7 +57,7 @@ pub const REQUESTS: [&str; 15] = [
 /// Outcomes: slot 0 is [`OK`], slot n an error code of value n (below this bound).
 const OUTCOMES: usize = 64;
 
-/// The relay's counters, shared by every session (one per [`crate::handler::Relay`]). Lock-free:
+/// The relay's counters, shared by every session (one per [`crate::handler::Handler`]). Lock-free:
 /// counting a request is one relaxed atomic add.
 #[derive(Debug)]
 pub struct Metrics {

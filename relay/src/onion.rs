@@ -13,10 +13,10 @@
 //! The classic deployment, C tor's `HiddenServiceDir` forwarding to the loopback TCP listener,
 //! needs no code here; `docs/tor.md` has the torrc.
 
-use crate::handler::Relay;
+use crate::handler::Handler;
 use crate::limits::{RateConfig, SharedBucket};
 use crate::shutdown::Shutdown;
-use crate::store::Store;
+use crate::store::RelayStore;
 use crate::stream::{SessionLimits, SessionSlots, log_end, refuse_busy, serve_session_limited};
 use crate::tlog::http::LogHttp;
 use arti_client::config::{CfgPath, TorClientConfigBuilder};
@@ -302,9 +302,9 @@ where
 /// [`LOG_PORT`] go to `log`. Streams to any other port are refused with END DONE, as C tor does,
 /// so the service is not distinguishable. The rate limit is per circuit: all the streams of one
 /// client circuit share it, and each log stream takes one token from it.
-pub async fn serve<S: Store>(
+pub async fn serve<S: RelayStore>(
     service: OnionService,
-    relay: Arc<Relay<S>>,
+    relay: Arc<Handler<S>>,
     log: LogHttp,
     sessions: SessionSlots,
     limits: SessionLimits,

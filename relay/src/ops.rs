@@ -8,7 +8,7 @@
 //! override: the numbers are for the operator's own monitoring on the same host (or through an
 //! SSH tunnel), never for the network.
 
-use crate::handler::Relay;
+use crate::handler::Handler;
 use crate::metrics::Gauges;
 use crate::shutdown::Shutdown;
 use crate::store::sqlite::SqliteStore;
@@ -79,7 +79,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, OpsError> {
 /// What the endpoint reads from.
 #[derive(Clone)]
 pub struct Ops {
-    pub relay: Arc<Relay<SqliteStore>>,
+    pub relay: Arc<Handler<SqliteStore>>,
     pub sessions: SessionSlots,
     pub connections: SessionSlots,
     pub log: Arc<LogReader>,

@@ -2,11 +2,11 @@
 //! a client opens is one session; this module only accepts connections and streams and hands
 //! them to [`serve_session`].
 
-use crate::handler::Relay;
+use crate::handler::Handler;
 use crate::identity::TlsIdentity;
 use crate::limits::SharedBucket;
 use crate::shutdown::Shutdown;
-use crate::store::Store;
+use crate::store::RelayStore;
 use crate::stream::{
     Activity, SessionLimits, SessionSlots, log_end, refuse_busy, serve_session_limited,
 };
@@ -80,9 +80,9 @@ pub fn bind(addr: SocketAddr, config: quinn::ServerConfig) -> Result<Endpoint, Q
 
 /// Accepts connections until shutdown; then stops taking new ones. Sessions already running
 /// finish on their own (they watch `shutdown` too).
-pub async fn serve<S: Store>(
+pub async fn serve<S: RelayStore>(
     endpoint: Endpoint,
-    relay: Arc<Relay<S>>,
+    relay: Arc<Handler<S>>,
     sessions: SessionSlots,
     connections: SessionSlots,
     limits: SessionLimits,
@@ -121,9 +121,9 @@ pub async fn serve<S: Store>(
     endpoint.set_server_config(None);
 }
 
-async fn connection<S: Store>(
+async fn connection<S: RelayStore>(
     incoming: quinn::Incoming,
-    relay: Arc<Relay<S>>,
+    relay: Arc<Handler<S>>,
     sessions: SessionSlots,
     limits: SessionLimits,
     activity: &Activity,

@@ -5,7 +5,7 @@
 //! empty log, or a relay given no authority key (which cannot replay), enrols no staff. Rolling
 //! the staff list back would take rolling the log back, which the sequencer refuses to sign.
 
-use crate::store::{BundleRequest, Store, StoreError};
+use crate::store::{BundleRequest, RelayStore, StoreError};
 use refuge_proto::directory::VerifiedDirectory;
 use refuge_proto::directory_log::DirectoryReplay;
 use refuge_proto::ids::MailboxId;
@@ -79,21 +79,21 @@ impl Roster {
 #[non_exhaustive]
 pub enum RosterError {
     #[error("cannot store the staff directory: {0}")]
-    Store(#[from] StoreError),
+    RelayStore(#[from] StoreError),
 }
 
 impl RosterError {
     /// What the operator can do about it.
     pub fn hint(&self) -> &'static str {
         match self {
-            RosterError::Store(_) => "check the data directory's disk and permissions",
+            RosterError::RelayStore(_) => "check the data directory's disk and permissions",
         }
     }
 }
 
 /// Puts the directory the log replays to at `now_unix` in force: stores its staff mailboxes
 /// (and disables those it no longer lists) and returns the roster to serve.
-pub async fn install_from_log<S: Store>(
+pub async fn install_from_log<S: RelayStore>(
     store: &S,
     replay: &DirectoryReplay,
     now_unix: u64,

@@ -9,8 +9,8 @@
 //! has committed everything queued, close QUIC, exit 0.
 
 use crate::config::{self, ConfigError, Limits};
+use crate::handler::Handler;
 use crate::handler::LogAccess;
-use crate::handler::Relay;
 use crate::identity::{self, IdentityError};
 use crate::onion::{self, OnionError, OnionOptions};
 use crate::ops::{self, Ops, OpsError};
@@ -18,7 +18,7 @@ use crate::quic::{self, QuicError};
 use crate::roster::{self, Roster};
 use crate::shutdown;
 use crate::store::sqlite::{DATABASE_FILE, OpenError, SqliteStore, StoreLimits, schema};
-use crate::store::{Store, to_hour};
+use crate::store::{RelayStore, to_hour};
 use crate::stream::{SessionLimits, SessionSlots};
 use crate::tcp::{self, TcpError};
 use crate::tlog::http::{self as log_http, LogHttp, LogHttpError, LogHttpLimits, LogReader};
@@ -75,7 +75,7 @@ pub enum ServeError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Store(#[from] OpenError),
+    RelayStore(#[from] OpenError),
     #[error(transparent)]
     Identity(#[from] IdentityError),
     #[error(transparent)]
@@ -103,7 +103,7 @@ impl ServeError {
     pub fn hint(&self) -> &'static str {
         match self {
             ServeError::Config(e) => e.hint(),
-            ServeError::Store(e) => e.hint(),
+            ServeError::RelayStore(e) => e.hint(),
             ServeError::Identity(e) => e.hint(),
             ServeError::Quic(QuicError::Bind { .. }) => {
                 "choose a free port with --quic-listen (port 0 picks one), or stop what uses it"
@@ -261,7 +261,7 @@ async fn start_and_run(
     let mut sigint = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
 
     let relay = Arc::new(
-        Relay::with_admission(store.clone(), roster, limits.admission.clone()).with_log(
+        Handler::with_admission(store.clone(), roster, limits.admission.clone()).with_log(
             LogAccess {
                 reader: Arc::clone(&log_reader),
                 sequencer: sequencer.clone(),
@@ -408,8 +408,8 @@ const ROSTER_REFRESH: Duration = Duration::from_secs(60);
 
 /// Keeps the relay's roster equal to the directory its log replays to: after every change of the
 /// log, and every [`ROSTER_REFRESH`].
-async fn follow_log<S: Store>(
-    relay: Arc<Relay<S>>,
+async fn follow_log<S: RelayStore>(
+    relay: Arc<Handler<S>>,
     mut heads: tokio::sync::watch::Receiver<LogHead>,
     mut shutdown: shutdown::Shutdown,
 ) {
@@ -438,7 +438,7 @@ async fn follow_log<S: Store>(
 }
 
 /// Deletes undelivered messages older than `keep`, hourly.
-async fn expire_loop<S: Store>(store: S, keep: Duration, mut shutdown: shutdown::Shutdown) {
+async fn expire_loop<S: RelayStore>(store: S, keep: Duration, mut shutdown: shutdown::Shutdown) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tokio::select! {

@@ -2,7 +2,7 @@
 //! was received, the challenges issued and not yet used, and the mailboxes the session has proved
 //! it holds the key of.
 //!
-//! The transitions are typed so that a check cannot be skipped: only [`Session::greet`] opens a
+//! The transitions are typed so that a check cannot be skipped: only [`SessionState::greet`] opens a
 //! session; only [`OpenSession::redeem_challenge`] yields a [`ChallengeTicket`] (consuming the
 //! nonce); only a signature check over that ticket yields a [`VerifiedAnswer`]; and only
 //! [`OpenSession::admit`] turns that into the [`MailboxGrant`] that the store asks for before it
@@ -21,7 +21,7 @@ pub const MAX_MAILBOXES_PER_SESSION: usize = 64;
 
 /// A session, from its first byte to its end.
 #[derive(Debug, Default)]
-pub struct Session {
+pub struct SessionState {
     open: Option<OpenSession>,
 }
 
@@ -29,7 +29,7 @@ pub struct Session {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AlreadyGreeted;
 
-impl Session {
+impl SessionState {
     pub fn new() -> Self {
         Self::default()
     }

@@ -1,15 +1,15 @@
 //! One session over a reliable ordered byte stream (a TCP connection or a QUIC bidirectional
-//! stream): read a frame, hand it to the [`Relay`], write the answer, repeat.
+//! stream): read a frame, hand it to the [`Handler`], write the answer, repeat.
 //!
 //! This is the only place that turns bytes into frames for the relay, so the transports stay
 //! thin: they accept connections and streams and call [`serve_session`].
 
-use crate::handler::{self, Relay};
+use crate::handler::{self, Handler};
 use crate::limits::{RateConfig, SharedBucket, retry_after_seconds};
 use crate::metrics::{self, Metrics};
-use crate::session::Session;
+use crate::session::SessionState;
 use crate::shutdown::Shutdown;
-use crate::store::Store;
+use crate::store::RelayStore;
 use rand::TryRngCore;
 use rand::rngs::OsRng;
 use refuge_proto::ErrorCode;
@@ -435,14 +435,14 @@ pub async fn refuse_busy<W: AsyncWrite + Unpin>(
 /// Serves one session with its own rate limit and `idle` as both timeouts; see
 /// [`serve_session_limited`].
 pub async fn serve_session<S, R, W>(
-    relay: &Relay<S>,
+    relay: &Handler<S>,
     reader: R,
     writer: &mut W,
     idle: Duration,
     shutdown: Shutdown,
 ) -> io::Result<SessionEnd>
 where
-    S: Store,
+    S: RelayStore,
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
@@ -463,7 +463,7 @@ where
 /// handler's future live on the heap only while a request runs, so that an idle session costs
 /// little more than its socket.
 pub async fn serve_session_limited<S, R, W>(
-    relay: &Relay<S>,
+    relay: &Handler<S>,
     reader: R,
     writer: &mut W,
     limits: &SessionLimits,
@@ -472,7 +472,7 @@ pub async fn serve_session_limited<S, R, W>(
     shutdown: Shutdown,
 ) -> io::Result<SessionEnd>
 where
-    S: Store,
+    S: RelayStore,
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
@@ -482,7 +482,7 @@ where
 }
 
 async fn run_session<S, R, W>(
-    relay: &Relay<S>,
+    relay: &Handler<S>,
     mut reader: R,
     writer: &mut W,
     limits: &SessionLimits,
@@ -491,12 +491,12 @@ async fn run_session<S, R, W>(
     mut shutdown: Shutdown,
 ) -> io::Result<SessionEnd>
 where
-    S: Store,
+    S: RelayStore,
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let idle = limits.idle;
-    let mut session = Session::new();
+    let mut session = SessionState::new();
     let mut limited_in_a_row = 0u32;
     loop {
         let mut prefix = [0u8; PREFIX_LEN];
@@ -689,7 +689,7 @@ mod tests {
     async fn at_the_limit_the_longest_idle_session_makes_room_and_one_solving_a_pow_does_not() {
         let (_dir, store) = crate::fixtures::temp_store(StoreLimits::default());
         // Parameters at effort 2,000: a client is given pow_protection(2000) = 36 s to solve.
-        let relay = Arc::new(Relay::with_admission(
+        let relay = Arc::new(Handler::with_admission(
             store,
             Roster::empty(),
             crate::admission::AdmissionConfig {
@@ -801,7 +801,7 @@ mod tests {
         // Every idle session keeps this future; the handler's future (nearly 3 KiB) must not be
         // part of it.
         let (_dir, store) = crate::fixtures::temp_store(StoreLimits::default());
-        let relay = Relay::new(store, Roster::empty());
+        let relay = Handler::new(store, Roster::empty());
         let (_client, server) = tokio::io::duplex(64);
         let (read, mut write) = tokio::io::split(server);
         let (_trigger, shutdown) = crate::shutdown::channel();
@@ -818,7 +818,7 @@ mod tests {
     #[tokio::test]
     async fn an_idle_session_is_closed() {
         let (_dir, store) = crate::fixtures::temp_store(StoreLimits::default());
-        let relay = Relay::new(store, Roster::empty());
+        let relay = Handler::new(store, Roster::empty());
         let (_client, server) = tokio::io::duplex(4096);
         let (read, mut write) = tokio::io::split(server);
         let (_trigger, shutdown) = crate::shutdown::channel();
@@ -876,7 +876,7 @@ mod tests {
     #[tokio::test]
     async fn a_large_announced_frame_reserves_only_what_arrives() {
         let (_dir, store) = crate::fixtures::temp_store(StoreLimits::default());
-        let relay = Relay::new(store, Roster::empty());
+        let relay = Handler::new(store, Roster::empty());
         // The largest frame announced, 100 bytes of it sent, then the peer goes away.
         let mut data = (frame::MAX_FRAME_LEN as u32).to_be_bytes().to_vec();
         data.extend([7u8; 100]);
@@ -916,7 +916,7 @@ mod tests {
     #[tokio::test]
     async fn a_trickled_frame_is_cut_off_at_the_frame_deadline() {
         let (_dir, store) = crate::fixtures::temp_store(StoreLimits::default());
-        let relay = Relay::new(store, Roster::empty());
+        let relay = Handler::new(store, Roster::empty());
         let (mut client, server) = tokio::io::duplex(4096);
         let (read, mut write) = tokio::io::split(server);
         let (_trigger, shutdown) = crate::shutdown::channel();
@@ -954,7 +954,7 @@ mod tests {
     async fn requests_past_the_rate_limit_are_refused_then_the_session_is_closed() {
         use refuge_proto::wire::client_frame::Request;
         let (_dir, store) = crate::fixtures::temp_store(StoreLimits::default());
-        let relay = Relay::new(store, Roster::empty());
+        let relay = Handler::new(store, Roster::empty());
         let (client, server) = tokio::io::duplex(1 << 20);
         let (read, mut write) = tokio::io::split(server);
         let (_trigger, shutdown) = crate::shutdown::channel();

@@ -2,10 +2,10 @@
 //! one session, with its own rate limit. It carries unencrypted frames, so it binds only to loopback unless the operator
 //! says otherwise.
 
-use crate::handler::Relay;
+use crate::handler::Handler;
 use crate::limits::SharedBucket;
 use crate::shutdown::Shutdown;
-use crate::store::Store;
+use crate::store::RelayStore;
 use crate::stream::{SessionLimits, SessionSlots, log_end, refuse_busy, serve_session_limited};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,9 +55,9 @@ pub async fn bind(addr: SocketAddr, allow_non_loopback: bool) -> Result<TcpListe
 }
 
 /// Accepts connections until shutdown. Sessions already running finish on their own.
-pub async fn serve<S: Store>(
+pub async fn serve<S: RelayStore>(
     listener: TcpListener,
-    relay: Arc<Relay<S>>,
+    relay: Arc<Handler<S>>,
     sessions: SessionSlots,
     limits: SessionLimits,
     mut shutdown: Shutdown,

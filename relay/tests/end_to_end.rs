@@ -10,6 +10,7 @@ use refuge_proto::wire::client_frame::Request;
 use refuge_proto::wire::server_frame::Response;
 use refuge_proto::wire::{self, ClientFrame, ServerFrame};
 use refuge_proto::{ErrorCode, PROTOCOL_VERSION, auth, frame};
+use refuge_testkit::fixtures::authority;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
@@ -359,10 +360,6 @@ async fn quic_connect(addr: SocketAddr, pin: &str) -> Result<quinn::Connection, 
 }
 
 // ------------------------------------------------------------------ fixtures
-
-fn authority() -> SigningKey {
-    SigningKey::from_bytes(&[0xa1; 32])
-}
 
 fn staff_device(n: u8) -> (SigningKey, Enrolment) {
     let key = SigningKey::from_bytes(&[n; 32]);

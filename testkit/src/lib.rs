@@ -1,7 +1,7 @@
 //! The Refuge test kit: what the fast tests of every crate share, so that none of them keeps a
 //! copy of the relay's rules or of its fixtures.
 //!
-//! - [`TestRelay`]: the relay's real request handler ([`refuge_relay::handler::Relay`]) over the
+//! - [`TestRelay`]: the relay's real request handler ([`refuge_relay::handler::Handler`]) over the
 //!   in-memory store ([`refuge_relay::store::memory::MemoryStore`], held to the SQLite store's
 //!   behaviour by the relay's conformance tests), reached through in-process byte streams that
 //!   carry the real frames. Faults are injected by name ([`Fault`]): a connection lost before a

@@ -17,14 +17,14 @@ use refuge_proto::wire::client_frame::Request;
 use refuge_proto::wire::server_frame::Response;
 use refuge_proto::wire::{ClientFrame, DeviceBundle, ServerFrame};
 use refuge_relay::admission::AdmissionConfig;
-use refuge_relay::handler::{self, LogAccess, Relay};
+use refuge_relay::handler::{self, Handler, LogAccess};
 use refuge_relay::reject::Reject;
 use refuge_relay::roster;
 use refuge_relay::roster::Roster;
-use refuge_relay::session::Session;
+use refuge_relay::session::SessionState;
 use refuge_relay::store::memory::MemoryStore;
 use refuge_relay::store::sqlite::DATABASE_FILE;
-use refuge_relay::store::{self, PrekeyCount, Store, StoredMessage};
+use refuge_relay::store::{self, PrekeyCount, RelayStore, StoredMessage};
 use refuge_relay::tlog::http::LogReader;
 use refuge_relay::tlog::sequencer::{Sequencer, SequencerOptions};
 use refuge_relay::tlog::{self, MemorySignedHead, TransparencyLog};
@@ -126,7 +126,7 @@ struct State {
 }
 
 struct Inner {
-    handler: Relay<MemoryStore>,
+    handler: Handler<MemoryStore>,
     clock: VirtualClock,
     seed: u64,
     state: Mutex<State>,
@@ -176,7 +176,7 @@ impl TestRelay {
             .install_directory(directory.clone())
             .await
             .expect("the in-memory store installs a verified directory");
-        let handler = Relay::with_admission(
+        let handler = Handler::with_admission(
             store,
             Roster::new(directory.clone()),
             AdmissionConfig {
@@ -222,7 +222,7 @@ impl TestRelay {
         )
         .expect("the log's sequencer starts");
         let reader = Arc::new(LogReader::open(&db, 2).expect("the log's reader opens"));
-        let handler = Relay::with_admission(
+        let handler = Handler::with_admission(
             MemoryStore::new(),
             Roster::empty(),
             AdmissionConfig {
@@ -463,7 +463,7 @@ impl TestRelay {
 
     /// Serves one connection.
     async fn serve(self, mut stream: DuplexStream, number: u64) {
-        let mut session = Session::new();
+        let mut session = SessionState::new();
         let mut rng = StdRng::seed_from_u64(self.inner.seed.wrapping_mul(1_000_003) ^ number);
         loop {
             let mut prefix = [0u8; PREFIX_LEN];

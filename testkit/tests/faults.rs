@@ -16,17 +16,20 @@ async fn send(stream: &mut DuplexStream, id: u64, request: Request) {
         request_id: id,
         request: Some(request),
     })
-    .unwrap();
-    stream.write_all(&bytes).await.unwrap();
+    .expect("a test frame encodes");
+    stream
+        .write_all(&bytes)
+        .await
+        .expect("the pipe takes the frame");
 }
 
 /// The next answer, or `None` if the relay closed the connection.
 async fn answer(stream: &mut DuplexStream) -> Option<ServerFrame> {
     let mut prefix = [0u8; PREFIX_LEN];
     stream.read_exact(&mut prefix).await.ok()?;
-    let mut body = vec![0u8; frame::body_len(prefix).unwrap()];
+    let mut body = vec![0u8; frame::body_len(prefix).expect("an answer within the bound")];
     stream.read_exact(&mut body).await.ok()?;
-    Some(frame::decode_body(&body).unwrap())
+    Some(frame::decode_body(&body).expect("an answer that decodes"))
 }
 
 fn hello() -> Request {

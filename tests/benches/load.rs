@@ -31,7 +31,7 @@ use refuge_proto::wire::client_frame::Request;
 use refuge_proto::wire::server_frame::Response;
 use refuge_proto::wire::{self, ClientFrame};
 use refuge_proto::{auth, frame};
-use refuge_tests::{Relay, raise_fd_limit};
+use refuge_tests::{RelayProcess, raise_fd_limit};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -729,8 +729,8 @@ async fn tcp_ceiling(clients: usize, window: Duration) -> f64 {
 /// Starts the relay binary. Capacity, not policy: the per-connection rate limit, the
 /// proof-of-work effort (paid only while creating the mailboxes, untimed) and the mailbox quotas
 /// are lifted.
-fn start_relay(data_dir: &Path, max_sessions: usize) -> Relay {
-    Relay::start(
+fn start_relay(data_dir: &Path, max_sessions: usize) -> RelayProcess {
+    RelayProcess::start(
         data_dir,
         &[
             "--max-sessions",
@@ -772,7 +772,7 @@ fn mailbox(i: usize) -> Mailbox {
     }
 }
 
-fn endpoint(relay: &Relay, transport: Transport) -> RelayEndpoint {
+fn endpoint(relay: &RelayProcess, transport: Transport) -> RelayEndpoint {
     match transport {
         Transport::Quic => RelayEndpoint::parse(&relay.quic_url(), Some(&relay.pin)),
         Transport::Tcp => RelayEndpoint::parse(&relay.tcp_url(), None),
@@ -788,7 +788,7 @@ fn options() -> ConnectOptions {
 }
 
 /// Opens `n` sessions (each says Hello), at most [`CONNECT_PARALLELISM`] at a time.
-async fn connect_many(relay: &Relay, transport: Transport, n: usize) -> Vec<Session> {
+async fn connect_many(relay: &RelayProcess, transport: Transport, n: usize) -> Vec<Session> {
     let endpoint = Arc::new(endpoint(relay, transport));
     let mut sessions = Vec::with_capacity(n);
     let mut start = 0;
@@ -816,7 +816,7 @@ async fn connect_many(relay: &Relay, transport: Transport, n: usize) -> Vec<Sess
 }
 
 /// Creates `n` user mailboxes over 16 TCP sessions (not timed).
-async fn create_mailboxes(relay: &Relay, n: usize) -> Arc<Vec<Mailbox>> {
+async fn create_mailboxes(relay: &RelayProcess, n: usize) -> Arc<Vec<Mailbox>> {
     let started = Instant::now();
     let sessions = connect_many(relay, Transport::Tcp, 16).await;
     let shared: Arc<Vec<Mailbox>> = Arc::new((0..n).map(mailbox).collect());
@@ -1029,7 +1029,7 @@ async fn fetch_ack_phase(
 /// next send without hiding it) to the acknowledgement. Returns p50, p99 and the maximum in ms,
 /// and the rate achieved.
 async fn latency_phase(
-    relay: &Relay,
+    relay: &RelayProcess,
     transport: Transport,
     mailboxes: Arc<Vec<Mailbox>>,
     window: Duration,
@@ -1081,7 +1081,7 @@ async fn latency_phase(
 
 /// Bytes the database grows by per stored message: used pages (`page_count − freelist_count`)
 /// before and after `n` deposits, read through a separate connection (the WAL included).
-async fn bytes_per_message(relay: &Relay, mailboxes: Arc<Vec<Mailbox>>, n: usize) -> f64 {
+async fn bytes_per_message(relay: &RelayProcess, mailboxes: Arc<Vec<Mailbox>>, n: usize) -> f64 {
     let used = || {
         let conn = rusqlite::Connection::open_with_flags(
             relay.db_path(),
@@ -1116,7 +1116,7 @@ async fn bytes_per_message(relay: &Relay, mailboxes: Arc<Vec<Mailbox>>, n: usize
 }
 
 /// The relay's resident memory (VmRSS, bytes), from /proc.
-fn relay_rss(relay: &Relay) -> u64 {
+fn relay_rss(relay: &RelayProcess) -> u64 {
     let needle = relay.data_dir.to_string_lossy().into_owned();
     let dir = std::fs::read_dir("/proc").expect("/proc is readable");
     for entry in dir.flatten() {
@@ -1138,8 +1138,8 @@ fn relay_rss(relay: &Relay) -> u64 {
     panic!("the relay process was not found in /proc");
 }
 
-/// Relay RSS before, and with `n` idle TCP sessions open (each has said Hello).
-async fn idle_memory(relay: &Relay, n: usize) -> (u64, u64) {
+/// The relay process's RSS before, and with `n` idle TCP sessions open (each has said Hello).
+async fn idle_memory(relay: &RelayProcess, n: usize) -> (u64, u64) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = relay_rss(relay);
     let hello = frame::encode(&ClientFrame {

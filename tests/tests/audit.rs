@@ -16,6 +16,7 @@ use refuge_proto::tlog::hash::MemoryTree;
 use refuge_proto::tlog::note::{Ed25519Signer, UncheckedNote, Verifier};
 use refuge_proto::tlog::tiles::{TilePath, encode_bundle, tile_data};
 use refuge_proto::tlog::witness::AddCheckpointRequest;
+use refuge_testkit::fixtures::authority;
 use refuge_tests::*;
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -27,10 +28,6 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 const ORIGIN: &str = "refuge.invalid/log";
-
-fn authority() -> SigningKey {
-    SigningKey::from_bytes(&[0x41; 32])
-}
 
 fn identity(i: u8) -> [u8; IDENTITY_KEY_LEN] {
     [i; IDENTITY_KEY_LEN]
@@ -234,7 +231,7 @@ fn the_auditor_follows_the_relay_and_watches_a_label() {
             ("e2", enrol(2, &authority())),
         ],
     );
-    let relay = Relay::start(&relay_dir, &[]);
+    let relay = RelayProcess::start(&relay_dir, &[]);
     let url = format!("http://{}/", relay.log_http.expect("log-http"));
     let args = log_args(&url, &relay_vkey(&relay_dir), &audit_dir);
 
@@ -309,7 +306,7 @@ fn a_malicious_relay_is_detected() {
     let vkey = relay_vkey(&relay_dir);
     let key = relay_log_key(&relay_dir);
     {
-        let relay = Relay::start(&relay_dir, &[]);
+        let relay = RelayProcess::start(&relay_dir, &[]);
         let url = format!("http://{}/", relay.log_http.expect("log-http"));
         let (code, out, err) = audit("follow", &log_args(&url, &vkey, &audit_dir), &["--once"]);
         assert_eq!(code, 0, "{out}{err}");
@@ -676,7 +673,7 @@ fn the_report_shows_enrolments_a_revocation_and_a_rotation_as_verified() {
     assert!(!audit_dir.exists(), "nothing was created");
 
     {
-        let relay = Relay::start(&relay_dir, &[]);
+        let relay = RelayProcess::start(&relay_dir, &[]);
         let url = format!("http://{}/", relay.log_http.expect("log-http"));
         let (code, out, err) = audit("follow", &log_args(&url, &vkey, &audit_dir), &["--once"]);
         assert_eq!(code, 0, "{out}{err}");
@@ -938,7 +935,7 @@ fn the_witness_cosigns_the_relay_log_and_refuses_a_fork() {
             ("e2", enrol(2, &authority())),
         ],
     );
-    let relay = Relay::start(&relay_dir, &[]);
+    let relay = RelayProcess::start(&relay_dir, &[]);
     let url = format!("http://{}/", relay.log_http.expect("log-http"));
     let vkey = relay_vkey(&relay_dir);
     let key_file = dir.path().join("witness.key");
@@ -1049,7 +1046,7 @@ fn watch_in_interval_mode_alerts_on_a_new_entry() {
             ("e2", enrol(2, &authority())),
         ],
     );
-    let relay = Relay::start(&relay_dir, &[]);
+    let relay = RelayProcess::start(&relay_dir, &[]);
     let url = format!("http://{}/", relay.log_http.expect("log-http"));
     let list = dir.path().join("authorised");
     std::fs::write(

@@ -24,7 +24,7 @@ use rand::{Rng, RngCore, SeedableRng};
 use refuge_proto::wire::client_frame::Request;
 use refuge_proto::wire::server_frame::Response;
 use refuge_proto::wire::*;
-use refuge_tests::{RawSession, Relay, create_raw_mailbox, db_count};
+use refuge_tests::{RawSession, RelayProcess, create_raw_mailbox, db_count};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -62,7 +62,7 @@ fn sigkill_under_load_loses_no_acknowledged_deposit() {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = dir.path().join("relay");
-    let mut relay = Relay::start(&data_dir, RELAY_ARGS);
+    let mut relay = RelayProcess::start(&data_dir, RELAY_ARGS);
     let db = relay.db_path();
     let mailboxes: Vec<Mailbox> = {
         let mut s = RawSession::connect(relay.tcp, true);
@@ -99,7 +99,7 @@ fn sigkill_under_load_loses_no_acknowledged_deposit() {
             kills += 1;
             let check = integrity_check(&db);
             assert_eq!(check, "ok", "seed {seed}: database after kill {kills}");
-            relay = Relay::start(&data_dir, RELAY_ARGS);
+            relay = RelayProcess::start(&data_dir, RELAY_ARGS);
             shared.publish(Some(relay.tcp));
         }
         std::thread::sleep(TAIL);

@@ -117,7 +117,7 @@ impl Attacked {
         run_ok("refuge-relay", &args);
         // Started again the same way (with its witness, if it has one).
         let relay_args: Vec<&str> = self.w.relay_args.iter().map(String::as_str).collect();
-        self.w.relay = Relay::start(&data_dir, &relay_args);
+        self.w.relay = RelayProcess::start(&data_dir, &relay_args);
     }
 
     fn witnessed(&self) -> bool {

@@ -7,7 +7,7 @@ use refuge_proto::ErrorCode;
 use refuge_proto::wire::client_frame::Request;
 use refuge_proto::wire::server_frame::Response;
 use refuge_proto::wire::*;
-use refuge_tests::{RawSession, Relay, create_raw_mailbox, run};
+use refuge_tests::{RawSession, RelayProcess, create_raw_mailbox, run};
 use std::time::{Duration, Instant};
 
 struct Mailbox {
@@ -38,7 +38,7 @@ impl Mailbox {
     }
 
     /// A session authenticated for this mailbox.
-    fn open(&self, relay: &Relay) -> RawSession {
+    fn open(&self, relay: &RelayProcess) -> RawSession {
         let mut s = RawSession::connect(relay.tcp, true);
         let nonce = match s.request(Request::GetChallenge(GetChallenge {})).response {
             Some(Response::Challenge(c)) => c.nonce,
@@ -115,7 +115,7 @@ fn body(n: u32, len: usize) -> Vec<u8> {
 #[test]
 fn a_full_store_refuses_deposits_and_keeps_serving_reads() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let relay = Relay::start(&dir.path().join("relay"), &["--max-store-bytes", "1048576"]);
+    let relay = RelayProcess::start(&dir.path().join("relay"), &["--max-store-bytes", "1048576"]);
     let mut s = RawSession::connect(relay.tcp, true);
     let mailbox = Mailbox::create(&mut s, 1);
 
@@ -164,7 +164,7 @@ fn a_full_store_refuses_deposits_and_keeps_serving_reads() {
 #[test]
 fn a_locked_database_refuses_deposits_in_bounded_time_and_serves_fetches() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let relay = Relay::start(&dir.path().join("relay"), &[]);
+    let relay = RelayProcess::start(&dir.path().join("relay"), &[]);
     let mut s = RawSession::connect(relay.tcp, true);
     let mailbox = Mailbox::create(&mut s, 2);
     let r = s.request(mailbox.deposit(body(1, 100), rand::random()));
@@ -241,7 +241,7 @@ fn a_damaged_database_keeps_the_relay_from_starting() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = dir.path().join("relay");
     let db = {
-        let mut relay = Relay::start(&data_dir, &[]);
+        let mut relay = RelayProcess::start(&data_dir, &[]);
         let mut s = RawSession::connect(relay.tcp, true);
         let mailbox = Mailbox::create(&mut s, 3);
         for n in 0..100 {
@@ -299,7 +299,7 @@ fn a_damaged_database_keeps_the_relay_from_starting() {
 #[test]
 fn deposits_are_idempotent_and_quotas_are_typed_on_the_wire() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let relay = Relay::start(
+    let relay = RelayProcess::start(
         &dir.path().join("relay"),
         &["--max-messages-per-mailbox", "2"],
     );
@@ -373,7 +373,7 @@ fn file_holds(path: &std::path::Path, needle: &[u8]) -> bool {
 #[test]
 fn acknowledged_ciphertext_leaves_the_database_and_its_wal() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let relay = Relay::start(&dir.path().join("relay"), &[]);
+    let relay = RelayProcess::start(&dir.path().join("relay"), &[]);
     let mut s = RawSession::connect(relay.tcp, true);
     let acked = Mailbox::create(&mut s, 5);
     let kept = Mailbox::create(&mut s, 6);

@@ -202,7 +202,7 @@ fn a_whole_exchange_at_trace_level_logs_no_secret_and_no_identifier() {
             &[],
         );
     }
-    let mut relay = Relay::start_with_env(
+    let mut relay = RelayProcess::start_with_env(
         &dir.path().join("relay"),
         &["--authority-key", &authority],
         TRACE,

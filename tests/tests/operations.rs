@@ -404,7 +404,7 @@ fn a_backup_under_load_restores_exactly_its_recovery_point_and_the_log_stays_con
     let mut args: Vec<String> = w.relay_args.clone();
     args.extend(["--log-http".into(), log_http.to_string()]);
     let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    w.relay = Relay::start_on(&relay_dir, quic, tcp, &arg_refs);
+    w.relay = RelayProcess::start_on(&relay_dir, quic, tcp, &arg_refs);
 
     // What the restore lost is exactly what was deposited after the backup.
     let held = held_deposits(&w.relay.db_path(), id);
@@ -459,7 +459,7 @@ fn under_systemd_the_relay_says_ready_feeds_the_watchdog_and_says_stopping() {
         .set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
     // As systemd starts a Type=notify unit with WatchdogSec=2.
-    let mut relay = Relay::start_with_env(
+    let mut relay = RelayProcess::start_with_env(
         &dir.path().join("relay"),
         &[],
         &[

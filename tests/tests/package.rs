@@ -173,7 +173,7 @@ fn the_installed_package_serves_a_first_contact_and_purges_cleanly() {
         }
         let log = dir.join("relay.stderr.log");
         let stderr = std::fs::File::create(&log).expect("relay log");
-        Relay::start_command(command, Path::new(DATA), stderr, log)
+        RelayProcess::start_command(command, Path::new(DATA), stderr, log)
     });
     assert_eq!(
         w.relay.tcp.to_string(),

@@ -26,7 +26,7 @@ use refuge_proto::frame::{self, PREFIX_LEN};
 use refuge_proto::ids::{DepositToken, MailboxId};
 use refuge_proto::wire::{ServerFrame, server_frame::Response};
 use refuge_tests::{
-    DESK1, DESK2, FIRST, POST, REPLY, Relay, case_ids, db_count, run_ok, run_with_env, setup,
+    DESK1, DESK2, FIRST, POST, REPLY, RelayProcess, case_ids, db_count, run_ok, run_with_env, setup,
 };
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -114,12 +114,12 @@ fn integrity_check(db: &Path) -> String {
 
 /// Kills the relay and starts it again on the same data directory and ports, with `extra`
 /// arguments.
-fn crash_and_restart(relay: &mut Relay, extra: &[&str]) {
+fn crash_and_restart(relay: &mut RelayProcess, extra: &[&str]) {
     let (quic, tcp, pin) = (relay.quic, relay.tcp, relay.pin.clone());
     relay.kill();
     assert_eq!(integrity_check(&relay.db_path()), "ok");
     let data_dir = relay.data_dir.clone();
-    *relay = Relay::start_on(&data_dir, quic, tcp, extra);
+    *relay = RelayProcess::start_on(&data_dir, quic, tcp, extra);
     assert_eq!(
         relay.pin, pin,
         "the relay keeps its QUIC identity across restarts"
@@ -129,7 +129,7 @@ fn crash_and_restart(relay: &mut Relay, extra: &[&str]) {
 #[test]
 fn a_deposit_whose_answer_is_lost_in_a_relay_crash_is_resent_and_stored_once() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut relay = Relay::start(&dir.path().join("relay"), &[]);
+    let mut relay = RelayProcess::start(&dir.path().join("relay"), &[]);
     let (proxy, held_answers) = Proxy::start(relay.tcp);
     let endpoint = RelayEndpoint::parse(&format!("tcp://{}", proxy.addr), None).expect("url");
     let mailbox = Mailbox::random();
@@ -189,7 +189,7 @@ fn a_deposit_whose_answer_is_lost_in_a_relay_crash_is_resent_and_stored_once() {
 #[test]
 fn over_quic_the_client_redials_the_restarted_relay_with_the_same_pin() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut relay = Relay::start(&dir.path().join("relay"), &[]);
+    let mut relay = RelayProcess::start(&dir.path().join("relay"), &[]);
     let endpoint =
         RelayEndpoint::parse(&relay.quic_url(), Some(&relay.pin)).expect("quic url and pin");
     let mailbox = Mailbox::random();
@@ -217,7 +217,7 @@ fn over_quic_the_client_redials_the_restarted_relay_with_the_same_pin() {
 #[test]
 fn a_relay_that_stays_down_gets_bounded_attempts_and_a_clear_error() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut relay = Relay::start(&dir.path().join("relay"), &[]);
+    let mut relay = RelayProcess::start(&dir.path().join("relay"), &[]);
     let endpoint = RelayEndpoint::parse(&relay.tcp_url(), None).expect("url");
     let mailbox = Mailbox::random();
     let rt = runtime();
@@ -371,7 +371,7 @@ fn messages_the_relay_could_not_confirm_wait_in_the_outbox_and_refuge_read_sends
     assert!(stderr.contains("nothing needs writing again"), "{stderr}");
 
     let data_dir = w.relay.data_dir.clone();
-    w.relay = Relay::start_on(&data_dir, quic, tcp, &["--authority-key", &key]);
+    w.relay = RelayProcess::start_on(&data_dir, quic, tcp, &["--authority-key", &key]);
     let read = run_ok("refuge", &["--data-dir", &user, "--relay", &url, "read"]);
     assert!(
         read.contains("sent 2 message(s) that waited in the outbox"),
@@ -425,7 +425,7 @@ fn messages_the_relay_could_not_confirm_wait_in_the_outbox_and_refuge_read_sends
         stderr.contains("1 message(s) wait in this device's outbox"),
         "{stderr}"
     );
-    w.relay = Relay::start_on(&data_dir, quic, tcp, &["--authority-key", &key]);
+    w.relay = RelayProcess::start_on(&data_dir, quic, tcp, &["--authority-key", &key]);
     let read = run_ok(
         "refuge-inbox",
         &["--data-dir", &staff2, "--relay", &url, "read"],

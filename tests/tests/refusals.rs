@@ -359,7 +359,7 @@ fn unknown_post_is_refused_by_client_and_relay() {
 #[test]
 fn admission_and_rate_limits_get_typed_errors_and_change_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let relay = Relay::start(
+    let relay = RelayProcess::start(
         &dir.path().join("relay"),
         &[
             "--pow-min-effort",

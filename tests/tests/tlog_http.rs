@@ -15,6 +15,7 @@ use refuge_proto::tlog::hash::{
 };
 use refuge_proto::tlog::note::{Ed25519Verifier, UncheckedNote, Verifier};
 use refuge_proto::tlog::tiles::{Tile, TileError, TileHashReader, TileReader, parse_bundle};
+use refuge_testkit::fixtures::authority;
 use refuge_tests::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -82,10 +83,6 @@ impl TileReader for HttpTiles {
         }
         Ok(body)
     }
-}
-
-fn authority() -> SigningKey {
-    SigningKey::from_bytes(&[0x41; 32])
 }
 
 fn key_hex(key: &SigningKey) -> String {
@@ -164,7 +161,7 @@ fn the_relay_serves_a_log_that_verifies() {
     );
     assert_eq!(mode & 0o777, 0o600, "the log key is private");
 
-    let relay = Relay::start(&data_dir, &[]);
+    let relay = RelayProcess::start(&data_dir, &[]);
     let addr = relay
         .log_http
         .expect("the relay printed its log-http address");
@@ -312,7 +309,7 @@ fn a_restored_old_database_halts_log_append() {
     assert_eq!(db_count(&db, "tlog_entries"), 2);
 
     // The relay still serves what it has; the halt is about signing.
-    let relay = Relay::start(&data_dir, &[]);
+    let relay = RelayProcess::start(&data_dir, &[]);
     let (status, _, _) = http(relay.log_http.expect("log-http"), "GET", "/checkpoint");
     assert_eq!(status, 200);
 }

@@ -22,6 +22,7 @@ use refuge_proto::tlog::witness::{CosignedState, Witness, WitnessLog};
 use refuge_proto::wire::client_frame::Request;
 use refuge_proto::wire::server_frame::Response;
 use refuge_proto::wire::{self};
+use refuge_testkit::fixtures::authority;
 use refuge_tests::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -30,10 +31,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const ORIGIN: &str = "refuge.invalid/log";
-
-fn authority() -> SigningKey {
-    SigningKey::from_bytes(&[0x51; 32])
-}
 
 fn device_key(i: u8) -> SigningKey {
     SigningKey::from_bytes(&[i; 32])
@@ -335,7 +332,7 @@ fn submitted_entries_are_logged_proven_witnessed_and_served() {
         "--witness",
         &witness_option,
     ];
-    let mut relay = Relay::start(&data_dir, &args);
+    let mut relay = RelayProcess::start(&data_dir, &args);
     let log_vkey = relay.log_vkey.clone();
     witness.follow(&log_vkey);
     let log_http = relay.log_http.expect("log listener");
@@ -423,7 +420,7 @@ fn submitted_entries_are_logged_proven_witnessed_and_served() {
     // Across a restart the cosigned checkpoint is still served, and submissions go on.
     drop(s);
     assert!(relay.stop(), "clean stop");
-    let relay = Relay::start(&data_dir, &args);
+    let relay = RelayProcess::start(&data_dir, &args);
     let mut s = RawSession::connect(relay.tcp, true);
     let served =
         String::from_utf8(get_log(&mut s, "checkpoint").expect("checkpoint")).expect("text");

@@ -158,7 +158,7 @@ fn run_command(mut cmd: Command, what: &str, context: &dyn Fn() -> String) -> Ra
 }
 
 /// The relay log and the tor network's logs, for failure messages.
-fn diagnostics(net: &TorNet, relay: &Relay) -> String {
+fn diagnostics(net: &TorNet, relay: &RelayProcess) -> String {
     format!(
         "relay log:\n{}\ntor network logs:\n{}",
         relay.log(),
@@ -167,7 +167,7 @@ fn diagnostics(net: &TorNet, relay: &Relay) -> String {
 }
 
 /// Runs a command that must succeed; panics with its output and the diagnostics if not.
-fn must_succeed(cmd: Command, what: &str, net: &TorNet, relay: &Relay) -> Ran {
+fn must_succeed(cmd: Command, what: &str, net: &TorNet, relay: &RelayProcess) -> Ran {
     let ran = run_command(cmd, what, &|| diagnostics(net, relay));
     assert!(
         ran.status.success(),
@@ -181,7 +181,7 @@ fn must_succeed(cmd: Command, what: &str, net: &TorNet, relay: &Relay) -> Ran {
 }
 
 /// A client command over Tor; panics with its output and the tor logs if it fails.
-fn tor_ok(net: &TorNet, relay: &Relay, program: &str, args: &[&str]) -> Ran {
+fn tor_ok(net: &TorNet, relay: &RelayProcess, program: &str, args: &[&str]) -> Ran {
     let mut cmd = Command::new(bin(program));
     client_env(cmd.args(args));
     must_succeed(cmd, &format!("{program} {args:?}"), net, relay)
@@ -286,7 +286,7 @@ const PUBLISHED: &str = "onion service published";
 struct TorWorld {
     world_dir: tempfile::TempDir,
     authority_key: String,
-    relay: Relay,
+    relay: RelayProcess,
     relay_url: String,
     relay_started: Instant,
     /// When the relay logged that its onion service was published.
@@ -309,7 +309,7 @@ impl TorWorld {
     }
 
     /// Starts the relay (again) on `dir`/relay, with its onion service and `extra` arguments.
-    fn start_relay(dir: &Path, authority_key: &str, arti: &str, extra: &[&str]) -> Relay {
+    fn start_relay(dir: &Path, authority_key: &str, arti: &str, extra: &[&str]) -> RelayProcess {
         let mut args = vec![
             "--authority-key",
             authority_key,
@@ -320,7 +320,7 @@ impl TorWorld {
             arti,
         ];
         args.extend_from_slice(extra);
-        Relay::start(&dir.join("relay"), &args)
+        RelayProcess::start(&dir.join("relay"), &args)
     }
 }
 
@@ -1143,7 +1143,7 @@ fn the_leak_audit_catches_dns_udp_and_stray_connections() {
 async fn test_arti(
     net: &TorNet,
     dir: &Path,
-    relay: &Relay,
+    relay: &RelayProcess,
 ) -> refuge_client::transport::TorTransport {
     use refuge_client::transport::{TorOptions, TorTransport};
     let mut options = TorOptions::new(dir);

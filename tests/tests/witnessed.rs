@@ -20,7 +20,7 @@ const FRESHNESS: u64 = 6;
 struct Witnessed {
     dir: tempfile::TempDir,
     authority: Authority,
-    relay: Relay,
+    relay: RelayProcess,
     witness: Option<WitnessProcess>,
     witness_key: WitnessKey,
 }
@@ -87,7 +87,7 @@ fn witnessed() -> Witnessed {
         .collect();
     let witness_key = WitnessKey::create(dir.path());
     let target = witness_key.relay_target();
-    let relay = Relay::start(
+    let relay = RelayProcess::start(
         &dir.path().join("relay"),
         &[
             "--authority-key",
@@ -219,7 +219,7 @@ fn a_new_client_is_not_shown_the_log_without_a_logged_revocation() {
             &e2,
         ],
     );
-    w.relay = Relay::start(&data_dir, &["--authority-key", &w.authority.key_hex]);
+    w.relay = RelayProcess::start(&data_dir, &["--authority-key", &w.authority.key_hex]);
 
     // A user who never saw the log: the witness has cosigned a larger tree, so this one carries
     // no cosignature the policy accepts.

@@ -2,9 +2,9 @@
 //! (SubmitEntry). Both are open to any session after Hello: the log is public, and entries carry
 //! the authority's signature.
 
-use super::Relay;
+use super::Handler;
 use crate::reject::Reject;
-use crate::store::Store;
+use crate::store::RelayStore;
 use crate::tlog::sequencer::SubmitError;
 use crate::tlog::{LogError, read_path, served_checkpoint};
 use refuge_proto::ErrorCode;
@@ -41,7 +41,7 @@ fn log_error(e: LogError) -> Reject {
     }
 }
 
-impl<S: Store> Relay<S> {
+impl<S: RelayStore> Handler<S> {
     pub(super) async fn get_log(&self, g: wire::GetLog) -> Result<Response, Reject> {
         let log = self.log.as_ref().ok_or_else(no_log)?;
         if g.path.len() > MAX_LOG_PATH {

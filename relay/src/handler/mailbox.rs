@@ -1,9 +1,11 @@
 //! Mailbox requests: create, deposit, fetch, acknowledge.
 
-use super::{Relay, UnixSeconds};
+use super::{Handler, UnixSeconds};
 use crate::reject::Reject;
 use crate::session::{MailboxGrant, OpenSession};
-use crate::store::{Deposited, IdempotencyId, NewDeposit, NewMailbox, Store, expiry_hour, to_hour};
+use crate::store::{
+    Deposited, IdempotencyId, NewDeposit, NewMailbox, RelayStore, expiry_hour, to_hour,
+};
 use refuge_proto::ids::{DepositToken, MailboxId, auth_key_from_slice, signature_from_slice};
 use refuge_proto::wire::server_frame::Response;
 use refuge_proto::wire::{self};
@@ -27,7 +29,7 @@ pub(crate) fn require_grant(
     open.grant(mailbox).ok_or_else(Reject::not_authenticated)
 }
 
-impl<S: Store> Relay<S> {
+impl<S: RelayStore> Handler<S> {
     pub(super) async fn create_mailbox(&self, c: wire::CreateMailbox) -> Result<Response, Reject> {
         let mailbox = mailbox_field(&c.mailbox_id)?;
         let auth_key =

@@ -1,7 +1,7 @@
 //! The request handler: one decoded `ClientFrame` in, one `ServerFrame` out.
 //!
 //! Sans-I/O: no sockets and no clock. The transport hands in the frame body, the session state,
-//! the current time and a random source; the handler talks only to the [`Store`] and the
+//! the current time and a random source; the handler talks only to the [`RelayStore`] and the
 //! in-memory [`Roster`]. The same code serves TCP, QUIC streams and the in-memory tests.
 
 mod log;
@@ -21,8 +21,8 @@ use crate::admission::{Admission, AdmissionConfig, Admitted, Refusal};
 use crate::metrics::{self, Metrics};
 use crate::reject::Reject;
 use crate::roster::Roster;
-use crate::session::{AlreadyGreeted, OpenSession, Session};
-use crate::store::{MailboxKind, Store};
+use crate::session::{AlreadyGreeted, OpenSession, SessionState};
+use crate::store::{MailboxKind, RelayStore};
 use crate::tlog::http::LogReader;
 use crate::tlog::sequencer::Sequencer;
 use refuge_proto::pow::{Params, Purpose};
@@ -40,7 +40,7 @@ pub type UnixSeconds = u64;
 
 /// The relay's request handler, shared by every session.
 #[derive(Debug)]
-pub struct Relay<S> {
+pub struct Handler<S> {
     store: S,
     /// Replaced whole when the directory changes; a request uses the one in force when it reads.
     roster: RwLock<Arc<Roster>>,
@@ -57,7 +57,7 @@ pub struct LogAccess {
     pub sequencer: Option<Sequencer>,
 }
 
-impl<S: Store> Relay<S> {
+impl<S: RelayStore> Handler<S> {
     /// A relay with the default admission settings.
     pub fn new(store: S, roster: Roster) -> Self {
         Self::with_admission(store, roster, AdmissionConfig::default())
@@ -167,7 +167,7 @@ impl<S: Store> Relay<S> {
     /// Handles one frame body as read from the wire.
     pub async fn handle_body<R: rand::CryptoRng + Send>(
         &self,
-        session: &mut Session,
+        session: &mut SessionState,
         body: &[u8],
         now: UnixSeconds,
         rng: &mut R,
@@ -191,7 +191,7 @@ impl<S: Store> Relay<S> {
     /// Handles one decoded request.
     pub async fn handle<R: rand::CryptoRng + Send>(
         &self,
-        session: &mut Session,
+        session: &mut SessionState,
         request: ClientFrame,
         now: UnixSeconds,
         rng: &mut R,
@@ -215,7 +215,7 @@ impl<S: Store> Relay<S> {
 
     async fn dispatch<R: rand::CryptoRng + Send>(
         &self,
-        session: &mut Session,
+        session: &mut SessionState,
         request: Option<Request>,
         now: UnixSeconds,
         rng: &mut R,
@@ -319,7 +319,11 @@ impl<S: Store> Relay<S> {
     }
 }
 
-fn hello_ok(session: &mut Session, hello: &wire::Hello, pow: Params) -> Result<Response, Reject> {
+fn hello_ok(
+    session: &mut SessionState,
+    hello: &wire::Hello,
+    pow: Params,
+) -> Result<Response, Reject> {
     if hello.protocol_version != PROTOCOL_VERSION {
         return Err(Reject::new(
             ErrorCode::UnsupportedVersion,

@@ -1,12 +1,12 @@
 //! Staff prekey requests: upload, count, and handing out one bundle per device of a post.
 
 use super::mailbox::{mailbox_field, require_grant};
-use super::{Relay, UnixSeconds};
+use super::{Handler, UnixSeconds};
 use crate::reject::Reject;
 use crate::session::OpenSession;
 use crate::store::{
-    OneTimeKey, PAID_TICKET_LIFETIME, PrekeyCount, PrekeyUpload, REPLY_TICKET_LIFETIME, SignedKey,
-    Store, TakenBundle, to_hour,
+    OneTimeKey, PAID_TICKET_LIFETIME, PrekeyCount, PrekeyUpload, REPLY_TICKET_LIFETIME, RelayStore,
+    SignedKey, TakenBundle, to_hour,
 };
 use refuge_proto::directory::IDENTITY_KEY_LEN;
 use refuge_proto::ids::DepositToken;
@@ -116,7 +116,7 @@ fn bundle_to_wire(b: TakenBundle) -> wire::DeviceBundle {
     }
 }
 
-impl<S: Store> Relay<S> {
+impl<S: RelayStore> Handler<S> {
     pub(super) async fn upload_prekeys(
         &self,
         open: &OpenSession,

@@ -21,7 +21,7 @@ const NOW: u64 = 1_700_001_234;
 struct Harness {
     _dir: tempfile::TempDir,
     db: PathBuf,
-    relay: Relay<SqliteStore>,
+    relay: Handler<SqliteStore>,
     rng: StdRng,
     next_id: u64,
     a: Staff,
@@ -61,7 +61,7 @@ impl Harness {
             db: dir.path().join(DATABASE_FILE),
             _dir: dir,
             // The least effort, so that the many paid requests here stay fast.
-            relay: Relay::with_admission(
+            relay: Handler::with_admission(
                 store,
                 Roster::new(directory),
                 crate::admission::AdmissionConfig {
@@ -82,7 +82,7 @@ impl Harness {
 
     /// Sends `request`, with a proof of work solved for it if it needs one and has none (as the
     /// client's transport does).
-    async fn call(&mut self, session: &mut Session, mut request: Request) -> ServerFrame {
+    async fn call(&mut self, session: &mut SessionState, mut request: Request) -> ServerFrame {
         let unpaid = match &mut request {
             Request::CreateMailbox(c) if c.pow.is_none() => {
                 Some((Purpose::CreateMailbox, &mut c.pow))
@@ -119,7 +119,7 @@ impl Harness {
     }
 
     /// A paid admission ticket for the test post's staff mailboxes.
-    async fn ticket(&mut self, session: &mut Session) -> Vec<u8> {
+    async fn ticket(&mut self, session: &mut SessionState) -> Vec<u8> {
         match self.ok(session, ticket_req("emb-xx")).await {
             Response::DepositTicket(t) => {
                 assert_eq!(t.ticket.len(), 32);
@@ -129,7 +129,7 @@ impl Harness {
         }
     }
 
-    async fn ok(&mut self, session: &mut Session, request: Request) -> Response {
+    async fn ok(&mut self, session: &mut SessionState, request: Request) -> Response {
         match self.call(session, request).await.response {
             Some(Response::Error(e)) => panic!("unexpected error {:?}: {}", e.code(), e.message),
             Some(r) => r,
@@ -140,7 +140,7 @@ impl Harness {
     /// Expects a refusal with `code` that leaves the store unchanged; returns its message.
     async fn refused(
         &mut self,
-        session: &mut Session,
+        session: &mut SessionState,
         request: Request,
         code: ErrorCode,
     ) -> String {
@@ -165,12 +165,12 @@ impl Harness {
         }
     }
 
-    async fn hello(&mut self, session: &mut Session) {
+    async fn hello(&mut self, session: &mut SessionState) {
         let r = self.ok(session, hello_req(PROTOCOL_VERSION)).await;
         assert!(matches!(r, Response::HelloOk(_)));
     }
 
-    async fn challenge(&mut self, session: &mut Session) -> Nonce {
+    async fn challenge(&mut self, session: &mut SessionState) -> Nonce {
         match self
             .ok(session, Request::GetChallenge(wire::GetChallenge {}))
             .await
@@ -180,15 +180,15 @@ impl Harness {
         }
     }
 
-    async fn login(&mut self, session: &mut Session, key: &SigningKey, mailbox: MailboxId) {
+    async fn login(&mut self, session: &mut SessionState, key: &SigningKey, mailbox: MailboxId) {
         let nonce = self.challenge(session).await;
         let r = self.ok(session, auth_req(mailbox, &nonce, key)).await;
         assert!(matches!(r, Response::Authenticated(_)));
     }
 
     /// A greeted session.
-    async fn session(&mut self) -> Session {
-        let mut s = Session::new();
+    async fn session(&mut self) -> SessionState {
+        let mut s = SessionState::new();
         self.hello(&mut s).await;
         s
     }
@@ -322,7 +322,7 @@ fn count_req(mailbox: MailboxId) -> Request {
 #[tokio::test]
 async fn hello_is_required_first() {
     let mut h = Harness::new().await;
-    let mut s = Session::new();
+    let mut s = SessionState::new();
     h.refused(
         &mut s,
         Request::GetChallenge(wire::GetChallenge {}),
@@ -360,7 +360,7 @@ async fn hello_is_required_first() {
 #[tokio::test]
 async fn an_unsupported_version_is_refused_and_hello_may_be_retried() {
     let mut h = Harness::new().await;
-    let mut s = Session::new();
+    let mut s = SessionState::new();
     let msg = h
         .refused(
             &mut s,
@@ -649,7 +649,7 @@ async fn an_unknown_post_is_refused() {
 #[tokio::test]
 async fn a_malformed_body_is_answered_and_the_session_continues() {
     let mut h = Harness::new().await;
-    let mut s = Session::new();
+    let mut s = SessionState::new();
     let before = h.snapshot();
     for body in [
         vec![0xff, 0xff, 0xff],

@@ -4,7 +4,7 @@
 //! one `#[tokio::test]` of it per backend (`conformance::sqlite::…` and `conformance::memory::…`).
 //! A rule tested here holds for [`SqliteStore`], the relay's store, and for [`MemoryStore`], the
 //! test kit's and the fuzz target's: where they answered differently, the memory store was made
-//! to answer as SQLite does. The tests look at a store only through [`Store`], and through
+//! to answer as SQLite does. The tests look at a store only through [`RelayStore`], and through
 //! [`Inspect`] to check that a refusal changed nothing. What only SQLite has (its file, pragmas,
 //! migrations, the writer's batches, a full disk, the sweep thread) is tested in
 //! `sqlite::tests` and `sqlite::deposit_tests`.
@@ -42,7 +42,7 @@ impl Inspect for MemoryStore {
 }
 
 /// A backend the suite runs against: how to get a fresh, empty store and how to close it.
-trait Backend: Store + Inspect + Clone {
+trait Backend: RelayStore + Inspect + Clone {
     /// A fresh store with the per-mailbox quotas of `limits` (other limits are SQLite's own),
     /// and what must live as long as it (SQLite's temporary directory).
     fn open(limits: StoreLimits) -> (Option<tempfile::TempDir>, Self);

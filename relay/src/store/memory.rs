@@ -25,7 +25,7 @@ use super::sqlite::StoreLimits;
 use super::{
     AdmissionRefused, BundleRequest, Created, Deposited, DirectoryChange, MailboxKey, MailboxKind,
     MessagePage, NewDeposit, NewMailbox, OneTimeKey, PrekeyCount, PrekeyUpload, REPEAT_WINDOW,
-    SignedKey, Store, StoreError, StoredMessage, TICKET_USE_WINDOW, TakenBundle,
+    RelayStore, SignedKey, StoreError, StoredMessage, TICKET_USE_WINDOW, TakenBundle,
 };
 use crate::session::MailboxGrant;
 use ed25519_dalek::VerifyingKey;
@@ -94,7 +94,7 @@ impl MemoryStore {
     }
 
     /// For tests and the test kit: the messages `mailbox` holds (not acknowledged, not deleted
-    /// by expiry), oldest first. Unlike [`Store::fetch_messages`] it also lists messages past
+    /// by expiry), oldest first. Unlike [`RelayStore::fetch_messages`] it also lists messages past
     /// their sender's timer that no sweep has deleted yet, and needs no grant.
     pub fn messages_of(&self, mailbox: &MailboxId) -> Vec<StoredMessage> {
         let state = self.lock();
@@ -241,7 +241,7 @@ struct Admitted {
 /// What a deposit finds when checked.
 enum Checked {
     Repeated,
-    Store { ticket: Option<Admitted> },
+    RelayStore { ticket: Option<Admitted> },
 }
 
 /// A time the SQLite store keeps in an INTEGER column: beyond `i64` it refuses it as
@@ -359,7 +359,7 @@ impl State {
         } else {
             None
         };
-        Ok(Checked::Store { ticket })
+        Ok(Checked::RelayStore { ticket })
     }
 
     /// Checks the ticket a deposit into a staff mailbox carries (its hash in `token_hash`).
@@ -399,7 +399,7 @@ impl State {
     ) -> Result<Deposited, StoreError> {
         let ticket = match self.check_deposit(&deposit, token_hash, Some(sealed_sha256))? {
             Checked::Repeated => return Ok(Deposited::Repeated),
-            Checked::Store { ticket } => ticket,
+            Checked::RelayStore { ticket } => ticket,
         };
         let unsolicited = ticket.as_ref().is_some_and(|t| t.paid);
         let Some(mailbox) = self.mailboxes.get(&deposit.mailbox) else {
@@ -920,7 +920,7 @@ impl State {
     }
 }
 
-impl Store for MemoryStore {
+impl RelayStore for MemoryStore {
     async fn mailbox_key(&self, mailbox: MailboxId) -> Result<Option<MailboxKey>, StoreError> {
         Ok(self.lock().mailbox_key(&mailbox))
     }

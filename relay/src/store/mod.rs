@@ -1,6 +1,6 @@
 //! What the relay keeps, behind a narrow interface.
 //!
-//! [`Store`] is the only way the request handler touches storage, so the schema can change and
+//! [`RelayStore`] is the only way the request handler touches storage, so the schema can change and
 //! another backend can be added without touching the protocol code. [`sqlite::SqliteStore`] is
 //! the backend the relay runs on: one SQLite file, a single writer thread doing group commit, and
 //! separate read connections. [`memory::MemoryStore`] keeps the same rules in memory, for the
@@ -26,7 +26,7 @@ use std::future::Future;
 /// Reads that need a session's proof of mailbox ownership take a [`MailboxGrant`], which only a
 /// verified challenge answer produces: a backend cannot be asked for a mailbox's messages by code
 /// that skipped authentication.
-pub trait Store: Send + Sync + 'static {
+pub trait RelayStore: Send + Sync + 'static {
     /// The key that authenticates a mailbox's reader, and what kind of mailbox it is.
     fn mailbox_key(
         &self,
@@ -99,7 +99,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether `deposit` would pass every check but the quota now (its mailbox, token or
     /// admission ticket; a repeat passes), read without the writer: junk deposits are turned
-    /// away before they queue for the single writer. [`Store::deposit`] checks again,
+    /// away before they queue for the single writer. [`RelayStore::deposit`] checks again,
     /// authoritatively, in its transaction.
     fn precheck_deposit(
         &self,

@@ -18,9 +18,7 @@ use std::sync::Arc;
 
 pub(crate) const ORIGIN: &str = "refuge.test/log";
 
-pub(crate) fn authority() -> SigningKey {
-    SigningKey::from_bytes(&[0x41; 32])
-}
+pub(crate) use refuge_testkit::fixtures::authority;
 
 pub(crate) fn log_signer() -> Ed25519Signer {
     Ed25519Signer::from_seed(ORIGIN, &[0x10; 32]).expect("log key")

@@ -5,7 +5,7 @@ use super::*;
 use crate::fixtures::{Snapshot, snapshot, temp_store};
 use crate::handler::LogAccess;
 use crate::roster::Roster;
-use crate::session::Session;
+use crate::session::SessionState;
 use crate::store::sqlite::{DATABASE_FILE, SqliteStore, StoreLimits, schema};
 use crate::tlog::http::LogReader;
 use crate::tlog::sequencer::{Sequencer, SequencerOptions, SequencerThread};
@@ -31,9 +31,7 @@ use std::time::Duration;
 const ORIGIN: &str = "relay.example/refuge-directory";
 const NOW: u64 = 1_800_000_000;
 
-fn authority() -> SigningKey {
-    SigningKey::from_bytes(&[0x21; 32])
-}
+use refuge_testkit::fixtures::authority;
 
 fn signer() -> Ed25519Signer {
     Ed25519Signer::from_seed(ORIGIN, &[4; 32]).expect("valid key name")
@@ -56,11 +54,11 @@ fn enrol_as(i: u8, desk: &str, key: &SigningKey) -> Vec<u8> {
 struct Harness {
     _dir: tempfile::TempDir,
     db: PathBuf,
-    relay: Relay<SqliteStore>,
+    relay: Handler<SqliteStore>,
     /// Ends by itself once the relay (holding the last sequencer handle) is dropped.
     _thread: SequencerThread,
     rng: StdRng,
-    session: Session,
+    session: SessionState,
 }
 
 impl Harness {
@@ -84,7 +82,7 @@ impl Harness {
             },
         )
         .expect("starts");
-        let relay = Relay::new(store, Roster::empty()).with_log(LogAccess {
+        let relay = Handler::new(store, Roster::empty()).with_log(LogAccess {
             reader: Arc::new(LogReader::open(&db, 1).expect("reader")),
             sequencer: Some(sequencer),
         });
@@ -94,7 +92,7 @@ impl Harness {
             relay,
             _thread: thread,
             rng: StdRng::seed_from_u64(1),
-            session: Session::new(),
+            session: SessionState::new(),
         };
         let hello = Request::Hello(wire::Hello {
             protocol_version: refuge_proto::PROTOCOL_VERSION,
@@ -271,8 +269,8 @@ async fn the_cosigned_checkpoint_is_served_first() {
 #[tokio::test]
 async fn without_a_log_the_requests_are_unavailable() {
     let (_dir, store) = temp_store(StoreLimits::default());
-    let relay = Relay::new(store, Roster::empty());
-    let mut session = Session::new();
+    let relay = Handler::new(store, Roster::empty());
+    let mut session = SessionState::new();
     let mut rng = StdRng::seed_from_u64(2);
     let hello = ClientFrame {
         request_id: 1,

@@ -18,7 +18,7 @@ mod tests;
 
 use super::{
     BundleRequest, Created, Deposited, DirectoryChange, MailboxKey, MessagePage, NewDeposit,
-    NewMailbox, PrekeyCount, PrekeyUpload, Store, StoreError, TakenBundle,
+    NewMailbox, PrekeyCount, PrekeyUpload, RelayStore, StoreError, TakenBundle,
 };
 use crate::session::MailboxGrant;
 use refuge_proto::directory::VerifiedDirectory;
@@ -310,7 +310,7 @@ impl Drop for Checkout<'_> {
     }
 }
 
-impl Store for SqliteStore {
+impl RelayStore for SqliteStore {
     async fn mailbox_key(&self, mailbox: MailboxId) -> Result<Option<MailboxKey>, StoreError> {
         self.read(move |c| ops::mailbox_key(c, &mailbox)).await
     }

@@ -17,9 +17,7 @@ use tempfile::TempDir;
 
 const ORIGIN: &str = "relay.example/refuge-directory";
 
-fn authority() -> SigningKey {
-    SigningKey::from_bytes(&[9; 32])
-}
+use refuge_testkit::fixtures::authority;
 
 fn signer() -> Ed25519Signer {
     Ed25519Signer::from_seed(ORIGIN, &[4; 32]).expect("valid key name")

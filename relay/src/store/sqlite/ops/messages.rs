@@ -26,7 +26,7 @@ pub(in crate::store::sqlite) const DEPOSIT_LOOKUP: &str =
 /// store it with.
 pub(in crate::store::sqlite) enum Checked {
     Repeated,
-    Store {
+    RelayStore {
         ticket: Option<super::tickets::Admitted>,
         held: Held,
     },
@@ -107,7 +107,7 @@ pub(in crate::store::sqlite) fn check_deposit(
     } else {
         None
     };
-    Ok(Checked::Store { ticket, held })
+    Ok(Checked::RelayStore { ticket, held })
 }
 
 /// Stores a deposit: [`check_deposit`], then the quota of its admission class, then the message,
@@ -123,7 +123,7 @@ pub(in crate::store::sqlite) fn deposit(
 ) -> Result<Deposited, StoreError> {
     let (ticket, held) = match check_deposit(conn, deposit, token_hash, Some(sealed_sha256))? {
         Checked::Repeated => return Ok(Deposited::Repeated),
-        Checked::Store { ticket, held } => (ticket, held),
+        Checked::RelayStore { ticket, held } => (ticket, held),
     };
     let Held {
         messages: held_messages,
