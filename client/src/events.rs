@@ -97,9 +97,19 @@ pub enum Event {
         case: String,
         delivery: Delivery,
     },
-    /// A message from a user arrived in `case` (staff side).
+    /// A message from a user arrived in `case` (staff side), reported as it is kept.
     CaseArrived {
         case: String,
+    },
+    /// This staff device is not (or no longer) enrolled in the verified directory: users'
+    /// messages no longer reach it; `reason` says why, in words.
+    NotEnrolled {
+        reason: String,
+    },
+    /// The relay did what only a misbehaving relay does (a prekey handed out twice, a bundle
+    /// that does not match the directory, …); the evidence is kept in the encrypted store.
+    RelayMisbehaved {
+        what: String,
     },
     /// Replies wait `secs` before they are sent, on a connection of their own, so that the
     /// relay cannot tie a reply to the read that prompted it.

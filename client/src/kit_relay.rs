@@ -14,6 +14,7 @@ use refuge_proto::wire::DeviceBundle;
 use refuge_proto::wire::client_frame::Request;
 use refuge_testkit::{Fault, Seen, TestRelay};
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,22 +58,26 @@ impl KitRelay {
     /// ([`KitRelay::set_unreachable_for`]): only its redials fail.
     pub async fn connect(&self) -> Session {
         *self.connects.lock().expect("unpoisoned") += 1;
-        let down_for = self.kit.unreachable_for();
-        self.kit.set_unreachable_for(0);
         let kit = self.kit.clone();
+        let first = Arc::new(AtomicBool::new(true));
         let dialer: Arc<dyn Dial> = Arc::new(move |_isolation: &[u8]| -> DialFuture {
-            let stream = kit.dial();
+            let dialled = if first.swap(false, Ordering::SeqCst) {
+                Ok(kit.dial_while_up())
+            } else {
+                kit.dial_numbered()
+            };
             Box::pin(async move {
-                let (reader, writer) = tokio::io::split(stream?);
+                let (_, stream) = dialled?;
+                let (reader, writer) = tokio::io::split(stream);
                 Ok((
                     Box::new(reader) as crate::transport::Reader,
                     Box::new(writer) as crate::transport::Writer,
                 ))
             })
         });
-        let session = Session::connect_dialer(dialer, b"test", &OPTS).await;
-        self.kit.set_unreachable_for(down_for);
-        let mut session = session.expect("the test relay answers Hello");
+        let mut session = Session::connect_dialer(dialer, b"test", &OPTS)
+            .await
+            .expect("the test relay answers Hello");
         session.set_retry_policy(*self.policy.lock().expect("unpoisoned"));
         session
     }

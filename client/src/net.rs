@@ -6,7 +6,9 @@
 use crate::config::TorSettings;
 use crate::error::{ClientError, Result};
 use crate::events::Events;
-use crate::transport::{ConnectOptions, Dial, RelayEndpoint, Session, TorOptions, TorTransport};
+#[cfg(any(test, feature = "in-process"))]
+use crate::transport::Dial;
+use crate::transport::{ConnectOptions, RelayEndpoint, Session, TorOptions, TorTransport};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -23,6 +25,7 @@ pub struct Network {
     /// own circuit through its isolation key).
     tor_client: Arc<tokio::sync::OnceCell<Arc<TorTransport>>>,
     /// Where every connection goes instead, if set: an in-process relay (the test kit).
+    #[cfg(any(test, feature = "in-process"))]
     in_process: Option<Arc<dyn Dial>>,
 }
 
@@ -32,8 +35,7 @@ impl std::fmt::Debug for Network {
             .field("tor", &self.tor)
             .field("allow_direct", &self.allow_direct)
             .field("bootstrapped", &self.tor_client.initialized())
-            .field("in_process", &self.in_process.is_some())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -70,6 +72,7 @@ impl Network {
             allow_direct,
             settings,
             tor_client: Default::default(),
+            #[cfg(any(test, feature = "in-process"))]
             in_process: None,
         })
     }
@@ -77,6 +80,8 @@ impl Network {
     /// Sends every connection to `dialer` instead of Tor or a socket: an in-process relay (the
     /// test kit's), given each connection's isolation key as Tor would be. The endpoint is still
     /// resolved and checked as usual, so everything but the bytes' path is what it would be.
+    /// Only with the `in-process` feature (tests): production builds cannot reroute.
+    #[cfg(any(test, feature = "in-process"))]
     pub fn route_in_process(&mut self, dialer: Arc<dyn Dial>) {
         self.in_process = Some(dialer);
     }
@@ -123,9 +128,11 @@ impl Network {
     pub async fn connect(&self, endpoint: &RelayEndpoint, isolation_key: &[u8]) -> Result<Session> {
         self.check(endpoint)?;
         let options = ConnectOptions::default();
+        #[cfg(any(test, feature = "in-process"))]
         if let Some(dialer) = &self.in_process {
-            Session::connect_dialer(Arc::clone(dialer), isolation_key, &options).await
-        } else if endpoint.is_tor() {
+            return Session::connect_dialer(Arc::clone(dialer), isolation_key, &options).await;
+        }
+        if endpoint.is_tor() {
             let tor = self.bootstrap().await?;
             Session::connect_tor(&tor, endpoint, isolation_key, &options).await
         } else {

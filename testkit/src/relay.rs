@@ -140,6 +140,8 @@ struct KitLog {
     sequencer: Sequencer,
     /// The log's note verifier key, as a client policy names it.
     vkey: String,
+    /// The size of the log whose directory is in force.
+    installed: tokio::sync::Mutex<u64>,
     _dir: tempfile::TempDir,
 }
 
@@ -243,6 +245,7 @@ impl TestRelay {
                 log: Some(KitLog {
                     sequencer,
                     vkey,
+                    installed: tokio::sync::Mutex::new(0),
                     _dir: dir,
                 }),
             }),
@@ -274,14 +277,21 @@ impl TestRelay {
     }
 
     /// Puts the directory the log replays to now in force.
+    ///
+    /// [`TestRelay::submit`] and the log follower both call it: under one lock, and only for a
+    /// log larger than the one in force, so an older replay never replaces a newer one.
     async fn install_from_log(&self) {
         let Some(log) = &self.inner.log else { return };
+        let mut installed = log.installed.lock().await;
         let replay = Arc::clone(&log.sequencer.heads().borrow().replay);
-        if replay.size() == 0 {
+        if replay.size() <= *installed {
             return;
         }
         match roster::install_from_log(self.store(), &replay, self.inner.clock.now()).await {
-            Ok(roster) => self.inner.handler.set_roster(roster),
+            Ok(roster) => {
+                self.inner.handler.set_roster(roster);
+                *installed = replay.size();
+            }
             Err(e) => panic!("the in-memory store refused the log's directory: {e}"),
         }
     }
@@ -334,10 +344,24 @@ impl TestRelay {
 
     /// [`TestRelay::dial`], also returning the connection's number (as in [`Seen::connection`]).
     pub fn dial_numbered(&self) -> Result<(u64, DuplexStream), Unreachable> {
+        self.open(false)
+    }
+
+    /// A connection that was open before the relay became unreachable: it opens whatever
+    /// [`TestRelay::set_unreachable_for`] says (and uses up none of it), so that a test can
+    /// have a session in hand whose redials then fail.
+    pub fn dial_while_up(&self) -> (u64, DuplexStream) {
+        match self.open(true) {
+            Ok(dialled) => dialled,
+            Err(Unreachable) => unreachable!("open(true) ignores unreachability"),
+        }
+    }
+
+    fn open(&self, while_up: bool) -> Result<(u64, DuplexStream), Unreachable> {
         let number = {
             let mut state = self.state();
             state.dials += 1;
-            if state.unreachable_for > 0 {
+            if !while_up && state.unreachable_for > 0 {
                 state.unreachable_for -= 1;
                 return Err(Unreachable);
             }
@@ -449,7 +473,7 @@ impl TestRelay {
     pub async fn advance(&self, by: Duration) -> u64 {
         self.inner.clock.advance(by);
         self.store()
-            .expire_due_messages(self.inner.clock.now())
+            .expire_due_messages(store::to_hour(self.inner.clock.now()))
             .await
             .expect("the in-memory store expires")
     }

@@ -146,7 +146,9 @@ impl InboxClient {
     }
 
     /// Sends every connection to an in-process relay (the test kit's) instead of Tor or a
-    /// socket; see [`crate::net::Network::route_in_process`].
+    /// socket; see [`crate::net::Network::route_in_process`]. Only with the `in-process`
+    /// feature (tests).
+    #[cfg(any(test, feature = "in-process"))]
     pub fn route_in_process(&mut self, dialer: std::sync::Arc<dyn crate::transport::Dial>) {
         self.core.network.route_in_process(dialer);
     }
@@ -210,14 +212,21 @@ impl InboxClient {
         let endpoint = self.core.endpoint_for(Some(&source.policy))?;
         let mut summary = InboxReadSummary::default();
         let mut session = self.core.connect(&endpoint, label.as_bytes()).await?;
+        let events = self.events().clone();
         let read = async {
             let directory = self.core.sync_on(&mut session, &source).await?.clone();
             let staff = self.staff()?;
             summary.not_enrolled = staff.check_enrolled(&directory).err();
             let arrived = &mut summary.arrived_in;
+            // Each arrival is reported as it is kept: a read that fails later (or is given up)
+            // has still told the front end about what it kept, which the next read will not
+            // show again.
             let mut shown = |m: &ReceivedMessage| {
                 show(m)?;
-                arrived.extend(m.sender.case_id());
+                if let Some(case) = m.sender.case_id() {
+                    events.emit(Event::CaseArrived { case: case.clone() });
+                    arrived.push(case);
+                }
                 Ok(())
             };
             let now = self.core.store.now();
@@ -226,9 +235,14 @@ impl InboxClient {
         .await;
         session.close().await;
         summary.report = read?;
-        for case in &summary.arrived_in {
+        if let Some(e) = &summary.not_enrolled {
+            self.events().emit(Event::NotEnrolled {
+                reason: e.to_string(),
+            });
+        }
+        for what in &summary.report.misbehaviour {
             self.events()
-                .emit(Event::CaseArrived { case: case.clone() });
+                .emit(Event::RelayMisbehaved { what: what.clone() });
         }
         summary.replies_waiting = !self.core.store.outbox()?.is_empty();
         Ok(summary)
@@ -236,13 +250,14 @@ impl InboxClient {
 
     /// Reads now and then every [`PollSchedule`] wait, until `stop` completes; after each
     /// read, replies waiting in the outbox are sent (after their random wait, on a connection
-    /// of their own, as [`InboxClient::send_waiting`]). A failed read or send is reported as
-    /// [`Event::ReceiveFailed`] and tried again after a longer wait; one that may be an attack
-    /// ends the loop with its error. Arrivals are reported as [`Event::CaseArrived`].
+    /// of their own, as [`InboxClient::send_waiting`]). What a read finds is reported as it
+    /// happens ([`Event::CaseArrived`], [`Event::NotEnrolled`], [`Event::RelayMisbehaved`]). A
+    /// failed read or send is reported as [`Event::ReceiveFailed`] and tried again after a
+    /// longer wait; one that may be an attack ends the loop with its error.
     ///
-    /// `stop` also interrupts a read or a send under way, which is as safe as a crash there: a
-    /// message is acknowledged only once it is in its case, and a reply stays in the outbox
-    /// until the relay confirmed it.
+    /// `stop` is honoured between reads, and during the random wait and the sending of
+    /// replies, which is as safe as a crash there (a reply stays in the outbox until the relay
+    /// confirmed it); a read under way is finished first.
     pub async fn read_until(
         &mut self,
         mut schedule: PollSchedule,
@@ -250,13 +265,12 @@ impl InboxClient {
     ) -> Result<()> {
         let mut stop = std::pin::pin!(stop);
         loop {
-            let outcome = async {
-                self.read(&mut |_| Ok(())).await?;
-                self.send_waiting().await
-            };
-            let outcome = tokio::select! {
-                () = &mut stop => return Ok(()),
-                outcome = outcome => outcome,
+            let outcome = match self.read(&mut |_| Ok(())).await {
+                Ok(_) => tokio::select! {
+                    () = &mut stop => return Ok(()),
+                    sent = self.send_waiting() => sent.map(|_| ()),
+                },
+                Err(e) => Err(e),
             };
             let wait = schedule.next_wait(outcome.is_ok());
             if let Err(e) = outcome {

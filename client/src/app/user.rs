@@ -101,7 +101,9 @@ impl UserClient {
     }
 
     /// Sends every connection to an in-process relay (the test kit's) instead of Tor or a
-    /// socket; see [`crate::net::Network::route_in_process`].
+    /// socket; see [`crate::net::Network::route_in_process`]. Only with the `in-process`
+    /// feature (tests).
+    #[cfg(any(test, feature = "in-process"))]
     pub fn route_in_process(&mut self, dialer: std::sync::Arc<dyn crate::transport::Dial>) {
         self.core.network.route_in_process(dialer);
     }

@@ -14,9 +14,11 @@ pub use endpoint::{RelayEndpoint, SpkiPin};
 pub use pin::PinVerifier;
 pub(crate) use session::unexpected;
 pub use session::{
-    ALPN, ConnectOptions, Dial, DialFuture, MAX_ATTEMPTS, MAX_POW_EFFORT, MAX_RETRY_WAIT, Reader,
-    SERVER_NAME, SOFTWARE, Session, Writer, install_crypto_provider, retry_wait, solve,
+    ALPN, ConnectOptions, MAX_ATTEMPTS, MAX_POW_EFFORT, MAX_RETRY_WAIT, Reader, SERVER_NAME,
+    SOFTWARE, Session, Writer, install_crypto_provider, retry_wait, solve,
 };
+#[cfg(any(test, feature = "in-process"))]
+pub use session::{Dial, DialFuture};
 pub use tor::{ARTI_DIR, TorOptions, TorTransport};
 
 #[cfg(test)]

@@ -72,6 +72,7 @@ pub type Reader = Box<dyn AsyncRead + Unpin + Send>;
 pub type Writer = Box<dyn AsyncWrite + Unpin + Send>;
 
 /// What [`Dial::dial`] returns: a fresh byte stream to the relay, or why there is none.
+#[cfg(any(test, feature = "in-process"))]
 pub type DialFuture =
     std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<(Reader, Writer)>> + Send>>;
 
@@ -80,10 +81,16 @@ pub type DialFuture =
 /// stream broke. It is given the isolation key a Tor circuit would be chosen by, so a test can
 /// see which steps would share a circuit. Closures taking the key and returning a
 /// [`DialFuture`] are dialers.
+///
+/// Only in the crate's tests and with the `in-process` feature (the workspace's tests): a
+/// production build has no way to send a connection anywhere but through Tor or a checked
+/// direct endpoint.
+#[cfg(any(test, feature = "in-process"))]
 pub trait Dial: Send + Sync {
     fn dial(&self, isolation_key: &[u8]) -> DialFuture;
 }
 
+#[cfg(any(test, feature = "in-process"))]
 impl<F: Fn(&[u8]) -> DialFuture + Send + Sync> Dial for F {
     fn dial(&self, isolation_key: &[u8]) -> DialFuture {
         self(isolation_key)
@@ -121,6 +128,7 @@ enum Origin {
         opts: ConnectOptions,
     },
     /// A dialer's fresh stream, for the same isolation key.
+    #[cfg(any(test, feature = "in-process"))]
     Dialer {
         dialer: Arc<dyn Dial>,
         isolation_key: Vec<u8>,
@@ -261,6 +269,7 @@ impl Session {
 
     /// Opens a stream with `dialer` for `isolation_key` and says Hello; a broken session dials
     /// again with the same key.
+    #[cfg(any(test, feature = "in-process"))]
     pub async fn connect_dialer(
         dialer: Arc<dyn Dial>,
         isolation_key: &[u8],
@@ -511,6 +520,7 @@ impl Session {
                 ));
             }
             Origin::Direct { endpoint, opts } => Session::connect(endpoint, opts).await?,
+            #[cfg(any(test, feature = "in-process"))]
             Origin::Dialer {
                 dialer,
                 isolation_key,
@@ -573,9 +583,9 @@ impl Relay for Session {
     fn resumption(&mut self) -> Option<&mut Resumption> {
         match self.origin {
             Origin::Stream => None,
-            Origin::Direct { .. } | Origin::Dialer { .. } | Origin::Tor { .. } => {
-                Some(&mut self.resumption)
-            }
+            Origin::Direct { .. } | Origin::Tor { .. } => Some(&mut self.resumption),
+            #[cfg(any(test, feature = "in-process"))]
+            Origin::Dialer { .. } => Some(&mut self.resumption),
         }
     }
 }

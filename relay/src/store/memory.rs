@@ -2,8 +2,8 @@
 //!
 //! It exists so that the relay's real request handler can run without a database: the test kit
 //! (`refuge-testkit`) serves whole user, staff and relay simulations from it, and the
-//! `relay_handler` fuzz target runs some ten to fifty times as many inputs a second against it as against a
-//! SQLite file per input. It is no production backend: it keeps nothing on disk, and everything
+//! `relay_handler` fuzz target runs some sixty times as many inputs a second against it as the
+//! harness that opened a SQLite file per input did. It is no production backend: it keeps nothing on disk, and everything
 //! is lost when the last clone is dropped.
 //!
 //! It keeps the rules of [`super::sqlite::SqliteStore`] exactly: the same checks in the same
