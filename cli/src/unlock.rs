@@ -136,13 +136,7 @@ pub fn open_store(
     what: &'static str,
     command: &'static str,
 ) -> Result<Store> {
-    if !Store::exists(dir) {
-        return Err(ClientError::NotInitialized {
-            what,
-            dir: dir.to_path_buf(),
-            command,
-        });
-    }
+    Store::require_existing(dir, what, command)?;
     Store::open(dir, &args.unlock(dir)?)
 }
 

@@ -105,7 +105,7 @@ fn policy(dir: &Path, kit: &TestRelay) -> PolicySource {
     let text = format!(
         "refuge client policy v1\nauthority {}\npost {POST} Embassy of X\nlog {}\n\
          relay-onion {ONION}\nquorum none\ndeployment test\n",
-        hex(key.verifying_key().as_bytes()),
+        hex::encode(key.verifying_key().as_bytes()),
         kit.log_vkey().expect("a relay with a log"),
     );
     let text_path = dir.join("policy.txt");
@@ -113,12 +113,8 @@ fn policy(dir: &Path, kit: &TestRelay) -> PolicySource {
     let signed = authority::sign_policy_file(&key, &text_path).expect("the policy signs");
     let path = dir.join("policy.signed");
     std::fs::write(&path, signed).expect("the signed policy is written");
-    PolicySource::from_args(&path, &[hex(key.verifying_key().as_bytes())])
+    PolicySource::from_args(&path, &[hex::encode(key.verifying_key().as_bytes())])
         .expect("the signed policy reads back")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A staff device set up as a post's administrator does it: its request signed by the
@@ -155,20 +151,9 @@ async fn staff_device(dir: &Path, circuits: &Circuits, label: &str) -> InboxClie
     inbox
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_first_contact_and_its_reply_through_the_application_cores_on_their_own_circuits() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let circuits = Circuits {
-        kit: TestRelay::with_log(VirtualClock::at_wall_clock(), 11).await,
-        keys: Arc::default(),
-    };
-    let mut desk1 = staff_device(dir, &circuits, DESK1).await;
-    let _desk2 = staff_device(dir, &circuits, DESK2).await;
-
-    // The user: a new store, the policy (which names the relay's onion service), the posts.
-    let events = Events::default();
-    let mut rx = events.subscribe();
+/// A new user set up as the app does it: a store, its connections routed to the kit, the policy
+/// (which names the relay's onion service) verified and the directory synced.
+async fn new_user(dir: &Path, circuits: &Circuits, events: Events) -> UserClient {
     let mut user = UserClient::create(
         UserSettings {
             data_dir: dir.join("user"),
@@ -179,9 +164,32 @@ async fn a_first_contact_and_its_reply_through_the_application_cores_on_their_ow
         KdfParams::dangerously_weak_for_tests(),
         events,
     )
-    .unwrap();
+    .expect("a new user store");
     user.route_in_process(circuits.dialer());
     user.init(policy(dir, &circuits.kit)).await.expect("init");
+    user
+}
+
+/// A kit relay with a directory log, and the isolation keys of the connections made to it.
+async fn circuits(seed: u64) -> Circuits {
+    Circuits {
+        kit: TestRelay::with_log(VirtualClock::at_wall_clock(), seed).await,
+        keys: Arc::default(),
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_first_contact_and_its_reply_through_the_application_cores_on_their_own_circuits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let circuits = circuits(11).await;
+    let mut desk1 = staff_device(dir, &circuits, DESK1).await;
+    let _desk2 = staff_device(dir, &circuits, DESK2).await;
+
+    // The user: a new store, the policy (which names the relay's onion service), the posts.
+    let events = Events::default();
+    let mut rx = events.subscribe();
+    let mut user = new_user(dir, &circuits, events).await;
     let posts = user.posts().await.unwrap();
     assert_eq!(posts.len(), 1);
     assert_eq!(posts[0].devices.len(), 2);
@@ -364,24 +372,9 @@ async fn a_first_contact_and_its_reply_through_the_application_cores_on_their_ow
 async fn an_inbox_in_the_background_reads_cases_until_told_to_stop() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let circuits = Circuits {
-        kit: TestRelay::with_log(VirtualClock::at_wall_clock(), 12).await,
-        keys: Arc::default(),
-    };
+    let circuits = circuits(12).await;
     let mut desk1 = staff_device(dir, &circuits, DESK1).await;
-    let mut user = UserClient::create(
-        UserSettings {
-            data_dir: dir.join("user"),
-            allow_test_deployment: true,
-            ..UserSettings::default()
-        },
-        &Passphrase::new(PASSPHRASE.into()),
-        KdfParams::dangerously_weak_for_tests(),
-        Events::default(),
-    )
-    .unwrap();
-    user.route_in_process(circuits.dialer());
-    user.init(policy(dir, &circuits.kit)).await.expect("init");
+    let mut user = new_user(dir, &circuits, Events::default()).await;
     user.contact(POST, &SecretText::new("are you there?".into()), None)
         .await
         .expect("contact");

@@ -30,14 +30,34 @@ pub(crate) fn open_existing(
     what: &'static str,
     command: &'static str,
 ) -> Result<Store> {
-    if !Store::exists(dir) {
-        return Err(ClientError::NotInitialized {
-            what,
-            dir: dir.to_path_buf(),
-            command,
+    Store::require_existing(dir, what, command)?;
+    Store::open(dir, passphrase)
+}
+
+/// The end of one round of a background loop: a failed round is reported as
+/// [`Event::ReceiveFailed`] (or, if it may be an attack, ends the loop with its error), then the
+/// schedule's next wait passes unless `stop` completes first. `Ok(true)`: go on with the next
+/// round; `Ok(false)`: stopped.
+pub(crate) async fn after_round<T>(
+    events: &Events,
+    schedule: &mut super::PollSchedule,
+    outcome: Result<T>,
+    stop: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Result<bool> {
+    let wait = schedule.next_wait(outcome.is_ok());
+    if let Err(e) = outcome {
+        if e.blame() == crate::error::Blame::Attack {
+            return Err(e);
+        }
+        events.emit(Event::ReceiveFailed {
+            error: e.to_string(),
+            retry_in_secs: wait.as_secs(),
         });
     }
-    Store::open(dir, passphrase)
+    tokio::select! {
+        () = stop => Ok(false),
+        () = tokio::time::sleep(wait) => Ok(true),
+    }
 }
 
 pub(crate) struct Core {

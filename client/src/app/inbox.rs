@@ -1,11 +1,11 @@
 //! [`InboxClient`]: what a staff device's programs (`refuge-inbox`, the Inbox app) stand on.
 
 use super::PollSchedule;
-use super::core::{Core, Reach, open_existing};
+use super::core::{Core, Reach, after_round, open_existing};
 use crate::clock::SharedClock;
 use crate::config::{PolicySource, TorSettings};
 use crate::delivery::{ReceiveReport, ReceivedMessage};
-use crate::error::{Blame, ClientError, Result};
+use crate::error::{ClientError, Result};
 use crate::events::{Event, Events};
 use crate::outbox::{EarlierReport, SendReport};
 use crate::secret::SecretText;
@@ -272,19 +272,9 @@ impl InboxClient {
                 },
                 Err(e) => Err(e),
             };
-            let wait = schedule.next_wait(outcome.is_ok());
-            if let Err(e) = outcome {
-                if e.blame() == Blame::Attack {
-                    return Err(e);
-                }
-                self.events().emit(Event::ReceiveFailed {
-                    error: e.to_string(),
-                    retry_in_secs: wait.as_secs(),
-                });
-            }
-            tokio::select! {
-                () = &mut stop => return Ok(()),
-                () = tokio::time::sleep(wait) => {}
+            let events = self.events().clone();
+            if !after_round(&events, &mut schedule, outcome, stop.as_mut()).await? {
+                return Ok(());
             }
         }
     }

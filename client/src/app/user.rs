@@ -1,6 +1,6 @@
 //! [`UserClient`]: what the at-risk user's programs (`refuge`, the desktop app) stand on.
 
-use super::core::{Core, Reach, open_existing};
+use super::core::{Core, Reach, after_round, open_existing};
 use super::{DIRECTORY_REFRESH, PollSchedule, fresh_circuit};
 use crate::clock::SharedClock;
 use crate::config::{PolicySource, TorSettings};
@@ -299,19 +299,9 @@ impl UserClient {
         let mut stop = std::pin::pin!(stop);
         loop {
             let outcome = self.receive(&mut |_| Ok(())).await;
-            let wait = schedule.next_wait(outcome.is_ok());
-            if let Err(e) = outcome {
-                if e.blame() == Blame::Attack {
-                    return Err(e);
-                }
-                self.events().emit(Event::ReceiveFailed {
-                    error: e.to_string(),
-                    retry_in_secs: wait.as_secs(),
-                });
-            }
-            tokio::select! {
-                () = &mut stop => return Ok(()),
-                () = tokio::time::sleep(wait) => {}
+            let events = self.events().clone();
+            if !after_round(&events, &mut schedule, outcome, stop.as_mut()).await? {
+                return Ok(());
             }
         }
     }

@@ -325,6 +325,20 @@ impl Store {
         dir.join(DB_FILE).exists() || dir.join(HEADER_FILE).exists()
     }
 
+    /// Refuses a `dir` without a store, saying which `command` sets up `what` there: checked
+    /// before any passphrase is asked for or tried.
+    pub fn require_existing(dir: &Path, what: &'static str, command: &'static str) -> Result<()> {
+        if Store::exists(dir) {
+            Ok(())
+        } else {
+            Err(ClientError::NotInitialized {
+                what,
+                dir: dir.to_path_buf(),
+                command,
+            })
+        }
+    }
+
     /// Creates a new store in `dir`, encrypted under `passphrase` with Argon2id `params`
     /// (normally [`KdfParams::for_new_store`]). Refuses if a store is already there.
     pub fn create(dir: &Path, passphrase: &Passphrase, params: KdfParams) -> Result<Store> {
