@@ -120,9 +120,9 @@ impl std::fmt::Display for Timer {
         let s = self.0;
         if s == 0 {
             f.write_str("off")
-        } else if s % (7 * 24 * HOUR) == 0 {
+        } else if s.is_multiple_of(7 * 24 * HOUR) {
             write!(f, "{}w", s / (7 * 24 * HOUR))
-        } else if s % (24 * HOUR) == 0 {
+        } else if s.is_multiple_of(24 * HOUR) {
             write!(f, "{}d", s / (24 * HOUR))
         } else {
             write!(f, "{}h", s / HOUR)

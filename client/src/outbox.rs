@@ -195,10 +195,10 @@ impl FreshTickets {
         post_id: &str,
         mailbox: MailboxId,
     ) -> Result<DepositToken> {
-        if let Some((ticket, used)) = self.0.get_mut(post_id) {
-            if used.insert(mailbox) {
-                return Ok(ticket.clone());
-            }
+        if let Some((ticket, used)) = self.0.get_mut(post_id)
+            && used.insert(mailbox)
+        {
+            return Ok(ticket.clone());
         }
         let ticket = relay::get_deposit_ticket(relay, post_id).await?;
         self.0.insert(
@@ -300,25 +300,25 @@ pub async fn send_pending(
             .as_deref()
             .and_then(|l| directory.device_by_label(l))
             .map(|(post, _)| post.id.clone());
-        if let (Err(e), Some(post)) = (&sent, post) {
-            if ticket_refused(e) {
-                sent = match fresh.for_message(relay, &post, m.mailbox).await {
-                    Ok(ticket) => {
-                        store.outgoing_retoken(&p, &ticket)?;
-                        relay::deposit_with(
-                            relay,
-                            &m.mailbox,
-                            Some(&ticket),
-                            m.sealed.clone(),
-                            timer,
-                            policy,
-                            m.idempotency_id,
-                        )
-                        .await
-                    }
-                    Err(e) => Err(e),
-                };
-            }
+        if let (Err(e), Some(post)) = (&sent, post)
+            && ticket_refused(e)
+        {
+            sent = match fresh.for_message(relay, &post, m.mailbox).await {
+                Ok(ticket) => {
+                    store.outgoing_retoken(&p, &ticket)?;
+                    relay::deposit_with(
+                        relay,
+                        &m.mailbox,
+                        Some(&ticket),
+                        m.sealed.clone(),
+                        timer,
+                        policy,
+                        m.idempotency_id,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
         }
         match sent {
             Ok(()) => {

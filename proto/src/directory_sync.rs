@@ -604,11 +604,11 @@ impl DirectorySync {
             for entry in &entries {
                 f.tree.append_entry(entry);
             }
-            if f.refused.is_none() {
-                if let Err(e) = f.replay.apply_all(first, &entries, replay_threads()) {
-                    let entry = std::mem::take(&mut entries[(e.index() - first) as usize]);
-                    f.refused = Some((e, entry));
-                }
+            if f.refused.is_none()
+                && let Err(e) = f.replay.apply_all(first, &entries, replay_threads())
+            {
+                let entry = std::mem::take(&mut entries[(e.index() - first) as usize]);
+                f.refused = Some((e, entry));
             }
             f.next += 1;
         }

@@ -729,10 +729,10 @@ pub fn restore(
             .ok_or_else(|| RestoreError::UnverifiableRecord(record.clone()))?;
         consider(size, note);
     }
-    if let Some(note) = newest_in_database(&dir.join(DATABASE_FILE)) {
-        if let Some(size) = checkpoint_size(&note, &vkey) {
-            consider(size, note);
-        }
+    if let Some(note) = newest_in_database(&dir.join(DATABASE_FILE))
+        && let Some(size) = checkpoint_size(&note, &vkey)
+    {
+        consider(size, note);
     }
     if let Some(path) = newest_checkpoint {
         let note = std::fs::read_to_string(path).map_err(io(path))?;

@@ -526,10 +526,10 @@ impl TestRelay {
                         .await
                 }
             };
-            if let Some(Response::PostBundles(bundles)) = &mut answer.response {
-                if let Some(tamper) = &self.state().tamper {
-                    tamper(&mut bundles.bundles);
-                }
+            if let Some(Response::PostBundles(bundles)) = &mut answer.response
+                && let Some(tamper) = &self.state().tamper
+            {
+                tamper(&mut bundles.bundles);
             }
             self.record(number, request, answer.response.clone(), fault);
             if fault == Some(Fault::LoseAnswer) || write(&mut stream, &answer).await.is_err() {

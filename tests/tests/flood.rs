@@ -130,10 +130,10 @@ async fn slowloris(addr: SocketAddr, sent: Arc<Sent>, end: Instant) {
     while Instant::now() < end {
         let mut streams = Vec::new();
         for _ in 0..32 {
-            if let Some(mut s) = connect(addr, &sent).await {
-                if let Ok(Ok(())) = timeout(IO, s.write_all(&[0, 0, 1, 0])).await {
-                    streams.push(s);
-                }
+            if let Some(mut s) = connect(addr, &sent).await
+                && let Ok(Ok(())) = timeout(IO, s.write_all(&[0, 0, 1, 0])).await
+            {
+                streams.push(s);
             }
         }
         // 256 bytes at one per 200 ms would take 51 s; the relay cuts them off sooner.

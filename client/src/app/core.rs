@@ -194,10 +194,11 @@ impl Core {
     pub async fn directory_within(&mut self, max_age: Duration) -> Result<VerifiedDirectory> {
         let age = self.store.unix_now().saturating_sub(self.synced_at);
         let max = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
-        if let Some(d) = &self.directory {
-            if !max_age.is_zero() && (0..max).contains(&age) {
-                return Ok(d.clone());
-            }
+        if let Some(d) = &self.directory
+            && !max_age.is_zero()
+            && (0..max).contains(&age)
+        {
+            return Ok(d.clone());
         }
         let source = self.policy()?;
         let endpoint = self.endpoint_for(Some(&source.policy))?;

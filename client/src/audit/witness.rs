@@ -146,10 +146,10 @@ impl WitnessServer {
             Err(e) => {
                 if let (AddCheckpointError::Forked { .. }, Some(ev), Some(old)) =
                     (&e, e.evidence(), log.checkpoint())
+                    && old.size() == ev.latest.size
+                    && *old.root() == ev.latest.root
                 {
-                    if old.size() == ev.latest.size && *old.root() == ev.latest.root {
-                        self.keep_evidence(old.note(), ev.note.as_str(), now_unix);
-                    }
+                    self.keep_evidence(old.note(), ev.note.as_str(), now_unix);
                 }
                 return refusal(&e);
             }

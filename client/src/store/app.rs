@@ -778,12 +778,12 @@ impl Store {
         user_address: &str,
         reply: Option<(&MailboxId, &DepositToken)>,
     ) -> Result<()> {
-        if let Some(existing) = self.case(case_id)? {
-            if existing.user_address != user_address {
-                return Err(ClientError::Corrupt(format!(
-                    "case id {case_id} already belongs to another user (hash prefix collision)"
-                )));
-            }
+        if let Some(existing) = self.case(case_id)?
+            && existing.user_address != user_address
+        {
+            return Err(ClientError::Corrupt(format!(
+                "case id {case_id} already belongs to another user (hash prefix collision)"
+            )));
         }
         let (m, t) = match reply {
             Some((m, t)) => (Some(m.0.to_vec()), Some(Zeroizing::new(t.0.to_vec()))),

@@ -452,12 +452,12 @@ impl Session {
         // An error about the session rather than a request carries id 0: OVERLOADED when the
         // relay is at its session limit (then it closes the session), or a frame it could not
         // read. It is the answer, not a protocol violation.
-        if answer.request_id == 0 {
-            if let Some(Response::Error(e)) = answer.response {
-                let code = ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified);
-                self.broken = matches!(code, ErrorCode::Overloaded | ErrorCode::FrameTooLarge);
-                return Ok(Err(e));
-            }
+        if answer.request_id == 0
+            && let Some(Response::Error(e)) = answer.response
+        {
+            let code = ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified);
+            self.broken = matches!(code, ErrorCode::Overloaded | ErrorCode::FrameTooLarge);
+            return Ok(Err(e));
         }
         if answer.request_id != id {
             self.broken = true;

@@ -304,10 +304,10 @@ impl<S: RelayStore> Handler<S> {
                      authenticate transcript of this mailbox id and nonce with the mailbox's key",
                 )
             })?;
-        if let MailboxKind::Staff { enrolled } = key.kind {
-            if !enrolled || self.roster().device(&mailbox).is_none() {
-                return Err(Reject::not_enrolled());
-            }
+        if let MailboxKind::Staff { enrolled } = key.kind
+            && (!enrolled || self.roster().device(&mailbox).is_none())
+        {
+            return Err(Reject::not_enrolled());
         }
         open.admit(answer).map_err(|_| {
             Reject::invalid(format!(

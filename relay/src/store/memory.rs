@@ -257,7 +257,7 @@ fn fits(value: u64, what: &str) -> Result<u64, StoreError> {
 /// a bug of the caller, which SQLite reports as a failed statement.
 fn whole_hour(value: u64, what: &str) -> Result<u64, StoreError> {
     fits(value, what)?;
-    if value % 3600 != 0 {
+    if !value.is_multiple_of(3600) {
         return Err(StoreError::Unavailable(format!(
             "internal error: the {what} {value} is not a whole hour"
         )));
