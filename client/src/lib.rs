@@ -7,6 +7,7 @@ pub mod authority;
 pub mod clock;
 pub mod config;
 pub mod delivery;
+pub mod deployment;
 pub mod directory;
 pub mod disappearing;
 pub mod envelope;

@@ -22,7 +22,10 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("store", &["store"]),
-    ("net", &["transport", "relay", "net", "config"]),
+    (
+        "net",
+        &["transport", "relay", "net", "config", "deployment"],
+    ),
     ("directory", &["directory", "submit", "audit", "authority"]),
     ("messaging", &["envelope", "delivery", "outbox", "prekeys"]),
     ("roles", &["user", "staff"]),

@@ -16,13 +16,15 @@
 //! group <name> all|any|<k> <name>...              C2SP tlog-policy
 //! quorum <name>|none                              exactly one (C2SP tlog-policy)
 //! deployment test                                 optional: a test deployment (see below)
+//! ministry <display name>                         optional: whose deployment this is
+//! bridge <Tor bridge line>                        zero or more: default bridges for the app
 //! ```
 //!
 //! Blank lines and lines starting with `#` are ignored, as in tlog-policy. The parser is strict:
-//! an unknown keyword, a second `freshness`, `relay-onion` or `relay-quic` line, a repeated
-//! authority key or post id, or a malformed value is refused with its line number. The `log`,
-//! `witness`, `group` and `quorum` lines are handed to [`crate::tlog::policy::Policy`], which
-//! reports the same line numbers.
+//! an unknown keyword, a second `freshness`, `relay-onion`, `relay-quic` or `ministry` line, a
+//! repeated authority key, post id or bridge line, or a malformed value is refused with its line
+//! number. The `log`, `witness`, `group` and `quorum` lines are handed to
+//! [`crate::tlog::policy::Policy`], which reports the same line numbers.
 //!
 //! The `authority` keys are the trusted set the directory log starts with: its first entry must
 //! be signed by one of them. After an authority rotation, a new policy keeps listing the keys the
@@ -33,6 +35,17 @@
 //! could serve an old log (one without a revocation) for ever: it is refused unless it also says
 //! `deployment test`. Clients refuse a test deployment unless the person running them opts in
 //! explicitly, and then warn on every run.
+//!
+//! A signed policy is also the *deployment bundle* the desktop app is built with or imports: the
+//! optional `ministry` line names the ministry the app shows it belongs to, and the `bridge`
+//! lines are Tor bridge lines (`[transport] host:port FINGERPRINT [k=v ...]`, as
+//! bridges.torproject.org gives them) the app offers when Tor is blocked. Display names (posts
+//! and the ministry) may be any UTF-8 text up to [`MAX_POST_NAME_LEN`] bytes, but never a
+//! control character or a Unicode bidirectional control (U+061C, U+200E, U+200F,
+//! U+202A–U+202E, U+2066–U+2069) or line separator (U+2028, U+2029): these could make one name
+//! render like another. Bridge lines are checked here for their shape only (printable ASCII, at
+//! most [`MAX_BRIDGE_LINE_LEN`] bytes, an optional `Bridge` word and transport name, then a
+//! `host:port`); the client parses each with its Tor implementation when it loads the bundle.
 //!
 //! The note signature is domain separated from the authority's other signatures by the text's
 //! first line (directory entries start with `refuge/directory-entry/v1\n`).
@@ -61,8 +74,14 @@ pub const MAX_FRESHNESS_SECS: u64 = 7 * 24 * 60 * 60;
 /// Most authority keys and most posts (each) in a policy.
 pub const MAX_POLICY_ITEMS: usize = 256;
 
-/// Longest display name of a post, in bytes.
+/// Longest display name of a post, or of the ministry, in bytes.
 pub const MAX_POST_NAME_LEN: usize = 128;
+
+/// Most `bridge` lines in a policy.
+pub const MAX_BRIDGES: usize = 32;
+
+/// Longest bridge line (after the `bridge` keyword), in bytes.
+pub const MAX_BRIDGE_LINE_LEN: usize = 1024;
 
 /// Why a client policy was refused. A policy is made and signed by the authority: an error in
 /// its text is the authority's to fix; a signature error means the file is not the authority's.
@@ -131,6 +150,8 @@ pub struct ClientPolicy {
     posts: Vec<(String, String)>,
     tlog: Policy,
     test_deployment: bool,
+    ministry: Option<String>,
+    bridges: Vec<String>,
 }
 
 /// Signs a policy text with an authority key (done offline by `refuge-admin`). The text must
@@ -197,7 +218,52 @@ impl ClientPolicy {
             posts: body.posts,
             tlog: body.tlog,
             test_deployment: body.test_deployment,
+            ministry: body.ministry,
+            bridges: body.bridges,
         })
+    }
+
+    /// Trust on first use: verifies a signed policy against the authority keys listed in its
+    /// own (not yet verified) text, for an app that was built without a policy and imports one.
+    /// Nothing vouches for such a policy but its signature by a key it names itself: the caller
+    /// must have a person compare the signer ([`ClientPolicy::signer`]) with what the ministry
+    /// publishes before trusting it, and pin that key afterwards.
+    ///
+    /// The candidate keys are read leniently (well-formed `authority` lines only); everything
+    /// else is checked as in [`ClientPolicy::verify`], signature first, so that a damaged text
+    /// is reported as a signature failure rather than as the authority's syntax error.
+    pub fn verify_self_signed(bytes: &[u8]) -> Result<Self, ClientPolicyError> {
+        if bytes.len() > MAX_CLIENT_POLICY_LEN {
+            return Err(ClientPolicyError::TooLarge { len: bytes.len() });
+        }
+        // The note's format first: after it, `bytes` is UTF-8 with the text before the last
+        // blank line.
+        UncheckedNote::parse(bytes).map_err(ClientPolicyError::Note)?;
+        let encoded = std::str::from_utf8(bytes)
+            .map_err(|_| ClientPolicyError::Note(NoteError::Malformed("not valid UTF-8".into())))?;
+        let text = encoded
+            .rfind("\n\n")
+            .map_or("", |split| &encoded[..split + 1]);
+        let mut claimed: Vec<VerifyingKey> = Vec::new();
+        for raw in text.split('\n') {
+            let line = raw.trim_matches([' ', '\t']);
+            let Some(rest) = line
+                .strip_prefix("authority")
+                .filter(|r| r.starts_with([' ', '\t']))
+            else {
+                continue;
+            };
+            let key = hex32(0, rest.trim_start_matches([' ', '\t']), "")
+                .ok()
+                .and_then(|k| VerifyingKey::from_bytes(&k).ok());
+            if let Some(key) = key
+                && !claimed.contains(&key)
+                && claimed.len() < MAX_POLICY_ITEMS
+            {
+                claimed.push(key);
+            }
+        }
+        Self::verify(bytes, &claimed)
     }
 
     /// Whether the authority marked this policy as a test deployment (`deployment test`).
@@ -271,6 +337,17 @@ impl ClientPolicy {
     pub fn posts(&self) -> &[(String, String)] {
         &self.posts
     }
+
+    /// The ministry's name (`ministry` line), which the app shows as the one it belongs to.
+    pub fn ministry(&self) -> Option<&str> {
+        self.ministry.as_deref()
+    }
+
+    /// The default Tor bridge lines (`bridge` lines), in policy order, as written. Checked for
+    /// their shape only: the client parses them with its Tor implementation.
+    pub fn bridges(&self) -> &[String] {
+        &self.bridges
+    }
 }
 
 /// The parsed text of a policy.
@@ -282,6 +359,8 @@ struct Body {
     posts: Vec<(String, String)>,
     tlog: Policy,
     test_deployment: bool,
+    ministry: Option<String>,
+    bridges: Vec<String>,
 }
 
 fn hex32(line: usize, s: &str, what: &str) -> Result<[u8; 32], ClientPolicyError> {
@@ -315,6 +394,104 @@ fn valid_onion(s: &str) -> bool {
     })
 }
 
+/// Characters refused in a display name besides control characters: the Unicode bidirectional
+/// controls (embeddings, overrides, isolates, marks), which can make a name render as another
+/// (reordered, or mirrored into the surrounding text), and the line and paragraph separators.
+const REFUSED_IN_NAMES: &[char] = &[
+    '\u{061C}', // ARABIC LETTER MARK
+    '\u{200E}', // LEFT-TO-RIGHT MARK
+    '\u{200F}', // RIGHT-TO-LEFT MARK
+    '\u{2028}', // LINE SEPARATOR
+    '\u{2029}', // PARAGRAPH SEPARATOR
+    '\u{202A}', // LEFT-TO-RIGHT EMBEDDING
+    '\u{202B}', // RIGHT-TO-LEFT EMBEDDING
+    '\u{202C}', // POP DIRECTIONAL FORMATTING
+    '\u{202D}', // LEFT-TO-RIGHT OVERRIDE
+    '\u{202E}', // RIGHT-TO-LEFT OVERRIDE
+    '\u{2066}', // LEFT-TO-RIGHT ISOLATE
+    '\u{2067}', // RIGHT-TO-LEFT ISOLATE
+    '\u{2068}', // FIRST STRONG ISOLATE
+    '\u{2069}', // POP DIRECTIONAL ISOLATE
+];
+
+/// Checks a display name (a post's or the ministry's) on line `line`: not blank, at most
+/// [`MAX_POST_NAME_LEN`] bytes, no control character (tab included) or character of
+/// [`REFUSED_IN_NAMES`]. Letters of any script, and the joiners Persian needs (U+200C, U+200D),
+/// are allowed.
+fn check_display_name(line: usize, what: &str, name: &str) -> Result<(), ClientPolicyError> {
+    if name.trim().is_empty() {
+        return Err(syntax(line, format!("{what} is empty")));
+    }
+    if name.len() > MAX_POST_NAME_LEN {
+        return Err(syntax(
+            line,
+            format!("{what} is longer than {MAX_POST_NAME_LEN} bytes"),
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| c.is_control() || REFUSED_IN_NAMES.contains(c))
+    {
+        return Err(syntax(
+            line,
+            format!(
+                "{what} contains U+{:04X}, a control or bidirectional formatting character that \
+                 could make it display as another name",
+                u32::from(c)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the shape of a bridge line (`[Bridge] [transport] host:port [FINGERPRINT...]
+/// [k=v...]`): printable ASCII without tabs, bounded, with a `host:port` as its first field
+/// or after a transport name. Whether Tor accepts it is for the client to check.
+fn check_bridge_line(line: usize, bridge: &str) -> Result<(), ClientPolicyError> {
+    if bridge.len() > MAX_BRIDGE_LINE_LEN {
+        return Err(syntax(
+            line,
+            format!("bridge line longer than {MAX_BRIDGE_LINE_LEN} bytes"),
+        ));
+    }
+    if !bridge.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        return Err(syntax(
+            line,
+            "a bridge line is printable ASCII only (no control character or tab)",
+        ));
+    }
+    let mut fields = bridge.split(' ').filter(|f| !f.is_empty()).peekable();
+    if fields
+        .peek()
+        .is_some_and(|f| f.eq_ignore_ascii_case("bridge"))
+    {
+        fields.next();
+    }
+    let first = fields.next().unwrap_or_default();
+    let is_transport = !first.is_empty()
+        && first
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let address = if is_transport {
+        fields.next()
+    } else {
+        Some(first)
+    };
+    if !address.is_some_and(valid_host_port) {
+        return Err(syntax(
+            line,
+            "expected `bridge [transport] <host:port> <fingerprint> [key=value ...]`, as \
+             bridges.torproject.org gives bridge lines",
+        ));
+    }
+    Ok(())
+}
+
+/// A bridge line with its spaces normalised, to find duplicates.
+fn bridge_words(bridge: &str) -> Vec<&str> {
+    bridge.split(' ').filter(|f| !f.is_empty()).collect()
+}
+
 fn valid_host_port(s: &str) -> bool {
     let Some((host, port)) = s.rsplit_once(':') else {
         return false;
@@ -345,6 +522,8 @@ impl Body {
         let mut relay_quic = None;
         let mut posts: Vec<(String, String)> = Vec::new();
         let mut test_deployment = false;
+        let mut ministry = None;
+        let mut bridges: Vec<String> = Vec::new();
         let mut logs = 0;
         // The tlog-policy lines, with every other line blanked so that line numbers agree.
         let mut tlog = String::from("\n");
@@ -438,12 +617,7 @@ impl Body {
                             format!("post id {id:?} is not a short lowercase name"),
                         ));
                     }
-                    if name.len() > MAX_POST_NAME_LEN {
-                        return Err(syntax(
-                            n,
-                            format!("post name longer than {MAX_POST_NAME_LEN} bytes"),
-                        ));
-                    }
+                    check_display_name(n, "post name", name)?;
                     if posts.iter().any(|(p, _)| p == id) {
                         return Err(syntax(n, format!("post {id:?} is already listed")));
                     }
@@ -465,13 +639,33 @@ impl Body {
                     }
                     test_deployment = true;
                 }
+                "ministry" => {
+                    if ministry.is_some() {
+                        return Err(syntax(n, "a second `ministry` line"));
+                    }
+                    check_display_name(n, "the ministry name", rest)?;
+                    ministry = Some(rest.to_string());
+                }
+                "bridge" => {
+                    check_bridge_line(n, rest)?;
+                    if bridges
+                        .iter()
+                        .any(|b| bridge_words(b) == bridge_words(rest))
+                    {
+                        return Err(syntax(n, "this bridge line is already listed"));
+                    }
+                    if bridges.len() == MAX_BRIDGES {
+                        return Err(syntax(n, format!("more than {MAX_BRIDGES} bridge lines")));
+                    }
+                    bridges.push(rest.to_string());
+                }
                 other => {
                     return Err(syntax(
                         n,
                         format!(
                             "unknown keyword {other:?} (expected authority, freshness, \
-                             relay-onion, relay-quic, post, log, witness, group, quorum or \
-                             deployment)"
+                             relay-onion, relay-quic, post, log, witness, group, quorum, \
+                             deployment, ministry or bridge)"
                         ),
                     ));
                 }
@@ -501,6 +695,8 @@ impl Body {
             posts,
             tlog,
             test_deployment,
+            ministry,
+            bridges,
         })
     }
 }

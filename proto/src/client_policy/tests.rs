@@ -246,7 +246,8 @@ proptest::proptest! {
             (
                 proptest::sample::select(vec![
                     "authority", "freshness", "relay-onion", "relay-quic", "post", "log",
-                    "witness", "group", "quorum", "#", "", "other",
+                    "witness", "group", "quorum", "deployment", "ministry", "bridge", "#", "",
+                    "other",
                 ]),
                 "[ -~\t]{0,70}",
             ),
@@ -260,4 +261,209 @@ proptest::proptest! {
         }
         let _ = Body::parse(&text);
     }
+}
+
+/// Bridge lines in the forms bridges.torproject.org gives them (documentation addresses, made-up
+/// fingerprints and certificates).
+pub(crate) const BRIDGES: [&str; 3] = [
+    "obfs4 192.0.2.1:443 0123456789ABCDEF0123456789ABCDEF01234567 \
+     cert=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA iat-mode=0",
+    "webtunnel [2001:db8::1]:443 89ABCDEF0123456789ABCDEF0123456789ABCDEF \
+     url=https://bridge.example/path ver=0.0.1",
+    "192.0.2.2:9001 FEDCBA9876543210FEDCBA9876543210FEDCBA98",
+];
+
+#[test]
+fn ministry_and_bridges_are_read() {
+    let a = authority();
+    let extra = format!(
+        "ministry Ministère de l’Europe et des Affaires étrangères\nbridge {}\nbridge  {}\nbridge {}\n",
+        BRIDGES[0], BRIDGES[1], BRIDGES[2]
+    );
+    let bytes = sign_policy(&policy_text(&a.verifying_key(), &extra), &a).unwrap();
+    let p = ClientPolicy::verify(&bytes, &[a.verifying_key()]).unwrap();
+    assert_eq!(
+        p.ministry(),
+        Some("Ministère de l’Europe et des Affaires étrangères")
+    );
+    assert_eq!(p.bridges(), BRIDGES);
+
+    // Arabic and Persian names (with the zero-width non-joiner Persian spelling needs) are
+    // display names like any other.
+    let extra = "ministry وزارة الخارجية\npost emb-ir سفارت\u{200c}خانه\n";
+    let p = verify_text(&policy_text(&a.verifying_key(), extra)).unwrap();
+    assert_eq!(p.ministry(), Some("وزارة الخارجية"));
+    assert_eq!(p.posts()[2].1, "سفارت\u{200c}خانه");
+
+    // Both are optional.
+    let p = verify_text(&policy_text(&a.verifying_key(), "")).unwrap();
+    assert_eq!(p.ministry(), None);
+    assert!(p.bridges().is_empty());
+}
+
+#[test]
+fn ministry_and_bridge_lines_are_refused_with_their_line() {
+    let a = authority().verifying_key();
+    let at_end = policy_text(&a, "").lines().count() + 1;
+    let many: String = (0..=MAX_BRIDGES)
+        .map(|i| format!("bridge 192.0.2.{i}:443 {:040X}\n", i))
+        .collect();
+    let bad_extras = [
+        // second ministry
+        "ministry A\nministry B\n".to_string(),
+        // empty ministry (also when only Unicode spaces)
+        "ministry\n".to_string(),
+        "ministry \u{a0}\u{3000}\n".to_string(),
+        // too long
+        format!("ministry {}\n", "é".repeat(MAX_POST_NAME_LEN / 2 + 1)),
+        // bidi override and other formatting characters that make a name render as another
+        "ministry Ministry of \u{202e}sriaffA ngieroF\n".to_string(),
+        "ministry A\u{2067}B\u{2069}\n".to_string(),
+        "ministry A\u{200f}\n".to_string(),
+        "ministry A\u{061c}\n".to_string(),
+        "ministry A\u{2028}B\n".to_string(),
+        // a control character (DEL; a signed note cannot hold those below U+0020)
+        "ministry A\u{7f}B\n".to_string(),
+        "ministry A\u{85}B\n".to_string(),
+        // bridges: control character, non-ASCII, no address, bad port, too long, duplicate
+        "bridge obfs4 192.0.2.1:443\u{7f} ABCD\n".to_string(),
+        "bridge obfs4 192.0.2.1:443 ABCD cert=é\n".to_string(),
+        "bridge\n".to_string(),
+        "bridge obfs4\n".to_string(),
+        "bridge obfs4 ABCDEF cert=x\n".to_string(),
+        "bridge obfs4 192.0.2.1:0 ABCD\n".to_string(),
+        "bridge obfs-4 192.0.2.1:443 ABCD\n".to_string(),
+        format!(
+            "bridge obfs4 192.0.2.1:443 ABCD cert={}\n",
+            "A".repeat(MAX_BRIDGE_LINE_LEN)
+        ),
+        format!("bridge {}\nbridge {}\n", BRIDGES[0], BRIDGES[0]),
+        format!(
+            "bridge {}\nbridge   {}\n",
+            BRIDGES[2],
+            BRIDGES[2].replace(' ', "  ")
+        ),
+        // too many bridges
+        many,
+    ];
+    for extra in bad_extras {
+        let line = line_error(&policy_text(&a, &extra));
+        let extra_lines = extra.lines().count();
+        assert_eq!(line, at_end + extra_lines - 1, "for {extra:?}");
+    }
+    // Exactly the maximum is accepted.
+    let most: String = (0..MAX_BRIDGES)
+        .map(|i| format!("bridge 192.0.2.{i}:443 {:040X}\n", i))
+        .collect();
+    assert_eq!(
+        verify_text(&policy_text(&a, &most))
+            .unwrap()
+            .bridges()
+            .len(),
+        MAX_BRIDGES
+    );
+}
+
+#[test]
+fn a_tab_inside_a_display_name_or_bridge_line_is_refused() {
+    // A signed note cannot hold a tab; the text parser refuses one anyway (it is what
+    // `refuge-admin policy` runs before signing).
+    let a = authority().verifying_key();
+    let at_end = policy_text(&a, "").lines().count() + 1;
+    for extra in [
+        "ministry A\tB\n",
+        "post emb-qq A\tB\n",
+        "bridge obfs4\t192.0.2.1:443 ABCD\n",
+    ] {
+        match Body::parse(&policy_text(&a, extra)) {
+            Err(ClientPolicyError::Syntax { line, .. }) => assert_eq!(line, at_end, "{extra:?}"),
+            other => panic!(
+                "{extra:?}: expected a syntax error, got {:?}",
+                other.is_ok()
+            ),
+        }
+    }
+}
+
+#[test]
+fn post_names_refuse_bidi_controls_too() {
+    let a = authority().verifying_key();
+    let at_end = policy_text(&a, "").lines().count() + 1;
+    for c in [
+        '\u{202a}', '\u{202b}', '\u{202c}', '\u{202d}', '\u{202e}', '\u{2066}', '\u{2067}',
+        '\u{2068}', '\u{2069}', '\u{200e}', '\u{200f}', '\u{061c}',
+    ] {
+        let extra = format!("post emb-qq Embassy{c} of Q\n");
+        assert_eq!(
+            line_error(&policy_text(&a, &extra)),
+            at_end,
+            "U+{:04X}",
+            u32::from(c)
+        );
+        let extra = format!("ministry Ministry{c}\n");
+        assert_eq!(
+            line_error(&policy_text(&a, &extra)),
+            at_end,
+            "U+{:04X}",
+            u32::from(c)
+        );
+    }
+    // Blank post names are refused as well.
+    assert_eq!(
+        line_error(&policy_text(&a, "post emb-qq \u{3000}\n")),
+        at_end
+    );
+}
+
+#[test]
+fn a_self_signed_policy_verifies_against_its_own_authorities() {
+    let a = authority();
+    let other = SigningKey::from_bytes(&[7; 32]);
+    let text = policy_text(&a.verifying_key(), "ministry Ministry of X\n");
+    let bytes = sign_policy(&text, &a).unwrap();
+    let p = ClientPolicy::verify_self_signed(&bytes).unwrap();
+    assert_eq!(p.signer(), &a.verifying_key());
+    assert_eq!(p.ministry(), Some("Ministry of X"));
+
+    // Signed by a key the text does not list: no listed key signed it.
+    let forged = Ed25519Signer::from_seed(POLICY_KEY_NAME, &other.to_bytes())
+        .unwrap()
+        .sign_note(&text)
+        .unwrap();
+    assert!(matches!(
+        ClientPolicy::verify_self_signed(forged.as_bytes()),
+        Err(ClientPolicyError::NotSignedByPinnedKey(
+            NoteError::NotSignedByTrustedKey { .. }
+        ))
+    ));
+    // Someone replaced the listed key with their own: the original signature no longer matches
+    // a listed key.
+    let replaced = String::from_utf8(bytes.clone()).unwrap().replace(
+        &hex::encode(a.verifying_key().as_bytes()),
+        &hex::encode(other.verifying_key().as_bytes()),
+    );
+    assert!(matches!(
+        ClientPolicy::verify_self_signed(replaced.as_bytes()),
+        Err(ClientPolicyError::NotSignedByPinnedKey(_))
+    ));
+    // Any altered byte of the text is refused, as a signature failure.
+    for i in 0..text.len() {
+        let mut b = bytes.clone();
+        b[i] ^= 1;
+        assert!(
+            matches!(
+                ClientPolicy::verify_self_signed(&b),
+                Err(ClientPolicyError::NotSignedByPinnedKey(_) | ClientPolicyError::Note(_))
+            ),
+            "flip at byte {i}"
+        );
+    }
+    assert!(matches!(
+        ClientPolicy::verify_self_signed(b"not a note"),
+        Err(ClientPolicyError::Note(_))
+    ));
+    assert!(matches!(
+        ClientPolicy::verify_self_signed(&vec![b'a'; MAX_CLIENT_POLICY_LEN + 1]),
+        Err(ClientPolicyError::TooLarge { .. })
+    ));
 }
