@@ -979,6 +979,17 @@ impl Authority {
             .trim()
             .to_string();
         assert_eq!(key_hex.len(), 64);
+        // The fingerprint the ministry publishes is the one the desktop app shows on import.
+        let fingerprint = out
+            .lines()
+            .find_map(|l| l.strip_prefix("authority-fingerprint "))
+            .expect("keygen prints the authority's fingerprint")
+            .trim();
+        let key = refuge_client::config::parse_authority_key(&key_hex).expect("a key");
+        assert_eq!(
+            fingerprint,
+            refuge_client::deployment::AuthorityFingerprint::of(&key).display()
+        );
         Authority { key_file, key_hex }
     }
 

@@ -190,30 +190,7 @@ pub fn say(line: &str) -> Result<()> {
         })
 }
 
-/// The data directory: `--data-dir`, else `$<env_var>`, else `$XDG_DATA_HOME/<app>`, else
-/// `~/.local/share/<app>`.
-pub fn data_dir(arg: Option<PathBuf>, env_var: &str, app: &str) -> Result<PathBuf> {
-    if let Some(dir) = arg {
-        return Ok(dir);
-    }
-    let non_empty = |v: &str| {
-        std::env::var_os(v)
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from)
-    };
-    if let Some(dir) = non_empty(env_var) {
-        return Ok(dir);
-    }
-    if let Some(xdg) = non_empty("XDG_DATA_HOME") {
-        return Ok(xdg.join(app));
-    }
-    if let Some(home) = non_empty("HOME") {
-        return Ok(home.join(".local/share").join(app));
-    }
-    Err(ClientError::InvalidArgument(format!(
-        "no data directory: pass --data-dir or set {env_var}"
-    )))
-}
+pub use refuge_client::files::data_dir;
 
 /// The message text: the argument itself, or standard input when it is `-` (one trailing line
 /// break removed). `-` is the safe way for people: text given as the argument lands in shell

@@ -155,7 +155,13 @@ async fn run(args: Args) -> Result<()> {
     match args.command {
         Command::Keygen { out } => {
             let public = authority::keygen(&out)?;
-            say(&format!("authority-key {}", hex::encode(public.as_bytes())))
+            say(&format!("authority-key {}", hex::encode(public.as_bytes())))?;
+            // What the ministry publishes (website, phone) for people to compare before they
+            // accept an imported deployment bundle (the desktop app shows the same digits).
+            say(&format!(
+                "authority-fingerprint {}",
+                refuge_client::deployment::AuthorityFingerprint::of(&public)
+            ))
         }
         Command::Enrol {
             key,

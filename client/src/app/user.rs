@@ -112,6 +112,13 @@ impl UserClient {
         &self.core.store
     }
 
+    /// Hands the open store back, to open a client over it again with other settings (the
+    /// desktop app does so when the person chooses bridges after Tor was blocked) without
+    /// asking for the passphrase again.
+    pub fn into_store(self) -> Store {
+        self.core.store
+    }
+
     pub fn events(&self) -> &Events {
         self.core.events()
     }
@@ -215,14 +222,14 @@ impl UserClient {
 
     /// Reports the state message `id` is in now.
     fn report_state(&self, id: i64) -> Result<()> {
-        if let Some(m) = self.core.store.message(id)? {
-            if let Some(delivery) = m.delivery {
-                self.events().emit(Event::Message {
-                    message: m.id,
-                    post: m.post_id,
-                    delivery,
-                });
-            }
+        if let Some(m) = self.core.store.message(id)?
+            && let Some(delivery) = m.delivery
+        {
+            self.events().emit(Event::Message {
+                message: m.id,
+                post: m.post_id,
+                delivery,
+            });
         }
         Ok(())
     }

@@ -49,6 +49,11 @@ use std::time::Duration;
 /// panic wipe destroys it with the store).
 pub const ARTI_DIR: &str = "arti";
 
+/// File of the desktop app's preferences that must be known before the store is unlocked (the
+/// language of the unlock screen, the text size, what the panic button does): not encrypted,
+/// destroyed by the panic wipe with the store (SECURITY.md).
+pub const APP_PREFS_FILE: &str = "app-prefs";
+
 /// File name of the state database inside the data directory.
 pub const DB_FILE: &str = "refuge.sqlite3";
 

@@ -7,7 +7,8 @@
 //! (wear levelling) and copy-on-write or journalling-data file systems, old blocks may survive the
 //! overwrite; what protects them then is the encryption, and the destroyed salt (see SECURITY.md).
 //!
-//! Only the files a store consists of are touched, the embedded Tor client's state directory
+//! Only the files a store consists of are touched (with the desktop app's preferences file,
+//! [`super::APP_PREFS_FILE`]), the embedded Tor client's state directory
 //! ([`super::ARTI_DIR`]: guards and directory cache, which show that Tor was used)
 //! and the `evidence` directory older releases wrote plaintext directory evidence to;
 //! the data directory is removed if that leaves it empty. A mistyped `--data-dir` pointing at a
@@ -45,6 +46,8 @@ fn store_files(dir: &Path) -> Vec<PathBuf> {
         format!("{db}-journal"),
         format!("{db}-wal"),
         format!("{db}-shm"),
+        super::APP_PREFS_FILE.to_string(),
+        format!("{}.tmp", super::APP_PREFS_FILE),
     ]
     .into_iter()
     .map(|n| dir.join(n))
@@ -175,8 +178,10 @@ mod tests {
         let legacy = dir.join(LEGACY_EVIDENCE_DIR);
         std::fs::create_dir(&legacy).unwrap();
         std::fs::write(legacy.join("directory-fork-1780000000.txt"), b"evidence").unwrap();
+        // And the desktop app's plaintext preferences (its language shows who uses it).
+        std::fs::write(dir.join(crate::store::APP_PREFS_FILE), b"language fa\n").unwrap();
         let report = wipe(&dir).unwrap();
-        assert_eq!(report.files_destroyed, 4);
+        assert_eq!(report.files_destroyed, 5);
         assert!(report.directory_removed);
         assert!(!dir.exists());
 

@@ -19,7 +19,7 @@ pub use session::{
 };
 #[cfg(any(test, feature = "in-process"))]
 pub use session::{Dial, DialFuture};
-pub use tor::{ARTI_DIR, TorOptions, TorTransport};
+pub use tor::{ARTI_DIR, TorOptions, TorTransport, check_bridge_line, transport_installed};
 
 #[cfg(test)]
 mod tests;

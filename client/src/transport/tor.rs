@@ -175,6 +175,20 @@ fn timeout_secs(value: Option<&str>, default: u64) -> Duration {
     Duration::from_secs(secs)
 }
 
+/// Checks a bridge line as arti will read it (`[transport] host:port FINGERPRINT [k=v …]`, as
+/// bridges.torproject.org and Tor Browser give them); the error says what is wrong with it.
+pub fn check_bridge_line(line: &str) -> std::result::Result<(), String> {
+    line.parse::<BridgeConfigBuilder>()
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Whether this machine has a program for the pluggable transport `name` where the Debian
+/// packages put it (the desktop app offers only bridges it can run).
+pub fn transport_installed(name: &str) -> bool {
+    default_pt_program(name).is_some()
+}
+
 fn default_pt_program(name: &str) -> Option<PathBuf> {
     KNOWN_PT_PROGRAMS
         .iter()

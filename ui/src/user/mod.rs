@@ -1,0 +1,941 @@
+//! The at-risk user's app: the window (`slint/user.slint`), the flow between its screens, and
+//! the [`worker`] that owns the client.
+//!
+//! [`UserApp`] lives on the UI thread. Every callback of the window lands here; what needs the
+//! store or the network becomes a [`worker::Command`]; what the worker reports comes back as a
+//! [`worker::Update`] and is applied by [`UserApp::apply`]. The real program forwards updates
+//! through Slint's event loop ([`UserApp::start`]); tests apply them themselves.
+
+#![forbid(unsafe_code)]
+
+pub mod circumvention;
+pub mod logs;
+pub mod problem;
+pub mod safety;
+pub mod worker;
+
+use crate::prefs::{PanicAction, Prefs};
+use crate::{
+    Bidi, ConnectPhase, DeviceItem, Dir, LangItem, LocationItem, MessageItem, PanicMode, PostItem,
+    Problem, Screen, Theme, UserWindow,
+};
+use refuge_client::config::PolicySource;
+use refuge_client::deployment::Deployment;
+use refuge_client::events::{Delivery, Event, TorEvent};
+use refuge_client::secret::SecretText;
+use refuge_client::store::Passphrase;
+use slint::{ComponentHandle, ModelRc, SharedString, VecModel};
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use worker::{Command, MessageView, PostView, Update, Worker};
+
+/// How the app starts.
+pub struct Options {
+    pub data_dir: PathBuf,
+    /// The deployment built into this binary, if any (its authorities are the app's trust
+    /// anchors).
+    pub embedded: Option<Deployment>,
+    /// A deployment file given on the command line, imported as if the person had opened it.
+    pub import: Option<PathBuf>,
+    pub worker: worker::Setup,
+}
+
+impl Options {
+    fn allow_test(&self) -> bool {
+        self.worker.allow_test_deployment
+    }
+}
+
+/// Largest deployment file read.
+const MAX_BUNDLE_LEN: u64 = refuge_proto::client_policy::MAX_CLIENT_POLICY_LEN as u64;
+
+struct Flow {
+    data_dir: PathBuf,
+    prefs: Prefs,
+    embedded: Option<Deployment>,
+    /// The deployment shown on the deployment screen, not yet accepted.
+    offered: Option<Deployment>,
+    /// The accepted deployment (its bridges are the built-in ones).
+    deployment: Option<Deployment>,
+    /// The store exists (created or found).
+    store_exists: bool,
+    /// The store is open.
+    open: bool,
+    initialized: bool,
+    /// Creating a new store: the onboarding pages follow.
+    onboarding: bool,
+    /// The language screen was opened from the settings.
+    language_from_settings: bool,
+    posts: Vec<PostView>,
+    /// Bridges the person pasted or saved in the settings.
+    own_bridges: Vec<String>,
+    /// The bridges of the last connection attempt.
+    bridges_in_use: Vec<String>,
+    last_activity: Instant,
+    log: logs::Log,
+}
+
+/// The app's window and its flow.
+pub struct UserApp {
+    window: UserWindow,
+    flow: Rc<RefCell<Flow>>,
+    worker: Rc<Worker>,
+    _idle_timer: slint::Timer,
+}
+
+fn model<T: Clone + 'static>(items: Vec<T>) -> ModelRc<T> {
+    ModelRc::new(VecModel::from(items))
+}
+
+/// `2026-12-06 14:00 UTC` for a Unix time in seconds (the store keeps times to the hour).
+pub fn hour_label(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let hour = unix.rem_euclid(86_400) / 3600;
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {hour:02}:00 UTC")
+}
+
+fn delivery_code(d: Option<Delivery>) -> i32 {
+    match d {
+        Some(Delivery::Queued) | None => 0,
+        Some(Delivery::Confirmed) => 1,
+        Some(Delivery::Partly) => 2,
+        Some(Delivery::Failed) => 3,
+    }
+}
+
+impl UserApp {
+    /// Builds the window and the worker; `report` is where the worker's updates go (see
+    /// [`UserApp::start`] for the real program's).
+    pub fn new(options: Options, report: worker::Report) -> Result<UserApp, String> {
+        let window = UserWindow::new().map_err(|e| format!("cannot open the window: {e}"))?;
+        window
+            .global::<Bidi>()
+            .on_rtl(|text| crate::bidi::is_rtl(text.as_str()));
+        let worker = Worker::spawn(options.worker.clone(), report)
+            .map_err(|e| format!("cannot start the worker thread: {e}"))?;
+        window.set_test_deployment_allowed(options.allow_test());
+        let prefs = Prefs::load(&options.data_dir);
+        let store_exists = worker::store_exists(&options.data_dir);
+        let flow = Rc::new(RefCell::new(Flow {
+            data_dir: options.data_dir.clone(),
+            prefs,
+            embedded: options.embedded,
+            offered: None,
+            deployment: None,
+            store_exists,
+            open: false,
+            initialized: false,
+            onboarding: false,
+            language_from_settings: false,
+            posts: Vec::new(),
+            own_bridges: Vec::new(),
+            bridges_in_use: Vec::new(),
+            last_activity: Instant::now(),
+            log: logs::Log::default(),
+        }));
+        let app = UserApp {
+            window,
+            flow,
+            worker: Rc::new(worker),
+            _idle_timer: slint::Timer::default(),
+        };
+        app.setup_static();
+        app.wire();
+        app.first_screen();
+        if let Some(path) = options.import {
+            app.import_bundle(&path.to_string_lossy());
+        }
+        app.start_idle_timer();
+        Ok(app)
+    }
+
+    pub fn window(&self) -> &UserWindow {
+        &self.window
+    }
+
+    /// Opens a deployment file (as the deployment screen's "Open file" does).
+    pub fn import_deployment(&self, path: &std::path::Path) {
+        self.import_bundle(&path.to_string_lossy());
+    }
+
+    /// The bridge lines of the last connection attempt.
+    pub fn bridges_in_use(&self) -> Vec<String> {
+        self.flow.borrow().bridges_in_use.clone()
+    }
+
+    /// The real program: the worker's updates go through Slint's event loop to the window.
+    pub fn start(options: Options) -> Result<Rc<UserApp>, String> {
+        thread_local! {
+            static APP: RefCell<std::rc::Weak<UserApp>> = const { RefCell::new(std::rc::Weak::new()) };
+        }
+        let report: worker::Report = Arc::new(|update| {
+            let _ = slint::invoke_from_event_loop(move || {
+                if let Some(app) = APP.with(|a| a.borrow().upgrade()) {
+                    app.apply(update);
+                }
+            });
+        });
+        let app = Rc::new(UserApp::new(options, report)?);
+        APP.with(|a| *a.borrow_mut() = Rc::downgrade(&app));
+        Ok(app)
+    }
+
+    fn setup_static(&self) {
+        let w = &self.window;
+        let langs: Vec<LangItem> = crate::lang::LANGUAGES
+            .iter()
+            .map(|l| LangItem {
+                tag: l.tag.into(),
+                native: l.native.into(),
+            })
+            .collect();
+        w.set_languages(model(langs));
+        let locations: Vec<LocationItem> = circumvention::LOCATIONS
+            .iter()
+            .map(|l| LocationItem {
+                code: l.code.into(),
+            })
+            .collect();
+        w.set_locations(model(locations));
+        w.set_obfs4_available(refuge_client::transport::transport_installed("obfs4"));
+        w.set_snowflake_available(refuge_client::transport::transport_installed("snowflake"));
+        w.set_licences(crate::LICENCES.into());
+        let flow = self.flow.borrow();
+        w.set_text_scale(flow.prefs.text_scale);
+        w.global::<Theme>().set_scale(flow.prefs.text_scale);
+        w.set_panic_mode(match flow.prefs.panic {
+            PanicAction::Lock => PanicMode::Lock,
+            PanicAction::Destroy => PanicMode::Destroy,
+        });
+        let language = flow
+            .prefs
+            .language
+            .as_deref()
+            .and_then(crate::lang::by_tag)
+            .or_else(crate::lang::from_environment)
+            .unwrap_or(crate::lang::LANGUAGES[0]);
+        drop(flow);
+        self.set_language(language.tag);
+    }
+
+    fn set_language(&self, tag: &str) {
+        let Some(language) = crate::lang::by_tag(tag) else {
+            return;
+        };
+        self.window.set_language(language.tag.into());
+        if let Err(e) = crate::lang::apply(language, &self.window.global::<Dir>()) {
+            self.flow.borrow_mut().log.push(&e);
+        }
+    }
+
+    fn first_screen(&self) {
+        let flow = self.flow.borrow();
+        let screen = if flow.prefs.language.is_none() {
+            Screen::Language
+        } else if flow.store_exists {
+            Screen::Unlock
+        } else {
+            Screen::Deployment
+        };
+        drop(flow);
+        self.show_deployment();
+        self.go(screen);
+    }
+
+    fn go(&self, screen: Screen) {
+        self.window.set_problem(Problem::None);
+        self.window.set_problem_detail(SharedString::new());
+        self.window.set_screen(screen);
+    }
+
+    fn problem(&self, problem: Problem, detail: &str) {
+        self.window.set_problem(problem);
+        self.window.set_problem_detail(detail.into());
+        if !detail.is_empty() {
+            self.flow.borrow_mut().log.push(detail);
+        }
+    }
+
+    fn send(&self, command: Command) {
+        if !self.worker.send(command) {
+            self.problem(Problem::Internal, "the worker thread has stopped");
+        }
+    }
+
+    fn show_deployment(&self) {
+        let flow = self.flow.borrow();
+        let shown = flow.offered.as_ref().or(flow.embedded.as_ref());
+        let w = &self.window;
+        w.set_embedded_deployment(flow.embedded.is_some());
+        w.set_deployment_loaded(shown.is_some());
+        w.set_ministry(shown.and_then(|d| d.ministry()).unwrap_or_default().into());
+        w.set_test_deployment(shown.is_some_and(|d| d.is_test_deployment()));
+        w.set_fingerprint(
+            flow.offered
+                .as_ref()
+                .filter(|_| flow.embedded.is_none())
+                .map(|d| d.authority_fingerprint().display())
+                .unwrap_or_default()
+                .into(),
+        );
+    }
+
+    /// Reads and verifies a deployment file the person chose.
+    fn import_bundle(&self, path: &str) {
+        let path = path.trim();
+        if path.is_empty() {
+            self.problem(Problem::BundleUnreadable, "");
+            return;
+        }
+        let bytes =
+            match refuge_client::files::read_bounded(std::path::Path::new(path), MAX_BUNDLE_LEN) {
+                Ok(b) => b,
+                Err(e) => {
+                    let problem = if e.to_string().contains("larger") {
+                        Problem::BundleTooLarge
+                    } else {
+                        Problem::BundleUnreadable
+                    };
+                    self.problem(problem, &e.to_string());
+                    return;
+                }
+            };
+        let checked = {
+            let flow = self.flow.borrow();
+            match &flow.embedded {
+                Some(e) => Deployment::verify(&bytes, e.policy().authorities()),
+                None => Deployment::first_import(&bytes),
+            }
+        };
+        match checked {
+            Ok(d) => {
+                let allowed = !d.is_test_deployment() || self.allow_test();
+                if !allowed {
+                    self.problem(Problem::BundleTestRefused, "");
+                    return;
+                }
+                self.flow.borrow_mut().offered = Some(d);
+                self.show_deployment();
+                self.window.set_problem(Problem::None);
+                self.window.set_problem_detail(SharedString::new());
+            }
+            Err(e) => {
+                use refuge_client::deployment::DeploymentErrorKind as K;
+                let problem = match e.kind() {
+                    K::TooLarge => Problem::BundleTooLarge,
+                    K::Damaged => Problem::BundleDamaged,
+                    K::Foreign => Problem::BundleForeign,
+                    K::BadBridge => Problem::BundleBadBridge,
+                    _ => Problem::BundleInvalid,
+                };
+                self.problem(problem, &e.to_string());
+            }
+        }
+    }
+
+    fn allow_test(&self) -> bool {
+        self.window.get_test_deployment_allowed()
+    }
+
+    fn accept_deployment(&self) {
+        let mut flow = self.flow.borrow_mut();
+        let chosen = flow.offered.take().or_else(|| flow.embedded.clone());
+        let Some(d) = chosen else {
+            drop(flow);
+            self.problem(Problem::BundleUnreadable, "");
+            return;
+        };
+        if d.is_test_deployment() && !self.window.get_test_deployment_allowed() {
+            drop(flow);
+            self.problem(Problem::BundleTestRefused, "");
+            return;
+        }
+        let mut source: PolicySource = d.clone().policy_source();
+        source.test_deployment_allowed = self.window.get_test_deployment_allowed();
+        flow.deployment = Some(d);
+        let (exists, open) = (flow.store_exists, flow.open);
+        drop(flow);
+        self.show_deployment();
+        self.send(Command::UseDeployment(Box::new(source)));
+        self.go(if open {
+            Screen::Connect
+        } else if exists {
+            Screen::Unlock
+        } else {
+            Screen::Passphrase
+        });
+    }
+
+    fn create_store(&self) {
+        let w = &self.window;
+        let pass = w.get_passphrase();
+        let repeat = w.get_passphrase_repeat();
+        if pass != repeat {
+            self.problem(Problem::PassphrasesDiffer, "");
+            return;
+        }
+        if crate::strength::score(pass.as_str()) < crate::strength::MIN_SCORE {
+            self.problem(Problem::PassphraseWeak, "");
+            return;
+        }
+        if !w.get_understood() {
+            self.problem(Problem::MustAccept, "");
+            return;
+        }
+        let passphrase = Passphrase::new(pass.to_string());
+        // The passphrase leaves the window's fields at once (ADR 0011: Slint's strings are not
+        // zeroized; ours is).
+        w.set_passphrase(SharedString::new());
+        w.set_passphrase_repeat(SharedString::new());
+        w.set_strength(0);
+        w.set_busy(true);
+        self.flow.borrow_mut().onboarding = true;
+        self.send(Command::Create { passphrase });
+    }
+
+    fn unlock(&self) {
+        let w = &self.window;
+        let pass = w.get_passphrase();
+        if pass.is_empty() {
+            self.problem(Problem::WrongPassphrase, "");
+            return;
+        }
+        let passphrase = Passphrase::new(pass.to_string());
+        w.set_passphrase(SharedString::new());
+        w.set_busy(true);
+        self.send(Command::Unlock { passphrase });
+    }
+
+    fn connect_with(&self, bridges: Vec<String>) {
+        let w = &self.window;
+        w.set_phase(ConnectPhase::Bootstrapping);
+        w.set_fraction(0.0);
+        w.set_blocked(SharedString::new());
+        self.window.set_problem(Problem::None);
+        self.window.set_problem_detail(SharedString::new());
+        self.flow.borrow_mut().bridges_in_use = bridges.clone();
+        self.send(Command::SetAutomatic(w.get_automatic()));
+        self.send(Command::Connect { bridges });
+    }
+
+    /// The bridges of the deployment (and the person's own) that can run here, ordered for
+    /// `location`.
+    fn bridges_for(&self, location: Option<&circumvention::Location>) -> Vec<String> {
+        let flow = self.flow.borrow();
+        let mut lines: Vec<String> = flow.own_bridges.clone();
+        if let Some(d) = flow.deployment.as_ref().or(flow.embedded.as_ref()) {
+            lines.extend(d.bridges().iter().cloned());
+        }
+        circumvention::choose(
+            &lines,
+            location,
+            &refuge_client::transport::transport_installed,
+        )
+        .into_iter()
+        .cloned()
+        .collect()
+    }
+
+    fn use_bridges(&self, bridges: Vec<String>) {
+        if bridges.is_empty() {
+            self.problem(Problem::NoBridges, "");
+            return;
+        }
+        self.connect_with(bridges);
+    }
+
+    fn pasted_bridges(&self, text: &str) -> Result<Vec<String>, String> {
+        let lines: Vec<String> = text
+            .lines()
+            .map(|l| l.trim().trim_start_matches("Bridge ").trim().to_string())
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        if lines.is_empty() {
+            return Err("no bridge line".into());
+        }
+        for line in &lines {
+            refuge_client::transport::check_bridge_line(line)
+                .map_err(|e| format!("{}: {e}", logs::redact(line)))?;
+        }
+        Ok(lines)
+    }
+
+    fn open_post(&self, id: &str) {
+        let flow = self.flow.borrow();
+        let Some(post) = flow.posts.iter().find(|p| p.id == id).cloned() else {
+            return;
+        };
+        drop(flow);
+        let w = &self.window;
+        w.set_post_id(post.id.clone().into());
+        w.set_post_name(post.name.clone().into());
+        w.set_messages(model(Vec::<MessageItem>::new()));
+        w.set_devices(model(Vec::<DeviceItem>::new()));
+        w.set_key_changed(false);
+        self.go(if post.last_at_hour.is_some() {
+            Screen::Conversation
+        } else {
+            Screen::Contact
+        });
+        self.send(Command::Open {
+            post: Some(post.id),
+        });
+    }
+
+    fn send_message(&self, text: &str) {
+        if text.trim().is_empty() {
+            self.problem(Problem::MessageEmpty, "");
+            return;
+        }
+        if text.len() > refuge_client::envelope::MAX_TEXT_LEN {
+            self.problem(
+                Problem::MessageTooLong,
+                &format!(
+                    "{} bytes; at most {}",
+                    text.len(),
+                    refuge_client::envelope::MAX_TEXT_LEN
+                ),
+            );
+            return;
+        }
+        if self.window.get_key_changed() {
+            self.problem(Problem::KeyChanged, "");
+            return;
+        }
+        self.window.set_busy(true);
+        self.send(Command::Send {
+            post: self.window.get_post_id().to_string(),
+            text: SecretText::new(text.to_string()),
+        });
+    }
+
+    fn back(&self) {
+        let screen = match self.window.get_screen() {
+            Screen::Safety => Screen::Conversation,
+            Screen::Contact | Screen::Conversation => {
+                self.send(Command::Open { post: None });
+                Screen::Home
+            }
+            Screen::Settings => {
+                if self.flow.borrow().open {
+                    Screen::Home
+                } else {
+                    Screen::Unlock
+                }
+            }
+            other => other,
+        };
+        self.save_prefs();
+        self.go(screen);
+    }
+
+    fn save_prefs(&self) {
+        let mut flow = self.flow.borrow_mut();
+        flow.prefs.text_scale = self.window.get_text_scale();
+        flow.prefs.panic = match self.window.get_panic_mode() {
+            PanicMode::Destroy => PanicAction::Destroy,
+            PanicMode::Lock => PanicAction::Lock,
+        };
+        flow.prefs.language = Some(self.window.get_language().to_string());
+        let dir = flow.data_dir.clone();
+        let saved = flow.prefs.save(&dir);
+        if let Err(e) = saved {
+            flow.log.push(&format!("cannot save the preferences: {e}"));
+        }
+    }
+
+    /// Clears everything of the person's from the window (locking or erasing).
+    fn clear_window(&self) {
+        let w = &self.window;
+        w.set_posts(model(Vec::<PostItem>::new()));
+        w.set_messages(model(Vec::<MessageItem>::new()));
+        w.set_devices(model(Vec::<DeviceItem>::new()));
+        w.set_draft(SharedString::new());
+        w.set_passphrase(SharedString::new());
+        w.set_passphrase_repeat(SharedString::new());
+        w.set_post_id(SharedString::new());
+        w.set_post_name(SharedString::new());
+        w.set_bridge_lines(SharedString::new());
+        w.set_log_text(SharedString::new());
+        w.set_connected(false);
+        w.set_phase(ConnectPhase::Idle);
+        w.set_assist(false);
+        let mut flow = self.flow.borrow_mut();
+        flow.posts.clear();
+        flow.own_bridges.clear();
+        flow.open = false;
+        flow.log = logs::Log::default();
+    }
+
+    fn panic(&self) {
+        let destroy = self.window.get_panic_mode() == PanicMode::Destroy;
+        self.clear_window();
+        self.window.set_destroyed(destroy);
+        self.go(Screen::Locked);
+        self.send(if destroy {
+            Command::Destroy
+        } else {
+            Command::Lock
+        });
+    }
+
+    fn restart(&self) {
+        if self.window.get_destroyed() {
+            let mut flow = self.flow.borrow_mut();
+            flow.store_exists = false;
+            flow.initialized = false;
+            flow.deployment = None;
+            flow.offered = None;
+            drop(flow);
+            self.window.set_destroyed(false);
+            self.show_deployment();
+            self.go(Screen::Language);
+        } else {
+            self.go(Screen::Unlock);
+        }
+    }
+
+    fn start_idle_timer(&self) {
+        let weak = self.window.as_weak();
+        let flow = self.flow.clone();
+        let worker = self.worker.clone();
+        self._idle_timer.start(
+            slint::TimerMode::Repeated,
+            Duration::from_secs(15),
+            move || {
+                let Some(w) = weak.upgrade() else { return };
+                let idle = flow.borrow().last_activity.elapsed();
+                let limit = Duration::from_secs(
+                    60 * u64::try_from(w.get_lock_minutes().max(1)).unwrap_or(5),
+                );
+                if flow.borrow().open && idle > limit {
+                    // Auto-lock: as the panic button's lock, never its erase.
+                    flow.borrow_mut().open = false;
+                    w.set_destroyed(false);
+                    w.set_screen(Screen::Locked);
+                    w.set_messages(model(Vec::<MessageItem>::new()));
+                    w.set_posts(model(Vec::<PostItem>::new()));
+                    w.set_draft(SharedString::new());
+                    let _ = worker.send(Command::Lock);
+                }
+            },
+        );
+    }
+
+    fn touch(&self) {
+        self.flow.borrow_mut().last_activity = Instant::now();
+    }
+
+    /// Applies one of the worker's updates to the window.
+    pub fn apply(&self, update: Update) {
+        let w = &self.window;
+        match update {
+            Update::Opened {
+                initialized,
+                automatic,
+            } => {
+                w.set_busy(false);
+                let mut flow = self.flow.borrow_mut();
+                flow.open = true;
+                flow.store_exists = true;
+                flow.initialized = initialized;
+                flow.last_activity = Instant::now();
+                let onboarding = std::mem::take(&mut flow.onboarding);
+                let needs_deployment =
+                    !initialized && flow.deployment.is_none() && flow.embedded.is_none();
+                drop(flow);
+                w.set_automatic(automatic);
+                if onboarding {
+                    self.go(Screen::Protects);
+                } else if needs_deployment {
+                    self.go(Screen::Deployment);
+                } else {
+                    if !initialized {
+                        // An embedded deployment not yet sent to the worker.
+                        if self.flow.borrow().deployment.is_none() {
+                            self.accept_deployment();
+                        }
+                    }
+                    self.go(Screen::Connect);
+                    if automatic && initialized {
+                        self.connect_with(self.flow.borrow().own_bridges.clone());
+                    }
+                }
+            }
+            Update::OpenFailed { problem, detail } => {
+                w.set_busy(false);
+                self.problem(problem, &detail);
+            }
+            Update::Event(event) => self.event(event),
+            Update::Connected => {
+                w.set_phase(ConnectPhase::Connected);
+                w.set_fraction(1.0);
+                w.set_connected(true);
+                w.set_assist(false);
+                self.flow.borrow_mut().initialized = true;
+                if w.get_screen() == Screen::Connect {
+                    self.go(Screen::Home);
+                }
+            }
+            Update::ConnectFailed { problem, detail } => {
+                let blocked = !w.get_blocked().is_empty();
+                w.set_phase(if blocked {
+                    ConnectPhase::Blocked
+                } else {
+                    ConnectPhase::Failed
+                });
+                w.set_connected(false);
+                w.set_assist(true);
+                self.problem(problem, &detail);
+            }
+            Update::Posts(posts) => {
+                let items: Vec<PostItem> = posts
+                    .iter()
+                    .map(|p| PostItem {
+                        id: p.id.clone().into(),
+                        name: p.name.clone().into(),
+                        unread: i32::try_from(p.unread).unwrap_or(i32::MAX),
+                        last: p.last_at_hour.map(hour_label).unwrap_or_default().into(),
+                        started: p.last_at_hour.is_some(),
+                    })
+                    .collect();
+                self.flow.borrow_mut().posts = posts;
+                w.set_posts(model(items));
+            }
+            Update::Conversation {
+                post,
+                messages,
+                timer_secs,
+            } => {
+                if w.get_post_id().as_str() != post {
+                    return;
+                }
+                w.set_timer_secs(i32::try_from(timer_secs).unwrap_or(i32::MAX));
+                w.set_messages(model(messages.iter().map(message_item).collect()));
+                if !messages.is_empty() && w.get_screen() == Screen::Contact {
+                    self.go(Screen::Conversation);
+                }
+            }
+            Update::Devices { post, devices } => {
+                if w.get_post_id().as_str() != post {
+                    return;
+                }
+                let changed = devices.iter().any(|d| d.changed);
+                w.set_key_changed(changed);
+                w.set_devices(model(
+                    devices
+                        .into_iter()
+                        .map(|d| DeviceItem {
+                            label: d.label.into(),
+                            number: d.number.into(),
+                            verified: d.verified,
+                            changed: d.changed,
+                        })
+                        .collect(),
+                ));
+            }
+            Update::Sent { post } => {
+                w.set_busy(false);
+                if w.get_post_id().as_str() == post {
+                    // The draft goes only once the message is sealed and kept.
+                    w.set_draft(SharedString::new());
+                    self.go(Screen::Conversation);
+                }
+            }
+            Update::SendFailed { problem, detail } => {
+                w.set_busy(false);
+                if problem == Problem::KeyChanged {
+                    w.set_key_changed(true);
+                }
+                self.problem(problem, &detail);
+            }
+            Update::Locked => {}
+            Update::Destroyed => {
+                self.flow.borrow_mut().prefs = Prefs::default();
+            }
+        }
+    }
+
+    fn event(&self, event: Event) {
+        let w = &self.window;
+        self.flow.borrow_mut().log.event(&event);
+        match event {
+            Event::Tor(TorEvent::Bootstrapping {
+                fraction, blocked, ..
+            }) => {
+                w.set_phase(ConnectPhase::Bootstrapping);
+                w.set_fraction(fraction.clamp(0.0, 1.0));
+                w.set_blocked(logs::redact(blocked.as_deref().unwrap_or_default()).into());
+                if blocked.is_some() {
+                    w.set_phase(ConnectPhase::Blocked);
+                    w.set_assist(true);
+                }
+            }
+            Event::Tor(TorEvent::Bootstrapped { .. }) => {
+                w.set_phase(ConnectPhase::ReachingRelay);
+                w.set_fraction(1.0);
+                w.set_blocked(SharedString::new());
+            }
+            Event::Tor(TorEvent::OnionReached { .. })
+            | Event::Tor(TorEvent::HelloAnswered { .. }) => {
+                w.set_connected(true);
+            }
+            Event::ReceiveFailed { .. } => w.set_connected(false),
+            Event::Message { .. } | Event::Arrived { .. } => {}
+            _ => {}
+        }
+    }
+
+    fn wire(&self) {
+        let w = &self.window;
+        macro_rules! on {
+            ($setter:ident, |$app:ident $(, $arg:ident)*| $body:expr) => {{
+                let flow = Rc::downgrade(&self.flow);
+                let weak = self.window.as_weak();
+                let worker = Rc::downgrade(&self.worker);
+                w.$setter(move |$($arg),*| {
+                    let (Some(flow), Some(window), Some(worker)) = (flow.upgrade(), weak.upgrade(), worker.upgrade()) else {
+                        return;
+                    };
+                    let $app = UserApp::borrowed(window, flow, worker);
+                    $app.touch();
+                    $body;
+                });
+            }};
+        }
+        on!(on_choose_language, |app, tag| app
+            .set_language(tag.as_str()));
+        on!(on_language_done, |app| {
+            app.save_prefs();
+            let from_settings = std::mem::take(&mut app.flow.borrow_mut().language_from_settings);
+            let exists = app.flow.borrow().store_exists;
+            app.go(if from_settings {
+                Screen::Settings
+            } else if exists {
+                Screen::Unlock
+            } else {
+                Screen::Deployment
+            });
+        });
+        on!(on_import_bundle, |app, path| app
+            .import_bundle(path.as_str()));
+        on!(on_accept_deployment, |app| app.accept_deployment());
+        on!(on_passphrase_edited, |app, text| app.window.set_strength(
+            i32::from(crate::strength::score(text.as_str()))
+        ));
+        on!(on_create_store, |app| app.create_store());
+        on!(on_protects_done, |app| app.go(Screen::PanicSetup));
+        on!(on_panic_setup_done, |app| {
+            app.save_prefs();
+            app.go(Screen::Connect);
+        });
+        on!(on_unlock, |app| app.unlock());
+        on!(on_connect, |app| {
+            let own = app.flow.borrow().own_bridges.clone();
+            app.connect_with(own);
+        });
+        on!(on_builtin_bridges, |app| {
+            let bridges = app.bridges_for(None);
+            app.use_bridges(bridges);
+        });
+        on!(on_location, |app, code| {
+            let bridges = app.bridges_for(circumvention::location(code.as_str()));
+            app.use_bridges(bridges);
+        });
+        on!(
+            on_use_bridges,
+            |app, text| match app.pasted_bridges(text.as_str()) {
+                Ok(lines) => {
+                    app.flow.borrow_mut().own_bridges = lines.clone();
+                    app.use_bridges(lines);
+                }
+                Err(e) => app.problem(Problem::BridgesInvalid, &e),
+            }
+        );
+        on!(on_save_bridges, |app, text| {
+            if text.trim().is_empty() {
+                app.flow.borrow_mut().own_bridges.clear();
+            } else {
+                match app.pasted_bridges(text.as_str()) {
+                    Ok(lines) => app.flow.borrow_mut().own_bridges = lines,
+                    Err(e) => app.problem(Problem::BridgesInvalid, &e),
+                }
+            }
+        });
+        on!(on_copy_logs, |app| {
+            let text = app.flow.borrow().log.text();
+            app.window.set_log_text(text.into());
+        });
+        on!(on_open_post, |app, id| app.open_post(id.as_str()));
+        on!(on_send, |app, text| app.send_message(text.as_str()));
+        on!(on_open_safety, |app| app.go(Screen::Safety));
+        on!(on_safety_seen, |app| {
+            app.window.set_key_changed(false);
+            app.send(Command::SafetySeen {
+                post: app.window.get_post_id().to_string(),
+            });
+            app.go(Screen::Conversation);
+        });
+        on!(on_open_settings, |app| app.go(Screen::Settings));
+        on!(on_back, |app| app.back());
+        on!(on_scale_changed, |app, v| app
+            .window
+            .global::<Theme>()
+            .set_scale(v));
+        on!(on_open_language, |app| {
+            app.flow.borrow_mut().language_from_settings = true;
+            app.go(Screen::Language);
+        });
+        on!(on_panic, |app| app.panic());
+        on!(on_restart, |app| app.restart());
+        on!(on_activity, |app| app.touch());
+    }
+
+    /// A short-lived view of the app for a callback (the callbacks hold only weak references,
+    /// so the window and the flow are dropped with the app).
+    fn borrowed(window: UserWindow, flow: Rc<RefCell<Flow>>, worker: Rc<Worker>) -> UserApp {
+        UserApp {
+            window,
+            flow,
+            worker,
+            _idle_timer: slint::Timer::default(),
+        }
+    }
+}
+
+fn message_item(m: &MessageView) -> MessageItem {
+    MessageItem {
+        text: m.text.clone().into(),
+        author: m.author.clone().into(),
+        time: hour_label(m.at_hour).into(),
+        mine: m.mine,
+        state: delivery_code(m.delivery),
+        expires: m.expires_hour.map(hour_label).unwrap_or_default().into(),
+    }
+}
+
+use std::sync::Arc;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hours_are_shown_as_calendar_dates() {
+        assert_eq!(hour_label(0), "1970-01-01 00:00 UTC");
+        assert_eq!(hour_label(1_796_569_200), "2026-12-06 15:00 UTC");
+        assert_eq!(hour_label(951_782_400), "2000-02-29 00:00 UTC");
+    }
+}

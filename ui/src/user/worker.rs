@@ -1,0 +1,543 @@
+//! The app's worker: a thread with its own tokio runtime that owns the [`UserClient`] (the
+//! encrypted store, the Tor client, the verified directory). The window never waits on it: it
+//! sends [`Command`]s and the worker reports [`Update`]s through a callback, which the real app
+//! hands to Slint's event loop and the tests read from a channel.
+//!
+//! Nothing here touches the network until the window sends [`Command::Connect`], which it does
+//! only after the person has chosen a language and a connection mode (or, on later starts, has
+//! asked to connect automatically).
+
+use super::problem::{Problem, problem_of};
+use super::safety::{self, DeviceView};
+use refuge_client::app::{PollSchedule, UserClient, UserSettings};
+use refuge_client::config::{PolicySource, TorSettings};
+use refuge_client::events::{Delivery, Event, Events};
+use refuge_client::secret::SecretText;
+use refuge_client::store::{KdfParams, Passphrase, Store};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// What the window asks the worker to do.
+pub enum Command {
+    /// Create the encrypted store under a new passphrase (Argon2id: about a second).
+    Create { passphrase: Passphrase },
+    /// Open the existing store.
+    Unlock { passphrase: Passphrase },
+    /// The deployment the person accepted, to set this device up with at the first connection.
+    UseDeployment(Box<PolicySource>),
+    /// Connect through Tor (with these bridges, if any), set the device up the first time,
+    /// verify the directory and start receiving.
+    Connect { bridges: Vec<String> },
+    /// Remember whether to connect automatically after unlocking.
+    SetAutomatic(bool),
+    /// The conversation the window shows (its updates are sent as they happen).
+    Open { post: Option<String> },
+    /// Write to a post (a first contact or a follow-up: the same for the user).
+    Send { post: String, text: SecretText },
+    /// The person has looked at the post's safety numbers: record them as seen.
+    SafetySeen { post: String },
+    /// Close the store and forget everything in memory.
+    Lock,
+    /// Destroy the store (its key first), the Tor state and the app's preferences.
+    Destroy,
+}
+
+/// A message of a conversation, as the window shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MessageView {
+    pub id: i64,
+    pub text: String,
+    /// The staff device's label (theirs) or empty (ours).
+    pub author: String,
+    /// Unix seconds, to the hour.
+    pub at_hour: i64,
+    pub mine: bool,
+    pub delivery: Option<Delivery>,
+    pub expires_hour: Option<i64>,
+}
+
+/// A post, for the home screen.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PostView {
+    pub id: String,
+    pub name: String,
+    pub unread: u64,
+    pub last_at_hour: Option<i64>,
+}
+
+/// What the worker reports.
+#[derive(Debug)]
+pub enum Update {
+    /// The store is open (created or unlocked).
+    Opened {
+        initialized: bool,
+        automatic: bool,
+    },
+    /// Opening or creating the store failed; nothing changed.
+    OpenFailed {
+        problem: Problem,
+        detail: String,
+    },
+    /// Something the client reported (Tor's progress, deliveries, arrivals).
+    Event(Event),
+    /// Connected: the device is set up and the directory verified.
+    Connected,
+    ConnectFailed {
+        problem: Problem,
+        detail: String,
+    },
+    Posts(Vec<PostView>),
+    Conversation {
+        post: String,
+        messages: Vec<MessageView>,
+        /// The disappearing timer, in seconds (0: messages do not disappear).
+        timer_secs: u64,
+    },
+    Devices {
+        post: String,
+        devices: Vec<DeviceView>,
+    },
+    /// The message was sealed and kept (the delivery events follow).
+    Sent {
+        post: String,
+    },
+    SendFailed {
+        problem: Problem,
+        detail: String,
+    },
+    Locked,
+    Destroyed,
+}
+
+/// Where the worker reports.
+pub type Report = Arc<dyn Fn(Update) + Send + Sync>;
+
+/// A step run on every client the worker opens, before it is used (tests route the client to
+/// the in-process test relay here).
+pub type Prepare = Arc<dyn Fn(&mut UserClient) + Send + Sync>;
+
+/// How the worker is set up.
+#[derive(Clone)]
+pub struct Setup {
+    pub data_dir: PathBuf,
+    /// Whether a deployment marked for testing may be used (`--test-deployment`).
+    pub allow_test_deployment: bool,
+    /// An arti configuration file (a private test network), used for every connection.
+    pub tor_config: Option<PathBuf>,
+    /// A relay address instead of the deployment's onion service, and its certificate pin
+    /// (`quic://`): development and tests only, and only with `allow_direct`.
+    pub relay: Option<String>,
+    pub pin: Option<String>,
+    /// Whether a relay may be reached without Tor (`--insecure-direct`): the network then sees
+    /// that this computer contacts the relay. Tests and development only.
+    pub allow_direct: bool,
+    /// Argon2id cost of a new store.
+    pub kdf: KdfParams,
+    /// How often to read the mailbox while connected.
+    pub poll: PollSchedule,
+    pub prepare: Option<Prepare>,
+}
+
+/// The handle the window keeps.
+pub struct Worker {
+    commands: mpsc::UnboundedSender<Command>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Starts the worker thread.
+    pub fn spawn(setup: Setup, report: Report) -> std::io::Result<Worker> {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let thread = std::thread::Builder::new()
+            .name("refuge-worker".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        report(Update::OpenFailed {
+                            problem: Problem::Internal,
+                            detail: format!("cannot start the runtime: {e}"),
+                        });
+                        return;
+                    }
+                };
+                runtime.block_on(State::new(setup, report).run(rx));
+            })?;
+        Ok(Worker {
+            commands,
+            thread: Some(thread),
+        })
+    }
+
+    /// Sends a command; `false` if the worker has stopped.
+    pub fn send(&self, command: Command) -> bool {
+        self.commands.send(command).is_ok()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Closing the channel ends the worker's loop; its client (and store) is dropped there.
+        let (closed, _) = mpsc::unbounded_channel();
+        self.commands = closed;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Store setting: connect automatically after unlocking.
+const AUTOMATIC: &str = "app.connect_automatically";
+
+struct State {
+    setup: Setup,
+    report: Report,
+    events: Events,
+    client: Option<UserClient>,
+    deployment: Option<PolicySource>,
+    connected: bool,
+    open_post: Option<String>,
+    schedule: PollSchedule,
+}
+
+impl State {
+    fn new(setup: Setup, report: Report) -> State {
+        let forward = report.clone();
+        let events = Events::with_observer(move |e| forward(Update::Event(e.clone())));
+        let schedule = setup.poll.clone();
+        State {
+            setup,
+            report,
+            events,
+            client: None,
+            deployment: None,
+            connected: false,
+            open_post: None,
+            schedule,
+        }
+    }
+
+    fn say(&self, update: Update) {
+        (self.report)(update);
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        let mut wait = Duration::from_secs(3600);
+        loop {
+            let command = if self.connected {
+                tokio::select! {
+                    c = rx.recv() => c,
+                    _ = tokio::time::sleep(wait) => {
+                        wait = self.receive().await;
+                        continue;
+                    }
+                }
+            } else {
+                rx.recv().await
+            };
+            let Some(command) = command else { return };
+            let was_connected = self.connected;
+            self.handle(command).await;
+            if self.connected && !was_connected {
+                // Read at once after connecting, then on the schedule.
+                wait = self.receive().await;
+            }
+        }
+    }
+
+    fn settings(&self, bridges: Option<Vec<String>>) -> UserSettings {
+        UserSettings {
+            data_dir: self.setup.data_dir.clone(),
+            allow_test_deployment: self.setup.allow_test_deployment,
+            relay: self.setup.relay.clone(),
+            pin: self.setup.pin.clone(),
+            allow_direct: self.setup.allow_direct,
+            tor: match (bridges, &self.setup.tor_config) {
+                (None, None) => None,
+                (bridges, config) => Some(TorSettings {
+                    bridges: bridges.unwrap_or_default(),
+                    tor_config: config.clone(),
+                    ..TorSettings::default()
+                }),
+            },
+        }
+    }
+
+    fn adopt(&mut self, mut client: UserClient) {
+        if let Some(prepare) = &self.setup.prepare {
+            prepare(&mut client);
+        }
+        self.client = Some(client);
+    }
+
+    async fn handle(&mut self, command: Command) {
+        match command {
+            Command::Create { passphrase } => {
+                let settings = self.settings(None);
+                let (events, kdf) = (self.events.clone(), self.setup.kdf);
+                let made = tokio::task::spawn_blocking(move || {
+                    UserClient::create(settings, &passphrase, kdf, events)
+                })
+                .await;
+                self.opened(made);
+            }
+            Command::Unlock { passphrase } => {
+                let settings = self.settings(None);
+                let events = self.events.clone();
+                let opened = tokio::task::spawn_blocking(move || {
+                    UserClient::unlock(settings, &passphrase, events)
+                })
+                .await;
+                self.opened(opened);
+            }
+            Command::UseDeployment(source) => self.deployment = Some(*source),
+            Command::Connect { bridges } => self.connect(bridges).await,
+            Command::SetAutomatic(on) => {
+                if let Some(c) = &self.client {
+                    let _ = c.store().set_setting(AUTOMATIC, if on { "1" } else { "0" });
+                }
+            }
+            Command::Open { post } => {
+                self.open_post = post;
+                self.show_open_post();
+            }
+            Command::Send { post, text } => self.send(post, text).await,
+            Command::SafetySeen { post } => {
+                if let Some(c) = &self.client
+                    && let Some(dir) = c.directory()
+                    && let Err(e) = safety::record_seen(c.store(), dir, &post)
+                {
+                    let (problem, detail) = problem_of(&e);
+                    self.say(Update::SendFailed { problem, detail });
+                }
+                self.show_devices();
+            }
+            Command::Lock => {
+                self.client = None;
+                self.connected = false;
+                self.open_post = None;
+                self.say(Update::Locked);
+            }
+            Command::Destroy => {
+                self.client = None;
+                self.connected = false;
+                self.open_post = None;
+                // The store's key header goes first (refuge_client::store::wipe). A directory
+                // with nothing of ours in it is already as destroyed as it gets.
+                let dir = self.setup.data_dir.clone();
+                let _ = tokio::task::spawn_blocking(move || refuge_client::store::wipe(&dir)).await;
+                self.say(Update::Destroyed);
+            }
+        }
+    }
+
+    fn opened(
+        &mut self,
+        made: Result<refuge_client::error::Result<UserClient>, tokio::task::JoinError>,
+    ) {
+        match made {
+            Ok(Ok(client)) => {
+                let initialized = client.is_initialized().unwrap_or(false);
+                let automatic = client
+                    .store()
+                    .setting(AUTOMATIC)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|v| v == "1");
+                self.adopt(client);
+                self.say(Update::Opened {
+                    initialized,
+                    automatic,
+                });
+            }
+            Ok(Err(e)) => {
+                let (problem, detail) = problem_of(&e);
+                self.say(Update::OpenFailed { problem, detail });
+            }
+            Err(e) => self.say(Update::OpenFailed {
+                problem: Problem::Internal,
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    async fn connect(&mut self, bridges: Vec<String>) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        // New bridges need a new Tor client: the store stays open.
+        let client = if bridges.is_empty() {
+            Ok(client)
+        } else {
+            let settings = self.settings(Some(bridges));
+            UserClient::with_store(client.into_store(), settings, self.events.clone())
+        };
+        let mut client = match client {
+            Ok(c) => c,
+            Err(e) => {
+                let (problem, detail) = problem_of(&e);
+                self.say(Update::ConnectFailed { problem, detail });
+                return;
+            }
+        };
+        if let Some(prepare) = &self.setup.prepare {
+            prepare(&mut client);
+        }
+        let outcome = match client.is_initialized() {
+            Ok(false) => match self.deployment.clone() {
+                Some(source) => client.init(source).await,
+                None => Err(refuge_client::error::ClientError::MissingConfig(
+                    "deployment bundle",
+                )),
+            },
+            Ok(true) => client.sync_directory().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        self.client = Some(client);
+        match outcome {
+            Ok(()) => {
+                self.connected = true;
+                self.schedule = self.setup.poll.clone();
+                self.say(Update::Connected);
+                self.show_posts();
+                self.show_open_post();
+            }
+            Err(e) => {
+                let (problem, detail) = problem_of(&e);
+                self.say(Update::ConnectFailed { problem, detail });
+            }
+        }
+    }
+
+    /// Sends what waits and reads the mailbox; returns how long to wait before the next read.
+    async fn receive(&mut self) -> Duration {
+        let Some(client) = self.client.as_mut() else {
+            return Duration::from_secs(3600);
+        };
+        let outcome = client.receive(&mut |_| Ok(())).await;
+        let succeeded = outcome.is_ok();
+        let wait = self.schedule.next_wait(succeeded);
+        if let Err(e) = outcome {
+            self.say(Update::Event(Event::ReceiveFailed {
+                error: e.to_string(),
+                retry_in_secs: wait.as_secs(),
+            }));
+        }
+        self.show_posts();
+        self.show_open_post();
+        wait
+    }
+
+    async fn send(&mut self, post: String, text: SecretText) {
+        let Some(client) = self.client.as_mut() else {
+            return;
+        };
+        if let Some(dir) = client.directory()
+            && safety::changed(client.store(), dir, &post).unwrap_or(false)
+        {
+            self.say(Update::SendFailed {
+                problem: Problem::KeyChanged,
+                detail: String::new(),
+            });
+            self.show_devices();
+            return;
+        }
+        match client.contact(&post, &text, None).await {
+            Ok(_) => self.say(Update::Sent { post }),
+            Err(e) => {
+                let (problem, detail) = problem_of(&e);
+                self.say(Update::SendFailed { problem, detail });
+            }
+        }
+        self.show_posts();
+        self.show_open_post();
+    }
+
+    fn show_posts(&self) {
+        let Some(client) = &self.client else { return };
+        let Some(dir) = client.directory() else {
+            return;
+        };
+        let summaries = client.conversations().unwrap_or_default();
+        let posts = dir
+            .posts()
+            .iter()
+            .map(|p| {
+                let s = summaries.iter().find(|s| s.post_id == p.id);
+                PostView {
+                    id: p.id.clone(),
+                    name: p.name.clone(),
+                    unread: s.map_or(0, |s| s.unread),
+                    last_at_hour: s.map(|s| s.last_at_hour),
+                }
+            })
+            .collect();
+        self.say(Update::Posts(posts));
+    }
+
+    fn show_open_post(&self) {
+        let (Some(client), Some(post)) = (&self.client, &self.open_post) else {
+            return;
+        };
+        let messages = client
+            .conversation(post, None, 500)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| MessageView {
+                id: m.id,
+                text: m.text.expose().to_string(),
+                author: m.device.clone().unwrap_or_default(),
+                at_hour: m.at_hour,
+                mine: m.delivery.is_some(),
+                delivery: m.delivery,
+                expires_hour: m.expires_hour,
+            })
+            .collect::<Vec<_>>();
+        if let (Some(first), Some(last)) = (
+            messages.iter().filter(|m| !m.mine).map(|m| m.id).min(),
+            messages.iter().filter(|m| !m.mine).map(|m| m.id).max(),
+        ) {
+            let _ = client.mark_read(post, first..=last);
+        }
+        let timer_secs = client
+            .default_timer()
+            .map(|t| t.seconds())
+            .unwrap_or_default();
+        self.say(Update::Conversation {
+            post: post.clone(),
+            messages,
+            timer_secs,
+        });
+        self.show_devices();
+    }
+
+    fn show_devices(&self) {
+        let (Some(client), Some(post)) = (&self.client, &self.open_post) else {
+            return;
+        };
+        let Some(dir) = client.directory() else {
+            return;
+        };
+        match safety::devices(client.store(), dir, post) {
+            Ok(devices) => self.say(Update::Devices {
+                post: post.clone(),
+                devices,
+            }),
+            Err(e) => {
+                let (problem, detail) = problem_of(&e);
+                self.say(Update::SendFailed { problem, detail });
+            }
+        }
+    }
+}
+
+/// Whether the store in `dir` exists (the app shows the unlock screen, not onboarding).
+pub fn store_exists(dir: &std::path::Path) -> bool {
+    Store::exists(dir)
+}

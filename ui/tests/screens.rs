@@ -1,0 +1,570 @@
+//! The user app's screens driven as a person (or a screen reader) would: by accessible label,
+//! through Slint's testing backend, with the real worker and encrypted store behind them.
+
+mod common;
+
+use common::*;
+use i_slint_backend_testing::{AccessibleRole, ElementHandle, ElementRoot};
+use refuge_client::events::{Event, TorEvent};
+use refuge_testkit::TestRelay;
+use refuge_ui::user::problem::Problem;
+use refuge_ui::user::worker::Update;
+use refuge_ui::{ConnectPhase, Dir, Screen};
+use slint::platform::{Key, WindowEvent};
+use slint::{ComponentHandle, Model};
+
+fn kit_relay() -> (tokio::runtime::Runtime, TestRelay) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let kit = rt.block_on(TestRelay::with_log(
+        refuge_testkit::VirtualClock::at_wall_clock(),
+        3,
+    ));
+    (rt, kit)
+}
+
+/// Walks the onboarding to the connect screen; returns the app there.
+fn onboard(
+    dir: &std::path::Path,
+    vkey: &str,
+    kit: &TestRelay,
+) -> (refuge_ui::user::UserApp, std::sync::mpsc::Receiver<Update>) {
+    let (app, rx) = app(dir, Some(deployment(vkey)), Some(route_to(kit)));
+    let w = app.window();
+    assert_eq!(w.get_screen(), Screen::Language);
+    click(w, "English");
+    click(w, "Continue");
+    assert_eq!(w.get_screen(), Screen::Deployment);
+    click(w, "Continue");
+    assert_eq!(w.get_screen(), Screen::Passphrase);
+    type_into(w, "Passphrase", PASSPHRASE);
+    type_into(w, "Repeat the passphrase", PASSPHRASE);
+    click(
+        w,
+        "I understand that a forgotten passphrase cannot be recovered",
+    );
+    click(w, "Create");
+    pump_until(&app, &rx, 30, "opening the new store", |u| {
+        matches!(u, Update::Opened { .. })
+    });
+    click(w, "Continue");
+    click(w, "Continue");
+    assert_eq!(w.get_screen(), Screen::Connect);
+    (app, rx)
+}
+
+#[test]
+fn onboarding_goes_from_language_to_connect_without_touching_the_network() {
+    i_slint_backend_testing::init_no_event_loop();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let dir = tmp.path().join("app");
+    let (_rt, kit) = kit_relay();
+    let vkey = kit.log_vkey().expect("a log").to_string();
+    let (app, rx) = app(&dir, Some(deployment(&vkey)), Some(route_to(&kit)));
+    let w = app.window();
+
+    // Language first: native names; Persian and Arabic mirror the layout at once.
+    assert_eq!(w.get_screen(), Screen::Language);
+    for name in [
+        "Français",
+        "English",
+        "العربية",
+        "فارسی",
+        "Русский",
+        "简体中文",
+        "Türkçe",
+        "Tiếng Việt",
+    ] {
+        find(w, name);
+    }
+    click(w, "فارسی");
+    assert!(w.global::<Dir>().get_rtl(), "Persian is right to left");
+    assert!(
+        !shows(w, "Choose your language"),
+        "the screen speaks Persian"
+    );
+    click(w, "Français");
+    assert!(!w.global::<Dir>().get_rtl());
+    assert!(
+        !shows(w, "Choose your language"),
+        "the screen speaks French"
+    );
+    click(w, "English");
+    assert!(shows(w, "Choose your language"));
+    click(w, "Continue");
+
+    // Which ministry this app belongs to, and that it is a test deployment.
+    assert_eq!(w.get_screen(), Screen::Deployment);
+    assert!(shows(w, MINISTRY), "{:?}", labels(w));
+    assert!(shows(w, "TEST DEPLOYMENT"));
+    click(w, "Continue");
+
+    // The passphrase: refused while weak, different or not acknowledged.
+    assert_eq!(w.get_screen(), Screen::Passphrase);
+    assert!(shows(w, "There is no recovery"));
+    type_into(w, "Passphrase", "password1");
+    type_into(w, "Repeat the passphrase", "password1");
+    click(w, "Create");
+    assert_eq!(w.get_problem(), Problem::PassphraseWeak);
+    assert!(shows(w, "too easy to guess"));
+    type_into(w, "Passphrase", PASSPHRASE);
+    assert!(w.get_strength() >= 3, "strength {}", w.get_strength());
+    type_into(
+        w,
+        "Repeat the passphrase",
+        "violet lantern under a quiet harbour at dusk",
+    );
+    click(w, "Create");
+    assert_eq!(w.get_problem(), Problem::PassphrasesDiffer);
+    type_into(w, "Repeat the passphrase", PASSPHRASE);
+    click(w, "Create");
+    assert_eq!(w.get_problem(), Problem::MustAccept);
+    click(
+        w,
+        "I understand that a forgotten passphrase cannot be recovered",
+    );
+    click(w, "Create");
+    assert!(
+        w.get_passphrase().is_empty(),
+        "the passphrase left the window's field"
+    );
+    pump_until(&app, &rx, 30, "opening the new store", |u| {
+        matches!(u, Update::Opened { .. })
+    });
+    assert!(refuge_client::store::Store::exists(&dir));
+
+    // What it protects, the panic button, then the connect screen.
+    assert_eq!(w.get_screen(), Screen::Protects);
+    assert!(shows(w, "It does not protect"));
+    click(w, "Continue");
+    assert_eq!(w.get_screen(), Screen::PanicSetup);
+    click(
+        w,
+        "Destroy: erase every conversation and key from this computer, for good",
+    );
+    click(w, "Continue");
+    assert_eq!(w.get_screen(), Screen::Connect);
+    find(w, "Connect");
+    find(w, "Always connect automatically");
+    assert_eq!(
+        refuge_ui::prefs::Prefs::load(&dir).panic,
+        refuge_ui::prefs::PanicAction::Destroy
+    );
+
+    // Nothing has reached the relay, nor tried to: every connection the app makes goes through
+    // the kit in this test, and none was dialled.
+    assert_eq!(
+        kit.dials(),
+        0,
+        "a connection before the person chose to connect"
+    );
+    assert!(
+        rx.try_recv().is_err(),
+        "no event (no Tor bootstrap) before Connect"
+    );
+}
+
+#[test]
+fn a_scripted_bootstrap_shows_progress_then_blocked_then_bridges() {
+    i_slint_backend_testing::init_no_event_loop();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let vkey = log_vkey();
+    let plain = "192.0.2.2:9001 0123456789ABCDEF0123456789ABCDEF01234568";
+    let obfs4 = "obfs4 192.0.2.1:443 0123456789ABCDEF0123456789ABCDEF01234567 cert=ssH+9rP8dG2NLDN2XuFw63hIO/9MNNinLmxQDpVa+7kTOa9/m+tGWT1SmSYpQ9uTBGa6Hw iat-mode=0";
+    let bundle = bundle(&vkey, &format!("bridge {obfs4}\nbridge {plain}\n"));
+    let d =
+        refuge_client::deployment::Deployment::first_import(&bundle).expect("the bundle verifies");
+    let (app, _rx) = app(&tmp.path().join("app"), Some(d), None);
+    let w = app.window();
+    w.set_screen(Screen::Connect);
+    let tor = |fraction: f32, blocked: Option<&str>| {
+        Update::Event(Event::Tor(TorEvent::Bootstrapping {
+            fraction,
+            status: "handshaking with a guard".into(),
+            blocked: blocked.map(String::from),
+        }))
+    };
+
+    app.apply(tor(0.1, None));
+    assert_eq!(w.get_phase(), ConnectPhase::Bootstrapping);
+    assert!(
+        shows(w, "Connecting to the Tor network… 10%"),
+        "{:?}",
+        labels(w)
+    );
+    assert!(!w.get_assist());
+
+    app.apply(tor(
+        0.3,
+        Some("Unable to reach a guard at 192.0.2.9:443 (timed out)"),
+    ));
+    assert_eq!(w.get_phase(), ConnectPhase::Blocked);
+    assert!(shows(w, "The connection to Tor is blocked."));
+    assert!(shows(w, "Reason given by Tor:"));
+    assert!(
+        !labels(w).iter().any(|l| l.contains("192.0.2.9")),
+        "the address is scrubbed"
+    );
+    // The assist, step by step.
+    assert!(shows(w, "Try another way"));
+    for place in ["Iran", "China", "Russia", "Somewhere else"] {
+        find(w, place);
+    }
+    click(w, "Iran");
+    let obfs4_here = refuge_client::transport::transport_installed("obfs4");
+    let mut expected = Vec::new();
+    if obfs4_here {
+        expected.push(obfs4.to_string());
+    }
+    expected.push(plain.to_string());
+    assert_eq!(
+        app.bridges_in_use(),
+        expected,
+        "Iran: the runnable transports, obfs4 before plain"
+    );
+    assert_eq!(
+        w.get_phase(),
+        ConnectPhase::Bootstrapping,
+        "connecting again"
+    );
+
+    // Pasted bridge lines that are not bridge lines are refused with a reason.
+    app.apply(Update::ConnectFailed {
+        problem: Problem::TorFailed,
+        detail: "bootstrap timed out".into(),
+    });
+    assert_eq!(w.get_phase(), ConnectPhase::Failed);
+    type_into(w, "Bridge lines", "this is not a bridge");
+    click(w, "Use these bridges");
+    assert_eq!(w.get_problem(), Problem::BridgesInvalid);
+    assert!(shows(w, "cannot be used"));
+    type_into(w, "Bridge lines", &format!("Bridge {plain}\n"));
+    click(w, "Use these bridges");
+    assert_eq!(app.bridges_in_use(), vec![plain.to_string()]);
+
+    // The logs leave addresses out.
+    click(w, "Show logs");
+    let logs = w.get_log_text().to_string();
+    assert!(logs.contains("handshaking"), "{logs}");
+    assert!(!logs.contains("192.0.2.9"), "{logs}");
+
+    // Tor is up, then the relay: home.
+    app.apply(Update::Event(Event::Tor(TorEvent::Bootstrapped {
+        seconds: 12.0,
+    })));
+    assert_eq!(w.get_phase(), ConnectPhase::ReachingRelay);
+    assert!(shows(w, "Reaching the ministry's relay"));
+    app.apply(Update::Connected);
+    assert_eq!(w.get_screen(), Screen::Home);
+}
+
+fn press(w: &refuge_ui::UserWindow, keys: &[slint::SharedString]) {
+    for k in keys {
+        w.window()
+            .dispatch_event(WindowEvent::KeyPressed { text: k.clone() });
+    }
+    for k in keys.iter().rev() {
+        w.window()
+            .dispatch_event(WindowEvent::KeyReleased { text: k.clone() });
+    }
+}
+
+#[test]
+fn the_panic_button_locks_and_the_shortcut_erases_everything() {
+    i_slint_backend_testing::init_no_event_loop();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let dir = tmp.path().join("app");
+    let (_rt, kit) = kit_relay();
+    let vkey = kit.log_vkey().expect("a log").to_string();
+    let (app, rx) = onboard(&dir, &vkey, &kit);
+    let w = app.window();
+    w.show().expect("the window shows");
+
+    // Lock (the default) with the press-and-hold button.
+    click(w, "Hold to lock");
+    assert_eq!(w.get_screen(), Screen::Locked);
+    assert!(shows(w, "Refuge is locked"));
+    pump_until(&app, &rx, 10, "the lock", |u| matches!(u, Update::Locked));
+    assert!(
+        refuge_client::store::Store::exists(&dir),
+        "locking keeps the store"
+    );
+
+    // Unlocking: a wrong passphrase says so and changes nothing.
+    click(w, "Unlock");
+    assert_eq!(w.get_screen(), Screen::Unlock);
+    type_into(w, "Passphrase", "not my passphrase at all, really");
+    click(w, "Unlock");
+    pump_until(&app, &rx, 30, "the refusal", |u| {
+        matches!(u, Update::OpenFailed { .. })
+    });
+    assert_eq!(w.get_problem(), Problem::WrongPassphrase);
+    assert!(shows(w, "does not open the app"));
+    type_into(w, "Passphrase", PASSPHRASE);
+    click(w, "Unlock");
+    pump_until(&app, &rx, 30, "the unlock", |u| {
+        matches!(u, Update::Opened { .. })
+    });
+    assert_eq!(w.get_screen(), Screen::Connect);
+
+    // Erase instead, chosen in the settings, then the keyboard shortcut from any screen.
+    w.set_screen(Screen::Settings);
+    click(w, "Panic button destroys everything (otherwise it locks)");
+    click(w, "Back");
+    find(w, "Hold to erase");
+    press(
+        w,
+        &[
+            Key::Control.into(),
+            Key::Shift.into(),
+            slint::SharedString::from("L"),
+        ],
+    );
+    assert_eq!(w.get_screen(), Screen::Locked);
+    pump_until(&app, &rx, 30, "the erasure", |u| {
+        matches!(u, Update::Destroyed)
+    });
+    assert!(shows(w, "Everything was erased"));
+    assert!(
+        !dir.exists(),
+        "the data directory is gone: {:?}",
+        std::fs::read_dir(&dir).map(|d| d.count())
+    );
+    assert!(w.get_posts().row_count() == 0 && w.get_draft().is_empty());
+    click(w, "Start again");
+    assert_eq!(w.get_screen(), Screen::Language);
+}
+
+/// Every screen's interactive elements, each with a label a screen reader can say.
+#[test]
+fn every_interactive_element_has_an_accessible_label() {
+    i_slint_backend_testing::init_no_event_loop();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let vkey = log_vkey();
+    let (app, _rx) = app(&tmp.path().join("app"), None, None);
+    let w = app.window();
+    fill_with_sample_data(&app);
+    let screens = [
+        Screen::Language,
+        Screen::Deployment,
+        Screen::Passphrase,
+        Screen::Protects,
+        Screen::PanicSetup,
+        Screen::Unlock,
+        Screen::Connect,
+        Screen::Home,
+        Screen::Contact,
+        Screen::Conversation,
+        Screen::Safety,
+        Screen::Settings,
+        Screen::Locked,
+    ];
+    let _ = vkey;
+    for screen in screens {
+        w.set_screen(screen);
+        w.set_assist(true);
+        let mut interactive = 0;
+        let mut unlabelled = Vec::new();
+        w.root_element().visit_descendants(|e: ElementHandle| {
+            let role = e.accessible_role().unwrap_or(AccessibleRole::None);
+            if INTERACTIVE.contains(&role) {
+                interactive += 1;
+                if e.accessible_label().is_none_or(|l| l.trim().is_empty()) {
+                    unlabelled.push(format!("{role:?} {:?} {:?}", e.id(), e.type_name()));
+                }
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        assert!(
+            interactive > 0,
+            "{screen:?}: nothing to act on found (an empty tree?)"
+        );
+        assert!(
+            unlabelled.is_empty(),
+            "{screen:?}: unlabelled: {unlabelled:?}"
+        );
+    }
+}
+
+/// Puts posts, a conversation and devices on the window, through the same updates the worker
+/// sends.
+fn fill_with_sample_data(app: &refuge_ui::user::UserApp) {
+    use refuge_ui::user::safety::DeviceView;
+    use refuge_ui::user::worker::{MessageView, PostView};
+    app.apply(Update::Posts(vec![PostView {
+        id: "emb-xx".into(),
+        name: "Ambassade de France à Téhéran".into(),
+        unread: 1,
+        last_at_hour: Some(1_796_565_600),
+    }]));
+    let w = app.window();
+    w.set_post_id("emb-xx".into());
+    w.set_post_name("Ambassade de France à Téhéran".into());
+    app.apply(Update::Conversation {
+        post: "emb-xx".into(),
+        messages: vec![
+            MessageView {
+                id: 1,
+                text: "سلام، من وبلاگ‌نویس هستم و به کمک نیاز دارم. شماره پرونده ۱۲۳۴ در Refuge"
+                    .into(),
+                author: String::new(),
+                at_hour: 1_796_562_000,
+                mine: true,
+                delivery: Some(refuge_client::events::Delivery::Confirmed),
+                expires_hour: None,
+            },
+            MessageView {
+                id: 2,
+                text: "Bonjour, nous avons bien reçu votre message. Un agent vous répondra.".into(),
+                author: "emb-xx/desk-1".into(),
+                at_hour: 1_796_565_600,
+                mine: false,
+                delivery: None,
+                expires_hour: Some(1_797_170_400),
+            },
+        ],
+        timer_secs: 7 * 86_400,
+    });
+    app.apply(Update::Devices {
+        post: "emb-xx".into(),
+        devices: vec![
+            DeviceView {
+                label: "emb-xx/desk-1".into(),
+                number: "05210 77451 98012 33017 60402 11938".into(),
+                verified: true,
+                changed: false,
+            },
+            DeviceView {
+                label: "emb-xx/desk-2".into(),
+                number: "48213 00917 62510 99341 27786 50114".into(),
+                verified: true,
+                changed: true,
+            },
+        ],
+    });
+}
+
+#[test]
+fn a_changed_safety_number_blocks_sending_until_seen() {
+    i_slint_backend_testing::init_no_event_loop();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let (app, _rx) = app(&tmp.path().join("app"), None, None);
+    let w = app.window();
+    fill_with_sample_data(&app);
+    w.set_screen(Screen::Conversation);
+    assert!(w.get_key_changed());
+    assert!(shows(w, "A safety number of this post changed"));
+    let send = find(w, "Send");
+    assert_eq!(send.accessible_enabled(), Some(false), "sending is blocked");
+    type_into(w, "Your message", "bonjour");
+    send.invoke_accessible_default_action();
+    assert_ne!(w.get_screen(), Screen::Contact);
+    click(w, "Safety numbers");
+    assert_eq!(w.get_screen(), Screen::Safety);
+    assert!(shows(w, "05210 77451 98012 33017 60402 11938"));
+    assert!(shows(w, "This number changed since your last message"));
+    click(w, "I have seen the changes");
+    assert_eq!(w.get_screen(), Screen::Conversation);
+    assert!(!w.get_key_changed());
+    assert_eq!(find(w, "Send").accessible_enabled(), Some(true));
+    assert_eq!(w.get_draft(), "bonjour", "the draft is kept");
+}
+
+#[test]
+fn persian_and_arabic_typed_with_digits_and_latin_reach_the_app_whole() {
+    i_slint_backend_testing::init_no_event_loop();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let (app, _rx) = app(&tmp.path().join("app"), None, None);
+    let w = app.window();
+    fill_with_sample_data(&app);
+    w.set_screen(Screen::Conversation);
+    w.window().set_size(slint::LogicalSize::new(900.0, 680.0));
+    w.show().expect("the window shows");
+    let composer = find_role(w, "Your message", AccessibleRole::TextInput);
+    composer.mock_single_click(slint::platform::PointerEventButton::Left);
+    // Typed key by key, as a keyboard layout or an input method delivers characters.
+    for text in ["سلام Refuge ۲۰۲۶ دنیا", " — مرحبا 42 عالم"] {
+        for c in text.chars() {
+            let s = slint::SharedString::from(c.to_string().as_str());
+            w.window()
+                .dispatch_event(WindowEvent::KeyPressed { text: s.clone() });
+            w.window()
+                .dispatch_event(WindowEvent::KeyReleased { text: s });
+        }
+    }
+    assert_eq!(w.get_draft(), "سلام Refuge ۲۰۲۶ دنیا — مرحبا 42 عالم");
+    // Editing: Backspace removes the last character typed, whatever the direction.
+    press(w, &[Key::Backspace.into()]);
+    press(w, &[Key::Backspace.into()]);
+    assert_eq!(w.get_draft(), "سلام Refuge ۲۰۲۶ دنیا — مرحبا 42 عا");
+    assert!(refuge_ui::bidi::is_rtl(&w.get_draft()));
+}
+
+#[test]
+fn a_foreign_or_damaged_deployment_file_is_refused_with_its_reason() {
+    i_slint_backend_testing::init_no_event_loop();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let vkey = log_vkey();
+    let embedded = deployment(&vkey);
+    let (app, _rx) = app(&tmp.path().join("app"), Some(embedded), None);
+    let w = app.window();
+    w.set_screen(Screen::Deployment);
+    // The app was built for one ministry: a bundle signed by another authority is foreign.
+    let other = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let text = format!(
+        "refuge client policy v1\nauthority {}\nministry Not the ministry\npost emb-xx Somewhere\nlog {vkey}\nquorum none\ndeployment test\n",
+        hex::encode(other.verifying_key().as_bytes())
+    );
+    let foreign = refuge_proto::client_policy::sign_policy(&text, &other).expect("signs");
+    let path = tmp.path().join("foreign.bundle");
+    std::fs::write(&path, &foreign).expect("written");
+    app.import_deployment(&path);
+    assert_eq!(w.get_problem(), Problem::BundleForeign);
+    assert!(shows(w, "not issued by the ministry this app belongs to"));
+    assert!(shows(w, MINISTRY), "the app still shows its own ministry");
+    let mut damaged = bundle(&vkey, "");
+    let at = damaged.len() / 3;
+    damaged[at] ^= 0x20;
+    std::fs::write(&path, &damaged).expect("written");
+    app.import_deployment(&path);
+    assert!(
+        matches!(
+            w.get_problem(),
+            Problem::BundleDamaged | Problem::BundleForeign
+        ),
+        "{:?}",
+        w.get_problem()
+    );
+    std::fs::write(&path, vec![b'x'; 100_000]).expect("written");
+    app.import_deployment(&path);
+    assert_eq!(w.get_problem(), Problem::BundleTooLarge);
+    app.import_deployment(&tmp.path().join("missing.bundle"));
+    assert_eq!(w.get_problem(), Problem::BundleUnreadable);
+}
+
+#[test]
+fn a_megabyte_paste_is_refused_before_anything_is_sealed_and_kept_in_the_composer() {
+    i_slint_backend_testing::init_no_event_loop();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let (app, _rx) = app(&tmp.path().join("app"), None, None);
+    let w = app.window();
+    fill_with_sample_data(&app);
+    w.set_screen(Screen::Conversation);
+    app.apply(Update::Devices {
+        post: "emb-xx".into(),
+        devices: Vec::new(),
+    });
+    let paste = "ن".repeat(500_000);
+    type_into(w, "Your message", &paste);
+    click(w, "Send");
+    assert_eq!(w.get_problem(), Problem::MessageTooLong);
+    assert!(shows(w, "too long"));
+    assert_eq!(
+        w.get_draft().len(),
+        paste.len(),
+        "nothing of the draft is lost"
+    );
+}

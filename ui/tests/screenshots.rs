@@ -1,0 +1,332 @@
+//! Every screen of the user app rendered by Slint's software renderer (no GPU, no X server) in
+//! English, French, Arabic and Persian, written as PNG files under
+//! `target/tmp/screenshots/user/<lang>/<screen>.png`, and compared with the reference images in
+//! `ui/tests/screenshots/<lang>/<screen>.png`: a layout regression (a mirrored row that is no
+//! longer mirrored, a glyph dropped from a right-to-left input, clipped text) fails the build.
+//!
+//! After a deliberate change of a screen, look at the new images, then make them the references:
+//! `REFUGE_UPDATE_SCREENSHOTS=1 cargo test -p refuge-ui --test screenshots`.
+
+mod common;
+
+use common::*;
+use refuge_ui::user::worker::Update;
+use refuge_ui::{ConnectPhase, Screen};
+use slint::platform::software_renderer::{MinimalSoftwareWindow, RepaintBufferType};
+use slint::platform::{Platform, PlatformError, WindowAdapter};
+use slint::{ComponentHandle, PhysicalSize, Rgb8Pixel};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+const WIDTH: u32 = 900;
+const HEIGHT: u32 = 680;
+
+/// A platform whose one window renders into memory.
+struct Offscreen {
+    window: Rc<MinimalSoftwareWindow>,
+}
+
+impl Platform for Offscreen {
+    fn create_window_adapter(&self) -> Result<Rc<dyn WindowAdapter>, PlatformError> {
+        Ok(self.window.clone())
+    }
+
+    fn duration_since_start(&self) -> std::time::Duration {
+        // A still clock: no animation is caught half-way.
+        std::time::Duration::ZERO
+    }
+}
+
+fn render(window: &MinimalSoftwareWindow) -> Vec<Rgb8Pixel> {
+    let mut pixels = vec![Rgb8Pixel::new(0, 0, 0); (WIDTH * HEIGHT) as usize];
+    window.request_redraw();
+    slint::platform::update_timers_and_animations();
+    window.draw_if_needed(|renderer| {
+        renderer.render(&mut pixels, WIDTH as usize);
+    });
+    pixels
+}
+
+fn write_png(path: &Path, pixels: &[Rgb8Pixel]) {
+    std::fs::create_dir_all(path.parent().expect("a parent")).expect("the folder is created");
+    let file = std::fs::File::create(path).expect("the image file is created");
+    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), WIDTH, HEIGHT);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().expect("a PNG header");
+    let bytes: Vec<u8> = pixels.iter().flat_map(|p| [p.r, p.g, p.b]).collect();
+    writer.write_image_data(&bytes).expect("the PNG data");
+}
+
+fn read_png(path: &Path) -> Option<(u32, u32, Vec<u8>)> {
+    let file = std::fs::File::open(path).ok()?;
+    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+    decoder.set_transformations(png::Transformations::EXPAND);
+    let mut reader = decoder.read_info().ok()?;
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).ok()?;
+    buf.truncate(info.buffer_size());
+    (info.color_type == png::ColorType::Rgb).then_some((info.width, info.height, buf))
+}
+
+/// How many pixels differ noticeably (any channel by more than 48 of 255).
+fn differing(a: &[u8], b: &[u8]) -> usize {
+    a.chunks(3)
+        .zip(b.chunks(3))
+        .filter(|(x, y)| x.iter().zip(y.iter()).any(|(p, q)| p.abs_diff(*q) > 48))
+        .count()
+}
+
+/// At most this many pixels may differ (the renderer is deterministic with the bundled fonts;
+/// the margin absorbs antialiasing changes of a patch release). The thinnest glyph the notes saw
+/// dropped, an Arabic alef, is a stroke of about 2×12 pixels: more than this.
+const TOLERANCE: usize = 10;
+
+struct Shot {
+    name: &'static str,
+    set: fn(&refuge_ui::user::UserApp),
+}
+
+fn shots() -> Vec<Shot> {
+    vec![
+        Shot {
+            name: "01-language",
+            set: |a| a.window().set_screen(Screen::Language),
+        },
+        Shot {
+            name: "02-deployment",
+            set: |a| a.window().set_screen(Screen::Deployment),
+        },
+        Shot {
+            name: "03-passphrase",
+            set: |a| {
+                let w = a.window();
+                w.set_screen(Screen::Passphrase);
+                w.set_passphrase("violet lantern".into());
+                w.set_strength(2);
+            },
+        },
+        Shot {
+            name: "04-protects",
+            set: |a| a.window().set_screen(Screen::Protects),
+        },
+        Shot {
+            name: "05-panic-setup",
+            set: |a| a.window().set_screen(Screen::PanicSetup),
+        },
+        Shot {
+            name: "06-unlock",
+            set: |a| {
+                let w = a.window();
+                w.set_screen(Screen::Unlock);
+                w.set_problem(refuge_ui::Problem::WrongPassphrase);
+            },
+        },
+        Shot {
+            name: "07-connect-progress",
+            set: |a| {
+                let w = a.window();
+                w.set_screen(Screen::Connect);
+                w.set_phase(ConnectPhase::Bootstrapping);
+                w.set_fraction(0.45);
+            },
+        },
+        Shot {
+            name: "08-connect-assist",
+            set: |a| {
+                let w = a.window();
+                w.set_screen(Screen::Connect);
+                w.set_phase(ConnectPhase::Blocked);
+                w.set_fraction(0.3);
+                w.set_blocked("Unable to reach a guard at [scrubbed] (timed out)".into());
+                w.set_assist(true);
+            },
+        },
+        Shot {
+            name: "09-home",
+            set: |a| a.window().set_screen(Screen::Home),
+        },
+        Shot {
+            name: "10-contact",
+            set: |a| {
+                let w = a.window();
+                w.set_screen(Screen::Contact);
+                // The glyph-loss case of gui-notes.md, in a right-aligned input.
+                w.set_draft("سلام Refuge ۲۰۲۶ دنیا".into());
+            },
+        },
+        Shot {
+            name: "11-conversation",
+            set: |a| a.window().set_screen(Screen::Conversation),
+        },
+        Shot {
+            name: "12-safety",
+            set: |a| a.window().set_screen(Screen::Safety),
+        },
+        Shot {
+            name: "13-settings",
+            set: |a| a.window().set_screen(Screen::Settings),
+        },
+        Shot {
+            name: "14-locked",
+            set: |a| {
+                let w = a.window();
+                w.set_screen(Screen::Locked);
+                w.set_destroyed(false);
+            },
+        },
+    ]
+}
+
+fn sample(app: &refuge_ui::user::UserApp) {
+    use refuge_ui::user::safety::DeviceView;
+    use refuge_ui::user::worker::{MessageView, PostView};
+    let w = app.window();
+    app.apply(Update::Posts(vec![
+        PostView {
+            id: "emb-xx".into(),
+            name: "Ambassade de France à Téhéran".into(),
+            unread: 1,
+            last_at_hour: Some(1_796_565_600),
+        },
+        PostView {
+            id: "emb-yy".into(),
+            name: "Consulat général à Erbil".into(),
+            unread: 0,
+            last_at_hour: None,
+        },
+    ]));
+    w.set_post_id("emb-xx".into());
+    w.set_post_name("Ambassade de France à Téhéran".into());
+    app.apply(Update::Conversation {
+        post: "emb-xx".into(),
+        messages: vec![
+            MessageView {
+                id: 1,
+                text: "سلام، من وبلاگ‌نویس هستم و به کمک نیاز دارم. شماره پرونده ۱۲۳۴ در Refuge".into(),
+                author: String::new(),
+                at_hour: 1_796_562_000,
+                mine: true,
+                delivery: Some(refuge_client::events::Delivery::Confirmed),
+                expires_hour: None,
+            },
+            MessageView {
+                id: 2,
+                text: "Bonjour, nous avons bien reçu votre message. Un agent vous répondra sous 48 heures.".into(),
+                author: "emb-xx/desk-1".into(),
+                at_hour: 1_796_565_600,
+                mine: false,
+                delivery: None,
+                expires_hour: Some(1_797_170_400),
+            },
+            MessageView {
+                id: 3,
+                text: "ممنون. فردا ساعت ۱۰ تماس می‌گیرم.".into(),
+                author: String::new(),
+                at_hour: 1_796_569_200,
+                mine: true,
+                delivery: Some(refuge_client::events::Delivery::Queued),
+                expires_hour: None,
+            },
+        ],
+        timer_secs: 7 * 86_400,
+    });
+    app.apply(Update::Devices {
+        post: "emb-xx".into(),
+        devices: vec![
+            DeviceView {
+                label: "emb-xx/desk-1".into(),
+                number: "05210 77451 98012 33017 60402 11938".into(),
+                verified: true,
+                changed: false,
+            },
+            DeviceView {
+                label: "emb-xx/desk-2".into(),
+                number: "48213 00917 62510 99341 27786 50114".into(),
+                verified: true,
+                changed: true,
+            },
+        ],
+    });
+    w.set_connected(true);
+}
+
+#[test]
+fn every_screen_in_english_french_arabic_and_persian_matches_its_reference() {
+    let window = MinimalSoftwareWindow::new(RepaintBufferType::NewBuffer);
+    window.set_size(PhysicalSize::new(WIDTH, HEIGHT));
+    slint::platform::set_platform(Box::new(Offscreen {
+        window: window.clone(),
+    }))
+    .expect("the offscreen platform");
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let vkey = log_vkey();
+    let (app, _rx) = app(&tmp.path().join("app"), Some(deployment(&vkey)), None);
+    app.window()
+        .window()
+        .set_size(PhysicalSize::new(WIDTH, HEIGHT));
+    app.window().show().expect("the window shows");
+    sample(&app);
+
+    let update = std::env::var_os("REFUGE_UPDATE_SCREENSHOTS").is_some_and(|v| v == "1");
+    let references = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/screenshots");
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots/user");
+    let mut failures = Vec::new();
+    for lang in ["en", "fr", "ar", "fa"] {
+        app.window().invoke_choose_language(lang.into());
+        for shot in shots() {
+            app.window().set_problem(refuge_ui::Problem::None);
+            (shot.set)(&app);
+            let pixels = render(&window);
+            let produced = out.join(lang).join(format!("{}.png", shot.name));
+            write_png(&produced, &pixels);
+            let reference = references.join(lang).join(format!("{}.png", shot.name));
+            if update {
+                write_png(&reference, &pixels);
+                continue;
+            }
+            let Some((w, h, expected)) = read_png(&reference) else {
+                failures.push(format!(
+                    "{}: no reference image; look at {} and set REFUGE_UPDATE_SCREENSHOTS=1",
+                    reference.display(),
+                    produced.display()
+                ));
+                continue;
+            };
+            let got: Vec<u8> = pixels.iter().flat_map(|p| [p.r, p.g, p.b]).collect();
+            if (w, h) != (WIDTH, HEIGHT) {
+                failures.push(format!(
+                    "{}: {w}x{h}, not {WIDTH}x{HEIGHT}",
+                    reference.display()
+                ));
+                continue;
+            }
+            let diff = differing(&got, &expected);
+            if diff > TOLERANCE {
+                failures.push(format!(
+                    "{lang}/{}: {diff} pixels differ from the reference; compare {} with {}",
+                    shot.name,
+                    produced.display(),
+                    reference.display()
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn the_comparison_catches_a_dropped_alef() {
+    // An alef: a dark stroke 2 pixels wide and 12 high, present in one image only.
+    let width = WIDTH as usize;
+    let a = vec![250u8; width * HEIGHT as usize * 3];
+    let mut b = a.clone();
+    for y in 0..12 {
+        for x in 0..2 {
+            let i = ((100 + y) * width + 200 + x) * 3;
+            b[i..i + 3].copy_from_slice(&[40, 40, 40]);
+        }
+    }
+    assert!(differing(&a, &b) > TOLERANCE);
+    assert_eq!(differing(&a, &a), 0);
+}
