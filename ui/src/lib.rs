@@ -21,6 +21,7 @@ pub use generated::*;
 
 pub mod bidi;
 pub mod lang;
+pub mod offscreen;
 pub mod prefs;
 pub mod strength;
 pub mod user;

@@ -179,6 +179,10 @@ fn a_scripted_bootstrap_shows_progress_then_blocked_then_bridges() {
         refuge_client::deployment::Deployment::first_import(&bundle).expect("the bundle verifies");
     let (app, _rx) = app(&tmp.path().join("app"), Some(d), None);
     let w = app.window();
+    app.apply(Update::Opened {
+        initialized: true,
+        automatic: false,
+    });
     w.set_screen(Screen::Connect);
     let tor = |fraction: f32, blocked: Option<&str>| {
         Update::Event(Event::Tor(TorEvent::Bootstrapping {
@@ -325,7 +329,7 @@ fn the_panic_button_locks_and_the_shortcut_erases_everything() {
     );
     assert_eq!(w.get_screen(), Screen::Locked);
     pump_until(&app, &rx, 30, "the erasure", |u| {
-        matches!(u, Update::Destroyed)
+        matches!(u, Update::Destroyed { erased: Ok(()) })
     });
     assert!(shows(w, "Everything was erased"));
     assert!(
@@ -393,6 +397,11 @@ fn every_interactive_element_has_an_accessible_label() {
 /// sends.
 fn fill_with_sample_data(app: &refuge_ui::user::UserApp) {
     use refuge_ui::user::safety::DeviceView;
+    // The window shows what the worker sends only while the store is open.
+    app.apply(Update::Opened {
+        initialized: true,
+        automatic: false,
+    });
     use refuge_ui::user::worker::{MessageView, PostView};
     app.apply(Update::Posts(vec![PostView {
         id: "emb-xx".into(),
@@ -460,8 +469,10 @@ fn a_changed_safety_number_blocks_sending_until_seen() {
     let send = find(w, "Send");
     assert_eq!(send.accessible_enabled(), Some(false), "sending is blocked");
     type_into(w, "Your message", "bonjour");
-    send.invoke_accessible_default_action();
-    assert_ne!(w.get_screen(), Screen::Contact);
+    // The screen refuses too, whatever calls it (a screen reader's action on a disabled button).
+    w.invoke_send("bonjour".into());
+    assert_eq!(w.get_problem(), Problem::KeyChanged);
+    assert!(!w.get_busy(), "nothing went to the worker");
     click(w, "Safety numbers");
     assert_eq!(w.get_screen(), Screen::Safety);
     assert!(shows(w, "05210 77451 98012 33017 60402 11938"));
@@ -567,4 +578,137 @@ fn a_megabyte_paste_is_refused_before_anything_is_sealed_and_kept_in_the_compose
         paste.len(),
         "nothing of the draft is lost"
     );
+}
+
+#[test]
+fn the_panic_button_acts_on_every_hold_and_never_on_a_click() {
+    i_slint_backend_testing::init_no_event_loop();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let (app, _rx) = app(&tmp.path().join("app"), None, None);
+    let w = app.window();
+    fill_with_sample_data(&app);
+    w.window().set_size(slint::LogicalSize::new(900.0, 680.0));
+    w.show().expect("the window shows");
+    let hold = |ms: u64| {
+        w.set_screen(Screen::Home);
+        let button = find_role(w, "Hold to lock", AccessibleRole::Button);
+        let at = button.absolute_position();
+        let size = button.size();
+        let centre = slint::LogicalPosition::new(at.x + size.width / 2.0, at.y + size.height / 2.0);
+        w.window().dispatch_event(WindowEvent::PointerPressed {
+            position: centre,
+            button: slint::platform::PointerEventButton::Left,
+        });
+        i_slint_backend_testing::mock_elapsed_time(std::time::Duration::from_millis(ms));
+        w.window().dispatch_event(WindowEvent::PointerReleased {
+            position: centre,
+            button: slint::platform::PointerEventButton::Left,
+        });
+        i_slint_backend_testing::mock_elapsed_time(std::time::Duration::from_millis(10));
+        w.get_screen()
+    };
+    assert_eq!(hold(200), Screen::Home, "a click does nothing");
+    assert_eq!(hold(1_600), Screen::Locked, "a hold locks");
+    // Again, in the same session: the button must not have spent itself.
+    w.set_store_open(true);
+    assert_eq!(hold(1_600), Screen::Locked, "a second hold locks too");
+}
+
+#[test]
+fn a_test_deployment_is_refused_without_the_test_flag() {
+    i_slint_backend_testing::init_no_event_loop();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let vkey = log_vkey();
+    let (app, _rx) = app_with(&tmp.path().join("app"), Some(deployment(&vkey)), |setup| {
+        setup.allow_test_deployment = false;
+    });
+    let w = app.window();
+    click(w, "English");
+    click(w, "Continue");
+    assert_eq!(w.get_screen(), Screen::Deployment);
+    click(w, "Continue");
+    assert_eq!(w.get_problem(), Problem::BundleTestRefused);
+    assert!(shows(w, "for testing only"));
+    assert_eq!(w.get_screen(), Screen::Deployment, "no further");
+}
+
+#[test]
+fn an_unlock_connects_by_itself_when_the_person_asked_for_it() {
+    i_slint_backend_testing::init_no_event_loop();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let dir = tmp.path().join("app");
+    let (_rt, kit) = kit_relay();
+    let vkey = kit.log_vkey().expect("a log").to_string();
+    let (app, rx) = onboard(&dir, &vkey, &kit);
+    let w = app.window();
+    click(w, "Always connect automatically");
+    assert!(w.get_automatic());
+    click(w, "Connect");
+    pump_until(&app, &rx, 60, "the first connection", |u| {
+        matches!(u, Update::Connected)
+    });
+    assert_eq!(w.get_screen(), Screen::Home);
+    let dials = kit.dials();
+    assert!(dials > 0);
+
+    click(w, "Hold to lock");
+    pump_until(&app, &rx, 10, "the lock", |u| matches!(u, Update::Locked));
+    click(w, "Unlock");
+    type_into(w, "Passphrase", PASSPHRASE);
+    click(w, "Unlock");
+    pump_until(&app, &rx, 30, "the unlock", |u| {
+        matches!(u, Update::Opened { .. })
+    });
+    // No click on Connect: the remembered choice connects.
+    pump_until(&app, &rx, 60, "the automatic connection", |u| {
+        matches!(u, Update::Connected)
+    });
+    assert_eq!(w.get_screen(), Screen::Home);
+    assert!(kit.dials() > dials, "connected again after the unlock");
+}
+
+#[test]
+fn what_the_worker_reports_after_a_lock_never_reaches_the_window() {
+    i_slint_backend_testing::init_no_event_loop();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let (app, _rx) = app(&tmp.path().join("app"), None, None);
+    let w = app.window();
+    app.apply(Update::Opened {
+        initialized: true,
+        automatic: false,
+    });
+    fill_with_sample_data(&app);
+    assert!(w.get_messages().row_count() > 0);
+    w.set_screen(Screen::Conversation);
+    click(w, "Hold to lock");
+    assert_eq!(w.get_screen(), Screen::Locked);
+    assert_eq!(w.get_messages().row_count(), 0);
+    assert!(w.get_post_id().is_empty() && w.get_devices().row_count() == 0);
+    // A send, a read and a directory the worker finished after the lock:
+    app.apply(Update::Posts(vec![refuge_ui::user::worker::PostView {
+        id: "emb-xx".into(),
+        name: "Ambassade de France à Téhéran".into(),
+        unread: 1,
+        last_at_hour: Some(1_796_565_600),
+    }]));
+    app.apply(Update::Conversation {
+        post: "emb-xx".into(),
+        messages: vec![refuge_ui::user::worker::MessageView {
+            id: 9,
+            text: "late".into(),
+            author: "emb-xx/desk-1".into(),
+            at_hour: 1_796_565_600,
+            mine: false,
+            delivery: None,
+            expires_hour: None,
+        }],
+        timer_secs: 0,
+    });
+    app.apply(Update::Sent {
+        post: "emb-xx".into(),
+    });
+    app.apply(Update::Connected);
+    assert_eq!(w.get_screen(), Screen::Locked, "still locked");
+    assert_eq!(w.get_messages().row_count(), 0);
+    assert_eq!(w.get_posts().row_count(), 0);
 }

@@ -26,10 +26,14 @@ impl Default for Log {
 }
 
 /// Whether a word looks like something that identifies a place or a party on the network: an
-/// IPv4 or IPv6 address (with or without a port), a relay fingerprint or key, an onion address,
-/// a URL.
+/// IPv4 or IPv6 address (with or without a port), a host name, a relay fingerprint or key
+/// (`$…`, `ed25519:…`), an onion address, a URL, a bridge parameter (`k=v`).
 fn sensitive(word: &str) -> bool {
-    let w = word.trim_matches(|c: char| "()[]{}<>,;\"'".contains(c));
+    let w = word.trim_matches(|c: char| "()[]{}<>,;\"'.".contains(c));
+    let w = w
+        .trim_start_matches('$')
+        .trim_start_matches("ed25519:")
+        .trim_start_matches("rsa:");
     let digits = w.chars().filter(char::is_ascii_digit).count();
     let ipv4 = w
         .split(['.', ':'])
@@ -44,17 +48,36 @@ fn sensitive(word: &str) -> bool {
         && w.chars()
             .all(|c| c.is_ascii_alphanumeric() || "+/=_-".contains(c))
         && digits > 0;
+    // `name.tld`, `name.tld:443`: letters, digits and hyphens in dot-separated labels.
+    let host = {
+        let name = w.rsplit_once(':').map_or(w, |(h, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                w
+            }
+        });
+        let labels: Vec<&str> = name.split('.').collect();
+        labels.len() >= 2
+            && labels
+                .iter()
+                .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+            && labels
+                .last()
+                .is_some_and(|tld| tld.chars().all(|c| c.is_ascii_alphabetic()))
+    };
     ipv4 || ipv6
         || hex_id
         || base64ish
+        || host
         || w.contains(".onion")
         || w.contains("://")
         || w.contains('=')
 }
 
-/// `text` with every sensitive word replaced by `[scrubbed]`.
+/// `text` with every sensitive word replaced by `[scrubbed]` (words split on any whitespace).
 pub fn redact(text: &str) -> String {
-    text.split(' ')
+    text.split_whitespace()
         .map(|w| if sensitive(w) { "[scrubbed]" } else { w })
         .collect::<Vec<_>>()
         .join(" ")

@@ -75,6 +75,9 @@ struct Flow {
     bridges_in_use: Vec<String>,
     last_activity: Instant,
     log: logs::Log,
+    /// A create or unlock was in flight when the person locked or erased: its result is not
+    /// to open anything.
+    discard_open: bool,
 }
 
 /// The app's window and its flow.
@@ -144,6 +147,7 @@ impl UserApp {
             bridges_in_use: Vec::new(),
             last_activity: Instant::now(),
             log: logs::Log::default(),
+            discard_open: false,
         }));
         let app = UserApp {
             window,
@@ -263,8 +267,12 @@ impl UserApp {
     fn problem(&self, problem: Problem, detail: &str) {
         self.window.set_problem(problem);
         self.window.set_problem_detail(detail.into());
-        if !detail.is_empty() {
-            self.flow.borrow_mut().log.push(detail);
+        // The log gets the kind of problem only: a detail can name a post or a file path.
+        if problem != Problem::None {
+            self.flow
+                .borrow_mut()
+                .log
+                .push(&format!("problem: {problem:?}"));
         }
     }
 
@@ -276,7 +284,11 @@ impl UserApp {
 
     fn show_deployment(&self) {
         let flow = self.flow.borrow();
-        let shown = flow.offered.as_ref().or(flow.embedded.as_ref());
+        let shown = flow
+            .offered
+            .as_ref()
+            .or(flow.deployment.as_ref())
+            .or(flow.embedded.as_ref());
         let w = &self.window;
         w.set_embedded_deployment(flow.embedded.is_some());
         w.set_deployment_loaded(shown.is_some());
@@ -479,6 +491,10 @@ impl UserApp {
         };
         drop(flow);
         let w = &self.window;
+        if w.get_post_id().as_str() != post.id {
+            // A draft belongs to the post it was written for.
+            w.set_draft(SharedString::new());
+        }
         w.set_post_id(post.id.clone().into());
         w.set_post_name(post.name.clone().into());
         w.set_messages(model(Vec::<MessageItem>::new()));
@@ -495,6 +511,9 @@ impl UserApp {
     }
 
     fn send_message(&self, text: &str) {
+        if self.window.get_busy() {
+            return; // the previous message is still being sealed: one click, one message
+        }
         if text.trim().is_empty() {
             self.problem(Problem::MessageEmpty, "");
             return;
@@ -572,6 +591,9 @@ impl UserApp {
         w.set_connected(false);
         w.set_phase(ConnectPhase::Idle);
         w.set_assist(false);
+        w.set_key_changed(false);
+        w.set_store_open(false);
+        w.set_busy(false);
         let mut flow = self.flow.borrow_mut();
         flow.posts.clear();
         flow.own_bridges.clear();
@@ -581,17 +603,37 @@ impl UserApp {
 
     fn panic(&self) {
         let destroy = self.window.get_panic_mode() == PanicMode::Destroy;
+        let busy = self.window.get_busy();
         self.clear_window();
+        self.flow.borrow_mut().discard_open = busy;
         self.window.set_destroyed(destroy);
         self.go(Screen::Locked);
-        self.send(if destroy {
-            Command::Destroy
+        if destroy {
+            // At once, on this thread: the worker may be busy for minutes with a connection on
+            // a blocked network. The key header goes first, so whatever the worker still has
+            // open can no longer be opened by anyone; the worker then drops its client and
+            // erases again what Tor may have written since.
+            let dir = self.flow.borrow().data_dir.clone();
+            if let Err(e) = refuge_client::store::wipe(&dir)
+                && !matches!(e, refuge_client::error::ClientError::NoStore { .. })
+            {
+                self.window.set_problem(Problem::EraseIncomplete);
+            }
+            self.send(Command::Destroy);
         } else {
-            Command::Lock
-        });
+            self.send(Command::Lock);
+        }
     }
 
     fn restart(&self) {
+        let exists = worker::store_exists(&self.flow.borrow().data_dir);
+        if !exists && !self.window.get_destroyed() {
+            // Locked before any store was made: start again at the deployment.
+            self.flow.borrow_mut().store_exists = false;
+            self.show_deployment();
+            self.go(Screen::Deployment);
+            return;
+        }
         if self.window.get_destroyed() {
             let mut flow = self.flow.borrow_mut();
             flow.store_exists = false;
@@ -622,13 +664,11 @@ impl UserApp {
                 );
                 if flow.borrow().open && idle > limit {
                     // Auto-lock: as the panic button's lock, never its erase.
-                    flow.borrow_mut().open = false;
-                    w.set_destroyed(false);
-                    w.set_screen(Screen::Locked);
-                    w.set_messages(model(Vec::<MessageItem>::new()));
-                    w.set_posts(model(Vec::<PostItem>::new()));
-                    w.set_draft(SharedString::new());
-                    let _ = worker.send(Command::Lock);
+                    let app = UserApp::borrowed(w, flow.clone(), worker.clone());
+                    app.clear_window();
+                    app.window.set_destroyed(false);
+                    app.go(Screen::Locked);
+                    app.send(Command::Lock);
                 }
             },
         );
@@ -641,12 +681,31 @@ impl UserApp {
     /// Applies one of the worker's updates to the window.
     pub fn apply(&self, update: Update) {
         let w = &self.window;
+        let open = self.flow.borrow().open;
+        let about_the_store = matches!(
+            update,
+            Update::Opened { .. }
+                | Update::OpenFailed { .. }
+                | Update::Locked
+                | Update::Destroyed { .. }
+        );
+        if !open && !about_the_store {
+            // Locked or erased since the worker started this: nothing of it may reach the
+            // window again.
+            return;
+        }
         match update {
             Update::Opened {
                 initialized,
                 automatic,
             } => {
                 w.set_busy(false);
+                if std::mem::take(&mut self.flow.borrow_mut().discard_open) {
+                    // The person locked or erased while this was opening.
+                    self.send(Command::Lock);
+                    return;
+                }
+                w.set_store_open(true);
                 let mut flow = self.flow.borrow_mut();
                 flow.open = true;
                 flow.store_exists = true;
@@ -670,12 +729,14 @@ impl UserApp {
                     }
                     self.go(Screen::Connect);
                     if automatic && initialized {
-                        self.connect_with(self.flow.borrow().own_bridges.clone());
+                        let bridges = self.flow.borrow().own_bridges.clone();
+                        self.connect_with(bridges);
                     }
                 }
             }
             Update::OpenFailed { problem, detail } => {
                 w.set_busy(false);
+                self.flow.borrow_mut().discard_open = false;
                 self.problem(problem, &detail);
             }
             Update::Event(event) => self.event(event),
@@ -748,7 +809,8 @@ impl UserApp {
             }
             Update::Sent { post } => {
                 w.set_busy(false);
-                if w.get_post_id().as_str() == post {
+                let composing = matches!(w.get_screen(), Screen::Contact | Screen::Conversation);
+                if composing && w.get_post_id().as_str() == post {
                     // The draft goes only once the message is sealed and kept.
                     w.set_draft(SharedString::new());
                     self.go(Screen::Conversation);
@@ -762,8 +824,11 @@ impl UserApp {
                 self.problem(problem, &detail);
             }
             Update::Locked => {}
-            Update::Destroyed => {
+            Update::Destroyed { erased } => {
                 self.flow.borrow_mut().prefs = Prefs::default();
+                if let Err(detail) = erased {
+                    self.problem(Problem::EraseIncomplete, &detail);
+                }
             }
         }
     }

@@ -3,8 +3,9 @@
 //! Every device in the verified directory was checked against the ministry's transparency log
 //! (and cosigned by the policy's witnesses, unless the deployment is an unwitnessed test). On top
 //! of that, the app remembers in the encrypted store the numbers the person has seen for each
-//! post; a device whose number differs from the one seen under the same label has a new key,
-//! and nothing is sent to the post until the person has looked at the new numbers
+//! post; a device whose number is not among those seen (a new key under an old label, or a new
+//! device) is a change, and nothing is sent to the post until the person has looked at the new
+//! numbers
 //! ([`record_seen`]). A post seen for the first time records its numbers silently: they come
 //! from the verified log, and there is nothing earlier to compare with.
 
@@ -75,7 +76,9 @@ pub fn devices(store: &Store, dir: &VerifiedDirectory, post: &str) -> Result<Vec
     Ok(now
         .into_iter()
         .map(|(label, number)| DeviceView {
-            changed: before.get(&label).is_some_and(|b| *b != number),
+            // A number not among those seen is a change, whether its label is new or not:
+            // a new key is a new key.
+            changed: before.get(&label) != Some(&number),
             label,
             number,
             verified: witnessed,

@@ -108,7 +108,10 @@ pub enum Update {
         detail: String,
     },
     Locked,
-    Destroyed,
+    /// The store is erased; `Err` says what could not be (the person is told).
+    Destroyed {
+        erased: Result<(), String>,
+    },
 }
 
 /// Where the worker reports.
@@ -228,13 +231,14 @@ impl State {
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
-        let mut wait = Duration::from_secs(3600);
+        // When the mailbox is read next; a command in between does not push it back.
+        let mut next_read = tokio::time::Instant::now();
         loop {
             let command = if self.connected {
                 tokio::select! {
                     c = rx.recv() => c,
-                    _ = tokio::time::sleep(wait) => {
-                        wait = self.receive().await;
+                    _ = tokio::time::sleep_until(next_read) => {
+                        next_read = tokio::time::Instant::now() + self.receive().await;
                         continue;
                     }
                 }
@@ -246,7 +250,7 @@ impl State {
             self.handle(command).await;
             if self.connected && !was_connected {
                 // Read at once after connecting, then on the schedule.
-                wait = self.receive().await;
+                next_read = tokio::time::Instant::now() + self.receive().await;
             }
         }
     }
@@ -331,8 +335,17 @@ impl State {
                 // The store's key header goes first (refuge_client::store::wipe). A directory
                 // with nothing of ours in it is already as destroyed as it gets.
                 let dir = self.setup.data_dir.clone();
-                let _ = tokio::task::spawn_blocking(move || refuge_client::store::wipe(&dir)).await;
-                self.say(Update::Destroyed);
+                let wiped =
+                    tokio::task::spawn_blocking(move || refuge_client::store::wipe(&dir)).await;
+                let erased = match wiped {
+                    Ok(Ok(report)) if report.left.is_empty() => Ok(()),
+                    Ok(Ok(report)) => Err(format!("{} file(s) left", report.left.len())),
+                    // Erased already (the window erases first, at once), or never made.
+                    Ok(Err(refuge_client::error::ClientError::NoStore { .. })) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                self.say(Update::Destroyed { erased });
             }
         }
     }
@@ -438,15 +451,31 @@ impl State {
         let Some(client) = self.client.as_mut() else {
             return;
         };
-        if let Some(dir) = client.directory()
-            && safety::changed(client.store(), dir, &post).unwrap_or(false)
-        {
-            self.say(Update::SendFailed {
-                problem: Problem::KeyChanged,
-                detail: String::new(),
-            });
-            self.show_devices();
-            return;
+        // The numbers are checked on a freshly verified directory, and the check fails closed:
+        // a device re-keyed since the last read, or one the person has not seen yet, stops the
+        // message until the person has looked at the numbers.
+        let checked = match client.sync_directory().await {
+            Ok(_) => match client.directory() {
+                Some(dir) => safety::changed(client.store(), dir, &post),
+                None => Ok(true),
+            },
+            Err(e) => Err(e),
+        };
+        match checked {
+            Ok(false) => {}
+            Ok(true) => {
+                self.say(Update::SendFailed {
+                    problem: Problem::KeyChanged,
+                    detail: String::new(),
+                });
+                self.show_devices();
+                return;
+            }
+            Err(e) => {
+                let (problem, detail) = problem_of(&e);
+                self.say(Update::SendFailed { problem, detail });
+                return;
+            }
         }
         match client.contact(&post, &text, None).await {
             Ok(_) => self.say(Update::Sent { post }),
