@@ -48,6 +48,9 @@ pub enum Fault {
     /// The relay refuses the request with this code without carrying it out (a refused deposit,
     /// a full mailbox, a failed acknowledgement).
     Refuse(ErrorCode),
+    /// The relay carries the request out, then answers as if it had been another one (an
+    /// acknowledgement of nothing): a relay that breaks the protocol.
+    Misanswer,
 }
 
 /// A dial refused because the test made the relay unreachable.
@@ -526,6 +529,9 @@ impl TestRelay {
                         .await
                 }
             };
+            if fault == Some(Fault::Misanswer) {
+                answer.response = Some(Response::Acked(Default::default()));
+            }
             if let Some(Response::PostBundles(bundles)) = &mut answer.response
                 && let Some(tamper) = &self.state().tamper
             {

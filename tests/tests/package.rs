@@ -4,7 +4,8 @@
 //! command, environment, user and umask serves a first contact made with the installed client
 //! programs (the sandbox directives need systemd as PID 1, which this machine has not: they are
 //! verified, not exercised); purging removes everything but the data directory the data policy
-//! keeps.
+//! keeps. The desktop app's package installs its desktop entry, AppStream metadata and icon,
+//! which pass `desktop-file-validate` and `appstreamcli validate`, and purges without a trace.
 //!
 //! It installs packages, so it needs root and a machine without the packages: it is ignored by a
 //! plain `cargo test` and run by scripts/test (CI runs as root) with `--ignored`.
@@ -16,6 +17,8 @@ use std::process::Command;
 const UNIT: &str = "/lib/systemd/system/refuge-relay.service";
 const CONFIG: &str = "/etc/refuge-relay/relay.toml";
 const DATA: &str = "/var/lib/refuge-relay";
+const APP_ID: &str = "invalid.refuge.Refuge";
+const PACKAGES: [&str; 3] = ["refuge-relay", "refuge-client", "refuge-app"];
 
 fn sh(program: &str, args: &[&str]) -> std::process::Output {
     Command::new(program)
@@ -54,7 +57,9 @@ struct Installed;
 
 impl Drop for Installed {
     fn drop(&mut self) {
-        let _ = sh("dpkg", &["--purge", "refuge-relay", "refuge-client"]);
+        let mut purge = vec!["--purge"];
+        purge.extend(PACKAGES);
+        let _ = sh("dpkg", &purge);
         let _ = std::fs::remove_dir_all(DATA);
         if sh("getent", &["passwd", "refuge-relay"]).status.success() {
             let _ = sh("deluser", &["--system", "refuge-relay"]);
@@ -71,7 +76,7 @@ fn the_installed_package_serves_a_first_contact_and_purges_cleanly() {
         "this test installs packages: run it as root (CI does)"
     );
     assert!(
-        !installed("refuge-relay") && !installed("refuge-client") && !Path::new(DATA).exists(),
+        !PACKAGES.iter().any(|p| installed(p)) && !Path::new(DATA).exists(),
         "refuge packages or {DATA} are already on this machine; this test installs and purges \
          the packages and will not touch an existing installation"
     );
@@ -87,7 +92,7 @@ fn the_installed_package_serves_a_first_contact_and_purges_cleanly() {
         ],
     );
     let packages: Vec<&str> = out.lines().filter(|l| l.ends_with(".deb")).collect();
-    assert_eq!(packages.len(), 2, "{out}");
+    assert_eq!(packages.len(), PACKAGES.len(), "{out}");
     let mut install = vec!["-i"];
     install.extend(&packages);
     let _installed = Installed;
@@ -129,6 +134,31 @@ fn the_installed_package_serves_a_first_contact_and_purges_cleanly() {
     }
     let out = ok("/usr/bin/refuge-relay", &["check-config", CONFIG]);
     assert!(out.contains("valid"), "{out}");
+
+    // The desktop app: its entry and metadata are what desktops and software centres accept.
+    let desktop = format!("/usr/share/applications/{APP_ID}.desktop");
+    let metainfo = format!("/usr/share/metainfo/{APP_ID}.metainfo.xml");
+    let icon = format!("/usr/share/icons/hicolor/scalable/apps/{APP_ID}.svg");
+    let out = sh("desktop-file-validate", &[&desktop]);
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "desktop-file-validate: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ok("appstreamcli", &["validate", "--no-net", &metainfo]);
+    assert!(Path::new(&icon).exists(), "{icon}");
+    let entry = std::fs::read_to_string(&desktop).expect("desktop entry");
+    assert!(entry.lines().any(|l| l == "Exec=refuge-app"), "{entry}");
+    let version = ok("/usr/bin/refuge-app", &["--version"]);
+    assert!(version.starts_with("refuge-app "), "{version}");
+    let control = ok("dpkg-query", &["-W", "-f=${Depends}", "refuge-app"]);
+    for dlopened in ["libx11-6", "libxkbcommon-x11-0", "fonts-noto-core"] {
+        assert!(
+            control.contains(dlopened),
+            "refuge-app depends on {dlopened}: {control}"
+        );
+    }
 
     // The operator sets the ministry's authority key, as docs/operations.md says; the relay is
     // then started with the unit's command, environment, user and umask.
@@ -212,7 +242,9 @@ fn the_installed_package_serves_a_first_contact_and_purges_cleanly() {
 
     // Purge: everything of the packages goes but the data directory (and its owner), which the
     // data policy keeps (docs/operations.md).
-    let out = sh("dpkg", &["--purge", "refuge-relay", "refuge-client"]);
+    let mut purge = vec!["--purge"];
+    purge.extend(PACKAGES);
+    let out = sh("dpkg", &purge);
     assert!(
         out.status.success(),
         "{}",
@@ -232,10 +264,15 @@ fn the_installed_package_serves_a_first_contact_and_purges_cleanly() {
         "/etc/refuge-relay",
         "/usr/share/doc/refuge-relay",
         "/usr/share/doc/refuge-client",
+        "/usr/bin/refuge-app",
+        &desktop,
+        &metainfo,
+        &icon,
+        "/usr/share/doc/refuge-app",
     ] {
         assert!(!Path::new(gone).exists(), "{gone} is left after the purge");
     }
-    assert!(!installed("refuge-relay") && !installed("refuge-client"));
+    assert!(!PACKAGES.iter().any(|p| installed(p)));
     assert!(
         Path::new(DATA).join("relay.sqlite3").exists(),
         "the data is kept"

@@ -6,11 +6,18 @@
 //! network's own ORPorts/DirPorts on 127.0.0.1, no UDP, no DNS, no resolver files; with an
 //! obfs4 bridge, only the bridge and obfs4proxy's own loopback SOCKS port. The onion service's
 //! rate limit is checked to be one budget per client circuit, shared by its streams. A client
-//! session redials the relay by its onion address after the relay is killed and restarted.
+//! session redials the relay by its onion address after the relay is killed and restarted. The
+//! desktop app (headless, through Slint's testing backend) contacts the post over the same
+//! network and shows a staff reply.
 //!
 //! Timings (bootstrap, publish to reachable, round trip) are printed and written to
 //! `target/tor-timings.txt`; run with `cargo test -p refuge-tests --test tor -- --nocapture` to
 //! see them.
+
+// The desktop app's test driver: the path a new person takes in ui/tests/app_relay.rs, taken
+// here over Tor.
+#[path = "../../ui/tests/common/mod.rs"]
+mod app_driver;
 
 use refuge_tests::tornet::{self, TorNet};
 use refuge_tests::*;
@@ -545,6 +552,11 @@ fn first_contact_over_tor_on_a_private_network() {
         read_wall.as_secs_f64()
     ));
 
+    // The desktop app takes the same path over Tor: its own arti on the network's configuration,
+    // no direct connection allowed, the onion address from the deployment file the person opens;
+    // desk 1 answers through Tor too.
+    app_over_tor(&net, &w, &arti);
+
     // An auditor follows the log through the relay's onion service (virtual port 80, the log's
     // HTTP server): both enrolments replayed, every tile recomputed.
     let (host, _) = w
@@ -601,6 +613,71 @@ fn first_contact_over_tor_on_a_private_network() {
     );
     w.relay = relay;
     assert!(w.relay.stop(), "restarted relay stops:\n{}", w.relay.log());
+}
+
+/// The desktop app, headless, contacts the post over Tor and shows desk 1's reply.
+fn app_over_tor(net: &TorNet, w: &TorWorld, arti: &str) {
+    i_slint_backend_testing::init_no_event_loop();
+    let dir = w.world_dir.path().join("app");
+    let (app, rx) = app_driver::app_with(&dir, None, |setup| {
+        setup.tor_config = Some(PathBuf::from(arti));
+    });
+    let policy = w.world_dir.path().join("policy.signed");
+    let trip = app_driver::Trip {
+        deployment_file: &policy,
+        post: POST,
+        author: DESK1,
+        reply: REPLY,
+        connect_secs: TOR_COMMAND_DEADLINE.as_secs(),
+    };
+    let journey = app_driver::contact_and_see_reply(&app, &rx, &trip, |first| {
+        let staff = w.p("staff1");
+        let read = tor_ok(
+            net,
+            &w.relay,
+            "refuge-inbox",
+            &["--data-dir", &staff, "read"],
+        );
+        let case = case_ids(&read.stdout)
+            .into_iter()
+            .find(|(_, text)| text == first)
+            .map(|(id, _)| id)
+            .unwrap_or_else(|| panic!("the case of the app's message: {}", read.stdout));
+        tor_ok(
+            net,
+            &w.relay,
+            "refuge-inbox",
+            &[
+                "--data-dir",
+                &staff,
+                "reply",
+                "--case",
+                &case,
+                "--message",
+                REPLY,
+            ],
+        );
+    });
+    // Resident memory of this test process with the app connected: the app, its arti client and
+    // the test harness (the network, the relay and the staff programs are other processes), so an
+    // upper bound of the app's own (issue 16's target: 150 MiB).
+    let rss_mib = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0);
+    record_timing(&format!(
+        "tor timings, the desktop app: Connect → connected (bootstrap, empty cache, and the \
+         relay's onion service) {:.2} s; Send → confirmed by the relay {:.2} s; staff read and \
+         reply → reply shown {:.2} s; resident memory of the test process with the app \
+         connected {rss_mib:.1} MiB (target for the app 150 MiB)",
+        journey.connect.as_secs_f64(),
+        journey.confirmed.as_secs_f64(),
+        journey.reply_shown.as_secs_f64()
+    ));
 }
 
 /// A socket address in an strace line (connect, bind, sendto, sendmsg, sendmmsg, getsockname):

@@ -105,11 +105,34 @@ fn main() {
         timer_secs: 0,
     });
     w.set_screen(refuge_ui::Screen::Conversation);
-    let _ = offscreen::render(&window, WIDTH, HEIGHT);
+    let before = offscreen::render(&window, WIDTH, HEIGHT);
     let open = t.elapsed();
 
-    let mut frames = Vec::new();
+    // The figure is only worth something if the list really scrolls: a wheel step (towards
+    // whichever end the list is not at) must change what is drawn.
     let at = slint::LogicalPosition::new(WIDTH as f32 / 2.0, HEIGHT as f32 / 2.0);
+    let mut changed = 0;
+    for delta_y in [-120.0, 120.0] {
+        w.window().dispatch_event(WindowEvent::PointerScrolled {
+            position: at,
+            delta_x: 0.0,
+            delta_y,
+        });
+        let after = offscreen::render(&window, WIDTH, HEIGHT);
+        changed = changed.max(
+            before
+                .iter()
+                .zip(after.iter())
+                .filter(|(a, b)| a != b)
+                .count(),
+        );
+    }
+    assert!(
+        changed > 1000,
+        "a wheel step changed {changed} pixels: the conversation did not scroll"
+    );
+
+    let mut frames = Vec::new();
     for i in 0..600 {
         let delta = if i < 300 { -120.0 } else { 120.0 };
         w.window().dispatch_event(WindowEvent::PointerScrolled {
@@ -136,6 +159,7 @@ fn main() {
         ms(open),
         ms(open) / 50.0
     );
+    println!("one wheel step redrew {changed} of {} pixels", before.len());
     println!(
         "scroll frame          p50 {:6.2} ms  p99 {:6.2} ms  max {:6.2} ms   target p99 16 ms  ratio {:.2}",
         ms(percentile(&frames, 0.5)),

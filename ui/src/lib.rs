@@ -23,6 +23,7 @@ pub mod bidi;
 pub mod lang;
 pub mod offscreen;
 pub mod prefs;
+pub mod qr;
 pub mod strength;
 pub mod user;
 

@@ -1,6 +1,6 @@
 //! The few preferences the app needs before the store is unlocked: the language (the unlock
-//! screen speaks it), the text size, and what the panic button does (it works on the unlock
-//! screen too). They are kept in a small plain file in the data directory
+//! screen speaks it), the text size, what the panic button does (it works on the unlock screen
+//! too) and after how long without use the app locks itself. They are kept in a small plain file in the data directory
 //! ([`refuge_client::store::APP_PREFS_FILE`]), which the panic wipe destroys with the store;
 //! everything else lives in the encrypted store. SECURITY.md says what this file reveals.
 //!
@@ -33,6 +33,8 @@ pub struct Prefs {
     /// Text size, 0.8–2.0.
     pub text_scale: f32,
     pub panic: PanicAction,
+    /// Minutes without use before the app locks itself, 1–60.
+    pub lock_minutes: u32,
 }
 
 impl Default for Prefs {
@@ -41,6 +43,7 @@ impl Default for Prefs {
             language: None,
             text_scale: 1.0,
             panic: PanicAction::Lock,
+            lock_minutes: 5,
         }
     }
 }
@@ -76,6 +79,13 @@ impl Prefs {
                         prefs.text_scale = v;
                     }
                 }
+                "lock-minutes" => {
+                    if let Ok(v) = value.parse::<u32>()
+                        && (1..=60).contains(&v)
+                    {
+                        prefs.lock_minutes = v;
+                    }
+                }
                 "panic" => {
                     prefs.panic = match value {
                         "destroy" => PanicAction::Destroy,
@@ -98,6 +108,7 @@ impl Prefs {
             PanicAction::Lock => "panic lock\n",
             PanicAction::Destroy => "panic destroy\n",
         });
+        out.push_str(&format!("lock-minutes {}\n", self.lock_minutes));
         out
     }
 
@@ -135,10 +146,13 @@ mod tests {
             language: Some("fa".into()),
             text_scale: 1.3,
             panic: PanicAction::Destroy,
+            lock_minutes: 17,
         };
         prefs.save(&dir.path().join("app")).unwrap();
         assert_eq!(Prefs::load(&dir.path().join("app")), prefs);
-        let parsed = Prefs::parse("language xx\ntext-scale 9\npanic maybe\ngarbage\n\u{0}");
+        let parsed = Prefs::parse(
+            "language xx\ntext-scale 9\npanic maybe\nlock-minutes 0\nlock-minutes 61\ngarbage\n\u{0}",
+        );
         assert_eq!(parsed, Prefs::default());
     }
 }

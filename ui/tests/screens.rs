@@ -12,6 +12,8 @@ use refuge_ui::user::worker::Update;
 use refuge_ui::{ConnectPhase, Dir, Screen};
 use slint::platform::{Key, WindowEvent};
 use slint::{ComponentHandle, Model};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn kit_relay() -> (tokio::runtime::Runtime, TestRelay) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -32,7 +34,16 @@ fn onboard(
     vkey: &str,
     kit: &TestRelay,
 ) -> (refuge_ui::user::UserApp, std::sync::mpsc::Receiver<Update>) {
-    let (app, rx) = app(dir, Some(deployment(vkey)), Some(route_to(kit)));
+    onboard_with(dir, vkey, route_to(kit))
+}
+
+/// [`onboard`], with the client's connections prepared by `prepare`.
+fn onboard_with(
+    dir: &std::path::Path,
+    vkey: &str,
+    prepare: refuge_ui::user::worker::Prepare,
+) -> (refuge_ui::user::UserApp, std::sync::mpsc::Receiver<Update>) {
+    let (app, rx) = app(dir, Some(deployment(vkey)), Some(prepare));
     let w = app.window();
     assert_eq!(w.get_screen(), Screen::Language);
     click(w, "English");
@@ -342,6 +353,89 @@ fn the_panic_button_locks_and_the_shortcut_erases_everything() {
     assert_eq!(w.get_screen(), Screen::Language);
 }
 
+#[test]
+fn a_lock_does_not_wait_for_a_connection_that_never_answers() {
+    use refuge_client::transport::{Dial, DialFuture};
+    i_slint_backend_testing::init_no_event_loop();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let dir = tmp.path().join("app");
+    let (_rt, kit) = kit_relay();
+    let vkey = kit.log_vkey().expect("a log").to_string();
+    // Every connection the client makes waits for ever (a censor that swallows packets): the
+    // client gives up only after its 20-second connect timeout.
+    let dials = Arc::new(AtomicUsize::new(0));
+    let counted = dials.clone();
+    let hang: refuge_ui::user::worker::Prepare = Arc::new(move |client| {
+        let counted = counted.clone();
+        let dialer: Arc<dyn Dial> = Arc::new(move |_isolation: &[u8]| -> DialFuture {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Box::pin(std::future::pending())
+        });
+        client.route_in_process(dialer);
+    });
+    let (app, rx) = onboard_with(&dir, &vkey, hang);
+    let w = app.window();
+    click(w, "Connect");
+    let waited = std::time::Instant::now();
+    while dials.load(Ordering::SeqCst) == 0 {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(10),
+            "the worker never dialled"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The person locks while the worker waits on the network: the lock is done well before the
+    // connect timeout (the bound below is half of it), and the abandoned connection reports
+    // nothing afterwards.
+    click(w, "Hold to lock");
+    assert_eq!(w.get_screen(), Screen::Locked);
+    pump_until(&app, &rx, 10, "the lock", |u| matches!(u, Update::Locked));
+    assert!(
+        rx.recv_timeout(std::time::Duration::from_millis(500))
+            .is_err(),
+        "nothing comes from the abandoned connection"
+    );
+    // Closing the app (dropping the worker) returns too: `app` is dropped here.
+}
+
+#[test]
+fn the_app_locks_itself_after_the_idle_time_set_in_the_settings() {
+    i_slint_backend_testing::init_no_event_loop();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let dir = tmp.path().join("app");
+    let (_rt, kit) = kit_relay();
+    let vkey = kit.log_vkey().expect("a log").to_string();
+    let (app, rx) = onboard(&dir, &vkey, &kit);
+    let w = app.window();
+    w.set_screen(Screen::Settings);
+    let lock_after = find_role(w, "Lock after", AccessibleRole::Slider);
+    assert_eq!(
+        lock_after.accessible_value().as_deref(),
+        Some("5"),
+        "the default"
+    );
+    lock_after.set_accessible_value("10");
+    assert_eq!(w.get_lock_minutes(), 10);
+    lock_after.invoke_accessible_increment_action();
+    lock_after.invoke_accessible_decrement_action();
+    assert_eq!(w.get_lock_minutes(), 10);
+    click(w, "Back");
+    let used = std::time::Instant::now();
+    // Nine minutes without use: still open. Past ten: locked, as by the panic button's lock.
+    assert!(!app.lock_if_idle(used + std::time::Duration::from_secs(9 * 60)));
+    assert_ne!(w.get_screen(), Screen::Locked);
+    assert!(app.lock_if_idle(used + std::time::Duration::from_secs(10 * 60 + 30)));
+    assert_eq!(w.get_screen(), Screen::Locked);
+    pump_until(&app, &rx, 10, "the lock", |u| matches!(u, Update::Locked));
+    assert!(
+        refuge_client::store::Store::exists(&dir),
+        "an automatic lock never erases"
+    );
+    // Locked, there is nothing left to lock; the setting is kept for the next start.
+    assert!(!app.lock_if_idle(used + std::time::Duration::from_secs(3600)));
+    assert_eq!(refuge_ui::prefs::Prefs::load(&dir).lock_minutes, 10);
+}
+
 /// Every screen's interactive elements, each with a label a screen reader can say.
 #[test]
 fn every_interactive_element_has_an_accessible_label() {
@@ -395,66 +489,6 @@ fn every_interactive_element_has_an_accessible_label() {
 
 /// Puts posts, a conversation and devices on the window, through the same updates the worker
 /// sends.
-fn fill_with_sample_data(app: &refuge_ui::user::UserApp) {
-    use refuge_ui::user::safety::DeviceView;
-    // The window shows what the worker sends only while the store is open.
-    app.apply(Update::Opened {
-        initialized: true,
-        automatic: false,
-    });
-    use refuge_ui::user::worker::{MessageView, PostView};
-    app.apply(Update::Posts(vec![PostView {
-        id: "emb-xx".into(),
-        name: "Ambassade de France à Téhéran".into(),
-        unread: 1,
-        last_at_hour: Some(1_796_565_600),
-    }]));
-    let w = app.window();
-    w.set_post_id("emb-xx".into());
-    w.set_post_name("Ambassade de France à Téhéran".into());
-    app.apply(Update::Conversation {
-        post: "emb-xx".into(),
-        messages: vec![
-            MessageView {
-                id: 1,
-                text: "سلام، من وبلاگ‌نویس هستم و به کمک نیاز دارم. شماره پرونده ۱۲۳۴ در Refuge"
-                    .into(),
-                author: String::new(),
-                at_hour: 1_796_562_000,
-                mine: true,
-                delivery: Some(refuge_client::events::Delivery::Confirmed),
-                expires_hour: None,
-            },
-            MessageView {
-                id: 2,
-                text: "Bonjour, nous avons bien reçu votre message. Un agent vous répondra.".into(),
-                author: "emb-xx/desk-1".into(),
-                at_hour: 1_796_565_600,
-                mine: false,
-                delivery: None,
-                expires_hour: Some(1_797_170_400),
-            },
-        ],
-        timer_secs: 7 * 86_400,
-    });
-    app.apply(Update::Devices {
-        post: "emb-xx".into(),
-        devices: vec![
-            DeviceView {
-                label: "emb-xx/desk-1".into(),
-                number: "05210 77451 98012 33017 60402 11938".into(),
-                verified: true,
-                changed: false,
-            },
-            DeviceView {
-                label: "emb-xx/desk-2".into(),
-                number: "48213 00917 62510 99341 27786 50114".into(),
-                verified: true,
-                changed: true,
-            },
-        ],
-    });
-}
 
 #[test]
 fn a_changed_safety_number_blocks_sending_until_seen() {

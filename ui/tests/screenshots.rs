@@ -11,7 +11,6 @@ mod common;
 
 use common::*;
 use refuge_ui::offscreen;
-use refuge_ui::user::worker::Update;
 use refuge_ui::{ConnectPhase, Screen};
 use slint::{ComponentHandle, PhysicalSize, Rgb8Pixel};
 use std::path::{Path, PathBuf};
@@ -154,84 +153,6 @@ fn shots() -> Vec<Shot> {
     ]
 }
 
-fn sample(app: &refuge_ui::user::UserApp) {
-    use refuge_ui::user::safety::DeviceView;
-    use refuge_ui::user::worker::{MessageView, PostView};
-    let w = app.window();
-    // The window shows what the worker sends only while the store is open.
-    app.apply(Update::Opened {
-        initialized: true,
-        automatic: false,
-    });
-    app.apply(Update::Posts(vec![
-        PostView {
-            id: "emb-xx".into(),
-            name: "Ambassade de France à Téhéran".into(),
-            unread: 1,
-            last_at_hour: Some(1_796_565_600),
-        },
-        PostView {
-            id: "emb-yy".into(),
-            name: "Consulat général à Erbil".into(),
-            unread: 0,
-            last_at_hour: None,
-        },
-    ]));
-    w.set_post_id("emb-xx".into());
-    w.set_post_name("Ambassade de France à Téhéran".into());
-    app.apply(Update::Conversation {
-        post: "emb-xx".into(),
-        messages: vec![
-            MessageView {
-                id: 1,
-                text: "سلام، من وبلاگ‌نویس هستم و به کمک نیاز دارم. شماره پرونده ۱۲۳۴ در Refuge".into(),
-                author: String::new(),
-                at_hour: 1_796_562_000,
-                mine: true,
-                delivery: Some(refuge_client::events::Delivery::Confirmed),
-                expires_hour: None,
-            },
-            MessageView {
-                id: 2,
-                text: "Bonjour, nous avons bien reçu votre message. Un agent vous répondra sous 48 heures.".into(),
-                author: "emb-xx/desk-1".into(),
-                at_hour: 1_796_565_600,
-                mine: false,
-                delivery: None,
-                expires_hour: Some(1_797_170_400),
-            },
-            MessageView {
-                id: 3,
-                text: "ممنون. فردا ساعت ۱۰ تماس می‌گیرم.".into(),
-                author: String::new(),
-                at_hour: 1_796_569_200,
-                mine: true,
-                delivery: Some(refuge_client::events::Delivery::Queued),
-                expires_hour: None,
-            },
-        ],
-        timer_secs: 7 * 86_400,
-    });
-    app.apply(Update::Devices {
-        post: "emb-xx".into(),
-        devices: vec![
-            DeviceView {
-                label: "emb-xx/desk-1".into(),
-                number: "05210 77451 98012 33017 60402 11938".into(),
-                verified: true,
-                changed: false,
-            },
-            DeviceView {
-                label: "emb-xx/desk-2".into(),
-                number: "48213 00917 62510 99341 27786 50114".into(),
-                verified: true,
-                changed: true,
-            },
-        ],
-    });
-    w.set_connected(true);
-}
-
 #[test]
 fn every_screen_in_english_french_arabic_and_persian_matches_its_reference() {
     let window = offscreen::install(WIDTH, HEIGHT).expect("the offscreen platform");
@@ -242,7 +163,7 @@ fn every_screen_in_english_french_arabic_and_persian_matches_its_reference() {
         .window()
         .set_size(PhysicalSize::new(WIDTH, HEIGHT));
     app.window().show().expect("the window shows");
-    sample(&app);
+    fill_with_sample_data(&app);
 
     let update = std::env::var_os("REFUGE_UPDATE_SCREENSHOTS").is_some_and(|v| v == "1");
     let references = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/screenshots");

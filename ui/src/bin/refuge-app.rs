@@ -13,7 +13,7 @@ use std::time::Duration;
 
 /// Refuge: write to a diplomatic post safely, over Tor.
 #[derive(Parser)]
-#[command(version)]
+#[command(name = "refuge-app", version)]
 struct Args {
     /// Where the app keeps its encrypted state [default: $REFUGE_APP_DATA_DIR, else
     /// $XDG_DATA_HOME/refuge-app, else ~/.local/share/refuge-app]

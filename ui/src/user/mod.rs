@@ -218,6 +218,7 @@ impl UserApp {
         w.set_licences(crate::LICENCES.into());
         let flow = self.flow.borrow();
         w.set_text_scale(flow.prefs.text_scale);
+        w.set_lock_minutes(i32::try_from(flow.prefs.lock_minutes).unwrap_or(5));
         w.global::<Theme>().set_scale(flow.prefs.text_scale);
         w.set_panic_mode(match flow.prefs.panic {
             PanicAction::Lock => PanicMode::Lock,
@@ -563,6 +564,8 @@ impl UserApp {
     fn save_prefs(&self) {
         let mut flow = self.flow.borrow_mut();
         flow.prefs.text_scale = self.window.get_text_scale();
+        flow.prefs.lock_minutes =
+            u32::try_from(self.window.get_lock_minutes().clamp(1, 60)).unwrap_or(5);
         flow.prefs.panic = match self.window.get_panic_mode() {
             PanicMode::Destroy => PanicAction::Destroy,
             PanicMode::Lock => PanicAction::Lock,
@@ -658,20 +661,25 @@ impl UserApp {
             Duration::from_secs(15),
             move || {
                 let Some(w) = weak.upgrade() else { return };
-                let idle = flow.borrow().last_activity.elapsed();
-                let limit = Duration::from_secs(
-                    60 * u64::try_from(w.get_lock_minutes().max(1)).unwrap_or(5),
-                );
-                if flow.borrow().open && idle > limit {
-                    // Auto-lock: as the panic button's lock, never its erase.
-                    let app = UserApp::borrowed(w, flow.clone(), worker.clone());
-                    app.clear_window();
-                    app.window.set_destroyed(false);
-                    app.go(Screen::Locked);
-                    app.send(Command::Lock);
-                }
+                UserApp::borrowed(w, flow.clone(), worker.clone()).lock_if_idle(Instant::now());
             },
         );
+    }
+
+    /// Locks the app (as the panic button's lock, never its erase) if it is open and has not
+    /// been used for the time set in the settings, as of `now`. A timer calls it every 15 s;
+    /// `true` if it locked.
+    pub fn lock_if_idle(&self, now: Instant) -> bool {
+        let idle = now.saturating_duration_since(self.flow.borrow().last_activity);
+        let minutes = u64::try_from(self.window.get_lock_minutes().clamp(1, 60)).unwrap_or(5);
+        if !self.flow.borrow().open || idle <= Duration::from_secs(60 * minutes) {
+            return false;
+        }
+        self.clear_window();
+        self.window.set_destroyed(false);
+        self.go(Screen::Locked);
+        self.send(Command::Lock);
+        true
     }
 
     fn touch(&self) {
@@ -761,6 +769,10 @@ impl UserApp {
                 w.set_assist(true);
                 self.problem(problem, &detail);
             }
+            Update::Untrusted { detail } => {
+                w.set_connected(false);
+                self.problem(Problem::Untrusted, &detail);
+            }
             Update::Posts(posts) => {
                 let items: Vec<PostItem> = posts
                     .iter()
@@ -799,6 +811,8 @@ impl UserApp {
                     devices
                         .into_iter()
                         .map(|d| DeviceItem {
+                            qr: crate::qr::image(&safety::qr_text(&d.label, &d.number))
+                                .unwrap_or_default(),
                             label: d.label.into(),
                             number: d.number.into(),
                             verified: d.verified,

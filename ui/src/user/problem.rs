@@ -5,6 +5,12 @@
 pub use crate::Problem;
 use refuge_client::error::{Blame, ClientError};
 
+/// Whether `error` means the relay or someone on the way cannot be trusted: the app then stops
+/// receiving rather than retrying on its schedule.
+pub fn untrusted(error: &ClientError) -> bool {
+    matches!(error.blame(), Blame::Attack | Blame::RelayMisbehaved)
+}
+
 /// The problem to show for `error`, and its detail.
 pub fn problem_of(error: &ClientError) -> (Problem, String) {
     let problem = match error {
@@ -21,6 +27,9 @@ pub fn problem_of(error: &ClientError) -> (Problem, String) {
         ClientError::Tor(_) | ClientError::TorConfig(_) => Problem::TorFailed,
         ClientError::Io { .. } | ClientError::Store(_) => Problem::StoreFailed,
         other => match other.blame() {
+            // A relay that breaks the protocol, or a key or log that does not match what the
+            // authority signed: never "try again", whatever the error.
+            Blame::Attack | Blame::RelayMisbehaved => Problem::Untrusted,
             Blame::Network => Problem::RelayUnreachable,
             Blame::Relay => Problem::RelayRefused,
             Blame::Local => Problem::StoreFailed,
@@ -59,5 +68,21 @@ mod tests {
             problem_of(&ClientError::Tor("bootstrap timed out".into())).0,
             Problem::TorFailed
         );
+    }
+
+    #[test]
+    fn a_relay_that_breaks_the_protocol_is_not_retried() {
+        let broken = ClientError::RelayProtocol("an answer to another request".into());
+        assert!(untrusted(&broken));
+        assert_eq!(problem_of(&broken).0, Problem::Untrusted);
+        // Waiting messages lost to a broken relay are still its fault, not the network's.
+        let outboxed = ClientError::Outboxed {
+            waiting: 2,
+            source: Box::new(ClientError::RelayProtocol("garbage".into())),
+        };
+        assert!(untrusted(&outboxed));
+        // A lost connection is retried on the schedule.
+        assert!(!untrusted(&ClientError::ConnectionLost("reset".into())));
+        assert!(!untrusted(&ClientError::Tor("timed out".into())));
     }
 }

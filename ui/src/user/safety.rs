@@ -27,6 +27,12 @@ pub struct DeviceView {
     pub changed: bool,
 }
 
+/// What a device's QR code holds: its label and its number as shown, so that any QR reader (a
+/// phone's camera) shows the same text the ministry publishes.
+pub fn qr_text(label: &str, number: &str) -> String {
+    format!("{label}: {number}")
+}
+
 fn key(post: &str) -> String {
     format!("app.safety_seen.{post}")
 }

@@ -17,7 +17,7 @@ use refuge_client::store::{KdfParams, Passphrase, Store};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// What the window asks the worker to do.
 pub enum Command {
@@ -107,6 +107,11 @@ pub enum Update {
         problem: Problem,
         detail: String,
     },
+    /// Receiving stopped because the relay broke the protocol or something did not match what
+    /// the authority signed (the detail says what).
+    Untrusted {
+        detail: String,
+    },
     Locked,
     /// The store is erased; `Err` says what could not be (the person is told).
     Destroyed {
@@ -145,14 +150,25 @@ pub struct Setup {
 
 /// The handle the window keeps.
 pub struct Worker {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::UnboundedSender<Tagged>,
+    /// Raised by [`Command::Lock`], [`Command::Destroy`] and dropping the worker: whatever the
+    /// worker is doing on the network then (a Tor bootstrap, a send, a read) is abandoned, and
+    /// every command sent before it is skipped, so locking never waits on the network.
+    interrupts: watch::Sender<u64>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A command and the interrupt count when it was sent.
+struct Tagged {
+    command: Command,
+    epoch: u64,
 }
 
 impl Worker {
     /// Starts the worker thread.
     pub fn spawn(setup: Setup, report: Report) -> std::io::Result<Worker> {
         let (commands, rx) = mpsc::unbounded_channel();
+        let (interrupts, interrupted) = watch::channel(0);
         let thread = std::thread::Builder::new()
             .name("refuge-worker".into())
             .spawn(move || {
@@ -170,23 +186,33 @@ impl Worker {
                         return;
                     }
                 };
-                runtime.block_on(State::new(setup, report).run(rx));
+                runtime.block_on(State::new(setup, report).run(rx, interrupted));
+                // Dropping the runtime waits for blocking work still running (an Argon2id key
+                // derivation, a wipe: seconds at most); network tasks are cancelled.
             })?;
         Ok(Worker {
             commands,
+            interrupts,
             thread: Some(thread),
         })
     }
 
-    /// Sends a command; `false` if the worker has stopped.
+    /// Sends a command; `false` if the worker has stopped. A lock or an erase first interrupts
+    /// what the worker is doing.
     pub fn send(&self, command: Command) -> bool {
-        self.commands.send(command).is_ok()
+        if matches!(command, Command::Lock | Command::Destroy) {
+            self.interrupts.send_modify(|n| *n += 1);
+        }
+        let epoch = *self.interrupts.borrow();
+        self.commands.send(Tagged { command, epoch }).is_ok()
     }
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        // Closing the channel ends the worker's loop; its client (and store) is dropped there.
+        // Interrupt what runs, then close the channel: the worker's loop ends and its client
+        // (and store) is dropped there.
+        self.interrupts.send_modify(|n| *n += 1);
         let (closed, _) = mpsc::unbounded_channel();
         self.commands = closed;
         if let Some(t) = self.thread.take() {
@@ -207,6 +233,8 @@ struct State {
     connected: bool,
     open_post: Option<String>,
     schedule: PollSchedule,
+    /// The last read failed (the window shows that it is not connected).
+    receive_failing: bool,
 }
 
 impl State {
@@ -223,6 +251,7 @@ impl State {
             connected: false,
             open_post: None,
             schedule,
+            receive_failing: false,
         }
     }
 
@@ -230,28 +259,75 @@ impl State {
         (self.report)(update);
     }
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Tagged>,
+        interrupted: watch::Receiver<u64>,
+    ) {
         // When the mailbox is read next; a command in between does not push it back.
         let mut next_read = tokio::time::Instant::now();
         loop {
-            let command = if self.connected {
+            let tagged = if self.connected {
                 tokio::select! {
                     c = rx.recv() => c,
                     _ = tokio::time::sleep_until(next_read) => {
-                        next_read = tokio::time::Instant::now() + self.receive().await;
+                        let epoch = *interrupted.borrow();
+                        let wait = self.interruptible(epoch, &interrupted, Self::receive).await;
+                        next_read = tokio::time::Instant::now()
+                            + wait.unwrap_or(Duration::ZERO);
                         continue;
                     }
                 }
             } else {
                 rx.recv().await
             };
-            let Some(command) = command else { return };
+            let Some(Tagged { command, epoch }) = tagged else {
+                return;
+            };
+            let ends_session = matches!(command, Command::Lock | Command::Destroy);
+            if !ends_session && epoch < *interrupted.borrow() {
+                // Sent before a lock or an erase that is already on its way: not done.
+                continue;
+            }
             let was_connected = self.connected;
-            self.handle(command).await;
+            // Only network work is abandoned midway: the store is written between awaits, never
+            // across one, so dropping it there leaves nothing half-written, while a key
+            // derivation on a blocking thread would go on writing after an erase.
+            let network = matches!(command, Command::Connect { .. } | Command::Send { .. });
+            if !network {
+                self.handle(command).await;
+            } else {
+                let done = self
+                    .interruptible(epoch, &interrupted, |state| state.handle(command))
+                    .await;
+                if done.is_none() {
+                    continue;
+                }
+            }
             if self.connected && !was_connected {
                 // Read at once after connecting, then on the schedule.
-                next_read = tokio::time::Instant::now() + self.receive().await;
+                let epoch = *interrupted.borrow();
+                let wait = self.interruptible(epoch, &interrupted, Self::receive).await;
+                next_read = tokio::time::Instant::now() + wait.unwrap_or(Duration::ZERO);
             }
+        }
+    }
+
+    /// Runs `work` unless an interrupt comes after `epoch` first: then the work is dropped where
+    /// it waits (the lock or erase that raised it is next in the queue) and `None` is returned.
+    async fn interruptible<'s, F, T>(
+        &'s mut self,
+        epoch: u64,
+        interrupted: &watch::Receiver<u64>,
+        work: impl FnOnce(&'s mut Self) -> F,
+    ) -> Option<T>
+    where
+        F: std::future::Future<Output = T> + 's,
+    {
+        let mut interrupted = interrupted.clone();
+        tokio::select! {
+            done = work(self) => Some(done),
+            _ = interrupted.wait_for(|n| *n > epoch) => None,
         }
     }
 
@@ -436,7 +512,24 @@ impl State {
         let outcome = client.receive(&mut |_| Ok(())).await;
         let succeeded = outcome.is_ok();
         let wait = self.schedule.next_wait(succeeded);
+        if let Err(e) = &outcome
+            && super::problem::untrusted(e)
+        {
+            // Not retried: the person is told, and connects again only if they choose to (the
+            // next connection verifies everything again, failing closed).
+            self.connected = false;
+            self.say(Update::Untrusted {
+                detail: e.to_string(),
+            });
+            self.show_posts();
+            return Duration::from_secs(3600);
+        }
+        if succeeded && std::mem::take(&mut self.receive_failing) {
+            // The window showed "not connected" since the failure: it is connected again.
+            self.say(Update::Connected);
+        }
         if let Err(e) = outcome {
+            self.receive_failing = true;
             self.say(Update::Event(Event::ReceiveFailed {
                 error: e.to_string(),
                 retry_in_secs: wait.as_secs(),

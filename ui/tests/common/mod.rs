@@ -232,3 +232,238 @@ pub fn route_to(kit: &refuge_testkit::TestRelay) -> worker::Prepare {
     });
     Arc::new(move |client| client.route_in_process(dialer.clone()))
 }
+
+/// How long each part of [`contact_and_see_reply`] took.
+#[derive(Debug)]
+pub struct Journey {
+    pub connect: Duration,
+    pub confirmed: Duration,
+    pub reply_shown: Duration,
+}
+
+/// What [`contact_and_see_reply`] is given.
+pub struct Trip<'a> {
+    /// The signed client policy the person opens.
+    pub deployment_file: &'a Path,
+    pub post: &'a str,
+    /// The staff device's label, shown on its reply.
+    pub author: &'a str,
+    pub reply: &'a str,
+    /// The bound on each network step (connect, confirmation, reply).
+    pub connect_secs: u64,
+}
+
+/// A new person's whole path through the app, as ui/tests/app_relay.rs (QUIC on loopback) and
+/// tests/tests/tor.rs (the private Tor network) take it: choose English, open the deployment
+/// file the ministry signed (compare its fingerprint), set a passphrase, connect (within
+/// `connect_secs`), contact `post`, see the relay confirm the message; then `answer(text)` makes
+/// a staff device reply to the case that holds `text`, and the reply from `author` must appear
+/// in the open conversation.
+pub fn contact_and_see_reply(
+    app: &UserApp,
+    rx: &mpsc::Receiver<Update>,
+    trip: &Trip,
+    answer: impl FnOnce(&str),
+) -> Journey {
+    use refuge_client::events::{Delivery, Event};
+    use refuge_ui::Screen;
+    use slint::Model;
+    let Trip {
+        deployment_file,
+        post,
+        author,
+        reply,
+        connect_secs,
+    } = *trip;
+
+    let w = app.window();
+    click(w, "English");
+    click(w, "Continue");
+    // No deployment built in: the person opens the file the ministry gave them, and is shown
+    // the authority's fingerprint to compare before continuing.
+    assert_eq!(w.get_screen(), Screen::Deployment);
+    assert!(shows(w, "does not yet know which ministry"));
+    app.import_deployment(deployment_file);
+    assert!(
+        !w.get_fingerprint().is_empty(),
+        "the fingerprint to compare"
+    );
+    assert!(shows(w, "compare this fingerprint"));
+    click(w, "Continue");
+    type_into(w, "Passphrase", PASSPHRASE);
+    type_into(w, "Repeat the passphrase", PASSPHRASE);
+    click(
+        w,
+        "I understand that a forgotten passphrase cannot be recovered",
+    );
+    click(w, "Create");
+    pump_until(app, rx, 30, "the new store", |u| {
+        matches!(u, Update::Opened { .. })
+    });
+    click(w, "Continue");
+    click(w, "Continue");
+    assert_eq!(w.get_screen(), Screen::Connect);
+    let started = Instant::now();
+    click(w, "Connect");
+    pump_until(app, rx, connect_secs, "the connection", |u| {
+        matches!(u, Update::Connected)
+    });
+    let connect = started.elapsed();
+    assert_eq!(w.get_screen(), Screen::Home);
+    pump_until(
+        app,
+        rx,
+        10,
+        "the posts",
+        |u| matches!(u, Update::Posts(p) if !p.is_empty()),
+    );
+
+    // Contact the post: what to expect, then the message, queued then confirmed by the relay.
+    let post_name = w
+        .get_posts()
+        .iter()
+        .find(|p| p.id == post)
+        .map(|p| p.name.to_string())
+        .expect("the post is listed");
+    click(w, &post_name);
+    assert_eq!(w.get_screen(), Screen::Contact);
+    assert!(shows(w, "An answer can take several days"));
+    let first = "سلام — I write from Tehran, case ۱۲۳۴: my blog was blocked";
+    type_into(w, "Your message", first);
+    let started = Instant::now();
+    click(w, "Send");
+    pump_until(app, rx, connect_secs, "the relay's confirmation", |u| {
+        matches!(
+            u,
+            Update::Event(Event::Message {
+                delivery: Delivery::Confirmed,
+                ..
+            })
+        )
+    });
+    let confirmed = started.elapsed();
+    pump_until(
+        app,
+        rx,
+        10,
+        "the conversation",
+        |u| matches!(u, Update::Conversation { messages, .. } if !messages.is_empty()),
+    );
+    assert_eq!(w.get_screen(), Screen::Conversation);
+    assert!(
+        w.get_draft().is_empty(),
+        "the draft went once the message was kept"
+    );
+    let mine = w.get_messages().row_data(0).expect("our message");
+    assert_eq!(mine.text, first);
+    assert!(mine.mine);
+    assert_eq!(mine.state, 1, "delivered to the relay");
+    assert!(shows(w, "delivered to the relay"));
+
+    // A staff device reads the case and replies; the app's background read brings the reply
+    // into the open conversation.
+    let started = Instant::now();
+    answer(first);
+    pump_until(
+        app,
+        rx,
+        connect_secs,
+        "the reply",
+        |u| matches!(u, Update::Conversation { messages, .. } if messages.iter().any(|m| m.text == reply)),
+    );
+    let reply_shown = started.elapsed();
+    let shown = w
+        .get_messages()
+        .iter()
+        .find(|m| m.text == reply)
+        .expect("the reply is shown");
+    assert!(!shown.mine);
+    assert_eq!(shown.author, author);
+    assert!(shows(w, reply));
+    Journey {
+        connect,
+        confirmed,
+        reply_shown,
+    }
+}
+
+/// What the worker would send for a post with a conversation (Persian and French, delivered,
+/// queued, disappearing) and two devices, one of them with a changed number: the screens' and
+/// the screenshots' sample.
+pub fn fill_with_sample_data(app: &UserApp) {
+    use refuge_ui::user::safety::DeviceView;
+    use refuge_ui::user::worker::{MessageView, PostView};
+    let w = app.window();
+    // The window shows what the worker sends only while the store is open.
+    app.apply(Update::Opened {
+        initialized: true,
+        automatic: false,
+    });
+    app.apply(Update::Posts(vec![
+        PostView {
+            id: "emb-xx".into(),
+            name: "Ambassade de France à Téhéran".into(),
+            unread: 1,
+            last_at_hour: Some(1_796_565_600),
+        },
+        PostView {
+            id: "emb-yy".into(),
+            name: "Consulat général à Erbil".into(),
+            unread: 0,
+            last_at_hour: None,
+        },
+    ]));
+    w.set_post_id("emb-xx".into());
+    w.set_post_name("Ambassade de France à Téhéran".into());
+    app.apply(Update::Conversation {
+        post: "emb-xx".into(),
+        messages: vec![
+            MessageView {
+                id: 1,
+                text: "سلام، من وبلاگ‌نویس هستم و به کمک نیاز دارم. شماره پرونده ۱۲۳۴ در Refuge".into(),
+                author: String::new(),
+                at_hour: 1_796_562_000,
+                mine: true,
+                delivery: Some(refuge_client::events::Delivery::Confirmed),
+                expires_hour: None,
+            },
+            MessageView {
+                id: 2,
+                text: "Bonjour, nous avons bien reçu votre message. Un agent vous répondra sous 48 heures.".into(),
+                author: "emb-xx/desk-1".into(),
+                at_hour: 1_796_565_600,
+                mine: false,
+                delivery: None,
+                expires_hour: Some(1_797_170_400),
+            },
+            MessageView {
+                id: 3,
+                text: "ممنون. فردا ساعت ۱۰ تماس می‌گیرم.".into(),
+                author: String::new(),
+                at_hour: 1_796_569_200,
+                mine: true,
+                delivery: Some(refuge_client::events::Delivery::Queued),
+                expires_hour: None,
+            },
+        ],
+        timer_secs: 7 * 86_400,
+    });
+    app.apply(Update::Devices {
+        post: "emb-xx".into(),
+        devices: vec![
+            DeviceView {
+                label: "emb-xx/desk-1".into(),
+                number: "05210 77451 98012 33017 60402 11938".into(),
+                verified: true,
+                changed: false,
+            },
+            DeviceView {
+                label: "emb-xx/desk-2".into(),
+                number: "48213 00917 62510 99341 27786 50114".into(),
+                verified: true,
+                changed: true,
+            },
+        ],
+    });
+    w.set_connected(true);
+}
