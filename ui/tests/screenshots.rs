@@ -66,7 +66,12 @@ fn shots() -> Vec<Shot> {
         },
         Shot {
             name: "02-deployment",
-            set: |a| a.window().set_screen(Screen::Deployment),
+            set: |a| {
+                let w = a.window();
+                w.set_embedded_deployment(true);
+                w.set_bundle_path("".into());
+                w.set_screen(Screen::Deployment);
+            },
         },
         Shot {
             name: "03-passphrase",
@@ -148,6 +153,18 @@ fn shots() -> Vec<Shot> {
                 w.set_store_open(false);
                 w.set_screen(Screen::Locked);
                 w.set_destroyed(false);
+            },
+        },
+        // A one-line input (a LineEdit) holding the mixed Persian, Latin and Persian-digit text
+        // that ../shared/gui-notes.md saw lose a glyph when left-aligned: it must show whole.
+        Shot {
+            name: "15-one-line-field-mixed-text",
+            set: |a| {
+                let w = a.window();
+                w.set_store_open(false);
+                w.set_embedded_deployment(false);
+                w.set_bundle_path("سلام Refuge ۲۰۲۶ دنیا".into());
+                w.set_screen(Screen::Deployment);
             },
         },
     ]
