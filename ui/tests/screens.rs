@@ -260,11 +260,19 @@ fn a_scripted_bootstrap_shows_progress_then_blocked_then_bridges() {
     click(w, "Use these bridges");
     assert_eq!(app.bridges_in_use(), vec![plain.to_string()]);
 
-    // The logs leave addresses out.
-    click(w, "Show logs");
+    // The logs leave addresses out. (The button also puts them on the clipboard, which the
+    // testing backend keeps to itself: that part is not checked here.)
+    click(w, "Copy logs");
     let logs = w.get_log_text().to_string();
     assert!(logs.contains("handshaking"), "{logs}");
     assert!(!logs.contains("192.0.2.9"), "{logs}");
+    assert_eq!(
+        find_role(w, "Logs", AccessibleRole::TextInput)
+            .accessible_value()
+            .as_deref(),
+        Some(logs.as_str()),
+        "the copied log is shown"
+    );
 
     // Tor is up, then the relay: home.
     app.apply(Update::Event(Event::Tor(TorEvent::Bootstrapped {
@@ -434,6 +442,137 @@ fn the_app_locks_itself_after_the_idle_time_set_in_the_settings() {
     // Locked, there is nothing left to lock; the setting is kept for the next start.
     assert!(!app.lock_if_idle(used + std::time::Duration::from_secs(3600)));
     assert_eq!(refuge_ui::prefs::Prefs::load(&dir).lock_minutes, 10);
+}
+
+#[test]
+fn a_relay_that_breaks_the_protocol_stops_receiving_until_the_person_connects_again() {
+    i_slint_backend_testing::init_no_event_loop();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let dir = tmp.path().join("app");
+    let (_rt, kit) = kit_relay();
+    let vkey = kit.log_vkey().expect("a log").to_string();
+    let (app, rx) = onboard(&dir, &vkey, &kit);
+    let w = app.window();
+    click(w, "Connect");
+    pump_until(&app, &rx, 30, "the connection", |u| {
+        matches!(u, Update::Connected)
+    });
+    assert_eq!(w.get_screen(), Screen::Home);
+    // The relay now answers every read with an acknowledgement of nothing.
+    kit.inject_always("FetchMessages", None, refuge_testkit::Fault::Misanswer);
+    pump_until(&app, &rx, 30, "the refusal to go on", |u| {
+        matches!(u, Update::Untrusted { .. })
+    });
+    assert_eq!(w.get_problem(), Problem::Untrusted);
+    assert!(shows(w, "The app stopped receiving"));
+    assert!(!w.get_connected());
+    // No more reads: the schedule here is 0.2–2 s, so three seconds would show several.
+    let reads = kit.received("FetchMessages");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(kit.received("FetchMessages"), reads, "reading stopped");
+    // The person connects again from the home screen (everything is verified again).
+    kit.clear_faults();
+    click(w, "Connect");
+    pump_until(&app, &rx, 30, "the new connection", |u| {
+        matches!(u, Update::Connected)
+    });
+    assert_eq!(w.get_problem(), Problem::None);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while kit.received("FetchMessages") == reads {
+        assert!(std::time::Instant::now() < deadline, "reading resumed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_worker_refuses_to_seal_for_a_device_the_person_has_not_seen() {
+    use refuge_testkit::fixtures;
+    i_slint_backend_testing::init_no_event_loop();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let dir = tmp.path().join("app");
+    let (rt, kit) = kit_relay();
+    let vkey = kit.log_vkey().expect("a log").to_string();
+    let enrol = |n: u8, desk: &str| {
+        let entry =
+            fixtures::device(n, fixtures::POST, desk).signed_enrolment(&fixtures::authority());
+        rt.block_on(kit.submit(entry))
+            .expect("the log takes the enrolment");
+    };
+    enrol(1, "desk-1");
+    let (app, rx) = onboard(&dir, &vkey, &kit);
+    let w = app.window();
+    click(w, "Connect");
+    pump_until(&app, &rx, 30, "the connection", |u| {
+        matches!(u, Update::Connected)
+    });
+    pump_until(
+        &app,
+        &rx,
+        10,
+        "the posts",
+        |u| matches!(u, Update::Posts(p) if !p.is_empty()),
+    );
+    // Opening the post records its numbers (the first ones, from the verified log) silently.
+    w.invoke_open_post(fixtures::POST.into());
+    pump_until(
+        &app,
+        &rx,
+        10,
+        "the post's devices",
+        |u| matches!(u, Update::Devices { devices, .. } if devices.len() == 1 && !devices[0].changed),
+    );
+    assert!(!w.get_key_changed());
+
+    // The ministry enrols a second desk; the window does not know yet. The worker reads the
+    // directory again before sealing, and stops: the new number has not been seen.
+    enrol(2, "desk-2");
+    type_into(w, "Your message", "bonjour");
+    click(w, "Send");
+    pump_until(&app, &rx, 30, "the refusal", |u| {
+        matches!(
+            u,
+            Update::SendFailed {
+                problem: Problem::KeyChanged,
+                ..
+            }
+        )
+    });
+    pump_until(
+        &app,
+        &rx,
+        10,
+        "the changed numbers",
+        |u| matches!(u, Update::Devices { devices, .. } if devices.iter().any(|d| d.changed)),
+    );
+    assert!(w.get_key_changed());
+    assert_eq!(w.get_draft(), "bonjour", "the message is kept");
+    assert_eq!(
+        (kit.received("FetchPostBundles"), kit.received("Deposit")),
+        (0, 0),
+        "nothing was sealed or sent"
+    );
+
+    // Seen: the worker goes on to the relay for the devices' keys (these fixture devices
+    // published none, so the message stays in the composer, for another reason).
+    w.set_screen(Screen::Safety);
+    assert!(shows(w, "This number changed since your last message"));
+    click(w, "I have seen the changes");
+    pump_until(
+        &app,
+        &rx,
+        10,
+        "the numbers seen",
+        |u| matches!(u, Update::Devices { devices, .. } if devices.iter().all(|d| !d.changed)),
+    );
+    click(w, "Send");
+    pump_until(&app, &rx, 30, "the attempt", |u| {
+        matches!(u, Update::SendFailed { .. } | Update::Sent { .. })
+    });
+    assert_ne!(w.get_problem(), Problem::KeyChanged);
+    assert!(
+        kit.received("FetchPostBundles") > 0,
+        "the worker asked for the keys"
+    );
 }
 
 /// Every screen's interactive elements, each with a label a screen reader can say.
