@@ -568,8 +568,8 @@ impl RawSession {
     }
 
     /// Like [`RawSession::request`], and as the client does: pays the proof of work that
-    /// CreateMailbox and FetchPostBundles need (re-solving when the relay asks for more), and
-    /// waits out RATE_LIMITED; at most 8 attempts.
+    /// CreateMailbox and FetchPostBundles (its first page) need (re-solving when the relay asks
+    /// for more), and waits out RATE_LIMITED; at most 8 attempts.
     pub fn request_paid(
         &mut self,
         request: refuge_proto::wire::client_frame::Request,
@@ -585,7 +585,8 @@ impl RawSession {
                 (Request::CreateMailbox(c), Some(p)) => {
                     c.pow = Some(solve_pow(Purpose::CreateMailbox, p));
                 }
-                (Request::FetchPostBundles(f), Some(p)) => {
+                // Only the first page: later pages are paid by the first page's ticket.
+                (Request::FetchPostBundles(f), Some(p)) if f.offset == 0 => {
                     f.pow = Some(solve_pow(Purpose::FetchPostBundles, p));
                 }
                 _ => {}
@@ -1293,4 +1294,77 @@ pub fn raise_fd_limit(want: u64) {
              limit with `ulimit -Hn`)"
         );
     }
+}
+
+/// Enrols `n` more staff devices of POST (labels `emb-xx/bulk-<i>`, data directories
+/// `bulk-<i>`), as `refuge-inbox init`, `refuge-admin enrol` and `refuge-inbox register` would,
+/// but through the client library in this process, each store with the tests' cheap key
+/// derivation: hundreds of devices in seconds rather than minutes of processes. Signed by the
+/// world's authority, submitted to the relay with `refuge-admin submit` (in batches), then
+/// registered (prekeys uploaded) over loopback TCP. Returns the data directories.
+pub fn enrol_many(w: &World, n: usize) -> Vec<PathBuf> {
+    use refuge_client::staff::{Staff, encode_request};
+    use refuge_client::store::{KdfParams, Passphrase, Store};
+    let passphrase = Passphrase::new(TEST_PASSPHRASE.into());
+    let key = refuge_client::authority::read_key(&w.path("authority.key"))
+        .expect("the world's authority key reads");
+    let mut dirs = Vec::with_capacity(n);
+    let mut entries = Vec::with_capacity(n);
+    for i in 0..n {
+        let dir = w.path(&format!("bulk-{i}"));
+        let store = Store::create(&dir, &passphrase, KdfParams::dangerously_weak_for_tests())
+            .expect("a staff store is created");
+        let (_, request) =
+            Staff::init(&store, POST, &format!("{POST}/bulk-{i}")).expect("a staff device");
+        let request_file = w.path(&format!("bulk-{i}.req"));
+        std::fs::write(&request_file, encode_request(&request)).expect("write the request");
+        let entry = refuge_client::authority::enrolment(&key, &request_file, 0)
+            .expect("the authority signs the enrolment");
+        let entry_file = w.path(&format!("bulk-{i}.entry"));
+        std::fs::write(&entry_file, entry.bytes).expect("write the entry");
+        dirs.push(dir);
+        entries.push(entry_file);
+    }
+    let authority = Authority {
+        key_file: w.path("authority.key"),
+        key_hex: w.authority_key_hex.clone(),
+    };
+    for batch in entries.chunks(64) {
+        let refs: Vec<&Path> = batch.iter().map(PathBuf::as_path).collect();
+        let out = authority.submit(&w.relay, &w.path("policy.signed"), &refs);
+        assert!(out.contains("logged"), "{out}");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async {
+        use refuge_client::transport::{ConnectOptions, RelayEndpoint, Session};
+        let endpoint = RelayEndpoint::parse(&w.relay.tcp_url(), None).expect("the relay's URL");
+        for dir in &dirs {
+            let store = Store::open(dir, &passphrase).expect("the staff store opens");
+            let staff = Staff::load(&store).expect("a staff device");
+            // The relay puts a submitted entry in force once its checkpoint is signed: a device
+            // may be refused for a moment.
+            let deadline = std::time::Instant::now() + COMMAND_DEADLINE;
+            loop {
+                let mut session = Session::connect(&endpoint, &ConnectOptions::default())
+                    .await
+                    .expect("connects to the relay");
+                let registered = staff
+                    .register(&mut session, std::time::SystemTime::now())
+                    .await;
+                session.close().await;
+                match registered {
+                    Ok(_) => break,
+                    Err(e) if std::time::Instant::now() < deadline => {
+                        eprintln!("{}: not registered yet ({e}); again", dir.display());
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => panic!("{} does not register: {e}", dir.display()),
+                }
+            }
+        }
+    });
+    dirs
 }

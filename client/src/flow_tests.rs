@@ -28,6 +28,9 @@ use refuge_proto::directory::VerifiedDirectory;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
+/// A first contact to a post of more devices than one page of bundles covers.
+mod paging_tests;
+
 pub(crate) const POST: &str = "emb-xx";
 pub(crate) const DESK1: &str = "emb-xx/desk-1";
 pub(crate) const DESK2: &str = "emb-xx/desk-2";
@@ -521,7 +524,7 @@ async fn reading_replenishes_one_time_prekeys() {
     let w = World::new().await;
     // Drain desk 1's pool to below the threshold, as 81 first contacts would.
     for _ in 0..81 {
-        relay::fetch_post_bundles(&mut w.relay.connect().await, POST)
+        relay::fetch_post_bundles(&mut w.relay.connect().await, POST, 2)
             .await
             .unwrap();
     }

@@ -89,7 +89,7 @@ pub(crate) async fn craft_first_contact(
 
 /// The bundle the relay hands out now for `label`.
 pub(crate) async fn fetch_bundle(w: &World, label: &str) -> DeviceBundle {
-    relay::fetch_post_bundles(&mut w.relay.connect().await, POST)
+    relay::fetch_post_bundles(&mut w.relay.connect().await, POST, 2)
         .await
         .unwrap()
         .0

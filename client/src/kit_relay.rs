@@ -240,6 +240,16 @@ impl KitRelay {
             .collect()
     }
 
+    /// Every request the relay's side received, in order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.kit.seen()
+    }
+
+    /// How many one-time EC prekeys a device has left on the relay (`None`: it holds no keys).
+    pub fn one_time_prekeys_left(&self, mailbox: &MailboxId) -> Option<u32> {
+        self.kit.prekeys_left(mailbox).map(|c| c.one_time)
+    }
+
     /// Rewrites the device bundles of every FetchPostBundles answer.
     pub fn set_tamper(&self, f: impl Fn(&mut Vec<DeviceBundle>) + Send + Sync + 'static) {
         self.kit.tamper_with_bundles(f);

@@ -20,6 +20,7 @@ use refuge_proto::wire::{
     RegisterReplyTickets, StoredMessage, SubmitEntry, UploadPrekeys, client_frame::Request,
     server_frame::Response,
 };
+use std::collections::HashSet;
 use std::time::Duration;
 
 /// Something that answers wire requests: a live session, or a test double.
@@ -476,25 +477,96 @@ pub async fn prekey_count(relay: &mut dyn Relay, mailbox: &MailboxId) -> Result<
 }
 
 /// One prekey bundle per registered device of a post, and the admission ticket for the deposits
-/// of this first contact (ADR 0010). Nothing in the bundles is trusted until checked against
-/// the verified directory. Not sent again after a lost answer: each answer uses up one one-time
-/// prekey of every device.
+/// of this first contact (ADR 0010), fetched a page at a time. The first page is paid with a
+/// proof of work (the transport solves it) and brings the ticket; each later page is asked for
+/// with that ticket instead, at the offset the previous answer named.
+///
+/// `devices` is how many devices the verified directory lists for the post. The relay's answers
+/// must make sense before any bundle is used: a page with more bundles than the devices it
+/// covers (at most [`MAX_BUNDLE_PAGE`]), a next offset that does not move forward or jumps more
+/// than a page ahead, a device handed out twice, or more pages than the post has devices (each
+/// page covers at least one), is [`ClientError::RelayProtocol`]; so the loop ends whatever the
+/// relay answers. Nothing in the bundles is trusted until checked against the verified
+/// directory. Not sent again after a lost answer: each page uses up one one-time prekey of each
+/// of its devices.
 pub async fn fetch_post_bundles(
     relay: &mut dyn Relay,
     post_id: &str,
+    devices: usize,
 ) -> Result<(Vec<DeviceBundle>, DepositToken)> {
-    match relay
-        .request(Request::FetchPostBundles(FetchPostBundles {
-            post_id: post_id.to_string(),
-            // The transport solves and attaches the proof of work.
-            pow: None,
-        }))
-        .await?
-    {
-        Response::PostBundles(b) => Ok((b.bundles, ticket_field(&b.admission_ticket)?)),
-        other => Err(unexpected("PostBundles", &other)),
+    if devices == 0 {
+        // The caller checks the directory first (`user::check_contact`); a post without
+        // devices has no bundles to fetch.
+        return Err(ClientError::PostHasNoDevices {
+            post: post_id.to_string(),
+        });
     }
+    let broken = |what: String| {
+        ClientError::RelayProtocol(format!(
+            "the relay's pages of the keys of {post_id} do not add up: {what}"
+        ))
+    };
+    let mut bundles: Vec<DeviceBundle> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut ticket: Option<DepositToken> = None;
+    let mut offset = 0u32;
+    for page in 1..=devices {
+        let request = Request::FetchPostBundles(FetchPostBundles {
+            post_id: post_id.to_string(),
+            // The transport solves and attaches the proof of work of the first page.
+            pow: None,
+            offset,
+            admission_ticket: ticket.as_ref().map(|t| t.0.to_vec()).unwrap_or_default(),
+        });
+        let answer = match relay.request(request).await? {
+            Response::PostBundles(b) => b,
+            other => return Err(unexpected("PostBundles", &other)),
+        };
+        if ticket.is_none() {
+            ticket = Some(ticket_field(&answer.admission_ticket)?);
+        }
+        let end = match answer.next_offset {
+            0 => None,
+            next if next <= offset => {
+                return Err(broken(format!(
+                    "after the page at offset {offset} it asks for offset {next} (no progress)"
+                )));
+            }
+            next if next - offset > MAX_BUNDLE_PAGE => {
+                return Err(broken(format!(
+                    "the page at offset {offset} ends at {next}, more than a page of \
+                     {MAX_BUNDLE_PAGE} devices further (it skips devices)"
+                )));
+            }
+            next => Some(next),
+        };
+        let covered = end.map_or(MAX_BUNDLE_PAGE, |end| end - offset) as usize;
+        if answer.bundles.len() > covered {
+            return Err(broken(format!(
+                "the page at offset {offset} carries {} bundles for {covered} devices",
+                answer.bundles.len()
+            )));
+        }
+        for b in answer.bundles {
+            if !seen.insert(b.label.clone()) {
+                return Err(broken(format!("it hands out {} twice", b.label)));
+            }
+            bundles.push(b);
+        }
+        let Some(end) = end else {
+            let ticket = ticket.ok_or_else(|| broken("no admission ticket".into()))?;
+            return Ok((bundles, ticket));
+        };
+        tracing::debug!(page, next = end, "fetched a page of bundles; more follow");
+        offset = end;
+    }
+    Err(broken(format!(
+        "it has more pages after {devices}, the number of devices the verified directory lists"
+    )))
 }
+
+/// Most devices one page of bundles covers.
+const MAX_BUNDLE_PAGE: u32 = refuge_proto::MAX_BUNDLE_PAGE;
 
 fn ticket_field(bytes: &[u8]) -> Result<DepositToken> {
     DepositToken::from_slice(bytes).map_err(|e| {
@@ -773,12 +845,153 @@ mod tests {
         let (relay, _) = relay_with_mailbox().await;
         let mut session = relay.connect().await;
         relay.inject_connection_loss("FetchPostBundles", false);
-        let e = fetch_post_bundles(&mut session, "emb-xx")
+        let e = fetch_post_bundles(&mut session, "emb-xx", 2)
             .await
             .unwrap_err();
         assert!(matches!(e, ClientError::ConnectionLost(_)), "{e:?}");
         assert_eq!(relay.reconnects(), 0);
         assert_eq!(relay.bundle_fetches(), 0);
+    }
+
+    /// A relay that answers every FetchPostBundles with what `answer` makes of its offset, and
+    /// records each page asked for: (offset, whether it carried a ticket).
+    struct Pages<F> {
+        answer: F,
+        asked: Vec<(u32, Vec<u8>)>,
+    }
+
+    #[async_trait::async_trait(?Send)]
+    impl<F: FnMut(u32) -> refuge_proto::wire::PostBundles> Relay for Pages<F> {
+        async fn request(&mut self, request: Request) -> Result<Response> {
+            match request {
+                Request::FetchPostBundles(f) => {
+                    assert!(f.pow.is_none(), "the transport pays; this relay has none");
+                    self.asked.push((f.offset, f.admission_ticket));
+                    Ok(Response::PostBundles((self.answer)(f.offset)))
+                }
+                other => panic!("unexpected request {other:?}"),
+            }
+        }
+
+        fn max_message_len(&self) -> usize {
+            refuge_proto::MAX_SEALED_LEN
+        }
+    }
+
+    const TICKET: [u8; 32] = [7; 32];
+
+    /// A page holding the bundles of devices `devices`, naming `next` as the next offset.
+    fn page(
+        offset: u32,
+        devices: std::ops::Range<u32>,
+        next: u32,
+    ) -> refuge_proto::wire::PostBundles {
+        refuge_proto::wire::PostBundles {
+            bundles: devices
+                .map(|n| DeviceBundle {
+                    label: format!("emb-xx/desk-{n}"),
+                    ..Default::default()
+                })
+                .collect(),
+            admission_ticket: if offset == 0 {
+                TICKET.to_vec()
+            } else {
+                Vec::new()
+            },
+            next_offset: next,
+        }
+    }
+
+    /// An honest relay paging a post of `n` devices a hundred at a time.
+    fn honest(n: u32) -> impl FnMut(u32) -> refuge_proto::wire::PostBundles {
+        move |offset| {
+            let end = (offset + 100).min(n);
+            page(offset, offset..end, if end < n { end } else { 0 })
+        }
+    }
+
+    async fn fetch_pages<F: FnMut(u32) -> refuge_proto::wire::PostBundles>(
+        answer: F,
+        devices: usize,
+    ) -> (
+        Result<(Vec<DeviceBundle>, DepositToken)>,
+        Vec<(u32, Vec<u8>)>,
+    ) {
+        let mut relay = Pages {
+            answer,
+            asked: Vec::new(),
+        };
+        let result = fetch_post_bundles(&mut relay, "emb-xx", devices).await;
+        (result, relay.asked)
+    }
+
+    #[tokio::test]
+    async fn pages_are_fetched_until_none_remain_with_the_first_pages_ticket() {
+        let (result, asked) = fetch_pages(honest(250), 250).await;
+        let (bundles, ticket) = result.unwrap();
+        assert_eq!(bundles.len(), 250);
+        assert_eq!(bundles[249].label, "emb-xx/desk-249");
+        assert_eq!(ticket.0, TICKET);
+        assert_eq!(
+            asked,
+            [(0, vec![]), (100, TICKET.to_vec()), (200, TICKET.to_vec())]
+        );
+        // A post of one page is one request, as before paging.
+        let (result, asked) = fetch_pages(honest(2), 2).await;
+        assert_eq!(result.unwrap().0.len(), 2);
+        assert_eq!(asked.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn pages_that_do_not_add_up_are_a_protocol_error_and_never_loop() {
+        let protocol_error =
+            |result: Result<(Vec<DeviceBundle>, DepositToken)>, what: &str| match result {
+                Err(ClientError::RelayProtocol(m)) => assert!(m.contains(what), "{m}"),
+                other => panic!("expected a protocol error about {what}, got {other:?}"),
+            };
+        // More bundles than the page covers: 101 on a last page, 100 on a page of 50.
+        let (r, _) = fetch_pages(|o| page(o, 0..101, 0), 250).await;
+        protocol_error(r, "101 bundles for 100 devices");
+        let (r, _) = fetch_pages(|o| page(o, 0..100, 50), 250).await;
+        protocol_error(r, "100 bundles for 50 devices");
+        // A device on two pages.
+        let (r, asked) = fetch_pages(
+            |o| match o {
+                0 => page(0, 0..100, 100),
+                _ => page(o, 99..150, 0),
+            },
+            150,
+        )
+        .await;
+        protocol_error(r, "emb-xx/desk-99 twice");
+        assert_eq!(asked.len(), 2);
+        // Offsets that go back or stay, or that jump past a page.
+        let (r, asked) = fetch_pages(|o| page(o, o..o + 100, 100), 250).await;
+        protocol_error(r, "no progress");
+        assert_eq!(asked.len(), 2, "stopped at the first repeat");
+        let (r, _) = fetch_pages(|o| page(o, 0..100, 150), 250).await;
+        protocol_error(r, "skips devices");
+        // A relay that pages on and on, a device at a time: bounded by the directory's five.
+        let (r, asked) = fetch_pages(|o| page(o, 0..0, o + 1), 5).await;
+        protocol_error(r, "more pages after 5");
+        assert_eq!(asked.len(), 5);
+        // A first page without a ticket.
+        let (r, _) = fetch_pages(
+            |o| refuge_proto::wire::PostBundles {
+                admission_ticket: Vec::new(),
+                ..page(o, 0..1, 0)
+            },
+            1,
+        )
+        .await;
+        protocol_error(r, "admission ticket");
+        // A post the directory lists without devices is never asked about.
+        let (r, asked) = fetch_pages(honest(0), 0).await;
+        assert!(
+            matches!(r, Err(ClientError::PostHasNoDevices { .. })),
+            "{r:?}"
+        );
+        assert!(asked.is_empty());
     }
 
     #[test]

@@ -165,7 +165,8 @@ impl<'s> User<'s> {
             };
             (Vec::new(), bought)
         } else {
-            let (bundles, ticket) = relay::fetch_post_bundles(relay, post_id).await?;
+            let (bundles, ticket) =
+                relay::fetch_post_bundles(relay, post_id, post.devices.len()).await?;
             check_bundles(post_id, &post.devices, &need_bundle, &bundles)?;
             (bundles, Some(ticket))
         };

@@ -126,12 +126,17 @@ pub enum Op<'a> {
     CreateMailbox(u8),
     /// FetchPostBundles for post `emb-xx` with a proof of work, as for `CreateMailbox`.
     FetchPostBundles,
+    /// A later page of FetchPostBundles for post `emb-xx`: at the next offset of the last
+    /// bundles answered (100 if none named one), with the last admission ticket a first page
+    /// handed out (none before one did). Costs the relay no proof-of-work check.
+    FetchNextPage,
     /// Drop the session and start a new one (no Hello yet).
     NewSession,
 }
 
 /// Splits an input into operations: a tag byte, then for a body a 2-byte big-endian length
-/// (cut to what is left) and the body; for the others one key-index byte.
+/// (cut to what is left) and the body; for the others one key-index byte. Tag 4 is
+/// [`Op::FetchPostBundles`] with its high bit clear, [`Op::FetchNextPage`] with it set.
 pub fn parse_ops(mut data: &[u8]) -> Vec<Op<'_>> {
     let mut ops = Vec::new();
     while let Some((&tag, rest)) = data.split_first() {
@@ -150,7 +155,8 @@ pub fn parse_ops(mut data: &[u8]) -> Vec<Op<'_>> {
                 ops.push(Op::Body(&data[..len]));
                 data = &data[len..];
             }
-            4 => ops.push(Op::FetchPostBundles),
+            4 if tag & 0x80 == 0 => ops.push(Op::FetchPostBundles),
+            4 => ops.push(Op::FetchNextPage),
             5 | 6 => {
                 let (&i, rest) = data.split_first().unwrap_or((&0, &[]));
                 data = rest;
@@ -181,6 +187,7 @@ pub fn encode_ops(ops: &[Op<'_>]) -> Vec<u8> {
             Op::Authenticate(i) => out.extend_from_slice(&[5, *i]),
             Op::CreateMailbox(i) => out.extend_from_slice(&[6, *i]),
             Op::FetchPostBundles => out.push(4),
+            Op::FetchNextPage => out.push(0x84),
             Op::NewSession => out.push(7),
         }
     }
@@ -259,6 +266,10 @@ struct Driver<S> {
     solved: u32,
     /// Costly operations carried out so far (see [`MAX_COSTLY_PER_INPUT`]).
     costly: u32,
+    /// The admission ticket of the last first page of bundles answered.
+    page_ticket: Vec<u8>,
+    /// The next offset the last bundles answer named (0: none).
+    next_offset: u32,
 }
 
 impl<S: RelayStore> Driver<S> {
@@ -271,6 +282,8 @@ impl<S: RelayStore> Driver<S> {
             pow: None,
             solved: 0,
             costly: 0,
+            page_ticket: Vec::new(),
+            next_offset: 0,
         }
     }
 
@@ -282,6 +295,12 @@ impl<S: RelayStore> Driver<S> {
         };
         if let Some(p) = announced {
             self.pow = Some(Params::from_wire(p).expect("the relay announces valid parameters"));
+        }
+        if let Some(Response::PostBundles(b)) = &answer.response {
+            if !b.admission_ticket.is_empty() {
+                self.page_ticket = b.admission_ticket.clone();
+            }
+            self.next_offset = b.next_offset;
         }
     }
 
@@ -379,6 +398,20 @@ impl<S: RelayStore> Driver<S> {
                 self.request(Request::FetchPostBundles(wire::FetchPostBundles {
                     post_id: "emb-xx".into(),
                     pow,
+                    ..Default::default()
+                }))
+                .await;
+            }
+            Op::FetchNextPage => {
+                let offset = match self.next_offset {
+                    0 => refuge_proto::MAX_BUNDLE_PAGE,
+                    next => next,
+                };
+                self.request(Request::FetchPostBundles(wire::FetchPostBundles {
+                    post_id: "emb-xx".into(),
+                    pow: None,
+                    offset,
+                    admission_ticket: self.page_ticket.clone(),
                 }))
                 .await;
             }
@@ -570,6 +603,8 @@ pub fn seeds() -> Vec<Vec<u8>> {
         Op::Body(&frames[0]),
         Op::Body(&staff_deposit),
         Op::FetchPostBundles,
+        // Refused with the first page's ticket: the post's only page was served.
+        Op::FetchNextPage,
         Op::Authenticate(0),
         Op::Body(&frames[7]),
         Op::Body(&frames[9]),

@@ -131,6 +131,14 @@ pub fn client_requests() -> Vec<Request> {
         Request::GetPrekeyCount(wire::GetPrekeyCount {
             mailbox_id: [0x01; 16].to_vec(),
         }),
+        // A later page of a big post's bundles, paid by its first page's ticket (last, so that
+        // the indexes of the requests above stay as the handler's seeds use them).
+        Request::FetchPostBundles(wire::FetchPostBundles {
+            post_id: "emb-xx".into(),
+            pow: None,
+            offset: 100,
+            admission_ticket: vec![0x61; 32],
+        }),
     ]
 }
 
@@ -188,6 +196,19 @@ pub fn server_frames() -> Vec<Vec<u8>> {
                 ..Default::default()
             }],
             admission_ticket: vec![0x61; 32],
+            next_offset: 100,
+        }),
+        // The last page: no ticket (the first page carried it), no next offset.
+        Response::PostBundles(wire::PostBundles {
+            bundles: vec![wire::DeviceBundle {
+                mailbox_id: vec![2; 16],
+                label: "emb-xx/hr-101".into(),
+                registration_id: 8,
+                identity_key: vec![5; 33],
+                ..Default::default()
+            }],
+            admission_ticket: Vec::new(),
+            next_offset: 0,
         }),
         Response::ReplyTicketsRegistered(wire::ReplyTicketsRegistered { held: 200 }),
         Response::DepositTicket(wire::DepositTicket {

@@ -73,3 +73,8 @@ pub const MAX_FETCH: u32 = 64;
 
 /// Most one-time prekeys of each kind that a device may hold on the relay.
 pub const MAX_ONE_TIME_PREKEYS: usize = 200;
+
+/// Most devices of a post that one page of FetchPostBundles covers (so the most bundles one
+/// PostBundles answer carries): 100 of the largest bundles the relay takes (about 2 KiB each)
+/// fit in one frame. A post with more devices is fetched in several pages.
+pub const MAX_BUNDLE_PAGE: u32 = 100;

@@ -116,6 +116,15 @@ impl From<StoreError> for Reject {
                      GetDepositTicket (a proof of work), or a reply ticket the post sent you"
                 ),
             ),
+            StoreError::PageRefused(why) => Reject::new(
+                C::AdmissionRequired,
+                format!(
+                    "{why}; nothing was handed out. A later page of FetchPostBundles (offset > 0) \
+                     is served only with the admission ticket of its first page's answer, once \
+                     and in order, while the post's device list stays the same; fetch the \
+                     bundles again from offset 0 with a proof of work"
+                ),
+            ),
             StoreError::TooManyTickets { max } => Reject::invalid(format!(
                 "a device may hold at most {max} unused reply tickets; nothing was stored; \
                  register more once users have used some"

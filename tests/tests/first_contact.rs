@@ -290,3 +290,66 @@ fn the_policys_quic_address_and_pin_are_used_and_no_other_pin_is_taken() {
     );
     assert!(err.contains(&w.relay.pin), "names the policy's pin: {err}");
 }
+
+/// A post of 150 devices, more than one page of bundles covers (100): `refuge contact` fetches
+/// both pages from the real relay (the second with the first page's ticket, no second proof of
+/// work), seals one message per device, and a device served on the first page and one on the
+/// second both open it.
+#[test]
+fn a_first_contact_reaches_a_post_of_150_devices_through_pages_of_bundles() {
+    let w = setup("tcp");
+    // Two devices from setup, 148 more: bulk-97 is the 100th device (first page), bulk-147 the
+    // 150th (second page).
+    let bulk = enrol_many(&w, 148);
+    // The two that will read register with refuge-inbox too, which keeps the relay and the
+    // policy for its `read` (their keys are on the relay already: it uploads no one-time
+    // prekey more).
+    let url = w.relay.tcp_url();
+    let trust = w.trust();
+    for dir in [&bulk[97], &bulk[147]] {
+        let dir = dir.display().to_string();
+        let mut args: Vec<&str> = vec!["--data-dir", &dir, "register", "--relay", &url];
+        args.extend(trust.iter().map(String::as_str));
+        let out = run_ok("refuge-inbox", &args);
+        assert!(out.contains(": 100 one-time prekeys"), "{out}");
+    }
+    let user = w.p("user");
+    let out = run_ok(
+        "refuge",
+        &[
+            "--data-dir",
+            &user,
+            "contact",
+            "--post",
+            POST,
+            "--message",
+            FIRST,
+        ],
+    );
+    assert!(
+        out.starts_with(&format!(
+            "sent to 150 staff devices of {POST}: {DESK1}, {DESK2}, "
+        )),
+        "{out}"
+    );
+    assert!(
+        out.trim_end().ends_with(&format!("{POST}/bulk-147")),
+        "{out}"
+    );
+    assert_eq!(db_count(&w.relay.db_path(), "messages"), 150);
+    // Each page spent one one-time prekey of each device: 99 of the 100 left on each.
+    assert_eq!(
+        db_count(&w.relay.db_path(), "one_time_prekeys"),
+        150 * 99,
+        "one one-time prekey of each device, no more"
+    );
+    for dir in [&bulk[97], &bulk[147]] {
+        let read = run_ok(
+            "refuge-inbox",
+            &["--data-dir", &dir.display().to_string(), "read"],
+        );
+        let cases = case_ids(&read);
+        assert_eq!(cases.len(), 1, "{read}");
+        assert_eq!(cases[0].1, FIRST);
+    }
+}

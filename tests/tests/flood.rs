@@ -184,6 +184,7 @@ async fn spammer(addr: SocketAddr, sent: Arc<Sent>, end: Instant) {
                         effort: 1_000_000,
                         proof: vec![0; 16],
                     }),
+                    ..Default::default()
                 }),
                 _ => {
                     batch.extend([0, 0, 0, 3, 0xff, 0xff, 0xff]);
@@ -255,7 +256,7 @@ async fn real_user(url: &str, pin: Option<&str>) -> refuge_client::Result<UserRu
     let token = DepositToken(rand::random());
     client::create_mailbox(&mut session, &mailbox, &key, &token).await?;
     let created = started.elapsed();
-    let (bundles, _ticket) = client::fetch_post_bundles(&mut session, POST).await?;
+    let (bundles, _ticket) = client::fetch_post_bundles(&mut session, POST, 2).await?;
     assert_eq!(bundles.len(), 2, "one bundle per staff device");
     let fetched_bundles = started.elapsed();
     let sealed = b"sealed while the relay is flooded".to_vec();

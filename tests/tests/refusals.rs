@@ -208,7 +208,7 @@ fn exhausted_prekey_pool_is_refused_without_consuming_anything() {
     let fetch = |s: &mut RawSession| {
         s.request_paid(Request::FetchPostBundles(FetchPostBundles {
             post_id: POST.into(),
-            pow: None,
+            ..Default::default()
         }))
     };
     // Drain the pool the way a flooder would.
@@ -349,7 +349,7 @@ fn unknown_post_is_refused_by_client_and_relay() {
     assert_error(
         &s.request_paid(Request::FetchPostBundles(FetchPostBundles {
             post_id: "emb-zz".into(),
-            pow: None,
+            ..Default::default()
         })),
         ErrorCode::UnknownPost,
     );

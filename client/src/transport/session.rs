@@ -348,7 +348,7 @@ impl Session {
     /// Sends one request and reads its one answer. A wire `Error` becomes
     /// [`ClientError::Relay`] carrying its code.
     ///
-    /// CreateMailbox, FetchPostBundles and GetDepositTicket get a proof of work attached (solved off the async
+    /// CreateMailbox, FetchPostBundles (its first page) and GetDepositTicket get a proof of work attached (solved off the async
     /// runtime). RATE_LIMITED and OVERLOADED are retried after the wait the relay asks for,
     /// POW_REQUIRED and POW_INVALID with the parameters it sends, at most [`MAX_ATTEMPTS`]
     /// times in all; then the refusal is returned.
@@ -410,7 +410,10 @@ impl Session {
     async fn attach_pow(&mut self, request: &mut Request) -> Result<()> {
         let (purpose, slot) = match request {
             Request::CreateMailbox(c) => (Purpose::CreateMailbox, &mut c.pow),
-            Request::FetchPostBundles(f) => (Purpose::FetchPostBundles, &mut f.pow),
+            // Only the first page: later pages are paid by the first page's ticket.
+            Request::FetchPostBundles(f) if f.offset == 0 => {
+                (Purpose::FetchPostBundles, &mut f.pow)
+            }
             Request::GetDepositTicket(g) => (Purpose::GetDepositTicket, &mut g.pow),
             _ => return Ok(()),
         };

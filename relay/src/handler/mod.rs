@@ -255,10 +255,18 @@ impl<S: RelayStore> Handler<S> {
             Request::AckMessages(a) => self.ack_messages(open, a).await,
             Request::UploadPrekeys(u) => self.upload_prekeys(open, u).await,
             Request::GetPrekeyCount(g) => self.prekey_count(open, g).await,
-            Request::FetchPostBundles(f) => {
+            Request::FetchPostBundles(f) if f.offset == 0 => {
+                if !f.admission_ticket.is_empty() {
+                    // Refused before the proof of work is looked at: nothing is spent.
+                    return Err(Reject::invalid(
+                        "the first page of bundles (offset 0) is paid with a proof of work and \
+                         hands out the admission ticket; send it with admission_ticket empty",
+                    ));
+                }
                 let paid = self.admit(Purpose::FetchPostBundles, f.pow.as_ref(), now, rng)?;
-                self.post_bundles(f, paid, now, rng).await
+                self.first_bundle_page(f, paid, now, rng).await
             }
+            Request::FetchPostBundles(f) => self.next_bundle_page(f, now).await,
             Request::GetDepositTicket(g) => {
                 let paid = self.admit(Purpose::GetDepositTicket, g.pow.as_ref(), now, rng)?;
                 self.deposit_ticket(g, paid, now, rng).await

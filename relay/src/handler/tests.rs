@@ -16,6 +16,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod paging;
+
 const NOW: u64 = 1_700_001_234;
 
 struct Harness {
@@ -40,11 +42,21 @@ impl Harness {
     }
 
     async fn with(revoke_b: bool) -> Self {
+        Self::build(revoke_b, &[]).await
+    }
+
+    /// Directory: a and b (post emb-xx), then `extra`.
+    async fn with_devices(extra: &[Staff]) -> Self {
+        Self::build(false, extra).await
+    }
+
+    async fn build(revoke_b: bool, extra: &[Staff]) -> Self {
         let (dir, store) = temp_store(StoreLimits::default());
         let a = staff(1, "emb-xx", "hr-1");
         let b = staff(2, "emb-xx", "hr-2");
+        let all: Vec<&Staff> = [&a, &b].into_iter().chain(extra).collect();
         store
-            .install_directory(replayed(&[&a, &b]))
+            .install_directory(replayed(&all))
             .await
             .expect("installs");
         let directory = if revoke_b {
@@ -55,7 +67,7 @@ impl Harness {
                 .expect("installs");
             only_a
         } else {
-            replayed(&[&a, &b])
+            replayed(&all)
         };
         Self {
             db: dir.path().join(DATABASE_FILE),
@@ -82,12 +94,23 @@ impl Harness {
 
     /// Sends `request`, with a proof of work solved for it if it needs one and has none (as the
     /// client's transport does).
-    async fn call(&mut self, session: &mut SessionState, mut request: Request) -> ServerFrame {
+    async fn call(&mut self, session: &mut SessionState, request: Request) -> ServerFrame {
+        self.call_at(session, request, NOW).await
+    }
+
+    /// [`Harness::call`] at the relay time `now`.
+    async fn call_at(
+        &mut self,
+        session: &mut SessionState,
+        mut request: Request,
+        now: u64,
+    ) -> ServerFrame {
         let unpaid = match &mut request {
             Request::CreateMailbox(c) if c.pow.is_none() => {
                 Some((Purpose::CreateMailbox, &mut c.pow))
             }
-            Request::FetchPostBundles(f) if f.pow.is_none() => {
+            // Later pages are paid by the first page's ticket.
+            Request::FetchPostBundles(f) if f.pow.is_none() && f.offset == 0 => {
                 Some((Purpose::FetchPostBundles, &mut f.pow))
             }
             Request::GetDepositTicket(g) if g.pow.is_none() => {
@@ -96,7 +119,7 @@ impl Harness {
             _ => None,
         };
         if let Some((purpose, slot)) = unpaid {
-            let params = self.relay.pow_params(NOW, &mut self.rng);
+            let params = self.relay.pow_params(now, &mut self.rng);
             let mut nonce = [0u8; 16];
             rand::RngCore::fill_bytes(&mut self.rng, &mut nonce);
             let solution = refuge_proto::pow::Solver::new(purpose, &params, nonce)
@@ -110,7 +133,7 @@ impl Harness {
             request_id: self.next_id,
             request: Some(request),
         };
-        let reply = self.relay.handle(session, frame, NOW, &mut self.rng).await;
+        let reply = self.relay.handle(session, frame, now, &mut self.rng).await;
         assert_eq!(
             reply.request_id, self.next_id,
             "the answer carries the request's id"
@@ -144,8 +167,19 @@ impl Harness {
         request: Request,
         code: ErrorCode,
     ) -> String {
+        self.refused_at(session, request, code, NOW).await
+    }
+
+    /// [`Harness::refused`] at the relay time `now`.
+    async fn refused_at(
+        &mut self,
+        session: &mut SessionState,
+        request: Request,
+        code: ErrorCode,
+        now: u64,
+    ) -> String {
         let before = self.snapshot();
-        let reply = self.call(session, request).await;
+        let reply = self.call_at(session, request, now).await;
         assert_eq!(
             self.snapshot(),
             before,
@@ -302,7 +336,7 @@ fn upload_req(
 fn bundles_req(post: &str) -> Request {
     Request::FetchPostBundles(wire::FetchPostBundles {
         post_id: post.into(),
-        pow: None,
+        ..Default::default()
     })
 }
 

@@ -1066,6 +1066,211 @@ async fn concurrent_takes_never_share_a_one_time_prekey<S: Backend>() {
     store.close().await;
 }
 
+// --- Paged bundle fetches -------------------------------------------------------------------
+
+/// A page of `post` covering `devices`, out of the post's whole list `all`.
+fn page_of(
+    post: &str,
+    devices: &[&Staff],
+    all: &[&Staff],
+    offset: u32,
+    next_offset: Option<u32>,
+) -> BundlePage {
+    BundlePage {
+        post: post.into(),
+        roster: device_list_digest(&bundle_requests(all)),
+        offset,
+        devices: bundle_requests(devices),
+        next_offset,
+    }
+}
+
+fn page_refused<T: std::fmt::Debug>(result: Result<T, StoreError>) -> PageRefused {
+    match result {
+        Err(StoreError::PageRefused(why)) => why,
+        other => panic!("expected a refused page, got {other:?}"),
+    }
+}
+
+async fn bundle_pages_are_served_with_their_first_pages_ticket_once_and_in_order<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits::default());
+    let (a, b, c) = (
+        staff(1, "emb-xx", "hr-1"),
+        staff(2, "emb-xx", "hr-2"),
+        staff(3, "emb-xx", "hr-3"),
+    );
+    let (y, z) = (staff(4, "emb-yy", "hr-1"), staff(5, "emb-zz", "hr-1"));
+    store
+        .install_directory(replayed(&[&a, &b, &c, &y, &z]))
+        .await
+        .unwrap();
+    for d in [&a, &b, &c, &y] {
+        let grant = MailboxGrant::dangerously_assume(d.mailbox);
+        store
+            .upload_prekeys(&grant, upload(d, true, 10..12, 0..0))
+            .await
+            .unwrap();
+    }
+    let all = [&a, &b, &c];
+    let paid = DepositToken([1; 32]);
+    let expires = HOUR + 25 * 3600;
+    // Two devices a page: a and b, then c.
+    let first = store
+        .take_first_bundle_page(
+            paid.hash(),
+            expires,
+            page_of("emb-xx", &[&a, &b], &all, 0, Some(2)),
+        )
+        .await
+        .unwrap();
+    let labels: Vec<&str> = first.iter().map(|b| b.label.as_str()).collect();
+    assert_eq!(labels, ["emb-xx/hr-1", "emb-xx/hr-2"]);
+    let second = || page_of("emb-xx", &[&c], &all, 2, None);
+
+    // Every refusal leaves everything as it was.
+    let deposit_ticket = DepositToken([2; 32]);
+    store
+        .issue_ticket(deposit_ticket.hash(), "emb-xx".into(), expires)
+        .await
+        .unwrap();
+    let reply = DepositToken([3; 32]);
+    store
+        .register_reply_tickets(
+            &MailboxGrant::dangerously_assume(a.mailbox),
+            "emb-xx".into(),
+            vec![reply.hash()],
+            HOUR + REPLY_TICKET_LIFETIME,
+            1000,
+        )
+        .await
+        .unwrap();
+    let before = store.state();
+    let cases = [
+        (
+            DepositToken([9; 32]).hash(),
+            HOUR,
+            second(),
+            PageRefused::Unknown,
+        ),
+        (paid.hash(), expires, second(), PageRefused::Unknown),
+        (
+            paid.hash(),
+            HOUR,
+            page_of("emb-yy", &[&y], &[&y], 2, None),
+            PageRefused::OtherPost,
+        ),
+        (deposit_ticket.hash(), HOUR, second(), PageRefused::NoPage),
+        (reply.hash(), HOUR, second(), PageRefused::NoPage),
+        (
+            paid.hash(),
+            HOUR,
+            page_of("emb-xx", &[&c], &[&a, &c], 2, None),
+            PageRefused::RosterChanged,
+        ),
+        (
+            paid.hash(),
+            HOUR,
+            page_of("emb-xx", &[], &all, 3, None),
+            PageRefused::OutOfOrder { next: 2 },
+        ),
+    ];
+    for (hash, now_hour, page, why) in cases {
+        assert_eq!(
+            page_refused(store.take_next_bundle_page(hash, now_hour, page).await),
+            why
+        );
+    }
+    // A device of the page out of one-time prekeys: nothing is taken and the ticket still has
+    // the same page to fetch.
+    let thrice = page_of("emb-xx", &[&c, &c, &c], &all, 2, None);
+    assert!(matches!(
+        store.take_next_bundle_page(paid.hash(), HOUR, thrice).await,
+        Err(StoreError::PrekeysExhausted { .. })
+    ));
+    assert_eq!(store.state(), before, "a refused page changes nothing");
+
+    let last = store
+        .take_next_bundle_page(paid.hash(), HOUR, second())
+        .await
+        .unwrap();
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0].label, "emb-xx/hr-3");
+    assert_eq!(last[0].one_time_prekey.id, 10);
+    // Served once: the ticket fetches no page any more, and still admits the fan-out.
+    assert_eq!(
+        page_refused(
+            store
+                .take_next_bundle_page(paid.hash(), HOUR, second())
+                .await
+        ),
+        PageRefused::NoPage
+    );
+    for d in [&a, &c] {
+        store
+            .deposit(into_staff(d, "emb-xx", &paid, HOUR))
+            .await
+            .unwrap();
+    }
+    for d in &all {
+        let left = store
+            .prekey_count(&MailboxGrant::dangerously_assume(d.mailbox))
+            .await
+            .unwrap();
+        assert_eq!(left.one_time, 1, "{}", d.label);
+    }
+
+    // A first page with a ticket hash already stored, or the only page of a post where nobody
+    // registered, changes nothing.
+    let before = store.state();
+    assert!(matches!(
+        store
+            .take_first_bundle_page(
+                paid.hash(),
+                expires,
+                page_of("emb-yy", &[&y], &[&y], 0, None)
+            )
+            .await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store
+            .take_first_bundle_page(
+                DepositToken([4; 32]).hash(),
+                expires,
+                page_of("emb-zz", &[&z], &[&z], 0, None)
+            )
+            .await,
+        Err(StoreError::NoDevices)
+    ));
+    assert_eq!(store.state(), before);
+    // The first of several pages may find nobody registered.
+    let zz_ticket = DepositToken([5; 32]);
+    let none = store
+        .take_first_bundle_page(
+            zz_ticket.hash(),
+            expires,
+            page_of("emb-zz", &[&z], &[&z, &z], 0, Some(1)),
+        )
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    // The sweep takes paged tickets with the others.
+    store.expire_due_messages(expires).await.unwrap();
+    assert_eq!(
+        page_refused(
+            store
+                .take_next_bundle_page(
+                    zz_ticket.hash(),
+                    HOUR,
+                    page_of("emb-zz", &[&z], &[&z, &z], 1, None)
+                )
+                .await
+        ),
+        PageRefused::Unknown
+    );
+    store.close().await;
+}
+
 async fn prekey_upload_rules<S: Backend>() {
     let (_keep, store) = S::open(StoreLimits::default());
     let a = staff(1, "emb-xx", "hr-1");
@@ -1416,6 +1621,7 @@ conformance!(
     one_time_prekeys_are_handed_out_once_and_exhaustion_rolls_back,
     a_device_asked_for_twice_gets_its_next_keys_or_nothing,
     concurrent_takes_never_share_a_one_time_prekey,
+    bundle_pages_are_served_with_their_first_pages_ticket_once_and_in_order,
     prekey_upload_rules,
     installing_a_directory_again_changes_nothing,
     devices_leaving_the_directory_are_disabled_but_keep_their_messages,

@@ -23,9 +23,10 @@
 
 use super::sqlite::StoreLimits;
 use super::{
-    AdmissionRefused, BundleRequest, Created, Deposited, DirectoryChange, MailboxKey, MailboxKind,
-    MessagePage, NewDeposit, NewMailbox, OneTimeKey, PrekeyCount, PrekeyUpload, REPEAT_WINDOW,
-    RelayStore, SignedKey, StoreError, StoredMessage, TICKET_USE_WINDOW, TakenBundle,
+    AdmissionRefused, BundlePage, BundleRequest, Created, Deposited, DirectoryChange, MailboxKey,
+    MailboxKind, MessagePage, NewDeposit, NewMailbox, OneTimeKey, PageRefused, PrekeyCount,
+    PrekeyUpload, REPEAT_WINDOW, RelayStore, SignedKey, StoreError, StoredMessage,
+    TICKET_USE_WINDOW, TakenBundle,
 };
 use crate::session::MailboxGrant;
 use ed25519_dalek::VerifyingKey;
@@ -229,6 +230,11 @@ struct Ticket {
     first_used_hour: Option<u64>,
     /// The mailboxes it admitted a deposit into.
     used_for: BTreeSet<MailboxId>,
+    /// A paid ticket handed out with the first page of a post's bundles: the offset of the next
+    /// page it may fetch (`None`: no page), and the digest of the post's device list its first
+    /// page was served from.
+    next_page: Option<u32>,
+    roster: Option<[u8; 32]>,
 }
 
 /// A ticket a deposit may use (see `sqlite::ops::tickets::Admitted`).
@@ -630,12 +636,95 @@ impl State {
             .unwrap_or_default()
     }
 
-    /// One bundle per device that has keys under the identity the directory lists. Worked out
-    /// first without changing anything, so that an exhausted device leaves every key in place.
     fn take_post_bundles(
         &mut self,
         devices: &[BundleRequest],
     ) -> Result<Vec<TakenBundle>, StoreError> {
+        let (bundles, taken) = self.plan_bundles(devices)?;
+        if bundles.is_empty() {
+            return Err(StoreError::NoDevices);
+        }
+        self.spend_bundles(taken);
+        Ok(bundles)
+    }
+
+    /// The first page of a fetch: its bundles, and the paid ticket that keeps the next page.
+    fn take_first_bundle_page(
+        &mut self,
+        hash: [u8; 32],
+        expires_hour: u64,
+        page: BundlePage,
+    ) -> Result<Vec<TakenBundle>, StoreError> {
+        let (bundles, taken) = self.plan_bundles(&page.devices)?;
+        if bundles.is_empty() && page.next_offset.is_none() {
+            return Err(StoreError::NoDevices);
+        }
+        let expires_hour = whole_hour(expires_hour, "hour")?;
+        if self.tickets.contains_key(&hash) {
+            return Err(StoreError::Unavailable(
+                "internal error: an admission ticket with this hash already exists".into(),
+            ));
+        }
+        // Nothing can fail from here on.
+        self.spend_bundles(taken);
+        self.tickets.insert(
+            hash,
+            Ticket {
+                post: page.post,
+                issuer: None,
+                expires_hour,
+                first_used_hour: None,
+                used_for: BTreeSet::new(),
+                next_page: page.next_offset,
+                roster: page.next_offset.map(|_| page.roster),
+            },
+        );
+        Ok(bundles)
+    }
+
+    /// A later page of a fetch, if its ticket keeps this page as the next one.
+    fn take_next_bundle_page(
+        &mut self,
+        hash: [u8; 32],
+        now_hour: u64,
+        page: BundlePage,
+    ) -> Result<Vec<TakenBundle>, StoreError> {
+        let refused = |why| Err(StoreError::PageRefused(why));
+        let now_hour = fits(now_hour, "hour")?;
+        let Some(ticket) = self.tickets.get(&hash) else {
+            return refused(PageRefused::Unknown);
+        };
+        if ticket.expires_hour <= now_hour {
+            return refused(PageRefused::Unknown);
+        }
+        if ticket.post != page.post {
+            return refused(PageRefused::OtherPost);
+        }
+        let Some(next) = ticket.next_page else {
+            return refused(PageRefused::NoPage);
+        };
+        if ticket.roster != Some(page.roster) {
+            return refused(PageRefused::RosterChanged);
+        }
+        if next != page.offset {
+            return refused(PageRefused::OutOfOrder { next });
+        }
+        let (bundles, taken) = self.plan_bundles(&page.devices)?;
+        // Nothing can fail from here on.
+        self.spend_bundles(taken);
+        if let Some(ticket) = self.tickets.get_mut(&hash) {
+            ticket.next_page = page.next_offset;
+        }
+        Ok(bundles)
+    }
+
+    /// One bundle per device that has keys under the identity the directory lists (none if no
+    /// device has), and how many keys each device gives up. Worked out without changing
+    /// anything, so that an exhausted device leaves every key in place.
+    fn plan_bundles(
+        &self,
+        devices: &[BundleRequest],
+    ) -> Result<(Vec<TakenBundle>, BTreeMap<MailboxId, usize>), StoreError> {
         // Keys taken so far per device (a device listed twice gets its next keys).
         let mut taken: BTreeMap<MailboxId, usize> = BTreeMap::new();
         let mut bundles = Vec::with_capacity(devices.len());
@@ -674,9 +763,11 @@ impl State {
                 kyber_prekey,
             });
         }
-        if bundles.is_empty() {
-            return Err(StoreError::NoDevices);
-        }
+        Ok((bundles, taken))
+    }
+
+    /// Deletes the one-time keys [`State::plan_bundles`] handed out.
+    fn spend_bundles(&mut self, taken: BTreeMap<MailboxId, usize>) {
         for (mailbox, n) in taken {
             if let Some(keys) = self.devices.get_mut(&mailbox) {
                 for _ in 0..n {
@@ -686,7 +777,6 @@ impl State {
                 }
             }
         }
-        Ok(bundles)
     }
 
     fn install_directory(
@@ -783,6 +873,8 @@ impl State {
                 expires_hour,
                 first_used_hour: None,
                 used_for: BTreeSet::new(),
+                next_page: None,
+                roster: None,
             },
         );
         Ok(())
@@ -827,6 +919,8 @@ impl State {
                     expires_hour,
                     first_used_hour: None,
                     used_for: BTreeSet::new(),
+                    next_page: None,
+                    roster: None,
                 },
             );
         }
@@ -908,12 +1002,15 @@ impl State {
             let used: Vec<String> = t.used_for.iter().map(id).collect();
             let _ = writeln!(
                 out,
-                "ticket {} post {:?} issuer {:?} expires {} first used {:?} used for {used:?}",
+                "ticket {} post {:?} issuer {:?} expires {} first used {:?} used for {used:?} \
+                 next page {:?} roster {:?}",
                 hex::encode(hash),
                 t.post,
                 t.issuer.as_ref().map(id),
                 t.expires_hour,
-                t.first_used_hour
+                t.first_used_hour,
+                t.next_page,
+                t.roster.map(hex::encode)
             );
         }
         out
@@ -969,6 +1066,26 @@ impl RelayStore for MemoryStore {
         devices: Vec<BundleRequest>,
     ) -> Result<Vec<TakenBundle>, StoreError> {
         self.lock().take_post_bundles(&devices)
+    }
+
+    async fn take_first_bundle_page(
+        &self,
+        ticket_hash: [u8; 32],
+        expires_hour: u64,
+        page: BundlePage,
+    ) -> Result<Vec<TakenBundle>, StoreError> {
+        self.lock()
+            .take_first_bundle_page(ticket_hash, expires_hour, page)
+    }
+
+    async fn take_next_bundle_page(
+        &self,
+        ticket_hash: [u8; 32],
+        now_hour: u64,
+        page: BundlePage,
+    ) -> Result<Vec<TakenBundle>, StoreError> {
+        self.lock()
+            .take_next_bundle_page(ticket_hash, now_hour, page)
     }
 
     async fn install_directory(

@@ -83,10 +83,38 @@ pub trait RelayStore: Send + Sync + 'static {
 
     /// Hands out one prekey bundle per device that has uploaded keys, consuming one-time
     /// prekeys, all in one transaction: if any such device has no one-time prekey left, nothing
-    /// is consumed.
+    /// is consumed. No admission is checked here: the handler hands bundles out only through
+    /// the two page methods below, which use it.
     fn take_post_bundles(
         &self,
         devices: Vec<BundleRequest>,
+    ) -> impl Future<Output = Result<Vec<TakenBundle>, StoreError>> + Send;
+
+    /// The first page of a first contact's bundles, paid with a proof of work: hands out the
+    /// page's bundles (as [`RelayStore::take_post_bundles`]) and stores the paid admission
+    /// ticket (as [`RelayStore::issue_ticket`]), which keeps `page.next_offset` as the next page
+    /// it may fetch and `page.roster`, all in one transaction. The only page of a post that
+    /// yields no bundle is refused ([`StoreError::NoDevices`], no ticket stored); the first of
+    /// several pages may yield none (devices that have not uploaded keys yet are left out).
+    fn take_first_bundle_page(
+        &self,
+        ticket_hash: [u8; 32],
+        expires_hour: u64,
+        page: BundlePage,
+    ) -> impl Future<Output = Result<Vec<TakenBundle>, StoreError>> + Send;
+
+    /// A later page of a first contact's bundles, authorised by the ticket of its first page:
+    /// the ticket must be known and unexpired at `now_hour`, for `page.post`, from a first page
+    /// served from the same device list (`page.roster`), and keep `page.offset` as its next
+    /// page. Then the page's bundles are handed out and the ticket moves on to
+    /// `page.next_offset` (none: it authorises no more page), in one transaction. Otherwise
+    /// [`StoreError::PageRefused`] and nothing changes, so each page of a ticket is served at
+    /// most once, in order.
+    fn take_next_bundle_page(
+        &self,
+        ticket_hash: [u8; 32],
+        now_hour: u64,
+        page: BundlePage,
     ) -> impl Future<Output = Result<Vec<TakenBundle>, StoreError>> + Send;
 
     /// Makes the mailboxes match a verified directory: creates or re-enables a mailbox for every
@@ -160,6 +188,9 @@ pub enum StoreError {
     /// A deposit into a staff device mailbox without a ticket that admits it.
     #[error("{0}")]
     AdmissionRefused(AdmissionRefused),
+    /// A later page of bundles whose ticket does not authorise it.
+    #[error("{0}")]
+    PageRefused(PageRefused),
     /// A device would hold more than `max` unused reply tickets.
     #[error("a device may hold at most {max} unused reply tickets")]
     TooManyTickets { max: u32 },
@@ -235,6 +266,28 @@ pub enum AdmissionRefused {
     OtherPost,
     #[error("the admission ticket was already used for this mailbox")]
     Used,
+}
+
+/// Why a later page of a post's bundles was not served (see
+/// [`RelayStore::take_next_bundle_page`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PageRefused {
+    #[error("the admission ticket is unknown or has expired")]
+    Unknown,
+    #[error("the admission ticket is for another post")]
+    OtherPost,
+    #[error(
+        "the admission ticket authorises no further page of bundles (it was not handed out with \
+         a first page, or its last page was served)"
+    )]
+    NoPage,
+    #[error("the post's device list changed since the first page was served")]
+    RosterChanged,
+    #[error(
+        "the admission ticket's next page is at offset {next}, not this one (each page is served \
+         once, in order)"
+    )]
+    OutOfOrder { next: u32 },
 }
 
 /// Seconds a ticket stays valid after its first use: enough for the rest of its fan-out and the
@@ -370,6 +423,37 @@ pub struct BundleRequest {
     pub label: String,
     pub mailbox: MailboxId,
     pub identity_key: Vec<u8>,
+}
+
+/// One page of a post's devices whose bundles to hand out.
+#[derive(Debug, Clone)]
+pub struct BundlePage {
+    /// The post, per the roster in force.
+    pub post: String,
+    /// [`device_list_digest`] of the post's whole device list in the roster in force: a later
+    /// page is served only from the list its first page was.
+    pub roster: [u8; 32],
+    /// The position of this page's first device in the post's device list.
+    pub offset: u32,
+    /// The devices of the page, in the list's order.
+    pub devices: Vec<BundleRequest>,
+    /// The position of the next page's first device; `None` when this page ends the list.
+    pub next_offset: Option<u32>,
+}
+
+/// SHA-256 over a post's device list (label, mailbox and identity key of each, in order): equal
+/// digests mean the pages of one fetch cover the same devices at the same offsets.
+pub fn device_list_digest(devices: &[BundleRequest]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"refuge/v1/post-devices\0");
+    for d in devices {
+        for field in [d.label.as_bytes(), &d.mailbox.0[..], &d.identity_key] {
+            h.update((field.len() as u64).to_be_bytes());
+            h.update(field);
+        }
+    }
+    h.finalize().into()
 }
 
 /// The keys handed out for one device.

@@ -378,3 +378,55 @@ fn a_database_at_every_earlier_version_migrates_to_the_current_one_keeping_its_m
         assert_eq!(check, "ok", "from version {version}");
     }
 }
+
+#[test]
+fn the_paging_migration_leaves_every_stored_ticket_without_a_page_and_checks_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(DATABASE_FILE);
+    {
+        // A version 7 database, as the previous release left it, with a paid and a reply
+        // ticket.
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        for sql in &MIGRATIONS[..7] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "application_id", schema::APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 7).unwrap();
+        conn.execute(
+            "INSERT INTO admission_tickets (hash, post_id, kind, issuer, expires_hour)
+             VALUES (?1, 'emb-xx', 'paid', NULL, 7200), (?2, 'emb-xx', 'reply', ?3, 7200)",
+            rusqlite::params![&[1u8; 32][..], &[2u8; 32][..], &[3u8; 16][..]],
+        )
+        .unwrap();
+    }
+    let conn = schema::open_writer(&db).unwrap();
+    let pages: Vec<(Option<i64>, Option<Vec<u8>>)> = conn
+        .prepare("SELECT next_page, roster_digest FROM admission_tickets ORDER BY hash")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(
+        pages,
+        [(None, None), (None, None)],
+        "no stored ticket fetches a page"
+    );
+    // What the schema refuses of a paged ticket: a page 0, a page without the device list's
+    // digest, a digest of another length, a page kept by a reply ticket.
+    let insert = |kind: &str, issuer: Option<&[u8]>, next: i64, digest: Option<&[u8]>| {
+        conn.execute(
+            "INSERT INTO admission_tickets
+                 (hash, post_id, kind, issuer, expires_hour, next_page, roster_digest)
+             VALUES (?1, 'emb-xx', ?2, ?3, 7200, ?4, ?5)",
+            rusqlite::params![&rand::random::<[u8; 32]>()[..], kind, issuer, next, digest],
+        )
+    };
+    let digest = [7u8; 32];
+    assert!(insert("paid", None, 0, Some(&digest)).is_err());
+    assert!(insert("paid", None, 100, None).is_err());
+    assert!(insert("paid", None, 100, Some(&digest[..31])).is_err());
+    assert!(insert("reply", Some(&[3u8; 16]), 100, Some(&digest)).is_err());
+    assert_eq!(insert("paid", None, 100, Some(&digest)).unwrap(), 1);
+}

@@ -17,8 +17,8 @@ mod deposit_tests;
 mod tests;
 
 use super::{
-    BundleRequest, Created, Deposited, DirectoryChange, MailboxKey, MessagePage, NewDeposit,
-    NewMailbox, PrekeyCount, PrekeyUpload, RelayStore, StoreError, TakenBundle,
+    BundlePage, BundleRequest, Created, Deposited, DirectoryChange, MailboxKey, MessagePage,
+    NewDeposit, NewMailbox, PrekeyCount, PrekeyUpload, RelayStore, StoreError, TakenBundle,
 };
 use crate::session::MailboxGrant;
 use refuge_proto::directory::VerifiedDirectory;
@@ -114,8 +114,13 @@ impl SqliteStore {
             .collect::<Result<Vec<_>, _>>()?;
         let (tx, thread) = writer::spawn(write_conn, limits.write_queue, limits.max_batch)
             .map_err(OpenError::Writer)?;
-        let (expiry_stop, expiry_thread) =
+        let (expiry_stop, expiry_thread, first_sweep) =
             spawn_expiry(tx.downgrade(), EXPIRY_SWEEP_INTERVAL).map_err(OpenError::Writer)?;
+        // The first sweep is done before the store is handed out, not at some moment while it
+        // is already in use (under load that moment came in the middle of the tests' writes
+        // and deleted tickets they had just made with past times). An error is the sweep's
+        // own to log; a thread that died ends the wait too.
+        let _ = first_sweep.recv();
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
@@ -375,6 +380,26 @@ impl RelayStore for SqliteStore {
             .await
     }
 
+    async fn take_first_bundle_page(
+        &self,
+        ticket_hash: [u8; 32],
+        expires_hour: u64,
+        page: BundlePage,
+    ) -> Result<Vec<TakenBundle>, StoreError> {
+        self.write(move |c| ops::take_first_bundle_page(c, &ticket_hash, expires_hour, &page))
+            .await
+    }
+
+    async fn take_next_bundle_page(
+        &self,
+        ticket_hash: [u8; 32],
+        now_hour: u64,
+        page: BundlePage,
+    ) -> Result<Vec<TakenBundle>, StoreError> {
+        self.write(move |c| ops::take_next_bundle_page(c, &ticket_hash, now_hour, &page))
+            .await
+    }
+
     async fn install_directory(
         &self,
         directory: VerifiedDirectory,
@@ -435,15 +460,24 @@ impl RelayStore for SqliteStore {
     }
 }
 
+/// What [`spawn_expiry`] returns: the sender that stops the thread, the thread, and a receiver
+/// that hears once the first sweep is over.
+type Expiry = (
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<()>,
+    std::sync::mpsc::Receiver<()>,
+);
+
 /// Starts the thread that deletes disappearing messages whose time has come: once now, then
 /// every `every`, until the returned sender is dropped or the writer stops. It holds only a weak
 /// handle on the writer, so it never keeps the writer (or a shutdown) waiting.
 fn spawn_expiry(
     writer: mpsc::WeakSender<writer::BoxedJob>,
     every: Duration,
-) -> std::io::Result<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
+) -> std::io::Result<Expiry> {
     use std::sync::mpsc::RecvTimeoutError;
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let (swept, first_sweep) = std::sync::mpsc::channel::<()>();
     let handle = std::thread::Builder::new()
         .name("refuge-relay-expiry".into())
         .spawn(move || {
@@ -468,12 +502,14 @@ fn spawn_expiry(
                     }
                     Err(_) => break,
                 }
+                // Heard by `open` after the first sweep; nobody listens afterwards.
+                let _ = swept.send(());
                 if !matches!(stopped.recv_timeout(every), Err(RecvTimeoutError::Timeout)) {
                     break;
                 }
             }
         })?;
-    Ok((stop, handle))
+    Ok((stop, handle, first_sweep))
 }
 
 fn unix_now() -> u64 {

@@ -13,7 +13,7 @@ pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations, in order. Entry `i` takes the database from version `i` to `i + 1`.
 /// Never edit a released entry: add a new one.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// The schema version this code writes.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -223,6 +223,18 @@ BEGIN
                          held_unsolicited_bytes = held_unsolicited_bytes - length(OLD.sealed)
     WHERE id = OLD.mailbox_id;
 END;
+"#;
+
+/// Paged bundle fetches (issue 17): a paid ticket handed out with the first page of a post's
+/// bundles keeps the offset of the next page it may fetch (`next_page`; NULL: none, as for every
+/// ticket stored before this version, every reply ticket and every ticket of GetDepositTicket)
+/// and the digest of the post's device list its first page was served from, so that each later
+/// page is served once, in order, from the same list.
+const V8: &str = r#"
+ALTER TABLE admission_tickets ADD COLUMN roster_digest BLOB
+    CHECK (roster_digest IS NULL OR length(roster_digest) = 32);
+ALTER TABLE admission_tickets ADD COLUMN next_page INTEGER
+    CHECK (next_page IS NULL OR (next_page > 0 AND kind = 'paid' AND roster_digest IS NOT NULL));
 "#;
 
 /// Why the database could not be opened.

@@ -4,6 +4,7 @@
 mod directory;
 mod mailboxes;
 mod messages;
+mod pages;
 mod prekeys;
 mod tickets;
 
@@ -15,6 +16,7 @@ pub(super) use messages::{
     Quota, ack_messages, check_deposit, deposit, expire_due_messages, expire_messages,
     fetch_messages,
 };
+pub(super) use pages::{take_first_bundle_page, take_next_bundle_page};
 pub(super) use prekeys::{prekey_count, take_post_bundles, upload_prekeys};
 pub(super) use tickets::{expire_tickets, issue_ticket, register_reply_tickets};
 

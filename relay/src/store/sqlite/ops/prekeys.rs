@@ -213,6 +213,20 @@ pub(in crate::store::sqlite) fn take_post_bundles(
     conn: &Connection,
     devices: &[BundleRequest],
 ) -> Result<Vec<TakenBundle>, StoreError> {
+    let bundles = take_bundles(conn, devices)?;
+    if bundles.is_empty() {
+        return Err(StoreError::NoDevices);
+    }
+    Ok(bundles)
+}
+
+/// One bundle per device of `devices` that has keys under the identity listed; none if no
+/// device has. The caller's savepoint undoes everything if a device has no one-time prekey
+/// left.
+pub(in crate::store::sqlite) fn take_bundles(
+    conn: &Connection,
+    devices: &[BundleRequest],
+) -> Result<Vec<TakenBundle>, StoreError> {
     let mut bundles = Vec::with_capacity(devices.len());
     for device in devices {
         let m = &device.mailbox.0[..];
@@ -277,9 +291,6 @@ pub(in crate::store::sqlite) fn take_post_bundles(
             },
             kyber_prekey,
         });
-    }
-    if bundles.is_empty() {
-        return Err(StoreError::NoDevices);
     }
     Ok(bundles)
 }
