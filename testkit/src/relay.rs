@@ -51,6 +51,9 @@ pub enum Fault {
     /// The relay carries the request out, then answers as if it had been another one (an
     /// acknowledgement of nothing): a relay that breaks the protocol.
     Misanswer,
+    /// The relay reads the request and never answers, holding the connection open (a censored
+    /// or overloaded path that swallows traffic).
+    Stall,
 }
 
 /// A dial refused because the test made the relay unreachable.
@@ -514,6 +517,13 @@ impl TestRelay {
             let fault = self.take_fault(request.as_ref());
             if fault == Some(Fault::LoseRequest) {
                 self.record(number, request, None, fault);
+                return;
+            }
+            if fault == Some(Fault::Stall) {
+                self.record(number, request, None, fault);
+                // Until the client gives up and drops its end.
+                let mut rest = Vec::new();
+                let _ = stream.read_to_end(&mut rest).await;
                 return;
             }
             let now = self.inner.clock.now();

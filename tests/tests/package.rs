@@ -153,6 +153,11 @@ fn the_installed_package_serves_a_first_contact_and_purges_cleanly() {
     let version = ok("/usr/bin/refuge-app", &["--version"]);
     assert!(version.starts_with("refuge-app "), "{version}");
     let control = ok("dpkg-query", &["-W", "-f=${Depends}", "refuge-app"]);
+    let recommends = ok("dpkg-query", &["-W", "-f=${Recommends}", "refuge-app"]);
+    assert!(
+        recommends.contains("obfs4proxy") && recommends.contains("snowflake-client"),
+        "the transports the connection assist offers: {recommends}"
+    );
     for dlopened in ["libx11-6", "libxkbcommon-x11-0", "fonts-noto-core"] {
         assert!(
             control.contains(dlopened),

@@ -407,6 +407,41 @@ fn a_lock_does_not_wait_for_a_connection_that_never_answers() {
 }
 
 #[test]
+fn a_lock_does_not_wait_for_a_read_that_never_answers() {
+    i_slint_backend_testing::init_no_event_loop();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let dir = tmp.path().join("app");
+    let (_rt, kit) = kit_relay();
+    let vkey = kit.log_vkey().expect("a log").to_string();
+    let (app, rx) = onboard(&dir, &vkey, &kit);
+    let w = app.window();
+    click(w, "Connect");
+    pump_until(&app, &rx, 30, "the connection", |u| {
+        matches!(u, Update::Connected)
+    });
+    // From now on the relay swallows every read; wait until one is under way.
+    kit.inject_always("FetchMessages", None, refuge_testkit::Fault::Stall);
+    let stalled = || {
+        kit.seen()
+            .iter()
+            .filter(|s| s.fault == Some(refuge_testkit::Fault::Stall))
+            .count()
+    };
+    let waited = std::time::Instant::now();
+    while stalled() == 0 {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(10),
+            "no read started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The lock comes well before the client's own 20-second timeout would end the read.
+    click(w, "Hold to lock");
+    pump_until(&app, &rx, 10, "the lock", |u| matches!(u, Update::Locked));
+    assert_eq!(w.get_screen(), Screen::Locked);
+}
+
+#[test]
 fn the_app_locks_itself_after_the_idle_time_set_in_the_settings() {
     i_slint_backend_testing::init_no_event_loop();
     let tmp = tempfile::tempdir().expect("a temporary directory");
@@ -573,6 +608,74 @@ fn the_worker_refuses_to_seal_for_a_device_the_person_has_not_seen() {
         kit.received("FetchPostBundles") > 0,
         "the worker asked for the keys"
     );
+}
+
+/// The sliders of the settings screen in tree order.
+fn sliders(w: &refuge_ui::UserWindow) -> Vec<ElementHandle> {
+    let mut out = Vec::new();
+    w.root_element().visit_descendants(|e| {
+        if e.accessible_role() == Some(AccessibleRole::Slider) {
+            out.push(e);
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    out
+}
+
+/// Presses and releases the pointer `dx` logical pixels from the left edge of `e`, in its middle.
+fn press_at(w: &refuge_ui::UserWindow, e: &ElementHandle, dx: f32) {
+    use slint::platform::PointerEventButton;
+    let (p, size) = (e.absolute_position(), e.size());
+    let position = slint::LogicalPosition::new(p.x + dx, p.y + size.height / 2.0);
+    let button = PointerEventButton::Left;
+    w.window()
+        .dispatch_event(WindowEvent::PointerPressed { position, button });
+    // The page's Flickable holds a press back until it is sure it is not the start of a flick.
+    i_slint_backend_testing::mock_elapsed_time(std::time::Duration::from_millis(200));
+    w.window()
+        .dispatch_event(WindowEvent::PointerReleased { position, button });
+    i_slint_backend_testing::mock_elapsed_time(std::time::Duration::from_millis(10));
+}
+
+#[test]
+fn the_sliders_start_on_the_right_in_persian_and_on_the_left_in_french() {
+    i_slint_backend_testing::init_no_event_loop();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let (app, _rx) = app(tmp.path(), Some(deployment(&log_vkey())), None);
+    let w = app.window();
+    w.show().expect("the window shows");
+    for (lang, rtl) in [("fa", true), ("fr", false)] {
+        w.invoke_choose_language(lang.into());
+        assert_eq!(w.global::<Dir>().get_rtl(), rtl, "{lang}");
+        w.set_screen(Screen::Settings);
+        let found = sliders(w);
+        assert_eq!(found.len(), 2, "text size and lock time ({lang})");
+        let lock = &found[1];
+        let width = lock.size().width;
+        assert!(width > 100.0, "the slider is laid out ({width})");
+        // The minimum is at the start of the reading direction, the maximum at its end; the
+        // first press counts (the slider's focus scope does not take it for itself).
+        let (start, end) = if rtl {
+            (width - 2.0, 2.0)
+        } else {
+            (2.0, width - 2.0)
+        };
+        press_at(w, lock, start);
+        assert_eq!(
+            w.get_lock_minutes(),
+            1,
+            "{lang}: the start side is the minimum"
+        );
+        press_at(w, lock, end);
+        assert_eq!(
+            w.get_lock_minutes(),
+            60,
+            "{lang}: the end side is the maximum"
+        );
+        press_at(w, lock, width / 2.0);
+        let middle = w.get_lock_minutes();
+        assert!((25..=35).contains(&middle), "{lang}: the middle ({middle})");
+    }
 }
 
 /// Every screen's interactive elements, each with a label a screen reader can say.

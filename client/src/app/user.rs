@@ -127,9 +127,13 @@ impl UserClient {
         &self.core.network
     }
 
-    /// Whether this store holds a user identity (`init` has run).
+    /// Whether this device is set up: `init` has run to its end (the identity, the mailbox on
+    /// the relay and the policy it was made under). An `init` cut short (a lost connection, an
+    /// app closed or locked midway) leaves an identity without a policy: not set up, and `init`
+    /// may run again (it re-creates the same mailbox).
     pub fn is_initialized(&self) -> Result<bool> {
-        Ok(self.core.store.user_mailbox()?.is_some())
+        let store = &self.core.store;
+        Ok(store.user_mailbox()?.is_some() && store.policy()?.is_some())
     }
 
     /// The relay to use under `policy`: the one given, else the one remembered, else the one

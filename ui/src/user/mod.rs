@@ -78,6 +78,8 @@ struct Flow {
     /// A create or unlock was in flight when the person locked or erased: its result is not
     /// to open anything.
     discard_open: bool,
+    /// A create or unlock is in flight (a send may be too: that is `busy`, not this).
+    opening: bool,
 }
 
 /// The app's window and its flow.
@@ -148,6 +150,7 @@ impl UserApp {
             last_activity: Instant::now(),
             log: logs::Log::default(),
             discard_open: false,
+            opening: false,
         }));
         let app = UserApp {
             window,
@@ -414,7 +417,11 @@ impl UserApp {
         w.set_passphrase_repeat(SharedString::new());
         w.set_strength(0);
         w.set_busy(true);
-        self.flow.borrow_mut().onboarding = true;
+        {
+            let mut flow = self.flow.borrow_mut();
+            flow.onboarding = true;
+            flow.opening = true;
+        }
         self.send(Command::Create { passphrase });
     }
 
@@ -428,6 +435,7 @@ impl UserApp {
         let passphrase = Passphrase::new(pass.to_string());
         w.set_passphrase(SharedString::new());
         w.set_busy(true);
+        self.flow.borrow_mut().opening = true;
         self.send(Command::Unlock { passphrase });
     }
 
@@ -606,9 +614,9 @@ impl UserApp {
 
     fn panic(&self) {
         let destroy = self.window.get_panic_mode() == PanicMode::Destroy;
-        let busy = self.window.get_busy();
+        let opening = self.flow.borrow().opening;
         self.clear_window();
-        self.flow.borrow_mut().discard_open = busy;
+        self.flow.borrow_mut().discard_open = opening;
         self.window.set_destroyed(destroy);
         self.go(Screen::Locked);
         if destroy {
@@ -708,6 +716,7 @@ impl UserApp {
                 automatic,
             } => {
                 w.set_busy(false);
+                self.flow.borrow_mut().opening = false;
                 if std::mem::take(&mut self.flow.borrow_mut().discard_open) {
                     // The person locked or erased while this was opening.
                     self.send(Command::Lock);
@@ -744,7 +753,11 @@ impl UserApp {
             }
             Update::OpenFailed { problem, detail } => {
                 w.set_busy(false);
-                self.flow.borrow_mut().discard_open = false;
+                {
+                    let mut flow = self.flow.borrow_mut();
+                    flow.discard_open = false;
+                    flow.opening = false;
+                }
                 self.problem(problem, &detail);
             }
             Update::Event(event) => self.event(event),

@@ -13,6 +13,11 @@ pub fn untrusted(error: &ClientError) -> bool {
 
 /// The problem to show for `error`, and its detail.
 pub fn problem_of(error: &ClientError) -> (Problem, String) {
+    if untrusted(error) {
+        // Whatever the error's kind: never "try again" (an outboxed message lost to a broken
+        // relay is still the relay's doing).
+        return (Problem::Untrusted, error.to_string());
+    }
     let problem = match error {
         ClientError::WrongPassphrase => Problem::WrongPassphrase,
         ClientError::PassphraseMismatch => Problem::PassphrasesDiffer,
@@ -27,9 +32,6 @@ pub fn problem_of(error: &ClientError) -> (Problem, String) {
         ClientError::Tor(_) | ClientError::TorConfig(_) => Problem::TorFailed,
         ClientError::Io { .. } | ClientError::Store(_) => Problem::StoreFailed,
         other => match other.blame() {
-            // A relay that breaks the protocol, or a key or log that does not match what the
-            // authority signed: never "try again", whatever the error.
-            Blame::Attack | Blame::RelayMisbehaved => Problem::Untrusted,
             Blame::Network => Problem::RelayUnreachable,
             Blame::Relay => Problem::RelayRefused,
             Blame::Local => Problem::StoreFailed,
@@ -81,6 +83,7 @@ mod tests {
             source: Box::new(ClientError::RelayProtocol("garbage".into())),
         };
         assert!(untrusted(&outboxed));
+        assert_eq!(problem_of(&outboxed).0, Problem::Untrusted);
         // A lost connection is retried on the schedule.
         assert!(!untrusted(&ClientError::ConnectionLost("reset".into())));
         assert!(!untrusted(&ClientError::Tor("timed out".into())));

@@ -235,6 +235,12 @@ struct State {
     schedule: PollSchedule,
     /// The last read failed (the window shows that it is not connected).
     receive_failing: bool,
+    /// The relay broke the protocol or served what the authority did not sign: nothing is read
+    /// or sent until the person connects again and everything verifies.
+    untrusted: bool,
+    /// The interrupt count when the last lock or erase was handled: background reads started
+    /// after it are interrupted by the next one.
+    session_epoch: u64,
 }
 
 impl State {
@@ -252,6 +258,8 @@ impl State {
             open_post: None,
             schedule,
             receive_failing: false,
+            untrusted: false,
+            session_epoch: 0,
         }
     }
 
@@ -269,12 +277,16 @@ impl State {
         loop {
             let tagged = if self.connected {
                 tokio::select! {
+                    // A command first, a lock above all: a read due at the same moment waits.
+                    biased;
                     c = rx.recv() => c,
                     _ = tokio::time::sleep_until(next_read) => {
-                        let epoch = *interrupted.borrow();
-                        let wait = self.interruptible(epoch, &interrupted, Self::receive).await;
-                        next_read = tokio::time::Instant::now()
-                            + wait.unwrap_or(Duration::ZERO);
+                        // Interrupted by any lock or erase sent since the last one handled, so
+                        // one already queued stops it before it starts.
+                        let epoch = self.session_epoch;
+                        if let Some(wait) = self.interruptible(epoch, &interrupted, Self::receive).await {
+                            next_read = tokio::time::Instant::now() + wait;
+                        }
                         continue;
                     }
                 }
@@ -294,6 +306,9 @@ impl State {
             // across one, so dropping it there leaves nothing half-written, while a key
             // derivation on a blocking thread would go on writing after an erase.
             let network = matches!(command, Command::Connect { .. } | Command::Send { .. });
+            if ends_session {
+                self.session_epoch = epoch;
+            }
             if !network {
                 self.handle(command).await;
             } else {
@@ -306,9 +321,9 @@ impl State {
             }
             if self.connected && !was_connected {
                 // Read at once after connecting, then on the schedule.
-                let epoch = *interrupted.borrow();
-                let wait = self.interruptible(epoch, &interrupted, Self::receive).await;
-                next_read = tokio::time::Instant::now() + wait.unwrap_or(Duration::ZERO);
+                if let Some(wait) = self.interruptible(epoch, &interrupted, Self::receive).await {
+                    next_read = tokio::time::Instant::now() + wait;
+                }
             }
         }
     }
@@ -399,15 +414,11 @@ impl State {
                 self.show_devices();
             }
             Command::Lock => {
-                self.client = None;
-                self.connected = false;
-                self.open_post = None;
+                self.forget();
                 self.say(Update::Locked);
             }
             Command::Destroy => {
-                self.client = None;
-                self.connected = false;
-                self.open_post = None;
+                self.forget();
                 // The store's key header goes first (refuge_client::store::wipe). A directory
                 // with nothing of ours in it is already as destroyed as it gets.
                 let dir = self.setup.data_dir.clone();
@@ -424,6 +435,31 @@ impl State {
                 self.say(Update::Destroyed { erased });
             }
         }
+    }
+
+    /// Everything of the session: the client (and with it the store and the keys) and what was
+    /// learnt about the relay.
+    fn forget(&mut self) {
+        self.client = None;
+        self.connected = false;
+        self.open_post = None;
+        self.receive_failing = false;
+        self.untrusted = false;
+    }
+
+    /// Stops reading and sending after `error` if it means the relay cannot be trusted (it broke
+    /// the protocol, or served what the authority did not sign), and tells the person; `true`
+    /// if it did.
+    fn stop_if_untrusted(&mut self, error: &refuge_client::error::ClientError) -> bool {
+        if !super::problem::untrusted(error) {
+            return false;
+        }
+        self.connected = false;
+        self.untrusted = true;
+        self.say(Update::Untrusted {
+            detail: error.to_string(),
+        });
+        true
     }
 
     fn opened(
@@ -492,12 +528,19 @@ impl State {
         match outcome {
             Ok(()) => {
                 self.connected = true;
+                self.untrusted = false;
+                self.receive_failing = false;
                 self.schedule = self.setup.poll.clone();
                 self.say(Update::Connected);
                 self.show_posts();
                 self.show_open_post();
             }
             Err(e) => {
+                if self.stop_if_untrusted(&e) {
+                    return;
+                }
+                // Whatever was connected before is not any more.
+                self.connected = false;
                 let (problem, detail) = problem_of(&e);
                 self.say(Update::ConnectFailed { problem, detail });
             }
@@ -513,14 +556,10 @@ impl State {
         let succeeded = outcome.is_ok();
         let wait = self.schedule.next_wait(succeeded);
         if let Err(e) = &outcome
-            && super::problem::untrusted(e)
+            && self.stop_if_untrusted(e)
         {
-            // Not retried: the person is told, and connects again only if they choose to (the
-            // next connection verifies everything again, failing closed).
-            self.connected = false;
-            self.say(Update::Untrusted {
-                detail: e.to_string(),
-            });
+            // Not retried: the person connects again only if they choose to (the next
+            // connection verifies everything again, failing closed).
             self.show_posts();
             return Duration::from_secs(3600);
         }
@@ -541,6 +580,14 @@ impl State {
     }
 
     async fn send(&mut self, post: String, text: SecretText) {
+        if self.untrusted {
+            // The person was told not to send anything until they connect again.
+            self.say(Update::SendFailed {
+                problem: Problem::Untrusted,
+                detail: String::new(),
+            });
+            return;
+        }
         let Some(client) = self.client.as_mut() else {
             return;
         };
@@ -565,16 +612,20 @@ impl State {
                 return;
             }
             Err(e) => {
-                let (problem, detail) = problem_of(&e);
-                self.say(Update::SendFailed { problem, detail });
+                if !self.stop_if_untrusted(&e) {
+                    let (problem, detail) = problem_of(&e);
+                    self.say(Update::SendFailed { problem, detail });
+                }
                 return;
             }
         }
         match client.contact(&post, &text, None).await {
             Ok(_) => self.say(Update::Sent { post }),
             Err(e) => {
-                let (problem, detail) = problem_of(&e);
-                self.say(Update::SendFailed { problem, detail });
+                if !self.stop_if_untrusted(&e) {
+                    let (problem, detail) = problem_of(&e);
+                    self.say(Update::SendFailed { problem, detail });
+                }
             }
         }
         self.show_posts();
