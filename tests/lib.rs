@@ -712,11 +712,21 @@ impl Drop for WitnessProcess {
 
 /// A loopback port nobody listens on right now (for the witness, whose URL the relay needs
 /// before the witness can start: the witness needs the relay's log URL).
+///
+/// It is drawn at random below Linux's ephemeral range (32768–60999): a port the kernel hands
+/// out for `:0` (every relay, client and program these tests start binds that way) could be
+/// handed out again to one of them between this check and the witness's own bind, which made
+/// a witness fail with "Address already in use" under a loaded CI run.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
+    use rand::Rng;
+    let mut rng = rand::rng();
+    for _ in 0..200 {
+        let port = rng.random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between 20000 and 32000 after 200 tries")
 }
 
 /// GET the relay's checkpoint over its log HTTP listener.
