@@ -37,6 +37,20 @@ fn onboard(
     onboard_with(dir, vkey, route_to(kit))
 }
 
+/// [`onboard`], then Connect, until the worker reports the connection.
+fn connected(
+    dir: &std::path::Path,
+    vkey: &str,
+    kit: &TestRelay,
+) -> (refuge_ui::user::UserApp, std::sync::mpsc::Receiver<Update>) {
+    let (app, rx) = onboard(dir, vkey, kit);
+    click(app.window(), "Connect");
+    pump_until(&app, &rx, 30, "the connection", |u| {
+        matches!(u, Update::Connected)
+    });
+    (app, rx)
+}
+
 /// [`onboard`], with the client's connections prepared by `prepare`.
 fn onboard_with(
     dir: &std::path::Path,
@@ -413,12 +427,8 @@ fn a_lock_does_not_wait_for_a_read_that_never_answers() {
     let dir = tmp.path().join("app");
     let (_rt, kit) = kit_relay();
     let vkey = kit.log_vkey().expect("a log").to_string();
-    let (app, rx) = onboard(&dir, &vkey, &kit);
+    let (app, rx) = connected(&dir, &vkey, &kit);
     let w = app.window();
-    click(w, "Connect");
-    pump_until(&app, &rx, 30, "the connection", |u| {
-        matches!(u, Update::Connected)
-    });
     // From now on the relay swallows every read; wait until one is under way.
     kit.inject_always("FetchMessages", None, refuge_testkit::Fault::Stall);
     let stalled = || {
@@ -486,12 +496,8 @@ fn a_relay_that_breaks_the_protocol_stops_receiving_until_the_person_connects_ag
     let dir = tmp.path().join("app");
     let (_rt, kit) = kit_relay();
     let vkey = kit.log_vkey().expect("a log").to_string();
-    let (app, rx) = onboard(&dir, &vkey, &kit);
+    let (app, rx) = connected(&dir, &vkey, &kit);
     let w = app.window();
-    click(w, "Connect");
-    pump_until(&app, &rx, 30, "the connection", |u| {
-        matches!(u, Update::Connected)
-    });
     assert_eq!(w.get_screen(), Screen::Home);
     // The relay now answers every read with an acknowledgement of nothing.
     kit.inject_always("FetchMessages", None, refuge_testkit::Fault::Misanswer);
@@ -534,12 +540,8 @@ fn the_worker_refuses_to_seal_for_a_device_the_person_has_not_seen() {
             .expect("the log takes the enrolment");
     };
     enrol(1, "desk-1");
-    let (app, rx) = onboard(&dir, &vkey, &kit);
+    let (app, rx) = connected(&dir, &vkey, &kit);
     let w = app.window();
-    click(w, "Connect");
-    pump_until(&app, &rx, 30, "the connection", |u| {
-        matches!(u, Update::Connected)
-    });
     pump_until(
         &app,
         &rx,
