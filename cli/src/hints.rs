@@ -100,7 +100,9 @@ fn relay_hint(code: ErrorCode) -> &'static str {
     use ErrorCode::*;
     match code {
         UnsupportedVersion => "update this program to a version the relay speaks",
-        NoDevices => "no staff device of this post has registered with the relay yet; try later",
+        NoDevices => {
+            "the relay handed out no keys for any staff device of this post (none has registered, or the relay withholds them); try later, and if it persists tell the post through another channel"
+        }
         PrekeysExhausted => "the post's devices have run out of one-time keys; try again later",
         UnknownPost => "the relay does not know this post: its directory may be older than yours",
         UnknownMailbox => {

@@ -310,6 +310,56 @@ async fn first_contact_replies_and_session_reuse() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn a_device_whose_keys_the_relay_withholds_is_named_to_the_user_and_to_its_colleagues() {
+    let w = World::new().await;
+    // A relay that leaves desk 2 out of the bundles it hands out (as it may for a device that
+    // has not registered: the user cannot tell the two apart).
+    w.relay
+        .set_tamper(|bundles| bundles.retain(|b| b.label != DESK2));
+    let sent = w.contact("hello").await.unwrap();
+    assert_eq!(sent.sent, vec![DESK1.to_string()]);
+    assert_eq!(sent.no_keys, vec![DESK2.to_string()]);
+    assert_eq!(w.relay.deposits(), 1);
+
+    // Desk 1 sees, from inside the first contact's encryption, that desk 2 got no copy.
+    let (seen, _) = w.staff_read(DESK1).await;
+    assert_eq!(seen.len(), 1);
+    let case = seen[0].0.clone();
+    assert_eq!(
+        w.staff_store(DESK1).case_not_sealed_for(&case).unwrap(),
+        vec![DESK2.to_string()]
+    );
+    assert_eq!(w.staff_read(DESK2).await.0, vec![]);
+
+    // The relay hands desk 2's keys out again: the next message reaches it as a first contact
+    // sealed for both, and its case names no device left out.
+    w.relay.set_tamper(|_| {});
+    let sent = w.contact("again").await.unwrap();
+    assert_eq!(sent.sent, vec![DESK1.to_string(), DESK2.to_string()]);
+    assert!(sent.no_keys.is_empty());
+    let (seen2, _) = w.staff_read(DESK2).await;
+    assert_eq!(seen2, vec![(case.clone(), "again".to_string())]);
+    assert!(
+        w.staff_store(DESK2)
+            .case_not_sealed_for(&case)
+            .unwrap()
+            .is_empty()
+    );
+
+    // No keys for any device: a clear refusal naming the relay, and nothing kept or sent.
+    let fresh = World::new().await;
+    fresh.relay.set_tamper(|bundles| bundles.clear());
+    let err = fresh.contact("anyone?").await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("handed out no keys for any device"),
+        "{err}"
+    );
+    assert_eq!(fresh.relay.deposits(), 0);
+    assert!(fresh.user_store().conversations().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn bundle_with_another_identity_key_is_refused_and_nothing_is_sent() {
     let w = World::new().await;
     let impostor = IdentityKeyPair::generate(&mut os_rng());

@@ -79,6 +79,7 @@ pub(crate) async fn craft_first_contact(
                 deposit_token: mailbox.deposit_token.0.to_vec(),
             }),
             text: text.into(),
+            sealed_for: Vec::new(),
         })),
         ..Default::default()
     };

@@ -254,6 +254,10 @@ impl<'s> Staff<'s> {
             me: self.me.clone(),
             post_id: self.device.post_id.clone(),
             pins: StaffPins::from_directory(directory)?,
+            devices: directory
+                .post(&self.device.post_id)
+                .map(|p| p.devices.iter().map(|d| d.label.clone()).collect())
+                .unwrap_or_default(),
         };
         let mut report = delivery::receive(
             self.store,
@@ -497,6 +501,23 @@ struct StaffRecipient {
     me: Peer,
     post_id: String,
     pins: StaffPins,
+    /// The labels of the post's devices in the verified directory (this one included).
+    devices: Vec<String>,
+}
+
+impl StaffRecipient {
+    /// The post's devices a first contact sealed for `sealed_for` did not reach: the relay
+    /// handed out no keys for them. Nothing when the list is empty (a version before it).
+    fn not_sealed_for(&self, sealed_for: &[String]) -> Vec<String> {
+        if sealed_for.is_empty() {
+            return Vec::new();
+        }
+        self.devices
+            .iter()
+            .filter(|d| !sealed_for.contains(d))
+            .cloned()
+            .collect()
+    }
 }
 
 impl Recipient for StaffRecipient {
@@ -533,6 +554,7 @@ impl Recipient for StaffRecipient {
                 let token = DepositToken::from_slice(&reply.deposit_token)
                     .map_err(|e| ClientError::Undecryptable(format!("reply address: {e}")))?;
                 store.upsert_case(&case_id, &user_address, Some((&mailbox, &token)))?;
+                store.set_case_not_sealed_for(&case_id, &self.not_sealed_for(&f.sealed_for))?;
                 SecretText::new(std::mem::take(&mut f.text))
             }
             Some(Body::Text(t)) => {

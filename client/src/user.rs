@@ -40,14 +40,19 @@ impl std::fmt::Debug for User<'_> {
     }
 }
 
-/// Result of a contact: which devices got the message, and which were skipped because they
-/// have not registered with the relay yet.
+/// Result of a contact: which devices got the message, and which did not because the relay
+/// handed out no keys for them.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ContactReport {
     /// The message in the user's conversation with the post.
     pub message: i64,
     pub sent: Vec<String>,
-    pub skipped: Vec<String>,
+    /// Devices of the post (per the verified directory) the message was not sealed for: we hold
+    /// no session with them and the relay's answer had no prekey bundle for them. Either the
+    /// device has not registered, or the relay withheld its keys; the user cannot tell which,
+    /// so a front end says what is known: "the relay handed out no keys for desk-N". The
+    /// devices that did get the message see the same list (`FirstContact.sealed_for`).
+    pub no_keys: Vec<String>,
     /// What became of the messages earlier runs had left in the outbox.
     pub earlier: outbox::EarlierReport,
 }
@@ -191,10 +196,10 @@ impl<'s> User<'s> {
         let mut rng = os_rng();
         // (device, whether it gets the FirstContact, whether its session starts now)
         let mut targets: Vec<(&StaffDevice, bool, bool)> = Vec::new();
-        let mut skipped = Vec::new();
+        let mut no_keys = Vec::new();
         for dev in need_bundle {
             let Some(b) = bundles.iter().find(|b| b.label == dev.label) else {
-                skipped.push(dev.label.clone());
+                no_keys.push(dev.label.clone());
                 continue;
             };
             let bundle = prekey_bundle(b)?;
@@ -235,9 +240,14 @@ impl<'s> User<'s> {
         if targets.is_empty() {
             return Err(ClientError::Relay {
                 code: refuge_proto::ErrorCode::NoDevices,
-                message: format!("no device of {post_id} has registered with the relay yet"),
+                message: format!(
+                    "the relay handed out no keys for any device of {post_id} (none has \
+                     registered, or the relay withholds them)"
+                ),
             });
         }
+        // Sealed inside every copy, so that each device sees which colleagues got none.
+        let sealed_for: Vec<String> = targets.iter().map(|(d, _, _)| d.label.clone()).collect();
 
         // The message as the user's conversation shows it: one entry, whatever the number of
         // copies; the relay's confirmations of the copies move its state.
@@ -266,6 +276,7 @@ impl<'s> User<'s> {
                         deposit_token: self.mailbox.deposit_token.0.to_vec(),
                     }),
                     text: text.expose().to_string(),
+                    sealed_for: sealed_for.clone(),
                 })
             } else {
                 Body::Text(Text {
@@ -332,7 +343,7 @@ impl<'s> User<'s> {
         Ok(ContactReport {
             message,
             sent: labels,
-            skipped,
+            no_keys,
             earlier: outbox::EarlierReport::of(&sent),
         })
     }

@@ -430,5 +430,18 @@ pub fn client_policies() -> Vec<Vec<u8>> {
         "relay-onion vww6ybal4bd7szmgncyruucpgfkqahzddi37ktceo3ah7ngmcopnpyyd.onion\npost emb-xx",
     );
     out.push([b"\x01".as_slice(), onion.as_bytes()].concat());
+    // The ministry's name (Persian, with its zero-width non-joiner) and the app's default
+    // bridges: an obfs4, a webtunnel on IPv6 and a plain bridge.
+    let app = format!(
+        "{text}ministry وزارت\u{200c}خانه\n\
+         bridge obfs4 192.0.2.1:443 0123456789ABCDEF0123456789ABCDEF01234567 \
+         cert=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA iat-mode=0\n\
+         bridge webtunnel [2001:db8::1]:443 89ABCDEF0123456789ABCDEF0123456789ABCDEF \
+         url=https://bridge.example/path ver=0.0.1\n\
+         bridge 192.0.2.2:9001 FEDCBA9876543210FEDCBA9876543210FEDCBA98\n"
+    );
+    let signed = sign_policy(&app, &authority).expect("the policy text with bridges is valid");
+    out.push([&[0][..], &signed].concat());
+    out.push([b"\x01".as_slice(), app.as_bytes()].concat());
     out
 }

@@ -429,3 +429,76 @@ async fn an_inbox_in_the_background_reads_cases_until_told_to_stop() {
             .any(|e| matches!(e, Event::ReceiveFailed { .. }))
     );
 }
+
+/// A front end checks the keys with the person on the very directory a message is sealed for:
+/// a device enrolled after the person last looked is in it, so the check sees it and nothing is
+/// sealed or sent until the person approves.
+#[tokio::test(flavor = "current_thread")]
+async fn the_front_ends_check_runs_on_the_directory_the_message_is_sealed_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let circuits = circuits(12).await;
+    let _desk1 = staff_device(dir, &circuits, DESK1).await;
+    let mut user = new_user(dir, &circuits, Events::default()).await;
+    let looked_at: Vec<String> = user
+        .sync_directory()
+        .await
+        .expect("the directory")
+        .post(POST)
+        .expect("the post")
+        .devices
+        .iter()
+        .map(|d| d.label.clone())
+        .collect();
+    assert_eq!(looked_at, [DESK1]);
+
+    // The ministry enrols a second desk after the person looked at the numbers.
+    let _desk2 = staff_device(dir, &circuits, DESK2).await;
+    let (fetches, deposits) = (
+        circuits.kit.received("FetchPostBundles"),
+        circuits.kit.received("Deposit"),
+    );
+    let same_devices = |seen: &[String]| {
+        let seen = seen.to_vec();
+        move |_: &refuge_client::store::Store, d: &refuge_proto::directory::VerifiedDirectory| {
+            let now: Vec<String> = d
+                .post(POST)
+                .map(|p| p.devices.iter().map(|x| x.label.clone()).collect())
+                .unwrap_or_default();
+            Ok(now == seen)
+        }
+    };
+    let sent = user
+        .contact_approved(
+            POST,
+            &SecretText::new("only for what I checked".into()),
+            None,
+            same_devices(&looked_at),
+        )
+        .await
+        .expect("no error");
+    assert!(sent.is_none(), "the new desk is in the directory checked");
+    assert_eq!(
+        (
+            circuits.kit.received("FetchPostBundles"),
+            circuits.kit.received("Deposit")
+        ),
+        (fetches, deposits),
+        "nothing sealed, nothing sent"
+    );
+    assert!(user.conversation(POST, None, 10).unwrap().is_empty());
+
+    // The person looks at both numbers: the message goes to both desks.
+    let report = user
+        .contact_approved(
+            POST,
+            &SecretText::new("and now everyone".into()),
+            None,
+            same_devices(&[DESK1.to_string(), DESK2.to_string()]),
+        )
+        .await
+        .expect("contact")
+        .expect("approved");
+    assert_eq!(report.sent, [DESK1, DESK2]);
+    assert!(report.no_keys.is_empty());
+}

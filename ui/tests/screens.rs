@@ -984,9 +984,43 @@ fn what_the_worker_reports_after_a_lock_never_reaches_the_window() {
     });
     app.apply(Update::Sent {
         post: "emb-xx".into(),
+        no_keys: vec!["emb-xx/desk-2".into()],
     });
     app.apply(Update::Connected);
     assert_eq!(w.get_screen(), Screen::Locked, "still locked");
+    assert_eq!(w.get_no_keys(), "", "nothing of the post is shown while locked");
     assert_eq!(w.get_messages().row_count(), 0);
     assert_eq!(w.get_posts().row_count(), 0);
+}
+
+#[test]
+fn a_device_the_relay_handed_out_no_keys_for_is_named_until_a_message_reaches_every_device() {
+    i_slint_backend_testing::init_no_event_loop();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let (app, _rx) = app(&tmp.path().join("app"), None, None);
+    let w = app.window();
+    fill_with_sample_data(&app);
+    w.set_screen(Screen::Conversation);
+    let post = w.get_post_id().to_string();
+    assert!(!post.is_empty(), "the sample data opens a post");
+    let banner = "The relay handed out no keys for emb-xx/desk-2";
+    assert!(!shows(w, banner));
+    app.apply(Update::Sent {
+        post: post.clone(),
+        no_keys: vec!["emb-xx/desk-2".into()],
+    });
+    assert!(shows(w, banner), "{:?}", labels(w));
+    // What another post's send reports is not shown here.
+    app.apply(Update::Sent {
+        post: "another".into(),
+        no_keys: vec!["another/desk-9".into()],
+    });
+    assert!(!shows(w, "another/desk-9"));
+    assert!(shows(w, banner));
+    // The next message reached every device: the banner goes.
+    app.apply(Update::Sent {
+        post,
+        no_keys: Vec::new(),
+    });
+    assert!(!shows(w, banner));
 }

@@ -250,6 +250,13 @@ async fn run(args: Args) -> Result<()> {
             for m in &messages {
                 say(&cli::case_line(m))?;
             }
+            for label in client.not_sealed_for(&case_id)? {
+                cli::warn(&format!(
+                    "the user's first contact was not sealed for {label}: the relay handed out no \
+                     keys for it (it had not registered, or the relay withheld its keys), so it \
+                     does not have this case"
+                ));
+            }
             // Those shown, no others.
             if let (Some(first), Some(last)) = (messages.first(), messages.last()) {
                 client.mark_read(&case_id, first.id..=last.id)?;

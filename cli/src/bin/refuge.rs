@@ -205,9 +205,10 @@ async fn run(args: Args) -> Result<()> {
             let text = cli::message_text(&message)?;
             let report = client.contact(&post, &text, timer).await?;
             cli::report_earlier(&report.earlier);
-            for label in &report.skipped {
+            for label in &report.no_keys {
                 cli::warn(&format!(
-                    "{label} has not registered with the relay yet and did not get this message"
+                    "the relay handed out no keys for {label}: it did not get this message (it \
+                     has not registered, or the relay withholds its keys; ask the post)"
                 ));
             }
             say(&format!(

@@ -416,6 +416,14 @@ impl InboxClient {
         self.core.store.mark_case_seen(&case.case_id, ids)
     }
 
+    /// The post's devices the user's latest first contact in `case_id` (full id or unique
+    /// prefix) was not sealed for, by label: the relay handed out no keys for them, so they do
+    /// not have this case. Empty when it reached every device the directory listed on arrival.
+    pub fn not_sealed_for(&self, case_id: &str) -> Result<Vec<String>> {
+        let case = self.case(case_id)?;
+        self.core.store.case_not_sealed_for(&case.case_id)
+    }
+
     /// The case with this id or unique prefix of at least 8.
     fn case(&self, case_id: &str) -> Result<CaseRecord> {
         self.core

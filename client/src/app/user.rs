@@ -205,18 +205,53 @@ impl UserClient {
         text: &SecretText,
         timer: Option<Timer>,
     ) -> Result<ContactReport> {
+        let directory = self.directory_within(Duration::ZERO).await?;
+        crate::user::check_contact(&directory, post_id, text)?;
+        self.seal_and_send(&directory, post_id, text, timer).await
+    }
+
+    /// [`UserClient::contact`], if `approve` accepts the directory the message is about to be
+    /// sealed for (downloaded and verified for this message; the post and text checked against
+    /// it). A front end's check of the keys with the person (the app's safety numbers) thereby
+    /// runs on exactly the devices the message goes to, not on a directory read a moment
+    /// before, which a device enrolled in between would not be in. `Ok(None)`: not approved;
+    /// nothing was sealed or sent (the directory is kept: [`UserClient::directory`]).
+    pub async fn contact_approved(
+        &mut self,
+        post_id: &str,
+        text: &SecretText,
+        timer: Option<Timer>,
+        approve: impl FnOnce(&Store, &VerifiedDirectory) -> Result<bool>,
+    ) -> Result<Option<ContactReport>> {
+        let directory = self.directory_within(Duration::ZERO).await?;
+        crate::user::check_contact(&directory, post_id, text)?;
+        if !approve(&self.core.store, &directory)? {
+            return Ok(None);
+        }
+        let report = self.seal_and_send(&directory, post_id, text, timer).await?;
+        Ok(Some(report))
+    }
+
+    /// Seals `text` for the devices of `post_id` in `directory` into the outbox, then sends it
+    /// (with whatever the outbox held) on a circuit of its own, never the one that reads the
+    /// user's mailbox.
+    async fn seal_and_send(
+        &mut self,
+        directory: &VerifiedDirectory,
+        post_id: &str,
+        text: &SecretText,
+        timer: Option<Timer>,
+    ) -> Result<ContactReport> {
         let timer = match timer {
             Some(t) => t,
             None => self.core.store.default_timer()?,
         };
-        let directory = self.directory_within(Duration::ZERO).await?;
-        crate::user::check_contact(&directory, post_id, text)?;
         let endpoint = self.core.endpoint()?;
         let mut session = self.core.connect(&endpoint, &fresh_circuit()).await?;
         let user = self.user()?.with_events(self.events().clone());
         let now = self.core.store.now();
         let sent = user
-            .contact(&mut session, &directory, post_id, text, timer, now)
+            .contact(&mut session, directory, post_id, text, timer, now)
             .await;
         session.close().await;
         let report = sent?;

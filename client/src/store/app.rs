@@ -807,6 +807,34 @@ impl Store {
     }
 
     /// Records the disappearing-message timer the user chose in their latest message.
+    /// Records which of the post's devices the user's latest first contact in `case_id` was not
+    /// sealed for (the relay handed out no keys for them), replacing what an earlier one said.
+    pub fn set_case_not_sealed_for(&self, case_id: &str, labels: &[String]) -> Result<()> {
+        self.conn().execute(
+            "DELETE FROM case_not_sealed_for WHERE case_id = ?1",
+            [case_id],
+        )?;
+        let mut insert = self.conn().prepare_cached(
+            "INSERT OR IGNORE INTO case_not_sealed_for (case_id, label) VALUES (?1, ?2)",
+        )?;
+        for label in labels {
+            insert.execute([case_id, label.as_str()])?;
+        }
+        Ok(())
+    }
+
+    /// The post's devices the user's latest first contact in `case_id` was not sealed for, by
+    /// label; empty when it reached all of them, or when it carried no list (an older version).
+    pub fn case_not_sealed_for(&self, case_id: &str) -> Result<Vec<String>> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT label FROM case_not_sealed_for WHERE case_id = ?1 ORDER BY label",
+        )?;
+        let labels = stmt
+            .query_map([case_id], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(labels)
+    }
+
     pub fn set_case_timer(&self, case_id: &str, seconds: u64) -> Result<()> {
         self.conn().execute(
             "UPDATE cases SET disappear_seconds = ?1 WHERE case_id = ?2",

@@ -306,6 +306,16 @@ UPDATE case_messages SET seen = 1;
 ALTER TABLE outbox ADD COLUMN case_message_id INTEGER;
 CREATE INDEX case_messages_by_case ON case_messages (case_id, id);
 "#,
+    // v9: withheld keys made visible (issue 17). The post's devices, per the directory when the
+    // user's latest first contact arrived, that it was not sealed for (the list it carries
+    // inside its encryption says which were): the relay handed out no keys for them.
+    r#"
+CREATE TABLE case_not_sealed_for (
+    case_id TEXT NOT NULL REFERENCES cases (case_id) ON DELETE CASCADE,
+    label   TEXT NOT NULL,
+    PRIMARY KEY (case_id, label)
+) STRICT;
+"#,
 ];
 
 /// The local state database.

@@ -509,6 +509,7 @@ impl UserApp {
         w.set_messages(model(Vec::<MessageItem>::new()));
         w.set_devices(model(Vec::<DeviceItem>::new()));
         w.set_key_changed(false);
+        w.set_no_keys(SharedString::new());
         self.go(if post.last_at_hour.is_some() {
             Screen::Conversation
         } else {
@@ -603,6 +604,7 @@ impl UserApp {
         w.set_phase(ConnectPhase::Idle);
         w.set_assist(false);
         w.set_key_changed(false);
+        w.set_no_keys(SharedString::new());
         w.set_store_open(false);
         w.set_busy(false);
         let mut flow = self.flow.borrow_mut();
@@ -834,9 +836,12 @@ impl UserApp {
                         .collect(),
                 ));
             }
-            Update::Sent { post } => {
+            Update::Sent { post, no_keys } => {
                 w.set_busy(false);
                 let composing = matches!(w.get_screen(), Screen::Contact | Screen::Conversation);
+                if w.get_post_id().as_str() == post {
+                    w.set_no_keys(no_keys.join(", ").into());
+                }
                 if composing && w.get_post_id().as_str() == post {
                     // The draft goes only once the message is sealed and kept.
                     w.set_draft(SharedString::new());

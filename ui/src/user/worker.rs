@@ -102,6 +102,8 @@ pub enum Update {
     /// The message was sealed and kept (the delivery events follow).
     Sent {
         post: String,
+        /// Devices of the post the message did not reach: the relay handed out no keys for them.
+        no_keys: Vec<String>,
     },
     SendFailed {
         problem: Problem,
@@ -591,19 +593,21 @@ impl State {
         let Some(client) = self.client.as_mut() else {
             return;
         };
-        // The numbers are checked on a freshly verified directory, and the check fails closed:
-        // a device re-keyed since the last read, or one the person has not seen yet, stops the
-        // message until the person has looked at the numbers.
-        let checked = match client.sync_directory().await {
-            Ok(_) => match client.directory() {
-                Some(dir) => safety::changed(client.store(), dir, &post),
-                None => Ok(true),
-            },
-            Err(e) => Err(e),
-        };
-        match checked {
-            Ok(false) => {}
-            Ok(true) => {
+        // The numbers are checked on the directory verified for this message, the one it is
+        // sealed for, and the check fails closed: a device re-keyed since the last read, or one
+        // the person has not seen yet, stops the message until the person has looked at the
+        // numbers.
+        let sent = client
+            .contact_approved(&post, &text, None, |store, dir| {
+                Ok(!safety::changed(store, dir, &post)?)
+            })
+            .await;
+        match sent {
+            Ok(Some(report)) => self.say(Update::Sent {
+                post,
+                no_keys: report.no_keys,
+            }),
+            Ok(None) => {
                 self.say(Update::SendFailed {
                     problem: Problem::KeyChanged,
                     detail: String::new(),
@@ -611,16 +615,6 @@ impl State {
                 self.show_devices();
                 return;
             }
-            Err(e) => {
-                if !self.stop_if_untrusted(&e) {
-                    let (problem, detail) = problem_of(&e);
-                    self.say(Update::SendFailed { problem, detail });
-                }
-                return;
-            }
-        }
-        match client.contact(&post, &text, None).await {
-            Ok(_) => self.say(Update::Sent { post }),
             Err(e) => {
                 if !self.stop_if_untrusted(&e) {
                     let (problem, detail) = problem_of(&e);
