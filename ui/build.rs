@@ -10,7 +10,7 @@ fn main() {
         .with_default_translation_context(slint_build::DefaultTranslationContext::None)
         // Fonts and images go into the binary: the installed app must not need the source tree.
         .embed_resources(slint_build::EmbedResourcesKind::EmbedFiles);
-    if let Err(e) = slint_build::compile_with_config("slint/user.slint", config) {
+    if let Err(e) = slint_build::compile_with_config("slint/apps.slint", config) {
         eprintln!("error: the .slint files do not compile: {e}");
         std::process::exit(1);
     }

@@ -15,7 +15,7 @@ use refuge_proto::directory_sync::{DirectorySync, SyncError, TrustedCheckpoint};
 use std::path::{Path, PathBuf};
 
 /// The checkpoint accepted by the last download (a signed note), kept to hold the log to it.
-const CHECKPOINT: &str = "directory_checkpoint";
+pub(crate) const CHECKPOINT: &str = "directory_checkpoint";
 
 pub use crate::config::parse_authority_key;
 

@@ -1,6 +1,7 @@
 //! Refuge's desktop apps (ADR 0011): the Slint component library and screens (`slint/`), their
 //! translations (`lang/`), and the Rust that drives them. `refuge-app` is the at-risk user's
-//! app ([`user`]); the staff Inbox (issue 17) is to be built on the same parts.
+//! app ([`user`]); `refuge-inbox-app` is the post staff's Inbox ([`inbox`], issue 17), built on the
+//! same parts.
 
 /// The Rust that slint-build generates from `slint/*.slint`: Slint's own code, held to Slint's
 /// standards rather than ours (it unwraps, and holds `todo!()` for paths it never takes).
@@ -20,6 +21,7 @@ mod generated {
 pub use generated::*;
 
 pub mod bidi;
+pub mod inbox;
 pub mod lang;
 pub mod offscreen;
 pub mod prefs;

@@ -5,7 +5,8 @@
 //! longer mirrored, a glyph dropped from a right-to-left input, clipped text) fails the build.
 //!
 //! After a deliberate change of a screen, look at the new images, then make them the references:
-//! `REFUGE_UPDATE_SCREENSHOTS=1 cargo test -p refuge-ui --test screenshots`.
+//! `REFUGE_UPDATE_SCREENSHOTS=1 cargo test -p refuge-ui --test screenshots`. The Inbox's screens go
+//! the same way to `target/tmp/screenshots/inbox/<lang>/`, against `ui/tests/screenshots/inbox/`.
 
 mod common;
 
@@ -251,4 +252,275 @@ fn the_comparison_catches_a_dropped_alef() {
     }
     assert!(differing(&a, &b) > TOLERANCE);
     assert_eq!(differing(&a, &a), 0);
+}
+
+/// The Inbox's sample: a post's desk with three cases (Persian, French, Arabic), the Persian one
+/// open with a reply confirmed and one waiting, a verified log with two witnesses of three.
+fn fill_inbox_with_sample_data(app: &refuge_ui::inbox::InboxApp) {
+    use refuge_client::events::Delivery;
+    use refuge_client::store::CaseFilter;
+    use refuge_ui::inbox::log_status::LogView;
+    use refuge_ui::inbox::worker::{CaseView, EntryView, Update};
+    const NOW: i64 = 1_796_569_800;
+    app.apply(Update::Opened {
+        label: "emb-xx/hr-desk-1".into(),
+        test_deployment: false,
+    });
+    app.apply(Update::Log {
+        view: Some(LogView {
+            size: 12,
+            cosigned: 2,
+            witnesses: 3,
+            newest_cosignature: Some(NOW as u64 - 300),
+        }),
+        verified_at: Some(NOW - 150),
+        now: NOW,
+    });
+    let case = |id: &str, unread, queued, last_at_hour, preview: &str, rtl| CaseView {
+        id: id.into(),
+        messages: 3,
+        unread,
+        queued,
+        last_at_hour,
+        can_reply: true,
+        preview: preview.into(),
+        rtl,
+    };
+    app.apply(Update::Cases {
+        filter: CaseFilter::All,
+        cases: vec![
+            case(
+                "3fa2c1d04b5e6f708192a3b4c5d6e7f8",
+                1,
+                1,
+                1_796_569_200,
+                "ممنون. فردا ساعت ۱۰ تماس می‌گیرم. شماره پرونده ۱۲۳۴ در Refuge",
+                true,
+            ),
+            case(
+                "9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f",
+                0,
+                0,
+                1_796_558_400,
+                "Bonjour, je suis journaliste et mon site a été bloqué hier soir.",
+                false,
+            ),
+            case(
+                "51a2b3c4d5e6f708a9b0c1d2e3f4a5b6",
+                2,
+                0,
+                1_796_472_000,
+                "مرحبا، أحتاج إلى مساعدة عاجلة بخصوص جواز سفري.",
+                true,
+            ),
+        ],
+        counts: vec![3, 2, 1],
+    });
+    let w = app.window();
+    w.set_case_id("3fa2c1d04b5e6f708192a3b4c5d6e7f8".into());
+    w.set_case_short("3fa2c1d0".into());
+    app.apply(Update::Case {
+        case: "3fa2c1d04b5e6f708192a3b4c5d6e7f8".into(),
+        entries: vec![
+            EntryView {
+                id: 1,
+                text: "سلام، من وبلاگ‌نویس هستم و به کمک نیاز دارم. شماره پرونده ۱۲۳۴ در Refuge"
+                    .into(),
+                from_user: true,
+                at_hour: 1_796_562_000,
+                delivery: None,
+                expires_hour: None,
+            },
+            EntryView {
+                id: 2,
+                text: "Bonjour, nous avons bien reçu votre message. Un agent vous répondra sous 48 heures.".into(),
+                from_user: false,
+                at_hour: 1_796_565_600,
+                delivery: Some(Delivery::Confirmed),
+                expires_hour: Some(1_797_170_400),
+            },
+            EntryView {
+                id: 3,
+                text: "ممنون. فردا ساعت ۱۰ تماس می‌گیرم.".into(),
+                from_user: true,
+                at_hour: 1_796_569_200,
+                delivery: None,
+                expires_hour: None,
+            },
+            EntryView {
+                id: 4,
+                text: "D’accord, nous vous attendons demain à 10 h.".into(),
+                from_user: false,
+                at_hour: 1_796_569_200,
+                delivery: Some(Delivery::Queued),
+                expires_hour: None,
+            },
+        ],
+        can_reply: true,
+    });
+}
+
+struct InboxShot {
+    name: &'static str,
+    set: fn(&refuge_ui::inbox::InboxApp),
+}
+
+fn inbox_shots() -> Vec<InboxShot> {
+    use refuge_ui::{InboxProblem, InboxScreen};
+    fn log_failed(app: &refuge_ui::inbox::InboxApp, failed: bool) {
+        let w = app.window();
+        let mut log = w.get_log();
+        log.failed = failed;
+        log.detail = if failed {
+            "directory log: the checkpoint is not signed by the policy's log".into()
+        } else {
+            "".into()
+        };
+        w.set_log(log);
+    }
+    vec![
+        InboxShot {
+            name: "01-setup",
+            set: |a| {
+                let w = a.window();
+                // Before signing in, the device's label is not known.
+                w.set_label("".into());
+                w.set_store_open(false);
+                w.set_screen(InboxScreen::Setup);
+            },
+        },
+        InboxShot {
+            name: "02-sign-in",
+            set: |a| {
+                let w = a.window();
+                w.set_label("".into());
+                w.set_store_open(false);
+                w.set_screen(InboxScreen::SignIn);
+                w.set_problem(InboxProblem::WrongPassphrase);
+            },
+        },
+        InboxShot {
+            name: "03-cases",
+            set: |a| {
+                let w = a.window();
+                w.set_label("emb-xx/hr-desk-1".into());
+                w.set_store_open(true);
+                log_failed(a, false);
+                w.set_current(0);
+                w.set_screen(InboxScreen::Cases);
+            },
+        },
+        InboxShot {
+            name: "04-case",
+            set: |a| {
+                let w = a.window();
+                w.set_store_open(true);
+                log_failed(a, false);
+                w.set_can_reply(true);
+                // The glyph-loss case of gui-notes.md, in the right-aligned reply box.
+                w.set_draft("سلام Refuge ۲۰۲۶ دنیا".into());
+                w.set_screen(InboxScreen::Case);
+            },
+        },
+        InboxShot {
+            name: "05-case-cannot-reply",
+            set: |a| {
+                let w = a.window();
+                w.set_store_open(true);
+                log_failed(a, false);
+                w.set_can_reply(false);
+                w.set_draft("".into());
+                w.set_screen(InboxScreen::Case);
+            },
+        },
+        InboxShot {
+            name: "06-case-log-failed",
+            set: |a| {
+                let w = a.window();
+                w.set_store_open(true);
+                w.set_can_reply(true);
+                w.set_draft("".into());
+                log_failed(a, true);
+                w.set_screen(InboxScreen::Case);
+            },
+        },
+        InboxShot {
+            name: "07-erased",
+            set: |a| {
+                let w = a.window();
+                w.set_label("".into());
+                w.set_store_open(false);
+                log_failed(a, false);
+                w.set_destroyed(true);
+                w.set_screen(InboxScreen::Locked);
+            },
+        },
+    ]
+}
+
+#[test]
+fn every_inbox_screen_in_english_french_arabic_and_persian_matches_its_reference() {
+    let window = offscreen::install(WIDTH, HEIGHT).expect("the offscreen platform");
+    // A folder that holds no store (and never will): the setup screen shows this path.
+    let (app, _rx) = common::inbox::app_over(Path::new("/nonexistent/refuge-inbox"), None);
+    app.window()
+        .window()
+        .set_size(PhysicalSize::new(WIDTH, HEIGHT));
+    app.window().show().expect("the window shows");
+    fill_inbox_with_sample_data(&app);
+
+    let update = std::env::var_os("REFUGE_UPDATE_SCREENSHOTS").is_some_and(|v| v == "1");
+    let references = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/screenshots/inbox");
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots/inbox");
+    let mut failures = Vec::new();
+    for shot in inbox_shots() {
+        (shot.set)(&app);
+        let _ = offscreen::render(&window, WIDTH, HEIGHT);
+    }
+    for lang in ["en", "fr", "ar", "fa"] {
+        app.set_language(lang);
+        for shot in inbox_shots() {
+            // Each screen is made afresh for its picture: a button disabled since the last
+            // picture would otherwise show the start of its animation (the clock stands still).
+            app.window().set_screen(refuge_ui::InboxScreen::Setup);
+            let _ = offscreen::render(&window, WIDTH, HEIGHT);
+            app.window().set_problem(refuge_ui::InboxProblem::None);
+            (shot.set)(&app);
+            let _ = offscreen::render(&window, WIDTH, HEIGHT);
+            let pixels = offscreen::render(&window, WIDTH, HEIGHT);
+            let produced = out.join(lang).join(format!("{}.png", shot.name));
+            write_png(&produced, &pixels);
+            let reference = references.join(lang).join(format!("{}.png", shot.name));
+            if update {
+                write_png(&reference, &pixels);
+                continue;
+            }
+            let Some((w, h, expected)) = read_png(&reference) else {
+                failures.push(format!(
+                    "{}: no reference image; look at {} and set REFUGE_UPDATE_SCREENSHOTS=1",
+                    reference.display(),
+                    produced.display()
+                ));
+                continue;
+            };
+            if (w, h) != (WIDTH, HEIGHT) {
+                failures.push(format!(
+                    "{}: {w}x{h}, not {WIDTH}x{HEIGHT}",
+                    reference.display()
+                ));
+                continue;
+            }
+            let got: Vec<u8> = pixels.iter().flat_map(|p| [p.r, p.g, p.b]).collect();
+            let diff = differing(&got, &expected);
+            if diff > TOLERANCE {
+                failures.push(format!(
+                    "inbox {lang}/{}: {diff} pixels differ from the reference; compare {} with {}",
+                    shot.name,
+                    produced.display(),
+                    reference.display()
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -83,6 +83,18 @@ pub struct ReplySummary {
     pub earlier: EarlierReport,
 }
 
+/// A reply sealed into the outbox by [`InboxClient::queue_reply`], not sent yet.
+#[derive(Debug)]
+pub struct QueuedReply {
+    /// The full id of the case replied to.
+    pub case_id: String,
+    /// The reply's id in the case.
+    pub message: i64,
+    /// How long to wait before [`InboxClient::send_queued`]: a random time up to the client's
+    /// longest, so that the relay cannot tie the reply to the read that prompted it.
+    pub send_after: Duration,
+}
+
 /// A staff device's client: its encrypted store, one Tor client, the verified directory.
 #[derive(Debug)]
 pub struct InboxClient {
@@ -330,6 +342,61 @@ impl InboxClient {
         })
     }
 
+    /// The first half of [`InboxClient::reply`], for a front end that must stay responsive
+    /// during the random wait: the directory verified on a circuit of its own, the reply sealed
+    /// into the outbox and the case (reported as queued). Nothing is sent: the caller waits
+    /// [`QueuedReply::send_after`] (drawn like [`InboxClient::reply`]'s wait), doing other work
+    /// meanwhile, then calls [`InboxClient::send_queued`].
+    pub async fn queue_reply(&mut self, case_id: &str, text: &SecretText) -> Result<QueuedReply> {
+        self.staff()?;
+        let case = self.case(case_id)?;
+        let source = self.core.policy()?;
+        let endpoint = self.core.endpoint_for(Some(&source.policy))?;
+        let directory = self.core.sync_with(&source, &endpoint).await?.clone();
+        let now = self.core.store.now();
+        let row = self
+            .staff()?
+            .queue_reply(&directory, &case.case_id, text, now)
+            .await?;
+        let message = self
+            .core
+            .store
+            .outbox()?
+            .iter()
+            .find(|p| p.id == row)
+            .and_then(|p| p.message.case_message)
+            .unwrap_or_default();
+        self.report_reply(message)?;
+        Ok(QueuedReply {
+            case_id: case.case_id,
+            message,
+            send_after: self.pick_delay(),
+        })
+    }
+
+    /// Sends what waits in the outbox now, on a connection of its own (the second half of
+    /// [`InboxClient::queue_reply`]: the caller has waited the random time). Nothing waiting:
+    /// nothing happens.
+    pub async fn send_queued(&mut self) -> Result<EarlierReport> {
+        if self.core.store.outbox()?.is_empty() {
+            return Ok(EarlierReport::default());
+        }
+        let source = self.core.policy()?;
+        let endpoint = self.core.endpoint_for(Some(&source.policy))?;
+        let directory = self.core.directory_within(super::DIRECTORY_REFRESH).await?;
+        let sent = self
+            .send_later(&endpoint, &directory, &[], Duration::ZERO)
+            .await?;
+        Ok(EarlierReport::of(&sent))
+    }
+
+    /// A random wait before sending what waits in the outbox (as [`InboxClient::send_waiting`]
+    /// draws it), for a front end that schedules [`InboxClient::send_queued`] itself; `None`
+    /// when nothing waits.
+    pub fn waiting_send_delay(&self) -> Result<Option<Duration>> {
+        Ok((!self.core.store.outbox()?.is_empty()).then(|| self.pick_delay()))
+    }
+
     /// A wait drawn uniformly from zero to the longest, to the millisecond.
     fn pick_delay(&self) -> Duration {
         let max = u64::try_from(self.send_delay_max.as_millis()).unwrap_or(u64::MAX);
@@ -437,5 +504,23 @@ impl InboxClient {
     /// Re-encrypts the store under `new`.
     pub fn change_passphrase(&mut self, new: &Passphrase, params: KdfParams) -> Result<()> {
         self.core.store.change_passphrase(new, params)
+    }
+
+    /// The directory log checkpoint this device verified last (kept in the store between runs
+    /// by [`crate::directory::sync`], with the witnesses' cosignatures), checked again against
+    /// the stored policy's log key; `None` before the first verified download. Read-only: for
+    /// a front end's transparency-log status.
+    pub fn verified_checkpoint(
+        &self,
+    ) -> Result<Option<refuge_proto::directory_sync::TrustedCheckpoint>> {
+        let Some(source) = self.core.store.policy()? else {
+            return Ok(None);
+        };
+        let Some(note) = self.core.store.setting(crate::directory::CHECKPOINT)? else {
+            return Ok(None);
+        };
+        refuge_proto::directory_sync::TrustedCheckpoint::from_bytes(note.as_bytes(), &source.policy)
+            .map(Some)
+            .map_err(|e| ClientError::Corrupt(format!("the stored checkpoint: {e}")))
     }
 }

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod inbox;
+
 use i_slint_backend_testing::{AccessibleRole, ElementHandle, ElementRoot};
 use refuge_client::app::PollSchedule;
 use refuge_client::deployment::Deployment;

@@ -1,0 +1,665 @@
+//! The post staff's app, Refuge Inbox (issue 17): the window (`slint/inbox.slint`), the flow
+//! between its screens, and the [`worker`] that owns the staff client.
+//!
+//! Built as the user app is ([`crate::user`]): [`InboxApp`] lives on the UI thread, every
+//! callback of the window lands here, what needs the store or the network becomes a
+//! [`worker::Command`], and what the worker reports comes back as a [`worker::Update`] applied by
+//! [`InboxApp::apply`]. The real program forwards updates through Slint's event loop
+//! ([`InboxApp::start`]); tests apply them themselves.
+
+#![forbid(unsafe_code)]
+
+pub mod log_status;
+pub mod problem;
+pub mod worker;
+
+use crate::user::hour_label;
+use crate::{Bidi, CaseEntry, CaseRow, Dir, InboxProblem, InboxScreen, InboxWindow, LogStatus};
+use log_status::LogView;
+use refuge_client::events::{Delivery, Event};
+use refuge_client::secret::SecretText;
+use refuge_client::store::{CaseFilter, Passphrase};
+use slint::{ComponentHandle, ModelRc, SharedString, VecModel};
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use worker::{CaseView, Command, EntryView, Update, Worker};
+
+/// How the app starts.
+pub struct Options {
+    pub data_dir: PathBuf,
+    /// The interface language (a tag of [`crate::lang::LANGUAGES`]); `None`: the system's, else
+    /// English.
+    pub language: Option<String>,
+    pub worker: worker::Setup,
+}
+
+/// What the window last heard of the transparency log.
+#[derive(Default)]
+struct LogSeen {
+    view: Option<LogView>,
+    verified_at: Option<i64>,
+    /// The client's clock when the status came, and when that was here (ages grow with it).
+    now: i64,
+    at: Option<Instant>,
+    failed: Option<String>,
+}
+
+struct Flow {
+    data_dir: PathBuf,
+    open: bool,
+    opening: bool,
+    /// A sign-in was in flight when the person erased: its result opens nothing.
+    discard_open: bool,
+    cases: Vec<CaseView>,
+    entries: Vec<EntryView>,
+    /// The reply being sealed: its case and text, shown as waiting once the client kept it.
+    sending: Option<(String, String)>,
+    log: LogSeen,
+}
+
+/// The Inbox's window and its flow.
+pub struct InboxApp {
+    window: InboxWindow,
+    flow: Rc<RefCell<Flow>>,
+    worker: Rc<Worker>,
+    _ticker: slint::Timer,
+}
+
+fn model<T: Clone + 'static>(items: Vec<T>) -> ModelRc<T> {
+    ModelRc::new(VecModel::from(items))
+}
+
+/// A reply's delivery state as inbox.slint codes it.
+fn state_code(d: Option<Delivery>) -> i32 {
+    match d {
+        Some(Delivery::Queued) => 0,
+        Some(Delivery::Confirmed) => 1,
+        Some(Delivery::Failed) | Some(Delivery::Partly) => 2,
+        None => 3,
+    }
+}
+
+/// The first 8 characters of a case id, as the staff see it (the command line takes a prefix
+/// of at least 8).
+pub fn short_id(case: &str) -> String {
+    case.chars().take(8).collect()
+}
+
+fn filter_code(filter: CaseFilter) -> &'static str {
+    worker::FILTERS
+        .iter()
+        .find(|(f, _)| *f == filter)
+        .map_or("all", |(_, code)| code)
+}
+
+fn clamp_i32<T: TryInto<i32>>(v: T) -> i32 {
+    v.try_into().unwrap_or(i32::MAX)
+}
+
+impl InboxApp {
+    /// Builds the window and the worker; `report` is where the worker's updates go.
+    pub fn new(options: Options, report: worker::Report) -> Result<InboxApp, String> {
+        let window = InboxWindow::new().map_err(|e| format!("cannot open the window: {e}"))?;
+        window
+            .global::<Bidi>()
+            .on_rtl(|text| crate::bidi::is_rtl(text.as_str()));
+        let worker = Worker::spawn(options.worker.clone(), report)
+            .map_err(|e| format!("cannot start the worker thread: {e}"))?;
+        window.set_data_dir(left_to_right(&options.data_dir.to_string_lossy()).into());
+        window.set_filters(model(
+            worker::FILTERS
+                .iter()
+                .map(|(_, code)| SharedString::from(*code))
+                .collect(),
+        ));
+        let flow = Rc::new(RefCell::new(Flow {
+            data_dir: options.data_dir.clone(),
+            open: false,
+            opening: false,
+            discard_open: false,
+            cases: Vec::new(),
+            entries: Vec::new(),
+            sending: None,
+            log: LogSeen::default(),
+        }));
+        let app = InboxApp {
+            window,
+            flow,
+            worker: Rc::new(worker),
+            _ticker: slint::Timer::default(),
+        };
+        let language = options
+            .language
+            .as_deref()
+            .and_then(crate::lang::by_tag)
+            .or_else(crate::lang::from_environment)
+            .unwrap_or(crate::lang::LANGUAGES[1]);
+        app.set_language(language.tag);
+        app.wire();
+        app.check_setup();
+        app.start_ticker();
+        Ok(app)
+    }
+
+    pub fn window(&self) -> &InboxWindow {
+        &self.window
+    }
+
+    /// The real program: the worker's updates go through Slint's event loop to the window.
+    pub fn start(options: Options) -> Result<Rc<InboxApp>, String> {
+        thread_local! {
+            static APP: RefCell<std::rc::Weak<InboxApp>> = const { RefCell::new(std::rc::Weak::new()) };
+        }
+        let report: worker::Report = Arc::new(|update| {
+            let _ = slint::invoke_from_event_loop(move || {
+                if let Some(app) = APP.with(|a| a.borrow().upgrade()) {
+                    app.apply(update);
+                }
+            });
+        });
+        let app = Rc::new(InboxApp::new(options, report)?);
+        APP.with(|a| *a.borrow_mut() = Rc::downgrade(&app));
+        Ok(app)
+    }
+
+    /// Shows the interface in `tag`'s language and direction.
+    pub fn set_language(&self, tag: &str) {
+        if let Some(language) = crate::lang::by_tag(tag) {
+            // A language the apps have is bundled: nothing to report if selecting it fails.
+            let _ = crate::lang::apply(language, &self.window.global::<Dir>());
+        }
+    }
+
+    fn go(&self, screen: InboxScreen) {
+        self.window.set_problem(InboxProblem::None);
+        self.window.set_problem_detail(SharedString::new());
+        self.window.set_screen(screen);
+    }
+
+    fn problem(&self, problem: InboxProblem, detail: &str) {
+        self.window.set_problem(problem);
+        self.window.set_problem_detail(detail.into());
+    }
+
+    fn send(&self, command: Command) {
+        if !self.worker.send(command) {
+            self.problem(InboxProblem::Internal, "the worker thread has stopped");
+        }
+    }
+
+    /// The sign-in screen if the data folder holds a store, else how to set the device up.
+    fn check_setup(&self) {
+        let exists = worker::store_exists(&self.flow.borrow().data_dir);
+        self.go(if exists {
+            InboxScreen::SignIn
+        } else {
+            InboxScreen::Setup
+        });
+    }
+
+    fn sign_in(&self) {
+        let w = &self.window;
+        if w.get_busy() {
+            return;
+        }
+        let pass = w.get_passphrase();
+        if pass.is_empty() {
+            self.problem(InboxProblem::WrongPassphrase, "");
+            return;
+        }
+        if !worker::store_exists(&self.flow.borrow().data_dir) {
+            self.go(InboxScreen::Setup);
+            return;
+        }
+        let passphrase = Passphrase::new(pass.to_string());
+        // The passphrase leaves the window's field at once (Slint's strings are not zeroized).
+        w.set_passphrase(SharedString::new());
+        w.set_busy(true);
+        self.problem(InboxProblem::None, "");
+        self.flow.borrow_mut().opening = true;
+        self.send(Command::Unlock { passphrase });
+    }
+
+    fn choose_filter(&self, code: &str) {
+        let Some((filter, code)) = worker::FILTERS.iter().find(|(_, c)| *c == code) else {
+            return;
+        };
+        self.window.set_filter((*code).into());
+        self.window.set_current(0);
+        self.send(Command::List { filter: *filter });
+    }
+
+    fn open_case(&self, id: &str) {
+        let w = &self.window;
+        if w.get_case_id().as_str() != id {
+            // A draft belongs to the case it was written for.
+            w.set_draft(SharedString::new());
+        }
+        if let Some(i) = self.flow.borrow().cases.iter().position(|c| c.id == id) {
+            w.set_current(clamp_i32(i));
+        }
+        w.set_case_id(id.into());
+        w.set_case_short(short_id(id).into());
+        w.set_entries(model(Vec::<CaseEntry>::new()));
+        w.set_can_reply(
+            self.flow
+                .borrow()
+                .cases
+                .iter()
+                .find(|c| c.id == id)
+                .is_some_and(|c| c.can_reply),
+        );
+        self.flow.borrow_mut().entries.clear();
+        self.go(InboxScreen::Case);
+        self.send(Command::Open {
+            case: Some(id.to_string()),
+        });
+    }
+
+    fn send_reply(&self, text: &str) {
+        let w = &self.window;
+        if w.get_busy() {
+            return; // the previous reply is still under way: one click, one reply
+        }
+        if w.get_log().failed {
+            self.problem(InboxProblem::Blocked, "");
+            return;
+        }
+        if !w.get_can_reply() {
+            self.problem(InboxProblem::NoReplyAddress, "");
+            return;
+        }
+        if text.trim().is_empty() {
+            self.problem(InboxProblem::MessageEmpty, "");
+            return;
+        }
+        if text.len() > refuge_client::envelope::MAX_TEXT_LEN {
+            self.problem(
+                InboxProblem::MessageTooLong,
+                &format!(
+                    "{} bytes; at most {}",
+                    text.len(),
+                    refuge_client::envelope::MAX_TEXT_LEN
+                ),
+            );
+            return;
+        }
+        let case = w.get_case_id().to_string();
+        self.problem(InboxProblem::None, "");
+        w.set_busy(true);
+        self.flow.borrow_mut().sending = Some((case.clone(), text.to_string()));
+        self.send(Command::Reply {
+            case,
+            text: SecretText::new(text.to_string()),
+        });
+    }
+
+    fn back(&self) {
+        if self.window.get_screen() == InboxScreen::Case {
+            self.send(Command::Open { case: None });
+            self.go(InboxScreen::Cases);
+        }
+    }
+
+    /// Clears everything of the store's from the window.
+    fn clear_window(&self) {
+        let w = &self.window;
+        w.set_cases(model(Vec::<CaseRow>::new()));
+        w.set_entries(model(Vec::<CaseEntry>::new()));
+        w.set_counts(model(vec![0; worker::FILTERS.len()]));
+        w.set_filter("all".into());
+        w.set_current(0);
+        w.set_delay_secs(0);
+        w.set_draft(SharedString::new());
+        w.set_passphrase(SharedString::new());
+        w.set_case_id(SharedString::new());
+        w.set_case_short(SharedString::new());
+        w.set_label(SharedString::new());
+        w.set_log(LogStatus::default());
+        w.set_store_open(false);
+        w.set_busy(false);
+        w.set_test_deployment(false);
+        let mut flow = self.flow.borrow_mut();
+        flow.cases.clear();
+        flow.entries.clear();
+        flow.sending = None;
+        flow.log = LogSeen::default();
+        flow.open = false;
+    }
+
+    /// The panic button: the store is erased at once, on this thread (its key header first, so
+    /// that whatever the worker still has open can no longer be opened), then the worker drops
+    /// its client and erases again.
+    fn panic(&self) {
+        let opening = self.flow.borrow().opening;
+        self.clear_window();
+        self.flow.borrow_mut().discard_open = opening;
+        self.window.set_destroyed(true);
+        self.go(InboxScreen::Locked);
+        let dir = self.flow.borrow().data_dir.clone();
+        if let Err(e) = refuge_client::store::wipe(&dir)
+            && !matches!(e, refuge_client::error::ClientError::NoStore { .. })
+        {
+            self.problem(InboxProblem::EraseIncomplete, &e.to_string());
+        }
+        self.send(Command::Destroy);
+    }
+
+    fn restart(&self) {
+        self.window.set_destroyed(false);
+        self.check_setup();
+    }
+
+    /// Ages grow between the worker's reports.
+    fn start_ticker(&self) {
+        let weak = self.window.as_weak();
+        let flow = Rc::downgrade(&self.flow);
+        self._ticker.start(
+            slint::TimerMode::Repeated,
+            Duration::from_secs(30),
+            move || {
+                if let (Some(w), Some(flow)) = (weak.upgrade(), flow.upgrade()) {
+                    w.set_log(log_status(&flow.borrow().log));
+                }
+            },
+        );
+    }
+
+    fn show_log(&self) {
+        let status = log_status(&self.flow.borrow().log);
+        self.window.set_log(status);
+    }
+
+    fn show_cases(&self) {
+        let flow = self.flow.borrow();
+        let rows: Vec<CaseRow> = flow
+            .cases
+            .iter()
+            .map(|c| CaseRow {
+                id: c.id.clone().into(),
+                short: short_id(&c.id).into(),
+                unread: clamp_i32(c.unread),
+                messages: clamp_i32(c.messages),
+                queued: clamp_i32(c.queued),
+                last: hour_label(c.last_at_hour).into(),
+                preview: c.preview.clone().into(),
+                rtl: c.rtl,
+                can_reply: c.can_reply,
+            })
+            .collect();
+        let len = rows.len();
+        drop(flow);
+        let w = &self.window;
+        w.set_cases(model(rows));
+        if usize::try_from(w.get_current()).unwrap_or(0) >= len {
+            w.set_current(clamp_i32(len.saturating_sub(1)));
+        }
+    }
+
+    fn show_entries(&self) {
+        let items: Vec<CaseEntry> = self
+            .flow
+            .borrow()
+            .entries
+            .iter()
+            .map(|e| CaseEntry {
+                text: e.text.clone().into(),
+                from_user: e.from_user,
+                time: left_to_right(&hour_label(e.at_hour)).into(),
+                state: state_code(e.delivery),
+                expires: e
+                    .expires_hour
+                    .map(|h| left_to_right(&hour_label(h)))
+                    .unwrap_or_default()
+                    .into(),
+            })
+            .collect();
+        self.window.set_entries(model(items));
+    }
+
+    /// Applies one of the worker's updates to the window.
+    pub fn apply(&self, update: Update) {
+        let w = &self.window;
+        let open = self.flow.borrow().open;
+        let about_the_store = matches!(
+            update,
+            Update::Opened { .. }
+                | Update::OpenFailed { .. }
+                | Update::Locked
+                | Update::Destroyed { .. }
+        );
+        if !open && !about_the_store {
+            // Erased since the worker started this: nothing of it may reach the window again.
+            return;
+        }
+        match update {
+            Update::Opened {
+                label,
+                test_deployment,
+            } => {
+                w.set_busy(false);
+                self.flow.borrow_mut().opening = false;
+                if std::mem::take(&mut self.flow.borrow_mut().discard_open) {
+                    self.send(Command::Lock);
+                    return;
+                }
+                self.flow.borrow_mut().open = true;
+                w.set_store_open(true);
+                w.set_test_deployment(test_deployment);
+                w.set_label(label.into());
+                self.go(InboxScreen::Cases);
+            }
+            Update::OpenFailed { problem, detail } => {
+                w.set_busy(false);
+                let mut flow = self.flow.borrow_mut();
+                flow.opening = false;
+                flow.discard_open = false;
+                drop(flow);
+                self.problem(problem, &detail);
+            }
+            Update::Event(event) => self.event(event),
+            Update::ReadDone => {
+                let mut flow = self.flow.borrow_mut();
+                flow.log.failed = None;
+                drop(flow);
+                self.show_log();
+                if matches!(
+                    w.get_problem(),
+                    InboxProblem::RelayUnreachable
+                        | InboxProblem::RelayRefused
+                        | InboxProblem::TorFailed
+                        | InboxProblem::Blocked
+                ) {
+                    self.problem(InboxProblem::None, "");
+                }
+            }
+            Update::ReadFailed { problem, detail } => self.problem(problem, &detail),
+            Update::Untrusted { detail } => {
+                self.flow.borrow_mut().log.failed = Some(detail);
+                self.show_log();
+            }
+            Update::Log {
+                view,
+                verified_at,
+                now,
+            } => {
+                let mut flow = self.flow.borrow_mut();
+                flow.log.view = view;
+                flow.log.verified_at = verified_at;
+                flow.log.now = now;
+                flow.log.at = Some(Instant::now());
+                drop(flow);
+                self.show_log();
+            }
+            Update::Cases {
+                filter,
+                cases,
+                counts,
+            } => {
+                if w.get_filter().as_str() != filter_code(filter) {
+                    return; // a list for a filter no longer chosen
+                }
+                w.set_counts(model(counts.iter().map(|c| clamp_i32(*c)).collect()));
+                self.flow.borrow_mut().cases = cases;
+                self.show_cases();
+            }
+            Update::Case {
+                case,
+                entries,
+                can_reply,
+            } => {
+                if w.get_case_id().as_str() != case {
+                    return;
+                }
+                w.set_can_reply(can_reply);
+                self.flow.borrow_mut().entries = entries;
+                self.show_entries();
+            }
+            Update::Replied { case } => {
+                w.set_busy(false);
+                let sending = self.flow.borrow_mut().sending.take();
+                if sending.is_some() && w.get_case_id().as_str() == case {
+                    // The draft goes only once the reply is sealed and kept.
+                    w.set_draft(SharedString::new());
+                }
+            }
+            Update::ReplyFailed { problem, detail } => {
+                w.set_busy(false);
+                w.set_delay_secs(0);
+                let sending = self.flow.borrow_mut().sending.take();
+                // A reply that was kept (it waits in the outbox) leaves the draft; one that
+                // was not keeps it for another try.
+                let kept =
+                    sending.is_some_and(|(case, text)| {
+                        self.flow.borrow().entries.iter().any(|e| {
+                            !e.from_user && e.text == text && case == w.get_case_id().as_str()
+                        })
+                    });
+                if kept {
+                    w.set_draft(SharedString::new());
+                }
+                self.problem(problem, &detail);
+            }
+            Update::Locked => {}
+            Update::Destroyed { erased } => {
+                if let Err(detail) = erased {
+                    self.problem(InboxProblem::EraseIncomplete, &detail);
+                }
+            }
+        }
+    }
+
+    fn event(&self, event: Event) {
+        let w = &self.window;
+        match event {
+            Event::SendDelayed { secs } => w.set_delay_secs(clamp_i32(secs)),
+            Event::Reply {
+                message,
+                case,
+                delivery,
+            } => {
+                if w.get_case_id().as_str() != case {
+                    return;
+                }
+                let mut flow = self.flow.borrow_mut();
+                if let Some(e) = flow.entries.iter_mut().find(|e| e.id == message) {
+                    e.delivery = Some(delivery);
+                } else if let Some((for_case, text)) = flow.sending.clone()
+                    && for_case == case
+                {
+                    // The reply was sealed and kept: shown at once, waiting to be sent.
+                    let at_hour = flow.log.now - flow.log.now.rem_euclid(3600);
+                    flow.entries.push(EntryView {
+                        id: message,
+                        text,
+                        from_user: false,
+                        at_hour,
+                        delivery: Some(delivery),
+                        expires_hour: None,
+                    });
+                    drop(flow);
+                    w.set_draft(SharedString::new());
+                    self.show_entries();
+                    return;
+                }
+                drop(flow);
+                self.show_entries();
+            }
+            _ => {}
+        }
+    }
+
+    fn wire(&self) {
+        let w = &self.window;
+        macro_rules! on {
+            ($setter:ident, |$app:ident $(, $arg:ident)*| $body:expr) => {{
+                let flow = Rc::downgrade(&self.flow);
+                let weak = self.window.as_weak();
+                let worker = Rc::downgrade(&self.worker);
+                w.$setter(move |$($arg),*| {
+                    let (Some(flow), Some(window), Some(worker)) = (flow.upgrade(), weak.upgrade(), worker.upgrade()) else {
+                        return;
+                    };
+                    let $app = InboxApp::borrowed(window, flow, worker);
+                    $body;
+                });
+            }};
+        }
+        on!(on_check_setup, |app| app.check_setup());
+        on!(on_sign_in, |app| app.sign_in());
+        on!(on_choose_filter, |app, code| app
+            .choose_filter(code.as_str()));
+        on!(on_open_case, |app, id| app.open_case(id.as_str()));
+        on!(on_refresh, |app| app.send(Command::Read));
+        on!(on_send, |app, text| app.send_reply(text.as_str()));
+        on!(on_back, |app| app.back());
+        on!(on_panic, |app| app.panic());
+        on!(on_restart, |app| app.restart());
+    }
+
+    /// A short-lived view of the app for a callback (the callbacks hold only weak references).
+    fn borrowed(window: InboxWindow, flow: Rc<RefCell<Flow>>, worker: Rc<Worker>) -> InboxApp {
+        InboxApp {
+            window,
+            flow,
+            worker,
+            _ticker: slint::Timer::default(),
+        }
+    }
+}
+
+/// `text` as a left-to-right isolate (U+2066 … U+2069): a date stays `2026-12-06 14:00 UTC`, and
+/// a path stays whole, inside a line of Persian or Arabic (whose bidi run would otherwise reorder
+/// its parts; a pair of LRMs kept the order but made Slint measure the line too short).
+pub fn left_to_right(text: &str) -> String {
+    format!("\u{2066}{text}\u{2069}")
+}
+
+/// The window's log status from what it heard last.
+fn log_status(seen: &LogSeen) -> LogStatus {
+    let elapsed = seen
+        .at
+        .map_or(0, |at| i64::try_from(at.elapsed().as_secs()).unwrap_or(0));
+    let now = seen.now.saturating_add(elapsed);
+    let view = seen.view.clone().unwrap_or_default();
+    LogStatus {
+        known: seen.view.is_some() && seen.verified_at.is_some(),
+        size: clamp_i32(view.size),
+        cosigned: clamp_i32(view.cosigned),
+        witnesses: clamp_i32(view.witnesses),
+        verified_age: seen
+            .verified_at
+            .map_or(-1, |t| clamp_i32(now.saturating_sub(t).max(0))),
+        cosigned_age: view.newest_cosignature.map_or(-1, |t| {
+            clamp_i32(
+                now.saturating_sub(i64::try_from(t).unwrap_or(i64::MAX))
+                    .max(0),
+            )
+        }),
+        failed: seen.failed.is_some(),
+        detail: seen.failed.clone().unwrap_or_default().into(),
+    }
+}

@@ -1,0 +1,731 @@
+//! The Inbox's worker: a thread with its own tokio runtime that owns the [`InboxClient`] (the
+//! encrypted staff store, the network, the verified directory). As in the user app
+//! ([`crate::user::worker`]), the window never waits on it: it sends [`Command`]s and the worker
+//! reports [`Update`]s through a callback. A lock or an erase interrupts what the worker is doing
+//! on the network and skips the commands queued before it.
+//!
+//! Once the store is open the worker reads the device's mailbox at once and then on its
+//! [`PollSchedule`] (each read verifies the directory log first), and sends replies left waiting
+//! in the outbox after each read. A read refused because the directory did not verify, or
+//! because the relay broke the protocol, stops the schedule and blocks replying until a read the
+//! staff member asks for ([`Command::Read`]) verifies again.
+
+use super::log_status::{LogView, log_view};
+use super::problem::{blocks_replies, problem_of};
+use crate::InboxProblem;
+use refuge_client::app::{InboxClient, InboxSettings, PollSchedule};
+use refuge_client::config::TorSettings;
+use refuge_client::events::{Delivery, Event, Events};
+use refuge_client::secret::SecretText;
+use refuge_client::store::{CaseFilter, Direction, Passphrase, Store};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// Most cases one list shows (the newest activity first).
+pub const LIST_LIMIT: u32 = 200;
+/// Most messages of a case the case view shows (the newest).
+pub const CASE_LIMIT: u32 = 500;
+
+/// What the window asks the worker to do.
+pub enum Command {
+    /// Open the existing store (Argon2id: about a second), then start reading.
+    Unlock { passphrase: Passphrase },
+    /// Read now (and verify the directory log again); also what resumes reading after the log
+    /// did not verify.
+    Read,
+    /// Show the cases that match this filter.
+    List { filter: CaseFilter },
+    /// The case the window shows (its messages are sent, and marked read, as they change).
+    Open { case: Option<String> },
+    /// Reply to a case: sealed into the outbox, then sent after the random wait.
+    Reply { case: String, text: SecretText },
+    /// Close the store and forget everything in memory.
+    Lock,
+    /// Destroy the store (its key first).
+    Destroy,
+}
+
+/// A case, for the list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaseView {
+    pub id: String,
+    pub messages: u64,
+    pub unread: u64,
+    pub queued: u64,
+    /// Unix seconds, to the hour.
+    pub last_at_hour: i64,
+    pub can_reply: bool,
+    /// The first line of the user's latest message (cut), and whether it is right to left.
+    pub preview: String,
+    pub rtl: bool,
+}
+
+/// A message of a case, as the case view shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryView {
+    pub id: i64,
+    pub text: String,
+    pub from_user: bool,
+    pub at_hour: i64,
+    pub delivery: Option<Delivery>,
+    pub expires_hour: Option<i64>,
+}
+
+/// How many cases each filter holds, in the order of [`FILTERS`].
+pub type Counts = Vec<usize>;
+
+/// The filters the list offers, in order, with their codes (inbox.slint's `FilterTab` names
+/// them). A filter the client gains (new, mine, closed, once cases have a state) is one more
+/// entry here and one more name there.
+pub const FILTERS: [(CaseFilter, &str); 3] = [
+    (CaseFilter::All, "all"),
+    (CaseFilter::Unread, "unread"),
+    (CaseFilter::Pending, "pending"),
+];
+
+/// What the worker reports.
+#[derive(Debug)]
+pub enum Update {
+    /// The store is open; `label` is this device's; `test_deployment`: its policy is marked as a
+    /// test deployment.
+    Opened {
+        label: String,
+        test_deployment: bool,
+    },
+    /// Opening the store failed; nothing changed.
+    OpenFailed {
+        problem: InboxProblem,
+        detail: String,
+    },
+    /// Something the client reported (arrivals, reply states, the send delay).
+    Event(Event),
+    /// A read (and its directory verification) succeeded.
+    ReadDone,
+    /// A read failed for a reason that is retried (the network, the relay's refusal).
+    ReadFailed {
+        problem: InboxProblem,
+        detail: String,
+    },
+    /// The directory log did not verify, or the relay broke the protocol: reading stopped and
+    /// replying is blocked until a read verifies again.
+    Untrusted {
+        detail: String,
+    },
+    /// What the client verified of the directory log (`verified_at`: Unix seconds, by the
+    /// client's clock, of the last verification in this run).
+    Log {
+        view: Option<LogView>,
+        verified_at: Option<i64>,
+        now: i64,
+    },
+    Cases {
+        filter: CaseFilter,
+        cases: Vec<CaseView>,
+        counts: Counts,
+    },
+    Case {
+        case: String,
+        entries: Vec<EntryView>,
+        can_reply: bool,
+    },
+    /// The reply was sealed and kept in the outbox; it is sent after its random wait (the
+    /// relay's confirmation comes as [`Event::Reply`]).
+    Replied {
+        case: String,
+    },
+    ReplyFailed {
+        problem: InboxProblem,
+        detail: String,
+    },
+    Locked,
+    /// The store is erased; `Err` says what could not be.
+    Destroyed {
+        erased: Result<(), String>,
+    },
+}
+
+/// Where the worker reports.
+pub type Report = Arc<dyn Fn(Update) + Send + Sync>;
+
+/// A step run on the client once it is open (tests route it to the in-process test relay).
+pub type Prepare = Arc<dyn Fn(&mut InboxClient) + Send + Sync>;
+
+/// How the worker is set up (the program's options).
+#[derive(Clone)]
+pub struct Setup {
+    pub data_dir: PathBuf,
+    pub allow_test_deployment: bool,
+    /// A relay address instead of the remembered one, and its certificate pin.
+    pub relay: Option<String>,
+    pub pin: Option<String>,
+    /// Whether a direct (QUIC, loopback TCP) relay may be used.
+    pub allow_direct: bool,
+    /// An arti configuration file (a private test network).
+    pub tor_config: Option<PathBuf>,
+    /// Replies wait a random time of up to this before they are sent.
+    pub send_delay_max: Duration,
+    /// How often to read the mailbox.
+    pub poll: PollSchedule,
+    pub prepare: Option<Prepare>,
+}
+
+/// The handle the window keeps.
+pub struct Worker {
+    commands: mpsc::UnboundedSender<Tagged>,
+    interrupts: watch::Sender<u64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Tagged {
+    command: Command,
+    epoch: u64,
+}
+
+impl Worker {
+    /// Starts the worker thread.
+    pub fn spawn(setup: Setup, report: Report) -> std::io::Result<Worker> {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let (interrupts, interrupted) = watch::channel(0);
+        let thread = std::thread::Builder::new()
+            .name("refuge-inbox-worker".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        report(Update::OpenFailed {
+                            problem: InboxProblem::Internal,
+                            detail: format!("cannot start the runtime: {e}"),
+                        });
+                        return;
+                    }
+                };
+                runtime.block_on(State::new(setup, report).run(rx, interrupted));
+            })?;
+        Ok(Worker {
+            commands,
+            interrupts,
+            thread: Some(thread),
+        })
+    }
+
+    /// Sends a command; `false` if the worker has stopped. A lock or an erase first interrupts
+    /// what the worker is doing.
+    pub fn send(&self, command: Command) -> bool {
+        if matches!(command, Command::Lock | Command::Destroy) {
+            self.interrupts.send_modify(|n| *n += 1);
+        }
+        let epoch = *self.interrupts.borrow();
+        self.commands.send(Tagged { command, epoch }).is_ok()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.interrupts.send_modify(|n| *n += 1);
+        let (closed, _) = mpsc::unbounded_channel();
+        self.commands = closed;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct State {
+    setup: Setup,
+    report: Report,
+    events: Events,
+    client: Option<InboxClient>,
+    filter: CaseFilter,
+    open_case: Option<String>,
+    schedule: PollSchedule,
+    /// The directory log did not verify (or the relay broke the protocol): no automatic read,
+    /// no reply, until a read the person asks for verifies.
+    untrusted: bool,
+    /// When the last read in this run verified the directory (the client's clock).
+    verified_at: Option<i64>,
+    session_epoch: u64,
+    /// When what waits in the outbox is to be sent: a random time after the reply was sealed
+    /// (or after the read that found it waiting), so that the relay cannot tie it to a read.
+    /// The worker goes on with other commands meanwhile.
+    send_at: Option<tokio::time::Instant>,
+}
+
+impl State {
+    fn new(setup: Setup, report: Report) -> State {
+        let forward = report.clone();
+        let events = Events::with_observer(move |e| forward(Update::Event(e.clone())));
+        let schedule = setup.poll.clone();
+        State {
+            setup,
+            report,
+            events,
+            client: None,
+            filter: CaseFilter::All,
+            open_case: None,
+            schedule,
+            untrusted: false,
+            verified_at: None,
+            session_epoch: 0,
+            send_at: None,
+        }
+    }
+
+    fn say(&self, update: Update) {
+        (self.report)(update);
+    }
+
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Tagged>,
+        interrupted: watch::Receiver<u64>,
+    ) {
+        let mut next_read = tokio::time::Instant::now();
+        // Far enough never to come when nothing is to be sent.
+        let never = || tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
+        loop {
+            let reading = self.client.is_some() && !self.untrusted;
+            let sending = self.client.is_some() && !self.untrusted && self.send_at.is_some();
+            let send_at = self.send_at.unwrap_or_else(never);
+            let tagged = if reading {
+                tokio::select! {
+                    biased;
+                    c = rx.recv() => c,
+                    _ = tokio::time::sleep_until(send_at), if sending => {
+                        let epoch = self.session_epoch;
+                        self.send_at = None;
+                        let _ = self.interruptible(epoch, &interrupted, Self::send_queued).await;
+                        continue;
+                    }
+                    _ = tokio::time::sleep_until(next_read) => {
+                        let epoch = self.session_epoch;
+                        if let Some(wait) = self.interruptible(epoch, &interrupted, Self::read).await {
+                            next_read = tokio::time::Instant::now() + wait;
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                rx.recv().await
+            };
+            let Some(Tagged { command, epoch }) = tagged else {
+                return;
+            };
+            let ends_session = matches!(command, Command::Lock | Command::Destroy);
+            if !ends_session && epoch < *interrupted.borrow() {
+                continue;
+            }
+            if ends_session {
+                self.session_epoch = epoch;
+            }
+            let was_open = self.client.is_some();
+            match command {
+                Command::Read => {
+                    self.untrusted = false;
+                    if let Some(wait) = self.interruptible(epoch, &interrupted, Self::read).await {
+                        next_read = tokio::time::Instant::now() + wait;
+                    }
+                }
+                Command::Reply { case, text } => {
+                    let _ = self
+                        .interruptible(epoch, &interrupted, |s| s.reply(case, text))
+                        .await;
+                }
+                other => self.handle(other).await,
+            }
+            if self.client.is_some() && !was_open {
+                // Read at once after signing in, then on the schedule.
+                self.schedule = self.setup.poll.clone();
+                next_read = tokio::time::Instant::now();
+            }
+        }
+    }
+
+    /// Runs `work` unless an interrupt comes after `epoch` first (then `None`).
+    async fn interruptible<'s, F, T>(
+        &'s mut self,
+        epoch: u64,
+        interrupted: &watch::Receiver<u64>,
+        work: impl FnOnce(&'s mut Self) -> F,
+    ) -> Option<T>
+    where
+        F: std::future::Future<Output = T> + 's,
+    {
+        let mut interrupted = interrupted.clone();
+        tokio::select! {
+            done = work(self) => Some(done),
+            _ = interrupted.wait_for(|n| *n > epoch) => None,
+        }
+    }
+
+    fn settings(&self) -> InboxSettings {
+        InboxSettings {
+            data_dir: self.setup.data_dir.clone(),
+            relay: self.setup.relay.clone(),
+            pin: self.setup.pin.clone(),
+            allow_direct: self.setup.allow_direct,
+            allow_test_deployment: self.setup.allow_test_deployment,
+            tor: self.setup.tor_config.as_ref().map(|c| TorSettings {
+                tor_config: Some(c.clone()),
+                ..TorSettings::default()
+            }),
+            send_delay_max: self.setup.send_delay_max,
+        }
+    }
+
+    async fn handle(&mut self, command: Command) {
+        match command {
+            Command::Unlock { passphrase } => {
+                let settings = self.settings();
+                let events = self.events.clone();
+                let opened = tokio::task::spawn_blocking(move || {
+                    InboxClient::unlock(settings, &passphrase, events)
+                })
+                .await;
+                match opened {
+                    Ok(Ok(mut client)) => {
+                        if let Some(prepare) = &self.setup.prepare {
+                            prepare(&mut client);
+                        }
+                        match client.label() {
+                            Ok(label) => {
+                                let test_deployment = client
+                                    .store()
+                                    .policy()
+                                    .ok()
+                                    .flatten()
+                                    .is_some_and(|s| s.policy.is_test_deployment());
+                                self.client = Some(client);
+                                self.say(Update::Opened {
+                                    label,
+                                    test_deployment,
+                                });
+                                self.show_log();
+                                self.show_cases();
+                            }
+                            Err(e) => {
+                                let (problem, detail) = problem_of(&e);
+                                self.say(Update::OpenFailed { problem, detail });
+                            }
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        let (problem, detail) = problem_of(&e);
+                        self.say(Update::OpenFailed { problem, detail });
+                    }
+                    Err(e) => self.say(Update::OpenFailed {
+                        problem: InboxProblem::Internal,
+                        detail: e.to_string(),
+                    }),
+                }
+            }
+            Command::List { filter } => {
+                self.filter = filter;
+                self.show_cases();
+            }
+            Command::Open { case } => {
+                self.open_case = case;
+                self.show_case();
+                self.show_cases();
+            }
+            Command::Lock => {
+                self.forget();
+                self.say(Update::Locked);
+            }
+            Command::Destroy => {
+                self.forget();
+                let dir = self.setup.data_dir.clone();
+                let wiped =
+                    tokio::task::spawn_blocking(move || refuge_client::store::wipe(&dir)).await;
+                let erased = match wiped {
+                    Ok(Ok(report)) if report.left.is_empty() => Ok(()),
+                    Ok(Ok(report)) => Err(format!("{} file(s) left", report.left.len())),
+                    Ok(Err(refuge_client::error::ClientError::NoStore { .. })) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                self.say(Update::Destroyed { erased });
+            }
+            // Handled by the loop (they are interruptible).
+            Command::Read | Command::Reply { .. } => {}
+        }
+    }
+
+    fn forget(&mut self) {
+        self.client = None;
+        self.open_case = None;
+        self.untrusted = false;
+        self.verified_at = None;
+        self.filter = CaseFilter::All;
+        // What waits in the outbox stays there; the first read after the next sign-in plans it.
+        self.send_at = None;
+    }
+
+    /// Stops reading and blocks replies after `error` if it is a failed verification of the
+    /// directory log or a relay that broke the protocol; `true` if it did.
+    fn stop_if_untrusted(&mut self, error: &refuge_client::error::ClientError) -> bool {
+        if !blocks_replies(error) {
+            return false;
+        }
+        self.untrusted = true;
+        self.say(Update::Untrusted {
+            detail: error.to_string(),
+        });
+        true
+    }
+
+    /// Reads the mailbox (verifying the directory log first), then sends what waits in the
+    /// outbox; returns how long to wait before the next read.
+    async fn read(&mut self) -> Duration {
+        let Some(client) = self.client.as_mut() else {
+            return Duration::from_secs(3600);
+        };
+        let outcome = client.read(&mut |_| Ok(())).await;
+        let wait = self.schedule.next_wait(outcome.is_ok());
+        match outcome {
+            Ok(summary) => {
+                self.untrusted = false;
+                self.verified_at = self.client.as_ref().map(|c| c.store().unix_now());
+                self.say(Update::ReadDone);
+                if let Some(e) = &summary.not_enrolled {
+                    self.say(Update::ReadFailed {
+                        problem: InboxProblem::NotEnrolled,
+                        detail: e.to_string(),
+                    });
+                }
+                self.show_log();
+                self.show_cases();
+                self.show_case();
+                if summary.replies_waiting {
+                    // Sent after a random wait of its own, while the worker goes on.
+                    let delay = self.client.as_ref().map(|c| c.waiting_send_delay());
+                    if let Some(Ok(Some(delay))) = delay {
+                        self.send_after(delay);
+                    }
+                }
+            }
+            Err(e) => {
+                if !self.stop_if_untrusted(&e) {
+                    let (problem, detail) = problem_of(&e);
+                    self.say(Update::ReadFailed { problem, detail });
+                }
+                self.show_log();
+            }
+        }
+        wait
+    }
+
+    async fn reply(&mut self, case: String, text: SecretText) {
+        if self.untrusted {
+            self.say(Update::ReplyFailed {
+                problem: InboxProblem::Blocked,
+                detail: String::new(),
+            });
+            return;
+        }
+        let Some(client) = self.client.as_mut() else {
+            return;
+        };
+        // Sealed into the outbox now (the window shows it waiting); sent after its random wait
+        // by the loop, so that opening another case meanwhile is not held up.
+        let queued = client.queue_reply(&case, &text).await;
+        match queued {
+            Ok(queued) => {
+                self.verified_at = self.client.as_ref().map(|c| c.store().unix_now());
+                self.send_after(queued.send_after);
+                self.say(Update::Replied {
+                    case: queued.case_id,
+                });
+                self.say(Update::Event(Event::SendDelayed {
+                    secs: queued.send_after.as_secs(),
+                }));
+                self.show_log();
+            }
+            Err(e) => {
+                if self.stop_if_untrusted(&e) {
+                    self.say(Update::ReplyFailed {
+                        problem: InboxProblem::Blocked,
+                        detail: String::new(),
+                    });
+                } else {
+                    let (problem, detail) = problem_of(&e);
+                    self.say(Update::ReplyFailed { problem, detail });
+                }
+                self.show_log();
+            }
+        }
+        self.show_cases();
+        self.show_case();
+    }
+
+    /// Plans the sending of what waits in the outbox `delay` from now, unless a send comes
+    /// sooner already (it takes everything that waits).
+    fn send_after(&mut self, delay: Duration) {
+        let at = tokio::time::Instant::now() + delay;
+        self.send_at = Some(self.send_at.map_or(at, |planned| planned.min(at)));
+    }
+
+    /// Sends what waits in the outbox, on a connection of its own.
+    async fn send_queued(&mut self) {
+        let Some(client) = self.client.as_mut() else {
+            return;
+        };
+        let sent = client.send_queued().await;
+        self.say(Update::Event(Event::SendDelayed { secs: 0 }));
+        if let Err(e) = sent {
+            if self.stop_if_untrusted(&e) {
+                self.say(Update::ReplyFailed {
+                    problem: InboxProblem::Blocked,
+                    detail: String::new(),
+                });
+            } else {
+                let (problem, detail) = problem_of(&e);
+                self.say(Update::ReplyFailed { problem, detail });
+            }
+            self.show_log();
+        }
+        self.show_cases();
+        self.show_case();
+    }
+
+    fn show_log(&self) {
+        let Some(client) = &self.client else { return };
+        let view = match (client.verified_checkpoint(), client.store().policy()) {
+            (Ok(Some(cp)), Ok(Some(source))) => Some(log_view(&cp, &source.policy)),
+            _ => None,
+        };
+        self.say(Update::Log {
+            view,
+            verified_at: self.verified_at,
+            now: client.store().unix_now(),
+        });
+    }
+
+    fn show_cases(&self) {
+        let Some(client) = &self.client else { return };
+        let counts = FILTERS
+            .iter()
+            .map(|(filter, _)| {
+                client
+                    .cases(*filter, None, LIST_LIMIT)
+                    .map(|c| c.len())
+                    .unwrap_or(0)
+            })
+            .collect();
+        let listed = match client.cases(self.filter, None, LIST_LIMIT) {
+            Ok(l) => l,
+            Err(e) => {
+                let (problem, detail) = problem_of(&e);
+                self.say(Update::ReadFailed { problem, detail });
+                return;
+            }
+        };
+        let cases = listed
+            .into_iter()
+            .map(|c| {
+                let latest = latest_from_user(client, &c.case_id);
+                CaseView {
+                    rtl: crate::bidi::is_rtl(&latest),
+                    preview: preview(&latest),
+                    id: c.case_id,
+                    messages: c.messages,
+                    unread: c.unread,
+                    queued: c.queued,
+                    last_at_hour: c.last_at_hour,
+                    can_reply: c.can_reply,
+                }
+            })
+            .collect();
+        self.say(Update::Cases {
+            filter: self.filter,
+            cases,
+            counts,
+        });
+    }
+
+    fn show_case(&self) {
+        let (Some(client), Some(case)) = (&self.client, &self.open_case) else {
+            return;
+        };
+        let messages = match client.case_messages(case, None, CASE_LIMIT) {
+            Ok(m) => m,
+            Err(e) => {
+                let (problem, detail) = problem_of(&e);
+                self.say(Update::ReadFailed { problem, detail });
+                return;
+            }
+        };
+        let entries: Vec<EntryView> = messages
+            .iter()
+            .map(|m| EntryView {
+                id: m.id,
+                text: m.text.expose().to_string(),
+                from_user: m.direction == Direction::In,
+                at_hour: m.at_hour,
+                delivery: m.delivery,
+                expires_hour: m.expires_hour,
+            })
+            .collect();
+        let shown = entries.iter().filter(|e| e.from_user).map(|e| e.id);
+        if let (Some(first), Some(last)) = (shown.clone().min(), shown.max()) {
+            let _ = client.mark_read(case, first..=last);
+        }
+        let can_reply = client
+            .store()
+            .case(case)
+            .ok()
+            .flatten()
+            .is_some_and(|c| c.reply.is_some());
+        self.say(Update::Case {
+            case: case.clone(),
+            entries,
+            can_reply,
+        });
+    }
+}
+
+/// The text of the user's latest message in `case` (empty if none is kept).
+fn latest_from_user(client: &InboxClient, case: &str) -> String {
+    client
+        .case_messages(case, None, 20)
+        .unwrap_or_default()
+        .iter()
+        .rev()
+        .find(|m| m.direction == Direction::In)
+        .map(|m| m.text.expose().to_string())
+        .unwrap_or_default()
+}
+
+/// The first line of `text`, cut to 90 characters.
+pub fn preview(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default().trim();
+    let mut cut: String = line.chars().take(90).collect();
+    if line.chars().count() > 90 {
+        cut.push('…');
+    }
+    cut
+}
+
+/// Whether `dir` holds a store (the sign-in screen), or not (how to set the device up).
+pub fn store_exists(dir: &std::path::Path) -> bool {
+    Store::exists(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::preview;
+
+    #[test]
+    fn a_preview_is_the_first_line_cut_to_ninety_characters() {
+        assert_eq!(preview("سلام\nsecond line"), "سلام");
+        let long = "a".repeat(100);
+        assert_eq!(preview(&long).chars().count(), 91);
+        assert!(preview(&long).ends_with('…'));
+        assert_eq!(preview(""), "");
+    }
+}
