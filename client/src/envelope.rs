@@ -144,6 +144,18 @@ pub fn wipe(content: &mut Content) {
             }
         }
         Some(Body::Text(t)) => t.text.zeroize(),
+        Some(Body::Sync(s)) => {
+            use refuge_proto::content::case_op::Op;
+            for op in &mut s.ops {
+                match op.op.as_mut() {
+                    Some(Op::Assign(a)) => a.note.zeroize(),
+                    Some(Op::Note(n)) => n.text.zeroize(),
+                    Some(Op::ReplySent(r)) => r.text.zeroize(),
+                    Some(Op::Status(_) | Op::Star(_)) | None => {}
+                }
+                op.case_id.zeroize();
+            }
+        }
         None => {}
     }
 }

@@ -30,6 +30,8 @@ use std::time::SystemTime;
 
 /// A first contact to a post of more devices than one page of bundles covers.
 mod paging_tests;
+/// The post as a team: a reply and a handover shown on a colleague's desk (ADR 0012).
+mod sync_tests;
 
 pub(crate) const POST: &str = "emb-xx";
 pub(crate) const DESK1: &str = "emb-xx/desk-1";

@@ -23,6 +23,7 @@ pub mod secret;
 pub mod staff;
 pub mod store;
 pub mod submit;
+pub mod sync;
 pub mod transport;
 pub mod user;
 

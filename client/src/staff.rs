@@ -16,6 +16,7 @@ use crate::secret::{SecretText, os_rng};
 use crate::store::{
     CaseSummary, LocalIdentity, Outgoing, Role, StaffDeviceRecord, Store, generate_signing_key,
 };
+use crate::sync::{CheckedOp, LocalAuthor, LocalChange, Roster};
 use prost::Message;
 use rand::RngCore;
 use refuge_proto::MAX_ONE_TIME_PREKEYS;
@@ -444,6 +445,20 @@ impl<'s> Staff<'s> {
             hour(now),
             timer.expires_hour(hour(now) as i64),
         )?;
+        // The post's devices share their replies (ADR 0012): the reply is an operation on the
+        // case too, kept in the same transaction.
+        self.store
+            .record_case_op(
+                &self.author(),
+                &case.case_id,
+                LocalChange::Reply {
+                    text: text.clone(),
+                    at_hour: hour(now),
+                    timer_seconds: timer.seconds(),
+                },
+                Some(message),
+            )?
+            .map_err(ClientError::from)?;
         let row = self.store.queue_outgoing(
             &Outgoing {
                 mailbox,
@@ -464,6 +479,43 @@ impl<'s> Staff<'s> {
 
     pub fn cases(&self) -> Result<Vec<CaseSummary>> {
         self.store.cases()
+    }
+}
+
+/// The post as a team (ADR 0012): this device's changes to the shared state of its cases.
+impl Staff<'_> {
+    /// This device, as the author of case operations.
+    pub fn author(&self) -> LocalAuthor {
+        LocalAuthor::new(&self.device.label)
+    }
+
+    /// This device's post as `directory` lists it: its colleagues, who a case may be handed
+    /// to, which cases need reassignment.
+    pub fn roster(&self, directory: &VerifiedDirectory) -> Roster {
+        Roster::from_directory(directory, &self.device.label, &self.device.post_id)
+    }
+
+    /// Makes a change to a case (its id, or a unique prefix of at least 8) and keeps it with
+    /// the case's state, in one transaction; returns the operation. Replies are not made here:
+    /// [`Staff::queue_reply`] records them with the message it sends.
+    pub fn change_case(&self, case_id: &str, change: LocalChange) -> Result<CheckedOp> {
+        if matches!(change, LocalChange::Reply { .. }) {
+            return Err(ClientError::InvalidArgument(
+                "a reply is recorded when it is sent, not as a change to its case".into(),
+            ));
+        }
+        let case = self
+            .store
+            .case(case_id)?
+            .ok_or_else(|| ClientError::UnknownCase {
+                case: case_id.to_string(),
+            })?;
+        let tx = self.store.begin()?;
+        let op = self
+            .store
+            .record_case_op(&self.author(), &case.case_id, change, None)??;
+        tx.commit()?;
+        Ok(op)
     }
 }
 
@@ -563,8 +615,16 @@ impl Recipient for StaffRecipient {
                 store.upsert_case(&case_id, &user_address, None)?;
                 SecretText::new(std::mem::take(&mut t.text))
             }
+            // Only the post's own devices send these (ADR 0012), never a user.
+            Some(Body::Sync(_)) => {
+                return Err(ClientError::PossibleImpersonation(
+                    "a user sent a message only the post's own devices may send".into(),
+                ));
+            }
             None => return Err(ClientError::Undecryptable("empty content".into())),
         };
+        // The case's shared state starts here (`new`) if the case is new (ADR 0012).
+        store.open_case_state(&case_id)?;
         // The user's latest choice of timer applies to the case's replies from now on.
         store.set_case_timer(&case_id, arrival.timer.seconds())?;
         store.add_case_message(

@@ -19,6 +19,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "peer",
             "disappearing",
             "files",
+            "sync",
         ],
     ),
     ("store", &["store"]),

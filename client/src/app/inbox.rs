@@ -13,6 +13,7 @@ use crate::staff::Staff;
 use crate::store::{
     CaseFilter, CaseListing, CaseMessage, CaseRecord, CaseSummary, KdfParams, Passphrase, Store,
 };
+use crate::sync::{CaseState, LocalChange, Roster, Status};
 use crate::transport::RelayEndpoint;
 use refuge_proto::directory::VerifiedDirectory;
 use refuge_proto::directory_pb::EnrollmentRequest;
@@ -463,7 +464,99 @@ impl InboxClient {
         after: Option<(i64, &str)>,
         limit: u32,
     ) -> Result<Vec<CaseListing>> {
-        self.core.store.case_list(filter, after, limit)
+        let mut listed = self.core.store.case_list(filter, after, limit)?;
+        if let Some(roster) = self.roster()? {
+            for case in &mut listed {
+                case.needs_reassignment =
+                    Some(roster.needs_reassignment(case.status, case.assigned_to.as_deref()));
+            }
+        }
+        Ok(listed)
+    }
+
+    // ------------------------------------------------ the post as a team (ADR 0012)
+
+    /// The post's shared state of a case: status, who handles it, the star, internal notes,
+    /// and the replies of every device of the post with their author.
+    pub fn case_state(&self, case_id: &str) -> Result<CaseState> {
+        let case = self.case(case_id)?;
+        Ok(self
+            .core
+            .store
+            .case_state(&case.case_id)?
+            .unwrap_or_default())
+    }
+
+    /// This device's post as the directory this client verified last lists it (`None` before
+    /// it verified one): what "needs reassignment" is computed from
+    /// ([`Roster::needs_reassignment`]).
+    pub fn roster(&self) -> Result<Option<Roster>> {
+        let staff = self.staff()?;
+        Ok(self.core.directory.as_ref().map(|d| staff.roster(d)))
+    }
+
+    /// Hands a case to a device of the post (`to`, its label; this device's own to take it),
+    /// with a note for it. The device must be in the post's verified directory: the one this
+    /// client verified in the last [`super::DIRECTORY_REFRESH`], else verified now.
+    pub async fn assign(&mut self, case_id: &str, to: &str, note: &SecretText) -> Result<()> {
+        let case = self.case(case_id)?;
+        let directory = self.core.directory_within(super::DIRECTORY_REFRESH).await?;
+        let staff = self.staff()?;
+        let to = staff.roster(&directory).assignee(to)?;
+        staff.change_case(
+            &case.case_id,
+            LocalChange::Assign {
+                to,
+                note: note.clone(),
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Sets a case's status.
+    pub fn set_status(&self, case_id: &str, status: Status) -> Result<()> {
+        self.staff()?
+            .change_case(case_id, LocalChange::Status(status))?;
+        Ok(())
+    }
+
+    /// Stars a case for the whole post (`on`), or takes the star off.
+    pub fn star(&self, case_id: &str, on: bool) -> Result<()> {
+        self.staff()?.change_case(case_id, LocalChange::Star(on))?;
+        Ok(())
+    }
+
+    /// Adds an internal note to a case (never sent to the user); returns its id.
+    pub fn add_note(&self, case_id: &str, text: &SecretText) -> Result<u64> {
+        let id = rand::random_range(1..=u64::MAX);
+        self.staff()?.change_case(
+            case_id,
+            LocalChange::Note {
+                id,
+                text: text.clone(),
+            },
+        )?;
+        Ok(id)
+    }
+
+    /// Replaces the text of one of this device's notes on a case.
+    pub fn edit_note(&self, case_id: &str, note_id: u64, text: &SecretText) -> Result<()> {
+        let staff = self.staff()?;
+        let state = self.case_state(case_id)?;
+        let me = staff.label().to_string();
+        if !state.notes.contains_key(&(me, note_id)) {
+            return Err(ClientError::InvalidArgument(format!(
+                "this device wrote no note {note_id} on case {case_id}"
+            )));
+        }
+        staff.change_case(
+            case_id,
+            LocalChange::Note {
+                id: note_id,
+                text: text.clone(),
+            },
+        )?;
+        Ok(())
     }
 
     /// Up to `limit` messages of a case before message `before`, oldest first.

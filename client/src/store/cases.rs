@@ -9,6 +9,7 @@ use crate::error::Result;
 use crate::events::Delivery;
 use crate::secret::SecretText;
 use crate::store::Direction;
+use crate::sync::Status;
 
 /// Which cases a list shows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -19,6 +20,12 @@ pub enum CaseFilter {
     Unread,
     /// Cases with a reply the relay has not confirmed yet.
     Pending,
+    /// Cases nobody has answered or set a status for yet (ADR 0012's status `new`).
+    New,
+    /// Cases assigned to this device, not closed.
+    Mine,
+    /// Closed cases.
+    Closed,
 }
 
 /// One case, for a list of them.
@@ -36,6 +43,16 @@ pub struct CaseListing {
     pub last_at_hour: i64,
     /// Whether a reply can be sent (the user's first contact, with its reply address, arrived).
     pub can_reply: bool,
+    /// The post's shared state of the case (ADR 0012): its status,
+    pub status: Status,
+    /// the device it is assigned to,
+    pub assigned_to: Option<String>,
+    /// and whether it is starred.
+    pub starred: bool,
+    /// Whether it needs reassignment (not closed, assigned to a device the post's verified
+    /// directory no longer lists): `None` from the store, which holds no directory;
+    /// `InboxClient::cases` says, from the directory it verified.
+    pub needs_reassignment: Option<bool>,
 }
 
 /// A message of a case.
@@ -51,6 +68,9 @@ pub struct CaseMessage {
     pub delivery: Option<Delivery>,
     /// From the user: whether it was seen on this device (replies: always).
     pub seen: bool,
+    /// Replies: the label of the device that sent it (`None`: this device, kept before the
+    /// post's devices shared their replies); from the user: `None`.
+    pub author: Option<String>,
 }
 
 /// A reply's state as stored (`None`: sent before v8 recorded it).
@@ -77,10 +97,18 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<CaseListing>> {
         self.prune_due()?;
-        let having = match filter {
-            CaseFilter::All => "",
-            CaseFilter::Unread => "AND unread > 0",
-            CaseFilter::Pending => "AND queued > 0",
+        // Filters on the shared state pick cases before their messages are counted (one
+        // indexed row per case); filters on the counts, after.
+        let (state, having) = match filter {
+            CaseFilter::All => ("", ""),
+            CaseFilter::Unread => ("", "AND unread > 0"),
+            CaseFilter::Pending => ("", "AND queued > 0"),
+            CaseFilter::New => ("WHERE coalesce(s.status, 'new') = 'new'", ""),
+            CaseFilter::Mine => (
+                "WHERE s.assigned_to = (SELECT label FROM staff_device) AND s.status != 'closed'",
+                "",
+            ),
+            CaseFilter::Closed => ("WHERE s.status = 'closed'", ""),
         };
         let mut stmt = self.conn().prepare(&format!(
             "SELECT c.case_id, count(m.id),
@@ -88,8 +116,11 @@ impl Store {
                     coalesce(sum(m.direction = 'out' AND m.delivery = 'queued'), 0) AS queued,
                     coalesce(max(m.id), 0) AS last_id,
                     coalesce(max(m.at_hour), c.opened_at),
-                    c.reply_mailbox IS NOT NULL
-             FROM cases c LEFT JOIN case_messages m ON m.case_id = c.case_id
+                    c.reply_mailbox IS NOT NULL,
+                    coalesce(s.status, 'new'), s.assigned_to, coalesce(s.starred, 0)
+             FROM cases c LEFT JOIN case_state s ON s.case_id = c.case_id
+                  LEFT JOIN case_messages m ON m.case_id = c.case_id
+             {state}
              GROUP BY c.case_id
              HAVING (last_id < ?1 OR (last_id = ?1 AND c.case_id > ?3)) {having}
              ORDER BY last_id DESC, c.case_id LIMIT ?2"
@@ -110,6 +141,10 @@ impl Store {
                     last_id: r.get(4)?,
                     last_at_hour: r.get(5)?,
                     can_reply: r.get::<_, i64>(6)? != 0,
+                    status: Status::parse(&r.get::<_, String>(7)?).unwrap_or_default(),
+                    assigned_to: r.get(8)?,
+                    starred: r.get::<_, i64>(9)? != 0,
+                    needs_reassignment: None,
                 })
             },
         )?;
@@ -126,7 +161,7 @@ impl Store {
     ) -> Result<Vec<CaseMessage>> {
         self.prune_due()?;
         let mut stmt = self.conn().prepare(
-            "SELECT id, direction, body, at_hour, expires_hour, delivery, seen
+            "SELECT id, direction, body, at_hour, expires_hour, delivery, seen, author
              FROM case_messages WHERE case_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
         )?;
         let mut page = stmt
@@ -151,6 +186,7 @@ impl Store {
                         expires_hour: r.get(4)?,
                         delivery,
                         seen: direction == Direction::Out || r.get::<_, i64>(6)? != 0,
+                        author: r.get(7)?,
                     })
                 },
             )?
@@ -280,5 +316,90 @@ mod tests {
         let older = store.case_page(&case0, Some(page[1].id), 10).unwrap();
         assert_eq!(older.len(), 1);
         assert_eq!(older[0].id, last[0]);
+    }
+
+    #[test]
+    fn cases_list_with_their_shared_state_and_filter_on_it() {
+        use crate::store::{StaffDeviceRecord, generate_signing_key};
+        use crate::sync::{LocalAuthor, LocalChange, Roster};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::for_tests(dir.path());
+        let me = "emb-xx/desk-1";
+        store
+            .save_staff_device(&StaffDeviceRecord {
+                label: me.into(),
+                post_id: "emb-xx".into(),
+                mailbox_id: MailboxId([3; 16]),
+                auth_key: generate_signing_key(),
+            })
+            .unwrap();
+        let hour = (store.unix_now() / 3600 * 3600) as u64;
+        let text = SecretText::new("bonjour".into());
+        let cases: Vec<String> = (0..5).map(|i| format!("{i:032x}")).collect();
+        for case in &cases {
+            store
+                .upsert_case(case, &format!("user:{case}"), None)
+                .unwrap();
+            store.open_case_state(case).unwrap();
+            store
+                .add_case_message(case, true, &text, hour, None)
+                .unwrap();
+        }
+        let roster = Roster::of(
+            "emb-xx",
+            me,
+            [me, "emb-xx/desk-2"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        );
+        let author = LocalAuthor::new(me);
+        let change = |case: &str, change| {
+            store
+                .record_case_op(&author, case, change, None)
+                .unwrap()
+                .unwrap();
+        };
+        // Case 0: mine. Case 1: desk 2's, starred. Case 2: closed (it was mine). Case 3:
+        // waiting. Case 4: untouched.
+        let to = |l: &str| LocalChange::Assign {
+            to: roster.assignee(l).unwrap(),
+            note: SecretText::new(String::new()),
+        };
+        change(&cases[0], to(me));
+        change(&cases[1], to("emb-xx/desk-2"));
+        change(&cases[1], LocalChange::Star(true));
+        change(&cases[2], to(me));
+        change(&cases[2], LocalChange::Status(Status::Closed));
+        change(&cases[3], LocalChange::Status(Status::Waiting));
+
+        let ids = |filter| -> Vec<String> {
+            let mut ids: Vec<String> = store
+                .case_list(filter, None, 10)
+                .unwrap()
+                .into_iter()
+                .map(|c| c.case_id[30..].to_string())
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(ids(CaseFilter::All), ["00", "01", "02", "03", "04"]);
+        assert_eq!(ids(CaseFilter::New), ["00", "01", "04"]);
+        assert_eq!(ids(CaseFilter::Mine), ["00"]);
+        assert_eq!(ids(CaseFilter::Closed), ["02"]);
+        let listed = store.case_list(CaseFilter::All, None, 10).unwrap();
+        let one = listed.iter().find(|c| c.case_id == cases[1]).unwrap();
+        assert_eq!(
+            (one.status, one.assigned_to.as_deref(), one.starred),
+            (Status::New, Some("emb-xx/desk-2"), true)
+        );
+        // The listing says what the state says, case by case.
+        for l in &listed {
+            let state = store.case_state(&l.case_id).unwrap().unwrap();
+            assert_eq!(
+                (l.status, l.assigned_to.as_deref(), l.starred),
+                (state.status(), state.assigned_to(), state.starred())
+            );
+        }
     }
 }

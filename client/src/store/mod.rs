@@ -13,6 +13,7 @@
 //! ([`Store::expire`]); [`wipe`] destroys a store without its passphrase.
 
 mod app;
+mod case_state;
 mod cases;
 mod conversation;
 mod evidence;
@@ -315,6 +316,65 @@ CREATE TABLE case_not_sealed_for (
     label   TEXT NOT NULL,
     PRIMARY KEY (case_id, label)
 ) STRICT;
+"#,
+    // v10: the post's shared case state (issue 17, ADR 0012). Every case operation this device
+    // made or accepted, once each (by its id), with its clock and author; a reply's text is not
+    // kept with its operation but in `case_messages` (which now says which device sent each
+    // reply), where it disappears on time. The merge rule's result per case, kept up to date in
+    // the transaction that keeps each operation, so that a cases list reads one row per case:
+    // `case_state` (the registers, each with the order key of the write that won) and
+    // `case_notes`. Cases replied to before v10 count as replied (open).
+    r#"
+CREATE TABLE case_ops (
+    op_id           BLOB PRIMARY KEY CHECK (length(op_id) = 16),
+    case_id         TEXT NOT NULL REFERENCES cases (case_id),
+    wall_ms         INTEGER NOT NULL CHECK (wall_ms >= 0),
+    counter         INTEGER NOT NULL CHECK (counter >= 0),
+    author          TEXT NOT NULL,
+    kind            TEXT NOT NULL CHECK (kind IN ('assign', 'status', 'note', 'star', 'reply')),
+    -- The operation as encoded on the wire (refuge.content.v1.CaseOp), a reply's text left out.
+    kept            BLOB NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX case_ops_by_case ON case_ops (case_id);
+CREATE INDEX case_ops_by_clock ON case_ops (wall_ms, counter);
+CREATE TABLE case_state (
+    case_id      TEXT PRIMARY KEY REFERENCES cases (case_id),
+    -- What the merge rule makes of the registers below.
+    status       TEXT NOT NULL DEFAULT 'new'
+                 CHECK (status IN ('new', 'open', 'waiting', 'closed')),
+    -- The status register (NULL: never set) and the order key of the write that won.
+    status_set   TEXT CHECK (status_set IS NULL OR status_set IN ('new', 'open', 'waiting', 'closed')),
+    status_key   BLOB,
+    assigned_to  TEXT,
+    assign_note  TEXT,
+    assigned_by  TEXT,
+    assign_key   BLOB,
+    starred      INTEGER NOT NULL DEFAULT 0 CHECK (starred IN (0, 1)),
+    star_key     BLOB,
+    replied      INTEGER NOT NULL DEFAULT 0 CHECK (replied IN (0, 1))
+) STRICT;
+CREATE INDEX case_state_by_status ON case_state (status);
+CREATE INDEX case_state_by_assignee ON case_state (assigned_to) WHERE assigned_to IS NOT NULL;
+CREATE TABLE case_notes (
+    case_id  TEXT NOT NULL REFERENCES cases (case_id),
+    author   TEXT NOT NULL,
+    -- The note id (a u64) as the INTEGER with its bits.
+    note_id  INTEGER NOT NULL,
+    text     TEXT NOT NULL,
+    note_key BLOB NOT NULL,
+    PRIMARY KEY (case_id, author, note_id)
+) STRICT;
+-- Replies: the label of the device that sent it (NULL: this device, before v10), and the
+-- reply operation it is (the link goes when the message disappears).
+ALTER TABLE case_messages ADD COLUMN author TEXT;
+ALTER TABLE case_messages ADD COLUMN op_id BLOB;
+CREATE INDEX case_messages_by_op ON case_messages (op_id) WHERE op_id IS NOT NULL;
+INSERT INTO case_state (case_id, replied, status)
+    SELECT case_id, replied, CASE WHEN replied = 1 THEN 'open' ELSE 'new' END
+    FROM (SELECT c.case_id,
+                 EXISTS (SELECT 1 FROM case_messages m
+                         WHERE m.case_id = c.case_id AND m.direction = 'out') AS replied
+          FROM cases c);
 "#,
 ];
 
@@ -1275,6 +1335,54 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert!(fk.is_empty(), "{fk:?}");
+    }
+
+    #[test]
+    fn v10_starts_every_case_shared_state_open_if_it_was_replied_to() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::for_tests(tmp.path());
+        rewind_to(&s, 9);
+        let (answered, waiting) = ("a".repeat(32), "b".repeat(32));
+        // Two cases as schema v9 left them: one this device replied to, one not.
+        s.conn()
+            .execute_batch(&format!(
+                "INSERT INTO cases (case_id, user_address, opened_at) VALUES \
+                 ('{answered}', 'user:{answered}', 0), ('{waiting}', 'user:{waiting}', 0);
+                 INSERT INTO case_messages (case_id, direction, body, at_hour, seen) VALUES \
+                 ('{answered}', 'in', 'help', 0, 1), ('{answered}', 'out', 'we hear you', 0, 1),
+                 ('{waiting}', 'in', 'hello', 0, 0);"
+            ))
+            .unwrap();
+        drop(s);
+        let s = Store::open(tmp.path(), &pass(TEST_PASSPHRASE)).unwrap();
+        let v: i64 = s
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+        use crate::sync::Status;
+        let state = |c: &str| s.case_state(c).unwrap().unwrap();
+        assert_eq!(state(&answered).status(), Status::Open);
+        assert_eq!(state(&waiting).status(), Status::New);
+        assert_eq!(state(&waiting).assigned_to(), None);
+        assert!(s.case_ops(&answered).unwrap().is_empty());
+        // Replies kept before v10 are this device's, with no author recorded.
+        let page = s.case_page(&answered, None, 10).unwrap();
+        assert_eq!(page.len(), 2);
+        assert!(page.iter().all(|m| m.author.is_none()));
+        let new: Vec<String> = s
+            .case_list(CaseFilter::New, None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.case_id)
+            .collect();
+        assert_eq!(new, std::slice::from_ref(&waiting));
+        // And the migrated cases take operations.
+        let me = crate::sync::LocalAuthor::new("emb-xx/desk-1");
+        s.record_case_op(&me, &waiting, crate::sync::LocalChange::Star(true), None)
+            .unwrap()
+            .unwrap();
+        assert!(state(&waiting).starred());
     }
 
     #[test]

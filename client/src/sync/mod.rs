@@ -1,0 +1,135 @@
+//! The post as a team (issue 17, ADR 0012): the shared state of a post's cases, as a sans-I/O
+//! core. No store, network or clock here: operations, the time and the verified directory come
+//! in as values; the store (`crate::store`, `case_state`) keeps operations and their state.
+//!
+//! # Operations
+//!
+//! Every change a device makes to a case is an operation ([`Op`]): `Assign {to, note}`,
+//! `Status {new | open | waiting | closed}`, `Note {id, text}` (internal, never sent to the
+//! user), `Star {on}`, `ReplySent {text, at_hour, timer}`. Each carries a unique 16-byte id
+//! (operations are idempotent by it), its author's device label and a reading of its author's
+//! hybrid logical clock ([`hlc`]), ticked for each operation made and raised by each one
+//! received, so that an operation made after another was seen reads later.
+//!
+//! # The merge rule
+//!
+//! A case's state is a fold over the set of operations a device holds, in the order of
+//! (clock, author label, operation id) ([`OrderKey`]; only an author that reused a reading
+//! needs the id):
+//!
+//! - **assignment**, **status** and **star** are last-writer-wins registers: each holds the
+//!   value of the greatest operation that writes it;
+//! - the **status** of a case no status operation was made for is `new`, and `open` once the
+//!   case holds a reply (so a reply moves a new case to open without writing the register, and
+//!   the order in which a reply and a status change arrive does not matter);
+//! - **notes** are an add-only set keyed by (author, note id): a later operation with the
+//!   same key replaces the text; none is ever removed;
+//! - **replies** (`ReplySent`) are a set, in the merge order, each with its author: the
+//!   replies of every device of the post in the case's conversation.
+//!
+//! Each part is a join (the greatest key wins; union), so the state depends only on the set:
+//! any order of arrival, any repeats, the same state on every device once each holds the same
+//! operations ([`state`]'s tests: the two-devices-offline example and property tests over
+//! permutations and repeats).
+//!
+//! # What is refused
+//!
+//! An operation is kept only as a [`CheckedOp`]: malformed fields, a sender that is not a
+//! colleague in the verified directory, an operation whose author is not its sender, a clock
+//! more than [`hlc::MAX_AHEAD`] ahead, a case this device does not hold, an id reused for
+//! another operation — each is an [`OpError`] that names who is at fault, and changes nothing.
+//!
+//! # Offboarding
+//!
+//! A case "needs reassignment" when it is not closed and the device it is assigned to is no
+//! longer in the post's verified directory ([`Roster::needs_reassignment`]): computed, never
+//! sent.
+
+pub mod hlc;
+pub mod op;
+pub mod roster;
+pub mod state;
+
+pub use hlc::{Hlc, HybridClock};
+pub use op::{Change, CheckedOp, LocalAuthor, LocalChange, Op, OpId, OrderKey, Status};
+pub use roster::{Assignee, Roster};
+pub use state::{Assignment, CaseState, Lww, Registers, ReplyEntry};
+
+use crate::error::{Blame, ClientError};
+
+/// Why an operation was refused: it changed nothing. Each says whose it is.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpError {
+    /// A colleague's device sent an operation that does not decode into one (its software is
+    /// broken, or it is not what it claims).
+    #[error("refused a sync operation from {from}: {reason}")]
+    Malformed { from: String, reason: String },
+
+    /// The sender is not another device of this post in the verified directory.
+    #[error(
+        "refused sync operations from {sender}: the verified directory does not list it as a \
+         device of this post (revoked, of another post, or never enrolled)"
+    )]
+    NotAColleague { sender: String },
+
+    /// A colleague sent an operation under another device's name.
+    #[error("refused a sync operation from {sender}: it claims to be by {author}")]
+    NotItsOwn { sender: String, author: String },
+
+    /// The author's clock is far ahead of this device's.
+    #[error(
+        "refused a sync operation by {author}: its clock reads {} s ahead of this device's \
+         (at most {} s is accepted); one of the two devices' clocks is wrong",
+        ahead_ms / 1000,
+        hlc::MAX_AHEAD.as_secs()
+    )]
+    TooFarAhead { author: String, ahead_ms: u64 },
+
+    /// An operation on a case this device does not hold (its first contact has not reached
+    /// this device, or a colleague's device is wrong).
+    #[error("no case {case} on this device")]
+    UnknownCase { case: String },
+
+    /// An operation id already held for another operation.
+    #[error("refused a sync operation by {author}: its id was already used for another operation")]
+    IdReused { author: String },
+
+    /// A handover to a device the verified directory does not list in this post.
+    #[error("{label} is not a device of post {post} in the verified directory")]
+    NotInPost { label: String, post: String },
+
+    /// A change this device was asked to make is not one (an empty note, a text too long).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl OpError {
+    /// Who is at fault: the sending colleague's software ([`Blame::Bug`]), someone posing as a
+    /// colleague ([`Blame::Attack`]), the state of things ([`Blame::State`]: a clock, a case
+    /// not here yet), or the person asking ([`Blame::Usage`]).
+    pub fn blame(&self) -> Blame {
+        match self {
+            OpError::Malformed { .. } => Blame::Bug,
+            OpError::NotAColleague { .. }
+            | OpError::NotItsOwn { .. }
+            | OpError::IdReused { .. } => Blame::Attack,
+            OpError::TooFarAhead { .. } => Blame::State,
+            OpError::UnknownCase { .. } => Blame::State,
+            OpError::NotInPost { .. } | OpError::Invalid(_) => Blame::Usage,
+        }
+    }
+}
+
+impl From<OpError> for ClientError {
+    /// As the error of an action this device's user asked for.
+    fn from(e: OpError) -> ClientError {
+        match e {
+            OpError::UnknownCase { case } => ClientError::UnknownCase { case },
+            e @ (OpError::NotAColleague { .. }
+            | OpError::NotItsOwn { .. }
+            | OpError::IdReused { .. }) => ClientError::PossibleImpersonation(e.to_string()),
+            e => ClientError::InvalidArgument(e.to_string()),
+        }
+    }
+}
