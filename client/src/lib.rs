@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod attachment;
 pub mod audit;
 pub mod authority;
 pub mod clock;
