@@ -154,7 +154,11 @@ fn sign_in_read_open_by_keyboard_reply_and_the_user_receives_it() {
     assert!(shows(w, "No witness in this deployment's policy"));
     // The filters hold the counts.
     let counts: Vec<i32> = w.get_counts().iter().collect();
-    assert_eq!(counts, [2, 2, 0], "all, unread, not yet confirmed");
+    assert_eq!(
+        counts,
+        [2, 0, 2, 0, 2, 0],
+        "new, mine, all, closed, unread, not yet confirmed"
+    );
 
     // Open the older case by keyboard: Down to it (and no further), Enter.
     assert_eq!(w.get_current(), 0);
@@ -472,7 +476,14 @@ fn every_interactive_element_of_every_screen_has_an_accessible_label() {
         "the conversation",
         |u| matches!(u, Update::Case { entries, .. } if !entries.is_empty()),
     );
-    // The red banner's button too.
+    // The handover panel's choices, and the red banner's button too.
+    w.set_colleagues(
+        std::rc::Rc::new(slint::VecModel::from(vec![slint::SharedString::from(
+            "emb-xx/desk-9",
+        )]))
+        .into(),
+    );
+    w.set_handing_over(true);
     let mut log = w.get_log();
     log.failed = true;
     w.set_log(log);
@@ -648,4 +659,435 @@ fn a_reply_waiting_its_random_time_does_not_hold_up_the_window() {
         |u| matches!(u, Update::Case { case, entries, .. } if case.as_str() == second.id.as_str() && !entries.is_empty()),
     );
     assert!(shows(w, "Hello, I am writing from Minsk."));
+}
+
+/// Chooses the filter named `name` and waits for its list.
+fn choose(
+    app: &refuge_ui::inbox::InboxApp,
+    rx: &std::sync::mpsc::Receiver<Update>,
+    name: &str,
+    filter: CaseFilter,
+) -> Vec<String> {
+    click(app.window(), name);
+    pump(
+        app,
+        rx,
+        10,
+        "the filter's list",
+        |u| matches!(u, Update::Cases { filter: f, .. } if *f == filter),
+    );
+    app.window()
+        .get_cases()
+        .iter()
+        .map(|c| c.id.to_string())
+        .collect()
+}
+
+/// Opens the case `id` from the list and waits for its conversation.
+fn open(app: &refuge_ui::inbox::InboxApp, rx: &std::sync::mpsc::Receiver<Update>, id: &str) {
+    click(app.window(), &format!("Case {}", &id[..8]));
+    assert_eq!(app.window().get_screen(), InboxScreen::Case);
+    pump(
+        app,
+        rx,
+        10,
+        "the conversation",
+        |u| matches!(u, Update::Case { case, entries, .. } if case == id && !entries.is_empty()),
+    );
+}
+
+/// Waits until a change to the shared state is kept, then for the case view it changed.
+fn changed(app: &refuge_ui::inbox::InboxApp, rx: &std::sync::mpsc::Receiver<Update>) {
+    pump(app, rx, 30, "the change kept", |u| {
+        matches!(u, Update::Changed { .. } | Update::ChangeFailed { .. })
+    });
+    assert_eq!(app.window().get_problem(), InboxProblem::None);
+    pump(app, rx, 10, "the case view after the change", |u| {
+        matches!(u, Update::Case { .. })
+    });
+}
+
+#[test]
+fn filters_status_star_and_internal_notes_that_never_reach_the_user() {
+    i_slint_backend_testing::init_no_event_loop();
+    let mut post = Post::new(31, Some(FIRST));
+    let _other = post.another_user_writes("other", "Hello, I am writing from Minsk.");
+    let (app, rx) = signed_in(&post);
+    let w = app.window();
+    let rows: Vec<_> = w.get_cases().iter().collect();
+    assert_eq!(rows.len(), 2, "both cases");
+    let (case, other) = (rows[1].id.to_string(), rows[0].id.to_string());
+    assert!(
+        rows.iter()
+            .all(|r| r.status == "new" && r.assigned.is_empty())
+    );
+    let about = find_role(w, &format!("Case {}", &case[..8]), AccessibleRole::ListItem)
+        .accessible_description()
+        .unwrap_or_default();
+    assert!(about.contains("new · not assigned"), "{about}");
+
+    // The filters in their order, with their counts.
+    let tabs: Vec<String> = labels(w)
+        .into_iter()
+        .filter(|l| {
+            [
+                "New",
+                "Mine",
+                "All",
+                "Closed",
+                "Unread",
+                "Not yet confirmed",
+            ]
+            .contains(&l.as_str())
+        })
+        .collect();
+    assert_eq!(
+        tabs,
+        [
+            "New",
+            "Mine",
+            "All",
+            "Closed",
+            "Unread",
+            "Not yet confirmed"
+        ]
+    );
+    let mut new = choose(&app, &rx, "New", CaseFilter::New);
+    new.sort();
+    let mut both = vec![case.clone(), other.clone()];
+    both.sort();
+    assert_eq!(new, both, "nobody answered either case yet");
+    assert!(choose(&app, &rx, "Mine", CaseFilter::Mine).is_empty());
+    assert!(shows(w, "No open case is assigned to this device."));
+
+    // A reply makes the case open: no longer new.
+    choose(&app, &rx, "All", CaseFilter::All);
+    open(&app, &rx, &case);
+    assert_eq!(w.get_case_status(), "new");
+    let reply = "We read you; a colleague will call.";
+    type_into(w, "Reply", reply);
+    click(w, "Send reply");
+    pump(&app, &rx, 30, "the relay's confirmation", |u| {
+        matches!(
+            u,
+            Update::Event(Event::Reply {
+                delivery: Delivery::Confirmed,
+                ..
+            })
+        )
+    });
+    pump(&app, &rx, 10, "the case after the reply", |u| {
+        matches!(u, Update::Case { .. })
+    });
+    assert_eq!(w.get_case_status(), "open", "a reply opens a new case");
+    let status = find_role(w, "open", AccessibleRole::RadioButton);
+    assert_eq!(status.accessible_checked(), Some(true));
+
+    // An internal note: shown as internal in the conversation, sent to nobody.
+    let deposits = post.kit.received("Deposit");
+    let note = "Journalist, site blocked since yesterday: call before noon.";
+    type_into(w, "Internal note", note);
+    click(w, "Add note");
+    changed(&app, &rx);
+    assert!(
+        w.get_note_draft().is_empty(),
+        "the note left its box once kept"
+    );
+    let entries: Vec<_> = w.get_entries().iter().collect();
+    let kept: Vec<_> = entries.iter().filter(|e| e.note).collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].text, note);
+    assert!(
+        shows(w, "Internal note by this desk — never sent to the user · "),
+        "{:?}",
+        labels(w)
+    );
+    let item = find_role(
+        w,
+        &format!(
+            "Internal note by this desk — never sent to the user · {}: {note}",
+            kept[0].time
+        ),
+        AccessibleRole::ListItem,
+    );
+    assert!(item.accessible_label().is_some());
+    // An empty note is refused with a sentence; nothing is kept.
+    type_into(w, "Internal note", "   ");
+    click(w, "Add note");
+    assert_eq!(w.get_problem(), InboxProblem::NoteEmpty);
+    assert!(shows(w, "Write the note first."));
+    assert_eq!(
+        post.kit.received("Deposit"),
+        deposits,
+        "a note goes to no relay"
+    );
+    let talk = post.user_reads();
+    assert_eq!(talk, [FIRST.to_string(), reply.to_string()]);
+    assert!(
+        talk.iter().all(|t| !t.contains("noon")),
+        "the user never sees the note"
+    );
+
+    // Closed: under Closed only.
+    click(w, "closed");
+    changed(&app, &rx);
+    assert_eq!(w.get_case_status(), "closed");
+    assert_eq!(
+        find_role(w, "closed", AccessibleRole::RadioButton).accessible_checked(),
+        Some(true)
+    );
+    // The star, for the whole post.
+    let star = find_role(w, "Starred for the post", AccessibleRole::Checkbox);
+    assert_eq!(star.accessible_checked(), Some(false));
+    star.invoke_accessible_default_action();
+    changed(&app, &rx);
+    assert!(w.get_case_starred());
+    assert_eq!(
+        find_role(w, "Starred for the post", AccessibleRole::Checkbox).accessible_checked(),
+        Some(true)
+    );
+    click(w, "Back");
+    pump(&app, &rx, 10, "the list", |u| {
+        matches!(u, Update::Cases { .. })
+    });
+    assert_eq!(
+        choose(&app, &rx, "Closed", CaseFilter::Closed),
+        [case.as_str()]
+    );
+    let about = find_role(w, &format!("Case {}", &case[..8]), AccessibleRole::ListItem)
+        .accessible_description()
+        .unwrap_or_default();
+    assert!(
+        about.contains("closed") && about.contains("starred"),
+        "{about}"
+    );
+    assert_eq!(choose(&app, &rx, "New", CaseFilter::New), [other.as_str()]);
+    assert!(choose(&app, &rx, "Mine", CaseFilter::Mine).is_empty());
+    let counts: Vec<i32> = w.get_counts().iter().collect();
+    assert_eq!(counts[..4], [1, 0, 2, 1], "new, mine, all, closed");
+    // Opened again: the note is still there, marked internal.
+    choose(&app, &rx, "All", CaseFilter::All);
+    open(&app, &rx, &case);
+    assert!(w.get_entries().iter().any(|e| e.note && e.text == note));
+    assert_eq!(w.get_case_status(), "closed");
+    assert!(w.get_case_starred());
+}
+
+#[test]
+fn hand_over_to_a_colleague_then_the_colleague_is_revoked_and_the_case_is_flagged() {
+    i_slint_backend_testing::init_no_event_loop();
+    let post = Post::new(32, Some("please help"));
+    let desk2 = post.enrol_colleague();
+    let (app, rx) = signed_in(&post);
+    let w = app.window();
+    let case = w.get_cases().row_data(0).expect("the case").id.to_string();
+    open(&app, &rx, &case);
+    assert!(shows(w, "Not assigned to anyone yet."));
+
+    // Take it myself: it is this device's (Mine).
+    click(w, "Hand over");
+    assert!(w.get_handing_over());
+    assert!(shows(w, &format!("Hand over case {}", &case[..8])));
+    assert_eq!(
+        find(w, "Confirm handover").accessible_enabled(),
+        Some(false),
+        "nobody chosen yet"
+    );
+    click(w, "Take it myself");
+    click(w, "Confirm handover");
+    changed(&app, &rx);
+    assert!(
+        !w.get_handing_over(),
+        "the panel closes once the handover is kept"
+    );
+    assert!(
+        shows(w, "Assigned to you (this device)."),
+        "{:?}",
+        labels(w)
+    );
+    click(w, "Back");
+    pump(&app, &rx, 10, "the list", |u| {
+        matches!(u, Update::Cases { .. })
+    });
+    assert_eq!(choose(&app, &rx, "Mine", CaseFilter::Mine), [case.as_str()]);
+    assert!(w.get_cases().iter().all(|c| c.mine));
+    assert!(
+        find_role(w, &format!("Case {}", &case[..8]), AccessibleRole::ListItem)
+            .accessible_description()
+            .is_some_and(|d| d.contains("handled by you"))
+    );
+
+    // Hand it over to desk 2 with a note: no longer Mine; the list says who has it.
+    open(&app, &rx, &case);
+    click(w, "Hand over");
+    let colleague = find_role(w, DESK2, AccessibleRole::RadioButton);
+    colleague.invoke_accessible_default_action();
+    assert_eq!(w.get_handover_to(), DESK2);
+    assert_eq!(
+        find_role(w, DESK2, AccessibleRole::RadioButton).accessible_checked(),
+        Some(true)
+    );
+    type_into(
+        w,
+        "Handover note",
+        "She calls back tomorrow at 10; speaks Persian.",
+    );
+    click(w, "Confirm handover");
+    changed(&app, &rx);
+    assert_eq!(w.get_case_assigned(), DESK2);
+    assert!(
+        shows(w, &format!("Assigned to {DESK2}.")),
+        "{:?}",
+        labels(w)
+    );
+    assert!(!w.get_case_needs_reassignment());
+    click(w, "Back");
+    pump(&app, &rx, 10, "the list", |u| {
+        matches!(u, Update::Cases { .. })
+    });
+    assert!(choose(&app, &rx, "Mine", CaseFilter::Mine).is_empty());
+    assert_eq!(choose(&app, &rx, "All", CaseFilter::All), [case.as_str()]);
+    let row = w.get_cases().row_data(0).expect("the case");
+    assert_eq!(row.assigned, DESK2);
+    assert!(!row.mine && !row.needs_reassignment);
+    let about = find_role(w, &format!("Case {}", &case[..8]), AccessibleRole::ListItem)
+        .accessible_description()
+        .unwrap_or_default();
+    assert!(about.contains(&format!("handled by {DESK2}")), "{about}");
+    assert!(!about.contains("needs reassignment"), "{about}");
+    assert!(!labels(w).contains(&"Needs reassignment".to_string()));
+
+    // The authority revokes desk 2: once the directory verified again lists it no more, the
+    // case is flagged, visibly and for a screen reader.
+    post.revoke(&desk2);
+    click(w, "Check for new messages");
+    pump(
+        &app,
+        &rx,
+        30,
+        "the flag after the read",
+        |u| matches!(u, Update::Cases { cases, .. } if cases.iter().any(|c| c.needs_reassignment)),
+    );
+    assert!(
+        w.get_cases()
+            .row_data(0)
+            .is_some_and(|c| c.needs_reassignment)
+    );
+    assert!(
+        labels(w).contains(&"Needs reassignment".to_string()),
+        "{:?}",
+        labels(w)
+    );
+    let about = find_role(w, &format!("Case {}", &case[..8]), AccessibleRole::ListItem)
+        .accessible_description()
+        .unwrap_or_default();
+    assert!(
+        about.starts_with("needs reassignment: the device it is assigned to was revoked"),
+        "{about}"
+    );
+    open(&app, &rx, &case);
+    assert!(w.get_case_needs_reassignment());
+    assert!(shows(
+        w,
+        "That device was revoked: the case needs reassignment."
+    ));
+    // The revoked device is no longer offered; taking it back clears the flag.
+    click(w, "Hand over");
+    assert!(
+        !labels(w).contains(&DESK2.to_string()),
+        "a revoked device is not offered: {:?}",
+        labels(w)
+    );
+    assert!(shows(
+        w,
+        "The verified directory lists no other device of this post."
+    ));
+    click(w, "Take it myself");
+    click(w, "Confirm handover");
+    changed(&app, &rx);
+    assert!(!w.get_case_needs_reassignment());
+    assert!(shows(w, "Assigned to you (this device)."));
+}
+
+#[test]
+fn a_case_handed_to_this_device_shows_the_note_and_when_it_can_reply_and_colleagues_replies_are_marked()
+ {
+    use refuge_client::sync::Status;
+    use refuge_ui::inbox::worker::{EntryView, StateView};
+    i_slint_backend_testing::init_no_event_loop();
+    // The window alone, as the worker would report a case a colleague handed over (the
+    // operations of colleagues' devices reach this device through the post's sync).
+    let (app, _rx) = app_over(std::path::Path::new("/nonexistent/refuge-inbox"), None);
+    tall(&app);
+    let w = app.window();
+    app.apply(Update::Opened {
+        label: DESK.into(),
+        test_deployment: false,
+    });
+    let case = "3fa2c1d04b5e6f708192a3b4c5d6e7f8";
+    w.set_case_id(case.into());
+    w.set_case_short(case[..8].into());
+    w.set_screen(InboxScreen::Case);
+    let entry = |id, text: &str, from_user: bool, author: Option<&str>, note: bool| EntryView {
+        id,
+        text: text.into(),
+        from_user,
+        at_hour: 1_796_562_000,
+        delivery: (!from_user && !note).then_some(Delivery::Confirmed),
+        expires_hour: None,
+        author: author.map(str::to_string),
+        note,
+    };
+    app.apply(Update::Case {
+        case: case.into(),
+        entries: vec![
+            entry(1, "please help", true, None, false),
+            entry(2, "We are on it.", false, Some(DESK2), false),
+            entry(3, "We will call tomorrow.", false, None, false),
+            entry(
+                -1,
+                "Speaks Persian; call after 10.",
+                false,
+                Some(DESK2),
+                true,
+            ),
+        ],
+        can_reply: false,
+        state: Box::new(StateView {
+            status: Status::Waiting,
+            assigned_to: Some(DESK.into()),
+            assigned_by: Some(DESK2.into()),
+            handover_note: "She calls back at 10.".into(),
+            starred: false,
+            needs_reassignment: false,
+            colleagues: vec![DESK2.into()],
+        }),
+    });
+    assert!(
+        shows(w, "Assigned to you (this device)."),
+        "{:?}",
+        labels(w)
+    );
+    assert!(shows(w, &format!("{DESK2} handed this case to you.")));
+    assert!(shows(w, "Their note: She calls back at 10."));
+    assert!(shows(
+        w,
+        "This device can reply only after the user writes again"
+    ));
+    assert_eq!(find(w, "Send reply").accessible_enabled(), Some(false));
+    assert_eq!(
+        find_role(w, "waiting", AccessibleRole::RadioButton).accessible_checked(),
+        Some(true)
+    );
+    // A colleague's reply and this desk's, each said as such; the note said as internal.
+    assert!(
+        shows(w, &format!("Reply from {DESK2} · ")),
+        "{:?}",
+        labels(w)
+    );
+    assert!(shows(w, "Reply from this desk · "));
+    assert!(shows(
+        w,
+        &format!("Internal note by {DESK2} — never sent to the user · ")
+    ));
 }

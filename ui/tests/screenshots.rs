@@ -259,8 +259,9 @@ fn the_comparison_catches_a_dropped_alef() {
 fn fill_inbox_with_sample_data(app: &refuge_ui::inbox::InboxApp) {
     use refuge_client::events::Delivery;
     use refuge_client::store::CaseFilter;
+    use refuge_client::sync::Status;
     use refuge_ui::inbox::log_status::LogView;
-    use refuge_ui::inbox::worker::{CaseView, EntryView, Update};
+    use refuge_ui::inbox::worker::{CaseView, EntryView, StateView, Update};
     const NOW: i64 = 1_796_569_800;
     app.apply(Update::Opened {
         label: "emb-xx/hr-desk-1".into(),
@@ -285,6 +286,19 @@ fn fill_inbox_with_sample_data(app: &refuge_ui::inbox::InboxApp) {
         can_reply: true,
         preview: preview.into(),
         rtl,
+        status: Status::Open,
+        assigned_to: Some("emb-xx/hr-desk-1".into()),
+        starred: true,
+        needs_reassignment: false,
+    };
+    // The French case waits, with a colleague; the Arabic one is new and was assigned to a
+    // device the authority has since revoked.
+    let with = |mut c: CaseView, status, to: Option<&str>, starred, flagged| {
+        c.status = status;
+        c.assigned_to = to.map(str::to_string);
+        c.starred = starred;
+        c.needs_reassignment = flagged;
+        c
     };
     app.apply(Update::Cases {
         filter: CaseFilter::All,
@@ -297,24 +311,36 @@ fn fill_inbox_with_sample_data(app: &refuge_ui::inbox::InboxApp) {
                 "ممنون. فردا ساعت ۱۰ تماس می‌گیرم. شماره پرونده ۱۲۳۴ در Refuge",
                 true,
             ),
-            case(
-                "9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f",
-                0,
-                0,
-                1_796_558_400,
-                "Bonjour, je suis journaliste et mon site a été bloqué hier soir.",
+            with(
+                case(
+                    "9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f",
+                    0,
+                    0,
+                    1_796_558_400,
+                    "Bonjour, je suis journaliste et mon site a été bloqué hier soir.",
+                    false,
+                ),
+                Status::Waiting,
+                Some("emb-xx/hr-desk-2"),
+                false,
                 false,
             ),
-            case(
-                "51a2b3c4d5e6f708a9b0c1d2e3f4a5b6",
-                2,
-                0,
-                1_796_472_000,
-                "مرحبا، أحتاج إلى مساعدة عاجلة بخصوص جواز سفري.",
+            with(
+                case(
+                    "51a2b3c4d5e6f708a9b0c1d2e3f4a5b6",
+                    2,
+                    0,
+                    1_796_472_000,
+                    "مرحبا، أحتاج إلى مساعدة عاجلة بخصوص جواز سفري.",
+                    true,
+                ),
+                Status::New,
+                Some("emb-xx/hr-desk-3"),
+                false,
                 true,
             ),
         ],
-        counts: vec![3, 2, 1],
+        counts: vec![1, 1, 3, 0, 2, 1],
     });
     let w = app.window();
     w.set_case_id("3fa2c1d04b5e6f708192a3b4c5d6e7f8".into());
@@ -330,6 +356,8 @@ fn fill_inbox_with_sample_data(app: &refuge_ui::inbox::InboxApp) {
                 at_hour: 1_796_562_000,
                 delivery: None,
                 expires_hour: None,
+                author: None,
+                note: false,
             },
             EntryView {
                 id: 2,
@@ -338,6 +366,18 @@ fn fill_inbox_with_sample_data(app: &refuge_ui::inbox::InboxApp) {
                 at_hour: 1_796_565_600,
                 delivery: Some(Delivery::Confirmed),
                 expires_hour: Some(1_797_170_400),
+                author: Some("emb-xx/hr-desk-2".into()),
+                note: false,
+            },
+            EntryView {
+                id: -1,
+                text: "Journaliste, site bloqué depuis hier — rappeler avant midi. یادداشت داخلی".into(),
+                from_user: false,
+                at_hour: 1_796_565_600,
+                delivery: None,
+                expires_hour: None,
+                author: Some("emb-xx/hr-desk-2".into()),
+                note: true,
             },
             EntryView {
                 id: 3,
@@ -346,6 +386,8 @@ fn fill_inbox_with_sample_data(app: &refuge_ui::inbox::InboxApp) {
                 at_hour: 1_796_569_200,
                 delivery: None,
                 expires_hour: None,
+                author: None,
+                note: false,
             },
             EntryView {
                 id: 4,
@@ -354,9 +396,30 @@ fn fill_inbox_with_sample_data(app: &refuge_ui::inbox::InboxApp) {
                 at_hour: 1_796_569_200,
                 delivery: Some(Delivery::Queued),
                 expires_hour: None,
+                author: None,
+                note: false,
+            },
+            EntryView {
+                id: -2,
+                text: "Rendez-vous confirmé pour demain 10 h.".into(),
+                from_user: false,
+                at_hour: 1_796_569_200,
+                delivery: None,
+                expires_hour: None,
+                author: None,
+                note: true,
             },
         ],
         can_reply: true,
+        state: Box::new(StateView {
+            status: Status::Open,
+            assigned_to: Some("emb-xx/hr-desk-1".into()),
+            assigned_by: Some("emb-xx/hr-desk-2".into()),
+            handover_note: "Elle rappelle demain à 10 h.".into(),
+            starred: true,
+            needs_reassignment: false,
+            colleagues: vec!["emb-xx/hr-desk-2".into(), "emb-xx/hr-desk-3".into()],
+        }),
     });
 }
 
@@ -455,6 +518,23 @@ fn inbox_shots() -> Vec<InboxShot> {
                 w.set_screen(InboxScreen::Locked);
             },
         },
+        InboxShot {
+            name: "08-case-handover",
+            set: |a| {
+                let w = a.window();
+                w.set_label("emb-xx/hr-desk-1".into());
+                w.set_store_open(true);
+                w.set_destroyed(false);
+                log_failed(a, false);
+                w.set_can_reply(true);
+                w.set_draft("".into());
+                w.set_handing_over(true);
+                w.set_handover_to("emb-xx/hr-desk-2".into());
+                // Mixed Persian and Latin in the right-aligned (in RTL) note box.
+                w.set_handover_draft("سلام Refuge ۲۰۲۶ — call back at 10".into());
+                w.set_screen(InboxScreen::Case);
+            },
+        },
     ]
 }
 
@@ -485,6 +565,7 @@ fn every_inbox_screen_in_english_french_arabic_and_persian_matches_its_reference
             app.window().set_screen(refuge_ui::InboxScreen::Setup);
             let _ = offscreen::render(&window, WIDTH, HEIGHT);
             app.window().set_problem(refuge_ui::InboxProblem::None);
+            app.window().set_handing_over(false);
             (shot.set)(&app);
             let _ = offscreen::render(&window, WIDTH, HEIGHT);
             let pixels = offscreen::render(&window, WIDTH, HEIGHT);

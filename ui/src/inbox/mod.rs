@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use worker::{CaseView, Command, EntryView, Update, Worker};
+use worker::{CaseView, Command, EntryView, StateView, Update, Worker};
 
 /// How the app starts.
 pub struct Options {
@@ -57,6 +57,10 @@ struct Flow {
     entries: Vec<EntryView>,
     /// The reply being sealed: its case and text, shown as waiting once the client kept it.
     sending: Option<(String, String)>,
+    /// A change to the open case's shared state under way: a note (cleared from its box once
+    /// kept), a handover (its panel closed once kept).
+    noting: bool,
+    handing: bool,
     log: LogSeen,
 }
 
@@ -123,6 +127,8 @@ impl InboxApp {
             cases: Vec::new(),
             entries: Vec::new(),
             sending: None,
+            noting: false,
+            handing: false,
             log: LogSeen::default(),
         }));
         let app = InboxApp {
@@ -237,7 +243,11 @@ impl InboxApp {
         if w.get_case_id().as_str() != id {
             // A draft belongs to the case it was written for.
             w.set_draft(SharedString::new());
+            w.set_note_draft(SharedString::new());
+            w.set_handover_draft(SharedString::new());
+            self.show_state(&StateView::default());
         }
+        w.set_handing_over(false);
         if let Some(i) = self.flow.borrow().cases.iter().position(|c| c.id == id) {
             w.set_current(clamp_i32(i));
         }
@@ -297,6 +307,71 @@ impl InboxApp {
         });
     }
 
+    /// Sets the open case's status for the whole post.
+    fn set_status(&self, code: &str) {
+        let Some(status) = refuge_client::sync::Status::parse(code) else {
+            return;
+        };
+        let case = self.window.get_case_id().to_string();
+        self.problem(InboxProblem::None, "");
+        self.send(Command::SetStatus { case, status });
+    }
+
+    fn star(&self, on: bool) {
+        let case = self.window.get_case_id().to_string();
+        self.problem(InboxProblem::None, "");
+        self.send(Command::Star { case, on });
+    }
+
+    /// Hands the open case to `to` (a device label of the post; this device's own to take it).
+    fn hand_over(&self, to: &str, note: &str) {
+        if to.is_empty() {
+            self.problem(InboxProblem::NoAssignee, "");
+            return;
+        }
+        let case = self.window.get_case_id().to_string();
+        self.problem(InboxProblem::None, "");
+        self.flow.borrow_mut().handing = true;
+        self.send(Command::Assign {
+            case,
+            to: to.to_string(),
+            note: SecretText::new(note.trim().to_string()),
+        });
+    }
+
+    /// Adds an internal note to the open case (never sent to the user).
+    fn add_note(&self, text: &str) {
+        if text.trim().is_empty() {
+            self.problem(InboxProblem::NoteEmpty, "");
+            return;
+        }
+        let case = self.window.get_case_id().to_string();
+        self.problem(InboxProblem::None, "");
+        self.flow.borrow_mut().noting = true;
+        self.send(Command::AddNote {
+            case,
+            text: SecretText::new(text.trim().to_string()),
+        });
+    }
+
+    /// The open case's shared state in the window.
+    fn show_state(&self, state: &StateView) {
+        let w = &self.window;
+        w.set_case_status(worker::status_code(state.status).into());
+        w.set_case_starred(state.starred);
+        w.set_case_assigned(state.assigned_to.clone().unwrap_or_default().into());
+        w.set_case_assigned_by(state.assigned_by.clone().unwrap_or_default().into());
+        w.set_case_handover_note(state.handover_note.clone().into());
+        w.set_case_needs_reassignment(state.needs_reassignment);
+        w.set_colleagues(model(
+            state
+                .colleagues
+                .iter()
+                .map(|c| SharedString::from(c.as_str()))
+                .collect(),
+        ));
+    }
+
     fn back(&self) {
         if self.window.get_screen() == InboxScreen::Case {
             self.send(Command::Open { case: None });
@@ -314,6 +389,11 @@ impl InboxApp {
         w.set_current(0);
         w.set_delay_secs(0);
         w.set_draft(SharedString::new());
+        w.set_note_draft(SharedString::new());
+        w.set_handover_draft(SharedString::new());
+        w.set_handover_to(SharedString::new());
+        w.set_handing_over(false);
+        self.show_state(&StateView::default());
         w.set_passphrase(SharedString::new());
         w.set_case_id(SharedString::new());
         w.set_case_short(SharedString::new());
@@ -326,6 +406,8 @@ impl InboxApp {
         flow.cases.clear();
         flow.entries.clear();
         flow.sending = None;
+        flow.noting = false;
+        flow.handing = false;
         flow.log = LogSeen::default();
         flow.open = false;
     }
@@ -375,6 +457,7 @@ impl InboxApp {
 
     fn show_cases(&self) {
         let flow = self.flow.borrow();
+        let me = self.window.get_label();
         let rows: Vec<CaseRow> = flow
             .cases
             .iter()
@@ -388,6 +471,11 @@ impl InboxApp {
                 preview: c.preview.clone().into(),
                 rtl: c.rtl,
                 can_reply: c.can_reply,
+                status: worker::status_code(c.status).into(),
+                assigned: c.assigned_to.clone().unwrap_or_default().into(),
+                mine: c.assigned_to.as_deref() == Some(me.as_str()),
+                starred: c.starred,
+                needs_reassignment: c.needs_reassignment,
             })
             .collect();
         let len = rows.len();
@@ -415,6 +503,8 @@ impl InboxApp {
                     .map(|h| left_to_right(&hour_label(h)))
                     .unwrap_or_default()
                     .into(),
+                author: e.author.clone().unwrap_or_default().into(),
+                note: e.note,
             })
             .collect();
         self.window.set_entries(model(items));
@@ -510,11 +600,13 @@ impl InboxApp {
                 case,
                 entries,
                 can_reply,
+                state,
             } => {
                 if w.get_case_id().as_str() != case {
                     return;
                 }
                 w.set_can_reply(can_reply);
+                self.show_state(&state);
                 self.flow.borrow_mut().entries = entries;
                 self.show_entries();
             }
@@ -532,15 +624,41 @@ impl InboxApp {
                 let sending = self.flow.borrow_mut().sending.take();
                 // A reply that was kept (it waits in the outbox) leaves the draft; one that
                 // was not keeps it for another try.
-                let kept =
-                    sending.is_some_and(|(case, text)| {
-                        self.flow.borrow().entries.iter().any(|e| {
-                            !e.from_user && e.text == text && case == w.get_case_id().as_str()
-                        })
-                    });
+                let kept = sending.is_some_and(|(case, text)| {
+                    self.flow.borrow().entries.iter().any(|e| {
+                        !e.from_user
+                            && !e.note
+                            && e.text == text
+                            && case == w.get_case_id().as_str()
+                    })
+                });
                 if kept {
                     w.set_draft(SharedString::new());
                 }
+                self.problem(problem, &detail);
+            }
+            Update::Changed { case } => {
+                let mut flow = self.flow.borrow_mut();
+                let (noting, handing) = (
+                    std::mem::take(&mut flow.noting),
+                    std::mem::take(&mut flow.handing),
+                );
+                drop(flow);
+                if w.get_case_id().as_str() == case {
+                    if noting {
+                        w.set_note_draft(SharedString::new());
+                    }
+                    if handing {
+                        w.set_handing_over(false);
+                        w.set_handover_draft(SharedString::new());
+                    }
+                }
+            }
+            Update::ChangeFailed { problem, detail } => {
+                let mut flow = self.flow.borrow_mut();
+                flow.noting = false;
+                flow.handing = false;
+                drop(flow);
                 self.problem(problem, &detail);
             }
             Update::Locked => {}
@@ -579,6 +697,8 @@ impl InboxApp {
                         at_hour,
                         delivery: Some(delivery),
                         expires_hour: None,
+                        author: None,
+                        note: false,
                     });
                     drop(flow);
                     w.set_draft(SharedString::new());
@@ -615,6 +735,11 @@ impl InboxApp {
         on!(on_open_case, |app, id| app.open_case(id.as_str()));
         on!(on_refresh, |app| app.send(Command::Read));
         on!(on_send, |app, text| app.send_reply(text.as_str()));
+        on!(on_set_status, |app, code| app.set_status(code.as_str()));
+        on!(on_star, |app, on| app.star(on));
+        on!(on_hand_over, |app, to, note| app
+            .hand_over(to.as_str(), note.as_str()));
+        on!(on_add_note, |app, text| app.add_note(text.as_str()));
         on!(on_back, |app| app.back());
         on!(on_panic, |app| app.panic());
         on!(on_restart, |app| app.restart());

@@ -18,6 +18,7 @@ use refuge_client::config::TorSettings;
 use refuge_client::events::{Delivery, Event, Events};
 use refuge_client::secret::SecretText;
 use refuge_client::store::{CaseFilter, Direction, Passphrase, Store};
+use refuge_client::sync::Status;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +42,19 @@ pub enum Command {
     Open { case: Option<String> },
     /// Reply to a case: sealed into the outbox, then sent after the random wait.
     Reply { case: String, text: SecretText },
+    /// Set a case's status for the whole post.
+    SetStatus { case: String, status: Status },
+    /// Star a case for the whole post, or take the star off.
+    Star { case: String, on: bool },
+    /// Hand a case to a device of the post (`to`, its label; this device's own to take it),
+    /// with a note for it.
+    Assign {
+        case: String,
+        to: String,
+        note: SecretText,
+    },
+    /// Add an internal note to a case (never sent to the user).
+    AddNote { case: String, text: SecretText },
     /// Close the store and forget everything in memory.
     Lock,
     /// Destroy the store (its key first).
@@ -60,6 +74,27 @@ pub struct CaseView {
     /// The first line of the user's latest message (cut), and whether it is right to left.
     pub preview: String,
     pub rtl: bool,
+    /// The post's shared state of the case: its status, the device it is assigned to (its
+    /// label), its star, and whether it needs reassignment (assigned to a device the verified
+    /// directory no longer lists).
+    pub status: Status,
+    pub assigned_to: Option<String>,
+    pub starred: bool,
+    pub needs_reassignment: bool,
+}
+
+/// What a case view shows of the post's shared state of its case.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StateView {
+    pub status: Status,
+    /// The device it is assigned to, the device that handed it over, and the handover note.
+    pub assigned_to: Option<String>,
+    pub assigned_by: Option<String>,
+    pub handover_note: String,
+    pub starred: bool,
+    pub needs_reassignment: bool,
+    /// The other devices of the post the verified directory lists (who it can be handed to).
+    pub colleagues: Vec<String>,
 }
 
 /// A message of a case, as the case view shows it.
@@ -71,19 +106,30 @@ pub struct EntryView {
     pub at_hour: i64,
     pub delivery: Option<Delivery>,
     pub expires_hour: Option<i64>,
+    /// Replies and notes: the label of the device that wrote it (`None`: this device).
+    pub author: Option<String>,
+    /// An internal note of the post's staff (never sent to the user), not a message.
+    pub note: bool,
 }
 
 /// How many cases each filter holds, in the order of [`FILTERS`].
 pub type Counts = Vec<usize>;
 
 /// The filters the list offers, in order, with their codes (inbox.slint's `FilterTab` names
-/// them). A filter the client gains (new, mine, closed, once cases have a state) is one more
-/// entry here and one more name there.
-pub const FILTERS: [(CaseFilter, &str); 3] = [
+/// them).
+pub const FILTERS: [(CaseFilter, &str); 6] = [
+    (CaseFilter::New, "new"),
+    (CaseFilter::Mine, "mine"),
     (CaseFilter::All, "all"),
+    (CaseFilter::Closed, "closed"),
     (CaseFilter::Unread, "unread"),
     (CaseFilter::Pending, "pending"),
 ];
+
+/// A status as inbox.slint codes it.
+pub fn status_code(status: Status) -> &'static str {
+    status.as_str()
+}
 
 /// What the worker reports.
 #[derive(Debug)]
@@ -129,6 +175,17 @@ pub enum Update {
         case: String,
         entries: Vec<EntryView>,
         can_reply: bool,
+        /// Boxed: the largest part of an update, and most updates are not this one.
+        state: Box<StateView>,
+    },
+    /// A change to a case's shared state was kept (status, star, handover, note).
+    Changed {
+        case: String,
+    },
+    /// A change to a case's shared state was refused; nothing changed.
+    ChangeFailed {
+        problem: InboxProblem,
+        detail: String,
     },
     /// The reply was sealed and kept in the outbox; it is sent after its random wait (the
     /// relay's confirmation comes as [`Event::Reply`]).
@@ -336,6 +393,11 @@ impl State {
                         .interruptible(epoch, &interrupted, |s| s.reply(case, text))
                         .await;
                 }
+                Command::Assign { case, to, note } => {
+                    let _ = self
+                        .interruptible(epoch, &interrupted, |s| s.assign(case, to, note))
+                        .await;
+                }
                 other => self.handle(other).await,
             }
             if self.client.is_some() && !was_open {
@@ -451,8 +513,15 @@ impl State {
                 };
                 self.say(Update::Destroyed { erased });
             }
+            Command::SetStatus { case, status } => {
+                self.change(&case, |c| c.set_status(&case, status));
+            }
+            Command::Star { case, on } => self.change(&case, |c| c.star(&case, on)),
+            Command::AddNote { case, text } => {
+                self.change(&case, |c| c.add_note(&case, &text).map(|_| ()));
+            }
             // Handled by the loop (they are interruptible).
-            Command::Read | Command::Reply { .. } => {}
+            Command::Read | Command::Reply { .. } | Command::Assign { .. } => {}
         }
     }
 
@@ -563,6 +632,44 @@ impl State {
         self.show_case();
     }
 
+    /// Makes a change to a case's shared state on this device's store, and shows the result.
+    fn change(
+        &self,
+        case: &str,
+        make: impl FnOnce(&InboxClient) -> refuge_client::error::Result<()>,
+    ) {
+        let Some(client) = &self.client else { return };
+        match make(client) {
+            Ok(()) => self.say(Update::Changed {
+                case: case.to_string(),
+            }),
+            Err(e) => {
+                let (problem, detail) = change_problem(&e);
+                self.say(Update::ChangeFailed { problem, detail });
+            }
+        }
+        self.show_cases();
+        self.show_case();
+    }
+
+    /// Hands a case over (the directory verified again if the last is too old).
+    async fn assign(&mut self, case: String, to: String, note: SecretText) {
+        let Some(client) = self.client.as_mut() else {
+            return;
+        };
+        match client.assign(&case, &to, &note).await {
+            Ok(()) => self.say(Update::Changed { case }),
+            Err(e) => {
+                if !self.stop_if_untrusted(&e) {
+                    let (problem, detail) = change_problem(&e);
+                    self.say(Update::ChangeFailed { problem, detail });
+                }
+            }
+        }
+        self.show_cases();
+        self.show_case();
+    }
+
     /// Plans the sending of what waits in the outbox `delay` from now, unless a send comes
     /// sooner already (it takes everything that waits).
     fn send_after(&mut self, delay: Duration) {
@@ -638,6 +745,10 @@ impl State {
                     queued: c.queued,
                     last_at_hour: c.last_at_hour,
                     can_reply: c.can_reply,
+                    status: c.status,
+                    assigned_to: c.assigned_to,
+                    starred: c.starred,
+                    needs_reassignment: c.needs_reassignment.unwrap_or(false),
                 }
             })
             .collect();
@@ -660,7 +771,8 @@ impl State {
                 return;
             }
         };
-        let entries: Vec<EntryView> = messages
+        let me = client.label().unwrap_or_default();
+        let mut entries: Vec<EntryView> = messages
             .iter()
             .map(|m| EntryView {
                 id: m.id,
@@ -669,9 +781,72 @@ impl State {
                 at_hour: m.at_hour,
                 delivery: m.delivery,
                 expires_hour: m.expires_hour,
+                author: m.author.clone().filter(|a| *a != me),
+                note: false,
             })
             .collect();
-        let shown = entries.iter().filter(|e| e.from_user).map(|e| e.id);
+        let shared = match client.case_state(case) {
+            Ok(s) => s,
+            Err(e) => {
+                let (problem, detail) = problem_of(&e);
+                self.say(Update::ReadFailed { problem, detail });
+                return;
+            }
+        };
+        // Internal notes, each in the conversation at the hour it was written (after the
+        // messages of that hour), in the order they were written.
+        let mut notes: Vec<(u64, EntryView)> = shared
+            .notes
+            .iter()
+            .filter_map(|((author, id), text)| {
+                let key = text.key()?;
+                let at_hour = i64::try_from(key.clock.wall_ms / 1000).unwrap_or(i64::MAX);
+                Some((
+                    key.clock.wall_ms,
+                    EntryView {
+                        id: -i64::try_from(*id >> 1).unwrap_or(0) - 1,
+                        text: text.value()?.expose().to_string(),
+                        from_user: false,
+                        at_hour: at_hour - at_hour.rem_euclid(3600),
+                        delivery: None,
+                        expires_hour: None,
+                        author: (*author != me).then(|| author.clone()),
+                        note: true,
+                    },
+                ))
+            })
+            .collect();
+        notes.sort_by_key(|(ms, _)| *ms);
+        for (_, note) in notes {
+            let at = entries
+                .iter()
+                .position(|e| e.at_hour > note.at_hour)
+                .unwrap_or(entries.len());
+            entries.insert(at, note);
+        }
+        let registers = &shared.registers;
+        let assignment = registers.assignment.value();
+        let roster = client.roster().ok().flatten();
+        let state = StateView {
+            status: registers.status(),
+            assigned_to: assignment.map(|a| a.to.clone()),
+            assigned_by: assignment.map(|a| a.by.clone()),
+            handover_note: assignment
+                .map(|a| a.note.expose().to_string())
+                .unwrap_or_default(),
+            starred: registers.starred(),
+            needs_reassignment: roster
+                .as_ref()
+                .is_some_and(|r| r.needs_reassignment(registers.status(), registers.assigned_to())),
+            colleagues: roster
+                .as_ref()
+                .map(|r| r.colleagues().map(str::to_string).collect())
+                .unwrap_or_default(),
+        };
+        let shown = entries
+            .iter()
+            .filter(|e| e.from_user && !e.note)
+            .map(|e| e.id);
         if let (Some(first), Some(last)) = (shown.clone().min(), shown.max()) {
             let _ = client.mark_read(case, first..=last);
         }
@@ -685,7 +860,17 @@ impl State {
             case: case.clone(),
             entries,
             can_reply,
+            state: Box::new(state),
         });
+    }
+}
+
+/// The problem to show for a change to a case's shared state that was refused.
+fn change_problem(error: &refuge_client::error::ClientError) -> (InboxProblem, String) {
+    use refuge_client::error::ClientError;
+    match error {
+        ClientError::InvalidArgument(detail) => (InboxProblem::ChangeRefused, detail.clone()),
+        other => problem_of(other),
     }
 }
 

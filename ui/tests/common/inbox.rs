@@ -23,6 +23,8 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 pub const DESK: &str = "emb-xx/desk-1";
+/// A colleague's device of the same post ([`Post::enrol_colleague`]).
+pub const DESK2: &str = "emb-xx/desk-2";
 
 /// Every connection a client makes goes to `kit` (none reaches Tor or a socket).
 pub fn dialer(kit: &TestRelay) -> Arc<dyn Dial> {
@@ -142,6 +144,47 @@ impl Post {
             dir,
             _tmp: tmp,
         }
+    }
+
+    /// Enrols a second staff device of the post, `DESK2`, through the log as the authority does
+    /// (its store in a folder of its own, never opened by the app): a colleague the first desk
+    /// can hand cases to. Returns its enrolment request, which the authority keeps to revoke it.
+    pub fn enrol_colleague(&self) -> PathBuf {
+        let dir = self.dir.join("staff-2");
+        let request_path = self.dir.join("desk-2.req");
+        self.rt.block_on(async {
+            let inbox = InboxClient::create(
+                InboxSettings {
+                    data_dir: dir,
+                    allow_test_deployment: true,
+                    send_delay_max: Duration::ZERO,
+                    ..InboxSettings::default()
+                },
+                &Passphrase::new(PASSPHRASE.into()),
+                KdfParams::dangerously_weak_for_tests(),
+                Events::default(),
+            )
+            .expect("a second staff store");
+            let request = inbox.init_device(POST, DESK2).expect("the device's keys");
+            std::fs::write(&request_path, encode_request(&request)).expect("the request file");
+            let entry = authority::enrolment(&fixtures::authority(), &request_path, 0)
+                .expect("the authority signs the enrolment");
+            self.kit
+                .submit(entry.bytes)
+                .await
+                .expect("the log takes it");
+        });
+        request_path
+    }
+
+    /// The authority revokes the device whose enrolment request is at `request` (as
+    /// `refuge-admin revoke` does): a signed revocation entry in the kit's log.
+    pub fn revoke(&self, request: &Path) {
+        let entry = authority::revocation(&fixtures::authority(), request)
+            .expect("the authority signs the revocation");
+        self.rt
+            .block_on(self.kit.submit(entry.bytes))
+            .expect("the log takes the revocation");
     }
 
     /// From now on the Inbox app reaches another relay, with a directory log of its own (signed
