@@ -228,6 +228,29 @@ pub fn message_text(arg: &str) -> Result<SecretText> {
     Ok(SecretText::new(text))
 }
 
+/// A text from a file (a handover note): UTF-8, at most as long as a message, one final line
+/// break dropped.
+pub fn text_file(path: &Path) -> Result<SecretText> {
+    let max = refuge_client::envelope::MAX_TEXT_LEN;
+    let bytes = zeroize::Zeroizing::new(refuge_client::files::read_bounded(path, max as u64 + 2)?);
+    let mut text = String::from_utf8(bytes.to_vec()).map_err(|_| {
+        ClientError::InvalidArgument(format!("{} is not UTF-8 text", path.display()))
+    })?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    if text.len() > max {
+        return Err(ClientError::MessageTooLong {
+            len: text.len(),
+            max,
+        });
+    }
+    Ok(SecretText::new(text))
+}
+
 /// Whether the person running the program accepts a client policy marked as a test deployment.
 #[derive(Clone, Copy, Debug, Default, clap::Args)]
 pub struct DeploymentArgs {
@@ -385,6 +408,12 @@ pub fn history_line(m: &refuge_client::store::ConversationMessage) -> String {
 /// One message of a case as `refuge-inbox case` prints it: the hour (UTC), who wrote it, the text
 /// on one line, and the state of a reply.
 pub fn case_line(m: &refuge_client::store::CaseMessage) -> String {
+    case_line_of(m, None)
+}
+
+/// A message of a case, on one line, a reply with the device that sent it (`me`: this device's
+/// label, shown as "this device").
+pub fn case_line_of(m: &refuge_client::store::CaseMessage, me: Option<&str>) -> String {
     use refuge_client::events::Delivery;
     use refuge_client::store::Direction;
     let when = hour_text(m.at_hour);
@@ -396,7 +425,11 @@ pub fn case_line(m: &refuge_client::store::CaseMessage) -> String {
                 Some(Delivery::Failed) => " [not delivered]",
                 Some(Delivery::Confirmed) | Some(Delivery::Partly) | None => "",
             };
-            format!("{when} this device: {}{state}", text.as_str())
+            let by = match m.author.as_deref() {
+                Some(a) if Some(a) != me => a,
+                _ => "this device",
+            };
+            format!("{when} {by}: {}{state}", text.as_str())
         }
         Direction::In => format!(
             "{when} user: {}{}",
@@ -404,6 +437,48 @@ pub fn case_line(m: &refuge_client::store::CaseMessage) -> String {
             if m.seen { "" } else { " [new]" }
         ),
     }
+}
+
+/// A case in a list: `case ID N messages`, then its unread messages and waiting replies, and
+/// the post's shared state (status, assignee, star, whether it needs reassignment).
+pub fn case_listing_line(c: &refuge_client::store::CaseListing) -> String {
+    let mut line = format!(
+        "case {} {} messages, {} unread",
+        c.case_id, c.messages, c.unread
+    );
+    if c.queued > 0 {
+        line += &format!(", {} replies not yet confirmed by the relay", c.queued);
+    }
+    line += &format!(" · {}", c.status.as_str());
+    match &c.assigned_to {
+        Some(to) => line += &format!(" · assigned to {to}"),
+        None => line += " · unassigned",
+    }
+    if c.starred {
+        line += " · starred";
+    }
+    if c.needs_reassignment == Some(true) {
+        line += " · needs reassignment (its device is no longer in the post's directory)";
+    }
+    line
+}
+
+/// A case's shared state on one line: status, assignee with the handover note, star.
+pub fn case_state_line(state: &refuge_client::sync::CaseState) -> String {
+    let mut line = format!("status: {}", state.status().as_str());
+    match state.registers.assignment.value() {
+        Some(a) => {
+            line += &format!(" · assigned to {} by {}", a.to, a.by);
+            if !a.note.expose().is_empty() {
+                line += &format!(" (handover note, internal: {})", a.note.one_line().as_str());
+            }
+        }
+        None => line += " · unassigned",
+    }
+    if state.starred() {
+        line += " · starred";
+    }
+    line
 }
 
 /// An hour as `YYYY-MM-DD HH:00` (UTC).

@@ -7,8 +7,10 @@ use refuge_client::app::{InboxClient, InboxSettings};
 use refuge_client::config::{PolicySource, TorSettings};
 use refuge_client::error::{ClientError, Result};
 use refuge_client::events::{Event, Events};
+use refuge_client::secret::SecretText;
 use refuge_client::staff::encode_request;
-use refuge_client::store::{KdfParams, Store};
+use refuge_client::store::{CaseFilter, CaseListing, KdfParams, Store};
+use refuge_client::sync::Status;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
@@ -77,9 +79,16 @@ enum Command {
         #[arg(long, allow_hyphen_values = true)]
         message: String,
     },
-    /// List cases
-    Cases,
-    /// Show a case's messages both ways (oldest first), and mark them read
+    /// List cases, newest activity first, with the post's shared state of each
+    Cases {
+        /// Which cases: all, new (nobody answered or set a status), mine (assigned to this
+        /// device, not closed), closed, unread (messages from the user not read here), pending
+        /// (replies the relay has not confirmed)
+        #[arg(long, value_enum, default_value_t = FilterArg::All)]
+        filter: FilterArg,
+    },
+    /// Show a case's shared state, its messages both ways (oldest first, each reply with the
+    /// device that sent it) and its internal notes, and mark the messages read
     Case {
         /// Case id (32 hex characters), or a unique prefix of at least 8
         #[arg(long = "case")]
@@ -87,6 +96,48 @@ enum Command {
         /// Show at most the last N messages
         #[arg(long, value_name = "N", default_value_t = 100)]
         limit: u32,
+    },
+    /// Hand a case over to a device of the post (this device's own label to take it), with a
+    /// note for it
+    Assign {
+        /// Case id (32 hex characters), or a unique prefix of at least 8
+        #[arg(long = "case")]
+        case_id: String,
+        /// The device's label, POST/DESK, as the post's verified directory lists it
+        #[arg(long, value_name = "LABEL")]
+        to: String,
+        /// The handover note (internal, never sent to the user), or `-` to read it from
+        /// standard input
+        #[arg(long, allow_hyphen_values = true, conflicts_with = "note_file")]
+        note: Option<String>,
+        /// Read the handover note from FILE
+        #[arg(long, value_name = "FILE")]
+        note_file: Option<PathBuf>,
+    },
+    /// Set a case's status for the whole post
+    Status {
+        /// Case id (32 hex characters), or a unique prefix of at least 8
+        #[arg(long = "case")]
+        case_id: String,
+        #[arg(value_enum)]
+        status: StatusArg,
+    },
+    /// Add an internal note to a case: shared with the post's devices, never sent to the user
+    Note {
+        /// Case id (32 hex characters), or a unique prefix of at least 8
+        #[arg(long = "case")]
+        case_id: String,
+        /// The text, or `-` to read it from standard input
+        #[arg(long, allow_hyphen_values = true)]
+        message: String,
+    },
+    /// Star a case for the whole post (--off takes the star off)
+    Star {
+        /// Case id (32 hex characters), or a unique prefix of at least 8
+        #[arg(long = "case")]
+        case_id: String,
+        #[arg(long)]
+        off: bool,
     },
     /// List the evidence of relay misbehaviour this device kept (encrypted); --export writes it
     /// out
@@ -108,6 +159,53 @@ enum Command {
         yes: bool,
     },
 }
+
+/// `cases --filter`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FilterArg {
+    All,
+    New,
+    Mine,
+    Closed,
+    Unread,
+    Pending,
+}
+
+impl From<FilterArg> for CaseFilter {
+    fn from(f: FilterArg) -> CaseFilter {
+        match f {
+            FilterArg::All => CaseFilter::All,
+            FilterArg::New => CaseFilter::New,
+            FilterArg::Mine => CaseFilter::Mine,
+            FilterArg::Closed => CaseFilter::Closed,
+            FilterArg::Unread => CaseFilter::Unread,
+            FilterArg::Pending => CaseFilter::Pending,
+        }
+    }
+}
+
+/// `status`'s value.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StatusArg {
+    New,
+    Open,
+    Waiting,
+    Closed,
+}
+
+impl From<StatusArg> for Status {
+    fn from(s: StatusArg) -> Status {
+        match s {
+            StatusArg::New => Status::New,
+            StatusArg::Open => Status::Open,
+            StatusArg::Waiting => Status::Waiting,
+            StatusArg::Closed => Status::Closed,
+        }
+    }
+}
+
+/// Cases listed per page while `cases` goes through them all.
+const CASES_PAGE: u32 = 200;
 
 fn main() -> ExitCode {
     cli::init_tracing();
@@ -237,18 +335,50 @@ async fn run(args: Args) -> Result<()> {
             cli::report_earlier(&summary.earlier);
             say(&format!("replied to case {case_id}"))
         }
-        Command::Cases => {
+        Command::Cases { filter } => {
             let client = open(settings)?;
-            for c in client.case_summaries()? {
-                say(&format!("case {} {} messages", c.case_id, c.messages))?;
+            let mut listed = Vec::new();
+            loop {
+                let after = listed
+                    .last()
+                    .map(|c: &CaseListing| (c.last_id, c.case_id.as_str()));
+                let page = client.cases(filter.into(), after, CASES_PAGE)?;
+                let full = page.len() == CASES_PAGE as usize;
+                listed.extend(page);
+                if !full {
+                    break;
+                }
+            }
+            for c in &listed {
+                say(&cli::case_listing_line(c))?;
+            }
+            if listed.iter().any(|c| c.needs_reassignment.is_none())
+                && listed
+                    .iter()
+                    .any(|c| c.assigned_to.is_some() && c.status != Status::Closed)
+            {
+                cli::note(
+                    "whether a case's device is still in the post is not shown: this run did not \
+                     verify the directory (`refuge-inbox read` or `assign` does)",
+                );
             }
             Ok(())
         }
         Command::Case { case_id, limit } => {
             let client = open(settings)?;
             let messages = client.case_messages(&case_id, None, limit)?;
+            let state = client.case_state(&case_id)?;
+            let me = client.label()?;
+            say(&cli::case_state_line(&state))?;
             for m in &messages {
-                say(&cli::case_line(m))?;
+                say(&cli::case_line_of(m, Some(&me)))?;
+            }
+            for (author, _, text) in state.note_texts() {
+                let by = if author == me { "this device" } else { author };
+                say(&format!(
+                    "[internal note, never sent to the user] {by}: {}",
+                    text.one_line().as_str()
+                ))?;
             }
             for label in client.not_sealed_for(&case_id)? {
                 cli::warn(&format!(
@@ -262,6 +392,63 @@ async fn run(args: Args) -> Result<()> {
                 client.mark_read(&case_id, first.id..=last.id)?;
             }
             Ok(())
+        }
+        Command::Assign {
+            case_id,
+            to,
+            note,
+            note_file,
+        } => {
+            let note = match (note, note_file) {
+                (Some(n), _) => cli::message_text(&n)?,
+                (None, Some(file)) => cli::text_file(&file)?,
+                (None, None) => SecretText::new(String::new()),
+            };
+            let mut client = open(settings)?;
+            let case = full_case_id(&client, &case_id)?;
+            match client.assign(&case, &to, &note).await {
+                Ok(()) => {}
+                // Not a device of the post (`OpError::NotInPost`): say which are.
+                Err(ClientError::InvalidArgument(e)) if e.contains(" is not a device of post ") => {
+                    let Some(roster) = client.roster()? else {
+                        return Err(ClientError::InvalidArgument(e));
+                    };
+                    let mut devices: Vec<&str> = roster.colleagues().chain([roster.me()]).collect();
+                    devices.sort_unstable();
+                    return Err(ClientError::InvalidArgument(format!(
+                        "{e}; the devices it lists there: {}",
+                        devices.join(", ")
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
+            say(&format!("case {case} assigned to {to}"))
+        }
+        Command::Status { case_id, status } => {
+            let client = open(settings)?;
+            let case = full_case_id(&client, &case_id)?;
+            let status = Status::from(status);
+            client.set_status(&case, status)?;
+            say(&format!("case {case} is {}", status.as_str()))
+        }
+        Command::Note { case_id, message } => {
+            let text = cli::message_text(&message)?;
+            let client = open(settings)?;
+            let case = full_case_id(&client, &case_id)?;
+            client.add_note(&case, &text)?;
+            say(&format!(
+                "internal note added to case {case} (shared with the post's devices, never sent \
+                 to the user)"
+            ))
+        }
+        Command::Star { case_id, off } => {
+            let client = open(settings)?;
+            let case = full_case_id(&client, &case_id)?;
+            client.star(&case, !off)?;
+            say(&format!(
+                "case {case} {}",
+                if off { "unstarred" } else { "starred" }
+            ))
         }
         // With the store alone: they never fail on the network settings.
         Command::Evidence { export } => {
@@ -279,6 +466,17 @@ async fn run(args: Args) -> Result<()> {
         }
         Command::Wipe { yes } => unlock::wipe_command(&dir, yes),
     }
+}
+
+/// The whole id of the case `case_id` names (a unique prefix of at least 8 is enough).
+fn full_case_id(client: &InboxClient, case_id: &str) -> Result<String> {
+    client
+        .store()
+        .case(case_id)?
+        .map(|c| c.case_id)
+        .ok_or_else(|| ClientError::UnknownCase {
+            case: case_id.to_string(),
+        })
 }
 
 /// Prints Tor's progress, the wait before replies are sent, and (once per run) a test

@@ -874,8 +874,9 @@ impl Store {
     pub fn cases(&self) -> Result<Vec<CaseSummary>> {
         self.prune_due()?;
         let mut stmt = self.conn().prepare(
-            "SELECT c.case_id, count(m.id) FROM cases c LEFT JOIN case_messages m ON m.case_id = c.case_id
-             GROUP BY c.case_id ORDER BY c.opened_at, c.case_id",
+            "SELECT c.case_id, coalesce(l.messages, 0)
+             FROM cases c LEFT JOIN case_listing l ON l.case_id = c.case_id
+             ORDER BY c.opened_at, c.case_id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(CaseSummary {

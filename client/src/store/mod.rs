@@ -376,6 +376,116 @@ INSERT INTO case_state (case_id, replied, status)
                          WHERE m.case_id = c.case_id AND m.direction = 'out') AS replied
           FROM cases c);
 "#,
+    // v11: a case list that reads one row per case (issue 17: 10,000 cases of 20 messages).
+    // `case_listing` holds each case's counters (messages, unread from the user, replies
+    // waiting for the relay, newest message id and hour) and a copy of its status and assignee
+    // (for the filters), kept up to date by triggers in the statement, hence the transaction,
+    // that writes `case_messages`, `case_state` or `cases` — whichever code path writes them.
+    // An insert or a seen/delivery change moves the counters; a deletion (disappearing
+    // messages) or any other change recounts that case's messages. Each filter has an index
+    // in the list's order (newest activity first, then case id).
+    r#"
+CREATE TABLE case_listing (
+    case_id      TEXT PRIMARY KEY REFERENCES cases (case_id) ON DELETE CASCADE,
+    messages     INTEGER NOT NULL DEFAULT 0 CHECK (messages >= 0),
+    unread       INTEGER NOT NULL DEFAULT 0 CHECK (unread >= 0),
+    queued       INTEGER NOT NULL DEFAULT 0 CHECK (queued >= 0),
+    -- The newest message's id (0: none) and the newest message hour (NULL: none).
+    last_id      INTEGER NOT NULL DEFAULT 0,
+    last_at_hour INTEGER,
+    -- Copies of `case_state`'s (a case without a row there is new and nobody's).
+    status       TEXT NOT NULL DEFAULT 'new',
+    assigned_to  TEXT
+) STRICT;
+INSERT INTO case_listing (case_id, messages, unread, queued, last_id, last_at_hour, status,
+                          assigned_to)
+    SELECT c.case_id, count(m.id),
+           coalesce(sum(m.direction = 'in' AND m.seen = 0), 0),
+           coalesce(sum(m.direction = 'out' AND m.delivery = 'queued'), 0),
+           coalesce(max(m.id), 0), max(m.at_hour),
+           coalesce(s.status, 'new'), s.assigned_to
+    FROM cases c LEFT JOIN case_state s ON s.case_id = c.case_id
+         LEFT JOIN case_messages m ON m.case_id = c.case_id
+    GROUP BY c.case_id;
+CREATE INDEX case_listing_by_activity ON case_listing (last_id DESC, case_id);
+CREATE INDEX case_listing_by_status ON case_listing (status, last_id DESC, case_id);
+CREATE INDEX case_listing_by_assignee ON case_listing (assigned_to, last_id DESC, case_id)
+    WHERE status != 'closed';
+CREATE INDEX case_listing_unread ON case_listing (last_id DESC, case_id) WHERE unread > 0;
+CREATE INDEX case_listing_pending ON case_listing (last_id DESC, case_id) WHERE queued > 0;
+
+CREATE TRIGGER case_listing_case_added AFTER INSERT ON cases BEGIN
+    INSERT OR IGNORE INTO case_listing (case_id) VALUES (NEW.case_id);
+    UPDATE case_listing SET status = s.status, assigned_to = s.assigned_to
+        FROM case_state s WHERE s.case_id = NEW.case_id AND case_listing.case_id = NEW.case_id;
+END;
+CREATE TRIGGER case_listing_case_deleted AFTER DELETE ON cases BEGIN
+    DELETE FROM case_listing WHERE case_id = OLD.case_id;
+END;
+
+CREATE TRIGGER case_listing_state_added AFTER INSERT ON case_state BEGIN
+    UPDATE case_listing SET status = NEW.status, assigned_to = NEW.assigned_to
+        WHERE case_id = NEW.case_id;
+END;
+CREATE TRIGGER case_listing_state_changed AFTER UPDATE OF case_id, status, assigned_to
+    ON case_state BEGIN
+    UPDATE case_listing SET status = 'new', assigned_to = NULL WHERE case_id = OLD.case_id;
+    UPDATE case_listing SET status = NEW.status, assigned_to = NEW.assigned_to
+        WHERE case_id = NEW.case_id;
+END;
+CREATE TRIGGER case_listing_state_deleted AFTER DELETE ON case_state BEGIN
+    UPDATE case_listing SET status = 'new', assigned_to = NULL WHERE case_id = OLD.case_id;
+END;
+
+CREATE TRIGGER case_listing_message_added AFTER INSERT ON case_messages BEGIN
+    UPDATE case_listing SET
+        messages = messages + 1,
+        unread = unread + (NEW.direction = 'in' AND NEW.seen = 0),
+        queued = queued + (NEW.direction = 'out' AND coalesce(NEW.delivery = 'queued', 0)),
+        last_id = max(last_id, NEW.id),
+        last_at_hour = max(coalesce(last_at_hour, NEW.at_hour), NEW.at_hour)
+    WHERE case_id = NEW.case_id;
+END;
+CREATE TRIGGER case_listing_message_marked AFTER UPDATE OF seen, delivery ON case_messages
+    WHEN OLD.case_id IS NEW.case_id AND OLD.direction IS NEW.direction AND OLD.id IS NEW.id
+         AND OLD.at_hour IS NEW.at_hour BEGIN
+    UPDATE case_listing SET
+        unread = unread - (OLD.direction = 'in' AND OLD.seen = 0)
+                        + (NEW.direction = 'in' AND NEW.seen = 0),
+        queued = queued - (OLD.direction = 'out' AND coalesce(OLD.delivery = 'queued', 0))
+                        + (NEW.direction = 'out' AND coalesce(NEW.delivery = 'queued', 0))
+    WHERE case_id = NEW.case_id;
+END;
+CREATE TRIGGER case_listing_message_moved AFTER UPDATE OF id, case_id, direction, at_hour
+    ON case_messages BEGIN
+    UPDATE case_listing SET messages = t.n, unread = t.u, queued = t.q, last_id = t.l,
+                            last_at_hour = t.h
+        FROM (SELECT count(*) AS n,
+                     coalesce(sum(direction = 'in' AND seen = 0), 0) AS u,
+                     coalesce(sum(direction = 'out' AND delivery = 'queued'), 0) AS q,
+                     coalesce(max(id), 0) AS l, max(at_hour) AS h
+              FROM case_messages WHERE case_id = OLD.case_id) AS t
+        WHERE case_listing.case_id = OLD.case_id;
+    UPDATE case_listing SET messages = t.n, unread = t.u, queued = t.q, last_id = t.l,
+                            last_at_hour = t.h
+        FROM (SELECT count(*) AS n,
+                     coalesce(sum(direction = 'in' AND seen = 0), 0) AS u,
+                     coalesce(sum(direction = 'out' AND delivery = 'queued'), 0) AS q,
+                     coalesce(max(id), 0) AS l, max(at_hour) AS h
+              FROM case_messages WHERE case_id = NEW.case_id) AS t
+        WHERE case_listing.case_id = NEW.case_id;
+END;
+CREATE TRIGGER case_listing_message_deleted AFTER DELETE ON case_messages BEGIN
+    UPDATE case_listing SET messages = t.n, unread = t.u, queued = t.q, last_id = t.l,
+                            last_at_hour = t.h
+        FROM (SELECT count(*) AS n,
+                     coalesce(sum(direction = 'in' AND seen = 0), 0) AS u,
+                     coalesce(sum(direction = 'out' AND delivery = 'queued'), 0) AS q,
+                     coalesce(max(id), 0) AS l, max(at_hour) AS h
+              FROM case_messages WHERE case_id = OLD.case_id) AS t
+        WHERE case_listing.case_id = OLD.case_id;
+END;
+"#,
 ];
 
 /// The local state database.
@@ -1383,6 +1493,77 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(state(&waiting).starred());
+    }
+
+    #[test]
+    fn v11_counts_every_case_messages_once_for_the_list() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::for_tests(tmp.path());
+        rewind_to(&s, 10);
+        let (busy, quiet, empty) = ("a".repeat(32), "b".repeat(32), "c".repeat(32));
+        // Three cases as schema v10 left them: one with a message not seen and a reply the
+        // relay has not confirmed, closed and assigned; one with everything seen; one whose
+        // messages are all gone.
+        s.conn()
+            .execute_batch(&format!(
+                "INSERT INTO cases (case_id, user_address, opened_at) VALUES \
+                 ('{busy}', 'user:{busy}', 0), ('{quiet}', 'user:{quiet}', 0),
+                 ('{empty}', 'user:{empty}', 86400);
+                 INSERT INTO case_messages (id, case_id, direction, body, at_hour, seen, delivery)
+                 VALUES (1, '{busy}', 'in', 'help', 3600, 1, NULL),
+                        (2, '{quiet}', 'in', 'hello', 7200, 1, NULL),
+                        (3, '{busy}', 'out', 'we hear you', 10800, 1, 'queued'),
+                        (4, '{busy}', 'in', 'thanks', 10800, 0, NULL),
+                        (5, '{busy}', 'out', 'ok', 14400, 1, 'confirmed');
+                 INSERT INTO case_state (case_id, status, assigned_to) VALUES
+                     ('{busy}', 'closed', 'emb-xx/desk-2'), ('{quiet}', 'new', NULL);"
+            ))
+            .unwrap();
+        drop(s);
+        let s = Store::open(tmp.path(), &pass(TEST_PASSPHRASE)).unwrap();
+        let v: i64 = s
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+        let listed = s.case_list(CaseFilter::All, None, 10).unwrap();
+        let got: Vec<(&str, u64, u64, u64, i64, i64)> = listed
+            .iter()
+            .map(|c| {
+                (
+                    &c.case_id[..1],
+                    c.messages,
+                    c.unread,
+                    c.queued,
+                    c.last_id,
+                    c.last_at_hour,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", 4, 1, 1, 5, 14400),
+                ("b", 1, 0, 0, 2, 7200),
+                ("c", 0, 0, 0, 0, 86400)
+            ]
+        );
+        assert_eq!(listed[0].status, crate::sync::Status::Closed);
+        let ids = |f| -> Vec<String> {
+            s.case_list(f, None, 10)
+                .unwrap()
+                .into_iter()
+                .map(|c| c.case_id)
+                .collect()
+        };
+        assert_eq!(ids(CaseFilter::Closed), std::slice::from_ref(&busy));
+        assert_eq!(ids(CaseFilter::New), [quiet.clone(), empty.clone()]);
+        assert_eq!(ids(CaseFilter::Pending), std::slice::from_ref(&busy));
+        // And the migrated counters move with the messages from now on.
+        s.mark_case_seen(&busy, 0..=10).unwrap();
+        s.add_case_message(&empty, true, &SecretText::new("back".into()), 0, None)
+            .unwrap();
+        assert!(ids(CaseFilter::Unread) == std::slice::from_ref(&empty));
     }
 
     #[test]
