@@ -293,6 +293,10 @@ impl Drop for Worker {
     }
 }
 
+/// A case's preview as listed: at (newest message id, number of messages), the text, whether
+/// it is right to left.
+type Preview = ((i64, u64), String, bool);
+
 struct State {
     setup: Setup,
     report: Report,
@@ -311,6 +315,12 @@ struct State {
     /// (or after the read that found it waiting), so that the relay cannot tie it to a read.
     /// The worker goes on with other commands meanwhile.
     send_at: Option<tokio::time::Instant>,
+    /// Each listed case's preview (the first line of the user's latest message, and whether it
+    /// is right to left), by case, with the case's newest message id and number of messages
+    /// when it was read: a preview is read again only when a message was added to the case or
+    /// left it (a disappearing message must not stay on screen), so relisting (after each
+    /// open, read or change) costs one query, not one per case. Forgotten on lock.
+    previews: std::sync::Mutex<std::collections::HashMap<String, Preview>>,
 }
 
 impl State {
@@ -330,6 +340,7 @@ impl State {
             verified_at: None,
             session_epoch: 0,
             send_at: None,
+            previews: Default::default(),
         }
     }
 
@@ -533,6 +544,9 @@ impl State {
         self.filter = CaseFilter::All;
         // What waits in the outbox stays there; the first read after the next sign-in plans it.
         self.send_at = None;
+        if let Ok(mut previews) = self.previews.lock() {
+            previews.clear();
+        }
     }
 
     /// Stops reading and blocks replies after `error` if it is a failed verification of the
@@ -732,13 +746,30 @@ impl State {
                 return;
             }
         };
+        let mut previews = match self.previews.lock() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        };
         let cases = listed
             .into_iter()
             .map(|c| {
-                let latest = latest_from_user(client, &c.case_id);
+                let (preview, rtl) = match previews.get(&c.case_id) {
+                    Some((at, preview, rtl)) if *at == (c.last_id, c.messages) => {
+                        (preview.clone(), *rtl)
+                    }
+                    _ => {
+                        let latest = latest_from_user(client, &c.case_id);
+                        let seen = (preview(&latest), crate::bidi::is_rtl(&latest));
+                        previews.insert(
+                            c.case_id.clone(),
+                            ((c.last_id, c.messages), seen.0.clone(), seen.1),
+                        );
+                        seen
+                    }
+                };
                 CaseView {
-                    rtl: crate::bidi::is_rtl(&latest),
-                    preview: preview(&latest),
+                    rtl,
+                    preview,
                     id: c.case_id,
                     messages: c.messages,
                     unread: c.unread,
