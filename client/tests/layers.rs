@@ -28,7 +28,10 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["transport", "relay", "net", "config", "deployment"],
     ),
     ("directory", &["directory", "submit", "audit", "authority"]),
-    ("messaging", &["envelope", "delivery", "outbox", "prekeys", "attachment"]),
+    (
+        "messaging",
+        &["envelope", "delivery", "outbox", "prekeys", "attachment"],
+    ),
     ("roles", &["user", "staff"]),
     ("app", &["app"]),
 ];

@@ -988,7 +988,11 @@ fn what_the_worker_reports_after_a_lock_never_reaches_the_window() {
     });
     app.apply(Update::Connected);
     assert_eq!(w.get_screen(), Screen::Locked, "still locked");
-    assert_eq!(w.get_no_keys(), "", "nothing of the post is shown while locked");
+    assert_eq!(
+        w.get_no_keys(),
+        "",
+        "nothing of the post is shown while locked"
+    );
     assert_eq!(w.get_messages().row_count(), 0);
     assert_eq!(w.get_posts().row_count(), 0);
 }

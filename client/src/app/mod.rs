@@ -11,8 +11,7 @@ mod poll;
 mod user;
 
 pub use inbox::{
-    DEFAULT_SEND_DELAY_MAX, InboxClient, InboxReadSummary, InboxSettings, QueuedReply,
-    ReplySummary,
+    DEFAULT_SEND_DELAY_MAX, InboxClient, InboxReadSummary, InboxSettings, QueuedReply, ReplySummary,
 };
 pub use poll::PollSchedule;
 pub use user::{ReceiveSummary, UserClient, UserSettings};
