@@ -224,8 +224,8 @@ impl Store {
         if let Some(id) = own {
             let n = self.conn().execute(
                 "UPDATE case_messages SET author = ?2, op_id = ?3
-                 WHERE id = ?1 AND direction = 'out' AND op_id IS NULL",
-                rusqlite::params![id, op.author, &op.id[..]],
+                 WHERE id = ?1 AND case_id = ?4 AND direction = 'out' AND op_id IS NULL",
+                rusqlite::params![id, op.author, &op.id[..], op.case_id],
             )?;
             if n != 1 {
                 return Err(ClientError::Store(format!(
