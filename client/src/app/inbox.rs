@@ -96,6 +96,15 @@ pub struct QueuedReply {
     pub send_after: Duration,
 }
 
+/// A reply sealed into the outbox, with what sending it needs.
+struct SealedReply {
+    case_id: String,
+    row: i64,
+    message: i64,
+    endpoint: RelayEndpoint,
+    directory: VerifiedDirectory,
+}
+
 /// A staff device's client: its encrypted store, one Tor client, the verified directory.
 #[derive(Debug)]
 pub struct InboxClient {
@@ -296,10 +305,17 @@ impl InboxClient {
     /// confirmed), after a random wait and on a connection of their own. Nothing waiting:
     /// nothing happens.
     pub async fn send_waiting(&mut self) -> Result<EarlierReport> {
+        let delay = self.pick_delay();
+        self.send_outbox(delay).await
+    }
+
+    /// Sends what waits in the outbox after `delay`, on a connection of its own (the
+    /// directory verified in the last [`super::DIRECTORY_REFRESH`], else now). Nothing
+    /// waiting: nothing happens.
+    async fn send_outbox(&mut self, delay: Duration) -> Result<EarlierReport> {
         if self.core.store.outbox()?.is_empty() {
             return Ok(EarlierReport::default());
         }
-        let delay = self.pick_delay();
         let source = self.core.policy()?;
         let endpoint = self.core.endpoint_for(Some(&source.policy))?;
         let directory = self.core.directory_within(super::DIRECTORY_REFRESH).await?;
@@ -311,13 +327,27 @@ impl InboxClient {
     /// a circuit of its own, the reply sealed into the outbox and the case, then after a random
     /// wait sent on a connection of its own. An error if the relay refused it or it waits.
     pub async fn reply(&mut self, case_id: &str, text: &SecretText) -> Result<ReplySummary> {
+        let delay = self.pick_delay();
+        let sealed = self.seal_reply(case_id, text).await?;
+        let sent = self
+            .send_later(&sealed.endpoint, &sealed.directory, &[sealed.row], delay)
+            .await?;
+        Ok(ReplySummary {
+            case_id: sealed.case_id,
+            message: sealed.message,
+            earlier: EarlierReport::of(&sent),
+        })
+    }
+
+    /// Verifies the directory on a connection of its own, then seals the reply into the
+    /// outbox and the case (reported as queued); sends nothing. The reply itself goes on
+    /// another connection after a random wait: the relay must not tie it to this device's
+    /// reads.
+    async fn seal_reply(&mut self, case_id: &str, text: &SecretText) -> Result<SealedReply> {
         self.staff()?;
         let case = self.case(case_id)?;
-        let delay = self.pick_delay();
         let source = self.core.policy()?;
         let endpoint = self.core.endpoint_for(Some(&source.policy))?;
-        // The directory on a connection of its own, the reply on another after a random wait:
-        // the relay must not tie the reply to this device's reads.
         let directory = self.core.sync_with(&source, &endpoint).await?.clone();
         let now = self.core.store.now();
         let row = self
@@ -333,13 +363,12 @@ impl InboxClient {
             .and_then(|p| p.message.case_message)
             .unwrap_or_default();
         self.report_reply(message)?;
-        let sent = self
-            .send_later(&endpoint, &directory, &[row], delay)
-            .await?;
-        Ok(ReplySummary {
+        Ok(SealedReply {
             case_id: case.case_id,
+            row,
             message,
-            earlier: EarlierReport::of(&sent),
+            endpoint,
+            directory,
         })
     }
 
@@ -349,28 +378,10 @@ impl InboxClient {
     /// [`QueuedReply::send_after`] (drawn like [`InboxClient::reply`]'s wait), doing other work
     /// meanwhile, then calls [`InboxClient::send_queued`].
     pub async fn queue_reply(&mut self, case_id: &str, text: &SecretText) -> Result<QueuedReply> {
-        self.staff()?;
-        let case = self.case(case_id)?;
-        let source = self.core.policy()?;
-        let endpoint = self.core.endpoint_for(Some(&source.policy))?;
-        let directory = self.core.sync_with(&source, &endpoint).await?.clone();
-        let now = self.core.store.now();
-        let row = self
-            .staff()?
-            .queue_reply(&directory, &case.case_id, text, now)
-            .await?;
-        let message = self
-            .core
-            .store
-            .outbox()?
-            .iter()
-            .find(|p| p.id == row)
-            .and_then(|p| p.message.case_message)
-            .unwrap_or_default();
-        self.report_reply(message)?;
+        let sealed = self.seal_reply(case_id, text).await?;
         Ok(QueuedReply {
-            case_id: case.case_id,
-            message,
+            case_id: sealed.case_id,
+            message: sealed.message,
             send_after: self.pick_delay(),
         })
     }
@@ -379,16 +390,7 @@ impl InboxClient {
     /// [`InboxClient::queue_reply`]: the caller has waited the random time). Nothing waiting:
     /// nothing happens.
     pub async fn send_queued(&mut self) -> Result<EarlierReport> {
-        if self.core.store.outbox()?.is_empty() {
-            return Ok(EarlierReport::default());
-        }
-        let source = self.core.policy()?;
-        let endpoint = self.core.endpoint_for(Some(&source.policy))?;
-        let directory = self.core.directory_within(super::DIRECTORY_REFRESH).await?;
-        let sent = self
-            .send_later(&endpoint, &directory, &[], Duration::ZERO)
-            .await?;
-        Ok(EarlierReport::of(&sent))
+        self.send_outbox(Duration::ZERO).await
     }
 
     /// A random wait before sending what waits in the outbox (as [`InboxClient::send_waiting`]
