@@ -631,6 +631,170 @@ pub async fn submit_entry(relay: &mut dyn Relay, entry: Vec<u8>) -> Result<Vec<u
     }
 }
 
+// ---------------------------------------------------------------- attachments (ADR 0013)
+//
+// The relay's side of attachments: a blob uploaded once for all its recipients, chunk by chunk,
+// each chunk answered only after the relay committed it. Every request here may reach the relay
+// twice without effect (CreateBlob under its idempotency id while no chunk is stored, a chunk
+// with the same bytes, reads, an acknowledgement), so each is sent again over a fresh connection
+// if the old one broke.
+
+// The relay checks chunk lengths with the protocol's constants; they must be the sealer's.
+const _: () = assert!(
+    crate::attachment::CHUNK_LEN as u64 == refuge_proto::BLOB_CHUNK_LEN
+        && crate::attachment::TAG_LEN as u64 == refuge_proto::BLOB_TAG_LEN
+);
+
+/// A blob the relay created: its id, and the token that uploads its chunks.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BlobUpload {
+    pub blob_id: [u8; 16],
+    pub upload_token: [u8; 32],
+}
+
+impl std::fmt::Debug for BlobUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BlobUpload(..)")
+    }
+}
+
+/// Where an upload stands on the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobProgress {
+    /// The lowest chunk index the relay lacks (the chunk count when complete).
+    pub next_index: u32,
+    pub complete: bool,
+    pub chunks: u32,
+}
+
+/// Creates a blob of `padded_size` bytes (the attachment's Padmé length) for `recipients`: each
+/// a mailbox with what a deposit into it carries (a user mailbox's deposit token, or an admission
+/// ticket for a staff device mailbox). `idempotency_id` is chosen at random for the blob and kept
+/// with the upload: sent again (after a lost answer) before any chunk is stored, it yields the
+/// same blob and a fresh upload token.
+pub async fn create_blob(
+    relay: &mut dyn Relay,
+    padded_size: u64,
+    recipients: &[(MailboxId, DepositToken)],
+    timer: Timer,
+    idempotency_id: [u8; 16],
+) -> Result<BlobUpload> {
+    let request = Request::CreateBlob(refuge_proto::wire::CreateBlob {
+        padded_size,
+        recipients: recipients
+            .iter()
+            .map(|(mailbox, token)| refuge_proto::wire::BlobRecipient {
+                mailbox_id: mailbox.0.to_vec(),
+                deposit_token: token.0.to_vec(),
+            })
+            .collect(),
+        expires_after_seconds: timer.seconds(),
+        idempotency_id: idempotency_id.to_vec(),
+    });
+    match request_resending(relay, request).await? {
+        Response::BlobCreated(c) => {
+            let blob_id = c.blob_id.as_slice().try_into().map_err(|_| {
+                ClientError::RelayProtocol(format!(
+                    "the relay's blob id is {} bytes, not 16",
+                    c.blob_id.len()
+                ))
+            })?;
+            let upload_token = c.upload_token.as_slice().try_into().map_err(|_| {
+                ClientError::RelayProtocol(format!(
+                    "the relay's upload token is {} bytes, not 32",
+                    c.upload_token.len()
+                ))
+            })?;
+            Ok(BlobUpload {
+                blob_id,
+                upload_token,
+            })
+        }
+        other => Err(unexpected("BlobCreated", &other)),
+    }
+}
+
+/// Stores sealed chunk `index` of a blob; returns once the relay has committed it, with whether
+/// the blob is now complete. Sending a stored chunk again with the same bytes is harmless.
+pub async fn put_chunk(
+    relay: &mut dyn Relay,
+    upload: &BlobUpload,
+    index: u32,
+    data: Vec<u8>,
+) -> Result<bool> {
+    let request = Request::PutChunk(refuge_proto::wire::PutChunk {
+        blob_id: upload.blob_id.to_vec(),
+        upload_token: upload.upload_token.to_vec(),
+        index,
+        data,
+    });
+    match request_resending(relay, request).await? {
+        Response::ChunkStored(s) => Ok(s.complete),
+        other => Err(unexpected("ChunkStored", &other)),
+    }
+}
+
+/// Where an upload stands: the chunk to go on from after a broken connection or a restarted
+/// relay.
+pub async fn blob_state(relay: &mut dyn Relay, upload: &BlobUpload) -> Result<BlobProgress> {
+    let request = Request::GetBlobState(refuge_proto::wire::GetBlobState {
+        blob_id: upload.blob_id.to_vec(),
+        upload_token: upload.upload_token.to_vec(),
+    });
+    match request_resending(relay, request).await? {
+        Response::BlobState(s) => {
+            if s.next_index > s.chunks || s.complete != (s.next_index == s.chunks) {
+                return Err(ClientError::RelayProtocol(format!(
+                    "the relay's blob state does not add up: next chunk {} of {}, complete {}",
+                    s.next_index, s.chunks, s.complete
+                )));
+            }
+            Ok(BlobProgress {
+                next_index: s.next_index,
+                complete: s.complete,
+                chunks: s.chunks,
+            })
+        }
+        other => Err(unexpected("BlobState", &other)),
+    }
+}
+
+/// Downloads sealed chunk `index` of a blob addressed to `mailbox` (authenticated on this
+/// session). Nothing in it is trusted until the attachment's opener has checked it.
+pub async fn get_chunk(
+    relay: &mut dyn Relay,
+    mailbox: &MailboxId,
+    blob_id: &[u8; 16],
+    index: u32,
+) -> Result<Vec<u8>> {
+    let request = Request::GetChunk(refuge_proto::wire::GetChunk {
+        mailbox_id: mailbox.0.to_vec(),
+        blob_id: blob_id.to_vec(),
+        index,
+    });
+    match request_resending(relay, request).await? {
+        Response::Chunk(c) => Ok(c.data),
+        other => Err(unexpected("Chunk", &other)),
+    }
+}
+
+/// Acknowledges a blob for `mailbox` (authenticated on this session): the relay deletes it once
+/// every recipient has. Acknowledging again is harmless.
+pub async fn ack_blob(
+    relay: &mut dyn Relay,
+    mailbox: &MailboxId,
+    blob_id: &[u8; 16],
+) -> Result<()> {
+    let request = Request::AckBlob(refuge_proto::wire::AckBlob {
+        mailbox_id: mailbox.0.to_vec(),
+        blob_id: blob_id.to_vec(),
+    });
+    match request_resending(relay, request).await? {
+        Response::BlobAcked(_) => Ok(()),
+        other => Err(unexpected("BlobAcked", &other)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,6 +28,8 @@ impl ErrorCode {
             | NoDevices | PrekeysExhausted | NotEnrolled | LogNotFound | EntryNotAuthorized
             // A ticket expired or was used up: the client gets a fresh one.
             | AdmissionRequired => Fault::State,
+            // Expired, deleted, acknowledged, not for this mailbox, or not uploaded whole yet.
+            BlobNotFound => Fault::State,
             // The recipient has not fetched yet: not a bug, and it clears by itself.
             MailboxFull => Fault::State,
             // The relay asks the client to pay (work) or to slow down: nobody's bug; the client

@@ -206,8 +206,8 @@ mod tests {
     #[test]
     fn unknown_field_in_body_is_rejected() {
         let mut body = hello(7).encode_to_vec();
-        // field 15, varint 1: valid protobuf, unknown to ClientFrame
-        body.extend_from_slice(&[0x78, 0x01]);
+        // field 30, varint 1: valid protobuf, unknown to ClientFrame
+        body.extend_from_slice(&[0xf0, 0x01, 0x01]);
         assert!(matches!(
             decode_body::<ClientFrame>(&body),
             Err(FrameError::NonCanonical { .. })

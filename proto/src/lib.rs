@@ -38,6 +38,11 @@ pub mod wire {
                 Request::FetchPostBundles(_) => "FetchPostBundles",
                 Request::RegisterReplyTickets(_) => "RegisterReplyTickets",
                 Request::GetDepositTicket(_) => "GetDepositTicket",
+                Request::CreateBlob(_) => "CreateBlob",
+                Request::PutChunk(_) => "PutChunk",
+                Request::GetBlobState(_) => "GetBlobState",
+                Request::GetChunk(_) => "GetChunk",
+                Request::AckBlob(_) => "AckBlob",
                 Request::GetLog(_) => "GetLog",
                 Request::SubmitEntry(_) => "SubmitEntry",
             }
@@ -78,3 +83,60 @@ pub const MAX_ONE_TIME_PREKEYS: usize = 200;
 /// PostBundles answer carries): 100 of the largest bundles the relay takes (about 2 KiB each)
 /// fit in one frame. A post with more devices is fetched in several pages.
 pub const MAX_BUNDLE_PAGE: u32 = 100;
+
+/// Padded plaintext bytes per attachment chunk (ADR 0013): the client's `attachment::CHUNK_LEN`.
+pub const BLOB_CHUNK_LEN: u64 = 64 * 1024;
+
+/// What sealing adds to each attachment chunk (the AEAD tag): the client's `attachment::TAG_LEN`.
+pub const BLOB_TAG_LEN: u64 = 16;
+
+/// Largest padded size of one attachment the relay takes: the Padmé length of the client's
+/// largest attachment (256 MiB, a power of two, is its own Padmé length).
+pub const MAX_BLOB_PADDED_LEN: u64 = 256 * 1024 * 1024;
+
+/// Most recipients of one blob.
+pub const MAX_BLOB_RECIPIENTS: usize = 1024;
+
+/// How many chunks a blob of `padded_size` bytes of padded plaintext is sealed in: at least one
+/// (an empty attachment is one empty last chunk).
+pub fn blob_chunk_count(padded_size: u64) -> u64 {
+    padded_size.div_ceil(BLOB_CHUNK_LEN).max(1)
+}
+
+/// The sealed length of chunk `index` of a blob of `padded_size` bytes, or `None` past its last
+/// chunk.
+pub fn blob_chunk_len(padded_size: u64, index: u64) -> Option<u64> {
+    if index >= blob_chunk_count(padded_size) {
+        return None;
+    }
+    let start = index.saturating_mul(BLOB_CHUNK_LEN);
+    Some(padded_size.saturating_sub(start).min(BLOB_CHUNK_LEN) + BLOB_TAG_LEN)
+}
+
+#[cfg(test)]
+mod blob_tests {
+    use super::*;
+
+    #[test]
+    fn chunk_lengths_cover_the_padded_size_with_one_tag_each() {
+        assert_eq!(blob_chunk_count(0), 1);
+        assert_eq!(blob_chunk_len(0, 0), Some(16));
+        assert_eq!(blob_chunk_len(0, 1), None);
+        assert_eq!(blob_chunk_count(BLOB_CHUNK_LEN), 1);
+        assert_eq!(blob_chunk_count(BLOB_CHUNK_LEN + 1), 2);
+        assert_eq!(blob_chunk_len(BLOB_CHUNK_LEN + 1, 1), Some(17));
+        for size in [
+            1,
+            1000,
+            3 * BLOB_CHUNK_LEN,
+            3 * BLOB_CHUNK_LEN - 1,
+            MAX_BLOB_PADDED_LEN,
+        ] {
+            let n = blob_chunk_count(size);
+            let total: u64 = (0..n).map(|i| blob_chunk_len(size, i).unwrap()).sum();
+            assert_eq!(total, size + n * BLOB_TAG_LEN, "{size}");
+            assert_eq!(blob_chunk_len(size, n), None);
+        }
+        assert_eq!(blob_chunk_count(MAX_BLOB_PADDED_LEN), 4096);
+    }
+}

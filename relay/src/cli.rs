@@ -250,6 +250,16 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_bytes_per_mailbox: u64,
 
+    /// Most bytes of attachments (their padded sizes) one mailbox may be an unacknowledged
+    /// recipient of; a larger attachment is refused as too large
+    #[arg(long, value_name = "BYTES", default_value_t = crate::store::sqlite::DEFAULT_MAX_BLOB_BYTES_PER_MAILBOX, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_blob_bytes_per_mailbox: u64,
+
+    /// Most bytes of attachments (their padded sizes) the relay holds in all; past it new
+    /// attachments are refused with "storage for attachments is full"
+    #[arg(long, value_name = "BYTES", default_value_t = crate::store::sqlite::DEFAULT_MAX_BLOB_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_blob_bytes: u64,
+
     /// Most bytes the database file may grow to; past it deposits are refused with "relay
     /// storage is full" while fetches and acknowledgements go on (the WAL file comes on top)
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(65_536..))]
@@ -307,6 +317,8 @@ impl ServeArgs {
             store: StoreLimits {
                 max_messages_per_mailbox: self.max_messages_per_mailbox,
                 max_bytes_per_mailbox: self.max_bytes_per_mailbox,
+                max_blob_bytes_per_mailbox: self.max_blob_bytes_per_mailbox,
+                max_blob_bytes: self.max_blob_bytes,
                 max_store_bytes: self.max_store_bytes,
                 ..StoreLimits::default()
             },
@@ -350,6 +362,20 @@ mod tests {
         assert_eq!(store.max_messages_per_mailbox, 1_000);
         assert_eq!(store.max_bytes_per_mailbox, 64 << 20);
         assert_eq!(store.max_store_bytes, None);
+        assert_eq!(store.max_blob_bytes_per_mailbox, 256 << 20);
+        assert!(
+            store.max_blob_bytes_per_mailbox >= 50 << 20,
+            "a 50 MiB attachment fits"
+        );
+        let store = serve(&[
+            "--max-blob-bytes",
+            "1000000",
+            "--max-blob-bytes-per-mailbox",
+            "1000",
+        ])
+        .expect("parses");
+        assert_eq!(store.max_blob_bytes, 1_000_000);
+        assert_eq!(store.max_blob_bytes_per_mailbox, 1000);
         let store = serve(&[
             "--max-store-bytes",
             "1048576",

@@ -36,7 +36,7 @@ pub const SESSION_ENDS: [&str; 9] = [
 ];
 
 /// Every request name a frame can carry, and [`UNREAD`]: the request label's closed set.
-pub const REQUESTS: [&str; 15] = [
+pub const REQUESTS: [&str; 20] = [
     "Hello",
     "GetChallenge",
     "Authenticate",
@@ -49,6 +49,11 @@ pub const REQUESTS: [&str; 15] = [
     "FetchPostBundles",
     "RegisterReplyTickets",
     "GetDepositTicket",
+    "CreateBlob",
+    "PutChunk",
+    "GetBlobState",
+    "GetChunk",
+    "AckBlob",
     "GetLog",
     "SubmitEntry",
     UNREAD,
@@ -375,6 +380,11 @@ mod tests {
             Request::FetchPostBundles(Default::default()),
             Request::RegisterReplyTickets(Default::default()),
             Request::GetDepositTicket(Default::default()),
+            Request::CreateBlob(Default::default()),
+            Request::PutChunk(Default::default()),
+            Request::GetBlobState(Default::default()),
+            Request::GetChunk(Default::default()),
+            Request::AckBlob(Default::default()),
             Request::GetLog(Default::default()),
             Request::SubmitEntry(Default::default()),
         ];
@@ -393,6 +403,11 @@ mod tests {
                 | Request::FetchPostBundles(_)
                 | Request::RegisterReplyTickets(_)
                 | Request::GetDepositTicket(_)
+                | Request::CreateBlob(_)
+                | Request::PutChunk(_)
+                | Request::GetBlobState(_)
+                | Request::GetChunk(_)
+                | Request::AckBlob(_)
                 | Request::GetLog(_)
                 | Request::SubmitEntry(_) => {}
             }

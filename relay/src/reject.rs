@@ -198,6 +198,64 @@ impl From<StoreError> for Reject {
                     "the relay's storage failed and nothing was changed; retry later",
                 )
             }
+            StoreError::UnknownBlob => Reject::new(
+                C::BlobNotFound,
+                "there is no such attachment for this request on this relay: the id is unknown, \
+                 the attachment expired or was deleted, or this mailbox is not one of its \
+                 recipients or already acknowledged it; nothing was changed",
+            ),
+            StoreError::BlobIncomplete => Reject::new(
+                C::BlobNotFound,
+                "the attachment's upload is not complete yet, so no chunk of it is handed out; \
+                 retry later, once its sender has finished the upload",
+            ),
+            StoreError::UploadTokenWrong => Reject::new(
+                C::DepositNotAuthorized,
+                "the upload token does not open this blob; send the token BlobCreated answered \
+                 (the newest one, if the creation was sent again)",
+            ),
+            StoreError::ChunkOutOfRange { index, chunks } => Reject::invalid(format!(
+                "chunk {index} is beyond this blob, which has {chunks} chunks (indexes 0 to {}); \
+                 nothing was stored",
+                chunks.saturating_sub(1)
+            )),
+            StoreError::ChunkLength {
+                index,
+                len,
+                expected,
+            } => Reject::invalid(format!(
+                "chunk {index} is {len} bytes, but chunk {index} of this blob's padded size is \
+                 {expected} bytes (64 KiB of sealed content and a 16-byte tag, the last one \
+                 shorter); nothing was stored"
+            )),
+            StoreError::ChunkConflict { index } => Reject::invalid(format!(
+                "chunk {index} of this blob is already stored with other bytes; nothing was \
+                 changed; a chunk may be sent again only with the very same bytes"
+            )),
+            StoreError::BlobConflict(what) => Reject::invalid(format!(
+                "this idempotency_id was already used for {what}; nothing was stored; choose a \
+                 fresh random idempotency_id for each new blob and reuse it only to resend the \
+                 same creation before uploading"
+            )),
+            StoreError::BlobTooLarge { size, max } => Reject::new(
+                C::MessageTooLarge,
+                format!(
+                    "an attachment padded to {size} bytes is larger than the {max} bytes this \
+                     relay keeps for a mailbox; nothing was stored; send a smaller file"
+                ),
+            ),
+            StoreError::BlobStorageFull { max } => {
+                tracing::warn!(
+                    max,
+                    "an attachment was refused: the relay holds its most bytes of attachments; \
+                     raise --max-blob-bytes if the disk allows"
+                );
+                Reject::new(
+                    C::Unavailable,
+                    "the relay's storage for attachments is full; nothing was stored; retry \
+                     later, once recipients have fetched theirs",
+                )
+            }
             e @ StoreError::Corrupt(_) => {
                 tracing::error!(error = %e, "internal storage error");
                 Reject::new(

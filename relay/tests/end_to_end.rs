@@ -762,3 +762,144 @@ fn unsafe_configurations_are_refused_at_startup() {
         std::fs::read_to_string(data.join("quic-spki-pin")).expect("pin file")
     );
 }
+
+/// An attachment (ADR 0013) through the real binary: uploaded over TCP, the relay killed
+/// (SIGKILL) halfway, the upload resumed from what the restarted relay says it has, the blob
+/// downloaded over QUIC by its recipient and deleted by its acknowledgement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attachment_upload_survives_a_killed_relay_and_is_deleted_after_its_download() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let log = tmp.path().join("relay.log");
+    let relay = start(&data, &log, &[]);
+
+    let user_key = SigningKey::from_bytes(&[0x43; 32]);
+    let user_mailbox = MailboxId([0x25; 16]);
+    let token = DepositToken([0x98; 32]);
+    let connect = |addr| async move {
+        let (r, w) = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("TCP connects")
+            .into_split();
+        let mut conn = Conn::new(r, w);
+        conn.hello().await;
+        conn
+    };
+    let mut tcp = connect(relay.tcp).await;
+    let hash = token.hash();
+    let sig = auth::sign(
+        &user_key,
+        &auth::create_mailbox_transcript(&user_mailbox, &user_key.verifying_key(), &hash),
+    );
+    tcp.ok(Request::CreateMailbox(wire::CreateMailbox {
+        mailbox_id: user_mailbox.0.to_vec(),
+        auth_key: user_key.verifying_key().as_bytes().to_vec(),
+        deposit_token_hash: hash.to_vec(),
+        signature: sig.to_bytes().to_vec(),
+        pow: None,
+    }))
+    .await;
+
+    // Ten chunks, the last one short; each chunk's bytes differ.
+    let size = 9 * refuge_proto::BLOB_CHUNK_LEN + 777;
+    let chunks = refuge_proto::blob_chunk_count(size) as u32;
+    let chunk = |index: u32| -> Vec<u8> {
+        let len = refuge_proto::blob_chunk_len(size, u64::from(index)).expect("in range");
+        (0..len)
+            .map(|i| (i as u32 ^ index.wrapping_mul(97)) as u8)
+            .collect()
+    };
+    let created = match tcp
+        .ok(Request::CreateBlob(wire::CreateBlob {
+            padded_size: size,
+            recipients: vec![wire::BlobRecipient {
+                mailbox_id: user_mailbox.0.to_vec(),
+                deposit_token: token.0.to_vec(),
+            }],
+            expires_after_seconds: 0,
+            idempotency_id: vec![0x11; 16],
+        }))
+        .await
+    {
+        Response::BlobCreated(c) => c,
+        r => panic!("{r:?}"),
+    };
+    let put = |index: u32| {
+        Request::PutChunk(wire::PutChunk {
+            blob_id: created.blob_id.clone(),
+            upload_token: created.upload_token.clone(),
+            index,
+            data: chunk(index),
+        })
+    };
+    for index in 0..4 {
+        assert!(matches!(
+            tcp.ok(put(index)).await,
+            Response::ChunkStored(wire::ChunkStored { complete: false })
+        ));
+    }
+    // Killed without warning: what was answered is on disk.
+    drop(tcp);
+    drop(relay);
+    let relay = start(&data, &log, &[]);
+    let mut tcp = connect(relay.tcp).await;
+    let state = Request::GetBlobState(wire::GetBlobState {
+        blob_id: created.blob_id.clone(),
+        upload_token: created.upload_token.clone(),
+    });
+    let next = match tcp.ok(state.clone()).await {
+        Response::BlobState(s) => {
+            assert_eq!((s.chunks, s.complete), (chunks, false));
+            s.next_index
+        }
+        r => panic!("{r:?}"),
+    };
+    assert_eq!(next, 4, "every answered chunk survived the kill");
+    for index in next..chunks {
+        let Response::ChunkStored(stored) = tcp.ok(put(index)).await else {
+            panic!("not stored")
+        };
+        assert_eq!(stored.complete, index + 1 == chunks);
+    }
+    let beyond = Request::PutChunk(wire::PutChunk {
+        blob_id: created.blob_id.clone(),
+        upload_token: created.upload_token.clone(),
+        index: chunks,
+        data: chunk(0),
+    });
+    assert_eq!(tcp.code(beyond).await, ErrorCode::InvalidArgument);
+
+    // The recipient downloads over QUIC and acknowledges; the blob is gone.
+    let conn = quic_connect(relay.quic, &relay.pin)
+        .await
+        .expect("QUIC connects with the pin");
+    let (send, recv) = conn.open_bi().await.expect("a stream");
+    let mut quic = Conn::new(recv, send);
+    quic.hello().await;
+    let get = |index: u32| {
+        Request::GetChunk(wire::GetChunk {
+            mailbox_id: user_mailbox.0.to_vec(),
+            blob_id: created.blob_id.clone(),
+            index,
+        })
+    };
+    assert_eq!(quic.code(get(0)).await, ErrorCode::NotAuthenticated);
+    quic.login(&user_key, user_mailbox).await;
+    for index in 0..chunks {
+        match quic.ok(get(index)).await {
+            Response::Chunk(c) => assert!(c.data == chunk(index), "chunk {index} intact"),
+            r => panic!("{r:?}"),
+        }
+    }
+    let ack = Request::AckBlob(wire::AckBlob {
+        mailbox_id: user_mailbox.0.to_vec(),
+        blob_id: created.blob_id.clone(),
+    });
+    assert!(matches!(quic.ok(ack).await, Response::BlobAcked(_)));
+    assert_eq!(quic.code(get(0)).await, ErrorCode::BlobNotFound);
+    assert_eq!(tcp.code(state).await, ErrorCode::BlobNotFound);
+    drop(tcp);
+    conn.close(0u32.into(), b"done");
+    relay.stop();
+}

@@ -660,6 +660,11 @@ pub(crate) fn response_name(r: &Response) -> &'static str {
         Response::PrekeyCount(_) => "PrekeyCount",
         Response::ReplyTicketsRegistered(_) => "ReplyTicketsRegistered",
         Response::DepositTicket(_) => "DepositTicket",
+        Response::BlobCreated(_) => "BlobCreated",
+        Response::ChunkStored(_) => "ChunkStored",
+        Response::BlobState(_) => "BlobState",
+        Response::Chunk(_) => "Chunk",
+        Response::BlobAcked(_) => "BlobAcked",
         Response::LogData(_) => "LogData",
         Response::EntrySubmitted(_) => "EntrySubmitted",
     }

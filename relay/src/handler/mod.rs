@@ -4,6 +4,7 @@
 //! the current time and a random source; the handler talks only to the [`RelayStore`] and the
 //! in-memory [`Roster`]. The same code serves TCP, QUIC streams and the in-memory tests.
 
+mod blobs;
 mod log;
 mod mailbox;
 mod prekeys;
@@ -272,6 +273,11 @@ impl<S: RelayStore> Handler<S> {
                 self.deposit_ticket(g, paid, now, rng).await
             }
             Request::RegisterReplyTickets(r) => self.register_reply_tickets(open, r, now).await,
+            Request::CreateBlob(c) => self.create_blob(c, now, rng).await,
+            Request::PutChunk(p) => self.put_chunk(p, now).await,
+            Request::GetBlobState(g) => self.blob_state(g).await,
+            Request::GetChunk(g) => self.get_chunk(open, g, now).await,
+            Request::AckBlob(a) => self.ack_blob(open, a).await,
             Request::GetLog(g) => self.get_log(g).await,
             Request::SubmitEntry(e) => self.submit_entry(e).await,
         }

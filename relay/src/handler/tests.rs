@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod blobs;
 mod paging;
 
 const NOW: u64 = 1_700_001_234;
@@ -687,14 +688,14 @@ async fn a_malformed_body_is_answered_and_the_session_continues() {
     let before = h.snapshot();
     for body in [
         vec![0xff, 0xff, 0xff],
-        // Valid protobuf with an unknown field 15: not canonical.
+        // Valid protobuf with an unknown field 30: not canonical.
         {
             let mut b = ClientFrame {
                 request_id: 5,
                 request: Some(hello_req(1)),
             }
             .encode_to_vec();
-            b.extend_from_slice(&[0x78, 0x01]);
+            b.extend_from_slice(&[0xf0, 0x01, 0x01]);
             b
         },
     ] {

@@ -13,8 +13,8 @@ use super::memory::MemoryStore;
 use super::sqlite::{SqliteStore, StoreLimits};
 use super::*;
 use crate::fixtures::{
-    Staff, ack_all, deposit, fetch_all, mailbox_in, now, replayed, snapshot, staff, temp_store,
-    this_hour, user_mailbox,
+    Staff, ack_all, deposit, fetch_all, mailbox_in, now, replayed, rows, snapshot, staff,
+    temp_store, this_hour, user_mailbox,
 };
 use crate::session::MailboxGrant;
 use ed25519_dalek::SigningKey;
@@ -27,17 +27,27 @@ const HOUR: u64 = 472_223 * 3600;
 /// An opaque rendering of everything a store holds: equal renderings mean nothing changed.
 pub(crate) trait Inspect {
     fn state(&self) -> String;
+    /// How many blobs, and chunks of all blobs, the store holds.
+    fn blob_counts(&self) -> (usize, usize);
 }
 
 impl Inspect for SqliteStore {
     fn state(&self) -> String {
         format!("{:#?}", snapshot(self.path()))
     }
+    fn blob_counts(&self) -> (usize, usize) {
+        let s = snapshot(self.path());
+        (rows(&s, "blobs"), rows(&s, "blob_chunks"))
+    }
 }
 
 impl Inspect for MemoryStore {
     fn state(&self) -> String {
         self.dump()
+    }
+    fn blob_counts(&self) -> (usize, usize) {
+        let blobs = self.blobs();
+        (blobs.len(), blobs.iter().map(|(_, chunks, _)| chunks).sum())
     }
 }
 
@@ -62,11 +72,7 @@ impl Backend for SqliteStore {
 
 impl Backend for MemoryStore {
     fn open(limits: StoreLimits) -> (Option<tempfile::TempDir>, Self) {
-        let store = MemoryStore::with_quota(
-            limits.max_messages_per_mailbox,
-            limits.max_bytes_per_mailbox,
-        );
-        (None, store)
+        (None, MemoryStore::with_limits(&limits))
     }
     async fn close(&self) {}
 }
@@ -1579,6 +1585,623 @@ fn a_senders_timer_keeps_a_message_at_least_that_long_and_at_most_two_hours_more
     }
 }
 
+// --- Attachments (blobs) ----------------------------------------------------------------------
+
+/// A blob of `padded_size` bytes for `recipients` (mailbox, token, staff post), created at
+/// `hour`, with idempotency id `[n; 16]` and upload token `[n; 32]`.
+fn new_blob(
+    n: u8,
+    padded_size: u64,
+    recipients: &[(MailboxId, Option<&DepositToken>, Option<&str>)],
+    hour: u64,
+) -> NewBlob {
+    NewBlob {
+        id: [n; 16],
+        upload_hash: upload_hash(n),
+        idempotency_id: IdempotencyId([n; 16]),
+        padded_size,
+        recipients: recipients
+            .iter()
+            .map(|(mailbox, token, post)| BlobRecipient {
+                mailbox: *mailbox,
+                token: token.cloned(),
+                staff_post: post.map(str::to_string),
+            })
+            .collect(),
+        created_hour: hour,
+        expires_hour: None,
+    }
+}
+
+/// The upload token hash of blob `n` of [`new_blob`].
+fn upload_hash(n: u8) -> [u8; 32] {
+    DepositToken([n; 32]).hash()
+}
+
+/// Chunk `index` of a blob of `padded_size`, of the right length, filled with `fill`.
+fn chunk_of(blob: BlobId, padded_size: u64, index: u32, fill: u8, hour: u64) -> NewChunk {
+    let len = refuge_proto::blob_chunk_len(padded_size, u64::from(index)).expect("in range");
+    NewChunk {
+        blob,
+        upload_hash: upload_hash(blob[0]),
+        index,
+        data: vec![fill; len as usize],
+        hour,
+    }
+}
+
+/// Three chunks, the last one short.
+const THREE_CHUNKS: u64 = 2 * refuge_proto::BLOB_CHUNK_LEN + 1000;
+
+async fn a_blob_for_three_recipients_is_stored_once_and_goes_with_the_last_acknowledgement<
+    S: Backend,
+>() {
+    let (_keep, store) = S::open(StoreLimits::default());
+    let (a, b) = (staff(1, "emb-xx", "desk-a"), staff(2, "emb-xx", "desk-b"));
+    store.install_directory(replayed(&[&a, &b])).await.unwrap();
+    let (u, token) = mailbox_in(&store, 9).await;
+    let hour = this_hour();
+    let ticket = DepositToken([0x77; 32]);
+    store
+        .issue_ticket(ticket.hash(), "emb-xx".into(), hour + 24 * 3600)
+        .await
+        .unwrap();
+    let id = store
+        .create_blob(new_blob(
+            5,
+            THREE_CHUNKS,
+            &[
+                (a.mailbox, Some(&ticket), Some("emb-xx")),
+                (b.mailbox, Some(&ticket), Some("emb-xx")),
+                (u, Some(&token), None),
+            ],
+            hour,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(id, [5; 16]);
+    for index in 0..3 {
+        let put = store
+            .put_chunk(chunk_of(id, THREE_CHUNKS, index, index as u8 + 1, hour))
+            .await
+            .unwrap();
+        assert_eq!(put.complete, index == 2);
+        assert!(!put.repeated);
+    }
+    assert_eq!(store.blob_counts(), (1, 3), "one blob, its chunks once");
+    let grants = [a.mailbox, b.mailbox, u].map(MailboxGrant::dangerously_assume);
+    for grant in &grants {
+        for index in 0..3u32 {
+            let data = store.get_chunk(grant, id, index, now()).await.unwrap();
+            assert!(data.iter().all(|&x| x == index as u8 + 1));
+        }
+        assert!(matches!(
+            store.get_chunk(grant, id, 3, now()).await,
+            Err(StoreError::ChunkOutOfRange {
+                index: 3,
+                chunks: 3
+            })
+        ));
+    }
+    // Each acknowledgement frees only its recipient; the last one deletes the blob.
+    assert!(!store.ack_blob(&grants[0], id).await.unwrap());
+    assert!(matches!(
+        store.get_chunk(&grants[0], id, 0, now()).await,
+        Err(StoreError::UnknownBlob)
+    ));
+    assert!(
+        !store.ack_blob(&grants[0], id).await.unwrap(),
+        "again: nothing"
+    );
+    assert!(!store.ack_blob(&grants[1], id).await.unwrap());
+    assert_eq!(store.blob_counts(), (1, 3));
+    store.get_chunk(&grants[2], id, 1, now()).await.unwrap();
+    assert!(store.ack_blob(&grants[2], id).await.unwrap());
+    assert_eq!(store.blob_counts(), (0, 0));
+    assert!(matches!(
+        store.get_chunk(&grants[2], id, 1, now()).await,
+        Err(StoreError::UnknownBlob)
+    ));
+    store.close().await;
+}
+
+async fn chunks_are_checked_and_a_repeat_is_a_no_op_unless_its_bytes_differ<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits::default());
+    let (u, token) = mailbox_in(&store, 1).await;
+    let (other, _) = mailbox_in(&store, 2).await;
+    let hour = this_hour();
+    let id = store
+        .create_blob(new_blob(3, THREE_CHUNKS, &[(u, Some(&token), None)], hour))
+        .await
+        .unwrap();
+    let state = store.blob_state(id, upload_hash(3)).await.unwrap();
+    assert_eq!((state.next_index, state.chunks), (0, 3));
+    store
+        .put_chunk(chunk_of(id, THREE_CHUNKS, 0, 1, hour))
+        .await
+        .unwrap();
+    let before = store.state();
+    let again = store
+        .put_chunk(chunk_of(id, THREE_CHUNKS, 0, 1, hour))
+        .await
+        .unwrap();
+    assert!(again.repeated && !again.complete);
+    assert_eq!(store.state(), before, "a repeat changes nothing");
+    assert!(matches!(
+        store
+            .put_chunk(chunk_of(id, THREE_CHUNKS, 0, 2, hour))
+            .await,
+        Err(StoreError::ChunkConflict { index: 0 })
+    ));
+    let mut beyond = chunk_of(id, THREE_CHUNKS, 2, 1, hour);
+    beyond.index = 3;
+    assert!(matches!(
+        store.put_chunk(beyond).await,
+        Err(StoreError::ChunkOutOfRange {
+            index: 3,
+            chunks: 3
+        })
+    ));
+    let mut short = chunk_of(id, THREE_CHUNKS, 1, 1, hour);
+    short.data.pop();
+    assert!(matches!(
+        store.precheck_chunk(&short).await,
+        Err(StoreError::ChunkLength { index: 1, .. })
+    ));
+    assert!(matches!(
+        store.put_chunk(short).await,
+        Err(StoreError::ChunkLength { index: 1, .. })
+    ));
+    // The precheck passes what the writer would store, and a repeat, which it leaves to the
+    // writer to compare; it changes nothing.
+    store
+        .precheck_chunk(&chunk_of(id, THREE_CHUNKS, 1, 1, hour))
+        .await
+        .unwrap();
+    store
+        .precheck_chunk(&chunk_of(id, THREE_CHUNKS, 0, 7, hour))
+        .await
+        .unwrap();
+    // The last chunk is shorter, and only its length fits it.
+    let mut long_last = chunk_of(id, THREE_CHUNKS, 1, 1, hour);
+    long_last.index = 2;
+    assert!(matches!(
+        store.put_chunk(long_last).await,
+        Err(StoreError::ChunkLength {
+            index: 2,
+            len: 65552,
+            expected: 1016
+        })
+    ));
+    let mut stranger = chunk_of(id, THREE_CHUNKS, 1, 1, hour);
+    stranger.upload_hash = upload_hash(4);
+    assert!(matches!(
+        store.precheck_chunk(&stranger).await,
+        Err(StoreError::UploadTokenWrong)
+    ));
+    assert!(matches!(
+        store.put_chunk(stranger).await,
+        Err(StoreError::UploadTokenWrong)
+    ));
+    assert!(matches!(
+        store.blob_state(id, upload_hash(4)).await,
+        Err(StoreError::UploadTokenWrong)
+    ));
+    let mut unknown = chunk_of(id, THREE_CHUNKS, 1, 1, hour);
+    unknown.blob = [9; 16];
+    assert!(matches!(
+        store.put_chunk(unknown).await,
+        Err(StoreError::UnknownBlob)
+    ));
+    assert_eq!(store.state(), before, "refused chunks change nothing");
+
+    // Resuming: the first chunk missing, whatever came after it.
+    store
+        .put_chunk(chunk_of(id, THREE_CHUNKS, 2, 3, hour))
+        .await
+        .unwrap();
+    let state = store.blob_state(id, upload_hash(3)).await.unwrap();
+    assert_eq!((state.next_index, state.complete()), (1, false));
+    // Nobody gets a chunk of an incomplete blob, and a non-recipient never learns it exists.
+    let gu = MailboxGrant::dangerously_assume(u);
+    let go = MailboxGrant::dangerously_assume(other);
+    assert!(matches!(
+        store.get_chunk(&gu, id, 0, now()).await,
+        Err(StoreError::BlobIncomplete)
+    ));
+    assert!(
+        store
+            .put_chunk(chunk_of(id, THREE_CHUNKS, 1, 2, hour))
+            .await
+            .unwrap()
+            .complete
+    );
+    let state = store.blob_state(id, upload_hash(3)).await.unwrap();
+    assert_eq!((state.next_index, state.complete()), (3, true));
+    assert!(matches!(
+        store.get_chunk(&go, id, 0, now()).await,
+        Err(StoreError::UnknownBlob)
+    ));
+    let before = store.state();
+    assert!(!store.ack_blob(&go, id).await.unwrap());
+    assert_eq!(
+        store.state(),
+        before,
+        "a stranger's acknowledgement changes nothing"
+    );
+    assert_eq!(
+        store.get_chunk(&gu, id, 2, now()).await.unwrap(),
+        vec![3; 1016]
+    );
+    // An empty attachment is one chunk of a tag.
+    let empty = store
+        .create_blob(new_blob(6, 0, &[(u, Some(&token), None)], hour))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .put_chunk(chunk_of(empty, 0, 0, 0, hour))
+            .await
+            .unwrap()
+            .complete
+    );
+    store.close().await;
+}
+
+async fn a_blob_is_admitted_as_a_deposit_would_be_and_refusals_store_nothing<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits::default());
+    let (a, c) = (staff(1, "emb-xx", "desk-a"), staff(3, "emb-yy", "desk-c"));
+    store.install_directory(replayed(&[&a, &c])).await.unwrap();
+    let (u, token) = mailbox_in(&store, 9).await;
+    let hour = this_hour();
+    let ticket = DepositToken([0x77; 32]);
+    store
+        .issue_ticket(ticket.hash(), "emb-xx".into(), hour + 48 * 3600)
+        .await
+        .unwrap();
+    let before = store.state();
+    let refused = |result: Result<BlobId, StoreError>| result.expect_err("refused");
+    let size = 1000;
+    assert!(matches!(
+        refused(
+            store
+                .create_blob(new_blob(
+                    1,
+                    size,
+                    &[(u, Some(&token), None), (a.mailbox, None, Some("emb-xx"))],
+                    hour
+                ))
+                .await
+        ),
+        StoreError::AdmissionRefused(AdmissionRefused::Missing)
+    ));
+    assert!(matches!(
+        refused(
+            store
+                .create_blob(new_blob(
+                    1,
+                    size,
+                    &[(c.mailbox, Some(&ticket), Some("emb-yy"))],
+                    hour
+                ))
+                .await
+        ),
+        StoreError::AdmissionRefused(AdmissionRefused::OtherPost)
+    ));
+    assert!(matches!(
+        refused(
+            store
+                .create_blob(new_blob(
+                    1,
+                    size,
+                    &[(u, Some(&DepositToken([1; 32])), None)],
+                    hour
+                ))
+                .await
+        ),
+        StoreError::DepositTokenWrong
+    ));
+    assert!(matches!(
+        refused(
+            store
+                .create_blob(new_blob(1, size, &[(u, None, None)], hour))
+                .await
+        ),
+        StoreError::DepositTokenMissing
+    ));
+    assert!(matches!(
+        refused(
+            store
+                .create_blob(new_blob(
+                    1,
+                    size,
+                    &[(MailboxId([0xee; 16]), Some(&token), None)],
+                    hour
+                ))
+                .await
+        ),
+        StoreError::UnknownMailbox
+    ));
+    // An expired ticket admits nothing.
+    assert!(matches!(
+        refused(
+            store
+                .create_blob(new_blob(
+                    1,
+                    size,
+                    &[(a.mailbox, Some(&ticket), Some("emb-xx"))],
+                    hour + 48 * 3600
+                ))
+                .await
+        ),
+        StoreError::AdmissionRefused(AdmissionRefused::Unknown)
+    ));
+    assert_eq!(store.state(), before, "refused blobs store nothing");
+
+    // A ticket admits a few blobs into each mailbox of its post, besides its one deposit.
+    for n in 0..MAX_BLOBS_PER_TICKET {
+        store
+            .create_blob(new_blob(
+                10 + n as u8,
+                size,
+                &[(a.mailbox, Some(&ticket), Some("emb-xx"))],
+                hour,
+            ))
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        refused(
+            store
+                .create_blob(new_blob(
+                    1,
+                    size,
+                    &[(a.mailbox, Some(&ticket), Some("emb-xx"))],
+                    hour
+                ))
+                .await
+        ),
+        StoreError::AdmissionRefused(AdmissionRefused::BlobsUsedUp)
+    ));
+    store
+        .deposit(into_staff(&a, "emb-xx", &ticket, hour))
+        .await
+        .expect("the ticket's deposit is still there");
+    store.close().await;
+}
+
+async fn attachment_quotas_refuse_with_nothing_stored_and_free_on_acknowledgement<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits {
+        max_blob_bytes_per_mailbox: 3000,
+        max_blob_bytes: 5000,
+        ..StoreLimits::default()
+    });
+    let (u, tu) = mailbox_in(&store, 1).await;
+    let (v, tv) = mailbox_in(&store, 2).await;
+    let (w, tw) = mailbox_in(&store, 3).await;
+    let hour = this_hour();
+    let before = store.state();
+    assert!(matches!(
+        store
+            .create_blob(new_blob(1, 3001, &[(u, Some(&tu), None)], hour))
+            .await,
+        Err(StoreError::BlobTooLarge {
+            size: 3001,
+            max: 3000
+        })
+    ));
+    assert_eq!(store.state(), before);
+    // The padded size counts against every recipient's quota, and once against the total.
+    let both = store
+        .create_blob(new_blob(
+            1,
+            2000,
+            &[(u, Some(&tu), None), (v, Some(&tv), None)],
+            hour,
+        ))
+        .await
+        .unwrap();
+    let before = store.state();
+    assert!(matches!(
+        store
+            .create_blob(new_blob(
+                2,
+                1001,
+                &[(w, Some(&tw), None), (v, Some(&tv), None)],
+                hour
+            ))
+            .await,
+        Err(StoreError::MailboxFull { max: 3000, .. })
+    ));
+    assert_eq!(store.state(), before, "nothing stored, not even for w");
+    store
+        .create_blob(new_blob(2, 1000, &[(v, Some(&tv), None)], hour))
+        .await
+        .unwrap();
+    store
+        .create_blob(new_blob(3, 2000, &[(w, Some(&tw), None)], hour))
+        .await
+        .unwrap();
+    let before = store.state();
+    assert!(matches!(
+        store
+            .create_blob(new_blob(4, 1000, &[(u, Some(&tu), None)], hour))
+            .await,
+        Err(StoreError::BlobStorageFull { max: 5000 })
+    ));
+    assert_eq!(store.state(), before);
+    // v's acknowledgement frees v's share only; u's frees the blob and the total.
+    store
+        .ack_blob(&MailboxGrant::dangerously_assume(v), both)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .create_blob(new_blob(4, 1000, &[(u, Some(&tu), None)], hour))
+            .await,
+        Err(StoreError::BlobStorageFull { .. })
+    ));
+    store
+        .ack_blob(&MailboxGrant::dangerously_assume(u), both)
+        .await
+        .unwrap();
+    store
+        .create_blob(new_blob(4, 1000, &[(u, Some(&tu), None)], hour))
+        .await
+        .unwrap();
+    store.close().await;
+}
+
+async fn a_repeated_creation_yields_the_same_blob_until_its_upload_begins<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits::default());
+    let (u, tu) = mailbox_in(&store, 1).await;
+    let (v, tv) = mailbox_in(&store, 2).await;
+    let hour = this_hour();
+    let first = new_blob(
+        1,
+        THREE_CHUNKS,
+        &[(u, Some(&tu), None), (v, Some(&tv), None)],
+        hour,
+    );
+    let id = store.create_blob(first.clone()).await.unwrap();
+    // The answer was lost: the same creation again, with the relay's new id and token.
+    let again = NewBlob {
+        id: [2; 16],
+        upload_hash: upload_hash(2),
+        recipients: first.recipients.iter().rev().cloned().collect(),
+        ..first.clone()
+    };
+    assert_eq!(store.create_blob(again.clone()).await.unwrap(), id);
+    assert_eq!(store.blob_counts(), (1, 0), "stored once");
+    // Only the newest token uploads.
+    let mut chunk = chunk_of(id, THREE_CHUNKS, 0, 1, hour);
+    assert!(matches!(
+        store.put_chunk(chunk.clone()).await,
+        Err(StoreError::UploadTokenWrong)
+    ));
+    chunk.upload_hash = upload_hash(2);
+    store.put_chunk(chunk).await.unwrap();
+    let before = store.state();
+    assert!(matches!(
+        store.create_blob(again).await,
+        Err(StoreError::BlobConflict(_))
+    ));
+    assert!(matches!(
+        store
+            .create_blob(NewBlob {
+                id: [3; 16],
+                padded_size: 5,
+                ..first
+            })
+            .await,
+        Err(StoreError::BlobConflict(_))
+    ));
+    assert_eq!(store.state(), before);
+    store.close().await;
+}
+
+async fn blobs_expire_as_messages_do_and_stalled_uploads_after_a_day<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits::default());
+    let (u, tu) = mailbox_in(&store, 1).await;
+    let hour = this_hour();
+    // Complete, no timer; complete with a timer of an hour; incomplete.
+    let kept = store
+        .create_blob(new_blob(1, 10, &[(u, Some(&tu), None)], hour))
+        .await
+        .unwrap();
+    store
+        .put_chunk(chunk_of(kept, 10, 0, 1, hour))
+        .await
+        .unwrap();
+    let timed = store
+        .create_blob(NewBlob {
+            expires_hour: expiry_hour(hour, 3600),
+            ..new_blob(2, 10, &[(u, Some(&tu), None)], hour)
+        })
+        .await
+        .unwrap();
+    store
+        .put_chunk(chunk_of(timed, 10, 0, 2, hour))
+        .await
+        .unwrap();
+    let stalled = store
+        .create_blob(new_blob(3, THREE_CHUNKS, &[(u, Some(&tu), None)], hour))
+        .await
+        .unwrap();
+    store
+        .put_chunk(chunk_of(stalled, THREE_CHUNKS, 0, 3, hour + 3600))
+        .await
+        .unwrap();
+    let gu = MailboxGrant::dangerously_assume(u);
+    // Past its timer a blob is not handed out, even before the sweep.
+    assert!(matches!(
+        store.get_chunk(&gu, timed, 0, hour + 2 * 3600).await,
+        Err(StoreError::UnknownBlob)
+    ));
+    store.expire_due_messages(hour + 2 * 3600).await.unwrap();
+    assert_eq!(
+        store.blob_counts(),
+        (2, 2),
+        "the timed blob went at its hour"
+    );
+    // Progress an hour after creation: the stalled upload goes a day after that, not before.
+    store.expire_due_messages(hour + 24 * 3600).await.unwrap();
+    assert_eq!(store.blob_counts(), (2, 2));
+    store.expire_due_messages(hour + 25 * 3600).await.unwrap();
+    assert_eq!(store.blob_counts(), (1, 1), "the stalled upload went");
+    store.get_chunk(&gu, kept, 0, now()).await.unwrap();
+    // The retention period takes the rest.
+    store.expire_messages(hour).await.unwrap();
+    assert_eq!(store.blob_counts(), (1, 1));
+    store.expire_messages(hour + 3600).await.unwrap();
+    assert_eq!(store.blob_counts(), (0, 0));
+    store.close().await;
+}
+
+async fn blobs_admitted_with_paid_tickets_have_an_attachment_quota_of_their_own<S: Backend>() {
+    let (_keep, store) = S::open(StoreLimits {
+        max_blob_bytes_per_mailbox: 3000,
+        ..StoreLimits::default()
+    });
+    let a = staff(1, "emb-xx", "desk-a");
+    store.install_directory(replayed(&[&a])).await.unwrap();
+    let hour = this_hour();
+    let paid = DepositToken([0x71; 32]);
+    store
+        .issue_ticket(paid.hash(), "emb-xx".into(), hour + 24 * 3600)
+        .await
+        .unwrap();
+    let reply = DepositToken([0x72; 32]);
+    store
+        .register_reply_tickets(
+            &MailboxGrant::dangerously_assume(a.mailbox),
+            "emb-xx".into(),
+            vec![reply.hash()],
+            hour + 24 * 3600,
+            1000,
+        )
+        .await
+        .unwrap();
+    let into_a = |n: u8, ticket: &DepositToken| {
+        new_blob(n, 2000, &[(a.mailbox, Some(ticket), Some("emb-xx"))], hour)
+    };
+    // A flood paid with proofs of work fills the paid class...
+    store.create_blob(into_a(1, &paid)).await.unwrap();
+    let before = store.state();
+    assert!(matches!(
+        store.create_blob(into_a(2, &paid)).await,
+        Err(StoreError::MailboxFull { max: 3000, .. })
+    ));
+    assert_eq!(store.state(), before);
+    // ...while an ongoing case's attachment, with a reply ticket, still gets in.
+    store.create_blob(into_a(3, &reply)).await.unwrap();
+    assert!(matches!(
+        store.create_blob(into_a(4, &reply)).await,
+        Err(StoreError::MailboxFull { .. })
+    ));
+    store.close().await;
+}
+
 /// One `#[tokio::test]` per backend for each generic test above.
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
@@ -1629,4 +2252,11 @@ conformance!(
     a_user_mailbox_whose_id_the_directory_lists_becomes_the_devices,
     expiry_deletes_only_old_messages,
     disappearing_messages_go_at_their_hour_and_no_other_message_does,
+    a_blob_for_three_recipients_is_stored_once_and_goes_with_the_last_acknowledgement,
+    chunks_are_checked_and_a_repeat_is_a_no_op_unless_its_bytes_differ,
+    a_blob_is_admitted_as_a_deposit_would_be_and_refusals_store_nothing,
+    attachment_quotas_refuse_with_nothing_stored_and_free_on_acknowledgement,
+    a_repeated_creation_yields_the_same_blob_until_its_upload_begins,
+    blobs_expire_as_messages_do_and_stalled_uploads_after_a_day,
+    blobs_admitted_with_paid_tickets_have_an_attachment_quota_of_their_own,
 );

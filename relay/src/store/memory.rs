@@ -23,10 +23,11 @@
 
 use super::sqlite::StoreLimits;
 use super::{
-    AdmissionRefused, BundlePage, BundleRequest, Created, Deposited, DirectoryChange, MailboxKey,
-    MailboxKind, MessagePage, NewDeposit, NewMailbox, OneTimeKey, PageRefused, PrekeyCount,
-    PrekeyUpload, REPEAT_WINDOW, RelayStore, SignedKey, StoreError, StoredMessage,
-    TICKET_USE_WINDOW, TakenBundle,
+    AdmissionRefused, BlobId, BlobProgress, BundlePage, BundleRequest, ChunkPut, Created,
+    Deposited, DirectoryChange, INCOMPLETE_BLOB_LIFETIME, MAX_BLOBS_PER_TICKET, MailboxKey,
+    MailboxKind, MessagePage, NewBlob, NewChunk, NewDeposit, NewMailbox, OneTimeKey, PageRefused,
+    PrekeyCount, PrekeyUpload, REPEAT_WINDOW, RelayStore, SignedKey, StoreError, StoredMessage,
+    TICKET_USE_WINDOW, TakenBundle, TicketUse, check_chunk,
 };
 use crate::session::MailboxGrant;
 use ed25519_dalek::VerifyingKey;
@@ -71,12 +72,34 @@ impl MemoryStore {
     /// An empty store whose mailboxes each hold at most `max_messages_per_mailbox` undelivered
     /// messages and `max_bytes_per_mailbox` bytes of them (per admission class, as in SQLite).
     pub fn with_quota(max_messages_per_mailbox: u64, max_bytes_per_mailbox: u64) -> Self {
+        Self::with_limits(&StoreLimits {
+            max_messages_per_mailbox,
+            max_bytes_per_mailbox,
+            ..StoreLimits::default()
+        })
+    }
+
+    /// An empty store with the quotas of `limits` (messages and attachments; the rest of
+    /// `limits` is SQLite's own).
+    pub fn with_limits(limits: &StoreLimits) -> Self {
         Self {
             state: Arc::new(Mutex::new(State::new(Quota {
-                messages: max_messages_per_mailbox,
-                bytes: max_bytes_per_mailbox,
+                messages: limits.max_messages_per_mailbox,
+                bytes: limits.max_bytes_per_mailbox,
+                blob_bytes: limits.max_blob_bytes_per_mailbox,
+                blob_total: limits.max_blob_bytes,
             }))),
         }
+    }
+
+    /// For tests: the blobs the store holds, with how many chunks are stored of each and its
+    /// recipients that have not acknowledged it.
+    pub fn blobs(&self) -> Vec<(BlobId, usize, Vec<MailboxId>)> {
+        self.lock()
+            .blobs
+            .iter()
+            .map(|(id, b)| (*id, b.stored.len(), b.recipients.keys().copied().collect()))
+            .collect()
     }
 
     /// An independent copy of the store as it is now: later changes to either are not seen by
@@ -130,11 +153,15 @@ impl MemoryStore {
     }
 }
 
-/// What one mailbox may hold undelivered, per admission class.
+/// What one mailbox may hold undelivered, per admission class, and the attachment quotas.
 #[derive(Debug, Clone, Copy)]
 struct Quota {
     messages: u64,
     bytes: u64,
+    /// Padded bytes of blobs one mailbox may be an unacknowledged recipient of.
+    blob_bytes: u64,
+    /// Padded bytes of blobs the store holds in all.
+    blob_total: u64,
 }
 
 /// Everything the store holds. The maps are ordered, so that a rendering of the state is the
@@ -152,6 +179,39 @@ struct State {
     devices: BTreeMap<MailboxId, Device>,
     /// Admission tickets by the SHA-256 of the ticket.
     tickets: BTreeMap<[u8; 32], Ticket>,
+    /// Attachments, each stored once whatever its number of recipients.
+    blobs: BTreeMap<BlobId, Blob>,
+}
+
+#[derive(Debug, Clone)]
+struct Blob {
+    upload_hash: [u8; 32],
+    idempotency_id: [u8; 16],
+    padded_size: u64,
+    chunks: u64,
+    created_hour: u64,
+    /// The upload's last progress (creation or a new chunk).
+    touched_hour: u64,
+    expires_hour: Option<u64>,
+    /// Chunks stored, by index.
+    stored: BTreeMap<u32, Vec<u8>>,
+    /// Recipients that have not acknowledged it, each with whether a paid ticket admitted the
+    /// blob into its mailbox (counted against the paid class's attachment quota).
+    recipients: BTreeMap<MailboxId, bool>,
+}
+
+impl Blob {
+    fn complete(&self) -> bool {
+        self.stored.len() as u64 == self.chunks
+    }
+
+    fn progress(&self) -> BlobProgress {
+        let chunks = u32::try_from(self.chunks).unwrap_or(u32::MAX);
+        let next_index = (0..chunks)
+            .find(|i| !self.stored.contains_key(i))
+            .unwrap_or(chunks);
+        BlobProgress { next_index, chunks }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -230,6 +290,8 @@ struct Ticket {
     first_used_hour: Option<u64>,
     /// The mailboxes it admitted a deposit into.
     used_for: BTreeSet<MailboxId>,
+    /// How many blobs it admitted into each mailbox.
+    blob_uses: BTreeMap<MailboxId, u32>,
     /// A paid ticket handed out with the first page of a post's bundles: the offset of the next
     /// page it may fetch (`None`: no page), and the digest of the post's device list its first
     /// page was served from.
@@ -280,6 +342,7 @@ impl State {
             deposits: BTreeMap::new(),
             devices: BTreeMap::new(),
             tickets: BTreeMap::new(),
+            blobs: BTreeMap::new(),
         }
     }
 
@@ -331,22 +394,7 @@ impl State {
         token_hash: Option<&[u8; 32]>,
         sealed_sha256: Option<&[u8; 32]>,
     ) -> Result<Checked, StoreError> {
-        let Some(mailbox) = self.mailboxes.get(&deposit.mailbox) else {
-            return Err(StoreError::UnknownMailbox);
-        };
-        let staff = match &mailbox.access {
-            Access::Staff { enabled: false } => return Err(StoreError::UnknownMailbox),
-            Access::Staff { enabled: true } => true,
-            Access::User { deposit_token_hash } => {
-                let Some(offered) = token_hash else {
-                    return Err(StoreError::DepositTokenMissing);
-                };
-                if !bool::from(offered[..].ct_eq(&deposit_token_hash[..])) {
-                    return Err(StoreError::DepositTokenWrong);
-                }
-                false
-            }
-        };
+        let staff = self.open_mailbox(&deposit.mailbox, token_hash)?;
         // A repeat is answered before the ticket and quota checks: it stores nothing (and its
         // ticket was spent on this mailbox by the deposit it repeats).
         if let Some(earlier) = self
@@ -361,18 +409,55 @@ impl State {
             };
         }
         let ticket = if staff {
-            Some(self.admit(deposit, token_hash)?)
+            Some(self.admit(
+                &deposit.mailbox,
+                deposit.staff_post.as_deref(),
+                deposit.received_hour,
+                token_hash,
+                TicketUse::Deposit,
+            )?)
         } else {
             None
         };
         Ok(Checked::RelayStore { ticket })
     }
 
-    /// Checks the ticket a deposit into a staff mailbox carries (its hash in `token_hash`).
+    /// Whether a deposit (or a blob) may go into `mailbox` with the token whose hash is
+    /// `token_hash`: a user mailbox's deposit token (compared in constant time), or any token
+    /// yet for an enrolled staff device's mailbox (its ticket is checked next, [`State::admit`]).
+    /// Returns whether the mailbox is a staff device's.
+    fn open_mailbox(
+        &self,
+        mailbox: &MailboxId,
+        token_hash: Option<&[u8; 32]>,
+    ) -> Result<bool, StoreError> {
+        let Some(mailbox) = self.mailboxes.get(mailbox) else {
+            return Err(StoreError::UnknownMailbox);
+        };
+        match &mailbox.access {
+            Access::Staff { enabled: false } => Err(StoreError::UnknownMailbox),
+            Access::Staff { enabled: true } => Ok(true),
+            Access::User { deposit_token_hash } => {
+                let Some(offered) = token_hash else {
+                    return Err(StoreError::DepositTokenMissing);
+                };
+                if !bool::from(offered[..].ct_eq(&deposit_token_hash[..])) {
+                    return Err(StoreError::DepositTokenWrong);
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// Checks the ticket a deposit or blob into a staff mailbox of `staff_post` carries (its
+    /// hash in `token_hash`) at `hour`.
     fn admit(
         &self,
-        deposit: &NewDeposit,
+        mailbox: &MailboxId,
+        staff_post: Option<&str>,
+        hour: u64,
         token_hash: Option<&[u8; 32]>,
+        kind: TicketUse,
     ) -> Result<Admitted, StoreError> {
         let refused = |why| Err(StoreError::AdmissionRefused(why));
         let Some(hash) = token_hash else {
@@ -381,14 +466,22 @@ impl State {
         let Some(ticket) = self.tickets.get(hash) else {
             return refused(AdmissionRefused::Unknown);
         };
-        if ticket.expires_hour <= deposit.received_hour {
+        if ticket.expires_hour <= hour {
             return refused(AdmissionRefused::Unknown);
         }
-        if deposit.staff_post.as_deref() != Some(ticket.post.as_str()) {
+        if staff_post != Some(ticket.post.as_str()) {
             return refused(AdmissionRefused::OtherPost);
         }
-        if ticket.used_for.contains(&deposit.mailbox) {
-            return refused(AdmissionRefused::Used);
+        match kind {
+            TicketUse::Deposit if ticket.used_for.contains(mailbox) => {
+                return refused(AdmissionRefused::Used);
+            }
+            TicketUse::Blob
+                if ticket.blob_uses.get(mailbox).copied().unwrap_or(0) >= MAX_BLOBS_PER_TICKET =>
+            {
+                return refused(AdmissionRefused::BlobsUsedUp);
+            }
+            _ => {}
         }
         Ok(Admitted {
             hash: *hash,
@@ -453,7 +546,7 @@ impl State {
         // Nothing can fail from here on.
         self.last_message_id = message_id;
         if let Some(ticket) = ticket {
-            self.record_use(&ticket, &deposit.mailbox, received_hour);
+            self.record_use(&ticket, &deposit.mailbox, received_hour, TicketUse::Deposit);
         }
         self.deposits.insert(
             (deposit.mailbox, deposit.idempotency_id.0),
@@ -480,9 +573,20 @@ impl State {
 
     /// Records that `ticket` admitted a deposit into `mailbox`; its first use starts the window
     /// in which the rest of the fan-out (and its retries) may follow.
-    fn record_use(&mut self, ticket: &Admitted, mailbox: &MailboxId, received_hour: u64) {
+    fn record_use(
+        &mut self,
+        ticket: &Admitted,
+        mailbox: &MailboxId,
+        received_hour: u64,
+        kind: TicketUse,
+    ) {
         if let Some(stored) = self.tickets.get_mut(&ticket.hash) {
-            stored.used_for.insert(*mailbox);
+            match kind {
+                TicketUse::Deposit => {
+                    stored.used_for.insert(*mailbox);
+                }
+                TicketUse::Blob => *stored.blob_uses.entry(*mailbox).or_default() += 1,
+            }
             if ticket.first_use {
                 stored.first_used_hour = Some(received_hour);
                 stored.expires_hour = stored
@@ -675,6 +779,7 @@ impl State {
                 expires_hour,
                 first_used_hour: None,
                 used_for: BTreeSet::new(),
+                blob_uses: BTreeMap::new(),
                 next_page: page.next_offset,
                 roster: page.next_offset.map(|_| page.roster),
             },
@@ -873,6 +978,7 @@ impl State {
                 expires_hour,
                 first_used_hour: None,
                 used_for: BTreeSet::new(),
+                blob_uses: BTreeMap::new(),
                 next_page: None,
                 roster: None,
             },
@@ -919,6 +1025,7 @@ impl State {
                     expires_hour,
                     first_used_hour: None,
                     used_for: BTreeSet::new(),
+                    blob_uses: BTreeMap::new(),
                     next_page: None,
                     roster: None,
                 },
@@ -938,6 +1045,7 @@ impl State {
             deleted += (held - mailbox.messages.len()) as u64;
         }
         self.deposits.retain(|_, d| d.received_hour >= before_hour);
+        self.blobs.retain(|_, b| b.created_hour >= before_hour);
         Ok(deleted)
     }
 
@@ -952,6 +1060,11 @@ impl State {
         }
         self.deposits.retain(|_, d| !due(d.expires_hour));
         self.tickets.retain(|_, t| t.expires_hour > now_hour);
+        self.blobs.retain(|_, b| {
+            !due(b.expires_hour)
+                && (b.complete()
+                    || b.touched_hour.saturating_add(INCOMPLETE_BLOB_LIFETIME) > now_hour)
+        });
         // Without a retention period nothing else would ever remove the records of delivered
         // messages.
         let window_start = now_hour.saturating_sub(REPEAT_WINDOW);
@@ -963,6 +1076,219 @@ impl State {
                     .is_some_and(|m| m.messages.contains_key(&d.message_id))
         });
         Ok(deleted)
+    }
+
+    /// Padded bytes of the blobs `mailbox` is an unacknowledged recipient of, in one admission
+    /// class (`paid`: admitted with a paid ticket).
+    fn held_blob_bytes(&self, mailbox: &MailboxId, paid: bool) -> u64 {
+        self.blobs
+            .values()
+            .filter(|b| b.recipients.get(mailbox) == Some(&paid))
+            .fold(0u64, |sum, b| sum.saturating_add(b.padded_size))
+    }
+
+    /// Creates a blob (see [`RelayStore::create_blob`]), in SQLite's order of checks: the times,
+    /// a repeat, the size, each recipient's admission in the order given, each recipient's
+    /// quota, the relay's total.
+    fn create_blob(
+        &mut self,
+        blob: NewBlob,
+        token_hashes: &[Option<[u8; 32]>],
+    ) -> Result<BlobId, StoreError> {
+        let created_hour = whole_hour(blob.created_hour, "hour")?;
+        let expires_hour = blob
+            .expires_hour
+            .map(|h| whole_hour(h, "expiry hour"))
+            .transpose()?;
+        fits(blob.padded_size, "padded size")?;
+        let recipients: BTreeSet<MailboxId> = blob.recipients.iter().map(|r| r.mailbox).collect();
+        if recipients.is_empty() || recipients.len() != blob.recipients.len() {
+            return Err(StoreError::Unavailable(
+                "internal error: a blob's recipients must be distinct and at least one".into(),
+            ));
+        }
+        if let Some((id, earlier)) = self
+            .blobs
+            .iter_mut()
+            .find(|(_, b)| b.idempotency_id == blob.idempotency_id.0)
+        {
+            if earlier.padded_size != blob.padded_size
+                || !earlier.recipients.keys().eq(recipients.iter())
+            {
+                return Err(StoreError::BlobConflict("another blob"));
+            }
+            if !earlier.stored.is_empty() {
+                return Err(StoreError::BlobConflict("a blob whose upload has begun"));
+            }
+            earlier.upload_hash = blob.upload_hash;
+            return Ok(*id);
+        }
+        let max = self.quota.blob_bytes.min(self.quota.blob_total);
+        if blob.padded_size > max {
+            return Err(StoreError::BlobTooLarge {
+                size: blob.padded_size,
+                max,
+            });
+        }
+        let mut tickets = Vec::new();
+        for (recipient, token_hash) in blob.recipients.iter().zip(token_hashes) {
+            if self.open_mailbox(&recipient.mailbox, token_hash.as_ref())? {
+                let ticket = self.admit(
+                    &recipient.mailbox,
+                    recipient.staff_post.as_deref(),
+                    created_hour,
+                    token_hash.as_ref(),
+                    TicketUse::Blob,
+                )?;
+                tickets.push((ticket, recipient.mailbox));
+            }
+        }
+        // Blobs admitted with paid tickets and the rest each have the whole quota of their own.
+        let paid: BTreeSet<MailboxId> = tickets
+            .iter()
+            .filter(|(t, _)| t.paid)
+            .map(|(_, m)| *m)
+            .collect();
+        for mailbox in &recipients {
+            if self
+                .held_blob_bytes(mailbox, paid.contains(mailbox))
+                .saturating_add(blob.padded_size)
+                > self.quota.blob_bytes
+            {
+                return Err(StoreError::MailboxFull {
+                    what: "bytes of attachments",
+                    max: self.quota.blob_bytes,
+                });
+            }
+        }
+        let total = self
+            .blobs
+            .values()
+            .fold(0u64, |sum, b| sum.saturating_add(b.padded_size));
+        if total.saturating_add(blob.padded_size) > self.quota.blob_total {
+            return Err(StoreError::BlobStorageFull {
+                max: self.quota.blob_total,
+            });
+        }
+        if self.blobs.contains_key(&blob.id) {
+            return Err(StoreError::Unavailable(
+                "internal error: a blob with this id already exists".into(),
+            ));
+        }
+        // Nothing can fail from here on.
+        for (ticket, mailbox) in tickets {
+            self.record_use(&ticket, &mailbox, created_hour, TicketUse::Blob);
+        }
+        self.blobs.insert(
+            blob.id,
+            Blob {
+                upload_hash: blob.upload_hash,
+                idempotency_id: blob.idempotency_id.0,
+                padded_size: blob.padded_size,
+                chunks: refuge_proto::blob_chunk_count(blob.padded_size),
+                created_hour,
+                touched_hour: created_hour,
+                expires_hour,
+                stored: BTreeMap::new(),
+                recipients: recipients
+                    .into_iter()
+                    .map(|m| (m, paid.contains(&m)))
+                    .collect(),
+            },
+        );
+        Ok(blob.id)
+    }
+
+    /// The blob `id`, for the holder of its upload token.
+    fn uploading(&mut self, id: &BlobId, upload_hash: &[u8; 32]) -> Result<&mut Blob, StoreError> {
+        self.check_upload(id, upload_hash)?;
+        self.blobs.get_mut(id).ok_or(StoreError::UnknownBlob)
+    }
+
+    fn check_upload(&self, id: &BlobId, upload_hash: &[u8; 32]) -> Result<&Blob, StoreError> {
+        let Some(blob) = self.blobs.get(id) else {
+            return Err(StoreError::UnknownBlob);
+        };
+        if !bool::from(blob.upload_hash[..].ct_eq(&upload_hash[..])) {
+            return Err(StoreError::UploadTokenWrong);
+        }
+        Ok(blob)
+    }
+
+    fn precheck_chunk(&self, chunk: &NewChunk) -> Result<(), StoreError> {
+        let blob = self.check_upload(&chunk.blob, &chunk.upload_hash)?;
+        check_chunk(blob.padded_size, chunk.index, chunk.data.len())
+    }
+
+    fn put_chunk(&mut self, chunk: NewChunk) -> Result<ChunkPut, StoreError> {
+        let blob = self.uploading(&chunk.blob, &chunk.upload_hash)?;
+        check_chunk(blob.padded_size, chunk.index, chunk.data.len())?;
+        if let Some(stored) = blob.stored.get(&chunk.index) {
+            if *stored != chunk.data {
+                return Err(StoreError::ChunkConflict { index: chunk.index });
+            }
+            return Ok(ChunkPut {
+                repeated: true,
+                complete: blob.complete(),
+            });
+        }
+        let hour = whole_hour(chunk.hour, "hour")?;
+        blob.stored.insert(chunk.index, chunk.data);
+        blob.touched_hour = hour;
+        Ok(ChunkPut {
+            repeated: false,
+            complete: blob.complete(),
+        })
+    }
+
+    fn blob_state(
+        &mut self,
+        id: &BlobId,
+        upload_hash: &[u8; 32],
+    ) -> Result<BlobProgress, StoreError> {
+        Ok(self.uploading(id, upload_hash)?.progress())
+    }
+
+    /// Chunk `index` of a complete blob, for a recipient that has not acknowledged it; to
+    /// anyone else the blob does not exist.
+    fn get_chunk(
+        &self,
+        mailbox: &MailboxId,
+        id: &BlobId,
+        index: u32,
+        now: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        let Some(blob) = self
+            .blobs
+            .get(id)
+            .filter(|b| b.recipients.contains_key(mailbox))
+        else {
+            return Err(StoreError::UnknownBlob);
+        };
+        if blob.expires_hour.is_some_and(|h| h <= now) {
+            return Err(StoreError::UnknownBlob);
+        }
+        if !blob.complete() {
+            return Err(StoreError::BlobIncomplete);
+        }
+        blob.stored
+            .get(&index)
+            .cloned()
+            .ok_or(StoreError::ChunkOutOfRange {
+                index,
+                chunks: blob.chunks,
+            })
+    }
+
+    fn ack_blob(&mut self, mailbox: &MailboxId, id: &BlobId) -> bool {
+        let Some(blob) = self.blobs.get_mut(id) else {
+            return false;
+        };
+        if blob.recipients.remove(mailbox).is_some() && blob.recipients.is_empty() {
+            self.blobs.remove(id);
+            return true;
+        }
+        false
     }
 
     /// Every entry of every map, one per line, mailbox ids and hashes in hex (their `Debug`
@@ -998,12 +1324,37 @@ impl State {
         for (mailbox, device) in &self.devices {
             let _ = writeln!(out, "device {} {device:?}", id(mailbox));
         }
+        for (blob_id, b) in &self.blobs {
+            let recipients: Vec<(String, bool)> = b
+                .recipients
+                .iter()
+                .map(|(m, paid)| (id(m), *paid))
+                .collect();
+            let _ = writeln!(
+                out,
+                "blob {} upload {} idempotency {} size {} chunks {} created {} touched {} \
+                 expires {:?} recipients {recipients:?}",
+                hex::encode(blob_id),
+                hex::encode(b.upload_hash),
+                hex::encode(b.idempotency_id),
+                b.padded_size,
+                b.chunks,
+                b.created_hour,
+                b.touched_hour,
+                b.expires_hour
+            );
+            for (index, data) in &b.stored {
+                let _ = writeln!(out, "  chunk {index} {}", hex::encode(data));
+            }
+        }
         for (hash, t) in &self.tickets {
             let used: Vec<String> = t.used_for.iter().map(id).collect();
+            let blob_uses: Vec<(String, u32)> =
+                t.blob_uses.iter().map(|(m, n)| (id(m), *n)).collect();
             let _ = writeln!(
                 out,
                 "ticket {} post {:?} issuer {:?} expires {} first used {:?} used for {used:?} \
-                 next page {:?} roster {:?}",
+                 next page {:?} roster {:?} blob uses {blob_uses:?}",
                 hex::encode(hash),
                 t.post,
                 t.issuer.as_ref().map(id),
@@ -1134,5 +1485,45 @@ impl RelayStore for MemoryStore {
 
     async fn expire_due_messages(&self, now_hour: u64) -> Result<u64, StoreError> {
         self.lock().expire_due_messages(now_hour)
+    }
+
+    async fn create_blob(&self, blob: NewBlob) -> Result<BlobId, StoreError> {
+        // Hashed before taking the lock, as SQLite's does before queueing for the writer.
+        let token_hashes: Vec<Option<[u8; 32]>> = blob
+            .recipients
+            .iter()
+            .map(|r| r.token.as_ref().map(|t| t.hash()))
+            .collect();
+        self.lock().create_blob(blob, &token_hashes)
+    }
+
+    async fn put_chunk(&self, chunk: NewChunk) -> Result<ChunkPut, StoreError> {
+        self.lock().put_chunk(chunk)
+    }
+
+    async fn precheck_chunk(&self, chunk: &NewChunk) -> Result<(), StoreError> {
+        self.lock().precheck_chunk(chunk)
+    }
+
+    async fn blob_state(
+        &self,
+        blob: BlobId,
+        upload_hash: [u8; 32],
+    ) -> Result<BlobProgress, StoreError> {
+        self.lock().blob_state(&blob, &upload_hash)
+    }
+
+    async fn get_chunk(
+        &self,
+        grant: &MailboxGrant,
+        blob: BlobId,
+        index: u32,
+        now: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        self.lock().get_chunk(&grant.mailbox(), &blob, index, now)
+    }
+
+    async fn ack_blob(&self, grant: &MailboxGrant, blob: BlobId) -> Result<bool, StoreError> {
+        Ok(self.lock().ack_blob(&grant.mailbox(), &blob))
     }
 }

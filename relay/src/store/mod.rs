@@ -155,22 +155,75 @@ pub trait RelayStore: Send + Sync + 'static {
         max_held: u32,
     ) -> impl Future<Output = Result<u32, StoreError>> + Send;
 
-    /// Deletes undelivered messages received before `before_hour` (unix seconds), and the
-    /// idempotency records of deposits received before then. Returns how many messages were
-    /// deleted.
+    /// Deletes undelivered messages received before `before_hour` (unix seconds), the
+    /// idempotency records of deposits received before then, and the blobs created before then
+    /// (with their chunks). Returns how many messages were deleted.
     fn expire_messages(
         &self,
         before_hour: u64,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Deletes undelivered messages whose sender-chosen expiry hour (disappearing messages) is
-    /// at or before `now_hour` (unix seconds), the idempotency records of such deposits, and the
-    /// admission tickets whose time is over.
+    /// at or before `now_hour` (unix seconds), the idempotency records of such deposits, the
+    /// admission tickets whose time is over, the blobs whose sender's timer has run out, and the
+    /// uploads without a new chunk for [`INCOMPLETE_BLOB_LIFETIME`].
     /// Returns how many messages were deleted.
     fn expire_due_messages(
         &self,
         now_hour: u64,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Creates a blob for its recipients, each admitted exactly as a deposit into its mailbox
+    /// would be (mailbox, token or admission ticket; a ticket admits [`MAX_BLOBS_PER_TICKET`]
+    /// blobs per mailbox besides its one deposit), within the attachment quotas: the padded size
+    /// against each recipient's and against the relay's total. A repeat of an earlier creation
+    /// (same idempotency id, size and recipients, no chunk stored yet) stores nothing, gives the
+    /// blob `upload_hash` and returns the earlier id. All or nothing; returns the blob's id once
+    /// committed.
+    fn create_blob(&self, blob: NewBlob)
+    -> impl Future<Output = Result<BlobId, StoreError>> + Send;
+
+    /// Stores one chunk of a blob after checking its upload token, index and length; a chunk
+    /// already stored with the same bytes changes nothing, with other bytes it is refused.
+    /// Returns once committed.
+    fn put_chunk(
+        &self,
+        chunk: NewChunk,
+    ) -> impl Future<Output = Result<ChunkPut, StoreError>> + Send;
+
+    /// Whether `chunk` would pass every check but the comparison with a stored chunk (its blob,
+    /// upload token, index and length), read without the writer: junk chunks are turned away
+    /// before they queue for the single writer. [`RelayStore::put_chunk`] checks again.
+    fn precheck_chunk(
+        &self,
+        chunk: &NewChunk,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Where an upload stands, for the holder of its upload token (`upload_hash`).
+    fn blob_state(
+        &self,
+        blob: BlobId,
+        upload_hash: [u8; 32],
+    ) -> impl Future<Output = Result<BlobProgress, StoreError>> + Send;
+
+    /// Chunk `index` of a complete blob, for one of its recipients that has not acknowledged it,
+    /// unless the blob's disappearing time has come by `now` (unix seconds).
+    fn get_chunk(
+        &self,
+        grant: &MailboxGrant,
+        blob: BlobId,
+        index: u32,
+        now: u64,
+    ) -> impl Future<Output = Result<Vec<u8>, StoreError>> + Send;
+
+    /// The mailbox no longer needs the blob: its share of the quota is freed and, if it was the
+    /// last recipient, the blob and its chunks are deleted. A blob the mailbox does not hold is
+    /// ignored. Returns whether the blob was deleted.
+    fn ack_blob(
+        &self,
+        grant: &MailboxGrant,
+        blob: BlobId,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// Why a store operation did not happen. In every case nothing was changed.
@@ -227,6 +280,35 @@ pub enum StoreError {
     /// Stored data is not what this code wrote: a bug or tampering.
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    /// No blob with this id for this request: unknown, expired, deleted, or (for a recipient)
+    /// not addressed to the mailbox or already acknowledged by it.
+    #[error("no such blob")]
+    UnknownBlob,
+    /// The blob's upload is not complete, so no chunk of it is handed out yet.
+    #[error("the blob is not completely uploaded")]
+    BlobIncomplete,
+    /// The upload token does not open this blob.
+    #[error("the upload token does not open this blob")]
+    UploadTokenWrong,
+    /// A chunk index past the blob's last chunk.
+    #[error("chunk {index} is beyond the blob's {chunks} chunks")]
+    ChunkOutOfRange { index: u32, chunks: u64 },
+    /// A chunk of another length than its position in the blob has.
+    #[error("chunk {index} is {len} bytes where {expected} were due")]
+    ChunkLength { index: u32, len: u64, expected: u64 },
+    /// A chunk already stored with other bytes.
+    #[error("chunk {index} was already stored with other bytes")]
+    ChunkConflict { index: u32 },
+    /// A blob's idempotency id was used before for another blob, or for one whose upload began.
+    #[error("this blob idempotency id was already used for {0}")]
+    BlobConflict(&'static str),
+    /// The blob is larger than one mailbox's attachment quota or the relay's total: it can
+    /// never be stored here.
+    #[error("a blob of {size} bytes is larger than the {max} this relay stores")]
+    BlobTooLarge { size: u64, max: u64 },
+    /// The relay's total for attachments (`--max-blob-bytes`) would be exceeded.
+    #[error("the relay's attachment storage is full ({max} bytes)")]
+    BlobStorageFull { max: u64 },
 }
 
 impl StoreError {
@@ -266,6 +348,19 @@ pub enum AdmissionRefused {
     OtherPost,
     #[error("the admission ticket was already used for this mailbox")]
     Used,
+    #[error(
+        "the admission ticket already admitted the most blobs it may into this mailbox ({})",
+        MAX_BLOBS_PER_TICKET
+    )]
+    BlobsUsedUp,
+}
+
+/// What an admission ticket is spent on: its one deposit into a mailbox, or one of the
+/// [`MAX_BLOBS_PER_TICKET`] blobs it admits there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TicketUse {
+    Deposit,
+    Blob,
 }
 
 /// Why a later page of a post's bundles was not served (see
@@ -486,3 +581,93 @@ pub use refuge_proto::hours::{MAX_EXPIRES_AFTER, expiry_hour, to_hour};
 /// or timer removes it sooner: a repeat sent later than this after the first send, once the
 /// message was acknowledged, would be stored again.
 pub const REPEAT_WINDOW: u64 = 30 * 24 * 3600;
+
+/// A blob's id: 16 random bytes chosen by the relay.
+pub type BlobId = [u8; 16];
+
+/// How many blobs one admission ticket admits into each device mailbox of its post (apart from
+/// its one deposit): the attachments of one first message.
+pub const MAX_BLOBS_PER_TICKET: u32 = 8;
+
+/// An upload that makes no progress (no new chunk) for this long is deleted with what it holds;
+/// the sweep runs on whole hours, so it goes within an hour after.
+pub const INCOMPLETE_BLOB_LIFETIME: u64 = 24 * 3600;
+
+/// One recipient of a new blob, with what a deposit into its mailbox would carry.
+#[derive(Debug, Clone)]
+pub struct BlobRecipient {
+    pub mailbox: MailboxId,
+    /// A user mailbox's deposit token, or an admission ticket for a staff device mailbox.
+    pub token: Option<DepositToken>,
+    /// The post of the staff device whose mailbox this is, per the roster in force.
+    pub staff_post: Option<String>,
+}
+
+/// A blob to create.
+#[derive(Debug, Clone)]
+pub struct NewBlob {
+    /// Chosen at random by the relay.
+    pub id: BlobId,
+    /// SHA-256 of the upload token handed to the sender.
+    pub upload_hash: [u8; 32],
+    /// Chosen at random by the sender and reused when it sends the same creation again.
+    pub idempotency_id: IdempotencyId,
+    pub padded_size: u64,
+    /// Distinct mailboxes, at least one.
+    pub recipients: Vec<BlobRecipient>,
+    /// Unix seconds rounded down to the hour.
+    pub created_hour: u64,
+    /// As [`NewDeposit::expires_hour`].
+    pub expires_hour: Option<u64>,
+}
+
+/// A chunk to store.
+#[derive(Debug, Clone)]
+pub struct NewChunk {
+    pub blob: BlobId,
+    /// SHA-256 of the upload token offered.
+    pub upload_hash: [u8; 32],
+    pub index: u32,
+    pub data: Vec<u8>,
+    /// Unix seconds rounded down to the hour: the upload's last progress when the chunk is new.
+    pub hour: u64,
+}
+
+/// What storing a chunk did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkPut {
+    /// The chunk was stored before with the same bytes: nothing changed.
+    pub repeated: bool,
+    /// Every chunk of the blob is stored.
+    pub complete: bool,
+}
+
+/// Where an upload stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobProgress {
+    /// The lowest index not stored (`chunks` when complete).
+    pub next_index: u32,
+    pub chunks: u32,
+}
+
+impl BlobProgress {
+    pub fn complete(&self) -> bool {
+        self.next_index >= self.chunks
+    }
+}
+
+/// How many chunks a blob of `padded_size` has, and the length chunk `index` must have.
+pub(crate) fn check_chunk(padded_size: u64, index: u32, len: usize) -> Result<(), StoreError> {
+    let chunks = refuge_proto::blob_chunk_count(padded_size);
+    let Some(expected) = refuge_proto::blob_chunk_len(padded_size, u64::from(index)) else {
+        return Err(StoreError::ChunkOutOfRange { index, chunks });
+    };
+    if len as u64 != expected {
+        return Err(StoreError::ChunkLength {
+            index,
+            len: len as u64,
+            expected,
+        });
+    }
+    Ok(())
+}

@@ -4,8 +4,9 @@
 //! Reads run on a small pool of read-only connections in tokio's blocking pool, each inside one
 //! read transaction (a consistent snapshot), so they never wait behind a commit.
 //!
-//! A small thread deletes disappearing messages whose sender-chosen time has come, at open and
-//! then every [`EXPIRY_SWEEP_INTERVAL`], through the writer like any other write.
+//! A small thread deletes disappearing messages whose sender-chosen time has come (and blobs
+//! likewise, and stalled uploads), at open and then every [`EXPIRY_SWEEP_INTERVAL`], through the
+//! writer like any other write.
 
 mod ops;
 pub mod schema;
@@ -17,8 +18,9 @@ mod deposit_tests;
 mod tests;
 
 use super::{
-    BundlePage, BundleRequest, Created, Deposited, DirectoryChange, MailboxKey, MessagePage,
-    NewDeposit, NewMailbox, PrekeyCount, PrekeyUpload, RelayStore, StoreError, TakenBundle,
+    BlobId, BlobProgress, BundlePage, BundleRequest, ChunkPut, Created, Deposited, DirectoryChange,
+    MailboxKey, MessagePage, NewBlob, NewChunk, NewDeposit, NewMailbox, PrekeyCount, PrekeyUpload,
+    RelayStore, StoreError, TakenBundle,
 };
 use crate::session::MailboxGrant;
 use refuge_proto::directory::VerifiedDirectory;
@@ -38,6 +40,13 @@ pub const DATABASE_FILE: &str = "relay.sqlite3";
 /// How often undelivered disappearing messages past their expiry hour are deleted.
 pub const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_secs(300);
 
+/// Default attachment quota of one mailbox: one attachment of the largest size
+/// ([`refuge_proto::MAX_BLOB_PADDED_LEN`]), or five of 50 MiB.
+pub const DEFAULT_MAX_BLOB_BYTES_PER_MAILBOX: u64 = 256 << 20;
+
+/// Default total of attachments a relay holds.
+pub const DEFAULT_MAX_BLOB_BYTES: u64 = 8 << 30;
+
 /// Sizes of the store's queues and quotas.
 #[derive(Debug, Clone)]
 pub struct StoreLimits {
@@ -45,6 +54,12 @@ pub struct StoreLimits {
     pub max_messages_per_mailbox: u64,
     /// Bytes of undelivered sealed messages one mailbox may hold; deposits beyond are refused.
     pub max_bytes_per_mailbox: u64,
+    /// Bytes of attachments (padded sizes) one mailbox may be a recipient of, unacknowledged;
+    /// a blob beyond is refused, and a blob larger than this is too large for the relay.
+    pub max_blob_bytes_per_mailbox: u64,
+    /// Bytes of attachments (padded sizes) the relay holds in all; a blob beyond is refused
+    /// with "attachment storage full".
+    pub max_blob_bytes: u64,
     /// Most bytes the database file may grow to (`PRAGMA max_page_count`); writes beyond fail
     /// with [`StoreError::StorageFull`] while reads go on. `None`: only the disk limits it.
     pub max_store_bytes: Option<u64>,
@@ -61,6 +76,8 @@ impl Default for StoreLimits {
         Self {
             max_messages_per_mailbox: 1_000,
             max_bytes_per_mailbox: 64 << 20,
+            max_blob_bytes_per_mailbox: DEFAULT_MAX_BLOB_BYTES_PER_MAILBOX,
+            max_blob_bytes: DEFAULT_MAX_BLOB_BYTES,
             max_store_bytes: None,
             read_connections: 4,
             write_queue: 1024,
@@ -457,6 +474,60 @@ impl RelayStore for SqliteStore {
     async fn expire_due_messages(&self, now_hour: u64) -> Result<u64, StoreError> {
         self.write(move |c| ops::expire_due_messages(c, now_hour))
             .await
+    }
+
+    async fn create_blob(&self, blob: NewBlob) -> Result<BlobId, StoreError> {
+        let quota = ops::BlobQuota {
+            per_mailbox: self.inner.limits.max_blob_bytes_per_mailbox,
+            total: self.inner.limits.max_blob_bytes,
+        };
+        // Hashed here, so the single writer thread spends no time on it.
+        let token_hashes: Vec<Option<[u8; 32]>> = blob
+            .recipients
+            .iter()
+            .map(|r| r.token.as_ref().map(|t| t.hash()))
+            .collect();
+        self.write(move |c| ops::create_blob(c, &blob, &token_hashes, quota))
+            .await
+    }
+
+    async fn put_chunk(&self, chunk: NewChunk) -> Result<ChunkPut, StoreError> {
+        // Answered only once the group commit holding the chunk is durable.
+        self.write(move |c| ops::put_chunk(c, &chunk)).await
+    }
+
+    async fn precheck_chunk(&self, chunk: &NewChunk) -> Result<(), StoreError> {
+        // Everything but the bytes, which the check does not read.
+        let (blob, upload_hash, index, len) =
+            (chunk.blob, chunk.upload_hash, chunk.index, chunk.data.len());
+        self.read(move |c| ops::precheck_chunk(c, &blob, &upload_hash, index, len))
+            .await
+    }
+
+    async fn blob_state(
+        &self,
+        blob: BlobId,
+        upload_hash: [u8; 32],
+    ) -> Result<BlobProgress, StoreError> {
+        self.read(move |c| ops::blob_state(c, &blob, &upload_hash))
+            .await
+    }
+
+    async fn get_chunk(
+        &self,
+        grant: &MailboxGrant,
+        blob: BlobId,
+        index: u32,
+        now: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        let mailbox = grant.mailbox();
+        self.read(move |c| ops::get_chunk(c, &mailbox, &blob, index, now))
+            .await
+    }
+
+    async fn ack_blob(&self, grant: &MailboxGrant, blob: BlobId) -> Result<bool, StoreError> {
+        let mailbox = grant.mailbox();
+        self.write(move |c| ops::ack_blob(c, &mailbox, &blob)).await
     }
 }
 

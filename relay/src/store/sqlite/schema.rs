@@ -13,7 +13,7 @@ pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations, in order. Entry `i` takes the database from version `i` to `i + 1`.
 /// Never edit a released entry: add a new one.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// The schema version this code writes.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -235,6 +235,55 @@ ALTER TABLE admission_tickets ADD COLUMN roster_digest BLOB
     CHECK (roster_digest IS NULL OR length(roster_digest) = 32);
 ALTER TABLE admission_tickets ADD COLUMN next_page INTEGER
     CHECK (next_page IS NULL OR (next_page > 0 AND kind = 'paid' AND roster_digest IS NOT NULL));
+"#;
+
+/// Attachments (issue 18, ADR 0013): each blob stored once with its chunks, one row per
+/// recipient that has not acknowledged it (the blob and its chunks go with the last), and the
+/// blobs each admission ticket admitted into each staff mailbox; as for messages, blobs admitted
+/// with a paid ticket count against a quota of their own (`paid`). Times are whole hours, as for
+/// messages: `touched_hour` is the upload's last progress, from which an incomplete upload is
+/// swept. Chunks live in a rowid table: rows of 64 KiB are too large for a WITHOUT ROWID b-tree.
+const V9: &str = r#"
+CREATE TABLE blobs (
+    id              BLOB PRIMARY KEY CHECK (length(id) = 16),
+    -- SHA-256 of the upload token; the token itself is never stored.
+    upload_hash     BLOB NOT NULL CHECK (length(upload_hash) = 32),
+    idempotency_id  BLOB NOT NULL UNIQUE CHECK (length(idempotency_id) = 16),
+    padded_size     INTEGER NOT NULL CHECK (padded_size >= 0),
+    chunks          INTEGER NOT NULL CHECK (chunks >= 1),
+    stored_chunks   INTEGER NOT NULL DEFAULT 0
+        CHECK (stored_chunks >= 0 AND stored_chunks <= chunks),
+    created_hour    INTEGER NOT NULL CHECK (created_hour >= 0 AND created_hour % 3600 = 0),
+    touched_hour    INTEGER NOT NULL CHECK (touched_hour >= 0 AND touched_hour % 3600 = 0),
+    expires_hour    INTEGER
+        CHECK (expires_hour IS NULL OR (expires_hour > 0 AND expires_hour % 3600 = 0))
+) STRICT, WITHOUT ROWID;
+CREATE INDEX blobs_by_hour ON blobs (created_hour);
+CREATE INDEX blobs_by_expiry ON blobs (expires_hour) WHERE expires_hour IS NOT NULL;
+CREATE INDEX blobs_incomplete ON blobs (touched_hour) WHERE stored_chunks < chunks;
+
+CREATE TABLE blob_chunks (
+    blob_id  BLOB NOT NULL REFERENCES blobs (id) ON DELETE CASCADE,
+    idx      INTEGER NOT NULL CHECK (idx >= 0),
+    data     BLOB NOT NULL,
+    PRIMARY KEY (blob_id, idx)
+) STRICT;
+
+CREATE TABLE blob_recipients (
+    blob_id     BLOB NOT NULL REFERENCES blobs (id) ON DELETE CASCADE,
+    mailbox_id  BLOB NOT NULL REFERENCES mailboxes (id),
+    -- Admitted with a paid ticket: counts against the paid class's attachment quota.
+    paid        INTEGER NOT NULL DEFAULT 0 CHECK (paid IN (0, 1)),
+    PRIMARY KEY (blob_id, mailbox_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX blob_recipients_by_mailbox ON blob_recipients (mailbox_id);
+
+CREATE TABLE ticket_blob_uses (
+    hash        BLOB NOT NULL REFERENCES admission_tickets (hash) ON DELETE CASCADE,
+    mailbox_id  BLOB NOT NULL CHECK (length(mailbox_id) = 16),
+    blobs       INTEGER NOT NULL CHECK (blobs >= 1),
+    PRIMARY KEY (hash, mailbox_id)
+) STRICT, WITHOUT ROWID;
 "#;
 
 /// Why the database could not be opened.

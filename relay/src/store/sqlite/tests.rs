@@ -343,3 +343,174 @@ async fn the_expiry_sweep_runs_by_itself() {
     }
     store.shutdown().await;
 }
+
+/// A blob of three chunks for user mailbox 1, created this hour; returns the store's blob id.
+async fn blob_for(store: &SqliteStore, padded_size: u64) -> crate::store::BlobId {
+    let (new, token) = user_mailbox(1);
+    let mailbox = new.mailbox;
+    store.create_mailbox(new).await.unwrap();
+    store
+        .create_blob(crate::store::NewBlob {
+            id: [7; 16],
+            upload_hash: DepositToken([7; 32]).hash(),
+            idempotency_id: crate::store::IdempotencyId([7; 16]),
+            padded_size,
+            recipients: vec![crate::store::BlobRecipient {
+                mailbox,
+                token: Some(token),
+                staff_post: None,
+            }],
+            created_hour: crate::store::to_hour(now()),
+            expires_hour: None,
+        })
+        .await
+        .unwrap()
+}
+
+fn chunk(blob: crate::store::BlobId, index: u32, fill: u8) -> crate::store::NewChunk {
+    crate::store::NewChunk {
+        blob,
+        upload_hash: DepositToken([7; 32]).hash(),
+        index,
+        data: vec![fill; 65536 + 16],
+        hour: crate::store::to_hour(now()),
+    }
+}
+
+#[tokio::test]
+async fn a_chunk_is_committed_before_its_upload_is_answered_and_the_upload_resumes_after_a_restart()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(DATABASE_FILE);
+    let store = SqliteStore::open(&db, StoreLimits::default()).unwrap();
+    let blob = blob_for(&store, 3 * 65536).await;
+    store.put_chunk(chunk(blob, 0, 0xa1)).await.unwrap();
+    // As soon as the answer is there, another connection to the file sees the chunk: it was
+    // committed, not merely queued.
+    let other = rusqlite::Connection::open(&db).unwrap();
+    let on_disk: Vec<u8> = other
+        .query_row(
+            "SELECT data FROM blob_chunks WHERE blob_id = ?1 AND idx = 0",
+            [&blob[..]],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(on_disk, vec![0xa1; 65536 + 16]);
+    drop(other);
+    store.put_chunk(chunk(blob, 1, 0xa2)).await.unwrap();
+    store.shutdown().await;
+
+    // The relay restarts: the upload goes on from the first chunk it lacks.
+    let store = SqliteStore::open(&db, StoreLimits::default()).unwrap();
+    let state = store
+        .blob_state(blob, DepositToken([7; 32]).hash())
+        .await
+        .unwrap();
+    assert_eq!((state.next_index, state.chunks), (2, 3));
+    let again = store.put_chunk(chunk(blob, 1, 0xa2)).await.unwrap();
+    assert!(
+        again.repeated && !again.complete,
+        "a resent chunk is a no-op"
+    );
+    assert!(
+        store
+            .put_chunk(chunk(blob, 2, 0xa3))
+            .await
+            .unwrap()
+            .complete
+    );
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_a_chunk_and_changes_nothing() {
+    let (dir, store) = temp_store(StoreLimits::default());
+    let db = dir.path().join(DATABASE_FILE);
+    let blob = blob_for(&store, 2 * 65536).await;
+    let before = snapshot(&db);
+    store
+        .write(|c| {
+            let pages: i64 = c.pragma_query_value(None, "page_count", |r| r.get(0))?;
+            c.pragma_update(None, "max_page_count", pages)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let result = store.put_chunk(chunk(blob, 0, 1)).await;
+    assert!(matches!(result, Err(StoreError::StorageFull)), "{result:?}");
+    assert_eq!(snapshot(&db), before);
+    let state = store
+        .blob_state(blob, DepositToken([7; 32]).hash())
+        .await
+        .unwrap();
+    assert_eq!(state.next_index, 0);
+    store.shutdown().await;
+}
+
+#[test]
+fn the_attachments_migration_keeps_what_was_stored_and_ties_blob_rows_to_their_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(DATABASE_FILE);
+    {
+        // A version 8 database, as the previous release left it, with a mailbox, a message and
+        // a ticket.
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        for sql in &schema::MIGRATIONS[..8] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "application_id", schema::APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 8).unwrap();
+        conn.execute_batch(
+            "INSERT INTO mailboxes (id, kind, auth_key, deposit_token_hash)
+                 VALUES (x'01010101010101010101010101010101', 'user', zeroblob(32), zeroblob(32));
+             INSERT INTO messages (mailbox_id, received_hour, sealed)
+                 VALUES (x'01010101010101010101010101010101', 7200, x'aa');
+             INSERT INTO admission_tickets (hash, post_id, kind, expires_hour)
+                 VALUES (zeroblob(32), 'emb-xx', 'paid', 7200);",
+        )
+        .unwrap();
+    }
+    let before = snapshot(&db);
+    let conn = schema::open_writer(&db).unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    assert_eq!(SCHEMA_VERSION, 9);
+    let after = snapshot(&db);
+    for table in ["mailboxes", "messages", "admission_tickets"] {
+        assert_eq!(after[table], before[table], "{table} kept");
+    }
+    for table in [
+        "blobs",
+        "blob_chunks",
+        "blob_recipients",
+        "ticket_blob_uses",
+    ] {
+        assert_eq!(rows(&after, table), 0, "{table} starts empty");
+    }
+    // Chunks and recipients belong to a stored blob, and go with it.
+    assert!(
+        conn.execute(
+            "INSERT INTO blob_chunks (blob_id, idx, data) VALUES (zeroblob(16), 0, x'00')",
+            [],
+        )
+        .is_err()
+    );
+    conn.execute_batch(
+        "INSERT INTO blobs (id, upload_hash, idempotency_id, padded_size, chunks, created_hour,
+                            touched_hour)
+             VALUES (zeroblob(16), zeroblob(32), zeroblob(16), 10, 1, 7200, 7200);
+         INSERT INTO blob_chunks (blob_id, idx, data) VALUES (zeroblob(16), 0, x'00');
+         INSERT INTO blob_recipients (blob_id, mailbox_id)
+             VALUES (zeroblob(16), x'01010101010101010101010101010101');
+         DELETE FROM blobs;",
+    )
+    .unwrap();
+    let after = snapshot(&db);
+    assert_eq!(
+        rows(&after, "blob_chunks") + rows(&after, "blob_recipients"),
+        0
+    );
+}

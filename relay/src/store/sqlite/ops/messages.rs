@@ -1,7 +1,9 @@
 //! Messages: deposit (with token check, idempotency and quota), fetch, acknowledge, expire.
 
 use super::{to_i64, to_u64};
-use crate::store::{Deposited, MessagePage, NewDeposit, REPEAT_WINDOW, StoreError, StoredMessage};
+use crate::store::{
+    Deposited, MessagePage, NewDeposit, REPEAT_WINDOW, StoreError, StoredMessage, TicketUse,
+};
 use refuge_proto::ids::MailboxId;
 use rusqlite::{Connection, OptionalExtension, params};
 use subtle::ConstantTimeEq;
@@ -75,22 +77,7 @@ pub(in crate::store::sqlite) fn check_deposit(
     let Some((kind, stored_hash, enabled, earlier, held)) = row else {
         return Err(StoreError::UnknownMailbox);
     };
-    let staff = match (kind.as_str(), token_hash, stored_hash) {
-        ("staff", _, _) if !enabled => return Err(StoreError::UnknownMailbox),
-        ("staff", _, _) => true,
-        ("user", None, _) => return Err(StoreError::DepositTokenMissing),
-        ("user", Some(offered), Some(stored)) => {
-            if !bool::from(offered[..].ct_eq(&stored[..])) {
-                return Err(StoreError::DepositTokenWrong);
-            }
-            false
-        }
-        (kind, _, _) => {
-            return Err(StoreError::Corrupt(format!(
-                "mailbox of kind {kind:?} has no token hash"
-            )));
-        }
-    };
+    let staff = open_mailbox(&kind, enabled, stored_hash.as_deref(), token_hash)?;
 
     // A repeat is answered before the ticket and quota checks: it stores nothing (and its
     // ticket was spent on this mailbox by the deposit it repeats).
@@ -103,11 +90,44 @@ pub(in crate::store::sqlite) fn check_deposit(
 
     // Into a staff mailbox only with an admission ticket for its post (ADR 0010).
     let ticket = if staff {
-        Some(super::tickets::admit(conn, deposit, token_hash)?)
+        Some(super::tickets::admit(
+            conn,
+            &deposit.mailbox,
+            deposit.staff_post.as_deref(),
+            deposit.received_hour,
+            token_hash,
+            TicketUse::Deposit,
+        )?)
     } else {
         None
     };
     Ok(Checked::RelayStore { ticket, held })
+}
+
+/// Whether a deposit (or a blob) may go into a mailbox of `kind` (its `enabled` flag and stored
+/// deposit token hash as read) with the token whose hash is `offered`: a user mailbox's deposit
+/// token, compared in constant time, or anything yet for an enrolled staff device's mailbox (its
+/// admission ticket is checked next). Returns whether the mailbox is a staff device's.
+pub(in crate::store::sqlite) fn open_mailbox(
+    kind: &str,
+    enabled: bool,
+    stored_hash: Option<&[u8]>,
+    offered: Option<&[u8; 32]>,
+) -> Result<bool, StoreError> {
+    match (kind, offered, stored_hash) {
+        ("staff", _, _) if !enabled => Err(StoreError::UnknownMailbox),
+        ("staff", _, _) => Ok(true),
+        ("user", None, _) => Err(StoreError::DepositTokenMissing),
+        ("user", Some(offered), Some(stored)) => {
+            if !bool::from(offered[..].ct_eq(stored)) {
+                return Err(StoreError::DepositTokenWrong);
+            }
+            Ok(false)
+        }
+        (kind, _, _) => Err(StoreError::Corrupt(format!(
+            "mailbox of kind {kind:?} has no token hash"
+        ))),
+    }
 }
 
 /// Stores a deposit: [`check_deposit`], then the quota of its admission class, then the message,
@@ -177,7 +197,13 @@ pub(in crate::store::sqlite) fn deposit(
     ])?;
     let message_id = conn.last_insert_rowid();
     if let Some(ticket) = ticket {
-        super::tickets::record_use(conn, &ticket, &deposit.mailbox, deposit.received_hour)?;
+        super::tickets::record_use(
+            conn,
+            &ticket,
+            &deposit.mailbox,
+            deposit.received_hour,
+            TicketUse::Deposit,
+        )?;
     }
     conn.prepare_cached(
         "INSERT INTO deposit_ids
@@ -261,6 +287,8 @@ pub(in crate::store::sqlite) fn expire_messages(
         .execute([before_hour])?;
     conn.prepare_cached("DELETE FROM deposit_ids WHERE received_hour < ?1")?
         .execute([before_hour])?;
+    conn.prepare_cached("DELETE FROM blobs WHERE created_hour < ?1")?
+        .execute([before_hour])?;
     Ok(n as u64)
 }
 
@@ -279,6 +307,7 @@ pub(in crate::store::sqlite) fn expire_due_messages(
     )?
     .execute([now_hour])?;
     super::expire_tickets(conn, to_u64(now_hour, "hour")?)?;
+    super::blobs::expire_due_blobs(conn, now_hour)?;
     // Without a retention period nothing else would ever remove these.
     conn.prepare_cached(
         "DELETE FROM deposit_ids WHERE received_hour < ?1

@@ -1,6 +1,7 @@
 //! The SQL behind each store operation. Every function takes a connection and runs inside the
 //! transaction (writes) or snapshot (reads) its caller set up; none commits.
 
+mod blobs;
 mod directory;
 mod mailboxes;
 mod messages;
@@ -8,6 +9,9 @@ mod pages;
 mod prekeys;
 mod tickets;
 
+pub(super) use blobs::{
+    BlobQuota, ack_blob, blob_state, create_blob, get_chunk, precheck_chunk, put_chunk,
+};
 pub(super) use directory::install_directory;
 pub(super) use mailboxes::{create_mailbox, mailbox_key};
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //! work, registered by staff devices as reply tickets, checked and spent by deposits, swept.
 
 use super::{to_i64, to_u32};
-use crate::store::{AdmissionRefused, NewDeposit, StoreError, TICKET_USE_WINDOW};
+use crate::store::{
+    AdmissionRefused, MAX_BLOBS_PER_TICKET, StoreError, TICKET_USE_WINDOW, TicketUse,
+};
 use refuge_proto::ids::MailboxId;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -15,62 +17,97 @@ pub(in crate::store::sqlite) struct Admitted {
     first_use: bool,
 }
 
-/// Checks the ticket a deposit into a staff mailbox carries (its hash in `token_hash`).
+/// Checks the ticket a deposit or blob into a staff mailbox of `staff_post` carries (its hash in
+/// `token_hash`) at `hour`: known, unexpired, for that post, and not used up for this mailbox
+/// (its one deposit, or its [`MAX_BLOBS_PER_TICKET`] blobs).
 pub(in crate::store::sqlite) fn admit(
     conn: &Connection,
-    deposit: &NewDeposit,
+    mailbox: &MailboxId,
+    staff_post: Option<&str>,
+    hour: u64,
     token_hash: Option<&[u8; 32]>,
+    kind: TicketUse,
 ) -> Result<Admitted, StoreError> {
     let refused = |why| Err(StoreError::AdmissionRefused(why));
     let Some(hash) = token_hash else {
         return refused(AdmissionRefused::Missing);
     };
-    let row = conn
-        .prepare_cached(
-            "SELECT t.post_id, t.kind, t.expires_hour, t.first_used_hour, u.mailbox_id
-             FROM admission_tickets AS t
-             LEFT JOIN ticket_uses AS u ON u.hash = t.hash AND u.mailbox_id = ?2
-             WHERE t.hash = ?1",
-        )?
-        .query_row(params![&hash[..], &deposit.mailbox.0[..]], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, Option<i64>>(3)?,
-                r.get::<_, Option<Vec<u8>>>(4)?,
-            ))
-        })
-        .optional()?;
-    let Some((post, kind, expires_hour, first_used, used_here)) = row else {
+    let read = |r: &rusqlite::Row<'_>| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, Option<i64>>(3)?,
+            r.get::<_, bool>(4)?,
+        ))
+    };
+    let row = match kind {
+        TicketUse::Deposit => conn
+            .prepare_cached(
+                "SELECT t.post_id, t.kind, t.expires_hour, t.first_used_hour,
+                        u.mailbox_id IS NOT NULL
+                 FROM admission_tickets AS t
+                 LEFT JOIN ticket_uses AS u ON u.hash = t.hash AND u.mailbox_id = ?2
+                 WHERE t.hash = ?1",
+            )?
+            .query_row(params![&hash[..], &mailbox.0[..]], read)
+            .optional()?,
+        TicketUse::Blob => conn
+            .prepare_cached(
+                "SELECT t.post_id, t.kind, t.expires_hour, t.first_used_hour,
+                        coalesce(u.blobs, 0) >= ?3
+                 FROM admission_tickets AS t
+                 LEFT JOIN ticket_blob_uses AS u ON u.hash = t.hash AND u.mailbox_id = ?2
+                 WHERE t.hash = ?1",
+            )?
+            .query_row(
+                params![&hash[..], &mailbox.0[..], MAX_BLOBS_PER_TICKET],
+                read,
+            )
+            .optional()?,
+    };
+    let Some((post, ticket_kind, expires_hour, first_used, used_up)) = row else {
         return refused(AdmissionRefused::Unknown);
     };
-    if expires_hour <= to_i64(deposit.received_hour, "hour")? {
+    if expires_hour <= to_i64(hour, "hour")? {
         return refused(AdmissionRefused::Unknown);
     }
-    if deposit.staff_post.as_deref() != Some(post.as_str()) {
+    if staff_post != Some(post.as_str()) {
         return refused(AdmissionRefused::OtherPost);
     }
-    if used_here.is_some() {
-        return refused(AdmissionRefused::Used);
+    if used_up {
+        return refused(match kind {
+            TicketUse::Deposit => AdmissionRefused::Used,
+            TicketUse::Blob => AdmissionRefused::BlobsUsedUp,
+        });
     }
     Ok(Admitted {
         hash: *hash,
-        paid: kind == "paid",
+        paid: ticket_kind == "paid",
         first_use: first_used.is_none(),
     })
 }
 
-/// Records that `ticket` admitted a deposit into `mailbox`; its first use starts the window in
-/// which the rest of the fan-out (and its retries) may follow.
+/// Records that `ticket` admitted a deposit (or one more blob) into `mailbox`; its first use
+/// starts the window in which the rest of the fan-out (and its retries) may follow.
 pub(in crate::store::sqlite) fn record_use(
     conn: &Connection,
     ticket: &Admitted,
     mailbox: &MailboxId,
     received_hour: u64,
+    kind: TicketUse,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached("INSERT INTO ticket_uses (hash, mailbox_id) VALUES (?1, ?2)")?
-        .execute(params![&ticket.hash[..], &mailbox.0[..]])?;
+    match kind {
+        TicketUse::Deposit => conn
+            .prepare_cached("INSERT INTO ticket_uses (hash, mailbox_id) VALUES (?1, ?2)")?
+            .execute(params![&ticket.hash[..], &mailbox.0[..]])?,
+        TicketUse::Blob => conn
+            .prepare_cached(
+                "INSERT INTO ticket_blob_uses (hash, mailbox_id, blobs) VALUES (?1, ?2, 1)
+                 ON CONFLICT (hash, mailbox_id) DO UPDATE SET blobs = blobs + 1",
+            )?
+            .execute(params![&ticket.hash[..], &mailbox.0[..]])?,
+    };
     if ticket.first_use {
         let hour = to_i64(received_hour, "hour")?;
         let until = to_i64(received_hour.saturating_add(TICKET_USE_WINDOW), "hour")?;
