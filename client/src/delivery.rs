@@ -89,8 +89,10 @@ pub trait Recipient {
     fn me(&self) -> &Peer;
     fn pins(&self) -> &StaffPins;
     /// Checks an opened message and records what the role keeps about it, inside the
-    /// transaction that opened it; returns the text to show.
-    fn accept(&self, store: &Store, opened: Opened, arrival: Arrival) -> Result<SecretText>;
+    /// transaction that opened it; returns the text to show, `None` for a message that is
+    /// not shown (a colleague's copy of the post's case state, kept in the store).
+    fn accept(&self, store: &Store, opened: Opened, arrival: Arrival)
+    -> Result<Option<SecretText>>;
 }
 
 /// What became of one message.
@@ -238,25 +240,31 @@ async fn open_one(
             timer,
             expires_hour: timer.expires_hour(timer_start(received_hour, now)),
         };
-        let text = recipient.accept(store, opened, arrival)?;
-        store.insert_inbound(&InboundMessage {
-            relay_message_id: message_id,
-            sender: sender.name(),
-            body: text,
-            received_hour,
-            shown: false,
-            expires_hour: arrival.expires_hour,
-        })?;
-        Ok::<_, ClientError>((last_resort, fetched_hour, sender.name()))
+        let shown = match recipient.accept(store, opened, arrival)? {
+            Some(text) => {
+                store.insert_inbound(&InboundMessage {
+                    relay_message_id: message_id,
+                    sender: sender.name(),
+                    body: text,
+                    received_hour,
+                    shown: false,
+                    expires_hour: arrival.expires_hour,
+                })?;
+                true
+            }
+            None => false,
+        };
+        Ok::<_, ClientError>((last_resort, fetched_hour, sender.name(), shown))
     }
     .await;
     match outcome {
-        Ok((last_resort, fetched_hour, sender)) => {
+        Ok((last_resort, fetched_hour, sender, shown)) => {
             tx.commit()?;
             // Opened, but already past its disappearing time (it was sent longer ago than its
-            // timer): deleted unshown, and acknowledged so that the relay deletes it too.
+            // timer): deleted unshown, and acknowledged so that the relay deletes it too. A
+            // message not to be shown is done once opened, and acknowledged the same way.
             let expired = store.inbound_state(message_id)?.is_none();
-            if expired {
+            if expired && shown {
                 tracing::debug!("a message past its disappearing time was deleted unread");
             }
             if last_resort && fetched_hour > 0 {

@@ -107,6 +107,22 @@ pub enum ClientError {
     #[error("local state is corrupt: {0}")]
     Corrupt(String),
 
+    /// This device refused to change a case: the reading of its case-operation clock (ADR 0012)
+    /// would be further ahead of its wall clock than colleagues accept. Its store holds an
+    /// operation it made while its clock was ahead, and the clock was set back since.
+    #[error(
+        "refused to change the case: this device's case clock would read {ahead_secs} s ahead \
+         of its wall clock (at most {max_secs} s is allowed), because it made changes while its \
+         date and time were ahead; check this computer's date and time. If they are right now, \
+         this device can change cases again in {wait_secs} s; a colleague's device can make \
+         urgent changes meanwhile"
+    )]
+    OwnClockAhead {
+        ahead_secs: u64,
+        max_secs: u64,
+        wait_secs: u64,
+    },
+
     #[error("wrong passphrase: it does not unlock this store")]
     WrongPassphrase,
 
@@ -323,6 +339,7 @@ impl ClientError {
             | NoStore { .. }
             | UnencryptedStore { .. }
             | Directory(_)
+            | OwnClockAhead { .. }
             | Policy(_) => Blame::Local,
             Connect { .. }
             | Timeout { .. }
@@ -406,6 +423,7 @@ impl ClientError {
             NoPassphrase => Hint::GivePassphrase,
             NotConfirmed => Hint::ConfirmWipe,
             Store(_) | Corrupt(_) => Hint::StoreDamaged,
+            OwnClockAhead { .. } => Hint::CheckClock,
             Directory(_) => Hint::ReportDirectory,
             WitnessesMissed { .. } => Hint::PushToWitnessesLater,
             Policy(_) => Hint::GetPolicyAgain,

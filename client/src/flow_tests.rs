@@ -739,7 +739,9 @@ async fn the_users_timer_reaches_staff_replies_the_relay_and_both_stores() {
     assert_eq!(store.cases().unwrap()[0].messages, 2);
     let now = crate::delivery::unix_seconds(SystemTime::now());
     assert_eq!(store.expire(now + 86_400 - 3600).unwrap(), 0);
-    assert_eq!(store.expire(now + 86_400 + 3600).unwrap(), 2);
+    // The case's two messages, and the reply's copy waiting to be sealed for the colleagues
+    // (ADR 0012), which disappears with it.
+    assert_eq!(store.expire(now + 86_400 + 3600).unwrap(), 3);
     assert_eq!(store.cases().unwrap()[0].messages, 0);
 
     // A later message without a timer turns it off for the case's replies.
@@ -1089,4 +1091,222 @@ async fn replies_carry_tickets_that_admit_the_users_next_messages_and_an_expired
     assert_eq!(w.relay.ticket_purchases(), 3);
     let (seen, _) = w.staff_read(DESK1).await;
     assert!(seen.iter().any(|(_, t)| t == "while offline"));
+}
+
+// ------------------------------------------------ the post-internal sync channel (ADR 0012)
+
+impl World {
+    /// Desk `label`'s sync round as `InboxClient::read` runs it (without the waits): the
+    /// roster, its sync mailbox read, hellos and copies queued; then every copy sent.
+    async fn sync_round(&self, label: &str) -> crate::staff::SyncReport {
+        let store = self.staff_store(label);
+        let staff = Staff::load(&store).unwrap();
+        let dir = self.directory();
+        let now = SystemTime::now();
+        let forgotten = staff.sync_roster(&dir).unwrap();
+        let mut report = staff
+            .read_sync(&mut self.relay.connect().await, &dir, now)
+            .await
+            .unwrap();
+        report.forgotten = forgotten;
+        let no_wait = || std::time::Duration::ZERO;
+        if staff.hellos_due().unwrap() {
+            report.hellos = staff
+                .queue_hellos(&mut self.relay.connect().await, &dir, now, &no_wait)
+                .await
+                .unwrap();
+        }
+        report.copies = staff.seal_copies(&dir, now, &no_wait).await.unwrap();
+        for p in store.sync_outbox().unwrap() {
+            let fate = crate::staff::send_copy(&store, &mut self.relay.connect().await, &p)
+                .await
+                .unwrap();
+            assert!(matches!(fate, crate::staff::CopyFate::Sent), "{fate:?}");
+        }
+        report
+    }
+
+    /// Both desks introduced to each other (each has the other's sync address).
+    async fn introduce_desks(&self) {
+        assert_eq!(self.sync_round(DESK1).await.hellos, 1);
+        self.staff_read(DESK2).await;
+        assert_eq!(self.sync_round(DESK2).await.hellos, 1);
+        self.staff_read(DESK1).await;
+        self.sync_round(DESK1).await;
+        for desk in [DESK1, DESK2] {
+            let colleagues = self.staff_store(desk).sync_colleagues().unwrap();
+            assert_eq!(colleagues.len(), 1, "{desk}");
+            assert!(
+                colleagues[0].address.is_some(),
+                "{desk} has its colleague's address"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_colleagues_change_to_a_case_not_here_yet_waits_and_is_applied_when_the_case_arrives() {
+    let w = World::new().await;
+    w.introduce_desks().await;
+    w.contact("please help").await.unwrap();
+    let (seen, _) = w.staff_read(DESK1).await;
+    let case = seen[0].0.clone();
+    {
+        let store = w.staff_store(DESK1);
+        Staff::load(&store)
+            .unwrap()
+            .change_case(&case, crate::sync::LocalChange::Star(true))
+            .unwrap();
+    }
+    assert_eq!(w.sync_round(DESK1).await.copies, 1);
+    // Desk 2 reads its sync mailbox before its staff mailbox: the change is for a case it does
+    // not hold yet; kept, not lost.
+    let report = w.sync_round(DESK2).await;
+    assert_eq!((report.applied, report.pending), (0, 1), "{report:?}");
+    assert!(report.refused.is_empty(), "{report:?}");
+    // The first contact arrives: the next round applies the change.
+    w.staff_read(DESK2).await;
+    let report = w.sync_round(DESK2).await;
+    assert_eq!((report.applied, report.pending), (1, 0), "{report:?}");
+    assert_eq!(report.cases, std::slice::from_ref(&case));
+    let state = w.staff_store(DESK2).case_state(&case).unwrap().unwrap();
+    assert!(state.starred());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_revoked_colleague_is_sent_nothing_and_its_copies_are_refused() {
+    let mut w = World::new().await;
+    w.introduce_desks().await;
+    w.contact("please help").await.unwrap();
+    let case = w.staff_read(DESK1).await.0[0].0.clone();
+    fn change(w: &World, case: &str, desk: &str, c: crate::sync::LocalChange) {
+        let store = w.staff_store(desk);
+        Staff::load(&store).unwrap().change_case(case, c).unwrap();
+    }
+    // Desk 1 stars the case; desk 2, which has not read the case yet, keeps the change
+    // waiting. Then desk 1 closes it, and that copy waits on the relay.
+    change(&w, &case, DESK1, crate::sync::LocalChange::Star(true));
+    assert_eq!(w.sync_round(DESK1).await.copies, 1);
+    assert_eq!(w.sync_round(DESK2).await.pending, 1);
+    change(
+        &w,
+        &case,
+        DESK1,
+        crate::sync::LocalChange::Status(crate::sync::Status::Closed),
+    );
+    assert_eq!(w.sync_round(DESK1).await.copies, 1);
+    fn address(w: &World, desk: &str) -> Option<refuge_proto::ids::MailboxId> {
+        w.staff_store(desk)
+            .sync_mailbox()
+            .unwrap()
+            .map(|m| m.mailbox_id)
+    }
+    let before = address(&w, DESK2);
+    // The authority revokes desk 1; desk 2 reads the case.
+    let key = authority::read_key(&w.tmp.path().join("authority.key")).unwrap();
+    let req = w
+        .tmp
+        .path()
+        .join(format!("{}.req", DESK1.replace('/', "_")));
+    w.entries
+        .push(authority::revocation(&key, &req).unwrap().bytes);
+    w.staff_read(DESK2).await;
+
+    // Desk 2 forgets it with the change that waited (not applied, though its case is here
+    // now), refuses its copy (its key is no longer enrolled), replaces the sync address it
+    // knew, and seals nothing for it.
+    let report = w.sync_round(DESK2).await;
+    assert_eq!(report.forgotten, [DESK1.to_string()]);
+    assert_eq!((report.applied, report.pending), (0, 0), "{report:?}");
+    assert_eq!(report.read.failures.len(), 1, "{report:?}");
+    assert!(
+        report.read.failures[0]
+            .to_string()
+            .contains("not in the verified directory"),
+        "{report:?}"
+    );
+    let state = w.staff_store(DESK2).case_state(&case).unwrap().unwrap();
+    assert!(!state.starred());
+    assert_eq!(state.status(), crate::sync::Status::New);
+    assert!(address(&w, DESK2).is_some());
+    assert_ne!(address(&w, DESK2), before, "a new sync address");
+    change(&w, &case, DESK2, crate::sync::LocalChange::Star(true));
+    let report = w.sync_round(DESK2).await;
+    assert_eq!(report.copies, 0);
+    assert!(w.staff_store(DESK2).sync_colleagues().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_user_cannot_send_the_posts_sync_and_a_hello_for_another_key_changes_nothing() {
+    let w = World::new().await;
+    w.introduce_desks().await;
+    // A hello claiming desk 1's label but for another key changes nothing.
+    let store = w.staff_store(DESK2);
+    let before = store.sync_colleagues().unwrap();
+    assert!(
+        !store
+            .set_colleague_address(
+                DESK1,
+                &[9; 33],
+                &refuge_proto::ids::MailboxId([1; 16]),
+                &refuge_proto::ids::DepositToken([2; 32]),
+            )
+            .unwrap()
+    );
+    assert_eq!(store.sync_colleagues().unwrap(), before);
+    drop(store);
+    // A user's sealed message carrying the post's sync is refused as an impersonation.
+    let user_store = w.user_store();
+    let user = User::load(&user_store).unwrap();
+    let pins = StaffPins::from_directory(&w.directory()).unwrap();
+    let certificate = {
+        let identity = user_store.local_identity().unwrap().unwrap();
+        envelope::issue_sender_certificate(&identity, user.address(), SystemTime::now()).unwrap()
+    };
+    // The user's session with desk 2 (from a first contact).
+    w.contact("hello").await.unwrap();
+    w.staff_read(DESK2).await;
+    let sealed = {
+        let mut stores = user_store.signal(&pins);
+        envelope::seal(
+            &mut stores,
+            &Peer::staff(DESK2),
+            &certificate,
+            Content {
+                body: Some(Body::Sync(refuge_proto::content::SyncMessage {
+                    ops: Vec::new(),
+                    hello: Some(refuge_proto::content::ReplyAddress {
+                        mailbox_id: vec![1; 16],
+                        deposit_token: vec![2; 32],
+                    }),
+                    history: Vec::new(),
+                })),
+                ..Default::default()
+            },
+            SystemTime::now(),
+        )
+        .await
+        .unwrap()
+    };
+    let mut conn = w.relay.connect().await;
+    let ticket = relay::get_deposit_ticket(&mut conn, POST).await.unwrap();
+    relay::deposit(
+        &mut conn,
+        &w.desk_mailbox(DESK2),
+        Some(&ticket),
+        sealed,
+        Timer::OFF,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (_, report) = w.staff_read(DESK2).await;
+    assert_eq!(report.failures.len(), 1, "{report:?}");
+    assert!(
+        report.failures[0]
+            .to_string()
+            .contains("only the post's own devices"),
+        "{:?}",
+        report.failures
+    );
+    assert_eq!(w.staff_store(DESK2).sync_colleagues().unwrap(), before);
 }

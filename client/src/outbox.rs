@@ -144,7 +144,7 @@ pub fn settle(store: &Store, report: &mut SendReport, ours: &[i64]) -> Result<()
 }
 
 /// Refusals after which the relay holds no such deposit and never will.
-fn refused_for_good(e: &ClientError) -> bool {
+pub(crate) fn refused_for_good(e: &ClientError) -> bool {
     match e {
         ClientError::Relay { code, .. } => matches!(
             code,
@@ -159,7 +159,7 @@ fn refused_for_good(e: &ClientError) -> bool {
 }
 
 /// A refusal that concerns one mailbox for now (the others may still take messages).
-fn full_for_now(e: &ClientError) -> bool {
+pub(crate) fn full_for_now(e: &ClientError) -> bool {
     matches!(
         e,
         ClientError::Relay {
@@ -171,7 +171,7 @@ fn full_for_now(e: &ClientError) -> bool {
 
 /// The relay no longer takes the admission ticket a message to a staff device carries (it
 /// expired, or was spent): a fresh one lets it through.
-fn ticket_refused(e: &ClientError) -> bool {
+pub(crate) fn ticket_refused(e: &ClientError) -> bool {
     matches!(
         e,
         ClientError::Relay {
@@ -214,11 +214,16 @@ impl FreshTickets {
 /// message (rounded down), so every whole hour since the message was sealed comes off. `None`:
 /// its time is over.
 fn timer_left(p: &Pending, now: i64) -> Option<Timer> {
-    let own = p.message.timer;
+    time_left(p.message.timer, p.queued_hour, now)
+}
+
+/// What is left at `now` of `own`, a message's timer from the hour it was sealed in
+/// (`queued_hour`): `None` once it ran out.
+pub(crate) fn time_left(own: Timer, queued_hour: i64, now: i64) -> Option<Timer> {
     if own.is_off() {
         return Some(own);
     }
-    let hours_since = (now - now.rem_euclid(HOUR) - p.queued_hour).max(0);
+    let hours_since = (now - now.rem_euclid(HOUR) - queued_hour).max(0);
     let own_secs = i64::try_from(own.seconds()).unwrap_or(i64::MAX);
     let left = own_secs.saturating_sub(hours_since);
     (left > 0).then(|| Timer::from_seconds(left as u64))

@@ -27,6 +27,12 @@ use refuge_proto::ids::{DepositToken, MailboxId};
 use refuge_proto::wire::PrekeyCount;
 use std::time::SystemTime;
 
+mod colleagues;
+
+pub use colleagues::{
+    Applied, CopyFate, HISTORY_ACCEPT_SECS, SyncReport, accept_history_from, send_copy,
+};
+
 const PREKEYS_UPLOADED: &str = "prekeys_uploaded";
 
 /// This staff device.
@@ -251,15 +257,7 @@ impl<'s> Staff<'s> {
         now: SystemTime,
         show: &mut dyn FnMut(&ReceivedMessage) -> Result<()>,
     ) -> Result<ReceiveReport> {
-        let recipient = StaffRecipient {
-            me: self.me.clone(),
-            post_id: self.device.post_id.clone(),
-            pins: StaffPins::from_directory(directory)?,
-            devices: directory
-                .post(&self.device.post_id)
-                .map(|p| p.devices.iter().map(|d| d.label.clone()).collect())
-                .unwrap_or_default(),
-        };
+        let recipient = self.recipient(directory)?;
         let mut report = delivery::receive(
             self.store,
             relay,
@@ -447,7 +445,8 @@ impl<'s> Staff<'s> {
         )?;
         // The post's devices share their replies (ADR 0012): the reply is an operation on the
         // case too, kept in the same transaction.
-        self.store
+        let op = self
+            .store
             .record_case_op(
                 &self.author(),
                 &case.case_id,
@@ -459,6 +458,8 @@ impl<'s> Staff<'s> {
                 Some(message),
             )?
             .map_err(ClientError::from)?;
+        // Sealed for the colleagues at the next sync round (ADR 0012).
+        self.keep_unsent(&op, case.disappear_seconds)?;
         let row = self.store.queue_outgoing(
             &Outgoing {
                 mailbox,
@@ -479,6 +480,21 @@ impl<'s> Staff<'s> {
 
     pub fn cases(&self) -> Result<Vec<CaseSummary>> {
         self.store.cases()
+    }
+
+    /// This device as the recipient of its staff mailbox and its sync mailbox.
+    fn recipient(&self, directory: &VerifiedDirectory) -> Result<StaffRecipient> {
+        Ok(StaffRecipient {
+            me: self.me.clone(),
+            post_id: self.device.post_id.clone(),
+            pins: StaffPins::from_directory(directory)?,
+            devices: directory
+                .post(&self.device.post_id)
+                .map(|p| p.devices.iter().map(|d| d.label.clone()).collect())
+                .unwrap_or_default(),
+            roster: self.roster(directory),
+            sync: Default::default(),
+        })
     }
 }
 
@@ -514,6 +530,8 @@ impl Staff<'_> {
         let op = self
             .store
             .record_case_op(&self.author(), &case.case_id, change, None)??;
+        // Sealed for the colleagues at the next sync round (ADR 0012).
+        self.keep_unsent(&op, case.disappear_seconds)?;
         tx.commit()?;
         Ok(op)
     }
@@ -555,6 +573,10 @@ struct StaffRecipient {
     pins: StaffPins,
     /// The labels of the post's devices in the verified directory (this one included).
     devices: Vec<String>,
+    /// The post as the verified directory lists it: who may send its sync messages.
+    roster: Roster,
+    /// What colleagues' sync messages did in this read.
+    sync: std::cell::RefCell<SyncReport>,
 }
 
 impl StaffRecipient {
@@ -581,7 +603,18 @@ impl Recipient for StaffRecipient {
         &self.pins
     }
 
-    fn accept(&self, store: &Store, mut opened: Opened, arrival: Arrival) -> Result<SecretText> {
+    fn accept(
+        &self,
+        store: &Store,
+        mut opened: Opened,
+        arrival: Arrival,
+    ) -> Result<Option<SecretText>> {
+        // A colleague's copy of the post's case state (ADR 0012): kept, not shown.
+        if let Peer::Staff { label } = &opened.sender {
+            let label = label.clone();
+            self.accept_sync(store, &label, opened.content.body.take(), arrival.timer)?;
+            return Ok(None);
+        }
         let case_id = match opened.sender.case_id() {
             Some(c) => c,
             None => {
@@ -634,6 +667,6 @@ impl Recipient for StaffRecipient {
             arrival.received_hour,
             arrival.expires_hour,
         )?;
-        Ok(text)
+        Ok(Some(text))
     }
 }

@@ -202,30 +202,7 @@ impl<'s> User<'s> {
                 no_keys.push(dev.label.clone());
                 continue;
             };
-            let bundle = prekey_bundle(b)?;
-            process_prekey_bundle(
-                &Peer::staff(&dev.label).address(),
-                &mut stores.sessions,
-                &mut stores.identity,
-                &bundle,
-                // Kept in the session record until the peer answers: day-coarse, so that it
-                // does not date the first contact (it only decides when the session is stale).
-                coarse_day(now),
-                &mut rng,
-            )
-            .await
-            .map_err(|e| match e {
-                SignalProtocolError::SignatureValidationFailed => {
-                    ClientError::ImpersonationAttempt(format!(
-                        "the prekeys for {} are not signed by its enrolled identity key",
-                        dev.label
-                    ))
-                }
-                SignalProtocolError::UntrustedIdentity(_) => ClientError::ImpersonationAttempt(
-                    format!("the identity key for {} is not the enrolled one", dev.label),
-                ),
-                other => ClientError::from(other),
-            })?;
+            start_session(&mut stores, &dev.label, b, now, &mut rng).await?;
             targets.push((dev, true, true));
         }
         for dev in with_session {
@@ -394,7 +371,12 @@ impl Recipient for UserRecipient {
         &self.pins
     }
 
-    fn accept(&self, store: &Store, mut opened: Opened, arrival: Arrival) -> Result<SecretText> {
+    fn accept(
+        &self,
+        store: &Store,
+        mut opened: Opened,
+        arrival: Arrival,
+    ) -> Result<Option<SecretText>> {
         let Peer::Staff { label } = &opened.sender else {
             return Err(ClientError::PossibleImpersonation(
                 "a user's mailbox only accepts messages from enrolled staff".into(),
@@ -439,7 +421,7 @@ impl Recipient for UserRecipient {
             expires_hour: arrival.expires_hour,
             copies: 0,
         })?;
-        Ok(text)
+        Ok(Some(text))
     }
 }
 
@@ -476,7 +458,7 @@ pub fn check_contact<'d>(
 /// with exactly the enrolled identity key and mailbox; anything else is an impersonation
 /// attempt and refuses the whole send. Every bundle that will be used must carry a one-time
 /// prekey.
-fn check_bundles(
+pub(crate) fn check_bundles(
     post_id: &str,
     devices: &[StaffDevice],
     need_bundle: &[&StaffDevice],
@@ -518,6 +500,39 @@ fn check_bundles(
         }
     }
     Ok(())
+}
+
+/// Starts a session with a staff device from its bundle (checked against the verified
+/// directory by [`check_bundles`] first): its signatures are checked against its enrolled
+/// identity key, and the session kept in `stores`.
+pub(crate) async fn start_session(
+    stores: &mut crate::store::SignalStores<'_>,
+    label: &str,
+    b: &DeviceBundle,
+    now: SystemTime,
+    rng: &mut impl rand::CryptoRng,
+) -> Result<()> {
+    let bundle = prekey_bundle(b)?;
+    process_prekey_bundle(
+        &Peer::staff(label).address(),
+        &mut stores.sessions,
+        &mut stores.identity,
+        &bundle,
+        // Kept in the session record until the peer answers: day-coarse, so that it does not
+        // date the first contact (it only decides when the session is stale).
+        coarse_day(now),
+        rng,
+    )
+    .await
+    .map_err(|e| match e {
+        SignalProtocolError::SignatureValidationFailed => ClientError::ImpersonationAttempt(
+            format!("the prekeys for {label} are not signed by its enrolled identity key"),
+        ),
+        SignalProtocolError::UntrustedIdentity(_) => ClientError::ImpersonationAttempt(format!(
+            "the identity key for {label} is not the enrolled one"
+        )),
+        other => ClientError::from(other),
+    })
 }
 
 /// Builds libsignal's bundle from the wire form (already checked against the directory).

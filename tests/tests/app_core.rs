@@ -161,7 +161,13 @@ async fn a_user_client_contacts_a_post_and_receives_the_reply_with_events_in_ord
             from: DESK1.into()
         }]
     );
-    assert_eq!(db_count(&w.relay.db_path(), "messages"), 1, "desk 2's copy");
+    // Desk 2's copy of the first contact, and desk 1's hello to desk 2 (ADR 0012: its sync
+    // address, sent by desk 1's read).
+    assert_eq!(
+        db_count(&w.relay.db_path(), "messages"),
+        2,
+        "desk 2's copy and desk 1's hello"
+    );
 
     // The conversation, both ways, with its states; read once marked.
     let list = client.conversations().unwrap();

@@ -67,9 +67,11 @@ fn first_contact_round_trip(transport: &str) {
     assert_eq!(c1[0].1, FIRST);
     assert_eq!(c1, c2, "both devices of the post see one case");
     assert!(r1.trim_end().ends_with("1 new messages"), "{r1}");
+    // Acknowledged messages are deleted; what is left is desk 2's hello to desk 1 (ADR 0012:
+    // desk 1's read sent desk 1's hello, desk 2's read took it and sent its own).
     assert_eq!(
         db_count(&w.relay.db_path(), "messages"),
-        0,
+        1,
         "acknowledged messages are deleted"
     );
 
@@ -87,11 +89,12 @@ fn first_contact_round_trip(transport: &str) {
         ],
     );
     assert_eq!(out.trim(), format!("replied to case {case}"));
-    assert_eq!(db_count(&w.relay.db_path(), "messages"), 1);
+    // The reply, and desk 2's hello to desk 1 (ADR 0012) that desk 1 has not read yet.
+    assert_eq!(db_count(&w.relay.db_path(), "messages"), 2);
 
     let out = run_ok("refuge", &["--data-dir", &user, "read"]);
     assert!(out.contains(&format!("from {DESK1} {REPLY}")), "{out}");
-    assert_eq!(db_count(&w.relay.db_path(), "messages"), 0);
+    assert_eq!(db_count(&w.relay.db_path(), "messages"), 1);
 
     // A second message reuses the sessions and reaches both devices again.
     let out = run_ok(
@@ -184,7 +187,9 @@ fn a_reply_goes_on_a_connection_of_its_own_after_a_random_wait() {
     );
     let case = case_ids(&read)[0].0.clone();
     let reading = recorder.connections();
-    assert_eq!(reading.len(), 1, "one connection for the read: {reading:?}");
+    // The read, then the post's sync round (ADR 0012), each step on a connection of its own:
+    // this device's sync mailbox created and read, its colleague's bundles, its hello.
+    assert_eq!(reading.len(), 4, "{reading:?}");
 
     let out = run_with_env(
         "refuge-inbox",
@@ -215,9 +220,19 @@ fn a_reply_goes_on_a_connection_of_its_own_after_a_random_wait() {
     let read_names = names(&all[0]);
     assert!(read_names.contains(&"Authenticate") && read_names.contains(&"FetchMessages"));
     assert!(!read_names.contains(&"Deposit"), "{read_names:?}");
+    // The sync mailbox is never proved on the staff mailbox's connection, nor the other way;
+    // the hello goes alone.
+    let sync = names(&all[1]);
+    assert!(
+        sync.contains(&"CreateMailbox") && sync.contains(&"FetchMessages"),
+        "{sync:?}"
+    );
+    assert!(!read_names.contains(&"CreateMailbox"), "{read_names:?}");
+    assert_eq!(names(&all[2]), ["Hello", "FetchPostBundles"]);
+    assert_eq!(names(&all[3]), ["Hello", "Deposit"]);
     // The reply: the directory on one connection (no authentication), the deposit on another
     // that carries nothing else.
-    let reply: Vec<Vec<&'static str>> = all[1..].iter().map(|c| names(c)).collect();
+    let reply: Vec<Vec<&'static str>> = all[4..].iter().map(|c| names(c)).collect();
     assert_eq!(reply.len(), 2, "{reply:?}");
     assert!(reply[0].contains(&"GetLog"), "{reply:?}");
     assert!(!reply[0].contains(&"Authenticate") && !reply[0].contains(&"Deposit"));
@@ -225,8 +240,8 @@ fn a_reply_goes_on_a_connection_of_its_own_after_a_random_wait() {
         reply[1].iter().all(|n| matches!(*n, "Hello" | "Deposit")) && reply[1].contains(&"Deposit"),
         "{reply:?}"
     );
-    let fetched = all[1].last().expect("directory requests").0;
-    let deposited = all[2]
+    let fetched = all[4].last().expect("directory requests").0;
+    let deposited = all[5]
         .iter()
         .find(|(_, n)| *n == "Deposit")
         .expect("deposit")

@@ -127,12 +127,13 @@ fn metrics_during_a_first_contact_count_it_and_name_nobody() {
         ) >= 3.0,
         "two sealed copies and the reply: {last}"
     );
+    // The user's, and staff 1's for its hello to staff 2 (ADR 0012).
     assert_eq!(
         value(
             &last,
             "refuge_requests_total{request=\"FetchPostBundles\",outcome=\"ok\"}"
         ),
-        1.0,
+        2.0,
         "{last}"
     );
     assert!(value(&last, "refuge_deposited_bytes_total") > 0.0, "{last}");
@@ -141,8 +142,8 @@ fn metrics_during_a_first_contact_count_it_and_name_nobody() {
     assert_eq!(value(&last, "refuge_healthy"), 1.0, "{last}");
     assert_eq!(
         value(&last, "refuge_held_messages"),
-        1.0,
-        "staff2 has not read its copy yet: {last}"
+        2.0,
+        "staff2 has not read its copy, nor staff1's hello, yet: {last}"
     );
     assert!(
         last.contains("refuge_log_checkpoint_age_seconds "),
@@ -175,7 +176,10 @@ fn metrics_during_a_first_contact_count_it_and_name_nobody() {
             secrets.insert(hex::encode(&bytes[..6]));
         }
     }
-    assert_eq!(mailboxes, 3, "two staff devices and the user");
+    assert_eq!(
+        mailboxes, 4,
+        "two staff devices, the user, and staff 1's sync mailbox (ADR 0012)"
+    );
     assert!(scrapes.len() >= 2, "scraped during the contact");
     for text in &scrapes {
         samples(text);

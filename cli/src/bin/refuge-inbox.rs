@@ -139,6 +139,27 @@ enum Command {
         #[arg(long)]
         off: bool,
     },
+    /// Show this device's safety number, for a colleague to compare before giving it the
+    /// post's open cases (`export-history`)
+    SafetyNumber,
+    /// Give the post's open cases (each with its conversation) to a device of the post enrolled
+    /// later, end to end encrypted; only after comparing its safety number with the one its
+    /// own screen shows (`refuge-inbox safety-number` there)
+    ExportHistory {
+        /// The new device's label, POST/DESK
+        #[arg(long)]
+        to: String,
+        /// Its safety number as its own screen shows it (six groups of five digits)
+        #[arg(long = "safety-number", value_name = "NUMBER")]
+        safety_number: String,
+    },
+    /// Accept, for a day, the post's open cases from a colleague's device (its history export);
+    /// without it, an export sent to this device is refused
+    AcceptHistory {
+        /// The colleague's label, POST/DESK
+        #[arg(long)]
+        from: String,
+    },
     /// List the evidence of relay misbehaviour this device kept (encrypted); --export writes it
     /// out
     Evidence {
@@ -313,6 +334,27 @@ async fn run(args: Args) -> Result<()> {
             }
             say(&format!("{} new messages", summary.report.shown))?;
             cli::report_read(&summary.report);
+            // Open cases whose device the directory no longer lists (offboarding, ADR 0012).
+            let mut after: Option<(i64, String)> = None;
+            loop {
+                let page = client.cases(
+                    CaseFilter::All,
+                    after.as_ref().map(|(id, c)| (*id, c.as_str())),
+                    CASES_PAGE,
+                )?;
+                for c in page.iter().filter(|c| c.needs_reassignment == Some(true)) {
+                    say(&format!(
+                        "needs reassignment: case {} (assigned to {}, which is no longer in the \
+                         post's verified directory)",
+                        c.case_id,
+                        c.assigned_to.as_deref().unwrap_or("?")
+                    ))?;
+                }
+                if page.len() < CASES_PAGE as usize {
+                    break;
+                }
+                after = page.last().map(|c| (c.last_id, c.case_id.clone()));
+            }
             // Replies an earlier run could not get confirmed: after the read is shown, a random
             // wait and a connection of their own (the reading one proves this device's mailbox).
             if summary.replies_waiting {
@@ -321,6 +363,61 @@ async fn run(args: Args) -> Result<()> {
                     Err(e) if e.blame() == refuge_client::Blame::Attack => return Err(e),
                     Err(e) => cli::warn(&format!("{e} (hint: {})", cli::hint_text(&e.hint()))),
                 }
+            }
+            // The post's sync round (ADR 0012), after a random wait of its own so that the
+            // relay cannot tie the sync mailbox to this read; then its copies, each at its own
+            // random time on a connection of its own.
+            tokio::time::sleep(client.sync_delay()).await;
+            match client.sync().await {
+                Ok(sync) => {
+                    // What colleagues did, and what waits.
+                    if sync.applied > 0 {
+                        say(&format!(
+                            "{} changes from colleagues applied ({} cases)",
+                            sync.applied,
+                            sync.cases.len()
+                        ))?;
+                    }
+                    if sync.imported > 0 {
+                        say(&format!(
+                            "{} open cases received from a colleague's history export",
+                            sync.imported
+                        ))?;
+                    }
+                    if sync.pending > 0 {
+                        cli::note(&format!(
+                            "{} changes from colleagues wait: for a case this device has not \
+                             received yet (its first contact, or keys the relay withheld), or \
+                             for their time (a colleague's clock ahead)",
+                            sync.pending
+                        ));
+                    }
+                    for e in &sync.refused {
+                        cli::warn(&e.to_string());
+                    }
+                    // Colleagues' messages that could not be taken (a history export nobody
+                    // here accepted, a device no longer in the post, …).
+                    for e in &sync.read.failures {
+                        cli::warn(&format!("{e} (hint: {})", cli::hint_text(&e.hint())));
+                    }
+                    for label in &sync.forgotten {
+                        cli::note(&format!(
+                            "{label} is no longer in the post's verified directory: nothing is \
+                             sent to it any more"
+                        ));
+                    }
+                }
+                Err(e) if e.blame() == refuge_client::Blame::Attack => return Err(e),
+                Err(e) => cli::warn(&format!(
+                    "the post's devices could not be brought up to date: {e} (hint: {})",
+                    cli::hint_text(&e.hint())
+                )),
+            }
+            match client.send_sync(true).await {
+                Ok(0) => {}
+                Ok(n) => cli::note(&format!("{n} updates sent to colleagues' devices")),
+                Err(e) if e.blame() == refuge_client::Blame::Attack => return Err(e),
+                Err(e) => cli::warn(&format!("{e} (hint: {})", cli::hint_text(&e.hint()))),
             }
             Ok(())
         }
@@ -448,6 +545,36 @@ async fn run(args: Args) -> Result<()> {
             say(&format!(
                 "case {case} {}",
                 if off { "unstarred" } else { "starred" }
+            ))
+        }
+        Command::SafetyNumber => {
+            let client = open(settings)?;
+            say(&format!(
+                "{} safety number: {}",
+                client.label()?,
+                client.safety_number()?
+            ))
+        }
+        Command::AcceptHistory { from } => {
+            let client = open(settings)?;
+            client.accept_history_from(&from)?;
+            say(&format!(
+                "a history export from {from} is accepted for the next 24 hours; ask its person to \
+                 compare this device's safety number (`refuge-inbox safety-number`) and export"
+            ))
+        }
+        Command::ExportHistory { to, safety_number } => {
+            let send_delay_max = send_delay.max()?;
+            let mut client = open(InboxSettings {
+                send_delay_max,
+                ..settings
+            })?;
+            let (cases, _) = client.export_history(&to, &safety_number).await?;
+            // Each copy at its own random time, on a connection of its own.
+            let sent = client.send_sync(true).await?;
+            say(&format!(
+                "{cases} open cases given to {to} ({sent} updates sent); it can reply to a user \
+                 once that user writes again"
             ))
         }
         // With the store alone: they never fail on the network settings.

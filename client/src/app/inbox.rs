@@ -9,7 +9,7 @@ use crate::error::{ClientError, Result};
 use crate::events::{Event, Events};
 use crate::outbox::{EarlierReport, SendReport};
 use crate::secret::SecretText;
-use crate::staff::Staff;
+use crate::staff::{CopyFate, Staff, SyncReport, send_copy};
 use crate::store::{
     CaseFilter, CaseListing, CaseMessage, CaseRecord, CaseSummary, KdfParams, Passphrase, Store,
 };
@@ -110,6 +110,9 @@ struct SealedReply {
 pub struct InboxClient {
     core: Core,
     send_delay_max: Duration,
+    /// Colleagues forgotten by a read (the directory no longer lists them), reported by the
+    /// next sync round.
+    forgotten: Vec<String>,
 }
 
 impl InboxClient {
@@ -159,6 +162,7 @@ impl InboxClient {
         Ok(InboxClient {
             core,
             send_delay_max: settings.send_delay_max,
+            forgotten: Vec::new(),
         })
     }
 
@@ -252,11 +256,19 @@ impl InboxClient {
                 Ok(())
             };
             let now = self.core.store.now();
-            staff.read(&mut session, &directory, now, &mut shown).await
+            // The post's devices as this directory lists them, before any hello is read: a
+            // colleague re-enrolled with another key is known by its new key (ADR 0012).
+            let forgotten = staff.sync_roster(&directory)?;
+            let report = staff
+                .read(&mut session, &directory, now, &mut shown)
+                .await?;
+            Ok::<_, ClientError>((report, forgotten))
         }
         .await;
         session.close().await;
-        summary.report = read?;
+        let (report, forgotten) = read?;
+        summary.report = report;
+        self.forgotten.extend(forgotten);
         if let Some(e) = &summary.not_enrolled {
             self.events().emit(Event::NotEnrolled {
                 reason: e.to_string(),
@@ -268,6 +280,216 @@ impl InboxClient {
         }
         summary.replies_waiting = !self.core.store.outbox()?.is_empty();
         Ok(summary)
+    }
+
+    /// The post's sync round (ADR 0012), [`InboxClient::sync_delay`] after a read rather than
+    /// next to it: the directory (verified in the last [`super::DIRECTORY_REFRESH`], else now);
+    /// colleagues it no longer lists forgotten (and this device's sync address replaced, so
+    /// that a revoked device cannot watch or fill it); the sync mailbox created if need be and
+    /// read, on a connection of its own; colleagues' operations that waited tried again;
+    /// hellos queued for colleagues that have not had one (their bundles fetched on another
+    /// connection of its own); this device's new operations sealed for its colleagues. Nothing
+    /// is sent here: each copy and hello waits for its own random time
+    /// ([`InboxClient::next_copy_in`], [`InboxClient::send_sync`]). The cases colleagues
+    /// changed are reported as [`Event::CaseArrived`].
+    pub async fn sync(&mut self) -> Result<SyncReport> {
+        let source = self.core.policy()?;
+        let endpoint = self.core.endpoint_for(Some(&source.policy))?;
+        let directory = self.core.directory_within(super::DIRECTORY_REFRESH).await?;
+        let mut report = self.sync_round(&endpoint, &directory).await?;
+        let mut forgotten = std::mem::take(&mut self.forgotten);
+        forgotten.append(&mut report.forgotten);
+        report.forgotten = forgotten;
+        for case in &report.cases {
+            self.events()
+                .emit(Event::CaseArrived { case: case.clone() });
+        }
+        Ok(report)
+    }
+
+    /// A random wait before [`InboxClient::sync`] (drawn like a reply's), so that the relay
+    /// cannot tie the sync mailbox's read to this device's read of its staff mailbox.
+    pub fn sync_delay(&self) -> Duration {
+        self.pick_delay()
+    }
+
+    /// How long until the next copy or hello for a colleague is due (`None`: none waits).
+    pub fn next_copy_in(&self) -> Result<Option<Duration>> {
+        let now_ms = crate::sync::hlc::unix_ms(self.core.store.now());
+        Ok(self
+            .core
+            .store
+            .sync_outbox()?
+            .first()
+            .map(|p| Duration::from_millis(p.send_after_ms.saturating_sub(now_ms))))
+    }
+
+    /// The post's sync round (ADR 0012), after a read: colleagues the directory no longer
+    /// lists forgotten; this device's sync mailbox created if need be and read, on a connection
+    /// of its own; colleagues' operations that waited tried again; hellos queued for
+    /// colleagues that have not had one (their bundles fetched on another connection of its
+    /// own); this device's new operations sealed for its colleagues. Nothing is sent here:
+    /// copies and hellos wait their own random time ([`InboxClient::send_queued`],
+    /// [`InboxClient::send_sync`]).
+    async fn sync_round(
+        &mut self,
+        endpoint: &RelayEndpoint,
+        directory: &VerifiedDirectory,
+    ) -> Result<SyncReport> {
+        let staff = self.staff()?;
+        let forgotten = staff.sync_roster(directory)?;
+        // Copies whose time passed while nothing could send them get a fresh random time:
+        // never sent next to this round's connections.
+        self.reschedule_overdue()?;
+        let mut session = self
+            .core
+            .connect(endpoint, &rand::random::<[u8; 16]>())
+            .await?;
+        let now = self.core.store.now();
+        let read = staff.read_sync(&mut session, directory, now).await;
+        session.close().await;
+        let mut report = read?;
+        report.forgotten = forgotten;
+        let max = self.send_delay_max;
+        let delay = move || pick_delay(max);
+        if staff.hellos_due()? {
+            let mut session = self
+                .core
+                .connect(endpoint, &rand::random::<[u8; 16]>())
+                .await?;
+            let queued = staff
+                .queue_hellos(&mut session, directory, now, &delay)
+                .await;
+            session.close().await;
+            report.hellos = queued?;
+        }
+        report.copies = staff.seal_copies(directory, now, &delay).await?;
+        Ok(report)
+    }
+
+    /// This device's safety number (its identity key bound to its label), as a colleague
+    /// compares it before giving it the post's cases ([`InboxClient::export_history`]).
+    pub fn safety_number(&self) -> Result<String> {
+        let staff = self.staff()?;
+        let key = self
+            .core
+            .store
+            .local_identity()?
+            .ok_or_else(|| ClientError::Corrupt("no identity key".into()))?
+            .identity_key()?
+            .serialize();
+        Ok(refuge_proto::safety_number::device_safety_number(&key, staff.label()).to_string())
+    }
+
+    /// Gives the post's open cases (each with its conversation) to `to`, a device of the post
+    /// enrolled later (ADR 0012 point 7), once the person has compared its safety number:
+    /// `number` must be the one `to`'s own screen shows (digits compared, spaces ignored) and
+    /// the directory verified now lists under that label. Sealed for it on the sync channel,
+    /// sent by [`InboxClient::send_sync`]. Returns (cases, copies).
+    pub async fn export_history(&mut self, to: &str, number: &str) -> Result<(usize, usize)> {
+        let source = self.core.policy()?;
+        let endpoint = self.core.endpoint_for(Some(&source.policy))?;
+        let directory = self.core.sync_with(&source, &endpoint).await?.clone();
+        let Some((_, device)) = directory.device_by_label(to) else {
+            return Err(ClientError::InvalidArgument(format!(
+                "{to} is not a device in the verified directory"
+            )));
+        };
+        let expected =
+            refuge_proto::safety_number::device_safety_number(&device.identity_key, to).to_string();
+        let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
+        if digits(number) != digits(&expected) {
+            return Err(ClientError::InvalidArgument(format!(
+                "the safety number given is not {to}'s as the verified directory lists it: \
+                 compare it again with the number {to}'s screen shows (`refuge-inbox \
+                 safety-number` there); nothing was sent"
+            )));
+        }
+        let staff = self.staff()?;
+        staff.sync_roster(&directory)?;
+        let max = self.send_delay_max;
+        let delay = move || pick_delay(max);
+        let now = self.core.store.now();
+        staff.export_history(to, &directory, now, &delay).await
+    }
+
+    /// Accepts, for a day, the post's open cases from `from`, a colleague's device (ADR 0012
+    /// point 7: the person on this device agrees, as the one on the exporting device does
+    /// after comparing this device's safety number). Without it, a history export is refused.
+    pub fn accept_history_from(&self, from: &str) -> Result<()> {
+        if let Some(roster) = self.roster()?
+            && !roster.is_colleague(from)
+        {
+            return Err(ClientError::InvalidArgument(format!(
+                "{from} is not a colleague in this post's verified directory"
+            )));
+        }
+        crate::staff::accept_history_from(&self.core.store, from)
+    }
+
+    /// Sends the copies and hellos for colleagues whose time has come, each on a connection of
+    /// its own; with `wait`, also those still waiting, each at its time (a command that ends
+    /// after it; the wait is at most the client's longest send delay). Returns how many the
+    /// relay took.
+    pub async fn send_sync(&mut self, wait: bool) -> Result<usize> {
+        if wait {
+            self.reschedule_overdue()?;
+        }
+        let mut sent = 0;
+        loop {
+            let now_ms = crate::sync::hlc::unix_ms(self.core.store.now());
+            let Some(next) = self.core.store.sync_outbox()?.into_iter().next() else {
+                return Ok(sent);
+            };
+            if next.send_after_ms > now_ms {
+                if !wait {
+                    return Ok(sent);
+                }
+                tokio::time::sleep(Duration::from_millis(next.send_after_ms - now_ms)).await;
+            }
+            let source = self.core.policy()?;
+            let endpoint = self.core.endpoint_for(Some(&source.policy))?;
+            let directory = self.core.directory_within(super::DIRECTORY_REFRESH).await?;
+            // Not to a colleague the directory no longer lists.
+            let forgotten = self.staff()?.sync_roster(&directory)?;
+            self.forgotten.extend(forgotten);
+            let Some(p) = self
+                .core
+                .store
+                .sync_outbox()?
+                .into_iter()
+                .find(|p| p.id == next.id)
+            else {
+                continue;
+            };
+            let mut session = self
+                .core
+                .connect(&endpoint, &rand::random::<[u8; 16]>())
+                .await?;
+            let fate = send_copy(&self.core.store, &mut session, &p).await;
+            session.close().await;
+            match fate? {
+                CopyFate::Sent => sent += 1,
+                CopyFate::Dropped(None) => {}
+                CopyFate::Dropped(Some(e)) => {
+                    self.events().emit(Event::ReceiveFailed {
+                        error: format!("a copy for {} was refused by the relay: {e}", p.label),
+                        retry_in_secs: 0,
+                    });
+                }
+                // Its mailbox is full: it waits for the next round.
+                CopyFate::Held => return Ok(sent),
+            }
+        }
+    }
+
+    /// Gives each copy whose time has passed a fresh random time from now.
+    fn reschedule_overdue(&self) -> Result<()> {
+        let now_ms = crate::sync::hlc::unix_ms(self.core.store.now());
+        let max = self.send_delay_max;
+        self.core
+            .store
+            .reschedule_sync_outbox(now_ms, &|| pick_delay(max).as_millis() as u64)
     }
 
     /// Reads now and then every [`PollSchedule`] wait, until `stop` completes; after each
@@ -290,7 +512,7 @@ impl InboxClient {
             let outcome = match self.read(&mut |_| Ok(())).await {
                 Ok(_) => tokio::select! {
                     () = &mut stop => return Ok(()),
-                    sent = self.send_waiting() => sent.map(|_| ()),
+                    sent = self.send_then_sync() => sent,
                 },
                 Err(e) => Err(e),
             };
@@ -299,6 +521,16 @@ impl InboxClient {
                 return Ok(());
             }
         }
+    }
+
+    /// After a read: replies that wait (after their random wait), then the post's sync round
+    /// after a wait of its own, then its copies each at its time.
+    async fn send_then_sync(&mut self) -> Result<()> {
+        self.send_waiting().await?;
+        tokio::time::sleep(self.sync_delay()).await;
+        self.sync().await?;
+        self.send_sync(true).await?;
+        Ok(())
     }
 
     /// Sends the replies waiting in the outbox (left by runs that could not get them
@@ -402,8 +634,7 @@ impl InboxClient {
 
     /// A wait drawn uniformly from zero to the longest, to the millisecond.
     fn pick_delay(&self) -> Duration {
-        let max = u64::try_from(self.send_delay_max.as_millis()).unwrap_or(u64::MAX);
-        Duration::from_millis(rand::random_range(0..=max))
+        pick_delay(self.send_delay_max)
     }
 
     /// Waits `delay`, then sends what waits in the outbox on a connection of its own (a
@@ -618,4 +849,10 @@ impl InboxClient {
             .map(Some)
             .map_err(|e| ClientError::Corrupt(format!("the stored checkpoint: {e}")))
     }
+}
+
+/// A wait drawn uniformly from zero to `max`, to the millisecond.
+fn pick_delay(max: Duration) -> Duration {
+    let max = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(rand::random_range(0..=max))
 }

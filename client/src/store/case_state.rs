@@ -1,17 +1,28 @@
 //! The post's shared case state (ADR 0012) in the encrypted store: the case operations this
-//! device made or accepted, each kept once by its id, and the merge rule's result per case
-//! (`crate::sync::state`), updated in the transaction that keeps each operation so that a
+//! device made or accepted, each kept once by (author, id), and the merge rule's result per
+//! case (`crate::sync::state`), updated in the transaction that keeps each operation so that a
 //! cases list reads one row per case. Only a [`CheckedOp`] is kept; an operation refused here
-//! (a case this device does not hold, an id reused for another operation) changes nothing.
+//! (a case this device does not hold, an author's id reused for another of its operations, a
+//! case already full) changes nothing.
 //!
-//! The device's hybrid logical clock is the newest reading among the operations kept: nothing
-//! else to persist, and it can only move forward.
+//! No operation row holds a text: a reply's lives in the case's messages, a note's and a
+//! handover's in `case_notes` and `case_state`, only for the operation that won, and each
+//! disappears with the case's timer (counted from its operation's clock; the texts of notes
+//! and handovers are emptied by the same sweep that deletes messages, their keys stay so that
+//! an older edit arriving later does not bring a text back).
+//!
+//! The device's hybrid logical clock is the newest reading among the operations kept (its own,
+//! and its colleagues' as far as [`hlc::MAX_INHERITED`] ahead of now): nothing else to persist.
 
 use super::Store;
 use crate::disappearing::Timer;
 use crate::error::{ClientError, Result};
 use crate::secret::SecretText;
-use crate::sync::op::{Change, CheckedOp, LocalAuthor, LocalChange, Op, OrderKey, Status};
+use crate::sync::hlc;
+use crate::sync::op::{
+    Change, CheckedOp, LocalAuthor, LocalChange, MAX_NOTES_PER_CASE, MAX_OPS_PER_CASE, Op,
+    OrderKey, Status,
+};
 use crate::sync::state::{Assignment, CaseState, Lww, Registers, ReplyEntry};
 use crate::sync::{Hlc, HybridClock, OpError};
 use prost::Message;
@@ -80,30 +91,42 @@ impl Store {
         Ok(())
     }
 
-    /// This device's hybrid logical clock: the newest reading among the operations it keeps.
-    pub fn sync_clock(&self) -> Result<HybridClock> {
-        let last = self
-            .conn()
-            .query_row(
-                "SELECT wall_ms, counter FROM case_ops ORDER BY wall_ms DESC, counter DESC LIMIT 1",
-                [],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
-            )
-            .optional()?;
-        Ok(HybridClock::resume(match last {
-            Some((w, c)) => Hlc {
-                wall_ms: u64::try_from(w).map_err(|_| corrupt("clock"))?,
-                counter: u32::try_from(c).map_err(|_| corrupt("clock"))?,
-            },
-            None => Hlc::default(),
-        }))
+    /// This device's (`me`) hybrid logical clock: the newest reading among the operations it
+    /// made, and among its colleagues' operations it keeps as far as [`hlc::MAX_INHERITED`]
+    /// ahead of now (a colleague's reading never drags this device's clock further).
+    pub fn sync_clock(&self, me: &LocalAuthor) -> Result<HybridClock> {
+        let newest = |condition: &str| -> Result<Hlc> {
+            let row = self
+                .conn()
+                .query_row(
+                    &format!(
+                        "SELECT wall_ms, counter FROM case_ops WHERE {condition}
+                         ORDER BY wall_ms DESC, counter DESC LIMIT 1"
+                    ),
+                    [me.label()],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+                )
+                .optional()?;
+            Ok(match row {
+                Some((w, c)) => Hlc {
+                    wall_ms: u64::try_from(w).map_err(|_| corrupt("clock"))?,
+                    counter: u32::try_from(c).map_err(|_| corrupt("clock"))?,
+                },
+                None => Hlc::default(),
+            })
+        };
+        let own = newest("author = ?1")?;
+        let theirs = newest("author != ?1")?;
+        let now_ms = hlc::unix_ms(self.now());
+        Ok(HybridClock::resume(own.max(hlc::inherited(theirs, now_ms))))
     }
 
     /// Makes an operation of this device (`me`) on `case_id` now, by the store's clock, and
     /// keeps it with the case's state (inside the caller's transaction, if one is open). A
     /// reply names the case message it is (`case_message`). Returns the operation, for the
     /// copies to colleagues; refused (nothing changed) if the change is not one or the case is
-    /// not here.
+    /// not here, and with [`ClientError::OwnClockAhead`] (logged as an error) if this device's
+    /// clock would read more than [`hlc::MAX_AHEAD`] ahead of its wall clock.
     pub fn record_case_op(
         &self,
         me: &LocalAuthor,
@@ -112,8 +135,26 @@ impl Store {
         case_message: Option<i64>,
     ) -> Result<std::result::Result<CheckedOp, OpError>> {
         let sp = Savepoint::new(self.conn())?;
-        let now_ms = crate::sync::hlc::unix_ms(self.now());
-        let clock = self.sync_clock()?.tick(now_ms);
+        let now_ms = hlc::unix_ms(self.now());
+        let clock = match self.sync_clock(me)?.tick(now_ms) {
+            Ok(clock) => clock,
+            Err(ahead) => {
+                let (ahead_secs, wait_secs) =
+                    (ahead.ahead_ms.div_ceil(1000), ahead.wait_ms.div_ceil(1000));
+                tracing::error!(
+                    ahead_secs,
+                    wait_secs,
+                    "refused to change a case: this device's case clock is further ahead of its \
+                     wall clock than colleagues accept (it made changes while its date and time \
+                     were ahead); check the date and time"
+                );
+                return Err(ClientError::OwnClockAhead {
+                    ahead_secs,
+                    max_secs: hlc::MAX_AHEAD.as_secs(),
+                    wait_secs,
+                });
+            }
+        };
         let op = match CheckedOp::local(me, rand::random(), case_id, clock, change) {
             Ok(op) => op,
             Err(e) => return Ok(Err(e)),
@@ -129,28 +170,29 @@ impl Store {
 
     /// Keeps a checked operation and updates its case's state, atomically (inside the caller's
     /// transaction, if one is open). `case_message`: this device's own reply that a reply
-    /// operation is; a colleague's reply becomes a case message here.
+    /// operation is (recorded even in a case full of operations); a colleague's reply becomes a
+    /// case message here.
     pub fn keep_case_op(&self, op: &CheckedOp, case_message: Option<i64>) -> Result<Kept> {
         let op = op.op();
         let sp = Savepoint::new(self.conn())?;
         let conn = self.conn();
-        let known: bool = conn
+        let case_timer: Option<i64> = conn
             .query_row(
-                "SELECT EXISTS (SELECT 1 FROM cases WHERE case_id = ?1)",
+                "SELECT disappear_seconds FROM cases WHERE case_id = ?1",
                 [&op.case_id],
                 |r| r.get(0),
             )
-            .map_err(ClientError::from)?;
-        if !known {
+            .optional()?;
+        let Some(case_timer) = case_timer else {
             return Ok(Err(OpError::UnknownCase {
                 case: op.case_id.clone(),
             }));
-        }
+        };
         let kept = op.to_kept().encode_to_vec();
         let held: Option<Vec<u8>> = conn
             .query_row(
-                "SELECT kept FROM case_ops WHERE op_id = ?1",
-                [&op.id[..]],
+                "SELECT kept FROM case_ops WHERE author = ?1 AND op_id = ?2",
+                rusqlite::params![op.author, &op.id[..]],
                 |r| r.get(0),
             )
             .optional()?;
@@ -162,6 +204,34 @@ impl Store {
                     author: op.author.clone(),
                 })
             });
+        }
+        let full = |what: &'static str, max: usize| OpError::CaseFull {
+            case: op.case_id.clone(),
+            author: op.author.clone(),
+            what,
+            max,
+        };
+        if case_message.is_none() {
+            let ops: i64 = conn.query_row(
+                "SELECT count(*) FROM case_ops WHERE case_id = ?1",
+                [&op.case_id],
+                |r| r.get(0),
+            )?;
+            if ops >= MAX_OPS_PER_CASE as i64 {
+                return Ok(Err(full("operations", MAX_OPS_PER_CASE)));
+            }
+        }
+        if let Change::Note { id, .. } = &op.change {
+            let (held, notes): (bool, i64) = conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM case_notes
+                                WHERE case_id = ?1 AND author = ?2 AND note_id = ?3),
+                        (SELECT count(*) FROM case_notes WHERE case_id = ?1)",
+                rusqlite::params![op.case_id, op.author, *id as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            if !held && notes >= MAX_NOTES_PER_CASE as i64 {
+                return Ok(Err(full("notes", MAX_NOTES_PER_CASE)));
+            }
         }
         if let Change::Reply {
             text,
@@ -187,28 +257,71 @@ impl Store {
         self.open_case_state(&op.case_id)?;
         let mut registers = self.registers(&op.case_id)?;
         if registers.apply(op) {
+            // A handover that won: its note is kept until the case's timer runs out for it.
+            let mut note_expires = None;
+            if let Change::Assign { to, note } = &op.change {
+                let (note, expires) = self.until_due(case_timer, op.clock, note);
+                note_expires = Some(expires);
+                registers.assignment = Lww::holding(
+                    Assignment {
+                        to: to.clone(),
+                        note: SecretText::new(note.to_string()),
+                        by: op.author.clone(),
+                    },
+                    op.key(),
+                );
+            }
             self.save_registers(&op.case_id, &registers)?;
+            if let Some(expires) = note_expires {
+                conn.execute(
+                    "UPDATE case_state SET assign_note_expires = ?2 WHERE case_id = ?1",
+                    rusqlite::params![op.case_id, expires],
+                )?;
+            }
         }
         if let Change::Note { id, text } = &op.change {
             let mut note = self.note(&op.case_id, &op.author, *id)?;
             if note.offer(text.clone(), &op.key()) {
+                let (text, expires) = self.until_due(case_timer, op.clock, text);
                 conn.execute(
-                    "INSERT INTO case_notes (case_id, author, note_id, text, note_key)
-                     VALUES (?1, ?2, ?3, ?4, ?5)
+                    "INSERT INTO case_notes (case_id, author, note_id, text, note_key,
+                                             expires_hour)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                      ON CONFLICT (case_id, author, note_id) DO UPDATE SET
-                         text = excluded.text, note_key = excluded.note_key",
+                         text = excluded.text, note_key = excluded.note_key,
+                         expires_hour = excluded.expires_hour",
                     rusqlite::params![
                         op.case_id,
                         op.author,
                         *id as i64,
-                        text.expose(),
-                        op.key().to_bytes()
+                        text,
+                        op.key().to_bytes(),
+                        expires
                     ],
                 )?;
             }
         }
         sp.commit()?;
         Ok(Ok(true))
+    }
+
+    /// A note's or handover's text as kept: with the hour it disappears (the case's timer,
+    /// `timer_seconds`, counted from its operation's clock), or empty if that has come.
+    fn until_due<'t>(
+        &self,
+        timer_seconds: i64,
+        clock: Hlc,
+        text: &'t SecretText,
+    ) -> (&'t str, Option<i64>) {
+        if text.expose().is_empty() {
+            return ("", None);
+        }
+        let expires = text_expiry(timer_seconds, clock);
+        if expires.is_some_and(|e| e <= self.unix_now()) {
+            ("", None)
+        } else {
+            (text.expose(), expires)
+        }
     }
 
     /// Links a reply operation to the case message it is: this device's own (`own`, marked
@@ -232,6 +345,22 @@ impl Store {
                     "reply {id} is not a reply of this case without an operation"
                 )));
             }
+            return Ok(());
+        }
+        // Already here from a colleague's history export (ADR 0012 point 7): the same reply.
+        let held: bool = self.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM case_messages
+                            WHERE case_id = ?1 AND author = ?2 AND op_id = ?3)",
+            rusqlite::params![op.case_id, op.author, &op.id[..]],
+            |r| r.get(0),
+        )?;
+        if held {
+            // The author's own copy is the reply's text (an exporter could have written another).
+            self.conn().execute(
+                "UPDATE case_messages SET body = ?4
+                 WHERE case_id = ?1 AND author = ?2 AND op_id = ?3",
+                rusqlite::params![op.case_id, op.author, &op.id[..], text.expose()],
+            )?;
             return Ok(());
         }
         let at = i64::try_from(at_hour).map_err(|_| corrupt("reply time"))?;
@@ -374,9 +503,11 @@ impl Store {
             },
             ..CaseState::default()
         };
-        let mut stmt = self
-            .conn()
-            .prepare("SELECT author, note_id, text, note_key FROM case_notes WHERE case_id = ?1")?;
+        // A note whose text is gone (its time came) is not shown (`CaseState::drop_gone_notes`).
+        let mut stmt = self.conn().prepare(
+            "SELECT author, note_id, text, note_key FROM case_notes
+             WHERE case_id = ?1 AND text != ''",
+        )?;
         let notes = stmt.query_map([case_id], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -394,7 +525,7 @@ impl Store {
         }
         let mut stmt = self.conn().prepare(
             "SELECT o.wall_ms, o.counter, o.author, o.op_id, m.body, m.at_hour
-             FROM case_messages m JOIN case_ops o ON o.op_id = m.op_id
+             FROM case_messages m JOIN case_ops o ON o.author = m.author AND o.op_id = m.op_id
              WHERE m.case_id = ?1 AND m.op_id IS NOT NULL",
         )?;
         let replies = stmt.query_map([case_id], |r| {
@@ -428,12 +559,36 @@ impl Store {
     }
 
     /// The operations kept for a case, in the merge order; a reply's text is there while its
-    /// message is kept (empty once it disappeared).
+    /// message is kept (empty once it disappeared), a note's or a handover's only for the
+    /// operation whose text the state shows and until it disappeared (empty otherwise: an
+    /// operation with an empty note is not one to send as is).
     pub fn case_ops(&self, case_id: &str) -> Result<Vec<CheckedOp>> {
         self.prune_due()?;
+        let mut notes = std::collections::HashMap::new();
+        let mut stmt = self
+            .conn()
+            .prepare("SELECT author, note_id, text, note_key FROM case_notes WHERE case_id = ?1")?;
+        let rows = stmt.query_map([case_id], |r| {
+            Ok((
+                (r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64),
+                (r.get::<_, String>(2)?, r.get::<_, Vec<u8>>(3)?),
+            ))
+        })?;
+        for row in rows {
+            let (key, value) = row?;
+            notes.insert(key, value);
+        }
+        let handover: Option<(Option<String>, Option<Vec<u8>>)> = self
+            .conn()
+            .query_row(
+                "SELECT assign_note, assign_key FROM case_state WHERE case_id = ?1",
+                [case_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
         let mut stmt = self.conn().prepare(
             "SELECT o.kept, o.author, m.body FROM case_ops o
-             LEFT JOIN case_messages m ON m.op_id = o.op_id
+             LEFT JOIN case_messages m ON m.author = o.author AND m.op_id = o.op_id
              WHERE o.case_id = ?1",
         )?;
         let rows = stmt.query_map([case_id], |r| {
@@ -448,15 +603,206 @@ impl Store {
             let (kept, author, body) = row?;
             let wire = refuge_proto::content::CaseOp::decode(kept.as_slice())
                 .map_err(|_| corrupt("operation"))?;
-            let mut op = Op::from_wire(wire, &author).map_err(|_| corrupt("operation"))?;
-            if let (Change::Reply { text, .. }, Some(body)) = (&mut op.change, body) {
-                *text = SecretText::new(body);
+            let mut op = Op::from_kept(wire, &author).map_err(|_| corrupt("operation"))?;
+            let key = op.key().to_bytes();
+            match &mut op.change {
+                Change::Reply { text, .. } => {
+                    if let Some(body) = body {
+                        *text = SecretText::new(body);
+                    }
+                }
+                Change::Note { id, text } => {
+                    if let Some((held, note_key)) = notes.get(&(author.clone(), *id))
+                        && *note_key == key
+                    {
+                        *text = SecretText::new(held.clone());
+                    }
+                }
+                Change::Assign { note, .. } => {
+                    if let Some((Some(held), Some(assign_key))) = &handover
+                        && *assign_key == key
+                    {
+                        *note = SecretText::new(held.clone());
+                    }
+                }
+                _ => {}
             }
             ops.push(CheckedOp::kept(op));
         }
         ops.sort_by_key(|o| o.op().key());
         Ok(ops)
     }
+
+    /// Gives each reply this device sent before schema v10 (an outgoing case message with no
+    /// operation) its `ReplySent` operation, by this device's label, its clock at the reply's
+    /// hour (at most now), and its timer, so that colleagues and a history export learn of it.
+    /// Run each time a store is opened; does nothing once every reply has its operation (an
+    /// index finds those without). Returns how many it recorded. A reply that cannot be
+    /// recorded (a malformed case id from an old schema) is left as it is, with a warning.
+    pub(super) fn record_replies_without_op(&self) -> Result<u64> {
+        type Row = (i64, String, String, i64, Option<i64>);
+        let rows: Vec<Row> = self
+            .conn()
+            .prepare(
+                "SELECT id, case_id, body, at_hour, expires_hour FROM case_messages
+                 WHERE direction = 'out' AND op_id IS NULL ORDER BY at_hour, id",
+            )?
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let label: Option<String> = self
+            .conn()
+            .query_row("SELECT label FROM staff_device WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let Some(label) = label else {
+            // Not a staff device: no post to tell.
+            return Ok(0);
+        };
+        let me = LocalAuthor::new(&label);
+        let now_ms = hlc::unix_ms(self.now());
+        let tx = self.begin()?;
+        let mut recorded = 0;
+        let mut last: Option<Hlc> = None;
+        for (id, case_id, body, at_hour, expires_hour) in rows {
+            let at_hour = u64::try_from(at_hour).unwrap_or(0);
+            let wall_ms = at_hour.saturating_mul(1000).min(now_ms);
+            // One reading per operation of this device: after the previous one in the same
+            // millisecond, else after any this device already made in it.
+            let counter = match last {
+                Some(l) if l.wall_ms == wall_ms => l.counter.saturating_add(1),
+                _ => {
+                    let next: i64 = self.conn().query_row(
+                        "SELECT coalesce(max(counter) + 1, 0) FROM case_ops
+                         WHERE author = ?1 AND wall_ms = ?2",
+                        rusqlite::params![label, i64::try_from(wall_ms).unwrap_or(i64::MAX)],
+                        |r| r.get(0),
+                    )?;
+                    u32::try_from(next).unwrap_or(u32::MAX)
+                }
+            };
+            let clock = Hlc { wall_ms, counter };
+            let timer_seconds = expires_hour
+                .and_then(|e| u64::try_from(e.saturating_sub(at_hour as i64)).ok())
+                .unwrap_or(0);
+            let change = LocalChange::Reply {
+                text: SecretText::new(body),
+                at_hour,
+                timer_seconds,
+            };
+            let kept =
+                CheckedOp::local(&me, rand::random(), &case_id, clock, change).and_then(|op| {
+                    match self.keep_case_op(&op, Some(id)) {
+                        Ok(kept) => kept,
+                        Err(e) => Err(OpError::Invalid(e.to_string())),
+                    }
+                });
+            match kept {
+                Ok(_) => {
+                    recorded += 1;
+                    last = Some(clock);
+                }
+                Err(e) => tracing::warn!(
+                    case_message = id,
+                    "a reply sent before the post's devices shared their cases could not be \
+                     recorded as an operation: {e}"
+                ),
+            }
+        }
+        tx.commit()?;
+        if recorded > 0 {
+            tracing::info!(
+                recorded,
+                "replies sent before the post's devices shared their cases recorded as operations"
+            );
+        }
+        Ok(recorded)
+    }
+}
+
+/// When a note's or handover's text disappears: the case's timer (`timer_seconds`, taken down
+/// to a class as for a reply) counted from its operation's `clock`; `None` without a timer.
+fn text_expiry(timer_seconds: i64, clock: Hlc) -> Option<i64> {
+    let at = i64::try_from(clock.wall_ms / 1000).unwrap_or(i64::MAX);
+    Timer::class_at_most(u64::try_from(timer_seconds).unwrap_or(0)).expires_hour(at)
+}
+
+/// Empties the texts of notes and handovers whose time has come (`now` in Unix seconds), through
+/// `conn` (the sweep that deletes disappearing messages); their keys stay. Returns how many.
+pub(super) fn expire_case_texts(conn: &Connection, now: i64) -> Result<usize> {
+    let notes = conn.execute(
+        "UPDATE case_notes SET text = '', expires_hour = NULL
+         WHERE expires_hour IS NOT NULL AND expires_hour <= ?1",
+        [now],
+    )?;
+    let handovers = conn.execute(
+        "UPDATE case_state SET assign_note = '', assign_note_expires = NULL
+         WHERE assign_note_expires IS NOT NULL AND assign_note_expires <= ?1",
+        [now],
+    )?;
+    Ok(notes + handovers)
+}
+
+/// The part of the migration to schema [`super::SHARED_STATE_REVIEWED`] that SQL cannot do,
+/// inside its transaction: takes the texts out of the operations kept (every note edit's and
+/// handover's text was kept with its operation until then; the texts that won stay in
+/// `case_notes` and `case_state`), and dates the notes and handover notes kept for the case's
+/// timer (the sweep that follows empties those already due).
+pub(super) fn migrate_reviewed(conn: &Connection) -> Result<()> {
+    let rows: Vec<(String, Vec<u8>, Vec<u8>)> = conn
+        .prepare("SELECT author, op_id, kept FROM case_ops WHERE kind IN ('note', 'assign')")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (author, op_id, kept) in rows {
+        let kept = zeroize::Zeroizing::new(kept);
+        let mut wire = refuge_proto::content::CaseOp::decode(kept.as_slice())
+            .map_err(|_| corrupt("operation"))?;
+        crate::sync::op::strip_texts(&mut wire);
+        conn.execute(
+            "UPDATE case_ops SET kept = ?3 WHERE author = ?1 AND op_id = ?2",
+            rusqlite::params![author, op_id, wire.encode_to_vec()],
+        )?;
+    }
+    let when = |timer: i64, key: Vec<u8>| -> Result<Option<i64>> {
+        let key = OrderKey::from_bytes(&key).ok_or_else(|| corrupt("order key"))?;
+        Ok(text_expiry(timer, key.clock))
+    };
+    let notes: Vec<(String, String, i64, i64, Vec<u8>)> = conn
+        .prepare(
+            "SELECT n.case_id, n.author, n.note_id, c.disappear_seconds, n.note_key
+             FROM case_notes n JOIN cases c ON c.case_id = n.case_id WHERE n.text != ''",
+        )?
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    for (case_id, author, note_id, timer, key) in notes {
+        conn.execute(
+            "UPDATE case_notes SET expires_hour = ?4
+             WHERE case_id = ?1 AND author = ?2 AND note_id = ?3",
+            rusqlite::params![case_id, author, note_id, when(timer, key)?],
+        )?;
+    }
+    let handovers: Vec<(String, i64, Vec<u8>)> = conn
+        .prepare(
+            "SELECT s.case_id, c.disappear_seconds, s.assign_key
+             FROM case_state s JOIN cases c ON c.case_id = s.case_id
+             WHERE s.assign_note != '' AND s.assign_key IS NOT NULL",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (case_id, timer, key) in handovers {
+        conn.execute(
+            "UPDATE case_state SET assign_note_expires = ?2 WHERE case_id = ?1",
+            rusqlite::params![case_id, when(timer, key)?],
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -546,7 +892,7 @@ mod tests {
         let ops = store.case_ops(CASE).unwrap();
         assert_eq!(ops.len(), 3);
         assert!(ops.windows(2).all(|w| w[0].op().clock < w[1].op().clock));
-        assert_eq!(store.sync_clock().unwrap().last(), ops[2].op().clock);
+        assert_eq!(store.sync_clock(&me).unwrap().last(), ops[2].op().clock);
 
         let state = store.case_state(CASE).unwrap().unwrap();
         assert_eq!(state.assigned_to(), Some(DESK2));
@@ -778,6 +1124,479 @@ mod tests {
                 .collect::<Vec<_>>(),
             [DESK1]
         );
+    }
+
+    const DESK3: &str = "emb-xx/desk-3";
+
+    fn now_ms(store: &Store) -> u64 {
+        crate::sync::hlc::unix_ms(store.now())
+    }
+
+    fn note(id: u64, s: &str) -> LocalChange {
+        LocalChange::Note { id, text: text(s) }
+    }
+
+    /// Every `kept` blob of the operation log, as bytes.
+    fn kept_blobs(store: &Store) -> Vec<Vec<u8>> {
+        store
+            .conn()
+            .prepare("SELECT kept FROM case_ops")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    fn holds(blobs: &[Vec<u8>], secret: &str) -> bool {
+        blobs
+            .iter()
+            .any(|b| b.windows(secret.len()).any(|w| w == secret.as_bytes()))
+    }
+
+    fn ops_count(store: &Store) -> i64 {
+        store
+            .conn()
+            .query_row("SELECT count(*) FROM case_ops", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_change_whose_clock_would_read_beyond_the_bound_is_refused_with_an_alarm_and_kept_nowhere()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_case(dir.path());
+        let me = LocalAuthor::new(DESK1);
+        // This device made an operation while its date was 20 minutes ahead; its wall clock was
+        // set back since.
+        let ahead = now_ms(&store) + 20 * 60_000;
+        let made = CheckedOp::local(
+            &me,
+            [1; 16],
+            CASE,
+            Hlc {
+                wall_ms: ahead,
+                counter: 0,
+            },
+            LocalChange::Star(true),
+        )
+        .unwrap();
+        assert_eq!(store.keep_case_op(&made, None).unwrap(), Ok(true));
+        let before = store.case_state(CASE).unwrap();
+        let err = store
+            .record_case_op(&me, CASE, LocalChange::Status(Status::Closed), None)
+            .unwrap_err();
+        let ClientError::OwnClockAhead {
+            ahead_secs,
+            max_secs,
+            wait_secs,
+        } = err
+        else {
+            panic!("{err}");
+        };
+        assert!((1199..=1201).contains(&ahead_secs), "{ahead_secs}");
+        assert_eq!(max_secs, 600);
+        assert!((599..=601).contains(&wait_secs), "{wait_secs}");
+        let shown = err.to_string();
+        assert!(
+            shown.contains("ahead") && shown.contains("date and time"),
+            "{shown}"
+        );
+        assert_eq!(err.blame(), crate::error::Blame::Local);
+        assert_eq!(err.hint(), crate::error::Hint::CheckClock);
+        // Nothing kept, nothing changed.
+        assert_eq!(ops_count(&store), 1);
+        assert_eq!(store.case_state(CASE).unwrap(), before);
+    }
+
+    #[test]
+    fn a_colleagues_reading_ahead_is_kept_but_raises_this_devices_clock_by_half_the_bound_at_most()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_case(dir.path());
+        let me = LocalAuthor::new(DESK1);
+        let max = crate::sync::hlc::MAX_AHEAD.as_millis() as u64;
+        let half = crate::sync::hlc::MAX_INHERITED.as_millis() as u64;
+        let start = now_ms(&store);
+        // Desk 2's clock runs 9 minutes ahead: its operation is within the bound, kept.
+        let theirs = received(
+            colleague_op(2, start + max - 60_000, Change::Status(Status::Waiting)),
+            &store,
+        );
+        assert_eq!(store.keep_case_op(&theirs, None).unwrap(), Ok(true));
+        // This device's clock takes in half the bound at most: its next operation reads no
+        // more than 5 minutes ahead of its wall clock (so a colleague whose clock is 5 minutes
+        // behind still accepts it), and every one after it too, however many.
+        for _ in 0..3 {
+            let mine = store
+                .record_case_op(&me, CASE, LocalChange::Star(true), None)
+                .unwrap()
+                .unwrap();
+            let end = now_ms(&store);
+            assert!(
+                mine.op().clock.wall_ms <= end + half,
+                "{:?} read more than half the bound ahead",
+                mine.op().clock
+            );
+            assert!(mine.op().clock.wall_ms >= start + half.min(max - 60_000));
+        }
+        // The clock resumed from the store says the same.
+        assert!(store.sync_clock(&me).unwrap().last().wall_ms <= now_ms(&store) + half);
+        // Its own operations count whole: the clock never goes back before them.
+        let mine = store.case_ops(CASE).unwrap();
+        let newest_own = mine
+            .iter()
+            .filter(|o| o.op().author == DESK1)
+            .map(|o| o.op().clock)
+            .max()
+            .unwrap();
+        assert!(store.sync_clock(&me).unwrap().last() >= newest_own);
+    }
+
+    #[test]
+    fn a_colleague_taking_another_devices_op_id_first_does_not_get_its_genuine_op_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_case(dir.path());
+        let roster = Roster::of(
+            "emb-xx",
+            DESK1,
+            [DESK1, DESK2, DESK3]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        );
+        let now = now_ms(&store);
+        let hour = (store.unix_now() / 3600 * 3600) as u64;
+        let reply = |author: &str, s: &str| Op {
+            author: author.into(),
+            ..colleague_op(
+                7,
+                now,
+                Change::Reply {
+                    text: text(s),
+                    at_hour: hour,
+                    timer_seconds: 0,
+                },
+            )
+        };
+        // Desk 3 saw desk 2's operation's id (or guessed it) and sends its own under it first.
+        let squatter =
+            CheckedOp::received(reply(DESK3, "desk 3 here"), DESK3, &roster, now).unwrap();
+        assert_eq!(store.keep_case_op(&squatter, None).unwrap(), Ok(true));
+        // Desk 2's genuine operation, same id, is kept, and each reply keeps its own text.
+        let genuine =
+            CheckedOp::received(reply(DESK2, "desk 2 here"), DESK2, &roster, now).unwrap();
+        assert_eq!(store.keep_case_op(&genuine, None).unwrap(), Ok(true));
+        assert_eq!(store.keep_case_op(&genuine, None).unwrap(), Ok(false));
+        let state = store.case_state(CASE).unwrap().unwrap();
+        let mut replies: Vec<(&str, &str)> = state
+            .replies
+            .values()
+            .map(|r| (r.author.as_str(), r.text.expose()))
+            .collect();
+        replies.sort();
+        assert_eq!(replies, [(DESK2, "desk 2 here"), (DESK3, "desk 3 here")]);
+        let ops = store.case_ops(CASE).unwrap();
+        let mut texts: Vec<(String, String)> = ops
+            .iter()
+            .map(|o| match &o.op().change {
+                Change::Reply { text, .. } => (o.op().author.clone(), text.expose().to_string()),
+                _ => unreachable!(),
+            })
+            .collect();
+        texts.sort();
+        assert_eq!(
+            texts,
+            [
+                (DESK2.to_string(), "desk 2 here".to_string()),
+                (DESK3.to_string(), "desk 3 here".to_string())
+            ]
+        );
+        assert_eq!(state, CaseState::fold(ops.iter().map(CheckedOp::op)));
+        // Only an author reusing one of its own ids is refused, and that is its own fault.
+        let mut reused = reply(DESK2, "desk 2 again");
+        reused.change = Change::Star(true);
+        let reused = CheckedOp::received(reused, DESK2, &roster, now).unwrap();
+        let err = store.keep_case_op(&reused, None).unwrap().unwrap_err();
+        assert_eq!(
+            err,
+            OpError::IdReused {
+                author: DESK2.into()
+            }
+        );
+        assert_eq!(err.blame(), crate::error::Blame::Bug);
+        assert_eq!(store.case_ops(CASE).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_replaced_note_or_handover_leaves_no_text_in_the_operation_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_case(dir.path());
+        let me = LocalAuthor::new(DESK1);
+        for t in ["first draft", "second draft", "final words"] {
+            store
+                .record_case_op(&me, CASE, note(4, t), None)
+                .unwrap()
+                .unwrap();
+        }
+        for t in ["handover one", "handover two"] {
+            let to = roster().assignee(DESK2).unwrap();
+            store
+                .record_case_op(&me, CASE, LocalChange::Assign { to, note: text(t) }, None)
+                .unwrap()
+                .unwrap();
+        }
+        let blobs = kept_blobs(&store);
+        assert_eq!(blobs.len(), 5);
+        for t in ["first", "second", "final", "handover"] {
+            assert!(!holds(&blobs, t), "{t:?} kept in the operation log");
+        }
+        // The texts that won are in the state, and in the operations that made them.
+        let state = store.case_state(CASE).unwrap().unwrap();
+        let notes: Vec<&str> = state.note_texts().map(|(_, _, t)| t.expose()).collect();
+        assert_eq!(notes, ["final words"]);
+        let a = state.registers.assignment.value().unwrap();
+        assert_eq!(a.note.expose(), "handover two");
+        let ops = store.case_ops(CASE).unwrap();
+        let texts: Vec<&str> = ops
+            .iter()
+            .map(|o| match &o.op().change {
+                Change::Note { text, .. } => text.expose(),
+                Change::Assign { note, .. } => note.expose(),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(texts, ["", "", "final words", "", "handover two"]);
+        assert_eq!(state, CaseState::fold(ops.iter().map(CheckedOp::op)));
+        // And nowhere else in the store: one row per note, the handover's one row.
+        let n: i64 = store
+            .conn()
+            .query_row(
+                "SELECT count(*) FROM case_notes WHERE text LIKE '%draft%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn notes_and_the_handover_note_disappear_with_the_cases_timer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_case(dir.path());
+        let me = LocalAuthor::new(DESK1);
+        // The user chose a 12-hour timer.
+        store.set_case_timer(CASE, 12 * 3600).unwrap();
+        store
+            .record_case_op(&me, CASE, note(1, "the user's sister called"), None)
+            .unwrap()
+            .unwrap();
+        let to = roster().assignee(DESK2).unwrap();
+        store
+            .record_case_op(
+                &me,
+                CASE,
+                LocalChange::Assign {
+                    to,
+                    note: text("they write in Farsi"),
+                },
+                None,
+            )
+            .unwrap()
+            .unwrap();
+        let now = now_ms(&store);
+        let theirs = received(colleague_op(3, now, Change::Star(true)), &store);
+        store.keep_case_op(&theirs, None).unwrap().unwrap();
+        let theirs_note = received(
+            colleague_op(
+                4,
+                now,
+                Change::Note {
+                    id: 9,
+                    text: text("desk 2's note"),
+                },
+            ),
+            &store,
+        );
+        store.keep_case_op(&theirs_note, None).unwrap().unwrap();
+        // A colleague's note whose time came before it arrived is kept as a key, without text.
+        let stale = received(
+            colleague_op(
+                5,
+                now - 13 * 3_600_000,
+                Change::Note {
+                    id: 10,
+                    text: text("an old note"),
+                },
+            ),
+            &store,
+        );
+        store.keep_case_op(&stale, None).unwrap().unwrap();
+        let state = store.case_state(CASE).unwrap().unwrap();
+        assert_eq!(state.note_texts().count(), 2);
+        assert!(!state.notes.contains_key(&(DESK2.to_string(), 10)));
+        let n: i64 = store
+            .conn()
+            .query_row(
+                "SELECT count(*) FROM case_notes WHERE text LIKE '%old note%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 0);
+
+        // Not yet due in 11 hours; due in 13.
+        let unix = store.unix_now();
+        store.expire(unix + 11 * 3600).unwrap();
+        assert_eq!(store.case_state(CASE).unwrap().unwrap(), state);
+        store.expire(unix + 13 * 3600).unwrap();
+        let gone = store.case_state(CASE).unwrap().unwrap();
+        assert!(gone.notes.is_empty(), "{:?}", gone.notes);
+        // The case stays handed over, without the note; the star stays.
+        let a = gone.registers.assignment.value().unwrap();
+        assert_eq!((a.to.as_str(), a.note.expose()), (DESK2, ""));
+        assert!(gone.starred());
+        let rows: Vec<String> = store
+            .conn()
+            .prepare("SELECT text FROM case_notes UNION ALL SELECT assign_note FROM case_state")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(rows.iter().all(String::is_empty), "{rows:?}");
+        assert!(!holds(&kept_blobs(&store), "Farsi"));
+        assert!(!holds(&kept_blobs(&store), "sister"));
+        // Still the fold of the operations kept.
+        let ops = store.case_ops(CASE).unwrap();
+        assert_eq!(gone, CaseState::fold(ops.iter().map(CheckedOp::op)));
+        // A copy that arrives again, or an older edit of the same note, brings no text back.
+        assert_eq!(store.keep_case_op(&theirs_note, None).unwrap(), Ok(false));
+        let older = received(
+            colleague_op(
+                6,
+                now - 1,
+                Change::Note {
+                    id: 9,
+                    text: text("desk 2's older text"),
+                },
+            ),
+            &store,
+        );
+        assert_eq!(store.keep_case_op(&older, None).unwrap(), Ok(true));
+        assert_eq!(store.case_state(CASE).unwrap().unwrap(), gone);
+        // A new note is kept, with its own time.
+        store
+            .record_case_op(&me, CASE, note(2, "a new note"), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            store
+                .case_state(CASE)
+                .unwrap()
+                .unwrap()
+                .note_texts()
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_case_holds_at_most_so_many_notes_and_operations() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_case(dir.path());
+        let me = LocalAuthor::new(DESK1);
+        let tx = store.begin().unwrap();
+        for id in 1..=MAX_NOTES_PER_CASE as u64 {
+            store
+                .record_case_op(&me, CASE, note(id, "n"), None)
+                .unwrap()
+                .unwrap();
+        }
+        tx.commit().unwrap();
+        let before = store.case_state(CASE).unwrap();
+        let err = store
+            .record_case_op(&me, CASE, note(100_000, "one too many"), None)
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(
+            err,
+            OpError::CaseFull {
+                case: CASE.into(),
+                author: DESK1.into(),
+                what: "notes",
+                max: MAX_NOTES_PER_CASE
+            }
+        );
+        assert!(err.to_string().contains("edit a note"), "{err}");
+        assert_eq!(store.case_state(CASE).unwrap(), before);
+        // A colleague's new note too; an edit of a note held is taken.
+        let theirs = received(
+            colleague_op(
+                1,
+                now_ms(&store),
+                Change::Note {
+                    id: 1,
+                    text: text("x"),
+                },
+            ),
+            &store,
+        );
+        assert!(matches!(
+            store.keep_case_op(&theirs, None).unwrap(),
+            Err(OpError::CaseFull { what: "notes", .. })
+        ));
+        store
+            .record_case_op(&me, CASE, note(1, "edited"), None)
+            .unwrap()
+            .unwrap();
+
+        // Operations: fill the case up to the bound (rows as a colleague's stars).
+        let held = ops_count(&store);
+        store
+            .conn()
+            .execute(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+                 INSERT INTO case_ops (author, op_id, case_id, wall_ms, counter, kind, kept)
+                 SELECT ?2, randomblob(16), ?3, i, 0, 'star', x'' FROM n",
+                rusqlite::params![MAX_OPS_PER_CASE as i64 - held, DESK2, CASE],
+            )
+            .unwrap();
+        assert_eq!(ops_count(&store), MAX_OPS_PER_CASE as i64);
+        let err = store
+            .record_case_op(&me, CASE, LocalChange::Star(true), None)
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            matches!(err, OpError::CaseFull { what: "operations", max, .. } if max == MAX_OPS_PER_CASE),
+            "{err}"
+        );
+        assert_eq!(err.blame(), crate::error::Blame::State);
+        let theirs = received(colleague_op(2, now_ms(&store), Change::Star(false)), &store);
+        assert!(matches!(
+            store.keep_case_op(&theirs, None).unwrap(),
+            Err(OpError::CaseFull { .. })
+        ));
+        assert_eq!(ops_count(&store), MAX_OPS_PER_CASE as i64);
+        // This device's own reply, on its way to the user, is still recorded.
+        let hour = (store.unix_now() / 3600 * 3600) as u64;
+        let mine = store
+            .add_case_message(CASE, false, &text("we hear you"), hour, None)
+            .unwrap();
+        store
+            .record_case_op(
+                &me,
+                CASE,
+                LocalChange::Reply {
+                    text: text("we hear you"),
+                    at_hour: hour,
+                    timer_seconds: 0,
+                },
+                Some(mine),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(ops_count(&store), MAX_OPS_PER_CASE as i64 + 1);
     }
 
     fn arb_change() -> impl Strategy<Value = Change> {

@@ -20,6 +20,7 @@ mod evidence;
 pub mod key;
 mod prekeys;
 mod signal;
+mod sync_channel;
 mod tickets;
 mod wipe;
 
@@ -35,6 +36,9 @@ pub use prekeys::{Deferred, Misbehaviour, PrekeyFate};
 pub use signal::{
     SignalStores, SqlIdentityStore, SqlKyberPreKeyStore, SqlPreKeyStore, SqlSessionStore,
     SqlSignedPreKeyStore,
+};
+pub use sync_channel::{
+    MAX_PENDING_OPS, PENDING_OP_DAYS, SyncColleague, SyncMailbox, SyncOutgoing, SyncPending,
 };
 pub use wipe::{WipeReport, wipe};
 
@@ -57,6 +61,10 @@ pub const APP_PREFS_FILE: &str = "app-prefs";
 
 /// File name of the state database inside the data directory.
 pub const DB_FILE: &str = "refuge.sqlite3";
+
+/// The schema version whose migration keys case operations by (author, id) and takes texts out
+/// of them (ADR 0012's review): its Rust part runs in its transaction.
+const SHARED_STATE_REVIEWED: usize = 13;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -486,6 +494,111 @@ CREATE TRIGGER case_listing_message_deleted AFTER DELETE ON case_messages BEGIN
         WHERE case_listing.case_id = OLD.case_id;
 END;
 "#,
+    // v12 (sync channel): the post's devices tell each other about their cases (issue 17, ADR
+    // 0012 points 1-3). `sync_mailbox`: this device's sync address, a user-like mailbox the
+    // directory does not list. `sync_colleagues`: each colleague by label *and* identity key
+    // (a successor under a revoked device's label is another colleague), its sync address once
+    // its hello arrived, and whether ours went to it. `sync_unsent`: this device's operations
+    // not sealed for its colleagues yet (kept in the operation's transaction, so a crash loses
+    // none). `sync_outbox`: sealed copies and hellos, each sent after its own random time on a
+    // connection of its own. `sync_pending`: colleagues' operations this device cannot apply
+    // yet (the case's first contact not read, a clock ahead), kept for another try.
+    r#"
+CREATE TABLE sync_mailbox (
+    one            INTEGER PRIMARY KEY CHECK (one = 1),
+    mailbox_id     BLOB NOT NULL CHECK (length(mailbox_id) = 16),
+    auth_key       BLOB NOT NULL CHECK (length(auth_key) = 32),
+    deposit_token  BLOB NOT NULL CHECK (length(deposit_token) = 32),
+    created        INTEGER NOT NULL DEFAULT 0 CHECK (created IN (0, 1))
+) STRICT;
+CREATE TABLE sync_colleagues (
+    label          TEXT PRIMARY KEY,
+    identity_key   BLOB NOT NULL,
+    mailbox_id     BLOB CHECK (mailbox_id IS NULL OR length(mailbox_id) = 16),
+    deposit_token  BLOB CHECK (deposit_token IS NULL OR length(deposit_token) = 32),
+    hello_sent     INTEGER NOT NULL DEFAULT 0 CHECK (hello_sent IN (0, 1)),
+    -- Its hello arrived and this device's own operations are to be sent to it again.
+    resend         INTEGER NOT NULL DEFAULT 0 CHECK (resend IN (0, 1))
+) STRICT;
+CREATE TABLE sync_unsent (
+    id             INTEGER PRIMARY KEY,
+    -- The operation as sent (refuge.content.v1.CaseOp, a reply with its text).
+    op             BLOB NOT NULL,
+    timer_seconds  INTEGER NOT NULL CHECK (timer_seconds >= 0),
+    expires_hour   INTEGER
+) STRICT;
+CREATE TABLE sync_outbox (
+    id              INTEGER PRIMARY KEY,
+    label           TEXT NOT NULL,
+    identity_key    BLOB NOT NULL,
+    mailbox_id      BLOB NOT NULL CHECK (length(mailbox_id) = 16),
+    deposit_token   BLOB NOT NULL CHECK (length(deposit_token) = 32),
+    idempotency_id  BLOB NOT NULL CHECK (length(idempotency_id) = 16),
+    sealed          BLOB NOT NULL,
+    timer_seconds   INTEGER NOT NULL CHECK (timer_seconds >= 0),
+    queued_hour     INTEGER NOT NULL CHECK (queued_hour >= 0 AND queued_hour % 3600 = 0),
+    expires_hour    INTEGER,
+    send_after_ms   INTEGER NOT NULL,
+    hello           INTEGER NOT NULL CHECK (hello IN (0, 1))
+) STRICT;
+CREATE INDEX sync_outbox_by_time ON sync_outbox (send_after_ms);
+-- Sync addresses given up (a colleague left the post: it knew them), read until nothing more
+-- comes, for a week.
+CREATE TABLE sync_mailbox_retired (
+    mailbox_id     BLOB PRIMARY KEY CHECK (length(mailbox_id) = 16),
+    auth_key       BLOB NOT NULL CHECK (length(auth_key) = 32),
+    retired_at     INTEGER NOT NULL
+) STRICT;
+CREATE TABLE sync_pending (
+    id             INTEGER PRIMARY KEY,
+    sender         TEXT NOT NULL,
+    -- The identity key the envelope was authenticated with: applied only while the directory
+    -- still lists the sender with it.
+    sender_key     BLOB NOT NULL,
+    op             BLOB NOT NULL,
+    received_at    INTEGER NOT NULL,
+    expires_hour   INTEGER,
+    reason         TEXT NOT NULL
+) STRICT;
+"#,
+    // v13: the shared case state as a review asked (ADR 0012, "Defects a review found", 3-6).
+    // Operations are known by (author, id), not by id alone: a colleague can no longer take
+    // another device's id first (`case_ops` rebuilt with that key; a reply message names its
+    // operation by its `author` and `op_id`). No operation row keeps a text any more (a note's
+    // and a handover's live only while they win, in `case_notes` and `case_state`; the Rust
+    // part of this migration, `case_state::migrate_reviewed`, takes them out of the rows kept
+    // so far); each of those texts disappears with the case's timer (`expires_hour`,
+    // `assign_note_expires`, emptied by the sweep that deletes messages). This device's clock
+    // reads its own newest operation by author (`case_ops_by_author_clock`). Replies sent
+    // before v10 have no operation: an index finds them, for the step run when a store opens
+    // (`Store::record_replies_without_op`) that gives each its `ReplySent`.
+    r#"
+CREATE TABLE case_ops_by_author (
+    author          TEXT NOT NULL,
+    op_id           BLOB NOT NULL CHECK (length(op_id) = 16),
+    case_id         TEXT NOT NULL REFERENCES cases (case_id),
+    wall_ms         INTEGER NOT NULL CHECK (wall_ms >= 0),
+    counter         INTEGER NOT NULL CHECK (counter >= 0),
+    kind            TEXT NOT NULL CHECK (kind IN ('assign', 'status', 'note', 'star', 'reply')),
+    -- The operation as encoded on the wire (refuge.content.v1.CaseOp), every text left out.
+    kept            BLOB NOT NULL,
+    PRIMARY KEY (author, op_id)
+) STRICT, WITHOUT ROWID;
+INSERT INTO case_ops_by_author (author, op_id, case_id, wall_ms, counter, kind, kept)
+    SELECT author, op_id, case_id, wall_ms, counter, kind, kept FROM case_ops;
+DROP TABLE case_ops;
+ALTER TABLE case_ops_by_author RENAME TO case_ops;
+CREATE INDEX case_ops_by_case ON case_ops (case_id);
+CREATE INDEX case_ops_by_clock ON case_ops (wall_ms, counter);
+CREATE INDEX case_ops_by_author_clock ON case_ops (author, wall_ms, counter);
+ALTER TABLE case_notes ADD COLUMN expires_hour INTEGER;
+CREATE INDEX case_notes_by_expiry ON case_notes (expires_hour) WHERE expires_hour IS NOT NULL;
+ALTER TABLE case_state ADD COLUMN assign_note_expires INTEGER;
+CREATE INDEX case_state_by_note_expiry ON case_state (assign_note_expires)
+    WHERE assign_note_expires IS NOT NULL;
+CREATE INDEX case_messages_without_op ON case_messages (at_hour, id)
+    WHERE direction = 'out' AND op_id IS NULL;
+"#,
 ];
 
 /// The local state database.
@@ -616,6 +729,7 @@ impl Store {
         };
         store.migrate()?;
         store.expire(store.unix_now())?;
+        store.record_replies_without_op()?;
         Ok(store)
     }
 
@@ -749,6 +863,9 @@ impl Store {
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
             let tx = self.begin()?;
             tx.execute_batch(sql)?;
+            if i + 1 == SHARED_STATE_REVIEWED {
+                case_state::migrate_reviewed(&tx)?;
+            }
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
         }
@@ -798,6 +915,14 @@ fn delete_due(conn: &Connection, now: i64) -> Result<u64> {
         "DELETE FROM conversation WHERE expires_hour IS NOT NULL AND expires_hour <= ?1",
         [now],
     )?;
+    for table in ["sync_unsent", "sync_outbox", "sync_pending"] {
+        n += conn.execute(
+            &format!("DELETE FROM {table} WHERE expires_hour IS NOT NULL AND expires_hour <= ?1"),
+            [now],
+        )?;
+    }
+    // Notes' and handovers' texts (their keys stay: `case_state`).
+    n += case_state::expire_case_texts(conn, now)?;
     if n > 0 {
         tracing::debug!(deleted = n, "disappearing messages deleted");
     }
@@ -1564,6 +1689,271 @@ mod tests {
         s.add_case_message(&empty, true, &SecretText::new("back".into()), 0, None)
             .unwrap();
         assert!(ids(CaseFilter::Unread) == std::slice::from_ref(&empty));
+    }
+
+    #[test]
+    fn the_reviewed_shared_state_migration_is_the_one_its_rust_part_follows() {
+        assert!(MIGRATIONS.len() >= SHARED_STATE_REVIEWED);
+        assert!(MIGRATIONS[SHARED_STATE_REVIEWED - 1].contains("PRIMARY KEY (author, op_id)"));
+    }
+
+    #[test]
+    fn v13_gives_each_reply_sent_before_v10_its_operation_once() {
+        use crate::sync::{Change, CheckedOp, LocalAuthor, LocalChange, Op};
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::for_tests(tmp.path());
+        rewind_to(&s, 9);
+        let case = "a".repeat(32);
+        let hour = unix_now() / 3600 * 3600 - 7200;
+        let (later, week) = (hour + 3600, hour + 7 * 86_400);
+        // A staff device's store as schema v9 left it: three replies, no operations.
+        s.conn()
+            .execute_batch(&format!(
+                "INSERT INTO staff_device (id, label, post_id, mailbox_id, auth_key) VALUES \
+                 (1, 'emb-xx/desk-1', 'emb-xx', x'00', x'00');
+                 INSERT INTO cases (case_id, user_address, opened_at) VALUES \
+                 ('{case}', 'user:{case}', 0);
+                 INSERT INTO case_messages (case_id, direction, body, at_hour, expires_hour, seen)
+                 VALUES ('{case}', 'in', 'help', {hour}, NULL, 1),
+                        ('{case}', 'out', 'we hear you', {hour}, NULL, 1),
+                        ('{case}', 'out', 'call us', {hour}, {week}, 1),
+                        ('{case}', 'out', 'are you safe?', {later}, NULL, 1);"
+            ))
+            .unwrap();
+        drop(s);
+        let s = Store::open(tmp.path(), &pass(TEST_PASSPHRASE)).unwrap();
+        let v: i64 = s
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+        let ops = s.case_ops(&case).unwrap();
+        let got: Vec<(&str, u64, u32, &str, u64, u64)> = ops
+            .iter()
+            .map(|o| {
+                let o = o.op();
+                let Change::Reply {
+                    text,
+                    at_hour,
+                    timer_seconds,
+                } = &o.change
+                else {
+                    panic!("{o:?}")
+                };
+                (
+                    o.author.as_str(),
+                    o.clock.wall_ms,
+                    o.clock.counter,
+                    text.expose(),
+                    *at_hour,
+                    *timer_seconds,
+                )
+            })
+            .collect();
+        let (h, l) = (hour as u64, later as u64);
+        assert_eq!(
+            got,
+            [
+                ("emb-xx/desk-1", h * 1000, 0, "we hear you", h, 0),
+                ("emb-xx/desk-1", h * 1000, 1, "call us", h, 7 * 86_400),
+                ("emb-xx/desk-1", l * 1000, 0, "are you safe?", l, 0),
+            ]
+        );
+        // Each travels as a colleague's copy would, and the state is their fold.
+        for op in &ops {
+            assert_eq!(
+                Op::from_wire(op.op().to_wire(), "emb-xx/desk-1").unwrap(),
+                *op.op()
+            );
+        }
+        let state = s.case_state(&case).unwrap().unwrap();
+        assert_eq!(state.replies.len(), 3);
+        assert_eq!(state.status(), crate::sync::Status::Open);
+        assert_eq!(
+            state,
+            crate::sync::CaseState::fold(ops.iter().map(CheckedOp::op))
+        );
+        // The messages name their author now.
+        let authors: Vec<Option<String>> = s
+            .case_page(&case, None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.author)
+            .collect();
+        let desk1 = Some("emb-xx/desk-1".to_string());
+        assert_eq!(authors, [None, desk1.clone(), desk1.clone(), desk1]);
+        // Once only: opened again, nothing more.
+        let ids: Vec<_> = ops.iter().map(|o| o.op().id).collect();
+        drop(s);
+        let s = Store::open(tmp.path(), &pass(TEST_PASSPHRASE)).unwrap();
+        let again: Vec<_> = s
+            .case_ops(&case)
+            .unwrap()
+            .iter()
+            .map(|o| o.op().id)
+            .collect();
+        assert_eq!(again, ids);
+        // And the device's next operation reads later than all of them.
+        let me = LocalAuthor::new("emb-xx/desk-1");
+        let star = s
+            .record_case_op(&me, &case, LocalChange::Star(true), None)
+            .unwrap()
+            .unwrap();
+        assert!(ops.iter().all(|o| o.op().clock < star.op().clock));
+    }
+
+    #[test]
+    fn v13_keys_operations_by_author_and_takes_their_texts_out() {
+        use crate::sync::{Change, CheckedOp, Hlc, Op, Roster};
+        use prost::Message;
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::for_tests(tmp.path());
+        rewind_to(&s, 11);
+        let case = "a".repeat(32);
+        let now_ms = crate::sync::hlc::unix_ms(s.now());
+        let op = |id: u8, ago_ms: u64, change: Change| Op {
+            id: [id; 16],
+            case_id: case.clone(),
+            clock: Hlc {
+                wall_ms: now_ms - ago_ms,
+                counter: 0,
+            },
+            author: "emb-xx/desk-1".into(),
+            change,
+        };
+        let note = |id: u64, t: &str| Change::Note {
+            id,
+            text: SecretText::new(t.into()),
+        };
+        let ops = [
+            op(1, 600_000, note(1, "first edit")),
+            op(2, 300_000, note(1, "second edit")),
+            op(3, 7_200_000, note(2, "an old note")),
+            op(
+                4,
+                60_000,
+                Change::Assign {
+                    to: "emb-xx/desk-2".into(),
+                    note: SecretText::new("handover words".into()),
+                },
+            ),
+        ];
+        // As schema v11 kept them: every text in the operation rows; the texts that won in
+        // the notes and the state. The user chose a one-hour timer.
+        s.conn()
+            .execute_batch(&format!(
+                "INSERT INTO cases (case_id, user_address, opened_at, disappear_seconds) VALUES \
+                 ('{case}', 'user:{case}', 0, 3600);"
+            ))
+            .unwrap();
+        for o in &ops {
+            s.conn()
+                .execute(
+                    "INSERT INTO case_ops (op_id, case_id, wall_ms, counter, author, kind, kept)
+                     VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6)",
+                    rusqlite::params![
+                        &o.id[..],
+                        case,
+                        o.clock.wall_ms as i64,
+                        o.author,
+                        o.change.kind(),
+                        o.to_wire().encode_to_vec()
+                    ],
+                )
+                .unwrap();
+        }
+        for (o, id, t) in [(&ops[1], 1, "second edit"), (&ops[2], 2, "an old note")] {
+            s.conn()
+                .execute(
+                    "INSERT INTO case_notes (case_id, author, note_id, text, note_key)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    rusqlite::params![case, o.author, id, t, o.key().to_bytes()],
+                )
+                .unwrap();
+        }
+        s.conn()
+            .execute(
+                "INSERT INTO case_state (case_id, assigned_to, assign_note, assigned_by, assign_key)
+                 VALUES (?1, 'emb-xx/desk-2', 'handover words', 'emb-xx/desk-1', ?2)",
+                rusqlite::params![case, ops[3].key().to_bytes()],
+            )
+            .unwrap();
+        drop(s);
+        let s = Store::open(tmp.path(), &pass(TEST_PASSPHRASE)).unwrap();
+        let v: i64 = s
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+        // No text left in the operation rows.
+        let blobs: Vec<Vec<u8>> = s
+            .conn()
+            .prepare("SELECT kept FROM case_ops")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(blobs.len(), 4);
+        for secret in ["edit", "old note", "handover"] {
+            assert!(
+                !blobs
+                    .iter()
+                    .any(|b| b.windows(secret.len()).any(|w| w == secret.as_bytes())),
+                "{secret}"
+            );
+        }
+        // The texts that won are still shown, each until the case's timer runs out for it: the
+        // note written two hours ago is gone already.
+        let state = s.case_state(&case).unwrap().unwrap();
+        let notes: Vec<(u64, &str)> = state
+            .note_texts()
+            .map(|(_, id, t)| (id, t.expose()))
+            .collect();
+        assert_eq!(notes, [(1, "second edit")]);
+        let a = state.registers.assignment.value().unwrap();
+        assert_eq!(a.note.expose(), "handover words");
+        let kept = s.case_ops(&case).unwrap();
+        assert_eq!(
+            state,
+            crate::sync::CaseState::fold(kept.iter().map(CheckedOp::op))
+        );
+        let (note_expires, handover_expires): (Option<i64>, Option<i64>) = s
+            .conn()
+            .query_row(
+                "SELECT (SELECT expires_hour FROM case_notes WHERE note_id = 1),
+                        (SELECT assign_note_expires FROM case_state)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        let hour_after = |o: &Op| ((o.clock.wall_ms / 1000 + 3600).div_ceil(3600) * 3600) as i64;
+        assert_eq!(note_expires, Some(hour_after(&ops[1])));
+        assert_eq!(handover_expires, Some(hour_after(&ops[3])));
+        s.expire(handover_expires.unwrap()).unwrap();
+        let state = s.case_state(&case).unwrap().unwrap();
+        assert!(state.notes.is_empty());
+        assert_eq!(
+            state.registers.assignment.value().unwrap().note.expose(),
+            ""
+        );
+        // Keyed by (author, id): a colleague's operation with desk 1's id is another one.
+        let roster = Roster::of(
+            "emb-xx",
+            "emb-xx/desk-1",
+            ["emb-xx/desk-1", "emb-xx/desk-2"]
+                .iter()
+                .map(|l| l.to_string())
+                .collect(),
+        );
+        let theirs = Op {
+            author: "emb-xx/desk-2".into(),
+            change: Change::Star(true),
+            ..ops[0].clone()
+        };
+        let theirs = CheckedOp::received(theirs, "emb-xx/desk-2", &roster, now_ms).unwrap();
+        assert_eq!(s.keep_case_op(&theirs, None).unwrap(), Ok(true));
+        assert_eq!(s.case_ops(&case).unwrap().len(), 5);
     }
 
     #[test]

@@ -6,10 +6,14 @@
 //!
 //! Every change a device makes to a case is an operation ([`Op`]): `Assign {to, note}`,
 //! `Status {new | open | waiting | closed}`, `Note {id, text}` (internal, never sent to the
-//! user), `Star {on}`, `ReplySent {text, at_hour, timer}`. Each carries a unique 16-byte id
-//! (operations are idempotent by it), its author's device label and a reading of its author's
-//! hybrid logical clock ([`hlc`]), ticked for each operation made and raised by each one
-//! received, so that an operation made after another was seen reads later.
+//! user), `Star {on}`, `ReplySent {text, at_hour, timer}`. Each carries a 16-byte id its
+//! author chose at random, its author's device label and a reading of its author's hybrid
+//! logical clock ([`hlc`]), ticked for each operation made and raised by each one received, so
+//! that an operation made after another was seen reads later. An operation is known by
+//! (author, id) (operations are idempotent by it): a device can neither pre-empt nor reuse
+//! another's ids. The clock is bounded against the wall clock ([`hlc`]: received readings more
+//! than [`hlc::MAX_AHEAD`] ahead are refused and raise this device's clock by at most
+//! [`hlc::MAX_INHERITED`]; this device refuses to make one more than [`hlc::MAX_AHEAD`] ahead).
 //!
 //! # The merge rule
 //!
@@ -23,7 +27,9 @@
 //!   case holds a reply (so a reply moves a new case to open without writing the register, and
 //!   the order in which a reply and a status change arrive does not matter);
 //! - **notes** are an add-only set keyed by (author, note id): a later operation with the
-//!   same key replaces the text; none is ever removed;
+//!   same key replaces the text; none is ever removed, but a note's text (and a handover's
+//!   note) disappears with the case's disappearing timer, counted from its operation's clock,
+//!   and a replaced text is not kept;
 //! - **replies** (`ReplySent`) are a set, in the merge order, each with its author: the
 //!   replies of every device of the post in the case's conversation.
 //!
@@ -36,8 +42,10 @@
 //!
 //! An operation is kept only as a [`CheckedOp`]: malformed fields, a sender that is not a
 //! colleague in the verified directory, an operation whose author is not its sender, a clock
-//! more than [`hlc::MAX_AHEAD`] ahead, a case this device does not hold, an id reused for
-//! another operation — each is an [`OpError`] that names who is at fault, and changes nothing.
+//! more than [`hlc::MAX_AHEAD`] ahead, a case this device does not hold, an author's id reused
+//! for another of its operations, a case already holding [`op::MAX_OPS_PER_CASE`] operations
+//! or [`op::MAX_NOTES_PER_CASE`] notes — each is an [`OpError`] that names who is at fault, and
+//! changes nothing.
 //!
 //! # Offboarding
 //!
@@ -91,9 +99,26 @@ pub enum OpError {
     #[error("no case {case} on this device")]
     UnknownCase { case: String },
 
-    /// An operation id already held for another operation.
-    #[error("refused a sync operation by {author}: its id was already used for another operation")]
+    /// An operation whose author already used its id for another of its operations (ids are
+    /// per author: another device's ids never collide with it).
+    #[error(
+        "refused a sync operation by {author}: it reuses the id of another of its own \
+         operations (its software is broken)"
+    )]
     IdReused { author: String },
+
+    /// The case already holds as many operations, or notes, as a device keeps for one case.
+    #[error(
+        "refused a change to case {case} by {author}: the case already holds {max} {what}, the \
+         most a device keeps for one case{hint}",
+        hint = if *what == "notes" { "; edit a note instead of adding one" } else { "" }
+    )]
+    CaseFull {
+        case: String,
+        author: String,
+        what: &'static str,
+        max: usize,
+    },
 
     /// A handover to a device the verified directory does not list in this post.
     #[error("{label} is not a device of post {post} in the verified directory")]
@@ -110,10 +135,9 @@ impl OpError {
     /// not here yet), or the person asking ([`Blame::Usage`]).
     pub fn blame(&self) -> Blame {
         match self {
-            OpError::Malformed { .. } => Blame::Bug,
-            OpError::NotAColleague { .. }
-            | OpError::NotItsOwn { .. }
-            | OpError::IdReused { .. } => Blame::Attack,
+            OpError::Malformed { .. } | OpError::IdReused { .. } => Blame::Bug,
+            OpError::NotAColleague { .. } | OpError::NotItsOwn { .. } => Blame::Attack,
+            OpError::CaseFull { .. } => Blame::State,
             OpError::TooFarAhead { .. } => Blame::State,
             OpError::UnknownCase { .. } => Blame::State,
             OpError::NotInPost { .. } | OpError::Invalid(_) => Blame::Usage,
@@ -126,9 +150,9 @@ impl From<OpError> for ClientError {
     fn from(e: OpError) -> ClientError {
         match e {
             OpError::UnknownCase { case } => ClientError::UnknownCase { case },
-            e @ (OpError::NotAColleague { .. }
-            | OpError::NotItsOwn { .. }
-            | OpError::IdReused { .. }) => ClientError::PossibleImpersonation(e.to_string()),
+            e @ (OpError::NotAColleague { .. } | OpError::NotItsOwn { .. }) => {
+                ClientError::PossibleImpersonation(e.to_string())
+            }
             e => ClientError::InvalidArgument(e.to_string()),
         }
     }

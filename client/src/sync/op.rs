@@ -22,6 +22,17 @@ pub const MAX_OP_TEXT: usize = refuge_proto::padding::MAX_PLAINTEXT - 1024;
 /// Most operations one sync message carries.
 pub const MAX_OPS_PER_MESSAGE: usize = 64;
 
+/// Most operations a device keeps for one case; more are refused ([`OpError::CaseFull`]),
+/// except this device's own replies (a reply on its way to the user is always recorded). Far
+/// beyond a case people work on (each status change, star, note edit or reply is one), it
+/// bounds what a colleague's broken or hostile device can make this device store.
+pub const MAX_OPS_PER_CASE: usize = 10_000;
+
+/// Most notes (distinct (author, note id)) a device keeps for one case; a new one beyond is
+/// refused ([`OpError::CaseFull`]), an edit of a note held is not. Each may hold
+/// [`MAX_OP_TEXT`] bytes.
+pub const MAX_NOTES_PER_CASE: usize = 200;
+
 /// A case's status. Every case starts [`Status::New`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Status {
@@ -209,21 +220,30 @@ impl Op {
         }
     }
 
-    /// The wire form without a reply's text: what the store keeps of an operation (a reply's
-    /// text lives in the case's messages, where it disappears on time), and compares when an
-    /// operation arrives again.
+    /// The wire form without any text: what the store keeps of an operation, and compares
+    /// when an operation arrives again. A reply's text lives in the case's messages, a note's
+    /// and a handover's only while their operation is the one that won (in the case's notes
+    /// and state); each disappears with the case's timer, and an edit replaced by a later one
+    /// leaves no text behind.
     pub fn to_kept(&self) -> pb::CaseOp {
         let mut wire = self.to_wire();
-        if let Some(case_op::Op::ReplySent(r)) = wire.op.as_mut() {
-            zeroize::Zeroize::zeroize(&mut r.text);
-            r.text.clear();
-        }
+        strip_texts(&mut wire);
         wire
     }
 
     /// Decodes the wire form, checking every field's shape (what each means for this device
     /// is [`CheckedOp`]'s business). `from` names the device that sent it, for the error.
     pub fn from_wire(wire: pb::CaseOp, from: &str) -> Result<Op, OpError> {
+        Op::decode(wire, from, false)
+    }
+
+    /// Decodes what [`Op::to_kept`] wrote: a note's text may be empty there (the store puts
+    /// back the texts it still holds).
+    pub(crate) fn from_kept(wire: pb::CaseOp, author: &str) -> Result<Op, OpError> {
+        Op::decode(wire, author, true)
+    }
+
+    fn decode(wire: pb::CaseOp, from: &str, kept: bool) -> Result<Op, OpError> {
         let bad = |reason: &str| OpError::Malformed {
             from: from.to_string(),
             reason: reason.to_string(),
@@ -263,7 +283,7 @@ impl Op {
                 if n.note_id == 0 {
                     return Err(bad("its note id is 0"));
                 }
-                if n.text.is_empty() {
+                if n.text.is_empty() && !kept {
                     return Err(bad("its note is empty"));
                 }
                 Change::Note {
@@ -294,6 +314,19 @@ impl Op {
             change,
         })
     }
+}
+
+/// Takes every text out of an operation's wire form (zeroed first): a reply's, a note's, a
+/// handover's note.
+pub(crate) fn strip_texts(wire: &mut pb::CaseOp) {
+    let text = match wire.op.as_mut() {
+        Some(case_op::Op::ReplySent(r)) => &mut r.text,
+        Some(case_op::Op::Note(n)) => &mut n.text,
+        Some(case_op::Op::Assign(a)) => &mut a.note,
+        _ => return,
+    };
+    zeroize::Zeroize::zeroize(text);
+    text.clear();
 }
 
 /// Whether `s` is a case id: the 32 lowercase hex characters of a user's address hash.
@@ -652,6 +685,44 @@ mod tests {
             assert_eq!(OrderKey::from_bytes(&k.to_bytes()).as_ref(), Some(k));
         }
         assert_eq!(OrderKey::from_bytes(&[0; 20]), None);
+    }
+
+    #[test]
+    fn the_kept_form_holds_no_text_and_reads_back() {
+        for change in [
+            Change::Assign {
+                to: "emb-xx/desk-2".into(),
+                note: SecretText::new("they write in Farsi".into()),
+            },
+            Change::Note {
+                id: 9,
+                text: SecretText::new("called back".into()),
+            },
+            Change::Reply {
+                text: SecretText::new("we hear you".into()),
+                at_hour: 0,
+                timer_seconds: 3600,
+            },
+        ] {
+            let o = op(change);
+            let kept = prost::Message::encode_to_vec(&o.to_kept());
+            for secret in [&b"Farsi"[..], b"called", b"hear you"] {
+                assert!(!kept.windows(secret.len()).any(|w| w == secret));
+            }
+            let back = Op::from_kept(
+                prost::Message::decode(kept.as_slice()).unwrap(),
+                "emb-xx/desk-1",
+            )
+            .unwrap();
+            assert_eq!(
+                (back.id, back.clock, back.change.kind()),
+                (o.id, o.clock, o.change.kind())
+            );
+            // What travels still refuses a note without text.
+            if let Change::Note { .. } = o.change {
+                assert!(Op::from_wire(o.to_kept(), "x").is_err());
+            }
+        }
     }
 
     #[test]

@@ -58,7 +58,8 @@ impl<T> Lww<T> {
 pub struct Assignment {
     /// The device's label.
     pub to: String,
-    /// The note handed over with it (may be empty).
+    /// The note handed over with it (may be empty; emptied when the case's disappearing timer
+    /// runs out for it).
     pub note: SecretText,
     /// The device that handed it over.
     pub by: String,
@@ -132,6 +133,7 @@ pub type NoteKey = (String, u64);
 pub struct CaseState {
     pub registers: Registers,
     /// Internal notes, by (author, id); each the text of the latest operation with its key.
+    /// A note whose text is gone (it disappeared with the case's timer) is not listed.
     pub notes: BTreeMap<NoteKey, Lww<SecretText>>,
     /// Replies, in the merge order.
     pub replies: BTreeMap<OrderKey, ReplyEntry>,
@@ -148,7 +150,18 @@ impl CaseState {
         for op in sorted {
             state.apply(op);
         }
+        state.drop_gone_notes();
         state
+    }
+
+    /// Forgets the notes whose text is gone: an empty text, which no note operation carries,
+    /// is what a store reads back for a note whose time came (the case's disappearing timer)
+    /// or for an edit that a later one replaced. [`CaseState::apply`] keeps them (their key
+    /// still wins over older edits, so an older text never comes back); the state a store
+    /// shows has none.
+    pub fn drop_gone_notes(&mut self) {
+        self.notes
+            .retain(|_, n| n.value().is_some_and(|t| !t.expose().is_empty()));
     }
 
     /// Applies one operation; whether the state changed.
@@ -231,7 +244,7 @@ mod tests {
             let op = Op {
                 id,
                 case_id: CASE.into(),
-                clock: self.clock.tick(now_ms),
+                clock: self.clock.tick(now_ms).unwrap(),
                 author: self.label.into(),
                 change,
             };
@@ -397,6 +410,54 @@ mod tests {
             .map(|r| (r.author.as_str(), r.text.expose()))
             .collect();
         assert_eq!(got, [(DESK1, "first"), (DESK2, "second"), (DESK1, "third")]);
+    }
+
+    #[test]
+    fn a_note_whose_text_is_gone_shows_nowhere_and_an_older_edit_does_not_bring_it_back() {
+        // As a store reads its operations back once the newest edit's time came: the edits'
+        // texts are gone (empty), the newest edit's key still wins.
+        let t = 1_800_000_000_000;
+        let mut d = Device::new(DESK1);
+        let older = d.make(
+            t,
+            Change::Note {
+                id: 1,
+                text: text("an older text"),
+            },
+        );
+        let mut newest = d.make(
+            t + 1,
+            Change::Note {
+                id: 1,
+                text: text("the newest text"),
+            },
+        );
+        let kept = d.make(
+            t + 2,
+            Change::Note {
+                id: 2,
+                text: text("another note"),
+            },
+        );
+        newest.change = Change::Note {
+            id: 1,
+            text: text(""),
+        };
+        let state = CaseState::fold([&older, &newest, &kept]);
+        let notes: Vec<(u64, &str)> = state
+            .note_texts()
+            .map(|(_, id, t)| (id, t.expose()))
+            .collect();
+        assert_eq!(notes, [(2, "another note")]);
+        assert_eq!(state.notes.len(), 1);
+        // Applied one at a time, the gone note keeps its key: the older edit arriving after it
+        // does not bring a text back.
+        let mut inc = CaseState::default();
+        inc.apply(&kept);
+        inc.apply(&newest);
+        assert!(!inc.apply(&older));
+        inc.drop_gone_notes();
+        assert_eq!(inc, state);
     }
 
     fn arb_change() -> impl Strategy<Value = Change> {
