@@ -513,6 +513,50 @@ fn every_interactive_element_of_every_screen_has_an_accessible_label() {
             "{screen:?}: unlabelled: {unlabelled:?}"
         );
     }
+
+    // The case view's other states: the user's key with its mark, the reply templates (a list,
+    // then the form that saves one), a note being edited.
+    let unlabelled = |what: &str| {
+        let mut interactive = 0;
+        let mut unlabelled = Vec::new();
+        w.root_element().visit_descendants(|e: ElementHandle| {
+            let role = e.accessible_role().unwrap_or(AccessibleRole::None);
+            if common::INTERACTIVE.contains(&role) || role == AccessibleRole::ListItem {
+                interactive += 1;
+                if e.accessible_label().is_none_or(|l| l.trim().is_empty()) {
+                    unlabelled.push(format!("{role:?} {:?} {:?}", e.id(), e.type_name()));
+                }
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        assert!(interactive > 0, "{what}: nothing to act on found");
+        assert!(unlabelled.is_empty(), "{what}: unlabelled: {unlabelled:?}");
+    };
+    w.set_screen(InboxScreen::Case);
+    w.set_handing_over(false);
+    w.set_user_number("05210 77451 98012 33017 60402 11938".into());
+    w.set_templates(
+        std::rc::Rc::new(slint::VecModel::from(vec![refuge_ui::TemplateRow {
+            id: "1".into(),
+            title: "Accusé".into(),
+            language: "fr".into(),
+            native: "Français".into(),
+            text: "Bien reçu.".into(),
+            matches: true,
+        }]))
+        .into(),
+    );
+    w.set_templates_open(true);
+    unlabelled("the templates");
+    assert!(labels(w).contains(&"Insert template Accusé".to_string()));
+    assert!(labels(w).contains(&"Verified with the user".to_string()));
+    w.set_template_saving(true);
+    unlabelled("a template's form");
+    assert!(labels(w).contains(&"Template title".to_string()));
+    w.set_templates_open(false);
+    w.set_note_editing("1".into());
+    unlabelled("a note's edit");
+    assert!(labels(w).contains(&"Edited note".to_string()));
 }
 
 #[test]
@@ -1037,6 +1081,7 @@ fn a_case_handed_to_this_device_shows_the_note_and_when_it_can_reply_and_colleag
         expires_hour: None,
         author: author.map(str::to_string),
         note,
+        note_id: if note { 5 } else { 0 },
     };
     app.apply(Update::Case {
         case: case.into(),
@@ -1090,4 +1135,447 @@ fn a_case_handed_to_this_device_shows_the_note_and_when_it_can_reply_and_colleag
         w,
         &format!("Internal note by {DESK2} — never sent to the user · ")
     ));
+    // A colleague's note is theirs: this device offers no edit of it.
+    assert!(
+        !labels(w).contains(&"Edit note".to_string()),
+        "{:?}",
+        labels(w)
+    );
+    let note = w
+        .get_entries()
+        .iter()
+        .find(|e| e.note)
+        .expect("the colleague's note");
+    assert!(!note.editable);
+}
+
+/// The store's reply templates, as `InboxClient` keeps them: bounded, checked, kept across
+/// sign-ins (in the encrypted store), deleted by id.
+#[test]
+fn reply_templates_are_kept_in_the_store_bounded_and_checked() {
+    use refuge_client::app::{InboxClient, InboxSettings};
+    use refuge_client::error::ClientError;
+    use refuge_client::events::Events;
+    use refuge_client::store::Passphrase;
+    let post = Post::new(41, Some("please help"));
+    let open = || {
+        InboxClient::unlock(
+            InboxSettings {
+                data_dir: post.staff_dir.clone(),
+                allow_test_deployment: true,
+                ..InboxSettings::default()
+            },
+            &Passphrase::new(PASSPHRASE.into()),
+            Events::default(),
+        )
+        .expect("the staff store opens")
+    };
+    let client = open();
+    assert!(client.reply_templates().expect("none yet").is_empty());
+    let kept = client
+        .save_reply_template(
+            None,
+            "  Accusé de réception ",
+            "fr",
+            "Nous avons bien reçu votre message.",
+        )
+        .expect("saved");
+    assert_eq!(kept.title, "Accusé de réception", "the title is trimmed");
+    assert_ne!(kept.id, 0);
+    fn refused<T: std::fmt::Debug>(r: refuge_client::error::Result<T>, what: &str) {
+        match r {
+            Err(ClientError::InvalidArgument(why)) => assert!(why.contains(what), "{why}"),
+            other => panic!("not refused ({what}): {other:?}"),
+        }
+    }
+    refused(client.save_reply_template(None, " ", "fr", "text"), "title");
+    refused(client.save_reply_template(None, "t", "fr", " \n"), "text");
+    refused(
+        client.save_reply_template(None, "t", "français", "text"),
+        "language tag",
+    );
+    refused(
+        client.save_reply_template(None, "t", "", "text"),
+        "language tag",
+    );
+    let max = InboxClient::MAX_REPLY_TEMPLATE_BYTES;
+    refused(
+        client.save_reply_template(None, "long", "en", &"a".repeat(max + 1)),
+        "at most",
+    );
+    refused(
+        client.save_reply_template(
+            None,
+            &"t".repeat(InboxClient::MAX_REPLY_TEMPLATE_TITLE + 1),
+            "en",
+            "x",
+        ),
+        "title",
+    );
+    // Exactly the longest text is kept, in Persian (bytes, not characters, count).
+    let persian = "س".repeat(max / 2);
+    assert_eq!(persian.len(), max);
+    client
+        .save_reply_template(None, "بلند", "fa", &persian)
+        .expect("the longest text is kept");
+    client
+        .save_reply_template(None, "Chinese", "zh_CN", "你好")
+        .expect("a tag with a region");
+    // Up to the most; one more is refused and nothing changes.
+    for i in 3..InboxClient::MAX_REPLY_TEMPLATES {
+        client
+            .save_reply_template(None, &format!("t{i}"), "en", "x")
+            .expect("within the bound");
+    }
+    assert_eq!(
+        client.reply_templates().expect("listed").len(),
+        InboxClient::MAX_REPLY_TEMPLATES
+    );
+    refused(
+        client.save_reply_template(None, "one more", "en", "x"),
+        "at most",
+    );
+    // Editing one in place is not a new one.
+    let edited = client
+        .save_reply_template(Some(kept.id), "Accusé", "fr", "Bien reçu.")
+        .expect("edited");
+    assert_eq!(edited.id, kept.id);
+    refused(
+        client.save_reply_template(Some(1), "x", "en", "x"),
+        "no reply template",
+    );
+    drop(client);
+
+    // Kept across sign-ins, in the order they were first saved.
+    let client = open();
+    let all = client.reply_templates().expect("listed");
+    assert_eq!(all.len(), InboxClient::MAX_REPLY_TEMPLATES);
+    assert_eq!(
+        (all[0].id, all[0].title.as_str(), all[0].text.as_str()),
+        (kept.id, "Accusé", "Bien reçu.")
+    );
+    assert_eq!(all[1].text, persian);
+    client.delete_reply_template(kept.id).expect("deleted");
+    refused(client.delete_reply_template(kept.id), "no reply template");
+    assert_eq!(
+        client.reply_templates().expect("listed").len(),
+        InboxClient::MAX_REPLY_TEMPLATES - 1
+    );
+    client
+        .save_reply_template(None, "room again", "en", "x")
+        .expect("room for one again");
+}
+
+/// The user's safety number as this user's own device computes it (what the user app shows in
+/// its settings).
+fn users_own_number(user: &refuge_client::app::UserClient) -> String {
+    let key = user
+        .store()
+        .local_identity()
+        .expect("the user's store reads")
+        .expect("the user's identity")
+        .identity_key()
+        .expect("its key");
+    refuge_client::app::InboxClient::user_safety_number_of(&key).display()
+}
+
+#[test]
+fn the_case_view_shows_the_users_safety_number_and_a_verified_mark_kept_per_case() {
+    i_slint_backend_testing::init_no_event_loop();
+    let post = Post::new(42, Some(FIRST));
+    let other = post.another_user_writes("other", "Hello, I am writing from Minsk.");
+    let (app, rx) = signed_in(&post);
+    let w = app.window();
+    assert_eq!(w.get_cases().iter().count(), 2, "both cases");
+    let rows: Vec<_> = w.get_cases().iter().collect();
+    let (case, other_case) = (rows[1].id.to_string(), rows[0].id.to_string());
+    let number = users_own_number(&post.user);
+    assert_eq!(number.len(), 35, "six groups of five digits: {number}");
+    assert!(
+        number
+            .split(' ')
+            .all(|g| g.len() == 5 && g.bytes().all(|b| b.is_ascii_digit()))
+    );
+    assert_ne!(number, users_own_number(&other));
+
+    open(&app, &rx, &case);
+    pump(&app, &rx, 10, "the key status", |u| {
+        matches!(u, Update::KeyStatus { .. })
+    });
+    assert_eq!(
+        w.get_user_number(),
+        number.as_str(),
+        "the number the user's app shows"
+    );
+    assert!(
+        shows(w, &format!("User's safety number: {number}")),
+        "{:?}",
+        labels(w)
+    );
+    assert!(shows(
+        w,
+        "Not verified: compare it with the number the user reads to you"
+    ));
+    let mark = find_role(w, "Verified with the user", AccessibleRole::Checkbox);
+    assert_eq!(mark.accessible_checked(), Some(false));
+    mark.invoke_accessible_default_action();
+    changed(&app, &rx);
+    pump(&app, &rx, 10, "the key status after the mark", |u| {
+        matches!(u, Update::KeyStatus { .. })
+    });
+    assert!(w.get_user_verified());
+    assert_eq!(
+        find_role(w, "Verified with the user", AccessibleRole::Checkbox).accessible_checked(),
+        Some(true)
+    );
+    assert!(shows(w, "Verified on this device: it matched"));
+
+    // Another case, another user: their own number, not verified.
+    click(w, "Back");
+    pump(&app, &rx, 10, "the list", |u| {
+        matches!(u, Update::Cases { .. })
+    });
+    open(&app, &rx, &other_case);
+    pump(&app, &rx, 10, "the other key status", |u| {
+        matches!(u, Update::KeyStatus { .. })
+    });
+    assert_eq!(w.get_user_number(), users_own_number(&other).as_str());
+    assert!(!w.get_user_verified());
+    // Back to the first: the mark was kept (in the store, for that case only); taken off.
+    click(w, "Back");
+    pump(&app, &rx, 10, "the list", |u| {
+        matches!(u, Update::Cases { .. })
+    });
+    open(&app, &rx, &case);
+    pump(&app, &rx, 10, "the key status again", |u| {
+        matches!(u, Update::KeyStatus { .. })
+    });
+    assert!(w.get_user_verified());
+    find_role(w, "Verified with the user", AccessibleRole::Checkbox)
+        .invoke_accessible_default_action();
+    changed(&app, &rx);
+    pump(
+        &app,
+        &rx,
+        10,
+        "the key status after taking the mark off",
+        |u| matches!(u, Update::KeyStatus { .. }),
+    );
+    assert!(!w.get_user_verified());
+}
+
+#[test]
+fn this_devices_notes_are_edited_in_place_by_keyboard_or_screen_reader_and_never_reach_the_user() {
+    i_slint_backend_testing::init_no_event_loop();
+    let mut post = Post::new(43, Some("please help"));
+    let (app, rx) = signed_in(&post);
+    let w = app.window();
+    let case = w.get_cases().row_data(0).expect("the case").id.to_string();
+    open(&app, &rx, &case);
+    assert!(
+        !labels(w).contains(&"Edit note".to_string()),
+        "no note, nothing to edit"
+    );
+    let note = "Call before noon.";
+    type_into(w, "Internal note", note);
+    click(w, "Add note");
+    changed(&app, &rx);
+
+    // Edit, then cancel with Escape: nothing changes, the reply boxes come back.
+    let edit = find_role(w, "Edit note", AccessibleRole::Button);
+    assert_eq!(edit.accessible_description().as_deref(), Some(note));
+    edit.invoke_accessible_default_action();
+    assert_ne!(w.get_note_editing(), "");
+    assert!(shows(w, "Edit the internal note"));
+    let area = find_role(w, "Edited note", AccessibleRole::TextInput);
+    assert_eq!(area.accessible_value().as_deref(), Some(note));
+    assert!(
+        !labels(w).contains(&"Reply".to_string()),
+        "the edit box takes the reply boxes' place"
+    );
+    press(w, Key::Escape);
+    assert_eq!(
+        w.get_note_editing(),
+        "",
+        "Escape cancels (the box had the keyboard)"
+    );
+    assert!(labels(w).contains(&"Reply".to_string()));
+
+    // Edit, then an empty text is refused.
+    click(w, "Edit note");
+    type_into(w, "Edited note", "  ");
+    click(w, "Save note");
+    assert_eq!(w.get_problem(), InboxProblem::NoteEmpty);
+    assert_ne!(w.get_note_editing(), "", "the box stays open");
+    // Cancel by its button.
+    click(w, "Cancel");
+    assert_eq!(w.get_note_editing(), "");
+    // Edit and save: the note's new text, still one note, still internal.
+    click(w, "Edit note");
+    let edited = "Call before noon; she speaks Persian and French.";
+    type_into(w, "Edited note", edited);
+    let deposits = post.kit.received("Deposit");
+    click(w, "Save note");
+    changed(&app, &rx);
+    assert_eq!(
+        w.get_note_editing(),
+        "",
+        "the box closes once the edit is kept"
+    );
+    let notes: Vec<_> = w.get_entries().iter().filter(|e| e.note).collect();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes[0].text, edited);
+    assert!(notes[0].editable);
+    assert!(shows(w, edited));
+    assert!(!shows(w, &format!("{note}\u{0}")), "the old text is gone");
+    assert_eq!(
+        post.kit.received("Deposit"),
+        deposits,
+        "a note goes to no relay"
+    );
+    assert!(post.user_reads().iter().all(|t| !t.contains("noon")));
+    // Kept: opened again, the edited text.
+    click(w, "Back");
+    pump(&app, &rx, 10, "the list", |u| {
+        matches!(u, Update::Cases { .. })
+    });
+    open(&app, &rx, &case);
+    assert!(w.get_entries().iter().any(|e| e.note && e.text == edited));
+}
+
+#[test]
+fn a_template_saved_in_french_is_offered_first_in_a_french_case_inserted_and_sent() {
+    i_slint_backend_testing::init_no_event_loop();
+    let mut post = Post::new(
+        44,
+        Some("Bonjour, je suis journaliste et mon site a été bloqué hier soir."),
+    );
+    let _other = post.another_user_writes("other", FIRST);
+    let (app, rx) = signed_in(&post);
+    let w = app.window();
+    assert_eq!(w.get_cases().iter().count(), 2, "both cases");
+    let rows: Vec<_> = w.get_cases().iter().collect();
+    let (persian, french) = (rows[0].id.to_string(), rows[1].id.to_string());
+    assert!(rows[0].rtl && !rows[1].rtl);
+
+    open(&app, &rx, &french);
+    pump(&app, &rx, 10, "the templates", |u| {
+        matches!(u, Update::Templates { .. })
+    });
+    assert_eq!(w.get_case_language_tag(), "fr", "the user writes French");
+    click(w, "Templates");
+    assert!(w.get_templates_open());
+    assert!(shows(w, "No template yet"));
+    // An English template, then a French one, each from the reply box.
+    let english = "Thank you, we received your message. We answer within 48 hours.";
+    type_into(w, "Reply", english);
+    click(w, "Save the reply as a template");
+    assert_eq!(
+        w.get_template_language(),
+        "fr",
+        "the case's language is offered"
+    );
+    type_into(w, "Template title", "Acknowledgement");
+    // Without a title: refused with a sentence.
+    type_into(w, "Template title", " ");
+    click(w, "Save template");
+    assert_eq!(w.get_problem(), InboxProblem::TemplateIncomplete);
+    type_into(w, "Template title", "Acknowledgement");
+    click(w, "English");
+    assert_eq!(
+        find_role(w, "English", AccessibleRole::RadioButton).accessible_checked(),
+        Some(true)
+    );
+    click(w, "Save template");
+    pump(&app, &rx, 10, "the template kept", |u| {
+        matches!(u, Update::TemplateSaved | Update::TemplateFailed { .. })
+    });
+    assert_eq!(w.get_problem(), InboxProblem::None);
+    assert!(!w.get_template_saving(), "the form closes once kept");
+    pump(&app, &rx, 10, "the templates", |u| {
+        matches!(u, Update::Templates { .. })
+    });
+    let french_text = "Bonjour, nous avons bien reçu votre message. Nous répondons sous 48 heures.";
+    type_into(w, "Reply", french_text);
+    click(w, "Save the reply as a template");
+    type_into(w, "Template title", "Accusé de réception");
+    click(w, "Save template");
+    pump(&app, &rx, 10, "the template kept", |u| {
+        matches!(u, Update::TemplateSaved | Update::TemplateFailed { .. })
+    });
+    pump(
+        &app,
+        &rx,
+        10,
+        "the templates",
+        |u| matches!(u, Update::Templates { templates, .. } if templates.len() == 2),
+    );
+    // The French one first, marked as the case's language.
+    let offered: Vec<_> = w.get_templates().iter().collect();
+    assert_eq!(offered[0].title, "Accusé de réception");
+    assert_eq!(offered[0].language, "fr");
+    assert!(offered[0].matches && !offered[1].matches);
+    assert!(shows(
+        w,
+        "Templates in the case's language (Français) first."
+    ));
+    let inserts: Vec<String> = labels(w)
+        .into_iter()
+        .filter(|l| l.starts_with("Insert template "))
+        .collect();
+    assert_eq!(
+        inserts,
+        [
+            "Insert template Accusé de réception",
+            "Insert template Acknowledgement"
+        ]
+    );
+
+    // Inserted into an empty reply box, then sent: the user receives it.
+    type_into(w, "Reply", "");
+    click(w, "Insert template Accusé de réception");
+    assert_eq!(w.get_draft(), french_text);
+    click(w, "Send reply");
+    pump(&app, &rx, 30, "the relay's confirmation", |u| {
+        matches!(
+            u,
+            Update::Event(Event::Reply {
+                delivery: Delivery::Confirmed,
+                ..
+            })
+        )
+    });
+    assert!(w.get_draft().is_empty());
+    assert_eq!(
+        post.user_reads(),
+        [
+            "Bonjour, je suis journaliste et mon site a été bloqué hier soir.".to_string(),
+            french_text.to_string()
+        ]
+    );
+
+    // In the Persian case, neither is in the case's language: by title, none marked.
+    click(w, "Back");
+    pump(&app, &rx, 10, "the list", |u| {
+        matches!(u, Update::Cases { .. })
+    });
+    open(&app, &rx, &persian);
+    pump(&app, &rx, 10, "the templates", |u| {
+        matches!(u, Update::Templates { .. })
+    });
+    assert_eq!(w.get_case_language_tag(), "fa");
+    assert!(w.get_templates().iter().all(|t| !t.matches));
+    // Deleted: gone from the list and the store.
+    click(w, "Delete template Acknowledgement");
+    pump(&app, &rx, 10, "the template deleted", |u| {
+        matches!(u, Update::TemplateSaved | Update::TemplateFailed { .. })
+    });
+    pump(
+        &app,
+        &rx,
+        10,
+        "the templates",
+        |u| matches!(u, Update::Templates { templates, .. } if templates.len() == 1),
+    );
+    assert!(!labels(w).contains(&"Insert template Acknowledgement".to_string()));
 }

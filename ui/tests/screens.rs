@@ -1028,3 +1028,62 @@ fn a_device_the_relay_handed_out_no_keys_for_is_named_until_a_message_reaches_ev
     });
     assert!(!shows(w, banner));
 }
+
+#[test]
+fn the_settings_show_this_devices_own_safety_number_as_the_staff_inbox_computes_it() {
+    i_slint_backend_testing::init_no_event_loop();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let dir = tmp.path().join("app");
+    let (_rt, kit) = kit_relay();
+    let vkey = kit.log_vkey().expect("a log").to_string();
+    let (app, rx) = onboard(&dir, &vkey, &kit);
+    let w = app.window();
+    assert_eq!(
+        w.get_own_number(),
+        "",
+        "no identity before the first connection"
+    );
+    click(w, "Connect");
+    pump_until(&app, &rx, 60, "the device's own number", |u| {
+        matches!(u, Update::OwnNumber(_))
+    });
+    click(w, "Settings");
+    assert_eq!(w.get_screen(), Screen::Settings);
+    let number = w.get_own_number().to_string();
+    let groups: Vec<&str> = number.split(' ').collect();
+    assert_eq!(groups.len(), 6, "{number}");
+    assert!(
+        groups
+            .iter()
+            .all(|g| g.len() == 5 && g.bytes().all(|b| b.is_ascii_digit())),
+        "{number}"
+    );
+    assert!(
+        shows(w, &format!("Your safety number: {number}")),
+        "{:?}",
+        labels(w)
+    );
+    assert!(shows(w, "read it to them by another channel"));
+
+    // Locked: the number leaves the window with everything else.
+    click(w, "Hold to lock");
+    pump_until(&app, &rx, 10, "the lock", |u| matches!(u, Update::Locked));
+    assert_eq!(w.get_own_number(), "");
+    drop(app);
+    // The number is the one a post's Inbox computes from the key this device holds.
+    let store = refuge_client::store::Store::open(
+        &dir,
+        &refuge_client::store::Passphrase::new(PASSPHRASE.into()),
+    )
+    .expect("the store opens");
+    let key = store
+        .local_identity()
+        .expect("read")
+        .expect("an identity")
+        .identity_key()
+        .expect("its key");
+    assert_eq!(
+        refuge_client::app::InboxClient::user_safety_number_of(&key).display(),
+        number
+    );
+}

@@ -261,7 +261,7 @@ fn fill_inbox_with_sample_data(app: &refuge_ui::inbox::InboxApp) {
     use refuge_client::store::CaseFilter;
     use refuge_client::sync::Status;
     use refuge_ui::inbox::log_status::LogView;
-    use refuge_ui::inbox::worker::{CaseView, EntryView, StateView, Update};
+    use refuge_ui::inbox::worker::{CaseView, EntryView, StateView, TemplateView, Update};
     const NOW: i64 = 1_796_569_800;
     app.apply(Update::Opened {
         label: "emb-xx/hr-desk-1".into(),
@@ -358,6 +358,7 @@ fn fill_inbox_with_sample_data(app: &refuge_ui::inbox::InboxApp) {
                 expires_hour: None,
                 author: None,
                 note: false,
+                note_id: 0,
             },
             EntryView {
                 id: 2,
@@ -368,6 +369,7 @@ fn fill_inbox_with_sample_data(app: &refuge_ui::inbox::InboxApp) {
                 expires_hour: Some(1_797_170_400),
                 author: Some("emb-xx/hr-desk-2".into()),
                 note: false,
+                note_id: 0,
             },
             EntryView {
                 id: -1,
@@ -378,6 +380,7 @@ fn fill_inbox_with_sample_data(app: &refuge_ui::inbox::InboxApp) {
                 expires_hour: None,
                 author: Some("emb-xx/hr-desk-2".into()),
                 note: true,
+                note_id: 7,
             },
             EntryView {
                 id: 3,
@@ -388,6 +391,7 @@ fn fill_inbox_with_sample_data(app: &refuge_ui::inbox::InboxApp) {
                 expires_hour: None,
                 author: None,
                 note: false,
+                note_id: 0,
             },
             EntryView {
                 id: 4,
@@ -398,6 +402,7 @@ fn fill_inbox_with_sample_data(app: &refuge_ui::inbox::InboxApp) {
                 expires_hour: None,
                 author: None,
                 note: false,
+                note_id: 0,
             },
             EntryView {
                 id: -2,
@@ -408,6 +413,7 @@ fn fill_inbox_with_sample_data(app: &refuge_ui::inbox::InboxApp) {
                 expires_hour: None,
                 author: None,
                 note: true,
+                note_id: 7,
             },
         ],
         can_reply: true,
@@ -420,6 +426,61 @@ fn fill_inbox_with_sample_data(app: &refuge_ui::inbox::InboxApp) {
             needs_reassignment: false,
             colleagues: vec!["emb-xx/hr-desk-2".into(), "emb-xx/hr-desk-3".into()],
         }),
+    });
+    // The user's key, not verified yet; templates in Persian (the case's language), Arabic,
+    // French and English.
+    app.apply(Update::KeyStatus {
+        case: "3fa2c1d04b5e6f708192a3b4c5d6e7f8".into(),
+        number: Some("05210 77451 98012 33017 60402 11938".into()),
+        verified: false,
+    });
+    let template = |id, title: &str, language: &str, text: &str, matches| TemplateView {
+        id,
+        title: title.into(),
+        language: language.into(),
+        text: text.into(),
+        matches,
+    };
+    app.apply(Update::Templates {
+        case: Some("3fa2c1d04b5e6f708192a3b4c5d6e7f8".into()),
+        language: Some("fa".into()),
+        templates: vec![
+            template(
+                1,
+                "رسید پیام",
+                "fa",
+                "پیام شما رسید. ظرف ۴۸ ساعت پاسخ می‌دهیم.",
+                true,
+            ),
+            template(
+                2,
+                "تماس فردا ساعت ۱۰",
+                "fa",
+                "فردا ساعت ۱۰ با شما تماس می‌گیریم.",
+                true,
+            ),
+            template(
+                3,
+                "استلام الرسالة",
+                "ar",
+                "وصلتنا رسالتك. سنرد خلال ٤٨ ساعة.",
+                false,
+            ),
+            template(
+                4,
+                "Accusé de réception",
+                "fr",
+                "Nous avons bien reçu votre message.",
+                false,
+            ),
+            template(
+                5,
+                "Acknowledgement",
+                "en",
+                "We received your message.",
+                false,
+            ),
+        ],
     });
 }
 
@@ -519,6 +580,38 @@ fn inbox_shots() -> Vec<InboxShot> {
             },
         },
         InboxShot {
+            name: "09-case-templates",
+            set: |a| {
+                let w = a.window();
+                w.set_label("emb-xx/hr-desk-1".into());
+                w.set_store_open(true);
+                w.set_destroyed(false);
+                log_failed(a, false);
+                w.set_can_reply(true);
+                w.set_draft("پیام شما رسید. ظرف ۴۸ ساعت پاسخ می‌دهیم.".into());
+                w.set_templates_open(true);
+                w.set_screen(InboxScreen::Case);
+            },
+        },
+        InboxShot {
+            name: "10-case-template-save",
+            set: |a| {
+                let w = a.window();
+                w.set_label("emb-xx/hr-desk-1".into());
+                w.set_store_open(true);
+                w.set_destroyed(false);
+                log_failed(a, false);
+                w.set_can_reply(true);
+                w.set_draft("فردا ساعت ۱۰ با شما تماس می‌گیریم — Refuge".into());
+                w.set_templates_open(true);
+                w.set_template_saving(true);
+                // Mixed Persian and Latin in the title box (right-aligned in RTL).
+                w.set_template_title("تماس Refuge ۲۰۲۶".into());
+                w.set_template_language("fa".into());
+                w.set_screen(InboxScreen::Case);
+            },
+        },
+        InboxShot {
             name: "08-case-handover",
             set: |a| {
                 let w = a.window();
@@ -532,6 +625,34 @@ fn inbox_shots() -> Vec<InboxShot> {
                 w.set_handover_to("emb-xx/hr-desk-2".into());
                 // Mixed Persian and Latin in the right-aligned (in RTL) note box.
                 w.set_handover_draft("سلام Refuge ۲۰۲۶ — call back at 10".into());
+                w.set_screen(InboxScreen::Case);
+            },
+        },
+        InboxShot {
+            name: "11-case-note-edit",
+            set: |a| {
+                let w = a.window();
+                w.set_label("emb-xx/hr-desk-1".into());
+                w.set_store_open(true);
+                w.set_destroyed(false);
+                log_failed(a, false);
+                w.set_can_reply(true);
+                // Only the user's message and this desk's note, so that the note's edit action
+                // is in view (the sample data comes back before the next language).
+                use slint::Model as _;
+                let all: Vec<_> = a.window().get_entries().iter().collect();
+                let entries: Vec<_> = all
+                    .iter()
+                    .filter(|e| e.from_user)
+                    .take(1)
+                    .chain(all.iter().filter(|e| e.editable))
+                    .cloned()
+                    .collect();
+                w.set_entries(slint::ModelRc::new(slint::VecModel::from(entries)));
+                w.set_note_editing("7".into());
+                w.set_note_edit_draft(
+                    "Rendez-vous confirmé pour demain 10 h. سلام Refuge ۲۰۲۶".into(),
+                );
                 w.set_screen(InboxScreen::Case);
             },
         },
@@ -559,6 +680,7 @@ fn every_inbox_screen_in_english_french_arabic_and_persian_matches_its_reference
     }
     for lang in ["en", "fr", "ar", "fa"] {
         app.set_language(lang);
+        fill_inbox_with_sample_data(&app);
         for shot in inbox_shots() {
             // Each screen is made afresh for its picture: a button disabled since the last
             // picture would otherwise show the start of its animation (the clock stands still).
@@ -566,6 +688,9 @@ fn every_inbox_screen_in_english_french_arabic_and_persian_matches_its_reference
             let _ = offscreen::render(&window, WIDTH, HEIGHT);
             app.window().set_problem(refuge_ui::InboxProblem::None);
             app.window().set_handing_over(false);
+            app.window().set_templates_open(false);
+            app.window().set_template_saving(false);
+            app.window().set_note_editing("".into());
             (shot.set)(&app);
             let _ = offscreen::render(&window, WIDTH, HEIGHT);
             let pixels = offscreen::render(&window, WIDTH, HEIGHT);

@@ -851,6 +851,271 @@ impl InboxClient {
     }
 }
 
+// ------------------------------------------------ reply templates and the user's key status
+
+/// Most reply templates a device keeps.
+pub const MAX_REPLY_TEMPLATES: usize = 200;
+/// Longest text of a reply template, in bytes (UTF-8).
+pub const MAX_REPLY_TEMPLATE_BYTES: usize = 8 * 1024;
+/// Longest title of a reply template, in characters.
+pub const MAX_REPLY_TEMPLATE_TITLE: usize = 120;
+
+/// The setting that holds this device's reply templates: a [`ReplyTemplateList`], protobuf,
+/// in base64.
+const REPLY_TEMPLATES: &str = "inbox.reply_templates";
+/// The setting, per case, that holds the user's safety number as this device verified it with
+/// the user (its 30 digits; empty: not verified).
+const KEY_VERIFIED: &str = "inbox.user_key_verified.";
+
+/// A reply a member of staff saved to insert again: a title, the language it is written in (a
+/// language tag such as `fr`, `ar`, `fa`, `zh_CN`) and its text. Kept on this device only (in
+/// its encrypted store); never sent to colleagues or to users.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct ReplyTemplate {
+    /// Random, never 0.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(string, tag = "2")]
+    pub title: String,
+    #[prost(string, tag = "3")]
+    pub language: String,
+    #[prost(string, tag = "4")]
+    pub text: String,
+}
+
+/// The stored form of the templates, in the order they were first saved.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ReplyTemplateList {
+    #[prost(message, repeated, tag = "1")]
+    templates: Vec<ReplyTemplate>,
+}
+
+/// Whether `tag` is a language tag: 2 or 3 letters, optionally a region or script after `_` or
+/// `-` (`fr`, `zh_CN`, `pt-BR`).
+fn is_language_tag(tag: &str) -> bool {
+    let (lang, rest) = match tag.find(['_', '-']) {
+        Some(i) => (&tag[..i], Some(&tag[i + 1..])),
+        None => (tag, None),
+    };
+    let lang_ok = (2..=3).contains(&lang.len()) && lang.bytes().all(|b| b.is_ascii_alphabetic());
+    let rest_ok = rest
+        .is_none_or(|r| (2..=8).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_alphanumeric()));
+    lang_ok && rest_ok
+}
+
+impl InboxClient {
+    /// Most reply templates a device keeps ([`MAX_REPLY_TEMPLATES`]).
+    pub const MAX_REPLY_TEMPLATES: usize = MAX_REPLY_TEMPLATES;
+    /// Longest text of a reply template, in bytes ([`MAX_REPLY_TEMPLATE_BYTES`]).
+    pub const MAX_REPLY_TEMPLATE_BYTES: usize = MAX_REPLY_TEMPLATE_BYTES;
+    /// Longest title of a reply template, in characters ([`MAX_REPLY_TEMPLATE_TITLE`]).
+    pub const MAX_REPLY_TEMPLATE_TITLE: usize = MAX_REPLY_TEMPLATE_TITLE;
+
+    /// This device's reply templates, in the order they were first saved.
+    pub fn reply_templates(&self) -> Result<Vec<ReplyTemplate>> {
+        use base64::Engine as _;
+        use prost::Message as _;
+        let Some(stored) = self.core.store.setting(REPLY_TEMPLATES)? else {
+            return Ok(Vec::new());
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(stored.as_bytes())
+            .map_err(|e| ClientError::Corrupt(format!("the stored reply templates: {e}")))?;
+        let list = ReplyTemplateList::decode(bytes.as_slice())
+            .map_err(|e| ClientError::Corrupt(format!("the stored reply templates: {e}")))?;
+        Ok(list.templates)
+    }
+
+    fn put_reply_templates(&self, templates: Vec<ReplyTemplate>) -> Result<()> {
+        use base64::Engine as _;
+        use prost::Message as _;
+        let bytes = ReplyTemplateList { templates }.encode_to_vec();
+        let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+        self.core.store.set_setting(REPLY_TEMPLATES, &text)
+    }
+
+    /// Saves a reply template: a new one (`id` `None`), or a new title, language and text for
+    /// the template `id`. Returns it as kept. Refused with [`ClientError::InvalidArgument`]:
+    /// an empty title or text, a title over [`MAX_REPLY_TEMPLATE_TITLE`] characters, a text over
+    /// [`MAX_REPLY_TEMPLATE_BYTES`] bytes, a language that is not a tag (`fr`, `zh_CN`), a new
+    /// template beyond [`MAX_REPLY_TEMPLATES`], an `id` this device does not have.
+    pub fn save_reply_template(
+        &self,
+        id: Option<u64>,
+        title: &str,
+        language: &str,
+        text: &str,
+    ) -> Result<ReplyTemplate> {
+        let refuse = |why: String| Err(ClientError::InvalidArgument(why));
+        let title = title.trim();
+        let language = language.trim();
+        if title.is_empty() {
+            return refuse("a reply template needs a title".into());
+        }
+        if title.chars().count() > MAX_REPLY_TEMPLATE_TITLE {
+            return refuse(format!(
+                "a reply template's title has at most {MAX_REPLY_TEMPLATE_TITLE} characters"
+            ));
+        }
+        if text.trim().is_empty() {
+            return refuse("a reply template needs a text".into());
+        }
+        if text.len() > MAX_REPLY_TEMPLATE_BYTES {
+            return refuse(format!(
+                "a reply template's text has at most {MAX_REPLY_TEMPLATE_BYTES} bytes (this one {})",
+                text.len()
+            ));
+        }
+        if !is_language_tag(language) {
+            return refuse(format!(
+                "{language:?} is not a language tag (such as fr, en, ar, fa, zh_CN)"
+            ));
+        }
+        let mut templates = self.reply_templates()?;
+        let kept = match id {
+            Some(id) => {
+                let Some(t) = templates.iter_mut().find(|t| t.id == id) else {
+                    return refuse(format!("this device has no reply template {id}"));
+                };
+                t.title = title.to_string();
+                t.language = language.to_string();
+                t.text = text.to_string();
+                t.clone()
+            }
+            None => {
+                if templates.len() >= MAX_REPLY_TEMPLATES {
+                    return refuse(format!(
+                        "at most {MAX_REPLY_TEMPLATES} reply templates are kept: delete one first"
+                    ));
+                }
+                let mut id = rand::random_range(1..=u64::MAX);
+                while templates.iter().any(|t| t.id == id) {
+                    id = rand::random_range(1..=u64::MAX);
+                }
+                let t = ReplyTemplate {
+                    id,
+                    title: title.to_string(),
+                    language: language.to_string(),
+                    text: text.to_string(),
+                };
+                templates.push(t.clone());
+                t
+            }
+        };
+        self.put_reply_templates(templates)?;
+        Ok(kept)
+    }
+
+    /// Deletes the reply template `id`; an error if this device has none by that id.
+    pub fn delete_reply_template(&self, id: u64) -> Result<()> {
+        let mut templates = self.reply_templates()?;
+        let before = templates.len();
+        templates.retain(|t| t.id != id);
+        if templates.len() == before {
+            return Err(ClientError::InvalidArgument(format!(
+                "this device has no reply template {id}"
+            )));
+        }
+        self.put_reply_templates(templates)
+    }
+
+    /// The safety number of a user's identity key, as both ends show it: the key's half of a
+    /// Signal safety number ([`refuge_proto::safety_number::safety_number`]) under the user's
+    /// address (`user:<hash>`, which the key determines) as the stable identifier. The user app
+    /// shows the same number for its own key, so that a member of staff can compare it with
+    /// the one the user reads to them over another channel.
+    pub fn user_safety_number_of(
+        identity: &libsignal_protocol::IdentityKey,
+    ) -> refuge_proto::safety_number::SafetyNumber {
+        let name = crate::peer::Peer::user_for(identity).name();
+        refuge_proto::safety_number::safety_number(&identity.serialize(), name.as_bytes())
+    }
+
+    /// The identity key of the user of `case_id` (full id or unique prefix), as this device
+    /// holds it from the user's messages; `None` if none is kept (no message decrypted yet).
+    fn user_identity(&self, case_id: &str) -> Result<Option<libsignal_protocol::IdentityKey>> {
+        use rusqlite::OptionalExtension as _;
+        let case = self.case(case_id)?;
+        let peer = crate::peer::Peer::User {
+            hash: case.case_id.clone(),
+        };
+        let bytes: Option<Vec<u8>> = self
+            .core
+            .store
+            .conn()
+            .query_row(
+                "SELECT identity_key FROM identities WHERE address = ?1",
+                [peer.name()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(bytes) = bytes else { return Ok(None) };
+        let key = libsignal_protocol::IdentityKey::decode(&bytes)
+            .map_err(|e| ClientError::Corrupt(format!("a user's stored identity key: {e}")))?;
+        // The case id is the hash of the key: a stored key that does not hash to it is not
+        // this user's.
+        if crate::peer::Peer::user_for(&key) != peer {
+            return Err(ClientError::Corrupt(
+                "a user's stored identity key does not match its case".into(),
+            ));
+        }
+        Ok(Some(key))
+    }
+
+    /// The safety number of the user of `case_id` (six groups of five digits); `None` if this
+    /// device holds no key of theirs yet.
+    pub fn user_safety_number(
+        &self,
+        case_id: &str,
+    ) -> Result<Option<refuge_proto::safety_number::SafetyNumber>> {
+        Ok(self
+            .user_identity(case_id)?
+            .map(|key| InboxClient::user_safety_number_of(&key)))
+    }
+
+    /// Whether a member of staff marked the user's safety number of `case_id` as verified on
+    /// this device (compared with the number the user read to them). Bound to the number: a
+    /// mark made for another number does not count.
+    pub fn user_key_verified(&self, case_id: &str) -> Result<bool> {
+        Ok(self.user_key_status(case_id)?.1)
+    }
+
+    /// The user's safety number of `case_id` and whether it is marked as verified on this
+    /// device ([`InboxClient::user_safety_number`], [`InboxClient::user_key_verified`]), the
+    /// number computed once (5,200 SHA-512 rounds).
+    pub fn user_key_status(
+        &self,
+        case_id: &str,
+    ) -> Result<(Option<refuge_proto::safety_number::SafetyNumber>, bool)> {
+        let case = self.case(case_id)?;
+        let Some(number) = self.user_safety_number(&case.case_id)? else {
+            return Ok((None, false));
+        };
+        let stored = self
+            .core
+            .store
+            .setting(&format!("{KEY_VERIFIED}{}", case.case_id))?;
+        let verified = stored.is_some_and(|s| s == number.digits());
+        Ok((Some(number), verified))
+    }
+
+    /// Marks the user's safety number of `case_id` as verified on this device (`on`), or takes
+    /// the mark off. Only this device's store holds it; an error if no key of the user is kept.
+    pub fn set_user_key_verified(&self, case_id: &str, on: bool) -> Result<()> {
+        let case = self.case(case_id)?;
+        let key = format!("{KEY_VERIFIED}{}", case.case_id);
+        if !on {
+            return self.core.store.set_setting(&key, "");
+        }
+        let Some(number) = self.user_safety_number(&case.case_id)? else {
+            return Err(ClientError::InvalidArgument(format!(
+                "this device holds no key of the user of case {case_id} yet"
+            )));
+        };
+        self.core.store.set_setting(&key, &number.digits())
+    }
+}
+
 /// A wait drawn uniformly from zero to `max`, to the millisecond.
 fn pick_delay(max: Duration) -> Duration {
     let max = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);

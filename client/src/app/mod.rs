@@ -11,7 +11,8 @@ mod poll;
 mod user;
 
 pub use inbox::{
-    DEFAULT_SEND_DELAY_MAX, InboxClient, InboxReadSummary, InboxSettings, QueuedReply, ReplySummary,
+    DEFAULT_SEND_DELAY_MAX, InboxClient, InboxReadSummary, InboxSettings, QueuedReply,
+    ReplySummary, ReplyTemplate,
 };
 pub use poll::PollSchedule;
 pub use user::{ReceiveSummary, UserClient, UserSettings};

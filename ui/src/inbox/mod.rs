@@ -11,10 +11,13 @@
 
 pub mod log_status;
 pub mod problem;
+pub mod templates;
 pub mod worker;
 
 use crate::user::hour_label;
-use crate::{Bidi, CaseEntry, CaseRow, Dir, InboxProblem, InboxScreen, InboxWindow, LogStatus};
+use crate::{
+    Bidi, CaseEntry, CaseRow, Dir, InboxProblem, InboxScreen, InboxWindow, LogStatus, TemplateRow,
+};
 use log_status::LogView;
 use refuge_client::events::{Delivery, Event};
 use refuge_client::secret::SecretText;
@@ -25,7 +28,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use worker::{CaseView, Command, EntryView, StateView, Update, Worker};
+use worker::{CaseView, Command, EntryView, StateView, TemplateView, Update, Worker};
 
 /// How the app starts.
 pub struct Options {
@@ -61,6 +64,9 @@ struct Flow {
     /// kept), a handover (its panel closed once kept).
     noting: bool,
     handing: bool,
+    /// A note's edit, a template's saving under way (the box closed once kept).
+    editing: bool,
+    templating: bool,
     log: LogSeen,
 }
 
@@ -113,6 +119,18 @@ impl InboxApp {
         let worker = Worker::spawn(options.worker.clone(), report)
             .map_err(|e| format!("cannot start the worker thread: {e}"))?;
         window.set_data_dir(left_to_right(&options.data_dir.to_string_lossy()).into());
+        window.set_languages(model(
+            crate::lang::LANGUAGES
+                .iter()
+                .map(|l| SharedString::from(l.tag))
+                .collect(),
+        ));
+        window.set_language_names(model(
+            crate::lang::LANGUAGES
+                .iter()
+                .map(|l| SharedString::from(l.native))
+                .collect(),
+        ));
         window.set_filters(model(
             worker::FILTERS
                 .iter()
@@ -129,6 +147,8 @@ impl InboxApp {
             sending: None,
             noting: false,
             handing: false,
+            editing: false,
+            templating: false,
             log: LogSeen::default(),
         }));
         let app = InboxApp {
@@ -246,8 +266,15 @@ impl InboxApp {
             w.set_note_draft(SharedString::new());
             w.set_handover_draft(SharedString::new());
             self.show_state(&StateView::default());
+            w.set_user_number(SharedString::new());
+            w.set_user_verified(false);
+            w.set_case_language(SharedString::new());
+            w.set_case_language_tag(SharedString::new());
         }
         w.set_handing_over(false);
+        w.set_note_editing(SharedString::new());
+        w.set_note_edit_draft(SharedString::new());
+        w.set_template_saving(false);
         if let Some(i) = self.flow.borrow().cases.iter().position(|c| c.id == id) {
             w.set_current(clamp_i32(i));
         }
@@ -354,6 +381,82 @@ impl InboxApp {
         });
     }
 
+    /// Saves the new text of one of this device's notes on the open case (`id`: the note's id,
+    /// decimal).
+    fn save_note(&self, id: &str, text: &str) {
+        let Ok(note) = id.parse::<u64>() else {
+            return;
+        };
+        if text.trim().is_empty() {
+            self.problem(InboxProblem::NoteEmpty, "");
+            return;
+        }
+        let case = self.window.get_case_id().to_string();
+        self.problem(InboxProblem::None, "");
+        self.flow.borrow_mut().editing = true;
+        self.send(Command::EditNote {
+            case,
+            note,
+            text: SecretText::new(text.trim().to_string()),
+        });
+    }
+
+    /// Saves the reply box's text as a new template, with `title` in `language` (a tag).
+    fn save_template(&self, title: &str, language: &str) {
+        let text = self.window.get_draft().to_string();
+        if title.trim().is_empty() || language.is_empty() || text.trim().is_empty() {
+            self.problem(InboxProblem::TemplateIncomplete, "");
+            return;
+        }
+        self.problem(InboxProblem::None, "");
+        self.flow.borrow_mut().templating = true;
+        self.send(Command::SaveTemplate {
+            id: None,
+            title: title.trim().to_string(),
+            language: language.to_string(),
+            text,
+        });
+    }
+
+    fn delete_template(&self, id: &str) {
+        let Ok(id) = id.parse::<u64>() else {
+            return;
+        };
+        self.problem(InboxProblem::None, "");
+        self.send(Command::DeleteTemplate { id });
+    }
+
+    /// Marks the open case's user key as verified with the user on this device, or takes the
+    /// mark off.
+    fn verify_key(&self, on: bool) {
+        let case = self.window.get_case_id().to_string();
+        self.problem(InboxProblem::None, "");
+        self.send(Command::VerifyKey { case, on });
+    }
+
+    /// The reply templates in the window, with the open case's language.
+    fn show_templates(&self, language: Option<&str>, templates: &[TemplateView]) {
+        let w = &self.window;
+        let name = |tag: &str| {
+            crate::lang::by_tag(tag).map_or_else(|| tag.to_string(), |l| l.native.to_string())
+        };
+        w.set_case_language(language.map(name).unwrap_or_default().into());
+        w.set_case_language_tag(language.unwrap_or_default().into());
+        w.set_templates(model(
+            templates
+                .iter()
+                .map(|t| TemplateRow {
+                    id: t.id.to_string().into(),
+                    title: t.title.clone().into(),
+                    language: t.language.clone().into(),
+                    native: name(&t.language).into(),
+                    text: t.text.clone().into(),
+                    matches: t.matches,
+                })
+                .collect(),
+        ));
+    }
+
     /// The open case's shared state in the window.
     fn show_state(&self, state: &StateView) {
         let w = &self.window;
@@ -394,6 +497,17 @@ impl InboxApp {
         w.set_handover_to(SharedString::new());
         w.set_handing_over(false);
         self.show_state(&StateView::default());
+        w.set_user_number(SharedString::new());
+        w.set_user_verified(false);
+        w.set_templates(model(Vec::<TemplateRow>::new()));
+        w.set_case_language(SharedString::new());
+        w.set_case_language_tag(SharedString::new());
+        w.set_templates_open(false);
+        w.set_template_saving(false);
+        w.set_template_title(SharedString::new());
+        w.set_template_language(SharedString::new());
+        w.set_note_editing(SharedString::new());
+        w.set_note_edit_draft(SharedString::new());
         w.set_passphrase(SharedString::new());
         w.set_case_id(SharedString::new());
         w.set_case_short(SharedString::new());
@@ -408,6 +522,8 @@ impl InboxApp {
         flow.sending = None;
         flow.noting = false;
         flow.handing = false;
+        flow.editing = false;
+        flow.templating = false;
         flow.log = LogSeen::default();
         flow.open = false;
     }
@@ -505,6 +621,12 @@ impl InboxApp {
                     .into(),
                 author: e.author.clone().unwrap_or_default().into(),
                 note: e.note,
+                note_id: if e.note {
+                    e.note_id.to_string().into()
+                } else {
+                    SharedString::new()
+                },
+                editable: e.note && e.author.is_none(),
             })
             .collect();
         self.window.set_entries(model(items));
@@ -637,16 +759,52 @@ impl InboxApp {
                 }
                 self.problem(problem, &detail);
             }
+            Update::Templates {
+                case,
+                language,
+                templates,
+            } => {
+                if case.is_some_and(|c| w.get_case_id().as_str() != c) {
+                    return;
+                }
+                self.show_templates(language.as_deref(), &templates);
+            }
+            Update::KeyStatus {
+                case,
+                number,
+                verified,
+            } => {
+                if w.get_case_id().as_str() != case {
+                    return;
+                }
+                w.set_user_number(number.unwrap_or_default().into());
+                w.set_user_verified(verified);
+            }
+            Update::TemplateSaved => {
+                if std::mem::take(&mut self.flow.borrow_mut().templating) {
+                    w.set_template_saving(false);
+                    w.set_template_title(SharedString::new());
+                }
+            }
+            Update::TemplateFailed { problem, detail } => {
+                self.flow.borrow_mut().templating = false;
+                self.problem(problem, &detail);
+            }
             Update::Changed { case } => {
                 let mut flow = self.flow.borrow_mut();
-                let (noting, handing) = (
+                let (noting, handing, editing) = (
                     std::mem::take(&mut flow.noting),
                     std::mem::take(&mut flow.handing),
+                    std::mem::take(&mut flow.editing),
                 );
                 drop(flow);
                 if w.get_case_id().as_str() == case {
                     if noting {
                         w.set_note_draft(SharedString::new());
+                    }
+                    if editing {
+                        w.set_note_editing(SharedString::new());
+                        w.set_note_edit_draft(SharedString::new());
                     }
                     if handing {
                         w.set_handing_over(false);
@@ -658,6 +816,7 @@ impl InboxApp {
                 let mut flow = self.flow.borrow_mut();
                 flow.noting = false;
                 flow.handing = false;
+                flow.editing = false;
                 drop(flow);
                 self.problem(problem, &detail);
             }
@@ -699,6 +858,7 @@ impl InboxApp {
                         expires_hour: None,
                         author: None,
                         note: false,
+                        note_id: 0,
                     });
                     drop(flow);
                     w.set_draft(SharedString::new());
@@ -740,6 +900,13 @@ impl InboxApp {
         on!(on_hand_over, |app, to, note| app
             .hand_over(to.as_str(), note.as_str()));
         on!(on_add_note, |app, text| app.add_note(text.as_str()));
+        on!(on_save_note, |app, id, text| app
+            .save_note(id.as_str(), text.as_str()));
+        on!(on_save_template, |app, title, language| app
+            .save_template(title.as_str(), language.as_str()));
+        on!(on_delete_template, |app, id| app
+            .delete_template(id.as_str()));
+        on!(on_verify_key, |app, on| app.verify_key(on));
         on!(on_back, |app| app.back());
         on!(on_panic, |app| app.panic());
         on!(on_restart, |app| app.restart());

@@ -55,6 +55,24 @@ pub enum Command {
     },
     /// Add an internal note to a case (never sent to the user).
     AddNote { case: String, text: SecretText },
+    /// Replace the text of one of this device's notes on a case.
+    EditNote {
+        case: String,
+        note: u64,
+        text: SecretText,
+    },
+    /// Save a reply template (`id` `None`: a new one).
+    SaveTemplate {
+        id: Option<u64>,
+        title: String,
+        language: String,
+        text: String,
+    },
+    /// Delete a reply template.
+    DeleteTemplate { id: u64 },
+    /// Mark the user's safety number of a case as verified on this device, or take the mark
+    /// off.
+    VerifyKey { case: String, on: bool },
     /// Close the store and forget everything in memory.
     Lock,
     /// Destroy the store (its key first).
@@ -110,6 +128,20 @@ pub struct EntryView {
     pub author: Option<String>,
     /// An internal note of the post's staff (never sent to the user), not a message.
     pub note: bool,
+    /// A note's id (among its author's notes; 0 for a message): what editing it names.
+    pub note_id: u64,
+}
+
+/// A reply template as the case view offers it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TemplateView {
+    pub id: u64,
+    pub title: String,
+    /// Its language tag (`fr`, `fa`, …).
+    pub language: String,
+    pub text: String,
+    /// Written in the open case's language (offered first).
+    pub matches: bool,
 }
 
 /// How many cases each filter holds, in the order of [`FILTERS`].
@@ -177,6 +209,28 @@ pub enum Update {
         can_reply: bool,
         /// Boxed: the largest part of an update, and most updates are not this one.
         state: Box<StateView>,
+    },
+    /// This device's reply templates, those in the open case's language first (`language`:
+    /// the language the user of the open case writes in, as far as it can be told).
+    Templates {
+        case: Option<String>,
+        language: Option<String>,
+        templates: Vec<TemplateView>,
+    },
+    /// The user's key status of the open case: their safety number (six groups of five
+    /// digits; `None`: no key of theirs on this device yet), and whether this device marked it
+    /// as verified with the user.
+    KeyStatus {
+        case: String,
+        number: Option<String>,
+        verified: bool,
+    },
+    /// A reply template was saved or deleted.
+    TemplateSaved,
+    /// A reply template was refused; nothing changed.
+    TemplateFailed {
+        problem: InboxProblem,
+        detail: String,
     },
     /// A change to a case's shared state was kept (status, star, handover, note).
     Changed {
@@ -315,12 +369,22 @@ struct State {
     /// (or after the read that found it waiting), so that the relay cannot tie it to a read.
     /// The worker goes on with other commands meanwhile.
     send_at: Option<tokio::time::Instant>,
+    /// When the post's sync round runs (ADR 0012): a random time after a read, never next to
+    /// it, so that the relay cannot tie this device's sync mailbox to its staff mailbox.
+    sync_at: Option<tokio::time::Instant>,
+    /// When the next copy or hello for a colleague is due: each goes at its own time, on a
+    /// connection of its own, never with a reply.
+    copy_at: Option<tokio::time::Instant>,
     /// Each listed case's preview (the first line of the user's latest message, and whether it
     /// is right to left), by case, with the case's newest message id and number of messages
     /// when it was read: a preview is read again only when a message was added to the case or
     /// left it (a disappearing message must not stay on screen), so relisting (after each
     /// open, read or change) costs one query, not one per case. Forgotten on lock.
     previews: std::sync::Mutex<std::collections::HashMap<String, Preview>>,
+    /// Each opened case's user key status (their safety number, whether this device marked it
+    /// as verified), by case: the number costs 5,200 SHA-512 rounds, and a case's key never
+    /// changes (the case id is its hash). Forgotten when the mark changes, and on lock.
+    keys: std::sync::Mutex<std::collections::HashMap<String, (String, bool)>>,
 }
 
 impl State {
@@ -340,7 +404,10 @@ impl State {
             verified_at: None,
             session_epoch: 0,
             send_at: None,
+            sync_at: None,
+            copy_at: None,
             previews: Default::default(),
+            keys: Default::default(),
         }
     }
 
@@ -360,6 +427,10 @@ impl State {
             let reading = self.client.is_some() && !self.untrusted;
             let sending = self.client.is_some() && !self.untrusted && self.send_at.is_some();
             let send_at = self.send_at.unwrap_or_else(never);
+            let syncing = self.client.is_some() && !self.untrusted && self.sync_at.is_some();
+            let sync_at = self.sync_at.unwrap_or_else(never);
+            let copying = self.client.is_some() && !self.untrusted && self.copy_at.is_some();
+            let copy_at = self.copy_at.unwrap_or_else(never);
             let tagged = if reading {
                 tokio::select! {
                     biased;
@@ -368,6 +439,18 @@ impl State {
                         let epoch = self.session_epoch;
                         self.send_at = None;
                         let _ = self.interruptible(epoch, &interrupted, Self::send_queued).await;
+                        continue;
+                    }
+                    _ = tokio::time::sleep_until(sync_at), if syncing => {
+                        let epoch = self.session_epoch;
+                        self.sync_at = None;
+                        let _ = self.interruptible(epoch, &interrupted, Self::sync).await;
+                        continue;
+                    }
+                    _ = tokio::time::sleep_until(copy_at), if copying => {
+                        let epoch = self.session_epoch;
+                        self.copy_at = None;
+                        let _ = self.interruptible(epoch, &interrupted, Self::send_copies).await;
                         continue;
                     }
                     _ = tokio::time::sleep_until(next_read) => {
@@ -531,6 +614,32 @@ impl State {
             Command::AddNote { case, text } => {
                 self.change(&case, |c| c.add_note(&case, &text).map(|_| ()));
             }
+            Command::EditNote { case, note, text } => {
+                self.change(&case, |c| c.edit_note(&case, note, &text));
+            }
+            Command::VerifyKey { case, on } => {
+                if let Ok(mut keys) = self.keys.lock() {
+                    keys.clear();
+                }
+                self.change(&case, |c| c.set_user_key_verified(&case, on));
+            }
+            Command::SaveTemplate {
+                id,
+                title,
+                language,
+                text,
+            } => {
+                let Some(client) = &self.client else { return };
+                let saved = client
+                    .save_reply_template(id, &title, &language, &text)
+                    .map(|_| ());
+                self.template_done(saved);
+            }
+            Command::DeleteTemplate { id } => {
+                let Some(client) = &self.client else { return };
+                let deleted = client.delete_reply_template(id);
+                self.template_done(deleted);
+            }
             // Handled by the loop (they are interruptible).
             Command::Read | Command::Reply { .. } | Command::Assign { .. } => {}
         }
@@ -544,8 +653,13 @@ impl State {
         self.filter = CaseFilter::All;
         // What waits in the outbox stays there; the first read after the next sign-in plans it.
         self.send_at = None;
+        self.sync_at = None;
+        self.copy_at = None;
         if let Ok(mut previews) = self.previews.lock() {
             previews.clear();
+        }
+        if let Ok(mut keys) = self.keys.lock() {
+            keys.clear();
         }
     }
 
@@ -590,6 +704,12 @@ impl State {
                     if let Some(Ok(Some(delay))) = delay {
                         self.send_after(delay);
                     }
+                }
+                // The post's sync round, after a random wait of its own (unless one is planned).
+                if self.sync_at.is_none()
+                    && let Some(client) = self.client.as_ref()
+                {
+                    self.sync_at = Some(tokio::time::Instant::now() + client.sync_delay());
                 }
             }
             Err(e) => {
@@ -689,6 +809,62 @@ impl State {
     fn send_after(&mut self, delay: Duration) {
         let at = tokio::time::Instant::now() + delay;
         self.send_at = Some(self.send_at.map_or(at, |planned| planned.min(at)));
+    }
+
+    /// The post's sync round (ADR 0012): what colleagues did comes in, this device's changes
+    /// are sealed for them; then the first copy's time is planned. A failure is logged and
+    /// tried again after the next read; one that may be an attack stops as a read's would.
+    async fn sync(&mut self) {
+        let Some(client) = self.client.as_mut() else {
+            return;
+        };
+        match client.sync().await {
+            Ok(report) => {
+                for e in &report.refused {
+                    self.say(Update::Event(Event::ReceiveFailed {
+                        error: e.to_string(),
+                        retry_in_secs: 0,
+                    }));
+                }
+            }
+            Err(e) => {
+                if !self.stop_if_untrusted(&e) {
+                    self.say(Update::Event(Event::ReceiveFailed {
+                        error: format!("the post's devices could not be brought up to date: {e}"),
+                        retry_in_secs: 0,
+                    }));
+                }
+            }
+        }
+        self.plan_copies();
+        self.show_cases();
+        self.show_case();
+    }
+
+    /// Sends the copies for colleagues whose time has come, each on a connection of its own;
+    /// then plans the next.
+    async fn send_copies(&mut self) {
+        let Some(client) = self.client.as_mut() else {
+            return;
+        };
+        if let Err(e) = client.send_sync(false).await
+            && !self.stop_if_untrusted(&e)
+        {
+            self.say(Update::Event(Event::ReceiveFailed {
+                error: format!("changes for colleagues not sent yet: {e}"),
+                retry_in_secs: 0,
+            }));
+        }
+        self.plan_copies();
+    }
+
+    /// Wakes the worker when the next copy for a colleague is due.
+    fn plan_copies(&mut self) {
+        let next = self.client.as_ref().map(|c| c.next_copy_in());
+        self.copy_at = match next {
+            Some(Ok(Some(wait))) => Some(tokio::time::Instant::now() + wait),
+            _ => None,
+        };
     }
 
     /// Sends what waits in the outbox, on a connection of its own.
@@ -814,6 +990,7 @@ impl State {
                 expires_hour: m.expires_hour,
                 author: m.author.clone().filter(|a| *a != me),
                 note: false,
+                note_id: 0,
             })
             .collect();
         let shared = match client.case_state(case) {
@@ -843,6 +1020,7 @@ impl State {
                         expires_hour: None,
                         author: (*author != me).then(|| author.clone()),
                         note: true,
+                        note_id: *id,
                     },
                 ))
             })
@@ -887,12 +1065,103 @@ impl State {
             .ok()
             .flatten()
             .is_some_and(|c| c.reply.is_some());
+        // The language the user writes in: from their latest messages.
+        let language = messages
+            .iter()
+            .rev()
+            .filter(|m| m.direction == Direction::In)
+            .find_map(|m| super::templates::guess_language(m.text.expose()));
+        let rtl = messages
+            .iter()
+            .rev()
+            .find(|m| m.direction == Direction::In)
+            .is_some_and(|m| crate::bidi::is_rtl(m.text.expose()));
         self.say(Update::Case {
             case: case.clone(),
             entries,
             can_reply,
             state: Box::new(state),
         });
+        let (number, verified) = self.key_status(client, case);
+        self.say(Update::KeyStatus {
+            case: case.clone(),
+            number,
+            verified,
+        });
+        self.show_templates(Some((case, language, rtl)));
+    }
+
+    /// The user key status of `case` (from the cache when it holds the case).
+    fn key_status(&self, client: &InboxClient, case: &str) -> (Option<String>, bool) {
+        let mut keys = match self.keys.lock() {
+            Ok(k) => k,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some((number, verified)) = keys.get(case) {
+            return (Some(number.clone()), *verified);
+        }
+        match client.user_key_status(case) {
+            Ok((Some(number), verified)) => {
+                let number = number.display();
+                keys.insert(case.to_string(), (number.clone(), verified));
+                (Some(number), verified)
+            }
+            _ => (None, false),
+        }
+    }
+
+    /// This device's reply templates, for the open case (`case`: its id, the language its user
+    /// writes in, whether they write right to left) when there is one.
+    fn show_templates(&self, case: Option<(&String, Option<&'static str>, bool)>) {
+        let Some(client) = &self.client else { return };
+        let stored = match client.reply_templates() {
+            Ok(t) => t,
+            Err(e) => {
+                let (problem, detail) = problem_of(&e);
+                self.say(Update::TemplateFailed { problem, detail });
+                return;
+            }
+        };
+        let (language, rtl) = case.map_or((None, None), |(_, l, rtl)| (l, Some(rtl)));
+        self.say(Update::Templates {
+            case: case.map(|(c, _, _)| c.clone()),
+            language: language.map(str::to_string),
+            templates: super::templates::offered(
+                stored
+                    .into_iter()
+                    .map(|t| TemplateView {
+                        id: t.id,
+                        title: t.title,
+                        language: t.language,
+                        text: t.text,
+                        matches: false,
+                    })
+                    .collect(),
+                language,
+                rtl,
+            ),
+        });
+    }
+
+    /// Reports what became of a template's saving or deleting, then the templates.
+    fn template_done(&self, done: refuge_client::error::Result<()>) {
+        match done {
+            Ok(()) => self.say(Update::TemplateSaved),
+            Err(e) => {
+                let (problem, detail) = match &e {
+                    refuge_client::error::ClientError::InvalidArgument(d) => {
+                        (InboxProblem::TemplateRefused, d.clone())
+                    }
+                    other => problem_of(other),
+                };
+                self.say(Update::TemplateFailed { problem, detail });
+            }
+        }
+        if self.open_case.is_some() {
+            self.show_case();
+        } else {
+            self.show_templates(None);
+        }
     }
 }
 

@@ -593,6 +593,7 @@ impl UserApp {
         w.set_posts(model(Vec::<PostItem>::new()));
         w.set_messages(model(Vec::<MessageItem>::new()));
         w.set_devices(model(Vec::<DeviceItem>::new()));
+        w.set_own_number(SharedString::new());
         w.set_draft(SharedString::new());
         w.set_passphrase(SharedString::new());
         w.set_passphrase_repeat(SharedString::new());
@@ -855,6 +856,7 @@ impl UserApp {
                 }
                 self.problem(problem, &detail);
             }
+            Update::OwnNumber(number) => w.set_own_number(number.into()),
             Update::Locked => {}
             Update::Destroyed { erased } => {
                 self.flow.borrow_mut().prefs = Prefs::default();

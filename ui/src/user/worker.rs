@@ -114,6 +114,9 @@ pub enum Update {
     Untrusted {
         detail: String,
     },
+    /// This device's own safety number (six groups of five digits): what a member of staff
+    /// compares with the number their Inbox shows for this user.
+    OwnNumber(String),
     Locked,
     /// The store is erased; `Err` says what could not be (the person is told).
     Destroyed {
@@ -482,6 +485,7 @@ impl State {
                     initialized,
                     automatic,
                 });
+                self.show_own_number();
             }
             Ok(Err(e)) => {
                 let (problem, detail) = problem_of(&e);
@@ -491,6 +495,24 @@ impl State {
                 problem: Problem::Internal,
                 detail: e.to_string(),
             }),
+        }
+    }
+
+    /// Reports this device's own safety number, once it has an identity: the one the staff's
+    /// Inbox shows for this user ([`InboxClient::user_safety_number_of`]).
+    ///
+    /// [`InboxClient::user_safety_number_of`]: refuge_client::app::InboxClient::user_safety_number_of
+    fn show_own_number(&self) {
+        let Some(client) = &self.client else { return };
+        let key = client
+            .store()
+            .local_identity()
+            .ok()
+            .flatten()
+            .and_then(|id| id.identity_key().ok());
+        if let Some(key) = key {
+            let number = refuge_client::app::InboxClient::user_safety_number_of(&key);
+            self.say(Update::OwnNumber(number.display()));
         }
     }
 
@@ -534,6 +556,7 @@ impl State {
                 self.receive_failing = false;
                 self.schedule = self.setup.poll.clone();
                 self.say(Update::Connected);
+                self.show_own_number();
                 self.show_posts();
                 self.show_open_post();
             }

@@ -401,6 +401,10 @@ pub fn fill_with_sample_data(app: &UserApp) {
         initialized: true,
         automatic: false,
     });
+    // This device's own safety number (the settings show it).
+    app.apply(Update::OwnNumber(
+        "48213 09177 66520 31894 70035 12968".into(),
+    ));
     app.apply(Update::Posts(vec![
         PostView {
             id: "emb-xx".into(),
