@@ -44,6 +44,13 @@ pub const TAG_LEN: usize = 16;
 /// 1-byte last-chunk flag.
 pub const NONCE_PREFIX_LEN: usize = 7;
 
+// The relay checks chunk lengths with the protocol's constants (`refuge_proto::BLOB_*`, what
+// `crate::relay`'s attachment requests carry); they must be the sealer's.
+const _: () = assert!(
+    CHUNK_LEN as u64 == refuge_proto::BLOB_CHUNK_LEN
+        && TAG_LEN as u64 == refuge_proto::BLOB_TAG_LEN
+);
+
 /// Largest attachment, before padding.
 pub const MAX_ATTACHMENT_LEN: u64 = 256 * 1024 * 1024;
 

@@ -639,12 +639,6 @@ pub async fn submit_entry(relay: &mut dyn Relay, entry: Vec<u8>) -> Result<Vec<u
 // with the same bytes, reads, an acknowledgement), so each is sent again over a fresh connection
 // if the old one broke.
 
-// The relay checks chunk lengths with the protocol's constants; they must be the sealer's.
-const _: () = assert!(
-    crate::attachment::CHUNK_LEN as u64 == refuge_proto::BLOB_CHUNK_LEN
-        && crate::attachment::TAG_LEN as u64 == refuge_proto::BLOB_TAG_LEN
-);
-
 /// A blob the relay created: its id, and the token that uploads its chunks.
 #[derive(Clone, PartialEq, Eq)]
 pub struct BlobUpload {
