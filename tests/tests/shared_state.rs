@@ -166,6 +166,32 @@ fn read_on(desk: &str) -> String {
     run_ok("refuge-inbox", &["--data-dir", desk, "read"])
 }
 
+/// `refuge contact` from the user whose data directory is `user`, to the post.
+fn contact(user: &str, text: &str) {
+    run_ok(
+        "refuge",
+        &[
+            "--data-dir",
+            user,
+            "contact",
+            "--post",
+            POST,
+            "--message",
+            text,
+        ],
+    );
+}
+
+/// `program --data-dir dir command` with the world's relay (loopback TCP) and trust anchors:
+/// `refuge init` of a new user, `refuge-inbox register` of a new device.
+fn with_the_relay(w: &World, program: &str, dir: &str, command: &str) -> String {
+    let mut args: Vec<String> = vec!["--data-dir".into(), dir.into(), command.into()];
+    args.extend(["--relay".into(), w.relay.tcp_url()]);
+    args.extend(w.trust());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_ok(program, &args)
+}
+
 /// `refuge-inbox read` on `desk`: what it printed and what it said on standard error.
 fn read_with_notes(desk: &str) -> (String, String) {
     let out = run("refuge-inbox", &["--data-dir", desk, "read"]);
@@ -180,18 +206,7 @@ fn read_with_notes(desk: &str) -> (String, String) {
 fn two_desks_see_each_others_replies_handovers_and_a_revocation_through_the_real_relay() {
     let w = setup_with("tcp", &[]);
     let (user, d1, d2) = (w.p("user"), w.p("staff1"), w.p("staff2"));
-    run_ok(
-        "refuge",
-        &[
-            "--data-dir",
-            &user,
-            "contact",
-            "--post",
-            POST,
-            "--message",
-            FIRST,
-        ],
-    );
+    contact(&user, FIRST);
     // Each desk's first read: the case, and a hello to its colleague (sealed to its staff
     // mailbox, with the sync address inside); the second desk's read gets the first's hello.
     let out = read_on(&d1);
@@ -273,23 +288,8 @@ fn two_desks_see_each_others_replies_handovers_and_a_revocation_through_the_real
 
     // A second user's case, taken by desk 1; then the authority revokes desk 1.
     let user2 = w.p("user2");
-    let mut args: Vec<String> = vec!["--data-dir".into(), user2.clone(), "init".into()];
-    args.extend(["--relay".into(), w.relay.tcp_url()]);
-    args.extend(w.trust());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    run_ok("refuge", &args);
-    run_ok(
-        "refuge",
-        &[
-            "--data-dir",
-            &user2,
-            "contact",
-            "--post",
-            POST,
-            "--message",
-            FIRST,
-        ],
-    );
+    with_the_relay(&w, "refuge", &user2, "init");
+    contact(&user2, FIRST);
     let out = read_on(&d1);
     let case2 = case_ids(&out)[0].0.clone();
     inbox1(&["assign", "--case", &case2, "--to", DESK1]);
@@ -345,18 +345,7 @@ const DESK3: &str = "emb-xx/hr-desk-3";
 fn a_device_enrolled_later_is_given_the_open_cases_once_its_safety_number_is_compared() {
     let w = setup_with("tcp", &[]);
     let (user, d1, d2) = (w.p("user"), w.p("staff1"), w.p("staff2"));
-    run_ok(
-        "refuge",
-        &[
-            "--data-dir",
-            &user,
-            "contact",
-            "--post",
-            POST,
-            "--message",
-            FIRST,
-        ],
-    );
+    contact(&user, FIRST);
     let case = case_ids(&read_on(&d1))[0].0.clone();
     read_on(&d2);
     run_ok(
@@ -397,11 +386,7 @@ fn a_device_enrolled_later_is_given_the_open_cases_once_its_safety_number_is_com
     authority.enrol(&req, &entry);
     let out = authority.submit(&w.relay, &w.path("policy.signed"), &[&entry]);
     assert!(out.contains("logged"), "{out}");
-    let mut args: Vec<String> = vec!["--data-dir".into(), d3.clone(), "register".into()];
-    args.extend(["--relay".into(), w.relay.tcp_url()]);
-    args.extend(w.trust());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    run_ok("refuge-inbox", &args);
+    with_the_relay(&w, "refuge-inbox", &d3, "register");
     let out = read_on(&d3);
     assert!(
         case_ids(&out).is_empty(),
@@ -529,18 +514,7 @@ fn a_device_enrolled_later_is_given_the_open_cases_once_its_safety_number_is_com
         ],
     );
     assert!(err.contains("reply address"), "{err}");
-    run_ok(
-        "refuge",
-        &[
-            "--data-dir",
-            &user,
-            "contact",
-            "--post",
-            POST,
-            "--message",
-            "still here",
-        ],
-    );
+    contact(&user, "still here");
     let out = read_on(&d3);
     assert!(out.contains("still here"), "{out}");
 }
