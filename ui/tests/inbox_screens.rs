@@ -484,6 +484,15 @@ fn every_interactive_element_of_every_screen_has_an_accessible_label() {
         .into(),
     );
     w.set_handing_over(true);
+    // The screen that gives or receives the open cases, its chooser open.
+    w.set_device_colleagues(
+        std::rc::Rc::new(slint::VecModel::from(vec![refuge_ui::ColleagueRow {
+            label: "emb-xx/desk-9".into(),
+            ready: false,
+        }]))
+        .into(),
+    );
+    w.set_accept_choosing(true);
     let mut log = w.get_log();
     log.failed = true;
     w.set_log(log);
@@ -492,8 +501,11 @@ fn every_interactive_element_of_every_screen_has_an_accessible_label() {
         InboxScreen::SignIn,
         InboxScreen::Cases,
         InboxScreen::Case,
+        InboxScreen::Device,
         InboxScreen::Locked,
     ] {
+        // The device screen's other mode, giving the cases, comes below.
+        w.set_device_giving(false);
         w.set_screen(screen);
         let mut interactive = 0;
         let mut unlabelled = Vec::new();
@@ -532,6 +544,22 @@ fn every_interactive_element_of_every_screen_has_an_accessible_label() {
         assert!(interactive > 0, "{what}: nothing to act on found");
         assert!(unlabelled.is_empty(), "{what}: unlabelled: {unlabelled:?}");
     };
+    w.set_screen(InboxScreen::Device);
+    w.set_device_giving(true);
+    w.set_export_to("emb-xx/desk-9".into());
+    w.set_export_ready(false);
+    w.set_export_state(3);
+    w.set_export_problem(InboxProblem::NumberMismatch);
+    unlabelled("giving the open cases");
+    w.set_export_state(2);
+    unlabelled("the open cases given");
+    assert!(labels(w).contains(&"Give to another device".to_string()));
+    w.set_export_state(3);
+    assert!(labels(w).contains(&"Safety number shown on the new device".to_string()));
+    assert!(labels(w).contains(&"To emb-xx/desk-9".to_string()));
+    w.set_device_giving(false);
+    unlabelled("receiving the open cases");
+    assert!(labels(w).contains(&"From emb-xx/desk-9".to_string()));
     w.set_screen(InboxScreen::Case);
     w.set_handing_over(false);
     w.set_user_number("05210 77451 98012 33017 60402 11938".into());
@@ -1578,4 +1606,334 @@ fn a_template_saved_in_french_is_offered_first_in_a_french_case_inserted_and_sen
         |u| matches!(u, Update::Templates { templates, .. } if templates.len() == 1),
     );
     assert!(!labels(w).contains(&"Insert template Acknowledgement".to_string()));
+}
+
+/// The screen that gives or receives the open cases, from the cases list; waits for this
+/// device's number and its colleagues.
+fn open_device_screen(app: &refuge_ui::inbox::InboxApp, rx: &std::sync::mpsc::Receiver<Update>) {
+    click(app.window(), "Give or receive open cases");
+    assert_eq!(app.window().get_screen(), InboxScreen::Device);
+    pump(
+        app,
+        rx,
+        10,
+        "this device's number",
+        |u| matches!(u, Update::Device { number, .. } if !number.is_empty()),
+    );
+}
+
+#[test]
+fn a_new_device_shows_its_safety_number_accepts_a_colleagues_open_cases_for_a_day_and_receives_them()
+ {
+    i_slint_backend_testing::init_no_event_loop();
+    // Desk 2 holds the user's case; this device (the app's) was enrolled after it wrote.
+    let (post, mut colleague) = Post::with_cases_on_a_colleague(41, FIRST);
+    let case = colleague
+        .case_summaries()
+        .expect("the colleague's cases")
+        .into_iter()
+        .map(|c| c.case_id)
+        .next()
+        .expect("the colleague holds the case");
+    let (app, rx) = post.app();
+    tall(&app);
+    let w = app.window();
+    type_into(w, "Passphrase", PASSPHRASE);
+    click(w, "Sign in");
+    pump(&app, &rx, 30, "the store open", |u| {
+        matches!(u, Update::Opened { .. })
+    });
+    pump(&app, &rx, 30, "the first read", |u| {
+        matches!(u, Update::ReadDone)
+    });
+    assert_eq!(w.get_cases().row_count(), 0, "a new device starts empty");
+
+    // The worker's sync round introduces this device to desk 2 (its hello, at its random
+    // time); desk 2 reads it and introduces itself back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        post.colleague_reads(&mut colleague);
+        let introduced = colleague
+            .store()
+            .sync_colleagues()
+            .expect("desk 2's colleagues")
+            .iter()
+            .any(|c| c.label == DESK && c.address.is_some());
+        if introduced {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "this device's hello never reached desk 2"
+        );
+        while let Ok(u) = rx.recv_timeout(Duration::from_millis(200)) {
+            app.apply(u);
+        }
+    }
+
+    // This device's safety number, as `refuge-inbox safety-number` prints it: six groups of
+    // five digits. A device without cases opens on receiving them.
+    open_device_screen(&app, &rx);
+    assert!(!w.get_device_giving());
+    assert_eq!(
+        find_role(
+            w,
+            "Receive open cases (this device is new)",
+            AccessibleRole::RadioButton
+        )
+        .accessible_checked(),
+        Some(true)
+    );
+    let number = w.get_device_number().to_string();
+    let groups: Vec<&str> = number.split(' ').collect();
+    assert_eq!(groups.len(), 6, "{number}");
+    assert!(
+        groups
+            .iter()
+            .all(|g| g.len() == 5 && g.chars().all(|c| c.is_ascii_digit())),
+        "{number}"
+    );
+    assert!(
+        labels(w).contains(&format!("This device's safety number: {number}")),
+        "{:?}",
+        labels(w)
+    );
+    assert!(shows(w, "Accepting holds for one day (24 hours)"));
+    assert!(shows(
+        w,
+        "replying to a user is possible only once that user writes again"
+    ));
+
+    // Before anything is accepted, desk 2's export is refused here and nothing is kept.
+    let (given, _) = post.colleague_exports(&mut colleague, DESK, &number);
+    assert_eq!(given, 1);
+    click(w, "Back");
+    click(w, "Check for new messages");
+    pump(&app, &rx, 30, "the read", |u| matches!(u, Update::ReadDone));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while let Ok(u) = rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
+        assert!(
+            !matches!(u, Update::HistoryReceived { .. }),
+            "an export nobody accepted was kept"
+        );
+        app.apply(u);
+    }
+    assert_eq!(w.get_cases().row_count(), 0);
+
+    // Accept from desk 2, by the chooser.
+    open_device_screen(&app, &rx);
+    assert!(
+        find(w, "Accept open cases from…").accessible_enabled() != Some(false),
+        "the action is offered"
+    );
+    click(w, "Accept open cases from…");
+    assert!(w.get_accept_choosing());
+    assert_eq!(
+        find(w, "Accept for one day").accessible_enabled(),
+        Some(false),
+        "nobody chosen yet"
+    );
+    find_role(w, &format!("From {DESK2}"), AccessibleRole::RadioButton)
+        .invoke_accessible_default_action();
+    assert_eq!(w.get_accept_from(), DESK2);
+    click(w, "Accept for one day");
+    pump(&app, &rx, 10, "the acceptance", |u| {
+        matches!(
+            u,
+            Update::HistoryAccepted { .. } | Update::AcceptFailed { .. }
+        )
+    });
+    assert_eq!(w.get_accept_problem(), InboxProblem::None);
+    assert_eq!(w.get_accepted_from(), DESK2);
+    assert!(!w.get_accept_choosing(), "the chooser closes");
+    assert!(
+        shows(
+            w,
+            &format!(
+                "Accepted: for one day (24 hours), this device takes the open cases {DESK2} gives it."
+            )
+        ),
+        "{:?}",
+        labels(w)
+    );
+    assert!(shows(
+        w,
+        "Replying to a user from this device will be possible only once that user writes again"
+    ));
+
+    // Desk 2 gives the cases again, with the number this screen shows; this device's next read
+    // (and the sync round after it) brings the case, which it cannot answer until the user
+    // writes again.
+    let (given, copies) = post.colleague_exports(&mut colleague, DESK, &number);
+    assert_eq!(given, 1);
+    assert!(copies >= 1);
+    click(w, "Back");
+    click(w, "Check for new messages");
+    pump(&app, &rx, 60, "the cases received", |u| {
+        matches!(u, Update::HistoryReceived { cases: 1 })
+    });
+    pump(
+        &app,
+        &rx,
+        10,
+        "the case listed",
+        |u| matches!(u, Update::Cases { cases, .. } if !cases.is_empty()),
+    );
+    let row = w.get_cases().row_data(0).expect("the case received");
+    assert_eq!(row.id.as_str(), case);
+    assert!(
+        !row.can_reply,
+        "no reply address until the user writes again"
+    );
+    open_device_screen(&app, &rx);
+    assert!(shows(
+        w,
+        "Open cases received from a colleague's device: 1."
+    ));
+    click(w, "Back");
+    open(&app, &rx, &case);
+    assert!(shows(w, FIRST));
+    assert!(!w.get_can_reply());
+    assert!(shows(w, "You cannot reply yet"));
+}
+
+#[test]
+fn giving_the_open_cases_sends_nothing_unless_the_typed_number_matches_the_new_devices() {
+    i_slint_backend_testing::init_no_event_loop();
+    let post = Post::new(42, Some(FIRST));
+    // Desk 2 is enrolled later and reads once: its hello reaches this device. Its person
+    // accepts this device's export, so that only the number can stop it.
+    let mut colleague = post.register_colleague();
+    assert!(post.colleague_reads(&mut colleague).cases.is_empty());
+    colleague
+        .accept_history_from(DESK)
+        .expect("desk 2 accepts the export");
+    let right = colleague.safety_number().expect("desk 2's number");
+    let (app, rx) = signed_in(&post);
+    let w = app.window();
+    let case = w.get_cases().row_data(0).expect("the case").id.to_string();
+
+    open_device_screen(&app, &rx);
+    assert!(
+        w.get_device_giving(),
+        "a device with cases opens on giving them"
+    );
+    click(w, "Receive open cases (this device is new)");
+    assert!(!w.get_device_giving());
+    assert!(!labels(w).contains(&format!("To {DESK2}")));
+    click(w, "Give open cases to a new device");
+    assert!(w.get_device_giving());
+    let ready = w
+        .get_device_colleagues()
+        .iter()
+        .find(|c| c.label == DESK2)
+        .expect("desk 2 is offered");
+    assert!(ready.ready, "desk 2's hello arrived with the first read");
+    assert_eq!(
+        find_role(w, &format!("To {DESK2}"), AccessibleRole::RadioButton)
+            .accessible_description()
+            .as_deref(),
+        Some("ready to receive")
+    );
+    assert_eq!(
+        find(w, "Give the open cases").accessible_enabled(),
+        Some(false),
+        "nothing chosen or typed yet"
+    );
+    find_role(w, &format!("To {DESK2}"), AccessibleRole::RadioButton)
+        .invoke_accessible_default_action();
+    assert_eq!(w.get_export_to(), DESK2);
+    // The number is typed; nothing on the screen offers it.
+    assert!(w.get_export_number().is_empty());
+    assert!(!shows(w, &right));
+
+    // Thirty digits, but not desk 2's: the client, after verifying the directory, refuses.
+    let wrong: String = right
+        .chars()
+        .map(|c| match c {
+            '0' => '1',
+            c if c.is_ascii_digit() => '0',
+            c => c,
+        })
+        .collect();
+    type_into(w, "Safety number shown on the new device", &wrong);
+    click(w, "Give the open cases");
+    assert_eq!(w.get_export_state(), 1, "under way");
+    pump(&app, &rx, 30, "the refusal", |u| {
+        matches!(u, Update::ExportFailed { .. } | Update::Exported { .. })
+    });
+    assert_eq!(w.get_export_problem(), InboxProblem::NumberMismatch);
+    assert!(
+        shows(
+            w,
+            "The number does not match. Nothing was sent. Compare the numbers on both screens again."
+        ),
+        "{:?}",
+        labels(w)
+    );
+    assert_eq!(
+        w.get_export_number(),
+        wrong.as_str(),
+        "kept, to compare it again"
+    );
+    // A number too short to be one is refused at once, the same way.
+    type_into(w, "Safety number shown on the new device", "48213 09177");
+    click(w, "Give the open cases");
+    assert_eq!(w.get_export_state(), 3);
+    assert_eq!(w.get_export_problem(), InboxProblem::NumberMismatch);
+    // Nothing reached desk 2.
+    let read = post.colleague_reads(&mut colleague);
+    assert_eq!(read.imported, 0);
+    assert!(read.cases.is_empty(), "{:?}", read.cases);
+
+    // The right number, typed with a Persian keyboard's digits: the case goes, each sealed
+    // message at its own time, and the screen says how many.
+    let persian: String = right
+        .chars()
+        .map(|c| match c.to_digit(10) {
+            Some(d) => char::from_u32(0x06F0 + d).expect("a Persian digit"),
+            None => c,
+        })
+        .collect();
+    type_into(w, "Safety number shown on the new device", &persian);
+    click(w, "Give the open cases");
+    pump(&app, &rx, 30, "the export", |u| {
+        matches!(u, Update::ExportFailed { .. } | Update::Exported { .. })
+    });
+    assert_eq!(w.get_export_problem(), InboxProblem::None);
+    assert_eq!(w.get_export_state(), 2);
+    assert_eq!(w.get_export_cases(), 1);
+    let copies = w.get_export_copies();
+    assert!(copies >= 1);
+    assert!(
+        shows(
+            w,
+            &format!("Open cases given to {DESK2}: 1. Messages sealed for it: {copies}.")
+        ),
+        "{:?}",
+        labels(w)
+    );
+    assert!(shows(
+        w,
+        "The new device can reply to a user only once that user writes again."
+    ));
+    assert!(w.get_export_number().is_empty(), "typed afresh next time");
+    pump(&app, &rx, 30, "every message sent", |u| {
+        matches!(u, Update::ExportProgress { left: 0, .. })
+    });
+    assert!(shows(w, "All of them have left this device."));
+    // What was given takes the place of the number; another device can be given them next.
+    assert!(!labels(w).contains(&"Safety number shown on the new device".to_string()));
+    click(w, "Give to another device");
+    assert_eq!(w.get_export_state(), 0);
+    assert!(w.get_export_to().is_empty());
+    find_role(
+        w,
+        "Safety number shown on the new device",
+        AccessibleRole::TextInput,
+    );
+    let read = post.colleague_reads(&mut colleague);
+    assert_eq!(read.imported, 1);
+    assert_eq!(read.cases, [case]);
 }

@@ -261,7 +261,9 @@ fn fill_inbox_with_sample_data(app: &refuge_ui::inbox::InboxApp) {
     use refuge_client::store::CaseFilter;
     use refuge_client::sync::Status;
     use refuge_ui::inbox::log_status::LogView;
-    use refuge_ui::inbox::worker::{CaseView, EntryView, StateView, TemplateView, Update};
+    use refuge_ui::inbox::worker::{
+        CaseView, ColleagueView, EntryView, StateView, TemplateView, Update,
+    };
     const NOW: i64 = 1_796_569_800;
     app.apply(Update::Opened {
         label: "emb-xx/hr-desk-1".into(),
@@ -427,6 +429,25 @@ fn fill_inbox_with_sample_data(app: &refuge_ui::inbox::InboxApp) {
             colleagues: vec!["emb-xx/hr-desk-2".into(), "emb-xx/hr-desk-3".into()],
         }),
     });
+    // This device's safety number and the post's other devices: desk 4 is the new one (its
+    // introduction arrived), desk 5 has not introduced itself yet.
+    app.apply(Update::Device {
+        number: "48213 09177 66520 31894 70035 12968".into(),
+        colleagues: vec![
+            ColleagueView {
+                label: "emb-xx/hr-desk-2".into(),
+                ready: true,
+            },
+            ColleagueView {
+                label: "emb-xx/hr-desk-4".into(),
+                ready: true,
+            },
+            ColleagueView {
+                label: "emb-xx/hr-desk-5".into(),
+                ready: false,
+            },
+        ],
+    });
     // The user's key, not verified yet; templates in Persian (the case's language), Arabic,
     // French and English.
     app.apply(Update::KeyStatus {
@@ -501,6 +522,28 @@ fn inbox_shots() -> Vec<InboxShot> {
             "".into()
         };
         w.set_log(log);
+    }
+    /// The screen that gives or receives the open cases, in `giving` mode or not, everything
+    /// else of it cleared.
+    fn device(app: &refuge_ui::inbox::InboxApp, giving: bool) {
+        let w = app.window();
+        w.set_label("emb-xx/hr-desk-1".into());
+        w.set_store_open(true);
+        w.set_destroyed(false);
+        log_failed(app, false);
+        w.set_device_giving(giving);
+        w.set_accept_choosing(false);
+        w.set_accept_from("".into());
+        w.set_accepted_from("".into());
+        w.set_accept_problem(InboxProblem::None);
+        w.set_history_received(0);
+        w.set_export_to("".into());
+        w.set_export_ready(true);
+        w.set_export_number("".into());
+        w.set_export_state(0);
+        w.set_export_problem(InboxProblem::None);
+        w.set_export_detail("".into());
+        w.set_screen(InboxScreen::Device);
     }
     vec![
         InboxShot {
@@ -626,6 +669,48 @@ fn inbox_shots() -> Vec<InboxShot> {
                 // Mixed Persian and Latin in the right-aligned (in RTL) note box.
                 w.set_handover_draft("سلام Refuge ۲۰۲۶ — call back at 10".into());
                 w.set_screen(InboxScreen::Case);
+            },
+        },
+        InboxShot {
+            name: "12-device-receive",
+            set: |a| {
+                device(a, false);
+                let w = a.window();
+                w.set_accept_choosing(true);
+                w.set_accept_from("emb-xx/hr-desk-2".into());
+            },
+        },
+        InboxShot {
+            name: "13-device-accepted",
+            set: |a| {
+                device(a, false);
+                let w = a.window();
+                w.set_accepted_from("emb-xx/hr-desk-2".into());
+                w.set_history_received(3);
+            },
+        },
+        InboxShot {
+            name: "14-device-give-wrong-number",
+            set: |a| {
+                device(a, true);
+                let w = a.window();
+                w.set_export_to("emb-xx/hr-desk-4".into());
+                w.set_export_number("48213 09177 66520 31894 70035 12967".into());
+                w.set_export_state(3);
+                w.set_export_problem(InboxProblem::NumberMismatch);
+            },
+        },
+        InboxShot {
+            name: "15-device-given",
+            set: |a| {
+                device(a, true);
+                let w = a.window();
+                w.set_export_to("emb-xx/hr-desk-4".into());
+                w.set_export_state(2);
+                w.set_exported_to("emb-xx/hr-desk-4".into());
+                w.set_export_cases(2);
+                w.set_export_copies(3);
+                w.set_export_left(1);
             },
         },
         InboxShot {

@@ -16,13 +16,14 @@ pub mod worker;
 
 use crate::user::hour_label;
 use crate::{
-    Bidi, CaseEntry, CaseRow, Dir, InboxProblem, InboxScreen, InboxWindow, LogStatus, TemplateRow,
+    Bidi, CaseEntry, CaseRow, ColleagueRow, Dir, InboxProblem, InboxScreen, InboxWindow, LogStatus,
+    TemplateRow,
 };
 use log_status::LogView;
 use refuge_client::events::{Delivery, Event};
 use refuge_client::secret::SecretText;
 use refuge_client::store::{CaseFilter, Passphrase};
-use slint::{ComponentHandle, ModelRc, SharedString, VecModel};
+use slint::{ComponentHandle, Model, ModelRc, SharedString, VecModel};
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -434,6 +435,74 @@ impl InboxApp {
         self.send(Command::VerifyKey { case, on });
     }
 
+    /// The screen that gives the post's open cases to a colleague's new device, or receives
+    /// them on this one (ADR 0012 point 7): this device's safety number and its colleagues come
+    /// from the worker.
+    fn open_device(&self) {
+        let w = &self.window;
+        w.set_accept_choosing(false);
+        w.set_accept_problem(InboxProblem::None);
+        w.set_accept_detail(SharedString::new());
+        // A device that holds no case is most likely the new one, and so is one that accepted
+        // or received cases since signing in: it opens on receiving.
+        let holds_cases = worker::FILTERS
+            .iter()
+            .position(|(f, _)| *f == CaseFilter::All)
+            .and_then(|i| w.get_counts().row_data(i))
+            .is_some_and(|n| n > 0);
+        let receiving = !w.get_accepted_from().is_empty() || w.get_history_received() > 0;
+        w.set_device_giving(holds_cases && !receiving);
+        self.go(InboxScreen::Device);
+        self.send(Command::Device);
+    }
+
+    /// Accepts, for one day, the open cases `from` (a colleague's device) gives this device.
+    fn accept_history(&self, from: &str) {
+        let w = &self.window;
+        w.set_accept_problem(InboxProblem::None);
+        w.set_accept_detail(SharedString::new());
+        if from.is_empty() {
+            w.set_accept_problem(InboxProblem::NoColleague);
+            return;
+        }
+        self.send(Command::AcceptHistory {
+            from: from.to_string(),
+        });
+    }
+
+    /// Gives the post's open cases to `to`, once the person typed the safety number `to`'s own
+    /// screen shows. A number that is not thirty digits cannot match: refused here, before the
+    /// network; the client compares the rest with the directory it verifies then.
+    fn export_history(&self, to: &str, typed: &str) {
+        let w = &self.window;
+        if w.get_export_state() == 1 {
+            return; // one export at a time
+        }
+        let fail = |problem| {
+            w.set_export_state(3);
+            w.set_export_problem(problem);
+            w.set_export_detail(SharedString::new());
+        };
+        if to.is_empty() {
+            fail(InboxProblem::NoColleague);
+            return;
+        }
+        let number = ascii_digits(typed);
+        if number.chars().filter(char::is_ascii_digit).count()
+            != refuge_proto::safety_number::GROUPS * 5
+        {
+            fail(InboxProblem::NumberMismatch);
+            return;
+        }
+        w.set_export_state(1);
+        w.set_export_problem(InboxProblem::None);
+        w.set_export_detail(SharedString::new());
+        self.send(Command::ExportHistory {
+            to: to.to_string(),
+            number,
+        });
+    }
+
     /// The reply templates in the window, with the open case's language.
     fn show_templates(&self, language: Option<&str>, templates: &[TemplateView]) {
         let w = &self.window;
@@ -476,9 +545,13 @@ impl InboxApp {
     }
 
     fn back(&self) {
-        if self.window.get_screen() == InboxScreen::Case {
-            self.send(Command::Open { case: None });
-            self.go(InboxScreen::Cases);
+        match self.window.get_screen() {
+            InboxScreen::Case => {
+                self.send(Command::Open { case: None });
+                self.go(InboxScreen::Cases);
+            }
+            InboxScreen::Device => self.go(InboxScreen::Cases),
+            _ => {}
         }
     }
 
@@ -508,6 +581,25 @@ impl InboxApp {
         w.set_template_language(SharedString::new());
         w.set_note_editing(SharedString::new());
         w.set_note_edit_draft(SharedString::new());
+        w.set_device_giving(false);
+        w.set_device_number(SharedString::new());
+        w.set_device_colleagues(model(Vec::<ColleagueRow>::new()));
+        w.set_accept_choosing(false);
+        w.set_accept_from(SharedString::new());
+        w.set_accepted_from(SharedString::new());
+        w.set_accept_problem(InboxProblem::None);
+        w.set_accept_detail(SharedString::new());
+        w.set_history_received(0);
+        w.set_export_to(SharedString::new());
+        w.set_export_ready(true);
+        w.set_export_number(SharedString::new());
+        w.set_export_state(0);
+        w.set_exported_to(SharedString::new());
+        w.set_export_cases(0);
+        w.set_export_copies(0);
+        w.set_export_left(0);
+        w.set_export_problem(InboxProblem::None);
+        w.set_export_detail(SharedString::new());
         w.set_passphrase(SharedString::new());
         w.set_case_id(SharedString::new());
         w.set_case_short(SharedString::new());
@@ -820,6 +912,58 @@ impl InboxApp {
                 drop(flow);
                 self.problem(problem, &detail);
             }
+            Update::Device { number, colleagues } => {
+                w.set_device_number(number.into());
+                let chosen = w.get_export_to();
+                if let Some(c) = colleagues.iter().find(|c| c.label == chosen.as_str()) {
+                    w.set_export_ready(c.ready);
+                }
+                w.set_device_colleagues(model(
+                    colleagues
+                        .into_iter()
+                        .map(|c| ColleagueRow {
+                            label: c.label.into(),
+                            ready: c.ready,
+                        })
+                        .collect(),
+                ));
+            }
+            Update::HistoryAccepted { from } => {
+                w.set_accept_choosing(false);
+                w.set_accepted_from(from.into());
+            }
+            Update::AcceptFailed { problem, detail } => {
+                w.set_accept_problem(problem);
+                w.set_accept_detail(detail.into());
+            }
+            Update::Exported { to, cases, copies } => {
+                w.set_export_state(2);
+                w.set_exported_to(to.into());
+                w.set_export_cases(clamp_i32(cases));
+                w.set_export_copies(clamp_i32(copies));
+                w.set_export_left(clamp_i32(copies));
+                w.set_export_problem(InboxProblem::None);
+                w.set_export_detail(SharedString::new());
+                // The number was right and is used: the next export is typed afresh.
+                w.set_export_number(SharedString::new());
+            }
+            Update::ExportFailed { problem, detail } => {
+                w.set_export_state(3);
+                w.set_export_problem(problem);
+                w.set_export_detail(detail.into());
+            }
+            Update::ExportProgress { to, left, problem } => {
+                if w.get_export_state() != 2 || w.get_exported_to().as_str() != to {
+                    return;
+                }
+                w.set_export_left(clamp_i32(left));
+                let (problem, detail) = problem.unwrap_or((InboxProblem::None, String::new()));
+                w.set_export_problem(problem);
+                w.set_export_detail(detail.into());
+            }
+            Update::HistoryReceived { cases } => {
+                w.set_history_received(w.get_history_received().saturating_add(clamp_i32(cases)));
+            }
             Update::Locked => {}
             Update::Destroyed { erased } => {
                 if let Err(detail) = erased {
@@ -907,6 +1051,11 @@ impl InboxApp {
         on!(on_delete_template, |app, id| app
             .delete_template(id.as_str()));
         on!(on_verify_key, |app, on| app.verify_key(on));
+        on!(on_open_device, |app| app.open_device());
+        on!(on_accept_history, |app, from| app
+            .accept_history(from.as_str()));
+        on!(on_export_history, |app, to, number| app
+            .export_history(to.as_str(), number.as_str()));
         on!(on_back, |app| app.back());
         on!(on_panic, |app| app.panic());
         on!(on_restart, |app| app.restart());
@@ -928,6 +1077,19 @@ impl InboxApp {
 /// its parts; a pair of LRMs kept the order but made Slint measure the line too short).
 pub fn left_to_right(text: &str) -> String {
     format!("\u{2066}{text}\u{2069}")
+}
+
+/// `typed` with Persian and Arabic-Indic digits as ASCII digits (a Persian or Arabic keyboard
+/// types those; the safety number compares ASCII digits), the rest kept.
+pub fn ascii_digits(typed: &str) -> String {
+    typed
+        .chars()
+        .map(|c| match c {
+            '\u{0660}'..='\u{0669}' => char::from_digit(u32::from(c) - 0x0660, 10).unwrap_or(c),
+            '\u{06F0}'..='\u{06F9}' => char::from_digit(u32::from(c) - 0x06F0, 10).unwrap_or(c),
+            c => c,
+        })
+        .collect()
 }
 
 /// The window's log status from what it heard last.
@@ -953,5 +1115,18 @@ fn log_status(seen: &LogSeen) -> LogStatus {
         }),
         failed: seen.failed.is_some(),
         detail: seen.failed.clone().unwrap_or_default().into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ascii_digits;
+
+    #[test]
+    fn persian_and_arabic_digits_are_read_as_the_safety_numbers_digits() {
+        assert_eq!(ascii_digits("۰۱۲۳۴ ۵۶۷۸۹"), "01234 56789");
+        assert_eq!(ascii_digits("٠١٢٣٤ ٥٦٧٨٩"), "01234 56789");
+        assert_eq!(ascii_digits("48213 09177"), "48213 09177");
+        assert_eq!(ascii_digits("a۱b"), "a1b");
     }
 }

@@ -45,6 +45,29 @@ pub fn problem_of(error: &ClientError) -> (InboxProblem, String) {
     (problem, error.to_string())
 }
 
+/// The problem to show for a history export that failed (ADR 0012 point 7), and its detail.
+/// Whatever it is, nothing was kept or sent: the client compares the number and checks the
+/// colleague before it seals anything, and keeps the sealed messages in one transaction.
+///
+/// The client reports a refused export as [`ClientError::InvalidArgument`] with a sentence; a
+/// number that does not match is the one that names the safety number. (A variant of its own in
+/// `ClientError` would let this not depend on the sentence: ui/tests/inbox_screens.rs exports
+/// with a wrong number through the real client, so a change of the sentence fails there.)
+pub fn export_problem(error: &ClientError) -> (InboxProblem, String) {
+    match error {
+        ClientError::InvalidArgument(detail) if detail.contains("safety number") => {
+            (InboxProblem::NumberMismatch, String::new())
+        }
+        ClientError::InvalidArgument(detail)
+            if detail.contains("introduced itself") || detail.contains("no session") =>
+        {
+            (InboxProblem::ExportNotReady, detail.clone())
+        }
+        ClientError::InvalidArgument(detail) => (InboxProblem::ExportRefused, detail.clone()),
+        other => problem_of(other),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +87,30 @@ mod tests {
         assert_eq!(
             problem_of(&ClientError::WrongPassphrase).0,
             InboxProblem::WrongPassphrase
+        );
+    }
+
+    #[test]
+    fn a_refused_history_export_says_why_and_a_relay_failure_is_the_apps_usual_problem() {
+        let wrong = ClientError::InvalidArgument(
+            "the safety number given is not emb-xx/desk-3's as the verified directory lists it"
+                .into(),
+        );
+        assert_eq!(
+            export_problem(&wrong),
+            (InboxProblem::NumberMismatch, String::new())
+        );
+        let early = ClientError::InvalidArgument(
+            "emb-xx/desk-3 has not introduced itself to this device yet".into(),
+        );
+        assert_eq!(export_problem(&early).0, InboxProblem::ExportNotReady);
+        let stranger = ClientError::InvalidArgument(
+            "emb-xx/desk-9 is not a device in the verified directory".into(),
+        );
+        assert_eq!(export_problem(&stranger).0, InboxProblem::ExportRefused);
+        assert_eq!(
+            export_problem(&ClientError::ConnectionLost("reset".into())).0,
+            InboxProblem::RelayUnreachable
         );
     }
 }

@@ -11,7 +11,7 @@
 //! staff member asks for ([`Command::Read`]) verifies again.
 
 use super::log_status::{LogView, log_view};
-use super::problem::{blocks_replies, problem_of};
+use super::problem::{blocks_replies, export_problem, problem_of};
 use crate::InboxProblem;
 use refuge_client::app::{InboxClient, InboxSettings, PollSchedule};
 use refuge_client::config::TorSettings;
@@ -73,6 +73,16 @@ pub enum Command {
     /// Mark the user's safety number of a case as verified on this device, or take the mark
     /// off.
     VerifyKey { case: String, on: bool },
+    /// Show this device's safety number and the post's other devices (the screen that gives
+    /// or receives the open cases, ADR 0012 point 7).
+    Device,
+    /// Accept, for a day, the post's open cases from `from`, a colleague's device (on the new
+    /// device).
+    AcceptHistory { from: String },
+    /// Give the post's open cases to `to`, a colleague's new device, once the person has typed
+    /// the safety number `to`'s own screen shows (`number`, digits; checked by the client
+    /// against the directory verified now: unless it matches, nothing is sent).
+    ExportHistory { to: String, number: String },
     /// Close the store and forget everything in memory.
     Lock,
     /// Destroy the store (its key first).
@@ -142,6 +152,16 @@ pub struct TemplateView {
     pub text: String,
     /// Written in the open case's language (offered first).
     pub matches: bool,
+}
+
+/// Another device of the post, as the screen that gives the open cases offers it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ColleagueView {
+    /// Its label (`post/desk`).
+    pub label: String,
+    /// Its hello arrived: this device holds its sync address and can seal for it (else a
+    /// history export to it is refused until both devices have read once).
+    pub ready: bool,
 }
 
 /// How many cases each filter holds, in the order of [`FILTERS`].
@@ -249,6 +269,45 @@ pub enum Update {
     ReplyFailed {
         problem: InboxProblem,
         detail: String,
+    },
+    /// This device's safety number (six groups of five digits, as `refuge-inbox
+    /// safety-number` prints it; empty if it cannot be read) and the post's other devices the
+    /// verified directory lists (none before a directory verified).
+    Device {
+        number: String,
+        colleagues: Vec<ColleagueView>,
+    },
+    /// A history export from `from` is accepted on this device for a day.
+    HistoryAccepted {
+        from: String,
+    },
+    /// Accepting a history export was refused; nothing changed.
+    AcceptFailed {
+        problem: InboxProblem,
+        detail: String,
+    },
+    /// The open cases were sealed for `to` (`cases` cases in `copies` messages), each message
+    /// waiting in the sync outbox for its own random time.
+    Exported {
+        to: String,
+        cases: usize,
+        copies: usize,
+    },
+    /// The history export was refused or failed before anything was kept: nothing was sent.
+    ExportFailed {
+        problem: InboxProblem,
+        detail: String,
+    },
+    /// How many messages for `to` still wait to leave this device after a sending round
+    /// (`problem`: the round failed; they are sent again later).
+    ExportProgress {
+        to: String,
+        left: usize,
+        problem: Option<(InboxProblem, String)>,
+    },
+    /// A colleague's history export brought `cases` open cases to this device.
+    HistoryReceived {
+        cases: usize,
     },
     Locked,
     /// The store is erased; `Err` says what could not be.
@@ -385,6 +444,12 @@ struct State {
     /// as verified), by case: the number costs 5,200 SHA-512 rounds, and a case's key never
     /// changes (the case id is its hash). Forgotten when the mark changes, and on lock.
     keys: std::sync::Mutex<std::collections::HashMap<String, (String, bool)>>,
+    /// This device's safety number, once computed (5,200 SHA-512 rounds; its key never
+    /// changes while the store is open). Forgotten on lock.
+    own_number: Option<String>,
+    /// A history export under way: the colleague it is for, while messages for it wait to
+    /// leave this device (progress is reported after each sending round).
+    exporting: Option<String>,
 }
 
 impl State {
@@ -408,6 +473,8 @@ impl State {
             copy_at: None,
             previews: Default::default(),
             keys: Default::default(),
+            own_number: None,
+            exporting: None,
         }
     }
 
@@ -490,6 +557,11 @@ impl State {
                 Command::Assign { case, to, note } => {
                     let _ = self
                         .interruptible(epoch, &interrupted, |s| s.assign(case, to, note))
+                        .await;
+                }
+                Command::ExportHistory { to, number } => {
+                    let _ = self
+                        .interruptible(epoch, &interrupted, |s| s.export_history(to, number))
                         .await;
                 }
                 other => self.handle(other).await,
@@ -640,8 +712,27 @@ impl State {
                 let deleted = client.delete_reply_template(id);
                 self.template_done(deleted);
             }
+            Command::Device => self.show_device(),
+            Command::AcceptHistory { from } => {
+                let Some(client) = &self.client else { return };
+                match client.accept_history_from(&from) {
+                    Ok(()) => self.say(Update::HistoryAccepted { from }),
+                    Err(e) => {
+                        let (problem, detail) = match &e {
+                            refuge_client::error::ClientError::InvalidArgument(d) => {
+                                (InboxProblem::AcceptRefused, d.clone())
+                            }
+                            other => problem_of(other),
+                        };
+                        self.say(Update::AcceptFailed { problem, detail });
+                    }
+                }
+            }
             // Handled by the loop (they are interruptible).
-            Command::Read | Command::Reply { .. } | Command::Assign { .. } => {}
+            Command::Read
+            | Command::Reply { .. }
+            | Command::Assign { .. }
+            | Command::ExportHistory { .. } => {}
         }
     }
 
@@ -655,6 +746,8 @@ impl State {
         self.send_at = None;
         self.sync_at = None;
         self.copy_at = None;
+        self.own_number = None;
+        self.exporting = None;
         if let Ok(mut previews) = self.previews.lock() {
             previews.clear();
         }
@@ -698,6 +791,8 @@ impl State {
                 self.show_log();
                 self.show_cases();
                 self.show_case();
+                // The post's devices may have changed with the directory.
+                self.show_device();
                 if summary.replies_waiting {
                     // Sent after a random wait of its own, while the worker goes on.
                     let delay = self.client.as_ref().map(|c| c.waiting_send_delay());
@@ -820,6 +915,11 @@ impl State {
         };
         match client.sync().await {
             Ok(report) => {
+                if report.imported > 0 {
+                    self.say(Update::HistoryReceived {
+                        cases: report.imported,
+                    });
+                }
                 for e in &report.refused {
                     self.say(Update::Event(Event::ReceiveFailed {
                         error: e.to_string(),
@@ -847,15 +947,115 @@ impl State {
         let Some(client) = self.client.as_mut() else {
             return;
         };
-        if let Err(e) = client.send_sync(false).await
+        let sent = client.send_sync(false).await;
+        let mut failed = None;
+        if let Err(e) = sent
             && !self.stop_if_untrusted(&e)
         {
+            failed = Some(problem_of(&e));
             self.say(Update::Event(Event::ReceiveFailed {
                 error: format!("changes for colleagues not sent yet: {e}"),
                 retry_in_secs: 0,
             }));
         }
+        self.export_progress(failed);
         self.plan_copies();
+    }
+
+    /// After a sending round during a history export: how many messages for the colleague
+    /// still wait here (the export is done when none does).
+    fn export_progress(&mut self, problem: Option<(InboxProblem, String)>) {
+        let (Some(to), Some(client)) = (self.exporting.clone(), self.client.as_ref()) else {
+            return;
+        };
+        let left = match client.store().sync_outbox() {
+            Ok(waiting) => waiting.iter().filter(|p| p.label == to && !p.hello).count(),
+            Err(e) => {
+                self.say(Update::ExportProgress {
+                    to,
+                    left: 0,
+                    problem: Some(problem_of(&e)),
+                });
+                return;
+            }
+        };
+        if left == 0 {
+            self.exporting = None;
+        }
+        self.say(Update::ExportProgress { to, left, problem });
+    }
+
+    /// This device's safety number and the post's other devices, for the screen that gives or
+    /// receives the open cases.
+    fn show_device(&mut self) {
+        let Some(client) = &self.client else { return };
+        if self.own_number.is_none() {
+            self.own_number = client.safety_number().ok();
+        }
+        let ready: Vec<String> = client
+            .store()
+            .sync_colleagues()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.address.is_some())
+            .map(|c| c.label)
+            .collect();
+        let colleagues = client
+            .roster()
+            .ok()
+            .flatten()
+            .map(|r| {
+                r.colleagues()
+                    .map(|label| ColleagueView {
+                        label: label.to_string(),
+                        ready: ready.iter().any(|l| l == label),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.say(Update::Device {
+            number: self.own_number.clone().unwrap_or_default(),
+            colleagues,
+        });
+    }
+
+    /// Gives the post's open cases to `to` (ADR 0012 point 7): the client verifies the
+    /// directory now and compares `number` with the safety number of the device it lists under
+    /// `to`; unless they match, nothing is kept or sent. The sealed messages then leave at
+    /// their own random times, each on a connection of its own ([`State::send_copies`]).
+    async fn export_history(&mut self, to: String, number: String) {
+        if self.untrusted {
+            self.say(Update::ExportFailed {
+                problem: InboxProblem::Blocked,
+                detail: String::new(),
+            });
+            return;
+        }
+        let Some(client) = self.client.as_mut() else {
+            return;
+        };
+        match client.export_history(&to, &number).await {
+            Ok((cases, copies)) => {
+                self.verified_at = self.client.as_ref().map(|c| c.store().unix_now());
+                self.exporting = (copies > 0).then(|| to.clone());
+                self.say(Update::Exported { to, cases, copies });
+                self.show_log();
+                self.plan_copies();
+            }
+            Err(e) => {
+                if self.stop_if_untrusted(&e) {
+                    self.say(Update::ExportFailed {
+                        problem: InboxProblem::Blocked,
+                        detail: e.to_string(),
+                    });
+                } else {
+                    let (problem, detail) = export_problem(&e);
+                    self.say(Update::ExportFailed { problem, detail });
+                }
+                self.show_log();
+            }
+        }
+        self.show_device();
     }
 
     /// Wakes the worker when the next copy for a colleague is due.

@@ -76,7 +76,167 @@ pub struct Post {
     _tmp: tempfile::TempDir,
 }
 
+/// A staff device of the post as its administrator sets it up (refuge-inbox init, the
+/// authority's enrolment into the log, refuge-inbox register): its store in `data_dir`, its
+/// enrolment request written at `request_path`, its connections routed to `kit`.
+async fn staff_device(
+    kit: &TestRelay,
+    source: &PolicySource,
+    data_dir: &Path,
+    request_path: &Path,
+    label: &str,
+) -> InboxClient {
+    let mut inbox = InboxClient::create(
+        InboxSettings {
+            data_dir: data_dir.to_path_buf(),
+            allow_test_deployment: true,
+            send_delay_max: Duration::ZERO,
+            ..InboxSettings::default()
+        },
+        &Passphrase::new(PASSPHRASE.into()),
+        KdfParams::dangerously_weak_for_tests(),
+        Events::default(),
+    )
+    .expect("a new staff store");
+    inbox.route_in_process(dialer(kit));
+    let request = inbox.init_device(POST, label).expect("the device's keys");
+    std::fs::write(request_path, encode_request(&request)).expect("the request file");
+    let entry = authority::enrolment(&fixtures::authority(), request_path, 0)
+        .expect("the authority signs the enrolment");
+    kit.submit(entry.bytes).await.expect("the log takes it");
+    inbox.register(source.clone()).await.expect("registered");
+    inbox
+}
+
+/// What a colleague's device did in one [`Post::colleague_reads`].
+#[derive(Debug)]
+pub struct ColleagueRead {
+    /// Open cases a history export brought to it.
+    pub imported: usize,
+    /// The cases it holds now.
+    pub cases: Vec<String>,
+}
+
 impl Post {
+    /// A post whose only case is held by a colleague's device, `DESK2`: it was enrolled and
+    /// registered first, the user wrote `first` to the post (sealed for it alone), and it read
+    /// it. This post's own device, `DESK` (the app's), is enrolled and registered after that: a
+    /// new device, which starts without the post's cases. Returns the colleague's device,
+    /// driven by the test as `refuge-inbox` would drive it.
+    pub fn with_cases_on_a_colleague(seed: u64, first: &str) -> (Post, InboxClient) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let tmp = tempfile::tempdir().expect("a temporary directory");
+        let dir = tmp.path().to_path_buf();
+        let staff_dir = dir.join("staff");
+        let (kit, user, colleague) = rt.block_on(async {
+            let kit = TestRelay::with_log(VirtualClock::at_wall_clock(), seed).await;
+            let source = policy(&dir, &kit);
+            let mut colleague = staff_device(
+                &kit,
+                &source,
+                &dir.join("staff-2"),
+                &dir.join("desk-2.req"),
+                DESK2,
+            )
+            .await;
+            let mut user = UserClient::create(
+                UserSettings {
+                    data_dir: dir.join("user"),
+                    allow_test_deployment: true,
+                    ..UserSettings::default()
+                },
+                &Passphrase::new(PASSPHRASE.into()),
+                KdfParams::dangerously_weak_for_tests(),
+                Events::default(),
+            )
+            .expect("a new user store");
+            user.route_in_process(dialer(&kit));
+            user.init(source.clone())
+                .await
+                .expect("the user's device is set up");
+            user.contact(POST, &SecretText::new(first.into()), None)
+                .await
+                .expect("the first contact");
+            colleague
+                .read(&mut |_| Ok(()))
+                .await
+                .expect("the colleague reads the first contact");
+            drop(staff_device(&kit, &source, &staff_dir, &dir.join("desk.req"), DESK).await);
+            (kit, user, colleague)
+        });
+        let post = Post {
+            rt,
+            route: Arc::new(std::sync::RwLock::new(kit.clone())),
+            kit,
+            staff_dir,
+            user,
+            dir,
+            _tmp: tmp,
+        };
+        (post, colleague)
+    }
+
+    /// Enrols and registers a colleague's device of the post, `DESK2` (its store in a folder of
+    /// its own, never opened by the app), driven by the test as `refuge-inbox` would drive it.
+    pub fn register_colleague(&self) -> InboxClient {
+        let source = policy(&self.dir, &self.kit);
+        self.rt.block_on(staff_device(
+            &self.kit,
+            &source,
+            &self.dir.join("staff-2"),
+            &self.dir.join("desk-2.req"),
+            DESK2,
+        ))
+    }
+
+    /// A colleague's device does what `refuge-inbox read` does: reads its staff mailbox, runs
+    /// the post's sync round (its sync mailbox, colleagues' changes and history exports, its
+    /// hellos and copies sealed), then sends what waits for colleagues.
+    pub fn colleague_reads(&self, colleague: &mut InboxClient) -> ColleagueRead {
+        self.rt.block_on(async {
+            colleague
+                .read(&mut |_| Ok(()))
+                .await
+                .expect("the colleague reads");
+            let sync = colleague.sync().await.expect("the colleague's sync round");
+            colleague
+                .send_sync(true)
+                .await
+                .expect("the colleague's copies and hellos are sent");
+            ColleagueRead {
+                imported: sync.imported,
+                cases: colleague
+                    .case_summaries()
+                    .expect("the colleague's cases")
+                    .into_iter()
+                    .map(|c| c.case_id)
+                    .collect(),
+            }
+        })
+    }
+
+    /// A colleague's device gives the post's open cases to `to` after its person typed
+    /// `number`, and sends them (`refuge-inbox export-history`).
+    pub fn colleague_exports(
+        &self,
+        colleague: &mut InboxClient,
+        to: &str,
+        number: &str,
+    ) -> (usize, usize) {
+        self.rt.block_on(async {
+            let given = colleague
+                .export_history(to, number)
+                .await
+                .expect("the colleague's export");
+            colleague.send_sync(true).await.expect("the export is sent");
+            given
+        })
+    }
+
     /// Sets the post up; the user writes `first` (unless `None`).
     pub fn new(seed: u64, first: Option<&str>) -> Post {
         let rt = tokio::runtime::Builder::new_multi_thread()
