@@ -224,6 +224,17 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = crate::limits::RateConfig::default().burst, value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_burst: u32,
 
+    /// Attachment chunk bytes per second allowed per TCP connection, QUIC connection or onion
+    /// circuit (PutChunk and GetChunk have this budget of their own instead of request tokens;
+    /// each costs its frame's length, at least a whole chunk)
+    #[arg(long, value_name = "BYTES", default_value_t = crate::limits::ByteRateConfig::default().per_second, value_parser = clap::value_parser!(u64).range(1..))]
+    pub chunk_bytes_per_second: u64,
+
+    /// Attachment chunk bytes a connection or circuit may send or fetch in a burst before
+    /// --chunk-bytes-per-second applies (at least one chunk request)
+    #[arg(long, value_name = "BYTES", default_value_t = crate::limits::ByteRateConfig::default().burst, value_parser = clap::value_parser!(u64).range(crate::limits::CHUNK_REQUEST_COST..))]
+    pub chunk_burst_bytes: u64,
+
     /// Least proof-of-work effort asked for CreateMailbox and FetchPostBundles (Tor hs-pow v1
     /// effort; about effort/2 Equi-X solves, 0 is one)
     #[arg(long, value_name = "EFFORT", default_value_t = crate::admission::DEFAULT_MIN_EFFORT)]
@@ -305,6 +316,10 @@ impl ServeArgs {
                 rate: crate::limits::RateConfig {
                     per_second: self.rate_per_second,
                     burst: self.rate_burst,
+                    chunk_bytes: crate::limits::ByteRateConfig {
+                        per_second: self.chunk_bytes_per_second,
+                        burst: self.chunk_burst_bytes,
+                    },
                 },
                 admission: crate::admission::AdmissionConfig {
                     min_effort: self.pow_min_effort,
@@ -390,6 +405,44 @@ mod tests {
             "too small to hold the schema"
         );
         assert!(serve(&["--max-messages-per-mailbox", "0"]).is_err());
+    }
+
+    #[test]
+    fn rate_limits() {
+        let serve = |extra: &[&str]| {
+            let argv = ["refuge-relay", "serve"].iter().chain(extra).copied();
+            match Cli::try_parse_from(argv).map(|c| c.command) {
+                Ok(Command::Serve(args)) => Ok(args.into_options().limits.rate),
+                Ok(_) => panic!("not serve"),
+                Err(e) => Err(e),
+            }
+        };
+        assert_eq!(
+            serve(&[]).expect("defaults"),
+            crate::limits::RateConfig::default()
+        );
+        let rate = serve(&[
+            "--rate-per-second",
+            "5",
+            "--chunk-bytes-per-second",
+            "1048576",
+            "--chunk-burst-bytes",
+            "4194304",
+        ])
+        .expect("parses");
+        assert_eq!((rate.per_second, rate.burst), (5, 100));
+        assert_eq!(
+            rate.chunk_bytes,
+            crate::limits::ByteRateConfig {
+                per_second: 1 << 20,
+                burst: 4 << 20,
+            }
+        );
+        assert!(serve(&["--chunk-bytes-per-second", "0"]).is_err());
+        // A burst smaller than one chunk request would let no chunk through.
+        let e = serve(&["--chunk-burst-bytes", "65551"]).expect_err("below one chunk");
+        assert!(e.to_string().contains("65552"), "{e}");
+        assert!(serve(&["--chunk-burst-bytes", "65552"]).is_ok());
     }
 
     #[test]

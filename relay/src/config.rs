@@ -172,7 +172,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// A frame that has begun must arrive whole within this.
     pub frame_timeout: Duration,
-    /// Requests per second per TCP connection, QUIC connection or onion circuit.
+    /// Requests per second, and attachment chunk bytes per second, per TCP connection, QUIC
+    /// connection or onion circuit.
     pub rate: crate::limits::RateConfig,
     /// Proof of work for CreateMailbox and FetchPostBundles.
     pub admission: crate::admission::AdmissionConfig,

@@ -5,7 +5,7 @@
 //! thin: they accept connections and streams and call [`serve_session`].
 
 use crate::handler::{self, Handler};
-use crate::limits::{RateConfig, SharedBucket, retry_after_seconds};
+use crate::limits::{RateConfig, SharedBucket, request_cost, retry_after_seconds};
 use crate::metrics::{self, Metrics};
 use crate::session::SessionState;
 use crate::shutdown::Shutdown;
@@ -38,7 +38,7 @@ pub struct SessionLimits {
     /// Once a frame's first byte has arrived, the whole frame must arrive within this (cuts off
     /// peers that trickle bytes).
     pub frame: Duration,
-    /// Requests per second of one connection or circuit.
+    /// Requests per second, and chunk bytes per second, of one connection or circuit.
     pub rate: RateConfig,
 }
 
@@ -454,9 +454,9 @@ where
 
 /// Serves one session until the client leaves, it idles, a frame is too large or too slow, it
 /// ignores the rate limit, it is displaced while idle at the session limit (`activity`), or
-/// shutdown is triggered. Each request takes a token from `bucket`
-/// (shared by the sessions of one connection or circuit); without one it is answered
-/// RATE_LIMITED and not carried out. A request being handled when shutdown fires is finished
+/// shutdown is triggered. Each request takes what it costs from `bucket` (shared by the
+/// sessions of one connection or circuit): a chunk request its bytes from the chunk budget, any
+/// other a request token; without them it is answered RATE_LIMITED and not carried out. A request being handled when shutdown fires is finished
 /// and answered.
 ///
 /// Between requests a session holds no buffer and no request state: the frame and the
@@ -568,7 +568,9 @@ where
         if !activity.begin_request() {
             return Ok(SessionEnd::Evicted);
         }
-        let reply = match bucket.try_take(Instant::now().into_std()) {
+        // A chunk request takes bytes of the chunk budget, any other request a request token.
+        let cost = request_cost(&body);
+        let reply = match bucket.try_take_cost(cost, Instant::now().into_std()) {
             Ok(()) => {
                 limited_in_a_row = 0;
                 // Challenges and proof-of-work seeds are drawn from the OS, so the session keeps
@@ -964,6 +966,7 @@ mod tests {
             rate: RateConfig {
                 per_second: 1,
                 burst: 2,
+                ..RateConfig::default()
             },
         };
         let bucket = SharedBucket::new(limits.rate, std::time::Instant::now());
@@ -1014,5 +1017,231 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    /// A user mailbox and, addressed to it, a blob of `padded_size` bytes in `store`, ready for
+    /// its chunks; returns the blob id and upload token PutChunk carries.
+    async fn blob_in<S: RelayStore>(store: &S, padded_size: u64) -> ([u8; 16], [u8; 32]) {
+        use crate::store::{BlobRecipient, IdempotencyId, NewBlob};
+        let (mailbox, token) = crate::fixtures::mailbox_in(store, 1).await;
+        let upload_token = [8u8; 32];
+        let id = store
+            .create_blob(NewBlob {
+                id: [7; 16],
+                upload_hash: refuge_proto::ids::DepositToken(upload_token).hash(),
+                idempotency_id: IdempotencyId([9; 16]),
+                padded_size,
+                recipients: vec![BlobRecipient {
+                    mailbox,
+                    token: Some(token),
+                    staff_post: None,
+                }],
+                created_hour: crate::fixtures::this_hour(),
+                expires_hour: None,
+            })
+            .await
+            .expect("the blob is created");
+        (id, upload_token)
+    }
+
+    fn put_chunk_frame(
+        request_id: u64,
+        blob: &([u8; 16], [u8; 32]),
+        padded_size: u64,
+        index: u32,
+    ) -> Vec<u8> {
+        let len = refuge_proto::blob_chunk_len(padded_size, u64::from(index)).expect("in range");
+        encode(
+            request_id,
+            refuge_proto::wire::client_frame::Request::PutChunk(refuge_proto::wire::PutChunk {
+                blob_id: blob.0.to_vec(),
+                upload_token: blob.1.to_vec(),
+                index,
+                data: vec![index as u8; len as usize],
+            }),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_50_mib_upload_at_full_speed_is_not_rate_limited_with_the_default_limits() {
+        use crate::limits::TokenBucket;
+        const PADDED: u64 = 50 << 20;
+        let (_dir, store) = crate::fixtures::temp_store(StoreLimits::default());
+        let blob = blob_in(&store, PADDED).await;
+        let chunks = refuge_proto::blob_chunk_count(PADDED) as u32;
+        assert_eq!(chunks, 800);
+        let relay = Handler::new(store, Roster::empty());
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let (read, mut write) = tokio::io::split(server);
+        let (_trigger, shutdown) = crate::shutdown::channel();
+        // The relay's defaults: 20 requests a second with a burst of 100, and the chunk budget.
+        let limits = SessionLimits::idle(Duration::from_secs(60));
+        assert_eq!(limits.rate, RateConfig::default());
+        let bucket = SharedBucket::new(limits.rate, std::time::Instant::now());
+        let activity = Activity::detached();
+        let serving = serve_session_limited(
+            &relay, read, &mut write, &limits, &bucket, &activity, shutdown,
+        );
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        let started = std::time::Instant::now();
+        let sending = async {
+            // Hello, then every chunk at once, without waiting for any answer, then the end.
+            client_write
+                .write_all(&encode(
+                    0,
+                    refuge_proto::wire::client_frame::Request::Hello(refuge_proto::wire::Hello {
+                        protocol_version: refuge_proto::PROTOCOL_VERSION,
+                        software: "t".into(),
+                    }),
+                ))
+                .await
+                .expect("writes");
+            for index in 0..chunks {
+                client_write
+                    .write_all(&put_chunk_frame(u64::from(index) + 1, &blob, PADDED, index))
+                    .await
+                    .expect("writes");
+            }
+            client_write.shutdown().await.expect("closes");
+        };
+        let receiving = async {
+            let hello = read_reply(&mut client_read).await.expect("HelloOk");
+            assert!(matches!(hello.response, Some(Response::HelloOk(_))));
+            let mut answered = Vec::new();
+            for index in 0..chunks {
+                let reply = read_reply(&mut client_read).await;
+                answered.push((
+                    reply.unwrap_or_else(|| panic!("no answer to chunk {index}")),
+                    std::time::Instant::now(),
+                ));
+            }
+            answered
+        };
+        let (end, (), answered) = timeout(Duration::from_secs(120), async {
+            tokio::join!(serving, sending, receiving)
+        })
+        .await
+        .expect("the upload ends");
+        assert_eq!(end.expect("no I/O error"), SessionEnd::Closed);
+        for (i, (reply, _)) in answered.iter().enumerate() {
+            assert_eq!(reply.request_id, i as u64 + 1);
+            match &reply.response {
+                Some(Response::ChunkStored(c)) => {
+                    assert_eq!(c.complete, i + 1 == chunks as usize, "chunk {i}")
+                }
+                other => panic!("chunk {i}: {other:?}"),
+            }
+        }
+        // The old rule (a request token each), fed the same requests at the times they were
+        // answered, would have refused most of them.
+        let mut old = TokenBucket::new(RateConfig::default(), started);
+        let refused = answered
+            .iter()
+            .filter(|(_, at)| old.try_take(*at).is_err())
+            .count();
+        assert!(
+            refused > 400,
+            "the old limit would have refused only {refused} of {chunks} chunks in {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn chunk_requests_past_the_byte_budget_are_refused_then_the_session_is_closed() {
+        use crate::limits::{ByteRateConfig, CHUNK_REQUEST_COST};
+        use refuge_proto::wire::client_frame::Request;
+        // Five chunks, room in the budget for three; two request tokens.
+        const PADDED: u64 = 5 * refuge_proto::BLOB_CHUNK_LEN;
+        let (_dir, store) = crate::fixtures::temp_store(StoreLimits::default());
+        let blob = blob_in(&store, PADDED).await;
+        let relay = Handler::new(store.clone(), Roster::empty());
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let (read, mut write) = tokio::io::split(server);
+        let (_trigger, shutdown) = crate::shutdown::channel();
+        // Each chunk request costs its frame's length (chunk 0's is shorter: index 0 is not
+        // encoded): the budget holds exactly chunks 0 to 2.
+        let frame_cost =
+            |index| put_chunk_frame(2, &blob, PADDED, index).len() as u64 - PREFIX_LEN as u64;
+        assert!(frame_cost(0) > CHUNK_REQUEST_COST);
+        let burst = (0..3).map(frame_cost).sum();
+        let limits = SessionLimits {
+            idle: Duration::from_secs(5),
+            frame: Duration::from_secs(5),
+            rate: RateConfig {
+                per_second: 1,
+                burst: 2,
+                // One byte a second: nothing flows back in during the test.
+                chunk_bytes: ByteRateConfig {
+                    per_second: 1,
+                    burst,
+                },
+            },
+        };
+        let bucket = SharedBucket::new(limits.rate, std::time::Instant::now());
+        let activity = Activity::detached();
+        let serving = serve_session_limited(
+            &relay, read, &mut write, &limits, &bucket, &activity, shutdown,
+        );
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        let talking = async {
+            let mut bytes = encode(
+                1,
+                Request::Hello(refuge_proto::wire::Hello {
+                    protocol_version: refuge_proto::PROTOCOL_VERSION,
+                    software: "t".into(),
+                }),
+            );
+            // Chunks 0, 1, 2 fit the budget (and take no request token); chunk 3 does not.
+            for index in 0..4 {
+                bytes.extend(put_chunk_frame(u64::from(index) + 2, &blob, PADDED, index));
+            }
+            // Another kind of request still has its request token.
+            bytes.extend(encode(
+                6,
+                Request::GetChallenge(refuge_proto::wire::GetChallenge {}),
+            ));
+            // Chunk 3 again and again: refused each time, until the session is closed.
+            for id in 7..7 + u64::from(MAX_RATE_LIMITED_IN_A_ROW) + 1 {
+                bytes.extend(put_chunk_frame(id, &blob, PADDED, 3));
+            }
+            client_write.write_all(&bytes).await.expect("writes");
+            let mut replies = Vec::new();
+            while let Some(reply) = read_reply(&mut client_read).await {
+                replies.push(reply);
+            }
+            replies
+        };
+        let (end, replies) = tokio::join!(serving, talking);
+        assert_eq!(end.expect("no I/O error"), SessionEnd::RateLimited);
+        let refused = |reply: &ServerFrame| match &reply.response {
+            Some(Response::Error(e)) => {
+                assert_eq!(e.code(), ErrorCode::RateLimited, "{e:?}");
+                assert!(e.retry_after_seconds >= 1);
+                true
+            }
+            _ => false,
+        };
+        assert!(matches!(replies[0].response, Some(Response::HelloOk(_))));
+        for reply in &replies[1..4] {
+            assert!(
+                matches!(reply.response, Some(Response::ChunkStored(_))),
+                "{reply:?}"
+            );
+        }
+        assert!(refused(&replies[4]), "chunk 3 is past the byte budget");
+        assert!(matches!(replies[5].response, Some(Response::Challenge(_))));
+        // The refusals after the challenge count in a row from 1 again: MAX_RATE_LIMITED_IN_A_ROW
+        // answered, the next one closes the session.
+        assert_eq!(replies.len(), 6 + MAX_RATE_LIMITED_IN_A_ROW as usize);
+        for (i, reply) in replies.iter().enumerate().skip(6) {
+            assert_eq!(reply.request_id, i as u64 + 1);
+            assert!(refused(reply), "{reply:?}");
+        }
+        // Nothing refused was carried out: the upload goes on at chunk 3.
+        let progress = store
+            .blob_state(blob.0, refuge_proto::ids::DepositToken(blob.1).hash())
+            .await
+            .expect("the blob's state");
+        assert_eq!((progress.next_index, progress.chunks), (3, 5));
     }
 }
