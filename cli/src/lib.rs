@@ -337,10 +337,39 @@ pub fn progress_printer() -> Events {
             ONCE.call_once(|| {
                 warn(refuge_client::config::test_deployment_warning(*unwitnessed));
             });
+        } else if let Some(line) = transfer_line(event) {
+            let _ = writeln!(std::io::stderr().lock(), "{line}");
         } else if let Some(line) = progress_line(event) {
             let _ = writeln!(std::io::stderr().lock(), "tor: {line}");
         }
     })
+}
+
+/// A file's progress, every tenth of it (at least every MiB) and at its end: `file #N:
+/// uploaded 2.0 MiB of 8.0 MiB`. `None` for other events and the steps in between.
+pub fn transfer_line(event: &Event) -> Option<String> {
+    let Event::Transfer {
+        attachment,
+        outgoing,
+        done,
+        total,
+    } = event
+    else {
+        return None;
+    };
+    const CHUNK: u64 = refuge_client::attachment::CHUNK_LEN as u64;
+    let step = (total / 10).div_ceil(CHUNK).max(16) * CHUNK;
+    // This chunk crossed a step, or ended the file.
+    let crossed = done % step < CHUNK && *done >= CHUNK;
+    if !crossed && done != total {
+        return None;
+    }
+    Some(format!(
+        "file #{attachment}: {} {} of {}",
+        if *outgoing { "uploaded" } else { "downloaded" },
+        size_text(*done),
+        size_text(*total)
+    ))
 }
 
 /// The words for a progress event, or `None` for events this program reports otherwise.
@@ -575,6 +604,163 @@ pub fn evidence_command(store: &refuge_client::store::Store, export: Option<&Pat
 fn day_text(day: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(day)
         .map_or_else(|_| format!("day {day}"), |t| t.date().to_string())
+}
+
+// ---------------------------------------------------------------- attachments (issue 18)
+
+/// Reads each file given with `--attach`, removes its metadata (JPEG, PNG, WebP, PDF) and keeps
+/// it, ready to send, in the encrypted store through `prepare`; says on stderr what was
+/// removed from each, and what is known to be left. A file whose metadata cannot be removed
+/// is refused unless `send_as_is` (the person's explicit choice); then it is sent unchanged,
+/// with a warning.
+pub fn prepare_files(
+    paths: &[PathBuf],
+    send_as_is: bool,
+    prepare: &dyn Fn(&refuge_client::store::NewAttachment<'_>) -> Result<i64>,
+) -> Result<Vec<i64>> {
+    use refuge_client::attachment::MAX_ATTACHMENT_LEN;
+    use refuge_client::transfer::clean_file;
+    if paths.len() > refuge_client::attachment::MAX_ATTACHMENTS_PER_MESSAGE {
+        return Err(ClientError::InvalidArgument(format!(
+            "{} files; a message carries at most {}",
+            paths.len(),
+            refuge_client::attachment::MAX_ATTACHMENTS_PER_MESSAGE
+        )));
+    }
+    let mut ids = Vec::with_capacity(paths.len());
+    for path in paths {
+        let bytes = zeroize::Zeroizing::new(refuge_client::files::read_bounded(
+            path,
+            MAX_ATTACHMENT_LEN,
+        )?);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let cleaned = clean_file(&bytes, send_as_is).map_err(|e| match e {
+            ClientError::InvalidArgument(why) => ClientError::InvalidArgument(format!(
+                "{}: {why} (to send it unchanged anyway: --send-as-is)",
+                path.display()
+            )),
+            other => other,
+        })?;
+        if cleaned.as_is {
+            warn(&format!(
+                "{name} is sent as it is, as you chose: whatever it says about its author, \
+                 device or place goes with it"
+            ));
+        } else {
+            let removed: Vec<&str> = cleaned.report.removed.iter().map(|r| r.label()).collect();
+            note(&format!(
+                "{name}: {}",
+                if removed.is_empty() {
+                    "no hidden information found".to_string()
+                } else {
+                    format!("removed {}", removed.join("; "))
+                }
+            ));
+            for left in &cleaned.report.not_removed {
+                warn(&format!("{name}: not removed: {}", left.label()));
+            }
+        }
+        let content_type = match cleaned.format {
+            refuge_strip::Format::Jpeg => "image/jpeg",
+            refuge_strip::Format::Png => "image/png",
+            refuge_strip::Format::Webp => "image/webp",
+            refuge_strip::Format::Pdf => "application/pdf",
+            _ => "application/octet-stream",
+        };
+        ids.push(prepare(&refuge_client::store::NewAttachment {
+            file_name: &name,
+            content_type,
+            bytes: &cleaned.bytes,
+            report: &cleaned.report_keys(),
+        })?);
+    }
+    Ok(ids)
+}
+
+/// A file of a message, on one line: its number (for `--export`), name, size, and where it
+/// stands.
+pub fn attachment_line(a: &refuge_client::store::AttachmentRow) -> String {
+    use refuge_client::store::AttachmentState as S;
+    let state = match a.state {
+        S::Prepared | S::Uploading => format!(
+            "uploading, {} of {}",
+            size_text(a.bytes_done()),
+            size_text(a.size)
+        ),
+        S::Uploaded | S::Sent => "sent".to_string(),
+        S::Offered => "not downloaded yet".to_string(),
+        S::Downloading => format!(
+            "downloading, {} of {}",
+            size_text(a.bytes_done()),
+            size_text(a.size)
+        ),
+        S::Received => "received and checked".to_string(),
+        S::Failed => format!(
+            "refused: {}",
+            a.error
+                .as_deref()
+                .unwrap_or("it did not arrive as it was sent")
+        ),
+    };
+    format!(
+        "  file #{} {} ({}, {}) [{state}]",
+        a.id,
+        a.file_name,
+        size_text(a.size),
+        a.content_type
+    )
+}
+
+/// A size for people: bytes, KiB or MiB.
+pub fn size_text(n: u64) -> String {
+    if n < 1024 {
+        format!("{n} bytes")
+    } else if n < 1024 * 1024 {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    } else {
+        format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
+    }
+}
+
+/// Says how a download of files went: how many arrived, and each one refused for good.
+pub fn report_downloads(done: usize, refused: &[ClientError]) {
+    if done > 0 {
+        note(&format!(
+            "{done} files arrived whole and checked; `attachments` lists them, `attachments \
+             --export N --to PATH` saves one"
+        ));
+    }
+    for e in refused {
+        warn(&format!("{e} (hint: {})", hint_text(&e.hint())));
+    }
+}
+
+/// `attachments`: lists the files kept (newest first), or saves file `export` to a new file
+/// `to` (never over an existing one; only a file that arrived whole and was checked).
+pub fn attachments_command(
+    store: &refuge_client::store::Store,
+    export: Option<i64>,
+    to: Option<&Path>,
+) -> Result<()> {
+    if let (Some(id), Some(path)) = (export, to) {
+        let n = refuge_client::transfer::export(store, id, path)?;
+        return say(&format!(
+            "saved file #{id} ({}) to {}",
+            size_text(n),
+            path.display()
+        ));
+    }
+    let all = store.all_attachments(1000)?;
+    if all.is_empty() {
+        note("no files are kept on this device");
+    }
+    for a in all {
+        say(&attachment_line(&a))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -16,7 +16,11 @@
 //!   and kept as evidence in the encrypted store ([`Store::misbehaviour`]);
 //! - a message from an authenticated sender that fails for a local reason (no session yet: it
 //!   arrived before the message that starts its session) is kept, still sealed, in the
-//!   encrypted store and tried again on every read for [`DEFER_FOR`].
+//!   encrypted store and tried again on every read for [`DEFER_FOR`], with the mailbox it came
+//!   through;
+//! - a message that came through a mailbox that does not take it ([`Recipient::check_mailbox`]:
+//!   a staff device's sync mailbox takes only a colleague's sync) is acknowledged and kept as
+//!   evidence, whichever mailbox is being read when it is opened.
 //!
 //! A connection lost during a fetch or an acknowledgement is reopened by [`crate::relay`],
 //! which proves the mailbox again and repeats the request; repeating either changes nothing.
@@ -28,8 +32,9 @@ use crate::peer::Peer;
 use crate::peer::StaffPins;
 use crate::relay::{self, Relay};
 use crate::secret::SecretText;
-use crate::store::{Deferred, InboundMessage, PrekeyFate, PrekeyKind, Store};
+use crate::store::{Deferred, InboundMessage, PrekeyFate, PrekeyKind, Store, Via};
 use ed25519_dalek::SigningKey;
+use refuge_proto::content::Content;
 use refuge_proto::ids::MailboxId;
 use std::time::SystemTime;
 
@@ -93,6 +98,31 @@ pub trait Recipient {
     /// not shown (a colleague's copy of the post's case state, kept in the store).
     fn accept(&self, store: &Store, opened: Opened, arrival: Arrival)
     -> Result<Option<SecretText>>;
+
+    /// The mailbox this recipient reads now: what it fetches came through it.
+    fn via(&self) -> Via {
+        Via::Own
+    }
+
+    /// Whether a message from `sender` with `content` (`None`: not opened yet, only its
+    /// authenticated sender is known) may come through `via`; why not, if not. Checked before
+    /// [`Recipient::accept`], also when a message kept for another try is opened during a read
+    /// of another mailbox. A refused message is acknowledged and kept as evidence. The
+    /// default: only the own mailbox, which takes whatever `accept` takes.
+    fn check_mailbox(
+        &self,
+        via: Via,
+        sender: &Peer,
+        content: Option<&Content>,
+    ) -> std::result::Result<(), String> {
+        let _ = (sender, content);
+        match via {
+            Via::Own => Ok(()),
+            Via::Sync => {
+                Err("a message came through a sync mailbox, which only a staff device has".into())
+            }
+        }
+    }
 }
 
 /// What became of one message.
@@ -147,6 +177,7 @@ pub async fn receive(
             let outcome = open_one(
                 store,
                 recipient,
+                recipient.via(),
                 m.message_id,
                 &m.sealed,
                 m.received_hour,
@@ -179,6 +210,7 @@ pub async fn receive(
                         sealed: m.sealed,
                         received_hour: m.received_hour,
                         first_tried: unix_seconds(now),
+                        via: recipient.via(),
                     })?;
                     done.push(m.message_id);
                 }
@@ -202,11 +234,13 @@ pub async fn receive(
     Ok(report)
 }
 
-/// Opens one message into the store (inside its own transaction), or says why not. Only
-/// errors of the local store end the read.
+/// Opens one message that came through `via` into the store (inside its own transaction), or
+/// says why not. Only errors of the local store end the read.
+#[allow(clippy::too_many_arguments)]
 async fn open_one(
     store: &Store,
     recipient: &dyn Recipient,
+    via: Via,
     message_id: u64,
     sealed: &[u8],
     received_hour: u64,
@@ -223,10 +257,17 @@ async fn open_one(
             sender: None,
         });
     }
+    // Why the message may not come through `via`, once it is known (it is then kept as
+    // evidence, outside the transaction rolled back for it).
+    let mut misdirected = None;
     let outcome = async {
         let mut stores = store.signal(recipient.pins());
         let opened =
             envelope::open(&mut stores, recipient.pins(), recipient.me(), sealed, now).await?;
+        if let Err(why) = recipient.check_mailbox(via, &opened.sender, Some(&opened.content)) {
+            misdirected = Some(why.clone());
+            return Err(ClientError::PossibleImpersonation(why));
+        }
         let sender = opened.sender.clone();
         // A class, whatever the sender wrote: staff replies copy it into the clear.
         let timer = Timer::class_at_most(opened.content.disappear_after_seconds);
@@ -284,9 +325,35 @@ async fn open_one(
         }
         Err(e) => {
             drop(tx); // roll back: a refused message changes nothing
-            classify(store, e, sealed, now, report)
+            if let Some(why) = misdirected {
+                return misdirected_kept(store, &why, sealed, now);
+            }
+            let outcome = classify(store, e, sealed, now, report)?;
+            // Not openable yet: its authenticated sender alone may say it does not belong here.
+            if let Outcome::Deferred { sender } = &outcome {
+                let check = match Peer::parse(sender) {
+                    Some(peer) => recipient.check_mailbox(via, &peer, None),
+                    None if via == Via::Own => Ok(()),
+                    None => Err(format!("a message from {sender:?}, not a refuge address")),
+                };
+                if let Err(why) = check {
+                    return misdirected_kept(store, &why, sealed, now);
+                }
+            }
+            Ok(outcome)
         }
     }
+}
+
+/// Refuses a message that came through a mailbox that does not take it (only someone who
+/// knows that mailbox could put it there: for a sync mailbox, a colleague or a device revoked
+/// since), keeping it as evidence.
+fn misdirected_kept(store: &Store, why: &str, sealed: &[u8], now: SystemTime) -> Result<Outcome> {
+    tracing::warn!("a message came through a mailbox that does not take it: {why}");
+    store.record_misbehaviour(unix_seconds(now), "wrong-mailbox", why, Some(sealed))?;
+    Ok(Outcome::Refused(ClientError::PossibleImpersonation(
+        format!("{why}; kept as evidence in this device's encrypted store (`evidence` lists it)"),
+    )))
 }
 
 /// Sorts a failure to open into refused (junk or misbehaviour, kept as evidence) or deferred
@@ -389,6 +456,7 @@ async fn retry_deferred(
         let outcome = open_one(
             store,
             recipient,
+            d.via,
             d.relay_message_id,
             &d.sealed,
             d.received_hour,

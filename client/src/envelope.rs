@@ -130,7 +130,7 @@ pub async fn seal(
     })
 }
 
-/// Overwrites the secrets in a [`Content`] (text, deposit token) before it is dropped; the
+/// Overwrites the secrets in a [`Content`] (text, deposit token, attachment keys) before it is dropped; the
 /// generated protobuf types do not zeroize themselves.
 pub fn wipe(content: &mut Content) {
     use refuge_proto::content::content::Body;
@@ -157,6 +157,12 @@ pub fn wipe(content: &mut Content) {
             }
         }
         None => {}
+    }
+    for a in &mut content.attachments {
+        a.key.zeroize();
+        a.nonce_prefix.zeroize();
+        a.blob_id.zeroize();
+        a.file_name.zeroize();
     }
 }
 

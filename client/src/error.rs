@@ -213,6 +213,14 @@ pub enum ClientError {
     #[error("the relay broke the protocol: {0}")]
     RelayProtocol(String),
 
+    /// A file sent with a message did not come as its sender sealed it (or does not seal):
+    /// refused, nothing of it is kept where it could be opened.
+    #[error("attachment {id}: {error}")]
+    Attachment {
+        id: i64,
+        error: crate::attachment::AttachmentError,
+    },
+
     #[error("the relay is limiting requests ({code:?}): {message}")]
     Throttled {
         code: ErrorCode,
@@ -353,6 +361,18 @@ impl ClientError {
                 Fault::State => Blame::State,
             },
             RelayProtocol(_) => Blame::RelayMisbehaved,
+            Attachment { error, .. } => match crate::attachment::blame(error) {
+                // Chunks that do not open, or come short: the relay served them.
+                Blame::Attack => Blame::RelayMisbehaved,
+                // A pointer whose sizes or padding lie: the sender's software, or a sender
+                // misleading on purpose.
+                Blame::Bug
+                    if matches!(error, crate::attachment::AttachmentError::Inconsistent(_)) =>
+                {
+                    Blame::Attack
+                }
+                other => other,
+            },
             DirectoryLog { error, .. } => match error.as_ref() {
                 refuge_proto::directory_sync::SyncError::BadStored(_)
                 | refuge_proto::directory_sync::SyncError::ClockSkew { .. } => Blame::Local,
@@ -454,6 +474,11 @@ impl ClientError {
             },
             PowTooHard { .. } => Hint::RelayUnderLoad,
             RelayProtocol(_) => Hint::RelayBuggy,
+            Attachment { error, .. } => match error {
+                crate::attachment::AttachmentError::TooLarge { .. } => Hint::CheckArguments,
+                crate::attachment::AttachmentError::Inconsistent(_) => Hint::MessageDeleted,
+                _ => Hint::RelayBuggy,
+            },
             PinMismatch { .. } => Hint::VerifyPinElsewhere,
             ImpersonationAttempt(_) => Hint::RelayMayBeCompromised,
             PossibleImpersonation(_) => Hint::ForgedStaffMessage,

@@ -121,6 +121,15 @@ pub enum Event {
         error: String,
         retry_in_secs: u64,
     },
+    /// A file's transfer moved (issue 18): `done` of `total` bytes sent to the relay
+    /// (`outgoing`) or received and kept in the store. Emitted after each chunk the relay
+    /// confirmed or this device kept, so a resumed transfer starts where this last said.
+    Transfer {
+        attachment: i64,
+        outgoing: bool,
+        done: u64,
+        total: u64,
+    },
 }
 
 type Observer = dyn Fn(&Event) + Send + Sync;

@@ -28,6 +28,11 @@ use refuge_proto::directory::VerifiedDirectory;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
+/// Attachments both ways, stored once, resumed, tampering refused (issue 18).
+mod attachment_tests;
+/// The sync channel's review fixes: what each mailbox takes; a reply's copy after its
+/// confirmation (ADR 0012).
+mod channel_tests;
 /// A first contact to a post of more devices than one page of bundles covers.
 mod paging_tests;
 /// The post as a team: a reply and a handover shown on a colleague's desk (ADR 0012).

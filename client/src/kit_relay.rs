@@ -255,6 +255,11 @@ impl KitRelay {
         self.kit.tamper_with_bundles(f);
     }
 
+    /// Rewrites the bytes of every attachment chunk the relay serves, given its index.
+    pub fn set_chunk_tamper(&self, f: impl Fn(u32, &mut Vec<u8>) + Send + Sync + 'static) {
+        self.kit.tamper_with_chunks(f);
+    }
+
     /// Runs this relay's clock (the hour it stamps on deposits) `ahead` of the wall clock.
     pub fn set_clock_ahead(&self, ahead: Duration) {
         let now = crate::clock::Clock::unix(&crate::clock::SystemClock);

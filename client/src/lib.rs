@@ -25,6 +25,7 @@ pub mod staff;
 pub mod store;
 pub mod submit;
 pub mod sync;
+pub mod transfer;
 pub mod transport;
 pub mod user;
 

@@ -14,7 +14,8 @@ use crate::prekeys::{self, PrekeyPlan, REPLENISH_BELOW, TARGET_ONE_TIME};
 use crate::relay::{self, Relay};
 use crate::secret::{SecretText, os_rng};
 use crate::store::{
-    CaseSummary, LocalIdentity, Outgoing, Role, StaffDeviceRecord, Store, generate_signing_key,
+    CaseSummary, LocalIdentity, MessageRef, Outgoing, Role, StaffDeviceRecord, Store,
+    generate_signing_key,
 };
 use crate::sync::{CheckedOp, LocalAuthor, LocalChange, Roster};
 use prost::Message;
@@ -388,6 +389,80 @@ impl<'s> Staff<'s> {
         text: &SecretText,
         now: SystemTime,
     ) -> Result<i64> {
+        self.queue_reply_with(directory, case_id, text, now, &[])
+            .await
+    }
+
+    /// Uploads files (ids of `Store::prepare_attachment`) for a reply to a case's user: each
+    /// addressed to the user's mailbox, admitted with the user's deposit token, going on from
+    /// wherever an earlier attempt stopped. [`Staff::queue_reply_with`] then sends their
+    /// pointers.
+    pub async fn upload_for_case(
+        &self,
+        relay: &mut dyn Relay,
+        case_id: &str,
+        attachments: &[i64],
+        events: &crate::events::Events,
+    ) -> Result<()> {
+        let case = self
+            .store
+            .case(case_id)?
+            .ok_or_else(|| ClientError::UnknownCase {
+                case: case_id.to_string(),
+            })?;
+        let (mailbox, token) = case.reply.ok_or_else(|| ClientError::NoReplyAddress {
+            case: case_id.to_string(),
+        })?;
+        let timer = Timer::class_at_most(case.disappear_seconds);
+        for id in attachments {
+            crate::transfer::upload(
+                self.store,
+                relay,
+                *id,
+                &[(mailbox, token.clone())],
+                timer,
+                events,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Downloads the files users sent this device that have not arrived whole (authenticating
+    /// `relay` for the device's mailbox): each opened and checked into the encrypted store.
+    /// Returns how many arrived, and the files refused for good.
+    pub async fn download_attachments(
+        &self,
+        relay: &mut dyn Relay,
+        events: &crate::events::Events,
+    ) -> Result<(usize, Vec<ClientError>)> {
+        if self.store.attachments_to_download()?.is_empty() {
+            return Ok((0, Vec::new()));
+        }
+        relay::authenticate(relay, &self.device.mailbox_id, &self.device.auth_key).await?;
+        crate::transfer::download_waiting(self.store, relay, &self.device.mailbox_id, events).await
+    }
+
+    /// [`Staff::queue_reply`] carrying files already uploaded ([`Staff::upload_for_case`]).
+    pub async fn queue_reply_with(
+        &self,
+        directory: &VerifiedDirectory,
+        case_id: &str,
+        text: &SecretText,
+        now: SystemTime,
+        attachments: &[i64],
+    ) -> Result<i64> {
+        if attachments.len() > crate::attachment::MAX_ATTACHMENTS_PER_MESSAGE {
+            return Err(ClientError::InvalidArgument(format!(
+                "{} files; a message carries at most {}",
+                attachments.len(),
+                crate::attachment::MAX_ATTACHMENTS_PER_MESSAGE
+            )));
+        }
+        let pointers = attachments
+            .iter()
+            .map(|id| crate::transfer::uploaded_pointer(self.store, *id).map(|p| p.to_proto()))
+            .collect::<Result<Vec<_>>>()?;
         if text.expose().len() > MAX_TEXT_LEN {
             return Err(ClientError::MessageTooLong {
                 len: text.expose().len(),
@@ -428,6 +503,7 @@ impl<'s> Staff<'s> {
                 disappear_after_seconds: timer.seconds(),
                 prekeys_fetched_hour: 0,
                 reply_tickets,
+                attachments: pointers,
             };
             envelope::seal(&mut stores, &user, &certificate, content, now).await?
         };
@@ -443,6 +519,15 @@ impl<'s> Staff<'s> {
             hour(now),
             timer.expires_hour(hour(now) as i64),
         )?;
+        // The files go with the reply (its timer, its deletion).
+        for id in attachments {
+            self.store.attachment_sent(
+                *id,
+                None,
+                Some(message),
+                timer.expires_hour(hour(now) as i64),
+            )?;
+        }
         // The post's devices share their replies (ADR 0012): the reply is an operation on the
         // case too, kept in the same transaction.
         let op = self
@@ -458,7 +543,8 @@ impl<'s> Staff<'s> {
                 Some(message),
             )?
             .map_err(ClientError::from)?;
-        // Sealed for the colleagues at the next sync round (ADR 0012).
+        // Sealed for the colleagues at the first sync round after the relay confirmed the
+        // reply, never if it is dropped (ADR 0012, defect 7).
         self.keep_unsent(&op, case.disappear_seconds)?;
         let row = self.store.queue_outgoing(
             &Outgoing {
@@ -494,6 +580,8 @@ impl<'s> Staff<'s> {
                 .unwrap_or_default(),
             roster: self.roster(directory),
             sync: Default::default(),
+            via: crate::store::Via::Own,
+            mailbox: self.device.mailbox_id,
         })
     }
 }
@@ -577,6 +665,10 @@ struct StaffRecipient {
     roster: Roster,
     /// What colleagues' sync messages did in this read.
     sync: std::cell::RefCell<SyncReport>,
+    /// The mailbox read: the staff mailbox, or the sync mailbox (ADR 0012).
+    via: crate::store::Via,
+    /// The device's staff mailbox: the one users' files are addressed to (issue 18).
+    mailbox: MailboxId,
 }
 
 impl StaffRecipient {
@@ -601,6 +693,19 @@ impl Recipient for StaffRecipient {
 
     fn pins(&self) -> &StaffPins {
         &self.pins
+    }
+
+    fn via(&self) -> crate::store::Via {
+        self.via
+    }
+
+    fn check_mailbox(
+        &self,
+        via: crate::store::Via,
+        sender: &Peer,
+        content: Option<&Content>,
+    ) -> std::result::Result<(), String> {
+        self.mailbox_rule(via, sender, content)
     }
 
     fn accept(
@@ -660,11 +765,18 @@ impl Recipient for StaffRecipient {
         store.open_case_state(&case_id)?;
         // The user's latest choice of timer applies to the case's replies from now on.
         store.set_case_timer(&case_id, arrival.timer.seconds())?;
-        store.add_case_message(
+        let message = store.add_case_message(
             &case_id,
             true,
             &text,
             arrival.received_hour,
+            arrival.expires_hour,
+        )?;
+        // The files the message carries, to download (ADR 0013): kept with the message.
+        store.offer_attachments(
+            &opened.content.attachments,
+            &self.mailbox,
+            MessageRef::Case(message),
             arrival.expires_hour,
         )?;
         Ok(Some(text))

@@ -14,6 +14,7 @@ use crate::secret::{SecretText, os_rng};
 use crate::store::{
     Contact, Direction, LocalIdentity, NewMessage, Outgoing, Role, Store, UserMailbox,
 };
+use crate::transfer;
 use libsignal_protocol::{
     IdentityKey, PreKeyBundle, PreKeyId, PublicKey, SignalProtocolError, kem, process_prekey_bundle,
 };
@@ -145,6 +146,33 @@ impl<'s> User<'s> {
         timer: Timer,
         now: SystemTime,
     ) -> Result<ContactReport> {
+        self.contact_with(relay, directory, post_id, text, timer, now, &[])
+            .await
+    }
+
+    /// [`User::contact`] with files (ids of `Store::prepare_attachment`): each is uploaded
+    /// first, once for all the devices the message goes to, admitted with the same ticket as
+    /// the message's deposits; then the message carries their pointers. An upload cut short
+    /// fails the send before anything is sealed; sending the same files again goes on from the
+    /// last chunk the relay confirmed.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn contact_with(
+        &self,
+        relay: &mut dyn Relay,
+        directory: &VerifiedDirectory,
+        post_id: &str,
+        text: &SecretText,
+        timer: Timer,
+        now: SystemTime,
+        attachments: &[i64],
+    ) -> Result<ContactReport> {
+        if attachments.len() > crate::attachment::MAX_ATTACHMENTS_PER_MESSAGE {
+            return Err(ClientError::InvalidArgument(format!(
+                "{} files; a message carries at most {}",
+                attachments.len(),
+                crate::attachment::MAX_ATTACHMENTS_PER_MESSAGE
+            )));
+        }
         let post = check_contact(directory, post_id, text)?;
         let pins = StaffPins::from_directory(directory)?;
 
@@ -175,6 +203,43 @@ impl<'s> User<'s> {
             check_bundles(post_id, &post.devices, &need_bundle, &bundles)?;
             (bundles, Some(ticket))
         };
+
+        // Files first (ADR 0013): one blob each for every device the message will reach,
+        // admitted with the ticket the deposits use (taken now, so the blob and the deposits
+        // share it; a relay admits 8 blobs per ticket and mailbox besides the deposit).
+        let mut bought = bought;
+        let mut pointers = Vec::with_capacity(attachments.len());
+        if !attachments.is_empty() {
+            let ticket = match bought.take() {
+                Some(t) => t,
+                None => match self
+                    .store
+                    .take_reply_ticket(post_id, delivery::unix_seconds(now))?
+                {
+                    Some(t) => t,
+                    None => relay::get_deposit_ticket(relay, post_id).await?,
+                },
+            };
+            let mut recipients = Vec::new();
+            for dev in need_bundle
+                .iter()
+                .filter(|d| bundles.iter().any(|b| b.label == d.label))
+                .chain(with_session.iter())
+            {
+                let mailbox = MailboxId::from_slice(&dev.mailbox_id)
+                    .map_err(|e| ClientError::Corrupt(format!("directory mailbox id: {e}")))?;
+                recipients.push((mailbox, ticket.clone()));
+            }
+            if !recipients.is_empty() {
+                for id in attachments {
+                    let p =
+                        transfer::upload(self.store, relay, *id, &recipients, timer, &self.events)
+                            .await?;
+                    pointers.push(p.to_proto());
+                }
+            }
+            bought = Some(ticket);
+        }
 
         let tx = self.store.begin()?;
         let ticket = match bought {
@@ -271,6 +336,7 @@ impl<'s> User<'s> {
                     // relay that served the last-resort key while some remained.
                     prekeys_fetched_hour: if *new_session { delivery::hour(now) } else { 0 },
                     reply_tickets: Vec::new(),
+                    attachments: pointers.clone(),
                 },
                 now,
             )
@@ -300,6 +366,15 @@ impl<'s> User<'s> {
                 })?;
             }
         }
+        // The files now go with the message (its timer, its deletion).
+        for id in attachments {
+            self.store.attachment_sent(
+                *id,
+                Some(message),
+                None,
+                timer.expires_hour(delivery::hour(now) as i64),
+            )?;
+        }
         tx.commit()?;
         self.events.emit(Event::Message {
             message,
@@ -325,6 +400,20 @@ impl<'s> User<'s> {
         })
     }
 
+    /// Downloads the files staff sent this user that have not arrived whole (authenticating
+    /// `relay` for the user's mailbox): each opened and checked into the encrypted store.
+    /// Returns how many arrived, and the files refused for good.
+    pub async fn download_attachments(
+        &self,
+        relay: &mut dyn Relay,
+    ) -> Result<(usize, Vec<ClientError>)> {
+        if self.store.attachments_to_download()?.is_empty() {
+            return Ok((0, Vec::new()));
+        }
+        relay::authenticate(relay, &self.mailbox.mailbox_id, &self.mailbox.auth_key).await?;
+        transfer::download_waiting(self.store, relay, &self.mailbox.mailbox_id, &self.events).await
+    }
+
     /// Reads replies: opens, shows (through `show`) and acknowledges them.
     pub async fn read(
         &self,
@@ -334,6 +423,7 @@ impl<'s> User<'s> {
         show: &mut dyn FnMut(&ReceivedMessage) -> Result<()>,
     ) -> Result<ReceiveReport> {
         let recipient = UserRecipient {
+            mailbox: self.mailbox.mailbox_id,
             me: self.me.clone(),
             pins: StaffPins::from_directory(directory)?,
             posts: directory
@@ -360,6 +450,8 @@ struct UserRecipient {
     pins: StaffPins,
     /// The post of each staff device, from the verified directory.
     posts: std::collections::HashMap<String, String>,
+    /// The user's mailbox: the one staff's files are addressed to (issue 18).
+    mailbox: MailboxId,
 }
 
 impl Recipient for UserRecipient {
@@ -411,7 +503,7 @@ impl Recipient for UserRecipient {
                 ))
             })?,
         };
-        store.add_message(&NewMessage {
+        let message = store.add_message(&NewMessage {
             post_id: &post_id,
             direction: Direction::In,
             device: Some(label),
@@ -421,6 +513,13 @@ impl Recipient for UserRecipient {
             expires_hour: arrival.expires_hour,
             copies: 0,
         })?;
+        // The files the reply carries, to download (ADR 0013): kept with the message.
+        store.offer_attachments(
+            &opened.content.attachments,
+            &self.mailbox,
+            crate::store::MessageRef::Conversation(message),
+            arrival.expires_hour,
+        )?;
         Ok(Some(text))
     }
 }

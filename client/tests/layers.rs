@@ -20,6 +20,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "disappearing",
             "files",
             "sync",
+            "attachment",
         ],
     ),
     ("store", &["store"]),
@@ -30,7 +31,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("directory", &["directory", "submit", "audit", "authority"]),
     (
         "messaging",
-        &["envelope", "delivery", "outbox", "prekeys", "attachment"],
+        &["envelope", "delivery", "outbox", "prekeys", "transfer"],
     ),
     ("roles", &["user", "staff"]),
     ("app", &["app"]),

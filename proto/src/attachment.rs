@@ -1,5 +1,8 @@
 //! Attachments' encryption (issue 18, ADR 0013), sans-I/O: bytes in, sealed chunks out, and
-//! back. No store, network or file here; the transfer and the relay's side come on top.
+//! back, and the pointer that travels inside the Signal message. No store, network or file
+//! here; the client's transfer (`refuge_client::transfer`) and the relay's side come on top.
+//! In this crate (not the client) so that the fuzz targets reach the pointer and chunk
+//! decoders without the client's network stack.
 //!
 //! # The construction (not a home-made one)
 //!
@@ -25,13 +28,14 @@
 
 #![forbid(unsafe_code)]
 
-use crate::error::Blame;
+use crate::content::Attachment as PointerProto;
 use aes_gcm_siv::Aes256GcmSiv;
 use aes_gcm_siv::aead::KeyInit;
 use aes_gcm_siv::aead::consts::U7;
 use aes_gcm_siv::aead::generic_array::GenericArray;
-use aes_gcm_siv::aead::stream::{DecryptorBE32, EncryptorBE32};
-use rand::RngCore;
+use aes_gcm_siv::aead::stream::{EncryptorBE32, NewStream, StreamBE32, StreamPrimitive};
+use rand_core::RngCore;
+use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 /// Plaintext bytes per chunk (the last may be shorter).
@@ -44,15 +48,23 @@ pub const TAG_LEN: usize = 16;
 /// 1-byte last-chunk flag.
 pub const NONCE_PREFIX_LEN: usize = 7;
 
-// The relay checks chunk lengths with the protocol's constants (`refuge_proto::BLOB_*`, what
-// `crate::relay`'s attachment requests carry); they must be the sealer's.
-const _: () = assert!(
-    CHUNK_LEN as u64 == refuge_proto::BLOB_CHUNK_LEN
-        && TAG_LEN as u64 == refuge_proto::BLOB_TAG_LEN
-);
+// The relay checks chunk lengths with the protocol's constants (`crate::BLOB_*`, what the
+// attachment requests carry); they must be the sealer's.
+const _: () =
+    assert!(CHUNK_LEN as u64 == crate::BLOB_CHUNK_LEN && TAG_LEN as u64 == crate::BLOB_TAG_LEN);
 
 /// Largest attachment, before padding.
 pub const MAX_ATTACHMENT_LEN: u64 = 256 * 1024 * 1024;
+
+/// Most attachments one message carries (the relay admits at most 8 blobs per admission ticket
+/// and device mailbox besides the deposit, ADR 0013 point 5).
+pub const MAX_ATTACHMENTS_PER_MESSAGE: usize = 8;
+
+/// Longest file name a pointer keeps, in bytes (longer ones are cut at a character boundary).
+pub const MAX_FILE_NAME_LEN: usize = 200;
+
+/// Longest content type a pointer keeps, in bytes.
+pub const MAX_CONTENT_TYPE_LEN: usize = 100;
 
 /// Why an attachment does not seal or open. Nothing partial is ever returned as whole.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -97,23 +109,6 @@ pub enum AttachmentError {
     /// the pointer was made to mislead.
     #[error("the attachment's sizes or padding are not what its pointer states: {0}")]
     Inconsistent(String),
-}
-
-impl AttachmentError {
-    /// Who is at fault: a chunk that does not open or a stream cut short is the relay's (or
-    /// the path's) doing as far as this device can tell; sizes that contradict the pointer
-    /// are the sender's; a wrong length fed in is this program's.
-    pub fn blame(&self) -> Blame {
-        match self {
-            AttachmentError::Forged { .. }
-            | AttachmentError::OutOfOrder { .. }
-            | AttachmentError::ChunkLength { .. }
-            | AttachmentError::Truncated { .. } => Blame::Attack,
-            AttachmentError::Inconsistent(_) => Blame::Bug,
-            AttachmentError::TooLarge { .. } => Blame::Usage,
-            AttachmentError::WrongLength { .. } => Blame::Bug,
-        }
-    }
 }
 
 /// The length `len` is padded to: Padmé (Nikitin et al., "Reducing metadata leakage from
@@ -161,7 +156,7 @@ impl std::fmt::Debug for AttachmentKey {
 impl AttachmentKey {
     /// A fresh random key and prefix from the operating system's generator.
     pub fn generate() -> AttachmentKey {
-        let mut rng = crate::secret::os_rng();
+        let mut rng = rand_core::OsRng;
         let mut key = Zeroizing::new([0u8; 32]);
         rng.fill_bytes(key.as_mut());
         let mut nonce_prefix = [0u8; NONCE_PREFIX_LEN];
@@ -171,6 +166,13 @@ impl AttachmentKey {
 
     fn cipher(&self) -> Aes256GcmSiv {
         Aes256GcmSiv::new(aes_gcm_siv::Key::<Aes256GcmSiv>::from_slice(&self.key[..]))
+    }
+
+    /// The STREAM primitive itself, for sealing or opening one chunk at a given position
+    /// (what resuming a transfer needs); the nonce of chunk `i` is the same as in
+    /// [`Sealer`]/[`Opener`].
+    fn stream(&self) -> StreamBE32<Aes256GcmSiv> {
+        StreamBE32::from_aead(self.cipher(), self.prefix())
     }
 
     fn prefix(&self) -> &GenericArray<u8, U7> {
@@ -302,10 +304,53 @@ impl Sealer {
     }
 }
 
+/// Seals chunk `index` of an attachment of `len` bytes on its own, from `data`: that chunk's
+/// bytes of the attachment (the whole chunk's worth, or what is left of the attachment for the
+/// last chunk; nothing for a chunk that is only padding). The result is byte for byte what
+/// [`Sealer`] gives for that chunk: a resumed upload sends again exactly what a first attempt
+/// sent, and the relay's repeat check (same index, same bytes) holds.
+pub fn seal_chunk(
+    key: &AttachmentKey,
+    len: u64,
+    index: u32,
+    data: &[u8],
+) -> Result<Vec<u8>, AttachmentError> {
+    if len > MAX_ATTACHMENT_LEN {
+        return Err(AttachmentError::TooLarge {
+            len,
+            max: MAX_ATTACHMENT_LEN,
+        });
+    }
+    let padded_len = padme(len);
+    let chunks = chunk_count(padded_len);
+    if index >= chunks {
+        return Err(AttachmentError::OutOfOrder {
+            expected: chunks.saturating_sub(1),
+            got: index,
+        });
+    }
+    let start = u64::from(index) * CHUNK_LEN as u64;
+    let expected =
+        usize::try_from(len.saturating_sub(start).min(CHUNK_LEN as u64)).unwrap_or(CHUNK_LEN);
+    if data.len() != expected {
+        return Err(AttachmentError::ChunkLength {
+            index,
+            len: data.len(),
+            expected,
+        });
+    }
+    let mut plain = Zeroizing::new(Vec::with_capacity(sealed_chunk_len(padded_len, index)));
+    plain.extend_from_slice(data);
+    plain.resize(sealed_chunk_len(padded_len, index) - TAG_LEN, 0);
+    key.stream()
+        .encrypt(index, index + 1 == chunks, plain.as_slice())
+        .map_err(|_| AttachmentError::Inconsistent(format!("chunk {index} does not seal")))
+}
+
 /// Opens an attachment chunk by chunk, in order, checking every chunk before its bytes are
 /// returned and the whole stream in [`Opener::finish`].
 pub struct Opener {
-    decryptor: Option<DecryptorBE32<Aes256GcmSiv>>,
+    stream: StreamBE32<Aes256GcmSiv>,
     len: u64,
     padded_len: u64,
     chunks: u32,
@@ -326,6 +371,18 @@ impl Opener {
     /// An opener for the attachment a pointer describes: `len` bytes, padded to `padded_len`
     /// (which must be `len`'s Padmé length).
     pub fn new(key: &AttachmentKey, len: u64, padded_len: u64) -> Result<Opener, AttachmentError> {
+        Opener::resume(key, len, padded_len, 0)
+    }
+
+    /// An opener that goes on at chunk `next`, the chunks before it having been opened and kept
+    /// by an earlier one (a download resumed after a broken circuit or a restart). Chunk `i`
+    /// opens only at position `i`, whichever opener opens it.
+    pub fn resume(
+        key: &AttachmentKey,
+        len: u64,
+        padded_len: u64,
+        next: u32,
+    ) -> Result<Opener, AttachmentError> {
         if len > MAX_ATTACHMENT_LEN {
             return Err(AttachmentError::TooLarge {
                 len,
@@ -338,12 +395,19 @@ impl Opener {
                 padme(len)
             )));
         }
+        let chunks = chunk_count(padded_len);
+        if next > chunks {
+            return Err(AttachmentError::OutOfOrder {
+                expected: chunks,
+                got: next,
+            });
+        }
         Ok(Opener {
-            decryptor: Some(DecryptorBE32::from_aead(key.cipher(), key.prefix())),
+            stream: key.stream(),
             len,
             padded_len,
-            chunks: chunk_count(padded_len),
-            next: 0,
+            chunks,
+            next,
         })
     }
 
@@ -378,23 +442,13 @@ impl Opener {
                 expected,
             });
         }
+        // Only the chunk sealed as the last opens as the last, and only at its position.
         let last = index + 1 == self.chunks;
-        let plain = if last {
-            let decryptor = self.decryptor.take().ok_or(AttachmentError::OutOfOrder {
-                expected: self.next,
-                got: index,
-            })?;
-            decryptor.decrypt_last(sealed)
-        } else {
-            let decryptor = self.decryptor.as_mut().ok_or(AttachmentError::OutOfOrder {
-                expected: self.next,
-                got: index,
-            })?;
-            decryptor.decrypt_next(sealed)
-        }
-        .map(Zeroizing::new)
-        .map_err(|_| AttachmentError::Forged { index })?;
-        self.next += 1;
+        let plain = self
+            .stream
+            .decrypt(index, last, sealed)
+            .map(Zeroizing::new)
+            .map_err(|_| AttachmentError::Forged { index })?;
         // The bytes of the attachment in this chunk; the rest must be zero padding.
         let start = u64::from(index) * CHUNK_LEN as u64;
         let keep = usize::try_from(self.len.saturating_sub(start).min(plain.len() as u64))
@@ -404,6 +458,7 @@ impl Opener {
                 "chunk {index}'s padding is not zeros"
             )));
         }
+        self.next += 1;
         Ok(Zeroizing::new(plain[..keep].to_vec()))
     }
 
@@ -416,6 +471,177 @@ impl Opener {
             });
         }
         Ok(())
+    }
+}
+
+/// An attachment's pointer as this program holds it, checked: what travels (as
+/// `refuge_proto::content::Attachment`) inside the Signal message and nowhere else.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pointer {
+    pub blob_id: [u8; 16],
+    pub key: AttachmentKey,
+    pub size: u64,
+    pub padded_size: u64,
+    /// SHA-256 of the sealed chunks in order.
+    pub digest: [u8; 32],
+    /// For display only, cleaned by [`display_name`] / [`clean_content_type`].
+    pub content_type: String,
+    pub file_name: String,
+}
+
+impl PartialEq for AttachmentKey {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(self.key[..].ct_eq(&other.key[..])) && self.nonce_prefix == other.nonce_prefix
+    }
+}
+
+impl Eq for AttachmentKey {}
+
+impl std::fmt::Debug for Pointer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pointer")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pointer {
+    /// Checks a pointer a sender wrote: lengths of the ids and key, this version's chunk size,
+    /// sizes that agree with each other (the sender is at fault otherwise). The name and
+    /// content type are cleaned for display, never refused.
+    pub fn from_proto(p: &PointerProto) -> Result<Pointer, AttachmentError> {
+        let bad = |what: &str| AttachmentError::Inconsistent(format!("the pointer's {what}"));
+        let blob_id: [u8; 16] = p
+            .blob_id
+            .as_slice()
+            .try_into()
+            .map_err(|_| bad("blob id is not 16 bytes"))?;
+        let key: [u8; 32] = p
+            .key
+            .as_slice()
+            .try_into()
+            .map_err(|_| bad("key is not 32 bytes"))?;
+        let nonce_prefix: [u8; NONCE_PREFIX_LEN] = p
+            .nonce_prefix
+            .as_slice()
+            .try_into()
+            .map_err(|_| bad("nonce prefix is not 7 bytes"))?;
+        let digest: [u8; 32] = p
+            .digest
+            .as_slice()
+            .try_into()
+            .map_err(|_| bad("digest is not 32 bytes"))?;
+        if p.chunk_size as usize != CHUNK_LEN {
+            return Err(bad("chunk size is not the 65536 bytes this version opens"));
+        }
+        if p.size > MAX_ATTACHMENT_LEN {
+            return Err(AttachmentError::TooLarge {
+                len: p.size,
+                max: MAX_ATTACHMENT_LEN,
+            });
+        }
+        if p.padded_size != padme(p.size) {
+            return Err(AttachmentError::Inconsistent(format!(
+                "a size of {} bytes pads to {}, not {}",
+                p.size,
+                padme(p.size),
+                p.padded_size
+            )));
+        }
+        Ok(Pointer {
+            blob_id,
+            key: AttachmentKey {
+                key: Zeroizing::new(key),
+                nonce_prefix,
+            },
+            size: p.size,
+            padded_size: p.padded_size,
+            digest,
+            content_type: clean_content_type(&p.content_type),
+            file_name: display_name(&p.file_name),
+        })
+    }
+
+    /// The pointer as it travels.
+    pub fn to_proto(&self) -> PointerProto {
+        PointerProto {
+            blob_id: self.blob_id.to_vec(),
+            key: self.key.key.to_vec(),
+            nonce_prefix: self.key.nonce_prefix.to_vec(),
+            chunk_size: CHUNK_LEN as u32,
+            size: self.size,
+            padded_size: self.padded_size,
+            digest: self.digest.to_vec(),
+            content_type: self.content_type.clone(),
+            file_name: self.file_name.clone(),
+        }
+    }
+}
+
+/// The SHA-256 of an attachment's sealed chunks, fed in order.
+#[derive(Clone, Default)]
+pub struct SealedDigest(Sha256);
+
+impl std::fmt::Debug for SealedDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SealedDigest(..)")
+    }
+}
+
+impl SealedDigest {
+    pub fn update(&mut self, sealed_chunk: &[u8]) {
+        self.0.update(sealed_chunk);
+    }
+
+    pub fn finish(self) -> [u8; 32] {
+        self.0.finalize().into()
+    }
+}
+
+/// A file name as the sender wrote it, made safe to show and to offer as an export name: only
+/// its last path component; no control characters, no bidirectional overrides or isolates
+/// (which make "photo" U+202E "gpj.exe" look like "photoexe.jpg"), no leading dots; at most
+/// [`MAX_FILE_NAME_LEN`] bytes. Never empty ("attachment").
+pub fn display_name(name: &str) -> String {
+    let last = name.rsplit(['/', '\\']).next().unwrap_or("");
+    let mut out = String::with_capacity(last.len().min(MAX_FILE_NAME_LEN));
+    for c in last.chars() {
+        let banned = c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{061c}' | '\u{feff}')
+            || matches!(c, ':' | '*' | '?' | '"' | '<' | '>' | '|');
+        if banned {
+            continue;
+        }
+        if out.len() + c.len_utf8() > MAX_FILE_NAME_LEN {
+            break;
+        }
+        out.push(c);
+    }
+    let trimmed = out.trim().trim_start_matches('.').trim();
+    if trimmed.is_empty() {
+        "attachment".to_string()
+    } else {
+        trimmed.to_string()
+    }
+}
+
+/// A content type as the sender wrote it, kept only if it looks like one (`type/subtype`, ASCII
+/// token characters); otherwise `application/octet-stream`.
+pub fn clean_content_type(t: &str) -> String {
+    let ok = t.len() <= MAX_CONTENT_TYPE_LEN
+        && t.split_once('/').is_some_and(|(a, b)| {
+            let token = |s: &str| {
+                !s.is_empty()
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+            };
+            token(a) && token(b)
+        });
+    if ok {
+        t.to_ascii_lowercase()
+    } else {
+        "application/octet-stream".to_string()
     }
 }
 
@@ -655,5 +881,135 @@ mod tests {
             let chunks = seal_all(&key, &data, step);
             prop_assert_eq!(open_all(&key, len as u64, &chunks).unwrap(), data);
         }
+    }
+
+    #[test]
+    fn a_chunk_sealed_on_its_own_is_the_sealers_and_a_resumed_opener_opens_the_rest() {
+        let key = AttachmentKey::generate();
+        for len in [
+            0usize,
+            1,
+            CHUNK_LEN - 1,
+            CHUNK_LEN,
+            CHUNK_LEN + 1,
+            3 * CHUNK_LEN + 17,
+            // Padmé adds whole chunks of padding here: chunks with no byte of the file.
+            40 * CHUNK_LEN + 5,
+        ] {
+            let data = sample(len, 9);
+            let chunks = seal_all(&key, &data, 10_000);
+            let padded = padme(len as u64);
+            assert_eq!(chunks.len() as u32, chunk_count(padded));
+            for (i, c) in chunks.iter().enumerate() {
+                let start = (i * CHUNK_LEN).min(len);
+                let end = ((i + 1) * CHUNK_LEN).min(len);
+                let alone = seal_chunk(&key, len as u64, i as u32, &data[start..end]).unwrap();
+                assert_eq!(&alone, c, "chunk {i} of {len}");
+            }
+            // Resumed at every position, the rest opens and the whole is the file.
+            for from in 0..chunks.len() {
+                let mut o = Opener::resume(&key, len as u64, padded, from as u32).unwrap();
+                let mut out = data[..(from * CHUNK_LEN).min(len)].to_vec();
+                for (i, c) in chunks.iter().enumerate().skip(from) {
+                    out.extend_from_slice(&o.open(i as u32, c).unwrap());
+                }
+                o.finish().unwrap();
+                assert_eq!(out, data);
+            }
+        }
+    }
+
+    #[test]
+    fn a_resumed_opener_still_refuses_a_chunk_at_another_position_or_a_wrong_last() {
+        let key = AttachmentKey::generate();
+        let len = 3 * CHUNK_LEN + 1;
+        let chunks = seal_all(&key, &sample(len, 3), 4096);
+        let padded = padme(len as u64);
+        let mut o = Opener::resume(&key, len as u64, padded, 2).unwrap();
+        // Chunk 1 offered as chunk 2: same length, wrong position.
+        assert_eq!(
+            o.open(2, &chunks[1]),
+            Err(AttachmentError::Forged { index: 2 })
+        );
+        assert!(o.open(2, &chunks[2]).is_ok());
+        // Stopping before the last chunk is not a whole attachment.
+        assert_eq!(
+            o.finish(),
+            Err(AttachmentError::Truncated {
+                received: 3,
+                expected: 4
+            })
+        );
+        assert!(Opener::resume(&key, len as u64, padded, 5).is_err());
+        // seal_chunk refuses the wrong amount of file for a position.
+        assert!(matches!(
+            seal_chunk(&key, len as u64, 0, &[0u8; 10]),
+            Err(AttachmentError::ChunkLength { .. })
+        ));
+        assert!(matches!(
+            seal_chunk(&key, len as u64, 9, &[]),
+            Err(AttachmentError::OutOfOrder { .. })
+        ));
+    }
+
+    fn pointer_proto() -> PointerProto {
+        PointerProto {
+            blob_id: vec![1; 16],
+            key: vec![2; 32],
+            nonce_prefix: vec![3; 7],
+            chunk_size: CHUNK_LEN as u32,
+            size: 1000,
+            padded_size: padme(1000),
+            digest: vec![4; 32],
+            content_type: "image/JPEG".into(),
+            file_name: "../../etc/photo.jpg".into(),
+        }
+    }
+
+    #[test]
+    fn a_pointer_is_checked_and_its_name_and_type_cleaned() {
+        let p = Pointer::from_proto(&pointer_proto()).unwrap();
+        assert_eq!(p.file_name, "photo.jpg");
+        assert_eq!(p.content_type, "image/jpeg");
+        assert_eq!(Pointer::from_proto(&p.to_proto()).unwrap(), p);
+        type Breaks = Box<dyn Fn(&mut PointerProto)>;
+        let broken: Vec<Breaks> = vec![
+            Box::new(|p| p.blob_id.pop().map(drop).unwrap_or(())),
+            Box::new(|p| p.key.push(0)),
+            Box::new(|p| p.nonce_prefix.clear()),
+            Box::new(|p| p.digest.truncate(31)),
+            Box::new(|p| p.chunk_size = 4096),
+            Box::new(|p| p.padded_size += 1),
+            Box::new(|p| {
+                p.size = MAX_ATTACHMENT_LEN + 1;
+                p.padded_size = padme(p.size);
+            }),
+        ];
+        for (i, b) in broken.iter().enumerate() {
+            let mut p = pointer_proto();
+            b(&mut p);
+            assert!(Pointer::from_proto(&p).is_err(), "case {i} was accepted");
+        }
+    }
+
+    #[test]
+    fn file_names_cannot_hide_their_extension_or_leave_the_folder() {
+        // A right-to-left override makes "photo\u{202e}gpj.exe" look like "photoexe.jpg".
+        assert_eq!(display_name("photo\u{202e}gpj.exe"), "photogpj.exe");
+        assert_eq!(display_name("C:\\Users\\x\\report.pdf"), "report.pdf");
+        assert_eq!(display_name("..\\..\\.bashrc"), "bashrc");
+        assert_eq!(display_name("a\nb\u{0}c.txt"), "abc.txt");
+        assert_eq!(display_name(""), "attachment");
+        assert_eq!(display_name("///"), "attachment");
+        assert_eq!(display_name("..."), "attachment");
+        assert_eq!(display_name("نامه سفارت.pdf"), "نامه سفارت.pdf");
+        let long = "é".repeat(500);
+        assert!(display_name(&long).len() <= MAX_FILE_NAME_LEN);
+        assert_eq!(
+            clean_content_type("text/html; x"),
+            "application/octet-stream"
+        );
+        assert_eq!(clean_content_type("application/pdf"), "application/pdf");
+        assert_eq!(clean_content_type(""), "application/octet-stream");
     }
 }

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+pub mod attachment;
 pub mod auth;
 pub mod client_policy;
 pub mod directory;

@@ -121,6 +121,7 @@ struct Rule {
 }
 
 type Tamper = Box<dyn Fn(&mut Vec<DeviceBundle>) + Send + Sync>;
+type ChunkTamper = Box<dyn Fn(u32, &mut Vec<u8>) + Send + Sync>;
 
 #[derive(Default)]
 struct State {
@@ -129,6 +130,7 @@ struct State {
     dials: usize,
     seen: Vec<Seen>,
     tamper: Option<Tamper>,
+    chunk_tamper: Option<ChunkTamper>,
 }
 
 struct Inner {
@@ -435,6 +437,12 @@ impl TestRelay {
         self.state().tamper = Some(Box::new(f));
     }
 
+    /// Rewrites the bytes of every GetChunk answer, given the chunk's index (a relay serving
+    /// altered, cut or swapped attachment chunks).
+    pub fn tamper_with_chunks(&self, f: impl Fn(u32, &mut Vec<u8>) + Send + Sync + 'static) {
+        self.state().chunk_tamper = Some(Box::new(f));
+    }
+
     /// Every request the relay's side received, in order.
     pub fn seen(&self) -> Vec<Seen> {
         self.state().seen.clone()
@@ -546,6 +554,13 @@ impl TestRelay {
                 && let Some(tamper) = &self.state().tamper
             {
                 tamper(&mut bundles.bundles);
+            }
+            if let Some(Response::Chunk(chunk)) = &mut answer.response
+                && let Some(Request::GetChunk(asked)) =
+                    decoded.as_ref().and_then(|f| f.request.as_ref())
+                && let Some(tamper) = &self.state().chunk_tamper
+            {
+                tamper(asked.index, &mut chunk.data);
             }
             self.record(number, request, answer.response.clone(), fault);
             if fault == Some(Fault::LoseAnswer) || write(&mut stream, &answer).await.is_err() {

@@ -502,3 +502,59 @@ async fn the_front_ends_check_runs_on_the_directory_the_message_is_sealed_for() 
     assert_eq!(report.sent, [DESK1, DESK2]);
     assert!(report.no_keys.is_empty());
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn copies_for_colleagues_go_each_on_a_connection_of_its_own_in_one_pass_over_the_outbox() {
+    use refuge_client::store::sync_pass_counts;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let circuits = circuits(13).await;
+    let mut desk1 = staff_device(dir, &circuits, DESK1).await;
+    let mut desk2 = staff_device(dir, &circuits, DESK2).await;
+    let mut user = new_user(dir, &circuits, Events::default()).await;
+    user.contact(POST, &SecretText::new("please help".into()), None)
+        .await
+        .expect("contact");
+    let case = desk1.read(&mut |_| Ok(())).await.expect("read").arrived_in[0].clone();
+    desk2.read(&mut |_| Ok(())).await.expect("read");
+    // The desks introduce themselves (each hello through the other's staff mailbox).
+    desk1.sync().await.expect("sync");
+    desk1.send_sync(true).await.expect("hello sent");
+    desk2.read(&mut |_| Ok(())).await.expect("read");
+    desk2.sync().await.expect("sync");
+    desk2.send_sync(true).await.expect("hello sent");
+    desk1.read(&mut |_| Ok(())).await.expect("read");
+
+    // Desk 1 writes notes too long for two to share a copy: a copy each, all due now.
+    const COPIES: usize = 24;
+    for i in 0..COPIES {
+        desk1
+            .add_note(
+                &case,
+                &SecretText::new(format!("{i} {}", "x".repeat(20_000))),
+            )
+            .expect("note");
+    }
+    assert_eq!(desk1.sync().await.expect("sync").copies, COPIES);
+    let deposits = circuits.connections_of("Deposit");
+    let before = sync_pass_counts();
+    assert_eq!(desk1.send_sync(false).await.expect("sent"), COPIES);
+    let after = sync_pass_counts();
+    // One pass: the outbox read once and the colleagues checked once, not once per copy.
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (1, 1),
+        "(outbox reads, roster checks) for {COPIES} copies"
+    );
+    // Each copy on a connection of its own all the same.
+    let new: HashSet<u64> = circuits
+        .connections_of("Deposit")
+        .difference(&deposits)
+        .copied()
+        .collect();
+    assert_eq!(new.len(), COPIES);
+    assert_eq!(desk1.send_sync(false).await.expect("nothing left"), 0);
+    // And desk 2 has every note.
+    assert_eq!(desk2.sync().await.expect("sync").applied, COPIES);
+    assert_eq!(desk2.case_state(&case).expect("state").notes.len(), COPIES);
+}

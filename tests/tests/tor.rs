@@ -554,6 +554,75 @@ fn first_contact_over_tor_on_a_private_network() {
         read_wall.as_secs_f64()
     ));
 
+    // A file over Tor (issue 18): desk 1 answers with a document; the user's next read downloads
+    // it through the onion service, chunk by chunk, and it arrives as sent.
+    let letter = w.world_dir.path().join("letter-of-support.bin");
+    let letter_bytes: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&letter, &letter_bytes).expect("write the letter");
+    let ran = tor_ok(
+        &net,
+        &w.relay,
+        "refuge-inbox",
+        &[
+            "--data-dir",
+            &w.p("staff1"),
+            "reply",
+            "--case",
+            &case,
+            "--message",
+            "Here is the letter of support",
+            "--attach",
+            &letter.display().to_string(),
+            "--send-as-is",
+        ],
+    );
+    assert!(
+        ran.stderr.contains("uploaded 293.0 KiB of 293.0 KiB"),
+        "{}",
+        ran.stderr
+    );
+    let ran = tor_ok(&net, &w.relay, "refuge", &["--data-dir", &user, "read"]);
+    assert!(
+        ran.stderr.contains("downloaded 293.0 KiB of 293.0 KiB"),
+        "{}",
+        ran.stderr
+    );
+    let listing = tor_ok(
+        &net,
+        &w.relay,
+        "refuge",
+        &["--data-dir", &user, "attachments"],
+    );
+    let number = listing
+        .stdout
+        .lines()
+        .find(|l| l.contains("letter-of-support.bin") && l.contains("received and checked"))
+        .and_then(|l| l.trim_start().strip_prefix("file #"))
+        .and_then(|r| r.split(' ').next())
+        .unwrap_or_else(|| panic!("the letter is listed: {}", listing.stdout))
+        .to_string();
+    let saved = w.world_dir.path().join("letter-saved.bin");
+    tor_ok(
+        &net,
+        &w.relay,
+        "refuge",
+        &[
+            "--data-dir",
+            &user,
+            "attachments",
+            "--export",
+            &number,
+            "--to",
+            &saved.display().to_string(),
+        ],
+    );
+    assert_eq!(
+        std::fs::read(&saved).expect("the saved letter"),
+        letter_bytes
+    );
+
     // The desktop app takes the same path over Tor: its own arti on the network's configuration,
     // no direct connection allowed, the onion address from the deployment file the person opens;
     // desk 1 answers through Tor too.

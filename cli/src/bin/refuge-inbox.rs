@@ -78,6 +78,23 @@ enum Command {
         /// The text, or `-` to read it from standard input
         #[arg(long, allow_hyphen_values = true)]
         message: String,
+        /// A file to send with the reply (up to 8; at most 256 MiB each). Hidden information
+        /// (GPS position, camera, author) is removed from JPEG, PNG, WebP and PDF files first
+        #[arg(long, value_name = "FILE")]
+        attach: Vec<PathBuf>,
+        /// Send a file given with --attach unchanged if its hidden information cannot be
+        /// removed (another kind of file, or a damaged, signed or protected one)
+        #[arg(long)]
+        send_as_is: bool,
+    },
+    /// List the files sent and received (newest first); --export saves one
+    Attachments {
+        /// The number of a file that arrived whole (`file #N`), to save
+        #[arg(long, value_name = "N", requires = "to")]
+        export: Option<i64>,
+        /// Where to save it: a new file (never over an existing one)
+        #[arg(long, value_name = "PATH", requires = "export")]
+        to: Option<PathBuf>,
     },
     /// List cases, newest activity first, with the post's shared state of each
     Cases {
@@ -334,6 +351,19 @@ async fn run(args: Args) -> Result<()> {
             }
             say(&format!("{} new messages", summary.report.shown))?;
             cli::report_read(&summary.report);
+            // The files users sent, on a connection of its own, into the encrypted store; one
+            // that cannot come now comes with the next read, from where this one stopped.
+            for a in client.store().attachments_to_download()? {
+                say(&cli::attachment_line(&a))?;
+            }
+            match client.download_attachments().await {
+                Ok((done, refused)) => cli::report_downloads(done, &refused),
+                Err(e) if e.blame() == refuge_client::Blame::Attack => return Err(e),
+                Err(e) => cli::warn(&format!(
+                    "files could not be downloaded now ({e}); the next `refuge-inbox read` goes \
+                     on where this one stopped"
+                )),
+            }
             // Open cases whose device the directory no longer lists (offboarding, ADR 0012).
             let mut after: Option<(i64, String)> = None;
             loop {
@@ -421,14 +451,20 @@ async fn run(args: Args) -> Result<()> {
             }
             Ok(())
         }
-        Command::Reply { case_id, message } => {
+        Command::Reply {
+            case_id,
+            message,
+            attach,
+            send_as_is,
+        } => {
             let text = cli::message_text(&message)?;
             let send_delay_max = send_delay.max()?;
             let mut client = open(InboxSettings {
                 send_delay_max,
                 ..settings
             })?;
-            let summary = client.reply(&case_id, &text).await?;
+            let files = cli::prepare_files(&attach, send_as_is, &|f| client.prepare_attachment(f))?;
+            let summary = client.reply_with(&case_id, &text, &files).await?;
             cli::report_earlier(&summary.earlier);
             say(&format!("replied to case {case_id}"))
         }
@@ -469,6 +505,9 @@ async fn run(args: Args) -> Result<()> {
             say(&cli::case_state_line(&state))?;
             for m in &messages {
                 say(&cli::case_line_of(m, Some(&me)))?;
+                for a in client.attachments_of(m.id)? {
+                    say(&cli::attachment_line(&a))?;
+                }
             }
             for (author, _, text) in state.note_texts() {
                 let by = if author == me { "this device" } else { author };
@@ -581,6 +620,10 @@ async fn run(args: Args) -> Result<()> {
         Command::Evidence { export } => {
             let store = unlock::open_store(&dir, &passphrase, "refuge-inbox", "refuge-inbox init")?;
             cli::evidence_command(&store, export.as_deref())
+        }
+        Command::Attachments { export, to } => {
+            let store = unlock::open_store(&dir, &passphrase, "refuge-inbox", "refuge-inbox init")?;
+            cli::attachments_command(&store, export, to.as_deref())
         }
         Command::Passphrase {
             new_passphrase_file,

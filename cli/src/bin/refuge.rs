@@ -69,9 +69,26 @@ enum Command {
         /// 1d, 2d, 1w, 2w, 4w or off [default: as set with `refuge config --disappear`]
         #[arg(long, value_name = "TIMER")]
         disappear: Option<String>,
+        /// A file to send with the message (up to 8; at most 256 MiB each). Hidden information
+        /// (GPS position, camera, author) is removed from JPEG, PNG, WebP and PDF files first
+        #[arg(long, value_name = "FILE")]
+        attach: Vec<PathBuf>,
+        /// Send a file given with --attach unchanged if its hidden information cannot be
+        /// removed (another kind of file, or a damaged, signed or protected one)
+        #[arg(long)]
+        send_as_is: bool,
     },
-    /// Read replies
+    /// Read replies, and download the files they carry into the encrypted store
     Read,
+    /// List the files sent and received (newest first); --export saves one
+    Attachments {
+        /// The number of a file that arrived whole (`file #N`), to save
+        #[arg(long, value_name = "N", requires = "to")]
+        export: Option<i64>,
+        /// Where to save it: a new file (never over an existing one)
+        #[arg(long, value_name = "PATH", requires = "export")]
+        to: Option<PathBuf>,
+    },
     /// Show the conversation with a post kept on this device (oldest first), and mark it read
     History {
         /// Post id, as listed by `refuge posts`
@@ -165,6 +182,9 @@ async fn run(args: Args) -> Result<()> {
         Command::Evidence { export } => {
             return cli::evidence_command(&store, export.as_deref());
         }
+        Command::Attachments { export, to } => {
+            return cli::attachments_command(&store, *export, to.as_deref());
+        }
         _ => {}
     }
     let tor = TorSettings::from(&args.tor);
@@ -200,10 +220,13 @@ async fn run(args: Args) -> Result<()> {
             post,
             message,
             disappear,
+            attach,
+            send_as_is,
         } => {
             let timer = disappear.as_deref().map(Timer::parse).transpose()?;
             let text = cli::message_text(&message)?;
-            let report = client.contact(&post, &text, timer).await?;
+            let files = cli::prepare_files(&attach, send_as_is, &|f| client.prepare_attachment(f))?;
+            let report = client.contact_with(&post, &text, timer, &files).await?;
             cli::report_earlier(&report.earlier);
             for label in &report.no_keys {
                 cli::warn(&format!(
@@ -237,8 +260,24 @@ async fn run(args: Args) -> Result<()> {
             }
             say(&format!("{} new messages", summary.report.shown))?;
             cli::report_read(&summary.report);
+            for m in &summary.arrived {
+                for a in client.attachments_of(m.id)? {
+                    say(&cli::attachment_line(&a))?;
+                }
+            }
+            // The files replies carry, on a circuit of their own; one that cannot come now
+            // comes with the next read.
+            match client.download_attachments().await {
+                Ok((done, refused)) => cli::report_downloads(done, &refused),
+                Err(e) if e.blame() == refuge_client::Blame::Attack => return Err(e),
+                Err(e) => cli::warn(&format!(
+                    "files could not be downloaded now ({e}); the next `refuge read` goes on \
+                     where this one stopped"
+                )),
+            }
             Ok(())
         }
+
         Command::History { post, forget, .. } if forget => {
             let n = client.forget_conversation(&post)?;
             say(&format!(
@@ -254,6 +293,9 @@ async fn run(args: Args) -> Result<()> {
             }
             for m in &messages {
                 say(&cli::history_line(m))?;
+                for a in client.attachments_of(m.id)? {
+                    say(&cli::attachment_line(&a))?;
+                }
             }
             // Those shown, no others.
             if let (Some(first), Some(last)) = (messages.first(), messages.last()) {
@@ -271,7 +313,10 @@ async fn run(args: Args) -> Result<()> {
             ))
         }
         // Handled above: the wipe before the store is opened, these with the store alone.
-        Command::Wipe { .. } | Command::Passphrase { .. } | Command::Evidence { .. } => Ok(()),
+        Command::Wipe { .. }
+        | Command::Passphrase { .. }
+        | Command::Evidence { .. }
+        | Command::Attachments { .. } => Ok(()),
     }
 }
 

@@ -431,37 +431,47 @@ impl InboxClient {
     /// its own; with `wait`, also those still waiting, each at its time (a command that ends
     /// after it; the wait is at most the client's longest send delay). Returns how many the
     /// relay took.
+    ///
+    /// The outbox is read once (with its expiry sweep), and the directory and the colleagues
+    /// checked once, for all the copies due; after a wait for the next one's time, the
+    /// directory is checked again (verified again if it has aged past
+    /// [`super::DIRECTORY_REFRESH`]) and, if it changed, the colleagues with it.
     pub async fn send_sync(&mut self, wait: bool) -> Result<usize> {
         if wait {
             self.reschedule_overdue()?;
         }
+        let waiting = self.core.store.sync_outbox()?;
+        let now_ms = crate::sync::hlc::unix_ms(self.core.store.now());
+        match waiting.first() {
+            None => return Ok(0),
+            Some(next) if next.send_after_ms > now_ms && !wait => return Ok(0),
+            Some(_) => {}
+        }
+        // Not to a colleague the directory no longer lists (its copies are gone from the
+        // outbox with it).
+        let (mut endpoint, mut directory) = self.sync_directory().await?;
+        let mut gone = self.staff()?.sync_roster(&directory)?;
+        self.forgotten.extend(gone.iter().cloned());
         let mut sent = 0;
-        loop {
+        for p in waiting {
             let now_ms = crate::sync::hlc::unix_ms(self.core.store.now());
-            let Some(next) = self.core.store.sync_outbox()?.into_iter().next() else {
-                return Ok(sent);
-            };
-            if next.send_after_ms > now_ms {
+            if p.send_after_ms > now_ms {
                 if !wait {
-                    return Ok(sent);
+                    break;
                 }
-                tokio::time::sleep(Duration::from_millis(next.send_after_ms - now_ms)).await;
+                tokio::time::sleep(Duration::from_millis(p.send_after_ms - now_ms)).await;
+                let (e, d) = self.sync_directory().await?;
+                endpoint = e;
+                if d.version() != directory.version() {
+                    let forgotten = self.staff()?.sync_roster(&d)?;
+                    self.forgotten.extend(forgotten.iter().cloned());
+                    gone.extend(forgotten);
+                    directory = d;
+                }
             }
-            let source = self.core.policy()?;
-            let endpoint = self.core.endpoint_for(Some(&source.policy))?;
-            let directory = self.core.directory_within(super::DIRECTORY_REFRESH).await?;
-            // Not to a colleague the directory no longer lists.
-            let forgotten = self.staff()?.sync_roster(&directory)?;
-            self.forgotten.extend(forgotten);
-            let Some(p) = self
-                .core
-                .store
-                .sync_outbox()?
-                .into_iter()
-                .find(|p| p.id == next.id)
-            else {
+            if gone.contains(&p.label) {
                 continue;
-            };
+            }
             let mut session = self
                 .core
                 .connect(&endpoint, &rand::random::<[u8; 16]>())
@@ -481,6 +491,16 @@ impl InboxClient {
                 CopyFate::Held => return Ok(sent),
             }
         }
+        Ok(sent)
+    }
+
+    /// The relay's endpoint and the directory (verified in the last
+    /// [`super::DIRECTORY_REFRESH`], else now), for sending copies.
+    async fn sync_directory(&mut self) -> Result<(RelayEndpoint, VerifiedDirectory)> {
+        let source = self.core.policy()?;
+        let endpoint = self.core.endpoint_for(Some(&source.policy))?;
+        let directory = self.core.directory_within(super::DIRECTORY_REFRESH).await?;
+        Ok((endpoint, directory))
     }
 
     /// Gives each copy whose time has passed a fresh random time from now.
@@ -559,8 +579,21 @@ impl InboxClient {
     /// a circuit of its own, the reply sealed into the outbox and the case, then after a random
     /// wait sent on a connection of its own. An error if the relay refused it or it waits.
     pub async fn reply(&mut self, case_id: &str, text: &SecretText) -> Result<ReplySummary> {
+        self.reply_with(case_id, text, &[]).await
+    }
+
+    /// [`InboxClient::reply`] with files (ids of [`InboxClient::prepare_attachment`]): each
+    /// uploaded first, on a connection of its own, to the user's mailbox; an upload cut short
+    /// fails the reply before it is sealed, and replying with the same files again goes on from
+    /// the last chunk the relay confirmed.
+    pub async fn reply_with(
+        &mut self,
+        case_id: &str,
+        text: &SecretText,
+        attachments: &[i64],
+    ) -> Result<ReplySummary> {
         let delay = self.pick_delay();
-        let sealed = self.seal_reply(case_id, text).await?;
+        let sealed = self.seal_reply(case_id, text, attachments).await?;
         let sent = self
             .send_later(&sealed.endpoint, &sealed.directory, &[sealed.row], delay)
             .await?;
@@ -575,16 +608,33 @@ impl InboxClient {
     /// outbox and the case (reported as queued); sends nothing. The reply itself goes on
     /// another connection after a random wait: the relay must not tie it to this device's
     /// reads.
-    async fn seal_reply(&mut self, case_id: &str, text: &SecretText) -> Result<SealedReply> {
+    async fn seal_reply(
+        &mut self,
+        case_id: &str,
+        text: &SecretText,
+        attachments: &[i64],
+    ) -> Result<SealedReply> {
         self.staff()?;
         let case = self.case(case_id)?;
         let source = self.core.policy()?;
         let endpoint = self.core.endpoint_for(Some(&source.policy))?;
         let directory = self.core.sync_with(&source, &endpoint).await?.clone();
+        if !attachments.is_empty() {
+            let mut session = self
+                .core
+                .connect(&endpoint, &super::fresh_circuit())
+                .await?;
+            let uploaded = self
+                .staff()?
+                .upload_for_case(&mut session, &case.case_id, attachments, self.events())
+                .await;
+            session.close().await;
+            uploaded?;
+        }
         let now = self.core.store.now();
         let row = self
             .staff()?
-            .queue_reply(&directory, &case.case_id, text, now)
+            .queue_reply_with(&directory, &case.case_id, text, now, attachments)
             .await?;
         let message = self
             .core
@@ -610,7 +660,18 @@ impl InboxClient {
     /// [`QueuedReply::send_after`] (drawn like [`InboxClient::reply`]'s wait), doing other work
     /// meanwhile, then calls [`InboxClient::send_queued`].
     pub async fn queue_reply(&mut self, case_id: &str, text: &SecretText) -> Result<QueuedReply> {
-        let sealed = self.seal_reply(case_id, text).await?;
+        self.queue_reply_with(case_id, text, &[]).await
+    }
+
+    /// [`InboxClient::queue_reply`] with files, uploaded first on a connection of their own
+    /// (as [`InboxClient::reply_with`]).
+    pub async fn queue_reply_with(
+        &mut self,
+        case_id: &str,
+        text: &SecretText,
+        attachments: &[i64],
+    ) -> Result<QueuedReply> {
+        let sealed = self.seal_reply(case_id, text, attachments).await?;
         Ok(QueuedReply {
             case_id: sealed.case_id,
             message: sealed.message,
@@ -1113,6 +1174,48 @@ impl InboxClient {
             )));
         };
         self.core.store.set_setting(&key, &number.digits())
+    }
+
+    // ------------------------------------------------------------ attachments (issue 18)
+
+    /// Keeps a file to send with a reply (its metadata already removed, or kept on the
+    /// person's explicit choice), in the encrypted store. The same bytes prepared again while
+    /// an earlier preparation is not sent give that one back (its upload goes on).
+    pub fn prepare_attachment(&self, file: &crate::store::NewAttachment<'_>) -> Result<i64> {
+        self.core.store.prepare_attachment(file)
+    }
+
+    /// Downloads, on a connection of its own, the files users sent that have not arrived
+    /// whole: each chunk opened and checked into the encrypted store, the whole checked before
+    /// it can be exported. Returns how many arrived, and the files refused for good (each
+    /// also kept as failed, with why).
+    pub async fn download_attachments(&mut self) -> Result<(usize, Vec<ClientError>)> {
+        if self.core.store.attachments_to_download()?.is_empty() {
+            return Ok((0, Vec::new()));
+        }
+        let source = self.core.policy()?;
+        let endpoint = self.core.endpoint_for(Some(&source.policy))?;
+        let mut session = self
+            .core
+            .connect(&endpoint, &super::fresh_circuit())
+            .await?;
+        let events = self.events().clone();
+        let done = self
+            .staff()?
+            .download_attachments(&mut session, &events)
+            .await;
+        session.close().await;
+        done
+    }
+
+    /// The files of a case message (its id in [`InboxClient::case_messages`]).
+    pub fn attachments_of(&self, case_message: i64) -> Result<Vec<crate::store::AttachmentRow>> {
+        self.core.store.attachments_of_case_message(case_message)
+    }
+
+    /// Writes a file that arrived whole (or one this device sent) to a new file at `path`.
+    pub fn export_attachment(&self, id: i64, path: &std::path::Path) -> Result<u64> {
+        crate::transfer::export(&self.core.store, id, path)
     }
 }
 

@@ -205,9 +205,24 @@ impl UserClient {
         text: &SecretText,
         timer: Option<Timer>,
     ) -> Result<ContactReport> {
+        self.contact_with(post_id, text, timer, &[]).await
+    }
+
+    /// [`UserClient::contact`] with files (ids of [`UserClient::prepare_attachment`]): each
+    /// uploaded once for all the post's devices the message goes to, on the message's circuit,
+    /// before the message is sealed. An upload cut short fails the send (nothing is sealed);
+    /// sending the same files again goes on from the last chunk the relay confirmed.
+    pub async fn contact_with(
+        &mut self,
+        post_id: &str,
+        text: &SecretText,
+        timer: Option<Timer>,
+        attachments: &[i64],
+    ) -> Result<ContactReport> {
         let directory = self.directory_within(Duration::ZERO).await?;
         crate::user::check_contact(&directory, post_id, text)?;
-        self.seal_and_send(&directory, post_id, text, timer).await
+        self.seal_and_send(&directory, post_id, text, timer, attachments)
+            .await
     }
 
     /// [`UserClient::contact`], if `approve` accepts the directory the message is about to be
@@ -228,8 +243,62 @@ impl UserClient {
         if !approve(&self.core.store, &directory)? {
             return Ok(None);
         }
-        let report = self.seal_and_send(&directory, post_id, text, timer).await?;
+        let report = self
+            .seal_and_send(&directory, post_id, text, timer, &[])
+            .await?;
         Ok(Some(report))
+    }
+
+    /// [`UserClient::contact_approved`] with files, as [`UserClient::contact_with`].
+    pub async fn contact_approved_with(
+        &mut self,
+        post_id: &str,
+        text: &SecretText,
+        timer: Option<Timer>,
+        attachments: &[i64],
+        approve: impl FnOnce(&Store, &VerifiedDirectory) -> Result<bool>,
+    ) -> Result<Option<ContactReport>> {
+        let directory = self.directory_within(Duration::ZERO).await?;
+        crate::user::check_contact(&directory, post_id, text)?;
+        if !approve(&self.core.store, &directory)? {
+            return Ok(None);
+        }
+        let report = self
+            .seal_and_send(&directory, post_id, text, timer, attachments)
+            .await?;
+        Ok(Some(report))
+    }
+
+    /// Keeps a file to send (its metadata already removed, or kept on the person's explicit
+    /// choice), in the encrypted store. The same bytes prepared again while an earlier
+    /// preparation is not sent give that one back (its upload goes on).
+    pub fn prepare_attachment(&self, file: &crate::store::NewAttachment<'_>) -> Result<i64> {
+        self.core.store.prepare_attachment(file)
+    }
+
+    /// Downloads, on a circuit of its own, the files staff sent that have not arrived whole:
+    /// each chunk opened and checked into the encrypted store, the whole checked before it can
+    /// be exported. Returns how many arrived, and the files refused for good.
+    pub async fn download_attachments(&mut self) -> Result<(usize, Vec<ClientError>)> {
+        if self.core.store.attachments_to_download()?.is_empty() {
+            return Ok((0, Vec::new()));
+        }
+        let endpoint = self.core.endpoint()?;
+        let mut session = self.core.connect(&endpoint, &fresh_circuit()).await?;
+        let user = self.user()?.with_events(self.events().clone());
+        let done = user.download_attachments(&mut session).await;
+        session.close().await;
+        done
+    }
+
+    /// The files of a conversation message (its id in [`UserClient::conversation`]).
+    pub fn attachments_of(&self, message: i64) -> Result<Vec<crate::store::AttachmentRow>> {
+        self.core.store.attachments_of_message(message)
+    }
+
+    /// Writes a file that arrived whole (or one this user sent) to a new file at `path`.
+    pub fn export_attachment(&self, id: i64, path: &std::path::Path) -> Result<u64> {
+        crate::transfer::export(&self.core.store, id, path)
     }
 
     /// Seals `text` for the devices of `post_id` in `directory` into the outbox, then sends it
@@ -241,6 +310,7 @@ impl UserClient {
         post_id: &str,
         text: &SecretText,
         timer: Option<Timer>,
+        attachments: &[i64],
     ) -> Result<ContactReport> {
         let timer = match timer {
             Some(t) => t,
@@ -251,7 +321,15 @@ impl UserClient {
         let user = self.user()?.with_events(self.events().clone());
         let now = self.core.store.now();
         let sent = user
-            .contact(&mut session, directory, post_id, text, timer, now)
+            .contact_with(
+                &mut session,
+                directory,
+                post_id,
+                text,
+                timer,
+                now,
+                attachments,
+            )
             .await;
         session.close().await;
         let report = sent?;

@@ -30,7 +30,7 @@ use crate::error::{ClientError, Result};
 use crate::peer::{Peer, StaffPins};
 use crate::relay::{self, Relay};
 use crate::secret::os_rng;
-use crate::store::{Store, SyncOutgoing, SyncPending};
+use crate::store::{Store, SyncOutgoing, SyncPending, Via, Wiped};
 use crate::sync::op::Op;
 use crate::sync::{CheckedOp, OpError, Roster};
 use crate::user::{check_bundles, start_session};
@@ -147,6 +147,51 @@ pub(crate) fn apply_received(
 }
 
 impl StaffRecipient {
+    /// What may come through each of this device's mailboxes (ADR 0012), whichever mailbox is
+    /// being read when the message is opened: its sync mailbox (current, or given up and still
+    /// read) takes only a colleague's sync, since no admission ticket guards it, so that whoever
+    /// knows its address (a colleague, or a device revoked since) cannot open a case there; its
+    /// staff mailbox takes a colleague's sync only as a hello (copies go to sync mailboxes).
+    /// `content` is `None` for a message not opened yet (its authenticated sender only).
+    pub(super) fn mailbox_rule(
+        &self,
+        via: Via,
+        sender: &Peer,
+        content: Option<&Content>,
+    ) -> std::result::Result<(), String> {
+        let body = content.and_then(|c| c.body.as_ref());
+        match (via, sender) {
+            (Via::Sync, Peer::Staff { label }) if self.roster.is_colleague(label) => {
+                match (content, body) {
+                    (None, _) | (Some(_), Some(Body::Sync(_))) => Ok(()),
+                    _ => Err(format!(
+                        "{label} put something other than the post's sync in this device's sync \
+                         mailbox, which takes only colleagues' sync"
+                    )),
+                }
+            }
+            (Via::Sync, Peer::Staff { label }) => Err(format!(
+                "{label}, not a colleague of this device's post, put a message in this device's \
+                 sync mailbox"
+            )),
+            (Via::Sync, _) => Err(
+                "a message from a user's address came through this device's sync mailbox, \
+                 which takes only colleagues' sync and which only colleagues (or a device \
+                 revoked since) know: no case was opened"
+                    .into(),
+            ),
+            (Via::Own, Peer::Staff { label }) => match body {
+                Some(Body::Sync(s)) if !s.ops.is_empty() || !s.history.is_empty() => Err(format!(
+                    "{label} put copies of case changes or cases in this device's staff \
+                     mailbox; a colleague sends only its hello there, the rest to the sync \
+                     mailbox"
+                )),
+                _ => Ok(()),
+            },
+            (Via::Own, _) => Ok(()),
+        }
+    }
+
     /// A message from a staff device: only a colleague's sync message (a hello, operations).
     pub(super) fn accept_sync(
         &self,
@@ -161,6 +206,8 @@ impl StaffRecipient {
                  devices write only to users and to their colleagues' sync"
             )));
         };
+        // Its texts wiped once applied (taken out of the opened message, which wipes its own).
+        let sync = Wiped::new(sync);
         if !self.roster.is_colleague(label) {
             return Err(OpError::NotAColleague {
                 sender: label.to_string(),
@@ -254,21 +301,21 @@ pub fn accept_history_from(store: &Store, label: &str) -> Result<()> {
     )
 }
 
-/// Sealed copies of `ops` (one batch per copy), in order.
-fn batches(ops: Vec<(pb::CaseOp, Timer)>) -> Vec<(Vec<pb::CaseOp>, Timer)> {
-    let mut out: Vec<(Vec<pb::CaseOp>, Timer)> = Vec::new();
+/// Sealed copies of `ops` (one batch per copy), in order; their texts wiped when dropped.
+fn batches(ops: Vec<(Wiped<pb::CaseOp>, Timer)>) -> Vec<(Wiped<Vec<pb::CaseOp>>, Timer)> {
+    let mut out: Vec<(Wiped<Vec<pb::CaseOp>>, Timer)> = Vec::new();
     let mut size = 0;
-    for (op, timer) in ops {
+    for (mut op, timer) in ops {
         let len = op.encoded_len();
         match out.last_mut() {
             Some((batch, t)) if size + len <= MAX_BATCH_BYTES => {
-                batch.push(op);
+                batch.push(op.take());
                 // A copy disappears with the shortest timer among its operations.
                 *t = shorter(*t, timer);
                 size += len;
             }
             _ => {
-                out.push((vec![op], timer));
+                out.push((Wiped::new(vec![op.take()]), timer));
                 size = len;
             }
         }
@@ -336,7 +383,10 @@ impl Staff<'_> {
         now: SystemTime,
     ) -> Result<SyncReport> {
         let m = self.ensure_sync_mailbox(relay).await?;
-        let recipient = self.recipient(directory)?;
+        let mut recipient = self.recipient(directory)?;
+        // What comes through it is a colleague's sync or nothing (kept for another try, it
+        // remembers where it came from).
+        recipient.via = Via::Sync;
         let read = delivery::receive(
             self.store,
             relay,
@@ -495,6 +545,7 @@ impl Staff<'_> {
                     disappear_after_seconds: 0,
                     prekeys_fetched_hour: if new_session { hour(now) } else { 0 },
                     reply_tickets: Vec::new(),
+                    attachments: Vec::new(),
                 },
                 now,
             )
@@ -560,25 +611,27 @@ impl Staff<'_> {
                 self.store.colleague_needs_everything(&c.label)?;
                 continue;
             }
-            let ops: Vec<(pb::CaseOp, Timer)> = if c.resend {
+            let ops: Vec<(Wiped<pb::CaseOp>, Timer)> = if c.resend {
                 self.store.own_ops(&self.device.label)?
             } else {
                 unsent.iter().map(|(_, op, t)| (op.clone(), *t)).collect()
             };
-            for (batch, timer) in batches(ops) {
+            for (mut batch, timer) in batches(ops) {
+                // Moved into the message, whose sealing wipes it.
                 let sealed = envelope::seal(
                     &mut stores,
                     &peer,
                     &certificate,
                     Content {
                         body: Some(Body::Sync(SyncMessage {
-                            ops: batch,
+                            ops: batch.take(),
                             hello: None,
                             history: Vec::new(),
                         })),
                         disappear_after_seconds: timer.seconds(),
                         prekeys_fetched_hour: 0,
                         reply_tickets: Vec::new(),
+                        attachments: Vec::new(),
                     },
                     now,
                 )
@@ -609,7 +662,7 @@ impl Staff<'_> {
     /// Keeps `op` (this device's, just recorded in the caller's transaction) to be sealed for
     /// the colleagues: a reply's copy with the reply's timer, another with the case's.
     pub(super) fn keep_unsent(&self, op: &CheckedOp, case_timer: u64) -> Result<()> {
-        let wire = op.op().to_wire();
+        let wire = Wiped::new(op.op().to_wire());
         let timer = match &wire.op {
             Some(pb::case_op::Op::ReplySent(r)) => Timer::class_at_most(r.disappear_after_seconds),
             _ => Timer::class_at_most(case_timer),
@@ -664,13 +717,14 @@ impl Staff<'_> {
         let tx = self.store.begin()?;
         let mut stores = self.store.signal(&pins);
         let mut copies = 0;
-        let mut batch: Vec<pb::HistoryCase> = Vec::new();
+        // Texts wiped when dropped, or by the sealing of the message they are moved into.
+        let mut batch: Wiped<Vec<pb::HistoryCase>> = Wiped::default();
         let mut size = 0;
         let total = cases.len();
         let mut cases = cases.into_iter().peekable();
-        while let Some(case) = cases.next() {
+        while let Some(mut case) = cases.next() {
             size += case.encoded_len();
-            batch.push(case);
+            batch.push(case.take());
             let full = cases
                 .peek()
                 .is_none_or(|next| size + next.encoded_len() > MAX_BATCH_BYTES);
@@ -690,11 +744,12 @@ impl Staff<'_> {
                     body: Some(Body::Sync(SyncMessage {
                         ops: Vec::new(),
                         hello: None,
-                        history: std::mem::take(&mut batch),
+                        history: batch.take(),
                     })),
                     disappear_after_seconds: timer.seconds(),
                     prekeys_fetched_hour: 0,
                     reply_tickets: Vec::new(),
+                    attachments: Vec::new(),
                 },
                 now,
             )
@@ -796,11 +851,11 @@ mod tests {
         let hour = Timer::from_seconds(3600);
         let day = Timer::from_seconds(86_400);
         let ops = vec![
-            (op("a", 10), Timer::OFF),
-            (op("b", 10), day),
-            (op("c", 10), hour),
-            (op("d", 20_000), Timer::OFF),
-            (op("e", 20_000), Timer::OFF),
+            (Wiped::new(op("a", 10)), Timer::OFF),
+            (Wiped::new(op("b", 10)), day),
+            (Wiped::new(op("c", 10)), hour),
+            (Wiped::new(op("d", 20_000)), Timer::OFF),
+            (Wiped::new(op("e", 20_000)), Timer::OFF),
         ];
         let b = batches(ops);
         assert_eq!(b.len(), 2, "{b:?}");

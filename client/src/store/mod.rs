@@ -13,6 +13,7 @@
 //! ([`Store::expire`]); [`wipe`] destroys a store without its passphrase.
 
 mod app;
+mod attachments;
 mod case_state;
 mod cases;
 mod conversation;
@@ -28,17 +29,21 @@ pub use app::{
     CaseRecord, CaseSummary, Contact, InboundMessage, LocalIdentity, Outgoing, Pending, PrekeyKind,
     Role, StaffDeviceRecord, UserMailbox, generate_signing_key,
 };
+pub use attachments::{AttachmentRow, AttachmentState, MessageRef, NewAttachment};
 pub use cases::{CaseFilter, CaseListing, CaseMessage};
 pub use conversation::{ConversationMessage, ConversationSummary, Direction, NewMessage};
 pub use evidence::DirectoryEvidence;
 pub use key::{HEADER_FILE, KdfParams, Passphrase};
-pub use prekeys::{Deferred, Misbehaviour, PrekeyFate};
+pub use prekeys::{Deferred, Misbehaviour, PrekeyFate, Via};
 pub use signal::{
     SignalStores, SqlIdentityStore, SqlKyberPreKeyStore, SqlPreKeyStore, SqlSessionStore,
     SqlSignedPreKeyStore,
 };
+#[cfg(feature = "in-process")]
+pub use sync_channel::sync_pass_counts;
 pub use sync_channel::{
     MAX_PENDING_OPS, PENDING_OP_DAYS, SyncColleague, SyncMailbox, SyncOutgoing, SyncPending,
+    WipeTexts, Wiped,
 };
 pub use wipe::{WipeReport, wipe};
 
@@ -599,6 +604,83 @@ CREATE INDEX case_state_by_note_expiry ON case_state (assign_note_expires)
 CREATE INDEX case_messages_without_op ON case_messages (at_hour, id)
     WHERE direction = 'out' AND op_id IS NULL;
 "#,
+    // v14: the sync channel's review fixes (ADR 0012, "Defects a review found", 7 and the sync
+    // mailbox). A message kept for another try remembers the mailbox it came through
+    // (`deferred_inbound.via`), so that its retry applies that mailbox's rule whichever
+    // mailbox is read next: a sync mailbox takes only a colleague's sync, a staff mailbox only
+    // a colleague's hello. Those kept before know only their sender: a staff device's are
+    // taken as through the sync mailbox, which takes everything a colleague could send before,
+    // a user's as through the own mailbox. A reply's copy for colleagues names its reply
+    // (`sync_unsent.reply_message`) and is sealed only once the relay confirmed the reply.
+    r#"
+ALTER TABLE deferred_inbound ADD COLUMN via TEXT NOT NULL DEFAULT 'own'
+    CHECK (via IN ('own', 'sync'));
+UPDATE deferred_inbound SET via = 'sync' WHERE sender LIKE 'staff:%';
+ALTER TABLE sync_unsent ADD COLUMN reply_message INTEGER;
+"#,
+    // Attachments (issue 18, ADR 0013 point 6): each file sent or received, with its pointer,
+    // where its transfer stands (so that a broken circuit or a restart resumes it from the last
+    // chunk the relay confirmed or this device kept), and its bytes in chunks, inside this
+    // encrypted store only. A file goes with the message it belongs to (triggers), whatever
+    // deletes the message: its timer, a forgotten conversation, a wipe.
+    r#"
+CREATE TABLE attachments (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    direction      TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+    -- out: prepared -> uploading (the relay made its blob) -> uploaded (every chunk committed)
+    --      -> sent (a message carries its pointer);
+    -- in:  offered (a message carried its pointer) -> downloading -> received (checked whole),
+    --      or failed (refused for good: `error` says why).
+    state          TEXT NOT NULL CHECK (state IN ('prepared', 'uploading', 'uploaded', 'sent',
+                                                  'offered', 'downloading', 'received', 'failed')),
+    -- The message it belongs to: a user's conversation message, or a staff device's case message.
+    conversation   INTEGER,
+    case_message   INTEGER,
+    file_name      TEXT NOT NULL,
+    content_type   TEXT NOT NULL,
+    size           INTEGER NOT NULL CHECK (size >= 0),
+    padded_size    INTEGER NOT NULL CHECK (padded_size >= size),
+    chunks         INTEGER NOT NULL CHECK (chunks >= 1),
+    key            BLOB NOT NULL CHECK (length(key) = 32),
+    nonce_prefix   BLOB NOT NULL CHECK (length(nonce_prefix) = 7),
+    -- SHA-256 of the sealed chunks in order (the pointer's).
+    digest         BLOB NOT NULL CHECK (length(digest) = 32),
+    -- out: SHA-256 of the bytes prepared, so that sending the same file again resumes its upload.
+    source_digest  BLOB,
+    blob_id        BLOB CHECK (blob_id IS NULL OR length(blob_id) = 16),
+    upload_token   BLOB,
+    -- out: SHA-256 of the blob's recipients' mailboxes (sorted): an upload resumed for other
+    -- recipients starts a new blob, since the relay serves a blob only to its own.
+    recipients     BLOB,
+    idempotency_id BLOB NOT NULL CHECK (length(idempotency_id) = 16),
+    -- in: this device's mailbox the blob is addressed to.
+    mailbox        BLOB,
+    -- out: the first chunk the relay has not confirmed; in: the first chunk not kept here.
+    next_chunk     INTEGER NOT NULL DEFAULT 0 CHECK (next_chunk >= 0 AND next_chunk <= chunks),
+    -- out: what was removed from the file before it was sealed, as the app described it.
+    report         TEXT NOT NULL DEFAULT '',
+    error          TEXT,
+    created_at     INTEGER NOT NULL,
+    expires_hour   INTEGER
+) STRICT;
+CREATE INDEX attachments_by_conversation ON attachments (conversation) WHERE conversation IS NOT NULL;
+CREATE INDEX attachments_by_case_message ON attachments (case_message) WHERE case_message IS NOT NULL;
+CREATE INDEX attachments_by_source ON attachments (source_digest) WHERE source_digest IS NOT NULL;
+CREATE TABLE attachment_chunks (
+    attachment INTEGER NOT NULL REFERENCES attachments (id) ON DELETE CASCADE,
+    idx        INTEGER NOT NULL CHECK (idx >= 0),
+    data       BLOB NOT NULL,
+    PRIMARY KEY (attachment, idx)
+) STRICT, WITHOUT ROWID;
+CREATE TRIGGER attachments_go_with_their_conversation_message AFTER DELETE ON conversation
+BEGIN
+    DELETE FROM attachments WHERE conversation = old.id;
+END;
+CREATE TRIGGER attachments_go_with_their_case_message AFTER DELETE ON case_messages
+BEGIN
+    DELETE FROM attachments WHERE case_message = old.id;
+END;
+"#,
 ];
 
 /// The local state database.
@@ -921,6 +1003,12 @@ fn delete_due(conn: &Connection, now: i64) -> Result<u64> {
             [now],
         )?;
     }
+    // Files whose message is gone went with it (triggers); the ones no message holds yet (an
+    // upload prepared and never sent) go with their own timer.
+    n += conn.execute(
+        "DELETE FROM attachments WHERE expires_hour IS NOT NULL AND expires_hour <= ?1",
+        [now],
+    )?;
     // Notes' and handovers' texts (their keys stay: `case_state`).
     n += case_state::expire_case_texts(conn, now)?;
     if n > 0 {
@@ -1954,6 +2042,73 @@ mod tests {
         let theirs = CheckedOp::received(theirs, "emb-xx/desk-2", &roster, now_ms).unwrap();
         assert_eq!(s.keep_case_op(&theirs, None).unwrap(), Ok(true));
         assert_eq!(s.case_ops(&case).unwrap().len(), 5);
+    }
+
+    #[test]
+    fn v14_deferred_messages_remember_their_mailbox_and_reply_copies_name_their_reply() {
+        use crate::disappearing::Timer;
+        use prost::Message;
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::for_tests(tmp.path());
+        rewind_to(&s, 13);
+        // Kept for another try under v13, which did not record the mailbox: a colleague's
+        // (it could have come through either mailbox) and a user's.
+        s.conn()
+            .execute_batch(
+                "INSERT INTO deferred_inbound
+                     (relay_message_id, sender, sealed, received_hour, first_tried)
+                 VALUES (7, 'staff:emb-xx/desk-2', x'01', 3600, 10),
+                        (8, 'user:0123456789abcdef0123456789abcdef', x'02', 3600, 10);",
+            )
+            .unwrap();
+        // And a copy waiting to be sealed, queued before v14: sealed at the next round, as
+        // then.
+        let op = refuge_proto::content::CaseOp {
+            case_id: "a".repeat(32),
+            ..Default::default()
+        };
+        s.conn()
+            .execute(
+                "INSERT INTO sync_unsent (op, timer_seconds) VALUES (?1, 0)",
+                [op.encode_to_vec()],
+            )
+            .unwrap();
+        drop(s);
+        let s = Store::open(tmp.path(), &pass(TEST_PASSPHRASE)).unwrap();
+        let v: i64 = s
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+        let kept: Vec<(u64, Via)> = s
+            .deferred_inbound()
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.relay_message_id, d.via))
+            .collect();
+        assert_eq!(kept, [(7, Via::Sync), (8, Via::Own)]);
+        let unsent = s.unsent_ops().unwrap();
+        assert_eq!(unsent.len(), 1);
+        assert_eq!(
+            (unsent[0].1.case_id.as_str(), unsent[0].2),
+            (&*"a".repeat(32), Timer::OFF)
+        );
+        // What is kept from now on says where it came from; no other value is taken.
+        s.defer_inbound(&Deferred {
+            relay_message_id: 9,
+            sender: "staff:emb-xx/desk-2".into(),
+            sealed: vec![3],
+            received_hour: 7200,
+            first_tried: 20,
+            via: Via::Own,
+        })
+        .unwrap();
+        assert_eq!(s.deferred_inbound().unwrap()[2].via, Via::Own);
+        assert!(
+            s.conn()
+                .execute("UPDATE deferred_inbound SET via = 'other'", [])
+                .is_err()
+        );
     }
 
     #[test]

@@ -37,6 +37,39 @@ pub struct Deferred {
     pub received_hour: u64,
     /// When it was first tried (Unix seconds).
     pub first_tried: i64,
+    /// The mailbox it came through: its retry applies that mailbox's rule, whichever mailbox
+    /// is read when it is tried again.
+    pub via: Via,
+}
+
+/// Which of a device's mailboxes a message came through (ADR 0012).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Via {
+    /// The device's own mailbox: a user's, or a staff device's staff mailbox (first contacts,
+    /// users' messages, colleagues' hellos).
+    #[default]
+    Own,
+    /// A staff device's sync mailbox, current or given up: only a colleague's sync.
+    Sync,
+}
+
+impl Via {
+    fn as_str(self) -> &'static str {
+        match self {
+            Via::Own => "own",
+            Via::Sync => "sync",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Via> {
+        match s {
+            "own" => Ok(Via::Own),
+            "sync" => Ok(Via::Sync),
+            _ => Err(ClientError::Corrupt(format!(
+                "a message kept for another try came through an unknown mailbox {s:?}"
+            ))),
+        }
+    }
 }
 
 /// What became of a prekey a message named but that this device no longer holds.
@@ -214,14 +247,15 @@ impl Store {
     pub fn defer_inbound(&self, d: &Deferred) -> Result<()> {
         self.conn().execute(
             "INSERT OR IGNORE INTO deferred_inbound
-                 (relay_message_id, sender, sealed, received_hour, first_tried)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+                 (relay_message_id, sender, sealed, received_hour, first_tried, via)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 to_i64(d.relay_message_id)?,
                 d.sender,
                 d.sealed,
                 to_i64(d.received_hour)?,
-                d.first_tried
+                d.first_tried,
+                d.via.as_str()
             ],
         )?;
         Ok(())
@@ -230,7 +264,7 @@ impl Store {
     /// The messages kept for another try, oldest first.
     pub fn deferred_inbound(&self) -> Result<Vec<Deferred>> {
         let mut stmt = self.conn().prepare(
-            "SELECT relay_message_id, sender, sealed, received_hour, first_tried
+            "SELECT relay_message_id, sender, sealed, received_hour, first_tried, via
              FROM deferred_inbound ORDER BY relay_message_id",
         )?;
         let rows = stmt
@@ -241,17 +275,19 @@ impl Store {
                     r.get::<_, Vec<u8>>(2)?,
                     r.get::<_, i64>(3)?,
                     r.get::<_, i64>(4)?,
+                    r.get::<_, String>(5)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         rows.into_iter()
-            .map(|(id, sender, sealed, hour, first_tried)| {
+            .map(|(id, sender, sealed, hour, first_tried, via)| {
                 Ok(Deferred {
                     relay_message_id: to_u64(id)?,
                     sender,
                     sealed,
                     received_hour: to_u64(hour)?,
                     first_tried,
+                    via: Via::parse(&via)?,
                 })
             })
             .collect()

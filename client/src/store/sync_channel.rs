@@ -32,7 +32,109 @@ pub const PENDING_OP_DAYS: i64 = 30;
 const HISTORY_CASE_MESSAGES: usize = 200;
 
 /// A colleague's operation waiting: (row, sender, the sender's identity key, operation).
-pub type PendingOp = (i64, String, Vec<u8>, pb::CaseOp);
+pub type PendingOp = (i64, String, Vec<u8>, Wiped<pb::CaseOp>);
+
+/// A protobuf value that carries texts of the post's cases (a reply's, a note's, a handover
+/// note's, a conversation's), overwritten when it is dropped: the generated types do not
+/// zeroize themselves (as `crate::envelope::wipe` does for a whole message's content). Moved
+/// into a message to seal, a value's texts are wiped by the sealing; one left over, by this.
+#[derive(Default, Clone)]
+pub struct Wiped<T: WipeTexts>(T);
+
+impl<T: WipeTexts> std::fmt::Debug for Wiped<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Wiped([redacted])")
+    }
+}
+
+/// What [`Wiped`] overwrites in a value.
+pub trait WipeTexts {
+    fn wipe_texts(&mut self);
+}
+
+impl<T: WipeTexts> Wiped<T> {
+    pub fn new(value: T) -> Wiped<T> {
+        Wiped(value)
+    }
+
+    /// Moves the value out, leaving its default (nothing to wipe) in its place: for a caller
+    /// that puts it at once into another wiped value, or into a message it seals.
+    pub fn take(&mut self) -> T
+    where
+        T: Default,
+    {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl<T: WipeTexts> Drop for Wiped<T> {
+    fn drop(&mut self) {
+        self.0.wipe_texts();
+    }
+}
+
+impl<T: WipeTexts> std::ops::Deref for Wiped<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: WipeTexts> std::ops::DerefMut for Wiped<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
+impl<T: WipeTexts> WipeTexts for Vec<T> {
+    fn wipe_texts(&mut self) {
+        for v in self {
+            v.wipe_texts();
+        }
+    }
+}
+
+impl WipeTexts for pb::CaseOp {
+    fn wipe_texts(&mut self) {
+        use pb::case_op::Op;
+        use zeroize::Zeroize;
+        match self.op.as_mut() {
+            Some(Op::Assign(a)) => a.note.zeroize(),
+            Some(Op::Note(n)) => n.text.zeroize(),
+            Some(Op::ReplySent(r)) => r.text.zeroize(),
+            Some(Op::Status(_) | Op::Star(_)) | None => {}
+        }
+        self.case_id.zeroize();
+    }
+}
+
+impl WipeTexts for pb::HistoryMessage {
+    fn wipe_texts(&mut self) {
+        use zeroize::Zeroize;
+        self.text.zeroize();
+    }
+}
+
+impl WipeTexts for pb::HistoryCase {
+    fn wipe_texts(&mut self) {
+        use zeroize::Zeroize;
+        self.messages.wipe_texts();
+        self.case_id.zeroize();
+        self.user_address.zeroize();
+    }
+}
+
+impl WipeTexts for pb::SyncMessage {
+    fn wipe_texts(&mut self) {
+        use zeroize::Zeroize;
+        self.ops.wipe_texts();
+        self.history.wipe_texts();
+        if let Some(h) = self.hello.as_mut() {
+            h.mailbox_id.zeroize();
+            h.deposit_token.zeroize();
+        }
+    }
+}
 
 /// This device's sync address: a user-like mailbox that the directory does not list.
 pub struct SyncMailbox {
@@ -84,6 +186,34 @@ pub struct SyncPending {
     pub queued_hour: i64,
     pub send_after_ms: u64,
     pub hello: bool,
+}
+
+/// How many times this thread read the sync outbox and brought the channel's colleagues in
+/// line with a directory: the workspace's tests check that sending copies does each once per
+/// pass, however many copies wait. Only with the `in-process` feature, which only tests turn
+/// on.
+#[cfg(feature = "in-process")]
+pub fn sync_pass_counts() -> (u64, u64) {
+    PASS_COUNTS.with(std::cell::Cell::get)
+}
+
+#[cfg(feature = "in-process")]
+thread_local! {
+    static PASS_COUNTS: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// Counts an outbox read (`outbox`) or a roster check, for [`sync_pass_counts`].
+fn count_pass_step(outbox: bool) {
+    #[cfg(feature = "in-process")]
+    PASS_COUNTS.with(|c| {
+        let (reads, rosters) = c.get();
+        c.set(if outbox {
+            (reads + 1, rosters)
+        } else {
+            (reads, rosters + 1)
+        });
+    });
+    let _ = outbox;
 }
 
 fn corrupt(what: &str) -> ClientError {
@@ -247,6 +377,7 @@ impl Store {
     /// lists them now: a revoked device, or another key under its label, is forgotten with
     /// what waits for it. Returns the labels forgotten.
     pub fn keep_sync_colleagues(&self, listed: &[(String, Vec<u8>)]) -> Result<Vec<String>> {
+        count_pass_step(false);
         let mut gone = Vec::new();
         for c in self.sync_colleagues()? {
             if !listed
@@ -325,27 +456,57 @@ impl Store {
     }
 
     /// Keeps one of this device's operations to seal for its colleagues (in the operation's
-    /// transaction), gone with the case's timer.
+    /// transaction), gone with the case's timer. A reply's names the reply (its case message,
+    /// linked to the operation in the same transaction): it is sealed only once the relay
+    /// confirmed the reply ([`Store::unsent_ops`]).
     pub fn keep_unsent_op(&self, op: &pb::CaseOp, timer: Timer) -> Result<()> {
         let at = self.unix_now();
+        let reply_message: Option<i64> = match &op.op {
+            Some(pb::case_op::Op::ReplySent(_)) => self
+                .conn()
+                .query_row(
+                    "SELECT id FROM case_messages
+                     WHERE case_id = ?1 AND author = ?2 AND op_id = ?3 AND direction = 'out'",
+                    rusqlite::params![op.case_id, op.author, op.op_id],
+                    |r| r.get(0),
+                )
+                .optional()?,
+            _ => None,
+        };
         self.conn().execute(
-            "INSERT INTO sync_unsent (op, timer_seconds, expires_hour) VALUES (?1, ?2, ?3)",
+            "INSERT INTO sync_unsent (op, timer_seconds, expires_hour, reply_message)
+             VALUES (?1, ?2, ?3, ?4)",
             rusqlite::params![
                 Zeroizing::new(op.encode_to_vec()).as_slice(),
                 i64_of(timer.seconds(), "timer")?,
-                timer.expires_hour(at - at.rem_euclid(3600))
+                timer.expires_hour(at - at.rem_euclid(3600)),
+                reply_message
             ],
         )?;
         Ok(())
     }
 
-    /// This device's operations not sealed for its colleagues yet, oldest first: (row, the
-    /// operation, its timer).
-    pub fn unsent_ops(&self) -> Result<Vec<(i64, pb::CaseOp, Timer)>> {
+    /// This device's operations ready to be sealed for its colleagues, oldest first: (row, the
+    /// operation, its timer). A reply's waits until the relay confirmed the reply (ADR 0012,
+    /// defect 7: no colleague shows a reply the user never got), then goes with what is left
+    /// of the reply's timer; one whose reply the relay refused for good, or whose time ran
+    /// out, is deleted and never sealed.
+    pub fn unsent_ops(&self) -> Result<Vec<(i64, Wiped<pb::CaseOp>, Timer)>> {
         self.prune_due()?;
-        let mut stmt = self
-            .conn()
-            .prepare("SELECT id, op, timer_seconds FROM sync_unsent ORDER BY id")?;
+        self.conn().execute(
+            "DELETE FROM sync_unsent
+             WHERE reply_message IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM case_messages m
+                               WHERE m.id = sync_unsent.reply_message
+                                 AND coalesce(m.delivery, 'confirmed') IN ('queued', 'confirmed'))",
+            [],
+        )?;
+        let mut stmt = self.conn().prepare(
+            "SELECT u.id, u.op, u.timer_seconds FROM sync_unsent u
+             LEFT JOIN case_messages m ON m.id = u.reply_message
+             WHERE u.reply_message IS NULL OR coalesce(m.delivery, 'confirmed') = 'confirmed'
+             ORDER BY u.id",
+        )?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
@@ -353,11 +514,27 @@ impl Store {
                 r.get::<_, i64>(2)?,
             ))
         })?;
+        let now = self.unix_now();
         let mut out = Vec::new();
         for row in rows {
             let (id, bytes, timer) = row?;
-            let op = pb::CaseOp::decode(&bytes[..]).map_err(|_| corrupt("unsent operation"))?;
-            out.push((id, op, Timer::from_seconds(timer.max(0) as u64)));
+            let op = Wiped::new(
+                pb::CaseOp::decode(&bytes[..]).map_err(|_| corrupt("unsent operation"))?,
+            );
+            let mut timer = Timer::from_seconds(timer.max(0) as u64);
+            if let Some(pb::case_op::Op::ReplySent(r)) = &op.op {
+                // What is left of the reply's time (confirmed later than it was queued).
+                let own = Timer::class_at_most(r.disappear_after_seconds);
+                match own.expires_hour(i64::try_from(r.at_hour).unwrap_or(i64::MAX)) {
+                    None => {}
+                    Some(e) if e <= now => {
+                        self.delete_unsent_op(id)?;
+                        continue;
+                    }
+                    Some(e) => timer = Timer::from_seconds((e - now) as u64),
+                }
+            }
+            out.push((id, op, timer));
         }
         Ok(out)
     }
@@ -373,7 +550,9 @@ impl Store {
     /// no later edit replaced them), with its timer: for a colleague whose hello just arrived.
     /// An operation whose text is gone is left out (a reply that disappeared, a superseded
     /// edit of a note: the later one is there).
-    pub fn own_ops(&self, author: &str) -> Result<Vec<(pb::CaseOp, Timer)>> {
+    /// A reply the relay has not confirmed (or refused for good) is left out too (ADR 0012,
+    /// defect 7): its copy goes once it is confirmed.
+    pub fn own_ops(&self, author: &str) -> Result<Vec<(Wiped<pb::CaseOp>, Timer)>> {
         let cases: Vec<(String, i64)> = self
             .conn()
             .prepare(
@@ -388,6 +567,15 @@ impl Store {
         let mut out = Vec::new();
         for (case_id, case_timer) in cases {
             let case_timer = Timer::class_at_most(case_timer.max(0) as u64);
+            let unconfirmed: Vec<Vec<u8>> = self
+                .conn()
+                .prepare(
+                    "SELECT op_id FROM case_messages
+                     WHERE case_id = ?1 AND author = ?2 AND direction = 'out'
+                       AND op_id IS NOT NULL AND delivery IN ('queued', 'failed')",
+                )?
+                .query_map([&case_id, author], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
             for op in self.case_ops(&case_id)? {
                 let op = op.op();
                 if op.author != author {
@@ -397,6 +585,9 @@ impl Store {
                     Change::Reply { text, .. } | Change::Note { text, .. }
                         if text.expose().is_empty() =>
                     {
+                        continue;
+                    }
+                    Change::Reply { .. } if unconfirmed.iter().any(|id| id[..] == op.id[..]) => {
                         continue;
                     }
                     // What is left of the reply's time, never a fresh one.
@@ -414,7 +605,7 @@ impl Store {
                     }
                     _ => case_timer,
                 };
-                out.push((op.to_wire(), timer));
+                out.push((Wiped::new(op.to_wire()), timer));
             }
         }
         Ok(out)
@@ -422,8 +613,14 @@ impl Store {
 
     /// The post's open cases (not closed) as this device holds them, for a colleague enrolled
     /// later: each with its conversation, the newest messages that fit in `budget` bytes of
-    /// text (oldest first), and at most `max_cases`, most recent activity first.
-    pub fn history_cases(&self, max_cases: u32, budget: usize) -> Result<Vec<pb::HistoryCase>> {
+    /// text (oldest first), and at most `max_cases`, most recent activity first. This device's
+    /// replies the relay has not confirmed (or refused for good) are left out, as from the
+    /// copies (ADR 0012, defect 7).
+    pub fn history_cases(
+        &self,
+        max_cases: u32,
+        budget: usize,
+    ) -> Result<Vec<Wiped<pb::HistoryCase>>> {
         self.prune_due()?;
         let cases: Vec<(String, String, i64)> = self
             .conn()
@@ -439,7 +636,9 @@ impl Store {
         for (case_id, user_address, timer) in cases {
             let mut stmt = self.conn().prepare(
                 "SELECT direction, body, at_hour, expires_hour, author, op_id
-                 FROM case_messages WHERE case_id = ?1 ORDER BY id DESC",
+                 FROM case_messages
+                 WHERE case_id = ?1 AND (direction = 'in' OR coalesce(delivery, 'confirmed') = 'confirmed')
+                 ORDER BY id DESC",
             )?;
             let rows = stmt.query_map([&case_id], |r| {
                 Ok((
@@ -451,7 +650,7 @@ impl Store {
                     r.get::<_, Option<Vec<u8>>>(5)?,
                 ))
             })?;
-            let mut messages = Vec::new();
+            let mut messages = Wiped::new(Vec::new());
             let mut used = 0;
             let mut older_left_out = false;
             for row in rows {
@@ -476,13 +675,13 @@ impl Store {
                 });
             }
             messages.reverse();
-            out.push(pb::HistoryCase {
+            out.push(Wiped::new(pb::HistoryCase {
                 case_id,
                 user_address,
                 disappear_after_seconds: timer.max(0) as u64,
-                messages,
+                messages: messages.take(),
                 older_left_out,
-            });
+            }));
         }
         Ok(out)
     }
@@ -587,6 +786,7 @@ impl Store {
 
     /// The copies and hellos waiting, the soonest first.
     pub fn sync_outbox(&self) -> Result<Vec<SyncPending>> {
+        count_pass_step(true);
         self.prune_due()?;
         let mut stmt = self.conn().prepare(
             "SELECT id, label, identity_key, mailbox_id, deposit_token, idempotency_id, sealed,
@@ -714,7 +914,7 @@ impl Store {
         for row in rows {
             let (id, sender, key, bytes) = row?;
             let op = pb::CaseOp::decode(&bytes[..]).map_err(|_| corrupt("pending operation"))?;
-            out.push((id, sender, key, op));
+            out.push((id, sender, key, Wiped::new(op)));
         }
         Ok(out)
     }
@@ -828,6 +1028,151 @@ mod tests {
             (c[0].identity_key.as_slice(), c[0].hello_sent),
             (&[4u8; 33][..], false)
         );
+    }
+
+    #[test]
+    fn a_replys_copy_waits_for_its_confirmation_and_keeps_what_is_left_of_its_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::for_tests(dir.path());
+        store
+            .upsert_case(CASE, &format!("user:{CASE}"), None)
+            .unwrap();
+        let me = LocalAuthor::new("emb-xx/desk-1");
+        let now = store.unix_now();
+        let hour = now - now.rem_euclid(3600);
+        let day = Timer::from_seconds(86_400);
+        // As `Staff::queue_reply` keeps a reply: its message, its operation, its copy.
+        let reply = |t: &str, at: i64| {
+            let message = store
+                .add_case_message(CASE, false, &text(t), at as u64, day.expires_hour(at))
+                .unwrap();
+            let op = store
+                .record_case_op(
+                    &me,
+                    CASE,
+                    LocalChange::Reply {
+                        text: text(t),
+                        at_hour: at as u64,
+                        timer_seconds: day.seconds(),
+                    },
+                    Some(message),
+                )
+                .unwrap()
+                .unwrap();
+            store.keep_unsent_op(&op.op().to_wire(), day).unwrap();
+            message
+        };
+        let sent = reply("we hear you", hour - 2 * 3600);
+        let dropped = reply("lost on the way", hour);
+        let star = store
+            .record_case_op(&me, CASE, LocalChange::Star(true), None)
+            .unwrap()
+            .unwrap();
+        store
+            .keep_unsent_op(&star.op().to_wire(), Timer::OFF)
+            .unwrap();
+        let kinds = |store: &Store| -> Vec<(&'static str, u64)> {
+            store
+                .unsent_ops()
+                .unwrap()
+                .iter()
+                .map(|(_, op, t)| match &op.op {
+                    Some(pb::case_op::Op::ReplySent(_)) => ("reply", t.seconds()),
+                    _ => ("other", t.seconds()),
+                })
+                .collect()
+        };
+        // Neither reply confirmed yet: only the star goes.
+        assert_eq!(kinds(&store), [("other", 0)]);
+        // One confirmed (two hours after it was written), one refused for good: the first goes
+        // with what is left of its day, the second never, and is gone from what waits.
+        store.case_message_settled(sent, true).unwrap();
+        store.case_message_settled(dropped, false).unwrap();
+        assert_eq!(kinds(&store), [("reply", 86_400 - 2 * 3600), ("other", 0)]);
+        let rows: i64 = store
+            .conn()
+            .query_row("SELECT count(*) FROM sync_unsent", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 2);
+    }
+
+    #[test]
+    fn texts_of_the_posts_cases_are_overwritten_when_their_protobuf_values_are_dropped() {
+        use pb::case_op::Op;
+        let note = |t: &str| pb::CaseOp {
+            case_id: CASE.into(),
+            op: Some(Op::Note(pb::Note {
+                note_id: 1,
+                text: t.into(),
+            })),
+            ..Default::default()
+        };
+        let mut ops = vec![
+            note("verified her press card"),
+            pb::CaseOp {
+                op: Some(Op::ReplySent(pb::ReplySent {
+                    text: "we hear you".into(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            },
+            pb::CaseOp {
+                op: Some(Op::Assign(pb::Assign {
+                    to: "emb-xx/desk-2".into(),
+                    note: "she writes in Farsi".into(),
+                })),
+                ..Default::default()
+            },
+        ];
+        ops.wipe_texts();
+        for op in &ops {
+            match &op.op {
+                Some(Op::Note(n)) => assert!(n.text.is_empty()),
+                Some(Op::ReplySent(r)) => assert!(r.text.is_empty()),
+                Some(Op::Assign(a)) => assert!(a.note.is_empty()),
+                other => panic!("{other:?}"),
+            }
+            assert!(op.case_id.is_empty());
+        }
+        let mut history = pb::HistoryCase {
+            case_id: CASE.into(),
+            user_address: format!("user:{CASE}"),
+            messages: vec![pb::HistoryMessage {
+                text: "please help".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        history.wipe_texts();
+        assert!(history.messages[0].text.is_empty() && history.user_address.is_empty());
+        let mut sync = pb::SyncMessage {
+            ops: vec![note("x")],
+            history: vec![pb::HistoryCase {
+                case_id: CASE.into(),
+                ..Default::default()
+            }],
+            hello: Some(pb::ReplyAddress {
+                mailbox_id: vec![1; 16],
+                deposit_token: vec![2; 32],
+            }),
+        };
+        sync.wipe_texts();
+        assert!(sync.ops[0].case_id.is_empty() && sync.history[0].case_id.is_empty());
+        assert!(sync.hello.as_ref().unwrap().deposit_token.is_empty());
+        // A wrapped value is wiped when dropped; taking it out leaves nothing to wipe.
+        let mut wrapped = Wiped::new(vec![note("the handover words")]);
+        let taken = wrapped.take();
+        assert!(wrapped.is_empty());
+        assert_eq!(taken.len(), 1);
+        assert_eq!(format!("{wrapped:?}"), "Wiped([redacted])");
+        // What the store hands out to seal is wrapped so.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::for_tests(dir.path());
+        store.keep_unsent_op(&note("kept"), Timer::OFF).unwrap();
+        let unsent: Vec<(i64, Wiped<pb::CaseOp>, Timer)> = store.unsent_ops().unwrap();
+        assert_eq!(unsent.len(), 1);
+        let _: Vec<(Wiped<pb::CaseOp>, Timer)> = store.own_ops("emb-xx/desk-1").unwrap();
+        let _: Vec<Wiped<pb::HistoryCase>> = store.history_cases(1, 1024).unwrap();
     }
 
     #[test]

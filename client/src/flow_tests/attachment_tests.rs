@@ -1,0 +1,468 @@
+//! Attachments end to end over the test kit's relay (the relay's real handler and store): a
+//! user's file to every device of the post, stored once; a staff reply's file to the user;
+//! transfers cut off and resumed from the last confirmed chunk; chunks the relay altered or cut
+//! refused with nothing kept (issue 18, ADR 0013).
+
+use super::*;
+use crate::attachment::{CHUNK_LEN, padme};
+use crate::relay::Relay;
+use crate::store::{AttachmentState, NewAttachment};
+use crate::transfer;
+use refuge_proto::wire::client_frame::Request;
+use refuge_proto::wire::server_frame::Response;
+
+/// Bytes that compress badly and differ at every offset.
+fn file_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn count(w: &World, name: &str) -> usize {
+    w.relay
+        .seen()
+        .iter()
+        .filter(|s| s.request.as_ref().is_some_and(|r| r.name() == name))
+        .count()
+}
+
+fn put_indexes(w: &World) -> Vec<u32> {
+    w.relay
+        .seen()
+        .iter()
+        .filter_map(|s| match &s.request {
+            Some(Request::PutChunk(p)) => Some(p.index),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A relay connection that breaks for good after `left` more requests named `name`: a circuit
+/// that dies mid-transfer, or a relay killed.
+struct DiesAfter {
+    inner: crate::transport::Session,
+    name: &'static str,
+    left: usize,
+}
+
+#[async_trait::async_trait(?Send)]
+impl Relay for DiesAfter {
+    async fn request(&mut self, request: Request) -> crate::error::Result<Response> {
+        if request.name() == self.name {
+            if self.left == 0 {
+                return Err(ClientError::ConnectionLost(
+                    "the test cut the circuit".into(),
+                ));
+            }
+            self.left -= 1;
+        }
+        self.inner.request(request).await
+    }
+
+    fn max_message_len(&self) -> usize {
+        self.inner.max_message_len()
+    }
+}
+
+async fn send_file(w: &World, bytes: &[u8], name: &str) -> i64 {
+    let store = w.user_store();
+    let id = store
+        .prepare_attachment(&NewAttachment {
+            file_name: name,
+            content_type: "application/octet-stream",
+            bytes,
+            report: "",
+        })
+        .unwrap();
+    let user = User::load(&store).unwrap();
+    user.contact_with(
+        &mut w.relay.connect().await,
+        &w.directory(),
+        POST,
+        &SecretText::new("the file I told you about".into()),
+        Timer::OFF,
+        SystemTime::now(),
+        &[id],
+    )
+    .await
+    .unwrap();
+    id
+}
+
+async fn download_on_desk(
+    w: &World,
+    label: &str,
+) -> Result<(usize, Vec<ClientError>), ClientError> {
+    let store = w.staff_store(label);
+    let staff = Staff::load(&store).unwrap();
+    staff
+        .download_attachments(&mut w.relay.connect().await, &Default::default())
+        .await
+}
+
+/// Uploads prepared file `id` of `store` for `recipients` on a fresh connection.
+async fn upload_to(
+    w: &World,
+    store: &Store,
+    id: i64,
+    recipients: &[(
+        refuge_proto::ids::MailboxId,
+        refuge_proto::ids::DepositToken,
+    )],
+) -> crate::attachment::Pointer {
+    transfer::upload(
+        store,
+        &mut w.relay.connect().await,
+        id,
+        recipients,
+        Timer::OFF,
+        &Default::default(),
+    )
+    .await
+    .unwrap()
+}
+
+fn desk_auth_key(store: &Store) -> ed25519_dalek::SigningKey {
+    store.staff_device().unwrap().unwrap().auth_key
+}
+
+fn exported(store: &Store, id: i64) -> Vec<u8> {
+    let path = store.dir().join(format!("export-{id}"));
+    transfer::export(store, id, &path).unwrap();
+    std::fs::read(&path).unwrap()
+}
+
+#[tokio::test]
+async fn a_file_is_stored_once_on_the_relay_and_arrives_whole_on_every_device_of_the_post() {
+    let w = World::new().await;
+    let bytes = file_bytes(5 * CHUNK_LEN + 1234, 1);
+    let sent = send_file(&w, &bytes, "évidence/../photo.jpg").await;
+    let chunks = crate::attachment::chunk_count(padme(bytes.len() as u64)) as usize;
+    // One blob for the two devices: one creation, each chunk put once.
+    assert_eq!(count(&w, "CreateBlob"), 1);
+    assert_eq!(put_indexes(&w), (0..chunks as u32).collect::<Vec<_>>());
+    let user_store = w.user_store();
+    let row = user_store.attachment(sent).unwrap().unwrap();
+    assert_eq!(row.state, AttachmentState::Sent);
+    assert!(row.conversation.is_some());
+
+    for label in [DESK1, DESK2] {
+        let (seen, _) = w.staff_read(label).await;
+        assert_eq!(seen.len(), 1, "{label} got the message");
+        let store = w.staff_store(label);
+        let waiting = store.attachments_to_download().unwrap();
+        assert_eq!(waiting.len(), 1);
+        assert_eq!(waiting[0].file_name, "photo.jpg");
+        assert_eq!(waiting[0].size, bytes.len() as u64);
+        assert!(waiting[0].case_message.is_some());
+        // Not exportable before it arrived.
+        let early = store.dir().join("early");
+        assert!(transfer::export(&store, waiting[0].id, &early).is_err());
+        assert!(!early.exists());
+        assert_eq!(download_on_desk(&w, label).await.unwrap().0, 1);
+        let row = store.attachment(waiting[0].id).unwrap().unwrap();
+        assert_eq!(row.state, AttachmentState::Received);
+        assert_eq!(
+            exported(&store, row.id),
+            bytes,
+            "{label} has the file as sent"
+        );
+    }
+    // Both devices acknowledged it: the relay deleted it.
+    let store = w.staff_store(DESK1);
+    let id: i64 = store
+        .conn()
+        .query_row("SELECT id FROM attachments", [], |r| r.get(0))
+        .unwrap();
+    let keys = store.transfer_keys(id).unwrap();
+    let mut c = w.relay.connect().await;
+    relay::authenticate(&mut c, &w.desk_mailbox(DESK1), &desk_auth_key(&store))
+        .await
+        .unwrap();
+    let err = relay::get_chunk(&mut c, &w.desk_mailbox(DESK1), &keys.pointer.blob_id, 0)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(refuge_proto::ErrorCode::BlobNotFound),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_reply_carries_a_file_to_the_user() {
+    let w = World::new().await;
+    w.contact("please send the form").await.unwrap();
+    let (seen, _) = w.staff_read(DESK1).await;
+    let case = &seen[0].0;
+    let form = file_bytes(2 * CHUNK_LEN + 7, 2);
+    let store = w.staff_store(DESK1);
+    let id = store
+        .prepare_attachment(&NewAttachment {
+            file_name: "form.pdf",
+            content_type: "application/pdf",
+            bytes: &form,
+            report: "",
+        })
+        .unwrap();
+    let staff = Staff::load(&store).unwrap();
+    // Not uploaded yet: a reply cannot carry it.
+    assert!(
+        staff
+            .queue_reply_with(
+                &w.directory(),
+                case,
+                &SecretText::new("here".into()),
+                SystemTime::now(),
+                &[id]
+            )
+            .await
+            .is_err()
+    );
+    staff
+        .upload_for_case(
+            &mut w.relay.connect().await,
+            case,
+            &[id],
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let row = staff
+        .queue_reply_with(
+            &w.directory(),
+            case,
+            &SecretText::new("here is the form".into()),
+            SystemTime::now(),
+            &[id],
+        )
+        .await
+        .unwrap();
+    staff
+        .send_replies(&mut w.relay.connect().await, &w.directory(), &[row])
+        .await
+        .unwrap();
+    let (seen, _) = w.user_read().await.unwrap();
+    assert_eq!(
+        seen,
+        vec![(DESK1.to_string(), "here is the form".to_string())]
+    );
+    let user_store = w.user_store();
+    let waiting = user_store.attachments_to_download().unwrap();
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0].file_name, "form.pdf");
+    assert_eq!(waiting[0].content_type, "application/pdf");
+    let user = User::load(&user_store).unwrap();
+    assert_eq!(
+        user.download_attachments(&mut w.relay.connect().await)
+            .await
+            .unwrap()
+            .0,
+        1
+    );
+    assert_eq!(exported(&user_store, waiting[0].id), form);
+    // The export never overwrites.
+    let path = user_store.dir().join(format!("export-{}", waiting[0].id));
+    assert!(matches!(
+        transfer::export(&user_store, waiting[0].id, &path),
+        Err(ClientError::WouldOverwrite(_))
+    ));
+}
+
+#[tokio::test]
+async fn an_upload_cut_off_goes_on_from_the_last_chunk_the_relay_confirmed() {
+    let w = World::new().await;
+    let bytes = file_bytes(6 * CHUNK_LEN, 3);
+    let chunks = crate::attachment::chunk_count(padme(bytes.len() as u64));
+    let store = w.user_store();
+    let new = NewAttachment {
+        file_name: "video.mp4",
+        content_type: "video/mp4",
+        bytes: &bytes,
+        report: "",
+    };
+    let id = store.prepare_attachment(&new).unwrap();
+    let recipients = [(w.desk_mailbox(DESK1), {
+        let mut c = w.relay.connect().await;
+        relay::get_deposit_ticket(&mut c, POST).await.unwrap()
+    })];
+    let mut dying = DiesAfter {
+        inner: w.relay.connect().await,
+        name: "PutChunk",
+        left: 3,
+    };
+    let err = transfer::upload(
+        &store,
+        &mut dying,
+        id,
+        &recipients,
+        Timer::OFF,
+        &Default::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ClientError::ConnectionLost(_)), "{err}");
+    let row = store.attachment(id).unwrap().unwrap();
+    assert_eq!((row.state, row.next_chunk), (AttachmentState::Uploading, 3));
+    // The person sends the same file again (the program restarted): the same upload goes on.
+    let store = w.user_store();
+    assert_eq!(store.prepare_attachment(&new).unwrap(), id);
+    let pointer = upload_to(&w, &store, id, &recipients).await;
+    assert_eq!(pointer.size, bytes.len() as u64);
+    // Each chunk went once, none twice.
+    assert_eq!(put_indexes(&w), (0..chunks).collect::<Vec<_>>());
+    assert_eq!(count(&w, "CreateBlob"), 1);
+    assert_eq!(
+        store.attachment(id).unwrap().unwrap().state,
+        AttachmentState::Uploaded
+    );
+}
+
+#[tokio::test]
+async fn a_download_cut_off_goes_on_from_the_last_chunk_kept() {
+    let w = World::new().await;
+    let bytes = file_bytes(7 * CHUNK_LEN + 99, 4);
+    send_file(&w, &bytes, "scan.png").await;
+    w.staff_read(DESK1).await;
+    let store = w.staff_store(DESK1);
+    let id = store.attachments_to_download().unwrap()[0].id;
+    let staff = Staff::load(&store).unwrap();
+    let mut dying = DiesAfter {
+        inner: w.relay.connect().await,
+        name: "GetChunk",
+        left: 4,
+    };
+    let err = staff
+        .download_attachments(&mut dying, &Default::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::ConnectionLost(_)), "{err}");
+    let row = store.attachment(id).unwrap().unwrap();
+    assert_eq!(
+        (row.state, row.next_chunk),
+        (AttachmentState::Downloading, 4)
+    );
+    assert!(transfer::export(&store, id, &store.dir().join("part")).is_err());
+    let before = count(&w, "GetChunk");
+    let store = w.staff_store(DESK1);
+    let staff = Staff::load(&store).unwrap();
+    assert_eq!(
+        staff
+            .download_attachments(&mut w.relay.connect().await, &Default::default())
+            .await
+            .unwrap()
+            .0,
+        1
+    );
+    // Only the chunks not kept were fetched again.
+    assert_eq!(count(&w, "GetChunk") - before, row.chunks as usize - 4);
+    assert_eq!(exported(&store, id), bytes);
+}
+
+#[tokio::test]
+async fn a_chunk_the_relay_altered_or_cut_is_refused_and_nothing_of_the_file_is_kept() {
+    let w = World::new().await;
+    let bytes = file_bytes(3 * CHUNK_LEN + 5, 5);
+    send_file(&w, &bytes, "letter.pdf").await;
+    w.staff_read(DESK1).await;
+    w.staff_read(DESK2).await;
+
+    // One bit flipped in chunk 2.
+    w.relay.set_chunk_tamper(|index, data| {
+        if index == 2 {
+            data[10] ^= 1;
+        }
+    });
+    let (done, refused) = download_on_desk(&w, DESK1).await.unwrap();
+    assert_eq!(done, 0);
+    assert!(
+        matches!(
+            refused.as_slice(),
+            [ClientError::Attachment {
+                error: crate::attachment::AttachmentError::Forged { index: 2 },
+                ..
+            }]
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(refused[0].blame(), crate::error::Blame::RelayMisbehaved);
+    let store = w.staff_store(DESK1);
+    let id: i64 = store
+        .conn()
+        .query_row("SELECT id FROM attachments", [], |r| r.get(0))
+        .unwrap();
+    let row = store.attachment(id).unwrap().unwrap();
+    assert_eq!(row.state, AttachmentState::Failed);
+    assert!(row.error.as_deref().unwrap_or("").contains("chunk 2"));
+    let kept: i64 = store
+        .conn()
+        .query_row("SELECT count(*) FROM attachment_chunks", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(kept, 0, "nothing of a refused file is kept");
+    assert!(transfer::export(&store, row.id, &store.dir().join("x")).is_err());
+
+    // The last chunk cut short: refused for its length before anything opens.
+    w.relay.set_chunk_tamper(|index, data| {
+        if index == 3 {
+            data.truncate(data.len() - 1);
+        }
+    });
+    let (done, refused) = download_on_desk(&w, DESK2).await.unwrap();
+    assert_eq!(done, 0);
+    assert!(
+        matches!(
+            refused.as_slice(),
+            [ClientError::Attachment {
+                error: crate::attachment::AttachmentError::ChunkLength { index: 3, .. },
+                ..
+            }]
+        ),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_same_file_sent_to_other_recipients_gets_a_blob_of_its_own() {
+    let w = World::new().await;
+    let bytes = file_bytes(CHUNK_LEN + 10, 6);
+    let store = w.user_store();
+    let id = store
+        .prepare_attachment(&NewAttachment {
+            file_name: "notes.txt",
+            content_type: "text/plain",
+            bytes: &bytes,
+            report: "",
+        })
+        .unwrap();
+    let ticket = {
+        let mut c = w.relay.connect().await;
+        relay::get_deposit_ticket(&mut c, POST).await.unwrap()
+    };
+    let to_desk1 = [(w.desk_mailbox(DESK1), ticket.clone())];
+    let first = upload_to(&w, &store, id, &to_desk1).await;
+    // Again for the same recipient: the finished blob is reused.
+    let again = upload_to(&w, &store, id, &to_desk1).await;
+    assert_eq!(again.blob_id, first.blob_id);
+    assert_eq!(count(&w, "CreateBlob"), 1);
+    // For another recipient: a new blob, which that recipient can fetch.
+    let to_desk2 = [(w.desk_mailbox(DESK2), ticket)];
+    let second = upload_to(&w, &store, id, &to_desk2).await;
+    assert_ne!(second.blob_id, first.blob_id);
+    assert_eq!(count(&w, "CreateBlob"), 2);
+    let desk2 = w.staff_store(DESK2);
+    let mut c = w.relay.connect().await;
+    relay::authenticate(&mut c, &w.desk_mailbox(DESK2), &desk_auth_key(&desk2))
+        .await
+        .unwrap();
+    relay::get_chunk(&mut c, &w.desk_mailbox(DESK2), &second.blob_id, 0)
+        .await
+        .unwrap();
+}
