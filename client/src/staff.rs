@@ -393,6 +393,26 @@ impl<'s> Staff<'s> {
             .await
     }
 
+    /// A case this device can reply to, with the user's reply address taken out of it.
+    fn repliable_case(
+        &self,
+        case_id: &str,
+    ) -> Result<(crate::store::CaseRecord, MailboxId, DepositToken)> {
+        let mut case = self
+            .store
+            .case(case_id)?
+            .ok_or_else(|| ClientError::UnknownCase {
+                case: case_id.to_string(),
+            })?;
+        let (mailbox, token) = case
+            .reply
+            .take()
+            .ok_or_else(|| ClientError::NoReplyAddress {
+                case: case_id.to_string(),
+            })?;
+        Ok((case, mailbox, token))
+    }
+
     /// Uploads files (ids of `Store::prepare_attachment`) for a reply to a case's user: each
     /// addressed to the user's mailbox, admitted with the user's deposit token, going on from
     /// wherever an earlier attempt stopped. [`Staff::queue_reply_with`] then sends their
@@ -404,15 +424,7 @@ impl<'s> Staff<'s> {
         attachments: &[i64],
         events: &crate::events::Events,
     ) -> Result<()> {
-        let case = self
-            .store
-            .case(case_id)?
-            .ok_or_else(|| ClientError::UnknownCase {
-                case: case_id.to_string(),
-            })?;
-        let (mailbox, token) = case.reply.ok_or_else(|| ClientError::NoReplyAddress {
-            case: case_id.to_string(),
-        })?;
+        let (case, mailbox, token) = self.repliable_case(case_id)?;
         let timer = Timer::class_at_most(case.disappear_seconds);
         for id in attachments {
             crate::transfer::upload(
@@ -469,15 +481,7 @@ impl<'s> Staff<'s> {
                 max: MAX_TEXT_LEN,
             });
         }
-        let case = self
-            .store
-            .case(case_id)?
-            .ok_or_else(|| ClientError::UnknownCase {
-                case: case_id.to_string(),
-            })?;
-        let (mailbox, token) = case.reply.ok_or_else(|| ClientError::NoReplyAddress {
-            case: case_id.to_string(),
-        })?;
+        let (case, mailbox, token) = self.repliable_case(case_id)?;
         let user = Peer::parse(&case.user_address)
             .filter(|p| matches!(p, Peer::User { .. }))
             .ok_or_else(|| ClientError::Corrupt("case address".into()))?;
