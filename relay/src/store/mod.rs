@@ -217,8 +217,10 @@ pub trait RelayStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<u8>, StoreError>> + Send;
 
     /// The mailbox no longer needs the blob: its share of the quota is freed and, if it was the
-    /// last recipient, the blob and its chunks are deleted. A blob the mailbox does not hold is
-    /// ignored. Returns whether the blob was deleted.
+    /// last recipient, the blob and its chunks are deleted (the SQLite store releases the blob,
+    /// then deletes its chunks a bounded number per transaction before answering; what a failure
+    /// leaves, its next sweep deletes). A blob the mailbox does not hold is ignored. Returns
+    /// whether the blob was the last recipient's.
     fn ack_blob(
         &self,
         grant: &MailboxGrant,

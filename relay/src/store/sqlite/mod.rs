@@ -263,6 +263,23 @@ impl SqliteStore {
         })?
     }
 
+    /// Deletes the released blobs (ADR 0013, schema V10) in bounded steps, each its own job in
+    /// the writer's queue, so that other writes go on between them and no transaction holds
+    /// more than `DELETE_STEP_CHUNKS` (64) chunks' pages. A failure is logged and left to the
+    /// next sweep: a released blob is already out of everyone's reach.
+    pub(crate) async fn delete_released(&self) {
+        loop {
+            match self.write_rerunnable(ops::delete_released_step).await {
+                Ok(step) if step.found => {}
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "deleting a released attachment failed; the next sweep goes on");
+                    break;
+                }
+            }
+        }
+    }
+
     /// Runs `f` on a read connection, inside one read transaction.
     pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
@@ -467,13 +484,19 @@ impl RelayStore for SqliteStore {
     }
 
     async fn expire_messages(&self, before_hour: u64) -> Result<u64, StoreError> {
-        self.write(move |c| ops::expire_messages(c, before_hour))
-            .await
+        let n = self
+            .write(move |c| ops::expire_messages(c, before_hour))
+            .await?;
+        self.delete_released().await;
+        Ok(n)
     }
 
     async fn expire_due_messages(&self, now_hour: u64) -> Result<u64, StoreError> {
-        self.write(move |c| ops::expire_due_messages(c, now_hour))
-            .await
+        let n = self
+            .write(move |c| ops::expire_due_messages(c, now_hour))
+            .await?;
+        self.delete_released().await;
+        Ok(n)
     }
 
     async fn create_blob(&self, blob: NewBlob) -> Result<BlobId, StoreError> {
@@ -527,7 +550,14 @@ impl RelayStore for SqliteStore {
 
     async fn ack_blob(&self, grant: &MailboxGrant, blob: BlobId) -> Result<bool, StoreError> {
         let mailbox = grant.mailbox();
-        self.write(move |c| ops::ack_blob(c, &mailbox, &blob)).await
+        let released = self
+            .write(move |c| ops::ack_blob(c, &mailbox, &blob))
+            .await?;
+        if released {
+            // Answered once the chunks are gone; what a failure leaves, the sweep finishes.
+            self.delete_released().await;
+        }
+        Ok(released)
     }
 }
 
@@ -561,7 +591,6 @@ fn spawn_expiry(
                 if sender.blocking_send(job).is_err() {
                     break;
                 }
-                drop(sender);
                 match reply.blocking_recv() {
                     Ok(Ok(0)) => {}
                     Ok(Ok(n)) => tracing::info!(
@@ -573,6 +602,12 @@ fn spawn_expiry(
                     }
                     Err(_) => break,
                 }
+                // The attachments released by this sweep, by acknowledgements whose deletion
+                // did not finish, or before a restart: deleted step by step.
+                if !delete_released_blocking(&sender) {
+                    break;
+                }
+                drop(sender);
                 // Heard by `open` after the first sweep; nobody listens afterwards.
                 let _ = swept.send(());
                 if !matches!(stopped.recv_timeout(every), Err(RecvTimeoutError::Timeout)) {
@@ -581,6 +616,35 @@ fn spawn_expiry(
             }
         })?;
     Ok((stop, handle, first_sweep))
+}
+
+/// [`SqliteStore::delete_released`] for the expiry thread. Returns false once the writer has
+/// stopped.
+fn delete_released_blocking(sender: &mpsc::Sender<writer::BoxedJob>) -> bool {
+    let mut chunks = 0u64;
+    let mut blobs = 0u64;
+    loop {
+        let (job, reply) = writer::rerunnable_job(ops::delete_released_step);
+        if sender.blocking_send(job).is_err() {
+            return false;
+        }
+        match reply.blocking_recv() {
+            Ok(Ok(step)) if step.found => {
+                chunks += step.chunks;
+                blobs += u64::from(step.blob_deleted);
+            }
+            Ok(Ok(_)) => break,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "deleting released attachments failed; will retry");
+                break;
+            }
+            Err(_) => return false,
+        }
+    }
+    if blobs > 0 {
+        tracing::info!(blobs, chunks, "deleted released attachments");
+    }
+    true
 }
 
 fn unix_now() -> u64 {

@@ -13,7 +13,7 @@ pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations, in order. Entry `i` takes the database from version `i` to `i + 1`.
 /// Never edit a released entry: add a new one.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
 
 /// The schema version this code writes.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -284,6 +284,17 @@ CREATE TABLE ticket_blob_uses (
     blobs       INTEGER NOT NULL CHECK (blobs >= 1),
     PRIMARY KEY (hash, mailbox_id)
 ) STRICT, WITHOUT ROWID;
+"#;
+
+/// Blob deletion in bounded steps. A blob that nobody may fetch any more (its last recipient
+/// acknowledged it, its timer or the retention ran out, its upload stalled) is first *released*
+/// in one small transaction: its recipient rows go, and `released` hides it from its uploader.
+/// Its chunks are then deleted a bounded number per transaction, and the row last. Deleting a
+/// 100 MiB blob in one transaction made SQLite hold a copy of every freed page in memory (the
+/// writer's temp store) and in one WAL stretch.
+const V10: &str = r#"
+ALTER TABLE blobs ADD COLUMN released INTEGER NOT NULL DEFAULT 0 CHECK (released IN (0, 1));
+CREATE INDEX blobs_released ON blobs (released) WHERE released = 1;
 "#;
 
 /// Why the database could not be opened.

@@ -477,7 +477,7 @@ fn the_attachments_migration_keeps_what_was_stored_and_ties_blob_rows_to_their_b
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
     assert_eq!(version, SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 9);
+    assert_eq!(SCHEMA_VERSION, 10);
     let after = snapshot(&db);
     for table in ["mailboxes", "messages", "admission_tickets"] {
         assert_eq!(after[table], before[table], "{table} kept");
@@ -512,5 +512,191 @@ fn the_attachments_migration_keeps_what_was_stored_and_ties_blob_rows_to_their_b
     assert_eq!(
         rows(&after, "blob_chunks") + rows(&after, "blob_recipients"),
         0
+    );
+}
+
+/// A blob of `chunks` full chunks for user mailbox 1, every chunk stored; the store is shut down
+/// and the database's path returned with the blob id.
+async fn stored_blob(
+    dir: &tempfile::TempDir,
+    chunks: u32,
+) -> (std::path::PathBuf, crate::store::BlobId) {
+    let db = dir.path().join(DATABASE_FILE);
+    let store = SqliteStore::open(&db, StoreLimits::default()).unwrap();
+    let blob = blob_for(&store, u64::from(chunks) * 65536).await;
+    for index in 0..chunks {
+        store
+            .put_chunk(chunk(blob, index, index as u8))
+            .await
+            .unwrap();
+    }
+    store.shutdown().await;
+    (db, blob)
+}
+
+fn released_flag(db: &std::path::Path, blob: &crate::store::BlobId) -> Option<i64> {
+    use rusqlite::OptionalExtension;
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row(
+            "SELECT released FROM blobs WHERE id = ?1",
+            [&blob[..]],
+            |r| r.get(0),
+        )
+        .optional()
+        .unwrap()
+}
+
+/// Deleting a large blob in one transaction made SQLite keep a copy of every freed page in the
+/// writer's memory (ADR 0013; 53 to 106 MiB measured for 100 MiB). The last acknowledgement
+/// only releases the blob: at once out of its recipients' and its uploader's reach, its chunks
+/// still there; then each step deletes at most `DELETE_STEP_CHUNKS` chunks in a transaction of
+/// its own, and the row goes with the last ones.
+#[tokio::test]
+async fn a_released_blob_is_out_of_reach_at_once_and_deleted_a_bounded_number_of_chunks_per_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let step = ops::DELETE_STEP_CHUNKS as u32;
+    let (db, blob) = stored_blob(&dir, 2 * step + 3).await;
+    let mailbox = user_mailbox(1).0.mailbox;
+    let conn = schema::open_writer(&db).unwrap();
+    assert!(
+        ops::ack_blob(&conn, &mailbox, &blob).unwrap(),
+        "the last recipient releases it"
+    );
+    assert_eq!(released_flag(&db, &blob), Some(1));
+    assert_eq!(rows(&snapshot(&db), "blob_chunks"), 2 * step as usize + 3);
+    assert!(matches!(
+        ops::get_chunk(&conn, &mailbox, &blob, 0, now()),
+        Err(StoreError::UnknownBlob)
+    ));
+    let hash = DepositToken([7; 32]).hash();
+    assert!(matches!(
+        ops::blob_state(&conn, &blob, &hash),
+        Err(StoreError::UnknownBlob)
+    ));
+    assert!(matches!(
+        ops::put_chunk(&conn, &chunk(blob, 0, 0)),
+        Err(StoreError::UnknownBlob)
+    ));
+    // Acknowledging again changes nothing.
+    assert!(!ops::ack_blob(&conn, &mailbox, &blob).unwrap());
+
+    let mut steps = Vec::new();
+    loop {
+        let s = ops::delete_released_step(&conn).unwrap();
+        if !s.found {
+            break;
+        }
+        steps.push((s.chunks, s.blob_deleted));
+        assert!(steps.len() <= 4, "the deletion ends: {steps:?}");
+    }
+    assert_eq!(
+        steps,
+        [
+            (u64::from(step), false),
+            (u64::from(step), false),
+            (3, true)
+        ],
+        "at most {step} chunks per step, the row with the last"
+    );
+    let after = snapshot(&db);
+    for table in ["blobs", "blob_chunks", "blob_recipients"] {
+        assert_eq!(rows(&after, table), 0, "{table} emptied");
+    }
+}
+
+/// A blob released before the relay stopped (its deletion cut short by a crash) is deleted by
+/// the sweep that runs when the store opens; the answer to an acknowledgement comes only once
+/// every chunk is gone.
+#[tokio::test]
+async fn a_blob_released_before_a_restart_is_deleted_by_the_first_sweep_and_an_acknowledged_one_before_the_answer()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, blob) = stored_blob(&dir, 70).await;
+    let mailbox = user_mailbox(1).0.mailbox;
+    {
+        let conn = schema::open_writer(&db).unwrap();
+        assert!(ops::ack_blob(&conn, &mailbox, &blob).unwrap());
+        // One step, then the "crash".
+        assert_eq!(ops::delete_released_step(&conn).unwrap().chunks, 64);
+    }
+    assert_eq!(rows(&snapshot(&db), "blob_chunks"), 6);
+    let store = SqliteStore::open(&db, StoreLimits::default()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while released_flag(&db, &blob).is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sweep did not delete it"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rows(&snapshot(&db), "blob_chunks"), 0);
+
+    // Through the store: a blob of three steps' chunks acknowledged by its one recipient is gone
+    // when the acknowledgement is answered.
+    let (new, token) = user_mailbox(2);
+    let second = new.mailbox;
+    store.create_mailbox(new).await.unwrap();
+    let padded = 150 * 65536;
+    let id = store
+        .create_blob(crate::store::NewBlob {
+            id: [8; 16],
+            upload_hash: DepositToken([7; 32]).hash(),
+            idempotency_id: crate::store::IdempotencyId([8; 16]),
+            padded_size: padded,
+            recipients: vec![crate::store::BlobRecipient {
+                mailbox: second,
+                token: Some(token),
+                staff_post: None,
+            }],
+            created_hour: crate::store::to_hour(now()),
+            expires_hour: None,
+        })
+        .await
+        .unwrap();
+    for index in 0..150 {
+        store.put_chunk(chunk(id, index, 1)).await.unwrap();
+    }
+    assert_eq!(rows(&snapshot(&db), "blob_chunks"), 150);
+    let grant = MailboxGrant::dangerously_assume(second);
+    assert!(store.ack_blob(&grant, id).await.unwrap());
+    let after = snapshot(&db);
+    for table in ["blobs", "blob_chunks", "blob_recipients"] {
+        assert_eq!(rows(&after, table), 0, "{table} emptied before the answer");
+    }
+    store.shutdown().await;
+}
+
+#[test]
+fn the_released_column_migration_keeps_stored_blobs_reachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(DATABASE_FILE);
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        for sql in &schema::MIGRATIONS[..9] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "application_id", schema::APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 9).unwrap();
+        conn.execute_batch(
+            "INSERT INTO blobs (id, upload_hash, idempotency_id, padded_size, chunks,
+                                created_hour, touched_hour)
+                 VALUES (x'09090909090909090909090909090909', zeroblob(32), zeroblob(16), 10, 1,
+                         7200, 7200);",
+        )
+        .unwrap();
+    }
+    let conn = schema::open_writer(&db).unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let released: i64 = conn
+        .query_row("SELECT released FROM blobs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        released, 0,
+        "a blob stored before the migration is not released"
     );
 }

@@ -195,7 +195,8 @@ fn uploading(
 ) -> Result<Upload, StoreError> {
     let row = conn
         .prepare_cached(
-            "SELECT upload_hash, padded_size, chunks, stored_chunks FROM blobs WHERE id = ?1",
+            "SELECT upload_hash, padded_size, chunks, stored_chunks FROM blobs
+             WHERE id = ?1 AND released = 0",
         )?
         .query_row([&blob[..]], |r| {
             Ok((
@@ -334,8 +335,8 @@ pub(in crate::store::sqlite) fn get_chunk(
         })
 }
 
-/// Deletes `mailbox`'s recipient row of the blob, and the blob with its chunks if no recipient
-/// is left. Returns whether the blob was deleted.
+/// Deletes `mailbox`'s recipient row of the blob and, if no recipient is left, releases the
+/// blob for [`delete_released_step`]. Returns whether the blob was released.
 pub(in crate::store::sqlite) fn ack_blob(
     conn: &Connection,
     mailbox: &MailboxId,
@@ -347,26 +348,103 @@ pub(in crate::store::sqlite) fn ack_blob(
     if removed == 0 {
         return Ok(false);
     }
-    let deleted = conn
+    let released = conn
         .prepare_cached(
-            "DELETE FROM blobs WHERE id = ?1
+            "UPDATE blobs SET released = 1 WHERE id = ?1
                  AND NOT EXISTS (SELECT 1 FROM blob_recipients WHERE blob_id = ?1)",
         )?
         .execute([&blob[..]])?;
-    Ok(deleted > 0)
+    Ok(released > 0)
 }
 
-/// Deletes the blobs whose sender's timer has come by `now_hour`, and the uploads that made no
-/// progress for [`INCOMPLETE_BLOB_LIFETIME`] (their chunks and recipients go by cascade).
-pub(in crate::store::sqlite) fn expire_due_blobs(
+/// Releases the blobs whose sender's timer has come by `now_hour`, and the uploads that made
+/// no progress for [`INCOMPLETE_BLOB_LIFETIME`]. Returns how many were released.
+pub(in crate::store::sqlite) fn release_due_blobs(
     conn: &Connection,
     now_hour: i64,
 ) -> Result<u64, StoreError> {
     let due = conn
-        .prepare_cached("DELETE FROM blobs WHERE expires_hour IS NOT NULL AND expires_hour <= ?1")?
+        .prepare_cached(
+            "UPDATE blobs SET released = 1
+             WHERE released = 0 AND expires_hour IS NOT NULL AND expires_hour <= ?1",
+        )?
         .execute([now_hour])?;
     let stalled = conn
-        .prepare_cached("DELETE FROM blobs WHERE stored_chunks < chunks AND touched_hour <= ?1")?
+        .prepare_cached(
+            "UPDATE blobs SET released = 1
+             WHERE released = 0 AND stored_chunks < chunks AND touched_hour <= ?1",
+        )?
         .execute([now_hour.saturating_sub(to_i64(INCOMPLETE_BLOB_LIFETIME, "lifetime")?)])?;
+    forget_released_recipients(conn)?;
     Ok((due + stalled) as u64)
+}
+
+/// Releases the blobs created before `before_hour` (the relay's retention).
+pub(in crate::store::sqlite) fn release_old_blobs(
+    conn: &Connection,
+    before_hour: i64,
+) -> Result<u64, StoreError> {
+    let n = conn
+        .prepare_cached("UPDATE blobs SET released = 1 WHERE released = 0 AND created_hour < ?1")?
+        .execute([before_hour])?;
+    forget_released_recipients(conn)?;
+    Ok(n as u64)
+}
+
+/// A released blob's recipients may no longer fetch it, and it no longer counts against their
+/// quotas (the relay's total counts it until its last chunk is deleted).
+fn forget_released_recipients(conn: &Connection) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "DELETE FROM blob_recipients
+         WHERE blob_id IN (SELECT id FROM blobs WHERE released = 1)",
+    )?
+    .execute([])?;
+    Ok(())
+}
+
+/// How many chunks one step of [`delete_released_step`] deletes: 4 MiB of chunk pages, which
+/// SQLite keeps in the writer's memory (temp store) and WAL until the step commits.
+pub(in crate::store::sqlite) const DELETE_STEP_CHUNKS: i64 = 64;
+
+/// What one deletion step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(in crate::store::sqlite) struct DeletionStep {
+    /// Chunks deleted.
+    pub chunks: u64,
+    /// Whether a released blob's row went too (its last chunks were gone).
+    pub blob_deleted: bool,
+    /// Whether a released blob was found at all (false: nothing left to delete).
+    pub found: bool,
+}
+
+/// Deletes up to [`DELETE_STEP_CHUNKS`] chunks of one released blob, and the blob's row once it
+/// has no chunk left. Writes only through DELETE: safe to run again after a rollback.
+pub(in crate::store::sqlite) fn delete_released_step(
+    conn: &Connection,
+) -> Result<DeletionStep, StoreError> {
+    let blob: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT id FROM blobs WHERE released = 1 LIMIT 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    let Some(blob) = blob else {
+        return Ok(DeletionStep::default());
+    };
+    let chunks = conn
+        .prepare_cached(
+            "DELETE FROM blob_chunks WHERE rowid IN
+                 (SELECT rowid FROM blob_chunks WHERE blob_id = ?1 LIMIT ?2)",
+        )?
+        .execute(params![&blob[..], DELETE_STEP_CHUNKS])?;
+    let blob_deleted = if (chunks as i64) < DELETE_STEP_CHUNKS {
+        conn.prepare_cached("DELETE FROM blobs WHERE id = ?1 AND released = 1")?
+            .execute([&blob[..]])?
+            > 0
+    } else {
+        false
+    };
+    Ok(DeletionStep {
+        chunks: chunks as u64,
+        blob_deleted,
+        found: true,
+    })
 }

@@ -287,8 +287,7 @@ pub(in crate::store::sqlite) fn expire_messages(
         .execute([before_hour])?;
     conn.prepare_cached("DELETE FROM deposit_ids WHERE received_hour < ?1")?
         .execute([before_hour])?;
-    conn.prepare_cached("DELETE FROM blobs WHERE created_hour < ?1")?
-        .execute([before_hour])?;
+    super::blobs::release_old_blobs(conn, before_hour)?;
     Ok(n as u64)
 }
 
@@ -307,7 +306,7 @@ pub(in crate::store::sqlite) fn expire_due_messages(
     )?
     .execute([now_hour])?;
     super::expire_tickets(conn, to_u64(now_hour, "hour")?)?;
-    super::blobs::expire_due_blobs(conn, now_hour)?;
+    super::blobs::release_due_blobs(conn, now_hour)?;
     // Without a retention period nothing else would ever remove these.
     conn.prepare_cached(
         "DELETE FROM deposit_ids WHERE received_hour < ?1
