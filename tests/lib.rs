@@ -266,16 +266,10 @@ pub fn run_with_stdin(program: &str, args: &[&str], stdin: Option<&[u8]>) -> Out
     run_with_env(program, args, stdin, &[])
 }
 
-/// Like [`run_with_stdin`], with extra environment variables that override the defaults.
-pub fn run_with_env(
-    program: &str,
-    args: &[&str],
-    stdin: Option<&[u8]>,
-    env: &[(&str, &str)],
-) -> Output {
-    let mut child = Command::new(bin(program))
-        .args(args)
-        .env("RUST_LOG", "warn")
+/// `program` (one of the workspace's binaries) with the environment every test run of it gets.
+pub fn client_command(program: &str) -> Command {
+    let mut cmd = Command::new(bin(program));
+    cmd.env("RUST_LOG", "warn")
         // The stores' passphrase, and nearly free key derivation for the many stores the tests
         // create (a test-only switch; see docs/adr/0005-encrypted-local-stores.md).
         .env("REFUGE_PASSPHRASE", TEST_PASSPHRASE)
@@ -288,7 +282,19 @@ pub fn run_with_env(
         // the clients refuse a test deployment without this and warn with it).
         .env("REFUGE_ALLOW_TEST_DEPLOYMENT", "1")
         // Replies are sent at once (tests/tests/unlinkable.rs checks the random wait).
-        .env("REFUGE_SEND_DELAY_MAX_SECS", "0")
+        .env("REFUGE_SEND_DELAY_MAX_SECS", "0");
+    cmd
+}
+
+/// Like [`run_with_stdin`], with extra environment variables that override the defaults.
+pub fn run_with_env(
+    program: &str,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    env: &[(&str, &str)],
+) -> Output {
+    let mut child = client_command(program)
+        .args(args)
         .envs(env.iter().copied())
         .stdin(if stdin.is_some() {
             Stdio::piped()

@@ -8,7 +8,7 @@ use refuge_tests::*;
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const MIB: usize = 1024 * 1024;
@@ -244,14 +244,8 @@ fn kill_relay_during(
     verb: &str,
     at_least_mib: f64,
 ) -> String {
-    let mut child = Command::new(bin(program))
+    let mut child = client_command(program)
         .args(args)
-        .env("RUST_LOG", "warn")
-        .env("REFUGE_PASSPHRASE", TEST_PASSPHRASE)
-        .env("REFUGE_DANGEROUSLY_WEAK_KDF_FOR_TESTS", "1")
-        .env("REFUGE_INSECURE_DIRECT", "1")
-        .env("REFUGE_ALLOW_TEST_DEPLOYMENT", "1")
-        .env("REFUGE_SEND_DELAY_MAX_SECS", "0")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -452,7 +452,7 @@ fn a_contact_killed_before_the_relays_answer_leaves_its_messages_for_the_next_ru
     let url = format!("tcp://{}", proxy.addr);
     let user = w.p("user");
     proxy.hold_next(Hold::DepositAccepted);
-    let mut contact = std::process::Command::new(refuge_tests::bin("refuge"))
+    let mut contact = refuge_tests::client_command("refuge")
         .args([
             "--data-dir",
             &user,
@@ -464,10 +464,6 @@ fn a_contact_killed_before_the_relays_answer_leaves_its_messages_for_the_next_ru
             "--message",
             FIRST,
         ])
-        .env("REFUGE_PASSPHRASE", refuge_tests::TEST_PASSPHRASE)
-        .env("REFUGE_DANGEROUSLY_WEAK_KDF_FOR_TESTS", "1")
-        .env("REFUGE_INSECURE_DIRECT", "1")
-        .env("REFUGE_ALLOW_TEST_DEPLOYMENT", "1")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
