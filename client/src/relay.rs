@@ -48,6 +48,15 @@ pub trait Relay {
     fn resumption(&mut self) -> Option<&mut Resumption> {
         None
     }
+
+    /// Another session on the same connection, for one more request in flight (attachment
+    /// chunks, `crate::transfer`): it shares the connection's budget at the relay, proves
+    /// nothing until told to, and does not reconnect. `Ok(None)`, the default, when the
+    /// transport has no such thing (TCP, Tor, test doubles): the transfer then goes one request
+    /// at a time.
+    async fn open_lane(&mut self) -> Result<Option<Box<dyn Relay>>> {
+        Ok(None)
+    }
 }
 
 /// What a session carries over to a new connection: the mailboxes it has proved, with their
@@ -143,7 +152,7 @@ fn retry_refusal(e: &ClientError) -> bool {
 
 /// Whether the connection broke, so that the request's answer was lost and the connection must
 /// be replaced before the next request.
-fn connection_broken(e: &ClientError) -> bool {
+pub(crate) fn connection_broken(e: &ClientError) -> bool {
     matches!(
         e,
         ClientError::Timeout { .. } | ClientError::ConnectionLost(_)
@@ -769,6 +778,326 @@ pub async fn get_chunk(
     match request_resending(relay, request).await? {
         Response::Chunk(c) => Ok(c.data),
         other => Err(unexpected("Chunk", &other)),
+    }
+}
+
+/// Most chunk requests a transfer keeps in flight on one connection: one on the session, one
+/// on each further lane ([`Relay::open_lane`], a stream of the same QUIC connection, which the
+/// relay serves as a session of its own and charges to the same chunk budget). The relay's
+/// single writer commits the chunks that reach it together in one transaction, answering each
+/// only after that commit: with one chunk in flight, every chunk waited for a disk sync of its
+/// own.
+pub const MAX_LANES: usize = 8;
+
+/// A transfer opens one further lane per this many chunks it has to move (a small file goes on
+/// the session alone: a lane costs the relay a Hello and, for a download, a proof).
+pub const CHUNKS_PER_LANE: u32 = 8;
+
+/// Further lanes for moving `chunks` chunks.
+fn lanes_for(chunks: u32) -> usize {
+    ((chunks / CHUNKS_PER_LANE) as usize).min(MAX_LANES - 1)
+}
+
+/// Opens up to `n` lanes beside `relay`, each having proved the mailboxes the session proved
+/// (when `prove`). Fewer, or none, when the transport has none or the relay refuses more (its
+/// session limit, its rate limit): lanes only speed a transfer up, so that is no error.
+async fn open_lanes(relay: &mut dyn Relay, n: usize, prove_all: bool) -> Vec<Box<dyn Relay>> {
+    let proofs = if prove_all {
+        relay
+            .resumption()
+            .map(|r| r.proofs.clone())
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let mut lanes = Vec::with_capacity(n);
+    'open: while lanes.len() < n {
+        let mut lane = match relay.open_lane().await {
+            Ok(Some(lane)) => lane,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(error = %e, lanes = lanes.len(), "no further lane to the relay");
+                break;
+            }
+        };
+        for (mailbox, key) in &proofs {
+            if let Err(e) = prove(lane.as_mut(), mailbox, key).await {
+                tracing::debug!(error = %e, "a further lane could not prove the mailbox");
+                break 'open;
+            }
+        }
+        lanes.push(lane);
+    }
+    lanes
+}
+
+/// The chunk indexes of a transfer: handed out lowest first, taken back from a lane that broke.
+struct Indexes {
+    next: u32,
+    end: u32,
+    again: std::collections::BTreeSet<u32>,
+    failed: Option<ClientError>,
+}
+
+impl Indexes {
+    fn new(range: std::ops::Range<u32>) -> Indexes {
+        Indexes {
+            next: range.start,
+            end: range.end.max(range.start),
+            again: Default::default(),
+            failed: None,
+        }
+    }
+
+    /// The next index to send, unless one lane failed for good (the others stop) or every
+    /// index is handed out; none at or past `limit`.
+    fn take(&mut self, limit: u32) -> Option<u32> {
+        if self.failed.is_some() {
+            return None;
+        }
+        if let Some(&index) = self.again.first()
+            && index < limit
+        {
+            self.again.remove(&index);
+            return Some(index);
+        }
+        (self.next < self.end.min(limit)).then(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+
+    /// Keeps the first failure: it is the transfer's answer.
+    fn fail(&mut self, e: ClientError) {
+        self.failed.get_or_insert(e);
+    }
+
+    fn all_handed_out(&self) -> bool {
+        self.next >= self.end && self.again.is_empty()
+    }
+}
+
+/// An upload in progress over several lanes.
+struct PutRun<'a> {
+    indexes: Indexes,
+    /// Confirmed chunks above `done`.
+    confirmed: std::collections::BTreeSet<u32>,
+    /// Every chunk below it is confirmed.
+    done: u32,
+    complete: bool,
+    seal: &'a mut dyn FnMut(u32) -> Result<Vec<u8>>,
+    progress: &'a mut dyn FnMut(u32) -> Result<()>,
+}
+
+/// Sends `index` after `index` on `lane` until none is left or the upload failed. A lane that
+/// is not the session (`session` false) gives its chunk back and ends when its connection
+/// breaks: the session sends the chunk, reconnecting if it must.
+async fn put_lane(
+    lane: &mut dyn Relay,
+    session: bool,
+    upload: &BlobUpload,
+    run: &std::cell::RefCell<PutRun<'_>>,
+) {
+    loop {
+        let sealed = {
+            let mut r = run.borrow_mut();
+            let Some(index) = r.indexes.take(u32::MAX) else {
+                return;
+            };
+            match (r.seal)(index) {
+                Ok(sealed) => (index, sealed),
+                Err(e) => return r.indexes.fail(e),
+            }
+        };
+        let (index, data) = sealed;
+        let stored = put_chunk(lane, upload, index, data).await;
+        let mut r = run.borrow_mut();
+        match stored {
+            Ok(complete) => {
+                r.complete |= complete;
+                r.confirmed.insert(index);
+                let before = r.done;
+                while r.confirmed.first() == Some(&r.done) {
+                    r.confirmed.pop_first();
+                    r.done += 1;
+                }
+                if r.done != before {
+                    let done = r.done;
+                    if let Err(e) = (r.progress)(done) {
+                        return r.indexes.fail(e);
+                    }
+                }
+            }
+            Err(e) if !session && connection_broken(&e) => {
+                tracing::debug!(error = %e, index, "a further lane broke; its chunk goes again");
+                r.indexes.again.insert(index);
+                return;
+            }
+            Err(e) => return r.indexes.fail(e),
+        }
+    }
+}
+
+/// Uploads chunks `range` of a blob, each sealed by `seal(index)` when its turn comes (the
+/// same bytes every time: a chunk the relay holds already is then a harmless repeat), with up
+/// to [`MAX_LANES`] chunks in flight on the session's connection. `progress(done)` is called
+/// whenever every chunk below `done` has been confirmed, i.e. committed by the relay (chunks
+/// above may be committed too). Returns whether the relay said the blob is complete. An error
+/// (the first a lane met; the others finish the chunk they sent and stop) leaves every chunk
+/// below the last `done` stored; where the upload stands is the relay's to say
+/// ([`blob_state`]).
+pub async fn put_chunks(
+    relay: &mut dyn Relay,
+    upload: &BlobUpload,
+    range: std::ops::Range<u32>,
+    seal: &mut dyn FnMut(u32) -> Result<Vec<u8>>,
+    progress: &mut dyn FnMut(u32) -> Result<()>,
+) -> Result<bool> {
+    let n = range.end.saturating_sub(range.start);
+    let run = std::cell::RefCell::new(PutRun {
+        done: range.start,
+        indexes: Indexes::new(range),
+        confirmed: Default::default(),
+        complete: false,
+        seal,
+        progress,
+    });
+    let mut lanes = open_lanes(relay, lanes_for(n), false).await;
+    {
+        let mut all = Vec::with_capacity(lanes.len() + 1);
+        all.push(put_lane(relay, true, upload, &run));
+        for lane in &mut lanes {
+            all.push(put_lane(lane.as_mut(), false, upload, &run));
+        }
+        futures::future::join_all(all).await;
+    }
+    drop(lanes);
+    // What lanes that broke gave back after the session had run out of chunks.
+    while run.borrow().indexes.failed.is_none() && !run.borrow().indexes.all_handed_out() {
+        put_lane(relay, true, upload, &run).await;
+    }
+    let run = run.into_inner();
+    match run.indexes.failed {
+        Some(e) => Err(e),
+        None => Ok(run.complete),
+    }
+}
+
+/// A download in progress over several lanes.
+struct GetRun<'a> {
+    indexes: Indexes,
+    /// Fetched chunks waiting for those before them.
+    ready: std::collections::BTreeMap<u32, Vec<u8>>,
+    /// The next chunk to hand to `take`.
+    next: u32,
+    take: &'a mut dyn FnMut(u32, Vec<u8>) -> Result<()>,
+}
+
+/// Chunks fetched ahead of the next one handed over, at most (memory: this many sealed chunks).
+const AHEAD: u32 = 2 * MAX_LANES as u32;
+
+async fn get_lane(
+    lane: &mut dyn Relay,
+    session: bool,
+    mailbox: &MailboxId,
+    blob_id: &[u8; 16],
+    run: &std::cell::RefCell<GetRun<'_>>,
+    changed: &tokio::sync::Notify,
+) {
+    loop {
+        // Made before the check, so that no change between the two is missed.
+        let notified = changed.notified();
+        let taken = {
+            let mut r = run.borrow_mut();
+            let limit = r.next.saturating_add(AHEAD);
+            match r.indexes.take(limit) {
+                Some(index) => Some(index),
+                None if r.indexes.failed.is_some() || r.next >= r.indexes.end => return,
+                // Others have chunks in flight: the session waits for what they bring or give
+                // back; a further lane ends once every chunk is handed out.
+                None if !session && r.indexes.all_handed_out() => return,
+                None => None,
+            }
+        };
+        let Some(index) = taken else {
+            notified.await;
+            continue;
+        };
+        let fetched = get_chunk(lane, mailbox, blob_id, index).await;
+        let mut r = run.borrow_mut();
+        match fetched {
+            Ok(sealed) => {
+                r.ready.insert(index, sealed);
+                let r = &mut *r;
+                while let Some(sealed) = r.ready.remove(&r.next) {
+                    if let Err(e) = (r.take)(r.next, sealed) {
+                        r.ready.clear();
+                        r.indexes.fail(e);
+                        break;
+                    }
+                    r.next += 1;
+                }
+            }
+            Err(e) if !session && connection_broken(&e) => {
+                tracing::debug!(error = %e, index, "a further lane broke; its chunk is fetched again");
+                r.indexes.again.insert(index);
+                drop(r);
+                changed.notify_waiters();
+                return;
+            }
+            Err(e) => r.indexes.fail(e),
+        }
+        drop(r);
+        changed.notify_waiters();
+    }
+}
+
+/// Downloads chunks `range` of a blob addressed to `mailbox` (authenticated on this session),
+/// with up to [`MAX_LANES`] chunks in flight on the session's connection (each further lane
+/// proves the session's mailboxes first), and hands them to `take` in order, each once. Nothing
+/// in them is trusted: `take` opens and checks them. The first error (a lane's, or `take`'s)
+/// stops the download: the other lanes finish the chunk they asked for, and no chunk is handed
+/// over after it.
+pub async fn get_chunks(
+    relay: &mut dyn Relay,
+    mailbox: &MailboxId,
+    blob_id: &[u8; 16],
+    range: std::ops::Range<u32>,
+    take: &mut dyn FnMut(u32, Vec<u8>) -> Result<()>,
+) -> Result<()> {
+    let n = range.end.saturating_sub(range.start);
+    let run = std::cell::RefCell::new(GetRun {
+        next: range.start,
+        indexes: Indexes::new(range),
+        ready: Default::default(),
+        take,
+    });
+    let changed = tokio::sync::Notify::new();
+    let mut lanes = open_lanes(relay, lanes_for(n), true).await;
+    {
+        let mut all = Vec::with_capacity(lanes.len() + 1);
+        all.push(get_lane(relay, true, mailbox, blob_id, &run, &changed));
+        for lane in &mut lanes {
+            all.push(get_lane(
+                lane.as_mut(),
+                false,
+                mailbox,
+                blob_id,
+                &run,
+                &changed,
+            ));
+        }
+        futures::future::join_all(all).await;
+    }
+    drop(lanes);
+    let run = run.into_inner();
+    match run.indexes.failed {
+        Some(e) => Err(e),
+        None if run.next < run.indexes.end => Err(ClientError::RelayProtocol(format!(
+            "the download stopped at chunk {} of {}",
+            run.next, run.indexes.end
+        ))),
+        None => Ok(()),
     }
 }
 

@@ -17,6 +17,14 @@ use crate::relay::{self, BlobUpload, Relay};
 use crate::store::{AttachmentState, Store};
 use refuge_proto::ErrorCode;
 use refuge_proto::ids::{DepositToken, MailboxId};
+use zeroize::Zeroizing;
+
+/// An upload's progress is written to the store after this many more chunks confirmed, and
+/// where it stops (each write is a sync of the store).
+const PROGRESS_EVERY: u32 = 16;
+
+/// Chunks of a download kept in one transaction of the store (1 MiB).
+const KEEP_BATCH: usize = 16;
 
 /// Uploads prepared file `id` for `recipients` (each a mailbox with what admits a deposit into
 /// it: a user's deposit token, or an admission ticket for a staff device's mailbox), going on
@@ -87,28 +95,52 @@ pub async fn upload(
             )));
         }
         store.attachment_uploaded_to(id, progress.next_index, progress.complete)?;
-        let mut complete = progress.complete;
-        for index in progress.next_index..row.chunks {
-            let data = store.attachment_chunk(id, index)?;
-            let sealed = attachment::seal_chunk(&keys.pointer.key, row.size, index, &data)
-                .map_err(|error| ClientError::Attachment { id, error })?;
-            drop(data);
-            complete = match relay::put_chunk(relay, &upload, index, sealed).await {
-                Ok(c) => c,
-                Err(e) if e.code() == Some(ErrorCode::BlobNotFound) => {
-                    store.attachment_blob_lost(id)?;
-                    break;
+        // Several chunks in flight (`relay::put_chunks`); where the upload stands is written
+        // every few chunks and where it stopped, though a resumed upload goes by the relay's
+        // count (`blob_state` above), which never lags behind.
+        let mut recorded = progress.next_index;
+        let mut done = progress.next_index;
+        let key = keys.pointer.key.clone();
+        let sent = relay::put_chunks(
+            relay,
+            &upload,
+            progress.next_index..row.chunks,
+            &mut |index| {
+                let data = store.attachment_chunk(id, index)?;
+                attachment::seal_chunk(&key, row.size, index, &data)
+                    .map_err(|error| ClientError::Attachment { id, error })
+            },
+            &mut |confirmed| {
+                done = confirmed;
+                if done >= recorded + PROGRESS_EVERY {
+                    store.attachment_uploaded_to(id, done, false)?;
+                    recorded = done;
                 }
-                Err(e) => return Err(e),
-            };
-            store.attachment_uploaded_to(id, index + 1, complete)?;
-            events.emit(Event::Transfer {
-                attachment: id,
-                outgoing: true,
-                done: (u64::from(index + 1) * attachment::CHUNK_LEN as u64).min(row.size),
-                total: row.size,
-            });
-        }
+                events.emit(Event::Transfer {
+                    attachment: id,
+                    outgoing: true,
+                    done: (u64::from(done) * attachment::CHUNK_LEN as u64).min(row.size),
+                    total: row.size,
+                });
+                Ok(())
+            },
+        )
+        .await;
+        let complete = match sent {
+            Ok(complete) => {
+                let complete = complete || progress.complete;
+                store.attachment_uploaded_to(id, done, complete)?;
+                complete
+            }
+            Err(e) if e.code() == Some(ErrorCode::BlobNotFound) => {
+                store.attachment_blob_lost(id)?;
+                false
+            }
+            Err(e) => {
+                store.attachment_uploaded_to(id, done, false)?;
+                return Err(e);
+            }
+        };
         if !complete {
             // Lost mid-way (above): go round once more with a new blob.
             if store
@@ -202,30 +234,62 @@ pub async fn download(
         Ok(o) => o,
         Err(e) => return refuse(e),
     };
-    for index in row.next_chunk..row.chunks {
-        let sealed = match relay::get_chunk(relay, &mailbox, &p.blob_id, index).await {
-            Ok(s) => s,
-            Err(e) if e.code() == Some(ErrorCode::BlobNotFound) => {
-                store.attachment_failed(
-                    id,
-                    "the relay no longer has this file (its time ran out, or it was deleted) \
-                     before it was downloaded whole",
-                )?;
-                return Err(e);
-            }
-            Err(e) => return Err(e),
-        };
-        let plain = match opener.open(index, &sealed) {
-            Ok(p) => p,
-            Err(e) => return refuse(e),
-        };
-        store.keep_downloaded_chunk(id, index, &plain)?;
+    // Several chunks in flight (`relay::get_chunks`), handed over in order: each opened and
+    // checked, then kept with the chunks before it, a batch per transaction; the download
+    // counts as past a chunk only once that transaction committed.
+    let mut refused = None;
+    let mut opened: Vec<Zeroizing<Vec<u8>>> = Vec::with_capacity(KEEP_BATCH);
+    let mut kept = row.next_chunk;
+    let keep = |opened: &mut Vec<Zeroizing<Vec<u8>>>, kept: &mut u32| -> Result<()> {
+        if opened.is_empty() {
+            return Ok(());
+        }
+        store.keep_downloaded_chunks(id, *kept, opened)?;
+        *kept += opened.len() as u32;
+        opened.clear();
         events.emit(Event::Transfer {
             attachment: id,
             outgoing: false,
-            done: (u64::from(index + 1) * attachment::CHUNK_LEN as u64).min(row.size),
+            done: (u64::from(*kept) * attachment::CHUNK_LEN as u64).min(row.size),
             total: row.size,
         });
+        Ok(())
+    };
+    let fetched = relay::get_chunks(
+        relay,
+        &mailbox,
+        &p.blob_id,
+        row.next_chunk..row.chunks,
+        &mut |index, sealed| {
+            match opener.open(index, &sealed) {
+                Ok(plain) => opened.push(plain),
+                Err(error) => {
+                    refused = Some(error.clone());
+                    return Err(ClientError::Attachment { id, error });
+                }
+            }
+            if opened.len() >= KEEP_BATCH || index + 1 == row.chunks {
+                keep(&mut opened, &mut kept)?;
+            }
+            Ok(())
+        },
+    )
+    .await;
+    if let Some(error) = refused {
+        return refuse(error);
+    }
+    if let Err(e) = fetched {
+        // What arrived and opened before the failure is kept: a resumed download goes on
+        // after it.
+        keep(&mut opened, &mut kept)?;
+        if e.code() == Some(ErrorCode::BlobNotFound) {
+            store.attachment_failed(
+                id,
+                "the relay no longer has this file (its time ran out, or it was deleted) \
+                 before it was downloaded whole",
+            )?;
+        }
+        return Err(e);
     }
     if let Err(e) = opener.finish() {
         return refuse(e);

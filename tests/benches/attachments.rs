@@ -1,7 +1,8 @@
 //! Attachments benchmark (issue 18, "Performance"): the real `refuge-relay` binary (release
 //! build, started on loopback with a temporary SQLite file) against clients built on
-//! `refuge_client` (its QUIC transport, `attachment::Sealer`/`Opener`, and the request functions
-//! `relay::{create_blob, put_chunk, get_chunk, ack_blob}`), with the ceiling measured in the same
+//! `refuge_client` (its QUIC transport, `attachment::{seal_chunk, Opener}`, and the request
+//! functions `relay::{create_blob, put_chunks, get_chunks, put_chunk, get_chunk, ack_blob}`),
+//! with the ceiling measured in the same
 //! run: bytes pushed over one raw QUIC stream with the relay's own QUIC server configuration
 //! (`refuge_relay::quic::server_config`) and the client's TLS settings, into a sink in this
 //! process. Prints:
@@ -9,9 +10,11 @@
 //! - the ceiling, and the disk's own: 64 KiB appends with a sync after each (the relay answers a
 //!   chunk only once it is durable) and after every 8;
 //! - upload and download throughput of one attachment (sealed and opened chunk by chunk, the
-//!   download checked against the original), one request at a time on one connection as the
-//!   request functions go, and spread over several connections, each with its ratio to the raw
-//!   QUIC ceiling (the issue's target: at least 50 %);
+//!   download checked against the original) on one connection as the client moves it
+//!   (`put_chunks`/`get_chunks`: up to `relay::MAX_LANES` chunks in flight on streams of that
+//!   connection), and spread over several connections one request at a time (`put_chunk`/
+//!   `get_chunk`, as before lanes), each with its ratio to the raw QUIC ceiling (the issue's
+//!   target: at least 50 %);
 //! - the relay's resident memory while 20 clients upload at once: baseline, peak (VmRSS sampled
 //!   from /proc every 20 ms, and VmHWM), and (peak - baseline) / 20.
 //!
@@ -257,29 +260,30 @@ async fn run(mib: u64, memory_mib: u64, connections: usize) -> Report {
     let data = Arc::new(data);
     let digest: [u8; 32] = Sha256::digest(data.as_slice()).into();
 
-    // One connection, one request at a time: what the request functions do.
+    // One connection, several chunks in flight on its streams: what the client does.
     let (upload, secs) = upload_one_connection(&endpoint, &recipient, &key, &data).await;
     report.add(
-        format!("upload {mib} MiB, 1 connection, sealed with Sealer"),
+        format!("upload {mib} MiB, 1 connection (put_chunks, lanes)"),
         mib as f64 / secs,
         "MiB/s",
         ceiling,
     );
     let secs = download_one_connection(&endpoint, &recipient, &key, bytes, &upload, digest).await;
     report.add(
-        format!("download {mib} MiB, 1 connection, opened with Opener"),
+        format!("download {mib} MiB, 1 connection (get_chunks, lanes)"),
         mib as f64 / secs,
         "MiB/s",
         ceiling,
     );
 
     // The same attachment's chunks spread over several connections, each one request at a
-    // time: the relay's writer commits their chunks together.
+    // time (how far several connections went before lanes): the relay's writer commits their
+    // chunks together.
     if connections > 1 {
         let key = AttachmentKey::generate();
         let (upload, secs) = upload_spread(&endpoint, &recipient, &key, &data, connections).await;
         report.add(
-            format!("upload {mib} MiB, {connections} connections (seal_chunk each)"),
+            format!("upload {mib} MiB, {connections} connections, 1 chunk in flight each"),
             mib as f64 / secs,
             "MiB/s",
             ceiling,
@@ -295,7 +299,7 @@ async fn run(mib: u64, memory_mib: u64, connections: usize) -> Report {
         )
         .await;
         report.add(
-            format!("download {mib} MiB, {connections} connections, opened in order"),
+            format!("download {mib} MiB, {connections} connections, 1 chunk in flight each"),
             mib as f64 / secs,
             "MiB/s",
             ceiling,
@@ -553,8 +557,10 @@ async fn create_blob(s: &mut Session, recipient: &Recipient, len: u64) -> BlobUp
     .expect("the blob is created")
 }
 
-/// Uploads `data` sealed chunk by chunk as it goes, on one connection; returns the upload and
-/// the seconds from the blob's creation to the last chunk's acknowledgement.
+/// Uploads `data` on one connection as the client does (`relay::put_chunks`: up to
+/// `MAX_LANES` chunks in flight on streams of the one connection, each sealed with `seal_chunk`
+/// when its turn comes); returns the upload and the seconds from the blob's creation to the
+/// last chunk's acknowledgement.
 async fn upload_one_connection(
     endpoint: &RelayEndpoint,
     recipient: &Recipient,
@@ -563,33 +569,32 @@ async fn upload_one_connection(
 ) -> (BlobUpload, f64) {
     let mut s = connect(endpoint).await;
     let started = Instant::now();
-    let upload = create_blob(&mut s, recipient, data.len() as u64).await;
-    let mut sealer = Sealer::new(key, data.len() as u64).expect("a sealer");
-    let mut index = 0u32;
-    let mut complete = false;
-    for piece in data.chunks(CHUNK_LEN) {
-        for chunk in sealer.push(piece).expect("seals") {
-            complete = api::put_chunk(&mut s, &upload, index, chunk)
-                .await
-                .expect("stored");
-            index += 1;
-        }
-    }
-    for chunk in sealer.finish().expect("seals the last chunk") {
-        complete = api::put_chunk(&mut s, &upload, index, chunk)
-            .await
-            .expect("stored");
-        index += 1;
-    }
+    let len = data.len() as u64;
+    let upload = create_blob(&mut s, recipient, len).await;
+    let chunks = attachment::chunk_count(attachment::padme(len));
+    let complete = api::put_chunks(
+        &mut s,
+        &upload,
+        0..chunks,
+        &mut |index| {
+            let start = (index as usize * CHUNK_LEN).min(data.len());
+            let end = (start + CHUNK_LEN).min(data.len());
+            Ok(attachment::seal_chunk(key, len, index, &data[start..end]).expect("seals"))
+        },
+        &mut |_| Ok(()),
+    )
+    .await
+    .expect("stored");
     let secs = started.elapsed().as_secs_f64();
     assert!(complete, "the relay has every chunk");
     s.close().await;
     (upload, secs)
 }
 
-/// Downloads the blob on one connection, opening each chunk in turn, checks the whole against
-/// `digest`, acknowledges it; returns the seconds from the first request to the last chunk
-/// opened.
+/// Downloads the blob on one connection as the client does (`relay::get_chunks`: up to
+/// `MAX_LANES` chunks in flight on streams of the one connection, handed over in order), opening
+/// each in turn; checks the whole against `digest`, acknowledges it; returns the seconds from
+/// the first request to the last chunk opened.
 async fn download_one_connection(
     endpoint: &RelayEndpoint,
     recipient: &Recipient,
@@ -605,12 +610,19 @@ async fn download_one_connection(
     let started = Instant::now();
     let mut opener = Opener::new(key, len, attachment::padme(len)).expect("an opener");
     let mut hash = Sha256::new();
-    for index in 0..opener.chunks() {
-        let sealed = api::get_chunk(&mut s, &recipient.id, &upload.blob_id, index)
-            .await
-            .expect("a chunk");
-        hash.update(opener.open(index, &sealed).expect("opens").as_slice());
-    }
+    let chunks = opener.chunks();
+    api::get_chunks(
+        &mut s,
+        &recipient.id,
+        &upload.blob_id,
+        0..chunks,
+        &mut |index, sealed| {
+            hash.update(opener.open(index, &sealed).expect("opens").as_slice());
+            Ok(())
+        },
+    )
+    .await
+    .expect("every chunk");
     opener.finish().expect("the whole attachment");
     let secs = started.elapsed().as_secs_f64();
     assert_eq!(
@@ -800,8 +812,9 @@ fn fill(u: usize, offset: u64, out: &mut [u8]) {
     }
 }
 
-/// `n` clients, each on its own connection, upload an attachment of `len` bytes (sealed as it
-/// is made) to a mailbox of their own at the same time, while the relay's VmRSS is sampled.
+/// `n` clients, each on its own connection (and its lanes: `put_chunks`), upload an attachment
+/// of `len` bytes (each chunk made and sealed when its turn comes) to a mailbox of their own at
+/// the same time, while the relay's VmRSS is sampled.
 async fn concurrent_uploads(relay: &RelayProcess, n: usize, len: u64) -> Memory {
     let endpoint = RelayEndpoint::parse(&relay.quic_url(), Some(&relay.pin)).expect("the URL");
     let recipients: Vec<Recipient> = (0..n).map(|_| Recipient::random()).collect();
@@ -837,26 +850,22 @@ async fn concurrent_uploads(relay: &RelayProcess, n: usize, len: u64) -> Memory 
     for (u, (mut s, upload)) in sessions.into_iter().zip(uploads).enumerate() {
         set.spawn_local(async move {
             let key = AttachmentKey::generate();
-            let mut sealer = Sealer::new(&key, len).expect("a sealer");
+            let chunks = attachment::chunk_count(attachment::padme(len));
             let mut piece = vec![0u8; CHUNK_LEN];
-            let (mut offset, mut index, mut complete) = (0u64, 0u32, false);
-            while offset < len {
-                let take = (len - offset).min(CHUNK_LEN as u64) as usize;
-                fill(u, offset, &mut piece[..take]);
-                offset += take as u64;
-                for chunk in sealer.push(&piece[..take]).expect("seals") {
-                    complete = api::put_chunk(&mut s, &upload, index, chunk)
-                        .await
-                        .expect("stored");
-                    index += 1;
-                }
-            }
-            for chunk in sealer.finish().expect("seals the last chunk") {
-                complete = api::put_chunk(&mut s, &upload, index, chunk)
-                    .await
-                    .expect("stored");
-                index += 1;
-            }
+            let complete = api::put_chunks(
+                &mut s,
+                &upload,
+                0..chunks,
+                &mut |index| {
+                    let offset = (u64::from(index) * CHUNK_LEN as u64).min(len);
+                    let take = (len - offset).min(CHUNK_LEN as u64) as usize;
+                    fill(u, offset, &mut piece[..take]);
+                    Ok(attachment::seal_chunk(&key, len, index, &piece[..take]).expect("seals"))
+                },
+                &mut |_| Ok(()),
+            )
+            .await
+            .expect("stored");
             assert!(complete, "upload {u}: the relay has every chunk");
             (s, upload)
         });

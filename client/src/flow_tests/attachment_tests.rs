@@ -466,3 +466,329 @@ async fn the_same_file_sent_to_other_recipients_gets_a_blob_of_its_own() {
         .await
         .unwrap();
 }
+
+/// A session whose further lanes are sessions of their own to the same test relay (what the
+/// streams of a QUIC connection are to the real relay), all cut for good, reconnection
+/// included, once `left` more requests named `name` went out on any of them.
+struct WithLanes {
+    inner: crate::transport::Session,
+    relay: crate::kit_relay::KitRelay,
+    cut: std::rc::Rc<Cut>,
+    /// The session (false: a further lane, which neither reconnects nor opens lanes).
+    session: bool,
+}
+
+struct Cut {
+    name: &'static str,
+    left: std::cell::Cell<usize>,
+}
+
+impl WithLanes {
+    async fn new(w: &World, name: &'static str, left: usize) -> WithLanes {
+        WithLanes {
+            inner: w.relay.connect().await,
+            relay: w.relay.clone(),
+            cut: std::rc::Rc::new(Cut {
+                name,
+                left: left.into(),
+            }),
+            session: true,
+        }
+    }
+
+    fn cut(&self) -> bool {
+        self.cut.left.get() == 0
+    }
+}
+
+#[async_trait::async_trait(?Send)]
+impl Relay for WithLanes {
+    async fn request(&mut self, request: Request) -> crate::error::Result<Response> {
+        if request.name() == self.cut.name {
+            if self.cut() {
+                return Err(ClientError::ConnectionLost(
+                    "the test cut the connection".into(),
+                ));
+            }
+            self.cut.left.set(self.cut.left.get() - 1);
+        }
+        self.inner.request(request).await
+    }
+
+    fn max_message_len(&self) -> usize {
+        self.inner.max_message_len()
+    }
+
+    async fn reconnect(&mut self) -> crate::error::Result<()> {
+        if self.cut() || !self.session {
+            return Err(ClientError::ConnectionLost(
+                "the test cut the connection".into(),
+            ));
+        }
+        Relay::reconnect(&mut self.inner).await
+    }
+
+    fn resumption(&mut self) -> Option<&mut crate::relay::Resumption> {
+        if self.session {
+            Relay::resumption(&mut self.inner)
+        } else {
+            None
+        }
+    }
+
+    async fn open_lane(&mut self) -> crate::error::Result<Option<Box<dyn Relay>>> {
+        if !self.session {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(WithLanes {
+            inner: self.relay.connect().await,
+            relay: self.relay.clone(),
+            cut: std::rc::Rc::clone(&self.cut),
+            session: false,
+        })))
+    }
+}
+
+/// How many connections requests named `name` came on.
+fn connections_of(w: &World, name: &str) -> usize {
+    w.relay
+        .seen()
+        .iter()
+        .filter(|s| s.name() == name)
+        .map(|s| s.connection)
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+}
+
+/// Whether the relay answered every request named `name` it got without an error.
+fn none_refused(w: &World, name: &str) -> bool {
+    w.relay
+        .seen()
+        .iter()
+        .filter(|s| s.name() == name)
+        .all(|s| !matches!(s.answer, Some(Response::Error(_))))
+}
+
+#[tokio::test]
+async fn an_upload_over_several_lanes_cut_off_for_good_goes_on_with_each_chunk_the_same_bytes() {
+    let w = World::new().await;
+    w.relay.set_retry_policy(crate::relay::RetryPolicy {
+        attempts: 3,
+        first_delay: std::time::Duration::from_millis(1),
+        max_delay: std::time::Duration::from_millis(2),
+    });
+    let bytes = file_bytes(40 * CHUNK_LEN + 77, 11);
+    let chunks = crate::attachment::chunk_count(padme(bytes.len() as u64));
+    let lanes = (chunks / crate::relay::CHUNKS_PER_LANE) as usize + 1;
+    assert!(lanes > 2, "{chunks} chunks go on {lanes} lanes");
+    let store = w.user_store();
+    let new = NewAttachment {
+        file_name: "video.mp4",
+        content_type: "video/mp4",
+        bytes: &bytes,
+        report: "",
+    };
+    let id = store.prepare_attachment(&new).unwrap();
+    let recipients = [(w.desk_mailbox(DESK1), {
+        let mut c = w.relay.connect().await;
+        relay::get_deposit_ticket(&mut c, POST).await.unwrap()
+    })];
+    // The connection and every lane of it die after 17 chunks went out.
+    let mut dying = WithLanes::new(&w, "PutChunk", 17).await;
+    let err = transfer::upload(
+        &store,
+        &mut dying,
+        id,
+        &recipients,
+        Timer::OFF,
+        &Default::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ClientError::ConnectionLost(_)), "{err}");
+    assert!(
+        connections_of(&w, "PutChunk") > 1,
+        "chunks went on several lanes"
+    );
+    let sent = put_indexes(&w);
+    assert_eq!(sent.len(), 17);
+    // Where the upload stands is every chunk below the first the relay did not confirm.
+    let row = store.attachment(id).unwrap().unwrap();
+    assert_eq!(row.state, AttachmentState::Uploading);
+    let first_missing = (0..chunks).find(|i| !sent.contains(i)).unwrap();
+    assert_eq!(row.next_chunk, first_missing);
+
+    // The program restarts and sends the file again, on lanes again: the same upload goes on.
+    let store = w.user_store();
+    assert_eq!(store.prepare_attachment(&new).unwrap(), id);
+    let mut fresh = WithLanes::new(&w, "PutChunk", usize::MAX).await;
+    let pointer = transfer::upload(
+        &store,
+        &mut fresh,
+        id,
+        &recipients,
+        Timer::OFF,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(pointer.size, bytes.len() as u64);
+    assert_eq!(
+        store.attachment(id).unwrap().unwrap().state,
+        AttachmentState::Uploaded
+    );
+    assert_eq!(count(&w, "CreateBlob"), 1);
+    // Every chunk went; one went twice only if it was not below the resumed upload's start
+    // (it was stored after a gap), and then with the same bytes: the relay refused none.
+    let mut all = put_indexes(&w);
+    let twice = all.len() - chunks as usize;
+    assert!(twice <= 17 - first_missing as usize, "{twice} sent twice");
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all, (0..chunks).collect::<Vec<_>>());
+    assert!(none_refused(&w, "PutChunk"));
+}
+
+#[tokio::test]
+async fn a_download_over_several_lanes_survives_a_lane_cut_off_and_arrives_whole() {
+    let w = World::new().await;
+    let bytes = file_bytes(30 * CHUNK_LEN + 5, 12);
+    send_file(&w, &bytes, "scan.png").await;
+    w.staff_read(DESK1).await;
+    let store = w.staff_store(DESK1);
+    let id = store.attachments_to_download().unwrap()[0].id;
+    let chunks = store.attachment(id).unwrap().unwrap().chunks;
+    // One connection breaks before the relay gets its request, another loses the answer.
+    w.relay.inject_connection_loss("GetChunk", false);
+    w.relay.inject_connection_loss("GetChunk", true);
+    let staff = Staff::load(&store).unwrap();
+    let mut lanes = WithLanes::new(&w, "GetChunk", usize::MAX).await;
+    assert_eq!(
+        staff
+            .download_attachments(&mut lanes, &Default::default())
+            .await
+            .unwrap()
+            .0,
+        1
+    );
+    assert!(
+        connections_of(&w, "GetChunk") > 2,
+        "chunks came on several lanes"
+    );
+    // Each lane proved the mailbox before it asked for a chunk.
+    assert!(none_refused(&w, "GetChunk"));
+    assert!(count(&w, "GetChunk") <= chunks as usize + 2);
+    let row = store.attachment(id).unwrap().unwrap();
+    assert_eq!(row.state, AttachmentState::Received);
+    assert_eq!(exported(&store, id), bytes);
+}
+
+#[tokio::test]
+async fn a_download_over_several_lanes_cut_off_keeps_what_opened_and_goes_on_from_there() {
+    let w = World::new().await;
+    let bytes = file_bytes(40 * CHUNK_LEN + 5, 13);
+    send_file(&w, &bytes, "scan.png").await;
+    w.staff_read(DESK1).await;
+    let store = w.staff_store(DESK1);
+    let id = store.attachments_to_download().unwrap()[0].id;
+    let staff = Staff::load(&store).unwrap();
+    w.relay.set_retry_policy(crate::relay::RetryPolicy {
+        attempts: 2,
+        first_delay: std::time::Duration::from_millis(1),
+        max_delay: std::time::Duration::from_millis(2),
+    });
+    let mut dying = WithLanes::new(&w, "GetChunk", 21).await;
+    let err = staff
+        .download_attachments(&mut dying, &Default::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::ConnectionLost(_)), "{err}");
+    // The chunks that arrived in order before the cut are kept (in batches), none after a gap.
+    let fetched: Vec<u32> = w
+        .relay
+        .seen()
+        .iter()
+        .filter_map(|s| match (&s.request, &s.answer) {
+            (Some(Request::GetChunk(g)), Some(Response::Chunk(_))) => Some(g.index),
+            _ => None,
+        })
+        .collect();
+    let in_order = (0..).take_while(|i| fetched.contains(i)).count() as u32;
+    let row = store.attachment(id).unwrap().unwrap();
+    assert_eq!(
+        (row.state, row.next_chunk),
+        (AttachmentState::Downloading, in_order)
+    );
+    let kept: i64 = store
+        .conn()
+        .query_row(
+            "SELECT count(*) FROM attachment_chunks WHERE attachment = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(kept, i64::from(in_order));
+    let before = count(&w, "GetChunk");
+    let store = w.staff_store(DESK1);
+    let staff = Staff::load(&store).unwrap();
+    let mut fresh = WithLanes::new(&w, "GetChunk", usize::MAX).await;
+    assert_eq!(
+        staff
+            .download_attachments(&mut fresh, &Default::default())
+            .await
+            .unwrap()
+            .0,
+        1
+    );
+    assert_eq!(
+        count(&w, "GetChunk") - before,
+        (row.chunks - in_order) as usize
+    );
+    assert_eq!(exported(&store, id), bytes);
+}
+
+#[tokio::test]
+async fn an_upload_the_relay_holds_whole_is_not_sent_again_when_the_program_lost_its_progress() {
+    let w = World::new().await;
+    let bytes = file_bytes(20 * CHUNK_LEN + 3, 14);
+    let chunks = crate::attachment::chunk_count(padme(bytes.len() as u64));
+    let store = w.user_store();
+    let id = store
+        .prepare_attachment(&NewAttachment {
+            file_name: "notes.pdf",
+            content_type: "application/pdf",
+            bytes: &bytes,
+            report: "",
+        })
+        .unwrap();
+    let recipients = [(w.desk_mailbox(DESK1), {
+        let mut c = w.relay.connect().await;
+        relay::get_deposit_ticket(&mut c, POST).await.unwrap()
+    })];
+    let mut lanes = WithLanes::new(&w, "PutChunk", usize::MAX).await;
+    let first = transfer::upload(
+        &store,
+        &mut lanes,
+        id,
+        &recipients,
+        Timer::OFF,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(put_indexes(&w).len(), chunks as usize);
+    // The program stopped before it wrote the last progress: the relay's count decides.
+    store.attachment_uploaded_to(id, 0, false).unwrap();
+    assert_eq!(
+        store.attachment(id).unwrap().unwrap().state,
+        AttachmentState::Uploading
+    );
+    let again = upload_to(&w, &store, id, &recipients).await;
+    assert_eq!(again.blob_id, first.blob_id);
+    assert_eq!(put_indexes(&w).len(), chunks as usize, "nothing sent again");
+    let row = store.attachment(id).unwrap().unwrap();
+    assert_eq!(
+        (row.state, row.next_chunk),
+        (AttachmentState::Uploaded, chunks)
+    );
+}

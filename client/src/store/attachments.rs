@@ -559,26 +559,47 @@ impl Store {
         Ok(self.conn().last_insert_rowid())
     }
 
-    /// Keeps chunk `index` of a download, opened and checked, and moves the download past it;
-    /// in one transaction, so that a restart resumes after the last chunk kept.
-    pub(crate) fn keep_downloaded_chunk(&self, id: i64, index: u32, data: &[u8]) -> Result<()> {
+    /// Keeps chunks `first`, `first + 1`, … of a download (`chunks`, each opened and checked),
+    /// and moves the download past them; in one transaction, so that a restart resumes after
+    /// the last chunk kept, and a chunk counts as kept only once it is.
+    pub(crate) fn keep_downloaded_chunks<C: AsRef<[u8]>>(
+        &self,
+        id: i64,
+        first: u32,
+        chunks: &[C],
+    ) -> Result<()> {
+        let count = u32::try_from(chunks.len())
+            .ok()
+            .filter(|&n| n > 0 && first.checked_add(n).is_some())
+            .ok_or_else(|| {
+                ClientError::InvalidArgument(format!(
+                    "{} chunks from chunk {first} cannot be kept at once",
+                    chunks.len()
+                ))
+            })?;
         let tx = self.begin()?;
-        if !data.is_empty() {
-            self.conn().execute(
+        {
+            let mut insert = self.conn().prepare_cached(
                 "INSERT OR REPLACE INTO attachment_chunks (attachment, idx, data)
                  VALUES (?1, ?2, ?3)",
-                params![id, i64::from(index), data],
             )?;
+            for (index, data) in (first..).zip(chunks) {
+                let data = data.as_ref();
+                if !data.is_empty() {
+                    insert.execute(params![id, i64::from(index), data])?;
+                }
+            }
         }
         let n = self.conn().execute(
-            "UPDATE attachments SET next_chunk = ?2 + 1, state = 'downloading'
+            "UPDATE attachments SET next_chunk = ?2 + ?3, state = 'downloading'
              WHERE id = ?1 AND direction = 'in' AND next_chunk = ?2
-               AND state IN ('offered', 'downloading')",
-            params![id, i64::from(index)],
+               AND state IN ('offered', 'downloading') AND ?2 + ?3 <= chunks",
+            params![id, i64::from(first), i64::from(count)],
         )?;
         if n != 1 {
             return Err(ClientError::InvalidArgument(format!(
-                "attachment {id} is not waiting for chunk {index}"
+                "attachment {id} is not waiting for chunks {first} to {}",
+                u64::from(first) + u64::from(count) - 1
             )));
         }
         tx.commit()?;
@@ -747,9 +768,30 @@ mod tests {
             .offer_attachment(&pointer, &mailbox, None, Some(msg), None)
             .unwrap();
         assert_eq!(store.attachments_to_download().unwrap().len(), 1);
-        store.keep_downloaded_chunk(id, 0, b"0123456789").unwrap();
+        // A batch past the file's last chunk is refused whole: nothing of it is kept.
+        assert!(
+            store
+                .keep_downloaded_chunks(id, 0, &[b"0123456789", b"0123456789"])
+                .is_err()
+        );
+        let kept = |store: &Store| -> i64 {
+            store
+                .conn()
+                .query_row("SELECT count(*) FROM attachment_chunks", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(kept(&store), 0);
+        assert_eq!(store.attachment(id).unwrap().unwrap().next_chunk, 0);
+        store
+            .keep_downloaded_chunks(id, 0, &[b"0123456789"])
+            .unwrap();
+        assert_eq!(kept(&store), 1);
         // The same chunk twice, or one out of turn, is refused.
-        assert!(store.keep_downloaded_chunk(id, 0, b"0123456789").is_err());
+        assert!(
+            store
+                .keep_downloaded_chunks(id, 0, &[b"0123456789"])
+                .is_err()
+        );
         store
             .conn()
             .execute("DELETE FROM case_messages WHERE id = ?1", [msg])

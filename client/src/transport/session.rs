@@ -556,6 +556,39 @@ impl Session {
         Ok(())
     }
 
+    /// Opens another session on this session's QUIC connection (a new bidirectional stream,
+    /// which the relay serves as a session of its own, drawing on the same connection's byte
+    /// budget) and says Hello on it: a lane for one more request in flight. `Ok(None)` when
+    /// this session is not over QUIC. The lane proves nothing the session proved, cannot
+    /// reconnect (a broken lane is given up; its requests go on this session), and ends with
+    /// the connection. The relay may refuse it (session limit, rate limit): that is the error.
+    pub async fn open_lane(&mut self) -> Result<Option<Session>> {
+        let Some((_, conn)) = &self.quic else {
+            return Ok(None);
+        };
+        let conn = conn.clone();
+        let opts = ConnectOptions {
+            connect_timeout: self.request_timeout,
+            request_timeout: self.request_timeout,
+        };
+        let secs = opts.connect_timeout.as_secs();
+        let fut = async {
+            // Waits while the connection has as many streams open as the relay allows.
+            let (send, recv) = conn
+                .open_bi()
+                .await
+                .map_err(|e| ClientError::ConnectionLost(format!("cannot open a stream: {e}")))?;
+            Session::over_stream(Box::new(recv), Box::new(send), &opts, None).await
+        };
+        let lane = tokio::time::timeout(opts.connect_timeout, fut)
+            .await
+            .map_err(|_| ClientError::Timeout {
+                what: "a further stream",
+                secs,
+            })??;
+        Ok(Some(lane))
+    }
+
     /// Ends the session politely: finishes the stream and waits briefly for QUIC to close.
     pub async fn close(mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.writer.shutdown()).await;
@@ -581,6 +614,12 @@ impl Relay for Session {
         self.redial().await?;
         self.note(SessionEvent::Reconnected);
         Ok(())
+    }
+
+    async fn open_lane(&mut self) -> Result<Option<Box<dyn Relay>>> {
+        Ok(Session::open_lane(self)
+            .await?
+            .map(|lane| Box::new(lane) as Box<dyn Relay>))
     }
 
     fn resumption(&mut self) -> Option<&mut Resumption> {

@@ -515,8 +515,13 @@ impl RelayStore for SqliteStore {
     }
 
     async fn put_chunk(&self, chunk: NewChunk) -> Result<ChunkPut, StoreError> {
-        // Answered only once the group commit holding the chunk is durable.
-        self.write(move |c| ops::put_chunk(c, &chunk)).await
+        // Answered only once the group commit holding the chunk is durable. The chunks of an
+        // upload's lanes (several in flight on one connection) and of other uploads arriving
+        // together share one commit; the job reads, then writes only through INSERT and
+        // UPDATE, and refuses before writing anything, so it runs without a savepoint of its
+        // own (which would copy every page it touches first).
+        self.write_rerunnable(move |c| ops::put_chunk(c, &chunk))
+            .await
     }
 
     async fn precheck_chunk(&self, chunk: &NewChunk) -> Result<(), StoreError> {

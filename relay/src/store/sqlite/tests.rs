@@ -423,6 +423,86 @@ async fn a_chunk_is_committed_before_its_upload_is_answered_and_the_upload_resum
 }
 
 #[tokio::test]
+async fn chunks_sent_together_share_commits_and_each_is_answered_only_once_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(DATABASE_FILE);
+    use rusqlite::OptionalExtension;
+    let store = SqliteStore::open(&db, StoreLimits::default()).unwrap();
+    let blob = blob_for(&store, 8 * 65536).await;
+    store.put_chunk(chunk(blob, 3, 0x33)).await.unwrap();
+    let other = rusqlite::Connection::open(&db).unwrap();
+    let on_disk = |index: u32| -> Option<Vec<u8>> {
+        other
+            .query_row(
+                "SELECT data FROM blob_chunks WHERE blob_id = ?1 AND idx = ?2",
+                rusqlite::params![&blob[..], index],
+                |r| r.get(0),
+            )
+            .optional()
+            .unwrap()
+    };
+    // Eight chunks in flight at once, as an upload's lanes send them: chunk 3 again with other
+    // bytes (refused, and it must not undo the others of its commit), the rest new, one of them
+    // twice with the same bytes.
+    let mut sends = futures::stream::FuturesUnordered::new();
+    for (index, fill) in [
+        (0, 0x10),
+        (1, 0x11),
+        (2, 0x12),
+        (3, 0x99),
+        (4, 0x14),
+        (5, 0x15),
+        (5, 0x15),
+        (6, 0x16),
+        (7, 0x17),
+    ] {
+        let store = &store;
+        sends.push(async move {
+            let put = store.put_chunk(chunk(blob, index, fill)).await;
+            (index, fill, put)
+        });
+    }
+    let mut stored = 0;
+    let mut complete = false;
+    while let Some((index, fill, put)) = futures::StreamExt::next(&mut sends).await {
+        if index == 3 {
+            assert!(
+                matches!(put, Err(StoreError::ChunkConflict { index: 3 })),
+                "{put:?}"
+            );
+            assert_eq!(on_disk(3), Some(vec![0x33; 65536 + 16]));
+            continue;
+        }
+        let put = put.unwrap();
+        complete |= put.complete;
+        stored += 1;
+        // Answered: committed, seen by another connection to the file.
+        assert_eq!(
+            on_disk(index),
+            Some(vec![fill; 65536 + 16]),
+            "chunk {index}"
+        );
+    }
+    assert_eq!(stored, 8);
+    assert!(complete, "the chunk that completed the blob said so");
+    let state = store
+        .blob_state(blob, DepositToken([7; 32]).hash())
+        .await
+        .unwrap();
+    assert_eq!((state.next_index, state.chunks), (8, 8));
+    let count: i64 = other
+        .query_row(
+            "SELECT stored_chunks FROM blobs WHERE id = ?1",
+            [&blob[..]],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(count, 8, "a chunk sent twice is counted once");
+    drop(other);
+    store.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_full_disk_refuses_a_chunk_and_changes_nothing() {
     let (dir, store) = temp_store(StoreLimits::default());
     let db = dir.path().join(DATABASE_FILE);
