@@ -458,7 +458,11 @@ pub fn case_line_of(m: &refuge_client::store::CaseMessage, me: Option<&str>) -> 
                 Some(a) if Some(a) != me => a,
                 _ => "this device",
             };
-            format!("{when} {by}: {}{state}", text.as_str())
+            format!(
+                "{when} {by}: {}{state}{}",
+                text.as_str(),
+                files_text(&m.files)
+            )
         }
         Direction::In => format!(
             "{when} user: {}{}",
@@ -712,6 +716,27 @@ pub fn attachment_line(a: &refuge_client::store::AttachmentRow) -> String {
         size_text(a.size),
         a.content_type
     )
+}
+
+/// The files a reply carried, as its copy names them (issue 18): ` [with files: NAME (SIZE,
+/// TYPE), ...]`, empty for none. A colleague's device knows only these (ADR 0013).
+pub fn files_text(files: &[refuge_client::sync::FileMention]) -> String {
+    if files.is_empty() {
+        return String::new();
+    }
+    let named: Vec<String> = files
+        .iter()
+        .map(|f| {
+            let name = refuge_client::secret::SecretText::new(f.name.clone()).one_line();
+            format!(
+                "{} ({}, {})",
+                name.as_str(),
+                size_text(f.size),
+                f.content_type
+            )
+        })
+        .collect();
+    format!(" [with files: {}]", named.join(", "))
 }
 
 /// A size for people: bytes, KiB or MiB.

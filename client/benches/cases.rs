@@ -67,12 +67,17 @@ fn main() {
             auth_key: generate_signing_key(),
         })
         .expect("staff device");
+    // Stand-in identity keys (33 bytes): devices are named by label and key (ADR 0012).
+    let key = |n: u8| vec![n; 33];
     let roster = Roster::of(
         "emb-xx",
         ME,
-        [ME, COLLEAGUE].iter().map(|s| s.to_string()).collect(),
+        &key(1),
+        [(ME.to_string(), key(1)), (COLLEAGUE.to_string(), key(2))]
+            .into_iter()
+            .collect(),
     );
-    let me = LocalAuthor::new(ME);
+    let me = LocalAuthor::new(ME, &key(1));
     let hour = (store.unix_now() / 3600 * 3600) as u64;
     let text = SecretText::new("Bonjour, j'ai besoin d'aide pour un visa.".into());
 
@@ -99,6 +104,7 @@ fn main() {
             if answered && m % 3 == 2 {
                 let reply = LocalChange::Reply {
                     text: text.clone(),
+                    files: Vec::new(),
                     at_hour: hour,
                     timer_seconds: Timer::OFF.seconds(),
                 };

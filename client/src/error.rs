@@ -62,6 +62,16 @@ pub enum ClientError {
     #[error("{0}")]
     InvalidArgument(String),
 
+    /// A history export refused before anything was sealed (ADR 0012 point 7): the safety
+    /// number the person typed is not the one of `device` as the verified directory lists it.
+    /// The person's mistake, or not the device they think: compare again.
+    #[error(
+        "the safety number given is not {device}'s as the verified directory lists it: compare \
+         it again with the number {device}'s screen shows (`refuge-inbox safety-number` there); \
+         nothing was sent"
+    )]
+    SafetyNumberMismatch { device: String },
+
     #[error("no post {post:?} in the staff directory")]
     UnknownPost { post: String },
 
@@ -326,6 +336,7 @@ impl ClientError {
             | InvalidPin(_)
             | RelayNotInPolicy { .. }
             | InvalidArgument(_)
+            | SafetyNumberMismatch { .. }
             | UnknownPost { .. }
             | UnknownCase { .. }
             | AmbiguousCase { .. }
@@ -424,7 +435,7 @@ impl ClientError {
             DirectRefused { .. } => Hint::UseTorNotDirect,
             TorConfig(_) => Hint::CheckTorSettings,
             InvalidPin(_) => Hint::CheckPin,
-            InvalidArgument(_) => Hint::CheckArguments,
+            InvalidArgument(_) | SafetyNumberMismatch { .. } => Hint::CheckArguments,
             UnknownPost { .. } => Hint::ListPosts,
             UnknownCase { .. } => Hint::ListCases,
             AmbiguousCase { .. } => Hint::LongerCaseId,
@@ -686,6 +697,24 @@ mod tests {
             message: "x".into(),
         };
         assert!(!e.retryable());
+    }
+
+    #[test]
+    fn a_wrong_safety_number_is_the_persons_to_compare_again_and_names_the_device() {
+        let e = ClientError::SafetyNumberMismatch {
+            device: "emb-xx/desk-3".into(),
+        };
+        assert_eq!(e.blame(), Blame::Usage);
+        assert_eq!(e.hint(), Hint::CheckArguments);
+        assert!(!e.retryable());
+        let said = e.to_string();
+        for part in [
+            "safety number given is not emb-xx/desk-3's",
+            "compare it again",
+            "nothing was sent",
+        ] {
+            assert!(said.contains(part), "{said}");
+        }
     }
 
     #[test]

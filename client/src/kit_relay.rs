@@ -54,6 +54,19 @@ impl KitRelay {
         }
     }
 
+    /// Puts a new directory in force (the authority enrolled or revoked a device), as a relay
+    /// does when its log grows: new devices' mailboxes opened, those no longer listed closed.
+    pub async fn install_directory(&mut self, directory: &VerifiedDirectory) {
+        self.staff.extend(
+            directory
+                .posts()
+                .iter()
+                .flat_map(|p| p.devices.iter())
+                .filter_map(|d| MailboxId::from_slice(&d.mailbox_id).ok()),
+        );
+        self.kit.install_directory(directory).await;
+    }
+
     /// A new session, after Hello. It was open before the relay went down
     /// ([`KitRelay::set_unreachable_for`]): only its redials fail.
     pub async fn connect(&self) -> Session {

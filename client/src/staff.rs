@@ -40,6 +40,8 @@ const PREKEYS_UPLOADED: &str = "prekeys_uploaded";
 pub struct Staff<'s> {
     store: &'s Store,
     identity: LocalIdentity,
+    /// This device's identity key, serialized as the directory enrols it.
+    identity_key: Vec<u8>,
     device: StaffDeviceRecord,
     me: Peer,
 }
@@ -115,9 +117,11 @@ impl<'s> Staff<'s> {
         }
         let device = store.staff_device()?.ok_or_else(not_init)?;
         let me = Peer::staff(&device.label);
+        let identity_key = identity.identity_key()?.serialize().to_vec();
         Ok(Staff {
             store,
             identity,
+            identity_key,
             device,
             me,
         })
@@ -475,6 +479,21 @@ impl<'s> Staff<'s> {
             .iter()
             .map(|id| crate::transfer::uploaded_pointer(self.store, *id).map(|p| p.to_proto()))
             .collect::<Result<Vec<_>>>()?;
+        // Named in the reply's copy for colleagues (issue 18, ADR 0013): names, sizes and types
+        // only; the keys stay with this device and the user.
+        let files = attachments
+            .iter()
+            .map(|id| {
+                let row = self.store.attachment(*id)?.ok_or_else(|| {
+                    ClientError::InvalidArgument(format!("no attachment {id} is kept"))
+                })?;
+                Ok(crate::sync::FileMention {
+                    name: row.file_name,
+                    size: row.size,
+                    content_type: row.content_type,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         if text.expose().len() > MAX_TEXT_LEN {
             return Err(ClientError::MessageTooLong {
                 len: text.expose().len(),
@@ -541,6 +560,7 @@ impl<'s> Staff<'s> {
                 &case.case_id,
                 LocalChange::Reply {
                     text: text.clone(),
+                    files,
                     at_hour: hour(now),
                     timer_seconds: timer.seconds(),
                 },
@@ -594,13 +614,18 @@ impl<'s> Staff<'s> {
 impl Staff<'_> {
     /// This device, as the author of case operations.
     pub fn author(&self) -> LocalAuthor {
-        LocalAuthor::new(&self.device.label)
+        LocalAuthor::new(&self.device.label, &self.identity_key)
     }
 
     /// This device's post as `directory` lists it: its colleagues, who a case may be handed
     /// to, which cases need reassignment.
     pub fn roster(&self, directory: &VerifiedDirectory) -> Roster {
-        Roster::from_directory(directory, &self.device.label, &self.device.post_id)
+        Roster::from_directory(
+            directory,
+            &self.device.label,
+            &self.identity_key,
+            &self.device.post_id,
+        )
     }
 
     /// Makes a change to a case (its id, or a unique prefix of at least 8) and keeps it with

@@ -399,11 +399,9 @@ impl InboxClient {
             refuge_proto::safety_number::device_safety_number(&device.identity_key, to).to_string();
         let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
         if digits(number) != digits(&expected) {
-            return Err(ClientError::InvalidArgument(format!(
-                "the safety number given is not {to}'s as the verified directory lists it: \
-                 compare it again with the number {to}'s screen shows (`refuge-inbox \
-                 safety-number` there); nothing was sent"
-            )));
+            return Err(ClientError::SafetyNumberMismatch {
+                device: to.to_string(),
+            });
         }
         let staff = self.staff()?;
         staff.sync_roster(&directory)?;
@@ -761,8 +759,11 @@ impl InboxClient {
         let mut listed = self.core.store.case_list(filter, after, limit)?;
         if let Some(roster) = self.roster()? {
             for case in &mut listed {
-                case.needs_reassignment =
-                    Some(roster.needs_reassignment(case.status, case.assigned_to.as_deref()));
+                let to = case
+                    .assigned_to
+                    .as_deref()
+                    .map(|label| (label, case.assigned_to_key.as_deref().unwrap_or_default()));
+                case.needs_reassignment = Some(roster.needs_reassignment(case.status, to));
             }
         }
         Ok(listed)
@@ -772,13 +773,43 @@ impl InboxClient {
 
     /// The post's shared state of a case: status, who handles it, the star, internal notes,
     /// and the replies of every device of the post with their author.
+    ///
+    /// Devices are shown as this device knows them (ADR 0012, defect 1): this device and the
+    /// devices the directory it verified lists with their key, by their label; any other (a
+    /// device revoked, or replaced under its label since, or whose key was not recorded) by its
+    /// label and key ([`Roster::show`]), so that a successor enrolled under a revoked device's
+    /// label never shows that device's notes, handovers or replies as its own.
     pub fn case_state(&self, case_id: &str) -> Result<CaseState> {
         let case = self.case(case_id)?;
-        Ok(self
+        let mut state = self
             .core
             .store
             .case_state(&case.case_id)?
-            .unwrap_or_default())
+            .unwrap_or_default();
+        let roster = self.known_devices()?;
+        state.show_devices(|label, key| roster.show(label, key));
+        Ok(state)
+    }
+
+    /// The devices of this device's post as this client knows them, to show them
+    /// ([`Roster::show`]): the directory it verified, if it verified one in this run; else the
+    /// colleagues its last sync round kept from the directory verified then (label and key:
+    /// a device revoked since was forgotten there), and this device.
+    fn known_devices(&self) -> Result<Roster> {
+        if let Some(roster) = self.roster()? {
+            return Ok(roster);
+        }
+        let staff = self.staff()?;
+        let me = staff.author();
+        let devices = self
+            .core
+            .store
+            .sync_colleagues()?
+            .into_iter()
+            .map(|c| (c.label, c.identity_key))
+            .chain([(me.label().to_string(), me.key().to_vec())])
+            .collect();
+        Ok(Roster::of("", me.label(), me.key(), devices))
     }
 
     /// This device's post as the directory this client verified last lists it (`None` before
@@ -836,9 +867,19 @@ impl InboxClient {
     /// Replaces the text of one of this device's notes on a case.
     pub fn edit_note(&self, case_id: &str, note_id: u64, text: &SecretText) -> Result<()> {
         let staff = self.staff()?;
-        let state = self.case_state(case_id)?;
-        let me = staff.label().to_string();
-        if !state.notes.contains_key(&(me, note_id)) {
+        let case = self.case(case_id)?;
+        let state = self
+            .core
+            .store
+            .case_state(&case.case_id)?
+            .unwrap_or_default();
+        // This device's notes by its label *and* key: a note of a device revoked and replaced
+        // under this device's label is not this device's (ADR 0012, defect 1).
+        let me = staff.author();
+        if !state
+            .notes
+            .contains_key(&(crate::sync::device_name(me.label(), me.key()), note_id))
+        {
             return Err(ClientError::InvalidArgument(format!(
                 "this device wrote no note {note_id} on case {case_id}"
             )));
@@ -861,7 +902,19 @@ impl InboxClient {
         limit: u32,
     ) -> Result<Vec<CaseMessage>> {
         let case = self.case(case_id)?;
-        self.core.store.case_page(&case.case_id, before, limit)
+        let mut page = self.core.store.case_page(&case.case_id, before, limit)?;
+        // Each reply's device as this device knows it (see `case_state`): a reply of a device
+        // revoked or replaced under its label since is not shown as its successor's.
+        if page.iter().any(|m| m.author.is_some()) {
+            let roster = self.known_devices()?;
+            for m in &mut page {
+                if let Some(author) = &m.author {
+                    m.author =
+                        Some(roster.show(author, m.author_key.as_deref().unwrap_or_default()));
+                }
+            }
+        }
+        Ok(page)
     }
 
     /// Marks the user's messages in a case with ids in `ids` (those a view showed) as read.

@@ -44,7 +44,12 @@ async fn desk_2_shows_desk_1s_reply_and_handover_once_it_holds_its_operations() 
         .unwrap();
     let state1 = s1.case_state(&case).unwrap().unwrap();
     assert_eq!(state1.status(), Status::Open);
-    assert_eq!(state1.assigned_to(), Some(DESK2));
+    let key2 = w
+        .directory()
+        .device_by_label(DESK2)
+        .map(|(_, d)| d.identity_key.clone())
+        .unwrap();
+    assert_eq!(state1.assigned_to(), Some((DESK2, &key2[..])));
     let ops = s1.case_ops(&case).unwrap();
     assert_eq!(
         ops.iter().map(|o| o.op().change.kind()).collect::<Vec<_>>(),
@@ -59,7 +64,16 @@ async fn desk_2_shows_desk_1s_reply_and_handover_once_it_holds_its_operations() 
     let arrive = |op: &CheckedOp, sender: &str| {
         let bytes = op.op().to_wire().encode_to_vec();
         let wire = refuge_proto::content::CaseOp::decode(bytes.as_slice()).unwrap();
-        Op::from_wire(wire, sender).and_then(|op| CheckedOp::received(op, sender, &roster2, now))
+        // The sender as an envelope would authenticate it: with its enrolled key.
+        let key = w
+            .directory()
+            .device_by_label(sender)
+            .map(|(_, d)| d.identity_key.clone())
+            .unwrap_or_default();
+        Op::from_wire(wire, sender).and_then(|op| {
+            let sender = roster2.authenticated(sender, &key)?;
+            CheckedOp::received(op, &sender, &roster2, now)
+        })
     };
     // In the reverse order, and the handover twice.
     for op in ops.iter().rev().chain(&ops[1..]) {
@@ -109,7 +123,14 @@ async fn desk_2_shows_desk_1s_reply_and_handover_once_it_holds_its_operations() 
 
     // Offboarding: once the directory no longer lists desk 2, desk 1 flags the case it handed
     // over; closed, it would not be.
-    let without_desk2 = Roster::of(POST, DESK1, [DESK1.to_string()].into_iter().collect());
+    let roster1 = desk1.roster(&w.directory());
+    let key1 = roster1.me_key().to_vec();
+    let without_desk2 = Roster::of(
+        POST,
+        DESK1,
+        &key1,
+        [(DESK1.to_string(), key1.clone())].into_iter().collect(),
+    );
     assert!(without_desk2.needs_reassignment(state1.status(), state1.assigned_to()));
     assert!(
         !desk1

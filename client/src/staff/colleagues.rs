@@ -32,7 +32,7 @@ use crate::relay::{self, Relay};
 use crate::secret::os_rng;
 use crate::store::{Store, SyncOutgoing, SyncPending, Via, Wiped};
 use crate::sync::op::Op;
-use crate::sync::{CheckedOp, OpError, Roster};
+use crate::sync::{CheckedOp, OpError, Roster, Sender};
 use crate::user::{check_bundles, start_session};
 use prost::Message;
 use refuge_proto::content::{self as pb, Content, ReplyAddress, SyncMessage, content::Body};
@@ -105,31 +105,32 @@ fn listed(directory: &VerifiedDirectory, post_id: &str, me: &str) -> Vec<(String
         .unwrap_or_default()
 }
 
-/// Checks and keeps one operation `sender` sent (authenticated by the sealed envelope),
-/// keeping it for another try if it cannot be applied yet and `may_wait`.
+/// Checks and keeps one operation `sender` sent (authenticated by the sealed envelope and the
+/// directory: [`Roster::authenticated`]), keeping it for another try if it cannot be applied
+/// yet and `may_wait`.
 pub(crate) fn apply_received(
     store: &Store,
     roster: &Roster,
-    sender: &str,
-    sender_key: &[u8],
+    sender: &Sender,
     wire: &pb::CaseOp,
     timer: Timer,
     may_wait: bool,
 ) -> Result<Applied> {
+    let sender_key = sender.key();
     let now_ms = crate::sync::hlc::unix_ms(store.now());
     let wait = |e: OpError| -> Result<Applied> {
         if !may_wait {
             return Ok(Applied::Pending);
         }
         Ok(
-            if store.keep_pending_op(sender, sender_key, wire, timer, &e.to_string())? {
+            if store.keep_pending_op(sender.label(), sender_key, wire, timer, &e.to_string())? {
                 Applied::Pending
             } else {
                 Applied::Dropped(e)
             },
         )
     };
-    let op = match Op::from_wire(wire.clone(), sender) {
+    let op = match Op::from_wire(wire.clone(), sender.label()) {
         Ok(op) => op,
         Err(e) => return Ok(Applied::Refused(e)),
     };
@@ -256,8 +257,11 @@ impl StaffRecipient {
                 report.cases.push(case.case_id.clone());
             }
         }
+        // The sender as the envelope authenticated it and the directory lists it: the only
+        // sender an operation is checked against (a label inside an operation names nobody).
+        let sender = self.roster.authenticated(label, &key)?;
         for wire in &sync.ops {
-            match apply_received(store, &self.roster, label, &key, wire, timer, true)? {
+            match apply_received(store, &self.roster, &sender, wire, timer, true)? {
                 Applied::Kept => {
                     report.applied += 1;
                     if !report.cases.contains(&wire.case_id) {
@@ -433,13 +437,23 @@ impl Staff<'_> {
             let listed = pins
                 .get(&sender)
                 .is_some_and(|k| k.serialize().as_ref() == key.as_slice());
-            if !listed {
-                report.refused.push(OpError::NotAColleague { sender });
-                self.store.delete_pending_op(id)?;
-                tx.commit()?;
-                continue;
-            }
-            match apply_received(self.store, &roster, &sender, &key, &wire, Timer::OFF, false)? {
+            let authenticated = match roster.authenticated(&sender, &key) {
+                Ok(a) if listed => a,
+                _ => {
+                    report.refused.push(OpError::NotAColleague { sender });
+                    self.store.delete_pending_op(id)?;
+                    tx.commit()?;
+                    continue;
+                }
+            };
+            match apply_received(
+                self.store,
+                &roster,
+                &authenticated,
+                &wire,
+                Timer::OFF,
+                false,
+            )? {
                 Applied::Pending => continue,
                 Applied::Kept => {
                     report.applied += 1;
@@ -839,6 +853,7 @@ mod tests {
             case_id: case.into(),
             clock: None,
             author: "P/desk-1".into(),
+            author_key: crate::sync::test_key("P/desk-1", 0),
             op: Some(pb::case_op::Op::Note(pb::Note {
                 note_id: 1,
                 text: "x".repeat(text_len),

@@ -20,8 +20,8 @@ use crate::error::{ClientError, Result};
 use crate::secret::SecretText;
 use crate::sync::hlc;
 use crate::sync::op::{
-    Change, CheckedOp, LocalAuthor, LocalChange, MAX_NOTES_PER_CASE, MAX_OPS_PER_CASE, Op,
-    OrderKey, Status,
+    Change, CheckedOp, FileMention, LocalAuthor, LocalChange, MAX_NOTES_PER_CASE, MAX_OPS_PER_CASE,
+    Op, OrderKey, Status, device_name,
 };
 use crate::sync::state::{Assignment, CaseState, Lww, Registers, ReplyEntry};
 use crate::sync::{Hlc, HybridClock, OpError};
@@ -197,13 +197,17 @@ impl Store {
             )
             .optional()?;
         if let Some(held) = held {
-            return Ok(if held == kept {
-                Ok(false)
-            } else {
-                Err(OpError::IdReused {
-                    author: op.author.clone(),
-                })
-            });
+            // The same operation kept before keys were recorded (v16) and sent again with them
+            // is the same operation; the key kept stays (only its author could send both).
+            return Ok(
+                if held == kept || without_keys(&held)? == without_keys(&kept)? {
+                    Ok(false)
+                } else {
+                    Err(OpError::IdReused {
+                        author: op.author.clone(),
+                    })
+                },
+            );
         }
         let full = |what: &'static str, max: usize| OpError::CaseFull {
             case: op.case_id.clone(),
@@ -224,9 +228,10 @@ impl Store {
         if let Change::Note { id, .. } = &op.change {
             let (held, notes): (bool, i64) = conn.query_row(
                 "SELECT EXISTS (SELECT 1 FROM case_notes
-                                WHERE case_id = ?1 AND author = ?2 AND note_id = ?3),
+                                WHERE case_id = ?1 AND author = ?2 AND author_key = ?4
+                                  AND note_id = ?3),
                         (SELECT count(*) FROM case_notes WHERE case_id = ?1)",
-                rusqlite::params![op.case_id, op.author, *id as i64],
+                rusqlite::params![op.case_id, op.author, *id as i64, op.author_key],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
             if !held && notes >= MAX_NOTES_PER_CASE as i64 {
@@ -235,15 +240,17 @@ impl Store {
         }
         if let Change::Reply {
             text,
+            files,
             at_hour,
             timer_seconds,
         } = &op.change
         {
-            self.reply_message(op, text, *at_hour, *timer_seconds, case_message)?;
+            self.reply_message(op, text, files, *at_hour, *timer_seconds, case_message)?;
         }
         conn.execute(
-            "INSERT INTO case_ops (op_id, case_id, wall_ms, counter, author, kind, kept)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO case_ops (op_id, case_id, wall_ms, counter, author, kind, kept,
+                                   author_key)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             rusqlite::params![
                 &op.id[..],
                 op.case_id,
@@ -252,6 +259,7 @@ impl Store {
                 op.author,
                 op.change.kind(),
                 kept,
+                op.author_key,
             ],
         )?;
         self.open_case_state(&op.case_id)?;
@@ -259,14 +267,16 @@ impl Store {
         if registers.apply(op) {
             // A handover that won: its note is kept until the case's timer runs out for it.
             let mut note_expires = None;
-            if let Change::Assign { to, note } = &op.change {
+            if let Change::Assign { to, to_key, note } = &op.change {
                 let (note, expires) = self.until_due(case_timer, op.clock, note);
                 note_expires = Some(expires);
                 registers.assignment = Lww::holding(
                     Assignment {
                         to: to.clone(),
+                        to_key: to_key.clone(),
                         note: SecretText::new(note.to_string()),
                         by: op.author.clone(),
+                        by_key: op.author_key.clone(),
                     },
                     op.key(),
                 );
@@ -280,14 +290,14 @@ impl Store {
             }
         }
         if let Change::Note { id, text } = &op.change {
-            let mut note = self.note(&op.case_id, &op.author, *id)?;
+            let mut note = self.note(&op.case_id, &op.author, &op.author_key, *id)?;
             if note.offer(text.clone(), &op.key()) {
                 let (text, expires) = self.until_due(case_timer, op.clock, text);
                 conn.execute(
                     "INSERT INTO case_notes (case_id, author, note_id, text, note_key,
-                                             expires_hour)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT (case_id, author, note_id) DO UPDATE SET
+                                             expires_hour, author_key)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (case_id, author, author_key, note_id) DO UPDATE SET
                          text = excluded.text, note_key = excluded.note_key,
                          expires_hour = excluded.expires_hour",
                     rusqlite::params![
@@ -296,7 +306,8 @@ impl Store {
                         *id as i64,
                         text,
                         op.key().to_bytes(),
-                        expires
+                        expires,
+                        op.author_key
                     ],
                 )?;
             }
@@ -330,15 +341,17 @@ impl Store {
         &self,
         op: &Op,
         text: &SecretText,
+        files: &[FileMention],
         at_hour: u64,
         timer_seconds: u64,
         own: Option<i64>,
     ) -> Result<()> {
+        let files = encode_files(files);
         if let Some(id) = own {
             let n = self.conn().execute(
-                "UPDATE case_messages SET author = ?2, op_id = ?3
+                "UPDATE case_messages SET author = ?2, op_id = ?3, author_key = ?5, files = ?6
                  WHERE id = ?1 AND case_id = ?4 AND direction = 'out' AND op_id IS NULL",
-                rusqlite::params![id, op.author, &op.id[..], op.case_id],
+                rusqlite::params![id, op.author, &op.id[..], op.case_id, op.author_key, files],
             )?;
             if n != 1 {
                 return Err(ClientError::Store(format!(
@@ -347,19 +360,31 @@ impl Store {
             }
             return Ok(());
         }
-        // Already here from a colleague's history export (ADR 0012 point 7): the same reply.
+        // Already here from a colleague's history export (ADR 0012 point 7): the same reply,
+        // if the export named this author's key or none (an exporter before v16). A reply the
+        // export names another key for under this label is another device's (a device revoked
+        // and replaced under its label): its successor's operation does not take it over.
+        let same = "case_id = ?1 AND author = ?2 AND op_id = ?3
+                    AND (author_key IS NULL OR author_key = ?4)";
         let held: bool = self.conn().query_row(
-            "SELECT EXISTS (SELECT 1 FROM case_messages
-                            WHERE case_id = ?1 AND author = ?2 AND op_id = ?3)",
-            rusqlite::params![op.case_id, op.author, &op.id[..]],
+            &format!("SELECT EXISTS (SELECT 1 FROM case_messages WHERE {same})"),
+            rusqlite::params![op.case_id, op.author, &op.id[..], op.author_key],
             |r| r.get(0),
         )?;
         if held {
             // The author's own copy is the reply's text (an exporter could have written another).
             self.conn().execute(
-                "UPDATE case_messages SET body = ?4
-                 WHERE case_id = ?1 AND author = ?2 AND op_id = ?3",
-                rusqlite::params![op.case_id, op.author, &op.id[..], text.expose()],
+                &format!(
+                    "UPDATE case_messages SET body = ?5, author_key = ?4, files = ?6 WHERE {same}"
+                ),
+                rusqlite::params![
+                    op.case_id,
+                    op.author,
+                    &op.id[..],
+                    op.author_key,
+                    text.expose(),
+                    files
+                ],
             )?;
             return Ok(());
         }
@@ -371,15 +396,17 @@ impl Store {
         }
         self.conn().execute(
             "INSERT INTO case_messages (case_id, direction, body, at_hour, expires_hour, seen,
-                                        author, op_id)
-             VALUES (?1, 'out', ?2, ?3, ?4, 1, ?5, ?6)",
+                                        author, op_id, author_key, files)
+             VALUES (?1, 'out', ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8)",
             rusqlite::params![
                 op.case_id,
                 text.expose(),
                 at,
                 expires,
                 op.author,
-                &op.id[..]
+                &op.id[..],
+                op.author_key,
+                files
             ],
         )?;
         Ok(())
@@ -396,10 +423,12 @@ impl Store {
             i64,
             Option<Vec<u8>>,
             i64,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
         );
         let row: Row = self.conn().query_row(
             "SELECT status_set, status_key, assigned_to, assign_note, assigned_by, assign_key,
-                    starred, star_key, replied
+                    starred, star_key, replied, assigned_to_key, assigned_by_key
              FROM case_state WHERE case_id = ?1",
             [case_id],
             |r| {
@@ -413,18 +442,25 @@ impl Store {
                     r.get(6)?,
                     r.get(7)?,
                     r.get(8)?,
+                    r.get(9)?,
+                    r.get(10)?,
                 ))
             },
         )?;
-        let (status_set, status_key, to, note, by, assign_key, starred, star_key, replied) = row;
+        let (status_set, status_key, to, note, by, assign_key, starred, star_key, replied) = (
+            row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8,
+        );
+        let (to_key, by_key) = (row.9, row.10);
         let status = status_set
             .map(|s| Status::parse(&s).ok_or_else(|| corrupt("status")))
             .transpose()?;
         let assignment = match (to, by) {
             (Some(to), Some(by)) => Some(Assignment {
                 to,
+                to_key: to_key.unwrap_or_default(),
                 note: SecretText::new(note.unwrap_or_default()),
                 by,
+                by_key: by_key.unwrap_or_default(),
             }),
             (None, None) => None,
             _ => return Err(corrupt("assignment")),
@@ -443,7 +479,8 @@ impl Store {
         self.conn().execute(
             "UPDATE case_state SET status = ?2, status_set = ?3, status_key = ?4,
                  assigned_to = ?5, assign_note = ?6, assigned_by = ?7, assign_key = ?8,
-                 starred = ?9, star_key = ?10, replied = ?11
+                 starred = ?9, star_key = ?10, replied = ?11, assigned_to_key = ?12,
+                 assigned_by_key = ?13
              WHERE case_id = ?1",
             rusqlite::params![
                 case_id,
@@ -457,18 +494,20 @@ impl Store {
                 r.starred(),
                 r.star.key().map(OrderKey::to_bytes),
                 r.replied,
+                a.map(|a| a.to_key.as_slice()),
+                a.map(|a| a.by_key.as_slice()),
             ],
         )?;
         Ok(())
     }
 
-    fn note(&self, case_id: &str, author: &str, id: u64) -> Result<Lww<SecretText>> {
+    fn note(&self, case_id: &str, author: &str, key: &[u8], id: u64) -> Result<Lww<SecretText>> {
         let row: Option<(String, Vec<u8>)> = self
             .conn()
             .query_row(
                 "SELECT text, note_key FROM case_notes
-                 WHERE case_id = ?1 AND author = ?2 AND note_id = ?3",
-                rusqlite::params![case_id, author, id as i64],
+                 WHERE case_id = ?1 AND author = ?2 AND author_key = ?4 AND note_id = ?3",
+                rusqlite::params![case_id, author, id as i64, key],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
@@ -505,7 +544,7 @@ impl Store {
         };
         // A note whose text is gone (its time came) is not shown (`CaseState::drop_gone_notes`).
         let mut stmt = self.conn().prepare(
-            "SELECT author, note_id, text, note_key FROM case_notes
+            "SELECT author, note_id, text, note_key, author_key FROM case_notes
              WHERE case_id = ?1 AND text != ''",
         )?;
         let notes = stmt.query_map([case_id], |r| {
@@ -514,18 +553,22 @@ impl Store {
                 r.get::<_, i64>(1)?,
                 r.get::<_, String>(2)?,
                 r.get::<_, Vec<u8>>(3)?,
+                r.get::<_, Vec<u8>>(4)?,
             ))
         })?;
         for note in notes {
-            let (author, id, text, key) = note?;
+            let (author, id, text, key, author_key) = note?;
+            let name = device_name(&author, &author_key);
             state.notes.insert(
-                (author, id as u64),
+                (name.clone(), id as u64),
                 lww(Some(SecretText::new(text)), key_of(Some(key))?)?,
             );
+            state.note_authors.insert(name, (author, author_key));
         }
         let mut stmt = self.conn().prepare(
-            "SELECT o.wall_ms, o.counter, o.author, o.op_id, m.body, m.at_hour
+            "SELECT o.wall_ms, o.counter, o.author, o.op_id, m.body, m.at_hour, o.author_key
              FROM case_messages m JOIN case_ops o ON o.author = m.author AND o.op_id = m.op_id
+                  AND (m.author_key IS NULL OR m.author_key = o.author_key)
              WHERE m.case_id = ?1 AND m.op_id IS NOT NULL",
         )?;
         let replies = stmt.query_map([case_id], |r| {
@@ -536,10 +579,11 @@ impl Store {
                 r.get::<_, Vec<u8>>(3)?,
                 r.get::<_, String>(4)?,
                 r.get::<_, i64>(5)?,
+                r.get::<_, Vec<u8>>(6)?,
             ))
         })?;
         for reply in replies {
-            let (wall, counter, author, id, body, at) = reply?;
+            let (wall, counter, author, id, body, at, author_key) = reply?;
             let key = OrderKey {
                 clock: Hlc {
                     wall_ms: u64::try_from(wall).map_err(|_| corrupt("clock"))?,
@@ -550,6 +594,7 @@ impl Store {
             };
             let entry = ReplyEntry {
                 author,
+                author_key,
                 text: SecretText::new(body),
                 at_hour: u64::try_from(at).map_err(|_| corrupt("reply time"))?,
             };
@@ -565,12 +610,17 @@ impl Store {
     pub fn case_ops(&self, case_id: &str) -> Result<Vec<CheckedOp>> {
         self.prune_due()?;
         let mut notes = std::collections::HashMap::new();
-        let mut stmt = self
-            .conn()
-            .prepare("SELECT author, note_id, text, note_key FROM case_notes WHERE case_id = ?1")?;
+        let mut stmt = self.conn().prepare(
+            "SELECT author, note_id, text, note_key, author_key FROM case_notes
+                 WHERE case_id = ?1",
+        )?;
         let rows = stmt.query_map([case_id], |r| {
             Ok((
-                (r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64),
+                (
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Vec<u8>>(4)?,
+                    r.get::<_, i64>(1)? as u64,
+                ),
                 (r.get::<_, String>(2)?, r.get::<_, Vec<u8>>(3)?),
             ))
         })?;
@@ -587,8 +637,9 @@ impl Store {
             )
             .optional()?;
         let mut stmt = self.conn().prepare(
-            "SELECT o.kept, o.author, m.body FROM case_ops o
+            "SELECT o.kept, o.author, m.body, m.files FROM case_ops o
              LEFT JOIN case_messages m ON m.author = o.author AND m.op_id = o.op_id
+                  AND (m.author_key IS NULL OR m.author_key = o.author_key)
              WHERE o.case_id = ?1",
         )?;
         let rows = stmt.query_map([case_id], |r| {
@@ -596,23 +647,26 @@ impl Store {
                 r.get::<_, Vec<u8>>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<Vec<u8>>>(3)?,
             ))
         })?;
         let mut ops = Vec::new();
         for row in rows {
-            let (kept, author, body) = row?;
+            let (kept, author, body, kept_files) = row?;
             let wire = refuge_proto::content::CaseOp::decode(kept.as_slice())
                 .map_err(|_| corrupt("operation"))?;
             let mut op = Op::from_kept(wire, &author).map_err(|_| corrupt("operation"))?;
             let key = op.key().to_bytes();
+            let author_key = op.author_key.clone();
             match &mut op.change {
-                Change::Reply { text, .. } => {
+                Change::Reply { text, files, .. } => {
                     if let Some(body) = body {
                         *text = SecretText::new(body);
+                        *files = decode_files(kept_files.as_deref())?;
                     }
                 }
                 Change::Note { id, text } => {
-                    if let Some((held, note_key)) = notes.get(&(author.clone(), *id))
+                    if let Some((held, note_key)) = notes.get(&(author.clone(), author_key, *id))
                         && *note_key == key
                     {
                         *text = SecretText::new(held.clone());
@@ -664,7 +718,18 @@ impl Store {
             // Not a staff device: no post to tell.
             return Ok(0);
         };
-        let me = LocalAuthor::new(&label);
+        let key: Option<Vec<u8>> = self
+            .conn()
+            .query_row(
+                "SELECT identity_key FROM local_identity WHERE id = 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(key) = key else {
+            return Ok(0);
+        };
+        let me = LocalAuthor::new(&label, &key);
         let now_ms = hlc::unix_ms(self.now());
         let tx = self.begin()?;
         let mut recorded = 0;
@@ -692,6 +757,7 @@ impl Store {
                 .unwrap_or(0);
             let change = LocalChange::Reply {
                 text: SecretText::new(body),
+                files: Vec::new(),
                 at_hour,
                 timer_seconds,
             };
@@ -805,6 +871,73 @@ pub(super) fn migrate_reviewed(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// A reply's file mentions as `case_messages.files` keeps them (`None`: none).
+pub(super) fn encode_files(files: &[FileMention]) -> Option<Vec<u8>> {
+    (!files.is_empty()).then(|| {
+        refuge_proto::content::ReplySent {
+            files: files.iter().map(FileMention::to_wire).collect(),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    })
+}
+
+/// What [`encode_files`] kept.
+pub(super) fn decode_files(kept: Option<&[u8]>) -> Result<Vec<FileMention>> {
+    let Some(kept) = kept else {
+        return Ok(Vec::new());
+    };
+    let r = refuge_proto::content::ReplySent::decode(kept).map_err(|_| corrupt("file mention"))?;
+    Ok(r.files
+        .into_iter()
+        .map(|f| FileMention {
+            name: f.name,
+            size: f.size,
+            content_type: f.content_type,
+        })
+        .collect())
+}
+
+/// An operation's kept form without its author's and assignee's keys, to recognise the same
+/// operation kept before keys were recorded (v16).
+fn without_keys(kept: &[u8]) -> Result<Vec<u8>> {
+    let mut wire = refuge_proto::content::CaseOp::decode(kept).map_err(|_| corrupt("operation"))?;
+    wire.author_key.clear();
+    if let Some(refuge_proto::content::case_op::Op::Assign(a)) = wire.op.as_mut() {
+        a.to_key.clear();
+    }
+    Ok(wire.encode_to_vec())
+}
+
+/// The part of the migration to schema [`super::DEVICES_BY_KEY`] that SQL cannot do, inside its
+/// transaction: each operation this device made (its `case_ops.author_key`, which the SQL part
+/// set to this device's key for its own label) gets that key in its kept form too, and a
+/// handover it made to itself names itself; every other key stays "not recorded" (the SQL part
+/// says why).
+pub(super) fn migrate_keys(conn: &Connection) -> Result<()> {
+    // (author, op id, kept form, author key)
+    type Row = (String, Vec<u8>, Vec<u8>, Vec<u8>);
+    let rows: Vec<Row> = conn
+        .prepare("SELECT author, op_id, kept, author_key FROM case_ops WHERE author_key != x''")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (author, op_id, kept, key) in rows {
+        let mut wire = refuge_proto::content::CaseOp::decode(kept.as_slice())
+            .map_err(|_| corrupt("operation"))?;
+        wire.author_key = key.clone();
+        if let Some(refuge_proto::content::case_op::Op::Assign(a)) = wire.op.as_mut()
+            && a.to == author
+        {
+            a.to_key = key;
+        }
+        conn.execute(
+            "UPDATE case_ops SET kept = ?3 WHERE author = ?1 AND op_id = ?2",
+            rusqlite::params![author, op_id, wire.encode_to_vec()],
+        )?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -829,11 +962,7 @@ mod tests {
     }
 
     fn roster() -> Roster {
-        Roster::of(
-            "emb-xx",
-            DESK1,
-            [DESK1, DESK2].iter().map(|s| s.to_string()).collect(),
-        )
+        crate::sync::test_roster("emb-xx", DESK1, &[DESK1, DESK2])
     }
 
     fn colleague_op(id: u8, wall_ms: u64, change: Change) -> Op {
@@ -845,20 +974,21 @@ mod tests {
                 counter: 0,
             },
             author: DESK2.into(),
+            author_key: crate::sync::test_key(DESK2, 0),
             change,
         }
     }
 
     fn received(op: Op, store: &Store) -> CheckedOp {
         let now = crate::sync::hlc::unix_ms(store.now());
-        CheckedOp::received(op, DESK2, &roster(), now).unwrap()
+        CheckedOp::received(op, &crate::sync::test_sender(DESK2), &roster(), now).unwrap()
     }
 
     #[test]
     fn local_changes_are_kept_once_and_make_the_state() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_case(dir.path());
-        let me = LocalAuthor::new(DESK1);
+        let me = crate::sync::test_author(DESK1);
         let to = roster().assignee(DESK2).unwrap();
         let assign = store
             .record_case_op(
@@ -895,7 +1025,10 @@ mod tests {
         assert_eq!(store.sync_clock(&me).unwrap().last(), ops[2].op().clock);
 
         let state = store.case_state(CASE).unwrap().unwrap();
-        assert_eq!(state.assigned_to(), Some(DESK2));
+        assert_eq!(
+            state.assigned_to(),
+            Some((DESK2, &crate::sync::test_key(DESK2, 0)[..]))
+        );
         assert!(state.starred());
         assert_eq!(state.status(), Status::New);
         assert_eq!(
@@ -903,7 +1036,11 @@ mod tests {
                 .note_texts()
                 .map(|(a, i, t)| (a.to_string(), i, t.expose().to_string()))
                 .collect::<Vec<_>>(),
-            [(DESK1.to_string(), 5, "called the consulate".to_string())]
+            [(
+                device_name(DESK1, &crate::sync::test_key(DESK1, 0)),
+                5,
+                "called the consulate".to_string()
+            )]
         );
         assert_eq!(
             state,
@@ -919,7 +1056,7 @@ mod tests {
     fn bad_operations_are_refused_and_change_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_case(dir.path());
-        let me = LocalAuthor::new(DESK1);
+        let me = crate::sync::test_author(DESK1);
         let before = store.case_state(CASE).unwrap();
 
         // A case this device does not hold.
@@ -986,11 +1123,18 @@ mod tests {
         let r = roster();
         let star = |author: &str, wall_ms| Op {
             author: author.into(),
+            author_key: crate::sync::test_key(author, 0),
             ..colleague_op(1, wall_ms, Change::Star(true))
         };
         // Not a colleague (another post, or revoked), or this device itself.
         for sender in ["emb-yy/desk-2", "emb-xx/desk-3", DESK1] {
-            let err = CheckedOp::received(star(sender, now), sender, &r, now).unwrap_err();
+            let err = CheckedOp::received(
+                star(sender, now),
+                &crate::sync::test_sender(sender),
+                &r,
+                now,
+            )
+            .unwrap_err();
             assert_eq!(
                 err,
                 OpError::NotAColleague {
@@ -1000,32 +1144,42 @@ mod tests {
             assert_eq!(err.blame(), crate::error::Blame::Attack);
         }
         // A colleague writing in another's name.
-        let err = CheckedOp::received(star(DESK1, now), DESK2, &r, now).unwrap_err();
+        let err = CheckedOp::received(star(DESK1, now), &crate::sync::test_sender(DESK2), &r, now)
+            .unwrap_err();
         assert!(matches!(err, OpError::NotItsOwn { .. }), "{err}");
         // A clock a day ahead.
-        let err = CheckedOp::received(star(DESK2, now + 86_400_000), DESK2, &r, now).unwrap_err();
+        let err = CheckedOp::received(
+            star(DESK2, now + 86_400_000),
+            &crate::sync::test_sender(DESK2),
+            &r,
+            now,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("86400 s ahead"), "{err}");
         assert_eq!(err.blame(), crate::error::Blame::State);
         // A handover to a device of another post.
         let handover = Op {
             change: Change::Assign {
                 to: "emb-yy/desk-1".into(),
+                to_key: crate::sync::test_key("emb-yy/desk-1", 0),
                 note: text(""),
             },
             ..star(DESK2, now)
         };
-        let err = CheckedOp::received(handover, DESK2, &r, now).unwrap_err();
+        let err =
+            CheckedOp::received(handover, &crate::sync::test_sender(DESK2), &r, now).unwrap_err();
         assert!(err.to_string().contains("emb-yy/desk-1"), "{err}");
         // A handover to a device of this post that the directory does not list (yet, or any
         // more) is taken: the flag shows it.
         let handover = Op {
             change: Change::Assign {
                 to: "emb-xx/desk-9".into(),
+                to_key: crate::sync::test_key("emb-xx/desk-9", 0),
                 note: text(""),
             },
             ..star(DESK2, now)
         };
-        let op = CheckedOp::received(handover, DESK2, &r, now).unwrap();
+        let op = CheckedOp::received(handover, &crate::sync::test_sender(DESK2), &r, now).unwrap();
         assert_eq!(store.keep_case_op(&op, None).unwrap(), Ok(true));
         let state = store.case_state(CASE).unwrap().unwrap();
         assert!(r.needs_reassignment(state.status(), state.assigned_to()));
@@ -1045,13 +1199,14 @@ mod tests {
         let mine = store
             .add_case_message(CASE, false, &text("we hear you"), hour, None)
             .unwrap();
-        let me = LocalAuthor::new(DESK1);
+        let me = crate::sync::test_author(DESK1);
         store
             .record_case_op(
                 &me,
                 CASE,
                 LocalChange::Reply {
                     text: text("we hear you"),
+                    files: Vec::new(),
                     at_hour: hour,
                     timer_seconds: 0,
                 },
@@ -1066,6 +1221,7 @@ mod tests {
             now,
             Change::Reply {
                 text: text("desk 2 here"),
+                files: Vec::new(),
                 at_hour: hour,
                 timer_seconds: 86_400,
             },
@@ -1166,7 +1322,7 @@ mod tests {
     {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_case(dir.path());
-        let me = LocalAuthor::new(DESK1);
+        let me = crate::sync::test_author(DESK1);
         // This device made an operation while its date was 20 minutes ahead; its wall clock was
         // set back since.
         let ahead = now_ms(&store) + 20 * 60_000;
@@ -1214,7 +1370,7 @@ mod tests {
     {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_case(dir.path());
-        let me = LocalAuthor::new(DESK1);
+        let me = crate::sync::test_author(DESK1);
         let max = crate::sync::hlc::MAX_AHEAD.as_millis() as u64;
         let half = crate::sync::hlc::MAX_INHERITED.as_millis() as u64;
         let start = now_ms(&store);
@@ -1257,35 +1413,40 @@ mod tests {
     fn a_colleague_taking_another_devices_op_id_first_does_not_get_its_genuine_op_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_case(dir.path());
-        let roster = Roster::of(
-            "emb-xx",
-            DESK1,
-            [DESK1, DESK2, DESK3]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        );
+        let roster = crate::sync::test_roster("emb-xx", DESK1, &[DESK1, DESK2, DESK3]);
         let now = now_ms(&store);
         let hour = (store.unix_now() / 3600 * 3600) as u64;
         let reply = |author: &str, s: &str| Op {
             author: author.into(),
+            author_key: crate::sync::test_key(author, 0),
             ..colleague_op(
                 7,
                 now,
                 Change::Reply {
                     text: text(s),
+                    files: Vec::new(),
                     at_hour: hour,
                     timer_seconds: 0,
                 },
             )
         };
         // Desk 3 saw desk 2's operation's id (or guessed it) and sends its own under it first.
-        let squatter =
-            CheckedOp::received(reply(DESK3, "desk 3 here"), DESK3, &roster, now).unwrap();
+        let squatter = CheckedOp::received(
+            reply(DESK3, "desk 3 here"),
+            &crate::sync::test_sender(DESK3),
+            &roster,
+            now,
+        )
+        .unwrap();
         assert_eq!(store.keep_case_op(&squatter, None).unwrap(), Ok(true));
         // Desk 2's genuine operation, same id, is kept, and each reply keeps its own text.
-        let genuine =
-            CheckedOp::received(reply(DESK2, "desk 2 here"), DESK2, &roster, now).unwrap();
+        let genuine = CheckedOp::received(
+            reply(DESK2, "desk 2 here"),
+            &crate::sync::test_sender(DESK2),
+            &roster,
+            now,
+        )
+        .unwrap();
         assert_eq!(store.keep_case_op(&genuine, None).unwrap(), Ok(true));
         assert_eq!(store.keep_case_op(&genuine, None).unwrap(), Ok(false));
         let state = store.case_state(CASE).unwrap().unwrap();
@@ -1316,7 +1477,8 @@ mod tests {
         // Only an author reusing one of its own ids is refused, and that is its own fault.
         let mut reused = reply(DESK2, "desk 2 again");
         reused.change = Change::Star(true);
-        let reused = CheckedOp::received(reused, DESK2, &roster, now).unwrap();
+        let reused =
+            CheckedOp::received(reused, &crate::sync::test_sender(DESK2), &roster, now).unwrap();
         let err = store.keep_case_op(&reused, None).unwrap().unwrap_err();
         assert_eq!(
             err,
@@ -1332,7 +1494,7 @@ mod tests {
     fn a_replaced_note_or_handover_leaves_no_text_in_the_operation_log() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_case(dir.path());
-        let me = LocalAuthor::new(DESK1);
+        let me = crate::sync::test_author(DESK1);
         for t in ["first draft", "second draft", "final words"] {
             store
                 .record_case_op(&me, CASE, note(4, t), None)
@@ -1384,7 +1546,7 @@ mod tests {
     fn notes_and_the_handover_note_disappear_with_the_cases_timer() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_case(dir.path());
-        let me = LocalAuthor::new(DESK1);
+        let me = crate::sync::test_author(DESK1);
         // The user chose a 12-hour timer.
         store.set_case_timer(CASE, 12 * 3600).unwrap();
         store
@@ -1434,7 +1596,11 @@ mod tests {
         store.keep_case_op(&stale, None).unwrap().unwrap();
         let state = store.case_state(CASE).unwrap().unwrap();
         assert_eq!(state.note_texts().count(), 2);
-        assert!(!state.notes.contains_key(&(DESK2.to_string(), 10)));
+        assert!(
+            !state
+                .notes
+                .contains_key(&(device_name(DESK2, &crate::sync::test_key(DESK2, 0)), 10))
+        );
         let n: i64 = store
             .conn()
             .query_row(
@@ -1505,7 +1671,7 @@ mod tests {
     fn a_case_holds_at_most_so_many_notes_and_operations() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_case(dir.path());
-        let me = LocalAuthor::new(DESK1);
+        let me = crate::sync::test_author(DESK1);
         let tx = store.begin().unwrap();
         for id in 1..=MAX_NOTES_PER_CASE as u64 {
             store
@@ -1589,6 +1755,7 @@ mod tests {
                 CASE,
                 LocalChange::Reply {
                     text: text("we hear you"),
+                    files: Vec::new(),
                     at_hour: hour,
                     timer_seconds: 0,
                 },
@@ -1604,6 +1771,7 @@ mod tests {
             (prop_oneof![Just(DESK1), Just(DESK2)], "[a-c]{0,2}").prop_map(|(to, n)| {
                 Change::Assign {
                     to: to.into(),
+                    to_key: crate::sync::test_key(to, 0),
                     note: SecretText::new(n),
                 }
             }),
@@ -1615,6 +1783,7 @@ mod tests {
             any::<bool>().prop_map(Change::Star),
             "[a-c]{1,2}".prop_map(|t| Change::Reply {
                 text: SecretText::new(t),
+                files: Vec::new(),
                 at_hour: 0,
                 timer_seconds: 0,
             }),

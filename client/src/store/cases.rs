@@ -48,8 +48,10 @@ pub struct CaseListing {
     pub can_reply: bool,
     /// The post's shared state of the case (ADR 0012): its status,
     pub status: Status,
-    /// the device it is assigned to,
+    /// the device it is assigned to (its label, and its identity key: empty if not recorded,
+    /// a handover kept before client schema v16 by another device),
     pub assigned_to: Option<String>,
+    pub assigned_to_key: Option<Vec<u8>>,
     /// and whether it is starred.
     pub starred: bool,
     /// Whether it needs reassignment (not closed, assigned to a device the post's verified
@@ -74,6 +76,13 @@ pub struct CaseMessage {
     /// Replies: the label of the device that sent it (`None`: this device, kept before the
     /// post's devices shared their replies); from the user: `None`.
     pub author: Option<String>,
+    /// Replies: that device's identity key (`None`: not recorded, a colleague's reply kept
+    /// before client schema v16), so that a successor under the same label is not its author.
+    pub author_key: Option<Vec<u8>>,
+    /// Replies: the files it carried, as its copy for colleagues names them (display name,
+    /// size, content type; issue 18, ADR 0013). On the device that sent it, its files are also
+    /// in the attachments; on a colleague's, only named.
+    pub files: Vec<crate::sync::FileMention>,
 }
 
 /// A reply's state as stored (`None`: sent before v8 recorded it).
@@ -96,14 +105,16 @@ fn case_list_sql(filter: CaseFilter) -> String {
         CaseFilter::Pending => "AND l.queued > 0",
         CaseFilter::New => "AND l.status = 'new'",
         CaseFilter::Mine => {
-            "AND l.assigned_to = (SELECT label FROM staff_device) AND l.status != 'closed'"
+            "AND l.assigned_to = (SELECT label FROM staff_device) AND l.status != 'closed'
+             AND s.assigned_to_key = (SELECT identity_key FROM local_identity)"
         }
         CaseFilter::Closed => "AND l.status = 'closed'",
     };
     format!(
         "SELECT l.case_id, l.messages, l.unread, l.queued, l.last_id,
                 coalesce(l.last_at_hour, c.opened_at), c.reply_mailbox IS NOT NULL,
-                coalesce(s.status, 'new'), s.assigned_to, coalesce(s.starred, 0)
+                coalesce(s.status, 'new'), s.assigned_to, coalesce(s.starred, 0),
+                s.assigned_to_key
          FROM case_listing l JOIN cases c ON c.case_id = l.case_id
               LEFT JOIN case_state s ON s.case_id = l.case_id
          WHERE l.last_id <= ?1 AND (l.last_id < ?1 OR l.case_id > ?3) {filter}
@@ -144,6 +155,7 @@ impl Store {
                     can_reply: r.get::<_, i64>(6)? != 0,
                     status: Status::parse(&r.get::<_, String>(7)?).unwrap_or_default(),
                     assigned_to: r.get(8)?,
+                    assigned_to_key: r.get(10)?,
                     starred: r.get::<_, i64>(9)? != 0,
                     needs_reassignment: None,
                 })
@@ -182,7 +194,8 @@ impl Store {
     ) -> Result<Vec<CaseMessage>> {
         self.prune_due()?;
         let mut stmt = self.conn().prepare(
-            "SELECT id, direction, body, at_hour, expires_hour, delivery, seen, author
+            "SELECT id, direction, body, at_hour, expires_hour, delivery, seen, author, author_key,
+                    files
              FROM case_messages WHERE case_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
         )?;
         let mut page = stmt
@@ -208,6 +221,17 @@ impl Store {
                         delivery,
                         seen: direction == Direction::Out || r.get::<_, i64>(6)? != 0,
                         author: r.get(7)?,
+                        author_key: r.get(8)?,
+                        files: super::case_state::decode_files(
+                            r.get::<_, Option<Vec<u8>>>(9)?.as_deref(),
+                        )
+                        .map_err(|e| {
+                            rusqlite::Error::FromSqlConversionFailure(
+                                9,
+                                rusqlite::types::Type::Blob,
+                                Box::new(e),
+                            )
+                        })?,
                     })
                 },
             )?
@@ -342,7 +366,7 @@ mod tests {
     #[test]
     fn cases_list_with_their_shared_state_and_filter_on_it() {
         use crate::store::{StaffDeviceRecord, generate_signing_key};
-        use crate::sync::{LocalAuthor, LocalChange, Roster};
+        use crate::sync::LocalChange;
         let dir = tempfile::tempdir().unwrap();
         let store = Store::for_tests(dir.path());
         let me = "emb-xx/desk-1";
@@ -353,6 +377,16 @@ mod tests {
                 mailbox_id: MailboxId([3; 16]),
                 auth_key: generate_signing_key(),
             })
+            .unwrap();
+        // This device's identity, whose key the "mine" filter matches.
+        store
+            .conn()
+            .execute(
+                "INSERT INTO local_identity (id, role, identity_key, identity_key_pair,
+                                             registration_id, certificate_key, created_at)
+                 VALUES (1, 'staff', ?1, x'00', 1, x'00', 0)",
+                [crate::sync::test_key(me, 0)],
+            )
             .unwrap();
         let hour = (store.unix_now() / 3600 * 3600) as u64;
         let text = SecretText::new("bonjour".into());
@@ -366,15 +400,8 @@ mod tests {
                 .add_case_message(case, true, &text, hour, None)
                 .unwrap();
         }
-        let roster = Roster::of(
-            "emb-xx",
-            me,
-            [me, "emb-xx/desk-2"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        );
-        let author = LocalAuthor::new(me);
+        let roster = crate::sync::test_roster("emb-xx", me, &[me, "emb-xx/desk-2"]);
+        let author = crate::sync::test_author(me);
         let change = |case: &str, change| {
             store
                 .record_case_op(&author, case, change, None)
@@ -419,7 +446,11 @@ mod tests {
             let state = store.case_state(&l.case_id).unwrap().unwrap();
             assert_eq!(
                 (l.status, l.assigned_to.as_deref(), l.starred),
-                (state.status(), state.assigned_to(), state.starred())
+                (
+                    state.status(),
+                    state.assigned_to().map(|(to, _)| to),
+                    state.starred()
+                )
             );
         }
     }
@@ -487,7 +518,8 @@ mod tests {
             CaseFilter::Pending => ("", "HAVING queued > 0"),
             CaseFilter::New => ("WHERE coalesce(s.status, 'new') = 'new'", ""),
             CaseFilter::Mine => (
-                "WHERE s.assigned_to = (SELECT label FROM staff_device) AND s.status != 'closed'",
+                "WHERE s.assigned_to = (SELECT label FROM staff_device) AND s.status != 'closed'
+                 AND s.assigned_to_key = (SELECT identity_key FROM local_identity)",
                 "",
             ),
             CaseFilter::Closed => ("WHERE s.status = 'closed'", ""),
@@ -566,7 +598,7 @@ mod tests {
             page in 1u32..4,
         ) {
             use crate::store::{StaffDeviceRecord, generate_signing_key};
-            use crate::sync::{LocalAuthor, LocalChange, Roster};
+            use crate::sync::LocalChange;
             let dir = tempfile::tempdir().unwrap();
             let store = Store::for_tests(dir.path());
             let me = "emb-xx/desk-1";
@@ -578,12 +610,18 @@ mod tests {
                     auth_key: generate_signing_key(),
                 })
                 .unwrap();
-            let roster = Roster::of(
-                "emb-xx",
-                me,
-                [me, "emb-xx/desk-2"].iter().map(|s| s.to_string()).collect(),
-            );
-            let author = LocalAuthor::new(me);
+            // This device's identity, whose key the "mine" filter matches.
+            store
+                .conn()
+                .execute(
+                    "INSERT INTO local_identity (id, role, identity_key, identity_key_pair,
+                                                 registration_id, certificate_key, created_at)
+                     VALUES (1, 'staff', ?1, x'00', 1, x'00', 0)",
+                    [crate::sync::test_key(me, 0)],
+                )
+                .unwrap();
+            let roster = crate::sync::test_roster("emb-xx", me, &[me, "emb-xx/desk-2"]);
+            let author = crate::sync::test_author(me);
             let now = store.unix_now();
             let hour = now / 3600 * 3600;
             let text = SecretText::new("bonjour".into());
@@ -621,6 +659,7 @@ mod tests {
                     Step::SharedReply(c) if opened[c] => {
                         let reply = LocalChange::Reply {
                             text: text.clone(),
+                            files: Vec::new(),
                             at_hour: hour as u64,
                             timer_seconds: 0,
                         };

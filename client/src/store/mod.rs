@@ -71,6 +71,10 @@ pub const DB_FILE: &str = "refuge.sqlite3";
 /// of them (ADR 0012's review): its Rust part runs in its transaction.
 const SHARED_STATE_REVIEWED: usize = 13;
 
+/// The schema version whose migration names devices by label and identity key in the shared
+/// case state (ADR 0012, defect 1): its Rust part runs in its transaction.
+const DEVICES_BY_KEY: usize = 16;
+
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -681,6 +685,60 @@ BEGIN
     DELETE FROM attachments WHERE case_message = old.id;
 END;
 "#,
+    // v16: devices named by label *and* identity key in the shared case state (ADR 0012,
+    // defect 1), so that a device revoked and replaced under the same label is another device:
+    // its open cases need reassignment and its successor owns none of its notes. Each operation
+    // keeps its author's key (`case_ops.author_key`, and inside `kept`), each note is keyed by
+    // (author, key, id), a handover names its device's and its author's keys, a reply its
+    // author's. What was kept before has no key: a row by this device's own label gets this
+    // device's key (a device never takes an operation under its own label from anyone, so those
+    // are its own; and a handover it made to itself names itself), the Rust part
+    // (`case_state::migrate_keys`) puts it into the operations kept; every other device's key
+    // is left empty, "not recorded" (its author, or the device a case was handed to, may have
+    // been replaced under its label since, and nothing kept says which key it was), shown with
+    // its label and "key not recorded", and a case handed to it needs reassignment.
+    r#"
+ALTER TABLE case_ops ADD COLUMN author_key BLOB NOT NULL DEFAULT x'';
+CREATE TABLE case_notes_by_key (
+    case_id      TEXT NOT NULL REFERENCES cases (case_id),
+    author       TEXT NOT NULL,
+    -- The author's identity key (empty: not recorded, kept before v16).
+    author_key   BLOB NOT NULL,
+    note_id      INTEGER NOT NULL,
+    text         TEXT NOT NULL,
+    note_key     BLOB NOT NULL,
+    expires_hour INTEGER,
+    PRIMARY KEY (case_id, author, author_key, note_id)
+) STRICT;
+INSERT INTO case_notes_by_key (case_id, author, author_key, note_id, text, note_key, expires_hour)
+    SELECT case_id, author, x'', note_id, text, note_key, expires_hour FROM case_notes;
+DROP TABLE case_notes;
+ALTER TABLE case_notes_by_key RENAME TO case_notes;
+CREATE INDEX case_notes_by_expiry ON case_notes (expires_hour) WHERE expires_hour IS NOT NULL;
+ALTER TABLE case_state ADD COLUMN assigned_to_key BLOB;
+ALTER TABLE case_state ADD COLUMN assigned_by_key BLOB;
+ALTER TABLE case_messages ADD COLUMN author_key BLOB;
+-- A reply's files as its copy for colleagues names them (issue 18, ADR 0013: display name, size,
+-- content type; never a key), encoded as a `refuge.content.v1.ReplySent` holding only them;
+-- NULL: none. Gone with the message.
+ALTER TABLE case_messages ADD COLUMN files BLOB;
+UPDATE case_ops SET author_key = (SELECT identity_key FROM local_identity WHERE id = 1)
+    WHERE author = (SELECT label FROM staff_device WHERE id = 1)
+      AND EXISTS (SELECT 1 FROM local_identity WHERE id = 1);
+UPDATE case_notes SET author_key = (SELECT identity_key FROM local_identity WHERE id = 1)
+    WHERE author = (SELECT label FROM staff_device WHERE id = 1)
+      AND EXISTS (SELECT 1 FROM local_identity WHERE id = 1);
+UPDATE case_messages SET author_key = (SELECT identity_key FROM local_identity WHERE id = 1)
+    WHERE author = (SELECT label FROM staff_device WHERE id = 1);
+UPDATE case_state SET assigned_by_key = CASE
+        WHEN assigned_by = (SELECT label FROM staff_device WHERE id = 1)
+        THEN (SELECT identity_key FROM local_identity WHERE id = 1) ELSE x'' END,
+    assigned_to_key = CASE
+        WHEN assigned_by = (SELECT label FROM staff_device WHERE id = 1)
+             AND assigned_to = assigned_by
+        THEN (SELECT identity_key FROM local_identity WHERE id = 1) ELSE x'' END
+    WHERE assigned_to IS NOT NULL;
+"#,
 ];
 
 /// The local state database.
@@ -947,6 +1005,9 @@ impl Store {
             tx.execute_batch(sql)?;
             if i + 1 == SHARED_STATE_REVIEWED {
                 case_state::migrate_reviewed(&tx)?;
+            }
+            if i + 1 == DEVICES_BY_KEY {
+                case_state::migrate_keys(&tx)?;
             }
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
@@ -1701,7 +1762,7 @@ mod tests {
             .collect();
         assert_eq!(new, std::slice::from_ref(&waiting));
         // And the migrated cases take operations.
-        let me = crate::sync::LocalAuthor::new("emb-xx/desk-1");
+        let me = crate::sync::test_author("emb-xx/desk-1");
         s.record_case_op(&me, &waiting, crate::sync::LocalChange::Star(true), None)
             .unwrap()
             .unwrap();
@@ -1787,18 +1848,22 @@ mod tests {
 
     #[test]
     fn v13_gives_each_reply_sent_before_v10_its_operation_once() {
-        use crate::sync::{Change, CheckedOp, LocalAuthor, LocalChange, Op};
+        use crate::sync::{Change, CheckedOp, LocalChange, Op};
         let tmp = tempfile::tempdir().unwrap();
         let s = Store::for_tests(tmp.path());
         rewind_to(&s, 9);
         let case = "a".repeat(32);
         let hour = unix_now() / 3600 * 3600 - 7200;
         let (later, week) = (hour + 3600, hour + 7 * 86_400);
+        let key = hex::encode(crate::sync::test_key("emb-xx/desk-1", 0));
         // A staff device's store as schema v9 left it: three replies, no operations.
         s.conn()
             .execute_batch(&format!(
                 "INSERT INTO staff_device (id, label, post_id, mailbox_id, auth_key) VALUES \
                  (1, 'emb-xx/desk-1', 'emb-xx', x'00', x'00');
+                 INSERT INTO local_identity (id, role, identity_key, identity_key_pair,
+                                             registration_id, certificate_key, created_at)
+                 VALUES (1, 'staff', x'{key}', x'00', 1, x'00', 0);
                  INSERT INTO cases (case_id, user_address, opened_at) VALUES \
                  ('{case}', 'user:{case}', 0);
                  INSERT INTO case_messages (case_id, direction, body, at_hour, expires_hour, seen)
@@ -1824,6 +1889,7 @@ mod tests {
                     text,
                     at_hour,
                     timer_seconds,
+                    ..
                 } = &o.change
                 else {
                     panic!("{o:?}")
@@ -1839,6 +1905,11 @@ mod tests {
             })
             .collect();
         let (h, l) = (hour as u64, later as u64);
+        // By this device: with its identity key.
+        assert!(
+            ops.iter()
+                .all(|o| o.op().author_key == crate::sync::test_key("emb-xx/desk-1", 0))
+        );
         assert_eq!(
             got,
             [
@@ -1882,7 +1953,7 @@ mod tests {
             .collect();
         assert_eq!(again, ids);
         // And the device's next operation reads later than all of them.
-        let me = LocalAuthor::new("emb-xx/desk-1");
+        let me = crate::sync::test_author("emb-xx/desk-1");
         let star = s
             .record_case_op(&me, &case, LocalChange::Star(true), None)
             .unwrap()
@@ -1892,7 +1963,7 @@ mod tests {
 
     #[test]
     fn v13_keys_operations_by_author_and_takes_their_texts_out() {
-        use crate::sync::{Change, CheckedOp, Hlc, Op, Roster};
+        use crate::sync::{Change, CheckedOp, Hlc, Op};
         use prost::Message;
         let tmp = tempfile::tempdir().unwrap();
         let s = Store::for_tests(tmp.path());
@@ -1907,6 +1978,8 @@ mod tests {
                 counter: 0,
             },
             author: "emb-xx/desk-1".into(),
+            // Kept before v16: no key (and this store has no identity to give its own).
+            author_key: Vec::new(),
             change,
         };
         let note = |id: u64, t: &str| Change::Note {
@@ -1922,6 +1995,7 @@ mod tests {
                 60_000,
                 Change::Assign {
                     to: "emb-xx/desk-2".into(),
+                    to_key: Vec::new(),
                     note: SecretText::new("handover words".into()),
                 },
             ),
@@ -2026,20 +2100,24 @@ mod tests {
             ""
         );
         // Keyed by (author, id): a colleague's operation with desk 1's id is another one.
-        let roster = Roster::of(
+        let roster = crate::sync::test_roster(
             "emb-xx",
             "emb-xx/desk-1",
-            ["emb-xx/desk-1", "emb-xx/desk-2"]
-                .iter()
-                .map(|l| l.to_string())
-                .collect(),
+            &["emb-xx/desk-1", "emb-xx/desk-2"],
         );
         let theirs = Op {
             author: "emb-xx/desk-2".into(),
+            author_key: crate::sync::test_key("emb-xx/desk-2", 0),
             change: Change::Star(true),
             ..ops[0].clone()
         };
-        let theirs = CheckedOp::received(theirs, "emb-xx/desk-2", &roster, now_ms).unwrap();
+        let theirs = CheckedOp::received(
+            theirs,
+            &crate::sync::test_sender("emb-xx/desk-2"),
+            &roster,
+            now_ms,
+        )
+        .unwrap();
         assert_eq!(s.keep_case_op(&theirs, None).unwrap(), Ok(true));
         assert_eq!(s.case_ops(&case).unwrap().len(), 5);
     }
@@ -2121,5 +2199,179 @@ mod tests {
             Store::open(tmp.path(), &pass(TEST_PASSPHRASE)),
             Err(ClientError::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn v16_names_devices_by_key_giving_this_devices_rows_its_key_and_no_other() {
+        use crate::sync::{Change, CheckedOp, Hlc, Op, Status, device_name, test_key};
+        use prost::Message;
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::for_tests(tmp.path());
+        rewind_to(&s, 15);
+        let (me, colleague) = ("emb-xx/desk-1", "emb-xx/desk-2");
+        let my_key = test_key(me, 0);
+        let (mine, theirs) = ("a".repeat(32), "b".repeat(32));
+        let now_ms = crate::sync::hlc::unix_ms(s.now());
+        // Kept under v15: operations without keys.
+        let op = |id: u8, author: &str, case: &str, change: Change| Op {
+            id: [id; 16],
+            case_id: case.to_string(),
+            clock: Hlc {
+                wall_ms: now_ms - 60_000 + u64::from(id),
+                counter: 0,
+            },
+            author: author.into(),
+            author_key: Vec::new(),
+            change,
+        };
+        let assign = |to: &str| Change::Assign {
+            to: to.into(),
+            to_key: Vec::new(),
+            note: SecretText::new(String::new()),
+        };
+        let note = |t: &str| Change::Note {
+            id: 7,
+            text: SecretText::new(t.into()),
+        };
+        let ops = [
+            // This device takes one case and hands the other to desk 2.
+            op(1, me, &mine, assign(me)),
+            op(2, me, &theirs, assign(colleague)),
+            // Each writes a note with the same id on the first.
+            op(3, me, &mine, note("mine")),
+            op(4, colleague, &mine, note("theirs")),
+        ];
+        s.conn()
+            .execute(
+                "INSERT INTO local_identity (id, role, identity_key, identity_key_pair,
+                                             registration_id, certificate_key, created_at)
+                 VALUES (1, 'staff', ?1, x'00', 1, x'00', 0)",
+                [&my_key],
+            )
+            .unwrap();
+        s.conn()
+            .execute_batch(&format!(
+                "INSERT INTO staff_device (id, label, post_id, mailbox_id, auth_key) VALUES \
+                 (1, '{me}', 'emb-xx', x'00', x'00');
+                 INSERT INTO cases (case_id, user_address, opened_at) VALUES \
+                 ('{mine}', 'user:{mine}', 0), ('{theirs}', 'user:{theirs}', 0);
+                 INSERT INTO case_state (case_id) VALUES ('{mine}'), ('{theirs}');"
+            ))
+            .unwrap();
+        for o in &ops {
+            s.conn()
+                .execute(
+                    "INSERT INTO case_ops (author, op_id, case_id, wall_ms, counter, kind, kept)
+                     VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
+                    rusqlite::params![
+                        o.author,
+                        &o.id[..],
+                        o.case_id,
+                        o.clock.wall_ms as i64,
+                        o.change.kind(),
+                        o.to_kept().encode_to_vec()
+                    ],
+                )
+                .unwrap();
+        }
+        for (case, (a, by)) in [(&mine, (&ops[0], me)), (&theirs, (&ops[1], me))] {
+            let Change::Assign { to, .. } = &a.change else {
+                unreachable!()
+            };
+            s.conn()
+                .execute(
+                    "UPDATE case_state SET assigned_to = ?2, assign_note = '', assigned_by = ?3,
+                                           assign_key = ?4
+                     WHERE case_id = ?1",
+                    rusqlite::params![case, to, by, a.key().to_bytes()],
+                )
+                .unwrap();
+        }
+        for (o, t) in [(&ops[2], "mine"), (&ops[3], "theirs")] {
+            s.conn()
+                .execute(
+                    "INSERT INTO case_notes (case_id, author, note_id, text, note_key)
+                     VALUES (?1, ?2, 7, ?3, ?4)",
+                    rusqlite::params![mine, o.author, t, o.key().to_bytes()],
+                )
+                .unwrap();
+        }
+        drop(s);
+        let s = Store::open(tmp.path(), &pass(TEST_PASSPHRASE)).unwrap();
+        let v: i64 = s
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+        // This device's operations carry its key, in their rows and their kept form; desk 2's
+        // stay without ("not recorded": desk-2 may be another device now).
+        let kept = s.case_ops(&mine).unwrap();
+        let keys: Vec<(&str, &[u8])> = kept
+            .iter()
+            .map(|o| (o.op().author.as_str(), o.op().author_key.as_slice()))
+            .collect();
+        assert_eq!(
+            keys,
+            [(me, &my_key[..]), (me, &my_key[..]), (colleague, &[][..])]
+        );
+        let column: Vec<Vec<u8>> = s
+            .conn()
+            .prepare("SELECT author_key FROM case_ops ORDER BY op_id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            column,
+            [my_key.clone(), my_key.clone(), my_key.clone(), Vec::new()]
+        );
+        // The notes are two authors'; the state is the fold of what is kept.
+        let state = s.case_state(&mine).unwrap().unwrap();
+        let notes: Vec<(String, &str)> = state
+            .note_texts()
+            .map(|(by, _, t)| (by.to_string(), t.expose()))
+            .collect();
+        assert_eq!(
+            notes,
+            [
+                (device_name(me, &my_key), "mine"),
+                (device_name(colleague, &[]), "theirs")
+            ]
+        );
+        assert!(device_name(colleague, &[]).contains("key not recorded"));
+        assert_eq!(
+            state,
+            crate::sync::CaseState::fold(kept.iter().map(CheckedOp::op))
+        );
+        // The case this device took is its own, by key; the one it handed to desk 2 before keys
+        // were recorded needs reassignment (whoever holds desk-2 now may not be that device).
+        let roster = crate::sync::Roster::of(
+            "emb-xx",
+            me,
+            &my_key,
+            [
+                (me.to_string(), my_key.clone()),
+                (colleague.to_string(), test_key(colleague, 0)),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        assert_eq!(state.assigned_to(), Some((me, &my_key[..])));
+        assert!(!roster.needs_reassignment(state.status(), state.assigned_to()));
+        let other = s.case_state(&theirs).unwrap().unwrap();
+        assert_eq!(other.assigned_to(), Some((colleague, &[][..])));
+        assert!(roster.needs_reassignment(Status::Open, other.assigned_to()));
+        assert_eq!(
+            other,
+            crate::sync::CaseState::fold(s.case_ops(&theirs).unwrap().iter().map(CheckedOp::op))
+        );
+        let mine_listed: Vec<String> = s
+            .case_list(crate::store::CaseFilter::Mine, None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.case_id)
+            .collect();
+        assert_eq!(mine_listed, std::slice::from_ref(&mine));
     }
 }

@@ -635,7 +635,7 @@ impl Store {
         let mut out = Vec::with_capacity(cases.len());
         for (case_id, user_address, timer) in cases {
             let mut stmt = self.conn().prepare(
-                "SELECT direction, body, at_hour, expires_hour, author, op_id
+                "SELECT direction, body, at_hour, expires_hour, author, op_id, author_key
                  FROM case_messages
                  WHERE case_id = ?1 AND (direction = 'in' OR coalesce(delivery, 'confirmed') = 'confirmed')
                  ORDER BY id DESC",
@@ -648,13 +648,14 @@ impl Store {
                     r.get::<_, Option<i64>>(3)?,
                     r.get::<_, Option<String>>(4)?,
                     r.get::<_, Option<Vec<u8>>>(5)?,
+                    r.get::<_, Option<Vec<u8>>>(6)?,
                 ))
             })?;
             let mut messages = Wiped::new(Vec::new());
             let mut used = 0;
             let mut older_left_out = false;
             for row in rows {
-                let (direction, body, at, expires, author, op_id) = row?;
+                let (direction, body, at, expires, author, op_id, author_key) = row?;
                 if used + body.len() > budget || messages.len() >= HISTORY_CASE_MESSAGES {
                     older_left_out = true;
                     break;
@@ -672,6 +673,11 @@ impl Store {
                         author.unwrap_or_default()
                     },
                     op_id: op_id.unwrap_or_default(),
+                    author_key: if from_user {
+                        Vec::new()
+                    } else {
+                        author_key.unwrap_or_default()
+                    },
                 });
             }
             messages.reverse();
@@ -731,11 +737,16 @@ impl Store {
                     return Err(bad("a reply without its device"));
                 }
                 let op_id = (m.op_id.len() == 16).then_some(&m.op_id[..]);
+                // The exporter's word for the reply's device's key, until the operation comes
+                // from its author (which sets the key the envelope authenticated).
+                let key = (m.author_key.len() == refuge_proto::directory::IDENTITY_KEY_LEN)
+                    .then_some(&m.author_key[..]);
                 // Delivered by the device that sent it; seen here.
                 self.conn().execute(
-                    "UPDATE case_messages SET author = ?2, op_id = ?3, delivery = 'confirmed'
+                    "UPDATE case_messages SET author = ?2, op_id = ?3, delivery = 'confirmed',
+                                              author_key = ?4
                      WHERE id = ?1",
-                    rusqlite::params![id, m.author, op_id],
+                    rusqlite::params![id, m.author, op_id, key],
                 )?;
             }
         }
@@ -938,7 +949,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::secret::SecretText;
-    use crate::sync::{LocalAuthor, LocalChange};
+    use crate::sync::LocalChange;
 
     const CASE: &str = "0123456789abcdef0123456789abcdef";
 
@@ -953,7 +964,7 @@ mod tests {
         store
             .upsert_case(CASE, &format!("user:{CASE}"), None)
             .unwrap();
-        let me = LocalAuthor::new("emb-xx/desk-1");
+        let me = crate::sync::test_author("emb-xx/desk-1");
         let change = |c| store.record_case_op(&me, CASE, c, None).unwrap().unwrap();
         change(LocalChange::Note {
             id: 5,
@@ -1037,7 +1048,7 @@ mod tests {
         store
             .upsert_case(CASE, &format!("user:{CASE}"), None)
             .unwrap();
-        let me = LocalAuthor::new("emb-xx/desk-1");
+        let me = crate::sync::test_author("emb-xx/desk-1");
         let now = store.unix_now();
         let hour = now - now.rem_euclid(3600);
         let day = Timer::from_seconds(86_400);
@@ -1052,6 +1063,7 @@ mod tests {
                     CASE,
                     LocalChange::Reply {
                         text: text(t),
+                        files: Vec::new(),
                         at_hour: at as u64,
                         timer_seconds: day.seconds(),
                     },
@@ -1120,6 +1132,7 @@ mod tests {
                 op: Some(Op::Assign(pb::Assign {
                     to: "emb-xx/desk-2".into(),
                     note: "she writes in Farsi".into(),
+                    to_key: Vec::new(),
                 })),
                 ..Default::default()
             },

@@ -7,7 +7,9 @@
 //! Every change a device makes to a case is an operation ([`Op`]): `Assign {to, note}`,
 //! `Status {new | open | waiting | closed}`, `Note {id, text}` (internal, never sent to the
 //! user), `Star {on}`, `ReplySent {text, at_hour, timer}`. Each carries a 16-byte id its
-//! author chose at random, its author's device label and a reading of its author's hybrid
+//! author chose at random, its author's device label and identity key (a device is its label
+//! *and* key: one revoked and replaced under the same label is another device; ADR 0012,
+//! defect 1) and a reading of its author's hybrid
 //! logical clock ([`hlc`]), ticked for each operation made and raised by each one received, so
 //! that an operation made after another was seen reads later. An operation is known by
 //! (author, id) (operations are idempotent by it): a device can neither pre-empt nor reuse
@@ -41,7 +43,8 @@
 //! # What is refused
 //!
 //! An operation is kept only as a [`CheckedOp`]: malformed fields, a sender that is not a
-//! colleague in the verified directory, an operation whose author is not its sender, a clock
+//! colleague in the verified directory (a [`Sender`], made only from a sealed envelope's
+//! authenticated key and the directory by [`Roster::authenticated`]), an operation whose author is not its sender, a clock
 //! more than [`hlc::MAX_AHEAD`] ahead, a case this device does not hold, an author's id reused
 //! for another of its operations, a case already holding [`op::MAX_OPS_PER_CASE`] operations
 //! or [`op::MAX_NOTES_PER_CASE`] notes — each is an [`OpError`] that names who is at fault, and
@@ -50,8 +53,10 @@
 //! # Offboarding
 //!
 //! A case "needs reassignment" when it is not closed and the device it is assigned to is no
-//! longer in the post's verified directory ([`Roster::needs_reassignment`]): computed, never
-//! sent.
+//! longer in the post's verified directory with the identity key the handover named (revoked,
+//! also when a successor holds its label since; or a key never recorded, a handover kept
+//! before client schema v16 by another device) ([`Roster::needs_reassignment`]): computed,
+//! never sent.
 
 pub mod hlc;
 pub mod op;
@@ -59,11 +64,52 @@ pub mod roster;
 pub mod state;
 
 pub use hlc::{Hlc, HybridClock};
-pub use op::{Change, CheckedOp, LocalAuthor, LocalChange, Op, OpId, OrderKey, Status};
-pub use roster::{Assignee, Roster};
+pub use op::{
+    Change, CheckedOp, FileMention, LocalAuthor, LocalChange, Op, OpId, OrderKey, Status,
+    UNKNOWN_KEY, device_name,
+};
+pub use roster::{Assignee, Roster, Sender};
 pub use state::{Assignment, CaseState, Lww, Registers, ReplyEntry};
 
 use crate::error::{Blame, ClientError};
+
+/// A stand-in identity key for `label` in tests (33 bytes, type byte 5, like a libsignal
+/// public key's serialization), `n` telling devices enrolled under one label apart.
+#[cfg(test)]
+pub(crate) fn test_key(label: &str, n: u8) -> Vec<u8> {
+    let mut k = vec![5u8];
+    k.extend(label.bytes().chain(std::iter::repeat(n)).take(31));
+    k.resize(32, 0);
+    k.push(n);
+    k
+}
+
+/// A roster of `devices` in `post_id` as seen by `me`, each with its [`test_key`].
+#[cfg(test)]
+pub(crate) fn test_roster(post_id: &str, me: &str, devices: &[&str]) -> Roster {
+    Roster::of(
+        post_id,
+        me,
+        &test_key(me, 0),
+        devices
+            .iter()
+            .map(|d| (d.to_string(), test_key(d, 0)))
+            .collect(),
+    )
+}
+
+/// `label` as the author of its operations, with its [`test_key`].
+#[cfg(test)]
+pub(crate) fn test_author(label: &str) -> LocalAuthor {
+    LocalAuthor::new(label, &test_key(label, 0))
+}
+
+/// `label` as an authenticated sender with its [`test_key`], whether a roster lists it or not
+/// (to test what [`CheckedOp::received`] refuses).
+#[cfg(test)]
+pub(crate) fn test_sender(label: &str) -> Sender {
+    Sender::for_test(label, &test_key(label, 0))
+}
 
 /// Why an operation was refused: it changed nothing. Each says whose it is.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -8,7 +8,7 @@
 
 use super::OpError;
 use super::hlc::{self, Hlc};
-use super::roster::{Assignee, Roster};
+use super::roster::{Assignee, Roster, Sender};
 use crate::secret::SecretText;
 use refuge_proto::content::{self as pb, case_op};
 
@@ -83,9 +83,12 @@ impl Status {
 /// What an operation changes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
-    /// The case is handed to the device `to`, with a note for it (may be empty).
+    /// The case is handed to the device `to` enrolled with the identity key `to_key` (empty:
+    /// not known, an operation kept or sent before keys were recorded), with a note for it (may
+    /// be empty).
     Assign {
         to: String,
+        to_key: Vec<u8>,
         note: SecretText,
     },
     Status(Status),
@@ -98,6 +101,8 @@ pub enum Change {
     /// A reply the author sent to the case's user.
     Reply {
         text: SecretText,
+        /// The files it carried, named only (ADR 0013).
+        files: Vec<FileMention>,
         /// Unix seconds rounded down to the hour.
         at_hour: u64,
         /// The reply's disappearing timer in seconds (0: none).
@@ -118,6 +123,29 @@ impl Change {
     }
 }
 
+/// A file a reply carried, as the reply's copy for colleagues names it (issue 18, ADR 0013):
+/// its display name, size and content type, never its key or blob (colleagues cannot fetch it;
+/// the file is the user's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileMention {
+    pub name: String,
+    pub size: u64,
+    pub content_type: String,
+}
+
+/// Longest file name or content type a mention carries, in bytes.
+pub const MAX_MENTION_LEN: usize = 255;
+
+impl FileMention {
+    pub(crate) fn to_wire(&self) -> pb::FileMention {
+        pb::FileMention {
+            name: self.name.clone(),
+            size: self.size,
+            content_type: self.content_type.clone(),
+        }
+    }
+}
+
 /// One operation, decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Op {
@@ -126,7 +154,33 @@ pub struct Op {
     pub clock: Hlc,
     /// The label of the device that made it.
     pub author: String,
+    /// Its identity key as the verified directory enrols it (ADR 0012, defect 1: a device
+    /// revoked and replaced under the same label is another author). For a colleague's
+    /// operation, the key the sealed envelope was authenticated with; empty only for an
+    /// operation kept before keys were recorded whose author could not be determined
+    /// ([`UNKNOWN_KEY`]).
+    pub author_key: Vec<u8>,
     pub change: Change,
+}
+
+/// The identity key of a device kept before keys were recorded (client schema v16) that could
+/// not be determined: empty. Such a device is never this device nor a listed colleague.
+pub const UNKNOWN_KEY: &[u8] = &[];
+
+/// A device named by its label and identity key, as a case's notes are keyed: the label
+/// followed by a fingerprint of the key (the first 8 bytes of its SHA-256, in hex: finding
+/// another key with the same costs about 2^64 tries), or by "key not recorded". A read model
+/// shows a device it knows by its label alone (`InboxClient::case_state`).
+pub fn device_name(label: &str, key: &[u8]) -> String {
+    if key.is_empty() {
+        format!("{label} (key not recorded)")
+    } else {
+        use sha2::Digest;
+        format!(
+            "{label} (key {})",
+            hex::encode(&sha2::Sha256::digest(key)[..8])
+        )
+    }
 }
 
 /// The order of the merge rule: by clock, then author label, then operation id (only two
@@ -186,9 +240,10 @@ impl Op {
     /// The wire form.
     pub fn to_wire(&self) -> pb::CaseOp {
         let op = match &self.change {
-            Change::Assign { to, note } => case_op::Op::Assign(pb::Assign {
+            Change::Assign { to, to_key, note } => case_op::Op::Assign(pb::Assign {
                 to: to.clone(),
                 note: note.expose().to_string(),
+                to_key: to_key.clone(),
             }),
             Change::Status(s) => case_op::Op::Status(pb::Status {
                 status: s.to_wire() as i32,
@@ -200,12 +255,14 @@ impl Op {
             Change::Star(on) => case_op::Op::Star(pb::Star { on: *on }),
             Change::Reply {
                 text,
+                files,
                 at_hour,
                 timer_seconds,
             } => case_op::Op::ReplySent(pb::ReplySent {
                 text: text.expose().to_string(),
                 at_hour: *at_hour,
                 disappear_after_seconds: *timer_seconds,
+                files: files.iter().map(FileMention::to_wire).collect(),
             }),
         };
         pb::CaseOp {
@@ -216,6 +273,7 @@ impl Op {
                 counter: self.clock.counter,
             }),
             author: self.author.clone(),
+            author_key: self.author_key.clone(),
             op: Some(op),
         }
     }
@@ -257,6 +315,17 @@ impl Op {
             return Err(bad("its case is not 32 lowercase hex characters"));
         }
         let clock = wire.clock.ok_or_else(|| bad("it has no clock"))?;
+        let key = |k: &[u8], whose: &str| {
+            if k.is_empty() || k.len() == refuge_proto::directory::IDENTITY_KEY_LEN {
+                Ok(())
+            } else {
+                Err(bad(&format!(
+                    "its {whose} identity key is not {} bytes",
+                    refuge_proto::directory::IDENTITY_KEY_LEN
+                )))
+            }
+        };
+        key(&wire.author_key, "author's")?;
         let text = |s: String, what: &str| {
             if s.len() > MAX_OP_TEXT {
                 Err(bad(&format!(
@@ -271,8 +340,10 @@ impl Op {
                 if a.to.is_empty() {
                     return Err(bad("it assigns the case to nobody"));
                 }
+                key(&a.to_key, "assignee's")?;
                 Change::Assign {
                     to: a.to,
+                    to_key: a.to_key,
                     note: text(a.note, "note")?,
                 }
             }
@@ -296,8 +367,28 @@ impl Op {
                 if r.at_hour % 3600 != 0 {
                     return Err(bad("its reply time is not a whole hour"));
                 }
+                if r.files.len() > crate::attachment::MAX_ATTACHMENTS_PER_MESSAGE {
+                    return Err(bad("its reply names more files than a message carries"));
+                }
+                let mut files = Vec::with_capacity(r.files.len());
+                for f in r.files {
+                    let fits = |s: &str, empty_ok: bool| {
+                        (empty_ok || !s.is_empty())
+                            && s.len() <= MAX_MENTION_LEN
+                            && !s.chars().any(char::is_control)
+                    };
+                    if !fits(&f.name, kept) || !fits(&f.content_type, true) {
+                        return Err(bad("its reply names a file without a usable name or type"));
+                    }
+                    files.push(FileMention {
+                        name: f.name,
+                        size: f.size,
+                        content_type: f.content_type,
+                    });
+                }
                 Change::Reply {
                     text: text(r.text, "reply")?,
+                    files,
                     at_hour: r.at_hour,
                     timer_seconds: r.disappear_after_seconds,
                 }
@@ -311,6 +402,7 @@ impl Op {
                 counter: clock.counter,
             },
             author: wire.author,
+            author_key: wire.author_key,
             change,
         })
     }
@@ -320,7 +412,15 @@ impl Op {
 /// handover's note.
 pub(crate) fn strip_texts(wire: &mut pb::CaseOp) {
     let text = match wire.op.as_mut() {
-        Some(case_op::Op::ReplySent(r)) => &mut r.text,
+        Some(case_op::Op::ReplySent(r)) => {
+            // The files' names are the case's too: kept with the reply's message, gone with it.
+            for f in &mut r.files {
+                zeroize::Zeroize::zeroize(&mut f.name);
+                zeroize::Zeroize::zeroize(&mut f.content_type);
+            }
+            r.files.clear();
+            &mut r.text
+        }
         Some(case_op::Op::Note(n)) => &mut n.text,
         Some(case_op::Op::Assign(a)) => &mut a.note,
         _ => return,
@@ -345,22 +445,43 @@ impl CheckedOp {
     /// must be a colleague (another device of this device's post in the verified directory),
     /// the operation its own, its clock not more than [`hlc::MAX_AHEAD`] ahead of `now_ms`,
     /// a handover to a device of this post, a reply's time not in the future.
+    ///
+    /// `sender` is a colleague authenticated by the sealed envelope the operation came in and
+    /// the verified directory ([`Roster::authenticated`]; nothing in an operation names its
+    /// sender). It must still be listed with that key in `roster`, and the operation must be its
+    /// own by label and, if it names one, by key: the operation keeps the sender's key whatever
+    /// it says. A handover that names no key (a copy sent before keys were) names the key
+    /// `roster` lists for its device, if any.
     pub fn received(
-        op: Op,
-        sender: &str,
+        mut op: Op,
+        sender: &Sender,
         roster: &Roster,
         now_ms: u64,
     ) -> Result<CheckedOp, OpError> {
-        if !roster.is_colleague(sender) {
+        let label = sender.label();
+        if !roster.holds(label, sender.key()) || !roster.is_colleague(label) {
             return Err(OpError::NotAColleague {
-                sender: sender.to_string(),
+                sender: label.to_string(),
             });
         }
-        if op.author != sender {
+        if op.author != label {
             return Err(OpError::NotItsOwn {
-                sender: sender.to_string(),
+                sender: label.to_string(),
                 author: op.author,
             });
+        }
+        if !op.author_key.is_empty() && op.author_key != sender.key() {
+            return Err(OpError::NotItsOwn {
+                sender: label.to_string(),
+                author: device_name(&op.author, &op.author_key),
+            });
+        }
+        op.author_key = sender.key().to_vec();
+        let sender = label;
+        if let Change::Assign { to, to_key, .. } = &mut op.change
+            && to_key.is_empty()
+        {
+            *to_key = roster.key_of(to).map(<[u8]>::to_vec).unwrap_or_default();
         }
         hlc::check_not_ahead(op.clock, now_ms).map_err(|e| OpError::TooFarAhead {
             author: sender.to_string(),
@@ -415,10 +536,8 @@ impl CheckedOp {
         let change = match change {
             LocalChange::Assign { to, note } => {
                 long(&note, "note")?;
-                Change::Assign {
-                    to: to.into_label(),
-                    note,
-                }
+                let (to, to_key) = to.into_parts();
+                Change::Assign { to, to_key, note }
             }
             LocalChange::Status(s) => Change::Status(s),
             LocalChange::Note { id, text } => {
@@ -434,12 +553,14 @@ impl CheckedOp {
             LocalChange::Star(on) => Change::Star(on),
             LocalChange::Reply {
                 text,
+                files,
                 at_hour,
                 timer_seconds,
             } => {
                 long(&text, "reply")?;
                 Change::Reply {
                     text,
+                    files,
                     at_hour: at_hour - at_hour % 3600,
                     timer_seconds,
                 }
@@ -450,6 +571,7 @@ impl CheckedOp {
             case_id: case_id.to_string(),
             clock,
             author: me.label().to_string(),
+            author_key: me.key().to_vec(),
             change,
         }))
     }
@@ -470,22 +592,28 @@ impl CheckedOp {
 
 const MAX_AHEAD_MS: u64 = hlc::MAX_AHEAD.as_millis() as u64;
 
-/// The author of this device's operations: its own label.
+/// The author of this device's operations: its own label and identity key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalAuthor {
     label: String,
+    key: Vec<u8>,
 }
 
 impl LocalAuthor {
-    /// This device, by the label its store holds.
-    pub fn new(label: &str) -> LocalAuthor {
+    /// This device, by the label its store holds and its identity key.
+    pub fn new(label: &str, key: &[u8]) -> LocalAuthor {
         LocalAuthor {
             label: label.to_string(),
+            key: key.to_vec(),
         }
     }
 
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    pub fn key(&self) -> &[u8] {
+        &self.key
     }
 }
 
@@ -504,6 +632,8 @@ pub enum LocalChange {
     Star(bool),
     Reply {
         text: SecretText,
+        /// The files it carries, named only ([`FileMention`]).
+        files: Vec<FileMention>,
         /// Unix seconds (rounded down to the hour here).
         at_hour: u64,
         timer_seconds: u64,
@@ -523,6 +653,7 @@ mod tests {
                 counter: 3,
             },
             author: "emb-xx/desk-1".into(),
+            author_key: crate::sync::test_key("emb-xx/desk-1", 0),
             change,
         }
     }
@@ -532,6 +663,7 @@ mod tests {
         for change in [
             Change::Assign {
                 to: "emb-xx/desk-2".into(),
+                to_key: crate::sync::test_key("emb-xx/desk-2", 0),
                 note: SecretText::new("yours".into()),
             },
             Change::Status(Status::Waiting),
@@ -542,6 +674,7 @@ mod tests {
             Change::Star(true),
             Change::Reply {
                 text: SecretText::new("we hear you".into()),
+                files: Vec::new(),
                 at_hour: 1_800_000_000 / 3600 * 3600,
                 timer_seconds: 86_400,
             },
@@ -622,6 +755,7 @@ mod tests {
                     op: Some(case_op::Op::Assign(pb::Assign {
                         to: String::new(),
                         note: String::new(),
+                        to_key: Vec::new(),
                     })),
                     ..good.clone()
                 },
@@ -631,6 +765,7 @@ mod tests {
                 pb::CaseOp {
                     op: Some(case_op::Op::ReplySent(pb::ReplySent {
                         text: "x".repeat(MAX_OP_TEXT + 1),
+                        files: Vec::new(),
                         at_hour: 0,
                         disappear_after_seconds: 0,
                     })),
@@ -642,6 +777,7 @@ mod tests {
                 pb::CaseOp {
                     op: Some(case_op::Op::ReplySent(pb::ReplySent {
                         text: "x".into(),
+                        files: Vec::new(),
                         at_hour: 3601,
                         disappear_after_seconds: 0,
                     })),
@@ -692,6 +828,7 @@ mod tests {
         for change in [
             Change::Assign {
                 to: "emb-xx/desk-2".into(),
+                to_key: crate::sync::test_key("emb-xx/desk-2", 0),
                 note: SecretText::new("they write in Farsi".into()),
             },
             Change::Note {
@@ -700,6 +837,7 @@ mod tests {
             },
             Change::Reply {
                 text: SecretText::new("we hear you".into()),
+                files: Vec::new(),
                 at_hour: 0,
                 timer_seconds: 3600,
             },

@@ -8,7 +8,7 @@
 //! state up to date that way ([`Registers`] is its per-case row) and the tests below hold it
 //! to the fold.
 
-use super::op::{Change, Op, OrderKey, Status};
+use super::op::{Change, Op, OrderKey, Status, device_name};
 use crate::secret::SecretText;
 use std::collections::BTreeMap;
 
@@ -58,11 +58,15 @@ impl<T> Lww<T> {
 pub struct Assignment {
     /// The device's label.
     pub to: String,
+    /// The device's identity key (empty: not recorded, a handover kept before client schema
+    /// v16 by another device than this one): a successor under the same label is another device.
+    pub to_key: Vec<u8>,
     /// The note handed over with it (may be empty; emptied when the case's disappearing timer
     /// runs out for it).
     pub note: SecretText,
-    /// The device that handed it over.
+    /// The device that handed it over, and its identity key.
     pub by: String,
+    pub by_key: Vec<u8>,
 }
 
 /// The registers of a case: what a cases list shows (the store keeps them as one row per
@@ -87,8 +91,11 @@ impl Registers {
         }
     }
 
-    pub fn assigned_to(&self) -> Option<&str> {
-        self.assignment.value().map(|a| a.to.as_str())
+    /// The device the case is assigned to: its label and identity key.
+    pub fn assigned_to(&self) -> Option<(&str, &[u8])> {
+        self.assignment
+            .value()
+            .map(|a| (a.to.as_str(), a.to_key.as_slice()))
     }
 
     pub fn starred(&self) -> bool {
@@ -99,11 +106,13 @@ impl Registers {
     pub fn apply(&mut self, op: &Op) -> bool {
         let key = op.key();
         match &op.change {
-            Change::Assign { to, note } => self.assignment.offer(
+            Change::Assign { to, to_key, note } => self.assignment.offer(
                 Assignment {
                     to: to.clone(),
+                    to_key: to_key.clone(),
                     note: note.clone(),
                     by: op.author.clone(),
+                    by_key: op.author_key.clone(),
                 },
                 &key,
             ),
@@ -120,12 +129,18 @@ impl Registers {
 pub struct ReplyEntry {
     /// The label of the device that sent it.
     pub author: String,
+    /// Its identity key (empty: not recorded).
+    pub author_key: Vec<u8>,
     pub text: SecretText,
     /// Unix seconds rounded down to the hour.
     pub at_hour: u64,
 }
 
-/// A note's key: (author, note id).
+/// A note's key: (author, note id), the author named by label and identity key
+/// ([`device_name`]), so that a device revoked and replaced under the same label is another
+/// author: its successor neither owns nor edits its notes. A read model may show a device this
+/// device knows by its label alone (`InboxClient::case_state`: this device, and the devices the
+/// verified directory lists with their key).
 pub type NoteKey = (String, u64);
 
 /// A case's shared state.
@@ -135,6 +150,8 @@ pub struct CaseState {
     /// Internal notes, by (author, id); each the text of the latest operation with its key.
     /// A note whose text is gone (it disappeared with the case's timer) is not listed.
     pub notes: BTreeMap<NoteKey, Lww<SecretText>>,
+    /// Each note author's name in `notes`, with the label and identity key it names.
+    pub note_authors: BTreeMap<String, (String, Vec<u8>)>,
     /// Replies, in the merge order.
     pub replies: BTreeMap<OrderKey, ReplyEntry>,
 }
@@ -162,20 +179,63 @@ impl CaseState {
     pub fn drop_gone_notes(&mut self) {
         self.notes
             .retain(|_, n| n.value().is_some_and(|t| !t.expose().is_empty()));
+        let notes = &self.notes;
+        self.note_authors
+            .retain(|name, _| notes.keys().any(|(n, _)| n == name));
+    }
+
+    /// Names the devices in this state for a person to read: `show(label, key)` for each note's
+    /// author (the notes' keys), the assignment's device and its author, and each reply's
+    /// author. What the merge rule needs (keys, order keys) is left as it is; a state so shown
+    /// is for reading, not for applying operations to.
+    pub fn show_devices(&mut self, show: impl Fn(&str, &[u8]) -> String) {
+        let authors = std::mem::take(&mut self.note_authors);
+        let renamed: BTreeMap<String, String> = authors
+            .iter()
+            .map(|(name, (label, key))| (name.clone(), show(label, key)))
+            .collect();
+        self.notes = std::mem::take(&mut self.notes)
+            .into_iter()
+            .map(|((name, id), note)| {
+                let shown = renamed.get(&name).cloned().unwrap_or(name);
+                ((shown, id), note)
+            })
+            .collect();
+        self.note_authors = authors
+            .into_iter()
+            .map(|(name, who)| (renamed.get(&name).cloned().unwrap_or(name), who))
+            .collect();
+        if let Some((a, key)) = self.registers.assignment.slot.take() {
+            let a = Assignment {
+                to: show(&a.to, &a.to_key),
+                by: show(&a.by, &a.by_key),
+                ..a
+            };
+            self.registers.assignment = Lww::holding(a, key);
+        }
+        for reply in self.replies.values_mut() {
+            reply.author = show(&reply.author, &reply.author_key);
+        }
     }
 
     /// Applies one operation; whether the state changed.
     pub fn apply(&mut self, op: &Op) -> bool {
         let registers = self.registers.apply(op);
         match &op.change {
-            Change::Note { id, text } => self
-                .notes
-                .entry((op.author.clone(), *id))
-                .or_default()
-                .offer(text.clone(), &op.key()),
+            Change::Note { id, text } => {
+                let name = device_name(&op.author, &op.author_key);
+                self.note_authors
+                    .entry(name.clone())
+                    .or_insert_with(|| (op.author.clone(), op.author_key.clone()));
+                self.notes
+                    .entry((name, *id))
+                    .or_default()
+                    .offer(text.clone(), &op.key())
+            }
             Change::Reply { text, at_hour, .. } => {
                 let entry = ReplyEntry {
                     author: op.author.clone(),
+                    author_key: op.author_key.clone(),
                     text: text.clone(),
                     at_hour: *at_hour,
                 };
@@ -189,7 +249,7 @@ impl CaseState {
         self.registers.status()
     }
 
-    pub fn assigned_to(&self) -> Option<&str> {
+    pub fn assigned_to(&self) -> Option<(&str, &[u8])> {
         self.registers.assigned_to()
     }
 
@@ -209,6 +269,7 @@ impl CaseState {
 mod tests {
     use super::*;
     use crate::sync::hlc::{Hlc, HybridClock};
+    use crate::sync::test_key;
     use proptest::prelude::*;
 
     const CASE: &str = "0123456789abcdef0123456789abcdef";
@@ -246,6 +307,7 @@ mod tests {
                 case_id: CASE.into(),
                 clock: self.clock.tick(now_ms).unwrap(),
                 author: self.label.into(),
+                author_key: test_key(self.label, 0),
                 change,
             };
             self.held.push(op.clone());
@@ -278,6 +340,7 @@ mod tests {
                 t,
                 Change::Assign {
                     to: DESK1.into(),
+                    to_key: test_key(DESK1, 0),
                     note: text("I take it"),
                 },
             ),
@@ -295,6 +358,7 @@ mod tests {
                 t - 2_000 + 5_000,
                 Change::Assign {
                     to: DESK1.into(),
+                    to_key: test_key(DESK1, 0),
                     note: text("for desk 1, they speak Farsi"),
                 },
             ),
@@ -329,7 +393,7 @@ mod tests {
         assert_eq!(s1, d2.state(), "after the exchange, the same state");
         // And the state is what the rule says: each register takes the write with the
         // greatest (clock, author): desk 2's clock readings were later for all three.
-        assert_eq!(s1.assigned_to(), Some(DESK1));
+        assert_eq!(s1.assigned_to(), Some((DESK1, &test_key(DESK1, 0)[..])));
         let a = s1.registers.assignment.value().unwrap();
         assert_eq!(
             (a.by.as_str(), a.note.expose()),
@@ -345,8 +409,16 @@ mod tests {
         assert_eq!(
             notes,
             [
-                (DESK1, 1, "asked for documents; received two"),
-                (DESK2, 1, "the user prefers evenings")
+                (
+                    device_name(DESK1, &test_key(DESK1, 0)).as_str(),
+                    1,
+                    "asked for documents; received two"
+                ),
+                (
+                    device_name(DESK2, &test_key(DESK2, 0)).as_str(),
+                    1,
+                    "the user prefers evenings"
+                )
             ]
         );
 
@@ -374,6 +446,7 @@ mod tests {
             t,
             Change::Reply {
                 text: text("we hear you"),
+                files: Vec::new(),
                 at_hour: 1_800_000_000 / 3600 * 3600,
                 timer_seconds: 0,
             },
@@ -397,6 +470,7 @@ mod tests {
         let mut d2 = Device::new(DESK2);
         let reply = |s: &str| Change::Reply {
             text: text(s),
+            files: Vec::new(),
             at_hour: 0,
             timer_seconds: 0,
         };
@@ -465,6 +539,7 @@ mod tests {
         prop_oneof![
             (label, "[a-c]{0,2}").prop_map(|(to, note)| Change::Assign {
                 to: to.into(),
+                to_key: test_key(to, 0),
                 note: SecretText::new(note),
             }),
             prop::sample::select(Status::ALL.to_vec()).prop_map(Change::Status),
@@ -475,6 +550,7 @@ mod tests {
             any::<bool>().prop_map(Change::Star),
             ("[a-c]{1,2}", 0u64..3).prop_map(|(t, h)| Change::Reply {
                 text: SecretText::new(t),
+                files: Vec::new(),
                 at_hour: h * 3600,
                 timer_seconds: 0,
             }),
@@ -504,6 +580,7 @@ mod tests {
                         case_id: CASE.into(),
                         clock: Hlc { wall_ms, counter },
                         author: author.into(),
+                        author_key: test_key(author, 0),
                         change,
                     }
                 })
