@@ -93,6 +93,7 @@ fn main() {
             mine: i % 2 == 0,
             delivery: (i % 2 == 0).then_some(Delivery::Confirmed),
             expires_hour: None,
+            files: Vec::new(),
         })
         .collect();
     let w = app.window();

@@ -21,6 +21,7 @@ mod generated {
 pub use generated::*;
 
 pub mod bidi;
+pub mod files;
 pub mod inbox;
 pub mod lang;
 pub mod offscreen;

@@ -402,10 +402,24 @@ fn a_directory_log_that_does_not_verify_blocks_replying_until_it_does() {
     let send = find(w, "Send reply");
     assert_eq!(send.accessible_enabled(), Some(false));
     let deposits = post.kit.received("Deposit");
+    // Files neither: the chooser does not open, and a file kept anyway does not go.
+    assert_eq!(find(w, "Attach files…").accessible_enabled(), Some(false));
+    w.invoke_choose_files();
+    assert!(!app.picker().expect("the chooser").is_open());
+    let folder = post.folder("blocked");
+    std::fs::write(folder.join("blocked.pdf"), b"%PDF-1.4 not a real pdf").expect("a file");
+    app.attach(folder.join("blocked.pdf"));
+    pump(&app, &rx, 30, "the file refused or kept", |u| {
+        matches!(u, Update::Attached { .. } | Update::AttachFailed { .. })
+    });
+    let blobs = post.kit.received("CreateBlob");
     type_into(w, "Reply", "should not leave");
     app.window().invoke_send("should not leave".into());
     assert_eq!(w.get_problem(), InboxProblem::Blocked);
     assert_eq!(post.kit.received("Deposit"), deposits);
+    assert_eq!(post.kit.received("CreateBlob"), blobs);
+    click(w, "Remove blocked.pdf");
+    assert_eq!(w.get_attachments().row_count(), 0);
 
     // The relay serves the log again: verifying again lifts the block, and the reply goes.
     post.kit.clear_faults();
@@ -1110,6 +1124,7 @@ fn a_case_handed_to_this_device_shows_the_note_and_when_it_can_reply_and_colleag
         author: author.map(str::to_string),
         note,
         note_id: if note { 5 } else { 0 },
+        files: Vec::new(),
     };
     app.apply(Update::Case {
         case: case.into(),
@@ -1147,6 +1162,10 @@ fn a_case_handed_to_this_device_shows_the_note_and_when_it_can_reply_and_colleag
         w,
         "This device can reply only after the user writes again"
     ));
+    // Nor with files: attaching is off until it can reply.
+    assert_eq!(find(w, "Attach files…").accessible_enabled(), Some(false));
+    w.invoke_choose_files();
+    assert!(!app.picker().expect("the chooser").is_open());
     assert_eq!(find(w, "Send reply").accessible_enabled(), Some(false));
     assert_eq!(
         find_role(w, "waiting", AccessibleRole::RadioButton).accessible_checked(),
@@ -1936,4 +1955,261 @@ fn giving_the_open_cases_sends_nothing_unless_the_typed_number_matches_the_new_d
     let read = post.colleague_reads(&mut colleague);
     assert_eq!(read.imported, 1);
     assert_eq!(read.cases, [case]);
+}
+
+// ------------------------------------------------------------------ files (issue 18, ADR 0013)
+
+/// A photo carrying a GPS position and an author (refuge-strip's own test file).
+const PHOTO: &[u8] = include_bytes!("../../strip/tests/fixtures/png-gps-author.png");
+
+/// The files under the open case's messages, as the window shows them: (name, state code).
+fn shown_files(w: &refuge_ui::InboxWindow) -> Vec<(String, i32)> {
+    w.get_entries()
+        .iter()
+        .flat_map(|e| e.files.iter().collect::<Vec<_>>())
+        .map(|f| (f.name.to_string(), f.state))
+        .collect()
+}
+
+/// Opens the case at the top of the list and waits for its conversation.
+fn open_first(app: &refuge_ui::inbox::InboxApp, rx: &std::sync::mpsc::Receiver<Update>) -> String {
+    let w = app.window();
+    let id = w.get_cases().row_data(0).expect("a case").id.to_string();
+    click(w, &format!("Case {}", &id[..8]));
+    pump(
+        app,
+        rx,
+        10,
+        "the conversation",
+        |u| matches!(u, Update::Case { entries, .. } if !entries.is_empty()),
+    );
+    id
+}
+
+/// Chooses `names` in `folder` through the window's file chooser, as the person does.
+fn choose_in(app: &refuge_ui::inbox::InboxApp, folder: &std::path::Path, names: &[&str]) {
+    let w = app.window();
+    let picker = app.picker().expect("the window's file chooser");
+    assert!(picker.is_open(), "the chooser is shown");
+    picker.go_to(folder);
+    for name in names {
+        click(w, name);
+    }
+    click(w, "Choose");
+    assert!(!picker.is_open(), "the chooser closed: {:?}", labels(w));
+}
+
+#[test]
+fn a_users_file_downloads_under_its_message_and_a_copy_is_saved_through_the_chooser_intact() {
+    i_slint_backend_testing::init_no_event_loop();
+    let mut post = Post::new(41, None);
+    let sent = post.user_sends_file(FIRST, "evidence.png", PHOTO);
+    let (app, rx) = signed_in(&post);
+    let w = app.window();
+    // Read: the file came down on the worker, after the read (as `refuge-inbox read` does).
+    open_first(&app, &rx);
+    if shown_files(w) != [("evidence.png".to_string(), 3)] {
+        pump(&app, &rx, 30, "the file received", |u| {
+            matches!(u, Update::Case { entries, .. }
+                if entries.iter().any(|e| e.files.iter().any(|f| f.state == refuge_ui::inbox::worker::FileState::Received)))
+        });
+    }
+    assert_eq!(shown_files(w), [("evidence.png".to_string(), 3)]);
+    assert!(shows(w, "received and checked"), "{:?}", labels(w));
+    assert!(shows(w, "File evidence.png"), "{:?}", labels(w));
+
+    // Saving a copy: first the warning, then the chooser, then the copy.
+    click(w, "Save a copy of evidence.png");
+    assert!(shows(w, "outside the encrypted store"), "{:?}", labels(w));
+    click(w, "Choose where to save…");
+    let picker = app.picker().expect("the chooser");
+    assert!(picker.is_open());
+    assert_eq!(w.get_chooser_purpose(), 1);
+    let out = post.folder("saved");
+    picker.go_to(&out);
+    let name = find_role(w, "Name of the new file", AccessibleRole::TextInput);
+    assert_eq!(name.accessible_value().as_deref(), Some("evidence.png"));
+    click(w, "Save here");
+    assert!(!picker.is_open());
+    pump(&app, &rx, 30, "the copy saved", |u| {
+        matches!(u, Update::FileSaved { .. })
+    });
+    let copy = std::fs::read(out.join("evidence.png")).expect("the copy");
+    assert_eq!(
+        copy, sent,
+        "the copy is the file the user sent, byte for byte"
+    );
+    assert!(shows(w, "Saved to"), "{:?}", labels(w));
+    // A second copy under the same name is refused by the client, never written over.
+    app.save_file_to(
+        w.get_save_file_id().parse().expect("a file id"),
+        out.join("evidence.png"),
+    );
+    pump(&app, &rx, 30, "the refusal", |u| {
+        matches!(u, Update::SaveFailed { .. })
+    });
+    assert_eq!(w.get_problem(), InboxProblem::SaveExists);
+    assert_eq!(
+        std::fs::read(out.join("evidence.png")).expect("the copy"),
+        sent
+    );
+    click(w, "Close");
+    assert!(w.get_save_file_id().is_empty());
+}
+
+#[test]
+fn the_desk_replies_with_files_cleaned_or_sent_as_they_are_by_choice_and_the_user_receives_them() {
+    i_slint_backend_testing::init_no_event_loop();
+    let mut post = Post::new(42, Some("hello, can I send you documents?"));
+    let (app, rx) = signed_in(&post);
+    let w = app.window();
+    open_first(&app, &rx);
+    let folder = post.folder("to-send");
+    std::fs::write(folder.join("photo.png"), PHOTO).expect("the photo");
+    let notes = b"Notes of the meeting: Tuesday 10:00, room 4.\n".to_vec();
+    std::fs::write(folder.join("notes.txt"), &notes).expect("the notes");
+
+    click(w, "Attach files…");
+    assert_eq!(w.get_chooser_purpose(), 0);
+    choose_in(&app, &folder, &["photo.png", "notes.txt"]);
+    pump(&app, &rx, 30, "the photo cleaned", |u| {
+        matches!(u, Update::Attached { .. })
+    });
+    pump(&app, &rx, 30, "the notes refused", |u| {
+        matches!(u, Update::AttachFailed { .. })
+    });
+    let rows: Vec<_> = w.get_attachments().iter().collect();
+    assert_eq!(rows.len(), 2);
+    let photo = rows
+        .iter()
+        .find(|r| r.name == "photo.png")
+        .expect("the photo");
+    assert_eq!(photo.state, 1, "ready");
+    let removed: Vec<String> = photo.removed.iter().map(|c| c.to_string()).collect();
+    assert!(
+        removed.iter().any(|c| c == "Position") && removed.iter().any(|c| c == "Author"),
+        "{removed:?}"
+    );
+    assert!(
+        shows(w, "Removed: ") && shows(w, "position") && shows(w, "author"),
+        "{:?}",
+        labels(w)
+    );
+    let text = rows
+        .iter()
+        .find(|r| r.name == "notes.txt")
+        .expect("the notes");
+    assert_eq!(text.state, 2);
+    assert_eq!(text.problem, InboxProblem::CannotClean);
+    assert!(text.can_send_as_is);
+    assert!(shows(
+        w,
+        "The hidden information of this kind of file cannot be removed"
+    ));
+    assert!(shows(w, "Send it as it is only if you accept"));
+
+    // Not without the choice: nothing is sent.
+    let deposits = post.kit.accepted("Deposit");
+    type_into(w, "Reply", "Here are the documents.");
+    click(w, "Send reply");
+    assert_eq!(w.get_problem(), InboxProblem::FilesNotReady);
+    assert!(!w.get_busy());
+    assert_eq!(post.kit.accepted("Deposit"), deposits);
+
+    // The explicit choice.
+    click(w, "Send notes.txt as it is");
+    pump(&app, &rx, 30, "the notes kept as they are", |u| {
+        matches!(u, Update::Attached { .. })
+    });
+    let rows: Vec<_> = w.get_attachments().iter().collect();
+    assert!(rows.iter().all(|r| r.state == 1), "both ready");
+    assert!(rows.iter().any(|r| r.as_is && r.name == "notes.txt"));
+    assert!(shows(w, "Sent as it is, as chosen"));
+
+    click(w, "Send reply");
+    assert!(w.get_busy());
+    pump(&app, &rx, 60, "the reply kept", |u| {
+        matches!(u, Update::Replied { .. })
+    });
+    assert_eq!(w.get_attachments().row_count(), 0, "the files went with it");
+    pump(&app, &rx, 60, "the relay's confirmation", |u| {
+        matches!(
+            u,
+            Update::Event(Event::Reply {
+                delivery: Delivery::Confirmed,
+                ..
+            })
+        )
+    });
+    // Each file went to the relay as a blob of its own, before the reply.
+    assert_eq!(post.kit.accepted("CreateBlob"), 2);
+    // Under the reply: both files, sent.
+    let mut files = shown_files(w);
+    files.sort();
+    assert_eq!(
+        files,
+        [("notes.txt".to_string(), 1), ("photo.png".to_string(), 1)]
+    );
+
+    // The user has them, intact: the photo as cleaned (no position, no author), the notes
+    // byte for byte.
+    let cleaned = refuge_client::transfer::clean_file(PHOTO, false).expect("a photo cleaned");
+    let mut got = post.user_receives_files();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("notes.txt".to_string(), notes),
+            ("photo.png".to_string(), cleaned.bytes.to_vec())
+        ]
+    );
+    assert_ne!(cleaned.bytes.as_slice(), PHOTO, "something was removed");
+}
+
+#[test]
+fn a_file_the_relay_altered_is_refused_under_its_message_with_the_reason() {
+    i_slint_backend_testing::init_no_event_loop();
+    let mut post = Post::new(43, None);
+    post.user_sends_file(FIRST, "scan.png", PHOTO);
+    // The relay serves every chunk with one bit changed.
+    post.kit.tamper_with_chunks(|_, data| {
+        if let Some(b) = data.last_mut() {
+            *b ^= 1;
+        }
+    });
+    let (app, rx) = signed_in(&post);
+    let w = app.window();
+    open_first(&app, &rx);
+    if shown_files(w) != [("scan.png".to_string(), 4)] {
+        pump(&app, &rx, 30, "the file refused", |u| {
+            matches!(u, Update::Case { entries, .. }
+                if entries.iter().any(|e| e.files.iter().any(|f| matches!(f.state, refuge_ui::inbox::worker::FileState::Refused { .. }))))
+        });
+    }
+    assert_eq!(shown_files(w), [("scan.png".to_string(), 4)]);
+    assert!(
+        shows(w, "refused: it did not arrive as it was sent"),
+        "{:?}",
+        labels(w)
+    );
+    let reason = w
+        .get_entries()
+        .iter()
+        .flat_map(|e| e.files.iter().collect::<Vec<_>>())
+        .map(|f| f.reason.to_string())
+        .next()
+        .unwrap_or_default();
+    assert!(!reason.is_empty());
+    assert!(shows(w, &format!("Details: {reason}")), "{:?}", labels(w));
+    // Nothing of it can be saved.
+    assert!(!shows(w, "Save a copy of scan.png"));
+    // A refused file is the file's own failure: reading and replying go on.
+    assert!(!w.get_log().failed, "{:?}", w.get_log());
+    assert!(w.get_can_reply());
+    assert_eq!(
+        w.get_problem(),
+        InboxProblem::None,
+        "{}",
+        w.get_problem_detail()
+    );
 }

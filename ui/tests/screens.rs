@@ -979,6 +979,7 @@ fn what_the_worker_reports_after_a_lock_never_reaches_the_window() {
             mine: false,
             delivery: None,
             expires_hour: None,
+            files: Vec::new(),
         }],
         timer_secs: 0,
     });
@@ -1086,4 +1087,262 @@ fn the_settings_show_this_devices_own_safety_number_as_the_staff_inbox_computes_
         refuge_client::app::InboxClient::user_safety_number_of(&key).display(),
         number
     );
+}
+
+/// The sample files of `refuge-strip`'s tests (real photos and documents with GPS and author
+/// fields).
+fn strip_fixture(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../strip/tests/fixtures")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Applies the worker's updates until the file the window calls `name` is no longer being
+/// cleaned.
+fn until_file_prepared(
+    app: &refuge_ui::user::UserApp,
+    rx: &std::sync::mpsc::Receiver<Update>,
+    name: &str,
+) -> refuge_ui::DraftFileItem {
+    pump_until(app, rx, 30, "the file read and cleaned", |u| {
+        matches!(u, Update::FilePrepared { .. })
+    });
+    app.window()
+        .get_draft_files()
+        .iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("{name} is among the files to send"))
+}
+
+#[test]
+fn a_photo_goes_to_the_post_without_its_position_and_a_file_from_the_post_is_saved() {
+    use refuge_client::store::{AttachmentState, NewAttachment};
+    use refuge_client::transfer::clean_file;
+    i_slint_backend_testing::init_no_event_loop();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let (rt, kit) = kit_relay();
+    let vkey = kit.log_vkey().expect("a log").to_string();
+    let mut staff = rt.block_on(staff_device(
+        &kit,
+        &tmp.path().join("staff"),
+        "emb-xx/desk-1",
+    ));
+    // The person's own folder, with a photo that says where and by whom it was taken, and a
+    // text file (a format whose hidden information cannot be removed).
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(home.join("Pictures")).expect("mkdir");
+    let photo = strip_fixture("jpeg-gps-author.jpg");
+    std::fs::write(home.join("Pictures/protest.jpg"), &photo).expect("write");
+    std::fs::write(home.join("notes.txt"), "names and places").expect("write");
+
+    let (app, rx) = connected(&tmp.path().join("app"), &vkey, &kit);
+    let w = app.window();
+    app.picker().set_start_folder(&home);
+    pump_until(
+        &app,
+        &rx,
+        10,
+        "the posts",
+        |u| matches!(u, Update::Posts(p) if !p.is_empty()),
+    );
+    w.invoke_open_post(refuge_testkit::fixtures::POST.into());
+    w.set_screen(Screen::Conversation);
+
+    // The photo, through the chooser: the report says what was removed before anything is sent.
+    click(w, "Attach files…");
+    assert!(w.global::<refuge_ui::Files>().get_shown());
+    assert!(shows(w, "removes what it can of the hidden information"));
+    click(w, "Pictures");
+    click(w, "protest.jpg");
+    click(w, "Choose");
+    assert!(!w.global::<refuge_ui::Files>().get_shown());
+    let item = until_file_prepared(&app, &rx, "protest.jpg");
+    assert_eq!(item.state, 1, "ready");
+    let removed: Vec<String> = item.removed.iter().map(|c| c.to_string()).collect();
+    assert!(
+        removed.contains(&"Position".to_string()) && removed.contains(&"Author".to_string()),
+        "{removed:?}"
+    );
+    assert!(shows(w, "Removed: position"), "{:?}", labels(w));
+    assert!(shows(w, "author"));
+
+    // The text file cannot be cleaned: it waits for the person's explicit choice, and the
+    // message does not go before.
+    click(w, "Attach files…");
+    click(w, "notes.txt");
+    click(w, "Choose");
+    let item = until_file_prepared(&app, &rx, "notes.txt");
+    assert_eq!(item.state, 2, "needs the person's choice");
+    assert!(shows(
+        w,
+        "The hidden information of this kind of file cannot be removed"
+    ));
+    assert!(shows(w, "Send it as it is only if you accept"));
+    type_into(w, "Your message", "Photo of the checkpoint, and my notes");
+    click(w, "Send");
+    assert_eq!(w.get_problem(), Problem::FilesNotReady);
+    assert_eq!(kit.received("CreateBlob"), 0, "nothing was uploaded");
+    click(w, "Send notes.txt as it is");
+    let item = until_file_prepared(&app, &rx, "notes.txt");
+    assert_eq!((item.state, item.as_is), (1, true));
+    assert!(shows(w, "Sent as it is, as chosen"));
+
+    // Sent: the uploads report their progress, the files leave the composer, and the message
+    // shows them under it.
+    click(w, "Send");
+    let uploads = std::cell::Cell::new(0);
+    pump_until(&app, &rx, 60, "the message sent", |u| {
+        if matches!(u, Update::Event(Event::Transfer { outgoing: true, .. })) {
+            uploads.set(uploads.get() + 1);
+        }
+        matches!(u, Update::Sent { .. })
+    });
+    assert!(uploads.get() >= 2, "each file reported its upload");
+    assert_eq!(w.get_draft_files().row_count(), 0);
+    pump_until(
+        &app,
+        &rx,
+        10,
+        "the message with its files",
+        |u| matches!(u, Update::Conversation { messages, .. } if messages.iter().any(|m| m.files.len() == 2)),
+    );
+    assert!(shows(w, "File protest.jpg"), "{:?}", labels(w));
+
+    // At the post: the staff device reads the message and downloads its files; the photo is
+    // the cleaned one (no position, no author), the text file the person's own bytes.
+    let case = rt.block_on(async {
+        staff
+            .read(&mut |_| Ok(()))
+            .await
+            .expect("the staff device reads");
+        let (arrived, refused) = staff
+            .download_attachments()
+            .await
+            .expect("the files download");
+        assert_eq!((arrived, refused.len()), (2, 0));
+        staff
+            .cases(Default::default(), None, 10)
+            .expect("the cases")
+            .remove(0)
+            .case_id
+    });
+    let at_post = tmp.path().join("at-post");
+    std::fs::create_dir_all(&at_post).expect("mkdir");
+    let received: Vec<_> = staff
+        .store()
+        .all_attachments(10)
+        .expect("the files")
+        .into_iter()
+        .filter(|a| !a.outgoing)
+        .collect();
+    assert_eq!(received.len(), 2);
+    for a in &received {
+        assert_eq!(a.state, AttachmentState::Received, "{a:?}");
+        let out = at_post.join(&a.file_name);
+        staff.export_attachment(a.id, &out).expect("exported");
+        let bytes = std::fs::read(&out).expect("read back");
+        match a.file_name.as_str() {
+            "protest.jpg" => {
+                assert_ne!(bytes, photo, "the photo went without its metadata");
+                let cleaned = clean_file(&photo, false).expect("the photo cleans");
+                assert_eq!(bytes, *cleaned.bytes);
+                assert!(
+                    clean_file(&bytes, false)
+                        .expect("cleans again")
+                        .report
+                        .removed
+                        .is_empty(),
+                    "nothing left to remove from what arrived"
+                );
+            }
+            "notes.txt" => assert_eq!(bytes, b"names and places"),
+            other => panic!("an unexpected file {other}"),
+        }
+    }
+
+    // The post answers with a document; the app downloads it in the background and the person
+    // saves a copy with the chooser, after its warning.
+    let letter = clean_file(&strip_fixture("pdf-gps-author.pdf"), false).expect("cleans");
+    rt.block_on(async {
+        let id = staff
+            .prepare_attachment(&NewAttachment {
+                file_name: "letter.pdf",
+                content_type: "application/pdf",
+                bytes: &letter.bytes,
+                report: &letter.report_keys(),
+            })
+            .expect("prepared");
+        staff
+            .reply_with(
+                &case,
+                &refuge_client::secret::SecretText::new("Here is the letter".into()),
+                &[id],
+            )
+            .await
+            .expect("the reply goes");
+    });
+    pump_until(&app, &rx, 60, "the letter received", |u| {
+        matches!(u, Update::Conversation { messages, .. }
+            if messages.iter().flat_map(|m| m.files.iter())
+                .any(|f| f.name == "letter.pdf" && f.state == AttachmentState::Received))
+    });
+    assert!(shows(w, "received and checked"), "{:?}", labels(w));
+    let saved = tmp.path().join("saved");
+    std::fs::create_dir_all(&saved).expect("mkdir");
+    std::fs::write(saved.join("letter.pdf"), b"an older file").expect("write");
+    app.picker().set_start_folder(&saved);
+    click(w, "Save a copy of letter.pdf");
+    assert!(w.global::<refuge_ui::Files>().get_shown());
+    assert!(shows(w, "outside the app's encrypted store"));
+    // A file of that name is there: never written over.
+    click(w, "Save here");
+    assert_eq!(
+        w.global::<refuge_ui::Files>().get_problem(),
+        refuge_ui::FilesProblem::NameExists
+    );
+    type_into(w, "Name of the new file", "letter from the post.pdf");
+    click(w, "Save here");
+    pump_until(&app, &rx, 10, "the copy saved", |u| {
+        matches!(u, Update::Exported { .. })
+    });
+    assert_eq!(
+        std::fs::read(saved.join("letter from the post.pdf")).expect("the copy"),
+        *letter.bytes
+    );
+    assert_eq!(
+        std::fs::read(saved.join("letter.pdf")).expect("kept"),
+        b"an older file"
+    );
+    assert!(shows(w, "Saved to"));
+}
+
+#[test]
+fn files_are_refused_beyond_eight_and_a_lock_closes_the_chooser() {
+    i_slint_backend_testing::init_no_event_loop();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let (app, _rx) = app(&tmp.path().join("app"), None, None);
+    let w = app.window();
+    fill_with_sample_data(&app);
+    w.set_screen(Screen::Conversation);
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).expect("mkdir");
+    for i in 0..9 {
+        std::fs::write(home.join(format!("f{i}.txt")), b"x").expect("write");
+    }
+    app.picker().set_start_folder(&home);
+    click(w, "Attach files…");
+    for i in 0..9 {
+        click(w, &format!("f{i}.txt"));
+    }
+    assert_eq!(
+        w.global::<refuge_ui::Files>().get_problem(),
+        refuge_ui::FilesProblem::TooMany
+    );
+    assert!(shows(w, "You can choose at most 8 files at once."));
+    // Locked with the chooser open: it closes, and chooses nothing.
+    click(w, "Hold to lock");
+    assert!(!w.global::<refuge_ui::Files>().get_shown());
+    assert!(!app.picker().is_open());
+    assert_eq!(w.get_draft_files().row_count(), 0);
 }

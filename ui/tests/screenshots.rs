@@ -63,7 +63,13 @@ fn shots() -> Vec<Shot> {
     vec![
         Shot {
             name: "01-language",
-            set: |a| a.window().set_screen(Screen::Language),
+            set: |a| {
+                // The chooser the last shots opened closes (it covers every screen), and the
+                // store is closed again as the shots before them left it.
+                a.picker().cancel();
+                a.window().set_store_open(false);
+                a.window().set_screen(Screen::Language);
+            },
         },
         Shot {
             name: "02-deployment",
@@ -137,7 +143,11 @@ fn shots() -> Vec<Shot> {
         },
         Shot {
             name: "11-conversation",
-            set: |a| a.window().set_screen(Screen::Conversation),
+            set: |a| {
+                // Without the files the later shots add.
+                without_files(a);
+                a.window().set_screen(Screen::Conversation);
+            },
         },
         Shot {
             name: "12-safety",
@@ -168,7 +178,208 @@ fn shots() -> Vec<Shot> {
                 w.set_screen(Screen::Deployment);
             },
         },
+        // Files in a conversation: files under messages (sent, received with "Save a copy…",
+        // downloading, refused); then the files to send: a photo ready with what was removed
+        // and what was left, a file that cannot be cleaned waiting for the person's choice.
+        Shot {
+            name: "16-conversation-files",
+            set: |a| {
+                conversation_with_files(a);
+                a.window().set_draft_files(slint::ModelRc::default());
+            },
+        },
+        Shot {
+            name: "17-conversation-files-to-send",
+            set: conversation_with_files,
+        },
+        // The file chooser (ADR 0014) in open mode, with a Persian file name and a link.
+        Shot {
+            name: "18-chooser-open",
+            set: |a| {
+                let w = a.window();
+                w.set_store_open(true);
+                w.set_screen(Screen::Conversation);
+                w.set_chooser_purpose(0);
+                chooser(a, false);
+            },
+        },
+        // The chooser saving a copy: the warning that the copy leaves the encrypted store, and
+        // a name that exists refused.
+        Shot {
+            name: "19-chooser-save",
+            set: |a| {
+                let w = a.window();
+                w.set_store_open(true);
+                w.set_screen(Screen::Conversation);
+                w.set_chooser_purpose(1);
+                chooser(a, true);
+            },
+        },
     ]
+}
+
+/// The sample conversation again, without files, and no chooser.
+fn without_files(a: &refuge_ui::user::UserApp) {
+    a.picker().cancel();
+    let w = a.window();
+    w.set_draft_files(slint::ModelRc::default());
+    w.set_saved_to("".into());
+    fill_with_sample_data(a);
+}
+
+fn user_codes(list: &[&str]) -> slint::ModelRc<slint::SharedString> {
+    slint::ModelRc::new(slint::VecModel::from(
+        list.iter()
+            .map(|c| slint::SharedString::from(*c))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+fn conversation_with_files(a: &refuge_ui::user::UserApp) {
+    use refuge_client::store::AttachmentState;
+    use refuge_ui::user::worker::{FileView, MessageView, Update};
+    a.picker().cancel();
+    let w = a.window();
+    w.set_store_open(true);
+    let file = |id, name: &str, size, outgoing, state, done, error: Option<&str>| FileView {
+        id,
+        name: name.into(),
+        size,
+        outgoing,
+        state,
+        done,
+        error: error.map(str::to_string),
+        report: String::new(),
+    };
+    a.apply(Update::Conversation {
+        post: "emb-xx".into(),
+        messages: vec![
+            MessageView {
+                id: 1,
+                text: "عکس‌های ایست بازرسی".into(),
+                author: String::new(),
+                at_hour: 1_796_562_000,
+                mine: true,
+                delivery: Some(refuge_client::events::Delivery::Confirmed),
+                expires_hour: None,
+                files: vec![file(
+                    1,
+                    "checkpoint.jpg",
+                    2_480_000,
+                    true,
+                    AttachmentState::Sent,
+                    2_480_000,
+                    None,
+                )],
+            },
+            MessageView {
+                id: 2,
+                text: "Voici la lettre d’invitation et le formulaire.".into(),
+                author: "emb-xx/desk-1".into(),
+                at_hour: 1_796_565_600,
+                mine: false,
+                delivery: None,
+                expires_hour: None,
+                files: vec![
+                    file(
+                        2,
+                        "lettre-invitation.pdf",
+                        182_000,
+                        false,
+                        AttachmentState::Received,
+                        182_000,
+                        None,
+                    ),
+                    file(
+                        3,
+                        "formulaire.pdf",
+                        5_300_000,
+                        false,
+                        AttachmentState::Downloading,
+                        2_200_000,
+                        None,
+                    ),
+                    file(
+                        4,
+                        "annexe.pdf",
+                        40_000,
+                        false,
+                        AttachmentState::Failed,
+                        0,
+                        Some("the file's digest does not match"),
+                    ),
+                ],
+            },
+        ],
+        timer_secs: 7 * 86_400,
+    });
+    let draft =
+        |key, name: &str, size: &str, unit, state, reason, removed: &[&str], left: &[&str]| {
+            refuge_ui::DraftFileItem {
+                key,
+                name: name.into(),
+                size: size.into(),
+                unit,
+                state,
+                reason,
+                detail: "".into(),
+                removed: user_codes(removed),
+                left: user_codes(left),
+                as_is: false,
+                percent: 0,
+            }
+        };
+    w.set_draft_files(slint::ModelRc::new(slint::VecModel::from(vec![
+        draft(
+            1,
+            "عکس-۱۲.jpg",
+            "3.1",
+            2,
+            1,
+            0,
+            &["Position", "CameraOrDevice", "Author", "Dates"],
+            &["ColourProfile"],
+        ),
+        draft(2, "notes.txt", "2", 1, 2, 2, &[], &[]),
+    ])));
+    w.set_screen(Screen::Conversation);
+}
+
+/// The chooser's global as the Rust side fills it (a fixed listing, so that the picture does
+/// not depend on the machine's folders).
+fn chooser(a: &refuge_ui::user::UserApp, save: bool) {
+    use refuge_ui::{FileEntry, Files, FilesProblem};
+    let g = a.window().global::<Files>();
+    let entry = |name: &str, kind, size: &str, unit, target: &str, picked| FileEntry {
+        name: name.into(),
+        kind,
+        size: size.into(),
+        unit,
+        target: target.into(),
+        picked,
+    };
+    g.set_save_mode(save);
+    g.set_folder("/home/maryam/Documents".into());
+    g.set_can_go_up(true);
+    g.set_entries(slint::ModelRc::new(slint::VecModel::from(vec![
+        entry("Photos", 0, "0", 0, "", false),
+        entry("گزارش‌ها", 0, "0", 0, "", false),
+        entry("checkpoint.jpg", 1, "2.4", 2, "", !save),
+        entry("lettre.pdf", 1, "178", 1, "", false),
+        entry("گزارش ۱۴۰۵.pdf", 1, "96", 1, "", !save),
+        entry("usb", 2, "0", 0, "/media/maryam/USB", false),
+    ])));
+    g.set_picked_count(if save { 0 } else { 2 });
+    g.set_max_picks(8);
+    g.set_show_hidden(false);
+    g.set_file_name(if save { "lettre.pdf".into() } else { "".into() });
+    g.set_problem(if save {
+        FilesProblem::NameExists
+    } else {
+        FilesProblem::None
+    });
+    g.set_detail(if save { "lettre.pdf".into() } else { "".into() });
+    g.set_shown(true);
 }
 
 #[test]
@@ -361,6 +572,7 @@ fn fill_inbox_with_sample_data(app: &refuge_ui::inbox::InboxApp) {
                 author: None,
                 note: false,
                 note_id: 0,
+                files: Vec::new(),
             },
             EntryView {
                 id: 2,
@@ -372,6 +584,7 @@ fn fill_inbox_with_sample_data(app: &refuge_ui::inbox::InboxApp) {
                 author: Some("emb-xx/hr-desk-2".into()),
                 note: false,
                 note_id: 0,
+                files: Vec::new(),
             },
             EntryView {
                 id: -1,
@@ -383,6 +596,7 @@ fn fill_inbox_with_sample_data(app: &refuge_ui::inbox::InboxApp) {
                 author: Some("emb-xx/hr-desk-2".into()),
                 note: true,
                 note_id: 7,
+                files: Vec::new(),
             },
             EntryView {
                 id: 3,
@@ -394,6 +608,7 @@ fn fill_inbox_with_sample_data(app: &refuge_ui::inbox::InboxApp) {
                 author: None,
                 note: false,
                 note_id: 0,
+                files: Vec::new(),
             },
             EntryView {
                 id: 4,
@@ -405,6 +620,7 @@ fn fill_inbox_with_sample_data(app: &refuge_ui::inbox::InboxApp) {
                 author: None,
                 note: false,
                 note_id: 0,
+                files: Vec::new(),
             },
             EntryView {
                 id: -2,
@@ -416,6 +632,7 @@ fn fill_inbox_with_sample_data(app: &refuge_ui::inbox::InboxApp) {
                 author: None,
                 note: true,
                 note_id: 7,
+                files: Vec::new(),
             },
         ],
         can_reply: true,
@@ -741,7 +958,112 @@ fn inbox_shots() -> Vec<InboxShot> {
                 w.set_screen(InboxScreen::Case);
             },
         },
+        InboxShot {
+            name: "16-case-files",
+            set: |a| {
+                files_case(a);
+                let w = a.window();
+                w.set_draft("Voici l’attestation demandée.".into());
+                w.set_attachments(strings_model(vec![
+                    refuge_ui::AttachRow {
+                        name: "IMG_2031.jpg".into(),
+                        size: "\u{2066}2.4 MiB\u{2069}".into(),
+                        state: 3,
+                        percent: 40,
+                        removed: codes(&["Position", "CameraOrDevice", "Dates", "Thumbnail"]),
+                        left: codes(&["ColourProfile"]),
+                        ..Default::default()
+                    },
+                    refuge_ui::AttachRow {
+                        name: "compte-rendu.odt".into(),
+                        state: 2,
+                        problem: InboxProblem::CannotClean,
+                        can_send_as_is: true,
+                        ..Default::default()
+                    },
+                ]));
+            },
+        },
+        InboxShot {
+            name: "17-case-save-copy",
+            set: |a| {
+                files_case(a);
+                let w = a.window();
+                w.set_save_file_id("3".into());
+                w.set_save_file_name("گزارش-پزشکی.pdf".into());
+                w.set_saved_to("\u{2066}/home/desk/Documents/گزارش-پزشکی.pdf\u{2069}".into());
+            },
+        },
     ]
+}
+
+fn strings_model<T: Clone + 'static>(items: Vec<T>) -> slint::ModelRc<T> {
+    slint::ModelRc::new(slint::VecModel::from(items))
+}
+
+fn codes(list: &[&str]) -> slint::ModelRc<slint::SharedString> {
+    strings_model(list.iter().map(|c| (*c).into()).collect())
+}
+
+/// The case screen with files under its messages: the user's (received, arriving, refused by
+/// the relay's fault) and a reply's (sent, with what was removed and what could not be).
+fn files_case(app: &refuge_ui::inbox::InboxApp) {
+    use refuge_ui::{CaseEntry, FileRow, InboxScreen};
+    let w = app.window();
+    w.set_label("emb-xx/hr-desk-1".into());
+    w.set_store_open(true);
+    w.set_destroyed(false);
+    w.set_log(refuge_ui::LogStatus {
+        known: true,
+        size: 12,
+        cosigned: 2,
+        witnesses: 3,
+        verified_age: 150,
+        cosigned_age: 300,
+        failed: false,
+        detail: "".into(),
+    });
+    w.set_can_reply(true);
+    let file = |id: &str, name: &str, size: &str, state, percent| FileRow {
+        id: id.into(),
+        name: name.into(),
+        size: format!("\u{2066}{size}\u{2069}").into(),
+        state,
+        percent,
+        ..Default::default()
+    };
+    let entry = |text: &str, from_user, time: &str, files: Vec<FileRow>| CaseEntry {
+        text: text.into(),
+        from_user,
+        time: format!("\u{2066}{time}\u{2069}").into(),
+        state: if from_user { 3 } else { 1 },
+        files: strings_model(files),
+        ..Default::default()
+    };
+    let mut refused = file("5", "scan.png", "310.0 KiB", 4, 0);
+    refused.reason = "the chunks served by the relay do not open".into();
+    let mut sent = file("6", "attestation.pdf", "88.2 KiB", 1, 100);
+    sent.removed = codes(&["PdfInfo", "PdfXmp"]);
+    sent.left = codes(&["PdfImagesNotChecked"]);
+    w.set_entries(strings_model(vec![
+        entry(
+            "این مدارک پزشکی و ویدیوی روز دستگیری است. Refuge ۲۰۲۶",
+            true,
+            "2026-12-06 13:00 UTC",
+            vec![
+                file("3", "گزارش-پزشکی.pdf", "1.2 MiB", 3, 100),
+                file("4", "video-2026-12-01.mp4", "48.0 MiB", 2, 40),
+                refused,
+            ],
+        ),
+        entry(
+            "Voici l’attestation de prise en charge.",
+            false,
+            "2026-12-06 14:00 UTC",
+            vec![sent],
+        ),
+    ]));
+    w.set_screen(InboxScreen::Case);
 }
 
 #[test]
@@ -776,6 +1098,9 @@ fn every_inbox_screen_in_english_french_arabic_and_persian_matches_its_reference
             app.window().set_templates_open(false);
             app.window().set_template_saving(false);
             app.window().set_note_editing("".into());
+            app.window().set_attachments(strings_model(Vec::new()));
+            app.window().set_save_file_id("".into());
+            app.window().set_saved_to("".into());
             (shot.set)(&app);
             let _ = offscreen::render(&window, WIDTH, HEIGHT);
             let pixels = offscreen::render(&window, WIDTH, HEIGHT);

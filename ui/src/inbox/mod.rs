@@ -16,8 +16,8 @@ pub mod worker;
 
 use crate::user::hour_label;
 use crate::{
-    Bidi, CaseEntry, CaseRow, ColleagueRow, Dir, InboxProblem, InboxScreen, InboxWindow, LogStatus,
-    TemplateRow,
+    AttachRow, Bidi, CaseEntry, CaseRow, ColleagueRow, Dir, FileRow, InboxProblem, InboxScreen,
+    InboxWindow, LogStatus, TemplateRow,
 };
 use log_status::LogView;
 use refuge_client::events::{Delivery, Event};
@@ -29,7 +29,10 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use worker::{CaseView, Command, EntryView, StateView, TemplateView, Update, Worker};
+use worker::{
+    CaseView, Command, EntryView, FileState, FileView, PreparedFile, StateView, TemplateView,
+    Update, Worker,
+};
 
 /// How the app starts.
 pub struct Options {
@@ -69,7 +72,37 @@ struct Flow {
     editing: bool,
     templating: bool,
     log: LogSeen,
+    /// The files chosen for the reply being written, in the order chosen.
+    attaching: Vec<Attaching>,
+    /// A file being saved outside the store: its id.
+    saving_file: Option<i64>,
+    /// The window's file chooser (ADR 0014).
+    picker: Option<crate::files::Picker>,
 }
+
+/// A file chosen for the reply, and where it stands.
+#[derive(Clone, Debug)]
+struct Attaching {
+    path: PathBuf,
+    name: String,
+    state: AttachState,
+}
+
+#[derive(Clone, Debug)]
+enum AttachState {
+    /// Being read, cleaned and kept by the worker.
+    Preparing,
+    /// Kept, ready to go (`sent`: bytes the relay confirmed so far while the reply is sent).
+    Ready { file: PreparedFile, sent: u64 },
+    /// Not kept: why, and whether it may still go as it is on the person's choice.
+    Refused {
+        problem: InboxProblem,
+        detail: String,
+    },
+}
+
+/// The most files a reply carries (`Content.attachments`, ADR 0013 point 2).
+pub const MAX_FILES: usize = refuge_client::attachment::MAX_ATTACHMENTS_PER_MESSAGE;
 
 /// The Inbox's window and its flow.
 pub struct InboxApp {
@@ -151,7 +184,11 @@ impl InboxApp {
             editing: false,
             templating: false,
             log: LogSeen::default(),
+            attaching: Vec::new(),
+            saving_file: None,
+            picker: None,
         }));
+        flow.borrow_mut().picker = Some(crate::files::Picker::install(&window));
         let app = InboxApp {
             window,
             flow,
@@ -271,8 +308,12 @@ impl InboxApp {
             w.set_user_verified(false);
             w.set_case_language(SharedString::new());
             w.set_case_language_tag(SharedString::new());
+            // So do the files chosen for it.
+            self.flow.borrow_mut().attaching.clear();
+            self.show_attachments();
         }
         w.set_handing_over(false);
+        self.close_save();
         w.set_note_editing(SharedString::new());
         w.set_note_edit_draft(SharedString::new());
         w.set_template_saving(false);
@@ -310,7 +351,24 @@ impl InboxApp {
             self.problem(InboxProblem::NoReplyAddress, "");
             return;
         }
-        if text.trim().is_empty() {
+        let files = {
+            let flow = self.flow.borrow();
+            let ready: Vec<i64> = flow
+                .attaching
+                .iter()
+                .filter_map(|a| match &a.state {
+                    AttachState::Ready { file, .. } => Some(file.id),
+                    _ => None,
+                })
+                .collect();
+            if ready.len() != flow.attaching.len() {
+                drop(flow);
+                self.problem(InboxProblem::FilesNotReady, "");
+                return;
+            }
+            ready
+        };
+        if text.trim().is_empty() && files.is_empty() {
             self.problem(InboxProblem::MessageEmpty, "");
             return;
         }
@@ -332,7 +390,198 @@ impl InboxApp {
         self.send(Command::Reply {
             case,
             text: SecretText::new(text.to_string()),
+            files,
         });
+    }
+
+    /// The file chooser, to choose files for the reply (each then goes to [`InboxApp::attach`]).
+    fn choose_files(&self) {
+        let w = &self.window;
+        if !w.get_can_reply() || w.get_log().failed || w.get_busy() {
+            return;
+        }
+        if self.flow.borrow().attaching.len() >= MAX_FILES {
+            self.problem(InboxProblem::TooManyFiles, "");
+            return;
+        }
+        self.open_chooser(Chooser::Attach);
+    }
+
+    /// Adds the file at `path` to the reply being written: the worker reads it, removes its
+    /// hidden information and keeps it in the encrypted store (what the file chooser calls with
+    /// each file the person chose). At most [`MAX_FILES`]; the same file twice is kept once.
+    pub fn attach(&self, path: PathBuf) {
+        let w = &self.window;
+        if w.get_busy() {
+            return; // a reply is under way: its files are the ones it took
+        }
+        let mut flow = self.flow.borrow_mut();
+        if flow.attaching.iter().any(|a| a.path == path) {
+            return;
+        }
+        if flow.attaching.len() >= MAX_FILES {
+            drop(flow);
+            self.problem(InboxProblem::TooManyFiles, &format!("{MAX_FILES}"));
+            return;
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        flow.attaching.push(Attaching {
+            path: path.clone(),
+            name: refuge_client::attachment::display_name(&name),
+            state: AttachState::Preparing,
+        });
+        drop(flow);
+        self.problem(InboxProblem::None, "");
+        self.show_attachments();
+        self.send(Command::Attach {
+            path,
+            send_as_is: false,
+        });
+    }
+
+    /// The person chose to send the `index`th file, which cannot be cleaned, as it is.
+    fn send_as_is(&self, index: usize) {
+        let mut flow = self.flow.borrow_mut();
+        let Some(a) = flow.attaching.get_mut(index) else {
+            return;
+        };
+        let AttachState::Refused { problem, .. } = &a.state else {
+            return;
+        };
+        if !problem::can_send_as_is(*problem) {
+            return;
+        }
+        a.state = AttachState::Preparing;
+        let path = a.path.clone();
+        drop(flow);
+        self.show_attachments();
+        self.send(Command::Attach {
+            path,
+            send_as_is: true,
+        });
+    }
+
+    /// Takes the `index`th file off the reply (what was kept of it in the store is forgotten
+    /// there after a week unsent).
+    fn remove_file(&self, index: usize) {
+        if self.window.get_busy() {
+            return;
+        }
+        let mut flow = self.flow.borrow_mut();
+        if index < flow.attaching.len() {
+            flow.attaching.remove(index);
+        }
+        drop(flow);
+        self.show_attachments();
+    }
+
+    /// The file chooser, to choose where the copy of file `id` goes (then
+    /// [`InboxApp::save_file_to`]).
+    fn choose_save_path(&self, id: &str) {
+        let Ok(id) = id.parse::<i64>() else { return };
+        self.open_chooser(Chooser::Save(id));
+    }
+
+    /// Saves a copy of file `id` (one that arrived whole) to a new file at `path`, outside the
+    /// encrypted store (what the file chooser calls with the place the person chose).
+    pub fn save_file_to(&self, id: i64, path: PathBuf) {
+        self.problem(InboxProblem::None, "");
+        self.flow.borrow_mut().saving_file = Some(id);
+        self.window.set_saved_to(SharedString::new());
+        self.send(Command::SaveFile { id, path });
+    }
+
+    /// Closes the panel that saves a copy of a file.
+    fn close_save(&self) {
+        let w = &self.window;
+        w.set_save_file_id(SharedString::new());
+        w.set_save_file_name(SharedString::new());
+        w.set_saved_to(SharedString::new());
+        self.flow.borrow_mut().saving_file = None;
+    }
+
+    /// The files chosen for the reply, in the window.
+    fn show_attachments(&self) {
+        let rows: Vec<AttachRow> = self
+            .flow
+            .borrow()
+            .attaching
+            .iter()
+            .map(|a| {
+                let mut row = AttachRow {
+                    name: a.name.clone().into(),
+                    ..AttachRow::default()
+                };
+                match &a.state {
+                    AttachState::Preparing => row.state = 0,
+                    AttachState::Ready { file, sent } => {
+                        let (removed, left, as_is) = report_codes(&file.report);
+                        row.state = if *sent > 0 { 3 } else { 1 };
+                        row.size = left_to_right(&size_text(file.size)).into();
+                        row.percent = percent(*sent, file.size);
+                        row.removed = codes_model(removed);
+                        row.left = codes_model(left);
+                        row.as_is = as_is;
+                    }
+                    AttachState::Refused { problem, detail } => {
+                        row.state = 2;
+                        row.problem = *problem;
+                        row.detail = detail.clone().into();
+                        row.can_send_as_is = problem::can_send_as_is(*problem);
+                    }
+                }
+                row
+            })
+            .collect();
+        let w = &self.window;
+        w.set_attachments(model(rows));
+        w.set_can_attach(self.flow.borrow().attaching.len() < MAX_FILES);
+    }
+
+    /// The window's file chooser (ADR 0014): tests drive it as the person does.
+    pub fn picker(&self) -> Option<crate::files::Picker> {
+        self.flow.borrow().picker.clone()
+    }
+
+    /// Opens the file chooser for `purpose`; what the person confirms comes back to
+    /// [`InboxApp::attach`] or [`InboxApp::save_file_to`] (nothing if they cancel).
+    fn open_chooser(&self, purpose: Chooser) {
+        let Some(picker) = self.picker() else { return };
+        let flow = Rc::downgrade(&self.flow);
+        let weak = self.window.as_weak();
+        let worker = Rc::downgrade(&self.worker);
+        let app = move || -> Option<InboxApp> {
+            Some(InboxApp::borrowed(
+                weak.upgrade()?,
+                flow.upgrade()?,
+                worker.upgrade()?,
+            ))
+        };
+        match purpose {
+            Chooser::Attach => {
+                self.window.set_chooser_purpose(0);
+                let room = MAX_FILES.saturating_sub(self.flow.borrow().attaching.len());
+                picker.open_files(room, move |paths| {
+                    if let Some(app) = app() {
+                        for path in paths {
+                            app.attach(path);
+                        }
+                    }
+                });
+            }
+            Chooser::Save(id) => {
+                self.window.set_chooser_purpose(1);
+                let name = self.window.get_save_file_name();
+                picker.save_as(name.as_str(), move |path| {
+                    if let Some(app) = app() {
+                        app.save_file_to(id, path);
+                    }
+                });
+            }
+        }
     }
 
     /// Sets the open case's status for the whole post.
@@ -618,6 +867,18 @@ impl InboxApp {
         flow.templating = false;
         flow.log = LogSeen::default();
         flow.open = false;
+        flow.attaching.clear();
+        flow.saving_file = None;
+        let picker = flow.picker.clone();
+        drop(flow);
+        // Nothing chosen after a lock or an erase reaches the store.
+        if let Some(picker) = picker {
+            picker.cancel();
+        }
+        self.show_attachments();
+        w.set_save_file_id(SharedString::new());
+        w.set_save_file_name(SharedString::new());
+        w.set_saved_to(SharedString::new());
     }
 
     /// The panic button: the store is erased at once, on this thread (its key header first, so
@@ -719,6 +980,7 @@ impl InboxApp {
                     SharedString::new()
                 },
                 editable: e.note && e.author.is_none(),
+                files: model(e.files.iter().map(file_row).collect()),
             })
             .collect();
         self.window.set_entries(model(items));
@@ -776,6 +1038,7 @@ impl InboxApp {
                         | InboxProblem::RelayRefused
                         | InboxProblem::TorFailed
                         | InboxProblem::Blocked
+                        | InboxProblem::DownloadFailed
                 ) {
                     self.problem(InboxProblem::None, "");
                 }
@@ -828,8 +1091,11 @@ impl InboxApp {
                 w.set_busy(false);
                 let sending = self.flow.borrow_mut().sending.take();
                 if sending.is_some() && w.get_case_id().as_str() == case {
-                    // The draft goes only once the reply is sealed and kept.
+                    // The draft goes only once the reply is sealed and kept, and so do its
+                    // files (they went with it).
                     w.set_draft(SharedString::new());
+                    self.flow.borrow_mut().attaching.clear();
+                    self.show_attachments();
                 }
             }
             Update::ReplyFailed { problem, detail } => {
@@ -848,8 +1114,66 @@ impl InboxApp {
                 });
                 if kept {
                     w.set_draft(SharedString::new());
+                    self.flow.borrow_mut().attaching.clear();
+                } else {
+                    // Not kept: the files stay for another try (their upload goes on from the
+                    // last chunk the relay confirmed); the progress starts again.
+                    for a in &mut self.flow.borrow_mut().attaching {
+                        if let AttachState::Ready { sent, .. } = &mut a.state {
+                            *sent = 0;
+                        }
+                    }
+                }
+                self.show_attachments();
+                self.problem(problem, &detail);
+            }
+            Update::Attached { path, file } => {
+                let mut flow = self.flow.borrow_mut();
+                // The same bytes chosen twice (under two names) are kept, and sent, once.
+                let twice = flow.attaching.iter().any(|a| {
+                    a.path != path
+                        && matches!(&a.state, AttachState::Ready { file: f, .. } if f.id == file.id)
+                });
+                if twice {
+                    flow.attaching.retain(|a| a.path != path);
+                } else if let Some(a) = flow.attaching.iter_mut().find(|a| a.path == path) {
+                    // (A file taken off the reply meanwhile stays off.)
+                    a.name = file.name.clone();
+                    a.state = AttachState::Ready { file, sent: 0 };
+                }
+                drop(flow);
+                self.show_attachments();
+            }
+            Update::AttachFailed {
+                path,
+                problem,
+                detail,
+            } => {
+                let mut flow = self.flow.borrow_mut();
+                if let Some(a) = flow.attaching.iter_mut().find(|a| a.path == path) {
+                    a.state = AttachState::Refused { problem, detail };
+                }
+                drop(flow);
+                self.show_attachments();
+            }
+            Update::FileSaved { id, path, .. } => {
+                if self.flow.borrow().saving_file == Some(id) {
+                    self.flow.borrow_mut().saving_file = None;
+                    w.set_saved_to(left_to_right(&path.to_string_lossy()).into());
+                }
+            }
+            Update::SaveFailed {
+                id,
+                problem,
+                detail,
+            } => {
+                if self.flow.borrow().saving_file == Some(id) {
+                    self.flow.borrow_mut().saving_file = None;
                 }
                 self.problem(problem, &detail);
+            }
+            Update::DownloadFailed { detail, .. } => {
+                self.problem(InboxProblem::DownloadFailed, &detail);
             }
             Update::Templates {
                 case,
@@ -1003,6 +1327,7 @@ impl InboxApp {
                         author: None,
                         note: false,
                         note_id: 0,
+                        files: Vec::new(),
                     });
                     drop(flow);
                     w.set_draft(SharedString::new());
@@ -1012,7 +1337,54 @@ impl InboxApp {
                 drop(flow);
                 self.show_entries();
             }
+            Event::Transfer {
+                attachment,
+                outgoing,
+                done,
+                total,
+            } => self.transfer(attachment, outgoing, done, total),
             _ => {}
+        }
+    }
+
+    /// A file's transfer moved: its progress, in the reply's files (an upload) and under its
+    /// message; the window is redrawn only when a percent is passed.
+    fn transfer(&self, id: i64, outgoing: bool, done: u64, total: u64) {
+        let mut flow = self.flow.borrow_mut();
+        let mut attachments = false;
+        if outgoing {
+            for a in &mut flow.attaching {
+                if let AttachState::Ready { file, sent } = &mut a.state
+                    && file.id == id
+                {
+                    attachments |= percent(*sent, total) != percent(done, total) || *sent == 0;
+                    *sent = done.max(1);
+                }
+            }
+        }
+        let mut entries = false;
+        for f in flow.entries.iter_mut().flat_map(|e| e.files.iter_mut()) {
+            if f.id != id {
+                continue;
+            }
+            let before = match f.state {
+                FileState::Uploading { done } | FileState::Downloading { done } => Some(done),
+                _ => None,
+            };
+            let Some(before) = before else { continue };
+            entries |= percent(before, total) != percent(done, total) || done >= total;
+            f.state = match (outgoing, done >= total) {
+                (true, false) => FileState::Uploading { done },
+                (true, true) => FileState::Sent,
+                (false, _) => FileState::Downloading { done },
+            };
+        }
+        drop(flow);
+        if attachments {
+            self.show_attachments();
+        }
+        if entries {
+            self.show_entries();
         }
     }
 
@@ -1056,6 +1428,14 @@ impl InboxApp {
             .accept_history(from.as_str()));
         on!(on_export_history, |app, to, number| app
             .export_history(to.as_str(), number.as_str()));
+        on!(on_choose_files, |app| app.choose_files());
+        on!(on_send_as_is, |app, index| app
+            .send_as_is(usize::try_from(index).unwrap_or(usize::MAX)));
+        on!(on_remove_file, |app, index| app
+            .remove_file(usize::try_from(index).unwrap_or(usize::MAX)));
+        on!(on_choose_save_path, |app, id| app
+            .choose_save_path(id.as_str()));
+        on!(on_close_save, |app| app.close_save());
         on!(on_back, |app| app.back());
         on!(on_panic, |app| app.panic());
         on!(on_restart, |app| app.restart());
@@ -1070,6 +1450,86 @@ impl InboxApp {
             _ticker: slint::Timer::default(),
         }
     }
+}
+
+/// What the file chooser is open for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chooser {
+    /// Files for the reply being written.
+    Attach,
+    /// The place a copy of a file (its id) goes.
+    Save(i64),
+}
+
+/// A file of a message, for the case view.
+fn file_row(f: &FileView) -> FileRow {
+    let (removed, left, as_is) = report_codes(&f.report);
+    let (state, percent, reason) = match &f.state {
+        FileState::Uploading { done } => (0, percent(*done, f.size), String::new()),
+        FileState::Sent => (1, 100, String::new()),
+        FileState::Downloading { done } => (2, percent(*done, f.size), String::new()),
+        FileState::Received => (3, 100, String::new()),
+        FileState::Refused { reason } => (4, 0, reason.clone()),
+    };
+    FileRow {
+        id: f.id.to_string().into(),
+        name: f.name.clone().into(),
+        size: left_to_right(&size_text(f.size)).into(),
+        state,
+        percent,
+        reason: reason.into(),
+        removed: codes_model(removed),
+        left: codes_model(left),
+        as_is,
+    }
+}
+
+/// `done` of `total` in whole percent (0 to 100).
+fn percent(done: u64, total: u64) -> i32 {
+    if total == 0 {
+        return 0;
+    }
+    let whole = u128::from(done.min(total)) * 100 / u128::from(total);
+    clamp_i32(u64::try_from(whole).unwrap_or(100))
+}
+
+/// A size in bytes, KiB or MiB (symbols, the same in every language).
+pub fn size_text(n: u64) -> String {
+    if n < 1024 {
+        format!("{n} B")
+    } else if n < 1024 * 1024 {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    } else {
+        format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
+    }
+}
+
+/// A file's report keys (`Cleaned::report_keys`: `as-is`, or
+/// `removed:Position,Author;left:ColourProfile`) as the codes of what was removed, of what
+/// could not be, and whether it went as it is. inbox.slint says each code in words.
+pub fn report_codes(keys: &str) -> (Vec<String>, Vec<String>, bool) {
+    if keys == "as-is" {
+        return (Vec::new(), Vec::new(), true);
+    }
+    let mut removed = Vec::new();
+    let mut left = Vec::new();
+    for part in keys.split(';') {
+        let (into, list) = match part.split_once(':') {
+            Some(("removed", list)) => (&mut removed, list),
+            Some(("left", list)) => (&mut left, list),
+            _ => continue,
+        };
+        into.extend(
+            list.split(',')
+                .filter(|c| !c.is_empty())
+                .map(str::to_string),
+        );
+    }
+    (removed, left, false)
+}
+
+fn codes_model(codes: Vec<String>) -> ModelRc<SharedString> {
+    model(codes.into_iter().map(SharedString::from).collect())
 }
 
 /// `text` as a left-to-right isolate (U+2066 … U+2069): a date stays `2026-12-06 14:00 UTC`, and
@@ -1120,7 +1580,21 @@ fn log_status(seen: &LogSeen) -> LogStatus {
 
 #[cfg(test)]
 mod tests {
-    use super::ascii_digits;
+    use super::{ascii_digits, percent, report_codes};
+
+    #[test]
+    fn a_files_report_keys_become_codes_and_progress_whole_percents() {
+        let (removed, left, as_is) = report_codes("removed:Position,Author;left:ColourProfile");
+        assert_eq!(removed, ["Position", "Author"]);
+        assert_eq!(left, ["ColourProfile"]);
+        assert!(!as_is);
+        assert_eq!(report_codes("removed:;left:"), (vec![], vec![], false));
+        assert_eq!(report_codes("as-is"), (vec![], vec![], true));
+        assert_eq!(percent(0, 0), 0);
+        assert_eq!(percent(1, 3), 33);
+        assert_eq!(percent(5, 3), 100);
+        assert_eq!(percent(u64::MAX - 1, u64::MAX), 99);
+    }
 
     #[test]
     fn persian_and_arabic_digits_are_read_as_the_safety_numbers_digits() {

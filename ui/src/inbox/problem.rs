@@ -55,6 +55,7 @@ pub fn problem_of(error: &ClientError) -> (InboxProblem, String) {
 /// with a wrong number through the real client, so a change of the sentence fails there.)
 pub fn export_problem(error: &ClientError) -> (InboxProblem, String) {
     match error {
+        ClientError::SafetyNumberMismatch { .. } => (InboxProblem::NumberMismatch, String::new()),
         ClientError::InvalidArgument(detail) if detail.contains("safety number") => {
             (InboxProblem::NumberMismatch, String::new())
         }
@@ -68,9 +69,72 @@ pub fn export_problem(error: &ClientError) -> (InboxProblem, String) {
     }
 }
 
+/// The problem to show for a file the person chose to send that `clean_file` refused, and its
+/// detail (the refusal's own words). Every one but a file too large can still be sent as it is
+/// if the person chooses so ([`can_send_as_is`]).
+///
+/// `clean_file` reports a refusal as [`ClientError::InvalidArgument`] with `refuge-strip`'s
+/// sentence; the kinds are told apart by it (a variant of its own in `ClientError` would not
+/// depend on the sentence: the tests below clean real files through the real client, so a
+/// change of a sentence fails here).
+pub fn clean_problem(error: &ClientError) -> (InboxProblem, String) {
+    let ClientError::InvalidArgument(why) = error else {
+        return problem_of(error);
+    };
+    let problem = if why.contains("attachments may be at most") {
+        InboxProblem::FileTooLarge
+    } else if why.contains("protected by a password") {
+        InboxProblem::PdfProtected
+    } else if why.contains("digitally signed") {
+        InboxProblem::PdfSigned
+    } else if why.contains("is damaged") {
+        InboxProblem::FileDamaged
+    } else {
+        InboxProblem::CannotClean
+    };
+    (problem, why.clone())
+}
+
+/// Whether a file refused with `problem` may still go as it is, on the person's explicit
+/// choice.
+pub fn can_send_as_is(problem: InboxProblem) -> bool {
+    matches!(
+        problem,
+        InboxProblem::CannotClean
+            | InboxProblem::FileDamaged
+            | InboxProblem::PdfProtected
+            | InboxProblem::PdfSigned
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_that_cannot_be_cleaned_says_why_and_may_go_as_it_is_on_the_persons_choice() {
+        use refuge_client::transfer::clean_file;
+        let refused = |bytes: &[u8]| {
+            clean_file(bytes, false)
+                .map(|_| ())
+                .expect_err("refused without the choice")
+        };
+        let (unknown, detail) = clean_problem(&refused(b"a plain text file, not a picture"));
+        assert_eq!(unknown, InboxProblem::CannotClean);
+        assert!(!detail.is_empty());
+        assert!(can_send_as_is(unknown));
+        // A PNG cut short: damaged.
+        let (damaged, _) = clean_problem(&refused(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"));
+        assert_eq!(damaged, InboxProblem::FileDamaged);
+        assert!(can_send_as_is(damaged));
+        // The same files go when the person chose so.
+        assert!(clean_file(b"a plain text file, not a picture", true).is_ok_and(|c| c.as_is));
+        assert!(!can_send_as_is(InboxProblem::FileTooLarge));
+        assert_eq!(
+            clean_problem(&ClientError::ConnectionLost("reset".into())).0,
+            InboxProblem::RelayUnreachable
+        );
+    }
 
     #[test]
     fn a_relay_that_breaks_the_protocol_blocks_replies() {

@@ -40,8 +40,20 @@ pub enum Command {
     List { filter: CaseFilter },
     /// The case the window shows (its messages are sent, and marked read, as they change).
     Open { case: Option<String> },
-    /// Reply to a case: sealed into the outbox, then sent after the random wait.
-    Reply { case: String, text: SecretText },
+    /// Reply to a case: the files (ids of [`Command::Attach`]'s preparations) uploaded first,
+    /// then the reply sealed into the outbox, then sent after the random wait.
+    Reply {
+        case: String,
+        text: SecretText,
+        files: Vec<i64>,
+    },
+    /// Read a file the person chose to send, remove its hidden information (metadata) and keep
+    /// it, ready, in the encrypted store (ADR 0013 point 4). A file that cannot be cleaned is
+    /// refused unless `send_as_is` says the person chose to send it as it is.
+    Attach { path: PathBuf, send_as_is: bool },
+    /// Save a copy of a file that arrived whole (or one this device sent) to a new file at
+    /// `path`, outside the encrypted store.
+    SaveFile { id: i64, path: PathBuf },
     /// Set a case's status for the whole post.
     SetStatus { case: String, status: Status },
     /// Star a case for the whole post, or take the star off.
@@ -140,6 +152,75 @@ pub struct EntryView {
     pub note: bool,
     /// A note's id (among its author's notes; 0 for a message): what editing it names.
     pub note_id: u64,
+    /// The files the message carries.
+    pub files: Vec<FileView>,
+}
+
+/// Where a file of a message stands, as the case view shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileState {
+    /// Going to the relay: `done` of the file's bytes confirmed.
+    Uploading { done: u64 },
+    /// The relay holds all of it (a reply of this device's).
+    Sent,
+    /// Arriving: `done` bytes kept here so far (0: not started yet).
+    Downloading { done: u64 },
+    /// Arrived whole and checked: it can be saved.
+    Received,
+    /// Refused for good: why (the client's words, shown as the detail); nothing of it is kept.
+    Refused { reason: String },
+}
+
+/// A file of a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileView {
+    pub id: i64,
+    /// The name the sender's app gave it, cleaned for display.
+    pub name: String,
+    pub size: u64,
+    pub state: FileState,
+    /// What its sender's app removed before sending it (this device's own files: what was
+    /// removed and what could not be), as report keys (`Cleaned::report_keys`).
+    pub report: String,
+}
+
+impl FileView {
+    fn of(row: &refuge_client::store::AttachmentRow) -> FileView {
+        use refuge_client::store::AttachmentState as S;
+        let state = match row.state {
+            S::Prepared | S::Uploading => FileState::Uploading {
+                done: row.bytes_done(),
+            },
+            S::Uploaded | S::Sent => FileState::Sent,
+            S::Offered | S::Downloading => FileState::Downloading {
+                done: row.bytes_done(),
+            },
+            S::Received => FileState::Received,
+            S::Failed => FileState::Refused {
+                reason: row.error.clone().unwrap_or_default(),
+            },
+        };
+        FileView {
+            id: row.id,
+            name: row.file_name.clone(),
+            size: row.size,
+            state,
+            report: row.report.clone(),
+        }
+    }
+}
+
+/// A file made ready to send: kept in the encrypted store, its hidden information removed (or
+/// kept, on the person's choice).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreparedFile {
+    /// Its id in the store (what [`Command::Reply`] names).
+    pub id: i64,
+    pub name: String,
+    pub size: u64,
+    /// What was removed and what could not be (`report_keys`: `as-is`, or
+    /// `removed:Position,Author;left:ColourProfile`).
+    pub report: String,
 }
 
 /// A reply template as the case view offers it.
@@ -267,6 +348,36 @@ pub enum Update {
         case: String,
     },
     ReplyFailed {
+        problem: InboxProblem,
+        detail: String,
+    },
+    /// A file chosen to send is cleaned and kept, ready (`path`: as the window named it).
+    Attached {
+        path: PathBuf,
+        file: PreparedFile,
+    },
+    /// A file chosen to send was not kept: `problem` says why (`CannotClean`: its hidden
+    /// information cannot be removed; it goes only if the person chooses to send it as it is).
+    AttachFailed {
+        path: PathBuf,
+        problem: InboxProblem,
+        detail: String,
+    },
+    /// A copy of file `id` was saved at `path` (`bytes` long), outside the encrypted store.
+    FileSaved {
+        id: i64,
+        path: PathBuf,
+        bytes: u64,
+    },
+    /// Saving a copy of file `id` failed; nothing was written (or what was begun was removed).
+    SaveFailed {
+        id: i64,
+        problem: InboxProblem,
+        detail: String,
+    },
+    /// Files users sent could not be downloaded now (the next read goes on where this one
+    /// stopped).
+    DownloadFailed {
         problem: InboxProblem,
         detail: String,
     },
@@ -549,9 +660,9 @@ impl State {
                         next_read = tokio::time::Instant::now() + wait;
                     }
                 }
-                Command::Reply { case, text } => {
+                Command::Reply { case, text, files } => {
                     let _ = self
-                        .interruptible(epoch, &interrupted, |s| s.reply(case, text))
+                        .interruptible(epoch, &interrupted, |s| s.reply(case, text, files))
                         .await;
                 }
                 Command::Assign { case, to, note } => {
@@ -713,6 +824,8 @@ impl State {
                 self.template_done(deleted);
             }
             Command::Device => self.show_device(),
+            Command::Attach { path, send_as_is } => self.attach(path, send_as_is),
+            Command::SaveFile { id, path } => self.save_file(id, path),
             Command::AcceptHistory { from } => {
                 let Some(client) = &self.client else { return };
                 match client.accept_history_from(&from) {
@@ -791,6 +904,10 @@ impl State {
                 self.show_log();
                 self.show_cases();
                 self.show_case();
+                // The files users sent, on a connection of their own, into the encrypted store
+                // (as `refuge-inbox read` does); one that cannot come now comes with the next
+                // read, from where this one stopped. Progress comes as transfer events.
+                self.download().await;
                 // The post's devices may have changed with the directory.
                 self.show_device();
                 if summary.replies_waiting {
@@ -818,7 +935,7 @@ impl State {
         wait
     }
 
-    async fn reply(&mut self, case: String, text: SecretText) {
+    async fn reply(&mut self, case: String, text: SecretText, files: Vec<i64>) {
         if self.untrusted {
             self.say(Update::ReplyFailed {
                 problem: InboxProblem::Blocked,
@@ -831,7 +948,7 @@ impl State {
         };
         // Sealed into the outbox now (the window shows it waiting); sent after its random wait
         // by the loop, so that opening another case meanwhile is not held up.
-        let queued = client.queue_reply(&case, &text).await;
+        let queued = client.queue_reply_with(&case, &text, &files).await;
         match queued {
             Ok(queued) => {
                 self.verified_at = self.client.as_ref().map(|c| c.store().unix_now());
@@ -859,6 +976,115 @@ impl State {
         }
         self.show_cases();
         self.show_case();
+    }
+
+    /// Downloads the files users sent that have not arrived whole, then shows the open case
+    /// again. A file refused for good is kept as failed with why (the case view says it); a
+    /// relay that serves altered chunks is one such refusal, not a reason to stop reading.
+    async fn download(&mut self) {
+        let Some(client) = self.client.as_mut() else {
+            return;
+        };
+        match client.download_attachments().await {
+            Ok((0, refused)) if refused.is_empty() => return,
+            Ok(_) => {}
+            Err(e) => {
+                if !self.stop_if_untrusted(&e) {
+                    let (problem, detail) = problem_of(&e);
+                    self.say(Update::DownloadFailed { problem, detail });
+                }
+            }
+        }
+        self.show_case();
+    }
+
+    /// Reads the file at `path`, removes its hidden information (or keeps it, on the person's
+    /// choice) and keeps it in the encrypted store, ready to go with a reply.
+    fn attach(&self, path: PathBuf, send_as_is: bool) {
+        let Some(client) = &self.client else { return };
+        let failed = |problem, detail: String| {
+            self.say(Update::AttachFailed {
+                path: path.clone(),
+                problem,
+                detail,
+            })
+        };
+        // A link, or a file swapped for one after the chooser listed it, is refused (ADR 0014).
+        let bytes = match crate::files::read_regular_file(
+            &path,
+            refuge_client::attachment::MAX_ATTACHMENT_LEN,
+        ) {
+            Ok(b) => zeroize::Zeroizing::new(b),
+            Err(e) => {
+                let problem = if e.kind() == std::io::ErrorKind::FileTooLarge {
+                    InboxProblem::FileTooLarge
+                } else {
+                    InboxProblem::FileUnreadable
+                };
+                return failed(problem, e.to_string());
+            }
+        };
+        let cleaned = match refuge_client::transfer::clean_file(&bytes, send_as_is) {
+            Ok(c) => c,
+            Err(e) => {
+                let (problem, detail) = super::problem::clean_problem(&e);
+                return failed(problem, detail);
+            }
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let report = cleaned.report_keys();
+        let content_type = content_type(&cleaned.format.to_string());
+        let prepared = client.prepare_attachment(&refuge_client::store::NewAttachment {
+            file_name: &name,
+            content_type,
+            bytes: &cleaned.bytes,
+            report: &report,
+        });
+        match prepared {
+            Ok(id) => self.say(Update::Attached {
+                path: path.clone(),
+                file: PreparedFile {
+                    id,
+                    name: refuge_client::attachment::display_name(&name),
+                    size: u64::try_from(cleaned.bytes.len()).unwrap_or(u64::MAX),
+                    report,
+                },
+            }),
+            Err(e) => {
+                let (problem, detail) = problem_of(&e);
+                failed(problem, detail);
+            }
+        }
+    }
+
+    /// Saves a copy of file `id` to a new file at `path` (never over an existing one).
+    fn save_file(&self, id: i64, path: PathBuf) {
+        let Some(client) = &self.client else { return };
+        match client.export_attachment(id, &path) {
+            Ok(bytes) => self.say(Update::FileSaved { id, path, bytes }),
+            Err(e) => {
+                let (problem, detail) = match &e {
+                    refuge_client::error::ClientError::WouldOverwrite(_) => {
+                        (InboxProblem::SaveExists, e.to_string())
+                    }
+                    refuge_client::error::ClientError::Io { .. } => {
+                        (InboxProblem::SaveFailed, e.to_string())
+                    }
+                    refuge_client::error::ClientError::InvalidArgument(d) => {
+                        (InboxProblem::SaveFailed, d.clone())
+                    }
+                    other => problem_of(other),
+                };
+                self.say(Update::SaveFailed {
+                    id,
+                    problem,
+                    detail,
+                });
+            }
+        }
     }
 
     /// Makes a change to a case's shared state on this device's store, and shows the result.
@@ -1191,6 +1417,12 @@ impl State {
                 author: m.author.clone().filter(|a| *a != me),
                 note: false,
                 note_id: 0,
+                files: client
+                    .attachments_of(m.id)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(FileView::of)
+                    .collect(),
             })
             .collect();
         let shared = match client.case_state(case) {
@@ -1221,6 +1453,7 @@ impl State {
                         author: (*author != me).then(|| author.clone()),
                         note: true,
                         note_id: *id,
+                        files: Vec::new(),
                     },
                 ))
             })
@@ -1384,6 +1617,18 @@ fn latest_from_user(client: &InboxClient, case: &str) -> String {
         .find(|m| m.direction == Direction::In)
         .map(|m| m.text.expose().to_string())
         .unwrap_or_default()
+}
+
+/// The content type of a file of `format` (`refuge_strip::Format`, as it displays; the format
+/// is told by the file's first bytes, never by its name), for the recipient's display.
+fn content_type(format: &str) -> &'static str {
+    match format {
+        "JPEG" => "image/jpeg",
+        "PNG" => "image/png",
+        "WebP" => "image/webp",
+        "PDF" => "application/pdf",
+        _ => "application/octet-stream",
+    }
 }
 
 /// The first line of `text`, cut to 90 characters.

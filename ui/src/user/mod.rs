@@ -14,22 +14,24 @@ pub mod problem;
 pub mod safety;
 pub mod worker;
 
+use crate::files::Picker;
 use crate::prefs::{PanicAction, Prefs};
 use crate::{
-    Bidi, ConnectPhase, DeviceItem, Dir, LangItem, LocationItem, MessageItem, PanicMode, PostItem,
-    Problem, Screen, Theme, UserWindow,
+    Bidi, ConnectPhase, DeviceItem, Dir, DraftFileItem, FileItem, LangItem, LocationItem,
+    MessageItem, PanicMode, PostItem, Problem, Screen, Theme, UserWindow,
 };
 use refuge_client::config::PolicySource;
 use refuge_client::deployment::Deployment;
 use refuge_client::events::{Delivery, Event, TorEvent};
 use refuge_client::secret::SecretText;
+use refuge_client::store::AttachmentState;
 use refuge_client::store::Passphrase;
 use slint::{ComponentHandle, ModelRc, SharedString, VecModel};
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-use worker::{Command, MessageView, PostView, Update, Worker};
+use worker::{Command, FileOutcome, FileRefusal, MessageView, PostView, Update, Worker};
 
 /// How the app starts.
 pub struct Options {
@@ -80,6 +82,87 @@ struct Flow {
     discard_open: bool,
     /// A create or unlock is in flight (a send may be too: that is `busy`, not this).
     opening: bool,
+    /// The window's file chooser.
+    picker: Picker,
+    /// Files chosen for the next message, in the order chosen.
+    draft_files: Vec<DraftFile>,
+    /// The window's name for the next file chosen.
+    next_file_key: u64,
+    /// The open conversation as the worker last sent it, and the progress of its files'
+    /// transfers since (attachment id → bytes done, total).
+    messages: Vec<MessageView>,
+    progress: std::collections::HashMap<i64, (u64, u64)>,
+}
+
+/// A file chosen for the next message.
+#[derive(Clone, Debug)]
+struct DraftFile {
+    key: u64,
+    path: PathBuf,
+    name: String,
+    size: u64,
+    state: DraftState,
+    /// Bytes uploaded while the message is being sent.
+    sent: Option<(u64, u64)>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum DraftState {
+    Cleaning,
+    Ready { id: i64, report: String },
+    NeedsChoice { reason: FileRefusal, detail: String },
+    Refused { reason: FileRefusal, detail: String },
+}
+
+/// A message carries at most this many files.
+pub const MAX_FILES: usize = refuge_client::attachment::MAX_ATTACHMENTS_PER_MESSAGE;
+
+fn refusal_code(r: FileRefusal) -> i32 {
+    match r {
+        FileRefusal::Unreadable => 0,
+        FileRefusal::TooLarge => 1,
+        FileRefusal::UnknownFormat => 2,
+        FileRefusal::Damaged => 3,
+        FileRefusal::Protected => 4,
+        FileRefusal::Signed => 5,
+        FileRefusal::Store => 6,
+    }
+}
+
+/// The codes of a strip report's keys (`removed:Position,Author;left:ColourProfile`, or
+/// `as-is`): what was removed, what was left, and whether it goes as it is.
+pub fn report_codes(keys: &str) -> (Vec<String>, Vec<String>, bool) {
+    if keys == "as-is" {
+        return (Vec::new(), Vec::new(), true);
+    }
+    let mut removed = Vec::new();
+    let mut left = Vec::new();
+    for part in keys.split(';') {
+        let (into, list) = if let Some(l) = part.strip_prefix("removed:") {
+            (&mut removed, l)
+        } else if let Some(l) = part.strip_prefix("left:") {
+            (&mut left, l)
+        } else {
+            continue;
+        };
+        into.extend(
+            list.split(',')
+                .filter(|c| !c.is_empty())
+                .map(str::to_string),
+        );
+    }
+    (removed, left, false)
+}
+
+fn strings(items: Vec<String>) -> ModelRc<SharedString> {
+    model(items.into_iter().map(SharedString::from).collect())
+}
+
+fn percent(done: u64, total: u64) -> i32 {
+    if total == 0 {
+        return 100;
+    }
+    i32::try_from((done.min(total) * 100) / total).unwrap_or(100)
 }
 
 /// The app's window and its flow.
@@ -131,6 +214,7 @@ impl UserApp {
         let worker = Worker::spawn(options.worker.clone(), report)
             .map_err(|e| format!("cannot start the worker thread: {e}"))?;
         window.set_test_deployment_allowed(options.allow_test());
+        let picker = Picker::install(&window);
         let prefs = Prefs::load(&options.data_dir);
         let store_exists = worker::store_exists(&options.data_dir);
         let flow = Rc::new(RefCell::new(Flow {
@@ -151,6 +235,11 @@ impl UserApp {
             log: logs::Log::default(),
             discard_open: false,
             opening: false,
+            picker,
+            draft_files: Vec::new(),
+            next_file_key: 1,
+            messages: Vec::new(),
+            progress: std::collections::HashMap::new(),
         }));
         let app = UserApp {
             window,
@@ -175,6 +264,11 @@ impl UserApp {
     /// Opens a deployment file (as the deployment screen's "Open file" does).
     pub fn import_deployment(&self, path: &std::path::Path) {
         self.import_bundle(&path.to_string_lossy());
+    }
+
+    /// The window's file chooser (tests start it in a folder of their own).
+    pub fn picker(&self) -> Picker {
+        self.flow.borrow().picker.clone()
     }
 
     /// The bridge lines of the last connection attempt.
@@ -501,8 +595,16 @@ impl UserApp {
         drop(flow);
         let w = &self.window;
         if w.get_post_id().as_str() != post.id {
-            // A draft belongs to the post it was written for.
+            // A draft, and the files chosen with it, belong to the post they were meant for.
             w.set_draft(SharedString::new());
+            self.flow.borrow_mut().draft_files.clear();
+            self.show_draft_files();
+        }
+        w.set_saved_to(SharedString::new());
+        {
+            let mut flow = self.flow.borrow_mut();
+            flow.messages.clear();
+            flow.progress.clear();
         }
         w.set_post_id(post.id.clone().into());
         w.set_post_name(post.name.clone().into());
@@ -524,8 +626,20 @@ impl UserApp {
         if self.window.get_busy() {
             return; // the previous message is still being sealed: one click, one message
         }
-        if text.trim().is_empty() {
+        let files = self.flow.borrow().draft_files.clone();
+        if text.trim().is_empty() && files.is_empty() {
             self.problem(Problem::MessageEmpty, "");
+            return;
+        }
+        let ready: Vec<i64> = files
+            .iter()
+            .filter_map(|f| match f.state {
+                DraftState::Ready { id, .. } => Some(id),
+                _ => None,
+            })
+            .collect();
+        if ready.len() != files.len() {
+            self.problem(Problem::FilesNotReady, "");
             return;
         }
         if text.len() > refuge_client::envelope::MAX_TEXT_LEN {
@@ -544,10 +658,176 @@ impl UserApp {
             return;
         }
         self.window.set_busy(true);
+        self.window.set_saved_to(SharedString::new());
         self.send(Command::Send {
             post: self.window.get_post_id().to_string(),
             text: SecretText::new(text.to_string()),
+            attachments: ready,
         });
+    }
+
+    /// Opens the chooser for files to send with the next message.
+    fn attach(&self) {
+        let room = MAX_FILES.saturating_sub(self.flow.borrow().draft_files.len());
+        if room == 0 {
+            self.problem(Problem::TooManyFiles, "");
+            return;
+        }
+        self.window.set_chooser_purpose(0);
+        let picker = self.flow.borrow().picker.clone();
+        let flow = Rc::downgrade(&self.flow);
+        let weak = self.window.as_weak();
+        let worker = Rc::downgrade(&self.worker);
+        picker.open_files(room, move |paths| {
+            let (Some(flow), Some(window), Some(worker)) =
+                (flow.upgrade(), weak.upgrade(), worker.upgrade())
+            else {
+                return;
+            };
+            UserApp::borrowed(window, flow, worker).files_chosen(paths);
+        });
+    }
+
+    /// The files the person chose: each is read and cleaned by the worker.
+    fn files_chosen(&self, paths: Vec<PathBuf>) {
+        self.window.set_problem(Problem::None);
+        for path in paths {
+            let key = {
+                let mut flow = self.flow.borrow_mut();
+                if flow.draft_files.len() >= MAX_FILES {
+                    drop(flow);
+                    self.problem(Problem::TooManyFiles, "");
+                    break;
+                }
+                let key = flow.next_file_key;
+                flow.next_file_key += 1;
+                flow.draft_files.push(DraftFile {
+                    key,
+                    name: path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    size: std::fs::symlink_metadata(&path).map_or(0, |m| m.len()),
+                    path: path.clone(),
+                    state: DraftState::Cleaning,
+                    sent: None,
+                });
+                key
+            };
+            self.send(Command::PrepareFile {
+                key,
+                path,
+                as_is: false,
+            });
+        }
+        self.show_draft_files();
+    }
+
+    /// The person chose to send file `key` as it is, though it cannot be cleaned.
+    fn send_as_is(&self, key: u64) {
+        let path = {
+            let mut flow = self.flow.borrow_mut();
+            let Some(f) = flow.draft_files.iter_mut().find(|f| f.key == key) else {
+                return;
+            };
+            if !matches!(f.state, DraftState::NeedsChoice { .. }) {
+                return;
+            }
+            f.state = DraftState::Cleaning;
+            f.path.clone()
+        };
+        self.send(Command::PrepareFile {
+            key,
+            path,
+            as_is: true,
+        });
+        self.show_draft_files();
+    }
+
+    fn remove_file(&self, key: u64) {
+        self.flow.borrow_mut().draft_files.retain(|f| f.key != key);
+        self.show_draft_files();
+    }
+
+    /// Opens the chooser in save mode for a copy of file `id`.
+    fn save_file(&self, id: i64, name: &str) {
+        self.window.set_chooser_purpose(1);
+        self.window.set_saved_to(SharedString::new());
+        let picker = self.flow.borrow().picker.clone();
+        let flow = Rc::downgrade(&self.flow);
+        let weak = self.window.as_weak();
+        let worker = Rc::downgrade(&self.worker);
+        picker.save_as(name, move |path| {
+            let (Some(flow), Some(window), Some(worker)) =
+                (flow.upgrade(), weak.upgrade(), worker.upgrade())
+            else {
+                return;
+            };
+            UserApp::borrowed(window, flow, worker).send(Command::Export { id, path });
+        });
+    }
+
+    fn show_draft_files(&self) {
+        let flow = self.flow.borrow();
+        let items: Vec<DraftFileItem> = flow
+            .draft_files
+            .iter()
+            .map(|f| {
+                let (size, unit) = crate::files::size_label(f.size);
+                let mut item = DraftFileItem {
+                    key: i32::try_from(f.key).unwrap_or(i32::MAX),
+                    name: f.name.clone().into(),
+                    size: size.into(),
+                    unit,
+                    state: 0,
+                    reason: 0,
+                    detail: SharedString::new(),
+                    removed: strings(Vec::new()),
+                    left: strings(Vec::new()),
+                    as_is: false,
+                    percent: 0,
+                };
+                match &f.state {
+                    DraftState::Cleaning => {}
+                    DraftState::Ready { report, .. } => {
+                        let (removed, left, as_is) = report_codes(report);
+                        item.state = 1;
+                        item.removed = strings(removed);
+                        item.left = strings(left);
+                        item.as_is = as_is;
+                        if let Some((done, total)) = f.sent {
+                            item.state = 4;
+                            item.percent = percent(done, total);
+                        }
+                    }
+                    DraftState::NeedsChoice { reason, detail } => {
+                        item.state = 2;
+                        item.reason = refusal_code(*reason);
+                        item.detail = detail.clone().into();
+                    }
+                    DraftState::Refused { reason, detail } => {
+                        item.state = 3;
+                        item.reason = refusal_code(*reason);
+                        item.detail = detail.clone().into();
+                    }
+                }
+                item
+            })
+            .collect();
+        drop(flow);
+        self.window.set_draft_files(model(items));
+    }
+
+    /// Shows the open conversation, with its files' transfers as far as they went.
+    fn show_messages(&self) {
+        let flow = self.flow.borrow();
+        let items: Vec<MessageItem> = flow
+            .messages
+            .iter()
+            .map(|m| message_item(m, &flow.progress))
+            .collect();
+        drop(flow);
+        self.window.set_messages(model(items));
     }
 
     fn back(&self) {
@@ -611,8 +891,17 @@ impl UserApp {
         let mut flow = self.flow.borrow_mut();
         flow.posts.clear();
         flow.own_bridges.clear();
+        flow.draft_files.clear();
+        flow.messages.clear();
+        flow.progress.clear();
+        // A chooser left open shows nothing more (and chooses nothing) once locked.
+        let picker = flow.picker.clone();
         flow.open = false;
         flow.log = logs::Log::default();
+        drop(flow);
+        picker.cancel();
+        w.set_draft_files(model(Vec::<DraftFileItem>::new()));
+        w.set_saved_to(SharedString::new());
     }
 
     fn panic(&self) {
@@ -812,7 +1101,24 @@ impl UserApp {
                     return;
                 }
                 w.set_timer_secs(i32::try_from(timer_secs).unwrap_or(i32::MAX));
-                w.set_messages(model(messages.iter().map(message_item).collect()));
+                {
+                    let mut flow = self.flow.borrow_mut();
+                    // A transfer's stored state is newer than the progress seen before it.
+                    let kept: std::collections::HashSet<i64> = messages
+                        .iter()
+                        .flat_map(|m| m.files.iter())
+                        .filter(|f| {
+                            !matches!(
+                                f.state,
+                                AttachmentState::Uploading | AttachmentState::Downloading
+                            )
+                        })
+                        .map(|f| f.id)
+                        .collect();
+                    flow.progress.retain(|id, _| !kept.contains(id));
+                    flow.messages = messages.clone();
+                }
+                self.show_messages();
                 if !messages.is_empty() && w.get_screen() == Screen::Contact {
                     self.go(Screen::Conversation);
                 }
@@ -839,6 +1145,9 @@ impl UserApp {
             }
             Update::Sent { post, no_keys } => {
                 w.set_busy(false);
+                // The files went with the message.
+                self.flow.borrow_mut().draft_files.clear();
+                self.show_draft_files();
                 let composing = matches!(w.get_screen(), Screen::Contact | Screen::Conversation);
                 if w.get_post_id().as_str() == post {
                     w.set_no_keys(no_keys.join(", ").into());
@@ -851,12 +1160,46 @@ impl UserApp {
             }
             Update::SendFailed { problem, detail } => {
                 w.set_busy(false);
+                for f in &mut self.flow.borrow_mut().draft_files {
+                    f.sent = None;
+                }
+                self.show_draft_files();
                 if problem == Problem::KeyChanged {
                     w.set_key_changed(true);
                 }
                 self.problem(problem, &detail);
             }
             Update::OwnNumber(number) => w.set_own_number(number.into()),
+            Update::FilePrepared { key, outcome } => {
+                {
+                    let mut flow = self.flow.borrow_mut();
+                    let Some(f) = flow.draft_files.iter_mut().find(|f| f.key == key) else {
+                        // Removed while it was being cleaned (its preparation stays unsent in
+                        // the store, forgotten after a week).
+                        return;
+                    };
+                    f.state = match outcome {
+                        FileOutcome::Ready { id, size, report } => {
+                            f.size = size;
+                            DraftState::Ready { id, report }
+                        }
+                        FileOutcome::NeedsChoice { reason, detail } => {
+                            DraftState::NeedsChoice { reason, detail }
+                        }
+                        FileOutcome::Refused { reason, detail } => {
+                            DraftState::Refused { reason, detail }
+                        }
+                    };
+                }
+                self.show_draft_files();
+            }
+            Update::Exported { path, result, .. } => match result {
+                Ok(_) => {
+                    w.set_problem(Problem::None);
+                    w.set_saved_to(path.display().to_string().into());
+                }
+                Err((problem, detail)) => self.problem(problem, &detail),
+            },
             Update::Locked => {}
             Update::Destroyed { erased } => {
                 self.flow.borrow_mut().prefs = Prefs::default();
@@ -892,8 +1235,47 @@ impl UserApp {
                 w.set_connected(true);
             }
             Event::ReceiveFailed { .. } => w.set_connected(false),
+            Event::Transfer {
+                attachment,
+                outgoing,
+                done,
+                total,
+            } => self.transfer(attachment, outgoing, done, total),
             Event::Message { .. } | Event::Arrived { .. } => {}
             _ => {}
+        }
+    }
+
+    /// A file's transfer moved: its progress is shown under its message, or in the files of
+    /// the message being sent. The window is redrawn when a percent changes, not every chunk.
+    fn transfer(&self, id: i64, outgoing: bool, done: u64, total: u64) {
+        let mut flow = self.flow.borrow_mut();
+        if outgoing
+            && let Some(f) = flow
+                .draft_files
+                .iter_mut()
+                .find(|f| matches!(f.state, DraftState::Ready { id: d, .. } if d == id))
+        {
+            let before = f.sent.map(|(d, t)| percent(d, t));
+            f.sent = Some((done, total));
+            let changed = before != Some(percent(done, total));
+            drop(flow);
+            if changed {
+                self.show_draft_files();
+            }
+            return;
+        }
+        if !flow
+            .messages
+            .iter()
+            .any(|m| m.files.iter().any(|f| f.id == id))
+        {
+            return;
+        }
+        let before = flow.progress.insert(id, (done, total));
+        drop(flow);
+        if before.map(|(d, t)| percent(d, t)) != Some(percent(done, total)) {
+            self.show_messages();
         }
     }
 
@@ -1000,6 +1382,13 @@ impl UserApp {
         on!(on_panic, |app| app.panic());
         on!(on_restart, |app| app.restart());
         on!(on_activity, |app| app.touch());
+        on!(on_attach, |app| app.attach());
+        on!(on_remove_file, |app, key| app
+            .remove_file(u64::try_from(key).unwrap_or_default()));
+        on!(on_send_as_is, |app, key| app
+            .send_as_is(u64::try_from(key).unwrap_or_default()));
+        on!(on_save_file, |app, id, name| app
+            .save_file(i64::from(id), name.as_str()));
     }
 
     /// A short-lived view of the app for a callback (the callbacks hold only weak references,
@@ -1014,8 +1403,42 @@ impl UserApp {
     }
 }
 
-fn message_item(m: &MessageView) -> MessageItem {
+/// A file under its message: its stored state, with the progress seen since.
+fn file_item(f: &worker::FileView, progress: Option<(u64, u64)>) -> FileItem {
+    let (size, unit) = crate::files::size_label(f.size);
+    let (done, total) = progress.unwrap_or((f.done, f.size));
+    let state = match f.state {
+        AttachmentState::Prepared | AttachmentState::Uploaded => 0,
+        AttachmentState::Uploading => 1,
+        AttachmentState::Sent => 2,
+        AttachmentState::Offered if progress.is_some() => 4,
+        AttachmentState::Offered => 3,
+        AttachmentState::Downloading => 4,
+        AttachmentState::Received => 5,
+        AttachmentState::Failed => 6,
+    };
+    FileItem {
+        id: i32::try_from(f.id).unwrap_or(i32::MAX),
+        name: f.name.clone().into(),
+        size: size.into(),
+        unit,
+        state,
+        percent: percent(done, total),
+        error: f.error.clone().unwrap_or_default().into(),
+    }
+}
+
+fn message_item(
+    m: &MessageView,
+    progress: &std::collections::HashMap<i64, (u64, u64)>,
+) -> MessageItem {
     MessageItem {
+        files: model(
+            m.files
+                .iter()
+                .map(|f| file_item(f, progress.get(&f.id).copied()))
+                .collect(),
+        ),
         text: m.text.clone().into(),
         author: m.author.clone().into(),
         time: hour_label(m.at_hour).into(),
@@ -1030,6 +1453,24 @@ use std::sync::Arc;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_files_report_keys_become_the_codes_the_window_words() {
+        assert_eq!(
+            report_codes("removed:Position,Author;left:ColourProfile"),
+            (
+                vec!["Position".to_string(), "Author".to_string()],
+                vec!["ColourProfile".to_string()],
+                false
+            )
+        );
+        assert_eq!(report_codes("removed:;left:"), (vec![], vec![], false));
+        assert_eq!(report_codes("as-is"), (vec![], vec![], true));
+        assert_eq!(
+            (percent(0, 0), percent(50, 200), percent(300, 200)),
+            (100, 25, 100)
+        );
+    }
 
     #[test]
     fn hours_are_shown_as_calendar_dates() {

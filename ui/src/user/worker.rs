@@ -34,14 +34,76 @@ pub enum Command {
     SetAutomatic(bool),
     /// The conversation the window shows (its updates are sent as they happen).
     Open { post: Option<String> },
-    /// Write to a post (a first contact or a follow-up: the same for the user).
-    Send { post: String, text: SecretText },
+    /// Write to a post (a first contact or a follow-up: the same for the user), with the files
+    /// prepared for it (ids of [`Update::FilePrepared`]), uploaded before the message is sealed.
+    Send {
+        post: String,
+        text: SecretText,
+        attachments: Vec<i64>,
+    },
+    /// Read a file the person chose, remove its hidden information and keep it, ready to send,
+    /// in the encrypted store; `as_is`: the person chose to send it unchanged if it cannot be
+    /// cleaned. `key` is the window's name for it.
+    PrepareFile {
+        key: u64,
+        path: PathBuf,
+        as_is: bool,
+    },
+    /// Write a copy of file `id` to a new file at `path` (never over an existing one).
+    Export { id: i64, path: PathBuf },
     /// The person has looked at the post's safety numbers: record them as seen.
     SafetySeen { post: String },
     /// Close the store and forget everything in memory.
     Lock,
     /// Destroy the store (its key first), the Tor state and the app's preferences.
     Destroy,
+}
+
+/// Why a chosen file cannot go as the person chose it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileRefusal {
+    /// It could not be read (gone, not allowed, a link).
+    Unreadable,
+    /// Larger than an attachment may be.
+    TooLarge,
+    /// A format whose hidden information cannot be removed.
+    UnknownFormat,
+    /// Damaged, so it could not be cleaned.
+    Damaged,
+    /// A PDF protected by a password or permissions.
+    Protected,
+    /// A signed PDF (cleaning would break the signature).
+    Signed,
+    /// The store could not keep it.
+    Store,
+}
+
+/// What became of a chosen file.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FileOutcome {
+    /// Kept in the store, ready to send: its id, its size once cleaned, and the report's keys
+    /// (`Cleaned::report_keys`).
+    Ready { id: i64, size: u64, report: String },
+    /// It cannot be cleaned: it goes only if the person chooses to send it as it is.
+    NeedsChoice { reason: FileRefusal, detail: String },
+    /// It cannot go at all.
+    Refused { reason: FileRefusal, detail: String },
+}
+
+/// A file of a message, as the window shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FileView {
+    pub id: i64,
+    pub name: String,
+    pub size: u64,
+    pub outgoing: bool,
+    pub state: refuge_client::store::AttachmentState,
+    /// Bytes moved so far.
+    pub done: u64,
+    /// Why it was refused (incoming, failed).
+    pub error: Option<String>,
+    /// The strip report's keys (outgoing).
+    pub report: String,
 }
 
 /// A message of a conversation, as the window shows it.
@@ -56,6 +118,8 @@ pub struct MessageView {
     pub mine: bool,
     pub delivery: Option<Delivery>,
     pub expires_hour: Option<i64>,
+    /// Its files.
+    pub files: Vec<FileView>,
 }
 
 /// A post, for the home screen.
@@ -108,6 +172,17 @@ pub enum Update {
     SendFailed {
         problem: Problem,
         detail: String,
+    },
+    /// A chosen file was read and cleaned (or could not be).
+    FilePrepared {
+        key: u64,
+        outcome: FileOutcome,
+    },
+    /// A copy of file `id` was written to `path` (`Ok`), or not, with why.
+    Exported {
+        id: i64,
+        path: PathBuf,
+        result: Result<u64, (Problem, String)>,
     },
     /// Receiving stopped because the relay broke the protocol or something did not match what
     /// the authority signed (the detail says what).
@@ -407,7 +482,27 @@ impl State {
                 self.open_post = post;
                 self.show_open_post();
             }
-            Command::Send { post, text } => self.send(post, text).await,
+            Command::Send {
+                post,
+                text,
+                attachments,
+            } => self.send(post, text, attachments).await,
+            Command::PrepareFile { key, path, as_is } => {
+                let Some(client) = &self.client else { return };
+                let outcome = prepare_file(client, &path, as_is);
+                self.say(Update::FilePrepared { key, outcome });
+            }
+            Command::Export { id, path } => {
+                let Some(client) = &self.client else { return };
+                let result = client.export_attachment(id, &path).map_err(|e| {
+                    let problem = match e {
+                        refuge_client::error::ClientError::WouldOverwrite(_) => Problem::SaveExists,
+                        _ => Problem::SaveFailed,
+                    };
+                    (problem, e.to_string())
+                });
+                self.say(Update::Exported { id, path, result });
+            }
             Command::SafetySeen { post } => {
                 if let Some(c) = &self.client
                     && let Some(dir) = c.directory()
@@ -577,7 +672,18 @@ impl State {
         let Some(client) = self.client.as_mut() else {
             return Duration::from_secs(3600);
         };
-        let outcome = client.receive(&mut |_| Ok(())).await;
+        let mut outcome = client.receive(&mut |_| Ok(())).await;
+        if outcome.is_ok() {
+            // Files the staff sent: downloaded on a circuit of their own, each checked whole
+            // before it can be saved. One refused for good shows as refused under its message;
+            // a broken connection is a failed read (tried again on the schedule, resuming).
+            self.show_open_post();
+            if let Some(client) = self.client.as_mut()
+                && let Err(e) = client.download_attachments().await
+            {
+                outcome = Err(e);
+            }
+        }
         let succeeded = outcome.is_ok();
         let wait = self.schedule.next_wait(succeeded);
         if let Err(e) = &outcome
@@ -604,7 +710,7 @@ impl State {
         wait
     }
 
-    async fn send(&mut self, post: String, text: SecretText) {
+    async fn send(&mut self, post: String, text: SecretText, attachments: Vec<i64>) {
         if self.untrusted {
             // The person was told not to send anything until they connect again.
             self.say(Update::SendFailed {
@@ -621,7 +727,7 @@ impl State {
         // the person has not seen yet, stops the message until the person has looked at the
         // numbers.
         let sent = client
-            .contact_approved(&post, &text, None, |store, dir| {
+            .contact_approved_with(&post, &text, None, &attachments, |store, dir| {
                 Ok(!safety::changed(store, dir, &post)?)
             })
             .await;
@@ -687,6 +793,21 @@ impl State {
                 mine: m.delivery.is_some(),
                 delivery: m.delivery,
                 expires_hour: m.expires_hour,
+                files: client
+                    .attachments_of(m.id)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|a| FileView {
+                        id: a.id,
+                        done: a.bytes_done(),
+                        name: a.file_name,
+                        size: a.size,
+                        outgoing: a.outgoing,
+                        state: a.state,
+                        error: a.error,
+                        report: a.report,
+                    })
+                    .collect(),
             })
             .collect::<Vec<_>>();
         if let (Some(first), Some(last)) = (
@@ -725,6 +846,89 @@ impl State {
             }
         }
     }
+}
+
+/// Reads the file at `path` (a regular file, never through a link), removes its hidden
+/// information (or keeps it unchanged if `as_is` and it cannot be cleaned) and keeps it in the
+/// store, ready to send.
+fn prepare_file(client: &UserClient, path: &std::path::Path, as_is: bool) -> FileOutcome {
+    use refuge_client::attachment::MAX_ATTACHMENT_LEN;
+    let bytes = match crate::files::read_regular_file(path, MAX_ATTACHMENT_LEN) {
+        Ok(b) => zeroize::Zeroizing::new(b),
+        Err(e) => {
+            let reason = if e.kind() == std::io::ErrorKind::FileTooLarge {
+                FileRefusal::TooLarge
+            } else {
+                FileRefusal::Unreadable
+            };
+            return FileOutcome::Refused {
+                reason,
+                detail: e.to_string(),
+            };
+        }
+    };
+    let cleaned = match refuge_client::transfer::clean_file(&bytes, as_is) {
+        Ok(c) => c,
+        Err(e) => {
+            let (reason, detail) = refusal_of(&e);
+            return if reason == FileRefusal::TooLarge {
+                FileOutcome::Refused { reason, detail }
+            } else {
+                FileOutcome::NeedsChoice { reason, detail }
+            };
+        }
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // The format is told by the file's first bytes (`refuge_strip::Format` as it displays),
+    // never by its name.
+    let content_type = match cleaned.format.to_string().as_str() {
+        "JPEG" => "image/jpeg",
+        "PNG" => "image/png",
+        "WebP" => "image/webp",
+        "PDF" => "application/pdf",
+        _ => "application/octet-stream",
+    };
+    let report = cleaned.report_keys();
+    match client.prepare_attachment(&refuge_client::store::NewAttachment {
+        file_name: &name,
+        content_type,
+        bytes: &cleaned.bytes,
+        report: &report,
+    }) {
+        Ok(id) => FileOutcome::Ready {
+            id,
+            size: cleaned.bytes.len() as u64,
+            report,
+        },
+        Err(e) => FileOutcome::Refused {
+            reason: FileRefusal::Store,
+            detail: e.to_string(),
+        },
+    }
+}
+
+/// Why `clean_file` refused a file. It reports a refusal as `InvalidArgument` with
+/// `refuge-strip`'s sentence, so the kinds are told apart by it; ui/tests/screens.rs cleans real
+/// files through the real client, so a changed sentence fails there.
+pub fn refusal_of(error: &refuge_client::error::ClientError) -> (FileRefusal, String) {
+    let refuge_client::error::ClientError::InvalidArgument(why) = error else {
+        return (FileRefusal::Store, error.to_string());
+    };
+    let reason = if why.contains("attachments may be at most") {
+        FileRefusal::TooLarge
+    } else if why.contains("protected by a password") {
+        FileRefusal::Protected
+    } else if why.contains("digitally signed") {
+        FileRefusal::Signed
+    } else if why.contains("is damaged") {
+        FileRefusal::Damaged
+    } else {
+        FileRefusal::UnknownFormat
+    };
+    (reason, why.clone())
 }
 
 /// Whether the store in `dir` exists (the app shows the unlock screen, not onboarding).

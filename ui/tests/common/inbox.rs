@@ -408,6 +408,66 @@ impl Post {
             .collect()
     }
 
+    /// The user keeps `bytes` as a file named `name` (its hidden information removed as their
+    /// app removes it, or kept as it is when it cannot be) and sends it with `text` to the post,
+    /// through the client API. Returns the bytes that went (cleaned).
+    pub fn user_sends_file(&mut self, text: &str, name: &str, bytes: &[u8]) -> Vec<u8> {
+        let cleaned = refuge_client::transfer::clean_file(bytes, true).expect("a file to send");
+        let report = cleaned.report_keys();
+        let user = &mut self.user;
+        let id = user
+            .prepare_attachment(&refuge_client::store::NewAttachment {
+                file_name: name,
+                content_type: "application/octet-stream",
+                bytes: &cleaned.bytes,
+                report: &report,
+            })
+            .expect("the file is kept");
+        self.rt
+            .block_on(user.contact_with(POST, &SecretText::new(text.into()), None, &[id]))
+            .expect("the message with its file");
+        cleaned.bytes.to_vec()
+    }
+
+    /// The files the user's device received from the post (after reading its mailbox and
+    /// downloading them), each as its name and its bytes, saved through the client API.
+    pub fn user_receives_files(&mut self) -> Vec<(String, Vec<u8>)> {
+        let user = &mut self.user;
+        self.rt
+            .block_on(user.receive(&mut |_| Ok(())))
+            .expect("the user reads");
+        let (_, refused) = self
+            .rt
+            .block_on(user.download_attachments())
+            .expect("the user downloads the files");
+        assert!(refused.is_empty(), "files refused: {refused:?}");
+        let out = self.dir.join("user-files");
+        std::fs::create_dir_all(&out).expect("a folder for the user's files");
+        let mut files = Vec::new();
+        for m in user.conversation(POST, None, 50).expect("the conversation") {
+            for a in user.attachments_of(m.id).expect("the message's files") {
+                if a.outgoing {
+                    continue;
+                }
+                let path = out.join(format!("{}-{}", a.id, a.file_name));
+                user.export_attachment(a.id, &path)
+                    .expect("the file arrived whole");
+                files.push((
+                    a.file_name.clone(),
+                    std::fs::read(&path).expect("the saved file"),
+                ));
+            }
+        }
+        files
+    }
+
+    /// A folder of the test's own (for files to choose and copies to save).
+    pub fn folder(&self, name: &str) -> PathBuf {
+        let dir = self.dir.join(name);
+        std::fs::create_dir_all(&dir).expect("a folder");
+        dir
+    }
+
     /// The Inbox app over the staff device's store, its connections routed to the kit.
     pub fn app(&self) -> (InboxApp, mpsc::Receiver<Update>) {
         self.app_reading_every(Duration::from_secs(600))

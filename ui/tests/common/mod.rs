@@ -219,20 +219,76 @@ pub fn type_into(w: &UserWindow, label: &str, text: &str) {
     );
 }
 
-/// Routes a client's connections to the kit's relay, as `prepare` for the worker: every
-/// connection the app makes reaches `kit` (and shows in `kit.dials()`), none reaches Tor.
-pub fn route_to(kit: &refuge_testkit::TestRelay) -> worker::Prepare {
-    use refuge_client::transport::{Dial, DialFuture, Reader, Writer};
+/// Every connection a client makes goes to `kit` (none reaches Tor or a socket).
+pub fn kit_dialer(kit: &refuge_testkit::TestRelay) -> Arc<dyn refuge_client::transport::Dial> {
+    use refuge_client::transport::{DialFuture, Reader, Writer};
     let kit = kit.clone();
-    let dialer: Arc<dyn Dial> = Arc::new(move |_isolation: &[u8]| -> DialFuture {
+    Arc::new(move |_isolation: &[u8]| -> DialFuture {
         let dialled = kit.dial();
         Box::pin(async move {
             let stream = dialled?;
             let (reader, writer) = tokio::io::split(stream);
             Ok((Box::new(reader) as Reader, Box::new(writer) as Writer))
         })
-    });
+    })
+}
+
+/// Routes a client's connections to the kit's relay, as `prepare` for the worker: every
+/// connection the app makes reaches `kit` (and shows in `kit.dials()`), none reaches Tor.
+pub fn route_to(kit: &refuge_testkit::TestRelay) -> worker::Prepare {
+    let dialer = kit_dialer(kit);
     Arc::new(move |client| client.route_in_process(dialer.clone()))
+}
+
+/// A staff device of the fixture post on `kit`, set up as its administrator does it
+/// (`refuge-inbox init`, the authority's enrolment into the log, `refuge-inbox register`), its
+/// store under `dir`, its connections routed to `kit`: the post's side of the user app's tests.
+pub async fn staff_device(
+    kit: &refuge_testkit::TestRelay,
+    dir: &Path,
+    label: &str,
+) -> refuge_client::app::InboxClient {
+    use refuge_client::app::{InboxClient, InboxSettings};
+    std::fs::create_dir_all(dir).expect("the staff folder");
+    let key = fixtures::authority();
+    let policy_path = dir.join("policy.signed");
+    std::fs::write(
+        &policy_path,
+        bundle(kit.log_vkey().expect("a kit with a log"), ""),
+    )
+    .expect("the signed policy is written");
+    let source = refuge_client::config::PolicySource::from_args(
+        &policy_path,
+        &[hex::encode(key.verifying_key().as_bytes())],
+    )
+    .expect("the signed policy reads back");
+    let mut inbox = InboxClient::create(
+        InboxSettings {
+            data_dir: dir.join("store"),
+            allow_test_deployment: true,
+            send_delay_max: Duration::ZERO,
+            ..InboxSettings::default()
+        },
+        &refuge_client::store::Passphrase::new(PASSPHRASE.into()),
+        KdfParams::dangerously_weak_for_tests(),
+        refuge_client::events::Events::default(),
+    )
+    .expect("a new staff store");
+    inbox.route_in_process(kit_dialer(kit));
+    let request = inbox
+        .init_device(fixtures::POST, label)
+        .expect("the device's keys");
+    let request_path = dir.join("device.req");
+    std::fs::write(
+        &request_path,
+        refuge_client::staff::encode_request(&request),
+    )
+    .expect("the request file");
+    let entry = refuge_client::authority::enrolment(&key, &request_path, 0)
+        .expect("the authority signs the enrolment");
+    kit.submit(entry.bytes).await.expect("the log takes it");
+    inbox.register(source).await.expect("registered");
+    inbox
 }
 
 /// How long each part of [`contact_and_see_reply`] took.
@@ -432,6 +488,7 @@ pub fn fill_with_sample_data(app: &UserApp) {
                 mine: true,
                 delivery: Some(refuge_client::events::Delivery::Confirmed),
                 expires_hour: None,
+                files: Vec::new(),
             },
             MessageView {
                 id: 2,
@@ -441,6 +498,7 @@ pub fn fill_with_sample_data(app: &UserApp) {
                 mine: false,
                 delivery: None,
                 expires_hour: Some(1_797_170_400),
+                files: Vec::new(),
             },
             MessageView {
                 id: 3,
@@ -450,6 +508,7 @@ pub fn fill_with_sample_data(app: &UserApp) {
                 mine: true,
                 delivery: Some(refuge_client::events::Delivery::Queued),
                 expires_hour: None,
+                files: Vec::new(),
             },
         ],
         timer_secs: 7 * 86_400,
