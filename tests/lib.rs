@@ -64,7 +64,25 @@ pub struct RelayProcess {
     stderr_log: PathBuf,
 }
 
+/// `VmRSS` and `VmHWM` (KiB) of process `pid`, from /proc.
+pub fn vm_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
 impl RelayProcess {
+    /// The relay's process id (the program itself: it is started without a shell).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the relay is running").id()
+    }
+
     /// Starts the relay on loopback with ephemeral ports and waits until it says `ready`.
     pub fn start(data_dir: &Path, extra: &[&str]) -> RelayProcess {
         RelayProcess::start_with_env(data_dir, extra, &[])

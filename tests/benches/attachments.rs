@@ -47,7 +47,7 @@ use refuge_client::transport::{
     install_crypto_provider,
 };
 use refuge_proto::ids::{DepositToken, MailboxId};
-use refuge_tests::{RelayProcess, raise_fd_limit};
+use refuge_tests::{RelayProcess, raise_fd_limit, vm_kib};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -764,40 +764,6 @@ struct Memory {
     hwm_after_acks: u64,
 }
 
-/// `VmRSS` and `VmHWM` (KiB) of process `pid`.
-fn vm(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// The relay's process id, found in /proc by its data directory on its command line.
-fn relay_pid(relay: &RelayProcess) -> u32 {
-    let needle = relay.data_dir.to_string_lossy().into_owned();
-    for entry in std::fs::read_dir("/proc")
-        .expect("/proc is readable")
-        .flatten()
-    {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if cmdline.contains("refuge-relay") && cmdline.contains(&needle) {
-            return pid;
-        }
-    }
-    panic!("the relay process was not found in /proc");
-}
-
 /// The bytes of upload `u`'s chunk at `offset`: made on the fly, so that the client holds no
 /// whole file either.
 fn fill(u: usize, offset: u64, out: &mut [u8]) {
@@ -830,16 +796,16 @@ async fn concurrent_uploads(relay: &RelayProcess, n: usize, len: u64) -> Memory 
     for (s, r) in sessions.iter_mut().zip(&recipients) {
         uploads.push(create_blob(s, r, len).await);
     }
-    let pid = relay_pid(relay);
+    let pid = relay.pid();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (baseline_rss, baseline_hwm) = vm(pid);
+    let (baseline_rss, baseline_hwm) = vm_kib(pid);
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = {
         let stop = Arc::clone(&stop);
         std::thread::spawn(move || {
             let mut peak = 0;
             while !stop.load(Ordering::Relaxed) {
-                peak = peak.max(vm(pid).0);
+                peak = peak.max(vm_kib(pid).0);
                 std::thread::sleep(Duration::from_millis(20));
             }
             peak
@@ -877,7 +843,7 @@ async fn concurrent_uploads(relay: &RelayProcess, n: usize, len: u64) -> Memory 
     let secs = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let peak_rss = sampler.join().expect("the sampler");
-    let (_, hwm_after) = vm(pid);
+    let (_, hwm_after) = vm_kib(pid);
     // Each recipient (here on the uploader's connection) acknowledges its attachment at once.
     let mut set = tokio::task::JoinSet::new();
     for ((mut s, upload), r) in done.into_iter().zip(recipients) {
@@ -894,7 +860,7 @@ async fn concurrent_uploads(relay: &RelayProcess, n: usize, len: u64) -> Memory 
     while let Some(done) = set.join_next().await {
         done.expect("an acknowledgement");
     }
-    let (_, hwm_after_acks) = vm(pid);
+    let (_, hwm_after_acks) = vm_kib(pid);
     Memory {
         baseline_rss,
         baseline_hwm,

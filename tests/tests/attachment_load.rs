@@ -20,7 +20,7 @@ use refuge_client::disappearing::Timer;
 use refuge_client::relay::{self as api, BlobUpload};
 use refuge_client::transport::{ConnectOptions, RelayEndpoint, Session};
 use refuge_proto::ids::{DepositToken, MailboxId};
-use refuge_tests::RelayProcess;
+use refuge_tests::{RelayProcess, vm_kib};
 use std::time::{Duration, Instant};
 
 const UPLOADS: usize = 20;
@@ -43,40 +43,6 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// measures for allocator noise and stay well below that.
 const MAX_UPLOAD_GROWTH_KIB: u64 = 56 * 1024;
 const MAX_GROWTH_KIB: u64 = 72 * 1024;
-
-/// `VmRSS` and `VmHWM` (KiB) of process `pid`.
-fn vm(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// The relay's process id, found in /proc by its data directory on its command line.
-fn relay_pid(relay: &RelayProcess) -> u32 {
-    let needle = relay.data_dir.to_string_lossy().into_owned();
-    for entry in std::fs::read_dir("/proc")
-        .expect("/proc is readable")
-        .flatten()
-    {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if cmdline.contains("refuge-relay") && cmdline.contains(&needle) {
-            return pid;
-        }
-    }
-    panic!("the relay process was not found in /proc");
-}
 
 /// One client: its mailbox, the session it uploads and downloads on, its blob.
 struct Client {
@@ -159,7 +125,7 @@ fn twenty_concurrent_uploads_complete_download_intact_and_the_relay_holds_no_who
     refuge_client::transport::install_crypto_provider();
     let dir = tempfile::tempdir().expect("temp dir");
     let relay = RelayProcess::start(&dir.path().join("relay"), &[]);
-    let pid = relay_pid(&relay);
+    let pid = relay.pid();
     let endpoint =
         RelayEndpoint::parse(&relay.quic_url(), Some(&relay.pin)).expect("the relay's URL");
     let chunks = refuge_proto::blob_chunk_count(PADDED) as u32;
@@ -177,7 +143,7 @@ fn twenty_concurrent_uploads_complete_download_intact_and_the_relay_holds_no_who
             clients.push(new_client(&endpoint, PADDED).await);
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let (baseline, _) = vm(pid);
+        let (baseline, _) = vm_kib(pid);
 
         // Every client uploads at once, one chunk request at a time.
         let mut set = tokio::task::JoinSet::new();
@@ -197,7 +163,7 @@ fn twenty_concurrent_uploads_complete_download_intact_and_the_relay_holds_no_who
         while let Some(done) = set.join_next().await {
             clients.push(done.expect("an upload"));
         }
-        let uploads = vm(pid).1;
+        let uploads = vm_kib(pid).1;
 
         // Every client downloads its attachment back at once, chunk by chunk.
         let mut set = tokio::task::JoinSet::new();
@@ -219,7 +185,7 @@ fn twenty_concurrent_uploads_complete_download_intact_and_the_relay_holds_no_who
         while let Some(done) = set.join_next().await {
             clients.push(done.expect("a download"));
         }
-        let downloads = vm(pid).1;
+        let downloads = vm_kib(pid).1;
 
         // And acknowledges it: the relay deletes it.
         let mut set = tokio::task::JoinSet::new();
@@ -234,7 +200,7 @@ fn twenty_concurrent_uploads_complete_download_intact_and_the_relay_holds_no_who
         while let Some(done) = set.join_next().await {
             done.expect("an acknowledgement");
         }
-        let acks = vm(pid).1;
+        let acks = vm_kib(pid).1;
         (
             baseline,
             Peaks {
@@ -296,7 +262,7 @@ fn deleting_a_64_mib_attachment_costs_the_relay_a_bounded_amount_of_memory() {
     refuge_client::transport::install_crypto_provider();
     let dir = tempfile::tempdir().expect("temp dir");
     let relay = RelayProcess::start(&dir.path().join("relay"), &[]);
-    let pid = relay_pid(&relay);
+    let pid = relay.pid();
     let endpoint =
         RelayEndpoint::parse(&relay.quic_url(), Some(&relay.pin)).expect("the relay's URL");
     let chunks = refuge_proto::blob_chunk_count(BIG) as u32;
@@ -321,11 +287,11 @@ fn deleting_a_64_mib_attachment_costs_the_relay_a_bounded_amount_of_memory() {
         assert!(last == chunk_of(BIG, 0, chunks - 1));
         tokio::time::sleep(Duration::from_millis(300)).await;
         reset_peak(pid);
-        let (before, _) = vm(pid);
+        let (before, _) = vm_kib(pid);
         api::ack_blob(&mut c.session, &c.mailbox, &c.upload.blob_id)
             .await
             .expect("acknowledged");
-        let peak = vm(pid).1;
+        let peak = vm_kib(pid).1;
         // Deleted before the answer: the blob is unknown now.
         let gone = api::get_chunk(&mut c.session, &c.mailbox, &c.upload.blob_id, 0).await;
         assert!(gone.is_err(), "the blob is gone after its acknowledgement");
