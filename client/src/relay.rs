@@ -875,11 +875,55 @@ impl Indexes {
     fn all_handed_out(&self) -> bool {
         self.next >= self.end && self.again.is_empty()
     }
+
+    /// Indexes not handed out yet (given back ones included).
+    fn left(&self) -> u32 {
+        self.end.saturating_sub(self.next) + self.again.len() as u32
+    }
+}
+
+/// Times a transfer opens its lanes again after they broke (the connection was lost and the
+/// session reconnected): each time, the lanes of the broken connection give their chunks back
+/// and end, and the session, once it goes on alone, stops after its chunk so that lanes are
+/// opened on its new connection. Past this, it goes on alone.
+const LANE_ROUNDS: u32 = 8;
+
+/// The further lanes of a transfer's current round.
+#[derive(Default)]
+struct Lanes {
+    /// Still running.
+    running: usize,
+    /// One of them broke (its connection was lost) this round.
+    broke: bool,
+    /// The session stops (to open lanes again) once every lane is gone after one broke.
+    reopen: bool,
+    /// No lane could be opened after lanes broke (the session had not noticed yet that its
+    /// connection was lost): the session moves a chunk first, reconnecting if it must.
+    session_first: bool,
+}
+
+impl Lanes {
+    /// The lanes of round `round`, which opened `lanes` of the `wanted`.
+    fn of_round(round: u32, wanted: usize, lanes: usize) -> Lanes {
+        let none_again = round > 0 && wanted > 0 && lanes == 0;
+        Lanes {
+            running: lanes,
+            broke: none_again,
+            reopen: round < LANE_ROUNDS && (lanes > 0 || none_again),
+            session_first: none_again,
+        }
+    }
+
+    /// Whether the session should stop its round so that lanes are opened again.
+    fn reopen_now(&self) -> bool {
+        self.reopen && self.broke && self.running == 0 && !self.session_first
+    }
 }
 
 /// An upload in progress over several lanes.
 struct PutRun<'a> {
     indexes: Indexes,
+    lanes: Lanes,
     /// Confirmed chunks above `done`.
     confirmed: std::collections::BTreeSet<u32>,
     /// Every chunk below it is confirmed.
@@ -901,6 +945,9 @@ async fn put_lane(
     loop {
         let sealed = {
             let mut r = run.borrow_mut();
+            if session && r.lanes.reopen_now() {
+                return;
+            }
             let Some(index) = r.indexes.take(u32::MAX) else {
                 return;
             };
@@ -914,6 +961,7 @@ async fn put_lane(
         let mut r = run.borrow_mut();
         match stored {
             Ok(complete) => {
+                r.lanes.session_first &= !session;
                 r.complete |= complete;
                 r.confirmed.insert(index);
                 let before = r.done;
@@ -931,6 +979,7 @@ async fn put_lane(
             Err(e) if !session && connection_broken(&e) => {
                 tracing::debug!(error = %e, index, "a further lane broke; its chunk goes again");
                 r.indexes.again.insert(index);
+                r.lanes.broke = true;
                 return;
             }
             Err(e) => return r.indexes.fail(e),
@@ -945,7 +994,8 @@ async fn put_lane(
 /// above may be committed too). Returns whether the relay said the blob is complete. An error
 /// (the first a lane met; the others finish the chunk they sent and stop) leaves every chunk
 /// below the last `done` stored; where the upload stands is the relay's to say
-/// ([`blob_state`]).
+/// ([`blob_state`]). Lanes lost with a connection are opened again on the one the session
+/// reconnected on (at most `LANE_ROUNDS` times).
 pub async fn put_chunks(
     relay: &mut dyn Relay,
     upload: &BlobUpload,
@@ -953,28 +1003,45 @@ pub async fn put_chunks(
     seal: &mut dyn FnMut(u32) -> Result<Vec<u8>>,
     progress: &mut dyn FnMut(u32) -> Result<()>,
 ) -> Result<bool> {
-    let n = range.end.saturating_sub(range.start);
     let run = std::cell::RefCell::new(PutRun {
         done: range.start,
         indexes: Indexes::new(range),
+        lanes: Lanes::default(),
         confirmed: Default::default(),
         complete: false,
         seal,
         progress,
     });
-    let mut lanes = open_lanes(relay, lanes_for(n), false).await;
-    {
-        let mut all = Vec::with_capacity(lanes.len() + 1);
-        all.push(put_lane(relay, true, upload, &run));
-        for lane in &mut lanes {
-            all.push(put_lane(lane.as_mut(), false, upload, &run));
+    // Rounds: the session and its lanes until every chunk is handed out, or until the lanes
+    // broke and the session went on alone (it reconnected); then lanes on its new connection
+    // (what lanes that broke gave back after the session had run out of chunks goes too).
+    for round in 0.. {
+        let left = run.borrow().indexes.left();
+        let wanted = if round <= LANE_ROUNDS {
+            lanes_for(left)
+        } else {
+            0
+        };
+        let mut lanes = open_lanes(relay, wanted, false).await;
+        run.borrow_mut().lanes = Lanes::of_round(round, wanted, lanes.len());
+        {
+            let mut all: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>> =
+                Vec::with_capacity(lanes.len() + 1);
+            all.push(Box::pin(put_lane(relay, true, upload, &run)));
+            for lane in &mut lanes {
+                let run = &run;
+                all.push(Box::pin(async move {
+                    put_lane(lane.as_mut(), false, upload, run).await;
+                    run.borrow_mut().lanes.running -= 1;
+                }));
+            }
+            futures::future::join_all(all).await;
         }
-        futures::future::join_all(all).await;
-    }
-    drop(lanes);
-    // What lanes that broke gave back after the session had run out of chunks.
-    while run.borrow().indexes.failed.is_none() && !run.borrow().indexes.all_handed_out() {
-        put_lane(relay, true, upload, &run).await;
+        drop(lanes);
+        let r = run.borrow();
+        if r.indexes.failed.is_some() || r.indexes.all_handed_out() {
+            break;
+        }
     }
     let run = run.into_inner();
     match run.indexes.failed {
@@ -986,6 +1053,7 @@ pub async fn put_chunks(
 /// A download in progress over several lanes.
 struct GetRun<'a> {
     indexes: Indexes,
+    lanes: Lanes,
     /// Fetched chunks waiting for those before them.
     ready: std::collections::BTreeMap<u32, Vec<u8>>,
     /// The next chunk to hand to `take`.
@@ -1009,6 +1077,9 @@ async fn get_lane(
         let notified = changed.notified();
         let taken = {
             let mut r = run.borrow_mut();
+            if session && r.lanes.reopen_now() {
+                return;
+            }
             let limit = r.next.saturating_add(AHEAD);
             match r.indexes.take(limit) {
                 Some(index) => Some(index),
@@ -1027,6 +1098,7 @@ async fn get_lane(
         let mut r = run.borrow_mut();
         match fetched {
             Ok(sealed) => {
+                r.lanes.session_first &= !session;
                 r.ready.insert(index, sealed);
                 let r = &mut *r;
                 while let Some(sealed) = r.ready.remove(&r.next) {
@@ -1041,6 +1113,7 @@ async fn get_lane(
             Err(e) if !session && connection_broken(&e) => {
                 tracing::debug!(error = %e, index, "a further lane broke; its chunk is fetched again");
                 r.indexes.again.insert(index);
+                r.lanes.broke = true;
                 drop(r);
                 changed.notify_waiters();
                 return;
@@ -1057,7 +1130,7 @@ async fn get_lane(
 /// proves the session's mailboxes first), and hands them to `take` in order, each once. Nothing
 /// in them is trusted: `take` opens and checks them. The first error (a lane's, or `take`'s)
 /// stops the download: the other lanes finish the chunk they asked for, and no chunk is handed
-/// over after it.
+/// over after it. Lanes lost with a connection are opened again, as for [`put_chunks`].
 pub async fn get_chunks(
     relay: &mut dyn Relay,
     mailbox: &MailboxId,
@@ -1065,31 +1138,46 @@ pub async fn get_chunks(
     range: std::ops::Range<u32>,
     take: &mut dyn FnMut(u32, Vec<u8>) -> Result<()>,
 ) -> Result<()> {
-    let n = range.end.saturating_sub(range.start);
     let run = std::cell::RefCell::new(GetRun {
         next: range.start,
         indexes: Indexes::new(range),
+        lanes: Lanes::default(),
         ready: Default::default(),
         take,
     });
     let changed = tokio::sync::Notify::new();
-    let mut lanes = open_lanes(relay, lanes_for(n), true).await;
-    {
-        let mut all = Vec::with_capacity(lanes.len() + 1);
-        all.push(get_lane(relay, true, mailbox, blob_id, &run, &changed));
-        for lane in &mut lanes {
-            all.push(get_lane(
-                lane.as_mut(),
-                false,
-                mailbox,
-                blob_id,
-                &run,
-                &changed,
-            ));
+    // Rounds, as for an upload: lanes again on the session's new connection after they broke.
+    for round in 0.. {
+        let left = run.borrow().indexes.left();
+        let wanted = if round <= LANE_ROUNDS {
+            lanes_for(left)
+        } else {
+            0
+        };
+        let mut lanes = open_lanes(relay, wanted, true).await;
+        run.borrow_mut().lanes = Lanes::of_round(round, wanted, lanes.len());
+        {
+            let mut all: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>> =
+                Vec::with_capacity(lanes.len() + 1);
+            all.push(Box::pin(get_lane(
+                relay, true, mailbox, blob_id, &run, &changed,
+            )));
+            for lane in &mut lanes {
+                let (run, changed) = (&run, &changed);
+                all.push(Box::pin(async move {
+                    get_lane(lane.as_mut(), false, mailbox, blob_id, run, changed).await;
+                    run.borrow_mut().lanes.running -= 1;
+                    changed.notify_waiters();
+                }));
+            }
+            futures::future::join_all(all).await;
         }
-        futures::future::join_all(all).await;
+        drop(lanes);
+        let r = run.borrow();
+        if r.indexes.failed.is_some() || r.next >= r.indexes.end {
+            break;
+        }
     }
-    drop(lanes);
     let run = run.into_inner();
     match run.indexes.failed {
         Some(e) => Err(e),

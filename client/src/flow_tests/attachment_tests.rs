@@ -476,28 +476,56 @@ struct WithLanes {
     cut: std::rc::Rc<Cut>,
     /// The session (false: a further lane, which neither reconnects nor opens lanes).
     session: bool,
+    /// The connection this session or lane is a stream of (a reconnection makes a new one).
+    connection: u32,
 }
 
 struct Cut {
     name: &'static str,
     left: std::cell::Cell<usize>,
+    /// Cut for good; otherwise only the connection in use is lost, and the session reconnects.
+    for_good: bool,
+    /// The connection that was lost.
+    lost: std::cell::Cell<Option<u32>>,
+    /// The session's connection.
+    current: std::cell::Cell<u32>,
 }
 
 impl WithLanes {
     async fn new(w: &World, name: &'static str, left: usize) -> WithLanes {
+        WithLanes::cut_after(w, name, left, true).await
+    }
+
+    /// Like [`WithLanes::new`], but only the connection in use at the cut is lost (its lanes
+    /// with it); the session reconnects and opens lanes on its new connection.
+    async fn losing_one_connection(w: &World, name: &'static str, left: usize) -> WithLanes {
+        WithLanes::cut_after(w, name, left, false).await
+    }
+
+    async fn cut_after(w: &World, name: &'static str, left: usize, for_good: bool) -> WithLanes {
         WithLanes {
             inner: w.relay.connect().await,
             relay: w.relay.clone(),
             cut: std::rc::Rc::new(Cut {
                 name,
                 left: left.into(),
+                for_good,
+                lost: None.into(),
+                current: 0.into(),
             }),
             session: true,
+            connection: 0,
         }
     }
 
     fn cut(&self) -> bool {
-        self.cut.left.get() == 0
+        let c = &self.cut;
+        if c.left.get() == 0 && c.lost.get().is_none() {
+            c.lost.set(Some(c.current.get()));
+        }
+        c.lost
+            .get()
+            .is_some_and(|lost| c.for_good || lost == self.connection)
     }
 }
 
@@ -510,7 +538,7 @@ impl Relay for WithLanes {
                     "the test cut the connection".into(),
                 ));
             }
-            self.cut.left.set(self.cut.left.get() - 1);
+            self.cut.left.set(self.cut.left.get().saturating_sub(1));
         }
         self.inner.request(request).await
     }
@@ -520,12 +548,15 @@ impl Relay for WithLanes {
     }
 
     async fn reconnect(&mut self) -> crate::error::Result<()> {
-        if self.cut() || !self.session {
+        if (self.cut.for_good && self.cut()) || !self.session {
             return Err(ClientError::ConnectionLost(
                 "the test cut the connection".into(),
             ));
         }
-        Relay::reconnect(&mut self.inner).await
+        Relay::reconnect(&mut self.inner).await?;
+        self.connection += 1;
+        self.cut.current.set(self.connection);
+        Ok(())
     }
 
     fn resumption(&mut self) -> Option<&mut crate::relay::Resumption> {
@@ -545,6 +576,7 @@ impl Relay for WithLanes {
             relay: self.relay.clone(),
             cut: std::rc::Rc::clone(&self.cut),
             session: false,
+            connection: self.connection,
         })))
     }
 }
@@ -791,4 +823,104 @@ async fn an_upload_the_relay_holds_whole_is_not_sent_again_when_the_program_lost
         (row.state, row.next_chunk),
         (AttachmentState::Uploaded, chunks)
     );
+}
+
+/// Further lanes a transfer of `chunks` chunks opens (as `relay::put_chunks`/`get_chunks` do).
+fn lanes_for(chunks: u32) -> usize {
+    ((chunks / crate::relay::CHUNKS_PER_LANE) as usize).min(crate::relay::MAX_LANES - 1)
+}
+
+#[tokio::test]
+async fn after_a_reconnection_an_upload_goes_on_over_lanes_again() {
+    let w = World::new().await;
+    w.relay.set_retry_policy(crate::relay::RetryPolicy {
+        attempts: 3,
+        first_delay: std::time::Duration::from_millis(1),
+        max_delay: std::time::Duration::from_millis(2),
+    });
+    let bytes = file_bytes(48 * CHUNK_LEN + 9, 15);
+    let chunks = crate::attachment::chunk_count(padme(bytes.len() as u64));
+    let store = w.user_store();
+    let id = store
+        .prepare_attachment(&NewAttachment {
+            file_name: "video.mp4",
+            content_type: "video/mp4",
+            bytes: &bytes,
+            report: "",
+        })
+        .unwrap();
+    let recipients = [(w.desk_mailbox(DESK1), {
+        let mut c = w.relay.connect().await;
+        relay::get_deposit_ticket(&mut c, POST).await.unwrap()
+    })];
+    // The connection (its lanes with it) is lost after 12 chunks went out; the session
+    // reconnects, and the rest goes on lanes of the new connection, in the same call.
+    let mut losing = WithLanes::losing_one_connection(&w, "PutChunk", 12).await;
+    transfer::upload(
+        &store,
+        &mut losing,
+        id,
+        &recipients,
+        Timer::OFF,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        store.attachment(id).unwrap().unwrap().state,
+        AttachmentState::Uploaded
+    );
+    // Before the loss: the session and its lanes; after it, the session's new connection and,
+    // with lanes opened again, more than that one.
+    let before = 1 + lanes_for(chunks);
+    let connections = connections_of(&w, "PutChunk");
+    assert!(
+        connections > before + 1,
+        "{connections} connections carried chunks; {before} before the loss"
+    );
+    let mut all = put_indexes(&w);
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all, (0..chunks).collect::<Vec<_>>());
+    assert!(none_refused(&w, "PutChunk"));
+}
+
+#[tokio::test]
+async fn after_a_reconnection_a_download_goes_on_over_lanes_again() {
+    let w = World::new().await;
+    w.relay.set_retry_policy(crate::relay::RetryPolicy {
+        attempts: 3,
+        first_delay: std::time::Duration::from_millis(1),
+        max_delay: std::time::Duration::from_millis(2),
+    });
+    let bytes = file_bytes(48 * CHUNK_LEN + 5, 16);
+    send_file(&w, &bytes, "scan.png").await;
+    w.staff_read(DESK1).await;
+    let store = w.staff_store(DESK1);
+    let id = store.attachments_to_download().unwrap()[0].id;
+    let chunks = store.attachment(id).unwrap().unwrap().chunks;
+    let staff = Staff::load(&store).unwrap();
+    let before_download = count(&w, "GetChunk");
+    let mut losing = WithLanes::losing_one_connection(&w, "GetChunk", 12).await;
+    assert_eq!(
+        staff
+            .download_attachments(&mut losing, &Default::default())
+            .await
+            .unwrap()
+            .0,
+        1
+    );
+    let before = 1 + lanes_for(chunks);
+    let connections = connections_of(&w, "GetChunk");
+    assert!(
+        connections > before + 1,
+        "{connections} connections carried chunks; {before} before the loss"
+    );
+    // Each lane, the new ones too, proved the mailbox first; a chunk lost with the connection
+    // was fetched again, and no other.
+    assert!(none_refused(&w, "GetChunk"));
+    assert!(count(&w, "GetChunk") - before_download <= chunks as usize + before);
+    let row = store.attachment(id).unwrap().unwrap();
+    assert_eq!(row.state, AttachmentState::Received);
+    assert_eq!(exported(&store, id), bytes);
 }
