@@ -81,8 +81,9 @@ pub enum Mode {
     Save { suggested: String },
 }
 
-/// A size for the listing: the number as text and its unit (0 bytes, 1 KB, 2 MB, 3 GB; powers
-/// of 1024), which the window words in the person's language.
+/// A size for people, the one formatting of both apps and the chooser: the number as text
+/// (ASCII digits) and its unit (0 bytes, 1 KB, 2 MB, 3 GB; powers of 1024), which the window
+/// words in the person's language (`Sizes` in slint/sizes.slint).
 pub fn size_label(bytes: u64) -> (String, i32) {
     const K: u64 = 1024;
     if bytes < K {

@@ -1125,6 +1125,7 @@ fn a_case_handed_to_this_device_shows_the_note_and_when_it_can_reply_and_colleag
         note,
         note_id: if note { 5 } else { 0 },
         files: Vec::new(),
+        mentions: Vec::new(),
     };
     app.apply(Update::Case {
         case: case.into(),
@@ -1815,6 +1816,66 @@ fn a_new_device_shows_its_safety_number_accepts_a_colleagues_open_cases_for_a_da
     assert!(shows(w, FIRST));
     assert!(!w.get_can_reply());
     assert!(shows(w, "You cannot reply yet"));
+
+    // Desk 2 answers the user with a form. Its reply's copy reaches this device through the
+    // post's sync and names the form (not its key): the case view shows it under desk 2's
+    // reply, as desk 2's, with nothing that would open or save it.
+    let form = vec![7u8; 5000];
+    post.rt.block_on(async {
+        let id = colleague
+            .prepare_attachment(&refuge_client::store::NewAttachment {
+                file_name: "form.pdf",
+                content_type: "application/pdf",
+                bytes: &form,
+                report: "",
+            })
+            .expect("desk 2 keeps the form");
+        colleague
+            .reply_with(
+                &case,
+                &refuge_client::secret::SecretText::new("Here is the form.".into()),
+                &[id],
+            )
+            .await
+            .expect("desk 2's reply with the form");
+    });
+    post.colleague_reads(&mut colleague);
+    click(w, "Back");
+    click(w, "Check for new messages");
+    pump(&app, &rx, 60, "desk 2's reply, through the sync", |u| {
+        matches!(u, Update::Cases { cases, .. }
+            if cases.iter().any(|c| c.id == case && c.messages >= 2))
+    });
+    open(&app, &rx, &case);
+    assert!(
+        shows(w, &format!("Reply from {DESK2} · ")),
+        "{:?}",
+        labels(w)
+    );
+    let files = find_role(
+        w,
+        &format!("Files {DESK2} sent with this reply"),
+        AccessibleRole::List,
+    );
+    assert!(
+        files
+            .accessible_description()
+            .is_some_and(|d| d.contains("They cannot be opened here")),
+        "{:?}",
+        files.accessible_description()
+    );
+    find_role(
+        w,
+        "File form.pdf · 5 KB · application/pdf",
+        AccessibleRole::ListItem,
+    );
+    assert!(
+        !labels(w)
+            .iter()
+            .any(|l| l.contains("Save a copy of form.pdf")),
+        "{:?}",
+        labels(w)
+    );
 }
 
 #[test]
@@ -2116,6 +2177,21 @@ fn the_desk_replies_with_files_cleaned_or_sent_as_they_are_by_choice_and_the_use
     assert!(!w.get_busy());
     assert_eq!(post.kit.accepted("Deposit"), deposits);
 
+    // The files take the internal note's place beside the reply (the conversation keeps its
+    // height); the note is one action away, the files one action back, and the reply says
+    // meanwhile that they go with it.
+    assert!(shows(w, "Files for the reply (2)"));
+    click(w, "Write an internal note");
+    find_role(w, "Internal note", AccessibleRole::TextInput);
+    assert!(
+        shows(w, "Files attached to this reply: 2"),
+        "{:?}",
+        labels(w)
+    );
+    assert!(!shows(w, "Send notes.txt as it is"));
+    click(w, "Files for the reply (2)");
+    assert!(!shows(w, "Files attached to this reply"));
+
     // The explicit choice.
     click(w, "Send notes.txt as it is");
     pump(&app, &rx, 30, "the notes kept as they are", |u| {
@@ -2150,6 +2226,16 @@ fn the_desk_replies_with_files_cleaned_or_sent_as_they_are_by_choice_and_the_use
         files,
         [("notes.txt".to_string(), 1), ("photo.png".to_string(), 1)]
     );
+    // This desk's own reply shows the files it holds, not the mention its copy for colleagues
+    // carries; the note is back beside the reply.
+    assert!(
+        !labels(w)
+            .iter()
+            .any(|l| l.ends_with("sent with this reply")),
+        "{:?}",
+        labels(w)
+    );
+    find_role(w, "Internal note", AccessibleRole::TextInput);
 
     // The user has them, intact: the photo as cleaned (no position, no author), the notes
     // byte for byte.
@@ -2212,4 +2298,169 @@ fn a_file_the_relay_altered_is_refused_under_its_message_with_the_reason() {
         "{}",
         w.get_problem_detail()
     );
+}
+
+/// A colleague's reply names the files it carried (its copy for the post's devices, issue 18):
+/// under it, on the replies' side, by name, size and type, marked as the colleague's and not
+/// openable here (no action, and a sentence that says why); this desk's own reply shows its
+/// files as it holds them instead. Sizes are worded as the user app words them, in Persian as
+/// in English, and the reply box and the colleague's files sit mirrored in Persian.
+#[test]
+fn a_colleagues_reply_names_its_files_as_theirs_and_not_openable_here_in_every_direction() {
+    use refuge_client::sync::Status;
+    use refuge_ui::inbox::worker::{EntryView, FileState, FileView, MentionView, StateView};
+    i_slint_backend_testing::init_no_event_loop();
+    let (app, _rx) = app_over(std::path::Path::new("/nonexistent/refuge-inbox"), None);
+    tall(&app);
+    let w = app.window();
+    app.apply(Update::Opened {
+        label: DESK.into(),
+        test_deployment: false,
+    });
+    let case = "3fa2c1d04b5e6f708192a3b4c5d6e7f8";
+    w.set_case_id(case.into());
+    w.set_case_short(case[..8].into());
+    w.set_screen(InboxScreen::Case);
+    let entry = |id, text: &str, author: Option<&str>, files, mentions| EntryView {
+        id,
+        text: text.into(),
+        from_user: id == 1,
+        at_hour: 1_796_562_000,
+        delivery: (id != 1).then_some(Delivery::Confirmed),
+        expires_hour: None,
+        author: author.map(str::to_string),
+        note: false,
+        note_id: 0,
+        files,
+        mentions,
+    };
+    let mention = |name: &str, size, content_type: &str| MentionView {
+        name: name.into(),
+        size,
+        content_type: content_type.into(),
+    };
+    app.apply(Update::Case {
+        case: case.into(),
+        entries: vec![
+            entry(1, "please send the form", None, Vec::new(), Vec::new()),
+            entry(
+                2,
+                "Here is the form.",
+                Some(DESK2),
+                Vec::new(),
+                vec![
+                    mention("form.pdf", 5000, "application/pdf"),
+                    mention("photo.jpg", 2_516_582, "image/jpeg"),
+                ],
+            ),
+            entry(
+                3,
+                "And the letter.",
+                None,
+                vec![FileView {
+                    id: 9,
+                    name: "letter.pdf".into(),
+                    size: 90_317,
+                    state: FileState::Sent,
+                    report: String::new(),
+                }],
+                Vec::new(),
+            ),
+        ],
+        can_reply: true,
+        state: Box::new(StateView {
+            status: Status::Open,
+            colleagues: vec![DESK2.into()],
+            ..StateView::default()
+        }),
+    });
+    let heading = format!("Files {DESK2} sent with this reply");
+    let list = find_role(w, &heading, AccessibleRole::List);
+    let why =
+        "They cannot be opened here: their keys stay with the device that sent them and the user.";
+    assert_eq!(list.accessible_description().as_deref(), Some(why));
+    for label in [
+        "File form.pdf · 5 KB · application/pdf",
+        "File photo.jpg · 2.4 MB · image/jpeg",
+    ] {
+        let item = find_role(w, label, AccessibleRole::ListItem);
+        assert_eq!(item.accessible_description().as_deref(), Some(why));
+    }
+    // Nothing offers to open or save them; this desk's own file is its own (and can go on).
+    let all = labels(w);
+    assert!(
+        !all.iter()
+            .any(|l| l.contains("Save a copy of form.pdf") || l.contains("Save a copy of photo")),
+        "{all:?}"
+    );
+    assert!(shows(w, "File letter.pdf · 89 KB · sent"), "{all:?}");
+    assert_eq!(
+        all.iter()
+            .filter(|l| l.ends_with("sent with this reply"))
+            .count(),
+        1,
+        "only the colleague's reply names files: {all:?}"
+    );
+    // Left to right: the colleague's files on the replies' side (the right, as their reply),
+    // the reply box at the start (its middle in the left half).
+    let conversation = find_role(
+        w,
+        &format!("Conversation of case {}", &case[..8]),
+        AccessibleRole::List,
+    );
+    let (left, right) = {
+        let (at, size) = (conversation.absolute_position(), conversation.size());
+        (at.x, at.x + size.width)
+    };
+    let edges = |e: &i_slint_backend_testing::ElementHandle| {
+        let (at, size) = (e.absolute_position(), e.size());
+        (at.x, at.x + size.width)
+    };
+    let middle = |e: &i_slint_backend_testing::ElementHandle| {
+        let (a, b) = edges(e);
+        (a + b) / 2.0
+    };
+    let half = (left + right) / 2.0;
+    let (start, end) = edges(&list);
+    assert!(
+        start > left + 30.0 && end > right - 30.0,
+        "{start}..{end} in {left}..{right}"
+    );
+    assert!(middle(&find_role(w, "Reply", AccessibleRole::TextInput)) < half);
+
+    app.set_language("fa");
+    assert!(w.global::<Dir>().get_rtl());
+    let heading = format!("فایل‌هایی که \u{2066}{DESK2}\u{2069} با این پاسخ فرستاد");
+    let list = find_role(w, &heading, AccessibleRole::List);
+    assert!(
+        list.accessible_description()
+            .is_some_and(|d| d.contains("اینجا باز نمی‌شوند")),
+        "{:?}",
+        list.accessible_description()
+    );
+    // The user app's words for sizes, with the digits it writes.
+    find_role(
+        w,
+        "فایل form.pdf · 5 کیلوبایت · application/pdf",
+        AccessibleRole::ListItem,
+    );
+    find_role(
+        w,
+        "فایل photo.jpg · 2.4 مگابایت · image/jpeg",
+        AccessibleRole::ListItem,
+    );
+    assert!(
+        !labels(w)
+            .iter()
+            .any(|l| l.contains("KiB") || l.contains("MiB") || l.contains(" KB")),
+        "{:?}",
+        labels(w)
+    );
+    // Mirrored: the replies' side is the left, the reply box at the start (the right half).
+    let (start, end) = edges(&list);
+    assert!(
+        start < left + 30.0 && end < right - 30.0,
+        "{start}..{end} in {left}..{right}"
+    );
+    assert!(middle(&find_role(w, "پاسخ", AccessibleRole::TextInput)) > half);
 }

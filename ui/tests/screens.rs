@@ -1346,3 +1346,238 @@ fn files_are_refused_beyond_eight_and_a_lock_closes_the_chooser() {
     assert!(!app.picker().is_open());
     assert_eq!(w.get_draft_files().row_count(), 0);
 }
+
+/// Applies the worker's updates until `n` chosen files have been read and cleaned.
+fn until_files_prepared(
+    app: &refuge_ui::user::UserApp,
+    rx: &std::sync::mpsc::Receiver<Update>,
+    n: usize,
+) {
+    let seen = std::cell::Cell::new(0);
+    pump_until(app, rx, 30, "the files read and cleaned", |u| {
+        if matches!(u, Update::FilePrepared { .. }) {
+            seen.set(seen.get() + 1);
+        }
+        seen.get() == n
+    });
+}
+
+/// The first message to a post carries evidence: chosen and cleaned on the first-contact
+/// screen, kept through a lock that came while a file was being cleaned, kept in the composer
+/// through a full relay, a relay refusing files this large and an upload cut off (each said in
+/// words), then sent: both staff devices of the post get the photo without its position and
+/// the document whole.
+#[test]
+fn a_first_contact_carries_files_through_refusals_a_cut_upload_and_a_lock() {
+    use refuge_client::store::AttachmentState;
+    use refuge_client::transfer::clean_file;
+    use refuge_proto::ErrorCode;
+    use refuge_testkit::Fault;
+    i_slint_backend_testing::init_no_event_loop();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let (rt, kit) = kit_relay();
+    let vkey = kit.log_vkey().expect("a log").to_string();
+    let mut desks = Vec::new();
+    for label in ["emb-xx/desk-1", "emb-xx/desk-2"] {
+        let dir = tmp.path().join(label.replace('/', "-"));
+        desks.push(rt.block_on(staff_device(&kit, &dir, label)));
+    }
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(home.join("Pictures")).expect("mkdir");
+    let photo = strip_fixture("jpeg-gps-author.jpg");
+    let document = strip_fixture("pdf-gps-author.pdf");
+    std::fs::write(home.join("Pictures/checkpoint.jpg"), &photo).expect("write");
+    std::fs::write(home.join("report.pdf"), &document).expect("write");
+    let text = "I am a journalist in Tabriz. The photo shows the checkpoint; the report names who ordered it.";
+
+    let (app, rx) = connected(&tmp.path().join("app"), &vkey, &kit);
+    let w = app.window();
+    app.picker().set_start_folder(&home);
+    pump_until(
+        &app,
+        &rx,
+        10,
+        "the posts",
+        |u| matches!(u, Update::Posts(p) if !p.is_empty()),
+    );
+    w.invoke_open_post(refuge_testkit::fixtures::POST.into());
+    assert_eq!(w.get_screen(), Screen::Contact, "no conversation yet");
+    assert!(shows(w, "You can attach up to 8 files"));
+    type_into(w, "Your message", text);
+
+    // The photo, through the same chooser and report as in a conversation.
+    click(w, "Attach files…");
+    assert!(w.global::<refuge_ui::Files>().get_shown());
+    click(w, "Pictures");
+    click(w, "checkpoint.jpg");
+    click(w, "Choose");
+    let item = until_file_prepared(&app, &rx, "checkpoint.jpg");
+    assert_eq!(item.state, 1, "ready");
+    assert!(item.removed.iter().any(|c| c == "Position"));
+    assert!(shows(w, "Removed: position"), "{:?}", labels(w));
+    assert_eq!(w.get_screen(), Screen::Contact);
+
+    // The document is being cleaned when the app locks: the message and both files come back
+    // after the unlock, when the person opens the post again.
+    click(w, "Attach files…");
+    click(w, "report.pdf");
+    click(w, "Choose");
+    click(w, "Hold to lock");
+    assert_eq!(w.get_screen(), Screen::Locked);
+    assert!(w.get_draft().is_empty() && w.get_draft_files().row_count() == 0);
+    pump_until(&app, &rx, 30, "the lock", |u| matches!(u, Update::Locked));
+    click(w, "Unlock");
+    type_into(w, "Passphrase", PASSPHRASE);
+    click(w, "Unlock");
+    pump_until(&app, &rx, 30, "the draft given back", |u| {
+        matches!(u, Update::DraftKept { .. })
+    });
+    click(w, "Connect");
+    pump_until(&app, &rx, 30, "the connection", |u| {
+        matches!(u, Update::Connected)
+    });
+    pump_until(
+        &app,
+        &rx,
+        10,
+        "the posts",
+        |u| matches!(u, Update::Posts(p) if !p.is_empty()),
+    );
+    w.invoke_open_post(refuge_testkit::fixtures::POST.into());
+    assert_eq!(w.get_screen(), Screen::Contact);
+    assert_eq!(w.get_draft(), text);
+    assert!(shows(w, "This message was not sent before the app locked"));
+    until_files_prepared(&app, &rx, 2);
+    let states: Vec<(String, i32)> = w
+        .get_draft_files()
+        .iter()
+        .map(|f| (f.name.to_string(), f.state))
+        .collect();
+    assert_eq!(
+        states,
+        vec![("checkpoint.jpg".into(), 1), ("report.pdf".into(), 1)]
+    );
+
+    // Each failure says what happened and what to do, and keeps the message and its files.
+    let kept_after = |problem: Problem, sentence: &str| {
+        pump_until(&app, &rx, 60, "the failure", |u| {
+            matches!(u, Update::SendFailed { .. } | Update::Sent { .. })
+        });
+        assert_eq!(w.get_problem(), problem);
+        assert!(shows(w, sentence), "{sentence:?} in {:?}", labels(w));
+        assert_eq!(w.get_screen(), Screen::Contact);
+        assert_eq!(w.get_draft(), text, "the message stays");
+        assert!(
+            w.get_draft_files().iter().all(|f| f.state == 1)
+                && w.get_draft_files().row_count() == 2,
+            "the files stay, ready"
+        );
+        assert_eq!(kit.received("Deposit"), 0, "nothing was sealed or sent");
+    };
+    kit.inject("CreateBlob", Fault::Refuse(ErrorCode::MailboxFull));
+    click(w, "Send");
+    kept_after(
+        Problem::FilesNoRoom,
+        "The relay cannot take your files right now",
+    );
+    kit.inject("CreateBlob", Fault::Refuse(ErrorCode::MessageTooLarge));
+    click(w, "Send");
+    kept_after(
+        Problem::FilesTooLarge,
+        "The relay does not take files this large",
+    );
+    // A connection that breaks at every chunk (one break alone, the upload survives by itself:
+    // it resumes on a new connection).
+    kit.inject_always("PutChunk", None, Fault::LoseRequest);
+    click(w, "Send");
+    kept_after(
+        Problem::FilesCutOff,
+        "The connection broke while your files were being sent",
+    );
+    kit.clear_faults_of("PutChunk", None);
+
+    // Sent at last: the uploads report their progress, and the files show under the first
+    // message with their state.
+    click(w, "Send");
+    let uploads = std::cell::Cell::new(0);
+    pump_until(&app, &rx, 60, "the message sent", |u| {
+        if matches!(u, Update::Event(Event::Transfer { outgoing: true, .. })) {
+            uploads.set(uploads.get() + 1);
+        }
+        matches!(u, Update::Sent { .. })
+    });
+    assert!(uploads.get() >= 2, "each file reported its upload");
+    assert_eq!(w.get_problem(), Problem::None);
+    assert_eq!(w.get_screen(), Screen::Conversation);
+    assert_eq!(w.get_draft_files().row_count(), 0);
+    assert!(w.get_draft().is_empty());
+    pump_until(&app, &rx, 10, "the first message with its files", |u| {
+        matches!(u, Update::Conversation { messages, .. }
+            if messages.len() == 1 && messages[0].files.len() == 2)
+    });
+    assert!(shows(w, "File checkpoint.jpg"), "{:?}", labels(w));
+    assert!(shows(w, "File report.pdf"));
+    assert!(shows(w, " · sent"), "{:?}", labels(w));
+
+    // At the post: every staff device opens the first contact and downloads both files; the
+    // photo is the cleaned one (no position), the document the cleaned one, whole.
+    let cleaned_photo = clean_file(&photo, false).expect("the photo cleans");
+    let cleaned_document = clean_file(&document, false).expect("the document cleans");
+    for (n, staff) in desks.iter_mut().enumerate() {
+        let case = rt.block_on(async {
+            staff
+                .read(&mut |_| Ok(()))
+                .await
+                .expect("the staff device reads");
+            let (arrived, refused) = staff
+                .download_attachments()
+                .await
+                .expect("the files download");
+            assert_eq!((arrived, refused.len()), (2, 0));
+            staff
+                .cases(Default::default(), None, 10)
+                .expect("the cases")
+                .remove(0)
+                .case_id
+        });
+        let first = staff.case_messages(&case, None, 10).expect("the case");
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].text.expose(), text);
+        let out = tmp.path().join(format!("at-post-{n}"));
+        std::fs::create_dir_all(&out).expect("mkdir");
+        let received: Vec<_> = staff
+            .store()
+            .all_attachments(10)
+            .expect("the files")
+            .into_iter()
+            .filter(|a| !a.outgoing)
+            .collect();
+        assert_eq!(received.len(), 2);
+        for a in &received {
+            assert_eq!(a.state, AttachmentState::Received, "{a:?}");
+            let path = out.join(&a.file_name);
+            staff.export_attachment(a.id, &path).expect("exported");
+            let bytes = std::fs::read(&path).expect("read back");
+            match a.file_name.as_str() {
+                "checkpoint.jpg" => {
+                    assert_eq!(bytes, *cleaned_photo.bytes, "the cleaned photo, whole");
+                    assert!(bytes.starts_with(&[0xFF, 0xD8]) && bytes.ends_with(&[0xFF, 0xD9]));
+                    let again = clean_file(&bytes, false).expect("it opens as a JPEG");
+                    assert!(
+                        again.report.removed.is_empty(),
+                        "no position or author left: {:?}",
+                        again.report_keys()
+                    );
+                }
+                "report.pdf" => {
+                    assert_eq!(
+                        bytes, *cleaned_document.bytes,
+                        "the cleaned document, whole"
+                    );
+                    assert!(bytes.starts_with(b"%PDF-"));
+                }
+                other => panic!("an unexpected file {other}"),
+            }
+        }
+    }
+}

@@ -136,6 +136,7 @@ fn shots() -> Vec<Shot> {
             name: "10-contact",
             set: |a| {
                 let w = a.window();
+                w.set_draft_files(slint::ModelRc::default());
                 w.set_screen(Screen::Contact);
                 // The glyph-loss case of gui-notes.md, in a right-aligned input.
                 w.set_draft("سلام Refuge ۲۰۲۶ دنیا".into());
@@ -215,7 +216,52 @@ fn shots() -> Vec<Shot> {
                 chooser(a, true);
             },
         },
+        // The first message to a post with files: a photo ready (what was removed and what
+        // was left), a file that cannot be cleaned waiting for the person's choice.
+        Shot {
+            name: "20-contact-files",
+            set: contact_with_files,
+        },
     ]
+}
+
+/// The first-contact screen with files chosen for the first message.
+fn contact_with_files(a: &refuge_ui::user::UserApp) {
+    a.picker().cancel();
+    let w = a.window();
+    w.set_store_open(true);
+    let item =
+        |key, name: &str, size: &str, unit, state, reason, removed: &[&str], left: &[&str]| {
+            refuge_ui::DraftFileItem {
+                key,
+                name: name.into(),
+                size: size.into(),
+                unit,
+                state,
+                reason,
+                detail: "".into(),
+                removed: user_codes(removed),
+                left: user_codes(left),
+                as_is: false,
+                percent: 0,
+            }
+        };
+    w.set_draft_files(slint::ModelRc::new(slint::VecModel::from(vec![
+        item(
+            1,
+            "checkpoint.jpg",
+            "2.4",
+            2,
+            1,
+            0,
+            &["Position", "CameraOrDevice", "Author", "Dates"],
+            &["ColourProfile"],
+        ),
+        item(2, "voice-note.m4a", "1.2", 2, 2, 2, &[], &[]),
+    ])));
+    w.set_draft("Photos of the checkpoint, and a voice note.".into());
+    w.set_draft_kept(false);
+    w.set_screen(Screen::Contact);
 }
 
 /// The sample conversation again, without files, and no chooser.
@@ -573,6 +619,7 @@ fn fill_inbox_with_sample_data(app: &refuge_ui::inbox::InboxApp) {
                 note: false,
                 note_id: 0,
                 files: Vec::new(),
+                mentions: Vec::new(),
             },
             EntryView {
                 id: 2,
@@ -585,6 +632,7 @@ fn fill_inbox_with_sample_data(app: &refuge_ui::inbox::InboxApp) {
                 note: false,
                 note_id: 0,
                 files: Vec::new(),
+                mentions: Vec::new(),
             },
             EntryView {
                 id: -1,
@@ -597,6 +645,7 @@ fn fill_inbox_with_sample_data(app: &refuge_ui::inbox::InboxApp) {
                 note: true,
                 note_id: 7,
                 files: Vec::new(),
+                mentions: Vec::new(),
             },
             EntryView {
                 id: 3,
@@ -609,6 +658,7 @@ fn fill_inbox_with_sample_data(app: &refuge_ui::inbox::InboxApp) {
                 note: false,
                 note_id: 0,
                 files: Vec::new(),
+                mentions: Vec::new(),
             },
             EntryView {
                 id: 4,
@@ -621,6 +671,7 @@ fn fill_inbox_with_sample_data(app: &refuge_ui::inbox::InboxApp) {
                 note: false,
                 note_id: 0,
                 files: Vec::new(),
+                mentions: Vec::new(),
             },
             EntryView {
                 id: -2,
@@ -633,6 +684,7 @@ fn fill_inbox_with_sample_data(app: &refuge_ui::inbox::InboxApp) {
                 note: true,
                 note_id: 7,
                 files: Vec::new(),
+                mentions: Vec::new(),
             },
         ],
         can_reply: true,
@@ -967,7 +1019,8 @@ fn inbox_shots() -> Vec<InboxShot> {
                 w.set_attachments(strings_model(vec![
                     refuge_ui::AttachRow {
                         name: "IMG_2031.jpg".into(),
-                        size: "\u{2066}2.4 MiB\u{2069}".into(),
+                        size: refuge_ui::files::size_label(2_516_582).0.into(),
+                        unit: 2,
                         state: 3,
                         percent: 40,
                         removed: codes(&["Position", "CameraOrDevice", "Dates", "Thumbnail"]),
@@ -994,6 +1047,16 @@ fn inbox_shots() -> Vec<InboxShot> {
                 w.set_saved_to("\u{2066}/home/desk/Documents/گزارش-پزشکی.pdf\u{2069}".into());
             },
         },
+        // A colleague's reply with the files it carried: named by its copy, marked as theirs,
+        // not openable here (no action), on the replies' side.
+        InboxShot {
+            name: "18-case-colleague-files",
+            set: |a| {
+                case_with_files(a, true);
+                // Not handed over: the conversation has the banner's room too.
+                a.window().set_case_assigned_by("".into());
+            },
+        },
     ]
 }
 
@@ -1006,9 +1069,16 @@ fn codes(list: &[&str]) -> slint::ModelRc<slint::SharedString> {
 }
 
 /// The case screen with files under its messages: the user's (received, arriving, refused by
-/// the relay's fault) and a reply's (sent, with what was removed and what could not be).
+/// the relay's fault), a colleague's reply's (named by its copy, not openable here) and this
+/// desk's reply's (sent, with what was removed and what could not be).
 fn files_case(app: &refuge_ui::inbox::InboxApp) {
-    use refuge_ui::{CaseEntry, FileRow, InboxScreen};
+    case_with_files(app, false);
+}
+
+/// [`files_case`]; `short`: the user's message without its files, so that the colleague's reply
+/// and the files it carried show without scrolling.
+fn case_with_files(app: &refuge_ui::inbox::InboxApp, short: bool) {
+    use refuge_ui::{CaseEntry, FileRow, InboxScreen, MentionRow};
     let w = app.window();
     w.set_label("emb-xx/hr-desk-1".into());
     w.set_store_open(true);
@@ -1024,13 +1094,17 @@ fn files_case(app: &refuge_ui::inbox::InboxApp) {
         detail: "".into(),
     });
     w.set_can_reply(true);
-    let file = |id: &str, name: &str, size: &str, state, percent| FileRow {
-        id: id.into(),
-        name: name.into(),
-        size: format!("\u{2066}{size}\u{2069}").into(),
-        state,
-        percent,
-        ..Default::default()
+    let file = |id: &str, name: &str, bytes: u64, state, percent| {
+        let (size, unit) = refuge_ui::files::size_label(bytes);
+        FileRow {
+            id: id.into(),
+            name: name.into(),
+            size: size.into(),
+            unit,
+            state,
+            percent,
+            ..Default::default()
+        }
     };
     let entry = |text: &str, from_user, time: &str, files: Vec<FileRow>| CaseEntry {
         text: text.into(),
@@ -1040,22 +1114,52 @@ fn files_case(app: &refuge_ui::inbox::InboxApp) {
         files: strings_model(files),
         ..Default::default()
     };
-    let mut refused = file("5", "scan.png", "310.0 KiB", 4, 0);
+    let mut refused = file("5", "scan.png", 317_440, 4, 0);
     refused.reason = "the chunks served by the relay do not open".into();
-    let mut sent = file("6", "attestation.pdf", "88.2 KiB", 1, 100);
+    let mut sent = file("6", "attestation.pdf", 90_317, 1, 100);
     sent.removed = codes(&["PdfInfo", "PdfXmp"]);
     sent.left = codes(&["PdfImagesNotChecked"]);
+    let mention = |name: &str, bytes: u64, content_type: &str| {
+        let (size, unit) = refuge_ui::files::size_label(bytes);
+        MentionRow {
+            name: name.into(),
+            size: size.into(),
+            unit,
+            r#type: content_type.into(),
+        }
+    };
+    let mut colleague = entry(
+        "فرم درخواست ویزا و نامهٔ حمایت پیوست است. Refuge ۲۰۲۶",
+        false,
+        "2026-12-06 13:00 UTC",
+        Vec::new(),
+    );
+    colleague.author = "emb-xx/hr-desk-2".into();
+    colleague.mentions = strings_model(vec![
+        mention("فرم-درخواست-ویزا.pdf", 253_952, "application/pdf"),
+        mention(
+            "lettre-de-soutien.odt",
+            41_200,
+            "application/vnd.oasis.opendocument.text",
+        ),
+    ]);
+    let received = file("3", "گزارش-پزشکی.pdf", 1_258_291, 3, 100);
     w.set_entries(strings_model(vec![
         entry(
             "این مدارک پزشکی و ویدیوی روز دستگیری است. Refuge ۲۰۲۶",
             true,
-            "2026-12-06 13:00 UTC",
-            vec![
-                file("3", "گزارش-پزشکی.pdf", "1.2 MiB", 3, 100),
-                file("4", "video-2026-12-01.mp4", "48.0 MiB", 2, 40),
-                refused,
-            ],
+            "2026-12-06 12:00 UTC",
+            if short {
+                Vec::new()
+            } else {
+                vec![
+                    received,
+                    file("4", "video-2026-12-01.mp4", 50_331_648, 2, 40),
+                    refused,
+                ]
+            },
         ),
+        colleague,
         entry(
             "Voici l’attestation de prise en charge.",
             false,

@@ -17,7 +17,7 @@ pub mod worker;
 use crate::user::hour_label;
 use crate::{
     AttachRow, Bidi, CaseEntry, CaseRow, ColleagueRow, Dir, FileRow, InboxProblem, InboxScreen,
-    InboxWindow, LogStatus, TemplateRow,
+    InboxWindow, LogStatus, MentionRow, TemplateRow,
 };
 use log_status::LogView;
 use refuge_client::events::{Delivery, Event};
@@ -30,8 +30,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use worker::{
-    CaseView, Command, EntryView, FileState, FileView, PreparedFile, StateView, TemplateView,
-    Update, Worker,
+    CaseView, Command, EntryView, FileState, FileView, MentionView, PreparedFile, StateView,
+    TemplateView, Update, Worker,
 };
 
 /// How the app starts.
@@ -520,7 +520,9 @@ impl InboxApp {
                     AttachState::Ready { file, sent } => {
                         let (removed, left, as_is) = report_codes(&file.report);
                         row.state = if *sent > 0 { 3 } else { 1 };
-                        row.size = left_to_right(&size_text(file.size)).into();
+                        let (size, unit) = crate::files::size_label(file.size);
+                        row.size = size.into();
+                        row.unit = unit;
                         row.percent = percent(*sent, file.size);
                         row.removed = codes_model(removed);
                         row.left = codes_model(left);
@@ -981,6 +983,7 @@ impl InboxApp {
                 },
                 editable: e.note && e.author.is_none(),
                 files: model(e.files.iter().map(file_row).collect()),
+                mentions: model(e.mentions.iter().map(mention_row).collect()),
             })
             .collect();
         self.window.set_entries(model(items));
@@ -1328,6 +1331,7 @@ impl InboxApp {
                         note: false,
                         note_id: 0,
                         files: Vec::new(),
+                        mentions: Vec::new(),
                     });
                     drop(flow);
                     w.set_draft(SharedString::new());
@@ -1471,16 +1475,29 @@ fn file_row(f: &FileView) -> FileRow {
         FileState::Received => (3, 100, String::new()),
         FileState::Refused { reason } => (4, 0, reason.clone()),
     };
+    let (size, unit) = crate::files::size_label(f.size);
     FileRow {
         id: f.id.to_string().into(),
         name: f.name.clone().into(),
-        size: left_to_right(&size_text(f.size)).into(),
+        size: size.into(),
+        unit,
         state,
         percent,
         reason: reason.into(),
         removed: codes_model(removed),
         left: codes_model(left),
         as_is,
+    }
+}
+
+/// A file a colleague's reply carried, for the case view (named only).
+fn mention_row(m: &MentionView) -> MentionRow {
+    let (size, unit) = crate::files::size_label(m.size);
+    MentionRow {
+        name: m.name.clone().into(),
+        size: size.into(),
+        unit,
+        r#type: m.content_type.clone().into(),
     }
 }
 
@@ -1491,17 +1508,6 @@ fn percent(done: u64, total: u64) -> i32 {
     }
     let whole = u128::from(done.min(total)) * 100 / u128::from(total);
     clamp_i32(u64::try_from(whole).unwrap_or(100))
-}
-
-/// A size in bytes, KiB or MiB (symbols, the same in every language).
-pub fn size_text(n: u64) -> String {
-    if n < 1024 {
-        format!("{n} B")
-    } else if n < 1024 * 1024 {
-        format!("{:.1} KiB", n as f64 / 1024.0)
-    } else {
-        format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
-    }
 }
 
 /// A file's report keys (`Cleaned::report_keys`: `as-is`, or

@@ -152,8 +152,42 @@ pub struct EntryView {
     pub note: bool,
     /// A note's id (among its author's notes; 0 for a message): what editing it names.
     pub note_id: u64,
-    /// The files the message carries.
+    /// The files the message carries, as this device holds them (or fetches them).
     pub files: Vec<FileView>,
+    /// A reply of another device's: the files it carried, as its copy for the post's devices
+    /// names them ([`mentions_of`]); this device holds none of them and cannot open them.
+    pub mentions: Vec<MentionView>,
+}
+
+/// A file a colleague's reply carried, named by the reply's copy for the post's devices (issue
+/// 18, ADR 0013): its name, size and content type, never its key or where it is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MentionView {
+    /// Cleaned for display as a received file's name is (`attachment::display_name`).
+    pub name: String,
+    pub size: u64,
+    /// Its content type, or `application/octet-stream` if what came is not one.
+    pub content_type: String,
+}
+
+/// What the case view names under a message of the case: the files a reply carried, as its copy
+/// for colleagues named them (`CaseMessage::files`), when this device holds none of the
+/// message's files (`held`: how many it holds): a colleague's reply, or one this desk's label
+/// sent from an earlier device. The sender's own device shows its files as it holds them
+/// instead. Names and types are cleaned here as a received file's are: the mention comes from
+/// another device, and a name may carry bidirectional overrides that disguise it.
+pub fn mentions_of(m: &refuge_client::store::CaseMessage, held: usize) -> Vec<MentionView> {
+    if m.direction != Direction::Out || held > 0 {
+        return Vec::new();
+    }
+    m.files
+        .iter()
+        .map(|f| MentionView {
+            name: refuge_client::attachment::display_name(&f.name),
+            size: f.size,
+            content_type: refuge_client::attachment::clean_content_type(&f.content_type),
+        })
+        .collect()
 }
 
 /// Where a file of a message stands, as the case view shows it.
@@ -1407,22 +1441,26 @@ impl State {
         let me = client.label().unwrap_or_default();
         let mut entries: Vec<EntryView> = messages
             .iter()
-            .map(|m| EntryView {
-                id: m.id,
-                text: m.text.expose().to_string(),
-                from_user: m.direction == Direction::In,
-                at_hour: m.at_hour,
-                delivery: m.delivery,
-                expires_hour: m.expires_hour,
-                author: m.author.clone().filter(|a| *a != me),
-                note: false,
-                note_id: 0,
-                files: client
+            .map(|m| {
+                let files: Vec<FileView> = client
                     .attachments_of(m.id)
                     .unwrap_or_default()
                     .iter()
                     .map(FileView::of)
-                    .collect(),
+                    .collect();
+                EntryView {
+                    id: m.id,
+                    text: m.text.expose().to_string(),
+                    from_user: m.direction == Direction::In,
+                    at_hour: m.at_hour,
+                    delivery: m.delivery,
+                    expires_hour: m.expires_hour,
+                    author: m.author.clone().filter(|a| *a != me),
+                    note: false,
+                    note_id: 0,
+                    mentions: mentions_of(m, files.len()),
+                    files,
+                }
             })
             .collect();
         let shared = match client.case_state(case) {
@@ -1454,6 +1492,7 @@ impl State {
                         note: true,
                         note_id: *id,
                         files: Vec::new(),
+                        mentions: Vec::new(),
                     },
                 ))
             })
@@ -1648,7 +1687,55 @@ pub fn store_exists(dir: &std::path::Path) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::preview;
+    use super::{MentionView, mentions_of, preview};
+    use refuge_client::secret::SecretText;
+    use refuge_client::store::{CaseMessage, Direction};
+    use refuge_client::sync::FileMention;
+
+    #[test]
+    fn a_colleagues_reply_names_its_files_cleaned_and_the_senders_own_copy_does_not() {
+        let mention = |name: &str, content_type: &str| FileMention {
+            name: name.into(),
+            size: 5000,
+            content_type: content_type.into(),
+        };
+        let message = |direction| CaseMessage {
+            id: 1,
+            direction,
+            text: SecretText::new("here is the form".into()),
+            at_hour: 0,
+            expires_hour: None,
+            delivery: None,
+            seen: true,
+            author: Some("emb-xx/desk-2".into()),
+            author_key: None,
+            files: vec![
+                mention("form.pdf", "application/pdf"),
+                // A name that would show as "photoexe.jpg", a type that is not one.
+                mention("photo\u{202e}gpj.exe", "not a type"),
+            ],
+        };
+        let reply = message(Direction::Out);
+        assert_eq!(
+            mentions_of(&reply, 0),
+            [
+                MentionView {
+                    name: "form.pdf".into(),
+                    size: 5000,
+                    content_type: "application/pdf".into(),
+                },
+                MentionView {
+                    name: "photogpj.exe".into(),
+                    size: 5000,
+                    content_type: "application/octet-stream".into(),
+                },
+            ]
+        );
+        // The device that sent it holds its files: shown as such, not named again.
+        assert!(mentions_of(&reply, 2).is_empty());
+        // A user's message carries its own files, never a mention.
+        assert!(mentions_of(&message(Direction::In), 0).is_empty());
+    }
 
     #[test]
     fn a_preview_is_the_first_line_cut_to_ninety_characters() {

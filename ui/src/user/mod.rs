@@ -92,6 +92,17 @@ struct Flow {
     /// transfers since (attachment id → bytes done, total).
     messages: Vec<MessageView>,
     progress: std::collections::HashMap<i64, (u64, u64)>,
+    /// The message being written when the app was locked, given back by the worker after the
+    /// unlock: it returns to the composer when the person opens its post.
+    kept_draft: Option<KeptDraft>,
+}
+
+/// A message not sent when the app locked: its post, its text, and its files (each with whether
+/// it goes as it is).
+struct KeptDraft {
+    post: String,
+    text: SecretText,
+    files: Vec<(PathBuf, bool)>,
 }
 
 /// A file chosen for the next message.
@@ -240,6 +251,7 @@ impl UserApp {
             next_file_key: 1,
             messages: Vec::new(),
             progress: std::collections::HashMap::new(),
+            kept_draft: None,
         }));
         let app = UserApp {
             window,
@@ -612,11 +624,26 @@ impl UserApp {
         w.set_devices(model(Vec::<DeviceItem>::new()));
         w.set_key_changed(false);
         w.set_no_keys(SharedString::new());
+        w.set_draft_kept(false);
         self.go(if post.last_at_hour.is_some() {
             Screen::Conversation
         } else {
             Screen::Contact
         });
+        let kept = {
+            let mut flow = self.flow.borrow_mut();
+            match &flow.kept_draft {
+                Some(k) if k.post == post.id => flow.kept_draft.take(),
+                _ => None,
+            }
+        };
+        if let Some(kept) = kept {
+            // The message the lock interrupted: its text, and its files cleaned again (the
+            // store gives back the preparation it already holds for the same bytes).
+            w.set_draft(kept.text.expose().into());
+            w.set_draft_kept(true);
+            self.add_files(kept.files);
+        }
         self.send(Command::Open {
             post: Some(post.id),
         });
@@ -659,6 +686,7 @@ impl UserApp {
         }
         self.window.set_busy(true);
         self.window.set_saved_to(SharedString::new());
+        self.window.set_draft_kept(false);
         self.send(Command::Send {
             post: self.window.get_post_id().to_string(),
             text: SecretText::new(text.to_string()),
@@ -691,7 +719,13 @@ impl UserApp {
     /// The files the person chose: each is read and cleaned by the worker.
     fn files_chosen(&self, paths: Vec<PathBuf>) {
         self.window.set_problem(Problem::None);
-        for path in paths {
+        self.add_files(paths.into_iter().map(|p| (p, false)).collect());
+    }
+
+    /// Adds files to the next message, each read and cleaned by the worker (`true`: sent as it
+    /// is if it cannot be cleaned, as the person chose before).
+    fn add_files(&self, paths: Vec<(PathBuf, bool)>) {
+        for (path, as_is) in paths {
             let key = {
                 let mut flow = self.flow.borrow_mut();
                 if flow.draft_files.len() >= MAX_FILES {
@@ -714,11 +748,7 @@ impl UserApp {
                 });
                 key
             };
-            self.send(Command::PrepareFile {
-                key,
-                path,
-                as_is: false,
-            });
+            self.send(Command::PrepareFile { key, path, as_is });
         }
         self.show_draft_files();
     }
@@ -894,6 +924,7 @@ impl UserApp {
         flow.draft_files.clear();
         flow.messages.clear();
         flow.progress.clear();
+        flow.kept_draft = None;
         // A chooser left open shows nothing more (and chooses nothing) once locked.
         let picker = flow.picker.clone();
         flow.open = false;
@@ -902,11 +933,48 @@ impl UserApp {
         picker.cancel();
         w.set_draft_files(model(Vec::<DraftFileItem>::new()));
         w.set_saved_to(SharedString::new());
+        w.set_draft_kept(false);
+    }
+
+    /// Before a lock: the message being written (and its files) goes to the encrypted store,
+    /// to come back after the unlock. Not while it is being sent: the lock interrupts the send
+    /// at a point the window does not know, and the message may have been sealed already.
+    fn keep_draft(&self) {
+        let w = &self.window;
+        let post = w.get_post_id();
+        if post.is_empty() || w.get_busy() || !self.flow.borrow().open {
+            return;
+        }
+        let files: Vec<(PathBuf, bool)> = self
+            .flow
+            .borrow()
+            .draft_files
+            .iter()
+            .map(|f| {
+                let as_is = match &f.state {
+                    DraftState::Ready { report, .. } => report == "as-is",
+                    _ => false,
+                };
+                (f.path.clone(), as_is)
+            })
+            .collect();
+        let text = w.get_draft();
+        if text.trim().is_empty() && files.is_empty() {
+            return;
+        }
+        self.send(Command::KeepDraft {
+            post: post.to_string(),
+            text: SecretText::new(text.to_string()),
+            files,
+        });
     }
 
     fn panic(&self) {
         let destroy = self.window.get_panic_mode() == PanicMode::Destroy;
         let opening = self.flow.borrow().opening;
+        if !destroy {
+            self.keep_draft();
+        }
         self.clear_window();
         self.flow.borrow_mut().discard_open = opening;
         self.window.set_destroyed(destroy);
@@ -975,6 +1043,7 @@ impl UserApp {
         if !self.flow.borrow().open || idle <= Duration::from_secs(60 * minutes) {
             return false;
         }
+        self.keep_draft();
         self.clear_window();
         self.window.set_destroyed(false);
         self.go(Screen::Locked);
@@ -1158,10 +1227,26 @@ impl UserApp {
                     self.go(Screen::Conversation);
                 }
             }
-            Update::SendFailed { problem, detail } => {
+            Update::SendFailed {
+                problem,
+                detail,
+                kept,
+            } => {
                 w.set_busy(false);
-                for f in &mut self.flow.borrow_mut().draft_files {
-                    f.sent = None;
+                if kept {
+                    // Sealed and kept: it goes from the outbox, with its files, when the
+                    // connection returns; the composer must not send it a second time.
+                    self.flow.borrow_mut().draft_files.clear();
+                    w.set_draft(SharedString::new());
+                    if w.get_screen() == Screen::Contact {
+                        self.go(Screen::Conversation);
+                    }
+                } else {
+                    // Nothing was sealed: the message and its files stay for another try (the
+                    // files' uploads resume where they stopped).
+                    for f in &mut self.flow.borrow_mut().draft_files {
+                        f.sent = None;
+                    }
                 }
                 self.show_draft_files();
                 if problem == Problem::KeyChanged {
@@ -1170,6 +1255,9 @@ impl UserApp {
                 self.problem(problem, &detail);
             }
             Update::OwnNumber(number) => w.set_own_number(number.into()),
+            Update::DraftKept { post, text, files } => {
+                self.flow.borrow_mut().kept_draft = Some(KeptDraft { post, text, files });
+            }
             Update::FilePrepared { key, outcome } => {
                 {
                     let mut flow = self.flow.borrow_mut();

@@ -41,6 +41,38 @@ pub fn problem_of(error: &ClientError) -> (Problem, String) {
     (problem, error.to_string())
 }
 
+/// What the window says when a message could not be sent, and whether it was kept all the same
+/// (`true`: sealed into the outbox, it goes when the connection returns, so the composer is
+/// cleared; `false`: nothing was sealed, the message and its files stay in the composer for
+/// another try). A message with files that failed before it was sealed (its files upload
+/// first) says what happened to the files: the upload was cut off (it resumes where it
+/// stopped), or the relay refused them (full or busy, or too large).
+pub fn send_problem(error: &ClientError, with_files: bool) -> (Problem, String, bool) {
+    let kept = matches!(
+        error,
+        ClientError::Outboxed { .. } | ClientError::DepositUnconfirmed { .. }
+    );
+    if kept || !with_files || untrusted(error) {
+        let (problem, detail) = problem_of(error);
+        return (problem, detail, kept);
+    }
+    use refuge_proto::ErrorCode as C;
+    let problem = match error {
+        ClientError::Relay {
+            code: C::MessageTooLarge,
+            ..
+        } => Problem::FilesTooLarge,
+        ClientError::Relay {
+            code: C::MailboxFull | C::Unavailable | C::Overloaded | C::RateLimited,
+            ..
+        }
+        | ClientError::Throttled { .. } => Problem::FilesNoRoom,
+        other if other.blame() == Blame::Network => Problem::FilesCutOff,
+        other => return (problem_of(other).0, other.to_string(), false),
+    };
+    (problem, error.to_string(), false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +119,43 @@ mod tests {
         // A lost connection is retried on the schedule.
         assert!(!untrusted(&ClientError::ConnectionLost("reset".into())));
         assert!(!untrusted(&ClientError::Tor("timed out".into())));
+    }
+    #[test]
+    fn a_message_with_files_that_failed_before_it_was_sealed_says_what_became_of_them() {
+        use refuge_proto::ErrorCode as C;
+        let refused = |code| ClientError::Relay {
+            code,
+            message: "refused".into(),
+        };
+        let cut = ClientError::ConnectionLost("reset".into());
+        assert_eq!(
+            send_problem(&cut, true),
+            (Problem::FilesCutOff, cut.to_string(), false)
+        );
+        assert_eq!(
+            send_problem(&refused(C::MailboxFull), true).0,
+            Problem::FilesNoRoom
+        );
+        assert_eq!(
+            send_problem(&refused(C::Unavailable), true).0,
+            Problem::FilesNoRoom
+        );
+        assert_eq!(
+            send_problem(&refused(C::MessageTooLarge), true).0,
+            Problem::FilesTooLarge
+        );
+        // Sealed and kept: it goes from the outbox, whatever became of the connection.
+        let kept = ClientError::Outboxed {
+            waiting: 2,
+            source: Box::new(ClientError::ConnectionLost("reset".into())),
+        };
+        assert_eq!(
+            send_problem(&kept, true),
+            (Problem::RelayUnreachable, kept.to_string(), true)
+        );
+        // Without files, as before; a relay that breaks the protocol is never "try again".
+        assert_eq!(send_problem(&cut, false).0, problem_of(&cut).0);
+        let broken = ClientError::RelayProtocol("garbage".into());
+        assert_eq!(send_problem(&broken, true).0, Problem::Untrusted);
     }
 }

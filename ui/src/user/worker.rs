@@ -7,7 +7,7 @@
 //! only after the person has chosen a language and a connection mode (or, on later starts, has
 //! asked to connect automatically).
 
-use super::problem::{Problem, problem_of};
+use super::problem::{Problem, problem_of, send_problem};
 use super::safety::{self, DeviceView};
 use refuge_client::app::{PollSchedule, UserClient, UserSettings};
 use refuge_client::config::{PolicySource, TorSettings};
@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use zeroize::Zeroizing;
 
 /// What the window asks the worker to do.
 pub enum Command {
@@ -53,6 +54,15 @@ pub enum Command {
     Export { id: i64, path: PathBuf },
     /// The person has looked at the post's safety numbers: record them as seen.
     SafetySeen { post: String },
+    /// The message being written when the app locks, kept in the encrypted store until the
+    /// next unlock ([`Update::DraftKept`]): the post, its text, and the files chosen for it
+    /// (each with whether the person chose to send it as it is). Carried out even though it
+    /// comes just before the lock that interrupts everything else.
+    KeepDraft {
+        post: String,
+        text: SecretText,
+        files: Vec<(PathBuf, bool)>,
+    },
     /// Close the store and forget everything in memory.
     Lock,
     /// Destroy the store (its key first), the Tor state and the app's preferences.
@@ -172,6 +182,17 @@ pub enum Update {
     SendFailed {
         problem: Problem,
         detail: String,
+        /// The message was sealed and kept all the same: it goes from the outbox when the
+        /// connection returns (the composer is cleared). `false`: nothing was sealed; the
+        /// message and its files stay in the composer for another try.
+        kept: bool,
+    },
+    /// The message being written when the app was locked ([`Command::KeepDraft`]), given back
+    /// once, after the unlock.
+    DraftKept {
+        post: String,
+        text: SecretText,
+        files: Vec<(PathBuf, bool)>,
     },
     /// A chosen file was read and cleaned (or could not be).
     FilePrepared {
@@ -303,6 +324,95 @@ impl Drop for Worker {
 
 /// Store setting: connect automatically after unlocking.
 const AUTOMATIC: &str = "app.connect_automatically";
+/// Store setting: the message being written when the app locked ([`Command::KeepDraft`]);
+/// empty once given back.
+const DRAFT: &str = "app.draft";
+
+/// The kept draft as one setting: a version line, then the post, the text and each file's path
+/// in hex (a path need not be UTF-8), a file's line starting with `1:` if it goes as it is.
+mod draft {
+    use refuge_client::secret::SecretText;
+    use std::path::PathBuf;
+    use zeroize::Zeroizing;
+
+    const VERSION: &str = "refuge-draft v1";
+
+    pub fn encode(post: &str, text: &SecretText, files: &[(PathBuf, bool)]) -> Zeroizing<String> {
+        let mut out = Zeroizing::new(format!("{VERSION}\n{}\n", hex::encode(post)));
+        out.push_str(&Zeroizing::new(hex::encode(text.expose())));
+        for (path, as_is) in files {
+            out.push_str(if *as_is { "\n1:" } else { "\n0:" });
+            out.push_str(&hex::encode(path_bytes(path)));
+        }
+        out
+    }
+
+    /// A kept draft: its post, its text and its files (each with whether it goes as it is).
+    pub type Kept = (String, SecretText, Vec<(PathBuf, bool)>);
+
+    pub fn decode(kept: &str) -> Option<Kept> {
+        let mut lines = kept.split('\n');
+        if lines.next()? != VERSION {
+            return None;
+        }
+        let post = String::from_utf8(hex::decode(lines.next()?).ok()?).ok()?;
+        let text = Zeroizing::new(hex::decode(lines.next()?).ok()?);
+        let text = SecretText::new(String::from_utf8(text.to_vec()).ok()?);
+        let mut files = Vec::new();
+        for line in lines {
+            let (as_is, path) = match line.split_once(':')? {
+                ("1", p) => (true, p),
+                ("0", p) => (false, p),
+                _ => return None,
+            };
+            files.push((path_from(hex::decode(path).ok()?)?, as_is));
+        }
+        Some((post, text, files))
+    }
+
+    #[cfg(unix)]
+    fn path_bytes(path: &std::path::Path) -> Vec<u8> {
+        use std::os::unix::ffi::OsStrExt;
+        path.as_os_str().as_bytes().to_vec()
+    }
+    #[cfg(not(unix))]
+    fn path_bytes(path: &std::path::Path) -> Vec<u8> {
+        path.to_string_lossy().into_owned().into_bytes()
+    }
+    #[cfg(unix)]
+    fn path_from(bytes: Vec<u8>) -> Option<PathBuf> {
+        use std::os::unix::ffi::OsStringExt;
+        Some(PathBuf::from(std::ffi::OsString::from_vec(bytes)))
+    }
+    #[cfg(not(unix))]
+    fn path_from(bytes: Vec<u8>) -> Option<PathBuf> {
+        String::from_utf8(bytes).ok().map(PathBuf::from)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_kept_draft_reads_back_as_it_was_written() {
+            let files = vec![
+                (PathBuf::from("/home/a/Pictures/عکس 1.jpg"), false),
+                (PathBuf::from("/home/a/notes\n1:x.txt"), true),
+            ];
+            let text = SecretText::new("سلام\nline two: 1:".into());
+            let kept = encode("emb-xx", &text, &files);
+            let (post, back, files_back) = decode(&kept).expect("reads back");
+            assert_eq!(post, "emb-xx");
+            assert_eq!(back.expose(), text.expose());
+            assert_eq!(files_back, files);
+            let (_, empty, none) = decode(&encode("p", &SecretText::new(String::new()), &[]))
+                .expect("an empty draft reads back");
+            assert!(empty.expose().is_empty() && none.is_empty());
+            assert!(decode("").is_none());
+            assert!(decode("refuge-draft v1\n70\n41\n2:00").is_none());
+        }
+    }
+}
 
 struct State {
     setup: Setup,
@@ -377,7 +487,9 @@ impl State {
                 return;
             };
             let ends_session = matches!(command, Command::Lock | Command::Destroy);
-            if !ends_session && epoch < *interrupted.borrow() {
+            // The draft is kept even though the lock that follows it raised the interrupt.
+            let keeps_draft = matches!(command, Command::KeepDraft { .. });
+            if !ends_session && !keeps_draft && epoch < *interrupted.borrow() {
                 // Sent before a lock or an erase that is already on its way: not done.
                 continue;
             }
@@ -509,9 +621,27 @@ impl State {
                     && let Err(e) = safety::record_seen(c.store(), dir, &post)
                 {
                     let (problem, detail) = problem_of(&e);
-                    self.say(Update::SendFailed { problem, detail });
+                    self.say(Update::SendFailed {
+                        problem,
+                        detail,
+                        kept: false,
+                    });
                 }
                 self.show_devices();
+            }
+            Command::KeepDraft { post, text, files } => {
+                if let Some(c) = &self.client {
+                    let kept = draft::encode(&post, &text, &files);
+                    if let Err(e) = c.store().set_setting(DRAFT, &kept) {
+                        // The lock goes on: the draft is lost, as before there was this.
+                        let (problem, detail) = problem_of(&e);
+                        self.say(Update::SendFailed {
+                            problem,
+                            detail,
+                            kept: false,
+                        });
+                    }
+                }
             }
             Command::Lock => {
                 self.forget();
@@ -575,11 +705,24 @@ impl State {
                     .ok()
                     .flatten()
                     .is_some_and(|v| v == "1");
+                let draft = client
+                    .store()
+                    .setting(DRAFT)
+                    .ok()
+                    .flatten()
+                    .map(Zeroizing::new);
+                if draft.as_deref().is_some_and(|d| !d.is_empty()) {
+                    // Given back once: cleared before it reaches the window.
+                    let _ = client.store().set_setting(DRAFT, "");
+                }
                 self.adopt(client);
                 self.say(Update::Opened {
                     initialized,
                     automatic,
                 });
+                if let Some((post, text, files)) = draft.as_deref().and_then(|d| draft::decode(d)) {
+                    self.say(Update::DraftKept { post, text, files });
+                }
                 self.show_own_number();
             }
             Ok(Err(e)) => {
@@ -716,6 +859,7 @@ impl State {
             self.say(Update::SendFailed {
                 problem: Problem::Untrusted,
                 detail: String::new(),
+                kept: false,
             });
             return;
         }
@@ -740,14 +884,19 @@ impl State {
                 self.say(Update::SendFailed {
                     problem: Problem::KeyChanged,
                     detail: String::new(),
+                    kept: false,
                 });
                 self.show_devices();
                 return;
             }
             Err(e) => {
                 if !self.stop_if_untrusted(&e) {
-                    let (problem, detail) = problem_of(&e);
-                    self.say(Update::SendFailed { problem, detail });
+                    let (problem, detail, kept) = send_problem(&e, !attachments.is_empty());
+                    self.say(Update::SendFailed {
+                        problem,
+                        detail,
+                        kept,
+                    });
                 }
             }
         }
@@ -842,7 +991,11 @@ impl State {
             }),
             Err(e) => {
                 let (problem, detail) = problem_of(&e);
-                self.say(Update::SendFailed { problem, detail });
+                self.say(Update::SendFailed {
+                    problem,
+                    detail,
+                    kept: false,
+                });
             }
         }
     }
