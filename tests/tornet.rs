@@ -8,7 +8,7 @@
 //! the network's own pid file. Every tor also runs with `__OwningControllerProcess` set to this
 //! process, so it exits by itself if the test binary dies first.
 
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -94,6 +94,13 @@ impl TorNet {
     /// Guard, Exit and HSDir. Retries once on a failed start; returns the tor logs of both
     /// attempts if the second one fails too.
     pub fn start() -> Result<TorNet, String> {
+        TorNet::start_with_onion_target(None)
+    }
+
+    /// Like [`TorNet::start`], with one more tor (a client, not a relay) hosting a C-tor onion
+    /// service whose virtual port 80 forwards to `target` (`HiddenServicePort 80 TARGET`):
+    /// tornet.py's `--hs-target`. [`TorNet::c_tor_onion`] gives its address once it is up.
+    pub fn start_with_onion_target(target: Option<SocketAddr>) -> Result<TorNet, String> {
         assert!(
             tor_installed(),
             "the Tor tests need `tor`, `tor-gencert` and `python3`: run scripts/setup (CI does), \
@@ -113,6 +120,9 @@ impl TorNet {
                 .arg(dir.path());
             if Path::new(OBFS4PROXY).is_file() {
                 cmd.args(["--obfs4-bridge", OBFS4PROXY]);
+            }
+            if let Some(target) = target {
+                cmd.args(["--hs-target", &target.to_string()]);
             }
             let out = cmd
                 .args(["--base-port", &base_port.to_string()])
@@ -154,6 +164,14 @@ impl TorNet {
     /// The arti configuration (TOML) that points a client at this network.
     pub fn arti_toml(&self) -> PathBuf {
         self.dir.path().join("arti.toml")
+    }
+
+    /// The C-tor onion service's address (`<56 characters>.onion`), if the network was started
+    /// with [`TorNet::start_with_onion_target`].
+    pub fn c_tor_onion(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.path().join("nodes/hs/hs/hostname"))
+            .ok()
+            .map(|h| h.trim().to_string())
     }
 
     /// Every ORPort and DirPort of the network (all on 127.0.0.1).
