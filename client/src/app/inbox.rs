@@ -769,6 +769,12 @@ impl InboxClient {
         Ok(listed)
     }
 
+    /// How many cases each of `filters` holds, each counted up to `cap`
+    /// ([`Store::case_counts`](crate::store::Store::case_counts)).
+    pub fn case_counts(&self, filters: &[CaseFilter], cap: u32) -> Result<Vec<usize>> {
+        self.core.store.case_counts(filters, cap)
+    }
+
     // ------------------------------------------------ the post as a team (ADR 0012)
 
     /// The post's shared state of a case: status, who handles it, the star, internal notes,

@@ -1365,15 +1365,10 @@ impl State {
 
     fn show_cases(&self) {
         let Some(client) = &self.client else { return };
-        let counts = FILTERS
-            .iter()
-            .map(|(filter, _)| {
-                client
-                    .cases(*filter, None, LIST_LIMIT)
-                    .map(|c| c.len())
-                    .unwrap_or(0)
-            })
-            .collect();
+        let filters = FILTERS.map(|(filter, _)| filter);
+        let counts = client
+            .case_counts(&filters, LIST_LIMIT)
+            .unwrap_or_else(|_| vec![0; filters.len()]);
         let listed = match client.cases(self.filter, None, LIST_LIMIT) {
             Ok(l) => l,
             Err(e) => {
