@@ -49,11 +49,11 @@ pub trait Relay {
         None
     }
 
-    /// Another session on the same connection, for one more request in flight (attachment
-    /// chunks, `crate::transfer`): it shares the connection's budget at the relay, proves
-    /// nothing until told to, and does not reconnect. `Ok(None)`, the default, when the
-    /// transport has no such thing (TCP, Tor, test doubles): the transfer then goes one request
-    /// at a time.
+    /// Another session on the same connection (over Tor, the same circuit), for one more
+    /// request in flight (attachment chunks, `crate::transfer`): it shares the connection's
+    /// budget at the relay, proves nothing until told to, and does not reconnect. `Ok(None)`,
+    /// the default, when the transport has no such thing (TCP, test doubles): the transfer then
+    /// goes one request at a time.
     async fn open_lane(&mut self) -> Result<Option<Box<dyn Relay>>> {
         Ok(None)
     }
@@ -783,7 +783,8 @@ pub async fn get_chunk(
 
 /// Most chunk requests a transfer keeps in flight on one connection: one on the session, one
 /// on each further lane ([`Relay::open_lane`], a stream of the same QUIC connection, which the
-/// relay serves as a session of its own and charges to the same chunk budget). The relay's
+/// relay serves as a session of its own and charges to the same chunk budget; over Tor, a
+/// stream of the same circuit). The relay's
 /// single writer commits the chunks that reach it together in one transaction, answering each
 /// only after that commit: with one chunk in flight, every chunk waited for a disk sync of its
 /// own.

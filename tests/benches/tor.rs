@@ -38,12 +38,13 @@
 //! checked against the original's SHA-256, without `transfer::download`'s writes to the store
 //! (that function needs a pointer received in a message; keeping 16 chunks per transaction
 //! costs about one sync per MiB). The progress events (`Event::Transfer`) are timestamped too:
-//! the rate between the first and the last is printed, as the apps would show it. Over Tor a
-//! session has no lanes (`Relay::open_lane` is `None` for Tor streams, ADR 0013): one chunk of
-//! 64 KiB is in flight at a time. The same two transfers over the relay's loopback TCP port
-//! (no Tor) show what the code itself costs.
+//! the rate between the first and the last is printed, as the apps would show it. Since
+//! 2026-12-07 a session over Tor opens lanes (`Relay::open_lane`: further streams on its
+//! circuit, ADR 0013), so a transfer keeps up to 8 chunks of 64 KiB in flight, as over QUIC;
+//! before, one at a time. The same two transfers over the relay's loopback TCP port (no Tor,
+//! no lanes) show what the code itself costs.
 //!
-//! **What more chunks in flight would give** (not the client's path today): the same file sent
+//! **Sessions spread by hand** (the comparison taken before lanes over Tor existed): the same file sent
 //! over `REFUGE_BENCH_TOR_STREAMS` sessions (default 4; 0 skips it) on *one* circuit to the
 //! relay's arti onion service (same isolation key), chunk k on session k mod n, one request at
 //! a time each (`put_chunk` / `get_chunk`), as lanes would do over Tor.
@@ -495,9 +496,9 @@ async fn run(mib: u64, streams: usize) -> Report {
         .find(|r| r.what.starts_with("Hello round trip"))
         .map_or(f64::NAN, |r| r.value / 1000.0);
     report.note(format!(
-        "one chunk in flight: a chunk costs its {chunk_kib:.0} KiB at the raw rate plus a round \
-         trip; with the Hello round trip ({:.0} ms) and the raw rates that predicts {:.2} MiB/s \
-         up and {:.2} MiB/s down",
+        "with one chunk in flight (TCP, or Tor before lanes) a chunk costs its {chunk_kib:.0} KiB \
+         at the raw rate plus a round trip; with the Hello round trip ({:.0} ms) and the raw \
+         rates that predicts {:.2} MiB/s up and {:.2} MiB/s down",
         hello_s * 1000.0,
         chunk_kib / 1024.0 / (chunk_kib / 1024.0 / report.raw_up + hello_s),
         chunk_kib / 1024.0 / (chunk_kib / 1024.0 / report.raw_down + hello_s),

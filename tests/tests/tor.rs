@@ -331,6 +331,19 @@ impl TorWorld {
     }
 }
 
+/// How many sessions the relay has greeted (its `Hello` requests answered), from its metrics:
+/// a transfer's lanes over Tor each say Hello on a stream of their own.
+fn hellos(relay: &RelayProcess) -> u64 {
+    let (status, text) = http_get(
+        relay.metrics.expect("the relay's metrics address"),
+        "/metrics",
+    );
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix("refuge_requests_total{request=\"Hello\",outcome=\"ok\"} "))
+        .map_or(0, |n| n.trim().parse().expect("a count"))
+}
+
 /// An authority, two staff devices enrolled through the directory log, and the relay serving it
 /// over its onion service on the private network.
 fn tor_world(net: &TorNet) -> TorWorld {
@@ -342,7 +355,12 @@ fn tor_world(net: &TorNet) -> TorWorld {
         .collect();
     let arti = net.arti_toml().display().to_string();
     let relay_started = Instant::now();
-    let relay = TorWorld::start_relay(dir.path(), &authority.key_hex, &arti, &[]);
+    let relay = TorWorld::start_relay(
+        dir.path(),
+        &authority.key_hex,
+        &arti,
+        &["--metrics-listen", "127.0.0.1:0"],
+    );
     let onion = relay
         .onion
         .clone()
@@ -506,6 +524,7 @@ fn first_contact_over_tor_on_a_private_network() {
     assert_eq!(cases.len(), 1, "{}", r1.stdout);
     assert_eq!(cases[0].1, FIRST);
     let case = cases[0].0.clone();
+    let before = hellos(&w.relay);
     tor_ok(
         &net,
         &w.relay,
@@ -520,10 +539,13 @@ fn first_contact_over_tor_on_a_private_network() {
             REPLY,
         ],
     );
+    let text_reply_hellos = hellos(&w.relay) - before;
 
     let started = Instant::now();
+    let before = hellos(&w.relay);
     let ran = tor_ok(&net, &w.relay, "refuge", &["--data-dir", &user, "read"]);
     let read_wall = started.elapsed();
+    let text_read_hellos = hellos(&w.relay) - before;
     assert!(
         ran.stdout.contains(&format!("from {DESK1} {REPLY}")),
         "{}",
@@ -555,12 +577,16 @@ fn first_contact_over_tor_on_a_private_network() {
     ));
 
     // A file over Tor (issue 18): desk 1 answers with a document; the user's next read downloads
-    // it through the onion service, chunk by chunk, and it arrives as sent.
+    // it through the onion service, chunk by chunk, and it arrives as sent. At 1.2 MB (19 chunks
+    // of 64 KiB) each transfer keeps 3 chunks in flight: the session and 2 lanes, further
+    // streams on its circuit, each greeted by the relay on top of what the same commands
+    // without a file cost (the text reply and the read above).
     let letter = w.world_dir.path().join("letter-of-support.bin");
-    let letter_bytes: Vec<u8> = (0..300_000u32)
+    let letter_bytes: Vec<u8> = (0..1_200_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     std::fs::write(&letter, &letter_bytes).expect("write the letter");
+    let before = hellos(&w.relay);
     let ran = tor_ok(
         &net,
         &w.relay,
@@ -579,14 +605,29 @@ fn first_contact_over_tor_on_a_private_network() {
         ],
     );
     assert!(
-        ran.stderr.contains("uploaded 293.0 KiB of 293.0 KiB"),
+        ran.stderr.contains("uploaded 1.1 MiB of 1.1 MiB"),
         "{}",
         ran.stderr
     );
+    let upload_hellos = hellos(&w.relay) - before;
+    assert!(
+        upload_hellos >= text_reply_hellos + 2,
+        "the upload over Tor greeted {upload_hellos} sessions, a reply without a file \
+         {text_reply_hellos}: no lanes were opened\n{}",
+        ran.stderr
+    );
+    let before = hellos(&w.relay);
     let ran = tor_ok(&net, &w.relay, "refuge", &["--data-dir", &user, "read"]);
     assert!(
-        ran.stderr.contains("downloaded 293.0 KiB of 293.0 KiB"),
+        ran.stderr.contains("downloaded 1.1 MiB of 1.1 MiB"),
         "{}",
+        ran.stderr
+    );
+    let download_hellos = hellos(&w.relay) - before;
+    assert!(
+        download_hellos >= text_read_hellos + 2,
+        "the download over Tor greeted {download_hellos} sessions, a read without a file \
+         {text_read_hellos}: no lanes were opened\n{}",
         ran.stderr
     );
     let listing = tor_ok(

@@ -556,13 +556,45 @@ impl Session {
         Ok(())
     }
 
-    /// Opens another session on this session's QUIC connection (a new bidirectional stream,
-    /// which the relay serves as a session of its own, drawing on the same connection's byte
-    /// budget) and says Hello on it: a lane for one more request in flight. `Ok(None)` when
-    /// this session is not over QUIC. The lane proves nothing the session proved, cannot
-    /// reconnect (a broken lane is given up; its requests go on this session), and ends with
-    /// the connection. The relay may refuse it (session limit, rate limit): that is the error.
+    /// Opens another session beside this one and says Hello on it: a lane for one more request
+    /// in flight. Over QUIC, a new bidirectional stream of this session's connection, which the
+    /// relay serves as a session of its own, drawing on the same connection's byte budget. Over
+    /// Tor, a new stream to the same onion service through the same Tor client and isolation
+    /// key, so on the circuit this session uses (nothing new to link: the relay sees one more
+    /// stream of a circuit it already serves, under that circuit's shared rate limit), and
+    /// nothing else reaches the network. `Ok(None)` over TCP or a caller's stream. The lane
+    /// proves nothing the session proved, cannot reconnect (a broken lane is given up; its
+    /// requests go on this session), and ends with the connection. The relay may refuse it
+    /// (session limit, rate limit): that is the error.
     pub async fn open_lane(&mut self) -> Result<Option<Session>> {
+        if let Origin::Tor {
+            tor,
+            endpoint: RelayEndpoint::Onion { host, port },
+            isolation_key,
+            ..
+        } = &self.origin
+        {
+            let tor = Arc::clone(tor);
+            let opts = ConnectOptions {
+                connect_timeout: self.request_timeout,
+                request_timeout: self.request_timeout,
+            };
+            let secs = opts.connect_timeout.as_secs();
+            let fut = async {
+                let stream = tor.connect(host, *port, isolation_key).await?;
+                let (reader, writer) = stream.split();
+                Session::over_stream(Box::new(reader), Box::new(writer), &opts, None).await
+            };
+            let mut lane = tokio::time::timeout(opts.connect_timeout, fut)
+                .await
+                .map_err(|_| ClientError::Timeout {
+                    what: "a further stream over Tor",
+                    secs,
+                })??;
+            // The lane's stream lives on this Tor client: keep it running while the lane does.
+            lane.tor = Some(tor);
+            return Ok(Some(lane));
+        }
         let Some((_, conn)) = &self.quic else {
             return Ok(None);
         };
