@@ -331,6 +331,16 @@ impl TorWorld {
     }
 }
 
+/// Checks that a transfer over Tor greeted at least two sessions (lanes) more than the same
+/// command without a file.
+fn lanes_were_opened(transfer: &str, with_file: u64, same: &str, without: u64, stderr: &str) {
+    assert!(
+        with_file >= without + 2,
+        "{transfer} over Tor greeted {with_file} sessions, {same} without a file {without}: no \
+         lanes were opened\n{stderr}"
+    );
+}
+
 /// How many sessions the relay has greeted (its `Hello` requests answered), from its metrics:
 /// a transfer's lanes over Tor each say Hello on a stream of their own.
 fn hellos(relay: &RelayProcess) -> u64 {
@@ -609,12 +619,12 @@ fn first_contact_over_tor_on_a_private_network() {
         "{}",
         ran.stderr
     );
-    let upload_hellos = hellos(&w.relay) - before;
-    assert!(
-        upload_hellos >= text_reply_hellos + 2,
-        "the upload over Tor greeted {upload_hellos} sessions, a reply without a file \
-         {text_reply_hellos}: no lanes were opened\n{}",
-        ran.stderr
+    lanes_were_opened(
+        "the upload",
+        hellos(&w.relay) - before,
+        "a reply",
+        text_reply_hellos,
+        &ran.stderr,
     );
     let before = hellos(&w.relay);
     let ran = tor_ok(&net, &w.relay, "refuge", &["--data-dir", &user, "read"]);
@@ -623,12 +633,12 @@ fn first_contact_over_tor_on_a_private_network() {
         "{}",
         ran.stderr
     );
-    let download_hellos = hellos(&w.relay) - before;
-    assert!(
-        download_hellos >= text_read_hellos + 2,
-        "the download over Tor greeted {download_hellos} sessions, a read without a file \
-         {text_read_hellos}: no lanes were opened\n{}",
-        ran.stderr
+    lanes_were_opened(
+        "the download",
+        hellos(&w.relay) - before,
+        "a read",
+        text_read_hellos,
+        &ran.stderr,
     );
     let listing = tor_ok(
         &net,

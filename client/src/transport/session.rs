@@ -567,57 +567,54 @@ impl Session {
     /// requests go on this session), and ends with the connection. The relay may refuse it
     /// (session limit, rate limit): that is the error.
     pub async fn open_lane(&mut self) -> Result<Option<Session>> {
-        if let Origin::Tor {
-            tor,
-            endpoint: RelayEndpoint::Onion { host, port },
-            isolation_key,
-            ..
-        } = &self.origin
-        {
-            let tor = Arc::clone(tor);
-            let opts = ConnectOptions {
-                connect_timeout: self.request_timeout,
-                request_timeout: self.request_timeout,
-            };
-            let secs = opts.connect_timeout.as_secs();
-            let fut = async {
-                let stream = tor.connect(host, *port, isolation_key).await?;
-                let (reader, writer) = stream.split();
-                Session::over_stream(Box::new(reader), Box::new(writer), &opts, None).await
-            };
-            let mut lane = tokio::time::timeout(opts.connect_timeout, fut)
-                .await
-                .map_err(|_| ClientError::Timeout {
-                    what: "a further stream over Tor",
-                    secs,
-                })??;
-            // The lane's stream lives on this Tor client: keep it running while the lane does.
-            lane.tor = Some(tor);
-            return Ok(Some(lane));
-        }
-        let Some((_, conn)) = &self.quic else {
-            return Ok(None);
+        type Stream<'a> = std::pin::Pin<Box<dyn Future<Output = Result<(Reader, Writer)>> + 'a>>;
+        // Only the stream differs between Tor and QUIC; the Hello and the timeout are the same.
+        let (stream, what, tor): (Stream<'_>, _, _) = match (&self.origin, &self.quic) {
+            (
+                Origin::Tor {
+                    tor,
+                    endpoint: RelayEndpoint::Onion { host, port },
+                    isolation_key,
+                    ..
+                },
+                _,
+            ) => (
+                Box::pin(async move {
+                    let (reader, writer) = tor.connect(host, *port, isolation_key).await?.split();
+                    Ok((Box::new(reader) as Reader, Box::new(writer) as Writer))
+                }),
+                "a further stream over Tor",
+                // The lane's stream lives on this Tor client: kept running while the lane is.
+                Some(Arc::clone(tor)),
+            ),
+            (_, Some((_, conn))) => (
+                Box::pin(async move {
+                    // Waits while the connection has as many streams open as the relay allows.
+                    let (send, recv) = conn.open_bi().await.map_err(|e| {
+                        ClientError::ConnectionLost(format!("cannot open a stream: {e}"))
+                    })?;
+                    Ok((Box::new(recv) as Reader, Box::new(send) as Writer))
+                }),
+                "a further stream",
+                None,
+            ),
+            _ => return Ok(None),
         };
-        let conn = conn.clone();
         let opts = ConnectOptions {
             connect_timeout: self.request_timeout,
             request_timeout: self.request_timeout,
         };
-        let secs = opts.connect_timeout.as_secs();
-        let fut = async {
-            // Waits while the connection has as many streams open as the relay allows.
-            let (send, recv) = conn
-                .open_bi()
-                .await
-                .map_err(|e| ClientError::ConnectionLost(format!("cannot open a stream: {e}")))?;
-            Session::over_stream(Box::new(recv), Box::new(send), &opts, None).await
+        let hello = async {
+            let (reader, writer) = stream.await?;
+            Session::over_stream(reader, writer, &opts, None).await
         };
-        let lane = tokio::time::timeout(opts.connect_timeout, fut)
+        let mut lane = tokio::time::timeout(opts.connect_timeout, hello)
             .await
             .map_err(|_| ClientError::Timeout {
-                what: "a further stream",
-                secs,
+                what,
+                secs: opts.connect_timeout.as_secs(),
             })??;
+        lane.tor = tor;
         Ok(Some(lane))
     }
 
