@@ -1,6 +1,7 @@
 #![doc = include_str!("README.md")]
 #![forbid(unsafe_code)]
 
+pub mod bench_report;
 pub mod tornet;
 
 use std::io::{BufRead, BufReader};

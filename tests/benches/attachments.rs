@@ -47,6 +47,7 @@ use refuge_client::transport::{
     install_crypto_provider,
 };
 use refuge_proto::ids::{DepositToken, MailboxId};
+use refuge_tests::bench_report::Report;
 use refuge_tests::{RelayProcess, raise_fd_limit, vm_kib};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -103,92 +104,9 @@ fn main() {
     );
 }
 
-/// One printed row.
-struct Row {
-    what: String,
-    value: f64,
-    unit: &'static str,
-    ceiling: Option<f64>,
-}
-
-#[derive(Default)]
-struct Report {
-    rows: Vec<Row>,
-    notes: Vec<String>,
-}
-
-impl Report {
-    fn add(
-        &mut self,
-        what: impl Into<String>,
-        value: f64,
-        unit: &'static str,
-        ceiling: Option<f64>,
-    ) {
-        let what = what.into();
-        let ratio = ceiling
-            .map(|c| format!("  ({:.0}% of the raw QUIC ceiling)", 100.0 * value / c))
-            .unwrap_or_default();
-        eprintln!("  {what}: {value:.1} {unit}{ratio}");
-        self.rows.push(Row {
-            what,
-            value,
-            unit,
-            ceiling,
-        });
-    }
-
-    fn note(&mut self, note: String) {
-        eprintln!("  note: {note}");
-        self.notes.push(note);
-    }
-
-    fn print(&self) {
-        println!();
-        println!(
-            "{:<64} {:>10} {:<6} {:>7}",
-            "figure", "value", "unit", "ratio"
-        );
-        for r in &self.rows {
-            match r.ceiling {
-                Some(c) => println!(
-                    "{:<64} {:>10.1} {:<6} {:>6.0}%",
-                    r.what,
-                    r.value,
-                    r.unit,
-                    100.0 * r.value / c
-                ),
-                None => println!("{:<64} {:>10.1} {:<6}", r.what, r.value, r.unit),
-            }
-        }
-        let ceiling = self
-            .rows
-            .iter()
-            .find(|r| r.what.starts_with("ceiling"))
-            .map(|r| r.value);
-        if let Some(ceiling) = ceiling {
-            println!();
-            for r in self.rows.iter().filter(|r| r.ceiling.is_some()) {
-                println!(
-                    "target: {} >= 50% of the raw QUIC ceiling: {:.0}%: {}",
-                    r.what,
-                    100.0 * r.value / ceiling,
-                    if r.value >= 0.5 * ceiling {
-                        "met"
-                    } else {
-                        "NOT met"
-                    }
-                );
-            }
-        }
-        for n in &self.notes {
-            println!("note: {n}");
-        }
-    }
-}
-
 async fn run(mib: u64, memory_mib: u64, connections: usize) -> Report {
-    let mut report = Report::default();
+    let mut report = Report::new(1, 64);
+    let quic = report.ceiling("raw QUIC ceiling", 0.5);
     let dir = tempfile::tempdir().expect("a temporary directory");
     let bytes = mib * MIB;
 
@@ -203,7 +121,8 @@ async fn run(mib: u64, memory_mib: u64, connections: usize) -> Report {
         "MiB/s",
         None,
     );
-    let ceiling = Some(best);
+    report.set(quic, best);
+    let ceiling = Some(quic);
     // The relay answers a chunk only once it is durable: one chunk at a time, each upload step
     // waits for a sync of the disk the relay's database is on.
     let disk = disk_ceiling(dir.path(), bytes.min(32 * MIB), 1);

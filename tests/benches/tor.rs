@@ -79,6 +79,7 @@ use refuge_client::transport::{
 };
 use refuge_proto::ids::{DepositToken, MailboxId};
 use refuge_tests::RelayProcess;
+use refuge_tests::bench_report::Report;
 use refuge_tests::tornet::{self, TorNet};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -131,13 +132,13 @@ fn main() {
     // The request functions' futures are not Send: the clients run on one local task set (arti's
     // and the sink's tasks still run on the runtime's workers).
     let local = tokio::task::LocalSet::new();
-    let report = runtime.block_on(local.run_until(run(mib, streams)));
+    let (report, network_secs) = runtime.block_on(local.run_until(run(mib, streams)));
     report.print();
     println!(
         "\n{mib} MiB attachment; {:.0} s in all (network start {:.0} s), {} CPUs, load average \
          at the end: {}",
         started.elapsed().as_secs_f64(),
-        report.network_secs,
+        network_secs,
         std::thread::available_parallelism().map_or(0, usize::from),
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
@@ -150,117 +151,17 @@ fn main() {
 
 // ---------------------------------------------------------------------------------- report
 
-/// Which raw figure a row is compared with.
-#[derive(Clone, Copy, PartialEq)]
-enum Dir {
-    Up,
-    Down,
-}
-
-struct Row {
-    what: String,
-    value: f64,
-    unit: &'static str,
-    /// Compared with the raw ceiling in this direction.
-    against: Option<Dir>,
-}
-
-#[derive(Default)]
-struct Report {
-    rows: Vec<Row>,
-    notes: Vec<String>,
-    raw_up: f64,
-    raw_down: f64,
-    network_secs: f64,
-}
-
-impl Report {
-    fn ceiling(&self, dir: Dir) -> f64 {
-        match dir {
-            Dir::Up => self.raw_up,
-            Dir::Down => self.raw_down,
-        }
-    }
-
-    fn add(
-        &mut self,
-        what: impl Into<String>,
-        value: f64,
-        unit: &'static str,
-        against: Option<Dir>,
-    ) {
-        let what = what.into();
-        let ratio = against
-            .map(|d| {
-                format!(
-                    "  ({:.0}% of the raw Tor stream so far)",
-                    100.0 * value / self.ceiling(d)
-                )
-            })
-            .unwrap_or_default();
-        eprintln!("  {what}: {value:.2} {unit}{ratio}");
-        self.rows.push(Row {
-            what,
-            value,
-            unit,
-            against,
-        });
-    }
-
-    fn note(&mut self, note: String) {
-        eprintln!("  note: {note}");
-        self.notes.push(note);
-    }
-
-    fn print(&self) {
-        println!();
-        println!(
-            "{:<78} {:>9} {:<6} {:>6}",
-            "figure", "value", "unit", "ratio"
-        );
-        for r in &self.rows {
-            match r.against {
-                Some(d) => println!(
-                    "{:<78} {:>9.2} {:<6} {:>5.0}%",
-                    r.what,
-                    r.value,
-                    r.unit,
-                    100.0 * r.value / self.ceiling(d)
-                ),
-                None => println!("{:<78} {:>9.2} {:<6}", r.what, r.value, r.unit),
-            }
-        }
-        println!();
-        println!(
-            "ceiling: raw Tor stream through the C-tor onion service, best of 2: up {:.2} MiB/s, \
-             down {:.2} MiB/s",
-            self.raw_up, self.raw_down
-        );
-        for r in self.rows.iter().filter(|r| r.against.is_some()) {
-            let d = r.against.expect("filtered");
-            let ratio = r.value / self.ceiling(d);
-            println!(
-                "target: {} >= 80% of the raw Tor stream {}: {:.0}%: {}",
-                r.what,
-                if d == Dir::Up { "up" } else { "down" },
-                100.0 * ratio,
-                if ratio >= 0.8 { "met" } else { "NOT met" }
-            );
-        }
-        for n in &self.notes {
-            println!("note: {n}");
-        }
-    }
-}
-
 fn mib_per_s(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / MIB as f64 / secs
 }
 
 // ---------------------------------------------------------------------------------- run
 
-async fn run(mib: u64, streams: usize) -> Report {
-    let mut report = Report::default();
+/// The figures, and how long the network took to start.
+async fn run(mib: u64, streams: usize) -> (Report, f64) {
+    let mut report = Report::new(2, 78);
+    let tor_up = report.ceiling("raw Tor stream up (C-tor onion service, best run)", 0.8);
+    let tor_down = report.ceiling("raw Tor stream down (C-tor onion service, best run)", 0.8);
     let bytes = mib * MIB;
     let dir = tempfile::tempdir().expect("a temporary directory");
 
@@ -280,7 +181,7 @@ async fn run(mib: u64, streams: usize) -> Report {
             .await
             .expect("the network's start")
             .unwrap_or_else(|e| panic!("{e}"));
-    report.network_secs = started.elapsed().as_secs_f64();
+    let network_secs = started.elapsed().as_secs_f64();
     let c_tor_onion = net
         .c_tor_onion()
         .unwrap_or_else(|| panic!("the C-tor onion service has no address:\n{}", net.logs()));
@@ -338,8 +239,8 @@ async fn run(mib: u64, streams: usize) -> Report {
     let rtt = raw_round(&tor, &c_tor_onion, &source, &mut raw_up, &mut raw_down, 1).await;
     let (stop_up, stop_down) = raw_stop_and_wait(&tor, &c_tor_onion, CHUNK_LEN).await;
     let (small_up, small_down) = raw_stop_and_wait(&tor, &c_tor_onion, SMALL_PIECE).await;
-    report.raw_up = raw_up[0];
-    report.raw_down = raw_down[0];
+    report.set(tor_up, raw_up[0]);
+    report.set(tor_down, raw_down[0]);
 
     eprintln!("== the relay binary, its own (arti) onion service");
     let endpoint =
@@ -385,19 +286,19 @@ async fn run(mib: u64, streams: usize) -> Report {
 
     eprintln!("== raw Tor stream again");
     raw_round(&tor, &c_tor_onion, &source, &mut raw_up, &mut raw_down, 2).await;
-    report.raw_up = raw_up.iter().copied().fold(0.0, f64::max);
-    report.raw_down = raw_down.iter().copied().fold(0.0, f64::max);
+    report.set(tor_up, raw_up.iter().copied().fold(0.0, f64::max));
+    report.set(tor_down, raw_down.iter().copied().fold(0.0, f64::max));
 
     // The rows, now that the ceilings are final.
     report.add(
         format!("raw Tor stream up, {mib} MiB, runs: {}", list(&raw_up)),
-        report.raw_up,
+        report.get(tor_up),
         "MiB/s",
         None,
     );
     report.add(
         format!("raw Tor stream down, {mib} MiB, runs: {}", list(&raw_down)),
-        report.raw_down,
+        report.get(tor_down),
         "MiB/s",
         None,
     );
@@ -412,7 +313,7 @@ async fn run(mib: u64, streams: usize) -> Report {
         format!("raw Tor stream, one 64 KiB piece at a time, each answered: up ({STOP_AND_WAIT})"),
         mib_per_s(piece, stop_up),
         "MiB/s",
-        Some(Dir::Up),
+        Some(tor_up),
     );
     report.add(
         format!(
@@ -420,7 +321,7 @@ async fn run(mib: u64, streams: usize) -> Report {
         ),
         mib_per_s(piece, stop_down),
         "MiB/s",
-        Some(Dir::Down),
+        Some(tor_down),
     );
     for (what, secs) in [
         ("64 KiB up", stop_up),
@@ -458,7 +359,7 @@ async fn run(mib: u64, streams: usize) -> Report {
             format!("upload {mib} MiB, transfer::upload, {path}"),
             mib_per_s(bytes, t.up_secs),
             "MiB/s",
-            against(Dir::Up),
+            against(tor_up),
         );
         if let Some(rate) = t.up_events {
             report.add(
@@ -472,40 +373,38 @@ async fn run(mib: u64, streams: usize) -> Report {
             format!("download {mib} MiB, get_chunks + Opener, {path}"),
             mib_per_s(bytes, t.down_secs),
             "MiB/s",
-            against(Dir::Down),
+            against(tor_down),
         );
     }
-    if let Some((up, down)) = spread {
+    if let Some((spread_up, spread_down)) = spread {
         report.add(
             format!("what lanes would give: upload over {streams} sessions on one circuit (arti)"),
-            mib_per_s(bytes, up),
+            mib_per_s(bytes, spread_up),
             "MiB/s",
-            Some(Dir::Up),
+            Some(tor_up),
         );
         report.add(
             format!("what lanes would give: download over {streams} sessions on one circuit"),
-            mib_per_s(bytes, down),
+            mib_per_s(bytes, spread_down),
             "MiB/s",
-            Some(Dir::Down),
+            Some(tor_down),
         );
     }
     let chunk_kib = CHUNK_LEN as f64 / 1024.0;
     let hello_s = report
-        .rows
-        .iter()
-        .find(|r| r.what.starts_with("Hello round trip"))
-        .map_or(f64::NAN, |r| r.value / 1000.0);
+        .find("Hello round trip")
+        .map_or(f64::NAN, |ms| ms / 1000.0);
     report.note(format!(
         "with one chunk in flight (TCP, or Tor before lanes) a chunk costs its {chunk_kib:.0} KiB \
          at the raw rate plus a round trip; with the Hello round trip ({:.0} ms) and the raw \
          rates that predicts {:.2} MiB/s up and {:.2} MiB/s down",
         hello_s * 1000.0,
-        chunk_kib / 1024.0 / (chunk_kib / 1024.0 / report.raw_up + hello_s),
-        chunk_kib / 1024.0 / (chunk_kib / 1024.0 / report.raw_down + hello_s),
+        chunk_kib / 1024.0 / (chunk_kib / 1024.0 / report.get(tor_up) + hello_s),
+        chunk_kib / 1024.0 / (chunk_kib / 1024.0 / report.get(tor_down) + hello_s),
     ));
     drop(relay);
     drop(net);
-    report
+    (report, network_secs)
 }
 
 fn list(v: &[f64]) -> String {
