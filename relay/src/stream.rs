@@ -26,6 +26,29 @@ use tokio::time::{Instant, timeout, timeout_at};
 /// Bytes reserved for a frame's body before any of it arrives; it grows as bytes come.
 const FIRST_BODY_RESERVATION: usize = 4096;
 
+/// Reads a frame body of `len` bytes into `body`, which grows with the bytes that arrive: from
+/// [`FIRST_BODY_RESERVATION`], doubling, and never past `len`. A peer that announces a large
+/// frame and sends little makes the relay hold little, and a whole frame costs its length, not
+/// the next power of two (a 64 KiB chunk's frame held 128 KiB while its request ran, for every
+/// chunk in flight). Returns how many bytes were read: fewer than `len` if the stream ended.
+async fn read_body<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    len: usize,
+    body: &mut Vec<u8>,
+) -> io::Result<usize> {
+    body.reserve_exact(len.min(FIRST_BODY_RESERVATION));
+    while body.len() < len {
+        if body.len() == body.capacity() {
+            body.reserve_exact((len - body.len()).min(body.len()));
+        }
+        let room = (body.capacity() - body.len()).min(len - body.len());
+        if (&mut *reader).take(room as u64).read_buf(body).await? == 0 {
+            break;
+        }
+    }
+    Ok(body.len())
+}
+
 /// Requests refused in a row for the rate limit after which the session is closed: a client
 /// that honours retry_after never gets near it.
 pub const MAX_RATE_LIMITED_IN_A_ROW: u32 = 32;
@@ -544,15 +567,12 @@ where
                 return Ok(SessionEnd::FrameTooLarge);
             }
         };
-        // The body grows with the bytes that arrive (from a small first reservation), so a peer
-        // that announces a large frame and sends little makes the relay hold little.
-        let mut body = Vec::with_capacity(len.min(FIRST_BODY_RESERVATION));
-        let mut frame_reader = (&mut reader).take(len as u64);
+        let mut body = Vec::new();
         let read = tokio::select! {
             biased;
             () = shutdown.wait() => return Ok(SessionEnd::Shutdown),
             () = activity.evicted() => return Ok(SessionEnd::Evicted),
-            read = timeout_at(deadline, frame_reader.read_to_end(&mut body)) => read,
+            read = timeout_at(deadline, read_body(&mut reader, len, &mut body)) => read,
         };
         match read {
             Err(_) => return Ok(SessionEnd::SlowFrame),
@@ -912,6 +932,31 @@ mod tests {
         assert!(
             offered <= FIRST_BODY_RESERVATION,
             "the session offered a {offered}-byte buffer for 100 bytes that arrived"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_whole_frame_body_is_held_in_its_own_length() {
+        // A chunk's frame (64 KiB and its fields), and the start of the next.
+        let len = 65_600;
+        let data: Vec<u8> = (0..len + 10).map(|i| i as u8).collect();
+        let mut reader = &data[..];
+        let mut body = Vec::new();
+        let read = read_body(&mut reader, len, &mut body).await.expect("read");
+        assert_eq!(read, len);
+        assert_eq!(body, data[..len]);
+        assert_eq!(body.capacity(), len, "no room past the frame is held");
+        assert_eq!(
+            reader,
+            &data[len..],
+            "the next frame's bytes are left unread"
+        );
+        // A stream that ends inside the frame: what came, and no more.
+        let mut short = &data[..1_000];
+        let mut body = Vec::new();
+        assert_eq!(
+            read_body(&mut short, len, &mut body).await.expect("read"),
+            1_000
         );
     }
 
