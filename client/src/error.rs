@@ -62,6 +62,13 @@ pub enum ClientError {
     #[error("{0}")]
     InvalidArgument(String),
 
+    /// A file the person chose to send, refused before anything was sealed
+    /// ([`crate::transfer::clean_file`]): too large, or its hidden information could not be
+    /// removed. `detail` is the reason in English (logs, the CLI); the apps say it in the
+    /// person's language from `kind`, never from the sentence.
+    #[error("{detail}")]
+    FileRefused { kind: FileRefusal, detail: String },
+
     /// A history export refused before anything was sealed (ADR 0012 point 7): the safety
     /// number the person typed is not the one of `device` as the verified directory lists it.
     /// The person's mistake, or not the device they think: compare again.
@@ -323,6 +330,21 @@ fn evidence_note(id: Option<&i64>) -> String {
     .unwrap_or_default()
 }
 
+/// Why a file to send was refused ([`ClientError::FileRefused`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileRefusal {
+    /// Larger than an attachment may be: it cannot be sent at all.
+    TooLarge,
+    /// Not a format whose metadata can be removed; it may go as it is by the person's choice.
+    UnknownFormat,
+    /// A known format, but damaged; it may go as it is by choice.
+    Damaged,
+    /// A PDF protected by a password or permissions; it may go as it is by choice.
+    PdfProtected,
+    /// A signed PDF (cleaning it would break the signature); it may go as it is by choice.
+    PdfSigned,
+}
+
 impl ClientError {
     /// Who is at fault.
     pub fn blame(&self) -> Blame {
@@ -336,6 +358,7 @@ impl ClientError {
             | InvalidPin(_)
             | RelayNotInPolicy { .. }
             | InvalidArgument(_)
+            | FileRefused { .. }
             | SafetyNumberMismatch { .. }
             | UnknownPost { .. }
             | UnknownCase { .. }
@@ -435,7 +458,9 @@ impl ClientError {
             DirectRefused { .. } => Hint::UseTorNotDirect,
             TorConfig(_) => Hint::CheckTorSettings,
             InvalidPin(_) => Hint::CheckPin,
-            InvalidArgument(_) | SafetyNumberMismatch { .. } => Hint::CheckArguments,
+            InvalidArgument(_) | FileRefused { .. } | SafetyNumberMismatch { .. } => {
+                Hint::CheckArguments
+            }
             UnknownPost { .. } => Hint::ListPosts,
             UnknownCase { .. } => Hint::ListCases,
             AmbiguousCase { .. } => Hint::LongerCaseId,

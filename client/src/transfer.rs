@@ -11,7 +11,7 @@
 
 use crate::attachment::{self, AttachmentError, Opener, Pointer, SealedDigest};
 use crate::disappearing::Timer;
-use crate::error::{ClientError, Result};
+use crate::error::{ClientError, FileRefusal, Result};
 use crate::events::{Event, Events};
 use crate::relay::{self, BlobUpload, Relay};
 use crate::store::{AttachmentState, Store};
@@ -453,8 +453,9 @@ const _: () = assert!(refuge_strip::MAX_INPUT_LEN == crate::attachment::MAX_ATTA
 
 /// Removes the metadata of a file the person is about to send (JPEG, PNG, WebP, PDF; ADR 0013
 /// point 4). A file that cannot be cleaned (another format, damaged, signed or protected) is
-/// refused with the reason, unless `send_as_is` says the person chose to send such a file
-/// unchanged; a file that can be cleaned always is.
+/// refused ([`ClientError::FileRefused`]: its kind, and the reason in words), unless
+/// `send_as_is` says the person chose to send such a file unchanged; a file that can be cleaned
+/// always is.
 pub fn clean_file(bytes: &[u8], send_as_is: bool) -> Result<Cleaned> {
     match refuge_strip::strip(bytes) {
         Ok(s) => Ok(Cleaned {
@@ -463,15 +464,76 @@ pub fn clean_file(bytes: &[u8], send_as_is: bool) -> Result<Cleaned> {
             report: s.report,
             as_is: false,
         }),
-        Err(refuge_strip::StripError::TooLarge { len, max }) => Err(ClientError::InvalidArgument(
-            format!("the file is {len} bytes; attachments may be at most {max} bytes (256 MiB)"),
-        )),
+        Err(refuge_strip::StripError::TooLarge { len, max }) => Err(ClientError::FileRefused {
+            kind: FileRefusal::TooLarge,
+            detail: format!(
+                "the file is {len} bytes; attachments may be at most {max} bytes (256 MiB)"
+            ),
+        }),
         Err(_) if send_as_is => Ok(Cleaned {
             bytes: zeroize::Zeroizing::new(bytes.to_vec()),
             format: refuge_strip::sniff(bytes),
             report: refuge_strip::Report::default(),
             as_is: true,
         }),
-        Err(e) => Err(ClientError::InvalidArgument(e.to_string())),
+        Err(e) => Err(ClientError::FileRefused {
+            kind: refusal_kind(&e),
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// The kind of a cleaning refusal, for the apps to say it in the person's language.
+fn refusal_kind(e: &refuge_strip::StripError) -> FileRefusal {
+    use refuge_strip::{StripError, Unsupported};
+    match e {
+        StripError::TooLarge { .. } => FileRefusal::TooLarge,
+        StripError::UnknownFormat => FileRefusal::UnknownFormat,
+        StripError::Malformed { .. } => FileRefusal::Damaged,
+        StripError::Unsupported {
+            reason: Unsupported::PdfEncrypted,
+            ..
+        } => FileRefusal::PdfProtected,
+        StripError::Unsupported {
+            reason: Unsupported::PdfSigned,
+            ..
+        } => FileRefusal::PdfSigned,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use refuge_strip::{Format, StripError, Unsupported};
+
+    #[test]
+    fn a_refused_file_carries_its_kind_and_the_reason_in_words() {
+        let refused = |bytes: &[u8]| match clean_file(bytes, false).map(|_| ()) {
+            Err(ClientError::FileRefused { kind, detail }) => (kind, detail),
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        let (kind, detail) = refused(b"a plain text file, not a picture");
+        assert_eq!(kind, FileRefusal::UnknownFormat);
+        assert!(detail.contains("as it is only if you choose"), "{detail}");
+        let (kind, detail) = refused(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR");
+        assert_eq!(kind, FileRefusal::Damaged);
+        assert!(detail.contains("damaged"), "{detail}");
+        // The PDF refusals, as refuge-strip reports them (its own tests make such PDFs).
+        for (reason, kind) in [
+            (Unsupported::PdfEncrypted, FileRefusal::PdfProtected),
+            (Unsupported::PdfSigned, FileRefusal::PdfSigned),
+        ] {
+            let e = StripError::Unsupported {
+                format: Format::Pdf,
+                reason,
+            };
+            assert_eq!(refusal_kind(&e), kind);
+        }
+        assert_eq!(
+            refusal_kind(&StripError::TooLarge { len: 1, max: 0 }),
+            FileRefusal::TooLarge
+        );
+        // The person's choice lets what cannot be cleaned go as it is.
+        assert!(clean_file(b"a plain text file, not a picture", true).is_ok_and(|c| c.as_is));
     }
 }

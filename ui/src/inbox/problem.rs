@@ -70,29 +70,22 @@ pub fn export_problem(error: &ClientError) -> (InboxProblem, String) {
 }
 
 /// The problem to show for a file the person chose to send that `clean_file` refused, and its
-/// detail (the refusal's own words). Every one but a file too large can still be sent as it is
-/// if the person chooses so ([`can_send_as_is`]).
-///
-/// `clean_file` reports a refusal as [`ClientError::InvalidArgument`] with `refuge-strip`'s
-/// sentence; the kinds are told apart by it (a variant of its own in `ClientError` would not
-/// depend on the sentence: the tests below clean real files through the real client, so a
-/// change of a sentence fails here).
+/// detail (the refusal's own words), told apart by the refusal's kind, never by its English
+/// sentence. Every one but a file too large can still be sent as it is if the person chooses
+/// so ([`can_send_as_is`]).
 pub fn clean_problem(error: &ClientError) -> (InboxProblem, String) {
-    let ClientError::InvalidArgument(why) = error else {
+    use refuge_client::error::FileRefusal;
+    let ClientError::FileRefused { kind, detail } = error else {
         return problem_of(error);
     };
-    let problem = if why.contains("attachments may be at most") {
-        InboxProblem::FileTooLarge
-    } else if why.contains("protected by a password") {
-        InboxProblem::PdfProtected
-    } else if why.contains("digitally signed") {
-        InboxProblem::PdfSigned
-    } else if why.contains("is damaged") {
-        InboxProblem::FileDamaged
-    } else {
-        InboxProblem::CannotClean
+    let problem = match kind {
+        FileRefusal::TooLarge => InboxProblem::FileTooLarge,
+        FileRefusal::UnknownFormat => InboxProblem::CannotClean,
+        FileRefusal::Damaged => InboxProblem::FileDamaged,
+        FileRefusal::PdfProtected => InboxProblem::PdfProtected,
+        FileRefusal::PdfSigned => InboxProblem::PdfSigned,
     };
-    (problem, why.clone())
+    (problem, detail.clone())
 }
 
 /// Whether a file refused with `problem` may still go as it is, on the person's explicit

@@ -1063,25 +1063,21 @@ fn prepare_file(client: &UserClient, path: &std::path::Path, as_is: bool) -> Fil
     }
 }
 
-/// Why `clean_file` refused a file. It reports a refusal as `InvalidArgument` with
-/// `refuge-strip`'s sentence, so the kinds are told apart by it; ui/tests/screens.rs cleans real
-/// files through the real client, so a changed sentence fails there.
+/// Why `clean_file` refused a file, from the refusal's kind (never its English sentence), and
+/// the sentence as the detail.
 pub fn refusal_of(error: &refuge_client::error::ClientError) -> (FileRefusal, String) {
-    let refuge_client::error::ClientError::InvalidArgument(why) = error else {
+    use refuge_client::error::{ClientError, FileRefusal as Kind};
+    let ClientError::FileRefused { kind, detail } = error else {
         return (FileRefusal::Store, error.to_string());
     };
-    let reason = if why.contains("attachments may be at most") {
-        FileRefusal::TooLarge
-    } else if why.contains("protected by a password") {
-        FileRefusal::Protected
-    } else if why.contains("digitally signed") {
-        FileRefusal::Signed
-    } else if why.contains("is damaged") {
-        FileRefusal::Damaged
-    } else {
-        FileRefusal::UnknownFormat
+    let reason = match kind {
+        Kind::TooLarge => FileRefusal::TooLarge,
+        Kind::UnknownFormat => FileRefusal::UnknownFormat,
+        Kind::Damaged => FileRefusal::Damaged,
+        Kind::PdfProtected => FileRefusal::Protected,
+        Kind::PdfSigned => FileRefusal::Signed,
     };
-    (reason, why.clone())
+    (reason, detail.clone())
 }
 
 /// Whether the store in `dir` exists (the app shows the unlock screen, not onboarding).
