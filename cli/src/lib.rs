@@ -5,7 +5,7 @@
 // message text, connecting, and turning an error into `error: …` / `hint: …` and exit status 1.
 
 use refuge_client::config::TorSettings;
-use refuge_client::error::{ClientError, Result};
+use refuge_client::error::{ClientError, FileRefusal, Result};
 use refuge_client::events::{Event, Events, SessionEvent, TorEvent};
 use refuge_client::secret::SecretText;
 use std::future::Future;
@@ -642,10 +642,21 @@ pub fn prepare_files(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let cleaned = clean_file(&bytes, send_as_is).map_err(|e| match e {
-            ClientError::InvalidArgument(why) => ClientError::InvalidArgument(format!(
-                "{}: {why} (to send it unchanged anyway: --send-as-is)",
-                path.display()
-            )),
+            // A file too large cannot go as it is either.
+            ClientError::FileRefused {
+                kind: FileRefusal::TooLarge,
+                detail,
+            } => ClientError::FileRefused {
+                kind: FileRefusal::TooLarge,
+                detail: format!("{}: {detail}", path.display()),
+            },
+            ClientError::FileRefused { kind, detail } => ClientError::FileRefused {
+                kind,
+                detail: format!(
+                    "{}: {detail} (to send it unchanged anyway: --send-as-is)",
+                    path.display()
+                ),
+            },
             other => other,
         })?;
         if cleaned.as_is {
