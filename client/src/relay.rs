@@ -787,8 +787,11 @@ pub async fn get_chunk(
 /// stream of the same circuit). The relay's
 /// single writer commits the chunks that reach it together in one transaction, answering each
 /// only after that commit: with one chunk in flight, every chunk waited for a disk sync of its
-/// own.
-pub const MAX_LANES: usize = 8;
+/// own. With 8, a whole batch was answered at once and the next 8 crossed the network while the
+/// writer had nothing to do; 16 lets one batch arrive while the other commits. It is the relay's
+/// stream limit per connection (`MAX_STREAMS_PER_CONNECTION`), the session included; a lane
+/// the relay refuses is simply not used.
+pub const MAX_LANES: usize = 16;
 
 /// A transfer opens one further lane per this many chunks it has to move (a small file goes on
 /// the session alone: a lane costs the relay a Hello and, for a download, a proof).
