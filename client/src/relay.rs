@@ -57,6 +57,12 @@ pub trait Relay {
     async fn open_lane(&mut self) -> Result<Option<Box<dyn Relay>>> {
         Ok(None)
     }
+
+    /// Most chunk requests a transfer keeps in flight here, the session included:
+    /// [`MAX_LANES`], or [`MAX_LANES_OVER_TOR`] on a Tor circuit.
+    fn max_lanes(&self) -> usize {
+        MAX_LANES
+    }
 }
 
 /// What a session carries over to a new connection: the mailboxes it has proved, with their
@@ -793,13 +799,20 @@ pub async fn get_chunk(
 /// the relay refuses is simply not used.
 pub const MAX_LANES: usize = 16;
 
+/// [`MAX_LANES`] over Tor. A circuit's fixed window (1,000 cells, about 7.6 chunks of 64 KiB)
+/// holds no more in flight, and each lane costs round trips before the transfer runs (its Hello,
+/// and a download's proofs), at hundreds of milliseconds each on the public network: more lanes
+/// would only delay the first chunk.
+pub const MAX_LANES_OVER_TOR: usize = 8;
+
 /// A transfer opens one further lane per this many chunks it has to move (a small file goes on
 /// the session alone: a lane costs the relay a Hello and, for a download, a proof).
 pub const CHUNKS_PER_LANE: u32 = 8;
 
-/// Further lanes for moving `chunks` chunks.
-fn lanes_for(chunks: u32) -> usize {
-    ((chunks / CHUNKS_PER_LANE) as usize).min(MAX_LANES - 1)
+/// Further lanes for moving `chunks` chunks with at most `max` in flight (the session's own
+/// request included).
+fn lanes_for(chunks: u32, max: usize) -> usize {
+    ((chunks / CHUNKS_PER_LANE) as usize).min(max.saturating_sub(1))
 }
 
 /// Opens up to `n` lanes beside `relay`, each having proved the mailboxes the session proved
@@ -1022,7 +1035,7 @@ pub async fn put_chunks(
     for round in 0.. {
         let left = run.borrow().indexes.left();
         let wanted = if round <= LANE_ROUNDS {
-            lanes_for(left)
+            lanes_for(left, relay.max_lanes())
         } else {
             0
         };
@@ -1154,7 +1167,7 @@ pub async fn get_chunks(
     for round in 0.. {
         let left = run.borrow().indexes.left();
         let wanted = if round <= LANE_ROUNDS {
-            lanes_for(left)
+            lanes_for(left, relay.max_lanes())
         } else {
             0
         };
@@ -1262,6 +1275,24 @@ mod tests {
             rand::random(),
         )
         .await
+    }
+
+    #[test]
+    fn a_transfer_opens_a_lane_per_eight_chunks_up_to_its_transports_limit() {
+        assert_eq!(
+            lanes_for(CHUNKS_PER_LANE - 1, MAX_LANES),
+            0,
+            "a small file: no lane"
+        );
+        assert_eq!(lanes_for(CHUNKS_PER_LANE, MAX_LANES), 1);
+        assert_eq!(lanes_for(800, MAX_LANES), MAX_LANES - 1, "50 MiB over QUIC");
+        assert_eq!(
+            lanes_for(800, MAX_LANES_OVER_TOR),
+            MAX_LANES_OVER_TOR - 1,
+            "50 MiB over Tor: no more than a circuit's window holds"
+        );
+        assert_eq!(lanes_for(800, 1), 0, "a transport with no lanes");
+        assert_eq!(lanes_for(800, 0), 0);
     }
 
     #[tokio::test]

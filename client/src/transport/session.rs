@@ -651,6 +651,13 @@ impl Relay for Session {
             .map(|lane| Box::new(lane) as Box<dyn Relay>))
     }
 
+    fn max_lanes(&self) -> usize {
+        match self.origin {
+            Origin::Tor { .. } => crate::relay::MAX_LANES_OVER_TOR,
+            _ => crate::relay::MAX_LANES,
+        }
+    }
+
     fn resumption(&mut self) -> Option<&mut Resumption> {
         match self.origin {
             Origin::Stream => None,
