@@ -642,21 +642,17 @@ pub fn prepare_files(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let cleaned = clean_file(&bytes, send_as_is).map_err(|e| match e {
-            // A file too large cannot go as it is either.
-            ClientError::FileRefused {
-                kind: FileRefusal::TooLarge,
-                detail,
-            } => ClientError::FileRefused {
-                kind: FileRefusal::TooLarge,
-                detail: format!("{}: {detail}", path.display()),
-            },
-            ClientError::FileRefused { kind, detail } => ClientError::FileRefused {
-                kind,
-                detail: format!(
-                    "{}: {detail} (to send it unchanged anyway: --send-as-is)",
-                    path.display()
-                ),
-            },
+            ClientError::FileRefused { kind, detail } => {
+                // A file too large cannot go as it is either.
+                let choice = match kind {
+                    FileRefusal::TooLarge => "",
+                    _ => " (to send it unchanged anyway: --send-as-is)",
+                };
+                ClientError::FileRefused {
+                    kind,
+                    detail: format!("{}: {detail}{choice}", path.display()),
+                }
+            }
             other => other,
         })?;
         if cleaned.as_is {
