@@ -57,6 +57,12 @@ pub const MAX_ATTEMPTS: u32 = 4;
 /// The longest this client waits before a retry, whatever the relay asks.
 pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
 
+/// Longest a lane waits for the relay to grant one more stream on the session's QUIC connection.
+/// The streams of a finished transfer's lanes come back within a round trip; a relay that serves
+/// fewer streams than a transfer would use costs the transfer this once per round, and the
+/// lanes it would not serve.
+const LANE_STREAM_WAIT: Duration = Duration::from_secs(2);
+
 /// The wait before retry `attempt` (1, 2, …): what the relay asked, and at least a doubling
 /// backoff from one second, at most [`MAX_RETRY_WAIT`].
 pub fn retry_wait(retry_after_secs: u32, attempt: u32) -> Duration {
@@ -589,10 +595,19 @@ impl Session {
             ),
             (_, Some((_, conn))) => (
                 Box::pin(async move {
-                    // Waits while the connection has as many streams open as the relay allows.
-                    let (send, recv) = conn.open_bi().await.map_err(|e| {
-                        ClientError::ConnectionLost(format!("cannot open a stream: {e}"))
-                    })?;
+                    // With as many streams open as the relay allows, `open_bi` waits for one to
+                    // end. Not long: a relay that serves fewer streams than `MAX_LANES` (an
+                    // older one, say) must not hold the transfer's first chunk back for the
+                    // request timeout; the transfer goes on with the lanes it has.
+                    let (send, recv) = tokio::time::timeout(LANE_STREAM_WAIT, conn.open_bi())
+                        .await
+                        .map_err(|_| ClientError::Timeout {
+                            what: "a further stream (the relay's limit per connection)",
+                            secs: LANE_STREAM_WAIT.as_secs(),
+                        })?
+                        .map_err(|e| {
+                            ClientError::ConnectionLost(format!("cannot open a stream: {e}"))
+                        })?;
                     Ok((Box::new(recv) as Reader, Box::new(send) as Writer))
                 }),
                 "a further stream",
