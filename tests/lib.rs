@@ -759,6 +759,20 @@ pub fn served_checkpoint(relay: &RelayProcess) -> String {
     http_get(relay.log_http.expect("log-http"), "/checkpoint").1
 }
 
+/// How many sessions the relay has greeted (its `Hello` requests answered), from its metrics
+/// (a relay started with `--metrics-listen`): each lane of a transfer says Hello on a stream of
+/// its own.
+pub fn hellos(relay: &RelayProcess) -> u64 {
+    let (status, text) = http_get(
+        relay.metrics.expect("the relay's metrics address"),
+        "/metrics",
+    );
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix("refuge_requests_total{request=\"Hello\",outcome=\"ok\"} "))
+        .map_or(0, |n| n.trim().parse().expect("a count"))
+}
+
 /// One HTTP/1.1 GET on a fresh connection: the status code and the body.
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     use std::io::{Read, Write};

@@ -4,6 +4,8 @@
 //! author removed) go from a desk to the user; a relay SIGKILLed in the middle of an upload and
 //! of a download loses nothing, and the transfer goes on from where it stopped.
 
+use refuge_client::relay::MAX_LANES;
+use refuge_relay::quic::MAX_STREAMS_PER_CONNECTION;
 use refuge_tests::*;
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader};
@@ -109,7 +111,7 @@ fn assert_no_plaintext(dir: &Path, also: &[&[u8]]) {
 
 #[test]
 fn a_50_mib_file_reaches_both_desks_stored_once_and_files_come_back_to_the_user() {
-    let w = setup_with("quic", &[]);
+    let w = setup_with("quic", &["--metrics-listen", "127.0.0.1:0"]);
     let (user, staff1, staff2) = (w.p("user"), w.p("staff1"), w.p("staff2"));
     let big = w.path("testimony-video.bin");
     let big_sum = test_file(&big, 50 * MIB, 1);
@@ -142,9 +144,11 @@ fn a_50_mib_file_reaches_both_desks_stored_once_and_files_come_back_to_the_user(
     );
 
     let started = Instant::now();
+    let greeted = hellos(&w.relay);
     let out = contact(&["--send-as-is"]);
     assert!(out.status.success(), "{out:?}");
     let upload = started.elapsed();
+    every_lane_was_served("the upload", hellos(&w.relay) - greeted);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("sent as it is, as you chose"), "{err}");
     assert!(err.contains("uploaded 50.0 MiB of 50.0 MiB"), "{err}");
@@ -158,7 +162,9 @@ fn a_50_mib_file_reaches_both_desks_stored_once_and_files_come_back_to_the_user(
 
     let started = Instant::now();
     for (dir, out) in [(&staff1, "desk1.bin"), (&staff2, "desk2.bin")] {
+        let greeted = hellos(&w.relay);
         let read = run_ok("refuge-inbox", &["--data-dir", dir, "read"]);
+        every_lane_was_served("a desk's download", hellos(&w.relay) - greeted);
         assert!(read.contains("testimony-video.bin (50.0 MiB"), "{read}");
         assert_eq!(
             export("refuge-inbox", dir, "testimony-video.bin", &w.path(out)),
@@ -232,6 +238,19 @@ fn a_50_mib_file_reaches_both_desks_stored_once_and_files_come_back_to_the_user(
             String::from_utf8_lossy(what)
         );
     }
+}
+
+/// A transfer of 800 chunks keeps `MAX_LANES` chunks in flight: its session and `MAX_LANES - 1`
+/// lanes, each a stream of the session's QUIC connection that says Hello. The relay must serve
+/// that many streams on one connection (`MAX_STREAMS_PER_CONNECTION`): a lane beyond its limit
+/// would wait for a stream until its timeout and never be greeted.
+fn every_lane_was_served(transfer: &str, greeted: u64) {
+    assert!(
+        greeted >= MAX_LANES as u64,
+        "{transfer} greeted {greeted} sessions: the relay served fewer than the {MAX_LANES} \
+         streams a transfer keeps in flight (its limit per connection is \
+         {MAX_STREAMS_PER_CONNECTION})"
+    );
 }
 
 /// Runs `program args`, and SIGKILLs the relay as soon as its stderr says `file #…: <verb>` with

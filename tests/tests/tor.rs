@@ -341,19 +341,6 @@ fn lanes_were_opened(transfer: &str, with_file: u64, same: &str, without: u64, s
     );
 }
 
-/// How many sessions the relay has greeted (its `Hello` requests answered), from its metrics:
-/// a transfer's lanes over Tor each say Hello on a stream of their own.
-fn hellos(relay: &RelayProcess) -> u64 {
-    let (status, text) = http_get(
-        relay.metrics.expect("the relay's metrics address"),
-        "/metrics",
-    );
-    assert_eq!(status, 200, "{text}");
-    text.lines()
-        .find_map(|l| l.strip_prefix("refuge_requests_total{request=\"Hello\",outcome=\"ok\"} "))
-        .map_or(0, |n| n.trim().parse().expect("a count"))
-}
-
 /// An authority, two staff devices enrolled through the directory log, and the relay serving it
 /// over its onion service on the private network.
 fn tor_world(net: &TorNet) -> TorWorld {
