@@ -428,6 +428,33 @@ fn chooser(a: &refuge_ui::user::UserApp, save: bool) {
     g.set_shown(true);
 }
 
+/// Where a screen's first action (Send, Continue, …: `accessible-id: "first-action"`, in every
+/// language) lies partly outside the window: a person would have to scroll to find it.
+fn first_action_out_of_view(w: &refuge_ui::UserWindow) -> Option<String> {
+    use i_slint_backend_testing::ElementQuery;
+    let actions = ElementQuery::from_root(w)
+        .match_descendants()
+        .match_predicate(|e| e.accessible_id().as_deref() == Some("first-action"))
+        .find_all();
+    actions.iter().find_map(|e| {
+        let (at, size) = (e.absolute_position(), e.size());
+        let inside = at.x >= 0.0
+            && at.y >= 0.0
+            && at.x + size.width <= WIDTH as f32
+            && at.y + size.height <= HEIGHT as f32;
+        (!inside).then(|| {
+            format!(
+                "its first action {:?} lies at ({}, {}), {}x{}, outside the {WIDTH}x{HEIGHT} window",
+                e.accessible_label().unwrap_or_default(),
+                at.x,
+                at.y,
+                size.width,
+                size.height
+            )
+        })
+    })
+}
+
 #[test]
 fn every_screen_in_english_french_arabic_and_persian_matches_its_reference() {
     let window = offscreen::install(WIDTH, HEIGHT).expect("the offscreen platform");
@@ -489,6 +516,19 @@ fn every_screen_in_english_french_arabic_and_persian_matches_its_reference() {
                     produced.display(),
                     reference.display()
                 ));
+            }
+        }
+    }
+    // Then, in a pass of its own (looking elements up changes how later frames settle, the
+    // scroll bars above all), whether each screen's first action is in view.
+    for lang in ["en", "fr", "ar", "fa"] {
+        app.window().invoke_choose_language(lang.into());
+        for shot in shots() {
+            app.window().set_problem(refuge_ui::Problem::None);
+            (shot.set)(&app);
+            let _ = offscreen::render(&window, WIDTH, HEIGHT);
+            if let Some(problem) = first_action_out_of_view(app.window()) {
+                failures.push(format!("{lang}/{}: {problem}", shot.name));
             }
         }
     }
