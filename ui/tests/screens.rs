@@ -763,6 +763,32 @@ fn a_changed_safety_number_blocks_sending_until_seen() {
 }
 
 #[test]
+fn the_safety_numbers_can_be_compared_before_the_first_message_and_lead_back_to_it() {
+    i_slint_backend_testing::init_no_event_loop();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let (app, _rx) = app(&tmp.path().join("app"), None, None);
+    let w = app.window();
+    fill_with_sample_data(&app);
+    w.set_screen(Screen::Contact);
+    type_into(w, "Your message", "bonjour");
+    click(w, "Safety numbers");
+    assert_eq!(w.get_screen(), Screen::Safety);
+    assert!(shows(w, "05210 77451 98012 33017 60402 11938"));
+    click(w, "Back");
+    assert_eq!(w.get_screen(), Screen::Contact, "back to the first message");
+    assert_eq!(w.get_draft(), "bonjour", "the draft is kept");
+    click(w, "Safety numbers");
+    click(w, "I have seen the changes");
+    assert_eq!(w.get_screen(), Screen::Contact);
+    assert_eq!(w.get_draft(), "bonjour");
+    // From a conversation, they lead back to the conversation.
+    w.set_screen(Screen::Conversation);
+    click(w, "Safety numbers");
+    click(w, "Back");
+    assert_eq!(w.get_screen(), Screen::Conversation);
+}
+
+#[test]
 fn persian_and_arabic_typed_with_digits_and_latin_reach_the_app_whole() {
     i_slint_backend_testing::init_no_event_loop();
     let tmp = tempfile::tempdir().expect("a temporary directory");

@@ -95,6 +95,9 @@ struct Flow {
     /// The message being written when the app was locked, given back by the worker after the
     /// unlock: it returns to the composer when the person opens its post.
     kept_draft: Option<KeptDraft>,
+    /// The screen the safety numbers were opened from (the first message's, or the
+    /// conversation's), where they lead back to.
+    safety_from: Screen,
 }
 
 /// A message not sent when the app locked: its post, its text, and its files (each with whether
@@ -252,6 +255,7 @@ impl UserApp {
             messages: Vec::new(),
             progress: std::collections::HashMap::new(),
             kept_draft: None,
+            safety_from: Screen::Conversation,
         }));
         let app = UserApp {
             window,
@@ -862,7 +866,7 @@ impl UserApp {
 
     fn back(&self) {
         let screen = match self.window.get_screen() {
-            Screen::Safety => Screen::Conversation,
+            Screen::Safety => self.flow.borrow().safety_from,
             Screen::Contact | Screen::Conversation => {
                 self.send(Command::Open { post: None });
                 Screen::Home
@@ -1188,8 +1192,12 @@ impl UserApp {
                     flow.messages = messages.clone();
                 }
                 self.show_messages();
-                if !messages.is_empty() && w.get_screen() == Screen::Contact {
-                    self.go(Screen::Conversation);
+                if !messages.is_empty() {
+                    // A conversation now: the first message's screen is behind the person.
+                    self.flow.borrow_mut().safety_from = Screen::Conversation;
+                    if w.get_screen() == Screen::Contact {
+                        self.go(Screen::Conversation);
+                    }
                 }
             }
             Update::Devices { post, devices } => {
@@ -1217,14 +1225,21 @@ impl UserApp {
                 // The files went with the message.
                 self.flow.borrow_mut().draft_files.clear();
                 self.show_draft_files();
-                let composing = matches!(w.get_screen(), Screen::Contact | Screen::Conversation);
+                let screen = w.get_screen();
                 if w.get_post_id().as_str() == post {
                     w.set_no_keys(no_keys.join(", ").into());
-                }
-                if composing && w.get_post_id().as_str() == post {
-                    // The draft goes only once the message is sealed and kept.
-                    w.set_draft(SharedString::new());
-                    self.go(Screen::Conversation);
+                    // The draft goes only once the message is sealed and kept, also while the
+                    // person looks at the safety numbers (they then lead to the conversation).
+                    if matches!(
+                        screen,
+                        Screen::Contact | Screen::Conversation | Screen::Safety
+                    ) {
+                        w.set_draft(SharedString::new());
+                        self.flow.borrow_mut().safety_from = Screen::Conversation;
+                    }
+                    if matches!(screen, Screen::Contact | Screen::Conversation) {
+                        self.go(Screen::Conversation);
+                    }
                 }
             }
             Update::SendFailed {
@@ -1236,7 +1251,11 @@ impl UserApp {
                 if kept {
                     // Sealed and kept: it goes from the outbox, with its files, when the
                     // connection returns; the composer must not send it a second time.
-                    self.flow.borrow_mut().draft_files.clear();
+                    {
+                        let mut flow = self.flow.borrow_mut();
+                        flow.draft_files.clear();
+                        flow.safety_from = Screen::Conversation;
+                    }
                     w.set_draft(SharedString::new());
                     if w.get_screen() == Screen::Contact {
                         self.go(Screen::Conversation);
@@ -1449,13 +1468,20 @@ impl UserApp {
         });
         on!(on_open_post, |app, id| app.open_post(id.as_str()));
         on!(on_send, |app, text| app.send_message(text.as_str()));
-        on!(on_open_safety, |app| app.go(Screen::Safety));
+        on!(on_open_safety, |app| {
+            let from = app.window.get_screen();
+            if matches!(from, Screen::Contact | Screen::Conversation) {
+                app.flow.borrow_mut().safety_from = from;
+            }
+            app.go(Screen::Safety);
+        });
         on!(on_safety_seen, |app| {
             app.window.set_key_changed(false);
             app.send(Command::SafetySeen {
                 post: app.window.get_post_id().to_string(),
             });
-            app.go(Screen::Conversation);
+            let back = app.flow.borrow().safety_from;
+            app.go(back);
         });
         on!(on_open_settings, |app| app.go(Screen::Settings));
         on!(on_back, |app| app.back());
