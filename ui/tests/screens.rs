@@ -1458,6 +1458,17 @@ fn a_first_contact_carries_files_through_refusals_a_cut_upload_and_a_lock() {
     pump_until(&app, &rx, 30, "the draft given back", |u| {
         matches!(u, Update::DraftKept { .. })
     });
+    // Locked again before the person opens the post: the draft is not lost.
+    click(w, "Hold to lock");
+    pump_until(&app, &rx, 30, "the second lock", |u| {
+        matches!(u, Update::Locked)
+    });
+    click(w, "Unlock");
+    type_into(w, "Passphrase", PASSPHRASE);
+    click(w, "Unlock");
+    pump_until(&app, &rx, 30, "the draft given back again", |u| {
+        matches!(u, Update::DraftKept { .. })
+    });
     click(w, "Connect");
     pump_until(&app, &rx, 30, "the connection", |u| {
         matches!(u, Update::Connected)

@@ -647,6 +647,8 @@ impl UserApp {
             w.set_draft(kept.text.expose().into());
             w.set_draft_kept(true);
             self.add_files(kept.files);
+            // Back in a composer: the store may forget it (a lock now keeps the composer's).
+            self.send(Command::DraftRestored);
         }
         self.send(Command::Open {
             post: Some(post.id),

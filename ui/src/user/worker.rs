@@ -63,6 +63,8 @@ pub enum Command {
         text: SecretText,
         files: Vec<(PathBuf, bool)>,
     },
+    /// The kept draft ([`Update::DraftKept`]) is back in the composer: the store forgets it.
+    DraftRestored,
     /// Close the store and forget everything in memory.
     Lock,
     /// Destroy the store (its key first), the Tor state and the app's preferences.
@@ -643,6 +645,20 @@ impl State {
                     }
                 }
             }
+            Command::DraftRestored => {
+                if let Some(c) = &self.client
+                    && let Err(e) = c.store().set_setting(DRAFT, "")
+                {
+                    // It would come back once more at the next unlock; the store's failure is
+                    // the person's to know (a full disk, say).
+                    let (problem, detail) = problem_of(&e);
+                    self.say(Update::SendFailed {
+                        problem,
+                        detail,
+                        kept: false,
+                    });
+                }
+            }
             Command::Lock => {
                 self.forget();
                 self.say(Update::Locked);
@@ -711,10 +727,9 @@ impl State {
                     .ok()
                     .flatten()
                     .map(Zeroizing::new);
-                if draft.as_deref().is_some_and(|d| !d.is_empty()) {
-                    // Given back once: cleared before it reaches the window.
-                    let _ = client.store().set_setting(DRAFT, "");
-                }
+                // Kept in the store until it is back in a composer (`DraftRestored`): a lock
+                // before the person opens its post, or while this unlock is being discarded,
+                // must not lose it.
                 self.adopt(client);
                 self.say(Update::Opened {
                     initialized,
