@@ -428,6 +428,18 @@ fn chooser(a: &refuge_ui::user::UserApp, save: bool) {
     g.set_shown(true);
 }
 
+/// Puts `shot` on the window, without a problem line, and renders the frame that settles its
+/// layout.
+fn show(
+    app: &refuge_ui::user::UserApp,
+    window: &slint::platform::software_renderer::MinimalSoftwareWindow,
+    shot: &Shot,
+) {
+    app.window().set_problem(refuge_ui::Problem::None);
+    (shot.set)(app);
+    let _ = offscreen::render(window, WIDTH, HEIGHT);
+}
+
 /// Where a screen's first action (Send, Continue, …: `accessible-id: "first-action"`, in every
 /// language) lies partly outside the window: a person would have to scroll to find it.
 fn first_action_out_of_view(w: &refuge_ui::UserWindow) -> Option<String> {
@@ -480,10 +492,8 @@ fn every_screen_in_english_french_arabic_and_persian_matches_its_reference() {
     for lang in ["en", "fr", "ar", "fa"] {
         app.window().invoke_choose_language(lang.into());
         for shot in shots() {
-            app.window().set_problem(refuge_ui::Problem::None);
-            (shot.set)(&app);
+            show(&app, &window, &shot);
             // The first frame after a change settles the layout; the second is the picture.
-            let _ = offscreen::render(&window, WIDTH, HEIGHT);
             let pixels = offscreen::render(&window, WIDTH, HEIGHT);
             let produced = out.join(lang).join(format!("{}.png", shot.name));
             write_png(&produced, &pixels);
@@ -524,9 +534,7 @@ fn every_screen_in_english_french_arabic_and_persian_matches_its_reference() {
     for lang in ["en", "fr", "ar", "fa"] {
         app.window().invoke_choose_language(lang.into());
         for shot in shots() {
-            app.window().set_problem(refuge_ui::Problem::None);
-            (shot.set)(&app);
-            let _ = offscreen::render(&window, WIDTH, HEIGHT);
+            show(&app, &window, &shot);
             if let Some(problem) = first_action_out_of_view(app.window()) {
                 failures.push(format!("{lang}/{}: {problem}", shot.name));
             }
