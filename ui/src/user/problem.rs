@@ -46,15 +46,20 @@ pub fn problem_of(error: &ClientError) -> (Problem, String) {
 /// cleared; `false`: nothing was sealed, the message and its files stay in the composer for
 /// another try). A message with files that failed before it was sealed (its files upload
 /// first) says what happened to the files: the upload was cut off (it resumes where it
-/// stopped), or the relay refused them (full or busy, or too large).
+/// stopped), or the relay refused them (full or busy, or too large). One without files says
+/// that it was not sent and is still in the composer: never the outbox's "kept and will be
+/// sent".
 pub fn send_problem(error: &ClientError, with_files: bool) -> (Problem, String, bool) {
     let kept = matches!(
         error,
         ClientError::Outboxed { .. } | ClientError::DepositUnconfirmed { .. }
     );
-    if kept || !with_files || untrusted(error) {
+    if kept || untrusted(error) {
         let (problem, detail) = problem_of(error);
         return (problem, detail, kept);
+    }
+    if !with_files {
+        return (not_kept(problem_of(error).0), error.to_string(), false);
     }
     use refuge_proto::ErrorCode as C;
     let problem = match error {
@@ -68,9 +73,18 @@ pub fn send_problem(error: &ClientError, with_files: bool) -> (Problem, String, 
         }
         | ClientError::Throttled { .. } => Problem::FilesNoRoom,
         other if other.blame() == Blame::Network => Problem::FilesCutOff,
-        other => return (problem_of(other).0, other.to_string(), false),
+        other => return (not_kept(problem_of(other).0), other.to_string(), false),
     };
     (problem, error.to_string(), false)
+}
+
+/// `problem` for a message that was not kept: the relay's sentences say the message is kept
+/// and will be sent, which is true only of a message sealed into the outbox.
+fn not_kept(problem: Problem) -> Problem {
+    match problem {
+        Problem::RelayUnreachable | Problem::RelayRefused => Problem::NotSent,
+        other => other,
+    }
 }
 
 #[cfg(test)]
@@ -153,8 +167,22 @@ mod tests {
             send_problem(&kept, true),
             (Problem::RelayUnreachable, kept.to_string(), true)
         );
-        // Without files, as before; a relay that breaks the protocol is never "try again".
-        assert_eq!(send_problem(&cut, false).0, problem_of(&cut).0);
+        // Without files, not kept: never the outbox's "kept and will be sent".
+        assert_eq!(
+            send_problem(&cut, false),
+            (Problem::NotSent, cut.to_string(), false)
+        );
+        assert_eq!(
+            send_problem(&refused(C::RateLimited), false).0,
+            Problem::NotSent
+        );
+        assert_eq!(
+            send_problem(&kept, false),
+            (Problem::RelayUnreachable, kept.to_string(), true)
+        );
+        let full = ClientError::Store("disk full".into());
+        assert_eq!(send_problem(&full, false).0, Problem::StoreFailed);
+        // A relay that breaks the protocol is never "try again".
         let broken = ClientError::RelayProtocol("garbage".into());
         assert_eq!(send_problem(&broken, true).0, Problem::Untrusted);
     }
