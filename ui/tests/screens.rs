@@ -760,6 +760,12 @@ fn a_changed_safety_number_blocks_sending_until_seen() {
     assert!(!w.get_key_changed());
     assert_eq!(find(w, "Send").accessible_enabled(), Some(true));
     assert_eq!(w.get_draft(), "bonjour", "the draft is kept");
+    // Seen: opened again, the numbers have nothing left to acknowledge, only a way back.
+    click(w, "Safety numbers");
+    assert!(shows(w, "05210 77451 98012 33017 60402 11938"));
+    assert!(!shows(w, "I have seen the changes"));
+    click(w, "Back");
+    assert_eq!(w.get_screen(), Screen::Conversation);
 }
 
 #[test]
