@@ -26,6 +26,7 @@ pub fn hint_text(hint: &Hint) -> String {
         GiveSetting { what } => format!("pass {what} on the command line, or run init/register again"),
         CheckPath => "check that the path exists and that you may read and write it".into(),
         ChooseAnotherFile => "choose another file name, or move the existing file away first".into(),
+        FreeDiskSpace => "free some space on the disk that holds the data directory (export files you need, then remove what you no longer need); the file waits on the relay and is fetched by a later read, as long as the relay still holds it".into(),
         RetypePassphrase => "type the passphrase chosen at init (or last changed with `passphrase`); nothing was changed, and there is no way to recover a forgotten one".into(),
         CheckDataDir => "check --data-dir, or run init first".into(),
         MoveUnencryptedStore => "this build keeps only encrypted stores: move the directory away (or destroy it with `wipe`) and run init again".into(),

@@ -118,6 +118,22 @@ pub enum ClientError {
     #[error("{} already exists; refusing to overwrite it", .0.display())]
     WouldOverwrite(PathBuf),
 
+    /// The disk that holds the store lacks room for the rest of a received file and the margin
+    /// kept free for messages: the file is not fetched now; it waits on the relay (until its
+    /// time there runs out) and is fetched at a later read once there is room.
+    #[error(
+        "not enough free disk space to receive file {id}: it needs {} more, and {} is kept \
+         free so that messages can still be saved, but only {} is free on the disk that holds {}",
+        mib(*needed), mib(*reserve), mib(*free), dir.display()
+    )]
+    NoRoom {
+        id: i64,
+        needed: u64,
+        reserve: u64,
+        free: u64,
+        dir: PathBuf,
+    },
+
     #[error("local store failed: {0}")]
     Store(String),
 
@@ -316,6 +332,11 @@ pub enum ClientError {
     PostHasNoDevices { post: String },
 }
 
+/// A size in MiB, to a tenth, for the sizes an error names.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
 fn message_name(number: Option<u64>) -> String {
     number.map_or_else(|| "the message".into(), |n| format!("message {n}"))
 }
@@ -376,6 +397,7 @@ impl ClientError {
             | AlreadyInitialized { .. }
             | MissingConfig(_)
             | Io { .. }
+            | NoRoom { .. }
             | Store(_)
             | Corrupt(_)
             | NoStore { .. }
@@ -471,6 +493,7 @@ impl ClientError {
             MissingConfig(what) => Hint::GiveSetting { what },
             Io { .. } => Hint::CheckPath,
             WouldOverwrite(_) => Hint::ChooseAnotherFile,
+            NoRoom { .. } => Hint::FreeDiskSpace,
             WrongPassphrase => Hint::RetypePassphrase,
             NoStore { .. } => Hint::CheckDataDir,
             UnencryptedStore { .. } => Hint::MoveUnencryptedStore,
@@ -571,6 +594,9 @@ pub enum Hint {
     CheckPath,
     /// Choose another file name.
     ChooseAnotherFile,
+    /// Free space on the disk that holds the data directory; the file is fetched at a later
+    /// read while the relay still holds it.
+    FreeDiskSpace,
     /// Type the passphrase chosen at set-up; none can be recovered.
     RetypePassphrase,
     /// Check the data directory, or set up first.

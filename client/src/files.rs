@@ -6,6 +6,23 @@ use crate::error::{ClientError, Result};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+/// Bytes this process may still write on the file system that holds `path` (what `df` shows
+/// as available: the blocks reserved for the superuser are not counted). `None` where the
+/// system cannot say; a caller then goes on as if there were room, and a full disk shows as a
+/// storage failure instead.
+pub fn free_space(path: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let stat = rustix::fs::statvfs(path).ok()?;
+        Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
 /// Reads a whole file of at most `limit` bytes; a larger one is refused before it is read.
 pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
     let io = |source| ClientError::Io {

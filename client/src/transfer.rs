@@ -221,6 +221,22 @@ pub async fn download(
             )));
         }
     }
+    // Room on the disk for what is still to come, and the margin kept for messages: checked
+    // before every download and every resumed one, so files sent faster than the person
+    // exports or deletes them cannot fill the disk. One that does not fit is not failed: it
+    // waits on the relay and is fetched at a later read.
+    let needed = u64::from(row.chunks.saturating_sub(row.next_chunk))
+        * attachment::CHUNK_LEN as u64;
+    let free = crate::files::free_space(store.dir());
+    if !has_room(free, needed, store.download_reserve()) {
+        return Err(ClientError::NoRoom {
+            id,
+            needed,
+            reserve: store.download_reserve(),
+            free: free.unwrap_or_default(),
+            dir: store.dir().to_path_buf(),
+        });
+    }
     let keys = store.transfer_keys(id)?;
     let mailbox = keys
         .mailbox
@@ -322,10 +338,19 @@ pub async fn download(
     Ok(())
 }
 
+/// Whether a download of `needed` more bytes leaves `reserve` free on a disk with `free` bytes
+/// available (`None`: the system cannot say, so the download goes on and a full disk would show
+/// as a storage failure).
+fn has_room(free: Option<u64>, needed: u64, reserve: u64) -> bool {
+    free.is_none_or(|free| free >= needed.saturating_add(reserve))
+}
+
 /// Downloads every received file whose download has not finished and that is addressed to
 /// `mailbox`, on a session authenticated for it. A file refused for good does not stop the
-/// others; a network failure does (the rest waits for the next read). Returns how many
-/// arrived whole, and the refusals.
+/// others; a network failure does (the rest waits for the next read). A file the disk has no
+/// room for ([`ClientError::NoRoom`]) waits and the smaller ones after it still come; the
+/// first such file is the error once the others are done. Returns how many arrived whole, and
+/// the refusals.
 pub async fn download_waiting(
     store: &Store,
     relay: &mut dyn Relay,
@@ -334,6 +359,7 @@ pub async fn download_waiting(
 ) -> Result<(usize, Vec<ClientError>)> {
     let mut done = 0;
     let mut refused = Vec::new();
+    let mut no_room = None;
     for row in store.attachments_to_download()? {
         if store.transfer_keys(row.id)?.mailbox.as_ref() != Some(mailbox) {
             continue;
@@ -342,10 +368,16 @@ pub async fn download_waiting(
             Ok(()) => done += 1,
             Err(e @ ClientError::Attachment { .. }) => refused.push(e),
             Err(e) if e.code() == Some(ErrorCode::BlobNotFound) => refused.push(e),
+            Err(e @ ClientError::NoRoom { .. }) => {
+                no_room.get_or_insert(e);
+            }
             Err(e) => return Err(e),
         }
     }
-    Ok((done, refused))
+    match no_room {
+        Some(e) => Err(e),
+        None => Ok((done, refused)),
+    }
 }
 
 /// Writes file `id` (one that arrived whole, or one this device sent) to a new file at `path`
@@ -505,6 +537,20 @@ fn refusal_kind(e: &refuge_strip::StripError) -> FileRefusal {
 mod tests {
     use super::*;
     use refuge_strip::{Format, StripError, Unsupported};
+
+    #[test]
+    fn a_download_leaves_the_reserve_free_or_waits() {
+        const MIB: u64 = 1 << 20;
+        // Room for the file and the margin, to the byte.
+        assert!(has_room(Some(600 * MIB), 88 * MIB, 512 * MIB));
+        assert!(!has_room(Some(600 * MIB - 1), 88 * MIB, 512 * MIB));
+        // A disk already inside the margin takes nothing, not even a small file.
+        assert!(!has_room(Some(100 * MIB), 64 * 1024, 512 * MIB));
+        // Sizes near the top of u64 do not wrap around into "room".
+        assert!(!has_room(Some(u64::MAX - 1), u64::MAX, 512 * MIB));
+        // A system that cannot say: the download goes on.
+        assert!(has_room(None, u64::MAX, u64::MAX));
+    }
 
     #[test]
     fn a_refused_file_carries_its_kind_and_the_reason_in_words() {

@@ -359,6 +359,9 @@ async fn run(args: Args) -> Result<()> {
             match client.download_attachments().await {
                 Ok((done, refused)) => cli::report_downloads(done, &refused),
                 Err(e) if e.blame() == refuge_client::Blame::Attack => return Err(e),
+                Err(e @ refuge_client::error::ClientError::NoRoom { .. }) => {
+                    cli::warn(&format!("{e} (hint: {})", cli::hint_text(&e.hint())))
+                }
                 Err(e) => cli::warn(&format!(
                     "files could not be downloaded now ({e}); the next `refuge-inbox read` goes \
                      on where this one stopped"

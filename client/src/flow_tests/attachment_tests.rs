@@ -368,6 +368,58 @@ async fn a_download_cut_off_goes_on_from_the_last_chunk_kept() {
 }
 
 #[tokio::test]
+async fn a_file_the_disk_has_no_room_for_waits_on_the_relay_and_comes_once_there_is_room() {
+    let w = World::new().await;
+    let bytes = file_bytes(3 * CHUNK_LEN + 17, 9);
+    send_file(&w, &bytes, "video.mp4").await;
+    // The message itself arrives whatever the disk: only its file waits.
+    let (seen, _) = w.staff_read(DESK1).await;
+    assert_eq!(seen.len(), 1);
+    let store = w.staff_store(DESK1);
+    let id = store.attachments_to_download().unwrap()[0].id;
+    let before = count(&w, "GetChunk");
+    // A reserve no disk has: the file does not fit.
+    store.set_download_reserve(u64::MAX / 2);
+    let staff = Staff::load(&store).unwrap();
+    let err = staff
+        .download_attachments(&mut w.relay.connect().await, &Default::default())
+        .await
+        .unwrap_err();
+    match &err {
+        ClientError::NoRoom {
+            id: waiting,
+            needed,
+            reserve,
+            ..
+        } => {
+            assert_eq!(*waiting, id);
+            // The padded file, chunk by chunk, as it is kept.
+            assert_eq!(*needed, 4 * CHUNK_LEN as u64);
+            assert_eq!(*reserve, u64::MAX / 2);
+        }
+        other => panic!("expected NoRoom, got {other}"),
+    }
+    assert_eq!(err.blame(), crate::error::Blame::Local);
+    assert_eq!(err.hint(), crate::error::Hint::FreeDiskSpace);
+    assert!(err.to_string().contains("not enough free disk space"), "{err}");
+    // Nothing was fetched, nothing failed: the file still waits, whole on the relay.
+    assert_eq!(count(&w, "GetChunk"), before);
+    let row = store.attachment(id).unwrap().unwrap();
+    assert_eq!((row.state, row.next_chunk), (AttachmentState::Offered, 0));
+    assert_eq!(row.error, None);
+    // With room again (the default margin on this disk), the next read fetches it whole.
+    let store = w.staff_store(DESK1);
+    assert_eq!(store.download_reserve(), crate::store::DOWNLOAD_RESERVE);
+    let staff = Staff::load(&store).unwrap();
+    let (done, refused) = staff
+        .download_attachments(&mut w.relay.connect().await, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!((done, refused.len()), (1, 0));
+    assert_eq!(exported(&store, id), bytes);
+}
+
+#[tokio::test]
 async fn a_chunk_the_relay_altered_or_cut_is_refused_and_nothing_of_the_file_is_kept() {
     let w = World::new().await;
     let bytes = file_bytes(3 * CHUNK_LEN + 5, 5);

@@ -23,6 +23,13 @@ use zeroize::Zeroizing;
 /// day without progress anyway).
 pub const UNSENT_KEPT_SECS: i64 = 7 * 24 * 3600;
 
+/// What a download leaves free on the disk that holds the store: room for messages to keep
+/// arriving, for SQLite's journal and its checkpoints, and for the rest of the system. A file
+/// that would eat into it waits on the relay (`crate::transfer::download` checks before each
+/// download, and before each resumed one), so files sent faster than the person exports or
+/// deletes them cannot fill the disk and stop the messages.
+pub const DOWNLOAD_RESERVE: u64 = 512 * 1024 * 1024;
+
 /// Where a file stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachmentState {
@@ -814,4 +821,5 @@ mod tests {
         assert!(row.error.unwrap().contains("sender's software"));
         assert!(store.attachments_to_download().unwrap().is_empty());
     }
+
 }

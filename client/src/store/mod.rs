@@ -29,7 +29,9 @@ pub use app::{
     CaseRecord, CaseSummary, Contact, InboundMessage, LocalIdentity, Outgoing, Pending, PrekeyKind,
     Role, StaffDeviceRecord, UserMailbox, generate_signing_key,
 };
-pub use attachments::{AttachmentRow, AttachmentState, MessageRef, NewAttachment};
+pub use attachments::{
+    AttachmentRow, AttachmentState, DOWNLOAD_RESERVE, MessageRef, NewAttachment,
+};
 pub use cases::{CaseFilter, CaseListing, CaseMessage};
 pub use conversation::{ConversationMessage, ConversationSummary, Direction, NewMessage};
 pub use evidence::DirectoryEvidence;
@@ -747,6 +749,9 @@ pub struct Store {
     dir: PathBuf,
     /// The client's one clock (the wall clock unless a test or simulation sets another).
     clock: SharedClock,
+    /// What a download leaves free on the disk that holds the store
+    /// ([`DOWNLOAD_RESERVE`] unless set otherwise).
+    download_reserve: std::cell::Cell<u64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -866,6 +871,7 @@ impl Store {
             conn,
             dir: dir.to_path_buf(),
             clock: crate::clock::system(),
+            download_reserve: std::cell::Cell::new(attachments::DOWNLOAD_RESERVE),
         };
         store.migrate()?;
         store.expire(store.unix_now())?;
@@ -977,6 +983,18 @@ impl Store {
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The free space a download leaves on the disk that holds the store, so that messages
+    /// can still be saved: a received file that would eat into it waits on the relay.
+    pub fn download_reserve(&self) -> u64 {
+        self.download_reserve.get()
+    }
+
+    /// Sets [`Store::download_reserve`] for this open store (a test makes the disk look full
+    /// with it; a device with a small disk could lower it).
+    pub fn set_download_reserve(&self, bytes: u64) {
+        self.download_reserve.set(bytes);
     }
 
     /// Starts a write transaction. Everything done through this store (including the libsignal

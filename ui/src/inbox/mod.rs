@@ -1175,8 +1175,14 @@ impl InboxApp {
                 }
                 self.problem(problem, &detail);
             }
-            Update::DownloadFailed { detail, .. } => {
-                self.problem(InboxProblem::DownloadFailed, &detail);
+            Update::DownloadFailed { problem, detail } => {
+                // A disk without room says so (the person can free some); any other failure
+                // says that nothing is lost and the next check goes on.
+                let problem = match problem {
+                    InboxProblem::DiskNoRoom => problem,
+                    _ => InboxProblem::DownloadFailed,
+                };
+                self.problem(problem, &detail);
             }
             Update::Templates {
                 case,

@@ -35,6 +35,7 @@ pub fn problem_of(error: &ClientError) -> (InboxProblem, String) {
         ClientError::Relay { .. } | ClientError::Throttled { .. } => InboxProblem::RelayRefused,
         ClientError::Tor(_) | ClientError::TorConfig(_) => InboxProblem::TorFailed,
         ClientError::Io { .. } | ClientError::Store(_) => InboxProblem::StoreFailed,
+        ClientError::NoRoom { .. } => InboxProblem::DiskNoRoom,
         other => match other.blame() {
             Blame::Network => InboxProblem::RelayUnreachable,
             Blame::Relay => InboxProblem::RelayRefused,
@@ -169,5 +170,18 @@ mod tests {
             export_problem(&ClientError::ConnectionLost("reset".into())).0,
             InboxProblem::RelayUnreachable
         );
+    }
+
+    #[test]
+    fn files_that_wait_for_room_on_the_disk_say_so() {
+        let full = ClientError::NoRoom {
+            id: 7,
+            needed: 8 << 20,
+            reserve: 512 << 20,
+            free: 300 << 20,
+            dir: "/var/lib/refuge-inbox".into(),
+        };
+        assert_eq!(problem_of(&full).0, InboxProblem::DiskNoRoom);
+        assert!(!blocks_replies(&full));
     }
 }

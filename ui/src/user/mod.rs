@@ -1149,6 +1149,7 @@ impl UserApp {
                 w.set_assist(true);
                 self.problem(problem, &detail);
             }
+            Update::Problem { problem, detail } => self.problem(problem, &detail),
             Update::Untrusted { detail } => {
                 w.set_connected(false);
                 self.problem(Problem::Untrusted, &detail);

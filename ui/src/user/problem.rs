@@ -31,6 +31,7 @@ pub fn problem_of(error: &ClientError) -> (Problem, String) {
         ClientError::Relay { .. } | ClientError::Throttled { .. } => Problem::RelayRefused,
         ClientError::Tor(_) | ClientError::TorConfig(_) => Problem::TorFailed,
         ClientError::Io { .. } | ClientError::Store(_) => Problem::StoreFailed,
+        ClientError::NoRoom { .. } => Problem::DiskNoRoom,
         other => match other.blame() {
             Blame::Network => Problem::RelayUnreachable,
             Blame::Relay => Problem::RelayRefused,
@@ -116,6 +117,17 @@ mod tests {
             problem_of(&ClientError::Tor("bootstrap timed out".into())).0,
             Problem::TorFailed
         );
+        // A file that waits for room on the disk: its own sentence, not "the app could not save".
+        let full = ClientError::NoRoom {
+            id: 3,
+            needed: 50 << 20,
+            reserve: 512 << 20,
+            free: 100 << 20,
+            dir: "/home/someone/.local/share/refuge".into(),
+        };
+        let (problem, detail) = problem_of(&full);
+        assert_eq!(problem, Problem::DiskNoRoom);
+        assert!(detail.contains("100.0 MiB is free"), "{detail}");
     }
 
     #[test]

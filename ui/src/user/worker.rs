@@ -207,6 +207,13 @@ pub enum Update {
         path: PathBuf,
         result: Result<u64, (Problem, String)>,
     },
+    /// A problem to show on the screen the person is on, with nothing else changed: files the
+    /// staff sent wait for room on the disk (receiving goes on, and they come at a later read
+    /// once there is room).
+    Problem {
+        problem: Problem,
+        detail: String,
+    },
     /// Receiving stopped because the relay broke the protocol or something did not match what
     /// the authority signed (the detail says what).
     Untrusted {
@@ -836,10 +843,19 @@ impl State {
             // before it can be saved. One refused for good shows as refused under its message;
             // a broken connection is a failed read (tried again on the schedule, resuming).
             self.show_open_post();
-            if let Some(client) = self.client.as_mut()
-                && let Err(e) = client.download_attachments().await
-            {
-                outcome = Err(e);
+            if let Some(client) = self.client.as_mut() {
+                match client.download_attachments().await {
+                    Ok(_) => {}
+                    // Not a failed read: the messages came, and the connection works. The
+                    // person is told why the files wait; the schedule stays as it is.
+                    Err(e @ refuge_client::error::ClientError::NoRoom { .. }) => {
+                        self.say(Update::Problem {
+                            problem: Problem::DiskNoRoom,
+                            detail: e.to_string(),
+                        });
+                    }
+                    Err(e) => outcome = Err(e),
+                }
             }
         }
         let succeeded = outcome.is_ok();
