@@ -1223,6 +1223,20 @@ pub async fn ack_blob(
     }
 }
 
+/// Deletes the relay's copy of a file its uploader took off the message before sending it (the
+/// upload token proves it is the uploader's): gone for every recipient. A blob the relay no
+/// longer holds is answered the same, so deleting again is harmless.
+pub async fn delete_blob(relay: &mut dyn Relay, upload: &BlobUpload) -> Result<()> {
+    let request = Request::DeleteBlob(refuge_proto::wire::DeleteBlob {
+        blob_id: upload.blob_id.to_vec(),
+        upload_token: upload.upload_token.to_vec(),
+    });
+    match request_resending(relay, request).await? {
+        Response::BlobDeleted(_) => Ok(()),
+        other => Err(unexpected("BlobDeleted", &other)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -338,6 +338,32 @@ pub async fn download(
     Ok(())
 }
 
+/// Asks the relay on `relay` to delete the copy of a file the person took off the message
+/// before sending it (what [`Store::discard_unsent_attachment`] returned), so that it no longer
+/// counts against the recipients' quotas; nothing to do if its upload had not begun. If the
+/// relay cannot be told, its copy goes with its sweep (a day without progress; if complete,
+/// the retention period).
+pub async fn delete_relay_copy(
+    relay: &mut dyn Relay,
+    discarded: &crate::store::Discarded,
+) -> Result<()> {
+    if let crate::store::Discarded::Uploaded {
+        blob_id,
+        upload_token,
+    } = discarded
+    {
+        relay::delete_blob(
+            relay,
+            &BlobUpload {
+                blob_id: *blob_id,
+                upload_token: *upload_token,
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Whether a download of `needed` more bytes leaves `reserve` free on a disk with `free` bytes
 /// available (`None`: the system cannot say, so the download goes on and a full disk would show
 /// as a storage failure).

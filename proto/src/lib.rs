@@ -44,6 +44,7 @@ pub mod wire {
                 Request::GetBlobState(_) => "GetBlobState",
                 Request::GetChunk(_) => "GetChunk",
                 Request::AckBlob(_) => "AckBlob",
+                Request::DeleteBlob(_) => "DeleteBlob",
                 Request::GetLog(_) => "GetLog",
                 Request::SubmitEntry(_) => "SubmitEntry",
             }

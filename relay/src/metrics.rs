@@ -36,7 +36,7 @@ pub const SESSION_ENDS: [&str; 9] = [
 ];
 
 /// Every request name a frame can carry, and [`UNREAD`]: the request label's closed set.
-pub const REQUESTS: [&str; 20] = [
+pub const REQUESTS: [&str; 21] = [
     "Hello",
     "GetChallenge",
     "Authenticate",
@@ -54,6 +54,7 @@ pub const REQUESTS: [&str; 20] = [
     "GetBlobState",
     "GetChunk",
     "AckBlob",
+    "DeleteBlob",
     "GetLog",
     "SubmitEntry",
     UNREAD,
@@ -385,6 +386,7 @@ mod tests {
             Request::GetBlobState(Default::default()),
             Request::GetChunk(Default::default()),
             Request::AckBlob(Default::default()),
+            Request::DeleteBlob(Default::default()),
             Request::GetLog(Default::default()),
             Request::SubmitEntry(Default::default()),
         ];
@@ -408,6 +410,7 @@ mod tests {
                 | Request::GetBlobState(_)
                 | Request::GetChunk(_)
                 | Request::AckBlob(_)
+                | Request::DeleteBlob(_)
                 | Request::GetLog(_)
                 | Request::SubmitEntry(_) => {}
             }

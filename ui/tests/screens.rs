@@ -1148,6 +1148,55 @@ fn until_file_prepared(
 }
 
 #[test]
+fn a_file_removed_from_the_message_leaves_the_encrypted_store_at_once() {
+    i_slint_backend_testing::init_no_event_loop();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let (_rt, kit) = kit_relay();
+    let vkey = kit.log_vkey().expect("a log").to_string();
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).expect("mkdir");
+    std::fs::write(home.join("wrong.jpg"), strip_fixture("jpeg-gps-author.jpg")).expect("write");
+    std::fs::write(home.join("right.png"), strip_fixture("png-gps-author.png")).expect("write");
+    let dir = tmp.path().join("app");
+    let (app, rx) = connected(&dir, &vkey, &kit);
+    let w = app.window();
+    app.picker().set_start_folder(&home);
+    pump_until(
+        &app,
+        &rx,
+        10,
+        "the posts",
+        |u| matches!(u, Update::Posts(p) if !p.is_empty()),
+    );
+    w.invoke_open_post(refuge_testkit::fixtures::POST.into());
+    w.set_screen(Screen::Conversation);
+    for name in ["wrong.jpg", "right.png"] {
+        click(w, "Attach files…");
+        click(w, name);
+        click(w, "Choose");
+        assert_eq!(until_file_prepared(&app, &rx, name).state, 1, "{name} ready");
+    }
+    // The wrong photo is taken off the message: the worker forgets it in the store.
+    click(w, "Remove wrong.jpg");
+    assert_eq!(w.get_draft_files().row_count(), 1);
+    click(w, "Hold to lock");
+    pump_until(&app, &rx, 10, "the lock", |u| matches!(u, Update::Locked));
+    drop(app);
+    let store = refuge_client::store::Store::open(
+        &dir,
+        &refuge_client::store::Passphrase::new(PASSPHRASE.into()),
+    )
+    .expect("the store opens");
+    let kept: Vec<String> = store
+        .all_attachments(10)
+        .expect("the files")
+        .into_iter()
+        .map(|a| a.file_name)
+        .collect();
+    assert_eq!(kept, ["right.png"], "only the file still on the message is kept");
+}
+
+#[test]
 fn a_photo_goes_to_the_post_without_its_position_and_a_file_from_the_post_is_saved() {
     use refuge_client::store::{AttachmentState, NewAttachment};
     use refuge_client::transfer::clean_file;

@@ -1244,6 +1244,33 @@ impl InboxClient {
         self.core.store.prepare_attachment(file)
     }
 
+    /// Forgets a file prepared with [`Self::prepare_attachment`] that no message carries (the
+    /// person removed it before sending): it leaves the store at once rather than after the
+    /// week an unsent preparation is kept. Returns what went (a file a message carries stays
+    /// with its message); if its upload had begun, [`Self::delete_relay_copy`] deletes the
+    /// relay's copy.
+    pub fn discard_attachment(&self, id: i64) -> Result<crate::store::Discarded> {
+        self.core.store.discard_unsent_attachment(id)
+    }
+
+    /// Deletes, on a circuit of its own, the relay's copy of a file [`Self::discard_attachment`]
+    /// forgot, if its upload had begun: it no longer counts against the recipients' quotas.
+    /// Without it, the copy goes with the relay's sweep.
+    pub async fn delete_relay_copy(&mut self, discarded: &crate::store::Discarded) -> Result<()> {
+        if !matches!(discarded, crate::store::Discarded::Uploaded { .. }) {
+            return Ok(());
+        }
+        let source = self.core.policy()?;
+        let endpoint = self.core.endpoint_for(Some(&source.policy))?;
+        let mut session = self
+            .core
+            .connect(&endpoint, &super::fresh_circuit())
+            .await?;
+        let done = crate::transfer::delete_relay_copy(&mut session, discarded).await;
+        session.close().await;
+        done
+    }
+
     /// Downloads, on a connection of its own, the files users sent that have not arrived
     /// whole: each chunk opened and checked into the encrypted store, the whole checked before
     /// it can be exported. Returns how many arrived, and the files refused for good (each

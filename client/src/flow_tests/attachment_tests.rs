@@ -519,6 +519,67 @@ async fn the_same_file_sent_to_other_recipients_gets_a_blob_of_its_own() {
         .unwrap();
 }
 
+#[tokio::test]
+async fn a_file_taken_off_the_message_after_its_upload_leaves_the_store_and_the_relay() {
+    use crate::store::Discarded;
+    let w = World::new().await;
+    let bytes = file_bytes(2 * CHUNK_LEN + 3, 10);
+    let store = w.user_store();
+    let id = store
+        .prepare_attachment(&NewAttachment {
+            file_name: "wrong-photo.jpg",
+            content_type: "image/jpeg",
+            bytes: &bytes,
+            report: "",
+        })
+        .unwrap();
+    let ticket = {
+        let mut c = w.relay.connect().await;
+        relay::get_deposit_ticket(&mut c, POST).await.unwrap()
+    };
+    let to_desk1 = [(w.desk_mailbox(DESK1), ticket)];
+    let pointer = upload_to(&w, &store, id, &to_desk1).await;
+    let desk1 = w.staff_store(DESK1);
+    let mut desk = w.relay.connect().await;
+    relay::authenticate(&mut desk, &w.desk_mailbox(DESK1), &desk_auth_key(&desk1))
+        .await
+        .unwrap();
+    relay::get_chunk(&mut desk, &w.desk_mailbox(DESK1), &pointer.blob_id, 0)
+        .await
+        .unwrap();
+    // Taken off the message: gone from the store, and the relay's copy named.
+    let discarded = store.discard_unsent_attachment(id).unwrap();
+    assert!(matches!(discarded, Discarded::Uploaded { blob_id, .. } if blob_id == pointer.blob_id));
+    assert!(store.attachment(id).unwrap().is_none());
+    transfer::delete_relay_copy(&mut w.relay.connect().await, &discarded)
+        .await
+        .unwrap();
+    assert_eq!(count(&w, "DeleteBlob"), 1);
+    // The recipient can no longer fetch it; telling the relay again is harmless.
+    let err = relay::get_chunk(&mut desk, &w.desk_mailbox(DESK1), &pointer.blob_id, 0)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(refuge_proto::ErrorCode::BlobNotFound), "{err}");
+    transfer::delete_relay_copy(&mut w.relay.connect().await, &discarded)
+        .await
+        .unwrap();
+    // A file whose upload never began: nothing to ask the relay.
+    let local = store
+        .prepare_attachment(&NewAttachment {
+            file_name: "draft.pdf",
+            content_type: "application/pdf",
+            bytes: &bytes[..100],
+            report: "",
+        })
+        .unwrap();
+    let discarded = store.discard_unsent_attachment(local).unwrap();
+    assert_eq!(discarded, Discarded::Local);
+    transfer::delete_relay_copy(&mut w.relay.connect().await, &discarded)
+        .await
+        .unwrap();
+    assert_eq!(count(&w, "DeleteBlob"), 2, "the two above, none for it");
+}
+
 /// A session whose further lanes are sessions of their own to the same test relay (what the
 /// streams of a QUIC connection are to the real relay), all cut for good, reconnection
 /// included, once `left` more requests named `name` went out on any of them.

@@ -30,6 +30,31 @@ pub const UNSENT_KEPT_SECS: i64 = 7 * 24 * 3600;
 /// deletes them cannot fill the disk and stop the messages.
 pub const DOWNLOAD_RESERVE: u64 = 512 * 1024 * 1024;
 
+/// What [`Store::discard_unsent_attachment`] forgot.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Discarded {
+    /// Nothing: no such file, or a message carries it (it stays with its message).
+    Nothing,
+    /// The file; the relay never had any of it.
+    Local,
+    /// The file, and the blob its upload began on the relay, which the holder of the upload
+    /// token may delete (`transfer::delete_relay_copy`).
+    Uploaded {
+        blob_id: [u8; 16],
+        upload_token: [u8; 32],
+    },
+}
+
+impl std::fmt::Debug for Discarded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Discarded::Nothing => "Nothing",
+            Discarded::Local => "Local",
+            Discarded::Uploaded { .. } => "Uploaded(..)",
+        })
+    }
+}
+
 /// Where a file stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachmentState {
@@ -447,6 +472,46 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets a file this device prepared to send that no message carries: the person removed
+    /// it before sending (a file chosen by mistake must not stay on the device for the week an
+    /// unsent preparation is otherwise kept). Its row and every chunk go at once, overwritten
+    /// (`secure_delete`). Returns whether it went; a file a message carries stays with its
+    /// message, and one already gone is not an error. Preparing the same bytes again later
+    /// starts afresh, with a new key.
+    pub fn discard_unsent_attachment(&self, id: i64) -> Result<Discarded> {
+        let tx = self.begin()?;
+        // The blob id and upload token, if its upload began.
+        type RelayCopy = (Option<Vec<u8>>, Option<Vec<u8>>);
+        let row: Option<RelayCopy> = self
+            .conn()
+            .query_row(
+                "SELECT blob_id, upload_token FROM attachments
+                 WHERE id = ?1 AND direction = 'out'
+                   AND state IN ('prepared', 'uploading', 'uploaded')
+                   AND conversation IS NULL AND case_message IS NULL",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((blob, token)) = row else {
+            return Ok(Discarded::Nothing);
+        };
+        // The chunks go with the row (ON DELETE CASCADE).
+        self.conn()
+            .execute("DELETE FROM attachments WHERE id = ?1", [id])?;
+        tx.commit()?;
+        let copy = blob
+            .zip(token)
+            .and_then(|(b, t)| Some((b.try_into().ok()?, t.try_into().ok()?)));
+        Ok(match copy {
+            Some((blob_id, upload_token)) => Discarded::Uploaded {
+                blob_id,
+                upload_token,
+            },
+            None => Discarded::Local,
+        })
+    }
+
     /// A message now carries the pointer of an uploaded file (in the transaction that queues
     /// the message): it goes with that message, and its timer, from now on.
     pub(crate) fn attachment_sent(
@@ -822,4 +887,88 @@ mod tests {
         assert!(store.attachments_to_download().unwrap().is_empty());
     }
 
+    #[test]
+    fn a_file_removed_before_sending_leaves_the_store_at_once_and_a_sent_or_received_one_stays() {
+        let (_dir, store) = test_store();
+        let chunks = |store: &Store, id: i64| -> i64 {
+            store
+                .conn()
+                .query_row(
+                    "SELECT count(*) FROM attachment_chunks WHERE attachment = ?1",
+                    [id],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        let bytes = vec![0x5a; 3 * CHUNK_LEN + 1];
+        let file = NewAttachment {
+            file_name: "wrong-photo.jpg",
+            content_type: "image/jpeg",
+            bytes: &bytes,
+            report: "",
+        };
+        let id = store.prepare_attachment(&file).unwrap();
+        assert_eq!(chunks(&store, id), 4);
+        assert_eq!(
+            store.discard_unsent_attachment(id).unwrap(),
+            Discarded::Local
+        );
+        assert!(store.attachment(id).unwrap().is_none());
+        assert_eq!(chunks(&store, id), 0);
+        // Gone already: nothing to do, and not an error.
+        assert_eq!(
+            store.discard_unsent_attachment(id).unwrap(),
+            Discarded::Nothing
+        );
+        // Its upload begun: the relay's copy is named, to be deleted there too.
+        let begun = store.prepare_attachment(&file).unwrap();
+        store
+            .attachment_blob_created(begun, &[6; 16], &[8; 32], &[5; 32])
+            .unwrap();
+        assert_eq!(
+            store.discard_unsent_attachment(begun).unwrap(),
+            Discarded::Uploaded {
+                blob_id: [6; 16],
+                upload_token: [8; 32]
+            }
+        );
+        assert_eq!(chunks(&store, begun), 0);
+        // Chosen again: a fresh preparation (another key), not the one discarded.
+        let again = store.prepare_attachment(&file).unwrap();
+        assert_ne!(again, id);
+        // Uploaded and carried by a message: it stays with that message.
+        store
+            .conn()
+            .execute(
+                "UPDATE attachments SET state = 'uploaded', blob_id = ?2 WHERE id = ?1",
+                params![again, &[9u8; 16][..]],
+            )
+            .unwrap();
+        store.attachment_sent(again, None, None, None).unwrap();
+        assert_eq!(
+            store.discard_unsent_attachment(again).unwrap(),
+            Discarded::Nothing
+        );
+        assert_eq!(chunks(&store, again), 4);
+        // A received file is not this device's to discard this way either.
+        let pointer = refuge_proto::content::Attachment {
+            blob_id: vec![1; 16],
+            key: vec![2; 32],
+            nonce_prefix: vec![3; 7],
+            chunk_size: CHUNK_LEN as u32,
+            size: 10,
+            padded_size: attachment::padme(10),
+            digest: vec![4; 32],
+            content_type: "application/pdf".into(),
+            file_name: "letter.pdf".into(),
+        };
+        let received = store
+            .offer_attachment(&pointer, &MailboxId([7; 16]), None, None, None)
+            .unwrap();
+        assert_eq!(
+            store.discard_unsent_attachment(received).unwrap(),
+            Discarded::Nothing
+        );
+        assert!(store.attachment(received).unwrap().is_some());
+    }
 }

@@ -30,7 +30,7 @@ pub use app::{
     Role, StaffDeviceRecord, UserMailbox, generate_signing_key,
 };
 pub use attachments::{
-    AttachmentRow, AttachmentState, DOWNLOAD_RESERVE, MessageRef, NewAttachment,
+    AttachmentRow, AttachmentState, DOWNLOAD_RESERVE, Discarded, MessageRef, NewAttachment,
 };
 pub use cases::{CaseFilter, CaseListing, CaseMessage};
 pub use conversation::{ConversationMessage, ConversationSummary, Direction, NewMessage};

@@ -755,6 +755,7 @@ pub(crate) fn response_name(r: &Response) -> &'static str {
         Response::BlobState(_) => "BlobState",
         Response::Chunk(_) => "Chunk",
         Response::BlobAcked(_) => "BlobAcked",
+        Response::BlobDeleted(_) => "BlobDeleted",
         Response::LogData(_) => "LogData",
         Response::EntrySubmitted(_) => "EntrySubmitted",
     }

@@ -161,6 +161,13 @@ impl<S: RelayStore> Handler<S> {
         Ok(Response::Chunk(wire::Chunk { data }))
     }
 
+    pub(super) async fn delete_blob(&self, d: wire::DeleteBlob) -> Result<Response, Reject> {
+        let blob = blob_field(&d.blob_id)?;
+        let upload_hash = upload_hash(&d.upload_token)?;
+        self.store.delete_blob(blob, upload_hash).await?;
+        Ok(Response::BlobDeleted(wire::BlobDeleted {}))
+    }
+
     pub(super) async fn ack_blob(
         &self,
         open: &OpenSession,

@@ -278,6 +278,7 @@ impl<S: RelayStore> Handler<S> {
             Request::GetBlobState(g) => self.blob_state(g).await,
             Request::GetChunk(g) => self.get_chunk(open, g, now).await,
             Request::AckBlob(a) => self.ack_blob(open, a).await,
+            Request::DeleteBlob(d) => self.delete_blob(d).await,
             Request::GetLog(g) => self.get_log(g).await,
             Request::SubmitEntry(e) => self.submit_entry(e).await,
         }

@@ -1705,6 +1705,72 @@ async fn a_blob_for_three_recipients_is_stored_once_and_goes_with_the_last_ackno
     store.close().await;
 }
 
+async fn the_uploader_deletes_a_blob_for_every_recipient_and_a_wrong_token_changes_nothing<
+    S: Backend,
+>() {
+    // Quotas that hold one such blob per recipient: deleting it must give the room back.
+    let (_keep, store) = S::open(StoreLimits {
+        max_blob_bytes_per_mailbox: THREE_CHUNKS,
+        max_blob_bytes: 2 * THREE_CHUNKS,
+        ..StoreLimits::default()
+    });
+    let (u, tu) = mailbox_in(&store, 1).await;
+    let (v, tv) = mailbox_in(&store, 2).await;
+    let hour = this_hour();
+    let both = [(u, Some(&tu), None), (v, Some(&tv), None)];
+    // Complete: chunks stored, the recipients could fetch it.
+    let id = store
+        .create_blob(new_blob(6, THREE_CHUNKS, &both, hour))
+        .await
+        .unwrap();
+    for index in 0..3 {
+        store
+            .put_chunk(chunk_of(id, THREE_CHUNKS, index, 7, hour))
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        store
+            .create_blob(new_blob(7, 1000, &[(u, Some(&tu), None)], hour))
+            .await,
+        Err(StoreError::MailboxFull { .. })
+    ));
+    // Another token (another blob's): refused, nothing changed.
+    let before = store.state();
+    assert!(matches!(
+        store.delete_blob(id, upload_hash(7)).await,
+        Err(StoreError::UploadTokenWrong)
+    ));
+    assert_eq!(store.state(), before);
+    assert!(store.delete_blob(id, upload_hash(6)).await.unwrap());
+    assert_eq!(store.blob_counts(), (0, 0), "the blob and its chunks are gone");
+    for grant in [u, v].map(MailboxGrant::dangerously_assume) {
+        assert!(matches!(
+            store.get_chunk(&grant, id, 0, now()).await,
+            Err(StoreError::UnknownBlob)
+        ));
+    }
+    assert!(matches!(
+        store.blob_state(id, upload_hash(6)).await,
+        Err(StoreError::UnknownBlob)
+    ));
+    // Again, or for a blob never made: nothing to do, not an error.
+    assert!(!store.delete_blob(id, upload_hash(6)).await.unwrap());
+    assert!(!store.delete_blob([8; 16], upload_hash(8)).await.unwrap());
+    // The room is back for both recipients; an upload cut short goes the same way.
+    let part = store
+        .create_blob(new_blob(7, THREE_CHUNKS, &both, hour))
+        .await
+        .unwrap();
+    store
+        .put_chunk(chunk_of(part, THREE_CHUNKS, 0, 1, hour))
+        .await
+        .unwrap();
+    assert!(store.delete_blob(part, upload_hash(7)).await.unwrap());
+    assert_eq!(store.blob_counts(), (0, 0));
+    store.close().await;
+}
+
 async fn chunks_are_checked_and_a_repeat_is_a_no_op_unless_its_bytes_differ<S: Backend>() {
     let (_keep, store) = S::open(StoreLimits::default());
     let (u, token) = mailbox_in(&store, 1).await;
@@ -2254,6 +2320,7 @@ conformance!(
     disappearing_messages_go_at_their_hour_and_no_other_message_does,
     a_blob_for_three_recipients_is_stored_once_and_goes_with_the_last_acknowledgement,
     chunks_are_checked_and_a_repeat_is_a_no_op_unless_its_bytes_differ,
+    the_uploader_deletes_a_blob_for_every_recipient_and_a_wrong_token_changes_nothing,
     a_blob_is_admitted_as_a_deposit_would_be_and_refusals_store_nothing,
     attachment_quotas_refuse_with_nothing_stored_and_free_on_acknowledgement,
     a_repeated_creation_yields_the_same_blob_until_its_upload_begins,

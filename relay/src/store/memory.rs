@@ -1280,6 +1280,14 @@ impl State {
             })
     }
 
+    fn delete_blob(&mut self, id: &BlobId, upload_hash: &[u8; 32]) -> Result<bool, StoreError> {
+        match self.check_upload(id, upload_hash) {
+            Ok(_) => Ok(self.blobs.remove(id).is_some()),
+            Err(StoreError::UnknownBlob) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     fn ack_blob(&mut self, mailbox: &MailboxId, id: &BlobId) -> bool {
         let Some(blob) = self.blobs.get_mut(id) else {
             return false;
@@ -1525,5 +1533,9 @@ impl RelayStore for MemoryStore {
 
     async fn ack_blob(&self, grant: &MailboxGrant, blob: BlobId) -> Result<bool, StoreError> {
         Ok(self.lock().ack_blob(&grant.mailbox(), &blob))
+    }
+
+    async fn delete_blob(&self, blob: BlobId, upload_hash: [u8; 32]) -> Result<bool, StoreError> {
+        self.lock().delete_blob(&blob, &upload_hash)
     }
 }

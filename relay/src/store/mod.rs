@@ -226,6 +226,17 @@ pub trait RelayStore: Send + Sync + 'static {
         grant: &MailboxGrant,
         blob: BlobId,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The uploader (the holder of its upload token, `upload_hash`) took the file off the
+    /// message before sending it: the blob goes at once for every recipient, complete or not
+    /// (released, then its chunks deleted as for [`RelayStore::ack_blob`]). A blob the store
+    /// does not hold is not an error (`Ok(false)`), so a deletion can be retried; a wrong token
+    /// for one it holds is [`StoreError::UploadTokenWrong`] and changes nothing.
+    fn delete_blob(
+        &self,
+        blob: BlobId,
+        upload_hash: [u8; 32],
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// Why a store operation did not happen. In every case nothing was changed.

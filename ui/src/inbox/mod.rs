@@ -308,9 +308,10 @@ impl InboxApp {
             w.set_user_verified(false);
             w.set_case_language(SharedString::new());
             w.set_case_language_tag(SharedString::new());
-            // So do the files chosen for it.
-            self.flow.borrow_mut().attaching.clear();
+            // So do the files chosen for it; they leave the store too.
+            let left = std::mem::take(&mut self.flow.borrow_mut().attaching);
             self.show_attachments();
+            self.discard_files(left);
         }
         w.set_handing_over(false);
         self.close_save();
@@ -464,18 +465,40 @@ impl InboxApp {
         });
     }
 
-    /// Takes the `index`th file off the reply (what was kept of it in the store is forgotten
-    /// there after a week unsent).
+    /// Takes the `index`th file off the reply; what was kept of it leaves the store at once.
     fn remove_file(&self, index: usize) {
         if self.window.get_busy() {
             return;
         }
         let mut flow = self.flow.borrow_mut();
-        if index < flow.attaching.len() {
-            flow.attaching.remove(index);
-        }
+        let removed = (index < flow.attaching.len()).then(|| flow.attaching.remove(index));
         drop(flow);
         self.show_attachments();
+        self.discard_files(removed);
+    }
+
+    /// Forgets in the store the preparations of files taken off the reply (chosen by mistake,
+    /// perhaps), unless a file still on the reply holds the same one (the same bytes chosen
+    /// twice are one preparation).
+    fn discard_files(&self, removed: impl IntoIterator<Item = Attaching>) {
+        let ids: Vec<i64> = {
+            let flow = self.flow.borrow();
+            removed
+                .into_iter()
+                .filter_map(|a| match a.state {
+                    AttachState::Ready { file, .. } => Some(file.id),
+                    _ => None,
+                })
+                .filter(|id| {
+                    !flow.attaching.iter().any(
+                        |a| matches!(&a.state, AttachState::Ready { file, .. } if file.id == *id),
+                    )
+                })
+                .collect()
+        };
+        for id in ids {
+            self.send(Command::DiscardFile { id });
+        }
     }
 
     /// The file chooser, to choose where the copy of file `id` goes (then
@@ -1140,9 +1163,19 @@ impl InboxApp {
                 if twice {
                     flow.attaching.retain(|a| a.path != path);
                 } else if let Some(a) = flow.attaching.iter_mut().find(|a| a.path == path) {
-                    // (A file taken off the reply meanwhile stays off.)
                     a.name = file.name.clone();
                     a.state = AttachState::Ready { file, sent: 0 };
+                } else {
+                    // Taken off the reply while it was being cleaned: it stays off, and its
+                    // preparation goes.
+                    drop(flow);
+                    self.discard_files([Attaching {
+                        path,
+                        name: file.name.clone(),
+                        state: AttachState::Ready { file, sent: 0 },
+                    }]);
+                    self.show_attachments();
+                    return;
                 }
                 drop(flow);
                 self.show_attachments();
@@ -1175,6 +1208,7 @@ impl InboxApp {
                 }
                 self.problem(problem, &detail);
             }
+            Update::Problem { problem, detail } => self.problem(problem, &detail),
             Update::DownloadFailed { problem, detail } => {
                 // A disk without room says so (the person can free some); any other failure
                 // says that nothing is lost and the next check goes on.

@@ -51,6 +51,9 @@ pub enum Command {
     /// it, ready, in the encrypted store (ADR 0013 point 4). A file that cannot be cleaned is
     /// refused unless `send_as_is` says the person chose to send it as it is.
     Attach { path: PathBuf, send_as_is: bool },
+    /// The person took prepared file `id` off the reply before sending it: it leaves the
+    /// encrypted store at once (a file a reply carries stays with it).
+    DiscardFile { id: i64 },
     /// Save a copy of a file that arrived whole (or one this device sent) to a new file at
     /// `path`, outside the encrypted store.
     SaveFile { id: i64, path: PathBuf },
@@ -409,6 +412,12 @@ pub enum Update {
         problem: InboxProblem,
         detail: String,
     },
+    /// A problem to show, with nothing else changed (a file taken off the reply could not be
+    /// forgotten in the store).
+    Problem {
+        problem: InboxProblem,
+        detail: String,
+    },
     /// Files users sent could not be downloaded now (the next read goes on where this one
     /// stopped).
     DownloadFailed {
@@ -680,7 +689,10 @@ impl State {
                 return;
             };
             let ends_session = matches!(command, Command::Lock | Command::Destroy);
-            if !ends_session && epoch < *interrupted.borrow() {
+            // A file taken off the reply is forgotten even if a lock follows (quick, in the
+            // store only: what a lock leaves behind shrinks).
+            let before_lock = matches!(command, Command::DiscardFile { .. });
+            if !ends_session && !before_lock && epoch < *interrupted.borrow() {
                 continue;
             }
             if ends_session {
@@ -709,6 +721,15 @@ impl State {
                         .interruptible(epoch, &interrupted, |s| s.export_history(to, number))
                         .await;
                 }
+                Command::DiscardFile { id } => {
+                    // The store's part at once, whatever follows; the relay's (its copy, if
+                    // the upload had begun) dropped by a lock.
+                    if let Some(discarded) = self.discard_file(id) {
+                        let _ = self
+                            .interruptible(epoch, &interrupted, |s| s.delete_relay_copy(discarded))
+                            .await;
+                    }
+                }
                 other => self.handle(other).await,
             }
             if self.client.is_some() && !was_open {
@@ -734,6 +755,31 @@ impl State {
             done = work(self) => Some(done),
             _ = interrupted.wait_for(|n| *n > epoch) => None,
         }
+    }
+
+    /// Forgets prepared file `id` in the store (taken off the reply); returns what went if
+    /// the relay holds a copy to delete. A failure is shown: the file then stays with the
+    /// unsent preparations, for a week.
+    fn discard_file(&mut self, id: i64) -> Option<refuge_client::store::Discarded> {
+        let client = self.client.as_ref()?;
+        match client.discard_attachment(id) {
+            Ok(d @ refuge_client::store::Discarded::Uploaded { .. }) => Some(d),
+            Ok(_) => None,
+            Err(e) => {
+                let (problem, detail) = problem_of(&e);
+                self.say(Update::Problem { problem, detail });
+                None
+            }
+        }
+    }
+
+    /// Deletes the relay's copy of a file taken off the reply; if that fails, the relay's
+    /// sweep deletes it (a day without progress; if complete, its retention period).
+    async fn delete_relay_copy(&mut self, discarded: refuge_client::store::Discarded) {
+        let Some(client) = self.client.as_mut() else {
+            return;
+        };
+        let _ = client.delete_relay_copy(&discarded).await;
     }
 
     fn settings(&self) -> InboxSettings {
@@ -860,6 +906,10 @@ impl State {
             Command::Device => self.show_device(),
             Command::Attach { path, send_as_is } => self.attach(path, send_as_is),
             Command::SaveFile { id, path } => self.save_file(id, path),
+            Command::DiscardFile { id } => {
+                // (The run loop takes it before it gets here.)
+                self.discard_file(id);
+            }
             Command::AcceptHistory { from } => {
                 let Some(client) = &self.client else { return };
                 match client.accept_history_from(&from) {

@@ -781,8 +781,38 @@ impl UserApp {
     }
 
     fn remove_file(&self, key: u64) {
-        self.flow.borrow_mut().draft_files.retain(|f| f.key != key);
+        let removed = {
+            let mut flow = self.flow.borrow_mut();
+            let removed = flow
+                .draft_files
+                .iter()
+                .position(|f| f.key == key)
+                .map(|at| flow.draft_files.remove(at));
+            removed.and_then(|f| match f.state {
+                DraftState::Ready { id, .. } => Some(id),
+                _ => None,
+            })
+        };
         self.show_draft_files();
+        // Chosen by mistake, perhaps: it leaves the encrypted store at once, unless the same
+        // file is still in the message under another entry (the same bytes prepared twice are
+        // one preparation).
+        if let Some(id) = removed {
+            self.discard_unless_kept(id);
+        }
+    }
+
+    /// Forgets prepared file `id` in the store, unless a file of the message still holds it.
+    fn discard_unless_kept(&self, id: i64) {
+        let held = self
+            .flow
+            .borrow()
+            .draft_files
+            .iter()
+            .any(|f| matches!(f.state, DraftState::Ready { id: other, .. } if other == id));
+        if !held {
+            self.send(Command::DiscardFile { id });
+        }
     }
 
     /// Opens the chooser in save mode for a copy of file `id`.
@@ -1284,8 +1314,11 @@ impl UserApp {
                 {
                     let mut flow = self.flow.borrow_mut();
                     let Some(f) = flow.draft_files.iter_mut().find(|f| f.key == key) else {
-                        // Removed while it was being cleaned (its preparation stays unsent in
-                        // the store, forgotten after a week).
+                        // Removed while it was being cleaned: its preparation goes too.
+                        drop(flow);
+                        if let FileOutcome::Ready { id, .. } = outcome {
+                            self.discard_unless_kept(id);
+                        }
                         return;
                     };
                     f.state = match outcome {

@@ -50,6 +50,9 @@ pub enum Command {
         path: PathBuf,
         as_is: bool,
     },
+    /// The person removed prepared file `id` from the message before sending it: it leaves
+    /// the encrypted store at once (a file a message carries stays with its message).
+    DiscardFile { id: i64 },
     /// Write a copy of file `id` to a new file at `path` (never over an existing one).
     Export { id: i64, path: PathBuf },
     /// The person has looked at the post's safety numbers: record them as seen.
@@ -209,7 +212,7 @@ pub enum Update {
     },
     /// A problem to show on the screen the person is on, with nothing else changed: files the
     /// staff sent wait for room on the disk (receiving goes on, and they come at a later read
-    /// once there is room).
+    /// once there is room), or a file removed from the message could not be forgotten.
     Problem {
         problem: Problem,
         detail: String,
@@ -496,9 +499,14 @@ impl State {
                 return;
             };
             let ends_session = matches!(command, Command::Lock | Command::Destroy);
-            // The draft is kept even though the lock that follows it raised the interrupt.
-            let keeps_draft = matches!(command, Command::KeepDraft { .. });
-            if !ends_session && !keeps_draft && epoch < *interrupted.borrow() {
+            // The draft is kept even though the lock that follows it raised the interrupt, and a
+            // file taken off the message is forgotten (quick, in the store only: what a lock
+            // leaves behind shrinks).
+            let before_lock = matches!(
+                command,
+                Command::KeepDraft { .. } | Command::DiscardFile { .. }
+            );
+            if !ends_session && !before_lock && epoch < *interrupted.borrow() {
                 // Sent before a lock or an erase that is already on its way: not done.
                 continue;
             }
@@ -509,6 +517,20 @@ impl State {
             let network = matches!(command, Command::Connect { .. } | Command::Send { .. });
             if ends_session {
                 self.session_epoch = epoch;
+            }
+            if let Command::DiscardFile { id } = command {
+                // The store's part at once, whatever follows; the relay's (its copy, if the
+                // upload had begun) only while connected, and dropped by a lock.
+                if let Some(discarded) = self.discard_file(id)
+                    && self.connected
+                {
+                    let _ = self
+                        .interruptible(epoch, &interrupted, |state| {
+                            state.delete_relay_copy(discarded)
+                        })
+                        .await;
+                }
+                continue;
             }
             if !network {
                 self.handle(command).await;
@@ -545,6 +567,32 @@ impl State {
             done = work(self) => Some(done),
             _ = interrupted.wait_for(|n| *n > epoch) => None,
         }
+    }
+
+    /// Forgets prepared file `id` in the store (the person took it off the message); returns
+    /// what went if the relay holds a copy to delete. A failure is shown: the file then stays
+    /// with the unsent preparations, for a week.
+    fn discard_file(&mut self, id: i64) -> Option<refuge_client::store::Discarded> {
+        let client = self.client.as_ref()?;
+        match client.discard_attachment(id) {
+            Ok(d @ refuge_client::store::Discarded::Uploaded { .. }) => Some(d),
+            Ok(_) => None,
+            Err(e) => {
+                let (problem, detail) = problem_of(&e);
+                self.say(Update::Problem { problem, detail });
+                None
+            }
+        }
+    }
+
+    /// Deletes the relay's copy of a file taken off the message. Not shown if it fails: the
+    /// relay's sweep deletes it (a day without progress; if complete, its retention period).
+    async fn delete_relay_copy(&mut self, discarded: refuge_client::store::Discarded) {
+        let Some(client) = self.client.as_mut() else {
+            return;
+        };
+        // Nothing the person can act on, and nothing lost: the sweep deletes it if this fails.
+        let _ = client.delete_relay_copy(&discarded).await;
     }
 
     fn settings(&self, bridges: Option<Vec<String>>) -> UserSettings {
@@ -612,6 +660,10 @@ impl State {
                 let Some(client) = &self.client else { return };
                 let outcome = prepare_file(client, &path, as_is);
                 self.say(Update::FilePrepared { key, outcome });
+            }
+            Command::DiscardFile { id } => {
+                // (The run loop takes it before it gets here.)
+                self.discard_file(id);
             }
             Command::Export { id, path } => {
                 let Some(client) = &self.client else { return };

@@ -51,6 +51,13 @@ fn get_req(mailbox: MailboxId, created: &wire::BlobCreated, index: u32) -> Reque
     })
 }
 
+fn delete_req(created: &wire::BlobCreated) -> Request {
+    Request::DeleteBlob(wire::DeleteBlob {
+        blob_id: created.blob_id.clone(),
+        upload_token: created.upload_token.clone(),
+    })
+}
+
 fn ack_blob_req(mailbox: MailboxId, created: &wire::BlobCreated) -> Request {
     Request::AckBlob(wire::AckBlob {
         mailbox_id: mailbox.0.to_vec(),
@@ -241,6 +248,63 @@ async fn an_attachment_to_a_post_and_a_user_is_stored_once_and_deleted_after_the
         ErrorCode::BlobNotFound,
     )
     .await;
+}
+
+#[tokio::test]
+async fn the_uploader_deletes_a_blob_it_took_off_the_message_and_no_one_else_can() {
+    let mut h = Harness::new().await;
+    let a = h.a.clone();
+    let u = user(1);
+    let mut s = h.session().await;
+    h.ok(&mut s, create_req(&u)).await;
+    let ticket = h.ticket(&mut s).await;
+    let created = h
+        .create_blob(
+            &mut s,
+            create_blob_req(SIZE, &[(a.mailbox, &ticket), (u.mailbox, &u.token.0)], 1),
+        )
+        .await;
+    for index in 0..3 {
+        h.put(&mut s, put_req(&created, index, chunk_bytes(index, 4)))
+            .await;
+    }
+    // A token that is not the upload's, or not a token at all: refused, nothing changed.
+    let before = h.snapshot();
+    let mut forged = created.clone();
+    forged.upload_token = vec![0; 32];
+    h.refused(&mut s, delete_req(&forged), ErrorCode::DepositNotAuthorized)
+        .await;
+    forged.upload_token = vec![0; 5];
+    h.refused(&mut s, delete_req(&forged), ErrorCode::MalformedRequest)
+        .await;
+    assert_eq!(h.snapshot(), before);
+    // The uploader's: gone for every recipient, chunks and all, before the answer.
+    match h.ok(&mut s, delete_req(&created)).await {
+        Response::BlobDeleted(_) => {}
+        other => panic!("{other:?}"),
+    }
+    let snap = h.snapshot();
+    assert_eq!(
+        (
+            rows(&snap, "blobs"),
+            rows(&snap, "blob_chunks"),
+            rows(&snap, "blob_recipients")
+        ),
+        (0, 0, 0)
+    );
+    let mut device = h.session().await;
+    h.login(&mut device, &a.auth, a.mailbox).await;
+    h.refused(
+        &mut device,
+        get_req(a.mailbox, &created, 0),
+        ErrorCode::BlobNotFound,
+    )
+    .await;
+    // Sent again (its answer lost): the same answer, nothing to do.
+    match h.ok(&mut s, delete_req(&created)).await {
+        Response::BlobDeleted(_) => {}
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -564,6 +564,18 @@ impl RelayStore for SqliteStore {
         }
         Ok(released)
     }
+
+    async fn delete_blob(&self, blob: BlobId, upload_hash: [u8; 32]) -> Result<bool, StoreError> {
+        // Reads, then writes only through UPDATE and DELETE, refusing before it writes.
+        let released = self
+            .write_rerunnable(move |c| ops::delete_blob(c, &blob, &upload_hash))
+            .await?;
+        if released {
+            // Answered once the chunks are gone; what a failure leaves, the sweep finishes.
+            self.delete_released().await;
+        }
+        Ok(released)
+    }
 }
 
 /// What [`spawn_expiry`] returns: the sender that stops the thread, the thread, and a receiver

@@ -357,6 +357,27 @@ pub(in crate::store::sqlite) fn ack_blob(
     Ok(released > 0)
 }
 
+/// Releases blob `blob` for its uploader, who took the file off the message before sending it:
+/// out of every recipient's reach and quota at once, its chunks deleted by the steps of
+/// [`delete_released_step`]. `Ok(false)`: no such blob (unknown, or already released). Refuses
+/// before writing anything.
+pub(in crate::store::sqlite) fn delete_blob(
+    conn: &Connection,
+    blob: &BlobId,
+    upload_hash: &[u8; 32],
+) -> Result<bool, StoreError> {
+    match uploading(conn, blob, upload_hash) {
+        Ok(_) => {}
+        Err(StoreError::UnknownBlob) => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    conn.prepare_cached("UPDATE blobs SET released = 1 WHERE id = ?1 AND released = 0")?
+        .execute([&blob[..]])?;
+    conn.prepare_cached("DELETE FROM blob_recipients WHERE blob_id = ?1")?
+        .execute([&blob[..]])?;
+    Ok(true)
+}
+
 /// Releases the blobs whose sender's timer has come by `now_hour`, and the uploads that made
 /// no progress for [`INCOMPLETE_BLOB_LIFETIME`]. Returns how many were released.
 pub(in crate::store::sqlite) fn release_due_blobs(

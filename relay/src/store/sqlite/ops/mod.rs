@@ -12,8 +12,8 @@ mod tickets;
 #[cfg(test)]
 pub(super) use blobs::DELETE_STEP_CHUNKS;
 pub(super) use blobs::{
-    BlobQuota, ack_blob, blob_state, create_blob, delete_released_step, get_chunk, precheck_chunk,
-    put_chunk,
+    BlobQuota, ack_blob, blob_state, create_blob, delete_blob, delete_released_step, get_chunk,
+    precheck_chunk, put_chunk,
 };
 pub(super) use directory::install_directory;
 pub(super) use mailboxes::{create_mailbox, mailbox_key};
