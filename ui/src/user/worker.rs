@@ -518,6 +518,22 @@ impl State {
             if ends_session {
                 self.session_epoch = epoch;
             }
+            if let Command::PrepareFile { key, path, as_is } = command {
+                // Reading and cleaning a file (seconds for a large PDF) runs on a blocking
+                // thread and is dropped by a lock, which then need not wait for it (what it
+                // made is zeroized when it finishes); keeping the result is a store write.
+                let cleaning = tokio::task::spawn_blocking({
+                    let path = path.clone();
+                    move || read_and_clean(&path, as_is)
+                });
+                if let Some(cleaned) = self
+                    .interruptible(epoch, &interrupted, |_| cleaning)
+                    .await
+                {
+                    self.keep_file(key, &path, cleaned);
+                }
+                continue;
+            }
             if let Command::DiscardFile { id } = command {
                 // The store's part at once, whatever follows; the relay's (its copy, if the
                 // upload had begun) only while connected, and dropped by a lock.
@@ -567,6 +583,29 @@ impl State {
             done = work(self) => Some(done),
             _ = interrupted.wait_for(|n| *n > epoch) => None,
         }
+    }
+
+    /// Keeps a file read and cleaned from `path` in the store and tells the window.
+    fn keep_file(
+        &mut self,
+        key: u64,
+        path: &std::path::Path,
+        cleaned: Result<
+            Result<refuge_client::transfer::Cleaned, FileOutcome>,
+            tokio::task::JoinError,
+        >,
+    ) {
+        let Some(client) = &self.client else { return };
+        let outcome = match cleaned {
+            Ok(Ok(cleaned)) => keep_cleaned(client, path, cleaned),
+            Ok(Err(outcome)) => outcome,
+            // The cleaning panicked (a parser's bug on a strange file): refused, nothing kept.
+            Err(e) => FileOutcome::Refused {
+                reason: FileRefusal::Damaged,
+                detail: format!("the file could not be read: {e}"),
+            },
+        };
+        self.say(Update::FilePrepared { key, outcome });
     }
 
     /// Forgets prepared file `id` in the store (the person took it off the message); returns
@@ -657,9 +696,14 @@ impl State {
                 attachments,
             } => self.send(post, text, attachments).await,
             Command::PrepareFile { key, path, as_is } => {
-                let Some(client) = &self.client else { return };
-                let outcome = prepare_file(client, &path, as_is);
-                self.say(Update::FilePrepared { key, outcome });
+                // (The run loop takes it before it gets here; this is the same without the
+                // lock's interrupt.)
+                let cleaned = tokio::task::spawn_blocking({
+                    let path = path.clone();
+                    move || read_and_clean(&path, as_is)
+                })
+                .await;
+                self.keep_file(key, &path, cleaned);
             }
             Command::DiscardFile { id } => {
                 // (The run loop takes it before it gets here.)
@@ -1084,10 +1128,14 @@ impl State {
     }
 }
 
-/// Reads the file at `path` (a regular file, never through a link), removes its hidden
-/// information (or keeps it unchanged if `as_is` and it cannot be cleaned) and keeps it in the
-/// store, ready to send.
-fn prepare_file(client: &UserClient, path: &std::path::Path, as_is: bool) -> FileOutcome {
+/// Reads the file at `path` (a regular file, never through a link) and removes its hidden
+/// information (or keeps it unchanged if `as_is` and it cannot be cleaned): the slow part of
+/// preparing a file (seconds for a large PDF), which needs no store and runs on a blocking
+/// thread. `Err`: what the window shows instead.
+fn read_and_clean(
+    path: &std::path::Path,
+    as_is: bool,
+) -> Result<refuge_client::transfer::Cleaned, FileOutcome> {
     use refuge_client::attachment::MAX_ATTACHMENT_LEN;
     let bytes = match crate::files::read_regular_file(path, MAX_ATTACHMENT_LEN) {
         Ok(b) => zeroize::Zeroizing::new(b),
@@ -1097,23 +1145,28 @@ fn prepare_file(client: &UserClient, path: &std::path::Path, as_is: bool) -> Fil
             } else {
                 FileRefusal::Unreadable
             };
-            return FileOutcome::Refused {
+            return Err(FileOutcome::Refused {
                 reason,
                 detail: e.to_string(),
-            };
+            });
         }
     };
-    let cleaned = match refuge_client::transfer::clean_file(&bytes, as_is) {
-        Ok(c) => c,
-        Err(e) => {
-            let (reason, detail) = refusal_of(&e);
-            return if reason == FileRefusal::TooLarge {
-                FileOutcome::Refused { reason, detail }
-            } else {
-                FileOutcome::NeedsChoice { reason, detail }
-            };
+    refuge_client::transfer::clean_file(&bytes, as_is).map_err(|e| {
+        let (reason, detail) = refusal_of(&e);
+        if reason == FileRefusal::TooLarge {
+            FileOutcome::Refused { reason, detail }
+        } else {
+            FileOutcome::NeedsChoice { reason, detail }
         }
-    };
+    })
+}
+
+/// Keeps a file [`read_and_clean`] read from `path` in the store, ready to send.
+fn keep_cleaned(
+    client: &UserClient,
+    path: &std::path::Path,
+    cleaned: refuge_client::transfer::Cleaned,
+) -> FileOutcome {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
