@@ -225,8 +225,8 @@ pub async fn download(
     // before every download and every resumed one, so files sent faster than the person
     // exports or deletes them cannot fill the disk. One that does not fit is not failed: it
     // waits on the relay and is fetched at a later read.
-    let needed = u64::from(row.chunks.saturating_sub(row.next_chunk))
-        * attachment::CHUNK_LEN as u64;
+    let needed =
+        u64::from(row.chunks.saturating_sub(row.next_chunk)) * attachment::CHUNK_LEN as u64;
     let free = crate::files::free_space(store.dir());
     if !has_room(free, needed, store.download_reserve()) {
         return Err(ClientError::NoRoom {

@@ -1174,7 +1174,11 @@ fn a_file_removed_from_the_message_leaves_the_encrypted_store_at_once() {
         click(w, "Attach files…");
         click(w, name);
         click(w, "Choose");
-        assert_eq!(until_file_prepared(&app, &rx, name).state, 1, "{name} ready");
+        assert_eq!(
+            until_file_prepared(&app, &rx, name).state,
+            1,
+            "{name} ready"
+        );
     }
     // The wrong photo is taken off the message: the worker forgets it in the store.
     click(w, "Remove wrong.jpg");
@@ -1193,7 +1197,11 @@ fn a_file_removed_from_the_message_leaves_the_encrypted_store_at_once() {
         .into_iter()
         .map(|a| a.file_name)
         .collect();
-    assert_eq!(kept, ["right.png"], "only the file still on the message is kept");
+    assert_eq!(
+        kept,
+        ["right.png"],
+        "only the file still on the message is kept"
+    );
 }
 
 #[test]

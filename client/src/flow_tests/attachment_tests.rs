@@ -401,7 +401,10 @@ async fn a_file_the_disk_has_no_room_for_waits_on_the_relay_and_comes_once_there
     }
     assert_eq!(err.blame(), crate::error::Blame::Local);
     assert_eq!(err.hint(), crate::error::Hint::FreeDiskSpace);
-    assert!(err.to_string().contains("not enough free disk space"), "{err}");
+    assert!(
+        err.to_string().contains("not enough free disk space"),
+        "{err}"
+    );
     // Nothing was fetched, nothing failed: the file still waits, whole on the relay.
     assert_eq!(count(&w, "GetChunk"), before);
     let row = store.attachment(id).unwrap().unwrap();
@@ -559,7 +562,11 @@ async fn a_file_taken_off_the_message_after_its_upload_leaves_the_store_and_the_
     let err = relay::get_chunk(&mut desk, &w.desk_mailbox(DESK1), &pointer.blob_id, 0)
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Some(refuge_proto::ErrorCode::BlobNotFound), "{err}");
+    assert_eq!(
+        err.code(),
+        Some(refuge_proto::ErrorCode::BlobNotFound),
+        "{err}"
+    );
     transfer::delete_relay_copy(&mut w.relay.connect().await, &discarded)
         .await
         .unwrap();

@@ -1743,7 +1743,11 @@ async fn the_uploader_deletes_a_blob_for_every_recipient_and_a_wrong_token_chang
     ));
     assert_eq!(store.state(), before);
     assert!(store.delete_blob(id, upload_hash(6)).await.unwrap());
-    assert_eq!(store.blob_counts(), (0, 0), "the blob and its chunks are gone");
+    assert_eq!(
+        store.blob_counts(),
+        (0, 0),
+        "the blob and its chunks are gone"
+    );
     for grant in [u, v].map(MailboxGrant::dangerously_assume) {
         assert!(matches!(
             store.get_chunk(&grant, id, 0, now()).await,

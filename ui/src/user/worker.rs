@@ -526,10 +526,7 @@ impl State {
                     let path = path.clone();
                     move || read_and_clean(&path, as_is)
                 });
-                if let Some(cleaned) = self
-                    .interruptible(epoch, &interrupted, |_| cleaning)
-                    .await
-                {
+                if let Some(cleaned) = self.interruptible(epoch, &interrupted, |_| cleaning).await {
                     self.keep_file(key, &path, cleaned);
                 }
                 continue;
