@@ -1204,6 +1204,85 @@ fn a_file_removed_from_the_message_leaves_the_encrypted_store_at_once() {
     );
 }
 
+/// Unlocks the app after a lock, connects, and waits for the posts: the drafts it kept come
+/// back in between (one [`Update::DraftKept`] per post that has one, `drafts` of them).
+fn unlock_and_connect(
+    app: &refuge_ui::user::UserApp,
+    rx: &std::sync::mpsc::Receiver<Update>,
+    drafts: usize,
+) {
+    let w = app.window();
+    click(w, "Unlock");
+    type_into(w, "Passphrase", PASSPHRASE);
+    click(w, "Unlock");
+    pump_until(app, rx, 30, "the store open", |u| {
+        matches!(u, Update::Opened { .. })
+    });
+    let seen = std::cell::Cell::new(0);
+    if drafts > 0 {
+        pump_until(app, rx, 30, "the drafts given back", |u| {
+            if matches!(u, Update::DraftKept { .. }) {
+                seen.set(seen.get() + 1);
+            }
+            seen.get() == drafts
+        });
+    }
+    click(w, "Connect");
+    pump_until(app, rx, 30, "the connection", |u| {
+        matches!(u, Update::Connected)
+    });
+    pump_until(
+        app,
+        rx,
+        10,
+        "the posts",
+        |u| matches!(u, Update::Posts(p) if p.len() >= 2),
+    );
+}
+
+#[test]
+fn each_post_keeps_its_own_draft_through_locks_until_it_is_opened() {
+    i_slint_backend_testing::init_no_event_loop();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let (_rt, kit) = kit_relay();
+    let vkey = kit.log_vkey().expect("a log").to_string();
+    let (app, rx) = connected(&tmp.path().join("app"), &vkey, &kit);
+    let w = app.window();
+    pump_until(
+        &app,
+        &rx,
+        10,
+        "the posts",
+        |u| matches!(u, Update::Posts(p) if p.len() >= 2),
+    );
+    let lock = |what: &str| {
+        click(w, "Hold to lock");
+        pump_until(&app, &rx, 30, what, |u| matches!(u, Update::Locked));
+    };
+    // A message to the first post, interrupted by a lock.
+    w.invoke_open_post("emb-xx".into());
+    type_into(w, "Your message", "what happened at the checkpoint");
+    lock("the first lock");
+    unlock_and_connect(&app, &rx, 1);
+    // Without opening that post again, the person writes to another one and locks again.
+    w.invoke_open_post("emb-yy".into());
+    type_into(w, "Your message", "a question for the other post");
+    lock("the second lock");
+    unlock_and_connect(&app, &rx, 2);
+    // Both come back, each to its own post.
+    w.invoke_open_post("emb-xx".into());
+    assert_eq!(w.get_draft(), "what happened at the checkpoint");
+    assert!(shows(w, "This message was not sent before the app locked"));
+    w.invoke_open_post("emb-yy".into());
+    assert_eq!(w.get_draft(), "a question for the other post");
+    // Given back: a lock with empty composers keeps nothing, and nothing comes back.
+    w.set_draft("".into());
+    lock("the third lock");
+    unlock_and_connect(&app, &rx, 0);
+    w.invoke_open_post("emb-xx".into());
+    assert_eq!(w.get_draft(), "");
+}
+
 #[test]
 fn a_photo_goes_to_the_post_without_its_position_and_a_file_from_the_post_is_saved() {
     use refuge_client::store::{AttachmentState, NewAttachment};

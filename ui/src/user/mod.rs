@@ -92,9 +92,9 @@ struct Flow {
     /// transfers since (attachment id → bytes done, total).
     messages: Vec<MessageView>,
     progress: std::collections::HashMap<i64, (u64, u64)>,
-    /// The message being written when the app was locked, given back by the worker after the
-    /// unlock: it returns to the composer when the person opens its post.
-    kept_draft: Option<KeptDraft>,
+    /// The messages being written when the app was locked (one per post), given back by the
+    /// worker after the unlock: each returns to the composer when the person opens its post.
+    kept_drafts: Vec<KeptDraft>,
     /// The screen the safety numbers were opened from (the first message's, or the
     /// conversation's), where they lead back to.
     safety_from: Screen,
@@ -254,7 +254,7 @@ impl UserApp {
             next_file_key: 1,
             messages: Vec::new(),
             progress: std::collections::HashMap::new(),
-            kept_draft: None,
+            kept_drafts: Vec::new(),
             safety_from: Screen::Conversation,
         }));
         let app = UserApp {
@@ -636,10 +636,8 @@ impl UserApp {
         });
         let kept = {
             let mut flow = self.flow.borrow_mut();
-            match &flow.kept_draft {
-                Some(k) if k.post == post.id => flow.kept_draft.take(),
-                _ => None,
-            }
+            let at = flow.kept_drafts.iter().position(|k| k.post == post.id);
+            at.map(|at| flow.kept_drafts.remove(at))
         };
         if let Some(kept) = kept {
             // The message the lock interrupted: its text, and its files cleaned again (the
@@ -648,7 +646,9 @@ impl UserApp {
             w.set_draft_kept(true);
             self.add_files(kept.files);
             // Back in a composer: the store may forget it (a lock now keeps the composer's).
-            self.send(Command::DraftRestored);
+            self.send(Command::DraftRestored {
+                post: kept.post.clone(),
+            });
         }
         self.send(Command::Open {
             post: Some(post.id),
@@ -960,7 +960,7 @@ impl UserApp {
         flow.draft_files.clear();
         flow.messages.clear();
         flow.progress.clear();
-        flow.kept_draft = None;
+        flow.kept_drafts.clear();
         // A chooser left open shows nothing more (and chooses nothing) once locked.
         let picker = flow.picker.clone();
         flow.open = false;
@@ -1308,7 +1308,9 @@ impl UserApp {
             }
             Update::OwnNumber(number) => w.set_own_number(number.into()),
             Update::DraftKept { post, text, files } => {
-                self.flow.borrow_mut().kept_draft = Some(KeptDraft { post, text, files });
+                let mut flow = self.flow.borrow_mut();
+                flow.kept_drafts.retain(|k| k.post != post);
+                flow.kept_drafts.push(KeptDraft { post, text, files });
             }
             Update::FilePrepared { key, outcome } => {
                 {

@@ -66,8 +66,9 @@ pub enum Command {
         text: SecretText,
         files: Vec<(PathBuf, bool)>,
     },
-    /// The kept draft ([`Update::DraftKept`]) is back in the composer: the store forgets it.
-    DraftRestored,
+    /// The kept draft of `post` ([`Update::DraftKept`]) is back in the composer: the store
+    /// forgets it (and keeps the other posts' drafts).
+    DraftRestored { post: String },
     /// Close the store and forget everything in memory.
     Lock,
     /// Destroy the store (its key first), the Tor state and the app's preferences.
@@ -192,8 +193,8 @@ pub enum Update {
         /// message and its files stay in the composer for another try.
         kept: bool,
     },
-    /// The message being written when the app was locked ([`Command::KeepDraft`]), given back
-    /// once, after the unlock.
+    /// A message being written when the app was locked ([`Command::KeepDraft`]), given back
+    /// after the unlock: one per post that has one.
     DraftKept {
         post: String,
         text: SecretText,
@@ -336,37 +337,76 @@ impl Drop for Worker {
 
 /// Store setting: connect automatically after unlocking.
 const AUTOMATIC: &str = "app.connect_automatically";
-/// Store setting: the message being written when the app locked ([`Command::KeepDraft`]);
-/// empty once given back.
+/// Store setting: the messages being written when the app locked ([`Command::KeepDraft`]), one
+/// per post; each goes once given back ([`Command::DraftRestored`]), empty when none is left.
 const DRAFT: &str = "app.draft";
 
-/// The kept draft as one setting: a version line, then the post, the text and each file's path
-/// in hex (a path need not be UTF-8), a file's line starting with `1:` if it goes as it is.
+/// The kept drafts as one setting: a version line, then for each draft a line `=`, the post, the
+/// text and each file's path in hex (a path need not be UTF-8), a file's line starting with `1:`
+/// if it goes as it is. The first version held one draft without the `=` line; it still reads.
 mod draft {
     use refuge_client::secret::SecretText;
     use std::path::PathBuf;
     use zeroize::Zeroizing;
 
+    /// One draft (written before there could be several; read only).
     const VERSION: &str = "refuge-draft v1";
-
-    pub fn encode(post: &str, text: &SecretText, files: &[(PathBuf, bool)]) -> Zeroizing<String> {
-        let mut out = Zeroizing::new(format!("{VERSION}\n{}\n", hex::encode(post)));
-        out.push_str(&Zeroizing::new(hex::encode(text.expose())));
-        for (path, as_is) in files {
-            out.push_str(if *as_is { "\n1:" } else { "\n0:" });
-            out.push_str(&hex::encode(path_bytes(path)));
-        }
-        out
-    }
+    /// Several drafts, one per post.
+    const VERSION_2: &str = "refuge-drafts v2";
 
     /// A kept draft: its post, its text and its files (each with whether it goes as it is).
     pub type Kept = (String, SecretText, Vec<(PathBuf, bool)>);
 
-    pub fn decode(kept: &str) -> Option<Kept> {
-        let mut lines = kept.split('\n');
-        if lines.next()? != VERSION {
-            return None;
+    pub fn encode(drafts: &[Kept]) -> Zeroizing<String> {
+        let mut out = Zeroizing::new(VERSION_2.to_string());
+        for (post, text, files) in drafts {
+            out.push_str("\n=\n");
+            out.push_str(&hex::encode(post));
+            out.push('\n');
+            out.push_str(&Zeroizing::new(hex::encode(text.expose())));
+            for (path, as_is) in files {
+                out.push_str(if *as_is { "\n1:" } else { "\n0:" });
+                out.push_str(&hex::encode(path_bytes(path)));
+            }
         }
+        out
+    }
+
+    /// The drafts of a kept setting, in the order they were kept; none if it does not read
+    /// (a damaged setting loses the drafts, never the store).
+    pub fn decode(kept: &str) -> Vec<Kept> {
+        if let Some(rest) = kept.strip_prefix(VERSION_2) {
+            return rest
+                .split("\n=\n")
+                .skip(1)
+                .map(one)
+                .collect::<Option<Vec<_>>>()
+                .unwrap_or_default();
+        }
+        match kept
+            .strip_prefix(VERSION)
+            .and_then(|r| r.strip_prefix('\n'))
+        {
+            Some(rest) => one(rest).into_iter().collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// `drafts` with `draft` in place of any earlier one of its post.
+    pub fn keep(mut drafts: Vec<Kept>, draft: Kept) -> Vec<Kept> {
+        drafts.retain(|(post, ..)| *post != draft.0);
+        drafts.push(draft);
+        drafts
+    }
+
+    /// `drafts` without the one of `post`.
+    pub fn forget(mut drafts: Vec<Kept>, post: &str) -> Vec<Kept> {
+        drafts.retain(|(p, ..)| p != post);
+        drafts
+    }
+
+    fn one(record: &str) -> Option<Kept> {
+        let mut lines = record.split('\n');
         let post = String::from_utf8(hex::decode(lines.next()?).ok()?).ok()?;
         let text = Zeroizing::new(hex::decode(lines.next()?).ok()?);
         let text = SecretText::new(String::from_utf8(text.to_vec()).ok()?);
@@ -411,19 +451,66 @@ mod draft {
                 (PathBuf::from("/home/a/Pictures/عکس 1.jpg"), false),
                 (PathBuf::from("/home/a/notes\n1:x.txt"), true),
             ];
-            let text = SecretText::new("سلام\nline two: 1:".into());
-            let kept = encode("emb-xx", &text, &files);
-            let (post, back, files_back) = decode(&kept).expect("reads back");
-            assert_eq!(post, "emb-xx");
-            assert_eq!(back.expose(), text.expose());
-            assert_eq!(files_back, files);
-            let (_, empty, none) = decode(&encode("p", &SecretText::new(String::new()), &[]))
-                .expect("an empty draft reads back");
-            assert!(empty.expose().is_empty() && none.is_empty());
-            assert!(decode("").is_none());
-            assert!(decode("refuge-draft v1\n70\n41\n2:00").is_none());
+            let text = SecretText::new("سلام\nline two: 1:\n=\n".into());
+            let a = ("emb-xx".to_string(), text.clone(), files.clone());
+            let empty = ("emb-yy".to_string(), SecretText::new(String::new()), vec![]);
+            let kept = encode(&[a.clone(), empty.clone()]);
+            assert_eq!(decode(&kept), vec![a.clone(), empty.clone()]);
+            assert_eq!(decode(&encode(&[])), vec![]);
+            // What the first version wrote (one draft) still reads.
+            let v1 = format!(
+                "refuge-draft v1\n{}\n{}\n1:{}",
+                hex::encode("emb-xx"),
+                hex::encode("bonjour"),
+                hex::encode("/tmp/a.jpg")
+            );
+            assert_eq!(
+                decode(&v1),
+                vec![(
+                    "emb-xx".to_string(),
+                    SecretText::new("bonjour".into()),
+                    vec![(PathBuf::from("/tmp/a.jpg"), true)]
+                )]
+            );
+            // Damaged: nothing, rather than a draft made up of parts.
+            assert!(decode("").is_empty());
+            assert!(decode("refuge-draft v1\n70\n41\n2:00").is_empty());
+            assert!(decode(&format!("{}\n=\nzz", &*encode(std::slice::from_ref(&a)))).is_empty());
+        }
+
+        #[test]
+        fn each_post_keeps_its_own_draft_until_it_is_given_back() {
+            let draft = |post: &str, text: &str| {
+                (post.to_string(), SecretText::new(text.into()), Vec::new())
+            };
+            let drafts = keep(Vec::new(), draft("emb-xx", "first"));
+            let drafts = keep(drafts, draft("emb-yy", "other post"));
+            let drafts = keep(drafts, draft("emb-xx", "first, rewritten"));
+            assert_eq!(
+                drafts,
+                vec![
+                    draft("emb-yy", "other post"),
+                    draft("emb-xx", "first, rewritten")
+                ]
+            );
+            assert_eq!(
+                forget(drafts, "emb-yy"),
+                vec![draft("emb-xx", "first, rewritten")]
+            );
         }
     }
+}
+
+/// The drafts kept in `client`'s store (none if the setting cannot be read).
+fn kept_drafts(client: &UserClient) -> Vec<draft::Kept> {
+    client
+        .store()
+        .setting(DRAFT)
+        .ok()
+        .flatten()
+        .map(Zeroizing::new)
+        .map(|kept| draft::decode(&kept))
+        .unwrap_or_default()
 }
 
 struct State {
@@ -499,12 +586,15 @@ impl State {
                 return;
             };
             let ends_session = matches!(command, Command::Lock | Command::Destroy);
-            // The draft is kept even though the lock that follows it raised the interrupt, and a
-            // file taken off the message is forgotten (quick, in the store only: what a lock
-            // leaves behind shrinks).
+            // The draft is kept even though the lock that follows it raised the interrupt, a
+            // draft given back is forgotten (or it would come back again after the next
+            // unlock), and a file taken off the message is forgotten: quick, in the store only,
+            // and in the order the window sent them.
             let before_lock = matches!(
                 command,
-                Command::KeepDraft { .. } | Command::DiscardFile { .. }
+                Command::KeepDraft { .. }
+                    | Command::DraftRestored { .. }
+                    | Command::DiscardFile { .. }
             );
             if !ends_session && !before_lock && epoch < *interrupted.borrow() {
                 // Sent before a lock or an erase that is already on its way: not done.
@@ -733,8 +823,9 @@ impl State {
             }
             Command::KeepDraft { post, text, files } => {
                 if let Some(c) = &self.client {
-                    let kept = draft::encode(&post, &text, &files);
-                    if let Err(e) = c.store().set_setting(DRAFT, &kept) {
+                    // Beside the drafts of other posts not given back yet.
+                    let drafts = draft::keep(kept_drafts(c), (post, text, files));
+                    if let Err(e) = c.store().set_setting(DRAFT, &draft::encode(&drafts)) {
                         // The lock goes on: the draft is lost, as before there was this.
                         let (problem, detail) = problem_of(&e);
                         self.say(Update::SendFailed {
@@ -745,9 +836,11 @@ impl State {
                     }
                 }
             }
-            Command::DraftRestored => {
+            Command::DraftRestored { post } => {
                 if let Some(c) = &self.client
-                    && let Err(e) = c.store().set_setting(DRAFT, "")
+                    && let Err(e) = c
+                        .store()
+                        .set_setting(DRAFT, &draft::encode(&draft::forget(kept_drafts(c), &post)))
                 {
                     // It would come back once more at the next unlock; the store's failure is
                     // the person's to know (a full disk, say).
@@ -821,13 +914,8 @@ impl State {
                     .ok()
                     .flatten()
                     .is_some_and(|v| v == "1");
-                let draft = client
-                    .store()
-                    .setting(DRAFT)
-                    .ok()
-                    .flatten()
-                    .map(Zeroizing::new);
-                // Kept in the store until it is back in a composer (`DraftRestored`): a lock
+                let drafts = kept_drafts(&client);
+                // Kept in the store until each is back in a composer (`DraftRestored`): a lock
                 // before the person opens its post, or while this unlock is being discarded,
                 // must not lose it.
                 self.adopt(client);
@@ -835,7 +923,7 @@ impl State {
                     initialized,
                     automatic,
                 });
-                if let Some((post, text, files)) = draft.as_deref().and_then(|d| draft::decode(d)) {
+                for (post, text, files) in drafts {
                     self.say(Update::DraftKept { post, text, files });
                 }
                 self.show_own_number();
