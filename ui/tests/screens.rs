@@ -1158,17 +1158,8 @@ fn a_file_removed_from_the_message_leaves_the_encrypted_store_at_once() {
     std::fs::write(home.join("wrong.jpg"), strip_fixture("jpeg-gps-author.jpg")).expect("write");
     std::fs::write(home.join("right.png"), strip_fixture("png-gps-author.png")).expect("write");
     let dir = tmp.path().join("app");
-    let (app, rx) = connected(&dir, &vkey, &kit);
+    let (app, rx) = at_post(&dir, &vkey, &kit, &home);
     let w = app.window();
-    app.picker().set_start_folder(&home);
-    pump_until(
-        &app,
-        &rx,
-        10,
-        "the posts",
-        |u| matches!(u, Update::Posts(p) if !p.is_empty()),
-    );
-    w.invoke_open_post(refuge_testkit::fixtures::POST.into());
     w.set_screen(Screen::Conversation);
     for name in ["wrong.jpg", "right.png"] {
         click(w, "Attach files…");
@@ -1202,6 +1193,28 @@ fn a_file_removed_from_the_message_leaves_the_encrypted_store_at_once() {
         ["right.png"],
         "only the file still on the message is kept"
     );
+}
+
+/// [`connected`], with the file chooser starting in `home`, the posts listed and the test
+/// post open.
+fn at_post(
+    dir: &std::path::Path,
+    vkey: &str,
+    kit: &TestRelay,
+    home: &std::path::Path,
+) -> (refuge_ui::user::UserApp, std::sync::mpsc::Receiver<Update>) {
+    let (app, rx) = connected(dir, vkey, kit);
+    app.picker().set_start_folder(home);
+    pump_until(
+        &app,
+        &rx,
+        10,
+        "the posts",
+        |u| matches!(u, Update::Posts(p) if !p.is_empty()),
+    );
+    app.window()
+        .invoke_open_post(refuge_testkit::fixtures::POST.into());
+    (app, rx)
 }
 
 /// Unlocks the app after a lock, connects, and waits for the posts: the drafts it kept come
@@ -1304,17 +1317,8 @@ fn a_photo_goes_to_the_post_without_its_position_and_a_file_from_the_post_is_sav
     std::fs::write(home.join("Pictures/protest.jpg"), &photo).expect("write");
     std::fs::write(home.join("notes.txt"), "names and places").expect("write");
 
-    let (app, rx) = connected(&tmp.path().join("app"), &vkey, &kit);
+    let (app, rx) = at_post(&tmp.path().join("app"), &vkey, &kit, &home);
     let w = app.window();
-    app.picker().set_start_folder(&home);
-    pump_until(
-        &app,
-        &rx,
-        10,
-        "the posts",
-        |u| matches!(u, Update::Posts(p) if !p.is_empty()),
-    );
-    w.invoke_open_post(refuge_testkit::fixtures::POST.into());
     w.set_screen(Screen::Conversation);
 
     // The photo, through the chooser: the report says what was removed before anything is sent.
@@ -1558,17 +1562,8 @@ fn a_first_contact_carries_files_through_refusals_a_cut_upload_and_a_lock() {
     std::fs::write(home.join("report.pdf"), &document).expect("write");
     let text = "I am a journalist in Tabriz. The photo shows the checkpoint; the report names who ordered it.";
 
-    let (app, rx) = connected(&tmp.path().join("app"), &vkey, &kit);
+    let (app, rx) = at_post(&tmp.path().join("app"), &vkey, &kit, &home);
     let w = app.window();
-    app.picker().set_start_folder(&home);
-    pump_until(
-        &app,
-        &rx,
-        10,
-        "the posts",
-        |u| matches!(u, Update::Posts(p) if !p.is_empty()),
-    );
-    w.invoke_open_post(refuge_testkit::fixtures::POST.into());
     assert_eq!(w.get_screen(), Screen::Contact, "no conversation yet");
     assert!(shows(w, "You can attach up to 8 files"));
     type_into(w, "Your message", text);
