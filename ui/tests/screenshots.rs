@@ -222,6 +222,16 @@ fn shots() -> Vec<Shot> {
             name: "20-contact-files",
             set: contact_with_files,
         },
+        // Files from the post wait because the disk is almost full: the problem line says so.
+        Shot {
+            name: "21-conversation-disk-full",
+            set: |a| {
+                conversation_with_files(a);
+                let w = a.window();
+                w.set_draft_files(slint::ModelRc::default());
+                w.set_problem(refuge_ui::Problem::DiskNoRoom);
+            },
+        },
     ]
 }
 
@@ -1103,6 +1113,14 @@ fn inbox_shots() -> Vec<InboxShot> {
                 case_with_files(a, true);
                 // Not handed over: the conversation has the banner's room too.
                 a.window().set_case_assigned_by("".into());
+            },
+        },
+        // Files users sent wait because the disk is almost full: the problem line says so.
+        InboxShot {
+            name: "19-case-disk-full",
+            set: |a| {
+                files_case(a);
+                a.window().set_problem(InboxProblem::DiskNoRoom);
             },
         },
     ]
