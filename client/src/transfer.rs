@@ -53,6 +53,18 @@ pub async fn upload(
         // (the person sends it again elsewhere after a failed send) gets a blob of its own.
         let for_them = recipients_digest(recipients);
         if keys.has_blob && store.attachment_recipients(id)?.as_deref() != Some(&for_them[..]) {
+            // The blob made for the others is of no use now (no message carries this file, or
+            // it would be sent already): the uploader deletes it rather than leave it on their
+            // quotas until the relay's sweep. Best effort: the sweep remains.
+            if let Some(upload_token) = keys.upload_token {
+                let old = BlobUpload {
+                    blob_id: keys.pointer.blob_id,
+                    upload_token,
+                };
+                if let Err(e) = relay::delete_blob(relay, &old).await {
+                    tracing::info!(error = %e, "an upload made for other recipients was not deleted; the relay's sweep will");
+                }
+            }
             store.attachment_blob_lost(id)?;
             keys = store.transfer_keys(id)?;
         }

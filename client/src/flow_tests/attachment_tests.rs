@@ -512,6 +512,21 @@ async fn the_same_file_sent_to_other_recipients_gets_a_blob_of_its_own() {
     let second = upload_to(&w, &store, id, &to_desk2).await;
     assert_ne!(second.blob_id, first.blob_id);
     assert_eq!(count(&w, "CreateBlob"), 2);
+    // The first blob, which no message carries, was deleted by its uploader.
+    assert_eq!(count(&w, "DeleteBlob"), 1);
+    let desk1 = w.staff_store(DESK1);
+    let mut c1 = w.relay.connect().await;
+    relay::authenticate(&mut c1, &w.desk_mailbox(DESK1), &desk_auth_key(&desk1))
+        .await
+        .unwrap();
+    let gone = relay::get_chunk(&mut c1, &w.desk_mailbox(DESK1), &first.blob_id, 0)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        gone.code(),
+        Some(refuge_proto::ErrorCode::BlobNotFound),
+        "{gone}"
+    );
     let desk2 = w.staff_store(DESK2);
     let mut c = w.relay.connect().await;
     relay::authenticate(&mut c, &w.desk_mailbox(DESK2), &desk_auth_key(&desk2))
