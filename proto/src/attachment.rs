@@ -618,7 +618,11 @@ pub fn display_name(name: &str) -> String {
         }
         out.push(c);
     }
-    let trimmed = out.trim().trim_start_matches('.').trim();
+    // Dots and spaces at the start in any order (". .bashrc" is a hidden file too, and ". ." would
+    // leave "."), so that the name, cleaned again, stays as it is.
+    let trimmed = out
+        .trim_start_matches(|c: char| c == '.' || c.is_whitespace())
+        .trim_end();
     if trimmed.is_empty() {
         "attachment".to_string()
     } else {
@@ -881,6 +885,15 @@ mod tests {
             let chunks = seal_all(&key, &data, step);
             prop_assert_eq!(open_all(&key, len as u64, &chunks).unwrap(), data);
         }
+
+        #[test]
+        fn a_cleaned_file_name_is_clean(name in "[ .:?/a\\\\\u{0}\u{4}\u{202e}\u{3000}é]{0,40}") {
+            let once = display_name(&name);
+            prop_assert!(!once.is_empty());
+            prop_assert!(!once.starts_with(|c: char| c == '.' || c.is_whitespace()), "{:?}", once);
+            prop_assert!(!once.contains(['/', '\\', ':', '?', '\u{0}', '\u{202e}']), "{:?}", once);
+            prop_assert_eq!(display_name(&once), once);
+        }
     }
 
     #[test]
@@ -1002,6 +1015,11 @@ mod tests {
         assert_eq!(display_name(""), "attachment");
         assert_eq!(display_name("///"), "attachment");
         assert_eq!(display_name("..."), "attachment");
+        // Dots behind spaces, and what only a control character kept apart (found by the
+        // `attachment` fuzz target: ". ." was cleaned to ".", and "." again to "attachment").
+        assert_eq!(display_name(" . .bashrc"), "bashrc");
+        assert_eq!(display_name(":.\u{0} .\u{4}?"), "attachment");
+        assert_eq!(display_name("report. "), "report.");
         assert_eq!(display_name("نامه سفارت.pdf"), "نامه سفارت.pdf");
         let long = "é".repeat(500);
         assert!(display_name(&long).len() <= MAX_FILE_NAME_LEN);
