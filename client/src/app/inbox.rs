@@ -1260,15 +1260,17 @@ impl InboxClient {
         if !matches!(discarded, crate::store::Discarded::Uploaded { .. }) {
             return Ok(());
         }
-        let source = self.core.policy()?;
-        let endpoint = self.core.endpoint_for(Some(&source.policy))?;
-        let mut session = self
-            .core
-            .connect(&endpoint, &super::fresh_circuit())
-            .await?;
+        let mut session = self.fresh_session().await?;
         let done = crate::transfer::delete_relay_copy(&mut session, discarded).await;
         session.close().await;
         done
+    }
+
+    /// A session to the relay the stored policy names, on a circuit of its own.
+    async fn fresh_session(&self) -> Result<crate::transport::Session> {
+        let source = self.core.policy()?;
+        let endpoint = self.core.endpoint_for(Some(&source.policy))?;
+        self.core.connect(&endpoint, &super::fresh_circuit()).await
     }
 
     /// Downloads, on a connection of its own, the files users sent that have not arrived
@@ -1279,12 +1281,7 @@ impl InboxClient {
         if self.core.store.attachments_to_download()?.is_empty() {
             return Ok((0, Vec::new()));
         }
-        let source = self.core.policy()?;
-        let endpoint = self.core.endpoint_for(Some(&source.policy))?;
-        let mut session = self
-            .core
-            .connect(&endpoint, &super::fresh_circuit())
-            .await?;
+        let mut session = self.fresh_session().await?;
         let events = self.events().clone();
         let done = self
             .staff()?
