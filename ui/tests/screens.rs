@@ -1288,12 +1288,98 @@ fn each_post_keeps_its_own_draft_through_locks_until_it_is_opened() {
     assert!(shows(w, "This message was not sent before the app locked"));
     w.invoke_open_post("emb-yy".into());
     assert_eq!(w.get_draft(), "a question for the other post");
-    // Given back: a lock with empty composers keeps nothing, and nothing comes back.
+    // Given back: once the person empties both, a lock keeps nothing, and nothing comes back.
+    w.set_draft("".into());
+    w.invoke_open_post("emb-xx".into());
+    assert_eq!(w.get_draft(), "what happened at the checkpoint");
     w.set_draft("".into());
     lock("the third lock");
     unlock_and_connect(&app, &rx, 0);
     w.invoke_open_post("emb-xx".into());
     assert_eq!(w.get_draft(), "");
+    w.invoke_open_post("emb-yy".into());
+    assert_eq!(w.get_draft(), "");
+}
+
+#[test]
+fn a_message_waits_for_its_post_while_the_person_writes_to_another() {
+    i_slint_backend_testing::init_no_event_loop();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let (rt, kit) = kit_relay();
+    let vkey = kit.log_vkey().expect("a log").to_string();
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).expect("mkdir");
+    std::fs::write(home.join("photo.jpg"), strip_fixture("jpeg-gps-author.jpg")).expect("write");
+    std::fs::write(home.join("form.png"), strip_fixture("png-gps-author.png")).expect("write");
+    // A desk at the first post, so that a message to it can be sealed.
+    let _staff = rt.block_on(staff_device(
+        &kit,
+        &tmp.path().join("staff"),
+        "emb-xx/desk-1",
+    ));
+    let (app, rx) = connected(&tmp.path().join("app"), &vkey, &kit);
+    app.picker().set_start_folder(&home);
+    let w = app.window();
+    pump_until(
+        &app,
+        &rx,
+        10,
+        "the posts",
+        |u| matches!(u, Update::Posts(p) if p.len() >= 2),
+    );
+    let attach = |name: &str| {
+        click(w, "Attach files…");
+        click(w, name);
+        click(w, "Choose");
+        assert_eq!(
+            until_file_prepared(&app, &rx, name).state,
+            1,
+            "{name} ready"
+        );
+    };
+    let files = || -> Vec<String> {
+        w.get_draft_files()
+            .iter()
+            .map(|f| f.name.to_string())
+            .collect()
+    };
+    // Half a message to the first post, with a photo; the person looks at the other post and
+    // writes there, with a file too.
+    w.invoke_open_post("emb-xx".into());
+    type_into(w, "Your message", "the list of names");
+    attach("photo.jpg");
+    w.invoke_open_post("emb-yy".into());
+    assert_eq!((w.get_draft().as_str(), files().len()), ("", 0));
+    type_into(w, "Your message", "a question for the other post");
+    attach("form.png");
+    // Back at the first post: its message is there as it was left, file and all.
+    w.invoke_open_post("emb-xx".into());
+    assert_eq!(w.get_draft(), "the list of names");
+    assert_eq!(files(), ["photo.jpg"]);
+    // Sent, and while it is being sealed the person goes back to the other post: the sent
+    // message leaves only its own composer.
+    click(w, "Send");
+    w.invoke_open_post("emb-yy".into());
+    assert_eq!(w.get_draft(), "a question for the other post");
+    assert_eq!(files(), ["form.png"]);
+    pump_until(&app, &rx, 60, "the first message sent", |u| {
+        matches!(u, Update::Sent { .. })
+    });
+    assert_eq!(w.get_draft(), "a question for the other post");
+    assert_eq!(files(), ["form.png"], "the other post's file stays");
+    w.invoke_open_post("emb-xx".into());
+    assert_eq!(
+        (w.get_draft().as_str(), files().len()),
+        ("", 0),
+        "sent, so gone"
+    );
+    // A lock keeps the message set aside for the other post, with its file.
+    click(w, "Hold to lock");
+    pump_until(&app, &rx, 30, "the lock", |u| matches!(u, Update::Locked));
+    unlock_and_connect(&app, &rx, 1);
+    w.invoke_open_post("emb-yy".into());
+    assert_eq!(w.get_draft(), "a question for the other post");
+    assert_eq!(until_file_prepared(&app, &rx, "form.png").state, 1);
 }
 
 #[test]

@@ -95,6 +95,12 @@ struct Flow {
     /// The messages being written when the app was locked (one per post), given back by the
     /// worker after the unlock: each returns to the composer when the person opens its post.
     kept_drafts: Vec<KeptDraft>,
+    /// The messages being written to posts the person left for another, one per post: each
+    /// returns to the composer when its post is opened again, and a lock keeps them as it keeps
+    /// the composer's.
+    set_aside: Vec<SetAside>,
+    /// The post whose message is being sealed and sent (the window is `busy` meanwhile).
+    sending: Option<String>,
     /// The screen the safety numbers were opened from (the first message's, or the
     /// conversation's), where they lead back to.
     safety_from: Screen,
@@ -106,6 +112,15 @@ struct KeptDraft {
     post: String,
     text: SecretText,
     files: Vec<(PathBuf, bool)>,
+}
+
+/// The composer of a post the person left for another: its text, its files as they were (ready,
+/// still being cleaned, or waiting for a choice), and whether it was a draft kept at a lock.
+struct SetAside {
+    post: String,
+    text: SecretText,
+    files: Vec<DraftFile>,
+    kept_banner: bool,
 }
 
 /// A file chosen for the next message.
@@ -255,6 +270,8 @@ impl UserApp {
             messages: Vec::new(),
             progress: std::collections::HashMap::new(),
             kept_drafts: Vec::new(),
+            set_aside: Vec::new(),
+            sending: None,
             safety_from: Screen::Conversation,
         }));
         let app = UserApp {
@@ -610,11 +627,11 @@ impl UserApp {
         };
         drop(flow);
         let w = &self.window;
-        if w.get_post_id().as_str() != post.id {
-            // A draft, and the files chosen with it, belong to the post they were meant for.
-            w.set_draft(SharedString::new());
-            self.flow.borrow_mut().draft_files.clear();
-            self.show_draft_files();
+        let switching = w.get_post_id().as_str() != post.id;
+        if switching {
+            // A draft, and the files chosen with it, belong to the post they were meant for:
+            // they wait for it while the person looks at another.
+            self.set_composer_aside();
         }
         w.set_saved_to(SharedString::new());
         {
@@ -634,6 +651,20 @@ impl UserApp {
         } else {
             Screen::Contact
         });
+        let aside = switching
+            .then(|| {
+                let mut flow = self.flow.borrow_mut();
+                let at = flow.set_aside.iter().position(|a| a.post == post.id);
+                at.map(|at| flow.set_aside.remove(at))
+            })
+            .flatten();
+        if let Some(aside) = aside {
+            // What the person was writing to this post before they looked at another.
+            w.set_draft(aside.text.expose().into());
+            w.set_draft_kept(aside.kept_banner);
+            self.flow.borrow_mut().draft_files = aside.files;
+            self.show_draft_files();
+        }
         let kept = {
             let mut flow = self.flow.borrow_mut();
             let at = flow.kept_drafts.iter().position(|k| k.post == post.id);
@@ -653,6 +684,74 @@ impl UserApp {
         self.send(Command::Open {
             post: Some(post.id),
         });
+    }
+
+    /// Takes the open post's composer (its text and files) out of the window and keeps it in
+    /// memory for that post; nothing is kept for an empty one.
+    fn set_composer_aside(&self) {
+        let w = &self.window;
+        let post = w.get_post_id().to_string();
+        let text = SecretText::new(w.get_draft().to_string());
+        let kept_banner = w.get_draft_kept();
+        w.set_draft(SharedString::new());
+        w.set_draft_kept(false);
+        let mut flow = self.flow.borrow_mut();
+        let files = std::mem::take(&mut flow.draft_files);
+        flow.set_aside.retain(|a| a.post != post);
+        if !post.is_empty() && (!text.expose().trim().is_empty() || !files.is_empty()) {
+            flow.set_aside.push(SetAside {
+                post,
+                text,
+                files,
+                kept_banner,
+            });
+        }
+        drop(flow);
+        self.show_draft_files();
+    }
+
+    /// The files of `post`'s message: the composer's if it is the open post, else those set
+    /// aside for it.
+    fn files_of<'f>(
+        flow: &'f mut Flow,
+        open_post: &str,
+        post: &str,
+    ) -> Option<&'f mut Vec<DraftFile>> {
+        if open_post == post {
+            Some(&mut flow.draft_files)
+        } else {
+            flow.set_aside
+                .iter_mut()
+                .find(|a| a.post == post)
+                .map(|a| &mut a.files)
+        }
+    }
+
+    /// `post`'s message was sealed and kept: its text and files leave its composer (the open
+    /// one, or the one set aside for it). Also while the person looks at the post's safety
+    /// numbers, which then lead to the conversation.
+    fn sent_from_composer(&self, post: &str) {
+        let w = &self.window;
+        let mut flow = self.flow.borrow_mut();
+        if w.get_post_id().as_str() == post {
+            flow.draft_files.clear();
+            flow.safety_from = Screen::Conversation;
+            drop(flow);
+            w.set_draft(SharedString::new());
+            w.set_draft_kept(false);
+            self.show_draft_files();
+        } else {
+            flow.set_aside.retain(|a| a.post != post);
+        }
+    }
+
+    /// The first file chosen for a message (the composer's, then those set aside) that `which`
+    /// picks.
+    fn draft_file(flow: &mut Flow, which: impl Fn(&DraftFile) -> bool) -> Option<&mut DraftFile> {
+        flow.draft_files
+            .iter_mut()
+            .chain(flow.set_aside.iter_mut().flat_map(|a| a.files.iter_mut()))
+            .find(|f| which(f))
     }
 
     fn send_message(&self, text: &str) {
@@ -693,8 +792,10 @@ impl UserApp {
         self.window.set_busy(true);
         self.window.set_saved_to(SharedString::new());
         self.window.set_draft_kept(false);
+        let post = self.window.get_post_id().to_string();
+        self.flow.borrow_mut().sending = Some(post.clone());
         self.send(Command::Send {
-            post: self.window.get_post_id().to_string(),
+            post,
             text: SecretText::new(text.to_string()),
             attachments: ready,
         });
@@ -804,12 +905,11 @@ impl UserApp {
 
     /// Forgets prepared file `id` in the store, unless a file of the message still holds it.
     fn discard_unless_kept(&self, id: i64) {
-        let held = self
-            .flow
-            .borrow()
-            .draft_files
-            .iter()
-            .any(|f| matches!(f.state, DraftState::Ready { id: other, .. } if other == id));
+        let held = Self::draft_file(
+            &mut self.flow.borrow_mut(),
+            |f| matches!(f.state, DraftState::Ready { id: other, .. } if other == id),
+        )
+        .is_some();
         if !held {
             self.send(Command::DiscardFile { id });
         }
@@ -961,6 +1061,8 @@ impl UserApp {
         flow.messages.clear();
         flow.progress.clear();
         flow.kept_drafts.clear();
+        flow.set_aside.clear();
+        flow.sending = None;
         // A chooser left open shows nothing more (and chooses nothing) once locked.
         let picker = flow.picker.clone();
         flow.open = false;
@@ -972,37 +1074,41 @@ impl UserApp {
         w.set_draft_kept(false);
     }
 
-    /// Before a lock: the message being written (and its files) goes to the encrypted store,
-    /// to come back after the unlock. Not while it is being sent: the lock interrupts the send
-    /// at a point the window does not know, and the message may have been sealed already.
+    /// Before a lock: the messages being written (the composer's and those set aside for other
+    /// posts, with their files) go to the encrypted store, to come back after the unlock. Not
+    /// the one being sent: the lock interrupts the send at a point the window does not know,
+    /// and the message may have been sealed already.
     fn keep_draft(&self) {
-        let w = &self.window;
-        let post = w.get_post_id();
-        if post.is_empty() || w.get_busy() || !self.flow.borrow().open {
+        if !self.flow.borrow().open {
             return;
         }
-        let files: Vec<(PathBuf, bool)> = self
-            .flow
-            .borrow()
-            .draft_files
-            .iter()
-            .map(|f| {
-                let as_is = match &f.state {
-                    DraftState::Ready { report, .. } => report == "as-is",
-                    _ => false,
-                };
-                (f.path.clone(), as_is)
-            })
-            .collect();
-        let text = w.get_draft();
-        if text.trim().is_empty() && files.is_empty() {
-            return;
+        self.set_composer_aside();
+        let (drafts, sending) = {
+            let mut flow = self.flow.borrow_mut();
+            (std::mem::take(&mut flow.set_aside), flow.sending.clone())
+        };
+        let busy = self.window.get_busy();
+        for draft in drafts {
+            if busy && sending.as_ref().is_none_or(|p| *p == draft.post) {
+                continue;
+            }
+            let files: Vec<(PathBuf, bool)> = draft
+                .files
+                .iter()
+                .map(|f| {
+                    let as_is = match &f.state {
+                        DraftState::Ready { report, .. } => report == "as-is",
+                        _ => false,
+                    };
+                    (f.path.clone(), as_is)
+                })
+                .collect();
+            self.send(Command::KeepDraft {
+                post: draft.post,
+                text: draft.text,
+                files,
+            });
         }
-        self.send(Command::KeepDraft {
-            post: post.to_string(),
-            text: SecretText::new(text.to_string()),
-            files,
-        });
     }
 
     fn panic(&self) {
@@ -1255,21 +1361,13 @@ impl UserApp {
             }
             Update::Sent { post, no_keys } => {
                 w.set_busy(false);
-                // The files went with the message.
-                self.flow.borrow_mut().draft_files.clear();
-                self.show_draft_files();
+                self.flow.borrow_mut().sending = None;
+                // The message, and the files that went with it, leave its composer: the open
+                // one, or the one set aside if the person went to another post meanwhile.
+                self.sent_from_composer(&post);
                 let screen = w.get_screen();
                 if w.get_post_id().as_str() == post {
                     w.set_no_keys(no_keys.join(", ").into());
-                    // The draft goes only once the message is sealed and kept, also while the
-                    // person looks at the safety numbers (they then lead to the conversation).
-                    if matches!(
-                        screen,
-                        Screen::Contact | Screen::Conversation | Screen::Safety
-                    ) {
-                        w.set_draft(SharedString::new());
-                        self.flow.borrow_mut().safety_from = Screen::Conversation;
-                    }
                     if matches!(screen, Screen::Contact | Screen::Conversation) {
                         self.go(Screen::Conversation);
                     }
@@ -1281,23 +1379,26 @@ impl UserApp {
                 kept,
             } => {
                 w.set_busy(false);
+                // The post whose message failed; none if the problem is not a send's.
+                let sending = self.flow.borrow_mut().sending.take();
                 if kept {
                     // Sealed and kept: it goes from the outbox, with its files, when the
                     // connection returns; the composer must not send it a second time.
-                    {
-                        let mut flow = self.flow.borrow_mut();
-                        flow.draft_files.clear();
-                        flow.safety_from = Screen::Conversation;
-                    }
-                    w.set_draft(SharedString::new());
-                    if w.get_screen() == Screen::Contact {
+                    let post = sending.unwrap_or_else(|| w.get_post_id().to_string());
+                    self.sent_from_composer(&post);
+                    if w.get_screen() == Screen::Contact && w.get_post_id().as_str() == post {
                         self.go(Screen::Conversation);
                     }
                 } else {
                     // Nothing was sealed: the message and its files stay for another try (the
                     // files' uploads resume where they stopped).
-                    for f in &mut self.flow.borrow_mut().draft_files {
-                        f.sent = None;
+                    let open = w.get_post_id().to_string();
+                    let post = sending.unwrap_or_else(|| open.clone());
+                    let mut flow = self.flow.borrow_mut();
+                    if let Some(files) = Self::files_of(&mut flow, &open, &post) {
+                        for f in files {
+                            f.sent = None;
+                        }
                     }
                 }
                 self.show_draft_files();
@@ -1315,7 +1416,7 @@ impl UserApp {
             Update::FilePrepared { key, outcome } => {
                 {
                     let mut flow = self.flow.borrow_mut();
-                    let Some(f) = flow.draft_files.iter_mut().find(|f| f.key == key) else {
+                    let Some(f) = Self::draft_file(&mut flow, |f| f.key == key) else {
                         // Removed while it was being cleaned: its preparation goes too.
                         drop(flow);
                         if let FileOutcome::Ready { id, .. } = outcome {
@@ -1396,10 +1497,10 @@ impl UserApp {
     fn transfer(&self, id: i64, outgoing: bool, done: u64, total: u64) {
         let mut flow = self.flow.borrow_mut();
         if outgoing
-            && let Some(f) = flow
-                .draft_files
-                .iter_mut()
-                .find(|f| matches!(f.state, DraftState::Ready { id: d, .. } if d == id))
+            && let Some(f) = Self::draft_file(
+                &mut flow,
+                |f| matches!(f.state, DraftState::Ready { id: d, .. } if d == id),
+            )
         {
             let before = f.sent.map(|(d, t)| percent(d, t));
             f.sent = Some((done, total));
