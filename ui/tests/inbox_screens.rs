@@ -2119,6 +2119,70 @@ fn a_users_file_downloads_under_its_message_and_a_copy_is_saved_through_the_choo
 }
 
 #[test]
+fn a_reply_being_written_waits_for_its_case_while_the_desk_looks_at_another() {
+    i_slint_backend_testing::init_no_event_loop();
+    let mut post = Post::new(43, Some(FIRST));
+    let _other = post.another_user_writes("other", "Hello, I am writing from Minsk.");
+    let (app, rx) = signed_in(&post);
+    let w = app.window();
+    let rows: Vec<_> = w.get_cases().iter().collect();
+    assert_eq!(rows.len(), 2, "both cases");
+    let (case, other) = (rows[1].id.to_string(), rows[0].id.to_string());
+    let folder = post.folder("to-send");
+    std::fs::write(folder.join("photo.png"), PHOTO).expect("the photo");
+    let files = || -> Vec<String> {
+        w.get_attachments()
+            .iter()
+            .map(|a| a.name.to_string())
+            .collect()
+    };
+
+    // Half a reply with a photo, then the desk looks at the other case: its reply box is empty.
+    open(&app, &rx, &case);
+    type_into(w, "Reply", "We have read your message and");
+    click(w, "Attach files…");
+    choose_in(&app, &folder, &["photo.png"]);
+    pump(&app, &rx, 30, "the photo cleaned", |u| {
+        matches!(u, Update::Attached { .. })
+    });
+    click(w, "Back");
+    open(&app, &rx, &other);
+    assert_eq!((w.get_draft().as_str(), files().len()), ("", 0));
+    type_into(w, "Reply", "Which city are you in now?");
+    // Back at the first case: the reply is there as it was left, photo and all.
+    click(w, "Back");
+    open(&app, &rx, &case);
+    assert_eq!(w.get_draft(), "We have read your message and");
+    assert_eq!(files(), ["photo.png"]);
+    // The photo's preparation stayed in the store meanwhile, and goes with the reply.
+    type_into(w, "Reply", "We have read your message and will call you.");
+    let deposits = post.kit.accepted("Deposit");
+    click(w, "Send reply");
+    pump(&app, &rx, 60, "the reply kept", |u| {
+        matches!(u, Update::Replied { .. })
+    });
+    assert_eq!(w.get_problem(), InboxProblem::None);
+    assert_eq!(files().len(), 0, "the photo went with it");
+    pump(&app, &rx, 60, "the relay's confirmation", |u| {
+        matches!(
+            u,
+            Update::Event(Event::Reply {
+                delivery: Delivery::Confirmed,
+                ..
+            })
+        )
+    });
+    assert!(post.kit.accepted("Deposit") > deposits);
+    // The other case's reply is still waiting for it.
+    click(w, "Back");
+    open(&app, &rx, &other);
+    assert_eq!(w.get_draft(), "Which city are you in now?");
+    assert_eq!(files().len(), 0);
+    let got = post.user_receives_files();
+    assert_eq!(got.len(), 1, "the user received the photo");
+}
+
+#[test]
 fn the_desk_replies_with_files_cleaned_or_sent_as_they_are_by_choice_and_the_user_receives_them() {
     i_slint_backend_testing::init_no_event_loop();
     let mut post = Post::new(42, Some("hello, can I send you documents?"));

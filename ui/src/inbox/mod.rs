@@ -74,10 +74,20 @@ struct Flow {
     log: LogSeen,
     /// The files chosen for the reply being written, in the order chosen.
     attaching: Vec<Attaching>,
+    /// The replies being written to cases the person left for another, one per case: each
+    /// returns, with its files, when its case is opened again.
+    set_aside: Vec<ReplyDraft>,
     /// A file being saved outside the store: its id.
     saving_file: Option<i64>,
     /// The window's file chooser (ADR 0014).
     picker: Option<crate::files::Picker>,
+}
+
+/// The reply of a case the person left for another: its text and its files as they were.
+struct ReplyDraft {
+    case: String,
+    text: SecretText,
+    files: Vec<Attaching>,
 }
 
 /// A file chosen for the reply, and where it stands.
@@ -185,6 +195,7 @@ impl InboxApp {
             templating: false,
             log: LogSeen::default(),
             attaching: Vec::new(),
+            set_aside: Vec::new(),
             saving_file: None,
             picker: None,
         }));
@@ -299,8 +310,9 @@ impl InboxApp {
     fn open_case(&self, id: &str) {
         let w = &self.window;
         if w.get_case_id().as_str() != id {
-            // A draft belongs to the case it was written for.
-            w.set_draft(SharedString::new());
+            // A reply, and the files chosen for it, belong to the case they were written for:
+            // they wait for it while the person looks at another.
+            self.set_reply_aside();
             w.set_note_draft(SharedString::new());
             w.set_handover_draft(SharedString::new());
             self.show_state(&StateView::default());
@@ -308,10 +320,16 @@ impl InboxApp {
             w.set_user_verified(false);
             w.set_case_language(SharedString::new());
             w.set_case_language_tag(SharedString::new());
-            // So do the files chosen for it; they leave the store too.
-            let left = std::mem::take(&mut self.flow.borrow_mut().attaching);
+            let back = {
+                let mut flow = self.flow.borrow_mut();
+                let at = flow.set_aside.iter().position(|d| d.case == id);
+                at.map(|at| flow.set_aside.remove(at))
+            };
+            if let Some(back) = back {
+                w.set_draft(back.text.expose().into());
+                self.flow.borrow_mut().attaching = back.files;
+            }
             self.show_attachments();
-            self.discard_files(left);
         }
         w.set_handing_over(false);
         self.close_save();
@@ -477,8 +495,54 @@ impl InboxApp {
         self.discard_files(removed);
     }
 
+    /// Takes the open case's reply (its text and files) out of the window and keeps it in
+    /// memory for that case; nothing is kept for an empty one. Not the reply being sent: it
+    /// leaves the window as before, its files going with it (a discard reaches the worker
+    /// after the reply, and forgets only what no message took).
+    fn set_reply_aside(&self) {
+        let w = &self.window;
+        let case = w.get_case_id().to_string();
+        let text = SecretText::new(w.get_draft().to_string());
+        w.set_draft(SharedString::new());
+        let mut flow = self.flow.borrow_mut();
+        let files = std::mem::take(&mut flow.attaching);
+        let in_flight = flow.sending.as_ref().is_some_and(|(c, _)| *c == case);
+        flow.set_aside.retain(|d| d.case != case);
+        if in_flight || case.is_empty() {
+            drop(flow);
+            self.show_attachments();
+            self.discard_files(files);
+            return;
+        }
+        if !text.expose().trim().is_empty() || !files.is_empty() {
+            flow.set_aside.push(ReplyDraft { case, text, files });
+        }
+        drop(flow);
+        self.show_attachments();
+    }
+
+    /// The files of the reply (the open one first, then those set aside) that hold a file
+    /// chosen at `path` still being prepared, or, failing that, any file chosen at `path`.
+    fn files_at<'f>(flow: &'f mut Flow, path: &std::path::Path) -> Option<&'f mut Vec<Attaching>> {
+        let preparing = |files: &Vec<Attaching>| {
+            files
+                .iter()
+                .any(|a| a.path == path && matches!(a.state, AttachState::Preparing))
+        };
+        let at = |files: &Vec<Attaching>| files.iter().any(|a| a.path == path);
+        for pick in [&preparing as &dyn Fn(&Vec<Attaching>) -> bool, &at] {
+            if pick(&flow.attaching) {
+                return Some(&mut flow.attaching);
+            }
+            if let Some(d) = flow.set_aside.iter().position(|d| pick(&d.files)) {
+                return Some(&mut flow.set_aside[d].files);
+            }
+        }
+        None
+    }
+
     /// Forgets in the store the preparations of files taken off the reply (chosen by mistake,
-    /// perhaps), unless a file still on the reply holds the same one (the same bytes chosen
+    /// perhaps), unless a file still on a reply holds the same one (the same bytes chosen
     /// twice are one preparation).
     fn discard_files(&self, removed: impl IntoIterator<Item = Attaching>) {
         let ids: Vec<i64> = {
@@ -490,9 +554,13 @@ impl InboxApp {
                     _ => None,
                 })
                 .filter(|id| {
-                    !flow.attaching.iter().any(
-                        |a| matches!(&a.state, AttachState::Ready { file, .. } if file.id == *id),
-                    )
+                    !flow
+                        .attaching
+                        .iter()
+                        .chain(flow.set_aside.iter().flat_map(|d| d.files.iter()))
+                        .any(
+                            |a| matches!(&a.state, AttachState::Ready { file, .. } if file.id == *id),
+                        )
                 })
                 .collect()
         };
@@ -893,6 +961,7 @@ impl InboxApp {
         flow.log = LogSeen::default();
         flow.open = false;
         flow.attaching.clear();
+        flow.set_aside.clear();
         flow.saving_file = None;
         let picker = flow.picker.clone();
         drop(flow);
@@ -1155,14 +1224,17 @@ impl InboxApp {
             }
             Update::Attached { path, file } => {
                 let mut flow = self.flow.borrow_mut();
+                let mut none = Vec::new();
+                // The reply it was chosen for: the open one, or one set aside meanwhile.
+                let files = Self::files_at(&mut flow, &path).unwrap_or(&mut none);
                 // The same bytes chosen twice (under two names) are kept, and sent, once.
-                let twice = flow.attaching.iter().any(|a| {
+                let twice = files.iter().any(|a| {
                     a.path != path
                         && matches!(&a.state, AttachState::Ready { file: f, .. } if f.id == file.id)
                 });
                 if twice {
-                    flow.attaching.retain(|a| a.path != path);
-                } else if let Some(a) = flow.attaching.iter_mut().find(|a| a.path == path) {
+                    files.retain(|a| a.path != path);
+                } else if let Some(a) = files.iter_mut().find(|a| a.path == path) {
                     a.name = file.name.clone();
                     a.state = AttachState::Ready { file, sent: 0 };
                 } else {
@@ -1186,7 +1258,9 @@ impl InboxApp {
                 detail,
             } => {
                 let mut flow = self.flow.borrow_mut();
-                if let Some(a) = flow.attaching.iter_mut().find(|a| a.path == path) {
+                if let Some(a) = Self::files_at(&mut flow, &path)
+                    .and_then(|files| files.iter_mut().find(|a| a.path == path))
+                {
                     a.state = AttachState::Refused { problem, detail };
                 }
                 drop(flow);
