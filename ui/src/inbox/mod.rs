@@ -521,24 +521,22 @@ impl InboxApp {
         self.show_attachments();
     }
 
-    /// The files of the reply (the open one first, then those set aside) that hold a file
-    /// chosen at `path` still being prepared, or, failing that, any file chosen at `path`.
+    /// The files of the reply (the open one, or one set aside) where a file chosen at `path` is
+    /// still being prepared: where the worker's outcome for it belongs. None if it was taken
+    /// off meanwhile (another reply holding the same path, ready, is not it).
     fn files_at<'f>(flow: &'f mut Flow, path: &std::path::Path) -> Option<&'f mut Vec<Attaching>> {
-        let preparing = |files: &Vec<Attaching>| {
+        let preparing = |files: &[Attaching]| {
             files
                 .iter()
                 .any(|a| a.path == path && matches!(a.state, AttachState::Preparing))
         };
-        let at = |files: &Vec<Attaching>| files.iter().any(|a| a.path == path);
-        for pick in [&preparing as &dyn Fn(&Vec<Attaching>) -> bool, &at] {
-            if pick(&flow.attaching) {
-                return Some(&mut flow.attaching);
-            }
-            if let Some(d) = flow.set_aside.iter().position(|d| pick(&d.files)) {
-                return Some(&mut flow.set_aside[d].files);
-            }
+        if preparing(&flow.attaching) {
+            return Some(&mut flow.attaching);
         }
-        None
+        flow.set_aside
+            .iter_mut()
+            .find(|d| preparing(&d.files))
+            .map(|d| &mut d.files)
     }
 
     /// Forgets in the store the preparations of files taken off the reply (chosen by mistake,
