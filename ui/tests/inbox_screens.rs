@@ -2183,6 +2183,57 @@ fn a_reply_being_written_waits_for_its_case_while_the_desk_looks_at_another() {
 }
 
 #[test]
+fn notes_being_written_wait_for_their_case_and_one_kept_meanwhile_leaves_its_box() {
+    i_slint_backend_testing::init_no_event_loop();
+    let post = Post::new(44, Some(FIRST));
+    let _other = post.another_user_writes("other", "Hello, I am writing from Minsk.");
+    let (app, rx) = signed_in(&post);
+    let w = app.window();
+    let rows: Vec<_> = w.get_cases().iter().collect();
+    assert_eq!(rows.len(), 2, "both cases");
+    let (case, other) = (rows[1].id.to_string(), rows[0].id.to_string());
+
+    // An internal note and a handover's note half written, then the desk looks at the other
+    // case: its boxes are empty.
+    open(&app, &rx, &case);
+    type_into(w, "Internal note", "Journalist, call before noon");
+    click(w, "Hand over");
+    type_into(w, "Handover note", "She prefers French");
+    click(w, "Back");
+    open(&app, &rx, &other);
+    assert_eq!(w.get_note_draft(), "");
+    assert_eq!(w.get_handover_draft(), "");
+
+    // A note on the other case, and the desk goes back to the first before it is kept.
+    let note = "Writes from Minsk; no phone.";
+    type_into(w, "Internal note", note);
+    click(w, "Add note");
+    click(w, "Back");
+    click(w, &format!("Case {}", &case[..8]));
+    assert_eq!(w.get_screen(), InboxScreen::Case);
+    // What was written on the first case is back as it was left.
+    assert_eq!(w.get_note_draft(), "Journalist, call before noon");
+    assert_eq!(w.get_handover_draft(), "She prefers French");
+    pump(
+        &app,
+        &rx,
+        30,
+        "the other case's note kept",
+        |u| matches!(u, Update::Changed { case } if *case == other),
+    );
+    assert_eq!(w.get_problem(), InboxProblem::None);
+    assert_eq!(w.get_note_draft(), "Journalist, call before noon");
+
+    // The note kept while the desk was away left its box: it is not there to be added twice.
+    click(w, "Back");
+    open(&app, &rx, &other);
+    assert_eq!(w.get_note_draft(), "", "the kept note left its box");
+    let kept: Vec<_> = w.get_entries().iter().filter(|e| e.note).collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].text, note);
+}
+
+#[test]
 fn the_desk_replies_with_files_cleaned_or_sent_as_they_are_by_choice_and_the_user_receives_them() {
     i_slint_backend_testing::init_no_event_loop();
     let mut post = Post::new(42, Some("hello, can I send you documents?"));

@@ -64,18 +64,18 @@ struct Flow {
     entries: Vec<EntryView>,
     /// The reply being sealed: its case and text, shown as waiting once the client kept it.
     sending: Option<(String, String)>,
-    /// A change to the open case's shared state under way: a note (cleared from its box once
-    /// kept), a handover (its panel closed once kept).
-    noting: bool,
-    handing: bool,
+    /// A change to a case's shared state under way, with its case: a note (cleared from its
+    /// box once kept), a handover (its panel closed once kept).
+    noting: Option<String>,
+    handing: Option<String>,
     /// A note's edit, a template's saving under way (the box closed once kept).
     editing: bool,
     templating: bool,
     log: LogSeen,
     /// The files chosen for the reply being written, in the order chosen.
     attaching: Vec<Attaching>,
-    /// The replies being written to cases the person left for another, one per case: each
-    /// returns, with its files, when its case is opened again.
+    /// What was being written on cases the person left for another, one per case: each
+    /// returns, the reply with its files, when its case is opened again.
     set_aside: Vec<ReplyDraft>,
     /// A file being saved outside the store: its id.
     saving_file: Option<i64>,
@@ -83,11 +83,14 @@ struct Flow {
     picker: Option<crate::files::Picker>,
 }
 
-/// The reply of a case the person left for another: its text and its files as they were.
+/// What was being written on a case the person left for another: the reply's text and files
+/// as they were, and the internal note and the handover's note not yet kept.
 struct ReplyDraft {
     case: String,
     text: SecretText,
     files: Vec<Attaching>,
+    note: SecretText,
+    handover: SecretText,
 }
 
 /// A file chosen for the reply, and where it stands.
@@ -189,8 +192,8 @@ impl InboxApp {
             cases: Vec::new(),
             entries: Vec::new(),
             sending: None,
-            noting: false,
-            handing: false,
+            noting: None,
+            handing: None,
             editing: false,
             templating: false,
             log: LogSeen::default(),
@@ -310,11 +313,9 @@ impl InboxApp {
     fn open_case(&self, id: &str) {
         let w = &self.window;
         if w.get_case_id().as_str() != id {
-            // A reply, and the files chosen for it, belong to the case they were written for:
-            // they wait for it while the person looks at another.
+            // A reply, the files chosen for it and a note being written belong to the case they
+            // were written for: they wait for it while the person looks at another.
             self.set_reply_aside();
-            w.set_note_draft(SharedString::new());
-            w.set_handover_draft(SharedString::new());
             self.show_state(&StateView::default());
             w.set_user_number(SharedString::new());
             w.set_user_verified(false);
@@ -327,6 +328,8 @@ impl InboxApp {
             };
             if let Some(back) = back {
                 w.set_draft(back.text.expose().into());
+                w.set_note_draft(back.note.expose().into());
+                w.set_handover_draft(back.handover.expose().into());
                 self.flow.borrow_mut().attaching = back.files;
             }
             self.show_attachments();
@@ -495,30 +498,45 @@ impl InboxApp {
         self.discard_files(removed);
     }
 
-    /// Takes the open case's reply (its text and files) out of the window and keeps it in
-    /// memory for that case; nothing is kept for an empty one. Not the reply being sent: it
+    /// Takes what is being written on the open case out of the window and keeps it in memory
+    /// for that case: the reply (its text and files), the internal note and the handover's
+    /// note; nothing is kept for a case where all are empty. Not the reply being sent: it
     /// leaves the window as before, its files going with it (a discard reaches the worker
-    /// after the reply, and forgets only what no message took).
+    /// after the reply, and forgets only what no message took). A note being kept is set
+    /// aside too, so that a failure loses nothing; once kept, it leaves (`Update::Changed`).
     fn set_reply_aside(&self) {
         let w = &self.window;
         let case = w.get_case_id().to_string();
-        let text = SecretText::new(w.get_draft().to_string());
+        let mut text = SecretText::new(w.get_draft().to_string());
+        let note = SecretText::new(w.get_note_draft().to_string());
+        let handover = SecretText::new(w.get_handover_draft().to_string());
         w.set_draft(SharedString::new());
+        w.set_note_draft(SharedString::new());
+        w.set_handover_draft(SharedString::new());
         let mut flow = self.flow.borrow_mut();
-        let files = std::mem::take(&mut flow.attaching);
-        let in_flight = flow.sending.as_ref().is_some_and(|(c, _)| *c == case);
+        let mut files = std::mem::take(&mut flow.attaching);
         flow.set_aside.retain(|d| d.case != case);
-        if in_flight || case.is_empty() {
-            drop(flow);
-            self.show_attachments();
-            self.discard_files(files);
-            return;
+        // The reply in flight and its files leave with it.
+        let mut leaving = Vec::new();
+        if case.is_empty() || flow.sending.as_ref().is_some_and(|(c, _)| *c == case) {
+            text = SecretText::new(String::new());
+            leaving = std::mem::take(&mut files);
         }
-        if !text.expose().trim().is_empty() || !files.is_empty() {
-            flow.set_aside.push(ReplyDraft { case, text, files });
+        let written = |t: &SecretText| !t.expose().trim().is_empty();
+        if !case.is_empty()
+            && (written(&text) || !files.is_empty() || written(&note) || written(&handover))
+        {
+            flow.set_aside.push(ReplyDraft {
+                case,
+                text,
+                files,
+                note,
+                handover,
+            });
         }
         drop(flow);
         self.show_attachments();
+        self.discard_files(leaving);
     }
 
     /// The files of the reply (the open one, or one set aside) where a file chosen at `path` is
@@ -699,7 +717,7 @@ impl InboxApp {
         }
         let case = self.window.get_case_id().to_string();
         self.problem(InboxProblem::None, "");
-        self.flow.borrow_mut().handing = true;
+        self.flow.borrow_mut().handing = Some(case.clone());
         self.send(Command::Assign {
             case,
             to: to.to_string(),
@@ -715,7 +733,7 @@ impl InboxApp {
         }
         let case = self.window.get_case_id().to_string();
         self.problem(InboxProblem::None, "");
-        self.flow.borrow_mut().noting = true;
+        self.flow.borrow_mut().noting = Some(case.clone());
         self.send(Command::AddNote {
             case,
             text: SecretText::new(text.trim().to_string()),
@@ -952,8 +970,8 @@ impl InboxApp {
         flow.cases.clear();
         flow.entries.clear();
         flow.sending = None;
-        flow.noting = false;
-        flow.handing = false;
+        flow.noting = None;
+        flow.handing = None;
         flow.editing = false;
         flow.templating = false;
         flow.log = LogSeen::default();
@@ -1323,13 +1341,11 @@ impl InboxApp {
             }
             Update::Changed { case } => {
                 let mut flow = self.flow.borrow_mut();
-                let (noting, handing, editing) = (
-                    std::mem::take(&mut flow.noting),
-                    std::mem::take(&mut flow.handing),
-                    std::mem::take(&mut flow.editing),
-                );
-                drop(flow);
+                let noting = flow.noting.take().is_some_and(|c| c == case);
+                let handing = flow.handing.take().is_some_and(|c| c == case);
+                let editing = std::mem::take(&mut flow.editing);
                 if w.get_case_id().as_str() == case {
+                    drop(flow);
                     if noting {
                         w.set_note_draft(SharedString::new());
                     }
@@ -1341,12 +1357,20 @@ impl InboxApp {
                         w.set_handing_over(false);
                         w.set_handover_draft(SharedString::new());
                     }
+                } else if let Some(d) = flow.set_aside.iter_mut().find(|d| d.case == case) {
+                    // The desk left the case while its note was being kept: it is kept now.
+                    if noting {
+                        d.note = SecretText::new(String::new());
+                    }
+                    if handing {
+                        d.handover = SecretText::new(String::new());
+                    }
                 }
             }
             Update::ChangeFailed { problem, detail } => {
                 let mut flow = self.flow.borrow_mut();
-                flow.noting = false;
-                flow.handing = false;
+                flow.noting = None;
+                flow.handing = None;
                 flow.editing = false;
                 drop(flow);
                 self.problem(problem, &detail);
