@@ -2466,6 +2466,8 @@ fn a_colleagues_reply_names_its_files_as_theirs_and_not_openable_here_in_every_d
                 vec![
                     mention("form.pdf", 5000, "application/pdf"),
                     mention("photo.jpg", 2_516_582, "image/jpeg"),
+                    mention("call.mp4", 3_000_000, "video/mp4"),
+                    mention("scan.bin", 100, "application/octet-stream"),
                 ],
             ),
             entry(
@@ -2494,9 +2496,12 @@ fn a_colleagues_reply_names_its_files_as_theirs_and_not_openable_here_in_every_d
     let why =
         "They cannot be opened here: their keys stay with the device that sent them and the user.";
     assert_eq!(list.accessible_description().as_deref(), Some(why));
+    // Each file's kind in words; a type the app does not name, as it came, isolated.
     for label in [
-        "File form.pdf · 5 KB · application/pdf",
-        "File photo.jpg · 2.4 MB · image/jpeg",
+        "File form.pdf · 5 KB · PDF document",
+        "File photo.jpg · 2.4 MB · JPEG image",
+        "File call.mp4 · 2.9 MB · file of type \u{2066}video/mp4\u{2069}",
+        "File scan.bin · 100 bytes · file of unknown kind",
     ] {
         let item = find_role(w, label, AccessibleRole::ListItem);
         assert_eq!(item.accessible_description().as_deref(), Some(why));
@@ -2556,13 +2561,18 @@ fn a_colleagues_reply_names_its_files_as_theirs_and_not_openable_here_in_every_d
     // The user app's words for sizes, with the digits it writes.
     find_role(
         w,
-        "فایل form.pdf · 5 کیلوبایت · application/pdf",
+        "فایل form.pdf · 5 کیلوبایت · سند PDF",
         AccessibleRole::ListItem,
     );
     find_role(
         w,
-        "فایل photo.jpg · 2.4 مگابایت · image/jpeg",
+        "فایل photo.jpg · 2.4 مگابایت · تصویر JPEG",
         AccessibleRole::ListItem,
+    );
+    assert!(
+        !labels(w).iter().any(|l| l.contains("application/")),
+        "no raw content type: {:?}",
+        labels(w)
     );
     assert!(
         !labels(w)
