@@ -758,14 +758,15 @@ pub fn size_text(n: u64) -> String {
 }
 
 /// Says how a download of files went: how many arrived, and each one refused for good.
-pub fn report_downloads(done: usize, refused: &[ClientError]) {
-    if done > 0 {
+pub fn report_downloads(pass: &refuge_client::transfer::Downloads) {
+    if pass.arrived > 0 {
         note(&format!(
-            "{done} files arrived whole and checked; `attachments` lists them, `attachments \
-             --export N --to PATH` saves one"
+            "{} files arrived whole and checked; `attachments` lists them, `attachments \
+             --export N --to PATH` saves one",
+            pass.arrived
         ));
     }
-    for e in refused {
+    for e in pass.refused.iter().chain(&pass.no_room) {
         warn(&format!("{e} (hint: {})", hint_text(&e.hint())));
     }
 }

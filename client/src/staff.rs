@@ -446,14 +446,14 @@ impl<'s> Staff<'s> {
 
     /// Downloads the files users sent this device that have not arrived whole (authenticating
     /// `relay` for the device's mailbox): each opened and checked into the encrypted store.
-    /// Returns how many arrived, and the files refused for good.
+    /// Returns what arrived, what was refused for good and what waits for room on the disk.
     pub async fn download_attachments(
         &self,
         relay: &mut dyn Relay,
         events: &crate::events::Events,
-    ) -> Result<(usize, Vec<ClientError>)> {
+    ) -> Result<crate::transfer::Downloads> {
         if self.store.attachments_to_download()?.is_empty() {
-            return Ok((0, Vec::new()));
+            return Ok(crate::transfer::Downloads::default());
         }
         relay::authenticate(relay, &self.device.mailbox_id, &self.device.auth_key).await?;
         crate::transfer::download_waiting(self.store, relay, &self.device.mailbox_id, events).await

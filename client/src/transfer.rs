@@ -239,7 +239,7 @@ pub async fn download(
     // waits on the relay and is fetched at a later read.
     let needed =
         u64::from(row.chunks.saturating_sub(row.next_chunk)) * attachment::CHUNK_LEN as u64;
-    let free = crate::files::free_space(store.dir());
+    let free = store.free_space();
     if !has_room(free, needed, store.download_reserve()) {
         return Err(ClientError::NoRoom {
             id,
@@ -383,39 +383,44 @@ fn has_room(free: Option<u64>, needed: u64, reserve: u64) -> bool {
     free.is_none_or(|free| free >= needed.saturating_add(reserve))
 }
 
+/// What one pass over the files waiting to be downloaded did.
+#[derive(Debug, Default)]
+pub struct Downloads {
+    /// Files that arrived whole and checked.
+    pub arrived: usize,
+    /// Files refused for good, each also kept as failed with why.
+    pub refused: Vec<ClientError>,
+    /// The first file the disk had no room for ([`ClientError::NoRoom`]): it waits on the
+    /// relay, and the files after it that fit still came.
+    pub no_room: Option<ClientError>,
+}
+
 /// Downloads every received file whose download has not finished and that is addressed to
 /// `mailbox`, on a session authenticated for it. A file refused for good does not stop the
-/// others; a network failure does (the rest waits for the next read). A file the disk has no
-/// room for ([`ClientError::NoRoom`]) waits and the smaller ones after it still come; the
-/// first such file is the error once the others are done. Returns how many arrived whole, and
-/// the refusals.
+/// others, nor does one the disk has no room for (it waits, and the smaller ones after it
+/// still come); a network failure does (the rest waits for the next read), and is the error.
 pub async fn download_waiting(
     store: &Store,
     relay: &mut dyn Relay,
     mailbox: &MailboxId,
     events: &Events,
-) -> Result<(usize, Vec<ClientError>)> {
-    let mut done = 0;
-    let mut refused = Vec::new();
-    let mut no_room = None;
+) -> Result<Downloads> {
+    let mut pass = Downloads::default();
     for row in store.attachments_to_download()? {
         if store.transfer_keys(row.id)?.mailbox.as_ref() != Some(mailbox) {
             continue;
         }
         match download(store, relay, row.id, events).await {
-            Ok(()) => done += 1,
-            Err(e @ ClientError::Attachment { .. }) => refused.push(e),
-            Err(e) if e.code() == Some(ErrorCode::BlobNotFound) => refused.push(e),
+            Ok(()) => pass.arrived += 1,
+            Err(e @ ClientError::Attachment { .. }) => pass.refused.push(e),
+            Err(e) if e.code() == Some(ErrorCode::BlobNotFound) => pass.refused.push(e),
             Err(e @ ClientError::NoRoom { .. }) => {
-                no_room.get_or_insert(e);
+                pass.no_room.get_or_insert(e);
             }
             Err(e) => return Err(e),
         }
     }
-    match no_room {
-        Some(e) => Err(e),
-        None => Ok((done, refused)),
-    }
+    Ok(pass)
 }
 
 /// Writes file `id` (one that arrived whole, or one this device sent) to a new file at `path`

@@ -402,13 +402,10 @@ impl<'s> User<'s> {
 
     /// Downloads the files staff sent this user that have not arrived whole (authenticating
     /// `relay` for the user's mailbox): each opened and checked into the encrypted store.
-    /// Returns how many arrived, and the files refused for good.
-    pub async fn download_attachments(
-        &self,
-        relay: &mut dyn Relay,
-    ) -> Result<(usize, Vec<ClientError>)> {
+    /// Returns what arrived, what was refused for good and what waits for room on the disk.
+    pub async fn download_attachments(&self, relay: &mut dyn Relay) -> Result<transfer::Downloads> {
         if self.store.attachments_to_download()?.is_empty() {
-            return Ok((0, Vec::new()));
+            return Ok(transfer::Downloads::default());
         }
         relay::authenticate(relay, &self.mailbox.mailbox_id, &self.mailbox.auth_key).await?;
         transfer::download_waiting(self.store, relay, &self.mailbox.mailbox_id, &self.events).await

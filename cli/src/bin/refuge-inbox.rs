@@ -357,11 +357,8 @@ async fn run(args: Args) -> Result<()> {
                 say(&cli::attachment_line(&a))?;
             }
             match client.download_attachments().await {
-                Ok((done, refused)) => cli::report_downloads(done, &refused),
+                Ok(pass) => cli::report_downloads(&pass),
                 Err(e) if e.blame() == refuge_client::Blame::Attack => return Err(e),
-                Err(e @ refuge_client::error::ClientError::NoRoom { .. }) => {
-                    cli::warn(&format!("{e} (hint: {})", cli::hint_text(&e.hint())))
-                }
                 Err(e) => cli::warn(&format!(
                     "files could not be downloaded now ({e}); the next `refuge-inbox read` goes \
                      on where this one stopped"

@@ -268,11 +268,8 @@ async fn run(args: Args) -> Result<()> {
             // The files replies carry, on a circuit of their own; one that cannot come now
             // comes with the next read.
             match client.download_attachments().await {
-                Ok((done, refused)) => cli::report_downloads(done, &refused),
+                Ok(pass) => cli::report_downloads(&pass),
                 Err(e) if e.blame() == refuge_client::Blame::Attack => return Err(e),
-                Err(e @ refuge_client::error::ClientError::NoRoom { .. }) => {
-                    cli::warn(&format!("{e} (hint: {})", cli::hint_text(&e.hint())))
-                }
                 Err(e) => cli::warn(&format!(
                     "files could not be downloaded now ({e}); the next `refuge read` goes on \
                      where this one stopped"

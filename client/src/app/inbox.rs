@@ -1275,11 +1275,11 @@ impl InboxClient {
 
     /// Downloads, on a connection of its own, the files users sent that have not arrived
     /// whole: each chunk opened and checked into the encrypted store, the whole checked before
-    /// it can be exported. Returns how many arrived, and the files refused for good (each
-    /// also kept as failed, with why).
-    pub async fn download_attachments(&mut self) -> Result<(usize, Vec<ClientError>)> {
+    /// it can be exported. Returns what arrived, what was refused for good (each also kept as
+    /// failed, with why) and what waits for room on the disk.
+    pub async fn download_attachments(&mut self) -> Result<crate::transfer::Downloads> {
         if self.core.store.attachments_to_download()?.is_empty() {
-            return Ok((0, Vec::new()));
+            return Ok(crate::transfer::Downloads::default());
         }
         let mut session = self.fresh_session().await?;
         let events = self.events().clone();

@@ -301,10 +301,10 @@ impl UserClient {
 
     /// Downloads, on a circuit of its own, the files staff sent that have not arrived whole:
     /// each chunk opened and checked into the encrypted store, the whole checked before it can
-    /// be exported. Returns how many arrived, and the files refused for good.
-    pub async fn download_attachments(&mut self) -> Result<(usize, Vec<ClientError>)> {
+    /// be exported. Returns what arrived, what was refused for good and what waits for room.
+    pub async fn download_attachments(&mut self) -> Result<crate::transfer::Downloads> {
         if self.core.store.attachments_to_download()?.is_empty() {
-            return Ok((0, Vec::new()));
+            return Ok(crate::transfer::Downloads::default());
         }
         let endpoint = self.core.endpoint()?;
         let mut session = self.core.connect(&endpoint, &fresh_circuit()).await?;

@@ -100,7 +100,7 @@ async fn send_file(w: &World, bytes: &[u8], name: &str) -> i64 {
 async fn download_on_desk(
     w: &World,
     label: &str,
-) -> Result<(usize, Vec<ClientError>), ClientError> {
+) -> Result<crate::transfer::Downloads, ClientError> {
     let store = w.staff_store(label);
     let staff = Staff::load(&store).unwrap();
     staff
@@ -167,7 +167,7 @@ async fn a_file_is_stored_once_on_the_relay_and_arrives_whole_on_every_device_of
         let early = store.dir().join("early");
         assert!(transfer::export(&store, waiting[0].id, &early).is_err());
         assert!(!early.exists());
-        assert_eq!(download_on_desk(&w, label).await.unwrap().0, 1);
+        assert_eq!(download_on_desk(&w, label).await.unwrap().arrived, 1);
         let row = store.attachment(waiting[0].id).unwrap().unwrap();
         assert_eq!(row.state, AttachmentState::Received);
         assert_eq!(
@@ -265,7 +265,7 @@ async fn a_reply_carries_a_file_to_the_user() {
         user.download_attachments(&mut w.relay.connect().await)
             .await
             .unwrap()
-            .0,
+            .arrived,
         1
     );
     assert_eq!(exported(&user_store, waiting[0].id), form);
@@ -359,12 +359,70 @@ async fn a_download_cut_off_goes_on_from_the_last_chunk_kept() {
             .download_attachments(&mut w.relay.connect().await, &Default::default())
             .await
             .unwrap()
-            .0,
+            .arrived,
         1
     );
     // Only the chunks not kept were fetched again.
     assert_eq!(count(&w, "GetChunk") - before, row.chunks as usize - 4);
     assert_eq!(exported(&store, id), bytes);
+}
+
+#[tokio::test]
+async fn a_file_without_room_waits_while_a_smaller_one_after_it_comes_in_the_same_pass() {
+    let w = World::new().await;
+    let (big, small) = (file_bytes(3 * CHUNK_LEN + 17, 9), file_bytes(100, 4));
+    let store = w.user_store();
+    let ids: Vec<i64> = [(&big, "video.mp4"), (&small, "note.txt")]
+        .into_iter()
+        .map(|(bytes, file_name)| {
+            store
+                .prepare_attachment(&NewAttachment {
+                    file_name,
+                    content_type: "application/octet-stream",
+                    bytes,
+                    report: "",
+                })
+                .unwrap()
+        })
+        .collect();
+    User::load(&store)
+        .unwrap()
+        .contact_with(
+            &mut w.relay.connect().await,
+            &w.directory(),
+            POST,
+            &SecretText::new("two files".into()),
+            Timer::OFF,
+            SystemTime::now(),
+            &ids,
+        )
+        .await
+        .unwrap();
+    w.staff_read(DESK1).await;
+    let store = w.staff_store(DESK1);
+    let waiting = store.attachments_to_download().unwrap();
+    // The big file first, so the small one comes after the one that does not fit.
+    assert_eq!(waiting.iter().map(|r| r.chunks).collect::<Vec<_>>(), [4, 1]);
+    let (big_id, small_id) = (waiting[0].id, waiting[1].id);
+    // Room for the one-chunk file, not for the four-chunk one.
+    store.set_download_reserve(0);
+    store.set_free_space(2 * CHUNK_LEN as u64);
+    let pass = Staff::load(&store)
+        .unwrap()
+        .download_attachments(&mut w.relay.connect().await, &Default::default())
+        .await
+        .unwrap();
+    // One pass says all of it: what arrived, and what waits and why.
+    assert_eq!((pass.arrived, pass.refused.len()), (1, 0));
+    match pass.no_room {
+        Some(ClientError::NoRoom { id, needed, .. }) => {
+            assert_eq!((id, needed), (big_id, 4 * CHUNK_LEN as u64));
+        }
+        other => panic!("expected the big file to wait for room, got {other:?}"),
+    }
+    assert_eq!(exported(&store, small_id), small);
+    let row = store.attachment(big_id).unwrap().unwrap();
+    assert_eq!((row.state, row.next_chunk), (AttachmentState::Offered, 0));
 }
 
 #[tokio::test]
@@ -381,10 +439,12 @@ async fn a_file_the_disk_has_no_room_for_waits_on_the_relay_and_comes_once_there
     // A reserve no disk has: the file does not fit.
     store.set_download_reserve(u64::MAX / 2);
     let staff = Staff::load(&store).unwrap();
-    let err = staff
+    let pass = staff
         .download_attachments(&mut w.relay.connect().await, &Default::default())
         .await
-        .unwrap_err();
+        .unwrap();
+    assert_eq!((pass.arrived, pass.refused.len()), (0, 0));
+    let err = pass.no_room.expect("the file waits for room");
     match &err {
         ClientError::NoRoom {
             id: waiting,
@@ -414,7 +474,11 @@ async fn a_file_the_disk_has_no_room_for_waits_on_the_relay_and_comes_once_there
     let store = w.staff_store(DESK1);
     assert_eq!(store.download_reserve(), crate::store::DOWNLOAD_RESERVE);
     let staff = Staff::load(&store).unwrap();
-    let (done, refused) = staff
+    let crate::transfer::Downloads {
+        arrived: done,
+        refused,
+        ..
+    } = staff
         .download_attachments(&mut w.relay.connect().await, &Default::default())
         .await
         .unwrap();
@@ -436,7 +500,11 @@ async fn a_chunk_the_relay_altered_or_cut_is_refused_and_nothing_of_the_file_is_
             data[10] ^= 1;
         }
     });
-    let (done, refused) = download_on_desk(&w, DESK1).await.unwrap();
+    let crate::transfer::Downloads {
+        arrived: done,
+        refused,
+        ..
+    } = download_on_desk(&w, DESK1).await.unwrap();
     assert_eq!(done, 0);
     assert!(
         matches!(
@@ -470,7 +538,11 @@ async fn a_chunk_the_relay_altered_or_cut_is_refused_and_nothing_of_the_file_is_
             data.truncate(data.len() - 1);
         }
     });
-    let (done, refused) = download_on_desk(&w, DESK2).await.unwrap();
+    let crate::transfer::Downloads {
+        arrived: done,
+        refused,
+        ..
+    } = download_on_desk(&w, DESK2).await.unwrap();
     assert_eq!(done, 0);
     assert!(
         matches!(
@@ -835,7 +907,7 @@ async fn a_download_over_several_lanes_survives_a_lane_cut_off_and_arrives_whole
             .download_attachments(&mut lanes, &Default::default())
             .await
             .unwrap()
-            .0,
+            .arrived,
         1
     );
     assert!(
@@ -904,7 +976,7 @@ async fn a_download_over_several_lanes_cut_off_keeps_what_opened_and_goes_on_fro
             .download_attachments(&mut fresh, &Default::default())
             .await
             .unwrap()
-            .0,
+            .arrived,
         1
     );
     assert_eq!(
@@ -1042,7 +1114,7 @@ async fn after_a_reconnection_a_download_goes_on_over_lanes_again() {
             .download_attachments(&mut losing, &Default::default())
             .await
             .unwrap()
-            .0,
+            .arrived,
         1
     );
     let before = 1 + lanes_for(chunks);

@@ -752,6 +752,9 @@ pub struct Store {
     /// What a download leaves free on the disk that holds the store
     /// ([`DOWNLOAD_RESERVE`] unless set otherwise).
     download_reserve: std::cell::Cell<u64>,
+    /// The free space a test says the disk has (`None`: the system's figure).
+    #[cfg(test)]
+    free_space: std::cell::Cell<Option<u64>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -872,6 +875,8 @@ impl Store {
             dir: dir.to_path_buf(),
             clock: crate::clock::system(),
             download_reserve: std::cell::Cell::new(attachments::DOWNLOAD_RESERVE),
+            #[cfg(test)]
+            free_space: std::cell::Cell::new(None),
         };
         store.migrate()?;
         store.expire(store.unix_now())?;
@@ -995,6 +1000,22 @@ impl Store {
     /// with it; a device with a small disk could lower it).
     pub fn set_download_reserve(&self, bytes: u64) {
         self.download_reserve.set(bytes);
+    }
+
+    /// The space available on the disk that holds the store (`None`: the system cannot say).
+    pub fn free_space(&self) -> Option<u64> {
+        #[cfg(test)]
+        if let Some(free) = self.free_space.get() {
+            return Some(free);
+        }
+        crate::files::free_space(&self.dir)
+    }
+
+    /// Makes [`Store::free_space`] say `bytes`, for a test of files that fit and files that
+    /// do not in one pass (the real figure moves with every other test's writes).
+    #[cfg(test)]
+    pub(crate) fn set_free_space(&self, bytes: u64) {
+        self.free_space.set(Some(bytes));
     }
 
     /// Starts a write transaction. Everything done through this store (including the libsignal

@@ -1070,8 +1070,16 @@ impl State {
             return;
         };
         match client.download_attachments().await {
-            Ok((0, refused)) if refused.is_empty() => return,
-            Ok(_) => {}
+            Ok(pass) if pass.arrived == 0 && pass.refused.is_empty() && pass.no_room.is_none() => {
+                return;
+            }
+            Ok(pass) => {
+                // A file the disk has no room for waits on the relay; the desk is told why.
+                if let Some(e) = pass.no_room {
+                    let (problem, detail) = problem_of(&e);
+                    self.say(Update::DownloadFailed { problem, detail });
+                }
+            }
             Err(e) => {
                 if !self.stop_if_untrusted(&e) {
                     let (problem, detail) = problem_of(&e);

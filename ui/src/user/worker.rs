@@ -1026,14 +1026,15 @@ impl State {
             self.show_open_post();
             if let Some(client) = self.client.as_mut() {
                 match client.download_attachments().await {
-                    Ok(_) => {}
                     // Not a failed read: the messages came, and the connection works. The
-                    // person is told why the files wait; the schedule stays as it is.
-                    Err(e @ refuge_client::error::ClientError::NoRoom { .. }) => {
-                        self.say(Update::Problem {
-                            problem: Problem::DiskNoRoom,
-                            detail: e.to_string(),
-                        });
+                    // person is told why a file waits; the schedule stays as it is.
+                    Ok(pass) => {
+                        if let Some(e) = pass.no_room {
+                            self.say(Update::Problem {
+                                problem: Problem::DiskNoRoom,
+                                detail: e.to_string(),
+                            });
+                        }
                     }
                     Err(e) => outcome = Err(e),
                 }

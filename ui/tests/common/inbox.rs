@@ -436,11 +436,14 @@ impl Post {
         self.rt
             .block_on(user.receive(&mut |_| Ok(())))
             .expect("the user reads");
-        let (_, refused) = self
+        let refuge_client::transfer::Downloads {
+            refused, no_room, ..
+        } = self
             .rt
             .block_on(user.download_attachments())
             .expect("the user downloads the files");
         assert!(refused.is_empty(), "files refused: {refused:?}");
+        assert!(no_room.is_none(), "{no_room:?}");
         let out = self.dir.join("user-files");
         std::fs::create_dir_all(&out).expect("a folder for the user's files");
         let mut files = Vec::new();
