@@ -15,6 +15,8 @@
 //!   connection), and spread over several connections one request at a time (`put_chunk`/
 //!   `get_chunk`, as before lanes), each with its ratio to the raw QUIC ceiling (the issue's
 //!   target: at least 50 %);
+//! - the CPU time (both processes, from /proc) each MiB costs the raw push, the upload and the
+//!   download, their ratio, and the throughput the machine's CPUs would allow at that cost;
 //! - the relay's resident memory while 20 clients upload at once: baseline, peak (VmRSS sampled
 //!   from /proc every 20 ms, and VmHWM), and (peak - baseline) / 20.
 //!
@@ -112,9 +114,11 @@ async fn run(mib: u64, memory_mib: u64, connections: usize) -> Report {
 
     eprintln!("== ceiling: {mib} MiB over one raw QUIC stream");
     let mut best = 0.0f64;
+    let cpu = Cpu::start(&[]);
     for _ in 0..CEILING_RUNS {
         best = best.max(quic_ceiling(dir.path(), bytes).await);
     }
+    let (push_cpu, _) = cpu.ms_per_mib(CEILING_RUNS as u64 * mib);
     report.add(
         format!("ceiling: raw QUIC, {mib} MiB over one stream (best of {CEILING_RUNS})"),
         best,
@@ -122,6 +126,12 @@ async fn run(mib: u64, memory_mib: u64, connections: usize) -> Report {
         None,
     );
     report.set(quic, best);
+    report.add(
+        "  CPU per MiB of the raw push, both ends",
+        push_cpu,
+        "ms",
+        None,
+    );
     let ceiling = Some(quic);
     // The relay answers a chunk only once it is durable: one chunk at a time, each upload step
     // waits for a sync of the disk the relay's database is on.
@@ -180,20 +190,60 @@ async fn run(mib: u64, memory_mib: u64, connections: usize) -> Report {
     let digest: [u8; 32] = Sha256::digest(data.as_slice()).into();
 
     // One connection, several chunks in flight on its streams: what the client does.
+    let cpu = Cpu::start(&[relay.pid()]);
     let (upload, secs) = upload_one_connection(&endpoint, &recipient, &key, &data).await;
+    let upload_cpu = cpu.ms_per_mib(mib);
     report.add(
         format!("upload {mib} MiB, 1 connection (put_chunks, lanes)"),
         mib as f64 / secs,
         "MiB/s",
         ceiling,
     );
+    let cpu = Cpu::start(&[relay.pid()]);
     let secs = download_one_connection(&endpoint, &recipient, &key, bytes, &upload, digest).await;
+    let download_cpu = cpu.ms_per_mib(mib);
     report.add(
         format!("download {mib} MiB, 1 connection (get_chunks, lanes)"),
         mib as f64 / secs,
         "MiB/s",
         ceiling,
     );
+    // What the transfers cost against the raw push, and how fast the machine's CPUs would let
+    // them go if nothing else bound them: a figure of this machine, not of the relay alone.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    for (what, (ms, relay_ms)) in [("upload", upload_cpu), ("download", download_cpu)] {
+        report.add(
+            format!("  CPU per MiB of the {what}, client and relay"),
+            ms,
+            "ms",
+            None,
+        );
+        report.add(
+            format!("  CPU per MiB of the {what}, the relay's share"),
+            relay_ms,
+            "ms",
+            None,
+        );
+        report.add(
+            format!("  {what}: CPU per MiB / the raw push's"),
+            ms / push_cpu,
+            "x",
+            None,
+        );
+        let bound = cpus * 1000.0 / ms;
+        report.add(
+            format!("  {what}: bound of {cpus:.0} CPUs fully busy at that cost"),
+            bound,
+            "MiB/s",
+            None,
+        );
+        report.add(
+            format!("  {what}: that bound / the raw QUIC ceiling"),
+            100.0 * bound / best,
+            "%",
+            None,
+        );
+    }
 
     // The same attachment's chunks spread over several connections, each one request at a
     // time (how far several connections went before lanes): the relay's writer commits their
@@ -285,6 +335,33 @@ async fn run(mib: u64, memory_mib: u64, connections: usize) -> Report {
 
 fn kib(kib: u64) -> f64 {
     kib as f64 / 1024.0
+}
+
+/// The CPU time this process and `others` use from [`Cpu::start`] on (`refuge_tests::cpu_secs`,
+/// good to 10 ms per process: longer runs, `REFUGE_BENCH_MIB=250`, give finer figures).
+struct Cpu {
+    /// Each process and its CPU seconds at the start.
+    at: Vec<(u32, f64)>,
+}
+
+impl Cpu {
+    fn start(others: &[u32]) -> Cpu {
+        let pids = std::iter::once(std::process::id()).chain(others.iter().copied());
+        Cpu {
+            at: pids.map(|p| (p, refuge_tests::cpu_secs(p))).collect(),
+        }
+    }
+
+    /// Milliseconds of CPU per MiB since the start, for `mib` MiB moved: all the processes,
+    /// and the `others` alone.
+    fn ms_per_mib(&self, mib: u64) -> (f64, f64) {
+        let used: Vec<f64> = self
+            .at
+            .iter()
+            .map(|(p, at)| (refuge_tests::cpu_secs(*p) - at) * 1000.0 / mib as f64)
+            .collect();
+        (used.iter().sum(), used[1..].iter().sum())
+    }
 }
 
 // ---------------------------------------------------------------------------------- ceiling
