@@ -793,6 +793,15 @@ fn changed(app: &refuge_ui::inbox::InboxApp, rx: &std::sync::mpsc::Receiver<Upda
     });
 }
 
+/// The two cases of a post where a second person wrote after the first, as the signed-in
+/// window lists them: the first person's case, then the second's (listed first, newest
+/// activity).
+fn both_cases(w: &refuge_ui::InboxWindow) -> (String, String) {
+    let rows: Vec<_> = w.get_cases().iter().collect();
+    assert_eq!(rows.len(), 2, "both cases");
+    (rows[1].id.to_string(), rows[0].id.to_string())
+}
+
 #[test]
 fn filters_status_star_and_internal_notes_that_never_reach_the_user() {
     i_slint_backend_testing::init_no_event_loop();
@@ -800,11 +809,10 @@ fn filters_status_star_and_internal_notes_that_never_reach_the_user() {
     let _other = post.another_user_writes("other", "Hello, I am writing from Minsk.");
     let (app, rx) = signed_in(&post);
     let w = app.window();
-    let rows: Vec<_> = w.get_cases().iter().collect();
-    assert_eq!(rows.len(), 2, "both cases");
-    let (case, other) = (rows[1].id.to_string(), rows[0].id.to_string());
+    let (case, other) = both_cases(w);
     assert!(
-        rows.iter()
+        w.get_cases()
+            .iter()
             .all(|r| r.status == "new" && r.assigned.is_empty())
     );
     let about = find_role(w, &format!("Case {}", &case[..8]), AccessibleRole::ListItem)
@@ -1334,9 +1342,7 @@ fn the_case_view_shows_the_users_safety_number_and_a_verified_mark_kept_per_case
     let other = post.another_user_writes("other", "Hello, I am writing from Minsk.");
     let (app, rx) = signed_in(&post);
     let w = app.window();
-    assert_eq!(w.get_cases().iter().count(), 2, "both cases");
-    let rows: Vec<_> = w.get_cases().iter().collect();
-    let (case, other_case) = (rows[1].id.to_string(), rows[0].id.to_string());
+    let (case, other_case) = both_cases(w);
     let number = users_own_number(&post.user);
     assert_eq!(number.len(), 35, "six groups of five digits: {number}");
     assert!(
@@ -1866,7 +1872,7 @@ fn a_new_device_shows_its_safety_number_accepts_a_colleagues_open_cases_for_a_da
     );
     find_role(
         w,
-        "File form.pdf · 5 KB · application/pdf",
+        "File form.pdf · 5 KB · PDF document",
         AccessibleRole::ListItem,
     );
     assert!(
@@ -2125,9 +2131,7 @@ fn a_reply_being_written_waits_for_its_case_while_the_desk_looks_at_another() {
     let _other = post.another_user_writes("other", "Hello, I am writing from Minsk.");
     let (app, rx) = signed_in(&post);
     let w = app.window();
-    let rows: Vec<_> = w.get_cases().iter().collect();
-    assert_eq!(rows.len(), 2, "both cases");
-    let (case, other) = (rows[1].id.to_string(), rows[0].id.to_string());
+    let (case, other) = both_cases(w);
     let folder = post.folder("to-send");
     std::fs::write(folder.join("photo.png"), PHOTO).expect("the photo");
     let files = || -> Vec<String> {
@@ -2189,9 +2193,7 @@ fn notes_being_written_wait_for_their_case_and_one_kept_meanwhile_leaves_its_box
     let _other = post.another_user_writes("other", "Hello, I am writing from Minsk.");
     let (app, rx) = signed_in(&post);
     let w = app.window();
-    let rows: Vec<_> = w.get_cases().iter().collect();
-    assert_eq!(rows.len(), 2, "both cases");
-    let (case, other) = (rows[1].id.to_string(), rows[0].id.to_string());
+    let (case, other) = both_cases(w);
 
     // An internal note and a handover's note half written, then the desk looks at the other
     // case: its boxes are empty.
