@@ -71,16 +71,40 @@ pub struct RelayProcess {
 /// figure is good to 10 ms per process.
 pub fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+    stat_cpu_secs(&stat).unwrap_or_else(|| panic!("utime and stime in /proc/{pid}/stat"))
+}
+
+/// [`cpu_secs`] of each live thread of process `pid`, summed by thread name (`comm`, which the
+/// kernel cuts to 15 bytes); a thread that ended is not counted.
+pub fn thread_cpu_secs(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    let mut by_name = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let dir = task.path();
+        // A thread may end between the listing and the reads: it is skipped.
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("stat")),
+        ) else {
+            continue;
+        };
+        if let Some(secs) = stat_cpu_secs(&stat) {
+            *by_name.entry(comm.trim().to_string()).or_insert(0.0) += secs;
+        }
+    }
+    by_name
+}
+
+/// `utime + stime` of a /proc stat line, in seconds.
+fn stat_cpu_secs(stat: &str) -> Option<f64> {
     // The command name (field 2) may hold spaces: fields are counted after its ')'.
-    let after = &stat[stat.rfind(')').expect("a command name") + 1..];
+    let after = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = after.split_whitespace().collect();
     // Fields 14 and 15 of the line; field 3 (the state) is the first after the name.
-    let ticks = |field: usize| {
-        fields[field - 3]
-            .parse::<u64>()
-            .unwrap_or_else(|_| panic!("field {field} of /proc/{pid}/stat"))
-    };
-    (ticks(14) + ticks(15)) as f64 / 100.0
+    let ticks = |field: usize| fields.get(field - 3)?.parse::<u64>().ok();
+    Some((ticks(14)? + ticks(15)?) as f64 / 100.0)
 }
 
 /// `VmRSS` and `VmHWM` (KiB) of process `pid`, from /proc.

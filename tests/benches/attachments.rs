@@ -118,7 +118,7 @@ async fn run(mib: u64, memory_mib: u64, connections: usize) -> Report {
     for _ in 0..CEILING_RUNS {
         best = best.max(quic_ceiling(dir.path(), bytes).await);
     }
-    let (push_cpu, _) = cpu.ms_per_mib(CEILING_RUNS as u64 * mib);
+    let (push_cpu, _, _) = cpu.stop().ms_per_mib(CEILING_RUNS as u64 * mib);
     report.add(
         format!("ceiling: raw QUIC, {mib} MiB over one stream (best of {CEILING_RUNS})"),
         best,
@@ -190,8 +190,8 @@ async fn run(mib: u64, memory_mib: u64, connections: usize) -> Report {
     let digest: [u8; 32] = Sha256::digest(data.as_slice()).into();
 
     // One connection, several chunks in flight on its streams: what the client does.
-    let cpu = Cpu::start(&[relay.pid()]);
-    let (upload, secs) = upload_one_connection(&endpoint, &recipient, &key, &data).await;
+    let (upload, secs, cpu) =
+        upload_one_connection(&endpoint, &recipient, &key, &data, relay.pid()).await;
     let upload_cpu = cpu.ms_per_mib(mib);
     report.add(
         format!("upload {mib} MiB, 1 connection (put_chunks, lanes)"),
@@ -199,8 +199,16 @@ async fn run(mib: u64, memory_mib: u64, connections: usize) -> Report {
         "MiB/s",
         ceiling,
     );
-    let cpu = Cpu::start(&[relay.pid()]);
-    let secs = download_one_connection(&endpoint, &recipient, &key, bytes, &upload, digest).await;
+    let (secs, cpu) = download_one_connection(
+        &endpoint,
+        &recipient,
+        &key,
+        bytes,
+        &upload,
+        digest,
+        relay.pid(),
+    )
+    .await;
     let download_cpu = cpu.ms_per_mib(mib);
     report.add(
         format!("download {mib} MiB, 1 connection (get_chunks, lanes)"),
@@ -211,7 +219,7 @@ async fn run(mib: u64, memory_mib: u64, connections: usize) -> Report {
     // What the transfers cost against the raw push, and how fast the machine's CPUs would let
     // them go if nothing else bound them: a figure of this machine, not of the relay alone.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    for (what, (ms, relay_ms)) in [("upload", upload_cpu), ("download", download_cpu)] {
+    for (what, (ms, relay_ms, writer_ms)) in [("upload", upload_cpu), ("download", download_cpu)] {
         report.add(
             format!("  CPU per MiB of the {what}, client and relay"),
             ms,
@@ -221,6 +229,12 @@ async fn run(mib: u64, memory_mib: u64, connections: usize) -> Report {
         report.add(
             format!("  CPU per MiB of the {what}, the relay's share"),
             relay_ms,
+            "ms",
+            None,
+        );
+        report.add(
+            format!("  CPU per MiB of the {what}, the relay's writer thread"),
+            writer_ms,
             "ms",
             None,
         );
@@ -342,6 +356,8 @@ fn kib(kib: u64) -> f64 {
 struct Cpu {
     /// Each process and its CPU seconds at the start.
     at: Vec<(u32, f64)>,
+    /// The first of `others` (the relay): its threads' CPU seconds by name at the start.
+    threads: BTreeMap<String, f64>,
 }
 
 impl Cpu {
@@ -349,18 +365,59 @@ impl Cpu {
         let pids = std::iter::once(std::process::id()).chain(others.iter().copied());
         Cpu {
             at: pids.map(|p| (p, refuge_tests::cpu_secs(p))).collect(),
+            threads: others
+                .first()
+                .map(|p| refuge_tests::thread_cpu_secs(*p))
+                .unwrap_or_default(),
         }
     }
 
-    /// Milliseconds of CPU per MiB since the start, for `mib` MiB moved: all the processes,
-    /// and the `others` alone.
-    fn ms_per_mib(&self, mib: u64) -> (f64, f64) {
-        let used: Vec<f64> = self
+    /// The CPU seconds used since the start, per process, and by the relay's writer thread.
+    fn stop(&self) -> CpuUsed {
+        let writer = |threads: &BTreeMap<String, f64>| {
+            threads
+                .iter()
+                .filter(|(name, _)| name.starts_with(WRITER_THREAD))
+                .map(|(_, s)| s)
+                .sum::<f64>()
+        };
+        let now = self
             .at
-            .iter()
-            .map(|(p, at)| (refuge_tests::cpu_secs(*p) - at) * 1000.0 / mib as f64)
-            .collect();
-        (used.iter().sum(), used[1..].iter().sum())
+            .get(1)
+            .map(|(p, _)| refuge_tests::thread_cpu_secs(*p))
+            .unwrap_or_default();
+        CpuUsed {
+            by_process: self
+                .at
+                .iter()
+                .map(|(p, at)| refuge_tests::cpu_secs(*p) - at)
+                .collect(),
+            writer: writer(&now) - writer(&self.threads),
+        }
+    }
+}
+
+/// The relay's single writer thread (`refuge-relay-writer`, cut to 15 bytes by the kernel):
+/// SQLite's inserts, deletes and commits, and the kernel's write path under them.
+const WRITER_THREAD: &str = "refuge-relay-wr";
+
+/// CPU seconds used, this process first, then the others of a [`Cpu`]; and the relay's writer
+/// thread's share.
+struct CpuUsed {
+    by_process: Vec<f64>,
+    writer: f64,
+}
+
+impl CpuUsed {
+    /// Milliseconds of CPU per MiB, for `mib` MiB moved: all the processes, and the others
+    /// alone.
+    fn ms_per_mib(&self, mib: u64) -> (f64, f64, f64) {
+        let per = |s: f64| s * 1000.0 / mib as f64;
+        (
+            per(self.by_process.iter().sum()),
+            per(self.by_process[1..].iter().sum()),
+            per(self.writer),
+        )
     }
 }
 
@@ -555,15 +612,17 @@ async fn create_blob(s: &mut Session, recipient: &Recipient, len: u64) -> BlobUp
 
 /// Uploads `data` on one connection as the client does (`relay::put_chunks`: up to
 /// `MAX_LANES` chunks in flight on streams of the one connection, each sealed with `seal_chunk`
-/// when its turn comes); returns the upload and the seconds from the blob's creation to the
-/// last chunk's acknowledgement.
+/// when its turn comes); returns the upload, the seconds from the blob's creation to the last
+/// chunk's acknowledgement, and the CPU this process and the relay (`relay_pid`) used meanwhile.
 async fn upload_one_connection(
     endpoint: &RelayEndpoint,
     recipient: &Recipient,
     key: &AttachmentKey,
     data: &[u8],
-) -> (BlobUpload, f64) {
+    relay_pid: u32,
+) -> (BlobUpload, f64, CpuUsed) {
     let mut s = connect(endpoint).await;
+    let cpu = Cpu::start(&[relay_pid]);
     let started = Instant::now();
     let len = data.len() as u64;
     let upload = create_blob(&mut s, recipient, len).await;
@@ -582,15 +641,18 @@ async fn upload_one_connection(
     .await
     .expect("stored");
     let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu.stop();
     assert!(complete, "the relay has every chunk");
     s.close().await;
-    (upload, secs)
+    (upload, secs, cpu)
 }
 
 /// Downloads the blob on one connection as the client does (`relay::get_chunks`: up to
 /// `MAX_LANES` chunks in flight on streams of the one connection, handed over in order), opening
 /// each in turn; checks the whole against `digest`, acknowledges it; returns the seconds from
-/// the first request to the last chunk opened.
+/// the first request to the last chunk opened, and the CPU this process and the relay
+/// (`relay_pid`) used meanwhile (not the acknowledgement, whose deletion the relay's writer
+/// does).
 async fn download_one_connection(
     endpoint: &RelayEndpoint,
     recipient: &Recipient,
@@ -598,11 +660,13 @@ async fn download_one_connection(
     len: u64,
     upload: &BlobUpload,
     digest: [u8; 32],
-) -> f64 {
+    relay_pid: u32,
+) -> (f64, CpuUsed) {
     let mut s = connect(endpoint).await;
     api::authenticate(&mut s, &recipient.id, &recipient.key)
         .await
         .expect("the recipient proves its mailbox");
+    let cpu = Cpu::start(&[relay_pid]);
     let started = Instant::now();
     let mut opener = Opener::new(key, len, attachment::padme(len)).expect("an opener");
     let mut hash = Sha256::new();
@@ -621,6 +685,7 @@ async fn download_one_connection(
     .expect("every chunk");
     opener.finish().expect("the whole attachment");
     let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu.stop();
     assert_eq!(
         <[u8; 32]>::from(hash.finalize()),
         digest,
@@ -630,7 +695,7 @@ async fn download_one_connection(
         .await
         .expect("acknowledged");
     s.close().await;
-    secs
+    (secs, cpu)
 }
 
 /// Uploads `data` over `n` connections, connection `k` sealing (`seal_chunk`) and sending
