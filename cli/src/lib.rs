@@ -757,7 +757,8 @@ pub fn size_text(n: u64) -> String {
     }
 }
 
-/// Says how a download of files went: how many arrived, and each one refused for good.
+/// Says how a download of files went: how many arrived, each one refused for good, and the
+/// first one that waits for room on the disk (with its hint: free some space).
 pub fn report_downloads(pass: &refuge_client::transfer::Downloads) {
     if pass.arrived > 0 {
         note(&format!(
