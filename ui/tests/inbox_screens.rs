@@ -2187,6 +2187,78 @@ fn a_reply_being_written_waits_for_its_case_while_the_desk_looks_at_another() {
 }
 
 #[test]
+fn a_reply_whose_file_fails_to_go_while_the_desk_looks_at_another_case_waits_for_it() {
+    use refuge_proto::ErrorCode;
+    i_slint_backend_testing::init_no_event_loop();
+    let mut post = Post::new(45, Some(FIRST));
+    let _other = post.another_user_writes("other", "Hello, I am writing from Minsk.");
+    let (app, rx) = signed_in(&post);
+    let w = app.window();
+    let (case, other) = both_cases(w);
+    let folder = post.folder("to-send");
+    std::fs::write(folder.join("photo.png"), PHOTO).expect("the photo");
+    let files = || -> Vec<(String, i32)> {
+        w.get_attachments()
+            .iter()
+            .map(|a| (a.name.to_string(), a.state))
+            .collect()
+    };
+
+    open(&app, &rx, &case);
+    type_into(w, "Reply", "Here is the form you asked for.");
+    click(w, "Attach files…");
+    choose_in(&app, &folder, &["photo.png"]);
+    pump(&app, &rx, 30, "the photo cleaned", |u| {
+        matches!(u, Update::Attached { .. })
+    });
+    // The relay refuses the photo's upload, so the reply cannot be sealed; the desk has gone to
+    // the other case by the time that is known (an upload over Tor can take minutes).
+    post.kit
+        .inject_always("CreateBlob", None, Fault::Refuse(ErrorCode::MailboxFull));
+    let deposits = post.kit.accepted("Deposit");
+    click(w, "Send reply");
+    click(w, "Back");
+    click(w, &format!("Case {}", &other[..8]));
+    assert_eq!((w.get_draft().as_str(), files().len()), ("", 0));
+    pump(&app, &rx, 60, "the reply's failure", |u| {
+        matches!(u, Update::ReplyFailed { .. })
+    });
+    assert_ne!(w.get_problem(), InboxProblem::None, "the desk is told");
+    assert_eq!(post.kit.accepted("Deposit"), deposits, "nothing was sent");
+
+    // Back at the first case: the reply and its photo wait there, and go once the relay takes
+    // files again.
+    post.kit.clear_faults();
+    click(w, "Back");
+    open(&app, &rx, &case);
+    assert_eq!(w.get_draft(), "Here is the form you asked for.");
+    assert_eq!(files(), [("photo.png".to_string(), 1)], "the photo, ready");
+    // Sent again, and again the desk leaves: sealed meanwhile, it is no longer waiting there
+    // to be sent twice.
+    click(w, "Send reply");
+    click(w, "Back");
+    click(w, &format!("Case {}", &other[..8]));
+    pump(&app, &rx, 60, "the reply kept", |u| {
+        matches!(u, Update::Replied { .. })
+    });
+    pump(&app, &rx, 60, "the relay's confirmation", |u| {
+        matches!(
+            u,
+            Update::Event(Event::Reply {
+                delivery: Delivery::Confirmed,
+                ..
+            })
+        )
+    });
+    assert!(post.kit.accepted("Deposit") > deposits);
+    click(w, "Back");
+    open(&app, &rx, &case);
+    assert_eq!((w.get_draft().as_str(), files().len()), ("", 0));
+    let got = post.user_receives_files();
+    assert_eq!(got.len(), 1, "the user received the photo");
+}
+
+#[test]
 fn notes_being_written_wait_for_their_case_and_one_kept_meanwhile_leaves_its_box() {
     i_slint_backend_testing::init_no_event_loop();
     let post = Post::new(44, Some(FIRST));

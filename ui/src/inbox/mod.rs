@@ -500,32 +500,30 @@ impl InboxApp {
 
     /// Takes what is being written on the open case out of the window and keeps it in memory
     /// for that case: the reply (its text and files), the internal note and the handover's
-    /// note; nothing is kept for a case where all are empty. Not the reply being sent: it
-    /// leaves the window as before, its files going with it (a discard reaches the worker
-    /// after the reply, and forgets only what no message took). A note being kept is set
-    /// aside too, so that a failure loses nothing; once kept, it leaves (`Update::Changed`).
+    /// note; nothing is kept for a case where all are empty. A reply being sealed (its files
+    /// uploaded, which over Tor can take minutes) is set aside too, so that a failure loses
+    /// nothing: once it is kept in the outbox it leaves (`Update::Replied`). So does a note
+    /// being kept (`Update::Changed`).
     fn set_reply_aside(&self) {
         let w = &self.window;
         let case = w.get_case_id().to_string();
-        let mut text = SecretText::new(w.get_draft().to_string());
+        let text = SecretText::new(w.get_draft().to_string());
         let note = SecretText::new(w.get_note_draft().to_string());
         let handover = SecretText::new(w.get_handover_draft().to_string());
         w.set_draft(SharedString::new());
         w.set_note_draft(SharedString::new());
         w.set_handover_draft(SharedString::new());
         let mut flow = self.flow.borrow_mut();
-        let mut files = std::mem::take(&mut flow.attaching);
+        let files = std::mem::take(&mut flow.attaching);
         flow.set_aside.retain(|d| d.case != case);
-        // The reply in flight and its files leave with it.
-        let mut leaving = Vec::new();
-        if case.is_empty() || flow.sending.as_ref().is_some_and(|(c, _)| *c == case) {
-            text = SecretText::new(String::new());
-            leaving = std::mem::take(&mut files);
+        if case.is_empty() {
+            drop(flow);
+            self.show_attachments();
+            self.discard_files(files);
+            return;
         }
         let written = |t: &SecretText| !t.expose().trim().is_empty();
-        if !case.is_empty()
-            && (written(&text) || !files.is_empty() || written(&note) || written(&handover))
-        {
+        if written(&text) || !files.is_empty() || written(&note) || written(&handover) {
             flow.set_aside.push(ReplyDraft {
                 case,
                 text,
@@ -536,7 +534,6 @@ impl InboxApp {
         }
         drop(flow);
         self.show_attachments();
-        self.discard_files(leaving);
     }
 
     /// The files of the reply (the open one, or one set aside) where a file chosen at `path` is
@@ -1207,6 +1204,14 @@ impl InboxApp {
                     w.set_draft(SharedString::new());
                     self.flow.borrow_mut().attaching.clear();
                     self.show_attachments();
+                } else if sending.is_some_and(|(c, _)| c == case) {
+                    // Sealed while the desk looks at another case: it leaves what was set
+                    // aside for its case (its files went with it; a note stays).
+                    let mut flow = self.flow.borrow_mut();
+                    if let Some(d) = flow.set_aside.iter_mut().find(|d| d.case == case) {
+                        d.text = SecretText::new(String::new());
+                        d.files.clear();
+                    }
                 }
             }
             Update::ReplyFailed { problem, detail } => {
@@ -1228,8 +1233,18 @@ impl InboxApp {
                     self.flow.borrow_mut().attaching.clear();
                 } else {
                     // Not kept: the files stay for another try (their upload goes on from the
-                    // last chunk the relay confirmed); the progress starts again.
-                    for a in &mut self.flow.borrow_mut().attaching {
+                    // last chunk the relay confirmed), in the window or set aside with the
+                    // reply if the desk left its case; the progress starts again.
+                    let mut flow = self.flow.borrow_mut();
+                    let Flow {
+                        attaching,
+                        set_aside,
+                        ..
+                    } = &mut *flow;
+                    for a in attaching
+                        .iter_mut()
+                        .chain(set_aside.iter_mut().flat_map(|d| d.files.iter_mut()))
+                    {
                         if let AttachState::Ready { sent, .. } = &mut a.state {
                             *sent = 0;
                         }
