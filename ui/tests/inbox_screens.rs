@@ -234,15 +234,7 @@ fn sign_in_read_open_by_keyboard_reply_and_the_user_receives_it() {
         matches!(u, Update::Replied { .. })
     });
     assert!(!w.get_busy());
-    pump(&app, &rx, 30, "the relay's confirmation", |u| {
-        matches!(
-            u,
-            Update::Event(Event::Reply {
-                delivery: Delivery::Confirmed,
-                ..
-            })
-        )
-    });
+    confirmed(&app, &rx, 30);
     assert!(shows(w, "confirmed by the relay"), "{:?}", labels(w));
     assert_eq!(
         post.kit.accepted("Deposit"),
@@ -431,15 +423,7 @@ fn a_directory_log_that_does_not_verify_blocks_replying_until_it_does() {
     assert!(!shows(w, "Replying is blocked until it verifies again"));
     assert_eq!(find(w, "Send reply").accessible_enabled(), Some(true));
     click(w, "Send reply");
-    pump(&app, &rx, 30, "the relay's confirmation", |u| {
-        matches!(
-            u,
-            Update::Event(Event::Reply {
-                delivery: Delivery::Confirmed,
-                ..
-            })
-        )
-    });
+    confirmed(&app, &rx, 30);
     assert_eq!(post.user_reads(), ["are you there?", "should not leave"]);
 }
 
@@ -676,15 +660,7 @@ fn a_relay_serving_a_log_the_policy_does_not_trust_blocks_replying() {
     assert!(!w.get_log().failed);
     type_into(w, "Reply", "yes, we hear you");
     click(w, "Send reply");
-    pump(&app, &rx, 30, "the relay's confirmation", |u| {
-        matches!(
-            u,
-            Update::Event(Event::Reply {
-                delivery: Delivery::Confirmed,
-                ..
-            })
-        )
-    });
+    confirmed(&app, &rx, 30);
     assert_eq!(post.user_reads(), ["can you hear me?", "yes, we hear you"]);
 }
 
@@ -782,6 +758,19 @@ fn open(app: &refuge_ui::inbox::InboxApp, rx: &std::sync::mpsc::Receiver<Update>
     );
 }
 
+/// Waits up to `secs` seconds until the relay confirms a reply.
+fn confirmed(app: &refuge_ui::inbox::InboxApp, rx: &std::sync::mpsc::Receiver<Update>, secs: u64) {
+    pump(app, rx, secs, "the relay's confirmation", |u| {
+        matches!(
+            u,
+            Update::Event(Event::Reply {
+                delivery: Delivery::Confirmed,
+                ..
+            })
+        )
+    });
+}
+
 /// Waits until a change to the shared state is kept, then for the case view it changed.
 fn changed(app: &refuge_ui::inbox::InboxApp, rx: &std::sync::mpsc::Receiver<Update>) {
     pump(app, rx, 30, "the change kept", |u| {
@@ -861,15 +850,7 @@ fn filters_status_star_and_internal_notes_that_never_reach_the_user() {
     let reply = "We read you; a colleague will call.";
     type_into(w, "Reply", reply);
     click(w, "Send reply");
-    pump(&app, &rx, 30, "the relay's confirmation", |u| {
-        matches!(
-            u,
-            Update::Event(Event::Reply {
-                delivery: Delivery::Confirmed,
-                ..
-            })
-        )
-    });
+    confirmed(&app, &rx, 30);
     pump(&app, &rx, 10, "the case after the reply", |u| {
         matches!(u, Update::Case { .. })
     });
@@ -1590,15 +1571,7 @@ fn a_template_saved_in_french_is_offered_first_in_a_french_case_inserted_and_sen
     click(w, "Insert template Accusé de réception");
     assert_eq!(w.get_draft(), french_text);
     click(w, "Send reply");
-    pump(&app, &rx, 30, "the relay's confirmation", |u| {
-        matches!(
-            u,
-            Update::Event(Event::Reply {
-                delivery: Delivery::Confirmed,
-                ..
-            })
-        )
-    });
+    confirmed(&app, &rx, 30);
     assert!(w.get_draft().is_empty());
     assert_eq!(
         post.user_reads(),
@@ -2167,15 +2140,7 @@ fn a_reply_being_written_waits_for_its_case_while_the_desk_looks_at_another() {
     });
     assert_eq!(w.get_problem(), InboxProblem::None);
     assert_eq!(files().len(), 0, "the photo went with it");
-    pump(&app, &rx, 60, "the relay's confirmation", |u| {
-        matches!(
-            u,
-            Update::Event(Event::Reply {
-                delivery: Delivery::Confirmed,
-                ..
-            })
-        )
-    });
+    confirmed(&app, &rx, 60);
     assert!(post.kit.accepted("Deposit") > deposits);
     // The other case's reply is still waiting for it.
     click(w, "Back");
@@ -2241,15 +2206,7 @@ fn a_reply_whose_file_fails_to_go_while_the_desk_looks_at_another_case_waits_for
     pump(&app, &rx, 60, "the reply kept", |u| {
         matches!(u, Update::Replied { .. })
     });
-    pump(&app, &rx, 60, "the relay's confirmation", |u| {
-        matches!(
-            u,
-            Update::Event(Event::Reply {
-                delivery: Delivery::Confirmed,
-                ..
-            })
-        )
-    });
+    confirmed(&app, &rx, 60);
     assert!(post.kit.accepted("Deposit") > deposits);
     click(w, "Back");
     open(&app, &rx, &case);
@@ -2397,15 +2354,7 @@ fn the_desk_replies_with_files_cleaned_or_sent_as_they_are_by_choice_and_the_use
         matches!(u, Update::Replied { .. })
     });
     assert_eq!(w.get_attachments().row_count(), 0, "the files went with it");
-    pump(&app, &rx, 60, "the relay's confirmation", |u| {
-        matches!(
-            u,
-            Update::Event(Event::Reply {
-                delivery: Delivery::Confirmed,
-                ..
-            })
-        )
-    });
+    confirmed(&app, &rx, 60);
     // Each file went to the relay as a blob of its own, before the reply.
     assert_eq!(post.kit.accepted("CreateBlob"), 2);
     // Under the reply: both files, sent.
