@@ -1255,20 +1255,8 @@ impl InboxApp {
             }
             Update::Attached { path, file } => {
                 let mut flow = self.flow.borrow_mut();
-                let mut none = Vec::new();
                 // The reply it was chosen for: the open one, or one set aside meanwhile.
-                let files = Self::files_at(&mut flow, &path).unwrap_or(&mut none);
-                // The same bytes chosen twice (under two names) are kept, and sent, once.
-                let twice = files.iter().any(|a| {
-                    a.path != path
-                        && matches!(&a.state, AttachState::Ready { file: f, .. } if f.id == file.id)
-                });
-                if twice {
-                    files.retain(|a| a.path != path);
-                } else if let Some(a) = files.iter_mut().find(|a| a.path == path) {
-                    a.name = file.name.clone();
-                    a.state = AttachState::Ready { file, sent: 0 };
-                } else {
+                let Some(files) = Self::files_at(&mut flow, &path) else {
                     // Taken off the reply while it was being cleaned: it stays off, and its
                     // preparation goes.
                     drop(flow);
@@ -1279,6 +1267,17 @@ impl InboxApp {
                     }]);
                     self.show_attachments();
                     return;
+                };
+                // The same bytes chosen twice (under two names) are kept, and sent, once.
+                let twice = files.iter().any(|a| {
+                    a.path != path
+                        && matches!(&a.state, AttachState::Ready { file: f, .. } if f.id == file.id)
+                });
+                if twice {
+                    files.retain(|a| a.path != path);
+                } else if let Some(a) = files.iter_mut().find(|a| a.path == path) {
+                    a.name = file.name.clone();
+                    a.state = AttachState::Ready { file, sent: 0 };
                 }
                 drop(flow);
                 self.show_attachments();
