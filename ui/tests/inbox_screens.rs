@@ -2097,6 +2097,30 @@ fn a_users_file_downloads_under_its_message_and_a_copy_is_saved_through_the_choo
     assert!(w.get_save_file_id().is_empty());
 }
 
+/// The files on the reply being written, by name and state (1: ready to go).
+fn reply_files(w: &refuge_ui::InboxWindow) -> Vec<(String, i32)> {
+    w.get_attachments()
+        .iter()
+        .map(|a| (a.name.to_string(), a.state))
+        .collect()
+}
+
+/// Chooses the sample photo (GPS and author fields) for the open case's reply, from a folder
+/// of the post's, and waits until it is cleaned and kept.
+fn attach_photo(
+    app: &refuge_ui::inbox::InboxApp,
+    rx: &std::sync::mpsc::Receiver<Update>,
+    post: &Post,
+) {
+    let folder = post.folder("to-send");
+    std::fs::write(folder.join("photo.png"), PHOTO).expect("the photo");
+    click(app.window(), "Attach files…");
+    choose_in(app, &folder, &["photo.png"]);
+    pump(app, rx, 30, "the photo cleaned", |u| {
+        matches!(u, Update::Attached { .. })
+    });
+}
+
 #[test]
 fn a_reply_being_written_waits_for_its_case_while_the_desk_looks_at_another() {
     i_slint_backend_testing::init_no_event_loop();
@@ -2105,23 +2129,12 @@ fn a_reply_being_written_waits_for_its_case_while_the_desk_looks_at_another() {
     let (app, rx) = signed_in(&post);
     let w = app.window();
     let (case, other) = both_cases(w);
-    let folder = post.folder("to-send");
-    std::fs::write(folder.join("photo.png"), PHOTO).expect("the photo");
-    let files = || -> Vec<String> {
-        w.get_attachments()
-            .iter()
-            .map(|a| a.name.to_string())
-            .collect()
-    };
+    let files = || reply_files(w);
 
     // Half a reply with a photo, then the desk looks at the other case: its reply box is empty.
     open(&app, &rx, &case);
     type_into(w, "Reply", "We have read your message and");
-    click(w, "Attach files…");
-    choose_in(&app, &folder, &["photo.png"]);
-    pump(&app, &rx, 30, "the photo cleaned", |u| {
-        matches!(u, Update::Attached { .. })
-    });
+    attach_photo(&app, &rx, &post);
     click(w, "Back");
     open(&app, &rx, &other);
     assert_eq!((w.get_draft().as_str(), files().len()), ("", 0));
@@ -2130,7 +2143,7 @@ fn a_reply_being_written_waits_for_its_case_while_the_desk_looks_at_another() {
     click(w, "Back");
     open(&app, &rx, &case);
     assert_eq!(w.get_draft(), "We have read your message and");
-    assert_eq!(files(), ["photo.png"]);
+    assert_eq!(files(), [("photo.png".to_string(), 1)]);
     // The photo's preparation stayed in the store meanwhile, and goes with the reply.
     type_into(w, "Reply", "We have read your message and will call you.");
     let deposits = post.kit.accepted("Deposit");
@@ -2160,22 +2173,11 @@ fn a_reply_whose_file_fails_to_go_while_the_desk_looks_at_another_case_waits_for
     let (app, rx) = signed_in(&post);
     let w = app.window();
     let (case, other) = both_cases(w);
-    let folder = post.folder("to-send");
-    std::fs::write(folder.join("photo.png"), PHOTO).expect("the photo");
-    let files = || -> Vec<(String, i32)> {
-        w.get_attachments()
-            .iter()
-            .map(|a| (a.name.to_string(), a.state))
-            .collect()
-    };
+    let files = || reply_files(w);
 
     open(&app, &rx, &case);
     type_into(w, "Reply", "Here is the form you asked for.");
-    click(w, "Attach files…");
-    choose_in(&app, &folder, &["photo.png"]);
-    pump(&app, &rx, 30, "the photo cleaned", |u| {
-        matches!(u, Update::Attached { .. })
-    });
+    attach_photo(&app, &rx, &post);
     // The relay refuses the photo's upload, so the reply cannot be sealed; the desk has gone to
     // the other case by the time that is known (an upload over Tor can take minutes).
     post.kit

@@ -73,15 +73,26 @@ impl Relay for DiesAfter {
 }
 
 async fn send_file(w: &World, bytes: &[u8], name: &str) -> i64 {
+    send_files(w, &[(bytes, name)]).await[0]
+}
+
+/// The user's first message to the post, carrying `files` (bytes and name) in that order;
+/// returns their ids in the user's store.
+async fn send_files(w: &World, files: &[(&[u8], &str)]) -> Vec<i64> {
     let store = w.user_store();
-    let id = store
-        .prepare_attachment(&NewAttachment {
-            file_name: name,
-            content_type: "application/octet-stream",
-            bytes,
-            report: "",
+    let ids: Vec<i64> = files
+        .iter()
+        .map(|(bytes, file_name)| {
+            store
+                .prepare_attachment(&NewAttachment {
+                    file_name,
+                    content_type: "application/octet-stream",
+                    bytes,
+                    report: "",
+                })
+                .unwrap()
         })
-        .unwrap();
+        .collect();
     let user = User::load(&store).unwrap();
     user.contact_with(
         &mut w.relay.connect().await,
@@ -90,11 +101,11 @@ async fn send_file(w: &World, bytes: &[u8], name: &str) -> i64 {
         &SecretText::new("the file I told you about".into()),
         Timer::OFF,
         SystemTime::now(),
-        &[id],
+        &ids,
     )
     .await
     .unwrap();
-    id
+    ids
 }
 
 async fn download_on_desk(
@@ -371,33 +382,7 @@ async fn a_download_cut_off_goes_on_from_the_last_chunk_kept() {
 async fn a_file_without_room_waits_while_a_smaller_one_after_it_comes_in_the_same_pass() {
     let w = World::new().await;
     let (big, small) = (file_bytes(3 * CHUNK_LEN + 17, 9), file_bytes(100, 4));
-    let store = w.user_store();
-    let ids: Vec<i64> = [(&big, "video.mp4"), (&small, "note.txt")]
-        .into_iter()
-        .map(|(bytes, file_name)| {
-            store
-                .prepare_attachment(&NewAttachment {
-                    file_name,
-                    content_type: "application/octet-stream",
-                    bytes,
-                    report: "",
-                })
-                .unwrap()
-        })
-        .collect();
-    User::load(&store)
-        .unwrap()
-        .contact_with(
-            &mut w.relay.connect().await,
-            &w.directory(),
-            POST,
-            &SecretText::new("two files".into()),
-            Timer::OFF,
-            SystemTime::now(),
-            &ids,
-        )
-        .await
-        .unwrap();
+    send_files(&w, &[(&big, "video.mp4"), (&small, "note.txt")]).await;
     w.staff_read(DESK1).await;
     let store = w.staff_store(DESK1);
     let waiting = store.attachments_to_download().unwrap();
